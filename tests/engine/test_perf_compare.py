@@ -1,0 +1,87 @@
+"""trtexec-style statistics and Polygraphy-style comparison, checked against numpy directly."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from engine.compare import compare_arrays
+from engine.logger import Logger, Severity
+from engine.perf import LatencyStats, LayerTimer, measure
+
+
+def test_latency_stats_match_numpy_percentiles():
+    rng = np.random.default_rng(1)
+    values = rng.gamma(2.0, 1.5, size=501)
+    s = LatencyStats.from_ms(list(values))
+    assert s.count == 501
+    assert s.min == values.min() and s.max == values.max()
+    assert s.mean == pytest.approx(values.mean())
+    assert s.median == pytest.approx(np.median(values))
+    for p, got in ((90, s.p90), (95, s.p95), (99, s.p99)):
+        assert got == pytest.approx(np.percentile(values, p))
+
+
+def test_measure_honours_iterations_and_duration():
+    calls = []
+    result = measure(lambda: calls.append(1), warmup_ms=0, iterations=25, duration_s=0)
+    assert result.stats.count == 25
+    assert result.warmup_iterations >= 1
+    assert len(calls) == 25 + result.warmup_iterations
+    timed = measure(lambda: None, warmup_ms=0, iterations=1, duration_s=0.05)
+    assert timed.wall_s >= 0.05 and timed.stats.count > 1
+
+
+def test_measure_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="iterations"):
+        measure(lambda: None, iterations=0)
+
+
+def test_layer_timer_percentages_and_export(tmp_path):
+    t = LayerTimer()
+    for _ in range(4):
+        t.report_layer_time("a", 3.0)
+        t.report_layer_time("b", 1.0)
+    rows = {r["name"]: r for r in t.rows()}
+    assert rows["a"]["percentage"] == pytest.approx(75.0)
+    assert rows["b"]["averageMs"] == pytest.approx(1.0)
+    path = tmp_path / "p.json"
+    t.export(str(path))
+    import json
+
+    data = json.loads(path.read_text())
+    assert data[0] == {"count": 4} and {d["name"] for d in data[1:]} == {"a", "b"}
+    assert "Total" in t.table()
+
+
+def test_compare_passes_within_tolerance_and_fails_outside():
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((4, 100)).astype(np.float32)
+    close = ref + np.float32(1e-7) * rng.standard_normal(ref.shape).astype(np.float32)
+    assert compare_arrays("y", close, ref, rtol=1e-5).passed
+    bad = ref.copy()
+    bad[2, 17] += 0.5
+    cmp = compare_arrays("y", bad, ref, rtol=1e-5)
+    assert not cmp.passed
+    assert cmp.worst_index == (2, 17)
+    assert cmp.max_abs == pytest.approx(0.5, rel=1e-5)
+    assert "FAILED" in cmp.report()
+
+
+def test_compare_flags_nan_mismatch():
+    ref = np.ones(5, np.float32)
+    got = ref.copy()
+    got[3] = np.nan
+    assert not compare_arrays("y", got, ref, rtol=1e-2).passed
+
+
+def test_logger_threshold_and_records():
+    buf = io.StringIO()
+    log = Logger(Severity.INFO, stream=buf)
+    log.info("shown")
+    log.verbose("hidden")
+    log.warning("warned")
+    assert buf.getvalue().splitlines() == ["[I] shown", "[W] warned"]
+    assert log.messages(Severity.VERBOSE) == ["hidden"]
