@@ -1,4 +1,4 @@
-"""trtexec-style measurement: warm-up, timed iterations, latency statistics, per-layer profile.
+"""trtexec-style measurement: warm-up, timed iterations, latency statistics.
 
 Semantics follow trtexec: warm up for ``warmup_ms``, then run at least ``iterations`` inferences
 AND at least ``duration_s`` seconds. Every latency is host wall-clock time of one synchronous
@@ -7,9 +7,7 @@ AND at least ``duration_s`` seconds. Every latency is host wall-clock time of on
 
 from __future__ import annotations
 
-import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,45 +37,6 @@ class LatencyStats:
         return (f"min = {self.min:.5g} ms, max = {self.max:.5g} ms, mean = {self.mean:.5g} ms, "
                 f"median = {self.median:.5g} ms, percentile(90%) = {self.p90:.5g} ms, "
                 f"percentile(95%) = {self.p95:.5g} ms, percentile(99%) = {self.p99:.5g} ms")
-
-
-class LayerTimer:
-    """An IProfiler: collects per-layer times (ms) reported by an execution context."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, list[float]] = defaultdict(list)
-        self.order: list[str] = []
-
-    def report_layer_time(self, layer_name: str, ms: float) -> None:
-        if layer_name not in self.times:
-            self.order.append(layer_name)
-        self.times[layer_name].append(ms)
-
-    def rows(self) -> list[dict]:
-        total = sum(sum(v) for v in self.times.values()) or 1.0
-        out = []
-        for name in self.order:
-            v = self.times[name]
-            out.append({"name": name, "timeMs": sum(v), "averageMs": float(np.mean(v)),
-                        "medianMs": float(np.median(v)), "percentage": 100.0 * sum(v) / total})
-        return out
-
-    def table(self) -> str:
-        rows = self.rows()
-        count = max((len(v) for v in self.times.values()), default=0)
-        lines = [f"=== Profile ({count} iterations ) ===",
-                 f"{'Time(ms)':>10} {'Avg.(ms)':>10} {'Median(ms)':>11} {'Time(%)':>8}   Layer"]
-        for r in sorted(rows, key=lambda r: -r["timeMs"]):
-            lines.append(f"{r['timeMs']:10.3f} {r['averageMs']:10.4f} {r['medianMs']:11.4f} "
-                         f"{r['percentage']:8.1f}   {r['name']}")
-        total = sum(r["timeMs"] for r in rows)
-        lines.append(f"{total:10.3f} {total / max(count, 1):10.4f} {'':11} {100.0:8.1f}   Total")
-        return "\n".join(lines)
-
-    def export(self, path: str) -> None:
-        count = max((len(v) for v in self.times.values()), default=0)
-        with open(path, "w") as f:
-            json.dump([{"count": count}, *self.rows()], f, indent=2)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from engine.compare import compare_arrays
 from engine.logger import Logger, Severity
-from engine.perf import LatencyStats, LayerTimer, measure
+from engine.perf import LatencyStats, measure
 
 
 def test_latency_stats_match_numpy_percentiles():
@@ -37,23 +37,6 @@ def test_measure_honours_iterations_and_duration():
 def test_measure_rejects_bad_arguments():
     with pytest.raises(ValueError, match="iterations"):
         measure(lambda: None, iterations=0)
-
-
-def test_layer_timer_percentages_and_export(tmp_path):
-    t = LayerTimer()
-    for _ in range(4):
-        t.report_layer_time("a", 3.0)
-        t.report_layer_time("b", 1.0)
-    rows = {r["name"]: r for r in t.rows()}
-    assert rows["a"]["percentage"] == pytest.approx(75.0)
-    assert rows["b"]["averageMs"] == pytest.approx(1.0)
-    path = tmp_path / "p.json"
-    t.export(str(path))
-    import json
-
-    data = json.loads(path.read_text())
-    assert data[0] == {"count": 4} and {d["name"] for d in data[1:]} == {"a", "b"}
-    assert "Total" in t.table()
 
 
 def test_compare_passes_within_tolerance_and_fails_outside():

@@ -1,0 +1,360 @@
+"""The ``hetrt`` command: build, run, inspect, compare, demo (trtexec and Polygraphy in spirit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from engine.dtypes import Precision
+from engine.errors import HetrtError
+from engine.logger import Logger, Severity
+
+EPILOG_MODEL = ("MODEL is an .onnx file or the name of a bundled model "
+                "(resnet18, resnet18_small, resnet50, mobilenet_v2; generated in code with seeded weights).")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _parse_shapes(spec: str | None) -> dict[str, tuple[int, ...]]:
+    """trtexec's --shapes syntax: name:1x3x224x224,other:1x10."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    if not spec:
+        return shapes
+    for item in spec.split(","):
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise HetrtError(f"--shapes entry '{item}' must look like name:1x3x224x224")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise HetrtError(f"--shapes entry '{item}': dims must be integers separated by 'x'") from None
+    return shapes
+
+
+def _parse_layer_precisions(items: list[str] | None) -> dict[str, Precision]:
+    out: dict[str, Precision] = {}
+    for item in items or []:
+        name, sep, prec = item.rpartition(":")
+        if not sep or not name:
+            raise HetrtError(f"--layer-precision '{item}' must look like LAYER:fp16")
+        try:
+            out[name] = Precision(prec.lower())
+        except ValueError:
+            raise HetrtError(f"--layer-precision '{item}': precision must be fp32, fp16 or int8") from None
+    return out
+
+
+def _load_model(spec: str) -> onnx.ModelProto | str:
+    """An .onnx path stays a path (external data resolves relative to it); a bundled name builds."""
+    if os.path.exists(spec):
+        return spec
+    from engine.models import MODELS, build_model
+
+    if spec in MODELS:
+        return build_model(spec)
+    raise HetrtError(f"model '{spec}' is neither a file nor a bundled model ({', '.join(sorted(MODELS))})")
+
+
+def _config_from_args(args: argparse.Namespace):
+    from engine.builder import BuilderConfig
+
+    return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=_parse_shapes(args.shapes),
+                         platform=args.platform, memory_limit=args.memory_limit,
+                         layer_precisions=_parse_layer_precisions(getattr(args, "layer_precision", None)),
+                         optimize=not getattr(args, "no_optimize", False))
+
+
+def _logger(args: argparse.Namespace) -> Logger:
+    return Logger(Severity.VERBOSE if getattr(args, "verbose", False) else Severity.INFO, stream=sys.stdout)
+
+
+def _build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> bytes:
+    from engine.builder import build_from_onnx
+
+    return build_from_onnx(_load_model(model_spec), _config_from_args(args), logger)
+
+
+def _random_inputs(engine, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for t in engine.io_tensors:
+        if t.mode != "input":
+            continue
+        dtype = np.dtype(t.dtype.numpy if hasattr(t.dtype, "numpy") else t.dtype)
+        if dtype.kind == "f":
+            feeds[t.name] = rng.uniform(-1.0, 1.0, t.shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[t.name] = rng.integers(0, 2, t.shape).astype(dtype)
+        else:
+            feeds[t.name] = rng.integers(0, 10, t.shape).astype(dtype)
+    return feeds
+
+
+def _load_inputs(spec: list[str] | None, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for item in spec or []:
+        name, sep, path = item.partition(":")
+        if not sep:
+            raise HetrtError(f"--load-inputs '{item}' must look like name:file.npy")
+        if name not in feeds:
+            raise HetrtError(f"--load-inputs names '{name}', which is not an input (inputs: {', '.join(feeds)})")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise HetrtError(f"cannot load input '{name}' from {path}: {e}") from None
+    return feeds
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    logger = _logger(args)
+    t0 = time.perf_counter()
+    data = _build_plan(args.model, args, logger)
+    out = args.output or (Path(args.model).stem + ".plan")
+    Path(out).write_bytes(data)
+    logger.info(f"Wrote plan {out} ({len(data) / 2**20:.2f} MiB) in {time.perf_counter() - t0:.2f} s")
+    if args.export_layer_info:
+        from engine.runtime import Runtime
+
+        engine = Runtime(logger).deserialize(data)
+        Path(args.export_layer_info).write_text(engine.layer_information("json"))
+        logger.info(f"Wrote layer information to {args.export_layer_info}")
+    return 0
+
+
+def _engine_from(args: argparse.Namespace, logger: Logger):
+    from engine.runtime import Runtime
+
+    if args.model.endswith(".plan"):
+        try:
+            data = Path(args.model).read_bytes()
+        except OSError as e:
+            raise HetrtError(f"cannot read plan {args.model}: {e.strerror}") from None
+        logger.info(f"Loaded plan {args.model} ({len(data) / 2**20:.2f} MiB)")
+    else:
+        data = _build_plan(args.model, args, logger)
+    return Runtime(logger).deserialize(data)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.perf import measure
+    from engine.profiler import Profiler
+
+    logger = _logger(args)
+    engine = _engine_from(args, logger)
+    context = engine.create_execution_context()
+    feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
+    batch = next((t.shape[0] for t in engine.io_tensors if t.mode == "input" and t.shape), 1)
+    backend = engine.backend_name if hasattr(engine, "backend_name") else "reference"
+    logger.info(f"Running: warm-up {args.warmup} ms, at least {args.iterations} iterations and {args.duration} s")
+    result = measure(lambda: context.execute(feeds), warmup_ms=args.warmup, iterations=args.iterations,
+                     duration_s=args.duration)
+    for line in result.summary(backend, batch).splitlines():
+        logger.info(line)
+    if args.dump_profile or args.export_profile:
+        profiler = Profiler()
+        context.profiler = profiler
+        runs = max(1, min(result.stats.count, args.profile_iterations))
+        for _ in range(runs):
+            context.execute(feeds)
+        context.profiler = None
+        if args.dump_profile:
+            for line in profiler.report().splitlines():
+                logger.info(line)
+        if args.export_profile:
+            # trtexec's --exportProfile layout: a count record, then one record per layer
+            Path(args.export_profile).write_text(json.dumps([{"count": runs}, *profiler.to_dict()], indent=2))
+            logger.info(f"Wrote per-layer profile to {args.export_profile}")
+    if args.export_layer_info:
+        Path(args.export_layer_info).write_text(engine.layer_information("json"))
+        logger.info(f"Wrote layer information to {args.export_layer_info}")
+    if args.export_times:
+        Path(args.export_times).write_text(json.dumps(result.to_dict(), indent=2))
+    if args.save_outputs:
+        outputs = context.execute(feeds)
+        np.savez(args.save_outputs, **outputs)
+        logger.info(f"Wrote outputs to {args.save_outputs}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.runtime import Runtime
+
+    try:
+        data = Path(args.plan).read_bytes()
+    except OSError as e:
+        raise HetrtError(f"cannot read plan {args.plan}: {e.strerror}") from None
+    engine = Runtime(Logger(Severity.WARNING)).deserialize(data)
+    if args.format == "json":
+        print(json.dumps({"engine": json.loads(engine.engine_information()),
+                          "layers": json.loads(engine.layer_information("json"))}, indent=2))
+        return 0
+    print(engine.engine_information() if args.format == "summary" else "")
+    print(engine.layer_information("oneline"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.builder import build_from_onnx
+    from engine.compare import DEFAULT_RTOL, compare_arrays, onnxruntime_outputs
+    from engine.runtime import Runtime
+
+    logger = _logger(args)
+    model = _load_model(args.model)
+    proto = onnx.load(model) if isinstance(model, str) else model
+    config = _config_from_args(args)
+    data = build_from_onnx(model, config, logger)
+    engine = Runtime(logger).deserialize(data)
+    feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
+    ours = engine.create_execution_context().execute(feeds)
+    ref = onnxruntime_outputs(proto.SerializeToString(), feeds)
+    rtol = args.rtol if args.rtol is not None else DEFAULT_RTOL["fp16" if args.fp16 else "fp32"]
+    all_ok = True
+    for name, value in ours.items():
+        if name not in ref:
+            raise HetrtError(f"output '{name}' is missing from ONNX Runtime's outputs")
+        cmp = compare_arrays(name, value, ref[name], rtol, args.atol)
+        all_ok &= cmp.passed
+        for line in cmp.report().splitlines():
+            logger.info(line)
+    logger.info(("PASSED | All outputs matched" if all_ok else "FAILED | Some outputs differ")
+                + f" | Outputs: {list(ours)}")
+    return 0 if all_ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the bundled default model, run it trtexec-style, and compare it with ONNX Runtime."""
+    from engine.models.zoo import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL
+    logger = _logger(args)
+    logger.info(f"hetrt demo: bundled model '{args.model}' (build → plan → load → run → compare)")
+    plan_path = Path(args.output or f"{args.model}.plan")
+    build_args = argparse.Namespace(**{**vars(args), "output": str(plan_path), "export_layer_info": None})
+    cmd_build(build_args)
+    run_args = argparse.Namespace(**{**vars(args), "model": str(plan_path), "load_inputs": None,
+                                     "export_layer_info": None, "export_times": None, "save_outputs": None})
+    cmd_run(run_args)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        logger.info("ONNX Runtime not installed: skipping the comparison (pip install 'hetrt[test]')")
+        return 0
+    return cmd_compare(argparse.Namespace(**{**vars(args), "load_inputs": None, "rtol": None, "atol": None}))
+
+
+# ----------------------------------------------------------------------------- argument parsing
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("build options")
+    prec = g.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_true", help="allow FP16 layers (FP32 otherwise)")
+    prec.add_argument("--int8", action="store_true", help="allow INT8 layers (needs calibration; not yet implemented)")
+    g.add_argument("--batch", type=int, default=None,
+                   help="batch size for inputs with a symbolic first dim (default 1)")
+    g.add_argument("--shapes", default=None, metavar="SPEC",
+                   help="fixed input shapes, trtexec syntax: name:1x3x224x224[,name2:...]")
+    g.add_argument("--platform", default="host",
+                   help="target platform tag recorded in the plan (host, orin-agx-64gb, xavier-agx)")
+    g.add_argument("--memory-limit", type=int, default=None, metavar="BYTES",
+                   help="fail the build if activation memory exceeds this many bytes")
+    g.add_argument("--layer-precision", action="append", metavar="LAYER:PREC",
+                   help="pin a layer (by name or ONNX node name) to fp32/fp16; repeatable")
+    g.add_argument("--no-optimize", action="store_true", help="skip graph optimization (for debugging)")
+    g.add_argument("--verbose", "-v", action="store_true", help="log every fusion and removal, TensorRT-style")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference options")
+    g.add_argument("--iterations", type=int, default=10, help="run at least N inferences (default 10)")
+    g.add_argument("--warmup", type=float, default=200.0, metavar="MS", help="warm up for MS ms (default 200)")
+    g.add_argument("--duration", type=float, default=3.0, metavar="S", help="run for at least S seconds (default 3)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    g.add_argument("--load-inputs", action="append", metavar="NAME:FILE.npy", help="use this .npy for an input")
+    g.add_argument("--dump-profile", action="store_true", help="print the per-layer profile")
+    g.add_argument("--profile-iterations", type=int, default=20, help="iterations of the profiled run (default 20)")
+    g.add_argument("--export-profile", metavar="FILE", help="write the per-layer profile as JSON")
+    g.add_argument("--export-layer-info", metavar="FILE", help="write layer information (engine inspector JSON)")
+    g.add_argument("--export-times", metavar="FILE", help="write latency statistics as JSON")
+    g.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs of one inference")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hetrt", description="hetrt: build, run and inspect inference plans (GPU + simulated DLA).",
+        epilog="Run 'hetrt COMMAND --help' for the options of each command.")
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"hetrt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("build", help="build a plan from an ONNX model", epilog=EPILOG_MODEL,
+                       description="Parse MODEL, optimize it, and write a serialized plan.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", metavar="PLAN", help="plan file to write (default MODEL.plan)")
+    p.add_argument("--export-layer-info", metavar="FILE", help="write layer information (engine inspector JSON)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="run a plan (or build and run a model) and report performance",
+                       epilog=EPILOG_MODEL + " A .plan file is loaded as built; build options then do not apply.",
+                       description="Measure inference trtexec-style: throughput, latency percentiles, profile.")
+    p.add_argument("model", metavar="MODEL.plan|MODEL")
+    _add_build_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="show a plan's I/O, layers, precisions and placement",
+                       description="Print a plan's engine information and its layers (engine inspector).")
+    p.add_argument("plan", metavar="MODEL.plan")
+    p.add_argument("--format", choices=("summary", "oneline", "json"), default="summary",
+                   help="summary: engine info + one line per layer; oneline: layers only; json: everything")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compare", help="compare hetrt's outputs with ONNX Runtime's", epilog=EPILOG_MODEL,
+                       description="Build MODEL, run it and ONNX Runtime (CPU) on the same random inputs, and "
+                                   "check |hetrt - ref| <= atol + rtol*|ref| per element (Polygraphy-style).")
+    p.add_argument("model", metavar="MODEL")
+    _add_build_options(p)
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-5 fp32, 1e-2 fp16)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default rtol * max|reference|)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--load-inputs", action="append", metavar="NAME:FILE.npy", help="use this .npy for an input")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("demo", help="build, run and check the bundled default model (ResNet-18)",
+                       description="The main job on a bundled model: build a plan, run it trtexec-style, "
+                                   "and compare it with ONNX Runtime.", epilog=EPILOG_MODEL)
+    p.add_argument("--model", default=None, help="bundled model or .onnx file (default resnet18)")
+    p.add_argument("-o", "--output", metavar="PLAN", help="plan file to write (default MODEL.plan)")
+    _add_build_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HetrtError as e:
+        print(f"[E] {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
