@@ -1,1 +1,12 @@
-"""hetrt package."""
+"""hetrt: a TensorRT-style inference engine.
+
+``__version__`` is the producer version written into every plan file; it comes from the installed
+package metadata and falls back to the source tree's version when hetrt runs uninstalled.
+"""
+
+from importlib import metadata as _metadata
+
+try:
+    __version__: str = _metadata.version("hetrt")
+except _metadata.PackageNotFoundError:
+    __version__ = "0.1.0"
