@@ -1,0 +1,110 @@
+"""Dispatch of one layer to its numpy kernel, with the backend-wide precision convention.
+
+``run_layer`` converts float inputs and float weights to the layer's compute type, calls the
+kernel (which computes in float32 for float data) and rounds float outputs to the precision's
+storage type. See ``backends.reference.executor`` for the FP32/FP16 convention in full.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.dtypes import Precision
+from engine.errors import UnsupportedError
+from engine.layers import LayerKind
+from engine.network import Layer
+
+from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, tensor_ops
+
+Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
+
+KERNELS: dict[LayerKind, Kernel] = {
+    LayerKind.CONVOLUTION: conv.convolution,
+    LayerKind.DECONVOLUTION: conv.deconvolution,
+    LayerKind.POOLING: pool.pooling,
+    LayerKind.ACTIVATION: activation.activation,
+    LayerKind.PARAMETRIC_RELU: activation.parametric_relu,
+    LayerKind.SCALE: pointwise.scale,
+    LayerKind.ELEMENTWISE: pointwise.elementwise,
+    LayerKind.UNARY: pointwise.unary,
+    LayerKind.LRN: normalize.lrn,
+    LayerKind.MATRIX_MULTIPLY: linalg.matrix_multiply,
+    LayerKind.FULLY_CONNECTED: linalg.fully_connected,
+    LayerKind.SOFTMAX: normalize.softmax,
+    LayerKind.CONCATENATION: tensor_ops.concatenation,
+    LayerKind.SHUFFLE: tensor_ops.shuffle,
+    LayerKind.SLICE: tensor_ops.slice_,
+    LayerKind.SPLIT: tensor_ops.split,
+    LayerKind.RESIZE: resize.resize,
+    LayerKind.REDUCE: normalize.reduce,
+    LayerKind.PADDING: tensor_ops.padding,
+    LayerKind.CONSTANT: tensor_ops.constant,
+    LayerKind.GATHER: tensor_ops.gather,
+    LayerKind.CAST: tensor_ops.cast,
+    LayerKind.NORMALIZATION: normalize.normalization,
+    LayerKind.IDENTITY: tensor_ops.identity,
+    LayerKind.POINTWISE: pointwise.pointwise,
+}
+
+_STORAGE = {Precision.FP32: np.dtype(np.float32), Precision.FP16: np.dtype(np.float16)}
+
+
+def to_compute(a: np.ndarray, precision: Precision) -> np.ndarray:
+    """A float array as the kernel sees it: float32, first rounded to float16 for an FP16 layer."""
+    if a.dtype.kind != "f":
+        return a
+    if precision is Precision.FP16:
+        a = a.astype(np.float16, copy=False)
+    return a.astype(np.float32, copy=False)
+
+
+# FP16 copies of weight arrays, reused across runs (passes replace weights, they never mutate them).
+_FP16_WEIGHTS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _weight_to_compute(w: np.ndarray, precision: Precision) -> np.ndarray:
+    if precision is not Precision.FP16 or w.dtype.kind != "f":
+        return to_compute(w, precision)
+    key = id(w)
+    hit = _FP16_WEIGHTS.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    rounded = to_compute(w, precision)
+    rounded.flags.writeable = False
+    try:
+        ref = weakref.ref(w, lambda _, k=key: _FP16_WEIGHTS.pop(k, None))
+    except TypeError:
+        return rounded
+    _FP16_WEIGHTS[key] = (ref, rounded)
+    return rounded
+
+
+def to_storage(a: np.ndarray, precision: Precision) -> np.ndarray:
+    """A float output as it is stored between layers: float32 (FP32) or float16 (FP16)."""
+    if a.dtype.kind != "f":
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(_STORAGE[precision], copy=False)
+
+
+def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None = None) -> list[np.ndarray]:
+    """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``."""
+    precision = Precision(precision or layer.precision or Precision.FP32)
+    if precision is Precision.INT8:
+        raise UnsupportedError(
+            f"INT8 execution in the reference backend is not implemented yet (layer {layer.describe()})")
+    kernel = KERNELS.get(layer.kind)
+    if kernel is None:
+        raise UnsupportedError(f"layer {layer.describe()}: kind '{layer.kind}' has no reference kernel")
+    xs = [to_compute(np.asarray(x), precision) for x in inputs]
+    ws = {k: _weight_to_compute(w, precision) for k, w in layer.weights.items()}
+    outs = kernel(layer, xs, ws)
+    if layer.kind is not LayerKind.CAST:  # a cast's output type is its target type, whatever the precision
+        outs = [to_storage(o, precision) for o in outs]
+    # Outputs own their memory: data-movement kernels return views, which must not alias the
+    # caller's inputs or the layer's weights.
+    sources = [*inputs, *layer.weights.values()]
+    return [o.copy() if any(np.may_share_memory(o, s) for s in sources) else o for o in outs]

@@ -1,0 +1,1 @@
+"""numpy kernels of the reference backend, one module per family of layer kinds."""

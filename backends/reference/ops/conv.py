@@ -1,0 +1,142 @@
+"""Convolution and transposed convolution, N-d (1-3 spatial dims), via im2col/col2im and BLAS.
+
+Float inputs arrive as float32 and every product is accumulated in float32 by BLAS, the
+accumulation type of the GPU and DLA convolution units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from engine.errors import UnsupportedError
+
+from .activation import apply_activation
+
+
+def _pad_spatial(x: np.ndarray, pre, post, value: float = 0.0) -> np.ndarray:
+    if not any(pre) and not any(post):
+        return x
+    return np.pad(x, [(0, 0), (0, 0), *zip(pre, post)], constant_values=value)
+
+
+def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
+    """A strided view (N, C, *out, *kernel) of the padded input ``xp``: every tap of every window."""
+    sp = len(kernel)
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    axes = tuple(range(2, 2 + sp))
+    v = sliding_window_view(xp, span, axis=axes)
+    idx = (slice(None), slice(None),
+           *(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride)),
+           *(slice(None, None, d) for d in dilation))
+    return v[idx]
+
+
+def _out_size(x_sp, kernel, stride, pre, post, dilation) -> tuple[int, ...]:
+    return tuple((n + a + b - (d * (k - 1) + 1)) // s + 1
+                 for n, k, s, a, b, d in zip(x_sp, kernel, stride, pre, post, dilation))
+
+
+def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int) -> np.ndarray:
+    """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias)."""
+    n, c = x.shape[:2]
+    k_out = w.shape[0]
+    kernel = w.shape[2:]
+    sp = len(kernel)
+    out = _out_size(x.shape[2:], kernel, stride, pre, post, dilation)
+    taps = math.prod(kernel)
+    nout = math.prod(out)
+    if groups == 1 and taps == 1 and not any(pre) and not any(post):
+        # 1x1 convolution: one GEMM on the (strided) input.
+        xs = x[(slice(None), slice(None), *(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride)))]
+        y = np.matmul(w.reshape(k_out, c), xs.reshape(n, c, nout))
+        return y.reshape(n, k_out, *out)
+    xp = _pad_spatial(x, pre, post)
+    win = windows(xp, kernel, stride, dilation, out)  # (N, C, *out, *kernel)
+    cg, kg = c // groups, k_out // groups
+    if cg == 1 and kg == 1 and groups > 1:
+        # Depthwise: accumulate tap by tap (no im2col copy, no tiny batched GEMMs).
+        wf = w.reshape(c, taps)
+        y = np.zeros((n, c, *out), dtype=np.result_type(x, w))
+        for t, tap in enumerate(np.ndindex(*kernel)):
+            y += win[(Ellipsis, *tap)] * wf[:, t].reshape(c, *([1] * sp))
+        return y
+    # im2col with the output pixels innermost, so the gather copies contiguous rows:
+    # (G, Kg, Cg*taps) @ (G, Cg*taps, N*out) -> (G, Kg, N*out)
+    perm = (1, *range(2 + sp, 2 + 2 * sp), 0, *range(2, 2 + sp))
+    cols = np.ascontiguousarray(win.transpose(perm)).reshape(groups, cg * taps, n * nout)
+    y = np.matmul(w.reshape(groups, kg, cg * taps), cols)
+    y = y.reshape(k_out, n, *out)
+    return np.ascontiguousarray(np.moveaxis(y, 1, 0)) if n > 1 else y.reshape(1, k_out, *out)
+
+
+def deconv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, output_padding, groups: int,
+              out_shape) -> np.ndarray:
+    """ONNX ConvTranspose: scatter every input pixel's kernel-weighted copy, then crop the padding."""
+    n, c = x.shape[:2]
+    kernel = w.shape[2:]
+    sp = len(kernel)
+    cg = c // groups
+    kg = w.shape[1]
+    ins = x.shape[2:]
+    nin = math.prod(ins)
+    taps = math.prod(kernel)
+    # cols[g, n*in, kg*taps] = x[n, g, c, in] . w[g, c, kg*taps]
+    xm = x.reshape(n, groups, cg, nin).transpose(1, 0, 3, 2).reshape(groups, n * nin, cg)
+    wm = w.reshape(groups, cg, kg * taps)
+    cols = np.matmul(xm, wm).reshape(groups, n, *ins, kg, *kernel)
+    full = tuple(s * (i - 1) + d * (k - 1) + 1 + op
+                 for i, k, s, d, op in zip(ins, kernel, stride, dilation, output_padding))
+    y = np.zeros((n, groups, kg, *full), dtype=cols.dtype)
+    # move (n, kg) to the front of cols: (n, kg, *ins, *kernel) per group
+    perm = (1, 0, 2 + sp, *range(2, 2 + sp), *range(3 + sp, 3 + 2 * sp))
+    cols = cols.transpose(perm)  # (N, G, Kg, *ins, *kernel)
+    for tap in np.ndindex(*kernel):
+        dst = (Ellipsis, *(slice(t * d, t * d + (i - 1) * s + 1, s)
+                           for t, d, i, s in zip(tap, dilation, ins, stride)))
+        y[dst] += cols[(Ellipsis, *tap)]
+    crop = (slice(None), slice(None), slice(None), *(slice(a, a + o) for a, o in zip(pre, out_shape)))
+    y = y[crop]
+    return np.ascontiguousarray(y.reshape(n, groups * kg, *out_shape))
+
+
+def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
+    if bias is not None:
+        y += bias.astype(y.dtype, copy=False).reshape(1, -1, *([1] * (y.ndim - 2)))
+    if residual is not None:
+        y += residual
+    if act is not None:
+        y = apply_activation(y, act)
+    return y
+
+
+def _check_float(layer, x: np.ndarray) -> None:
+    if x.dtype.kind != "f":
+        raise UnsupportedError(f"{layer.describe()}: convolution of {x.dtype} tensors is not supported")
+
+
+def convolution(layer, inputs, weights):
+    p = layer.params
+    x = inputs[0]
+    _check_float(layer, x)
+    y = conv_nd(x, weights["kernel"].astype(x.dtype, copy=False), p.stride, p.pre_padding, p.post_padding,
+                p.dilation, p.groups)
+    y = _epilogue(y, weights.get("bias"), inputs[1] if p.residual else None, p.activation)
+    return [y.astype(x.dtype, copy=False)]
+
+
+def deconvolution(layer, inputs, weights):
+    p = layer.params
+    x = inputs[0]
+    _check_float(layer, x)
+    sp = x.ndim - 2
+    opad = p.output_padding or (0,) * sp
+    out_shape = tuple(s * (i - 1) + op + d * (k - 1) + 1 - a - b
+                      for i, k, s, d, op, a, b in zip(x.shape[2:], p.kernel, p.stride, p.dilation, opad,
+                                                      p.pre_padding, p.post_padding))
+    y = deconv_nd(x, weights["kernel"].astype(x.dtype, copy=False), p.stride, p.pre_padding, p.post_padding,
+                  p.dilation, opad, p.groups, out_shape)
+    y = _epilogue(y, weights.get("bias"), None, p.activation)
+    return [y.astype(x.dtype, copy=False)]
