@@ -1,0 +1,212 @@
+"""The builder: network + configuration → serialized plan.
+
+Steps, in TensorRT's order: validate the network, optimize it (fusions and removals, each logged
+at VERBOSE), assign precisions, place layers on devices and pick the executing backend, plan
+activation memory, and serialize everything into a plan. ``build_from_onnx`` adds parsing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+from engine import plan as plan_format
+from engine.dtypes import Precision
+from engine.errors import BuildError, UnsupportedError
+from engine.layers import LayerKind
+from engine.logger import Logger, Severity
+from engine.network import Network
+from engine.platforms import KNOWN_PLATFORMS
+
+# Layer kinds that compute on float data; precision flags apply to these.
+_SHAPE_ONLY = {LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT, LayerKind.CONCATENATION,
+               LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST, LayerKind.PADDING}
+
+
+@dataclass
+class BuilderConfig:
+    """What to build: precisions, devices, memory limits, shapes (TensorRT's IBuilderConfig).
+
+    ``fp16``/``int8`` allow those precisions (FP32 is always allowed); ``layer_precisions`` pins
+    layers by name. ``input_shapes``/``batch`` fix the shapes of ONNX inputs with symbolic dims.
+    ``memory_limit`` bounds the activation arena in bytes (None: no limit).
+    """
+
+    fp16: bool = False
+    int8: bool = False
+    default_device: str = "gpu"
+    dla_core: int | None = None
+    gpu_fallback: bool = True
+    memory_limit: int | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    batch: int | None = None
+    platform: str = "host"
+    optimize: bool = True
+    layer_precisions: dict[str, Precision] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.default_device not in ("gpu", "dla"):
+            raise BuildError(f"default device must be 'gpu' or 'dla', got '{self.default_device}'")
+        if self.platform not in KNOWN_PLATFORMS:
+            raise BuildError(f"unknown platform '{self.platform}'; known: {', '.join(sorted(KNOWN_PLATFORMS))}")
+        if self.batch is not None and self.batch < 1:
+            raise BuildError(f"batch must be >= 1, got {self.batch}")
+        if self.memory_limit is not None and self.memory_limit < 0:
+            raise BuildError(f"memory limit must be >= 0 bytes, got {self.memory_limit}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise BuildError(f"DLA core must be >= 0, got {self.dla_core}")
+        if self.int8:
+            raise UnsupportedError("INT8 builds need calibration or explicit Q/DQ, which hetrt does not "
+                                   "implement yet; build with --fp16 or FP32")
+        if self.default_device == "dla" or self.dla_core is not None:
+            raise UnsupportedError("DLA placement is not implemented yet (backends/dla and the scheduler); "
+                                   "build for the GPU")
+
+    @property
+    def precision(self) -> Precision:
+        return Precision.FP16 if self.fp16 else Precision.FP32
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["layer_precisions"] = {k: Precision(v).value for k, v in self.layer_precisions.items()}
+        d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        return d
+
+
+def _gpu_backend_status() -> tuple[bool, str]:
+    try:
+        from backends.gpu.availability import gpu_available
+    except ImportError:
+        return False, "the GPU backend is not installed"
+    return gpu_available()
+
+
+class Builder:
+    """Creates networks and configs, and builds plans (TensorRT's IBuilder)."""
+
+    def __init__(self, logger: Logger | None = None) -> None:
+        self.logger = logger or Logger()
+
+    def create_network(self, name: str = "network") -> Network:
+        return Network(name)
+
+    def create_builder_config(self) -> BuilderConfig:
+        return BuilderConfig()
+
+    def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
+        return serialize(self.build(network, config))
+
+    def build(self, network: Network, config: BuilderConfig) -> plan_format.PlanContents:
+        log = self.logger
+        config.validate()
+        start = time.perf_counter()
+        network.validate()
+        log.info(f"Building '{network.name}': {len(network)} layers, precision {config.precision.value}, "
+                 f"platform {config.platform}")
+        optimized = self._optimize(network, config)
+        self._assign_precisions(optimized, config)
+        placement = self._place(optimized, config)
+        memory_plan = self._plan_memory(optimized, config)
+        contents = plan_format.PlanContents(
+            network=optimized,
+            platform=config.platform,
+            build_config=config.summary(),
+            placement=placement,
+            tactics={},
+            loadables=[],
+            memory_plan=memory_plan,
+            metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
+        )
+        log.info(f"Engine built in {time.perf_counter() - start:.2f} s: {len(optimized)} layers "
+                 f"(from {len(network)}), activation memory {memory_plan['peak_bytes'] / 2**20:.2f} MiB")
+        return contents
+
+    # ------------------------------------------------------------------ steps
+
+    def _optimize(self, network: Network, config: BuilderConfig) -> Network:
+        if not config.optimize:
+            return network.copy()
+        from engine.optimizer import optimize
+
+        t0 = time.perf_counter()
+        report = optimize(network, log=self.logger.verbose)
+        self.logger.info(f"Graph optimization: {len(network)} → {len(report.network)} layers, "
+                         f"{len(report.rewrites)} rewrites in {time.perf_counter() - t0:.2f} s")
+        return report.network
+
+    def _assign_precisions(self, network: Network, config: BuilderConfig) -> None:
+        names = {layer.name for layer in network}
+        origins = {o: layer for layer in network for o in layer.origin}
+        for name in config.layer_precisions:
+            if name not in names and name not in origins:
+                raise BuildError(f"layer precision given for '{name}', which is not a layer of the network")
+        for layer in network:
+            pinned = config.layer_precisions.get(layer.name)
+            if pinned is None:
+                pinned = next((config.layer_precisions[o] for o in layer.origin if o in config.layer_precisions),
+                              None)
+            if pinned is not None:
+                pinned = Precision(pinned)
+                if pinned is Precision.FP16 and not config.fp16:
+                    self.logger.warning(f"layer '{layer.name}' pinned to fp16 although the fp16 flag is off")
+                layer.precision = pinned
+            elif layer.kind not in _SHAPE_ONLY:
+                layer.precision = config.precision
+        if config.fp16:
+            # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
+            for layer in network:
+                if layer.precision is Precision.FP16:
+                    layer.weights = {k: (w.astype("float16") if w.dtype.kind == "f" and layer.kind is not
+                                         LayerKind.CONSTANT else w) for k, w in layer.weights.items()}
+
+    def _place(self, network: Network, config: BuilderConfig) -> dict:
+        available, reason = _gpu_backend_status()
+        backend = "gpu" if available else "reference"
+        if not available:
+            self.logger.info(f"GPU backend unavailable ({reason}); GPU layers run on the reference backend")
+        for layer in network:
+            layer.device = "gpu"
+        return {
+            "default_device": config.default_device,
+            "gpu_backend": backend,
+            "gpu_backend_reason": "" if available else reason,
+            "partitions": [{"device": "gpu", "backend": backend, "layers": [la.name for la in network]}],
+        }
+
+    def _plan_memory(self, network: Network, config: BuilderConfig) -> dict:
+        from engine.memory import plan_memory
+
+        mem = plan_memory(network)
+        peak = mem.peak_bytes
+        if config.memory_limit is not None and peak > config.memory_limit:
+            raise BuildError(f"activation memory needs {peak} bytes, above the memory limit of "
+                             f"{config.memory_limit} bytes; lower the batch or raise the limit")
+        return mem.to_dict()
+
+
+def serialize(contents: plan_format.PlanContents) -> bytes:
+    return plan_format.serialize(contents)
+
+
+def build_serialized(network: Network, config: BuilderConfig | None = None, logger: Logger | None = None) -> bytes:
+    """Build ``network`` into plan bytes (a one-call form of Builder.build_serialized_network)."""
+    return Builder(logger).build_serialized_network(network, config or BuilderConfig())
+
+
+def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig | None = None,
+                    logger: Logger | None = None) -> bytes:
+    """Parse an ONNX model with the config's shapes and build a serialized plan."""
+    from engine.onnx_parser import parse
+
+    config = config or BuilderConfig()
+    logger = logger or Logger()
+    t0 = time.perf_counter()
+    network = parse(model, input_shapes=config.input_shapes or None, batch=config.batch)
+    logger.info(f"Parsed ONNX model in {time.perf_counter() - t0:.2f} s: {len(network)} layers")
+    return Builder(logger).build_serialized_network(network, config)
+
+
+__all__ = ["Builder", "BuilderConfig", "Logger", "Severity", "build_from_onnx", "build_serialized", "serialize"]
