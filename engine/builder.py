@@ -202,6 +202,7 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
     from engine.onnx_parser import parse
 
     config = config or BuilderConfig()
+    config.validate()  # before parsing, so a bad request fails fast and says so
     logger = logger or Logger()
     t0 = time.perf_counter()
     network = parse(model, input_shapes=config.input_shapes or None, batch=config.batch)
