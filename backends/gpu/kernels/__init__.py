@@ -1,0 +1,1 @@
+"""CUDA C++ kernel sources (as Python strings) and their thin CuPy launchers."""

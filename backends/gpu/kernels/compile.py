@@ -1,0 +1,49 @@
+"""NVRTC compilation with an in-process module cache.
+
+A module is keyed by its source text, its compile options and the target architecture, so each
+distinct kernel set compiles once per process. CuPy keeps its own on-disk cache of cubins, which
+makes later processes start fast too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+_lock = threading.Lock()
+_modules: dict[tuple[str, tuple[str, ...], str], Any] = {}
+
+
+def device_arch() -> str:
+    """The current device's target, e.g. 'sm_90'."""
+    import cupy
+
+    return f"sm_{cupy.cuda.Device().compute_capability}"  # CuPy gives e.g. '90'
+
+
+def get_module(source: str, name_expressions: Sequence[str] = (), options: Sequence[str] = (),
+               arch: str | None = None) -> Any:
+    """A compiled ``cupy.RawModule`` for ``source`` (cached). ``arch`` defaults to the device's."""
+    import cupy
+
+    arch = arch or device_arch()
+    opts = ("--std=c++17", f"-arch={arch}", *options)
+    key = (hashlib.sha256(source.encode()).hexdigest(), opts + tuple(name_expressions), arch)
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            mod = cupy.RawModule(code=source, options=opts, name_expressions=list(name_expressions) or None)
+            _modules[key] = mod
+        return mod
+
+
+def get_function(source: str, name: str, name_expressions: Sequence[str] = (),
+                 options: Sequence[str] = (), dynamic_smem: int = 0) -> Any:
+    """One kernel of a cached module; raises its dynamic shared-memory limit when it needs more."""
+    mod = get_module(source, name_expressions, options)
+    fn = mod.get_function(name)
+    if dynamic_smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < dynamic_smem:
+        fn.max_dynamic_shared_size_bytes = dynamic_smem
+    return fn

@@ -1,0 +1,88 @@
+"""Launchers for the memory-bound kernels in ``direct_src`` (depthwise, pooling, layout, add)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.gpu.kernels.compile import get_function
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.direct_src import DIRECT_SRC
+
+_THREADS = 256
+i32, f32 = np.int32, np.float32
+
+
+def _fn(name: str) -> Any:
+    return get_function(DIRECT_SRC, name)
+
+
+def _grid(total: int) -> tuple[int]:
+    return (-(-total // _THREADS),)
+
+
+def _ptr(a: Any) -> Any:
+    return a if a is not None else np.uint64(0)
+
+
+def compile_all() -> None:
+    _fn("pool2d")
+
+
+def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
+                   act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None) -> None:
+    """y = act(depthwise(x, w) + bias + residual); g.c == g.k (channel multiplier 1)."""
+    if g.c != g.k:
+        raise ValueError(f"depthwise needs C == K, got {g.c} and {g.k}")
+    total = g.m * (g.cp // 8)
+    _fn("depthwise_conv")(_grid(total), (_THREADS,), (
+        x, w, _ptr(bias), _ptr(residual), y,
+        *map(i32, (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)),
+        i32(act[0]), f32(act[1]), f32(act[2])))
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Pooling sizes; ``p``/``q`` come from the IR's shape inference (ceil mode included)."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    p: int
+    q: int
+    window: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)
+    pad_end: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    @staticmethod
+    def global_pool(n: int, h: int, w: int, c: int) -> PoolGeometry:
+        return PoolGeometry(n, h, w, c, 1, 1, (h, w))
+
+
+def pool2d(x: Any, y: Any, g: PoolGeometry, average: bool, count_pad: bool = False) -> None:
+    """Max or average pooling, NHWC fp16."""
+    total = g.n * g.p * g.q * (-(-g.c // 8))
+    _fn("pool2d")(_grid(total), (_THREADS,), (
+        x, y, *map(i32, (g.n, g.h, g.w, g.c, g.p, g.q, *g.window, *g.stride, *g.pad, *g.pad_end, *g.dilation)),
+        i32(1 if average else 0), i32(1 if count_pad else 0)))
+
+
+def nchw_to_nhwc(x: Any, y: Any, n: int, c: int, hw: int) -> None:
+    """fp32 NCHW -> fp16 NHWC with channels padded to 8 (zeros)."""
+    _fn("nchw_f32_to_nhwc_f16")(_grid(n * hw * (-(-c // 8))), (_THREADS,), (x, y, i32(n), i32(c), i32(hw)))
+
+
+def nhwc_to_nchw(x: Any, y: Any, n: int, c: int, hw: int) -> None:
+    """fp16 NHWC (channels padded) -> fp32 NCHW."""
+    _fn("nhwc_f16_to_nchw_f32")(_grid(n * c * hw), (_THREADS,), (x, y, i32(n), i32(c), i32(hw)))
+
+
+def add_act(a: Any, b: Any, y: Any, pixels: int, c: int, act: tuple[int, float, float] = (0, 0.0, 0.0)) -> None:
+    """y = act(a + b) elementwise (b None: y = act(a)); NHWC with channel stride Cp."""
+    _fn("add_act")(_grid(pixels * (-(-c // 8))), (_THREADS,), (
+        a, _ptr(b), y, i32(pixels), i32(c), i32(act[0]), f32(act[1]), f32(act[2])))

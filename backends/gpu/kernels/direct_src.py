@@ -1,0 +1,141 @@
+"""CUDA source of the memory-bound kernels: one thread per 8 channels (a 16-byte vector) of output.
+
+All tensors are NHWC fp16 with channel stride Cp = C rounded up to 8 unless named otherwise, and
+each kernel writes zeros into the padded channels C..Cp-1.
+"""
+
+from backends.gpu.kernels.common import COMMON_SRC
+
+DIRECT_SRC = COMMON_SRC + r"""
+__device__ __forceinline__ void unpack8(const uint4& v, float* f) {
+  const u32* p = reinterpret_cast<const u32*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) { f[2 * j] = lo2f(p[j]); f[2 * j + 1] = hi2f(p[j]); }
+}
+__device__ __forceinline__ uint4 pack8(const float* f, int c0, int C) {
+  uint4 v; u32* p = reinterpret_cast<u32*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    p[j] = pack2(c0 + 2 * j < C ? f[2 * j] : 0.f, c0 + 2 * j + 1 < C ? f[2 * j + 1] : 0.f);
+  return v;
+}
+
+// Depthwise conv (groups = C = K): w is R x S x Cp fp16, bias Cp fp32 (or null), res like y (or null).
+extern "C" __global__ void depthwise_conv(const h16* __restrict__ x, const h16* __restrict__ w,
+    const float* __restrict__ bias, const h16* __restrict__ res, h16* __restrict__ y,
+    int N, int H, int W, int C, int P, int Q, int R, int S, int sh, int sw, int ph, int pw, int dh, int dw,
+    int act, float alpha, float beta)
+{
+  const int Cp = (C + 7) & ~7, CC = Cp / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * P * Q * CC) return;
+  int c8 = id % CC, pix = id / CC;
+  int q = pix % Q, t = pix / Q, p = t % P, n = t / P;
+  int c0 = c8 * 8;
+  float acc[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+  for (int r = 0; r < R; ++r) {
+    int ih = p * sh - ph + r * dh;
+    if ((unsigned)ih >= (unsigned)H) continue;
+    for (int s = 0; s < S; ++s) {
+      int iw = q * sw - pw + s * dw;
+      if ((unsigned)iw >= (unsigned)W) continue;
+      float xv[8], wv[8];
+      unpack8(*reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Cp + c0), xv);
+      unpack8(*reinterpret_cast<const uint4*>(w + (r * S + s) * Cp + c0), wv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] = fmaf(xv[j], wv[j], acc[j]);
+    }
+  }
+  float rv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (res != nullptr) unpack8(*reinterpret_cast<const uint4*>(res + (size_t)pix * Cp + c0), rv);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] += (bias != nullptr ? bias[c0 + j] : 0.f) + rv[j];
+  act8(acc, act, alpha, beta);
+  *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = pack8(acc, c0, C);
+}
+
+// Max (mode 0) or average (mode 1) pooling; a global pool is R = H, S = W.
+// Windows may run past the padded input (ceil mode); the average divides by the positions inside
+// the input, or with count_pad by those inside the padded extent [-ph, H + ph_end).
+extern "C" __global__ void pool2d(const h16* __restrict__ x, h16* __restrict__ y,
+    int N, int H, int W, int C, int P, int Q, int R, int S, int sh, int sw, int ph, int pw,
+    int ph_end, int pw_end, int dh, int dw, int mode, int count_pad)
+{
+  const int Cp = (C + 7) & ~7, CC = Cp / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * P * Q * CC) return;
+  int c8 = id % CC, pix = id / CC;
+  int q = pix % Q, t = pix / Q, p = t % P, n = t / P;
+  int c0 = c8 * 8;
+  float acc[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] = mode == 0 ? __int_as_float(0xff800000) : 0.f;
+  int inside = 0, padded = 0;
+  for (int r = 0; r < R; ++r) {
+    int ih = p * sh - ph + r * dh;
+    bool hin = (unsigned)ih < (unsigned)H, hpad = ih >= -ph && ih < H + ph_end;
+    for (int s = 0; s < S; ++s) {
+      int iw = q * sw - pw + s * dw;
+      bool win = (unsigned)iw < (unsigned)W, wpad = iw >= -pw && iw < W + pw_end;
+      padded += hpad && wpad;
+      if (!(hin && win)) continue;
+      ++inside;
+      float xv[8];
+      unpack8(*reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Cp + c0), xv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] = mode == 0 ? fmaxf(acc[j], xv[j]) : acc[j] + xv[j];
+    }
+  }
+  if (mode == 1) {
+    float inv = 1.f / (float)max(count_pad ? padded : inside, 1);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j] *= inv;
+  }
+  *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = pack8(acc, c0, C);
+}
+
+// Partition-boundary conversions. x: NCHW fp32 -> y: NHWC fp16 (Cp, zero-padded). Threads walk
+// pixels fastest so the fp32 reads coalesce.
+extern "C" __global__ void nchw_f32_to_nhwc_f16(const float* __restrict__ x, h16* __restrict__ y,
+                                                int N, int C, int HW)
+{
+  const int Cp = (C + 7) & ~7, CC = Cp / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * HW * CC) return;
+  int hw = id % HW, t = id / HW, c8 = t % CC, n = t / CC;
+  int c0 = c8 * 8;
+  float v[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = c0 + j < C ? x[((size_t)n * C + c0 + j) * HW + hw] : 0.f;
+  *reinterpret_cast<uint4*>(y + ((size_t)n * HW + hw) * Cp + c0) = pack8(v, c0, C);
+}
+
+extern "C" __global__ void nhwc_f16_to_nchw_f32(const h16* __restrict__ x, float* __restrict__ y,
+                                                int N, int C, int HW)
+{
+  const int Cp = (C + 7) & ~7;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * C * HW) return;
+  int hw = id % HW, t = id / HW, c = t % C, n = t / C;
+  y[id] = h2f(x[((size_t)n * HW + hw) * Cp + c]);
+}
+
+// y = act(a + b) over NHWC tensors with channel stride Cp (b may be null: y = act(a)).
+extern "C" __global__ void add_act(const h16* __restrict__ a, const h16* __restrict__ b, h16* __restrict__ y,
+                                   int pixels, int C, int act, float alpha, float beta)
+{
+  const int Cp = (C + 7) & ~7, CC = Cp / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= pixels * CC) return;
+  int c0 = (id % CC) * 8;
+  float av[8], bv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  unpack8(reinterpret_cast<const uint4*>(a)[id], av);
+  if (b != nullptr) unpack8(reinterpret_cast<const uint4*>(b)[id], bv);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) av[j] += bv[j];
+  act8(av, act, alpha, beta);
+  reinterpret_cast<uint4*>(y)[id] = pack8(av, c0, C);
+}
+"""
