@@ -48,7 +48,7 @@ _TYPES: dict[str, type] = {
 }
 _ENUMS: dict[str, type] = {"Precision": O.Precision}
 
-Role = Literal["input", "output", "intermediate", "weight", "operand"]
+Role = Literal["input", "output", "intermediate", "weight", "operand", "view"]
 
 
 class LoadableError(ValueError):
@@ -66,6 +66,9 @@ class TensorEntry:
     role: Role
     cube: O.CubeDesc | None = None
     blob: str | None = None  # constant content (weights, operands)
+    # role "view": the tensor occupies memory that the ops writing ``parts`` fill (a concatenation by
+    # addressing, or a window of one parent cube); no op writes it, it is readable once all parts are
+    parts: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,12 +169,24 @@ class Loadable:
             for n in op.inputs:
                 if n not in self.tensors:
                     raise LoadableError(f"op {i} ({op.name!r}) reads unknown tensor {n!r}")
-                if n not in produced:
+                if not self._ready(n, produced):
                     raise LoadableError(f"op {i} ({op.name!r}) reads {n!r} before any op writes it")
             for n in op.outputs:
                 if n not in self.tensors:
                     raise LoadableError(f"op {i} ({op.name!r}) writes unknown tensor {n!r}")
                 produced.add(n)
+
+    def _ready(self, name: str, produced: set[str], depth: int = 0) -> bool:
+        """Whether ``name`` holds data: written by an op, or a view whose parts all are."""
+        t = self.tensors[name]
+        if t.role != "view":
+            return name in produced
+        if depth > len(self.tensors) or not t.parts:
+            raise LoadableError(f"view tensor {name!r} has no parts or a cycle of parts")
+        for p in t.parts:
+            if p not in self.tensors:
+                raise LoadableError(f"view tensor {name!r} names unknown part {p!r}")
+        return all(self._ready(p, produced, depth + 1) for p in t.parts)
 
     def pipelines(self) -> list[tuple[int, ...]]:
         """Op indices grouped into hardware layers: CONV -> SDP(flying) -> PDP(flying) fuse."""

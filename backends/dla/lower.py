@@ -1,0 +1,847 @@
+"""Lowering of an IR partition (a set of layer names) to dla_sim hardware operations.
+
+One function, :func:`lower`, walks the partition's layers in network order and emits hardware ops
+the way TensorRT's DLA compiler maps layers onto NVDLA units:
+
+* Convolution / FullyConnected / MatMul with a constant second input: ``ConvOp`` + on-the-fly
+  ``SdpOp`` (bias, fused activation, fused residual add through the SDP element-wise unit). FC and
+  MatMul run as 1×1 convolutions on an (N, C, 1, 1) cube. 3×3 stride-1 layers use Winograd where
+  the configuration and the output size allow it ([PG]).
+* Pooling → ``PdpOp``, on the fly after the producing convolution when it is that convolution's
+  only consumer and the share-line buffer rule holds, else off-line (split in width if needed).
+* Activation / PReLU / Scale / ElementWise / Unary(abs) → off-line ``SdpOp`` (an activation or an
+  element-wise op that directly follows a convolution with no other consumer is folded into the
+  convolution's SDP instead: no memory round trip).
+* LRN → ``CdpOp``. Deconvolution → stride_y·stride_x phase convolutions whose outputs are placed
+  side by side along C, then a RUBIK contract and a crop ([IAS], ``dla_sim.conv_core``).
+* Concatenation on channels, channel Split/Slice, layout-preserving Shuffle, Identity → addressing
+  only (:class:`View`, :class:`Assembly`): producers write straight into the channel offset of the
+  concatenated cube, consumers read a window of their parent's memory; no op, no time. A tensor that
+  must appear in two places (the same tensor concatenated twice) is copied by a ``BdmaOp``.
+
+Anything else raises :class:`UnsupportedError` with a reason a user can act on; hardware limits
+are not checked here (``support.py`` and the units check them with ``dla_sim.limits``).
+
+Precision: FP16 follows the project's convention — weights and operands rounded to fp16, CACC and
+SDP arithmetic in fp32, outputs rounded to fp16. INT8 needs per-tensor scales on the layer
+(``engine.quantization.annotation``); its lowering is in :mod:`backends.dla.int8`.
+
+``with_weights=False`` builds the same ops without converting weights (for costing and support
+checks, where only shapes matter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dla_sim import conv_core, pdp
+from dla_sim.config import DlaConfig
+from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, SdpOp
+from dla_sim.ops import Precision as HwPrecision
+from engine.dtypes import Precision
+from engine.errors import UnsupportedError
+from engine.layers import (
+    ActivationSpec,
+    ActivationType,
+    ElementWiseOp,
+    LayerKind,
+    PoolingType,
+    ReduceOp,
+    ScaleMode,
+    UnaryOp,
+)
+from engine.network import Layer, Network
+
+from .cubes import atom_channels, cube_shape, hw_precision, make_cube
+
+Shape4 = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class View:
+    """``name`` is the window ``start``/``shape`` (NCHW) of ``parent``'s memory: no data moves."""
+
+    name: str
+    parent: str
+    start: Shape4
+    shape: Shape4
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "parent": self.parent, "start": list(self.start), "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> View:
+        return cls(str(d["name"]), str(d["parent"]), tuple(d["start"]), tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """``name`` is a cube whose channel ranges were written in place by the producers of ``parts``
+    ((tensor, first channel) pairs): concatenation by addressing."""
+
+    name: str
+    parts: tuple[tuple[str, int], ...]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "parts": [[t, c] for t, c in self.parts]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Assembly:
+        return cls(str(d["name"]), tuple((str(t), int(c)) for t, c in d["parts"]))
+
+
+@dataclass
+class Lowered:
+    """Hardware ops of a partition, with everything needed to build its loadable."""
+
+    precision: Precision
+    ops: list[HwOp] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)  # IR layer that emitted each op
+    cubes: dict[str, CubeDesc] = field(default_factory=dict)  # every hardware tensor
+    blobs: dict[str, np.ndarray] = field(default_factory=dict)  # constants (empty without weights)
+    constants: dict[str, str] = field(default_factory=dict)  # constant tensor -> role (weight/operand)
+    views: list[View] = field(default_factory=list)
+    assemblies: list[Assembly] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # boundary inputs (IR tensor names)
+    outputs: list[str] = field(default_factory=list)  # boundary outputs (IR tensor names)
+    fused: dict[str, str] = field(default_factory=dict)  # layer -> layer whose op absorbed it
+
+
+# ----------------------------------------------------------------------------------------------
+# context
+
+
+class _Ctx:
+    def __init__(self, network: Network, names: set[str], precision: Precision, cfg: DlaConfig,
+                 with_weights: bool) -> None:
+        self.net = network
+        self.names = names
+        self.cfg = cfg
+        self.hp = hw_precision(precision)
+        self.with_weights = with_weights
+        self.out = Lowered(precision)
+        self.producers = network.producers()
+        self.consumers = network.consumers()
+        self.placed: set[str] = set()  # tensors already written into an assembly slot
+        self._boundary: set[str] = set()
+
+    # -- tensors ---------------------------------------------------------------------------
+
+    def const_value(self, t: str) -> np.ndarray | None:
+        prod = self.producers.get(t)
+        if prod is not None and prod.kind is LayerKind.CONSTANT:
+            return prod.weights["value"]
+        return None
+
+    def cube(self, t: str) -> CubeDesc:
+        """The cube of a tensor the current layer reads (a boundary input is declared on first use)."""
+        c = self.out.cubes.get(t)
+        if c is not None:
+            return c
+        if self.const_value(t) is not None:
+            raise UnsupportedError(f"tensor '{t}' is a constant here; the DLA takes constants only as "
+                                   f"weights or operands of the layers that can fold them")
+        prod = self.producers.get(t)
+        if prod is not None and prod.name in self.names:  # pragma: no cover - order guaranteed by the network
+            raise UnsupportedError(f"tensor '{t}' is read before its producer '{prod.name}' was lowered")
+        c = make_cube(t, self.net.tensors[t].shape, self.hp)
+        self.out.cubes[t] = c
+        self.out.inputs.append(t)
+        self._boundary.add(t)
+        return c
+
+    def new_cube(self, t: str, shape: tuple[int, ...]) -> CubeDesc:
+        c = make_cube(t, shape, self.hp)
+        self.out.cubes[t] = c
+        return c
+
+    def ir_out(self, t: str) -> CubeDesc:
+        return self.new_cube(t, self.net.tensors[t].shape)
+
+    def needed_outside(self, t: str) -> bool:
+        return t in self.net.outputs or any(c.name not in self.names for c in self.consumers.get(t, []))
+
+    def sole_use(self, t: str, layer: Layer) -> bool:
+        """True when ``layer`` is the only reader of ``t`` and nothing outside needs it."""
+        cons = self.consumers.get(t, [])
+        return (len(cons) == 1 and cons[0] is layer and layer.inputs.count(t) == 1
+                and not self.needed_outside(t) and t not in self.placed)
+
+    def weight(self, a: np.ndarray) -> np.ndarray | None:
+        """A float weight as the DLA stores it in FP16 (None when only shapes are wanted)."""
+        return np.asarray(a).astype(np.float16) if self.with_weights else None
+
+    def blob(self, name: str, value: np.ndarray | None, role: str = "weight") -> str:
+        self.out.constants[name] = role
+        if value is not None:
+            self.out.blobs[name] = np.ascontiguousarray(value)
+        return name
+
+    def emit(self, layer: Layer, *ops: HwOp) -> None:
+        for op in ops:
+            self.out.ops.append(op)
+            self.out.owners.append(layer.name)
+
+    def last_flying_sdp(self, t: str, layer: Layer) -> SdpOp | None:
+        """The on-the-fly SDP just emitted that writes ``t``, when ``layer`` may fold into it."""
+        if not self.out.ops:
+            return None
+        op = self.out.ops[-1]
+        if isinstance(op, SdpOp) and op.source == "flying" and op.outputs[0] == t and self.sole_use(t, layer):
+            return op
+        return None
+
+    def replace_last(self, op: HwOp, layer: Layer) -> None:
+        old = self.out.ops[-1]
+        self.out.ops[-1] = op
+        self.out.fused[layer.name] = self.out.owners[-1]
+        for t in old.outputs:
+            if t not in op.outputs:
+                self.out.cubes.pop(t, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# activations on the SDP
+
+
+def sdp_activation(spec: ActivationSpec | None) -> dict:
+    """SdpOp fields for an IR activation, or UnsupportedError naming what the SDP lacks."""
+    if spec is None:
+        return {}
+    t = spec.type
+    if t is ActivationType.RELU:
+        return {"activation": "relu"}
+    if t in (ActivationType.SIGMOID, ActivationType.TANH):
+        return {"activation": t.value}
+    if t is ActivationType.LEAKY_RELU:
+        return {"activation": "prelu", "prelu_slope": float(spec.alpha)}
+    if t is ActivationType.CLIP:
+        if spec.alpha != 0.0 or spec.beta <= 0.0:
+            raise UnsupportedError(f"Clip [{spec.alpha:g}, {spec.beta:g}]: the DLA clips only [0, max] "
+                                   f"(clipped ReLU, max > 0)")
+        return {"activation": "clip", "clip_max": float(spec.beta)}
+    raise UnsupportedError(f"activation {t.value}: no DLA support (the SDP has ReLU, leaky ReLU, clipped ReLU "
+                           f"and sigmoid/tanh lookup tables)")
+
+
+# ----------------------------------------------------------------------------------------------
+# convolution family
+
+
+def _winograd_ok(cfg: DlaConfig, x: CubeDesc, y: CubeDesc, kernel, stride, dilation, groups) -> bool:
+    return (cfg.conv.winograd and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and x.n == 1
+            and y.h >= 8 and y.w >= 8 and y.h % 4 == 0 and y.w % 4 == 0)
+
+
+def _conv_weights(ctx: _Ctx, name: str, kcrs: np.ndarray | None, mode: str) -> str:
+    w = None
+    if kcrs is not None:
+        w16 = kcrs.astype(np.float16)
+        w = conv_core.winograd_weights(w16, HwPrecision.FP16) if mode == "winograd" else w16
+    return ctx.blob(f"{name}.w", w)
+
+
+def _emit_conv(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
+               kernel, stride, pad, dilation, groups: int, act: ActivationSpec | None,
+               residual: str | None = None) -> None:
+    """ConvOp + on-the-fly SdpOp (bias, residual add, activation) writing IR tensor ``out``."""
+    xc = ctx.cube(x)
+    yc = ctx.ir_out(out)
+    mode = "winograd" if _winograd_ok(ctx.cfg, xc, yc, kernel, stride, dilation, groups) else "direct"
+    wname = _conv_weights(ctx, layer.name, kcrs if ctx.with_weights else None, mode)
+    acc = f"{layer.name}.acc"
+    conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
+                  inputs=(x, wname), outputs=(acc,))
+    operands: list[str] = []
+    if bias is not None:
+        operands.append(ctx.blob(f"{layer.name}.b", ctx.weight(bias), "operand"))
+    fields: dict = {}
+    if residual is not None:
+        rc = ctx.cube(residual)
+        fields.update(eltwise="add", eltwise_input=rc)
+        operands.append(residual)
+    fields.update(sdp_activation(act))
+    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
+                bias="per_channel" if bias is not None else "none", inputs=(acc, *operands), outputs=(out,),
+                **fields)
+    ctx.emit(layer, conv, sdp)
+
+
+def _pads2d(pre, post) -> tuple[int, int, int, int]:
+    return (int(pre[0]), int(pre[1]), int(post[0]), int(post[1]))
+
+
+def lower_convolution(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    if len(p.kernel) != 2:
+        raise UnsupportedError(f"{len(p.kernel)}-D convolution: DLA convolutions are 2-D only")
+    residual = layer.inputs[1] if p.residual else None
+    _emit_conv(ctx, layer, layer.inputs[0], layer.outputs[0], layer.weights["kernel"], layer.weights.get("bias"),
+               p.kernel, p.stride, _pads2d(p.pre_padding, p.post_padding), p.dilation, p.groups, p.activation,
+               residual)
+
+
+def lower_fully_connected(ctx: _Ctx, layer: Layer) -> None:
+    x = layer.inputs[0]
+    shape = ctx.net.tensors[x].shape
+    if len(shape) != 2:
+        raise UnsupportedError(f"fully connected over the last axis of a rank-{len(shape)} tensor {shape}: "
+                               f"the DLA runs FC as a 1×1 convolution over channels of an (N, C) input")
+    w = layer.weights["kernel"]
+    _emit_conv(ctx, layer, x, layer.outputs[0], w.reshape(*w.shape, 1, 1), layer.weights.get("bias"),
+               (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layer.params.activation)
+
+
+def lower_matrix_multiply(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    a, b = layer.inputs
+    bv = ctx.const_value(b)
+    if bv is None:
+        raise UnsupportedError("MatMul with a non-constant second input: the DLA runs MatMul only as a 1×1 "
+                               "convolution with constant weights")
+    ashape = ctx.net.tensors[a].shape
+    if len(ashape) != 2 or p.transpose_a or bv.ndim != 2:
+        raise UnsupportedError(f"MatMul of {ashape} by {bv.shape} (transpose_a={p.transpose_a}): the DLA "
+                               f"lowers only (N, C) @ (C, K) to a 1×1 convolution")
+    kc = bv if p.transpose_b else bv.T
+    _emit_conv(ctx, layer, a, layer.outputs[0], np.asarray(kc).reshape(*kc.shape, 1, 1), None,
+               (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, None)
+
+
+def lower_deconvolution(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    if len(p.kernel) != 2:
+        raise UnsupportedError(f"{len(p.kernel)}-D deconvolution: DLA deconvolutions are 2-D only")
+    if p.groups != 1:
+        raise UnsupportedError(f"deconvolution groups {p.groups}: the DLA supports groups 1 only")
+    if tuple(p.dilation) != (1, 1):
+        raise UnsupportedError(f"deconvolution dilation {tuple(p.dilation)}: the DLA supports dilation 1 only")
+    if any(p.pre_padding) or any(p.post_padding) or any(p.output_padding or ()):
+        raise UnsupportedError(f"deconvolution padding {tuple(p.pre_padding)}/{tuple(p.post_padding)} "
+                               f"(output padding {tuple(p.output_padding or ())}): the DLA supports padding 0 only")
+    if ctx.hp is HwPrecision.INT8:
+        raise UnsupportedError("INT8 deconvolution lowering is not implemented (run it in FP16)")
+    x, out = layer.inputs[0], layer.outputs[0]
+    xc = ctx.cube(x)
+    k = p.num_output_maps
+    (r, s), (sy, sx) = tuple(p.kernel), tuple(p.stride)
+    convs, rub, (hc, wc) = conv_core.lower_deconvolution(xc, k, (r, s), (sy, sx), layer.name, ctx.hp)
+    phases = conv_core.deconv_phase_weights(layer.weights["kernel"].astype(np.float16), (sy, sx)) \
+        if ctx.with_weights else [None] * len(convs)
+    bias = layer.weights.get("bias")
+    single = sy * sx == 1
+    atom = atom_channels(ctx.hp)
+    if not single and k % atom:
+        raise UnsupportedError(f"deconvolution with {k} output maps at stride {sy}×{sx}: the phase outputs are "
+                               f"placed side by side along C, which needs K to be a multiple of the "
+                               f"{atom}-channel atom")
+    bname = ctx.blob(f"{layer.name}.b", ctx.weight(bias), "operand") if bias is not None else None
+    fields = sdp_activation(p.activation)
+    parts = []
+    ops: list[HwOp] = []
+    for i, (conv, wp) in enumerate(zip(convs, phases)):
+        ph = out if single else f"{layer.name}.ph{i}"
+        phc = ctx.out.cubes[ph] = conv.output.with_(name=ph)
+        wname = ctx.blob(f"{layer.name}.w{i}", wp)
+        acc = f"{layer.name}.acc{i}"
+        ops.append(replace(conv, input=xc, output=phc, inputs=(x, wname), outputs=(acc,)))
+        ops.append(SdpOp(name=f"{layer.name}.sdp{i}", input=phc, output=phc, source="flying",
+                         bias="per_channel" if bname else "none", inputs=(acc, *([bname] if bname else [])),
+                         outputs=(ph,), **fields))
+        parts.append((ph, i * k))
+    if single:  # stride 1: one convolution with the flipped kernel gives the output directly
+        ctx.emit(layer, *ops)
+        return
+    ext = f"{layer.name}.ext"
+    ctx.out.cubes[ext] = rub.input.with_(name=ext)
+    ctx.out.assemblies.append(Assembly(ext, tuple(parts)))
+    full = out if (hc, wc) == (rub.output.h, rub.output.w) else f"{layer.name}.full"
+    fc = ctx.out.cubes[full] = rub.output.with_(name=full)
+    ops.append(replace(rub, input=ctx.out.cubes[ext], output=fc, inputs=(ext,), outputs=(full,)))
+    ctx.emit(layer, *ops)
+    if full != out:
+        n = xc.n
+        ctx.out.cubes[out] = CubeDesc(n=n, c=k, h=hc, w=wc, precision=ctx.hp, name=out,
+                                      line_stride_bytes=fc.line_stride, surface_stride_bytes=fc.surface_stride)
+        ctx.out.views.append(View(out, full, (0, 0, 0, 0), (n, k, hc, wc)))
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling
+
+
+def _emit_pool(ctx: _Ctx, layer: Layer, mode: str, window, stride, pad) -> None:
+    x, out = layer.inputs[0], layer.outputs[0]
+    prev = ctx.last_flying_sdp(x, layer)
+    xc = ctx.out.cubes[x] if prev is not None else ctx.cube(x)
+    yc = ctx.ir_out(out)
+    op = PdpOp(name=layer.name, input=xc, output=yc, mode=mode, kernel=tuple(window), stride=tuple(stride),
+               pad=tuple(pad), source="flying", inputs=(x,), outputs=(out,))
+    if pdp.output_shape(op) != yc.shape:
+        raise UnsupportedError(f"pooling output {yc.shape} differs from the PDP's window arithmetic "
+                               f"{pdp.output_shape(op)}")
+    lim = pdp.flying_max_width(op, ctx.cfg)
+    if prev is None or yc.w > lim:
+        op = replace(op, source="memory", split_width=max(1, -(-yc.w // lim)))
+    ctx.emit(layer, op)
+
+
+def lower_pooling(ctx: _Ctx, layer: Layer) -> None:
+    x = layer.inputs[0]
+    shape = ctx.net.tensors[x].shape
+    if len(shape) != 4:
+        raise UnsupportedError(f"{len(shape) - 2}-D pooling: DLA pooling is 2-D only")
+    p = layer.params.resolved(shape[2:])
+    if p.type is PoolingType.LP:
+        raise UnsupportedError("Lp pooling: the DLA pools max and average only")
+    if tuple(p.dilation) != (1, 1):
+        raise UnsupportedError(f"pooling dilation {tuple(p.dilation)}: the DLA pools without dilation")
+    out_hw = ctx.net.tensors[layer.outputs[0]].shape[2:]
+    # the PDP computes floor((H + pads - k) / s) + 1; ceil mode adds bottom/right padding
+    post = [max(int(b), (o - 1) * s + k - n - a) for o, s, k, n, a, b in
+            zip(out_hw, p.stride, p.window, shape[2:], p.pre_padding, p.post_padding)]
+    grown = any(q > b for q, b in zip(post, p.post_padding))
+    mode = "max" if p.type is PoolingType.MAX else "avg"
+    if mode == "avg":
+        if grown:
+            raise UnsupportedError("average pooling in ceil mode with a partial last window: the PDP divides "
+                                   "by the full window")
+        if (any(p.pre_padding) or any(p.post_padding)) and not p.count_include_pad:
+            raise UnsupportedError("average pooling that excludes padding (count_include_pad=0): the PDP "
+                                   "divides by the full window")
+    pad = (int(p.pre_padding[0]), int(p.pre_padding[1]), post[0], post[1])
+    _emit_pool(ctx, layer, mode, p.window, p.stride, pad)
+
+
+def lower_reduce(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    shape = ctx.net.tensors[layer.inputs[0]].shape
+    axes = {a % len(shape) for a in p.axes} if shape else set()
+    if len(shape) != 4 or axes != {2, 3} or not p.keep_dims or p.op not in (ReduceOp.MAX, ReduceOp.MEAN):
+        raise UnsupportedError(f"Reduce {p.op.value} over axes {tuple(p.axes)}: the DLA reduces only max/mean "
+                               f"over H and W (global pooling, keep_dims)")
+    _emit_pool(ctx, layer, "max" if p.op is ReduceOp.MAX else "avg", shape[2:], (1, 1), (0, 0, 0, 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# single-point ops (SDP)
+
+
+def _fold_into_conv(ctx: _Ctx, layer: Layer, x: str, out: str, **changes) -> bool:
+    """Fold a pointwise op writing ``out`` into the convolution SDP that writes ``x``; False when it
+    cannot (``x`` has other readers, or the SDP's activation/element-wise slot is taken)."""
+    prev = ctx.last_flying_sdp(x, layer)
+    if prev is None or prev.activation != "none":
+        return False
+    if "eltwise" in changes and prev.eltwise is not None:
+        return False
+    yc = prev.output.with_(name=out)
+    ctx.out.cubes[out] = yc
+    extra = changes.pop("extra_inputs", ())
+    op = replace(prev, output=yc, outputs=(out,), inputs=(*prev.inputs, *extra), **changes)
+    ctx.replace_last(op, layer)
+    return True
+
+
+def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), **fields) -> None:
+    xc = ctx.cube(x)
+    yc = ctx.out.cubes.get(out) or ctx.new_cube(out, ctx.net.tensors[out].shape if out in ctx.net.tensors
+                                               else xc.shape)
+    ctx.emit(layer, SdpOp(name=f"{layer.name}.sdp" if out in ctx.net.tensors else out, input=xc, output=yc,
+                          source="memory", inputs=(x, *operands), outputs=(out,), **fields))
+
+
+def lower_activation(ctx: _Ctx, layer: Layer) -> None:
+    fields = sdp_activation(layer.params.activation)
+    x = layer.inputs[0]
+    if not _fold_into_conv(ctx, layer, x, layer.outputs[0], **fields):
+        _sdp(ctx, layer, x, layer.outputs[0], **fields)
+
+
+def lower_parametric_relu(ctx: _Ctx, layer: Layer) -> None:
+    x = layer.inputs[0]
+    slope = np.asarray(layer.weights["slope"])
+    ctx.cube(x)
+    mode = broadcast_mode(slope.shape, ctx.net.tensors[x].shape)
+    if mode == "per_layer":
+        _sdp(ctx, layer, x, layer.outputs[0], activation="prelu", prelu_slope=float(slope.reshape(-1)[0]))
+        return
+    if mode != "per_channel":
+        raise UnsupportedError(f"PReLU slope of shape {slope.shape}: the DLA takes one slope per layer or per "
+                               f"channel")
+    op = ctx.blob(f"{layer.name}.slope", ctx.weight(slope.reshape(-1)), "operand")
+    _sdp(ctx, layer, x, layer.outputs[0], (op,), activation="prelu")
+
+
+def lower_scale(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    x, out = layer.inputs[0], layer.outputs[0]
+    power = layer.weights.get("power")
+    if power is not None and np.any(np.asarray(power) != 1):
+        raise UnsupportedError("Scale with a power term: the DLA scales and shifts only")
+    xc = ctx.cube(x)
+    if p.mode is ScaleMode.CHANNEL and p.channel_axis % len(ctx.net.tensors[x].shape) != 1:
+        raise UnsupportedError(f"per-channel Scale on axis {p.channel_axis}: the DLA scales along C only")
+    mode = {ScaleMode.UNIFORM: "per_layer", ScaleMode.CHANNEL: "per_channel", ScaleMode.ELEMENTWISE: "per_element"}[
+        p.mode]
+
+    def operand(key: str) -> str:
+        v = np.asarray(layer.weights[key])
+        v = v.reshape(xc.c, xc.h, xc.w) if mode == "per_element" else v.reshape(-1)
+        return ctx.blob(f"{layer.name}.{key}", ctx.weight(v), "operand")
+
+    scale, shift = "scale" in layer.weights, "shift" in layer.weights
+    if scale and shift:  # the SDP's X1 adds before it multiplies: x*s + b takes two passes
+        mid = f"{layer.name}.scaled"
+        ctx.new_cube(mid, xc.shape)
+        _sdp(ctx, layer, x, mid, (operand("scale"),), scale=mode)
+        _sdp(ctx, layer, mid, out, (operand("shift"),), bias=mode)
+    elif scale:
+        _sdp(ctx, layer, x, out, (operand("scale"),), scale=mode)
+    else:
+        _sdp(ctx, layer, x, out, (operand("shift"),), bias=mode)
+
+
+_SDP_ELTWISE = {ElementWiseOp.SUM: "add", ElementWiseOp.SUB: "sub", ElementWiseOp.PROD: "mul",
+                ElementWiseOp.MAX: "max", ElementWiseOp.MIN: "min"}
+
+
+def _eltwise(ctx: _Ctx, layer: Layer, a: str, b: str, op: ElementWiseOp, out: str) -> None:
+    """``out = a op b`` for tensors or constants ``a``, ``b`` (one SDP pass, or folded into a conv)."""
+    if op not in _SDP_ELTWISE:
+        raise UnsupportedError(f"ElementWise {op.value}: no DLA support (the SDP adds, subtracts, multiplies, "
+                               f"takes max and min)")
+    kind = _SDP_ELTWISE[op]
+    av, bv = ctx.const_value(a), ctx.const_value(b)
+    if av is not None and bv is not None:
+        raise UnsupportedError("ElementWise of two constants: fold it before placement")
+    if av is not None:  # constant first: commute, or c - x = (x + (-c)) * -1
+        if kind == "sub":
+            mode, arr = _const_operand(ctx, -np.asarray(av), ctx.net.tensors[b].shape, ctx.cube(b))
+            neg = ctx.blob(f"{layer.name}.bias", arr, "operand")
+            m1 = ctx.blob(f"{layer.name}.scale", ctx.weight(np.array([-1.0])), "operand")
+            _sdp(ctx, layer, b, out, (neg, m1), bias=mode, scale="per_layer")
+            return
+        a, b, av, bv = b, a, bv, av
+    if bv is not None:
+        xc = ctx.cube(a)
+        if kind in ("add", "sub", "mul"):
+            v = -np.asarray(bv) if kind == "sub" else np.asarray(bv)
+            slot = "scale" if kind == "mul" else "bias"
+            mode, arr = _const_operand(ctx, v, ctx.net.tensors[a].shape, xc)
+            name = ctx.blob(f"{layer.name}.{slot}", arr, "operand")
+            _sdp(ctx, layer, a, out, (name,), **{slot: mode})
+            return
+        full = np.broadcast_to(np.asarray(bv), (1, xc.c, xc.h, xc.w)) if ctx.with_weights else None
+        name = ctx.blob(f"{layer.name}.operand", ctx.weight(full) if full is not None else None, "operand")
+        ctx.out.cubes[name] = xc.with_(n=1, name=name)
+        _sdp(ctx, layer, a, out, (name,), eltwise=kind, eltwise_input=ctx.out.cubes[name])
+        return
+    sa, sb = ctx.net.tensors[a].shape, ctx.net.tensors[b].shape
+    if sa != sb:
+        if kind in ("add", "mul") and len(sb) == 4 and sb[0] == 1 and sb[2:] == (1, 1) and sa[0] == 1:
+            ctx.cube(b)  # a per-channel tensor operand (e.g. squeeze-excitation): SDP bias/scale from memory
+            slot = "scale" if kind == "mul" else "bias"
+            _sdp(ctx, layer, a, out, (b,), **{slot: "per_channel"})
+            return
+        if kind in ("add", "mul") and len(sa) == 4 and sa[0] == 1 and sa[2:] == (1, 1) and sb[0] == 1:
+            _eltwise(ctx, layer, b, a, op, out)
+            return
+        raise UnsupportedError(f"ElementWise {op.value} of shapes {sa} and {sb}: the DLA broadcasts only a "
+                               f"(1, C, 1, 1) operand in add/mul")
+    if _fold_into_conv(ctx, layer, a, out, eltwise=kind, eltwise_input=ctx.cube(b), extra_inputs=(b,)):
+        return
+    if kind != "sub" and _fold_into_conv(ctx, layer, b, out, eltwise=kind, eltwise_input=ctx.cube(a),
+                                         extra_inputs=(a,)):
+        return
+    bc = ctx.cube(b)
+    _sdp(ctx, layer, a, out, (b,), eltwise=kind, eltwise_input=bc)
+
+
+def _const_operand(ctx: _Ctx, v: np.ndarray, x_shape: tuple[int, ...], xc: CubeDesc
+                   ) -> tuple[str, np.ndarray | None]:
+    """(SDP operand mode, fp16 array) of a constant broadcast (numpy rules) against a tensor of
+    shape ``x_shape`` held as cube ``xc``."""
+    mode = broadcast_mode(np.shape(v), x_shape)
+    v = np.asarray(v)
+    if mode == "per_layer":
+        return mode, ctx.weight(v.reshape(1))
+    if mode == "per_channel":
+        return mode, ctx.weight(v.reshape(-1))
+    if mode == "per_element":
+        full = np.broadcast_to(v, x_shape).reshape(xc.n, xc.c, xc.h, xc.w)[0]
+        return mode, ctx.weight(full)
+    raise UnsupportedError(f"constant operand of shape {v.shape} varies over the batch of {x_shape}: the DLA's "
+                           f"operands are per layer, per channel or per element of one image")
+
+
+def broadcast_mode(shape: tuple[int, ...], x_shape: tuple[int, ...]) -> str | None:
+    """How a constant of ``shape`` broadcasts over ``x_shape`` (numpy rules): 'per_layer',
+    'per_channel', 'per_element' (same for every image), or None (varies with the batch or does
+    not broadcast)."""
+    r = len(x_shape)
+    if len(shape) > r:
+        return None
+    s = (1,) * (r - len(shape)) + tuple(shape)
+    if any(d not in (1, x) for d, x in zip(s, x_shape)):
+        return None
+    if all(d == 1 for d in s):
+        return "per_layer"
+    if r >= 2 and all(d == 1 for i, d in enumerate(s) if i != 1):
+        return "per_channel"
+    if s[0] == 1 or x_shape[0] == 1:
+        return "per_element"
+    return None
+
+
+def lower_elementwise(ctx: _Ctx, layer: Layer) -> None:
+    a, b = layer.inputs
+    _eltwise(ctx, layer, a, b, layer.params.op, layer.outputs[0])
+
+
+def lower_unary(ctx: _Ctx, layer: Layer) -> None:
+    op = layer.params.op
+    if op is not UnaryOp.ABS:
+        raise UnsupportedError(f"Unary {op.value}: no DLA support (abs only)")
+    _sdp(ctx, layer, layer.inputs[0], layer.outputs[0], activation="prelu", prelu_slope=-1.0)
+
+
+def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
+    """A fused pointwise chain as one SDP pass per step (each step rounds to fp16)."""
+    steps = layer.params.steps
+    cur = layer.inputs[0]
+    for i, s in enumerate(steps):
+        out = layer.outputs[0] if i == len(steps) - 1 else f"{layer.name}.s{i}"
+        if out != layer.outputs[0]:
+            ctx.new_cube(out, ctx.net.tensors[layer.inputs[0]].shape)
+        if s.kind == "activation":
+            fields = sdp_activation(ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
+            _sdp(ctx, layer, cur, out, **fields)
+        elif s.kind == "unary":
+            if s.op != UnaryOp.ABS.value:
+                raise UnsupportedError(f"pointwise step unary {s.op}: no DLA support (abs only)")
+            _sdp(ctx, layer, cur, out, activation="prelu", prelu_slope=-1.0)
+        else:
+            if s.operand_input is not None:
+                other = layer.inputs[s.operand_input]
+            else:
+                other = f"{layer.name}.{s.operand_weight}"
+                raise UnsupportedError(f"pointwise step with weight operand '{other}': lower the chain unfused")
+            a, b = (other, cur) if s.reverse else (cur, other)
+            _eltwise(ctx, layer, a, b, ElementWiseOp(s.op), out)
+        cur = out
+
+
+def lower_lrn(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    if ctx.hp is HwPrecision.INT8:
+        raise UnsupportedError("LRN in INT8: the CDP's INT pipeline is not a DLA path (TensorRT runs LRN in FP16)")
+    x, out = layer.inputs[0], layer.outputs[0]
+    xc = ctx.cube(x)
+    yc = ctx.ir_out(out)
+    ctx.emit(layer, CdpOp(name=layer.name, input=xc, output=yc, local_size=int(p.size), alpha=float(p.alpha),
+                          beta=float(p.beta), k=float(p.bias), inputs=(x,), outputs=(out,)))
+
+
+def lower_softmax(ctx: _Ctx, layer: Layer) -> None:
+    if not ctx.cfg.post.softmax:
+        raise UnsupportedError(f"Softmax: DLA support on Orin only ({ctx.cfg.name} has none)")
+    raise UnsupportedError("Softmax: Orin's DLA runs it, but dla_sim models no softmax unit to lower it to")
+
+
+# ----------------------------------------------------------------------------------------------
+# addressing: concatenation, slices, splits, reshapes
+
+
+def _place(ctx: _Ctx, layer: Layer, t: str, dst: str, c0: int, copies: list[HwOp]) -> str:
+    """The tensor to write into channel offset ``c0`` of ``dst``: ``t`` itself, or a BDMA copy of it
+    when ``t`` already lives elsewhere (placed in another slot, or a window of another cube)."""
+    c = ctx.cube(t)
+    is_view = any(v.name == t for v in ctx.out.views)
+    if t not in ctx.placed and not is_view and ctx.const_value(t) is None:
+        ctx.placed.add(t)
+        return t
+    if c.n != 1:
+        raise UnsupportedError(f"tensor '{t}' is needed in two places with batch {c.n}: the BDMA copy "
+                               f"supports batch 1 only")
+    name = f"{dst}.copy{c0}"
+    yc = ctx.out.cubes[name] = CubeDesc(n=1, c=c.c, h=c.h, w=c.w, precision=c.precision, name=name)
+    ab = c.atom_bytes
+    copies.append(BdmaOp(name=name, src_memory="dram", dst_memory="dram", line_bytes=c.w * ab, lines=c.h,
+                         surfaces=c.surfaces, src_line_stride=c.line_stride, dst_line_stride=yc.line_stride,
+                         src_surface_stride=c.surface_stride, dst_surface_stride=yc.surface_stride,
+                         inputs=(t,), outputs=(name,)))
+    ctx.placed.add(name)
+    return name
+
+
+def lower_concatenation(ctx: _Ctx, layer: Layer) -> None:
+    out = layer.outputs[0]
+    shape = ctx.net.tensors[out].shape
+    axis = layer.params.axis % len(shape)
+    if axis != 1 or len(shape) not in (2, 4):
+        raise UnsupportedError(f"concatenation on axis {axis}: the DLA concatenates channels only")
+    if len(layer.inputs) < 2:
+        raise UnsupportedError("concatenation of one input: the DLA needs at least two")
+    atom = atom_channels(ctx.hp)
+    parts, copies, c0 = [], [], 0
+    for t in layer.inputs:
+        if c0 % atom:
+            raise UnsupportedError(f"concatenation input '{t}' starts at channel {c0}, not a multiple of the "
+                                   f"{atom}-channel {ctx.hp.value.upper()} atom: the DLA concatenates by "
+                                   f"addressing whole 32-byte atoms")
+        if ctx.cube(t).n != 1:
+            raise UnsupportedError(f"concatenation with batch {ctx.cube(t).n}: addressing a channel slot of "
+                                   f"a multi-image cube is not modelled")
+        parts.append((_place(ctx, layer, t, out, c0, copies), c0))
+        c0 += ctx.net.tensors[t].shape[1]
+    ctx.ir_out(out)
+    ctx.emit(layer, *copies)
+    ctx.out.assemblies.append(Assembly(out, tuple(parts)))
+
+
+def _window(ctx: _Ctx, layer: Layer, x: str, out: str, start: Shape4, shape: Shape4) -> None:
+    xc = ctx.cube(x)
+    atom = atom_channels(ctx.hp)
+    if start[0] != 0 or shape[0] != xc.n:
+        raise UnsupportedError("slicing the batch dimension: the DLA slices C, H and W only")
+    if start[1] % atom:
+        raise UnsupportedError(f"channel window starting at {start[1]}: not a multiple of the {atom}-channel "
+                               f"{ctx.hp.value.upper()} atom, so it is not addressable")
+    ctx.out.cubes[out] = CubeDesc(n=shape[0], c=shape[1], h=shape[2], w=shape[3], precision=ctx.hp, name=out,
+                                  line_stride_bytes=xc.line_stride, surface_stride_bytes=xc.surface_stride)
+    ctx.out.views.append(View(out, x, start, shape))
+
+
+def lower_slice(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    x = layer.inputs[0]
+    shape = ctx.net.tensors[x].shape
+    if len(shape) != 4 or any(s != 1 for s in p.step):
+        raise UnsupportedError(f"Slice of a rank-{len(shape)} tensor with steps {tuple(p.step)}: the DLA slices "
+                               f"static 4-D tensors with stride 1")
+    _window(ctx, layer, x, layer.outputs[0], tuple(p.start), tuple(p.size))
+
+
+def lower_split(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    x = layer.inputs[0]
+    shape = ctx.net.tensors[x].shape
+    if len(shape) != 4 or p.axis % 4 != 1:
+        raise UnsupportedError(f"Split on axis {p.axis}: the DLA splits 4-D tensors along channels only")
+    c0 = 0
+    for out, size in zip(layer.outputs, p.sizes):
+        _window(ctx, layer, x, out, (0, c0, 0, 0), (shape[0], size, shape[2], shape[3]))
+        c0 += size
+
+
+def _order_preserving(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> bool:
+    if perm is None:
+        return True
+    moved = [d for d in perm if shape[d] != 1]
+    return moved == sorted(moved)
+
+
+def lower_shuffle(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    x, out = layer.inputs[0], layer.outputs[0]
+    si, so = ctx.net.tensors[x].shape, ctx.net.tensors[out].shape
+    mid = tuple(si[d] for d in p.first_perm) if p.first_perm is not None else si
+    mid = tuple(p.reshape) if p.reshape is not None else mid
+    same = _order_preserving(si, p.first_perm) and _order_preserving(mid, p.second_perm)
+    try:
+        same = same and cube_shape(si) == cube_shape(so)
+    except UnsupportedError:
+        same = False
+    if not same:
+        raise UnsupportedError(f"Shuffle {si} → {so}: changes the element order of the DLA's channel-"
+                               f"interleaved layout; RUBIK only contracts, splits and merges planes")
+    _window(ctx, layer, x, out, (0, 0, 0, 0), cube_shape(so))
+
+
+def lower_identity(ctx: _Ctx, layer: Layer) -> None:
+    x, out = layer.inputs[0], layer.outputs[0]
+    _window(ctx, layer, x, out, (0, 0, 0, 0), cube_shape(ctx.net.tensors[out].shape))
+
+
+def lower_constant(ctx: _Ctx, layer: Layer) -> None:
+    """Constants emit nothing: their consumers fold them into weights or operands."""
+    t = layer.outputs[0]
+    if ctx.needed_outside(t):
+        raise UnsupportedError(f"constant '{t}' is also read outside the DLA partition: let the GPU own it")
+
+
+LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
+    LayerKind.CONVOLUTION: lower_convolution,
+    LayerKind.FULLY_CONNECTED: lower_fully_connected,
+    LayerKind.MATRIX_MULTIPLY: lower_matrix_multiply,
+    LayerKind.DECONVOLUTION: lower_deconvolution,
+    LayerKind.POOLING: lower_pooling,
+    LayerKind.REDUCE: lower_reduce,
+    LayerKind.ACTIVATION: lower_activation,
+    LayerKind.PARAMETRIC_RELU: lower_parametric_relu,
+    LayerKind.SCALE: lower_scale,
+    LayerKind.ELEMENTWISE: lower_elementwise,
+    LayerKind.UNARY: lower_unary,
+    LayerKind.POINTWISE: lower_pointwise,
+    LayerKind.LRN: lower_lrn,
+    LayerKind.SOFTMAX: lower_softmax,
+    LayerKind.CONCATENATION: lower_concatenation,
+    LayerKind.SLICE: lower_slice,
+    LayerKind.SPLIT: lower_split,
+    LayerKind.SHUFFLE: lower_shuffle,
+    LayerKind.IDENTITY: lower_identity,
+    LayerKind.CONSTANT: lower_constant,
+}
+
+
+def lower(network: Network, layer_names, precision: Precision, cfg: DlaConfig, *,
+          with_weights: bool = True) -> Lowered:
+    """Hardware ops of the layers ``layer_names`` of ``network`` (a DLA subgraph) at ``precision``."""
+    names = set(layer_names)
+    unknown = names - {la.name for la in network.layers}
+    if unknown:
+        raise UnsupportedError(f"partition names unknown layers {sorted(unknown)}")
+    if not names:
+        raise UnsupportedError("empty partition")
+    precision = Precision(precision)
+    if precision is Precision.INT8:
+        missing = [la.name for la in network.layers if la.name in names and la.kind is not LayerKind.CONSTANT
+                   and "int8.input_scales" not in la.weights]
+        if missing:
+            raise UnsupportedError(f"INT8 on the DLA needs per-tensor scales on every layer (calibrate, see "
+                                   f"engine.quantization); missing on {missing[:5]}")
+        raise UnsupportedError("INT8 lowering to the DLA (scales -> SDP converter parameters) is not implemented "
+                               "yet; build this partition in FP16")
+    ctx = _Ctx(network, names, precision, cfg, with_weights)
+    for layer in network.layers:
+        if layer.name not in names:
+            continue
+        fn = LOWERERS.get(layer.kind)
+        if fn is None:
+            raise UnsupportedError(f"{layer.describe()}: no DLA lowering for {layer.kind.value}")
+        try:
+            fn(ctx, layer)
+        except UnsupportedError as e:
+            msg = str(e)
+            raise UnsupportedError(msg if layer.name in msg else f"{layer.describe()}: {msg}") from None
+    outs = [t for la in network.layers if la.name in names for t in la.outputs if ctx.needed_outside(t)]
+    ctx.out.outputs = list(dict.fromkeys(t for t in outs if ctx.const_value(t) is None))
+    return ctx.out
+
+
+def op_count_by_layer(lowered: Lowered) -> dict[str, int]:
+    """How many hardware ops each layer emitted (0 for addressing-only or folded layers)."""
+    out: dict[str, int] = {}
+    for o in lowered.owners:
+        out[o] = out.get(o, 0) + 1
+    return out
+
+
+__all__ = ["Assembly", "LOWERERS", "Lowered", "View", "broadcast_mode", "lower", "op_count_by_layer",
+           "sdp_activation"]
