@@ -117,6 +117,9 @@ class EnergyConfig:
     node_nm: float
     vdd: float
     static_mw: float  # leakage + clock tree of one core, [U]
+    # DRAM access energy per byte, interface included. Default: Horowitz's DDR3-era 1.3 nJ per 64-bit
+    # access [HOR]; the Jetson configs use their LPDDR's figure so DLA and GPU costs price DRAM alike.
+    dram_pj_per_byte: float = 162.5
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ XAVIER = DlaConfig(
         dbb_bits=512, dram_latency=1200, dram_gbps=136.5, dram_share=CALIBRATION["xavier.dram_share"],
         sram_bits=512, sram_latency=128, sram_bytes=4 * 1024 * 1024 // 4,  # 4 MiB shared by 2 DLA + 2 PVA
     ),
-    energy=EnergyConfig(node_nm=12, vdd=0.75, static_mw=150.0),
+    energy=EnergyConfig(node_nm=12, vdd=0.75, static_mw=150.0, dram_pj_per_byte=48.0),  # LPDDR4x ~6 pJ/bit [U]
     clocks_mhz=_m({"MAXN": 1395.2, "30W": 1050.0, "15W": 750.0, "10W": 550.0}),
     power_mode="MAXN",
     cores=2,
@@ -294,7 +297,7 @@ ORIN = DlaConfig(
         dbb_bits=512, dram_latency=1200, dram_gbps=204.8, dram_share=CALIBRATION["orin.dram_share"],
         sram_bits=512, sram_latency=128, sram_bytes=1024 * 1024,
     ),
-    energy=EnergyConfig(node_nm=8, vdd=0.7, static_mw=150.0),
+    energy=EnergyConfig(node_nm=8, vdd=0.7, static_mw=150.0, dram_pj_per_byte=40.0),  # LPDDR5 ~5 pJ/bit [U]
     clocks_mhz=_m({"MAXN": 1600.0, "50W": 1404.0, "30W": 1369.6, "15W": 614.4}),
     power_mode="MAXN",
     cores=2,

@@ -7,9 +7,10 @@ Base constants are Horowitz, ISSCC 2014 [HOR] (45 nm, 0.9 V):
   DRAM 64-bit access 1.3-2.6 nJ (we take the low end, 1.3 nJ = 162.5 pJ/B).
 Scaling (assumption [U]): logic and SRAM energy scale with C*V^2, approximated as
   factor = (node_nm / 45) * (vdd / 0.9)^2   (e.g. 16 nm, 0.8 V -> 0.28; 8 nm, 0.7 V -> 0.11).
-DRAM energy is not scaled: it is dominated by the off-chip interface, not the logic node; modern
-LPDDR4x/LPDDR5 are several times better than [HOR]'s DDR3-era figure, so DRAM energy is an upper
-bound [U].
+DRAM energy is not scaled with the logic node (the off-chip interface dominates it): each config
+gives its DRAM's energy per byte, ``cfg.energy.dram_pj_per_byte`` — [HOR]'s DDR3-era figure for the
+open NVDLA configs, LPDDR4x (~6 pJ/bit) for Xavier and LPDDR5 (~5 pJ/bit) for Orin, the same figures
+the scheduler's platform models charge the GPU [U].
 Post-processing element ops (SDP/PDP/CDP) cost one 32-bit add + one 8-bit-class multiply per element
 per active sub-unit, 0.3 pJ at 45 nm [HOR] [U].  CBUF reads per conv compute cycle: one data atom
 (atomic_c elements) plus an equal weight stream [U]; every byte fetched from memory is written once
@@ -30,7 +31,6 @@ E_MAC_FP16_PJ = 1.1 + 0.9
 E_ELEM_PJ = 0.2 + 0.1
 E_CBUF_PJ_PER_BYTE = 20.0 / 8  # 32 KB SRAM, 64-bit access
 E_SRAM_PJ_PER_BYTE = 100.0 / 8  # 1 MB SRAM, 64-bit access
-E_DRAM_PJ_PER_BYTE = 1300.0 / 8  # DRAM, 64-bit access (low end of [HOR])
 
 
 def node_factor(cfg: DlaConfig) -> float:
@@ -70,7 +70,7 @@ class EnergyAccumulator:
                 out = getattr(op, "output", None)
                 elems = out.n * out.c * out.h * out.w if out is not None else 0
                 self.parts["post"] += elems * E_ELEM_PJ * self.f * pj
-        self.parts["dram"] += traffic.dram_bytes * E_DRAM_PJ_PER_BYTE * pj
+        self.parts["dram"] += traffic.dram_bytes * cfg.energy.dram_pj_per_byte * pj
         self.parts["sram"] += traffic.sram_bytes * E_SRAM_PJ_PER_BYTE * self.f * pj
 
     def report(self, cycles: float, cores: int = 1) -> EnergyReport:
