@@ -154,7 +154,8 @@ class Network:
     # Convenience builders for the common layers (the generic ``add_layer`` covers all kinds).
 
     def add_constant(self, value: np.ndarray, name: str | None = None) -> Tensor:
-        layer = self.add_layer(ConstantParams(), [], {"value": np.ascontiguousarray(value)}, name=name)
+        # np.array keeps 0-d values 0-d (np.ascontiguousarray would make them shape (1,))
+        layer = self.add_layer(ConstantParams(), [], {"value": np.array(value, order="C")}, name=name)
         return self.tensor(layer.outputs[0])
 
     def add_convolution(self, x: Tensor | str, kernel: np.ndarray, bias: np.ndarray | None = None,

@@ -1,0 +1,218 @@
+"""ONNX → hetrt network definition (TensorRT's nvonnxparser).
+
+``parse`` loads and checks the model, fixes every input shape statically, then converts the
+nodes in order. Values known at build time are propagated and folded as they appear (see
+``context``), so shape sub-graphs and generated weights never reach the network. Converters live
+in the ``ops_*`` modules, one family each, and register themselves by ONNX op type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from engine.errors import HetrtError, NetworkError, ParserError, UnsupportedError
+from engine.layers import IdentityParams
+from engine.network import Network
+from engine.onnx_parser import (  # noqa: F401 (registration)
+    ops_conv,
+    ops_math,
+    ops_pointwise,
+    ops_quant,  # noqa: F401 (registration: QuantizeLinear, DequantizeLinear)
+    ops_shape,
+    ops_tensor,
+)
+from engine.onnx_parser.context import (
+    NodeContext,
+    NonConstantError,
+    ParseContext,
+    Ref,
+    elem_type_name,
+    hetrt_dtype,
+    numpy_dtype_of,
+)
+from engine.onnx_parser.loader import MAX_OPSET, MIN_OPSET, check_model, default_opset, load_model, normalize_opset
+from engine.onnx_parser.registry import CONVERTERS
+
+__all__ = ["parse", "supported_ops", "NonConstantError", "MIN_OPSET", "MAX_OPSET"]
+
+
+def supported_ops() -> list[str]:
+    """The ONNX op types (default domain) the parser converts."""
+    return sorted(CONVERTERS)
+
+
+def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+          batch: int | None = None, constant_inputs: Mapping[str, np.ndarray] | None = None) -> Network:
+    """Parse an ONNX model into a static-shape ``Network``.
+
+    ``input_shapes`` fixes the shape of graph inputs by name; otherwise a symbolic or unknown
+    first dimension becomes ``batch`` (default 1) and any other unknown dimension is an error.
+    ``constant_inputs`` binds graph inputs to values at build time (like TensorRT's shape-tensor
+    inputs): they are folded as constants and are not inputs of the network.
+    """
+    proto, display = load_model(model)
+    source_opset = default_opset(proto)
+    # Our own structural checks first: they name the node, where onnx.checker would not.
+    _check_structure(proto.graph, _node_names(proto.graph), source_opset, ops_final=source_opset >= MIN_OPSET)
+    check_model(proto, display)
+    proto, opset = normalize_opset(proto, display)
+    graph = proto.graph
+    input_shapes = dict(input_shapes or {})
+    constant_inputs = dict(constant_inputs or {})
+    node_names = _node_names(graph)
+    if opset != source_opset:
+        _check_structure(graph, node_names, opset, ops_final=True)
+
+    initializers = {init.name: init for init in graph.initializer}
+    runtime_inputs = [vi for vi in graph.input if vi.name not in initializers]
+    unknown = set(input_shapes) - {vi.name for vi in runtime_inputs}
+    if unknown:
+        raise ParserError(f"input_shapes names {sorted(unknown)}, which are not inputs of the model "
+                          f"(inputs: {[vi.name for vi in runtime_inputs]})")
+
+    reserved = {vi.name for vi in graph.input} | {o.name for o in graph.output} | set(initializers)
+    for node in graph.node:
+        reserved.update(node.input)
+        reserved.update(node.output)
+    network = Network(graph.name or "network")
+    ctx = ParseContext(network, opset, {vi.name for vi in runtime_inputs} - set(constant_inputs), reserved)
+    ctx.source_opset = source_opset
+    ctx.consumed = {t for node in graph.node for t in node.input if t} | {o.name for o in graph.output}
+
+    for name, init in initializers.items():
+        try:
+            ctx.values[name] = Ref(const=numpy_helper.to_array(init))
+        except Exception as e:  # unusual element types the numpy helper cannot decode
+            raise ParserError(f"initializer '{name}' cannot be read: {e}") from None
+    for vi in runtime_inputs:
+        if vi.name in constant_inputs:
+            ctx.values[vi.name] = Ref(const=np.asarray(constant_inputs[vi.name]))
+            continue
+        shape, dtype = _input_signature(vi, input_shapes.get(vi.name), batch)
+        try:
+            network.add_input(vi.name, shape, dtype)
+        except NetworkError as e:
+            raise ParserError(f"graph input '{vi.name}': {e}") from None
+        ctx.values[vi.name] = Ref(tensor=vi.name)
+
+    for node, name in zip(graph.node, node_names):
+        _convert_node(ctx, node, name)
+
+    for out in graph.output:
+        ref = ctx.values[out.name]
+        if ref.is_const:
+            tensor = ctx.materialize(ref, out.name, ctx.producers.get(out.name, out.name), exact=True)
+        elif ref.tensor != out.name and out.name not in network.tensors:
+            layer = network.add_layer(IdentityParams(), [ref.tensor], name=ctx.fresh_layer_name(f"{out.name}/output"),
+                                      output_names=[out.name], origin=[ctx.producers.get(out.name, out.name)])
+            tensor = layer.outputs[0]
+        else:
+            tensor = ref.tensor
+        network.mark_output(tensor)
+    return network
+
+
+def _node_names(graph: onnx.GraphProto) -> list[str]:
+    """Node names made unique; empty names become ``<op>_<index>``."""
+    names: list[str] = []
+    used: set[str] = set()
+    for i, node in enumerate(graph.node):
+        base = node.name or f"{node.op_type}_{i}"
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _check_structure(graph: onnx.GraphProto, names: list[str], opset: int, ops_final: bool) -> None:
+    """Foreign domains, unsupported ops and dangling inputs, reported before any conversion.
+
+    ``ops_final`` is false for models still to be lifted to a newer opset: their ops are only
+    checked to exist in ONNX (the version converter may rename them) and checked again after.
+    """
+    available = {vi.name for vi in graph.input} | {init.name for init in graph.initializer}
+    produced_later = {o for node in graph.node for o in node.output if o}
+    for node, name in zip(graph.node, names):
+        where = f"node '{name}' (op {node.op_type}, opset {opset})"
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedError(f"node '{name}' (op {node.op_type}, domain '{node.domain}'): "
+                                   f"operators of domain '{node.domain}' are not supported by hetrt")
+        if node.op_type not in CONVERTERS and (ops_final or not onnx.defs.has(node.op_type)):
+            raise UnsupportedError(f"{where}: op type {node.op_type} is not supported by hetrt")
+        for t in node.input:
+            if not t or t in available:
+                continue
+            if t in produced_later:
+                raise ParserError(f"{where}: input '{t}' is produced by a later node (graph not topologically sorted)")
+            raise ParserError(f"{where}: input '{t}' is not a graph input, an initializer or the output of any "
+                              f"node (missing initializer or dangling input)")
+        available.update(o for o in node.output if o)
+    for out in graph.output:
+        if out.name not in available:
+            raise ParserError(f"graph output '{out.name}' is not produced by any node")
+
+
+def _input_signature(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None, batch: int | None):
+    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+    if tt is None:
+        raise UnsupportedError(f"graph input '{vi.name}' is not a tensor "
+                               f"(sequence, map and optional inputs are not supported)")
+    np_dtype = numpy_dtype_of(tt.elem_type)
+    dtype = hetrt_dtype(np_dtype) if np_dtype is not None else None
+    if dtype is None:
+        raise UnsupportedError(f"graph input '{vi.name}' has element type {elem_type_name(tt.elem_type)}; hetrt "
+                               f"inputs may be float32, float16, int8, uint8, int32, int64 or bool")
+    declared: list[int | None] = []
+    if tt.HasField("shape"):
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if override is not None:
+        override = tuple(int(d) for d in override)
+        if tt.HasField("shape"):
+            if len(override) != len(declared):
+                raise ParserError(f"input_shapes gives '{vi.name}' rank {len(override)} shape {override}, "
+                                  f"the model declares rank {len(declared)}")
+            for i, (d, o) in enumerate(zip(declared, override)):
+                if d is not None and d != o:
+                    raise ParserError(f"input_shapes gives '{vi.name}' dim {i} = {o}, the model fixes it to {d}")
+        return override, dtype
+    if not tt.HasField("shape"):
+        raise ParserError(f"graph input '{vi.name}' has no shape; give it in input_shapes")
+    shape = []
+    for i, d in enumerate(declared):
+        if d is None:
+            if i == 0:
+                d = 1 if batch is None else int(batch)
+            else:
+                sym = tt.shape.dim[i].dim_param or "?"
+                raise ParserError(f"graph input '{vi.name}' dim {i} ('{sym}') is not fixed; give the shape in "
+                                  f"input_shapes")
+        shape.append(d)
+    return tuple(shape), dtype
+
+
+def _convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str) -> None:
+    nc = NodeContext(ctx, node, name)
+    try:
+        refs = CONVERTERS[node.op_type](nc)
+    except HetrtError:
+        raise
+    except Exception as e:  # a converter bug must still say which node it was converting
+        raise ParserError(f"{nc.where}: internal error while converting: {type(e).__name__}: {e}") from e
+    for i, out in enumerate(node.output):
+        if not out:
+            continue
+        ref = refs[i] if i < len(refs) else None
+        if ref is None:
+            if out in ctx.consumed:
+                raise UnsupportedError(f"{nc.where}: output {i} '{out}' is used, but hetrt does not produce it")
+            continue
+        ctx.values[out] = ref
+        ctx.producers[out] = name

@@ -1,0 +1,88 @@
+"""Loading and checking an ONNX model before conversion: file, external data, opset, validity."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper, version_converter
+
+from engine.errors import ParserError, UnsupportedError
+
+log = logging.getLogger("hetrt.onnx_parser")
+
+MIN_OPSET = 11
+MAX_OPSET = 21
+# Newer opsets are accepted too: from opset 22 to 28 every op hetrt converts changed its allowed
+# element types only (bfloat16, float8/float4/int4 and the like), never its attributes or
+# semantics, so the opset-21 converters apply (tests/test_onnx_parser.py checks this against the
+# installed onnx schemas).
+MAX_ACCEPTED_OPSET = 28
+# Models older than MIN_OPSET are converted to this opset with onnx's version converter.
+CONVERT_TO_OPSET = 13
+
+
+def load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str]:
+    """The model proto (external data loaded) and a display name for messages."""
+    if isinstance(model, onnx.ModelProto):
+        for init in model.graph.initializer:
+            if external_data_helper.uses_external_data(init) and not init.HasField("raw_data"):
+                raise ParserError(f"initializer '{init.name}' keeps its data in an external file that was not "
+                                  f"loaded; pass the model's path (or load it with load_external_data=True)")
+        return model, model.graph.name or "model"
+    path = Path(model)
+    if not path.is_file():
+        raise ParserError(f"ONNX file '{path}' does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except FileNotFoundError as e:
+        raise ParserError(f"ONNX file '{path}': external data file missing: {e}") from None
+    except Exception as e:  # protobuf raises DecodeError and friends: all mean "not an ONNX file"
+        raise ParserError(f"'{path}' is not a readable ONNX model: {type(e).__name__}: {e}") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ParserError(f"'{path}' is not an ONNX model (no graph)")
+    return proto, str(path)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1 if not model.opset_import else 0
+
+
+def check_model(model: onnx.ModelProto, display: str) -> None:
+    """onnx.checker on the graph structure; its message goes into a ParserError."""
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+        raise ParserError(f"model '{display}' is not a valid ONNX model: {first}") from None
+    except ValueError as e:  # e.g. > 2 GiB protos: the checker wants a path; the structure walk still follows
+        log.debug("onnx checker skipped for '%s': %s", display, e)
+
+
+def normalize_opset(model: onnx.ModelProto, display: str) -> tuple[onnx.ModelProto, int]:
+    """Accept opsets MIN..MAX; lift older models with onnx's version converter (with a warning).
+
+    Returns the model to convert and its opset; ``default_opset`` of the argument still tells the
+    original opset, which a few converters need (PRelu's slope was per channel before opset 7).
+    """
+    opset = default_opset(model)
+    if opset == 0:
+        raise ParserError(f"model '{display}' imports no version of the default ONNX domain")
+    if MIN_OPSET <= opset <= MAX_ACCEPTED_OPSET:
+        return model, opset
+    if opset > MAX_ACCEPTED_OPSET:
+        raise UnsupportedError(f"model '{display}' uses opset {opset}; hetrt supports opsets "
+                               f"{MIN_OPSET}-{MAX_OPSET} (and {MAX_OPSET + 1}-{MAX_ACCEPTED_OPSET}, whose "
+                               f"changes to supported ops are element types only)")
+    try:
+        converted = version_converter.convert_version(model, CONVERT_TO_OPSET)
+    except Exception as e:  # the converter raises RuntimeError/ValueError/ConvertError variants
+        raise UnsupportedError(f"model '{display}' uses opset {opset} (hetrt supports {MIN_OPSET}-{MAX_OPSET}) "
+                               f"and onnx's version converter could not lift it to {CONVERT_TO_OPSET}: {e}") from None
+    log.warning("model '%s' uses opset %d; converted to opset %d with onnx.version_converter",
+                display, opset, CONVERT_TO_OPSET)
+    return converted, CONVERT_TO_OPSET
