@@ -19,8 +19,25 @@ SHAPES = [((1, 2, 5, 7), (1, 2, 11, 16)),   # upsample by non-integer factors
           ((1, 1, 3, 4), (1, 1, 1, 9))]     # to length 1
 
 
+def _onnx_reference_resize(x, mode, coord, nearest, scales):
+    """ONNX's own reference evaluator: the spec's formulas (onnxruntime rounds the resized length
+    for align_corners with scales, the spec does not)."""
+    import onnx.reference
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode=mode, coordinate_transformation_mode=coord,
+                            nearest_mode=nearest)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(scales, np.float32), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    return onnx.reference.ReferenceEvaluator(model).run(None, {"x": x})[0]
+
+
 def _ort_resize(x, mode, coord, nearest, sizes=None, scales=None):
     attrs = {"mode": mode, "coordinate_transformation_mode": coord, "nearest_mode": nearest}
+    if scales is not None and coord == "align_corners":
+        return _onnx_reference_resize(x, mode, coord, nearest, scales)
     if scales is not None:
         return ort_single("Resize", [x, None, np.array(scales, np.float32)], attrs, const_inputs=[2])[0]
     return ort_single("Resize", [x, None, None, np.array(sizes, np.int64)], attrs, const_inputs=[3])[0]
@@ -29,8 +46,9 @@ def _ort_resize(x, mode, coord, nearest, sizes=None, scales=None):
 def _exact_source(i: int, n_in: int, n_out: int, scale: Fraction, coord: str) -> Fraction:
     """The ONNX coordinate formulas in exact arithmetic."""
     h = Fraction(1, 2)
-    if coord == "align_corners":
-        return Fraction(i * (n_in - 1), n_out - 1) if n_out > 1 else Fraction(0)
+    if coord == "align_corners":  # ONNX divides by the unrounded resized length n_in * scale
+        resized = n_in * scale
+        return i * (n_in - 1) / (resized - 1) if n_out > 1 and resized != 1 else Fraction(0)
     if coord == "asymmetric":
         return i / scale
     if coord == "pytorch_half_pixel" and n_out == 1:

@@ -34,6 +34,8 @@ def _reduce(op: ReduceOp, x: np.ndarray, axes: tuple[int, ...], keep: bool) -> n
     if op is ReduceOp.LOG_SUM:
         return np.log(np.sum(x, axis=axes, keepdims=keep))
     if op is ReduceOp.LOG_SUM_EXP:
+        if x.size == 0:  # log of an empty sum
+            return np.log(np.sum(np.exp(x), axis=axes, keepdims=keep))
         m = np.max(x, axis=axes, keepdims=True)
         m = np.where(np.isfinite(m), m, np.zeros_like(m))
         y = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m

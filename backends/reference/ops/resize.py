@@ -28,7 +28,9 @@ def source_coordinates(out_len: int, in_len: int, scale: Fraction, mode: str) ->
     if mode == "pytorch_half_pixel":
         return [(x + HALF) / scale - HALF if out_len > 1 else Fraction(0) for x in xs]
     if mode == "align_corners":
-        return [x * (in_len - 1) / (out_len - 1) if out_len > 1 else Fraction(0) for x in xs]
+        # ONNX divides by the unrounded resized length in_len * scale (== out_len for sizes)
+        resized = in_len * scale
+        return [x * (in_len - 1) / (resized - 1) if out_len > 1 and resized != 1 else Fraction(0) for x in xs]
     if mode == "asymmetric":
         return [x / scale for x in xs]
     if mode == "half_pixel_symmetric":
