@@ -65,6 +65,8 @@ class LayerKind(StrEnum):
     NORMALIZATION = "normalization"
     IDENTITY = "identity"
     POINTWISE = "pointwise"
+    QUANTIZE = "quantize"
+    DEQUANTIZE = "dequantize"
 
 
 class ActivationType(StrEnum):
@@ -492,6 +494,8 @@ class ElementWiseParams(LayerParams):
             _fail(f"elementwise {self.op.value} shapes {a.shape} and {b.shape} do not broadcast")
         if self.op.is_logical and a.dtype is not DataType.BOOL:
             _fail(f"logical {self.op.value} needs bool inputs")
+        if not (self.op.is_logical or self.op.is_comparison) and a.dtype is DataType.BOOL:
+            _fail(f"arithmetic {self.op.value} does not take bool inputs")
         dtype = DataType.BOOL if (self.op.is_comparison or self.op.is_logical) else a.dtype
         return [TensorInfo(tuple(shape), dtype)]
 
@@ -753,8 +757,11 @@ class PaddingParams(LayerParams):
         shape = tuple(d + a + b for d, a, b in zip(x.shape, self.pre, self.post))
         if any(d < 0 for d in shape):
             _fail(f"padding {self.pre}/{self.post} crops input {x.shape} below zero")
-        if self.mode is PaddingMode.REFLECT and any(p >= d for p, d in zip(self.pre + self.post, x.shape * 2)):
-            _fail(f"reflect padding {self.pre}/{self.post} must be smaller than dims {x.shape}")
+        if self.mode is PaddingMode.REFLECT:
+            # negative pads crop first; reflection then needs each positive pad below the cropped dim
+            cropped = [d + min(a, 0) + min(b, 0) for d, a, b in zip(x.shape, self.pre, self.post)]
+            if any(max(a, b) >= c for a, b, c in zip(self.pre, self.post, cropped)):
+                _fail(f"reflect padding {self.pre}/{self.post} must be smaller than the cropped dims {tuple(cropped)}")
         return [TensorInfo(shape, x.dtype)]
 
 
@@ -893,6 +900,55 @@ class PointwiseParams(LayerParams):
         return [TensorInfo(shape, x.dtype)]
 
 
+def _quant_scale(x: TensorInfo, weights: dict[str, np.ndarray], axis: int, what: str) -> None:
+    """Scale: one value (per tensor) or one per channel of ``axis``; zero point absent or all 0."""
+    s = _weight(weights, "scale")
+    if s.dtype.kind != "f":
+        _fail(f"{what} scale must be float, got {s.dtype}")
+    if s.size != 1:
+        ax = _axis(axis, x.rank)
+        if s.shape != (x.shape[ax],):
+            _fail(f"{what} scale shape {s.shape} is neither one value nor one per channel of axis {ax} "
+                  f"({x.shape[ax]})")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        _fail(f"{what} scales must be finite and > 0")
+    zp = weights.get("zero_point")
+    if zp is not None and np.any(zp != 0):
+        _fail(f"{what} zero point must be 0 (symmetric quantization)")
+
+
+@dataclass(frozen=True)
+class QuantizeParams(LayerParams):
+    """q = saturate_int8(round_half_even(x / scale)) (ONNX QuantizeLinear, symmetric).
+
+    Weights: scale (one value or one per channel of ``axis``), optional zero_point (must be 0).
+    """
+
+    kind: ClassVar[LayerKind] = LayerKind.QUANTIZE
+    axis: int = 1
+
+    def infer(self, inputs, weights):
+        x = inputs[0]
+        _float_input(x, "quantize input")
+        _quant_scale(x, weights, self.axis, "quantize")
+        return [TensorInfo(x.shape, DataType.INT8)]
+
+
+@dataclass(frozen=True)
+class DequantizeParams(LayerParams):
+    """x = q * scale (ONNX DequantizeLinear, symmetric); int8 or int32 input, float32 output."""
+
+    kind: ClassVar[LayerKind] = LayerKind.DEQUANTIZE
+    axis: int = 1
+
+    def infer(self, inputs, weights):
+        x = inputs[0]
+        if x.dtype not in (DataType.INT8, DataType.INT32):
+            _fail(f"dequantize input must be int8 or int32, got {x.dtype.value}")
+        _quant_scale(x, weights, self.axis, "dequantize")
+        return [TensorInfo(x.shape, DataType.FLOAT)]
+
+
 PARAMS_BY_KIND: dict[LayerKind, type[LayerParams]] = {
     cls.kind: cls
     for cls in (ConvolutionParams, DeconvolutionParams, PoolingParams, ActivationParams,
@@ -900,7 +956,7 @@ PARAMS_BY_KIND: dict[LayerKind, type[LayerParams]] = {
                 MatrixMultiplyParams, FullyConnectedParams, SoftMaxParams, ConcatenationParams,
                 ShuffleParams, SliceParams, SplitParams, ResizeParams, ReduceParams, PaddingParams,
                 ConstantParams, GatherParams, CastParams, NormalizationParams, IdentityParams,
-                PointwiseParams)
+                PointwiseParams, QuantizeParams, DequantizeParams)
 }
 
 # Nested value types that may appear inside parameter records, by tag, for JSON round trips.

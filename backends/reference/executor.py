@@ -10,7 +10,10 @@ Each layer has a compute precision, ``precision_of(layer)`` (default ``layer.pre
 * FP16: float inputs and float weights are first rounded to float16, the arithmetic then runs in
   float32 (as tensor cores and the DLA accumulate in fp32), and float outputs are rounded to
   float16 and stored as float16 arrays.
-* INT8: not implemented in this backend yet; it raises ``UnsupportedError``, never computes in float.
+* INT8: exact integer emulation with the DLA's requantization (``backends.reference.int8``): int8
+  inputs and per-channel weights, int32 accumulation, int8 outputs handed on as the float32 value
+  q * scale, which holds the integer exactly. Layers without an INT8 kernel raise
+  ``UnsupportedError``; nothing INT8 silently computes in float.
 
 Non-float tensors (int8/uint8/int32/int64/bool) pass through untouched. A Cast layer's output has
 its target type whatever the precision. Since outputs take the storage type of the producing

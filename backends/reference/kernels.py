@@ -17,6 +17,7 @@ from engine.errors import UnsupportedError
 from engine.layers import LayerKind
 from engine.network import Layer
 
+from . import int8
 from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, tensor_ops
 
 Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
@@ -47,6 +48,8 @@ KERNELS: dict[LayerKind, Kernel] = {
     LayerKind.NORMALIZATION: normalize.normalization,
     LayerKind.IDENTITY: tensor_ops.identity,
     LayerKind.POINTWISE: pointwise.pointwise,
+    LayerKind.QUANTIZE: lambda layer, xs, ws: int8.run_quantize(layer, xs),
+    LayerKind.DEQUANTIZE: lambda layer, xs, ws: int8.run_dequantize(layer, xs),
 }
 
 _STORAGE = {Precision.FP32: np.dtype(np.float32), Precision.FP16: np.dtype(np.float16)}
@@ -94,8 +97,7 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | Non
     """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``."""
     precision = Precision(precision or layer.precision or Precision.FP32)
     if precision is Precision.INT8:
-        raise UnsupportedError(
-            f"INT8 execution in the reference backend is not implemented yet (layer {layer.describe()})")
+        return int8.run_layer(layer, inputs, precision)  # exact integer emulation
     kernel = KERNELS.get(layer.kind)
     if kernel is None:
         raise UnsupportedError(f"layer {layer.describe()}: kind '{layer.kind}' has no reference kernel")

@@ -181,6 +181,7 @@ def _example_params():
         L.IdentityParams(),
         PointwiseParams((PointwiseStep("activation", "relu"), PointwiseStep("elementwise", "sum", operand_input=1),
                          PointwiseStep("elementwise", "prod", operand_weight="c0", reverse=True))),
+        L.QuantizeParams(axis=1), L.DequantizeParams(axis=0),
     ]
 
 

@@ -137,7 +137,7 @@ def test_layer_precision_is_the_default():
 
 def test_int8_is_refused_not_computed_in_float():
     net, feeds = _small_net()
-    with pytest.raises(UnsupportedError, match=r"INT8 execution .* not implemented yet \(layer relu"):
+    with pytest.raises(UnsupportedError, match=r"layer relu \(activation\): .* no INT8 kernel"):
         execute(net, feeds, precision_of=lambda layer: Precision.INT8 if layer.name == "relu" else Precision.FP32)
     layer = net.layer("conv")
     layer.precision = Precision.INT8

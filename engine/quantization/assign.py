@@ -1,0 +1,146 @@
+"""Which layers run in INT8, with which scales (the builder's INT8 step).
+
+Input: the optimized network and one scale per float tensor — from calibration (implicit
+quantization: every tensor has one) or from folded Q/DQ pairs (explicit quantization: only the
+tensors the model quantizes). Rules, in TensorRT's spirit:
+
+* Convolution (2-D; epilogue none, ReLU or clip(0, max); optional fused residual), fully
+  connected and pooling (max; average without excluded padding; 2-D) run INT8 when every input
+  has a scale and the requantization multipliers are representable. Explicit quantization also
+  needs Q/DQ weights (a convolution whose weights were not quantized by the model stays float).
+* Pooling and pure data movement (shuffle, identity, slice) keep their input's scale on their
+  output — INT8 pooling needs equal input and output scales (the DLA rule), and moving data does
+  not change its range. In explicit mode a scale the model gives is never overridden.
+* An INT8 layer's output is requantized to int8 when its tensor has a scale — with calibration,
+  network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
+  quantizes it. Otherwise it leaves in float.
+* Layers pinned with ``layer_precisions`` and layers INT8 cannot run keep their float precision
+  (FP16 when the fp16 flag is on); each is reported with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.dtypes import Precision
+from engine.errors import UnsupportedError
+from engine.layers import ActivationType, LayerKind, PoolingType
+from engine.network import Layer, Network
+
+from . import annotation
+from .scales import quantize, requant_params, weight_scales
+
+_MOVES = (LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE)
+
+
+@dataclass
+class Int8Assignment:
+    int8_layers: list[str] = field(default_factory=list)
+    float_layers: dict[str, str] = field(default_factory=dict)  # layer → why it is not INT8
+    scales: dict[str, np.float32] = field(default_factory=dict)  # after propagation
+
+
+def _epilogue_ok(act) -> str | None:
+    if act is None or act.type is ActivationType.RELU:
+        return None
+    if act.type is ActivationType.CLIP and act.alpha == 0.0 and act.beta > 0:
+        return None
+    return f"fused activation {act.type.value} has no INT8 epilogue"
+
+
+def _pool_ok(layer: Layer, rank: int) -> str | None:
+    p = layer.params
+    if rank != 4:
+        return "INT8 pooling is 2-D only"
+    if p.type not in (PoolingType.MAX, PoolingType.AVERAGE):
+        return f"{p.type.value} pooling has no INT8 kernel"
+    if p.ceil_mode or any(d != 1 for d in (p.dilation or ())):
+        return "INT8 pooling without ceil_mode or dilation only"
+    if p.type is PoolingType.AVERAGE and not p.global_pool and not p.count_include_pad \
+            and any((p.pre_padding or ()) + (p.post_padding or ())):
+        return "INT8 average pooling divides by the full window (padding excluded from the count is not)"
+    return None
+
+
+def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool) -> str | None:
+    p = layer.params
+    if layer.kind is LayerKind.CONVOLUTION and len(p.kernel) != 2:
+        return "INT8 convolution is 2-D only"
+    why = _epilogue_ok(p.activation)
+    if why:
+        return why
+    if not implicit and annotation.KERNEL_SCALES not in layer.weights:
+        return "its weights are not quantized by the model (no DequantizeLinear on them)"
+    if layer.weights["kernel"].dtype.kind != "f" and layer.weights["kernel"].dtype != np.int8:
+        return f"kernel of type {layer.weights['kernel'].dtype}"
+    return None
+
+
+def _spec_for(layer: Layer, network: Network, scales: dict, implicit: bool) -> annotation.Int8Spec:
+    ins = tuple(float(scales[t]) for t in layer.inputs)
+    out_t = layer.outputs[0]
+    out = float(scales[out_t]) if out_t in scales else None
+    if implicit and out_t in network.outputs:
+        out = None  # calibrated networks keep float outputs; a Q/DQ model may ask for a quantized one
+    if layer.kind is LayerKind.POOLING:
+        return annotation.Int8Spec(ins, ins[0])
+    w = layer.weights["kernel"]
+    ks = layer.weights.get(annotation.KERNEL_SCALES)
+    if ks is None:
+        ks = weight_scales(w, axis=0)
+    s_acc = np.float64(ins[0]) * np.asarray(ks, dtype=np.float64)
+    if out is not None:
+        requant_params(s_acc / np.float64(out))  # raises when not representable
+    if len(ins) > 1:
+        requant_params(np.float64(ins[1]) / s_acc)
+    return annotation.Int8Spec(ins, out, np.asarray(ks, dtype=np.float32))
+
+
+def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callable[[Layer], bool],
+                implicit: bool) -> Int8Assignment:
+    """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc."""
+    result = Int8Assignment(scales=dict(scales))
+    sc = result.scales
+    for layer in network.layers:
+        if layer.kind is LayerKind.CONSTANT or layer.kind in (LayerKind.QUANTIZE, LayerKind.DEQUANTIZE):
+            continue
+        if pinned(layer):
+            result.float_layers[layer.name] = f"pinned to {layer.precision.value if layer.precision else 'fp32'}"
+            continue
+        x = layer.inputs[0] if layer.inputs else None
+        if layer.kind in _MOVES:
+            if x in sc:
+                for t in layer.outputs:
+                    if implicit or t not in sc:
+                        sc[t] = sc[x]
+            continue
+        missing = [t for t in layer.inputs if t not in sc]
+        if layer.kind in (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED):
+            why = _weighted_reason(layer, network, sc, implicit)
+        elif layer.kind is LayerKind.POOLING:
+            why = _pool_ok(layer, len(network.tensors[x].shape))
+        else:
+            why = f"{layer.kind.value} has no INT8 kernel"
+        if why is None and missing:
+            why = f"input(s) {missing} have no scale (no calibration range or Q/DQ)"
+        if why is None:
+            if layer.kind is LayerKind.POOLING:
+                for t in layer.outputs:
+                    if implicit or t not in sc:
+                        sc[t] = sc[x]
+            try:
+                spec = _spec_for(layer, network, sc, implicit)
+            except UnsupportedError as e:
+                why = str(e)
+        if why is not None:
+            result.float_layers[layer.name] = why
+            continue
+        if spec.kernel_scales is not None and layer.weights["kernel"].dtype != np.int8:
+            layer.weights["kernel"] = quantize(layer.weights["kernel"], spec.kernel_scales, axis=0)
+        annotation.write(layer, spec)
+        layer.precision = Precision.INT8
+        result.int8_layers.append(layer.name)
+    return result
