@@ -8,14 +8,15 @@ activation memory, and serialize everything into a plan. ``build_from_onnx`` add
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from engine import plan as plan_format
 from engine.dtypes import Precision
-from engine.errors import BuildError, UnsupportedError
+from engine.errors import BuildError
 from engine.layers import LayerKind
 from engine.logger import Logger, Severity
 from engine.network import Network
@@ -33,6 +34,12 @@ class BuilderConfig:
     ``fp16``/``int8`` allow those precisions (FP32 is always allowed); ``layer_precisions`` pins
     layers by name. ``input_shapes``/``batch`` fix the shapes of ONNX inputs with symbolic dims.
     ``memory_limit`` bounds the activation arena in bytes (None: no limit).
+
+    INT8 (``int8``): a network with Q/DQ layers uses its own scales (explicit quantization);
+    otherwise the ranges come from ``calibration_cache`` (a file, read when it exists) or from
+    ``calibrator`` (an ``engine.quantization`` calibrator over calibration batches), whose result
+    is written to the calibrator's cache and to ``calibration_cache`` when that names a file.
+    Layers INT8 cannot run use FP16 when ``fp16`` is also set, FP32 otherwise.
     """
 
     fp16: bool = False
@@ -46,6 +53,17 @@ class BuilderConfig:
     platform: str = "host"
     optimize: bool = True
     layer_precisions: dict[str, Precision] = field(default_factory=dict)
+    calibrator: Any = None
+    calibration_cache: str | None = None
+    # Placement (scheduler): power mode of the platform (None: its default), the objective of the
+    # 'optimal' policy, and the policy (None: 'dla-first' when the DLA is requested, else 'gpu-only').
+    power_mode: str | None = None
+    objective: str = "latency"
+    placement_policy: str | None = None
+    # GPU tactic timing: a timing-cache file (JSON, keyed by layer signature, GPU model and hetrt
+    # version) and an optimization level 0-5 bounding how many tactics are timed (0: none).
+    timing_cache: str | None = None
+    optimization_level: int = 3
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):
@@ -58,19 +76,25 @@ class BuilderConfig:
             raise BuildError(f"memory limit must be >= 0 bytes, got {self.memory_limit}")
         if self.dla_core is not None and self.dla_core < 0:
             raise BuildError(f"DLA core must be >= 0, got {self.dla_core}")
-        if self.int8:
-            raise UnsupportedError("INT8 builds need calibration or explicit Q/DQ, which hetrt does not "
-                                   "implement yet; build with --fp16 or FP32")
-        if self.default_device == "dla" or self.dla_core is not None:
-            raise UnsupportedError("DLA placement is not implemented yet (backends/dla and the scheduler); "
-                                   "build for the GPU")
+        if self.calibrator is not None:
+            from engine.quantization.calibrator import Calibrator
+
+            if not isinstance(self.calibrator, Calibrator):
+                raise BuildError(f"calibrator {type(self.calibrator).__name__} does not implement the Calibrator "
+                                 f"interface (get_batch_size, get_batch, read/write_calibration_cache, compute_amax)")
+        if (self.calibrator is not None or self.calibration_cache) and not self.int8:
+            raise BuildError("a calibrator or calibration cache is given but INT8 is not enabled (set int8)")
+        from scheduler.plan_placement import check_request
+
+        check_request(self)
 
     @property
     def precision(self) -> Precision:
         return Precision.FP16 if self.fp16 else Precision.FP32
 
     def summary(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, calibrator=None))
+        d["calibrator"] = getattr(self.calibrator, "algorithm", None)
         d["layer_precisions"] = {k: Precision(v).value for k, v in self.layer_precisions.items()}
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         return d
@@ -104,19 +128,27 @@ class Builder:
         config.validate()
         start = time.perf_counter()
         network.validate()
-        log.info(f"Building '{network.name}': {len(network)} layers, precision {config.precision.value}, "
-                 f"platform {config.platform}")
+        log.info(f"Building '{network.name}': {len(network)} layers, precision "
+                 f"{'int8+' if config.int8 else ''}{config.precision.value}, platform {config.platform}")
+        qdq_scales = None
+        if config.int8:
+            from engine.quantization import builder_step
+
+            network, qdq_scales = builder_step.prepare(network, config, log)
         optimized = self._optimize(network, config)
-        self._assign_precisions(optimized, config)
-        placement = self._place(optimized, config)
+        int8_scales = None
+        if config.int8:
+            int8_scales = builder_step.scales_for(optimized, config, qdq_scales, log)
+        self._assign_precisions(optimized, config, int8_scales)
+        placement, loadables = self._place(optimized, config)
         memory_plan = self._plan_memory(optimized, config)
         contents = plan_format.PlanContents(
             network=optimized,
             platform=config.platform,
             build_config=config.summary(),
             placement=placement,
-            tactics={},
-            loadables=[],
+            tactics=self._select_tactics(optimized, placement, config),
+            loadables=loadables,
             memory_plan=memory_plan,
             metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
         )
@@ -137,7 +169,7 @@ class Builder:
                          f"{len(report.rewrites)} rewrites in {time.perf_counter() - t0:.2f} s")
         return report.network
 
-    def _assign_precisions(self, network: Network, config: BuilderConfig) -> None:
+    def _assign_precisions(self, network: Network, config: BuilderConfig, int8_scales: dict | None = None) -> None:
         names = {layer.name for layer in network}
         origins = {o: layer for layer in network for o in layer.origin}
         for name in config.layer_precisions:
@@ -155,6 +187,10 @@ class Builder:
                 layer.precision = pinned
             elif layer.kind not in _SHAPE_ONLY:
                 layer.precision = config.precision
+        if int8_scales is not None:
+            from engine.quantization import builder_step
+
+            builder_step.assign(network, config, int8_scales, self.logger)
         if config.fp16:
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:
@@ -162,19 +198,36 @@ class Builder:
                     layer.weights = {k: (w.astype("float16") if w.dtype.kind == "f" and layer.kind is not
                                          LayerKind.CONSTANT else w) for k, w in layer.weights.items()}
 
-    def _place(self, network: Network, config: BuilderConfig) -> dict:
+    def _place(self, network: Network, config: BuilderConfig) -> tuple[dict, list[bytes]]:
         available, reason = _gpu_backend_status()
         backend = "gpu" if available else "reference"
         if not available:
             self.logger.info(f"GPU backend unavailable ({reason}); GPU layers run on the reference backend")
+        head = {"default_device": config.default_device, "gpu_backend": backend,
+                "gpu_backend_reason": "" if available else reason}
+        if (config.platform != "host" or config.placement_policy or config.default_device == "dla"
+                or config.dla_core is not None or config.power_mode):
+            from scheduler.plan_placement import place_network  # device per layer, partitions, loadables
+
+            placement, loadables = place_network(network, config, self.logger, backend)
+            return {**head, **placement}, loadables
         for layer in network:
             layer.device = "gpu"
-        return {
-            "default_device": config.default_device,
-            "gpu_backend": backend,
-            "gpu_backend_reason": "" if available else reason,
-            "partitions": [{"device": "gpu", "backend": backend, "layers": [la.name for la in network]}],
-        }
+        return {**head, "partitions": [{"device": "gpu", "backend": backend,
+                                        "layers": [la.name for la in network]}]}, []
+
+    def _select_tactics(self, network: Network, placement: dict, config: BuilderConfig) -> dict:
+        """Time GPU kernel candidates for the 'gpu' partitions (backends.gpu.tactics); {} elsewhere."""
+        layers = [n for p in placement.get("partitions", []) if p.get("backend") == "gpu" for n in p["layers"]]
+        if not layers:
+            return {}
+        try:
+            from backends.gpu.tactics import select_tactics
+
+            return select_tactics(network, layers, config.timing_cache, config.optimization_level, self.logger)
+        except Exception as e:  # timing is an optimization: the runtime falls back to heuristic tactics
+            self.logger.warning(f"GPU tactic timing failed ({type(e).__name__}: {e}); heuristic tactics are used")
+            return {}
 
     def _plan_memory(self, network: Network, config: BuilderConfig) -> dict:
         from engine.memory import plan_memory
@@ -207,6 +260,13 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
     t0 = time.perf_counter()
     network = parse(model, input_shapes=config.input_shapes or None, batch=config.batch)
     logger.info(f"Parsed ONNX model in {time.perf_counter() - t0:.2f} s: {len(network)} layers")
+    if config.int8:
+        from engine.quantization import qdq
+
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+        n = qdq.annotate_weight_scales(network, proto)
+        if n:
+            logger.info(f"Explicit quantization: {n} layers have Q/DQ weight scales")
     return Builder(logger).build_serialized_network(network, config)
 
 

@@ -66,10 +66,21 @@ def _load_model(spec: str) -> onnx.ModelProto | str:
 def _config_from_args(args: argparse.Namespace):
     from engine.builder import BuilderConfig
 
+    calib_dir, calib_cache = getattr(args, "calib", None), getattr(args, "calib_cache", None)
+    calibrator = None
+    if (calib_dir or calib_cache) and not args.int8:
+        raise HetrtError("--calib and --calib-cache need --int8")
+    if calib_dir:
+        from engine.quantization import make_calibrator
+
+        if not os.path.isdir(calib_dir):
+            raise HetrtError(f"--calib '{calib_dir}' is not a directory of .npy files")
+        calibrator = make_calibrator(getattr(args, "calibrator", "entropy"), calib_dir, calib_cache)
     return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=_parse_shapes(args.shapes),
                          platform=args.platform, memory_limit=args.memory_limit,
                          layer_precisions=_parse_layer_precisions(getattr(args, "layer_precision", None)),
-                         optimize=not getattr(args, "no_optimize", False))
+                         optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
+                         calibration_cache=calib_cache)
 
 
 def _logger(args: argparse.Namespace) -> Logger:
@@ -217,7 +228,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
     ours = engine.create_execution_context().execute(feeds)
     ref = onnxruntime_outputs(proto.SerializeToString(), feeds)
-    rtol = args.rtol if args.rtol is not None else DEFAULT_RTOL["fp16" if args.fp16 else "fp32"]
+    if getattr(args, "per_layer", False):
+        return _compare_per_layer(args, model, config, data, feeds, logger)
+    rtol = args.rtol if args.rtol is not None else (INT8_RTOL if args.int8 else
+                                                    DEFAULT_RTOL["fp16" if args.fp16 else "fp32"])
     all_ok = True
     for name, value in ours.items():
         if name not in ref:
@@ -229,6 +243,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     logger.info(("PASSED | All outputs matched" if all_ok else "FAILED | Some outputs differ")
                 + f" | Outputs: {list(ours)}")
     return 0 if all_ok else 1
+
+
+INT8_RTOL = 0.1  # int8 outputs: a tenth of the output's magnitude (atol = rtol * max|ref|)
+
+
+def _compare_per_layer(args, model, config, data: bytes, feeds, logger: Logger) -> int:
+    """Every tensor of the built plan against the same network in FP32 (Polygraphy-style
+    --validate per layer): SQNR and max error per layer, in execution order, so the layers where
+    error enters can be pinned with --layer-precision NAME:fp16."""
+    from dataclasses import replace as dc_replace
+
+    from engine import plan as plan_format
+    from engine.builder import build_from_onnx
+    from engine.quantization.per_layer import compare_networks, format_rows
+
+    fp32_cfg = dc_replace(config, fp16=False, int8=False, calibrator=None, calibration_cache=None,
+                          layer_precisions={})
+    quiet = Logger(Severity.WARNING)
+    ref_net = plan_format.deserialize(build_from_onnx(model, fp32_cfg, quiet)).network
+    net = plan_format.deserialize(data).network
+    rows = compare_networks(ref_net, net, feeds)
+    for line in format_rows(rows, args.sqnr_threshold).splitlines():
+        logger.info(line)
+    bad = [r for r in rows if r.sqnr_db < args.sqnr_threshold]
+    logger.info(("PASSED" if not bad else "FAILED") + f" | {len(rows) - len(bad)}/{len(rows)} layers at SQNR >= "
+                f"{args.sqnr_threshold:g} dB")
+    return 0 if not bad else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -252,14 +293,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_compare(argparse.Namespace(**{**vars(args), "load_inputs": None, "rtol": None, "atol": None}))
 
 
+def cmd_place(args: argparse.Namespace) -> int:
+    """Per-layer GPU/DLA placement on a Jetson platform model (scheduler.studies.place_report)."""
+    from scheduler.studies.cli_commands import run_place
+
+    print(run_place(args))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Latency-energy Pareto sweep over objectives, lambda and power modes (scheduler.studies.sweep)."""
+    from scheduler.studies.cli_commands import run_sweep_cmd
+
+    print(run_sweep_cmd(args))
+    return 0
+
+
+def _add_placement_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--platform", default="orin-agx-64gb", help="orin-agx-64gb (default), xavier-agx or host")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_true", help="cost FP16 layers (the DLA runs FP16 and INT8 only)")
+    prec.add_argument("--int8", action="store_true",
+                      help="cost INT8 layers (timing needs shapes only, no calibration scales)")
+
+
 # ----------------------------------------------------------------------------- argument parsing
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("build options")
-    prec = g.add_mutually_exclusive_group()
-    prec.add_argument("--fp16", action="store_true", help="allow FP16 layers (FP32 otherwise)")
-    prec.add_argument("--int8", action="store_true", help="allow INT8 layers (needs calibration; not yet implemented)")
+    g.add_argument("--fp16", action="store_true", help="allow FP16 layers (FP32 otherwise)")
+    g.add_argument("--int8", action="store_true",
+                   help="allow INT8 layers: scales from Q/DQ in the model, --calib-cache or --calib; with --fp16, "
+                        "layers INT8 cannot run use FP16")
+    g.add_argument("--calib", metavar="DIR", default=None,
+                   help="calibration data: a directory of .npy batches (one sub-directory per input when there are "
+                        "several)")
+    g.add_argument("--calib-cache", metavar="FILE", default=None,
+                   help="calibration cache: read when it exists, else written after calibrating with --calib")
+    g.add_argument("--calibrator", choices=("entropy", "minmax", "percentile"), default="entropy",
+                   help="range calibration algorithm (default entropy, TensorRT's entropy calibration)")
     g.add_argument("--batch", type=int, default=None,
                    help="batch size for inputs with a symbolic first dim (default 1)")
     g.add_argument("--shapes", default=None, metavar="SPEC",
@@ -331,6 +405,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default rtol * max|reference|)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--load-inputs", action="append", metavar="NAME:FILE.npy", help="use this .npy for an input")
+    p.add_argument("--per-layer", action="store_true",
+                   help="compare every layer's output with the FP32 network (SQNR per layer) to find where error "
+                        "enters")
+    p.add_argument("--sqnr-threshold", type=float, default=30.0, metavar="DB",
+                   help="with --per-layer: flag layers below this SQNR (default 30 dB)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="build, run and check the bundled default model (ResNet-18)",
@@ -341,6 +420,32 @@ def make_parser() -> argparse.ArgumentParser:
     _add_build_options(p)
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("place", help="place layers on GPU/DLA for a platform and print the per-layer table",
+                       epilog=EPILOG_MODEL, description="Cost every layer on the GPU and the DLA cores of a "
+                       "platform model (simulated clock) and print the exact optimal placement for the objective, "
+                       "against gpu-only, dla-first (TensorRT's default) and the best single-cut placement.")
+    _add_placement_options(p)
+    p.add_argument("--power-mode", default=None, help="nvpmodel mode, e.g. 15W, 30W, 50W, MAXN (default MAXN)")
+    p.add_argument("--objective", default="latency", help="latency, energy, edp or weighted (latency + lambda*energy)")
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="lambda of the weighted objective (ms/mJ)")
+    p.add_argument("--deadline", type=float, default=None, metavar="MS", help="latency limit per inference")
+    p.add_argument("--energy-budget", type=float, default=None, metavar="MJ", help="energy limit per inference")
+    p.add_argument("--max-transitions", type=int, default=None, metavar="N", help="limit GPU<->DLA hand-offs")
+    p.set_defaults(func=cmd_place)
+
+    p = sub.add_parser("sweep", help="latency-energy Pareto front over objectives, lambda and power modes",
+                       epilog=EPILOG_MODEL, description="Solve the exact placement for every objective and power "
+                       "mode (in parallel over CPU cores) and write sweep.json, pareto.png, placement.png, "
+                       "gantt.png and trace.json (Chrome/Perfetto) into DIR.")
+    _add_placement_options(p)
+    p.add_argument("--power-modes", default="all", help="comma-separated modes or 'all' (default)")
+    p.add_argument("--objectives", default="latency,energy,edp,weighted", help="comma-separated objectives")
+    p.add_argument("--lambdas", default=None, help="comma-separated lambdas of the weighted objective")
+    p.add_argument("--frames", type=int, default=2, help="frames in the Gantt chart and trace (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(modes, CPU cores))")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

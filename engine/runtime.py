@@ -9,8 +9,10 @@ returned as fresh arrays in the dtype the network declares.
 
 Execution goes through a small seam: the engine resolves each layer's executor from the plan's
 placement (``placement["partitions"]``, each naming a ``backend``). Only the numpy reference backend
-executes today; partitions for other backends run on it too (the architecture's CPU fallback) and
-the engine logs that once at load.
+executes GPU layers today; partitions for other GPU backends run on it too (the architecture's CPU
+fallback) and the engine logs that once at load. Partitions with device ``dla`` make the engine run
+through ``scheduler.runtime_bridge``: DLA loadables on dla_sim, one worker per DLA core, events on
+every GPU<->DLA hand-off; the plan's DLA record must match its platform's DLA (else ``PlanError``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def _reference_executor() -> LayerExecutor:
 # Backends that can execute layers here, by the name placement partitions use.
 EXECUTORS: dict[str, Callable[[], LayerExecutor]] = {"reference": _reference_executor}
 FALLBACK_BACKEND = "reference"
+
+
+def _gpu_partition_factory() -> Callable[..., Any] | None:
+    """backends.gpu's whole-partition executor, or None where the GPU backend cannot run here."""
+    from backends.gpu.availability import gpu_available
+
+    if not gpu_available()[0]:
+        return None
+    from backends.gpu.backend import make_partition
+
+    return make_partition
+
+
+# Backends that execute a whole run of consecutive layers at once (one CUDA graph per context),
+# consulted before EXECUTORS: name -> () -> factory(network, layer_names, tactics, logger) or None.
+# The factory's object has ``inputs``, ``outputs`` and ``create_context()`` whose ``execute(feeds)``
+# maps host arrays to host arrays.
+PARTITION_EXECUTORS: dict[str, Callable[[], Callable[..., Any] | None]] = {"gpu": _gpu_partition_factory}
 
 
 @dataclass(frozen=True)
@@ -138,10 +158,17 @@ class Engine:
         steps = []
         for layer in network.layers:
             part = part_of[layer.name]
-            run = None if layer.name in eliminated else EXECUTORS[part.backend]()
+            run = None if layer.name in eliminated else EXECUTORS.get(part.backend, EXECUTORS[FALLBACK_BACKEND])()
             steps.append(_Step(layer, part, run, tuple(network.tensors[t].shape for t in layer.outputs),
                                tuple(self._dtypes[t].numpy for t in layer.outputs)))
         self._steps = tuple(steps)
+        self._groups = self._partition_groups(contents.tactics)
+        # Plans with DLA partitions execute through the scheduler's cross-device executor.
+        self._hetero = None
+        if any(p.device == "dla" for p in self._partitions):
+            from scheduler.runtime_bridge import HeteroRunner
+
+            self._hetero = HeteroRunner(header.platform, contents, self._logger)
 
     # ------------------------------------------------------------------ placement seam
 
@@ -164,7 +191,7 @@ class Engine:
                 if name in seen:
                     raise PlanError(f"plan placement: layer '{name}' is in partitions {seen[name]} and {i}")
                 seen[name] = str(i)
-            runs_on = backend if backend in EXECUTORS else FALLBACK_BACKEND
+            runs_on = backend if backend in EXECUTORS or _partition_factory(backend) else FALLBACK_BACKEND
             if runs_on != backend:
                 self._logger.info(f"partition {i} ({device}) was built for backend '{backend}', which cannot "
                                   f"execute here; it runs on the '{runs_on}' backend")
@@ -174,10 +201,36 @@ class Engine:
             parts.append(Partition(f"p{len(parts)}", "gpu", FALLBACK_BACKEND, FALLBACK_BACKEND, rest))
         return tuple(parts)
 
+    def _partition_groups(self, tactics: Any) -> dict[int, tuple[int, int, Any]]:
+        """Step index -> (first, end, program) for runs of consecutive steps whose partition has a
+        whole-partition executor; a program that cannot be built leaves its layers per layer."""
+        groups: dict[int, tuple[int, int, Any]] = {}
+        i, steps = 0, self._steps
+        while i < len(steps):
+            part = steps[i].partition
+            j = i
+            while j < len(steps) and steps[j].partition is part:
+                j += 1
+            factory = _partition_factory(part.backend)
+            if factory is not None:
+                names = tuple(s.layer.name for s in steps[i:j])
+                try:
+                    program = factory(self._network, names, tactics if isinstance(tactics, dict) else {},
+                                      self._logger)
+                except Exception as e:  # a device failure must not make the plan unloadable
+                    self._logger.warning(f"partition {part.name} could not be compiled for backend "
+                                         f"'{part.backend}' ({type(e).__name__}: {e}); it runs on the reference "
+                                         "backend")
+                else:
+                    for k in range(i, j):
+                        groups[k] = (i, j, program)
+            i = j
+        return groups
+
     def _executor_for(self, layer: Layer) -> tuple[str, LayerExecutor]:
         for step in self._steps:
             if step.layer is layer or step.layer.name == layer.name:
-                return step.partition.backend, EXECUTORS[step.partition.backend]()
+                return step.partition.backend, EXECUTORS.get(step.partition.backend, EXECUTORS[FALLBACK_BACKEND])()
         raise ExecutionError(f"layer '{layer.name}' is not part of engine '{self.name}'")
 
     # ------------------------------------------------------------------ I/O queries
@@ -383,6 +436,7 @@ class ExecutionContext:
         self.engine = engine
         self.profiler: IProfiler | None = None
         self._busy = threading.Lock()
+        self._group_contexts: dict[int, Any] = {}
         size = engine.device_memory_size
         try:
             self._arena = np.zeros(size, dtype=np.uint8)
@@ -443,12 +497,19 @@ class ExecutionContext:
             self._busy.release()
 
     def _execute(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.engine._hetero is not None:  # GPU + DLA partitions: scheduler.executor
+            return self.engine._hetero.execute(self, feeds)
         env: dict[str, np.ndarray] = self._check_feeds(feeds)
         views = self._views
         profiler = self.profiler
-        for step in self.engine._steps:
+        for i, step in enumerate(self.engine._steps):
             layer = step.layer
             t0 = time.perf_counter()
+            if i in self.engine._groups:
+                if self._run_group(i, env) and profiler is not None:
+                    profiler.report_layer_time(f"{step.partition.name}:{layer.name}+",
+                                               (time.perf_counter() - t0) * 1e3)
+                continue
             if step.run is None:
                 env[layer.outputs[0]] = views[layer.outputs[0]]
             else:
@@ -466,6 +527,30 @@ class ExecutionContext:
         # I/O in FP16 engines), whatever precision their producer computed in.
         io = self.engine._io_by_name
         return {t: np.array(env[t], dtype=io[t].dtype.numpy, copy=True) for t in self.engine.output_names}
+
+    def _run_group(self, i: int, env: dict[str, np.ndarray]) -> bool:
+        """Run a whole-partition executor at its first step (False for the steps it covers)."""
+        first, _, program = self.engine._groups[i]
+        if i != first:
+            return False
+        ctx = self._group_contexts.get(first)
+        if ctx is None:  # one per execution context: its own device arena, stream and CUDA graph
+            ctx = self._group_contexts[first] = program.create_context()
+        try:
+            outs = ctx.execute({t: env[t] for t in program.inputs})
+        except HetrtError:
+            raise
+        except Exception as e:
+            raise ExecutionError(f"partition {self.engine._steps[i].partition.name} failed on backend "
+                                 f"'{self.engine._steps[i].partition.backend}': {type(e).__name__}: {e}") from e
+        for name, out in outs.items():
+            view = self._views.get(name)
+            if view is not None:
+                np.copyto(view, out)
+                env[name] = view
+            else:
+                env[name] = _owned(out)
+        return True
 
     @staticmethod
     def _run(step: _Step, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -488,6 +573,11 @@ class ExecutionContext:
                 raise ExecutionError(f"layer '{layer.name}' ({layer.kind.value}) on backend '{backend}' produced "
                                      f"output '{name}' as {got}, expected {dtype} {shape}")
         return list(outs)
+
+
+def _partition_factory(backend: str) -> Callable[..., Any] | None:
+    make = PARTITION_EXECUTORS.get(backend)
+    return make() if make is not None else None
 
 
 __all__ = ["Engine", "ExecutionContext", "IOTensor", "Partition", "Profiler", "Runtime"]

@@ -1,0 +1,217 @@
+"""The cost model: IR network + platform + power mode + precision -> the placement ``CostGraph``.
+
+Per layer (after the optimizer's fusions, so a node is a fused group: conv+bias+act+residual):
+
+* GPU time/energy: the platform's roofline (``scheduler.gpu_model``), or, on ``host``, measured on
+  this machine (``scheduler.host_measure``) with the host's stated power.
+* DLA time/energy: ``DlaBackend.layer_costs`` on dla_sim at the mode's DLA clock and DRAM bandwidth
+  (``scheduler.dla_source``) -- the layer in its context (fusion, CBUF fit); or the ``supports``
+  reason, which the report repeats so a user can act on it. FP32 never runs on the DLA.
+* Tensors: hyperedges with the bytes of the tensor in the DLA's native format (channels padded to
+  16 for FP16, 32 for INT8: kCHW16/kCHW32) -- what a hand-off moves.
+* Network inputs and outputs live in linear buffers the GPU owns; pseudo nodes ``<in:NAME>`` and
+  ``<out:NAME>`` (zero cost, GPU only) make a DLA layer that reads an input or writes an output pay
+  its reformat like any other hand-off. Reports drop the pseudo nodes.
+* Transitions: ``TransitionTable`` with, per direction, fixed = platform fixed cost x clock scale
+  (+ one GPU graph launch when control returns to the GPU) and per byte = 2 bytes of reformat traffic
+  (read one layout, write the other) over the GPU's streaming bandwidth; energy per byte = that
+  traffic x DRAM energy + the memory-bound GPU power for the reformat's duration.
+* Static power: the platform's rails (``Platform.static_power_w``).
+
+INT8 costs need only shapes (calibration scales change values, not time), so INT8 placement works
+before calibration; the model's ``notes`` say so.
+
+Units: the CostGraph takes ms and mJ (its convention); everything here is computed in s and J.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.dtypes import Precision
+from engine.errors import BuildError
+from engine.network import Network
+
+from .costgraph import DLA_CORES, GPU, CostGraph, LinkCost, Node, Tensor, TransitionTable
+from .dla_source import FP32_ON_DLA, BackendDlaSource, DlaCostSource
+from .gpu_model import gpu_layer_cost
+from .layer_work import element_size, layer_work
+from .platforms import DLA_TO_GPU, GPU_TO_DLA, Platform, PowerMode, get_platform
+
+IN_PREFIX = "<in:"
+OUT_PREFIX = "<out:"
+IO_REASON = "network inputs and outputs live in linear buffers the GPU side owns"
+
+
+def is_pseudo(name: str) -> bool:
+    return name.startswith(IN_PREFIX) or name.startswith(OUT_PREFIX)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's row of the per-layer report (seconds and joules)."""
+
+    name: str
+    kind: str
+    macs: int
+    bytes: int
+    gpu_time_s: float
+    gpu_energy_j: float
+    gpu_bound: str
+    dla_time_s: float | None
+    dla_energy_j: float | None
+    dla_reason: str
+
+
+@dataclass(frozen=True)
+class CostModel:
+    platform: Platform
+    mode: PowerMode
+    precision: Precision
+    graph: CostGraph
+    layers: tuple[LayerCost, ...]
+    tensor_bytes: dict[str, int]
+    gpu_clock: str  # where GPU numbers come from
+    dla_clock: str
+    build_s: float
+    notes: tuple[str, ...] = field(default=())
+
+    def layer(self, name: str) -> LayerCost:
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+
+def dla_format_bytes(shape: tuple[int, ...], precision: Precision) -> int:
+    """Bytes of a tensor in the DLA's native layout: C padded to 16 (FP16) / 32 (INT8) elements."""
+    es = element_size(precision)
+    if len(shape) >= 2 and precision in (Precision.FP16, Precision.INT8):
+        atom = 32 if precision is Precision.INT8 else 16
+        c = -(-shape[1] // atom) * atom
+        return shape[0] * c * math.prod(shape[2:]) * es
+    return math.prod(shape) * es
+
+
+def transition_table(platform: Platform, mode: PowerMode) -> TransitionTable:
+    """The platform's hand-off model in CostGraph units (ms, mJ)."""
+    bw = platform.gpu_bandwidth(mode)
+    scale = platform.clock_scale(mode)
+    per_byte_s = 2.0 / bw
+    reformat_w = mode.gpu_active_w * platform.gpu.memory_bound_power_fraction
+    per_byte_j = 2.0 * platform.dram_pj_per_byte * 1e-12 + reformat_w * per_byte_s
+    fixed = platform.transition.fixed_s
+    to_dla = LinkCost(fixed[GPU_TO_DLA] * scale * 1e3, per_byte_s * 1e3, 0.0, per_byte_j * 1e3)
+    to_gpu = LinkCost((fixed[DLA_TO_GPU] * scale + platform.gpu.graph_launch_s) * 1e3, per_byte_s * 1e3, 0.0,
+                      per_byte_j * 1e3)
+    return TransitionTable(gpu_to_dla=to_dla, dla_to_gpu=to_gpu)
+
+
+def transition_cost_s(platform: Platform, mode: PowerMode, nbytes: int, src: str, dst: str) -> tuple[float, float]:
+    """(seconds, joules) of one hand-off of ``nbytes`` (DLA-format bytes)."""
+    t, e = transition_table(platform, mode)(nbytes, src, dst)
+    return t / 1e3, e / 1e3
+
+
+def build_cost_model(network: Network, platform: Platform | str, power_mode: str | None = None,
+                     precision: Precision | str = Precision.FP16, *, dla: DlaCostSource | None = None,
+                     gpu_times: Callable[[Network], dict[str, float]] | None = None) -> CostModel:
+    """Cost every layer of ``network`` on every device of ``platform`` at ``power_mode``.
+
+    ``dla``: where DLA answers come from (default: the DLA backend on dla_sim). ``gpu_times``: a
+    measurement function for the host (default: ``scheduler.host_measure.measure_layers``)."""
+    t0 = time.perf_counter()
+    if isinstance(platform, str):
+        platform = get_platform(platform)
+    mode = platform.mode(power_mode)
+    precision = Precision(precision)
+    notes: list[str] = []
+    use_dla = precision is not Precision.FP32 and platform.dla_cores > 0
+    if use_dla and dla is None:
+        dla = BackendDlaSource(platform, mode)
+    dla_costs: dict[str, tuple[float, float]] = {}
+    if use_dla:
+        dla_costs = dla.layer_costs(network, precision, 0)
+    if precision is Precision.INT8:
+        notes.append("INT8 costs depend on shapes only (calibration scales change values, not time)")
+    measured: dict[str, float] = {}
+    if platform.measured_gpu:
+        if gpu_times is None:
+            from .host_measure import measure_layers
+
+            gpu_times = measure_layers
+        measured = gpu_times(network)
+        from .host_measure import measured_backend
+
+        gpu_clock = f"measured on this machine ({measured_backend()})"
+    else:
+        gpu_clock = f"modelled {platform.gpu.name} roofline at {mode.gpu_clock_mhz:g} MHz"
+    dla_clock = (f"simulated ({dla.name}, {mode.dla_clock_mhz:g} MHz)" if use_dla else "none")
+    cores = DLA_CORES[:platform.dla_cores]
+    rows: list[LayerCost] = []
+    nodes: list[Node] = []
+    io_node = {GPU: 0.0}
+    for name in network.inputs:
+        nodes.append(Node(f"{IN_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}))
+    for layer in network.layers:
+        work = layer_work(layer, network, precision if layer.precision is not Precision.FP32 else layer.precision)
+        if platform.measured_gpu:
+            gt = measured[layer.name]
+            body = gt
+            ge = gt * mode.gpu_active_w + work.bytes * platform.dram_pj_per_byte * 1e-12
+            bound = "measured"
+        else:
+            gc = gpu_layer_cost(work, platform, mode, precision)
+            gt, ge, bound, body = gc.time_s, gc.energy_j, gc.bound, max(gc.compute_s, gc.memory_s)
+        time_ms: dict[str, float | None] = {GPU: gt * 1e3}
+        energy_mj: dict[str, float | None] = {GPU: ge * 1e3}
+        reason: dict[str, str] = {}
+        share = {GPU: min(1.0, work.bytes / max(body, 1e-12) / (mode.dram_gbps * 1e9))}
+        dt = de = None
+        why = ""
+        if not use_dla:
+            why = FP32_ON_DLA if precision is Precision.FP32 else f"platform {platform.name} has no DLA"
+        else:
+            ok, msg = dla.supports(layer, network, precision)
+            if ok and layer.name in dla_costs:
+                dt, de = dla_costs[layer.name]
+            else:
+                why = msg or "the DLA backend gave no cost for this layer"
+        for c in DLA_CORES:
+            if c in cores and dt is not None:
+                time_ms[c], energy_mj[c] = dt * 1e3, de * 1e3
+                share[c] = min(1.0, work.bytes / max(dt, 1e-12) / (mode.dram_gbps * 1e9))
+            else:
+                time_ms[c], energy_mj[c] = None, None
+                reason[c] = why or f"platform {platform.name} has {platform.dla_cores} DLA cores"
+        nodes.append(Node(layer.name, time_ms, energy_mj, reason, share))
+        rows.append(LayerCost(layer.name, layer.kind.value, work.macs, work.bytes, gt, ge, bound, dt, de,
+                              "" if dt is not None else why))
+    for name in network.outputs:
+        nodes.append(Node(f"{OUT_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}))
+    consumers: dict[str, list[str]] = {}
+    for layer in network.layers:
+        for t in layer.inputs:
+            consumers.setdefault(t, []).append(layer.name)
+    for name in network.outputs:
+        consumers.setdefault(name, []).append(f"{OUT_PREFIX}{name}>")
+    producers = {t: layer.name for layer in network.layers for t in layer.outputs}
+    producers.update({n: f"{IN_PREFIX}{n}>" for n in network.inputs})
+    tensors: list[Tensor] = []
+    tensor_bytes: dict[str, int] = {}
+    for tname, cons in consumers.items():
+        if tname not in producers:
+            continue  # constants folded into weights
+        nbytes = dla_format_bytes(network.tensors[tname].shape, precision)
+        tensor_bytes[tname] = nbytes
+        tensors.append(Tensor(tname, producers[tname], tuple(cons), nbytes))
+    if any(not n.allowed for n in nodes):
+        bad = next(n for n in nodes if not n.allowed)
+        raise BuildError(f"layer '{bad.name}' can run on no device of {platform.name}")
+    graph = CostGraph(nodes, tensors, transition_table(platform, mode), platform.static_power_w(mode),
+                      name=network.name)
+    return CostModel(platform, mode, precision, graph, tuple(rows), tensor_bytes, gpu_clock, dla_clock,
+                     time.perf_counter() - t0, tuple(notes))

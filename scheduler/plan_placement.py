@@ -1,0 +1,97 @@
+"""The builder's placement step: policy + cost model -> device per layer, partitions, loadables.
+
+Called by ``engine.builder`` for every build that is not the plain host GPU build. It returns the
+plan's ``placement`` record and the DLA loadables (``PlanContents.loadables``, referenced by index
+from the DLA partitions). The record:
+
+* ``platform``, ``power_mode``, ``precision``, ``policy``, ``objective``, ``dla`` ({config, version,
+  cores}: the runtime refuses plans whose DLA does not match its platform's);
+* ``devices``: layer -> gpu | dla0 | dla1;
+* ``partitions`` in execution order: device, backend, core, layers, boundary ``inputs``/``outputs``
+  and their ``formats``, and for DLA partitions the ``loadable`` index;
+* ``objective_values``: the solver's latency (ms), energy (mJ), transitions and loadables per core,
+  and the value of the objective; ``messages``: TensorRT-style fallback messages.
+"""
+
+from __future__ import annotations
+
+from engine.dtypes import Precision
+from engine.errors import BuildError
+from engine.logger import Logger
+from engine.network import Network
+
+from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
+from .dla_exec import compile_partition
+from .partitions import split_partitions
+from .platforms import get_platform
+from .policies import POLICIES, run_policy
+
+
+def build_precision(config) -> Precision:
+    return Precision.INT8 if config.int8 else (Precision.FP16 if config.fp16 else Precision.FP32)
+
+
+def resolve_policy(config) -> str:
+    if config.placement_policy:
+        return config.placement_policy
+    return "dla-first" if config.default_device == "dla" or config.dla_core is not None else "gpu-only"
+
+
+def check_request(config) -> None:
+    """Validation of the placement part of a BuilderConfig (called by BuilderConfig.validate)."""
+    policy = resolve_policy(config)
+    if policy not in POLICIES:
+        raise BuildError(f"unknown placement policy '{policy}'; known: {', '.join(POLICIES)}")
+    platform = get_platform(config.platform)
+    platform.mode(config.power_mode)
+    wants_dla = policy != "gpu-only" or config.default_device == "dla" or config.dla_core is not None
+    if wants_dla and not (config.fp16 or config.int8):
+        raise BuildError(FP32_ON_DLA)
+    if config.dla_core is not None and config.dla_core >= platform.dla_cores:
+        raise BuildError(f"DLA core {config.dla_core} does not exist: platform {platform.name} has "
+                         f"{platform.dla_cores} DLA cores")
+
+
+def place_network(network: Network, config, logger: Logger, gpu_backend: str) -> tuple[dict, list[bytes]]:
+    platform = get_platform(config.platform)
+    mode = platform.mode(config.power_mode)
+    precision = build_precision(config)
+    policy = resolve_policy(config)
+    if policy == "gpu-only":
+        devices = {layer.name: "gpu" for layer in network}
+        values: dict = {}
+        messages: list[str] = []
+    else:
+        model = build_cost_model(network, platform, mode.name, precision)
+        result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
+        devices = {k: v for k, v in result.devices.items() if not is_pseudo(k)}
+        values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,
+                  "loadables": dict(result.loadables), "objective": result.objective,
+                  "objective_value": result.objective_value, "solver": result.solver}
+        messages = [m for m in result.messages if "'<in:" not in m and "'<out:" not in m]
+        for m in messages:
+            logger.warning(m)
+    for layer in network:
+        layer.device = "dla" if devices[layer.name].startswith("dla") else "gpu"
+    parts = split_partitions(network, devices, precision)
+    loadables: list[bytes] = []
+    records = []
+    for spec in parts:
+        rec = spec.to_dict()
+        if spec.device == "dla":
+            blob, bounds = compile_partition(network, spec, platform, mode, precision)
+            loadables.append(blob)
+            rec.update(backend="dla", loadable=len(loadables) - 1, **bounds)
+        else:
+            rec.update(backend=gpu_backend)
+        records.append(rec)
+    n_dla = sum(1 for d in devices.values() if d != "gpu")
+    logger.info(f"Placement ({policy}, {platform.name} {mode.name}, {precision.value}): {n_dla} of {len(devices)} "
+                f"layers on the DLA, {len(parts)} partitions, {len(loadables)} DLA loadables")
+    placement = {
+        "platform": platform.name, "power_mode": mode.name, "precision": precision.value, "policy": policy,
+        "objective": config.objective,
+        "dla": {"config": platform.dla_config, "version": platform.dla_version, "cores": platform.dla_cores},
+        "devices": devices, "partitions": records, "objective_values": values, "messages": messages,
+    }
+    return placement, loadables

@@ -1,0 +1,140 @@
+"""Jetson AGX Orin 64GB and Jetson AGX Xavier as data.
+
+Source keys: [PLAT] the project's platform notes (spec-sheet table), [DLASW] NVIDIA
+Deep-Learning-Accelerator-SW README (peak sparse INT8 TOPS per power mode, GPU vs 2 x DLA), [HAX]
+HaX-CoNN artifact (GPU<->DLA transition 0.010-0.043 ms GPU side, 0.045-0.074 ms DLA side, Xavier
+MAXN), [FORUM] forums.developer.nvidia.com/t/323456 (AGX Orin 32GB GPU stress power per mode),
+[NVP] nvpmodel tables of the Jetson Linux Developer Guide ("Platform Power and Performance"),
+recalled, not re-read [U]. [D] = derived by arithmetic from cited numbers; [U] = assumption.
+
+Derivations worth checking (``tests/scheduler_runtime/test_platforms.py`` re-derives them):
+
+* Orin GPU dense INT8 MACs/SM/cycle: 171 sparse TOPS / 2 (sparsity) / 2 (ops per MAC) /
+  (16 SMs x 1301.25 MHz) = 2053 -> 2048 [D]; FP16 half of that (Ampere tensor core ratio) [D];
+  FP32 = 128 CUDA cores per SM [PLAT].
+* Orin per-mode GPU clock and active TPCs (2 SMs each) [NVP][U]: MAXN 8 TPC @ 1301.25 MHz,
+  50 W 8 TPC @ 828.75, 30 W 4 TPC @ 624.75, 15 W 2 TPC @ 420.75. They give 170.5 / 108.6 /
+  40.9 / 13.8 sparse INT8 TOPS, within 2 % of [DLASW]'s 171 / 109 / 41 / 14 (whole TOPS).
+* Xavier: 22.6 INT8 TOPS / (2 x 8 SMs x 1377 MHz) = 1026 -> 1024 INT8, 512 FP16 MACs/SM/cycle [D];
+  64 FP32 CUDA cores per SM (512 / 8) [PLAT].
+* DLA clocks per mode come from the dla_sim configurations (``dla_sim.config``) -- one source.
+* Transition fixed costs [D from HAX]: into the DLA (reformat launch + DLA submission) 0.040 ms,
+  out of it (completion + event) 0.008 ms, at Xavier MAXN; with the reformat of a GoogLeNet-size
+  tensor (28x28x480 FP16, ~16 us at 70 % of 136.5 GB/s) that gives 0.056 / 0.024 ms, inside
+  [HAX]'s DLA-side and GPU-side ranges. Orin uses the same fixed costs [U: no Orin measurement].
+* Efficiency factors [U]: convolution/GEMM kernels sustain 50 % of tensor-core peak, streaming
+  kernels 70 % of DRAM bandwidth; a CUDA-graph kernel node costs 4 us of launch, a graph launch
+  (one per GPU partition) 10 us.
+* Power [U unless noted]: GPU dynamic power at full load = [FORUM]'s stress power per mode
+  (40.4 / 18.4 / 7.6 / 5.2 W on Orin) minus the stated GPU static power; Xavier's GPU rail at full
+  load is taken as 14 / 10 / 5 / 3.5 W (MAXN / 30 / 15 / 10 W) [U]. SoC + DRAM static (idle
+  module power) 3-5 W [U]; DLA static per core = dla_sim's ``static_mw``. DRAM energy 5 pJ/bit
+  (LPDDR5) and 6 pJ/bit (LPDDR4x), from [PLAT]'s 4-6 pJ/bit [U].
+"""
+
+from __future__ import annotations
+
+from dla_sim.config import ORIN, XAVIER
+
+from .model import DLA_TO_GPU, GPU_TO_DLA, GpuArch, Platform, PowerMode, TransitionSpec
+
+_EFF_SRC = "[U] assumption: conv/GEMM kernels reach half of tensor-core peak"
+_BW_SRC = "[U] assumption: streaming kernels reach 70 % of DRAM bandwidth"
+
+AMPERE_ORIN = GpuArch(
+    name="Orin AGX 64GB GPU", arch="Ampere sm_87", sms=16, cuda_cores=2048, tensor_cores=64,
+    macs_per_sm_cycle={"int8": 2048, "fp16": 1024, "fp32": 128},
+    kernel_launch_s=4e-6, graph_launch_s=10e-6,
+    compute_efficiency=0.5, bandwidth_efficiency=0.7, memory_bound_power_fraction=0.3,
+    sources={"sms": "[PLAT]", "cuda_cores": "[PLAT]", "tensor_cores": "[PLAT]",
+             "macs_per_sm_cycle.int8": "[D] 171 sparse TOPS [DLASW] / 4 / (16 SM x 1301.25 MHz)",
+             "macs_per_sm_cycle.fp16": "[D] half the INT8 rate (Ampere tensor cores)",
+             "macs_per_sm_cycle.fp32": "[PLAT] 2048 CUDA cores / 16 SMs",
+             "kernel_launch_s": "[U] CUDA-graph kernel node on Jetson, a few us",
+             "graph_launch_s": "[U] one graph launch per GPU partition",
+             "compute_efficiency": _EFF_SRC, "bandwidth_efficiency": _BW_SRC,
+             "memory_bound_power_fraction": "[U] a memory-bound kernel draws ~30 % of full-load dynamic power"},
+)
+
+VOLTA_XAVIER = GpuArch(
+    name="Xavier AGX GPU", arch="Volta sm_72", sms=8, cuda_cores=512, tensor_cores=64,
+    macs_per_sm_cycle={"int8": 1024, "fp16": 512, "fp32": 64},
+    kernel_launch_s=5e-6, graph_launch_s=12e-6,
+    compute_efficiency=0.5, bandwidth_efficiency=0.7, memory_bound_power_fraction=0.3,
+    sources={"sms": "[PLAT]", "cuda_cores": "[PLAT]", "tensor_cores": "[PLAT]",
+             "macs_per_sm_cycle.int8": "[D] 22.6 TOPS [PLAT] / 2 / (8 SM x 1377 MHz)",
+             "macs_per_sm_cycle.fp16": "[D] 11.3 TFLOPS [PLAT] / 2 / (8 SM x 1377 MHz)",
+             "macs_per_sm_cycle.fp32": "[PLAT] 512 CUDA cores / 8 SMs",
+             "kernel_launch_s": "[U] a few us per kernel (older CPU cores than Orin's)",
+             "graph_launch_s": "[U]", "compute_efficiency": _EFF_SRC, "bandwidth_efficiency": _BW_SRC,
+             "memory_bound_power_fraction": "[U] as Orin"},
+)
+
+_HAX_TRANSITION = TransitionSpec(
+    fixed_s={GPU_TO_DLA: 40e-6, DLA_TO_GPU: 8e-6}, reference_gpu_clock_mhz=1377.0,
+    sources={"fixed_s": "[D] from [HAX] Xavier MAXN ranges (module docstring)",
+             "reference_gpu_clock_mhz": "Xavier MAXN GPU clock: the [HAX] measurements' mode",
+             "scaling": "[U] fixed costs scale with 1 / GPU clock (CPU/GPU launch paths slow down together)"},
+)
+
+_ORIN_STRESS_W = {"MAXN": 40.4, "50W": 18.4, "30W": 7.6, "15W": 5.2}  # [FORUM]
+_ORIN_GPU_STATIC_W = {"MAXN": 1.5, "50W": 1.5, "30W": 1.0, "15W": 0.8}  # [U]
+_ORIN_SOC_STATIC_W = {"MAXN": 5.0, "50W": 4.5, "30W": 4.0, "15W": 3.0}  # [U]
+_ORIN_GPU = {"MAXN": (1301.25, 16), "50W": (828.75, 16), "30W": (624.75, 8), "15W": (420.75, 4)}  # [NVP][U]
+_ORIN_DRAM_GBPS = {"MAXN": 204.8, "50W": 204.8, "30W": 204.8, "15W": 136.5}  # EMC 3200 / 3200 / 3200 / 2133 MHz
+
+
+def _orin_mode(name: str) -> PowerMode:
+    clock, sms = _ORIN_GPU[name]
+    return PowerMode(
+        name=name, gpu_clock_mhz=clock, gpu_active_sms=sms, dla_clock_mhz=ORIN.clocks_mhz[name],
+        dram_gbps=_ORIN_DRAM_GBPS[name], gpu_active_w=_ORIN_STRESS_W[name] - _ORIN_GPU_STATIC_W[name],
+        gpu_static_w=_ORIN_GPU_STATIC_W[name], dla_static_w=ORIN.energy.static_mw / 1e3,
+        soc_static_w=_ORIN_SOC_STATIC_W[name],
+        sources={"gpu_clock_mhz": "[NVP][U], consistent with [DLASW] TOPS (module docstring)",
+                 "gpu_active_sms": "[NVP][U] TPCs x 2", "dla_clock_mhz": "dla_sim ORIN clocks_mhz",
+                 "dram_gbps": "204.8 GB/s LPDDR5 [PLAT]; 15 W caps EMC at 2133 MHz [NVP][U]",
+                 "gpu_active_w": "[FORUM] GPU stress power (AGX Orin 32GB) minus gpu_static_w [S][U]",
+                 "gpu_static_w": "[U]", "dla_static_w": "dla_sim ORIN energy.static_mw [U]",
+                 "soc_static_w": "[U] module idle power"},
+    )
+
+
+ORIN_AGX_64GB = Platform(
+    name="orin-agx-64gb", description="NVIDIA Jetson AGX Orin 64GB (Ampere GPU, 2 DLA v2 cores)",
+    gpu=AMPERE_ORIN, dla_config=ORIN.name, dla_cores=ORIN.cores, dla_version=2,
+    dram_pj_per_byte=5.0 * 8, transition=_HAX_TRANSITION,
+    modes={m: _orin_mode(m) for m in ("15W", "30W", "50W", "MAXN")}, default_mode="MAXN",
+    sources={"dla_cores": "[PLAT] 2 x DLA v2", "dram_pj_per_byte": "[PLAT] LPDDR5 4-6 pJ/bit, 5 taken [U]",
+             "transition": "[HAX] Xavier numbers reused [U]"},
+)
+
+_XAVIER_GPU = {"MAXN": 1377.0, "30W": 1236.75, "15W": 670.0, "10W": 520.2}  # [NVP][U]
+_XAVIER_DRAM_GBPS = {"MAXN": 136.5, "30W": 136.5, "15W": 85.3, "10W": 68.2}  # EMC 2133/2133/1333/1066 MHz [U]
+_XAVIER_ACTIVE_W = {"MAXN": 14.0, "30W": 10.0, "15W": 5.0, "10W": 3.5}  # [U]
+_XAVIER_GPU_STATIC_W = {"MAXN": 1.0, "30W": 0.9, "15W": 0.6, "10W": 0.5}  # [U]
+_XAVIER_SOC_STATIC_W = {"MAXN": 4.0, "30W": 3.5, "15W": 3.0, "10W": 2.5}  # [U]
+
+
+def _xavier_mode(name: str) -> PowerMode:
+    return PowerMode(
+        name=name, gpu_clock_mhz=_XAVIER_GPU[name], gpu_active_sms=8, dla_clock_mhz=XAVIER.clocks_mhz[name],
+        dram_gbps=_XAVIER_DRAM_GBPS[name], gpu_active_w=_XAVIER_ACTIVE_W[name],
+        gpu_static_w=_XAVIER_GPU_STATIC_W[name], dla_static_w=XAVIER.energy.static_mw / 1e3,
+        soc_static_w=_XAVIER_SOC_STATIC_W[name],
+        sources={"gpu_clock_mhz": "MAXN 1377 MHz [PLAT]; others [NVP][U]", "gpu_active_sms": "[PLAT] 8 SMs",
+                 "dla_clock_mhz": "dla_sim XAVIER clocks_mhz ([L4TX])",
+                 "dram_gbps": "136.5 GB/s LPDDR4x [PLAT]; EMC caps of 15 W / 10 W [NVP][U]",
+                 "gpu_active_w": "[U]", "gpu_static_w": "[U]", "dla_static_w": "dla_sim XAVIER energy.static_mw [U]",
+                 "soc_static_w": "[U] module idle power"},
+    )
+
+
+XAVIER_AGX = Platform(
+    name="xavier-agx", description="NVIDIA Jetson AGX Xavier (Volta GPU, 2 DLA v1 cores)",
+    gpu=VOLTA_XAVIER, dla_config=XAVIER.name, dla_cores=XAVIER.cores, dla_version=1,
+    dram_pj_per_byte=6.0 * 8, transition=_HAX_TRANSITION,
+    modes={m: _xavier_mode(m) for m in ("10W", "15W", "30W", "MAXN")}, default_mode="MAXN",
+    sources={"dla_cores": "[PLAT] 2 x DLA v1", "dram_pj_per_byte": "[PLAT] LPDDR4x 4-6 pJ/bit, 6 taken [U]",
+             "transition": "[HAX]"},
+)

@@ -1,0 +1,179 @@
+"""The SoC model a platform is made of: GPU, DLA cores, shared DRAM, transitions, power rails.
+
+Every number of a concrete platform lives in its own module (``orin``, ``xavier``, ``host``) next to
+its source; this module only defines the shapes and the few formulas that turn them into times and
+energies, so the formulas are stated once:
+
+* GPU peak: ``MACs/cycle/SM x active SMs x clock`` per precision (dense tensor-core rates for
+  FP16/INT8, CUDA cores for FP32). Efficiency factors (``compute_efficiency``,
+  ``bandwidth_efficiency``) are assumptions, stated by each platform, never fitted to a workload.
+* DRAM contention rule (stated here, applied by ``scheduler.timeline``): while several devices
+  stream from DRAM at once, each gets a share of the mode's effective bandwidth proportional to its
+  demand (bytes it would move per second running alone); if the demands sum to less than the
+  bandwidth nobody slows down, otherwise every memory phase stretches by ``sum(demand) / bandwidth``.
+* Transition (one GPU<->DLA hand-off of one tensor): ``fixed(direction) x clock scale + reformat
+  traffic / reformat bandwidth``. The reformat kernel reads the source layout and writes the
+  destination layout; the DLA layout pads channels to 16 (FP16) or 32 (INT8) elements (kCHW16 /
+  kCHW32, the DLA's native formats).
+* Power: every rail has a static power paid for the whole inference; the GPU's dynamic power at
+  full utilisation is ``gpu_active_w``; a memory-bound phase draws ``memory_bound_power_fraction``
+  of it; DRAM traffic costs ``dram_pj_per_byte``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from engine.dtypes import Precision
+
+GPU_TO_DLA = "gpu->dla"
+DLA_TO_GPU = "dla->gpu"
+
+
+def frozen_map(d: Mapping | None = None) -> MappingProxyType:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class GpuArch:
+    """The GPU silicon, independent of the power mode."""
+
+    name: str
+    arch: str
+    sms: int
+    cuda_cores: int
+    tensor_cores: int
+    macs_per_sm_cycle: Mapping[str, int]  # precision value -> dense MACs per SM per cycle
+    kernel_launch_s: float  # per kernel as a CUDA-graph node
+    graph_launch_s: float  # per GPU partition (one graph launch / stream submission)
+    compute_efficiency: float  # fraction of peak MACs a conv/GEMM kernel sustains
+    bandwidth_efficiency: float  # fraction of DRAM bandwidth a streaming kernel sustains
+    memory_bound_power_fraction: float
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "macs_per_sm_cycle", frozen_map(self.macs_per_sm_cycle))
+        object.__setattr__(self, "sources", frozen_map(self.sources))
+        for name in ("compute_efficiency", "bandwidth_efficiency", "memory_bound_power_fraction"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ValueError(f"{self.name}: {name} must be in (0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class PowerMode:
+    """One nvpmodel mode: clocks, active GPU SMs, DRAM bandwidth, rail powers."""
+
+    name: str
+    gpu_clock_mhz: float
+    gpu_active_sms: int
+    dla_clock_mhz: float
+    dram_gbps: float
+    gpu_active_w: float  # GPU dynamic power at full utilisation
+    gpu_static_w: float
+    dla_static_w: float  # per DLA core (powered for the whole inference)
+    soc_static_w: float  # DRAM + SoC fabric + CPU idle, paid for the whole inference
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", frozen_map(self.sources))
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """GPU<->DLA hand-off: fixed overheads by direction (at the reference clock) + reformat."""
+
+    fixed_s: Mapping[str, float]  # direction -> seconds at the reference GPU clock
+    reference_gpu_clock_mhz: float
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed_s", frozen_map(self.fixed_s))
+        object.__setattr__(self, "sources", frozen_map(self.sources))
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A Jetson-class SoC (or the host): GPU, DLA cores, DRAM, transitions and power modes."""
+
+    name: str
+    description: str
+    gpu: GpuArch
+    dla_config: str  # dla_sim configuration name ("" when the platform has no DLA)
+    dla_cores: int
+    dla_version: int  # 1 = Xavier (nvdlav1), 2 = Orin
+    dram_pj_per_byte: float
+    transition: TransitionSpec
+    modes: Mapping[str, PowerMode]
+    default_mode: str
+    measured_gpu: bool = False  # True: GPU layer times are measured on this machine, not modelled
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modes", frozen_map(self.modes))
+        object.__setattr__(self, "sources", frozen_map(self.sources))
+
+    def mode(self, name: str | None = None) -> PowerMode:
+        from engine.errors import BuildError
+
+        key = self.default_mode if name is None else _canon_mode(name, self.modes)
+        if key not in self.modes:
+            raise BuildError(f"platform '{self.name}' has no power mode '{name}'; its modes: "
+                             f"{', '.join(self.modes)}")
+        return self.modes[key]
+
+    # ------------------------------------------------------------------ derived numbers
+
+    def gpu_peak_macs_per_s(self, mode: PowerMode, precision: Precision) -> float:
+        per_sm = self.gpu.macs_per_sm_cycle[Precision(precision).value]
+        return per_sm * mode.gpu_active_sms * mode.gpu_clock_mhz * 1e6
+
+    def gpu_peak_tops(self, mode: PowerMode, precision: Precision) -> float:
+        """Dense peak in tera-operations per second (one MAC = two operations)."""
+        return 2 * self.gpu_peak_macs_per_s(mode, precision) / 1e12
+
+    def gpu_bandwidth(self, mode: PowerMode) -> float:
+        """Bytes per second a streaming GPU kernel sustains in this mode."""
+        return mode.dram_gbps * 1e9 * self.gpu.bandwidth_efficiency
+
+    def clock_scale(self, mode: PowerMode) -> float:
+        """Fixed overheads (launch, submission) scale with the inverse GPU clock [U]."""
+        return self.transition.reference_gpu_clock_mhz / mode.gpu_clock_mhz
+
+    def static_power_w(self, mode: PowerMode) -> dict[str, float]:
+        """Static power by CostGraph device key. The SoC/DRAM rail has no device of its own, so it is
+        booked with the GPU entry (it is paid for the whole inference either way)."""
+        out = {"gpu": mode.gpu_static_w + mode.soc_static_w}
+        for k in range(self.dla_cores):
+            out[f"dla{k}"] = mode.dla_static_w
+        return out
+
+    def to_dict(self) -> dict:
+        def gpu() -> dict:
+            g = self.gpu
+            return {"name": g.name, "arch": g.arch, "sms": g.sms, "cuda_cores": g.cuda_cores,
+                    "tensor_cores": g.tensor_cores, "macs_per_sm_cycle": dict(g.macs_per_sm_cycle),
+                    "kernel_launch_s": g.kernel_launch_s, "graph_launch_s": g.graph_launch_s,
+                    "compute_efficiency": g.compute_efficiency, "bandwidth_efficiency": g.bandwidth_efficiency,
+                    "memory_bound_power_fraction": g.memory_bound_power_fraction, "sources": dict(g.sources)}
+
+        return {
+            "name": self.name, "description": self.description, "gpu": gpu(), "dla_config": self.dla_config,
+            "dla_cores": self.dla_cores, "dla_version": self.dla_version, "dram_pj_per_byte": self.dram_pj_per_byte,
+            "transition": {"fixed_s": dict(self.transition.fixed_s),
+                           "reference_gpu_clock_mhz": self.transition.reference_gpu_clock_mhz,
+                           "sources": dict(self.transition.sources)},
+            "modes": {n: {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in m.__dict__.items()}
+                      for n, m in self.modes.items()},
+            "default_mode": self.default_mode, "measured_gpu": self.measured_gpu, "sources": dict(self.sources),
+        }
+
+
+def _canon_mode(name: str, modes: Mapping[str, PowerMode]) -> str:
+    """'30w', '30W', 'maxn' and 'MAXN' name the same mode."""
+    for key in modes:
+        if key.lower() == str(name).strip().lower():
+            return key
+    return str(name)

@@ -1,0 +1,23 @@
+"""Load a model for a study: an .onnx path or a bundled model name -> optimized IR network."""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import BuildError
+from engine.network import Network
+
+
+def load_network(spec: str, batch: int | None = None) -> Network:
+    from engine.onnx_parser import parse
+    from engine.optimizer import optimize
+
+    if os.path.exists(spec):
+        model = spec
+    else:
+        from engine.models import MODELS, build_model
+
+        if spec not in MODELS:
+            raise BuildError(f"model '{spec}' is neither a file nor a bundled model ({', '.join(sorted(MODELS))})")
+        model = build_model(spec)
+    return optimize(parse(model, batch=batch)).network
