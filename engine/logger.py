@@ -60,14 +60,16 @@ class Logger:
 
 
 class Progress:
-    """Reports progress of a long step at most every ``interval`` seconds (and at the end)."""
+    """Reports progress of a long step at most every ``interval`` seconds (and at the end, when the
+    total is known)."""
 
-    def __init__(self, logger: Logger, what: str, total: int, interval: float = 2.0) -> None:
+    def __init__(self, logger: Logger, what: str, total: int | None = None, interval: float = 2.0) -> None:
         self.logger, self.what, self.total, self.interval = logger, what, total, interval
         self.start = self._last = time.perf_counter()
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
-        if done >= self.total or now - self._last >= self.interval:
+        if (self.total is not None and done >= self.total) or now - self._last >= self.interval:
             self._last = now
-            self.logger.info(f"{self.what}: {done}/{self.total} ({now - self.start:.1f} s)")
+            of = f"/{self.total}" if self.total is not None else ""
+            self.logger.info(f"{self.what}: {done}{of} ({now - self.start:.1f} s)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import BuildError
-from engine.logger import Logger
+from engine.logger import Logger, Progress
 from engine.network import Layer, Network
 
 from . import qdq
@@ -80,7 +80,8 @@ def scales_for(network: Network, config, qdq_scales: dict | None, log: Logger) -
     from .ranges import amax_table
 
     t0 = time.perf_counter()
-    amax = amax_table(network, cal)
+    log.info(f"Calibrating with the {cal.algorithm} calibrator (batch size {cal.get_batch_size()})")
+    amax = amax_table(network, cal, Progress(log, "Calibration batches").update)
     scales = {t: activation_scale(a) for t, a in amax.items()}
     cache = CalibrationCache(network_fingerprint(network), cal.algorithm, scales)
     data = cache.to_bytes()

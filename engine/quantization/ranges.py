@@ -7,6 +7,8 @@ computed, so no intermediate is kept beyond its layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from engine.dtypes import Precision
@@ -18,8 +20,11 @@ from .calibrator import Calibrator
 from .histogram import AbsHistogram
 
 
-def collect(network: Network, calibrator: Calibrator) -> tuple[dict[str, AbsHistogram], int]:
-    """Histograms of |x| per float tensor over all batches, and the number of batches."""
+def collect(network: Network, calibrator: Calibrator,
+            progress: Callable[[int], None] | None = None) -> tuple[dict[str, AbsHistogram], int]:
+    """Histograms of |x| per float tensor over all batches, and the number of batches.
+
+    ``progress(batches_done)`` is called after each batch (the builder logs it, throttled)."""
     from backends.reference.executor import execute
 
     hists: dict[str, AbsHistogram] = {}
@@ -48,11 +53,14 @@ def collect(network: Network, calibrator: Calibrator) -> tuple[dict[str, AbsHist
             record(name, feeds[name])
         execute(network, feeds, precision_of=lambda _layer: Precision.FP32, observer=observer)
         batches += 1
+        if progress is not None:
+            progress(batches)
     if batches == 0:
         raise BuildError("calibration produced no batches")
     return hists, batches
 
 
-def amax_table(network: Network, calibrator: Calibrator) -> dict[str, float]:
-    hists, _ = collect(network, calibrator)
+def amax_table(network: Network, calibrator: Calibrator,
+               progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    hists, _ = collect(network, calibrator, progress)
     return {name: float(calibrator.compute_amax(h)) for name, h in hists.items()}

@@ -68,3 +68,19 @@ def test_logger_threshold_and_records():
     log.warning("warned")
     assert buf.getvalue().splitlines() == ["[I] shown", "[W] warned"]
     assert log.messages(Severity.VERBOSE) == ["hidden"]
+
+
+def test_progress_reports_throttled_and_at_the_end():
+    buf = io.StringIO()
+    log = Logger(Severity.INFO, stream=buf)
+    from engine.logger import Progress
+
+    p = Progress(log, "Timing", total=3, interval=3600)
+    p.update(1)
+    p.update(2)
+    p.update(3)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[I] Timing: 3/3")
+    q = Progress(log, "Batches", interval=0)
+    q.update(5)
+    assert buf.getvalue().splitlines()[-1].startswith("[I] Batches: 5 (")
