@@ -236,6 +236,14 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | No
     return tuple(out)
 
 
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to exactly ``target`` (numpy rules)."""
+    try:
+        return np.broadcast_shapes(target, shape) == tuple(target)
+    except ValueError:
+        return False
+
+
 def _spatial_out(size: int, k: int, s: int, pre: int, post: int, d: int, ceil_mode: bool = False) -> int:
     span = d * (k - 1) + 1
     padded = size + pre + post
@@ -435,10 +443,7 @@ class ParametricReLUParams(LayerParams):
         x = inputs[0]
         _float_input(x, "PReLU input")
         slope = _weight(weights, "slope")
-        try:
-            if np.broadcast_shapes(x.shape, slope.shape) != x.shape:
-                raise ValueError
-        except ValueError:
+        if not _broadcasts_to(slope.shape, x.shape):
             _fail(f"PReLU slope shape {slope.shape} does not broadcast to input {x.shape}")
         return [x]
 
@@ -828,12 +833,8 @@ class NormalizationParams(LayerParams):
             _axis(a, x.rank)
         for name in ("scale", "bias"):
             w = weights.get(name)
-            if w is not None:
-                try:
-                    if np.broadcast_shapes(x.shape, w.shape) != x.shape:
-                        raise ValueError
-                except ValueError:
-                    _fail(f"normalization {name} shape {w.shape} does not broadcast to {x.shape}")
+            if w is not None and not _broadcasts_to(w.shape, x.shape):
+                _fail(f"normalization {name} shape {w.shape} does not broadcast to {x.shape}")
         return [x]
 
 
