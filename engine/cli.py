@@ -209,9 +209,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps({"engine": json.loads(engine.engine_information()),
                           "layers": json.loads(engine.layer_information("json"))}, indent=2))
         return 0
-    print(engine.engine_information() if args.format == "summary" else "")
+    if args.format == "summary":
+        print(_inspect_summary(engine))
     print(engine.layer_information("oneline"))
     return 0
+
+
+def _inspect_summary(engine) -> str:
+    """A few lines a person can read: what the plan is, its I/O, memory, devices and precisions."""
+    from collections import Counter
+
+    info = json.loads(engine.engine_information())
+    lines = [f"Engine '{info['Name']}': platform {info['Platform']}, plan format {info['PlanFormat']}, "
+             f"built by {info['Producer']}, {info['NumLayers']} layers"]
+    for b in info["Bindings"]:
+        dims = "x".join(str(d) for d in b["Dimensions"])
+        lines.append(f"  {b['Mode']:6s} {b['Name']}: {dims} {b['Datatype']}")
+    lines.append(f"  activation memory {info['DeviceMemorySize'] / 2**20:.2f} MiB "
+                 f"(without reuse {info['ActivationBytesWithoutReuse'] / 2**20:.2f} MiB)")
+    for p in info.get("Partitions", []):
+        lines.append(f"  partition {p['Name']}: {p['Device']} on the {p['Backend']} backend, {p['NumLayers']} layers")
+    precisions = Counter(str(la.precision.value if la.precision else "none") for la in engine.network.layers)
+    lines.append("  precisions: " + ", ".join(f"{n} {k}" for k, n in sorted(precisions.items())))
+    return "\n".join(lines) + "\n"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

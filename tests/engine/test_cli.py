@@ -66,7 +66,10 @@ def test_inspect_json_and_summary(plan, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["engine"]["Platform"] == "host" and doc["layers"]
     assert main(["inspect", str(plan)]) == 0
-    assert "convolution" in capsys.readouterr().out.lower()
+    out = capsys.readouterr().out
+    assert out.startswith("Engine 'resnet18': platform host")
+    assert "input  input: 1x3x64x64 FP32" in out and "activation memory" in out
+    assert "convolution" in out.lower()
 
 
 @pytest.mark.parametrize("flags", [[], ["--fp16"]])
