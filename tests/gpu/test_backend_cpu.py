@@ -18,7 +18,8 @@ def test_availability_reports_a_reason():
 
 def test_modules_import_without_cupy():
     code = ("import sys; import backends.gpu, backends.gpu.graph, backends.gpu.arena, backends.gpu.layout, "
-            "backends.gpu.activations, backends.gpu.kernels.conv, backends.gpu.kernels.direct; "
+            "backends.gpu.activations, backends.gpu.kernels.conv, backends.gpu.kernels.direct, backends.gpu.backend, "
+            "backends.gpu.lower, backends.gpu.tactics, backends.gpu.kernels.gen; "
             "assert 'cupy' not in sys.modules, 'cupy imported at module import time'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,0 +1,271 @@
+"""The GPU partition executor: lowered segments on one arena, captured once into a CUDA graph.
+
+``GpuPartition`` is built once per engine (weights uploaded, kernels compiled, tactics bound) and
+``create_context()`` gives each execution context its own arena, stream and captured graph, so
+several contexts of one engine run side by side. Layers the GPU kernels cannot run split the
+partition into segments; those layers run on the reference backend in between (the host round
+trip is logged once per layer with its reason, never silent).
+
+The runtime's seam is host numpy today: ``execute`` stages inputs into the arena, replays the
+graph and copies the outputs back. ``execute_device`` takes and returns CuPy arrays (no host
+copies) for callers that keep data on the device; ``enqueue`` replays on a caller's stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.gpu.arena import Arena, BufferUse, plan_offsets
+from backends.gpu.graph import LaunchSequence
+from backends.gpu.lower import Lowered, Op, lower, supports
+from engine.logger import Logger
+from engine.network import Layer, Network
+
+
+@dataclass
+class _Unit:
+    """A GPU segment (``lowered`` set) or one reference layer (``layer`` set)."""
+
+    inputs: list[str]
+    outputs: list[str]
+    lowered: Lowered | None = None
+    layer: Layer | None = None
+    consts: dict[str, Any] | None = None
+    module_src: str = ""
+
+
+def split_segments(network: Network, names: list[str], logger: Logger | None = None) -> list[tuple[bool, list[Layer]]]:
+    """Consecutive runs of GPU-runnable layers, and single layers that fall back (reason logged)."""
+    by_name = {la.name: la for la in network.layers}
+    out: list[tuple[bool, list[Layer]]] = []
+    for name in names:
+        layer = by_name[name]
+        ok, why = supports(layer, network)
+        if not ok and logger is not None:
+            logger.info(f"GPU backend: layer '{name}' ({layer.kind.value}) runs on the reference backend: {why}")
+        if ok and out and out[-1][0]:
+            out[-1][1].append(layer)
+        else:
+            out.append((ok, [layer]))
+    return out
+
+
+class GpuPartition:
+    """One placement partition compiled for the GPU (engine-level, shared by contexts)."""
+
+    def __init__(self, network: Network, layer_names: list[str] | tuple[str, ...], tactics: dict | None = None,
+                 logger: Logger | None = None) -> None:
+        import cupy
+
+        from backends.gpu.kernels import conv as convk
+        from backends.gpu.kernels import direct
+
+        self.network = network
+        self.logger = logger or Logger()
+        names = list(layer_names)
+        inside = set(names)
+        produced = [t for la in network.layers if la.name in inside for t in la.outputs]
+        produced_set = set(produced)
+        consumed_outside = {t for la in network.layers if la.name not in inside for t in la.inputs}
+        self.outputs = [t for t in produced if t in network.outputs or t in consumed_outside]
+        self.inputs = list(dict.fromkeys(t for la in network.layers if la.name in inside for t in la.inputs
+                                         if t not in produced_set))
+        segments = split_segments(network, names, self.logger)
+        self.units: list[_Unit] = []
+        for i, (on_gpu, layers) in enumerate(segments):
+            seg_out = {t for la in layers for t in la.outputs}
+            later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
+            needed = [t for la in layers for t in la.outputs if t in self.outputs or t in later]
+            ins = list(dict.fromkeys(t for la in layers for t in la.inputs if t not in seg_out))
+            if not on_gpu:
+                self.units.append(_Unit(ins, needed, layer=layers[0]))
+                continue
+            low = lower(network, layers, needed, tactics)
+            consts = {k: cupy.asarray(s.const) for k, s in low.slots.items() if s.const is not None}
+            self.units.append(_Unit(low.inputs, needed, lowered=low, consts=consts, module_src=low.source))
+        # compile every module now, so the first execute does not pay NVRTC
+        if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
+            convk.compile_all()
+        direct.compile_all()
+        for u in self.units:
+            if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops):
+                _module(u.module_src)
+        n_gpu = sum(len(u.lowered.ops) for u in self.units if u.lowered)
+        n_ref = sum(1 for u in self.units if u.layer is not None)
+        self.logger.info(f"GPU partition: {len(names)} layers -> {n_gpu} launches in "
+                         f"{sum(1 for u in self.units if u.lowered)} CUDA graph(s); {n_ref} layers on the reference "
+                         f"backend")
+
+    @property
+    def fallback_layers(self) -> list[str]:
+        return [u.layer.name for u in self.units if u.layer is not None]
+
+    def create_context(self) -> GpuPartitionContext:
+        return GpuPartitionContext(self)
+
+
+def _module(source: str) -> Any:
+    from backends.gpu.kernels.compile import get_module
+
+    return get_module(source)
+
+
+class _SegmentRun:
+    """A segment bound to one context: arena views, launch closures, the captured graph."""
+
+    def __init__(self, unit: _Unit, stream: Any) -> None:
+        import cupy
+
+        low = unit.lowered
+        assert low is not None
+        self.unit = unit
+        self.stream = stream
+        ops = low.ops
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for name in low.inputs:
+            first[name], last[name] = -1, -1
+        for i, op in enumerate(ops):
+            for nm in op.writes:
+                first.setdefault(nm, i)
+                last[nm] = max(last.get(nm, i), i)
+            for nm in op.reads:
+                if nm in low.slots and low.slots[nm].const is None:
+                    first.setdefault(nm, i)
+                    last[nm] = max(last.get(nm, i), i)
+        for nm in low.outputs.values():
+            last[nm] = len(ops)
+        uses = [BufferUse(nm, low.slots[nm].nbytes, first[nm], last[nm]) for nm in first
+                if low.slots[nm].const is None]
+        uses += [BufferUse(f"@ws{i}", op.workspace, i, i) for i, op in enumerate(ops) if op.workspace]
+        offsets, total = plan_offsets(uses)
+        self.arena = Arena(total)
+        self.activation_bytes = sum(u.nbytes for u in uses)
+        views: dict[str, Any] = {}
+        for nm, off in offsets.items():
+            if nm.startswith("@ws"):
+                views[nm] = self.arena.view(off, (ops[int(nm[3:])].workspace // 4,), cupy.float32)
+            else:
+                s = low.slots[nm]
+                views[nm] = self.arena.view(off, s.phys_shape, s.dtype)
+        views.update(unit.consts or {})
+        self.views = views
+        seq = LaunchSequence()
+        mod = _module(unit.module_src) if any(op.kind == "gen" for op in ops) else None
+        for i, op in enumerate(ops):
+            seq.add(op.label, _launcher(op, views, mod, views.get(f"@ws{i}")))
+        self.seq = seq
+        self.graph = seq.capture(stream)
+
+    def stage(self, feeds: dict[str, Any]) -> None:
+        import cupy
+
+        low = self.unit.lowered
+        for name in low.inputs:
+            dst = self.views[name]
+            src = feeds[name]
+            if isinstance(src, np.ndarray):
+                dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=self.stream)
+            else:
+                with self.stream:
+                    cupy.copyto(dst, cupy.asarray(src).reshape(dst.shape).astype(dst.dtype, copy=False))
+
+    def outputs(self, host: bool) -> dict[str, Any]:
+        low = self.unit.lowered
+        out = {}
+        for t, slot in low.outputs.items():
+            v = self.views[slot].reshape(low.slots[slot].shape)
+            out[t] = v.get(stream=self.stream) if host else v.copy()
+        return out
+
+
+def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
+    from backends.gpu.kernels import direct
+    from backends.gpu.kernels.conv import conv2d
+
+    if op.kind == "gen":
+        fn = mod.get_function(op.kernel)
+        args = tuple(views[a] for a in op.args)
+        return lambda: fn(op.grid, (256,), args)
+    info = op.info
+    x, y = views[info["x"]], views[info["y"]]
+    if op.kind == "conv":
+        g, t = info["geom"], info["tactic"]
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws)
+    if op.kind == "depthwise":
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: direct.depthwise_conv(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "pool":
+        return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
+    raise ValueError(op.kind)
+
+
+class GpuPartitionContext:
+    """Per execution context: one stream, and per segment an arena and a captured CUDA graph."""
+
+    def __init__(self, partition: GpuPartition) -> None:
+        import cupy
+
+        self.partition = partition
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.runs = [_SegmentRun(u, self.stream) if u.lowered is not None else None for u in partition.units]
+
+    @property
+    def device_memory_size(self) -> int:
+        """Arena bytes this context holds (activations and scratch, all segments)."""
+        return sum(r.arena.nbytes for r in self.runs if r is not None)
+
+    @property
+    def activation_bytes_without_reuse(self) -> int:
+        return sum(r.activation_bytes for r in self.runs if r is not None)
+
+    def execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (the runtime's seam)."""
+        return self._run(feeds, host=True)
+
+    def execute_device(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """CuPy (or host) arrays in, CuPy arrays out; no host copy of the outputs."""
+        return self._run(feeds, host=False)
+
+    def enqueue(self, stream: Any | None = None) -> None:
+        """Replay every segment's graph on ``stream`` (inputs already staged; GPU-only partitions)."""
+        if any(r is None for r in self.runs):
+            raise RuntimeError("enqueue needs a partition without reference-backend layers")
+        for r in self.runs:
+            r.graph.graph.launch(stream or self.stream)
+
+    def _run(self, feeds: dict[str, Any], host: bool) -> dict[str, Any]:
+        from backends.reference import run_layer
+
+        env: dict[str, Any] = dict(feeds)
+        for unit, run in zip(self.partition.units, self.runs):
+            if run is None:
+                layer = unit.layer
+                args = [_to_host(env[t]) for t in layer.inputs]
+                for t, v in zip(layer.outputs, run_layer(layer, args)):
+                    env[t] = v
+                continue
+            run.stage(env)
+            run.graph.replay()
+            # host outputs feed reference layers and the caller; device outputs stay on the GPU
+            outs = run.outputs(host or any(u.layer is not None for u in self.partition.units))
+            self.stream.synchronize()
+            env.update(outs)
+        return {t: env[t] for t in self.partition.outputs}
+
+
+def _to_host(a: Any) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+def make_partition(network: Network, layer_names: tuple[str, ...], tactics: dict | None,
+                   logger: Logger | None) -> GpuPartition:
+    """The runtime's factory for a 'gpu' partition (see engine.runtime.PARTITION_EXECUTORS)."""
+    return GpuPartition(network, layer_names, tactics, logger)
+

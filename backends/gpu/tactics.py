@@ -1,0 +1,163 @@
+"""Build-time tactic selection for the tensor-core convolutions, with a timing cache file.
+
+As TensorRT does it: every convolution of a GPU partition has several candidate kernels (tile
+shapes x split-K, ``conv.candidate_tactics``); the builder times them on the actual GPU and the
+winner's name goes into the plan (``PlanContents.tactics``, layer name -> tactic name), where the
+runtime's lowering reads it. Timings are cached in a JSON file keyed by the layer signature (its
+geometry and fused epilogue), the GPU model and the hetrt version, so a rebuild on the same GPU
+skips the timing. ``level`` (0-5, like TensorRT's builder optimization level) bounds the search:
+0 takes the heuristic untimed, 1-2 time a short list around it, 3 and above time every candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, candidate_tactics, heuristic_tactic
+from engine.logger import Logger
+from engine.network import Network
+
+
+def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool) -> str:
+    """The timing-cache key of one convolution (independent of its name and weights)."""
+    return (f"conv n{g.n} h{g.h} w{g.w} c{g.c} k{g.k} r{g.r} s{g.s} st{g.stride} pad{g.pad} "
+            f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}")
+
+
+def gpu_name() -> str:
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _hetrt_version() -> str:
+    from engine import __version__
+
+    return __version__
+
+
+class TimingCache:
+    """{key: {"tactic": name, "ms": time}} in a JSON file; keys carry GPU model and hetrt version."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path else None
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if isinstance(data, dict) and isinstance(data.get("entries"), dict):
+                    self.entries = data["entries"]
+            except (OSError, ValueError):
+                self.entries = {}  # an unreadable cache is rebuilt, never fatal
+
+    def key(self, sig: str) -> str:
+        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()}"
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"format": 1, "entries": self.entries}, indent=1, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def _shortlist(g: ConvGeometry, level: int) -> list[ConvTactic]:
+    cands = candidate_tactics(g)
+    if level >= 3 or len(cands) <= 4:
+        return cands
+    h = heuristic_tactic(g)
+    # level 1-2: the heuristic and its neighbours in tile size (same split count first)
+    keep = [h] + sorted((c for c in cands if c != h),
+                        key=lambda c: (c.splits != h.splits, abs(c.tile.bm - h.tile.bm) + abs(c.tile.bn - h.tile.bn)))
+    return keep[: 2 + 2 * level]
+
+
+def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float, float], residual: bool,
+              reps: int = 10) -> dict[str, float]:
+    """Median milliseconds per launch of each tactic on random data (CUDA events)."""
+    import cupy as cp
+
+    from backends.gpu.kernels.conv import conv2d
+
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cp)) / np.sqrt(g.ktot)).astype(np.float16))
+    b = cp.zeros(g.kp, cp.float32)
+    y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
+    res = cp.empty_like(y) if residual else None
+    ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.float32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    out: dict[str, float] = {}
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with stream:
+        for t in tactics:
+            try:
+                for _ in range(2):
+                    conv2d(x, w, b, y, g, t, act, res, ws)
+                samples = []
+                for _ in range(3):
+                    start.record(stream)
+                    for _ in range(reps):
+                        conv2d(x, w, b, y, g, t, act, res, ws)
+                    end.record(stream)
+                    end.synchronize()
+                    samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
+                out[t.name] = statistics.median(samples)
+            except Exception:  # a tactic that cannot launch (resources) is simply not a candidate
+                continue
+    return out
+
+
+def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
+                   logger: Logger | None = None) -> dict[str, str]:
+    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+    from backends.gpu.backend import split_segments
+    from backends.gpu.kernels import conv as convk
+    from backends.gpu.lower import lower
+
+    log = logger or Logger()
+    t0 = time.perf_counter()
+    cache = TimingCache(cache_path)
+    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool]] = []
+    for on_gpu, layers in split_segments(network, layer_names):
+        if not on_gpu:
+            continue
+        low = lower(network, layers, [])
+        for op in low.ops:
+            if op.kind == "conv":
+                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None))
+    if convs and level > 0:
+        convk.compile_all()
+    chosen: dict[str, str] = {}
+    timed = hits = 0
+    for name, g, act, res in convs:
+        if level <= 0:
+            chosen[name] = heuristic_tactic(g).name
+            continue
+        key = cache.key(signature(g, act, res))
+        hit = cache.entries.get(key)
+        if hit is not None:
+            chosen[name] = hit["tactic"]
+            hits += 1
+            continue
+        times = time_conv(g, _shortlist(g, level), act, res)
+        if not times:
+            chosen[name] = heuristic_tactic(g).name
+            continue
+        best = min(times, key=times.get)
+        chosen[name] = best
+        cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
+        timed += 1
+    cache.save()
+    log.info(f"GPU tactics: {len(convs)} convolutions, {timed} timed, {hits} from the timing cache, "
+             f"level {level}, {time.perf_counter() - t0:.1f} s")
+    return chosen

@@ -1,0 +1,252 @@
+"""hetrt on the GPU against its peers, in one process on one GPU.
+
+Models: torchvision ResNet-50, MobileNetV2 and EfficientNet-B0 (random weights, eval mode),
+exported to ONNX in this process. hetrt goes the real way: ONNX -> builder (--fp16, tactic timing
+with a timing cache) -> plan bytes -> runtime -> execution context; its time is the replay of the
+partition's CUDA graph with the input already staged on the device (as the peers' inputs are).
+Peers, fp16 and channels_last: PyTorch eager, PyTorch eager captured in a CUDA graph,
+torch.compile (mode reduce-overhead, with --compile), and JAX jit where available (not run: no JAX
+versions of these models exist in this repository yet). All times are CUDA-event medians over
+groups of back-to-back runs; the spread is (min, max) over groups. INT8 for hetrt is reported as
+not run until INT8 kernels are wired.
+
+Also reported: build time for ResNet-50 cold (empty timing cache) and warm; the GPU arena bytes
+against the sum of the partition's activation tensor sizes; accuracy of every hetrt output
+against the torch fp32 model (relative L2).
+
+Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+MODELS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0"}
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def time_events(fn, reps: int, groups: int, stream=None) -> dict[str, float]:
+    """Milliseconds per call of ``fn`` (which enqueues work): medians over groups, CUDA events."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(groups):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(stream)
+        for _ in range(reps):
+            fn()
+        e.record(stream)
+        e.synchronize()
+        samples.append(s.elapsed_time(e) / reps)
+    return _stats(samples)
+
+
+def time_cupy_graph(graph, stream, reps: int, groups: int) -> dict[str, float]:
+    import cupy as cp
+
+    for _ in range(3):
+        graph.launch(stream)
+    stream.synchronize()
+    samples = []
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    for _ in range(groups):
+        start.record(stream)
+        for _ in range(reps):
+            graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
+    return _stats(samples)
+
+
+def export_onnx(model, batch: int) -> bytes:
+    import torch
+
+    x = torch.randn(batch, 3, 224, 224)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamo=False)
+    return buf.getvalue()
+
+
+def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int, groups: int) -> dict[str, Any]:
+    import onnx
+
+    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.logger import Logger, Severity
+    from engine.runtime import Runtime
+
+    model = onnx.load_from_string(onnx_bytes)
+    t0 = time.perf_counter()
+    plan = build_from_onnx(model, BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
+    build_s = time.perf_counter() - t0
+    engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+    ctx = engine.create_execution_context()
+    t1 = time.perf_counter()
+    out = ctx.execute({engine.input_names[0]: x})
+    first_s = time.perf_counter() - t1
+    groups_ = {id(g[2]): g[2] for g in engine._groups.values()}
+    gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
+    if len(groups_) != 1 or len(gctx) != 1 or len(gctx[0].runs) != 1 or gctx[0].runs[0] is None:
+        raise RuntimeError(f"expected one GPU segment, got {len(groups_)} partitions "
+                           f"and fallbacks {[p.fallback_layers for p in groups_.values()]}")
+    run = gctx[0].runs[0]
+    t = time_cupy_graph(run.graph.graph, run.stream, reps, groups)
+    return {"ms": t, "build_s": round(build_s, 2), "first_execute_s": round(first_s, 2),
+            "launches": len(run.seq.steps), "arena_bytes": run.arena.nbytes,
+            "activation_bytes_without_reuse": run.activation_bytes,
+            "output": out[engine.output_names[0]].astype(np.float32)}
+
+
+def run_torch(model, x, reps: int, groups: int, compile_: bool) -> dict[str, Any]:
+    import torch
+
+    res: dict[str, Any] = {}
+    m = model.half().to(memory_format=torch.channels_last)
+    xd = x.half().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        res["eager"] = time_events(lambda: m(xd), reps, groups)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                m(xd)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            m(xd)
+        res["eager_cuda_graph"] = time_events(g.replay, reps, groups)
+        if compile_:
+            t0 = time.perf_counter()
+            cm = torch.compile(m, mode="reduce-overhead")
+            for _ in range(3):
+                cm(xd)
+            res["compile_s"] = round(time.perf_counter() - t0, 1)
+            res["torch_compile"] = time_events(lambda: cm(xd), reps, groups)
+    return res
+
+
+def environment() -> dict:
+    import cupy as cp
+    import torch
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        driver = str(cp.cuda.runtime.driverGetVersion())
+    import torchvision
+
+    env = {"device": props["name"].decode(), "driver": driver, "cupy": cp.__version__, "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "cudnn": torch.backends.cudnn.version(),
+           "python": platform.python_version(),
+           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        import jax
+
+        env["jax"] = jax.__version__
+    except ImportError:
+        env["jax"] = None
+    return env
+
+
+def main() -> None:
+    import torch
+    import torchvision
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 15 s per shape)")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--groups", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    env = environment()
+    rows: list[dict[str, Any]] = []
+    cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
+    torch.manual_seed(0)
+    for name in args.models:
+        for batch in args.batches:
+            row: dict[str, Any] = {"model": name, "batch": batch}
+            try:
+                model = getattr(torchvision.models, MODELS[name])(weights=None).eval()
+                onnx_bytes = export_onnx(model, batch)
+                x = torch.rand(batch, 3, 224, 224)
+                with torch.inference_mode():
+                    ref = model.cuda().float()(x.cuda()).float().cpu().numpy()
+                reps = max(3, args.reps // max(1, batch // 32))
+                h = run_hetrt(onnx_bytes, batch, x.numpy(), cache, reps, args.groups)
+                out = h.pop("output")
+                h["rel_l2_vs_torch_fp32"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+                if name == "resnet50":
+                    t0 = time.perf_counter()
+                    import onnx
+
+                    from engine.builder import BuilderConfig, build_from_onnx
+                    from engine.logger import Logger, Severity
+                    build_from_onnx(onnx.load_from_string(onnx_bytes),
+                                    BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
+                    h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
+                row["hetrt_fp16"] = h
+                row["hetrt_int8"] = "not run: INT8 GPU kernels are not wired yet"
+                row.update(run_torch(model.cuda(), x.cuda(), reps, args.groups, args.compile))
+                row["jax_jit"] = "not run: no JAX implementation of the torchvision models in this benchmark"
+            except Exception as e:  # one failing row must not lose the others
+                row["error"] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items()}, default=str)[:600], flush=True)
+            torch.cuda.empty_cache()
+    gpu = "h100" if "H100" in env["device"] else env["device"].split()[-1].lower()
+    out = Path(args.out or Path(__file__).parent / "results" / f"gpu_peers_{gpu}.json")
+    out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))
+    print(table(rows))
+    print(f"wrote {out}")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["model            batch  hetrt ms  eager ms  eager+graph  compile   eager/hetrt  graph/hetrt  "
+             "compile/hetrt  img/s hetrt  arena/acts"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:16s} {r['batch']:5d}  error: {r['error'][:80]}")
+            continue
+        h = r["hetrt_fp16"]["ms"]["median"]
+        e = r["eager"]["median"]
+        g = r["eager_cuda_graph"]["median"]
+        c = r.get("torch_compile", {}).get("median")
+        hh = r["hetrt_fp16"]
+        lines.append(f"{r['model']:16s} {r['batch']:5d}  {h:8.3f}  {e:8.3f}  {g:11.3f}  "
+                     f"{(f'{c:7.3f}' if c else '    n/a')}   {e / h:10.2f}  {g / h:11.2f}  "
+                     f"{(f'{c / h:13.2f}' if c else '          n/a')}  {r['batch'] / h * 1e3:11.0f}  "
+                     f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:9.2f}")
+    lines.append("INT8 hetrt: not run (INT8 GPU kernels not wired). JAX jit: not run.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The GPU partition backend, one layer kind at a time, against the reference backend (FP16 and FP32).
+
+Each case builds a small network around one layer, runs it through ``GpuPartition`` (lowering,
+arena, CUDA graph) on fresh random data, and compares with ``backends.reference.execute`` under
+the same precision convention: |out - ref| <= 1e-2*|ref| + 2e-3*max|ref| and relative L2 < 5e-3
+(gpu_reference.assert_close). Skipped without CUDA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.gpu.availability import gpu_available
+
+_ok, _why = gpu_available()
+if not _ok:
+    pytest.skip(_why, allow_module_level=True)
+
+from gpu_reference import assert_close  # noqa: E402
+
+from backends import reference  # noqa: E402
+from backends.gpu.backend import GpuPartition  # noqa: E402
+from engine.dtypes import DataType, Precision  # noqa: E402
+from engine.layers import (  # noqa: E402
+    ActivationParams,
+    ActivationSpec,
+    ActivationType,
+    CastParams,
+    ConcatenationParams,
+    ConvolutionParams,
+    DeconvolutionParams,
+    ElementWiseOp,
+    ElementWiseParams,
+    FullyConnectedParams,
+    GatherParams,
+    LRNParams,
+    MatrixMultiplyParams,
+    NormalizationParams,
+    PaddingMode,
+    PaddingParams,
+    ParametricReLUParams,
+    PointwiseParams,
+    PointwiseStep,
+    PoolingParams,
+    PoolingType,
+    ReduceOp,
+    ReduceParams,
+    ResizeMode,
+    ResizeParams,
+    ScaleMode,
+    ScaleParams,
+    ShuffleParams,
+    SliceParams,
+    SoftMaxParams,
+    SplitParams,
+    UnaryOp,
+    UnaryParams,
+)
+from engine.network import Network  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"seed {seed}")
+    return np.random.default_rng(seed)
+
+
+def _run(net: Network, feeds: dict[str, np.ndarray], precision: Precision = Precision.FP16,
+         expect_fallback: int = 0) -> None:
+    for layer in net.layers:
+        layer.precision = precision
+    ref = reference.execute(net, feeds)
+    part = GpuPartition(net, [la.name for la in net.layers])
+    assert len(part.fallback_layers) == expect_fallback, part.fallback_layers
+    ctx = part.create_context()
+    for _ in range(2):  # replaying the graph twice must give the same values
+        got = ctx.execute(feeds)
+    for name in net.outputs:
+        g, r = got[name], ref[name]
+        assert g.shape == r.shape and g.dtype == r.dtype, (name, g.shape, g.dtype, r.shape, r.dtype)
+        if r.dtype.kind in "iub":
+            np.testing.assert_array_equal(g, r)
+        else:
+            assert_close(g.astype(np.float64), r.astype(np.float64))
+
+
+def _net(shapes: dict[str, tuple[int, ...]]) -> Network:
+    net = Network("t")
+    for n, s in shapes.items():
+        net.add_input(n, s)
+    return net
+
+
+def _one(params, shape=(2, 12, 9, 7), weights=None, extra_inputs=(), rng=None, precision=Precision.FP16,
+         expect_fallback=0) -> None:
+    shapes = {"x": shape, **{f"in{i}": s for i, s in enumerate(extra_inputs)}}
+    net = _net(shapes)
+    layer = net.add_layer(params, list(shapes), weights or {})
+    for t in layer.outputs:
+        net.mark_output(t)
+    feeds = {n: rng.uniform(-2, 2, s).astype(np.float32) for n, s in shapes.items()}
+    _run(net, feeds, precision, expect_fallback)
+
+
+ACTS = [ActivationSpec(ActivationType.RELU), ActivationSpec(ActivationType.SILU),
+        ActivationSpec(ActivationType.CLIP, 0.0, 6.0), ActivationSpec(ActivationType.LEAKY_RELU, 0.1),
+        ActivationSpec(ActivationType.GELU_ERF), ActivationSpec(ActivationType.HARD_SWISH)]
+
+
+@pytest.mark.parametrize("spec", ACTS, ids=lambda s: s.type.value)
+def test_activation(rng, spec):
+    _one(ActivationParams(spec), rng=rng)
+
+
+@pytest.mark.parametrize("precision", [Precision.FP16, Precision.FP32])
+def test_elementwise_broadcast(rng, precision):
+    for op in (ElementWiseOp.SUM, ElementWiseOp.PROD, ElementWiseOp.MAX, ElementWiseOp.SUB):
+        _one(ElementWiseParams(op), extra_inputs=[(1, 12, 1, 7)], rng=rng, precision=precision)
+
+
+def test_elementwise_compare_and_div(rng):
+    _one(ElementWiseParams(ElementWiseOp.GREATER), shape=(3, 5), extra_inputs=[(5,)], rng=rng)
+    net = _net({"a": (4, 6), "b": (4, 6)})
+    t = net.add_layer(ElementWiseParams(ElementWiseOp.DIV), ["a", "b"]).outputs[0]
+    net.mark_output(t)
+    _run(net, {"a": rng.uniform(-2, 2, (4, 6)).astype(np.float32),
+               "b": rng.uniform(0.5, 2, (4, 6)).astype(np.float32)})
+
+
+def test_unary(rng):
+    for op in (UnaryOp.EXP, UnaryOp.ABS, UnaryOp.NEG, UnaryOp.SIN, UnaryOp.FLOOR):
+        _one(UnaryParams(op), rng=rng)
+
+
+def test_scale_prelu(rng):
+    c = 12
+    _one(ScaleParams(ScaleMode.CHANNEL), weights={"scale": rng.standard_normal(c).astype(np.float32),
+                                                  "shift": rng.standard_normal(c).astype(np.float32)}, rng=rng)
+    _one(ParametricReLUParams(), weights={"slope": rng.uniform(0, 1, (c, 1, 1)).astype(np.float32)}, rng=rng)
+
+
+def test_pointwise_chain(rng):
+    steps = (PointwiseStep("elementwise", "prod", operand_input=1),
+             PointwiseStep("activation", "sigmoid"),
+             PointwiseStep("elementwise", "sum", operand_weight="b", reverse=True),
+             PointwiseStep("unary", "abs"))
+    _one(PointwiseParams(steps), weights={"b": rng.standard_normal((12, 1, 1)).astype(np.float32)},
+         extra_inputs=[(2, 12, 1, 1)], rng=rng)
+
+
+def test_softmax_lrn_norm(rng):
+    _one(SoftMaxParams(axis=1), rng=rng)
+    _one(SoftMaxParams(axis=-1, log=True), shape=(4, 33), rng=rng)
+    _one(LRNParams(size=5, alpha=1e-2, beta=0.75, bias=1.0), rng=rng)
+    _one(NormalizationParams(axes=(-1,), epsilon=1e-5), shape=(3, 5, 64),
+         weights={"scale": rng.standard_normal(64).astype(np.float32),
+                  "bias": rng.standard_normal(64).astype(np.float32)}, rng=rng)
+    _one(NormalizationParams(axes=(2, 3)), rng=rng)
+
+
+def test_reduce(rng):
+    _one(ReduceParams(ReduceOp.MEAN, (2, 3)), rng=rng)
+    _one(ReduceParams(ReduceOp.MAX, (1,), keep_dims=False), rng=rng)
+    _one(ReduceParams(ReduceOp.L2, (0, 2)), rng=rng)
+
+
+def test_resize(rng):
+    _one(ResizeParams((2, 12, 18, 14), ResizeMode.NEAREST, "asymmetric", "floor"), rng=rng)
+    _one(ResizeParams((2, 12, 13, 21), ResizeMode.LINEAR, "half_pixel"), rng=rng)
+    _one(ResizeParams((2, 12, 4, 3), ResizeMode.LINEAR, "align_corners"), rng=rng)
+
+
+def test_data_movement(rng):
+    _one(SliceParams((0, 1, 8, 0), (2, 5, 4, 3), (1, 2, -2, 3)), rng=rng)
+    _one(SplitParams(axis=1, sizes=(5, 7)), rng=rng)
+    _one(ConcatenationParams(axis=1), extra_inputs=[(2, 5, 9, 7), (2, 3, 9, 7)], rng=rng)
+    _one(ConcatenationParams(axis=2), extra_inputs=[(2, 12, 4, 7)], rng=rng)
+    _one(PaddingParams((0, 1, 2, -1), (0, 0, 1, 2)), rng=rng)
+    _one(PaddingParams((0, 0, 2, 3), (0, 0, 1, 2), PaddingMode.REFLECT), rng=rng)
+    _one(PaddingParams((0, 0, 2, 3), (0, 0, 4, 2), PaddingMode.EDGE), rng=rng)
+    _one(ShuffleParams(first_perm=(0, 2, 3, 1), reshape=(2, 63, 12), second_perm=(0, 2, 1)), rng=rng)
+    _one(ShuffleParams(reshape=(2, 3, 4, 63), second_perm=(0, 2, 1, 3)), rng=rng)
+    _one(GatherParams(axis=1), weights={"indices": np.array([[3, -1], [0, 5]], np.int64)}, rng=rng)
+    _one(CastParams(DataType.INT32), rng=rng, precision=Precision.FP32)
+
+
+def test_matmul_fc(rng):
+    _one(MatrixMultiplyParams(transpose_b=True), shape=(3, 1, 5, 16), extra_inputs=[(4, 9, 16)], rng=rng)
+    _one(MatrixMultiplyParams(), shape=(7,), extra_inputs=[(2, 7, 3)], rng=rng)
+    for c, k in ((64, 32), (20, 13)):
+        _one(FullyConnectedParams(k, ActivationSpec(ActivationType.RELU)), shape=(6, c),
+             weights={"kernel": (rng.standard_normal((k, c)) / np.sqrt(c)).astype(np.float32),
+                      "bias": rng.standard_normal(k).astype(np.float32)}, rng=rng)
+
+
+def _conv(rng, c, k, ks, stride, pad, dil=(1, 1), groups=1, residual=False, act=None, shape=(2, None, 11, 10),
+          precision=Precision.FP16):
+    shape = (shape[0], c, *shape[2:])
+    params = ConvolutionParams(k, ks, stride, pad, pad, dil, groups, act, residual)
+    net = _net({"x": shape})
+    probe = Network("p")
+    probe.add_input("x", shape)
+    fan_in = c // groups * ks[0] * ks[1]
+    w = {"kernel": (rng.standard_normal((k, c // groups, *ks)) / np.sqrt(fan_in)).astype(np.float32),
+         "bias": rng.standard_normal(k).astype(np.float32)}
+    out_shape = probe.add_layer(ConvolutionParams(k, ks, stride, pad, pad, dil, groups), ["x"], w).outputs[0]
+    inputs = ["x"]
+    if residual:
+        net.add_input("r", probe.tensors[out_shape].shape)
+        inputs.append("r")
+    t = net.add_layer(params, inputs, w).outputs[0]
+    net.mark_output(t)
+    feeds = {n: rng.uniform(-1, 1, net.tensors[n].shape).astype(np.float32) for n in net.inputs}
+    _run(net, feeds, precision)
+
+
+def test_convolutions(rng):
+    relu = ActivationSpec(ActivationType.RELU)
+    _conv(rng, 13, 24, (3, 3), (1, 1), (1, 1), act=relu, residual=True)
+    _conv(rng, 16, 16, (3, 3), (2, 2), (1, 1), groups=16, act=relu)  # depthwise
+    _conv(rng, 12, 18, (3, 3), (1, 1), (2, 2), dil=(2, 2), groups=3)  # grouped, dilated
+    _conv(rng, 8, 20, (1, 1), (2, 2), (0, 0))
+    _conv(rng, 6, 10, (3, 3), (1, 1), (1, 1), precision=Precision.FP32)  # direct fp32 kernel
+
+
+def test_deconvolution(rng):
+    for groups, stride in ((1, (2, 2)), (2, (1, 1))):
+        c, k = 8, 6
+        params = DeconvolutionParams(k, (3, 3), stride, (1, 1), (0, 1), (1, 1), (1, 1) if stride[0] > 1 else (),
+                                     groups, ActivationSpec(ActivationType.RELU))
+        _one(params, shape=(2, c, 5, 6), weights={
+            "kernel": (rng.standard_normal((c, k // groups, 3, 3)) / 3).astype(np.float32),
+            "bias": rng.standard_normal(k).astype(np.float32)}, rng=rng)
+
+
+def test_pooling(rng):
+    _one(PoolingParams(PoolingType.MAX, (3, 3), (2, 2), (1, 1), (1, 1)), rng=rng)
+    _one(PoolingParams(PoolingType.AVERAGE, (3, 3), (2, 2), (1, 1), (1, 1), ceil_mode=True,
+                       count_include_pad=True), rng=rng)
+    _one(PoolingParams(PoolingType.AVERAGE, global_pool=True), rng=rng)
+
+
+def test_fallback_layer_in_the_middle(rng):
+    """An Lp pooling (no GPU kernel) splits the partition; values still match."""
+    net = _net({"x": (2, 8, 9, 9)})
+    a = net.add_layer(ActivationParams(ActivationSpec(ActivationType.RELU)), ["x"]).outputs[0]
+    b = net.add_layer(PoolingParams(PoolingType.LP, (2, 2), (2, 2)), [a]).outputs[0]
+    c = net.add_layer(ActivationParams(ActivationSpec(ActivationType.SIGMOID)), [b]).outputs[0]
+    net.mark_output(c)
+    _run(net, {"x": rng.uniform(-1, 1, (2, 8, 9, 9)).astype(np.float32)}, expect_fallback=1)
+
+
+def test_contexts_are_independent(rng):
+    net = _net({"x": (2, 16, 8, 8)})
+    w = {"kernel": rng.standard_normal((16, 16, 3, 3)).astype(np.float32) / 12}
+    t = net.add_layer(ConvolutionParams(16, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)), ["x"], w).outputs[0]
+    net.mark_output(t)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    part = GpuPartition(net, [la.name for la in net.layers])
+    c1, c2 = part.create_context(), part.create_context()
+    x1, x2 = (rng.uniform(-1, 1, (2, 16, 8, 8)).astype(np.float32) for _ in range(2))
+    y1 = c1.execute({"x": x1})[t]
+    y2 = c2.execute({"x": x2})[t]
+    np.testing.assert_array_equal(c1.execute({"x": x1})[t], y1)
+    assert not np.array_equal(y1, y2)
+
+
+def test_tactics_timed_and_cached(rng, tmp_path):
+    from backends.gpu.tactics import select_tactics
+
+    net = _net({"x": (1, 32, 14, 14)})
+    w = {"kernel": rng.standard_normal((64, 32, 3, 3)).astype(np.float32) / 17}
+    t = net.add_layer(ConvolutionParams(64, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)), ["x"], w).outputs[0]
+    net.mark_output(t)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    cache = tmp_path / "timing.json"
+    first = select_tactics(net, [la.name for la in net.layers], str(cache), level=3)
+    assert set(first) == {net.layers[0].name} and cache.exists()
+    assert select_tactics(net, [la.name for la in net.layers], str(cache), level=3) == first
+    part = GpuPartition(net, [la.name for la in net.layers], first)
+    op = next(o for o in part.units[0].lowered.ops if o.kind == "conv")
+    assert op.info["tactic"].name == first[net.layers[0].name]
