@@ -329,8 +329,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_placement_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL")
+def _add_placement_options(p: argparse.ArgumentParser, several_models: bool = False) -> None:
+    if several_models:
+        p.add_argument("model", metavar="MODEL", nargs="+", help="one model; 2 or 3 with --policy concurrent")
+    else:
+        p.add_argument("model", metavar="MODEL")
     p.add_argument("--platform", default="orin-agx-64gb", help="orin-agx-64gb (default), xavier-agx or host")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", action="store_true", help="cost FP16 layers (the DLA runs FP16 and INT8 only)")
@@ -444,8 +447,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("place", help="place layers on GPU/DLA for a platform and print the per-layer table",
                        epilog=EPILOG_MODEL, description="Cost every layer on the GPU and the DLA cores of a "
                        "platform model (simulated clock) and print the exact optimal placement for the objective, "
-                       "against gpu-only, dla-first (TensorRT's default) and the best single-cut placement.")
-    _add_placement_options(p)
+                       "against gpu-only, dla-first (TensorRT's default) and the best single-cut placement; "
+                       "--policy pipeline: stages over GPU + DLA cores for a stream of frames; --policy concurrent: "
+                       "2 or 3 models at once with the contention model.")
+    _add_placement_options(p, several_models=True)
+    p.add_argument("--policy", default="optimal", choices=("optimal", "pipeline", "concurrent"),
+                   help="optimal (default, one inference), pipeline (stream of frames) or concurrent (several models)")
+    p.add_argument("--frames", type=int, default=100, help="frames of the pipeline policy (default 100)")
     p.add_argument("--power-mode", default=None, help="nvpmodel mode, e.g. 15W, 30W, 50W, MAXN (default MAXN)")
     p.add_argument("--objective", default="latency", help="latency, energy, edp or weighted (latency + lambda*energy)")
     p.add_argument("--lambda", dest="lam", type=float, default=None, help="lambda of the weighted objective (ms/mJ)")

@@ -8,15 +8,18 @@ Per layer (after the optimizer's fusions, so a node is a fused group: conv+bias+
   (``scheduler.dla_source``) -- the layer in its context (fusion, CBUF fit); or the ``supports``
   reason, which the report repeats so a user can act on it. FP32 never runs on the DLA.
 * Tensors: hyperedges with the bytes of the tensor in the DLA's native format (channels padded to
-  16 for FP16, 32 for INT8: kCHW16/kCHW32) -- what a hand-off moves.
+  16 for FP16, 32 for INT8: kCHW16/kCHW32) as ``nbytes``; hand-offs are priced per tensor
+  (``TensorTransitions``): the reformat reads one side's layout and writes the other's, so the
+  GPU side counts the linear size and the DLA side the padded one.
 * Network inputs and outputs live in linear buffers the GPU owns; pseudo nodes ``<in:NAME>`` and
   ``<out:NAME>`` (zero cost, GPU only) make a DLA layer that reads an input or writes an output pay
   its reformat like any other hand-off. Reports drop the pseudo nodes.
 * Transitions: ``TransitionTable`` with, per direction, fixed = platform fixed cost x clock scale
-  (+ one GPU graph launch when control returns to the GPU) and per byte = 2 bytes of reformat traffic
-  (read one layout, write the other) over the GPU's streaming bandwidth; energy per byte = that
-  traffic x DRAM energy + the memory-bound GPU power for the reformat's duration.
-* Static power: the platform's rails (``Platform.static_power_w``).
+  (+ one GPU graph launch when control returns to the GPU) and a reformat term = (source-layout
+  bytes + destination-layout bytes) over the GPU's streaming bandwidth; energy = that traffic x
+  DRAM energy + the memory-bound GPU power for the reformat's duration.
+* Static power: the platform's rails (``Platform.static_power_w``: gpu, soc, each DLA core).
+* Network I/O pseudo nodes are marked ``Node.pseudo``: pinned to the GPU, silent in dla-first.
 
 INT8 costs need only shapes (calibration scales change values, not time), so INT8 placement works
 before calibration; the model's ``notes`` say so.
@@ -28,14 +31,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from engine.dtypes import Precision
 from engine.errors import BuildError
 from engine.network import Network
 
-from .costgraph import DLA_CORES, GPU, CostGraph, LinkCost, Node, Tensor, TransitionTable
+from .costgraph import DLA_CORES, GPU, CostGraph, LinkCost, Node, Tensor, TransitionTable, is_dla
 from .dla_source import FP32_ON_DLA, BackendDlaSource, DlaCostSource
 from .gpu_model import gpu_layer_cost
 from .layer_work import element_size, layer_work
@@ -116,6 +119,36 @@ def transition_cost_s(platform: Platform, mode: PowerMode, nbytes: int, src: str
     return t / 1e3, e / 1e3
 
 
+@dataclass(frozen=True)
+class TensorTransitions:
+    """Per-tensor hand-off prices: the reformat reads the source layout and writes the destination's.
+
+    A GPU-side tensor is linear (``linear_bytes``); a DLA-side one is channel-padded
+    (``dla_bytes``, kCHW16/kCHW32). Reformat traffic is the sum of the two sides' sizes, so a
+    tensor whose channels are not a multiple of the DLA atom is not over-counted on its GPU side.
+    DLA -> DLA has no direct path: it is a write-out to the GPU layout plus a read-in (both sides
+    padded, plus the linear copy twice). Units: ms and mJ (the CostGraph's)."""
+
+    table: TransitionTable
+    linear_bytes: Mapping[str, int]
+    dla_bytes: Mapping[str, int]
+
+    def _side(self, tensor: Tensor, device: str) -> int:
+        sizes = self.dla_bytes if is_dla(device) else self.linear_bytes
+        return sizes.get(tensor.name, tensor.nbytes)
+
+    def __call__(self, tensor: Tensor, src: str, dst: str) -> tuple[float, float]:
+        if src == dst:
+            return 0.0, 0.0
+        if is_dla(src) and is_dla(dst):
+            a = self(tensor, src, GPU)
+            b = self(tensor, GPU, dst)
+            return a[0] + b[0], a[1] + b[1]
+        link = self.table.link(src, dst)
+        traffic = (self._side(tensor, src) + self._side(tensor, dst)) / 2.0  # the table prices 2 bytes per byte
+        return (link.time_fixed + link.time_per_byte * traffic, link.energy_fixed + link.energy_per_byte * traffic)
+
+
 def build_cost_model(network: Network, platform: Platform | str, power_mode: str | None = None,
                      precision: Precision | str = Precision.FP16, *, dla: DlaCostSource | None = None,
                      gpu_times: Callable[[Network], dict[str, float]] | None = None) -> CostModel:
@@ -155,7 +188,7 @@ def build_cost_model(network: Network, platform: Platform | str, power_mode: str
     nodes: list[Node] = []
     io_node = {GPU: 0.0}
     for name in network.inputs:
-        nodes.append(Node(f"{IN_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}))
+        nodes.append(Node(f"{IN_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True))
     for layer in network.layers:
         work = layer_work(layer, network, precision if layer.precision is not Precision.FP32 else layer.precision)
         if platform.measured_gpu:
@@ -191,7 +224,7 @@ def build_cost_model(network: Network, platform: Platform | str, power_mode: str
         rows.append(LayerCost(layer.name, layer.kind.value, work.macs, work.bytes, gt, ge, bound, dt, de,
                               "" if dt is not None else why))
     for name in network.outputs:
-        nodes.append(Node(f"{OUT_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}))
+        nodes.append(Node(f"{OUT_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True))
     consumers: dict[str, list[str]] = {}
     for layer in network.layers:
         for t in layer.inputs:
@@ -202,16 +235,20 @@ def build_cost_model(network: Network, platform: Platform | str, power_mode: str
     producers.update({n: f"{IN_PREFIX}{n}>" for n in network.inputs})
     tensors: list[Tensor] = []
     tensor_bytes: dict[str, int] = {}
+    linear_bytes: dict[str, int] = {}
     for tname, cons in consumers.items():
         if tname not in producers:
             continue  # constants folded into weights
-        nbytes = dla_format_bytes(network.tensors[tname].shape, precision)
+        shape = network.tensors[tname].shape
+        nbytes = dla_format_bytes(shape, precision)
         tensor_bytes[tname] = nbytes
+        linear_bytes[tname] = math.prod(shape) * element_size(precision)
         tensors.append(Tensor(tname, producers[tname], tuple(cons), nbytes))
     if any(not n.allowed for n in nodes):
         bad = next(n for n in nodes if not n.allowed)
         raise BuildError(f"layer '{bad.name}' can run on no device of {platform.name}")
-    graph = CostGraph(nodes, tensors, transition_table(platform, mode), platform.static_power_w(mode),
-                      name=network.name)
+    table = transition_table(platform, mode)
+    graph = CostGraph(nodes, tensors, table, platform.static_power_w(mode), name=network.name,
+                      tensor_transition=TensorTransitions(table, linear_bytes, tensor_bytes))
     return CostModel(platform, mode, precision, graph, tuple(rows), tensor_bytes, gpu_clock, dla_clock,
                      time.perf_counter() - t0, tuple(notes))

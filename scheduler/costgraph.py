@@ -13,14 +13,26 @@ Tensors are hyperedges: one producer, any number of consumers. A tensor with fan
 once per destination device, however many consumers live there (the copy in DRAM is shared), so
 the transition cost belongs to the (tensor, destination device) pair, not to consumer edges.
 
+Transfers are priced per tensor: ``CostGraph.tensor_transfer(tensor, src, dst)``. By default the
+price depends only on the tensor's ``nbytes`` (a ``TransitionModel`` of bytes and direction); a
+``TensorTransitionModel`` sees the whole tensor, so a cost model can charge the reading side and
+the writing side of a reformat with their own layouts (a linear GPU tensor is smaller than its
+channel-padded DLA form).
+
 Energy model (stated once, used everywhere):
 
     energy = sum of each layer's dynamic energy on its device
            + sum of each transfer's energy
-           + (sum of all devices' static power) x makespan
+           + (sum of all rails' static power) x makespan
 
 All rails listed in ``static_power_w`` are powered for the whole inference (no power gating of
-an idle DLA), which is what a Jetson module does between nvpmodel changes.
+an idle DLA), which is what a Jetson module does between nvpmodel changes. Rails are the devices
+plus any extra named rail (``"soc"``: DRAM, fabric, idle CPU) that belongs to no device; the
+solvers only use the sum, reports show each rail.
+
+Pseudo nodes (``Node.pseudo``) are zero-cost bookkeeping layers, e.g. the network's inputs and
+outputs, pinned to the devices that own them so that a hand-off into or out of the network is
+priced like any other. Policies never log fallback messages for them and reports leave them out.
 """
 
 from __future__ import annotations
@@ -55,7 +67,8 @@ class Node:
 
     ``time[d]`` is ``None`` (or inf) when device ``d`` cannot run the layer; ``reason[d]`` then says
     why. ``dram_share[d]`` is the fraction of DRAM bandwidth the layer uses while running on ``d``;
-    only the concurrent-placement contention model reads it.
+    only the concurrent-placement contention model reads it. ``pseudo`` marks a zero-cost
+    bookkeeping node (see the module doc): it is pinned, silent and left out of reports.
     """
 
     name: str
@@ -63,6 +76,7 @@ class Node:
     energy: Mapping[str, float | None]
     reason: Mapping[str, str] = field(default_factory=dict)
     dram_share: Mapping[str, float] = field(default_factory=dict)
+    pseudo: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "time", MappingProxyType(dict(self.time)))
@@ -159,6 +173,9 @@ class TransitionTable:
 #: (bytes, source device, destination device) -> (time ms, energy mJ); must return (0, 0) for src == dst.
 TransitionModel = Callable[[int, str, str], tuple[float, float]]
 
+#: (tensor, source device, destination device) -> (time ms, energy mJ); (0, 0) for src == dst.
+TensorTransitionModel = Callable[[Tensor, str, str], tuple[float, float]]
+
 
 class CostGraph:
     """The placement problem for one network.
@@ -175,8 +192,10 @@ class CostGraph:
         transition: TransitionModel | None = None,
         static_power_w: Mapping[str, float] | None = None,
         name: str = "network",
+        tensor_transition: TensorTransitionModel | None = None,
     ) -> None:
         self.name = name
+        self.tensor_transition = tensor_transition
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.tensors: tuple[Tensor, ...] = tuple(tensors)
         self.transition: TransitionModel = transition if transition is not None else TransitionTable()
@@ -185,8 +204,8 @@ class CostGraph:
         if len(self.index) != len(self.nodes):
             raise ValueError("duplicate layer names")
         for d, p in self.static_power_w.items():
-            if d not in DEVICES or p < 0:
-                raise ValueError(f"bad static power entry {d!r}: {p}")
+            if not isinstance(d, str) or not d or not p >= 0:
+                raise ValueError(f"bad static power entry {d!r}: {p} (rails are named, powers >= 0 W)")
         for t in self.tensors:
             if t.producer not in self.index:
                 raise ValueError(f"tensor {t.name!r}: unknown producer {t.producer!r}")
@@ -199,6 +218,7 @@ class CostGraph:
                         "nodes must be in topological order"
                     )
         self._transfer_cache: dict[tuple[int, str, str], tuple[float, float]] = {}
+        self._tensor_cache: dict[tuple[str, str, str], tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -207,6 +227,11 @@ class CostGraph:
     def static_power(self) -> float:
         """Total static power (W) of all rails, paid for the whole makespan."""
         return float(sum(self.static_power_w.values()))
+
+    @property
+    def extra_rails(self) -> tuple[str, ...]:
+        """Static rails that belong to no device (e.g. ``soc``), in the order given."""
+        return tuple(r for r in self.static_power_w if r not in DEVICES)
 
     def transfer(self, nbytes: int, src: str, dst: str) -> tuple[float, float]:
         """Time and energy of moving ``nbytes`` from ``src`` to ``dst`` (cached)."""
@@ -221,25 +246,40 @@ class CostGraph:
             hit = self._transfer_cache[key] = (float(t), float(e))
         return hit
 
+    def tensor_transfer(self, tensor: Tensor, src: str, dst: str) -> tuple[float, float]:
+        """Time and energy of moving ``tensor`` from ``src`` to ``dst`` (cached per tensor).
+
+        Uses the per-tensor model when the graph has one, else the byte-count model."""
+        if src == dst:
+            return 0.0, 0.0
+        if self.tensor_transition is None:
+            return self.transfer(tensor.nbytes, src, dst)
+        key = (tensor.name, src, dst)
+        hit = self._tensor_cache.get(key)
+        if hit is None:
+            t, e = self.tensor_transition(tensor, src, dst)
+            if t < 0 or e < 0:
+                raise ValueError(f"negative transfer cost {src}->{dst} for tensor {tensor.name!r}")
+            hit = self._tensor_cache[key] = (float(t), float(e))
+        return hit
+
     def unplaceable(self) -> list[Node]:
         return [n for n in self.nodes if not n.allowed]
 
     def dla_cores_interchangeable(self) -> bool:
         """True when swapping dla0 and dla1 maps every placement to one with equal costs.
 
-        Then a symmetry argument applies (see ``scheduler.placement.exact``)."""
+        Then a symmetry argument applies (see ``scheduler.placement.exact``). Static power is paid
+        whatever runs where, so it never breaks the symmetry."""
         for n in self.nodes:
             differs = n.time.get(DLA0) != n.time.get(DLA1) or n.energy.get(DLA0) != n.energy.get(DLA1)
             if differs and (n.supports(DLA0) or n.supports(DLA1)):
                 return False
-        sizes = {t.nbytes for t in self.tensors}
-        for b in sizes:
-            for x in (GPU,):
-                if self.transfer(b, x, DLA0) != self.transfer(b, x, DLA1):
-                    return False
-                if self.transfer(b, DLA0, x) != self.transfer(b, DLA1, x):
-                    return False
-            if self.transfer(b, DLA0, DLA1) != self.transfer(b, DLA1, DLA0):
+        for t in self.tensors:
+            tr = self.tensor_transfer
+            if tr(t, GPU, DLA0) != tr(t, GPU, DLA1) or tr(t, DLA0, GPU) != tr(t, DLA1, GPU):
+                return False
+            if tr(t, DLA0, DLA1) != tr(t, DLA1, DLA0):
                 return False
         return True
 
@@ -253,5 +293,20 @@ class CostGraph:
             for d in DEVICES:
                 if d not in keep:
                     reason[d] = f"{d} is not used by this placement"
-            nodes.append(Node(n.name, time, n.energy, reason, n.dram_share))
-        return CostGraph(nodes, self.tensors, self.transition, self.static_power_w, self.name)
+            nodes.append(Node(n.name, time, n.energy, reason, n.dram_share, n.pseudo))
+        return CostGraph(nodes, self.tensors, self.transition, self.static_power_w, self.name, self.tensor_transition)
+
+    def without_pseudo(self) -> CostGraph:
+        """A copy without pseudo nodes; tensors they produced or read are dropped from them.
+
+        For stage-based schedules (pipeline, concurrent) whose stages cover real layers only: the
+        network's input is taken where the first stage runs and its output left where the last one
+        ran, so hand-offs to and from the application's buffers are not part of the stage times."""
+        keep = [n for n in self.nodes if not n.pseudo]
+        names = {n.name for n in keep}
+        tensors = []
+        for t in self.tensors:
+            cons = tuple(c for c in t.consumers if c in names)
+            if t.producer in names and cons:
+                tensors.append(Tensor(t.name, t.producer, cons, t.nbytes))
+        return CostGraph(keep, tensors, self.transition, self.static_power_w, self.name, self.tensor_transition)

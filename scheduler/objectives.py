@@ -177,7 +177,7 @@ def evaluate(g: CostGraph, assignment: Sequence[str] | Mapping[str, str]) -> Met
         dests = {DEVICES[idx[g.index[c]]] for c in t.consumers}
         for d in sorted(dests):
             if d != src:
-                tt, te = g.transfer(t.nbytes, src, d)
+                tt, te = g.tensor_transfer(t, src, d)
                 lat += tt
                 dyn += te
                 transitions += 1
@@ -255,7 +255,7 @@ def evaluate_many(g: CostGraph, assign: np.ndarray) -> BatchMetrics:
         te = np.zeros((nd, nd))
         for a in range(nd):
             for b in range(nd):
-                tt[a, b], te[a, b] = g.transfer(t.nbytes, DEVICES[a], DEVICES[b])
+                tt[a, b], te[a, b] = g.tensor_transfer(t, DEVICES[a], DEVICES[b])
         for d in range(nd):
             need = (cons == d).any(axis=1) & (src != d)
             lat = lat + np.where(need, tt[src, d], 0.0)

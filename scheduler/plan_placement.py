@@ -11,6 +11,9 @@ from the DLA partitions). The record:
   and their ``formats``, and for DLA partitions the ``loadable`` index;
 * ``objective_values``: the solver's latency (ms), energy (mJ), transitions and loadables per core,
   and the value of the objective; ``messages``: TensorRT-style fallback messages.
+* ``stages`` (policy ``pipeline`` only): per stage its device, layers and stage time (ms). The
+  partitions follow the stages, one lane per device, so the executor pipelines frames: frame f+1
+  enters the first stage while frame f is in a later one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from .partitions import split_partitions
 from .platforms import get_platform
 from .policies import POLICIES, run_policy
 
+#: The builder's policies: the single-inference ones plus ``pipeline`` (stages for a stream of frames).
+BUILD_POLICIES = (*POLICIES, "pipeline")
+#: Frames the pipeline policy optimises for when building a plan (the steady state dominates).
+PIPELINE_FRAMES = 100
+
 
 def build_precision(config) -> Precision:
     return Precision.INT8 if config.int8 else (Precision.FP16 if config.fp16 else Precision.FP32)
@@ -40,8 +48,11 @@ def resolve_policy(config) -> str:
 def check_request(config) -> None:
     """Validation of the placement part of a BuilderConfig (called by BuilderConfig.validate)."""
     policy = resolve_policy(config)
-    if policy not in POLICIES:
-        raise BuildError(f"unknown placement policy '{policy}'; known: {', '.join(POLICIES)}")
+    if policy == "concurrent":
+        raise BuildError("placement policy 'concurrent' places several networks at once and has no single plan; "
+                         "use 'hetrt place MODEL_A MODEL_B --policy concurrent'")
+    if policy not in BUILD_POLICIES:
+        raise BuildError(f"unknown placement policy '{policy}'; known: {', '.join(BUILD_POLICIES)}")
     platform = get_platform(config.platform)
     platform.mode(config.power_mode)
     wants_dla = policy != "gpu-only" or config.default_device == "dla" or config.dla_core is not None
@@ -57,10 +68,21 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
     mode = platform.mode(config.power_mode)
     precision = build_precision(config)
     policy = resolve_policy(config)
+    stages: list[dict] = []
     if policy == "gpu-only":
         devices = {layer.name: "gpu" for layer in network}
         values: dict = {}
         messages: list[str] = []
+    elif policy == "pipeline":
+        from .studies.throughput_report import pipeline_devices
+
+        model = build_cost_model(network, platform, mode.name, precision)
+        plan, devices = pipeline_devices(model, PIPELINE_FRAMES)
+        names = list(devices)
+        stages = [{"device": st.device, "layers": names[st.first:st.stop], "time_ms": st.time} for st in plan.stages]
+        values = {"period_ms": plan.period_ms, "latency_ms": plan.latency_ms, "throughput_fps": plan.throughput_fps,
+                  "energy_per_frame_mj": plan.energy_per_frame_mj, "frames": plan.frames, "solver": plan.solver}
+        messages = []
     else:
         model = build_cost_model(network, platform, mode.name, precision)
         result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
@@ -68,7 +90,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
         values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,
                   "loadables": dict(result.loadables), "objective": result.objective,
                   "objective_value": result.objective_value, "solver": result.solver}
-        messages = [m for m in result.messages if "'<in:" not in m and "'<out:" not in m]
+        messages = list(result.messages)  # pseudo I/O nodes log nothing (Node.pseudo)
         for m in messages:
             logger.warning(m)
     for layer in network:
@@ -94,4 +116,6 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
         "dla": {"config": platform.dla_config, "version": platform.dla_version, "cores": platform.dla_cores},
         "devices": devices, "partitions": records, "objective_values": values, "messages": messages,
     }
+    if stages:
+        placement["stages"] = stages
     return placement, loadables

@@ -2,9 +2,10 @@
 
 ``gpu-only``; ``dla-first`` (TensorRT's default with GPU fallback and the 16-loadables-per-core cap);
 ``best-single-cut`` (AxoNN/HaX-CoNN style); ``optimal`` (exact: min-cut / MILP, see
-``scheduler.placement``); the solver functions live in ``scheduler.placement``. Pipeline and
-concurrent placements are throughput schedules over frames; they are studied by ``hetrt sweep`` and
-not a single-inference device map, so the builder does not take them.
+``scheduler.placement``); the solver functions live in ``scheduler.placement``. The throughput
+schedules are elsewhere: ``pipeline`` (stages for a stream of frames; the builder takes it, see
+``scheduler.plan_placement``) and ``concurrent`` (several networks; ``hetrt place A B --policy
+concurrent``), both reported by ``scheduler.studies.throughput_report``.
 """
 
 from __future__ import annotations

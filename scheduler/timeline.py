@@ -24,8 +24,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .cost import CostModel, is_pseudo, transition_cost_s
-from .costgraph import GPU
+from .cost import CostModel
+from .costgraph import GPU, Tensor
 
 LANES = ("gpu", "dla0", "dla1")
 
@@ -98,52 +98,54 @@ def simulate_timeline(model: CostModel, devices: Mapping[str, str], frames: int 
     g = model.graph
     platform, mode = model.platform, model.mode
     bandwidth = mode.dram_gbps * 1e9 * platform.gpu.bandwidth_efficiency
-    dev = {n.name: (devices.get(n.name, GPU) if not is_pseudo(n.name) else GPU) for n in g.nodes}
+    pseudo = {n.name for n in g.nodes if n.pseudo}
+    dev = {n.name: (devices.get(n.name, GPU) if n.name not in pseudo else GPU) for n in g.nodes}
     # per layer: (alone seconds, dynamic joules, demand bytes/s)
     cost: dict[str, tuple[float, float, float]] = {}
     for n in g.nodes:
-        if is_pseudo(n.name):
+        if n.pseudo:
             continue
         d = dev[n.name]
         if not n.supports(d):
             raise ValueError(f"layer {n.name!r} cannot run on {d}: {n.why_not(d)}")
         t = n.time[d] / 1e3
         cost[n.name] = (t, n.energy[d] / 1e3, n.dram_share.get(d, 0.0) * mode.dram_gbps * 1e9)
-    inputs_of: dict[str, list[tuple[str, str, int]]] = {n.name: [] for n in g.nodes}  # (tensor, producer, bytes)
+    inputs_of: dict[str, list[Tensor]] = {n.name: [] for n in g.nodes}
     for t in g.tensors:
         for c in t.consumers:
-            inputs_of[c].append((t.name, t.producer, t.nbytes))
-    order = [n.name for n in g.nodes if not is_pseudo(n.name)]
+            inputs_of[c].append(t)
+    order = [n.name for n in g.nodes if n.name not in pseudo]
     queues = {lane: [(f, name) for f in range(frames) for name in order if dev[name] == lane] for lane in LANES}
     end: dict[tuple[int, str], float] = {}
     for f in range(frames):
         for n in g.nodes:
-            if n.name.startswith("<in:"):
+            if n.pseudo and not inputs_of[n.name]:  # a network input: there at time 0
                 end[(f, n.name)] = 0.0
     events: list[TimelineEvent] = []
     moved: dict[tuple[int, str, str], float] = {}  # (frame, tensor, dest) -> arrival
     dyn = 0.0
 
-    def arrival(f: int, tensor: str, producer: str, nbytes: int, dest: str) -> float | None:
+    def arrival(f: int, tensor: Tensor, dest: str) -> float | None:
         nonlocal dyn
+        producer = tensor.producer
         if (f, producer) not in end:
             return None
         src = dev[producer]
         if src == dest:
             return end[(f, producer)]
-        key = (f, tensor, dest)
+        key = (f, tensor.name, dest)
         if key not in moved:
-            dt, de = transition_cost_s(platform, mode, nbytes, src, dest)
+            dt, de = (x / 1e3 for x in g.tensor_transfer(tensor, src, dest))  # ms, mJ -> s, J
             s = end[(f, producer)]
             moved[key] = s + dt
             dyn += de
-            events.append(TimelineEvent("transfer", f"{tensor} {src}->{dest}", f, s, s + dt, dt))
+            events.append(TimelineEvent("transfer", f"{tensor.name} {src}->{dest}", f, s, s + dt, dt))
         return moved[key]
 
     def ready_time(f: int, name: str) -> float | None:
         r = 0.0
-        for tensor, producer, nbytes in inputs_of[name]:
-            a = arrival(f, tensor, producer, nbytes, dev[name])
+        for tensor in inputs_of[name]:
+            a = arrival(f, tensor, dev[name])
             if a is None:
                 return None
             r = max(r, a)
@@ -196,9 +198,9 @@ def simulate_timeline(model: CostModel, devices: Mapping[str, str], frames: int 
     finish = [0.0] * frames
     for f in range(frames):
         for n in g.nodes:
-            if n.name.startswith("<out:"):
-                for tensor, producer, nbytes in inputs_of[n.name]:
-                    finish[f] = max(finish[f], arrival(f, tensor, producer, nbytes, GPU))
+            if n.pseudo and inputs_of[n.name]:  # a network output: read back on the GPU
+                for tensor in inputs_of[n.name]:
+                    finish[f] = max(finish[f], arrival(f, tensor, GPU))
         finish[f] = max([finish[f]] + [e.end_s for e in events if e.frame == f])
     makespan = max(finish) if finish else 0.0
     static = g.static_power

@@ -34,7 +34,8 @@ def dla_first(
 ) -> Placement:
     """TensorRT's default with ``kGPU_FALLBACK``: every layer the DLA core can run goes there.
 
-    Unsupported layers go to the GPU, each logged with its reason. The DLA layers then form
+    Unsupported layers go to the GPU, each logged with its reason (pseudo nodes, the network's
+    I/O, are pinned to the GPU silently: TensorRT has no such layers). The DLA layers then form
     loadables (maximal runs in execution order, see ``scheduler.objectives``). Rule for the cap:
     the first ``max_loadables`` runs in execution order stay on the DLA; every later run falls
     back to the GPU as a whole, with TensorRT's message "DLA supports only 16 subgraphs per DLA
@@ -51,6 +52,9 @@ def dla_first(
         if n.supports(dla):
             devices.append(dla)
             reasons[n.name] = f"dla-first: {dla} can run it"
+        elif n.supports(GPU) and n.pseudo:
+            devices.append(GPU)
+            reasons[n.name] = f"pinned to gpu ({n.why_not(dla)})"
         elif n.supports(GPU):
             devices.append(GPU)
             msg = f"Layer '{n.name}': unsupported on DLA ({n.why_not(dla)}). Switching this layer's device type to GPU."

@@ -133,7 +133,7 @@ def _segment(g: CostGraph, net: int, lo: int, hi: int, dev: str, placed: list[st
             continue
         first_on_dev = min((g.index[c] for c in t.consumers if placed[g.index[c]] == dev), default=None)
         if first_on_dev is not None and lo <= first_on_dev < hi:
-            work += g.transfer(t.nbytes, src, dev)[0]
+            work += g.tensor_transfer(t, src, dev)[0]
     return Segment(net, lo, hi, dev, work, share_t / work if work > 0 else 0.0)
 
 

@@ -97,7 +97,7 @@ def solve_milp(
             for c in holders:
                 b.row([(y, 1.0), (x[c][d], -1.0)], 0.0, np.inf)
             for a in srcs:
-                tt, te = g.transfer(t.nbytes, a, d)
+                tt, te = g.tensor_transfer(t, a, d)
                 z = b.var(0, 1, False)
                 b.row([(z, 1.0), (x[p][a], -1.0), (y, -1.0)], -1.0, np.inf)
                 zs.append(z)

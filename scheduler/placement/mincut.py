@@ -13,6 +13,12 @@ Construction (source = device A, sink = device B; a node on the source side runs
   With two devices a tensor has one destination device other than its producer's, so these two
   gadgets reproduce the transfer term of the objective exactly.
 
+* optional per-run penalty mu (the Lagrangian term of a DLA loadable cap, ``scheduler.placement.
+  lagrange``): a DLA run on device B starts at execution position i exactly when i is on B and i-1
+  is on A (or i = 0), so an arc (i-1)->i of capacity mu (and mu added to s->0) charges mu per run
+  start; for a DLA device A the arcs i->(i-1) and 0->t do the same. Each term is a pairwise
+  "u on one side, v on the other" cost, which is what a cut pays, so the construction stays exact.
+
 Every finite s-t cut therefore costs exactly the objective of the placement it encodes (for the
 aux nodes' best positions), and every placement is encoded by some finite cut, so a minimum cut
 is an optimal placement. Capacities are the objective weights converted exactly to integers
@@ -23,9 +29,8 @@ runs on Python integers: no rounding enters the comparison of cuts.
 from __future__ import annotations
 
 from collections import deque
-from fractions import Fraction
 
-from scheduler.costgraph import CostGraph
+from scheduler.costgraph import CostGraph, is_dla
 
 
 class _FlowNetwork:
@@ -107,17 +112,20 @@ class _FlowNetwork:
 
 
 def _exact_integers(values: list[float | None]) -> list[int | None]:
-    """Scale finite floats by one power of two so that all become integers, exactly."""
-    ratios = [Fraction(v) if v is not None else None for v in values]
-    den = 1
-    for r in ratios:
-        if r is not None:
-            den = max(den, r.denominator)  # all denominators are powers of two
-    return [None if r is None else int(r * den) for r in ratios]
+    """Scale finite floats by one power of two so that all become integers, exactly.
+
+    ``float.as_integer_ratio`` gives numerator / 2^k exactly; the largest denominator is a
+    common multiple of all of them."""
+    ratios = [v.as_integer_ratio() if v is not None else None for v in values]
+    den = max((r[1] for r in ratios if r is not None), default=1)
+    return [None if r is None else r[0] * (den // r[1]) for r in ratios]
 
 
-def min_cut_placement(g: CostGraph, a: str, b: str, w_time: float, w_energy: float) -> list[str]:
-    """Minimise ``w_time * latency + w_energy * energy`` over placements on devices ``a`` and ``b``.
+def min_cut_placement(
+    g: CostGraph, a: str, b: str, w_time: float, w_energy: float, run_penalty: float = 0.0
+) -> list[str]:
+    """Minimise ``w_time * latency + w_energy * energy (+ run_penalty * DLA runs)`` over placements
+    on devices ``a`` and ``b``. Runs are counted on whichever of ``a`` and ``b`` is a DLA core.
 
     Layers that run on neither must not exist (checked by the caller)."""
     n = len(g)
@@ -129,17 +137,27 @@ def min_cut_placement(g: CostGraph, a: str, b: str, w_time: float, w_energy: flo
         node_w.append((wa, wb))
     ten_w: list[tuple[float, float]] = []
     for t in g.tensors:
-        ab_t, ab_e = g.transfer(t.nbytes, a, b)
-        ba_t, ba_e = g.transfer(t.nbytes, b, a)
+        ab_t, ab_e = g.tensor_transfer(t, a, b)
+        ba_t, ba_e = g.tensor_transfer(t, b, a)
         ten_w.append((k_lat * ab_t + w_energy * ab_e, k_lat * ba_t + w_energy * ba_e))
+    pen_a = run_penalty if is_dla(a) else 0.0
+    pen_b = run_penalty if is_dla(b) else 0.0
     flat: list[float | None] = [x for pair in node_w for x in pair] + [x for pair in ten_w for x in pair]
+    flat += [pen_a, pen_b]
     ints = _exact_integers(flat)
-    inf = sum(x for x in ints if x is not None) + 1
+    mu_a, mu_b = ints[-2], ints[-1]
+    ints = ints[:-2]
+    inf = sum(x for x in ints if x is not None) + n * (mu_a + mu_b) + 1
     ints = [inf if x is None else x for x in ints]
     src, snk = n, n + 1
     net = _FlowNetwork(n + 2 + 2 * len(g.tensors))
     for v in range(n):
         wa, wb = ints[2 * v], ints[2 * v + 1]
+        if v == 0:  # a run starts at position 0 on whichever device layer 0 uses
+            wa, wb = min(inf, wa + mu_a), min(inf, wb + mu_b)
+        else:
+            net.add(v - 1, v, mu_b)  # v-1 on A, v on B: a run on B starts at v
+            net.add(v, v - 1, mu_a)  # v on A, v-1 on B: a run on A starts at v
         net.add(src, v, wb)
         net.add(v, snk, wa)
     base = 2 * n

@@ -76,7 +76,7 @@ def stage_times(g: CostGraph, cuts: Sequence[int], devs: Sequence[str]) -> list[
         for ten in g.tensors:
             p = g.index[ten.producer]
             if stage_of[p] < k and any(stage_of[g.index[c]] == k for c in ten.consumers):
-                t += g.transfer(ten.nbytes, devs[stage_of[p]], d)[0]
+                t += g.tensor_transfer(ten, devs[stage_of[p]], d)[0]
         out.append(t)
     return out
 
@@ -106,8 +106,7 @@ def pipeline(g: CostGraph, devices: Sequence[str] = DEVICES, frames: int = 100) 
     prefix[1:] = np.cumsum(np.where(np.isfinite(time_tab), time_tab, 0.0), axis=0)
     bad[1:] = np.cumsum(~np.isfinite(time_tab), axis=0)
     prod, cons, maxc = _tensor_arrays(g)
-    nbytes = [t.nbytes for t in g.tensors]
-    T = {(a, b): np.array([g.transfer(s, a, b)[0] for s in nbytes]) for a in DEVICES for b in DEVICES}
+    T = {(a, b): np.array([g.tensor_transfer(t, a, b)[0] for t in g.tensors]) for a in DEVICES for b in DEVICES}
     idx = np.arange(n + 1)
 
     def seg(d: str, lo, hi):
@@ -183,7 +182,7 @@ def pipeline(g: CostGraph, devices: Sequence[str] = DEVICES, frames: int = 100) 
     for ten in g.tensors:
         src = placed[g.index[ten.producer]]
         for d in {placed[g.index[c]] for c in ten.consumers} - {src}:
-            dyn += g.transfer(ten.nbytes, src, d)[1]
+            dyn += g.tensor_transfer(ten, src, d)[1]
     return PipelinePlan(
         stages=stages,
         frames=frames,

@@ -143,9 +143,9 @@ class Platform:
         return self.transition.reference_gpu_clock_mhz / mode.gpu_clock_mhz
 
     def static_power_w(self, mode: PowerMode) -> dict[str, float]:
-        """Static power by CostGraph device key. The SoC/DRAM rail has no device of its own, so it is
-        booked with the GPU entry (it is paid for the whole inference either way)."""
-        out = {"gpu": mode.gpu_static_w + mode.soc_static_w}
+        """Static power by rail: the CostGraph device keys plus ``soc`` (DRAM, fabric, idle CPU),
+        which has no device of its own; every rail is paid for the whole inference."""
+        out = {"gpu": mode.gpu_static_w, "soc": mode.soc_static_w}
         for k in range(self.dla_cores):
             out[f"dla{k}"] = mode.dla_static_w
         return out

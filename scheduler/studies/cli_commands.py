@@ -19,16 +19,40 @@ def _precision(args) -> Precision:
     raise BuildError(FP32_ON_DLA)
 
 
+PLACE_POLICIES = ("optimal", "pipeline", "concurrent")
+
+
 def run_place(args) -> str:
+    from ..cost import build_cost_model
     from ..platforms import get_platform
     from .model_loading import load_network
     from .place_report import format_report, make_constraints, place
+    from .throughput_report import concurrent_report, format_concurrent, format_pipeline, pipeline_report
 
+    models = args.model if isinstance(args.model, list) else [args.model]
+    policy = getattr(args, "policy", None) or "optimal"
+    if policy not in PLACE_POLICIES:
+        raise BuildError(f"unknown --policy '{policy}'; use {', '.join(PLACE_POLICIES)}")
+    if policy == "concurrent" and not 2 <= len(models) <= 3:
+        raise BuildError(f"--policy concurrent places 2 or 3 models at once, got {len(models)}")
+    if policy != "concurrent" and len(models) != 1:
+        raise BuildError(f"{len(models)} models given: several models need --policy concurrent")
     precision = _precision(args)
     platform = get_platform(args.platform)
     platform.mode(args.power_mode)
+    batch = getattr(args, "batch", None)
+    if policy == "pipeline":
+        frames = getattr(args, "frames", None)
+        frames = 100 if frames is None else frames
+        if frames < 1:
+            raise BuildError(f"--frames must be >= 1, got {frames}")
+        model = build_cost_model(load_network(models[0], batch), platform, args.power_mode, precision)
+        return format_pipeline(pipeline_report(model, frames))
+    if policy == "concurrent":
+        costed = [build_cost_model(load_network(m, batch), platform, args.power_mode, precision) for m in models]
+        return format_concurrent(concurrent_report(costed))
     constraints = make_constraints(args.deadline, args.energy_budget, args.max_transitions)
-    net = load_network(args.model, getattr(args, "batch", None))
+    net = load_network(models[0], batch)
     report = place(net, platform.name, args.power_mode, precision, args.objective, args.lam, constraints)
     return format_report(report)
 

@@ -12,9 +12,9 @@ from engine.dtypes import Precision
 from engine.errors import BuildError
 from engine.network import Network
 
-from ..cost import CostModel, build_cost_model, is_pseudo
-from ..costgraph import GPU
-from ..objectives import Constraints
+from ..cost import CostModel, build_cost_model
+from ..costgraph import DEVICES, DLA0, DLA1, GPU
+from ..objectives import Constraints, evaluate
 from ..placement.result import Placement
 from ..policies import parse_objective, run_policy
 from ..timeline import Timeline, simulate_timeline
@@ -56,46 +56,106 @@ def place(network: Network, platform: str, power_mode: str | None, precision: Pr
     return PlaceReport(model, str(obj), chosen, baselines, timeline, constraints or Constraints())
 
 
-def _reason(model: CostModel, name: str, device: str) -> str:
-    node = model.graph.nodes[model.graph.index[name]]
-    if device == GPU:
-        if not node.supports("dla0"):
-            return "DLA: " + node.why_not("dla0")
-        return f"dla {node.time['dla0']:.4f} ms/{node.energy['dla0']:.4f} mJ there"
-    return f"gpu {node.time[GPU]:.4f} ms/{node.energy[GPU]:.4f} mJ there"
+def _flip_reasons(r: PlaceReport) -> dict[str, str]:
+    """Why each layer sits where it does: its DLA refusal, or what moving it alone would cost.
+
+    The optimum is global, so the honest per-layer answer is the marginal one: the change of the
+    objective (and of layer time and hand-off time) if only this layer ran on its best other device,
+    every other layer kept; a positive change means the move would be worse."""
+    g = r.model.graph
+    obj = parse_objective(r.objective)
+    base = [r.chosen.devices[n.name] for n in g.nodes]
+    m0 = evaluate(g, base)
+    v0 = obj.value(m0.latency, m0.energy)
+    out = {}
+    for i, node in enumerate(g.nodes):
+        if node.pseudo:
+            continue
+        d = base[i]
+        others = [x for x in DEVICES if x != d and node.supports(x) and (x != DLA1 or DLA0 not in node.allowed
+                                                                        or d == DLA0)]
+        if not others:
+            why = "; ".join(f"{x}: {node.why_not(x)}" for x in DEVICES if x != d and not node.supports(x))
+            out[node.name] = f"only {d} can run it ({why})"
+            continue
+        best = None
+        for x in others:
+            flip = list(base)
+            flip[i] = x
+            m = evaluate(g, flip)
+            delta = obj.value(m.latency, m.energy) - v0
+            if best is None or delta < best[0]:
+                best = (delta, x, m)
+        delta, x, m = best
+        layer_dt = (node.time[x] - node.time[d]) * 1e3
+        hand_dt = (m.latency - m0.latency) * 1e3 - layer_dt
+        refusal = ""
+        if d == GPU and not node.supports(DLA0):
+            refusal = f"DLA: {node.why_not(DLA0)}; "
+        out[node.name] = (f"{refusal}on {x} alone: {obj} {'+' if delta >= 0 else ''}{_fmt(delta)} "
+                          f"(layer {layer_dt:+.1f} us, hand-offs {hand_dt:+.1f} us)")
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _row(name: str, p: Placement, g) -> str:
+    n_dla = sum(1 for n in g.nodes if not n.pseudo and p.devices[n.name] != GPU)
+    power = p.energy / p.latency if p.latency > 0 else 0.0
+    lo = "/".join(str(p.loadables.get(c, 0)) for c in (DLA0, DLA1))
+    return (f"  {name:<34} {p.latency * 1e3:>10.1f} {p.energy * 1e3:>10.1f} {p.latency * p.energy:>11.4g} "
+            f"{power:>7.2f} {p.transitions:>11} {lo:>9} {n_dla:>6}")
 
 
 def format_report(r: PlaceReport) -> str:
     m = r.model
-    lines = [f"Placement of '{m.graph.name}' on {m.platform.name} at {m.mode.name}, {m.precision.value}, "
+    g = m.graph
+    c = r.chosen
+    rails = ", ".join(f"{k} {v:.2f} W" for k, v in g.static_power_w.items())
+    lines = [f"hetrt place: '{g.name}' on {m.platform.name} at {m.mode.name}, {m.precision.value}, "
              f"objective {r.objective}",
-             f"  GPU clock: {m.gpu_clock}; DLA clock: {m.dla_clock}; cost model built in {m.build_s * 1e3:.0f} ms"]
+             f"  solver {c.solver} in {c.solve_time_s * 1e3:.1f} ms (exact for the sequential model); cost model built "
+             f"in {m.build_s * 1e3:.0f} ms",
+             "  clock: every number is on the simulated target clock",
+             f"    GPU: {m.gpu_clock}",
+             f"    DLA: {m.dla_clock}",
+             f"  static rails (paid for the whole inference): {rails}"]
+    k = r.constraints
+    limits = [f"{k.max_loadables_per_core} DLA loadables per core" if k.max_loadables_per_core is not None
+              else "no loadable cap"]
+    limits += [f"{label} {v:g}{unit}" for label, v, unit in (("deadline", k.deadline_ms, " ms"),
+               ("energy budget", k.energy_budget_mj, " mJ"), ("max transitions", k.max_transitions, ""))
+               if v is not None]
+    lines.append("  limits: " + ", ".join(limits))
     for note in m.notes:
         lines.append(f"  note: {note}")
-    w = max([len(row.name) for row in m.layers] + [5])
-    lines.append("")
-    lines.append(f"{'layer':<{w}}  {'kind':<15} {'device':<6} {'time ms':>9} {'energy mJ':>10}  reason")
-    for row in m.layers:
-        d = r.chosen.devices[row.name]
-        node = m.graph.nodes[m.graph.index[row.name]]
-        lines.append(f"{row.name:<{w}}  {row.kind:<15} {d:<6} {node.time[d]:>9.4f} {node.energy[d]:>10.4f}  "
-                     f"{_reason(m, row.name, d)}")
-    lines.append("")
-    lines.append("Totals (sequential model: layers + hand-offs; energy includes static power x latency)")
-    lines.append(f"  {'policy':<28} {'latency ms':>10} {'energy mJ':>10} {'EDP mJ*ms':>10} {'transitions':>11} "
-                 f"{'loadables':>9} {'DLA layers':>10}")
-    rows = [(f"optimal ({r.chosen.solver})", r.chosen)] + list(r.baselines.items())
-    for name, p in rows:
-        n_dla = sum(1 for k, v in p.devices.items() if v != GPU and not is_pseudo(k))
-        lines.append(f"  {name:<28} {p.latency:>10.4f} {p.energy:>10.4f} {p.latency * p.energy:>10.4f} "
-                     f"{p.transitions:>11} {sum(p.loadables.values()):>9} {n_dla:>10}")
-    g = r.baselines["gpu-only"]
-    lines.append(f"  optimal vs gpu-only: latency x{r.chosen.latency / g.latency:.3f}, energy "
-                 f"x{r.chosen.energy / g.energy:.3f}")
+    reasons = _flip_reasons(r)
+    rows = list(m.layers)
+    w = max([len(row.name) for row in rows] + [5])
+    lines += ["", f"{'layer':<{w}}  {'kind':<15} {'device':<6} {'time us':>9} {'energy uJ':>10}  reason"]
+    for row in rows:
+        d = c.devices[row.name]
+        node = g.nodes[g.index[row.name]]
+        lines.append(f"{row.name:<{w}}  {row.kind:<15} {d:<6} {node.time[d] * 1e3:>9.2f} "
+                     f"{node.energy[d] * 1e3:>10.2f}  {reasons[row.name]}")
+    lines += ["", "Totals per inference (sequential model: layers + hand-offs; energy includes all rails' static "
+              "power)",
+              f"  {'policy':<34} {'latency us':>10} {'energy uJ':>10} {'EDP mJ*ms':>11} {'avg W':>7} "
+              f"{'transitions':>11} {'loadables':>9} {'DLA':>6}",
+              "  " + " " * 34 + " " * 53 + "dla0/dla1 layers"]
+    lines.append(_row(f"chosen ({c.solver})", c, g))
+    for name, p in r.baselines.items():
+        lines.append(_row(name, p, g))
+    for name, p in r.baselines.items():
+        lines.append(f"  chosen vs {name}: latency x{c.latency / p.latency:.3f}, energy x{c.energy / p.energy:.3f}, "
+                     f"EDP x{(c.latency * c.energy) / (p.latency * p.energy):.3f}")
     tl = r.timeline.summary()
-    lines.append(f"  simulated timeline (lanes overlap where the DAG allows): {tl['latency_ms']:.4f} ms, "
-                 f"{tl['energy_per_inference_mj']:.4f} mJ/inference, {tl['average_power_w']:.2f} W average")
-    msgs = [x for x in r.baselines["dla-first"].messages if "'<in:" not in x and "'<out:" not in x]
+    lines.append(f"  simulated timeline of the chosen placement (lanes overlap where the DAG allows, DRAM contention): "
+                 f"{tl['latency_ms'] * 1e3:.1f} us, {tl['energy_per_inference_mj'] * 1e3:.1f} uJ, "
+                 f"{tl['average_power_w']:.2f} W average")
+    msgs = list(r.baselines["dla-first"].messages)
     if msgs:
         lines.append("")
         lines.append("dla-first (TensorRT default) messages:")

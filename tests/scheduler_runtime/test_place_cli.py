@@ -11,8 +11,11 @@ def test_place_prints_the_table_and_totals(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "on orin-agx-64gb at 30W, fp16, objective edp" in out
-    for policy in ("optimal (", "gpu-only", "dla-first", "best-single-cut"):
+    for policy in ("chosen (optimal[", "gpu-only", "dla-first", "best-single-cut"):
         assert policy in out
+    assert "clock: every number is on the simulated target clock" in out and "soc " in out
+    table = out.split("reason\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(table) == 24 and all(row.split("  ")[-1].strip() for row in table)  # a reason on every layer
     assert "simulated timeline" in out
 
 

@@ -16,7 +16,9 @@ def test_every_platform_is_registered_and_well_formed():
         assert p.default_mode in p.modes
         for m in p.modes.values():
             assert m.gpu_static_w >= 0 and m.soc_static_w >= 0 and m.dram_gbps > 0
-            assert set(p.static_power_w(m)) == {"gpu", *(f"dla{k}" for k in range(p.dla_cores))}
+            rails = p.static_power_w(m)
+            assert set(rails) == {"gpu", "soc", *(f"dla{k}" for k in range(p.dla_cores))}
+            assert rails["soc"] == m.soc_static_w and rails["gpu"] == m.gpu_static_w
         assert p.transition.fixed_s["gpu->dla"] > 0 and p.transition.fixed_s["dla->gpu"] > 0
 
 
