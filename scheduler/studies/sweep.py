@@ -9,6 +9,7 @@ at a power mode. Every point is the exact optimum of its objective under the seq
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -86,7 +87,8 @@ def run_sweep(model_spec: str, platform: str, modes: Sequence[str], precision: s
     if workers == 1:
         per_mode = [sweep_mode(model_spec, platform, m, precision, objectives, lambdas) for m in modes]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futs = [pool.submit(sweep_mode, model_spec, platform, m, precision, tuple(objectives), tuple(lambdas))
                     for m in modes]
             per_mode = [f.result() for f in futs]
