@@ -30,11 +30,13 @@ from dla_sim.ops import ConvOp, HwOp
 from engine.dtypes import Precision
 from engine.errors import ExecutionError, UnsupportedError
 from engine.network import Network
+from engine.quantization.scales import dequantize, quantize
 
 from .costing import GroupCostCache
 from .cubes import cube_shape, hw_precision
+from .int8 import Rep
 from .lower import lower
-from .program import build_loadable, io_format
+from .program import boundary_formats, build_loadable, io_format
 from .runner import run
 from .support import supports
 
@@ -87,6 +89,46 @@ class DlaRunStats:
     trace: tuple[OpTrace, ...]
 
 
+def boundary_reps(ld: Loadable, precision: Precision) -> dict[str, Rep]:
+    """Each boundary tensor's representation: recorded per tensor for INT8 partitions, else the
+    partition's precision."""
+    rec = ld.meta.get("boundary") or {}
+    hp = hw_precision(Precision(precision))
+    names = [t for t, _ in ld.meta.get("inputs", [])] + [t for t, _ in ld.meta.get("outputs", [])]
+    reps = {t: Rep(hp) for t in names}
+    reps.update({t: Rep.from_json(r) for t, r in rec.items()})
+    return reps
+
+
+def to_cube(a: np.ndarray, rep: Rep, name: str) -> np.ndarray:
+    """Host value -> DLA cube, as the boundary reformat does: int8 ``quantize(x, scale)`` (what the
+    reference INT8 kernels do with their input; exact for the q·scale values INT8 layers hand on),
+    fp16 rounding otherwise; packed to and unpacked from the I/O format."""
+    cube = cube_shape(a.shape)
+    if rep.is_int8:
+        if rep.scale is None:
+            raise ExecutionError(f"input '{name}': int8 boundary without a scale (a partition compiled for costing)")
+        x = quantize(a, np.float32(rep.scale)).reshape(cube)
+    else:
+        with np.errstate(over="ignore"):
+            x = a.astype(np.float16).reshape(cube)
+    fmt = io_format(rep.precision)
+    return unpack_io(pack_io(x, fmt), fmt, cube, rep.precision.dtype)
+
+
+def from_cube(y: np.ndarray, rep: Rep, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """DLA cube -> host value: int8 cubes as float32 ``q·scale`` (the reference's INT8 hand-off),
+    fp16 cubes as float16 arrays."""
+    cube = cube_shape(shape)
+    fmt = io_format(rep.precision)
+    y = unpack_io(pack_io(np.ascontiguousarray(y), fmt), fmt, cube, rep.precision.dtype).reshape(shape)
+    if rep.is_int8:
+        if rep.scale is None:
+            raise ExecutionError(f"output '{name}': int8 boundary without a scale")
+        return dequantize(y, np.float32(rep.scale))
+    return y
+
+
 def check_limits(ops: list[HwOp], cfg: DlaConfig) -> None:
     """Raise ``DlaLimitError`` naming every hardware limit any op violates (never run out of limits)."""
     reasons = []
@@ -118,11 +160,11 @@ class DlaBackend:
         lowered = lower(network, names, precision, self.cfg)
         check_limits(lowered.ops, self.cfg)
         ld = build_loadable(lowered, network, f"{network.name}.dla{self.core}", self.cfg.name)
-        fmt = io_format(hw_precision(precision))
+        fmt = boundary_formats(lowered)
         return DlaPartition(
             loadable=ld.to_bytes(),
-            inputs=tuple(BoundaryTensor(t, network.tensors[t].shape, fmt) for t in lowered.inputs),
-            outputs=tuple(BoundaryTensor(t, network.tensors[t].shape, fmt) for t in lowered.outputs),
+            inputs=tuple(BoundaryTensor(t, network.tensors[t].shape, fmt[t]) for t in lowered.inputs),
+            outputs=tuple(BoundaryTensor(t, network.tensors[t].shape, fmt[t]) for t in lowered.outputs),
             precision=precision, config=self.cfg.name, core=self.core, layers=tuple(names),
         )
 
@@ -153,9 +195,7 @@ class DlaBackend:
         ld, stats = self._load(partition)
         if timing_only:
             return {}, stats
-        hp = hw_precision(partition.precision)
-        if hp.is_int:
-            raise UnsupportedError("INT8 execution on the DLA backend is not implemented")
+        reps = boundary_reps(ld, partition.precision)
         want = {b.name: b for b in partition.inputs}
         missing, unknown = sorted(set(want) - set(inputs)), sorted(set(inputs) - set(want))
         if missing or unknown:
@@ -167,17 +207,11 @@ class DlaBackend:
                 raise ExecutionError(f"input '{name}': expected shape {b.shape}, got {tuple(a.shape)}")
             if a.dtype.kind != "f":
                 raise ExecutionError(f"input '{name}': expected a float array, got {a.dtype}")
-            cube = cube_shape(b.shape)
-            with np.errstate(over="ignore"):
-                x = a.astype(hp.dtype).reshape(cube)
-            feeds[name] = unpack_io(pack_io(x, b.format), b.format, cube, hp.dtype)  # the boundary reformat
+            feeds[name] = to_cube(a, reps[name], name)
         env = run(ld, self.cfg, feeds)
         outs = {}
         for b in partition.outputs:
-            y = env[b.name]
-            cube = cube_shape(b.shape)
-            y = unpack_io(pack_io(np.ascontiguousarray(y), b.format), b.format, cube, hp.dtype)
-            outs[b.name] = y.reshape(b.shape)
+            outs[b.name] = from_cube(env[b.name], reps[b.name], b.shape, b.name)
         return outs, stats
 
     # ------------------------------------------------------------------------------ cost

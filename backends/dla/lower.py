@@ -23,8 +23,12 @@ Anything else raises :class:`UnsupportedError` with a reason a user can act on; 
 are not checked here (``support.py`` and the units check them with ``dla_sim.limits``).
 
 Precision: FP16 follows the project's convention — weights and operands rounded to fp16, CACC and
-SDP arithmetic in fp32, outputs rounded to fp16. INT8 needs per-tensor scales on the layer
-(``engine.quantization.annotation``); its lowering is in :mod:`backends.dla.int8`.
+SDP arithmetic in fp32, outputs rounded to fp16. An INT8 partition is mixed precision: each layer
+runs in the mode the INT8 builder gave it (:mod:`backends.dla.int8`: INT8 convolution / FC /
+pooling with their annotated scales, FP16 for the rest, data movement in its input's
+representation); every tensor is an int8 cube at one scale or an fp16 cube, boundary inputs are
+declared in the representation their readers in the partition need, and an FP16 reader of an
+int8 cube gets an SDP conversion (int8 -> fp16, then times the scale).
 
 ``with_weights=False`` builds the same ops without converting weights (for costing and support
 checks, where only shapes matter).
@@ -32,6 +36,8 @@ checks, where only shapes matter).
 
 from __future__ import annotations
 
+import copy
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -55,7 +61,9 @@ from engine.layers import (
 )
 from engine.network import Layer, Network
 
+from . import int8
 from .cubes import atom_channels, cube_shape, hw_precision, make_cube
+from .int8 import FP16_REP, Rep
 
 Shape4 = tuple[int, int, int, int]
 
@@ -108,17 +116,31 @@ class Lowered:
     inputs: list[str] = field(default_factory=list)  # boundary inputs (IR tensor names)
     outputs: list[str] = field(default_factory=list)  # boundary outputs (IR tensor names)
     fused: dict[str, str] = field(default_factory=dict)  # layer -> layer whose op absorbed it
+    reps: dict[str, Rep] = field(default_factory=dict)  # INT8 partitions: boundary tensor -> int8 (scale) / fp16
 
 
 # ----------------------------------------------------------------------------------------------
 # context
 
 
+class _NetView:
+    """The network with extra tensors (conversions the lowering adds) visible in ``tensors``."""
+
+    def __init__(self, network: Network) -> None:
+        self._net = network
+        self.tensors = ChainMap({}, network.tensors)
+
+    def __getattr__(self, name: str):
+        return getattr(self._net, name)
+
+
 class _Ctx:
     def __init__(self, network: Network, names: set[str], precision: Precision, cfg: DlaConfig,
                  with_weights: bool) -> None:
-        self.net = network
+        self.net = _NetView(network)
+        self.network = network
         self.names = names
+        self.reps: dict[str, Rep] = {}  # INT8 partitions: how each hardware tensor is held
         self.cfg = cfg
         self.hp = hw_precision(precision)
         self.with_weights = with_weights
@@ -201,6 +223,114 @@ class _Ctx:
         for t in old.outputs:
             if t not in op.outputs:
                 self.out.cubes.pop(t, None)
+
+
+    # -- INT8 partitions: representations -------------------------------------------------
+
+    def mode(self, layer: Layer) -> str:
+        return int8.layer_mode(layer, self.network)
+
+    def want(self, t: str) -> Rep | None:
+        """The representation this partition's readers need for ``t`` (int8 wins: fp16 readers convert)."""
+        reps: list[Rep] = []
+        for reader in self.consumers.get(t, []):
+            if reader.name not in self.names:
+                continue
+            m = self.mode(reader)
+            if m == "int8":
+                reps += [int8.input_rep(reader, i) for i, x in enumerate(reader.inputs) if x == t]
+            elif m == "fp16":
+                reps.append(FP16_REP)
+            elif m == "move" and reader.kind is not LayerKind.CONSTANT:
+                reps += [w for o in reader.outputs if (w := self.want(o)) is not None]
+        ints = [r for r in reps if r.is_int8]
+        for r in ints[1:]:
+            if not r.matches(ints[0]):
+                raise UnsupportedError(f"tensor '{t}' is read as {ints[0].describe()} and as {r.describe()} inside "
+                                       f"one DLA partition: an int8 cube has one scale")
+        if ints:
+            return next((r for r in ints if r.scale is not None), ints[0])
+        return FP16_REP if reps else None
+
+    def read(self, t: str, rep: Rep, layer: Layer) -> str:
+        """The tensor holding ``t`` as ``rep`` for ``layer``: ``t`` itself (declared on first use when
+        it is a boundary input) or its FP16 conversion; refuses what the DLA cannot convert."""
+        if self.const_value(t) is not None:
+            return t
+        have = self.reps.get(t)
+        if have is None:
+            if t in self.out.cubes:  # pragma: no cover - every cube of an INT8 partition has a rep
+                raise UnsupportedError(f"tensor '{t}' has no representation")
+            w = self.want(t) or rep
+            have = w if w.is_int8 else FP16_REP
+            self.out.cubes[t] = make_cube(t, self.net.tensors[t].shape, have.precision)
+            self.out.inputs.append(t)
+            self._boundary.add(t)
+            self.reps[t] = have
+        if have.matches(rep):
+            return t
+        if rep.is_int8 and have.is_int8:
+            raise UnsupportedError(f"tensor '{t}' is {have.describe()} but {layer.describe()} reads it as "
+                                   f"{rep.describe()}: the DLA cannot rescale an int8 cube between layers (equal "
+                                   f"scales needed, as TensorRT's DLA requires for concatenation)")
+        if rep.is_int8:
+            raise UnsupportedError(f"tensor '{t}' is computed in FP16 inside this DLA partition but "
+                                   f"{layer.describe()} reads it in INT8: the DLA has no FP16 -> INT8 conversion; "
+                                   f"cut the partition before this layer")
+        return self.to_fp16(t, have, layer)
+
+    def to_fp16(self, t: str, have: Rep, layer: Layer) -> str:
+        """int8 cube ``t`` as fp16 values q·scale: SDP int8 -> fp16 (converter identity), then an FP16
+        SDP multiply by the scale (an fp16 operand). Emitted once per tensor."""
+        name = f"{t}.fp16"
+        if name in self.out.cubes:
+            return name
+        shape = self.net.tensors[t].shape
+        mid = f"{t}.fp16i"
+        src = self.out.cubes[t]
+        midc = make_cube(mid, shape, HwPrecision.FP16)
+        outc = make_cube(name, shape, HwPrecision.FP16)
+        self.out.cubes[mid], self.out.cubes[name] = midc, outc
+        scale = None
+        if self.with_weights:
+            if have.scale is None:
+                raise UnsupportedError(f"tensor '{t}' has no INT8 scale: calibrate before running INT8")
+            scale = int8.fp16_scale(have.scale)
+        blob = self.blob(f"{t}.dequant.scale", scale, "operand")
+        self.emit(layer,
+                  SdpOp(name=f"{t}.to_fp16", input=src, output=midc, source="memory", inputs=(t,), outputs=(mid,)),
+                  SdpOp(name=f"{t}.dequant", input=midc, output=outc, source="memory", scale="per_layer",
+                        inputs=(mid, blob), outputs=(name,)))
+        self.net.tensors.maps[0][name] = self.net.tensors[t]
+        self.reps[name] = FP16_REP
+        return name
+
+    def move_rep(self, layer: Layer) -> Rep:
+        """Representation of a data-movement layer: its in-partition inputs', else what its readers
+        need, else how the producer outside holds it."""
+        ins = [t for t in layer.inputs if self.const_value(t) is None]
+        known = [self.reps[t] for t in ins if t in self.reps]
+        w = None
+        for o in layer.outputs:
+            w = w or self.want(o)
+        if known:
+            same = all(k.is_int8 and k.matches(known[0]) for k in known)
+            if same:
+                if w is not None and w.is_int8 and not w.matches(known[0]):
+                    raise UnsupportedError(f"its inputs are {known[0].describe()}, its INT8 readers use "
+                                           f"{w.describe()}: the DLA moves int8 data by addressing and cannot "
+                                           f"rescale it (equal scales needed)")
+                return next((k for k in known if k.scale is not None), known[0])
+            if w is not None and w.is_int8:
+                raise UnsupportedError(f"its inputs are {', '.join(k.describe() for k in known)} and its readers "
+                                       f"need {w.describe()}: INT8 {layer.kind.value} needs equal scales on every "
+                                       f"input and its output (the DLA moves int8 data by addressing and cannot "
+                                       f"rescale it, and has no FP16 -> INT8 conversion)")
+            return FP16_REP
+        if w is not None:
+            return w
+        src = int8.source_rep(ins[0], self.network) if ins else None
+        return src if src is not None and src.is_int8 else FP16_REP
 
 
 # ----------------------------------------------------------------------------------------------
@@ -776,6 +906,109 @@ def lower_constant(ctx: _Ctx, layer: Layer) -> None:
         raise UnsupportedError(f"constant '{t}' is also read outside the DLA partition: let the GPU own it")
 
 
+# ----------------------------------------------------------------------------------------------
+# INT8 layers (convolution, fully connected, pooling with annotated scales)
+
+
+def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
+                    kernel, stride, pad, dilation, groups: int, act: ActivationSpec | None,
+                    residual: str | None = None) -> None:
+    """INT8 ConvOp (direct mode) + on-the-fly SdpOp: bias, residual through the element-wise
+    converter, ReLU and the per-channel output converter; a clip below 127 adds an SDP pass."""
+    ep = int8.conv_epilogue(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
+    xc = ctx.cube(x)
+    clip = ep.clip_q is not None
+    first = f"{layer.name}.preclip" if clip else out
+    yc = ctx.new_cube(first, ctx.net.tensors[out].shape)
+    wname = ctx.blob(f"{layer.name}.w", ep.kernel)
+    acc = f"{layer.name}.acc"
+    conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode="direct",
+                  weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
+    operands: list[str] = []
+    if ep.has_bias:
+        operands.append(ctx.blob(f"{layer.name}.b", ep.bias, "operand"))
+    fields: dict = {}
+    if residual is not None:
+        fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
+        operands.append(residual)
+    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
+                bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
+                activation="relu" if ep.relu else "none", out_requant=ep.out_requant,
+                inputs=(acc, *operands), outputs=(first,), **fields)
+    ctx.emit(layer, conv, sdp)
+    if clip:
+        oc = ctx.ir_out(out)
+        ctx.emit(layer, SdpOp(name=f"{layer.name}.clip", input=yc, output=oc, source="memory", activation="clip",
+                              clip_max=float(ep.clip_q), inputs=(first,), outputs=(out,)))
+
+
+def lower_convolution_int8(ctx: _Ctx, layer: Layer) -> None:
+    p = layer.params
+    if len(p.kernel) != 2:
+        raise UnsupportedError(f"{len(p.kernel)}-D convolution: DLA convolutions are 2-D only")
+    residual = layer.inputs[1] if p.residual else None
+    _emit_conv_int8(ctx, layer, layer.inputs[0], layer.outputs[0], layer.weights["kernel"],
+                    layer.weights.get("bias"), p.kernel, p.stride, _pads2d(p.pre_padding, p.post_padding),
+                    p.dilation, p.groups, p.activation, residual)
+
+
+def lower_fully_connected_int8(ctx: _Ctx, layer: Layer) -> None:
+    x = layer.inputs[0]
+    shape = ctx.net.tensors[x].shape
+    if len(shape) != 2:
+        raise UnsupportedError(f"fully connected over the last axis of a rank-{len(shape)} tensor {shape}: "
+                               f"the DLA runs FC as a 1×1 convolution over channels of an (N, C) input")
+    w = layer.weights["kernel"]
+    _emit_conv_int8(ctx, layer, x, layer.outputs[0], w.reshape(*w.shape, 1, 1), layer.weights.get("bias"),
+                    (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layer.params.activation)
+
+
+def lower_pooling_int8(ctx: _Ctx, layer: Layer) -> None:
+    int8.check_pool(layer)
+    lower_pooling(ctx, layer)
+
+
+INT8_LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
+    LayerKind.CONVOLUTION: lower_convolution_int8,
+    LayerKind.FULLY_CONNECTED: lower_fully_connected_int8,
+    LayerKind.POOLING: lower_pooling_int8,
+}
+
+
+def _lower_int8_partition_layer(ctx: _Ctx, layer: Layer) -> None:
+    """One layer of an INT8 partition in its mode (see the module doc and ``int8``)."""
+    mode = ctx.mode(layer)
+    if mode in ("fp32", "int8"):
+        why = int8.context_reason(layer, ctx.network)
+        if why:
+            raise UnsupportedError(why)
+    if mode == "int8":
+        ctx.hp = HwPrecision.INT8
+        for i, t in enumerate(layer.inputs):
+            ctx.read(t, int8.input_rep(layer, i), layer)
+        fn = INT8_LOWERERS.get(layer.kind)
+        if fn is None:
+            raise UnsupportedError(f"{layer.kind.value} in INT8: the DLA's INT8 lowering covers convolution, fully "
+                                   f"connected and pooling (the INT8 builder's layers); run it in FP16")
+        fn(ctx, layer)
+        rep = int8.output_rep(layer)
+    else:
+        rep = FP16_REP if mode == "fp16" else ctx.move_rep(layer)
+        ctx.hp = rep.precision
+        mapped = [ctx.read(t, rep, layer) for t in layer.inputs]
+        if mapped != list(layer.inputs):  # read converted copies (their names have no other readers)
+            layer = copy.copy(layer)
+            layer.inputs = mapped
+        fn = LOWERERS.get(layer.kind)
+        if fn is None:
+            raise UnsupportedError(f"{layer.describe()}: no DLA lowering for {layer.kind.value}")
+        fn(ctx, layer)
+    for t in layer.outputs:
+        if t in ctx.out.cubes:
+            ctx.reps[t] = rep
+
+
 LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
     LayerKind.CONVOLUTION: lower_convolution,
     LayerKind.FULLY_CONNECTED: lower_fully_connected,
@@ -810,14 +1043,13 @@ def lower(network: Network, layer_names, precision: Precision, cfg: DlaConfig, *
     if not names:
         raise UnsupportedError("empty partition")
     precision = Precision(precision)
-    if precision is Precision.INT8:
-        missing = [la.name for la in network.layers if la.name in names and la.kind is not LayerKind.CONSTANT
-                   and "int8.input_scales" not in la.weights]
+    is_int8 = precision is Precision.INT8
+    if is_int8 and with_weights:
+        missing = [la.name for la in network.layers if la.name in names
+                   and int8.layer_mode(la, network) == "int8" and int8.spec_of(la) is None]
         if missing:
-            raise UnsupportedError(f"INT8 on the DLA needs per-tensor scales on every layer (calibrate, see "
-                                   f"engine.quantization); missing on {missing[:5]}")
-        raise UnsupportedError("INT8 lowering to the DLA (scales -> SDP converter parameters) is not implemented "
-                               "yet; build this partition in FP16")
+            raise UnsupportedError(f"INT8 on the DLA needs the calibrated scales of its INT8 layers (build with "
+                                   f"int8 and calibration, see engine.quantization); missing on {missing[:5]}")
     ctx = _Ctx(network, names, precision, cfg, with_weights)
     for layer in network.layers:
         if layer.name not in names:
@@ -826,12 +1058,17 @@ def lower(network: Network, layer_names, precision: Precision, cfg: DlaConfig, *
         if fn is None:
             raise UnsupportedError(f"{layer.describe()}: no DLA lowering for {layer.kind.value}")
         try:
-            fn(ctx, layer)
+            if is_int8:
+                _lower_int8_partition_layer(ctx, layer)
+            else:
+                fn(ctx, layer)
         except UnsupportedError as e:
             msg = str(e)
             raise UnsupportedError(msg if layer.name in msg else f"{layer.describe()}: {msg}") from None
     outs = [t for la in network.layers if la.name in names for t in la.outputs if ctx.needed_outside(t)]
     ctx.out.outputs = list(dict.fromkeys(t for t in outs if ctx.const_value(t) is None))
+    if is_int8:
+        ctx.out.reps = {t: ctx.reps[t] for t in (*ctx.out.inputs, *ctx.out.outputs)}
     return ctx.out
 
 
@@ -843,5 +1080,5 @@ def op_count_by_layer(lowered: Lowered) -> dict[str, int]:
     return out
 
 
-__all__ = ["Assembly", "LOWERERS", "Lowered", "View", "broadcast_mode", "lower", "op_count_by_layer",
+__all__ = ["Assembly", "INT8_LOWERERS", "LOWERERS", "Lowered", "View", "broadcast_mode", "lower", "op_count_by_layer",
            "sdp_activation"]

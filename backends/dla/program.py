@@ -7,7 +7,8 @@ preserving reshape) sits at its parent's address plus its start offset. Tensors 
 the pipeline (CACC results, an SDP result consumed by an on-the-fly PDP) have size 0.
 
 ``meta`` carries what the runtime needs beside the ops: boundary inputs/outputs with IR shapes,
-the I/O format, the views and assemblies (addressing), and the IR layer that emitted each op.
+the I/O format, the views and assemblies (addressing), the IR layer that emitted each op, and for
+INT8 partitions each boundary tensor's representation (``boundary``: int8 with its scale, or fp16).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ _ALIGN = 64
 def io_format(precision: HwPrecision) -> IOFormat:
     """TensorRT's native DLA boundary formats: kCHW16 for FP16, kCHW32 for INT8."""
     return IOFormat.CHW16 if precision is HwPrecision.FP16 else IOFormat.CHW32
+
+
+def boundary_formats(lowered: Lowered) -> dict[str, IOFormat]:
+    """I/O format of every boundary tensor: kCHW32 for int8 cubes, kCHW16 for fp16 ones."""
+    hp = hw_precision(lowered.precision)
+    fmt = {t: io_format(hp) for t in (*lowered.inputs, *lowered.outputs)}
+    fmt.update({t: io_format(r.precision) for t, r in lowered.reps.items()})
+    return fmt
 
 
 def flying_tensors(lowered: Lowered) -> set[str]:
@@ -100,6 +109,7 @@ def build_loadable(lowered: Lowered, network: Network, name: str, config_name: s
         "assemblies": [a.to_json() for a in lowered.assemblies],
         "owners": list(lowered.owners),
         "fused": dict(lowered.fused),
+        "boundary": {t: r.to_json() for t, r in lowered.reps.items()},
         "feature_bytes": top,
         "constant_bytes": ctop,
     }

@@ -12,6 +12,10 @@ Three layers of checks, all reported together (one reason each, joined with "; "
    LUT, Winograd, RUBIK), then timed once, which also proves the CBUF can hold it. Lowering
    refusals (an activation the SDP lacks, an unaddressable concat) are reasons too.
 
+INT8 builds are mixed precision: each layer is checked in the precision it computes in there
+(``int8.layer_mode``), after the INT8 context rules of ``int8.context_reason`` (an FP16 result read
+by an INT8 layer, an INT8 layer with a float output, int8 scales meeting in a concatenation).
+
 Support is per layer in isolation; a partition may still be refused when compiled (e.g. a
 concatenation whose inputs run elsewhere is fine, one that needs a tensor in two slots gets a
 BDMA copy) — ``compile`` raises with the reason then.
@@ -31,6 +35,7 @@ from engine.errors import UnsupportedError
 from engine.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
 from engine.network import Layer, Network
 
+from . import int8
 from .cubes import MAX_BATCH, MAX_DIM, cube_shape
 
 
@@ -354,17 +359,37 @@ def supports(layer: Layer, network: Network, precision: Precision, cfg: DlaConfi
     if rule is None:
         return Support(False, f"{layer.kind.value}: no DLA support")
     reasons: list[str] = []
-    if precision not in rule.precisions:
-        note = rule.precision_note or f"{layer.kind.value} has no {precision.value.upper()} DLA path"
-        reasons.append(f"{precision.value.upper()} requested: {note}")
+    eff = precision
+    if precision is Precision.INT8:
+        why = int8.context_reason(layer, network)
+        if why:
+            return Support(False, why)
+        eff = _int8_build_precision(layer, network)
+    if eff not in rule.precisions:
+        note = rule.precision_note or f"{layer.kind.value} has no {eff.value.upper()} DLA path"
+        reasons.append(f"{eff.value.upper()} requested: {note}")
     reasons += _tensor_reasons(layer, network)
     reasons += [r for rng in rule.ranges if (r := rng.check(layer.params))]
-    checked = [r for chk in rule.checks if (r := chk(layer, network, precision, cfg))]
+    checked = [r for chk in rule.checks if (r := chk(layer, network, eff, cfg))]
     reasons += checked
     if not reasons or all(_lowerable_reason(r) for r in reasons):
         reasons += _hardware_reasons(layer, network, precision, cfg, bool(checked))
     reasons = list(dict.fromkeys(reasons))
     return Support(not reasons, "; ".join(reasons))
+
+
+def _int8_build_precision(layer: Layer, network: Network) -> Precision:
+    """The precision ``layer`` computes in on the DLA in an INT8 build (``int8.layer_mode``): data
+    movement in INT8 when it moves int8 data (from an INT8 producer or to INT8 readers)."""
+    mode = int8.layer_mode(layer, network)
+    if mode == "int8":
+        return Precision.INT8
+    if mode == "move" and layer.inputs and layer.kind is not LayerKind.CONSTANT:
+        src = int8.source_rep(layer.inputs[0], network)
+        if (src is not None and src.is_int8) or int8.int8_readers_of_outputs(layer, network):
+            return Precision.INT8
+        return Precision.FP16
+    return Precision.FP16 if mode == "fp16" else Precision.INT8
 
 
 def _lowerable_reason(reason: str) -> bool:

@@ -44,6 +44,13 @@ def conv_layer(k=3, stride=1, pad=0, dilation=1, c=16, maps=16, size=16, act=Non
     return one_layer(p, (1, c, size, size), {"kernel": np.ones((maps, c // groups, k, k), np.float32)})
 
 
+def marked_int8(net_layer):
+    """The layer pinned to INT8 (as ``layer_precisions`` does), without calibrated scales."""
+    net, layer = net_layer
+    layer.precision = INT8
+    return net, layer
+
+
 def concat_layer(axis, c=(16, 16)):
     net = Network("cat")
     a = net.add_input("a", (1, c[0], 4, 4))
@@ -88,7 +95,7 @@ CASES = [
     ("pool_stride17", lambda: pool_layer(2, 17), FP16, XAVIER, ["pooling stride 17×17 exceeds the DLA maximum 16"]),
     ("lrn_window4", lambda: one_layer(LRNParams(size=4, alpha=1e-4, beta=0.75)), FP16, XAVIER,
      ["LRN window 4: the DLA supports windows 3, 5, 7, 9", "LRN window 4 not in {3, 5, 7, 9}"]),
-    ("lrn_int8", lambda: one_layer(LRNParams(size=5, alpha=1e-4, beta=0.75)), INT8, XAVIER,
+    ("lrn_int8", lambda: marked_int8(one_layer(LRNParams(size=5, alpha=1e-4, beta=0.75))), INT8, XAVIER,
      ["INT8 requested: LRN runs in FP16 on the DLA"]),
     ("deconv_square24", lambda: one_layer(
         DeconvolutionParams(num_output_maps=16, kernel=(24, 24), stride=(2, 2), pre_padding=(0, 0),
@@ -108,7 +115,7 @@ CASES = [
      ["dimension 8200 exceeds the DLA maximum 8192", "input C=8200 exceeds 8192"]),
     ("sigmoid_no_lut", lambda: one_layer(__import__("engine.layers", fromlist=["x"]).ActivationParams(
         ActivationSpec(ActivationType.SIGMOID))), FP16, NV_SMALL, ["SDP LUT (sigmoid) not available on nv_small"]),
-    ("int8_without_scales", lambda: conv_layer(), INT8, XAVIER, ["per-tensor scales"]),
+    ("int8_without_scales", lambda: marked_int8(conv_layer()), INT8, XAVIER, ["per-tensor scales"]),
 ]
 
 

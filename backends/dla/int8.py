@@ -1,0 +1,339 @@
+"""INT8 on the DLA: which layers compute in INT8, how each tensor is held, and the integer
+parameters of the INT8 convolution epilogue.
+
+An INT8 build is mixed precision (``engine.quantization.assign``): convolution, fully connected
+and pooling layers the builder marked INT8 carry their scales (``annotation``); every other
+compute layer runs FP16 (FP32 when the build has no fp16 flag, which the DLA cannot run); data
+movement (concat, shuffle, split, slice, identity) keeps its input's representation. A tensor on
+the DLA is therefore an int8 cube at one per-tensor scale or an fp16 cube (:class:`Rep`).
+
+Arithmetic (identical to ``backends.reference.int8``, which follows the same SDP rules):
+
+* CONV: int8 per-output-channel weights, int32 CACC; SDP X1 adds the int16 bias << bias_shift
+  (``scales.bias_params``), X2 adds the residual through the element-wise input converter
+  (``requant_params(s_res / s_acc)``) and applies ReLU; the output converter requantizes with
+  ``requant_params(s_in * s_w[k] / s_out)``. Convolutions run in direct mode: INT8 Winograd
+  needs the transformed weights 4·G g Gᵀ to fit int8, which calibrated weights rarely do, and the
+  4x accumulator would change the residual converter's rounding.
+* Clip(0, max): the reference clips the int8 result at round(max / s_out); the SDP clips before
+  its converter, per layer. When that bound is below 127 an extra off-line SDP pass (int8 in,
+  int8 out, converter identity) clips the int8 cube exactly; otherwise ReLU alone is exact.
+* A residual multiplier ≥ 2**15 has no int16 scale with an unsigned shift; the builder keeps
+  such a layer out of INT8 (``assign``) and the lowering refuses it with the same reason.
+* Pooling: PDP in INT8 with equal input and output scales.
+
+What the DLA cannot do, and the reason it gives: FP16 → INT8 (no converter path, so an FP16
+layer whose result an INT8 layer reads must not run on the DLA in an INT8 build); an INT8 layer
+with a float output (the network outputs of a calibrated build hand on the float32 accumulator
+value, which no DLA cube holds); int8 cubes at different scales meeting in a concatenation
+(addressing cannot rescale). INT8 → FP16 inside a partition is the SDP converter's int8 → fp16
+path followed by an FP16 multiply by the scale rounded to fp16 (the SDP's operand width): FP16
+arithmetic, not bit-identical to the host's float32 dequantize.
+
+Costing needs only shapes: a network without scales (placement before calibration) is planned
+with the builder's rules (:func:`planned_int8_reason`) and lowered with placeholder converter
+parameters, never executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dla_sim.ops import Precision as HwPrecision
+from dla_sim.ops import Requant
+from engine.dtypes import Precision
+from engine.errors import UnsupportedError
+from engine.layers import ActivationType, LayerKind
+from engine.network import Layer, Network
+from engine.quantization import annotation
+from engine.quantization.assign import _epilogue_ok, _pool_ok
+from engine.quantization.scales import bias_params, quantize, requant_params, round_half_away
+
+INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
+MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
+         LayerKind.CONSTANT)
+PLACEHOLDER = Requant(scale=(1,), shift=(0,))  # timing-only lowering: converter values do not change time
+FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build hands on the float32 "
+                "accumulator value, which no DLA cube holds); it runs on the GPU")
+
+
+@dataclass(frozen=True)
+class Rep:
+    """How a tensor is held on the DLA: an int8 cube at ``scale`` or an fp16 cube.
+
+    ``scale`` None: an int8 tensor of a network planned without scales (timing only)."""
+
+    precision: HwPrecision
+    scale: float | None = None
+
+    @property
+    def is_int8(self) -> bool:
+        return self.precision is HwPrecision.INT8
+
+    def matches(self, other: Rep) -> bool:
+        if self.precision is not other.precision:
+            return False
+        if not self.is_int8 or self.scale is None or other.scale is None:
+            return True
+        return np.float32(self.scale) == np.float32(other.scale)
+
+    def describe(self) -> str:
+        if not self.is_int8:
+            return "fp16"
+        return "int8" if self.scale is None else f"int8 at scale {self.scale:.6g}"
+
+    def to_json(self) -> dict:
+        return {"precision": self.precision.value, "scale": self.scale}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Rep:
+        s = d.get("scale")
+        return cls(HwPrecision(d["precision"]), None if s is None else float(s))
+
+
+FP16_REP = Rep(HwPrecision.FP16)
+
+
+# ------------------------------------------------------------------------------------ layer modes
+
+
+def planned_int8_reason(layer: Layer, network: Network) -> str | None:
+    """Why the INT8 builder would keep ``layer`` out of INT8 (None: it would run INT8), judged on
+    structure alone, for networks that are not calibrated yet."""
+    if layer.kind not in INT8_KINDS:
+        return f"{layer.kind.value} has no INT8 kernel"
+    if layer.kind is LayerKind.POOLING:
+        return _pool_ok(layer, len(network.tensors[layer.inputs[0]].shape))
+    if layer.kind is LayerKind.CONVOLUTION and len(layer.params.kernel) != 2:
+        return "INT8 convolution is 2-D only"
+    return _epilogue_ok(layer.params.activation)
+
+
+def layer_mode(layer: Layer, network: Network) -> str:
+    """'int8', 'fp16', 'fp32' or 'move' for a layer of an INT8 build.
+
+    A compute layer without a precision belongs to a network the builder has not assigned yet
+    (placement before calibration): it gets the mode the builder would give it."""
+    if layer.kind in MOVES:
+        return "move"
+    p = layer.precision
+    if p is Precision.INT8:
+        return "int8"
+    if p is Precision.FP16:
+        return "fp16"
+    if p is Precision.FP32:
+        return "fp32"
+    return "int8" if planned_int8_reason(layer, network) is None else "fp16"
+
+
+def spec_of(layer: Layer) -> annotation.Int8Spec | None:
+    """The layer's INT8 scales, or None when it has none (planned, timing only)."""
+    if annotation.INPUT_SCALES not in layer.weights:
+        return None
+    return annotation.read(layer)
+
+
+def has_float_output(layer: Layer, network: Network) -> bool:
+    """An INT8 layer without an int8 output (see the module doc)."""
+    if layer.kind is LayerKind.POOLING:
+        return False
+    spec = spec_of(layer)
+    if spec is not None:
+        return spec.output_scale is None
+    return any(t in network.outputs for t in layer.outputs)
+
+
+def output_rep(layer: Layer) -> Rep:
+    """Representation of an INT8 layer's output."""
+    spec = spec_of(layer)
+    if spec is None:
+        return Rep(HwPrecision.INT8)
+    s = spec.input_scales[0] if layer.kind is LayerKind.POOLING else spec.output_scale
+    return Rep(HwPrecision.INT8, s)
+
+
+def input_rep(layer: Layer, slot: int) -> Rep:
+    """What an INT8 layer reads at input ``slot``: int8 at the layer's input scale."""
+    spec = spec_of(layer)
+    return Rep(HwPrecision.INT8, None if spec is None else spec.input_scales[slot])
+
+
+def source_rep(t: str, network: Network) -> Rep | None:
+    """How the producer of ``t`` (anywhere in the network) holds it: int8, fp16, or None (float32:
+    a network input, an FP32 layer, an INT8 layer with a float output)."""
+    prod = network.producer(t)
+    if prod is None:
+        return None
+    mode = layer_mode(prod, network)
+    if mode == "int8":
+        return None if has_float_output(prod, network) else output_rep(prod)
+    if mode == "fp16":
+        return FP16_REP
+    if mode == "move" and prod.kind is not LayerKind.CONSTANT:
+        reps = [source_rep(x, network) for x in prod.inputs if network.producer(x) is None
+                or network.producer(x).kind is not LayerKind.CONSTANT]
+        if reps and all(r is not None and r.matches(reps[0]) for r in reps):
+            return reps[0]
+    return None
+
+
+def int8_readers(t: str, network: Network, seen: set[str] | None = None) -> list[tuple[Layer, Rep]]:
+    """INT8 layers reading ``t``, directly or through data movement, with the rep they read it at."""
+    seen = set() if seen is None else seen
+    out: list[tuple[Layer, Rep]] = []
+    for reader in network.consumers().get(t, []):
+        if reader.name in seen:
+            continue
+        mode = layer_mode(reader, network)
+        if mode == "int8":
+            out += [(reader, input_rep(reader, i)) for i, x in enumerate(reader.inputs) if x == t]
+        elif mode == "move":
+            seen.add(reader.name)
+            for o in reader.outputs:
+                out += int8_readers(o, network, seen)
+    return out
+
+
+def context_reason(layer: Layer, network: Network) -> str | None:
+    """Why ``layer`` of an INT8 build cannot run on the DLA whatever its neighbours do, or None."""
+    mode = layer_mode(layer, network)
+    if mode == "fp32":
+        return ("it computes in FP32 in this INT8 build (INT8 cannot run it and the fp16 flag is off): the DLA "
+                "runs INT8 and FP16 only; build with fp16 as well")
+    if mode == "int8":
+        try:
+            spec = spec_of(layer)
+        except UnsupportedError as e:
+            return str(e)
+        if layer.precision is Precision.INT8 and spec is None and layer.kind in INT8_KINDS:
+            return (f"layer {layer.describe()} is marked INT8 but carries no per-tensor scales (calibrate, see "
+                    f"engine.quantization)")
+        if layer.kind in INT8_KINDS and has_float_output(layer, network):
+            return FLOAT_OUTPUT
+        return None
+    if mode == "fp16":
+        readers = int8_readers_of_outputs(layer, network)
+        if readers:
+            return (f"its FP16 result is read by INT8 layer '{readers[0][0].name}': the DLA has no FP16 -> INT8 "
+                    f"conversion (the SDP converter table), so the GPU computes it and hands it on")
+        return None
+    if layer.kind is LayerKind.CONCATENATION:
+        return _concat_reason(layer, network)
+    return None
+
+
+def int8_readers_of_outputs(layer: Layer, network: Network) -> list[tuple[Layer, Rep]]:
+    return [r for t in layer.outputs for r in int8_readers(t, network)]
+
+
+def _concat_reason(layer: Layer, network: Network) -> str | None:
+    wants = [r for _, r in int8_readers(layer.outputs[0], network) if r.scale is not None]
+    if not wants:
+        return None
+    s_c = wants[0]
+    for t in layer.inputs:
+        src = source_rep(t, network)
+        if src is None:
+            continue  # comes from the host, quantized at the readers' scale
+        if not src.is_int8:
+            return (f"input '{t}' is FP16 and the concatenation is read in INT8: the DLA has no FP16 -> INT8 "
+                    f"conversion")
+        if not src.matches(s_c):
+            return (f"INT8 concatenation needs equal scales on its inputs and output (TensorRT's DLA rule): input "
+                    f"'{t}' is {src.describe()}, its INT8 readers use {s_c.describe()}; the DLA concatenates by "
+                    f"addressing and cannot rescale (calibrate with shared concat ranges, or it runs on the GPU)")
+    return None
+
+
+# ------------------------------------------------------------------------------ conv epilogue
+
+
+@dataclass(frozen=True)
+class ConvEpilogue:
+    """Integer parameters of an INT8 convolution / FC: weights, SDP operands and converters."""
+
+    kernel: np.ndarray | None  # int8 KCRS (None: timing only)
+    bias: np.ndarray | None  # int16 per channel (None: no bias, or timing only)
+    has_bias: bool
+    bias_shift: int
+    out_requant: Requant
+    in_requant: Requant | None  # residual converter
+    relu: bool
+    clip_q: int | None  # clip of the int8 result below 127: an extra SDP pass
+
+
+def _requant(scale: np.ndarray, shift: np.ndarray) -> Requant:
+    return Requant(scale=tuple(int(v) for v in np.atleast_1d(scale)), shift=tuple(int(v) for v in np.atleast_1d(shift)))
+
+
+def _epilogue_act(act) -> tuple[bool, float | None]:
+    if act is None:
+        return False, None
+    if act.type is ActivationType.RELU:
+        return True, None
+    if act.type is ActivationType.CLIP and act.alpha == 0.0 and act.beta > 0:
+        return True, float(act.beta)
+    raise UnsupportedError(f"activation {act.type.value} has no INT8 epilogue on the DLA (ReLU and clip(0, max) "
+                           f"do); the builder runs this layer in FP16")
+
+
+def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act, residual: bool,
+                  with_values: bool) -> ConvEpilogue:
+    """The SDP program of an INT8 convolution/FC ``layer`` (``kernel`` KCRS as the layer stores it)."""
+    relu, clip_hi = _epilogue_act(act)
+    spec = spec_of(layer)
+    if spec is None:
+        if with_values:
+            raise UnsupportedError(f"layer {layer.describe()} has no INT8 scales: calibrate before running INT8")
+        return ConvEpilogue(None, None, bias is not None, 0, PLACEHOLDER, PLACEHOLDER if residual else None, relu,
+                            None)
+    if spec.kernel_scales is None:
+        raise UnsupportedError(f"layer {layer.describe()}: INT8 weights without per-channel scales")
+    if spec.output_scale is None:
+        raise UnsupportedError(FLOAT_OUTPUT)
+    s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
+    out_rq = _requant(*requant_params(s_acc / np.float64(spec.output_scale)))
+    in_rq = None
+    if residual:
+        try:
+            in_rq = _requant(*requant_params(np.float64(spec.input_scales[1]) / s_acc))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"residual converter: {e}; the builder keeps this layer in FP16") from None
+    b16, bshift = (None, 0)
+    if bias is not None:
+        b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
+    clip_q = None
+    if clip_hi is not None:
+        q = int(round_half_away(clip_hi / spec.output_scale))
+        clip_q = q if q < 127 else None
+    wq = None
+    if with_values:
+        wq = kernel if kernel.dtype == np.int8 else quantize(kernel, spec.kernel_scales, axis=0)
+        b16 = None if b16 is None else b16.astype(np.int16)
+    else:
+        out_rq, in_rq, b16 = PLACEHOLDER, PLACEHOLDER if residual else None, None
+    return ConvEpilogue(wq, b16, bias is not None, int(bshift), out_rq, in_rq, relu, clip_q)
+
+
+def check_pool(layer: Layer) -> None:
+    """INT8 pooling on the PDP needs equal input and output scales."""
+    spec = spec_of(layer)
+    if spec is not None and spec.output_scale is not None and \
+            np.float32(spec.output_scale) != np.float32(spec.input_scales[0]):
+        raise UnsupportedError(f"INT8 pooling needs equal input and output scales (got {spec.input_scales[0]:.6g} "
+                               f"and {spec.output_scale:.6g})")
+
+
+def fp16_scale(scale: float) -> np.ndarray:
+    """The dequantization multiplier as the SDP's FP16 operand; refused when fp16 cannot hold it."""
+    s16 = np.float16(scale)
+    if not np.isfinite(s16) or s16 == 0:
+        raise UnsupportedError(f"INT8 -> FP16 conversion: scale {scale:.3g} is outside the fp16 operand range")
+    return np.array([s16], dtype=np.float16)
+
+
+__all__ = ["FP16_REP", "INT8_KINDS", "MOVES", "PLACEHOLDER", "ConvEpilogue", "Rep", "check_pool", "context_reason",
+           "conv_epilogue", "fp16_scale", "has_float_output", "input_rep", "int8_readers", "layer_mode",
+           "output_rep", "planned_int8_reason", "source_rep", "spec_of"]
