@@ -3,7 +3,7 @@
 For INT8 and FP16: gpu-only, dla-first (TensorRT's default), best-single-cut, optimal for latency,
 energy and EDP, and the Pareto front over objectives (weighted lambda sweep) at 30 W. Every number is
 on the simulated target clock (GPU: platform roofline; DLA: dla_sim through backends.dla). Writes
-``bench/results/scheduler_orin30w.json`` and ``docs/img/scheduler_orin30w_pareto.png``.
+``bench/results/scheduler_orin30w.json`` and ``docs/img/scheduler_orin30w_{int8,fp16}_pareto.png``.
 
 Run: ``python bench/scheduler_study.py``.
 """
@@ -56,9 +56,9 @@ def main() -> None:
     results = {p: study(p) for p in ("int8", "fp16")}
     from scheduler.studies import plots
 
-    fp = results["fp16"]
-    plots.pareto_plot(fp["_points"], fp["_front"], str(ROOT / "docs/img/scheduler_orin30w_pareto.png"),
-                      "ResNet-50 FP16, Orin AGX 64GB @ 30 W (simulated): policies and Pareto front")
+    for prec, r in results.items():
+        plots.pareto_plot(r["_points"], r["_front"], str(ROOT / f"docs/img/scheduler_orin30w_{prec}_pareto.png"),
+                          f"ResNet-50 {prec.upper()}, Orin AGX 64GB @ 30 W (simulated): policies and Pareto front")
     out = {p: {k: v for k, v in r.items() if not k.startswith("_")} for p, r in results.items()}
     out["platform"], out["power_mode"], out["clock"] = PLATFORM, MODE, "simulated target"
     (ROOT / "bench/results/scheduler_orin30w.json").write_text(json.dumps(out, indent=1))

@@ -55,8 +55,8 @@ INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLIN
 MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
          LayerKind.CONSTANT)
 PLACEHOLDER = Requant(scale=(1,), shift=(0,))  # timing-only lowering: converter values do not change time
-FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build hands on the float32 "
-                "accumulator value, which no DLA cube holds); it runs on the GPU")
+FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build is the float32 "
+                "accumulator value, which no DLA cube can hold); it runs on the GPU")
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,21 @@ class Placement:
         )
 
 
+def only_device_reason(node, device: str) -> str:
+    """'only gpu can run it (dla0, dla1: why)': devices that refuse for the same reason are named together."""
+    by_reason: dict[str, list[str]] = {}
+    for d in DEVICES:
+        if d != device and not node.supports(d):
+            by_reason.setdefault(node.why_not(d), []).append(d)
+    why = "; ".join(f"{', '.join(ds)}: {r}" for r, ds in by_reason.items())
+    return f"only {device} can run it ({why})"
+
+
 def default_reason(g: CostGraph, layer: int, device: str, solver: str, objective: Objective) -> str:
     node = g.nodes[layer]
     others = [d for d in DEVICES if d != device]
     if len(node.allowed) == 1:
-        why = "; ".join(f"{d}: {node.why_not(d)}" for d in others)
-        return f"only {device} can run it ({why})"
+        return only_device_reason(node, device)
     alts = ", ".join(f"{d} {node.time[d]:.4g} ms/{node.energy[d]:.4g} mJ" for d in others if node.supports(d))
     return (
         f"{solver} for {objective}: {device} {node.time[device]:.4g} ms/{node.energy[device]:.4g} mJ "

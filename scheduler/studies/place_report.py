@@ -15,7 +15,7 @@ from engine.network import Network
 from ..cost import CostModel, build_cost_model
 from ..costgraph import DEVICES, DLA0, DLA1, GPU
 from ..objectives import Constraints, evaluate
-from ..placement.result import Placement
+from ..placement.result import Placement, only_device_reason
 from ..policies import parse_objective, run_policy
 from ..timeline import Timeline, simulate_timeline
 
@@ -75,8 +75,7 @@ def _flip_reasons(r: PlaceReport) -> dict[str, str]:
         others = [x for x in DEVICES if x != d and node.supports(x) and (x != DLA1 or DLA0 not in node.allowed
                                                                         or d == DLA0)]
         if not others:
-            why = "; ".join(f"{x}: {node.why_not(x)}" for x in DEVICES if x != d and not node.supports(x))
-            out[node.name] = f"only {d} can run it ({why})"
+            out[node.name] = only_device_reason(node, d)
             continue
         best = None
         for x in others:
