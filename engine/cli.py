@@ -80,7 +80,19 @@ def _config_from_args(args: argparse.Namespace):
                          platform=args.platform, memory_limit=args.memory_limit,
                          layer_precisions=_parse_layer_precisions(getattr(args, "layer_precision", None)),
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
-                         calibration_cache=calib_cache)
+                         calibration_cache=calib_cache, **_placement_options(args))
+
+
+def _placement_options(args: argparse.Namespace) -> dict:
+    """trtexec's --useDLACore/--allowGPUFallback, plus hetrt's placement policy, objective, power mode."""
+    core = getattr(args, "use_dla_core", None)
+    options = {"power_mode": getattr(args, "power_mode", None), "objective": getattr(args, "objective", "latency"),
+               "placement_policy": getattr(args, "placement", None)}
+    if core is not None:
+        options.update(default_device="dla", dla_core=core, gpu_fallback=getattr(args, "allow_gpu_fallback", False))
+    elif getattr(args, "allow_gpu_fallback", False):
+        raise HetrtError("--allow-gpu-fallback only applies with --use-dla-core N")
+    return options
 
 
 def _logger(args: argparse.Namespace) -> Logger:
@@ -165,11 +177,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     context = engine.create_execution_context()
     feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
     batch = next((t.shape[0] for t in engine.io_tensors if t.mode == "input" and t.shape), 1)
-    backend = engine.backend_name if hasattr(engine, "backend_name") else "reference"
+    # Which backends executed: the host clock times them (for DLA partitions, dla_sim's functional
+    # simulation on this CPU; the DLA's own time is the simulated target clock printed below).
+    backend = "+".join(sorted({"dla_sim" if p.backend == "dla" else p.backend for p in engine.partitions}))
     logger.info(f"Running: warm-up {args.warmup} ms, at least {args.iterations} iterations and {args.duration} s")
     result = measure(lambda: context.execute(feeds), warmup_ms=args.warmup, iterations=args.iterations,
                      duration_s=args.duration)
     for line in result.summary(backend, batch).splitlines():
+        logger.info(line)
+    for line in _simulated_target_lines(engine):
         logger.info(line)
     if args.dump_profile or args.export_profile:
         profiler = Profiler()
@@ -195,6 +211,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         np.savez(args.save_outputs, **outputs)
         logger.info(f"Wrote outputs to {args.save_outputs}")
     return 0
+
+
+def _simulated_target_lines(engine) -> list[str]:
+    """The second clock: what the placement costs on the target SoC, as the builder's solver priced it."""
+    placement = engine.placement if isinstance(engine.placement, dict) else {}
+    values = placement.get("objective_values") or {}
+    if "latency_ms" not in values:
+        return []
+    lines = [f"Simulated target ({placement.get('platform')} {placement.get('power_mode')}, "
+             f"{placement.get('precision')}, placement {placement.get('policy')}): "
+             f"latency {values['latency_ms']:.5g} ms per inference"]
+    if "energy_mj" in values:
+        watts = values["energy_mj"] / values["latency_ms"] if values["latency_ms"] else float("nan")
+        lines[0] += f", energy {values['energy_mj']:.5g} mJ, average power {watts:.3g} W"
+    if "transitions" in values:
+        lines.append(f"  {values['transitions']} GPU<->DLA transitions, DLA loadables per core "
+                     f"{values.get('loadables', {})} (simulated clock: dla_sim for the DLA, the platform's GPU model)")
+    return lines
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -365,6 +399,17 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="target platform tag recorded in the plan (host, orin-agx-64gb, xavier-agx)")
     g.add_argument("--memory-limit", type=int, default=None, metavar="BYTES",
                    help="fail the build if activation memory exceeds this many bytes")
+    g.add_argument("--use-dla-core", type=int, default=None, metavar="N",
+                   help="make DLA core N the default device (trtexec's --useDLACore); needs --fp16 or --int8 and a "
+                        "platform with DLA cores (--platform orin-agx-64gb|xavier-agx|host)")
+    g.add_argument("--allow-gpu-fallback", action="store_true",
+                   help="with --use-dla-core: layers the DLA cannot run go to the GPU instead of failing the build")
+    g.add_argument("--placement", choices=("gpu-only", "dla-first", "best-single-cut", "optimal", "pipeline"),
+                   default=None, help="placement policy (default: dla-first with --use-dla-core, else gpu-only)")
+    g.add_argument("--objective", choices=("latency", "energy", "edp"), default="latency",
+                   help="what --placement optimal minimises on the simulated target (default latency)")
+    g.add_argument("--power-mode", default=None, metavar="MODE",
+                   help="power mode of the platform (e.g. 15W, 30W, 50W, MAXN; default: the platform's default)")
     g.add_argument("--layer-precision", action="append", metavar="LAYER:PREC",
                    help="pin a layer (by name or ONNX node name) to fp32/fp16; repeatable")
     g.add_argument("--no-optimize", action="store_true", help="skip graph optimization (for debugging)")

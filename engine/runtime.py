@@ -192,7 +192,9 @@ class Engine:
                     raise PlanError(f"plan placement: layer '{name}' is in partitions {seen[name]} and {i}")
                 seen[name] = str(i)
             runs_on = backend if backend in EXECUTORS or _partition_factory(backend) else FALLBACK_BACKEND
-            if runs_on != backend:
+            if device == "dla" and backend == "dla":
+                runs_on = "dla"  # DLA loadables run on dla_sim through the cross-device executor
+            elif runs_on != backend:
                 self._logger.info(f"partition {i} ({device}) was built for backend '{backend}', which cannot "
                                   f"execute here; it runs on the '{runs_on}' backend")
             parts.append(Partition(f"p{i}", device, runs_on, backend, tuple(p["layers"])))

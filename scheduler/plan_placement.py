@@ -63,6 +63,19 @@ def check_request(config) -> None:
                          f"{platform.dla_cores} DLA cores")
 
 
+def _check_fallback(config, policy: str, devices: dict[str, str], reasons) -> None:
+    """TensorRT's rule: with the DLA as default device and GPU fallback off, every layer must run on
+    the DLA; otherwise the build fails naming each layer that cannot and why."""
+    if config.gpu_fallback or policy != "dla-first":
+        return
+    on_gpu = [name for name, d in devices.items() if d == "gpu"]
+    if on_gpu:
+        shown = "; ".join(f"'{n}': {reasons.get(n, 'placed on the GPU')}" for n in on_gpu[:8])
+        more = f" (and {len(on_gpu) - 8} more)" if len(on_gpu) > 8 else ""
+        raise BuildError(f"GPU fallback is disabled and {len(on_gpu)} layer(s) cannot run on the DLA: {shown}{more}; "
+                         f"allow GPU fallback (--allow-gpu-fallback) or change those layers")
+
+
 def place_network(network: Network, config, logger: Logger, gpu_backend: str) -> tuple[dict, list[bytes]]:
     platform = get_platform(config.platform)
     mode = platform.mode(config.power_mode)
@@ -93,6 +106,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
         messages = list(result.messages)  # pseudo I/O nodes log nothing (Node.pseudo)
         for m in messages:
             logger.warning(m)
+        _check_fallback(config, policy, devices, result.reasons)
     for layer in network:
         layer.device = "dla" if devices[layer.name].startswith("dla") else "gpu"
     parts = split_partitions(network, devices, precision)

@@ -84,6 +84,12 @@ class HeteroRunner:
                                                                   self.precision)
         return runners
 
+    @staticmethod
+    def profile_name(spec) -> str:
+        """TensorRT names a DLA subgraph {ForeignNode[first...last]}; GPU partitions likewise by range."""
+        span = spec.layers[0] if len(spec.layers) == 1 else f"{spec.layers[0]}...{spec.layers[-1]}"
+        return f"{{ForeignNode[{span}]}} ({spec.lane})" if spec.device == "dla" else f"[{span}] (gpu)"
+
     def executor(self, delays: Mapping[str, float] | None = None, seed: int = 0) -> PartitionExecutor:
         if self._runners is None:
             self._runners = self._build_runners()
@@ -98,6 +104,10 @@ class HeteroRunner:
         checked = [context._check_feeds(f) for f in frames]
         outs, events = self.executor(delays, seed).run(checked)
         context.last_events = events
+        profiler = getattr(context, "profiler", None)
+        if profiler is not None:  # one record per partition run, as TensorRT reports a DLA subgraph
+            for ev in events:
+                profiler.report_layer_time(self.profile_name(self.specs[ev.partition]), (ev.end - ev.start) * 1e3)
         io = context.engine._io_by_name
         return [{t: np.array(o[t], dtype=io[t].dtype.numpy, copy=True) for t in context.engine.output_names}
                 for o in outs]
