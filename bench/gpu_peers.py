@@ -1,28 +1,34 @@
 """hetrt on the GPU against its peers, in one process on one GPU.
 
-Models: torchvision ResNet-50, MobileNetV2 and EfficientNet-B0 (random weights, eval mode),
-exported to ONNX in this process. hetrt goes the real way: ONNX -> builder (--fp16, tactic timing
-with a timing cache) -> plan bytes -> runtime -> execution context; its time is the replay of the
-partition's CUDA graph with the input already staged on the device (as the peers' inputs are).
+Models: torchvision ResNet-50, MobileNetV2 and EfficientNet-B0 with random weights and batch-norm
+statistics calibrated on random images (bench/gpu_torchvision.py says why: without it the two
+depthwise networks' logits underflow fp16 and every fp16 engine outputs zeros), exported to ONNX
+in this process. hetrt goes the real way: ONNX -> builder (--fp16, tactic timing with a timing
+cache) -> plan bytes -> runtime -> execution context; its time is the replay of the partition's
+CUDA graph with the input already staged on the device (as the peers' inputs are).
 Peers, fp16 and channels_last: PyTorch eager, PyTorch eager captured in a CUDA graph,
-torch.compile (mode reduce-overhead, with --compile), and JAX jit where available (not run: no JAX
-versions of these models exist in this repository yet). All times are CUDA-event medians over
-groups of back-to-back runs; the spread is (min, max) over groups. INT8 for hetrt is reported as
-not run until INT8 kernels are wired.
+torch.compile (mode reduce-overhead, with --compile), and JAX jit for ResNet-50 (a plain-JAX
+NHWC ResNet-50 with the same folded weights, bench/gpu_jax_resnet.py; none for the other models).
+PyTorch and hetrt times are CUDA-event medians over groups of back-to-back runs; JAX's are host
+clock medians over groups (dispatch is asynchronous, one block_until_ready per group); the spread
+is (min, max) over groups. INT8 for hetrt is reported as not run until INT8 kernels are wired.
+
+Accuracy: every output against the torch fp32 model (relative L2). A row is valid when hetrt's
+error is at most twice PyTorch fp16's plus 1e-2, and below 0.1 (random networks amplify fp16 rounding: PyTorch
+fp16 itself lands at 0.6-4e-2 on them); an invalid row's times are no comparison.
 
 Also reported: build time for ResNet-50 cold (empty timing cache) and warm; the GPU arena bytes
-against the sum of the partition's activation tensor sizes; accuracy of every hetrt output
-against the torch fp32 model (relative L2).
+against the sum of the partition's activation tensor sizes.
 
-Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--out FILE]
+Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--jax] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -34,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares the GPU with PyTorch and CuPy
 
 import numpy as np  # noqa: E402
-
-MODELS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0"}
+from gpu_torchvision import MODELS, export_onnx, load  # noqa: E402
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -81,16 +88,6 @@ def time_cupy_graph(graph, stream, reps: int, groups: int) -> dict[str, float]:
     return _stats(samples)
 
 
-def export_onnx(model, batch: int) -> bytes:
-    import torch
-
-    x = torch.randn(batch, 3, 224, 224)
-    buf = io.BytesIO()
-    torch.onnx.export(model, (x,), buf, input_names=["input"], output_names=["logits"], opset_version=17,
-                      dynamo=False)
-    return buf.getvalue()
-
-
 def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int, groups: int) -> dict[str, Any]:
     import onnx
 
@@ -127,6 +124,7 @@ def run_torch(model, x, reps: int, groups: int, compile_: bool) -> dict[str, Any
     m = model.half().to(memory_format=torch.channels_last)
     xd = x.half().contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
+        res["output"] = m(xd).float().cpu().numpy()
         res["eager"] = time_events(lambda: m(xd), reps, groups)
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -146,6 +144,36 @@ def run_torch(model, x, reps: int, groups: int, compile_: bool) -> dict[str, Any
             res["compile_s"] = round(time.perf_counter() - t0, 1)
             res["torch_compile"] = time_events(lambda: cm(xd), reps, groups)
     return res
+
+
+def run_jax(state: dict[str, np.ndarray], x: np.ndarray, reps: int, groups: int) -> dict[str, Any]:
+    """JAX jit ResNet-50 (fp16, NHWC) with the same weights; host-clock medians per group."""
+    import gpu_jax_resnet as jr
+    import jax
+    import jax.numpy as jnp
+
+    params = jr.params_from_torch(state, "float16")
+    xd = jax.device_put(jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float16))
+    fn = jax.jit(jr.forward)
+    t0 = time.perf_counter()
+    out = fn(params, xd).block_until_ready()
+    res: dict[str, Any] = {"compile_s": round(time.perf_counter() - t0, 1), "device": str(xd.devices())}
+    for _ in range(3):
+        fn(params, xd).block_until_ready()
+    samples = []
+    for _ in range(groups):
+        t1 = time.perf_counter()
+        for _ in range(reps):
+            y = fn(params, xd)
+        y.block_until_ready()
+        samples.append((time.perf_counter() - t1) * 1e3 / reps)
+    res["ms"] = _stats(samples)
+    res["output"] = np.asarray(out, np.float32)
+    return res
+
+
+def _rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - ref) / np.linalg.norm(ref))
 
 
 def environment() -> dict:
@@ -175,17 +203,19 @@ def environment() -> dict:
 
 def main() -> None:
     import torch
-    import torchvision
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 15 s per shape)")
+    ap.add_argument("--jax", action="store_true", help="also time the JAX jit ResNet-50")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     env = environment()
+    gpu = "h100" if "H100" in env["device"] else env["device"].split()[-1].lower()
+    out = Path(args.out or Path(__file__).parent / "results" / f"gpu_peers_{gpu}.json")
     rows: list[dict[str, Any]] = []
     cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
     torch.manual_seed(0)
@@ -193,15 +223,15 @@ def main() -> None:
         for batch in args.batches:
             row: dict[str, Any] = {"model": name, "batch": batch}
             try:
-                model = getattr(torchvision.models, MODELS[name])(weights=None).eval()
+                model = load(name, "cuda")
                 onnx_bytes = export_onnx(model, batch)
                 x = torch.rand(batch, 3, 224, 224)
                 with torch.inference_mode():
-                    ref = model.cuda().float()(x.cuda()).float().cpu().numpy()
+                    ref = model(x.cuda()).double().cpu().numpy()
+                state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
                 reps = max(3, args.reps // max(1, batch // 32))
                 h = run_hetrt(onnx_bytes, batch, x.numpy(), cache, reps, args.groups)
-                out = h.pop("output")
-                h["rel_l2_vs_torch_fp32"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+                h["rel_l2_vs_torch_fp32"] = _rel(h.pop("output"), ref)
                 if name == "resnet50":
                     t0 = time.perf_counter()
                     import onnx
@@ -213,38 +243,59 @@ def main() -> None:
                     h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
                 row["hetrt_fp16"] = h
                 row["hetrt_int8"] = "not run: INT8 GPU kernels are not wired yet"
-                row.update(run_torch(model.cuda(), x.cuda(), reps, args.groups, args.compile))
-                row["jax_jit"] = "not run: no JAX implementation of the torchvision models in this benchmark"
+                row.update(run_torch(model, x.cuda(), reps, args.groups, args.compile))
+                row["torch_fp16_rel_l2_vs_torch_fp32"] = _rel(row.pop("output"), ref)
+                err, err16 = h["rel_l2_vs_torch_fp32"], row["torch_fp16_rel_l2_vs_torch_fp32"]
+                row["valid"] = err <= 2 * err16 + 1e-2 and err < 0.1
+                if name == "resnet50" and args.jax:
+                    try:
+                        j = run_jax(state, x.numpy(), reps, args.groups)
+                        j["rel_l2_vs_torch_fp32"] = _rel(j.pop("output"), ref)
+                        row["jax_jit"] = j
+                    except Exception as e:
+                        row["jax_jit"] = f"failed: {type(e).__name__}: {e}"
+                        traceback.print_exc()
+                else:
+                    row["jax_jit"] = "not run: the JAX peer exists for ResNet-50 only (bench/gpu_jax_resnet.py)"
             except Exception as e:  # one failing row must not lose the others
                 row["error"] = f"{type(e).__name__}: {e}"
                 traceback.print_exc()
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}, default=str)[:600], flush=True)
+            out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))  # after every row
             torch.cuda.empty_cache()
-    gpu = "h100" if "H100" in env["device"] else env["device"].split()[-1].lower()
-    out = Path(args.out or Path(__file__).parent / "results" / f"gpu_peers_{gpu}.json")
-    out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))
     print(table(rows))
     print(f"wrote {out}")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["model            batch  hetrt ms  eager ms  eager+graph  compile   eager/hetrt  graph/hetrt  "
-             "compile/hetrt  img/s hetrt  arena/acts"]
+    """Medians in ms and peer/hetrt ratios (> 1: hetrt faster); an invalid row is marked, not compared."""
+    lines = ["model            batch  hetrt ms  eager ms  eager+graph  compile  jax jit  eager/h  graph/h  "
+             "compile/h  jax/h  img/s hetrt  arena/acts  rel L2 hetrt / torch fp16"]
+
+    def ms(v: Any) -> float | None:
+        return v["ms"]["median"] if isinstance(v, dict) and "ms" in v else (v["median"] if isinstance(v, dict)
+                                                                          else None)
+
     for r in rows:
         if "error" in r:
             lines.append(f"{r['model']:16s} {r['batch']:5d}  error: {r['error'][:80]}")
             continue
-        h = r["hetrt_fp16"]["ms"]["median"]
-        e = r["eager"]["median"]
-        g = r["eager_cuda_graph"]["median"]
-        c = r.get("torch_compile", {}).get("median")
         hh = r["hetrt_fp16"]
-        lines.append(f"{r['model']:16s} {r['batch']:5d}  {h:8.3f}  {e:8.3f}  {g:11.3f}  "
-                     f"{(f'{c:7.3f}' if c else '    n/a')}   {e / h:10.2f}  {g / h:11.2f}  "
-                     f"{(f'{c / h:13.2f}' if c else '          n/a')}  {r['batch'] / h * 1e3:11.0f}  "
-                     f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:9.2f}")
-    lines.append("INT8 hetrt: not run (INT8 GPU kernels not wired). JAX jit: not run.")
+        h, e, g, c, j = ms(hh), ms(r["eager"]), ms(r["eager_cuda_graph"]), ms(r.get("torch_compile")), ms(r["jax_jit"])
+
+        def f(v: float | None, w: int) -> str:
+            return f"{v:{w}.3f}" if v else " " * (w - 3) + "n/a"
+
+        def ratio(v: float | None, w: int, h: float = h) -> str:
+            return f"{v / h:{w}.2f}" if v else " " * (w - 3) + "n/a"
+
+        mark = "" if r.get("valid") else "  INVALID (wrong outputs)"
+        lines.append(f"{r['model']:16s} {r['batch']:5d}  {h:8.3f}  {e:8.3f}  {g:11.3f}  {f(c, 7)}  {f(j, 7)}  "
+                     f"{ratio(e, 7)}  {ratio(g, 7)}  {ratio(c, 9)}  {ratio(j, 5)}  {r['batch'] / h * 1e3:11.0f}  "
+                     f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:10.2f}  "
+                     f"{hh['rel_l2_vs_torch_fp32']:.1e} / {r['torch_fp16_rel_l2_vs_torch_fp32']:.1e}{mark}")
+    lines.append("INT8 hetrt: not run (INT8 GPU kernels not wired). JAX jit: ResNet-50 only.")
     return "\n".join(lines)
 
 

@@ -1,0 +1,65 @@
+"""torchvision models for the GPU benchmarks, prepared so that an fp16 engine can be judged on them.
+
+Why the preparation. With ``weights=None`` torchvision initialises every convolution with
+``kaiming_normal_(mode="fan_out")``. For a depthwise 3x3 weight of shape (C, 1, 3, 3), fan_out is
+9·C instead of 9, so each depthwise layer scales the signal down by about sqrt(C), and the
+batch-norm layers, whose running statistics are still (mean 0, var 1), do not undo it. The
+logits of a random-init MobileNetV2 are about 1e-10 and those of EfficientNet-B0 about 1e-14:
+below fp16's smallest subnormal (6e-8). Every fp16 engine (PyTorch fp16 eager included) then
+outputs exact zeros, which reads as "relative L2 error 1.0" against fp32. ResNet-50 has no
+depthwise layers and stays O(1).
+
+``calibrate_batchnorm`` re-estimates each batch-norm layer's running mean and variance on random
+images (cumulative average, batch-norm layers alone in training mode), so every normalized
+activation is O(1) in eval mode, as it is in a trained network. The weights stay random.
+
+Needs torch and torchvision; nothing here is imported by the engine.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+MODELS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0"}
+
+
+def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int = 0, device: str = "cpu") -> Any:
+    """Running statistics of every BatchNorm2d from ``batches`` random batches; returns the model in eval mode."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.eval()
+    for m in bns:  # dropout and stochastic depth stay in eval mode: they would bias the statistics
+        m.train()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.rand(batch, 3, 224, 224, generator=gen).to(device))
+    return model.eval()
+
+
+def load(name: str, device: str = "cpu", seed: int = 0) -> Any:
+    """torchvision model ``name`` with random weights (seeded), batch norm calibrated, eval mode, on ``device``."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, MODELS[name])(weights=None).to(device)
+    return calibrate_batchnorm(model, seed=seed, device=device)
+
+
+def export_onnx(model: Any, batch: int) -> bytes:
+    """ONNX (opset 17, TorchScript exporter) of ``model`` for a fixed batch; the model is exported from the CPU."""
+    import torch
+
+    device = next(model.parameters()).device
+    model = model.cpu()
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.randn(batch, 3, 224, 224),), buf, input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    model.to(device)
+    return buf.getvalue()
