@@ -22,9 +22,9 @@ from engine.logger import Logger, Severity
 from engine.network import Network
 from engine.platforms import KNOWN_PLATFORMS
 
-# Layer kinds that compute on float data; precision flags apply to these.
-_SHAPE_ONLY = {LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT, LayerKind.CONCATENATION,
-               LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST, LayerKind.PADDING}
+# Layer kinds that only move or reshape data; precision flags do not apply to them.
+SHAPE_ONLY = {LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT, LayerKind.CONCATENATION,
+              LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST, LayerKind.PADDING}
 
 
 @dataclass
@@ -185,7 +185,7 @@ class Builder:
                 if pinned is Precision.FP16 and not config.fp16:
                     self.logger.warning(f"layer '{layer.name}' pinned to fp16 although the fp16 flag is off")
                 layer.precision = pinned
-            elif layer.kind not in _SHAPE_ONLY:
+            elif layer.kind not in SHAPE_ONLY:
                 layer.precision = config.precision
         if int8_scales is not None:
             from engine.quantization import builder_step

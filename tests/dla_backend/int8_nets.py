@@ -9,7 +9,7 @@ import numpy as np
 
 from backends.dla import DlaBackend, supports
 from backends.reference.executor import execute
-from engine.builder import _SHAPE_ONLY, BuilderConfig
+from engine.builder import SHAPE_ONLY, BuilderConfig
 from engine.dtypes import Precision
 from engine.layers import (
     ActivationSpec,
@@ -47,7 +47,7 @@ def calibrated(net: Network, seed: int, n_batches: int = 3, algorithm: str = "mi
     if edit is not None:
         edit(opt, table.scales)
     for layer in opt.layers:
-        if layer.kind not in _SHAPE_ONLY:
+        if layer.kind not in SHAPE_ONLY:
             layer.precision = Precision.FP16
     builder_step.assign(opt, cfg, table, QUIET)
     return opt

@@ -286,3 +286,18 @@ def test_tactics_timed_and_cached(rng, tmp_path):
     part = GpuPartition(net, [la.name for la in net.layers], first)
     op = next(o for o in part.units[0].lowered.ops if o.kind == "conv")
     assert op.info["tactic"].name == first[net.layers[0].name]
+
+
+def test_host_platform_times_layers_on_the_gpu():
+    """The host platform's measured clock uses the GPU backend when it can run here."""
+    from engine.models import build_model
+    from engine.onnx_parser import parse
+    from engine.optimizer import optimize
+    from scheduler.host_measure import measure_layers, measured_backend
+
+    net = optimize(parse(build_model("resnet18_small"))).network
+    times = measure_layers(net)
+    assert set(times) == {la.name for la in net.layers}
+    convs = [times[la.name] for la in net.layers if la.kind.value == "convolution"]
+    assert all(0 < t < 5e-3 for t in convs)  # microseconds on a GPU, not the CPU's milliseconds
+    assert measured_backend().startswith("GPU backend")
