@@ -406,25 +406,35 @@ def _pads2d(pre, post) -> tuple[int, int, int, int]:
     return (int(pre[0]), int(pre[1]), int(post[0]), int(post[1]))
 
 
-def lower_convolution(ctx: _Ctx, layer: Layer) -> None:
-    p = layer.params
-    if len(p.kernel) != 2:
-        raise UnsupportedError(f"{len(p.kernel)}-D convolution: DLA convolutions are 2-D only")
-    residual = layer.inputs[1] if p.residual else None
-    _emit_conv(ctx, layer, layer.inputs[0], layer.outputs[0], layer.weights["kernel"], layer.weights.get("bias"),
-               p.kernel, p.stride, _pads2d(p.pre_padding, p.post_padding), p.dilation, p.groups, p.activation,
-               residual)
+def _conv_lowering(emit):
+    """A Convolution lowering over ``emit`` (_emit_conv in FP16, _emit_conv_int8 in INT8)."""
+
+    def lower(ctx: _Ctx, layer: Layer) -> None:
+        p = layer.params
+        if len(p.kernel) != 2:
+            raise UnsupportedError(f"{len(p.kernel)}-D convolution: DLA convolutions are 2-D only")
+        residual = layer.inputs[1] if p.residual else None
+        emit(ctx, layer, layer.inputs[0], layer.outputs[0], layer.weights["kernel"], layer.weights.get("bias"),
+             p.kernel, p.stride, _pads2d(p.pre_padding, p.post_padding), p.dilation, p.groups, p.activation,
+             residual)
+
+    return lower
 
 
-def lower_fully_connected(ctx: _Ctx, layer: Layer) -> None:
-    x = layer.inputs[0]
-    shape = ctx.net.tensors[x].shape
-    if len(shape) != 2:
-        raise UnsupportedError(f"fully connected over the last axis of a rank-{len(shape)} tensor {shape}: "
-                               f"the DLA runs FC as a 1×1 convolution over channels of an (N, C) input")
-    w = layer.weights["kernel"]
-    _emit_conv(ctx, layer, x, layer.outputs[0], w.reshape(*w.shape, 1, 1), layer.weights.get("bias"),
-               (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layer.params.activation)
+def _fc_lowering(emit):
+    """A FullyConnected lowering as a 1×1 convolution over ``emit``."""
+
+    def lower(ctx: _Ctx, layer: Layer) -> None:
+        x = layer.inputs[0]
+        shape = ctx.net.tensors[x].shape
+        if len(shape) != 2:
+            raise UnsupportedError(f"fully connected over the last axis of a rank-{len(shape)} tensor {shape}: "
+                                   f"the DLA runs FC as a 1×1 convolution over channels of an (N, C) input")
+        w = layer.weights["kernel"]
+        emit(ctx, layer, x, layer.outputs[0], w.reshape(*w.shape, 1, 1), layer.weights.get("bias"),
+             (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layer.params.activation)
+
+    return lower
 
 
 def lower_matrix_multiply(ctx: _Ctx, layer: Layer) -> None:
@@ -943,35 +953,14 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
                               clip_max=float(ep.clip_q), inputs=(first,), outputs=(out,)))
 
 
-def lower_convolution_int8(ctx: _Ctx, layer: Layer) -> None:
-    p = layer.params
-    if len(p.kernel) != 2:
-        raise UnsupportedError(f"{len(p.kernel)}-D convolution: DLA convolutions are 2-D only")
-    residual = layer.inputs[1] if p.residual else None
-    _emit_conv_int8(ctx, layer, layer.inputs[0], layer.outputs[0], layer.weights["kernel"],
-                    layer.weights.get("bias"), p.kernel, p.stride, _pads2d(p.pre_padding, p.post_padding),
-                    p.dilation, p.groups, p.activation, residual)
-
-
-def lower_fully_connected_int8(ctx: _Ctx, layer: Layer) -> None:
-    x = layer.inputs[0]
-    shape = ctx.net.tensors[x].shape
-    if len(shape) != 2:
-        raise UnsupportedError(f"fully connected over the last axis of a rank-{len(shape)} tensor {shape}: "
-                               f"the DLA runs FC as a 1×1 convolution over channels of an (N, C) input")
-    w = layer.weights["kernel"]
-    _emit_conv_int8(ctx, layer, x, layer.outputs[0], w.reshape(*w.shape, 1, 1), layer.weights.get("bias"),
-                    (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layer.params.activation)
-
-
 def lower_pooling_int8(ctx: _Ctx, layer: Layer) -> None:
     int8.check_pool(layer)
     lower_pooling(ctx, layer)
 
 
 INT8_LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
-    LayerKind.CONVOLUTION: lower_convolution_int8,
-    LayerKind.FULLY_CONNECTED: lower_fully_connected_int8,
+    LayerKind.CONVOLUTION: _conv_lowering(_emit_conv_int8),
+    LayerKind.FULLY_CONNECTED: _fc_lowering(_emit_conv_int8),
     LayerKind.POOLING: lower_pooling_int8,
 }
 
@@ -1010,8 +999,8 @@ def _lower_int8_partition_layer(ctx: _Ctx, layer: Layer) -> None:
 
 
 LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
-    LayerKind.CONVOLUTION: lower_convolution,
-    LayerKind.FULLY_CONNECTED: lower_fully_connected,
+    LayerKind.CONVOLUTION: _conv_lowering(_emit_conv),
+    LayerKind.FULLY_CONNECTED: _fc_lowering(_emit_conv),
     LayerKind.MATRIX_MULTIPLY: lower_matrix_multiply,
     LayerKind.DECONVOLUTION: lower_deconvolution,
     LayerKind.POOLING: lower_pooling,
