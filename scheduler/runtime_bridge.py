@@ -65,6 +65,47 @@ class HeteroRunner:
         self._loadable_of = loadable_of
         self._logger = logger
         self._runners = None
+        self._tactics = contents.tactics if isinstance(contents.tactics, dict) else {}
+        # GPU partitions the builder meant for the GPU backend (others were built for the reference)
+        self._gpu_recorded = {tuple(r["layers"]) for r in records
+                              if r.get("device", "gpu") == "gpu" and r.get("backend") == "gpu"}
+        self._gpu_programs = None  # partition index -> compiled GPU partition (engine-level, shared)
+
+    def gpu_programs(self) -> dict:
+        """GPU partitions compiled for the GPU backend when it can run here ({} otherwise: the
+        reference backend runs them). A partition that fails to compile runs on the reference."""
+        if self._gpu_programs is None:
+            from engine.runtime import _partition_factory
+
+            factory = _partition_factory("gpu")
+            programs = {}
+            for spec in self.specs:
+                if spec.device != "gpu" or factory is None or tuple(spec.layers) not in self._gpu_recorded:
+                    continue
+                try:
+                    programs[spec.index] = factory(self.network, tuple(spec.layers), self._tactics, self._logger)
+                except Exception as e:  # a device failure must not make the plan unusable
+                    self._logger.warning(f"GPU partition {spec.index} could not be compiled ({type(e).__name__}: "
+                                         f"{e}); it runs on the reference backend")
+            self._gpu_programs = programs
+        return self._gpu_programs
+
+    def _context_runners(self, context) -> dict:
+        """The engine's runners, with GPU partitions bound to this execution context's own GPU
+        contexts (arena, stream and CUDA graph per execution context, as the runtime does)."""
+        runners = dict(self._runners)
+        for index, program in self.gpu_programs().items():
+            key = ("hetero-gpu", index)
+            ctx = context._group_contexts.get(key)
+            if ctx is None:
+                ctx = context._group_contexts[key] = program.create_context()
+
+            def run(p, args, ctx=ctx, program=program):
+                outs = ctx.execute({t: args[t] for t in program.inputs})
+                return {t: outs[t] for t in p.outputs}
+
+            runners[index] = run
+        return runners
 
     def _build_runners(self) -> dict:
         from engine.runtime import EXECUTORS, FALLBACK_BACKEND
@@ -90,10 +131,11 @@ class HeteroRunner:
         span = spec.layers[0] if len(spec.layers) == 1 else f"{spec.layers[0]}...{spec.layers[-1]}"
         return f"{{ForeignNode[{span}]}} ({spec.lane})" if spec.device == "dla" else f"[{span}] (gpu)"
 
-    def executor(self, delays: Mapping[str, float] | None = None, seed: int = 0) -> PartitionExecutor:
+    def executor(self, delays: Mapping[str, float] | None = None, seed: int = 0, context=None) -> PartitionExecutor:
         if self._runners is None:
             self._runners = self._build_runners()
-        return PartitionExecutor(self.specs, self._runners, self.network.inputs, self.network.outputs, delays, seed)
+        runners = self._context_runners(context) if context is not None else self._runners
+        return PartitionExecutor(self.specs, runners, self.network.inputs, self.network.outputs, delays, seed)
 
     def execute(self, context, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.execute_frames(context, [feeds])
@@ -102,7 +144,7 @@ class HeteroRunner:
     def execute_frames(self, context, frames: Sequence[Mapping[str, np.ndarray]],
                        delays: Mapping[str, float] | None = None, seed: int = 0) -> list[dict[str, np.ndarray]]:
         checked = [context._check_feeds(f) for f in frames]
-        outs, events = self.executor(delays, seed).run(checked)
+        outs, events = self.executor(delays, seed, context).run(checked)
         context.last_events = events
         profiler = getattr(context, "profiler", None)
         if profiler is not None:  # one record per partition run, as TensorRT reports a DLA subgraph

@@ -301,3 +301,39 @@ def test_host_platform_times_layers_on_the_gpu():
     convs = [times[la.name] for la in net.layers if la.kind.value == "convolution"]
     assert all(0 < t < 5e-3 for t in convs)  # microseconds on a GPU, not the CPU's milliseconds
     assert measured_backend().startswith("GPU backend")
+
+
+def test_gpu_and_dla_partitions_run_together():
+    """A DLA-first plan with a layer the DLA refuses: its GPU partition runs on the GPU backend."""
+    from engine.builder import Builder, BuilderConfig
+    from engine.layers import NormalizationParams
+    from engine.logger import Logger, Severity
+    from engine.network import Network
+    from engine.runtime import Runtime
+
+    rng = np.random.default_rng(11)
+    net = Network("mixed")
+    x = net.add_input("x", (1, 16, 16, 16))
+    y = net.add_convolution(x, rng.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.2, padding=(1, 1))
+    y = net.add_activation(y, "relu")
+    z = net.tensor(net.add_layer(NormalizationParams(axes=(1, 2, 3)), [y], name="norm").outputs[0])  # GPU only
+    w = net.add_convolution(z, rng.standard_normal((8, 16, 1, 1)).astype(np.float32) * 0.2)
+    net.mark_output(w)
+    quiet = Logger(Severity.ERROR)
+    plan = Builder(quiet).build_serialized_network(net, BuilderConfig(fp16=True, default_device="dla",
+                                                                      gpu_fallback=True))
+    engine = Runtime(quiet).deserialize(plan)
+    records = engine.placement["partitions"]
+    assert {r["device"] for r in records} == {"gpu", "dla"}
+    assert all(r["backend"] == "gpu" for r in records if r["device"] == "gpu")
+    feeds = {"x": rng.standard_normal((1, 16, 16, 16)).astype(np.float32)}
+    ctx = engine.create_execution_context()
+    got = ctx.execute(feeds)[w.name]
+    programs = engine._hetero.gpu_programs()
+    assert programs and all(not p.fallback_layers for p in programs.values())
+    from backends.reference import execute as reference_execute
+    from engine.dtypes import Precision
+
+    ref = reference_execute(engine.network, feeds, precision_of=lambda la: la.precision or Precision.FP32)[w.name]
+    err = np.linalg.norm(got - ref.astype(np.float32)) / np.linalg.norm(ref.astype(np.float32))
+    assert err < 1e-2

@@ -19,7 +19,8 @@ def built_contents(model: str = "resnet18_small", **cfg) -> plan_format.PlanCont
     return Builder(QUIET).build(parse(build_model(model)), BuilderConfig(fp16=True, **cfg))
 
 
-def mixed_plan(pattern=("gpu", "dla0", "dla1"), every: int = 4, model: str = "resnet18_small") -> bytes:
+def mixed_plan(pattern=("gpu", "dla0", "dla1"), every: int = 4, model: str = "resnet18_small",
+               gpu_backend: str = "reference") -> bytes:
     """A host plan whose layers alternate between the GPU and both DLA cores in blocks of ``every``."""
     contents = built_contents(model)
     net = contents.network
@@ -34,7 +35,7 @@ def mixed_plan(pattern=("gpu", "dla0", "dla1"), every: int = 4, model: str = "re
             loadables.append(blob)
             rec.update(backend="dla", loadable=len(loadables) - 1, **bounds)
         else:
-            rec.update(backend="reference")
+            rec.update(backend=gpu_backend)
         records.append(rec)
     for la in net.layers:
         la.device = "dla" if devices[la.name] != "gpu" else "gpu"
