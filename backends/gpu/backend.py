@@ -89,6 +89,10 @@ class GpuPartition:
         # compile every module now, so the first execute does not pay NVRTC
         if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
             convk.compile_all()
+        if any(op.kind in ("conv8", "pool8") for u in self.units if u.lowered for op in u.lowered.ops):
+            from backends.gpu.kernels import int8 as int8k
+
+            int8k.compile_all()
         direct.compile_all()
         for u in self.units:
             if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops):
@@ -203,6 +207,15 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         return lambda: direct.depthwise_conv(x, w, b, y, info["geom"], info["act"], res)
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
+    if op.kind in ("conv8", "pool8"):
+        from backends.gpu.kernels import int8 as int8k
+
+        if op.kind == "pool8":
+            return lambda: int8k.pool2d_s8(x, y, info["geom"], info["average"])
+        g, t, w = info["geom"], info["tactic"], views[info["w"]]
+        epi = int8k.DeviceEpilogue.upload(info["epi"])
+        res = views[info["res"]] if info["res"] else None
+        return lambda: int8k.conv2d_s8(x, w, y, g, t, epi, res, ws, info["ldy"])
     raise ValueError(op.kind)
 
 

@@ -26,6 +26,7 @@ from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
 from backends.gpu.kernels.direct import PoolGeometry
 from backends.gpu.layout import round_up
+from backends.gpu.lower_int8 import Int8Lowering, is_int8, supports_int8
 from engine.dtypes import Precision
 from engine.layers import ActivationSpec, ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, UnaryOp
 from engine.memory import storage_dtypes
@@ -36,7 +37,11 @@ from engine.network import Layer, Network
 
 @dataclass
 class Slot:
-    """A device tensor of a segment. ``const`` slots hold uploaded weights (outside the arena)."""
+    """A device tensor of a segment. ``const`` slots hold uploaded weights (outside the arena).
+
+    Layouts: ``linear`` (row-major), ``nhwc`` (rank 4, C padded to 8), and for int8 tensors
+    ``nhwc16`` (C padded to 16) and ``rows16`` (last dim padded to 16).
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -46,18 +51,22 @@ class Slot:
 
     @property
     def phys_shape(self) -> tuple[int, ...]:
-        if self.layout == "nhwc":
+        if self.layout in ("nhwc", "nhwc16"):
             n, c, h, w = self.shape
-            return (n, h, w, round_up(c, 8))
+            return (n, h, w, round_up(c, 8 if self.layout == "nhwc" else 16))
+        if self.layout == "rows16":
+            return (*self.shape[:-1], round_up(self.shape[-1], 16))
         return self.shape
 
     @property
     def strides(self) -> tuple[int, ...]:
         """Element strides per logical dim."""
-        if self.layout == "nhwc":
+        if self.layout in ("nhwc", "nhwc16"):
             n, c, h, w = self.shape
-            cp = round_up(c, 8)
+            cp = round_up(c, 8 if self.layout == "nhwc" else 16)
             return (h * w * cp, 1, w * cp, cp)
+        if self.layout == "rows16":
+            return gen.row_major(self.phys_shape)
         return gen.row_major(self.shape)
 
     @property
@@ -79,7 +88,7 @@ class Slot:
 
 @dataclass
 class Op:
-    """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool'.
+    """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'conv8', 'pool8'.
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.
@@ -122,8 +131,10 @@ def supports(layer: Layer, network: Network) -> tuple[bool, str]:
     k = layer.kind
     dtypes = storage_dtypes(network)
     ins = [dtypes[t].numpy.name for t in layer.inputs]
-    if k in _INT8_KINDS or _prec(layer) is Precision.INT8:
-        return False, "INT8 layers and Q/DQ conversions are not wired to GPU kernels yet"
+    if k in _INT8_KINDS:
+        return False, "Q/DQ conversions have no GPU kernel"
+    if _prec(layer) is Precision.INT8:
+        return supports_int8(layer, network)
     shape0 = network.tensors[layer.inputs[0]].shape if layer.inputs else ()
     float_in = all(d in _FLOAT for d in ins)
     if k in (LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION):
@@ -211,7 +222,7 @@ def parse_tactic(name: str) -> ConvTactic | None:
         return None
 
 
-class Lowerer:
+class Lowerer(Int8Lowering):
     """Lowers the layers of one segment, in order; ``lower`` returns the whole ``Lowered``."""
 
     def __init__(self, network: Network, layers: list[Layer], outputs: list[str],
@@ -227,6 +238,7 @@ class Lowerer:
         self.src: list[str] = []
         self.convs: dict[str, ConvGeometry] = {}
         self._n = 0
+        self._init_int8()
         produced = {t for la in layers for t in la.outputs}
         for la in layers:
             for t in la.inputs:
@@ -311,8 +323,13 @@ class Lowerer:
 
     def lower(self) -> Lowered:
         for layer in self.layers:
+            if is_int8(layer):
+                self.lower_int8(layer)
+                continue
+            for t in layer.inputs:
+                self.float_of(t)
             getattr(self, f"_l_{layer.kind.value}")(layer)
-        outputs = {t: self.linear(t, self.dtypes[t]) for t in self.want}
+        outputs = {t: self.linear(self.float_of(t), self.dtypes[t]) for t in self.want}
         return Lowered(self.slots, self.ops, self.inputs, outputs, gen.GEN_PRELUDE + "\n".join(self.src), self.convs)
 
     # -------------------------------------------------------------- element-wise family

@@ -1,0 +1,313 @@
+"""INT8 convolution / FC / pooling on the GPU: tiles, the reference's integer parameters, launchers.
+
+Every integer parameter comes from the same functions the reference backend calls
+(``engine.quantization.scales``), so the GPU epilogue needs no arithmetic of its own beyond the
+shifts and saturations in ``int8_src``. Layouts are documented there: NHWC int8 with channels
+padded to 16 (one 16-byte vector), KRSC int8 weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.gpu.kernels.compile import get_function
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.int8_src import INT8_SRC
+from backends.gpu.layout import round_up
+
+BK = 64  # int8 channels per k-tile
+# The int32 accumulator wraps; sums stay exact (= the reference's saturated int64 sums) while
+# Ktot * 128 * 128 < 2**31.
+MAX_KTOT = (2**31 - 1) // (128 * 128)
+i32, f32 = np.int32, np.float32
+
+
+def cp16(c: int) -> int:
+    """Channel stride of an int8 NHWC tensor."""
+    return round_up(c, 16)
+
+
+@dataclass(frozen=True)
+class Tile8:
+    """A CTA tile of the INT8 kernel: BM x BN outputs, WM x WN warps, STAGES-deep pipeline (BK = 64)."""
+
+    bm: int
+    bn: int
+    wm: int
+    wn: int
+    stages: int
+
+    @property
+    def threads(self) -> int:
+        return self.wm * self.wn * 32
+
+    @property
+    def smem_bytes(self) -> int:
+        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4)
+
+    @property
+    def template(self) -> str:
+        return f"conv_igemm_s8<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages}>"
+
+
+TILES8: tuple[Tile8, ...] = (
+    Tile8(128, 256, 2, 4, 3),
+    Tile8(128, 128, 2, 2, 4),
+    Tile8(128, 128, 2, 4, 3),
+    Tile8(128, 64, 2, 2, 4),
+    Tile8(64, 128, 2, 2, 4),
+    Tile8(64, 64, 2, 2, 4),
+    Tile8(64, 32, 2, 1, 4),
+    Tile8(32, 64, 1, 2, 4),
+    Tile8(32, 32, 2, 1, 4),
+    Tile8(16, 64, 1, 2, 4),
+)
+_NAMES = [t.template for t in TILES8]
+
+
+@dataclass(frozen=True)
+class Tactic8:
+    tile: Tile8
+    splits: int = 1
+
+    @property
+    def name(self) -> str:
+        t = self.tile
+        return f"s8igemm_{t.bm}x{t.bn}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
+
+    def k_tiles(self, g: ConvGeometry) -> int:
+        return -(-(g.r * g.s * cp16(g.c)) // BK)
+
+    def k_tiles_per_split(self, g: ConvGeometry) -> int:
+        return -(-self.k_tiles(g) // self.splits)
+
+    def grid(self, g: ConvGeometry) -> tuple[int, int, int]:
+        kps = self.k_tiles_per_split(g)
+        return (-(-g.m // self.tile.bm), -(-g.k // self.tile.bn), -(-self.k_tiles(g) // kps))
+
+    def workspace_bytes(self, g: ConvGeometry) -> int:
+        z = self.grid(g)[2]
+        return 0 if z == 1 else z * g.m * cp16(g.k) * 4
+
+
+def parse_tactic8(name: str) -> Tactic8 | None:
+    """Inverse of ``Tactic8.name``; None when it does not parse."""
+    try:
+        head, tile, warps, stages, splits = name.split("_")
+        if head != "s8igemm":
+            return None
+        bm, bn = map(int, tile.split("x"))
+        wm, wn = map(int, warps[1:].split("x"))
+        t = Tile8(bm, bn, wm, wn, int(stages[1:]))
+        return Tactic8(t, int(splits[1:])) if t in TILES8 else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
+    """Every tile that is not mostly empty, plus split-K where the grid underfills the GPU."""
+    out: list[Tactic8] = []
+    kt = -(-(g.r * g.s * cp16(g.c)) // BK)
+    for t in TILES8:
+        if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
+            continue
+        out.append(Tactic8(t, 1))
+        ctas = -(-g.m // t.bm) * -(-g.k // t.bn)
+        if ctas < sms:
+            for s in (2, 3, 4, 6, 8, 12, 16):
+                if ctas * s <= 2 * sms and kt // s >= 2:
+                    out.append(Tactic8(t, s))
+    return out
+
+
+def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
+    """Big tiles when they fill the GPU, else small tiles with split-K (as the fp16 heuristic)."""
+    def ctas(t: Tile8) -> int:
+        return -(-g.m // t.bm) * -(-g.k // t.bn)
+
+    for t in (Tile8(128, 128, 2, 4, 3), Tile8(128, 64, 2, 2, 4), Tile8(64, 64, 2, 2, 4)):
+        if ctas(t) >= sms:
+            return Tactic8(t)
+    t = Tile8(16, 64, 1, 2, 4) if g.m <= 16 else Tile8(32, 64, 1, 2, 4)
+    kt = -(-(g.r * g.s * cp16(g.c)) // BK)
+    splits = max(1, min(16, sms // max(ctas(t), 1), kt // 4))
+    return Tactic8(t, splits)
+
+
+# ------------------------------------------------------------------------------------------ params
+
+
+@dataclass
+class Epilogue8:
+    """Per-channel integer parameters of one INT8 conv/FC (numpy, uploaded by the backend).
+
+    ``osc``/``osh`` None: float output ``v * sacc`` (the layer has no output scale).
+    """
+
+    k: int
+    bias: np.ndarray | None  # int64 (K,)
+    rsc: np.ndarray | None  # int32 (K,)
+    rsh: np.ndarray | None
+    osc: np.ndarray | None
+    osh: np.ndarray | None
+    sacc: np.ndarray | None  # float64 (K,)
+    relu: bool
+    clipq: int = 127
+    clipf: float | None = None
+
+
+def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -> Epilogue8:
+    """The reference epilogue's integers (backends.reference.int8.epilogue), step for step.
+
+    Raises UnsupportedError where the reference would (an activation other than ReLU/clip(0, x),
+    a requant multiplier >= 2**15).
+    """
+    from engine.errors import UnsupportedError
+    from engine.layers import ActivationType
+    from engine.quantization import annotation
+    from engine.quantization.scales import bias_params, requant_params, round_half_away
+
+    spec = annotation.read(layer)
+    if spec.kernel_scales is None:
+        raise UnsupportedError(f"layer {layer.describe()}: INT8 kernel without per-channel weight scales")
+    s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
+    k = s_acc.size
+    bias = layer.weights.get("bias")
+    b = None
+    if bias is not None:
+        b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
+        b = np.clip(np.left_shift(b16.astype(np.int64), bshift), -(2**33), 2**33).astype(np.int64)
+    rsc = rsh = None
+    if residual_scale is not None:
+        sc, sh = requant_params(np.float64(residual_scale) / s_acc)
+        rsc, rsh = sc.astype(np.int32), sh.astype(np.int32)
+    relu, clip_hi = False, None
+    if activation is not None:
+        if activation.type is ActivationType.RELU:
+            relu = True
+        elif activation.type is ActivationType.CLIP and activation.alpha == 0.0:
+            relu, clip_hi = True, float(activation.beta)
+        else:
+            raise UnsupportedError(f"activation {activation.type.value} has no INT8 epilogue "
+                                   f"(ReLU and clip(0, max) do)")
+    if spec.output_scale is None:
+        clipf = None if clip_hi is None else float(np.float32(clip_hi))
+        return Epilogue8(k, b, rsc, rsh, None, None, s_acc, relu, 127, clipf)
+    sc, sh = requant_params(s_acc / np.float64(spec.output_scale))
+    clipq = 127
+    if clip_hi is not None:
+        clipq = int(np.clip(int(round_half_away(clip_hi / spec.output_scale)), -128, 127))
+    return Epilogue8(k, b, rsc, rsh, sc.astype(np.int32), sh.astype(np.int32), None, relu, clipq, None)
+
+
+def pack_weights8(wq: np.ndarray) -> np.ndarray:
+    """int8 IR kernel (K, C, R, S) -> (K, R, S, Cp16) int8, zero in channels C..Cp-1."""
+    k, c, r, s = wq.shape
+    out = np.zeros((k, r, s, cp16(c)), np.int8)
+    out[..., :c] = wq.transpose(0, 2, 3, 1)
+    return out
+
+
+def quantized_kernel(layer: Any) -> np.ndarray:
+    """The layer's int8 weights as the reference takes them (``reference.int8._kernel_int8``)."""
+    from backends.reference.int8 import _kernel_int8
+    from engine.quantization import annotation
+
+    return _kernel_int8(layer, annotation.read(layer))
+
+
+# ------------------------------------------------------------------------------------------ launch
+
+
+def _kernel(tile: Tile8) -> Any:
+    return get_function(INT8_SRC, tile.template, name_expressions=_NAMES, dynamic_smem=tile.smem_bytes)
+
+
+def _fn(name: str) -> Any:
+    return get_function(INT8_SRC, name, name_expressions=_NAMES)
+
+
+def compile_all() -> None:
+    """Compile the INT8 module now (NVRTC takes seconds), not at the first launch."""
+    for t in TILES8:
+        _kernel(t)
+
+
+def _ptr(a: Any) -> Any:
+    return a if a is not None else np.uint64(0)
+
+
+@dataclass
+class DeviceEpilogue:
+    """``Epilogue8`` with its arrays on the device (CuPy arrays or None)."""
+
+    k: int
+    bias: Any
+    rsc: Any
+    rsh: Any
+    osc: Any
+    osh: Any
+    sacc: Any
+    relu: bool
+    clipq: int
+    clipf: float | None
+
+    @staticmethod
+    def upload(e: Epilogue8) -> DeviceEpilogue:
+        import cupy
+
+        def up(a: np.ndarray | None) -> Any:
+            return None if a is None else cupy.asarray(np.ascontiguousarray(a))
+
+        return DeviceEpilogue(e.k, up(e.bias), up(e.rsc), up(e.rsh), up(e.osc), up(e.osh), up(e.sacc), e.relu,
+                              e.clipq, e.clipf)
+
+    def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
+        return (_ptr(self.bias), _ptr(res), i32(ldr), _ptr(self.rsc if res is not None else None),
+                _ptr(self.rsh if res is not None else None), _ptr(self.osc), _ptr(self.osh), _ptr(self.sacc),
+                i32(1 if self.relu else 0), i32(self.clipq), i32(0 if self.clipf is None else 1),
+                f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy))
+
+
+def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
+              residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
+    """Enqueue the INT8 convolution on the current stream.
+
+    x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
+    y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
+    """
+    if g.r * g.s * cp16(g.c) > MAX_KTOT:
+        raise ValueError(f"reduction of {g.r * g.s * cp16(g.c)} exceeds the exact int32 bound {MAX_KTOT}")
+    ldy = cp16(g.k) if ldy is None else ldy
+    ldr = cp16(g.k)
+    grid = tactic.grid(g)
+    split = grid[2] > 1
+    if split and (workspace is None or workspace.nbytes < tactic.workspace_bytes(g)):
+        raise ValueError(f"{tactic.name} needs a {tactic.workspace_bytes(g)}-byte workspace")
+    geo = (g.n, g.h, g.w, cp16(g.c), g.k, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)
+    epi_args = epi.args(residual, ldr, y, ldy)
+    _kernel(tactic.tile)(grid, (tactic.tile.threads,),
+                         (x, w, _ptr(workspace if split else None), *map(i32, geo),
+                          i32(tactic.k_tiles_per_split(g)), *epi_args),
+                         shared_mem=tactic.tile.smem_bytes)
+    if split:
+        total = g.m * (-(-ldy // 16))
+        _fn("splitk_epilogue_s8")((-(-total // 256),), (256,),
+                                  (workspace, i32(grid[2]), i32(g.m), i32(g.k), *epi_args))
+
+
+def recip(k: int) -> int:
+    """The PDP's RECIP_KERNEL register (backends.reference.int8.recip)."""
+    return int(np.floor(65536 / k + 0.5))
+
+
+def pool2d_s8(x: Any, y: Any, g: Any, average: bool) -> None:
+    """INT8 max/average pooling; ``g`` a ``direct.PoolGeometry`` (no dilation, no ceil mode)."""
+    total = g.n * g.p * g.q * (cp16(g.c) // 16)
+    _fn("pool2d_s8")((-(-total // 256),), (256,), (
+        x, y, *map(i32, (g.n, g.h, g.w, cp16(g.c), g.p, g.q, *g.window, *g.stride, *g.pad)),
+        i32(1 if average else 0), i32(recip(g.window[1])), i32(recip(g.window[0]))))

@@ -1,0 +1,220 @@
+"""Lowering of INT8 layers (convolution, fully connected, pooling) onto the integer GPU kernels.
+
+Inside a GPU segment an INT8 result stays an int8 device tensor (``q8`` slots: NHWC with channels
+padded to 16, or rows padded to 16 for FC) together with its scale. The host convention (float32
+``q * scale`` between layers, ``backends.reference.int8``) appears only where a float consumer or
+the segment's caller needs the tensor: a dequantize kernel then writes the float32 value, the
+exact bits the reference stores. An INT8 consumer whose input scale equals the producer's output
+scale reads the int8 tensor directly (the reference recovers the same q from the float value);
+any other input is quantized with the reference's float32 ``rint(x / s)``.
+
+No CUDA here: like ``lower``, this runs and is tested on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backends.gpu.kernels import gen
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.direct import PoolGeometry
+from backends.gpu.kernels.int8 import (
+    MAX_KTOT,
+    cp16,
+    epilogue_params,
+    heuristic_tactic8,
+    pack_weights8,
+    parse_tactic8,
+    quantized_kernel,
+)
+from backends.gpu.layout import round_up
+from engine.dtypes import Precision
+from engine.errors import UnsupportedError
+from engine.layers import LayerKind, PoolingType
+from engine.network import Layer, Network
+from engine.quantization import annotation
+
+if TYPE_CHECKING:
+    from backends.gpu.lower import Slot
+
+INT8_GPU_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
+
+
+def is_int8(layer: Layer) -> bool:
+    return layer.precision is Precision.INT8 and layer.kind in INT8_GPU_KINDS
+
+
+def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
+    """Whether an INT8 layer has a GPU kernel; the reason otherwise (where the reference would
+    raise, the layer falls back so that the reference reports it)."""
+    k = layer.kind
+    if k not in INT8_GPU_KINDS:
+        return False, f"INT8 {k.value} has no GPU kernel (INT8 runs convolution, fully connected and pooling)"
+    try:
+        spec = annotation.read(layer)
+    except UnsupportedError as e:
+        return False, str(e)
+    shape0 = network.tensors[layer.inputs[0]].shape
+    if k is LayerKind.POOLING:
+        if len(shape0) != 4:
+            return False, "INT8 pooling other than 2-D has no GPU kernel"
+        p = layer.params.resolved(shape0[2:])
+        if p.type not in (PoolingType.MAX, PoolingType.AVERAGE):
+            return False, f"INT8 {p.type.value} pooling has no GPU kernel"
+        if any(d != 1 for d in p.dilation) or p.ceil_mode:
+            return False, "INT8 pooling with dilation or ceil_mode has no GPU kernel"
+        if spec.output_scale is not None and np.float32(spec.output_scale) != np.float32(spec.input_scales[0]):
+            return False, "INT8 pooling needs equal input and output scales"
+        if p.type is PoolingType.AVERAGE and any(p.pre_padding + p.post_padding) and not p.count_include_pad:
+            return False, "INT8 average pooling divides by the full window; padding excluded from the count"
+        return True, ""
+    p = layer.params
+    if k is LayerKind.CONVOLUTION:
+        if len(shape0) != 4 or len(p.kernel) != 2:
+            return False, "INT8 convolution other than 2-D has no GPU kernel"
+        if p.groups != 1:
+            return False, "grouped INT8 convolution has no GPU kernel"
+        ktot = p.kernel[0] * p.kernel[1] * cp16(shape0[1])
+    else:
+        ktot = cp16(shape0[-1])
+    if ktot > MAX_KTOT:
+        return False, f"INT8 reduction of {ktot} exceeds the exact int32 accumulator bound {MAX_KTOT}"
+    try:
+        quantized_kernel(layer)
+        epilogue_params(layer, p.activation, spec.input_scales[1] if getattr(p, "residual", False) else None)
+    except UnsupportedError as e:
+        return False, str(e)
+    return True, ""
+
+
+class Int8Lowering:
+    """Mixed into ``lower.Lowerer``: the INT8 layers and their int8 <-> float conversions."""
+
+    # provided by Lowerer
+    net: Network
+    slots: dict[str, Slot]
+    ops: list
+    dtypes: dict[str, str]
+
+    def _init_int8(self) -> None:
+        self.q8: dict[str, tuple[str, np.float32]] = {}  # tensor -> (its int8 slot, scale)
+        self._q8_cache: dict[tuple[str, float, str], str] = {}
+
+    # -------------------------------------------------------------- conversions
+
+    def _q8_slot(self, name: str, shape: tuple[int, ...], layout: str) -> Slot:
+        from backends.gpu.lower import Slot
+
+        s = Slot(name, tuple(shape), "int8", layout)
+        self.slots[name] = s
+        return s
+
+    def float_of(self, tensor: str) -> str:
+        """Make sure ``tensor`` has its float slot (dequantizing an int8 result if needed)."""
+        if tensor in self.slots or tensor not in self.q8:
+            return tensor
+        qname, scale = self.q8[tensor]
+        q = self.slots[qname]
+        out = self._new(tensor)  # linear, the tensor's storage dtype (float32 for INT8 results)
+        self._map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = (float)X0 * {float(scale)!r}f;")
+        return tensor
+
+    def q8_input(self, tensor: str, scale: float, layout: str) -> str:
+        """An int8 slot of ``tensor`` quantized with ``scale`` in ``layout`` ('nhwc16' or 'rows16')."""
+        s32 = np.float32(scale)
+        own = self.q8.get(tensor)
+        if own is not None and own[1] == s32 and self.slots[own[0]].layout == layout:
+            return own[0]
+        key = (tensor, float(s32), layout)
+        if key in self._q8_cache:
+            return self._q8_cache[key]
+        src = self.slots[self.float_of(tensor)]
+        name = f"{tensor}@q8_{len(self._q8_cache)}"
+        out = self._q8_slot(name, src.shape, layout)
+        rank = len(src.shape)
+        if layout == "nhwc16":
+            order, zero = [0, 2, 3, 1], (1, cp16(src.shape[1]))
+        else:
+            order, zero = list(range(rank)), (rank - 1, cp16(src.shape[-1]))
+        kname = self._name(f"quant_{tensor}")
+        body = (f"FLT RAW float v = rintf(X0 / {float(s32)!r}f); "
+                f"yr = v != v ? (signed char)0 : (signed char)fminf(fmaxf(v, -128.f), 127.f);")
+        src_code = gen.map_kernel(kname, src.shape, gen.Operand("int8", out.strides), [src.operand()], body, order,
+                                  zero, max(out.elements, src.elements))
+        self._gen(f"quant_{tensor}", kname, src_code, [src.name], [out.name], gen.map_grid(src.shape, zero),
+                  [out.name, src.name])
+        self._q8_cache[key] = name
+        return name
+
+    # -------------------------------------------------------------- layers
+
+    def _gemm8(self, layer: Layer, g: ConvGeometry, xs: str, out_shape: tuple[int, ...], q_layout: str,
+               kernel: np.ndarray, res: str | None, residual_scale: float | None) -> None:
+        from backends.gpu.lower import Op
+
+        spec = annotation.read(layer)
+        epi = epilogue_params(layer, layer.params.activation, residual_scale)
+        t = layer.outputs[0]
+        if epi.osc is not None:
+            out = self._q8_slot(f"{t}@q8", out_shape, q_layout)
+            self.q8[t] = (out.name, np.float32(spec.output_scale))
+            ldy = cp16(g.k)
+        elif q_layout == "nhwc16":
+            out = self._new(t, "nhwc")  # float32 NHWC, channel stride round_up(K, 8)
+            ldy = round_up(g.k, 8)
+        else:
+            out = self._new(t)  # float32 rows of K
+            ldy = g.k
+        wk = self.const(f"{layer.name}/kernel_krsc_s8", pack_weights8(kernel), False)
+        tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
+        reads = [xs, wk.name] + ([res] if res else [])
+        self.ops.append(Op(layer.name, "conv8", reads, [out.name],
+                           info={"geom": g, "tactic": tactic, "epi": epi, "x": xs, "w": wk.name, "res": res,
+                                 "y": out.name, "ldy": ldy},
+                           workspace=tactic.workspace_bytes(g)))
+
+    def _l_int8_convolution(self, layer: Layer) -> None:
+        p = layer.params
+        spec = annotation.read(layer)
+        n, c, h, w = self.net.tensors[layer.inputs[0]].shape
+        g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
+                         tuple(p.dilation), tuple(p.post_padding))
+        xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
+        res, rs = None, None
+        if p.residual:
+            rs = spec.input_scales[1]
+            res = self.q8_input(layer.inputs[1], rs, "nhwc16")
+        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", quantized_kernel(layer),
+                    res, rs)
+
+    def _l_int8_fully_connected(self, layer: Layer) -> None:
+        spec = annotation.read(layer)
+        shape = self.net.tensors[layer.inputs[0]].shape
+        wq = quantized_kernel(layer)
+        kout, c = wq.shape
+        g = ConvGeometry(math.prod(shape[:-1]), 1, 1, c, kout, 1, 1)
+        xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "rows16")
+        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "rows16", wq[:, :, None, None],
+                    None, None)
+
+    def _l_int8_pooling(self, layer: Layer) -> None:
+        from backends.gpu.lower import Op
+
+        spec = annotation.read(layer)
+        n, c, h, w = self.net.tensors[layer.inputs[0]].shape
+        r = layer.params.resolved((h, w))
+        _, _, oh, ow = self.net.tensors[layer.outputs[0]].shape
+        g = PoolGeometry(n, h, w, c, oh, ow, tuple(r.window), tuple(r.stride), tuple(r.pre_padding),
+                         tuple(r.post_padding), tuple(r.dilation))
+        xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
+        t = layer.outputs[0]
+        out = self._q8_slot(f"{t}@q8", self.net.tensors[t].shape, "nhwc16")
+        self.q8[t] = (out.name, np.float32(spec.input_scales[0]))
+        self.ops.append(Op(layer.name, "pool8", [xs], [out.name],
+                           info={"geom": g, "average": r.type is PoolingType.AVERAGE, "x": xs, "y": out.name}))
+
+    def lower_int8(self, layer: Layer) -> None:
+        getattr(self, f"_l_int8_{layer.kind.value}")(layer)

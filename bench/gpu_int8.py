@@ -1,0 +1,125 @@
+"""ResNet-50 INT8 against hetrt FP16 through the real path on the GPU.
+
+torchvision ResNet-50 (random weights, batch norm calibrated as in ``gpu_torchvision``) -> ONNX ->
+builder -> plan -> runtime; the GPU segment's CUDA graph is replayed with the input staged on the
+device and timed with CUDA events (median, min, max over groups of replays).
+
+FP16: ``BuilderConfig(fp16=True)`` with tactic timing. INT8: ``int8=True, fp16=True`` (layers
+without INT8 run FP16), with scales calibrated (minmax calibrator) on random images at batch 1; the
+batch-256 build reuses those per-tensor ranges (tensor names do not depend on the batch). Scales
+do not change the time; the INT8 convolutions use the heuristic tile choice (no tactic timing
+yet). The INT8 logits are compared with the FP16 ones (relative L2) as a sanity check only:
+bit-exactness against the reference is what tests/gpu/test_int8.py checks.
+
+    python bench/gpu_int8.py --batches 1 256 --out bench/results/gpu_int8_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from gpu_peers import environment, time_cupy_graph  # noqa: E402
+from gpu_torchvision import export_onnx, load  # noqa: E402
+
+
+def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, groups: int) -> dict[str, Any]:
+    import onnx
+
+    from engine.builder import build_from_onnx
+    from engine.logger import Logger, Severity
+    from engine.runtime import Runtime
+
+    quiet = Logger(Severity.ERROR)
+    t0 = time.perf_counter()
+    plan = build_from_onnx(onnx.load_from_string(onnx_bytes), cfg, quiet)
+    build_s = time.perf_counter() - t0
+    engine = Runtime(quiet).deserialize(plan)
+    ctx = engine.create_execution_context()
+    out = ctx.execute({engine.input_names[0]: x})
+    parts = {id(g[2]): g[2] for g in engine._groups.values()}
+    fallbacks = [n for p in parts.values() for n in p.fallback_layers]
+    gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
+    runs = [r for g in gctx for r in g.runs if r is not None]
+    kinds = [op.kind for r in runs for op in r.unit.lowered.ops]
+    res: dict[str, Any] = {"build_s": round(build_s, 2), "fallback_layers": fallbacks, "segments": len(runs),
+                           "launches": len(kinds), "int8_convs": kinds.count("conv8"),
+                           "int8_pools": kinds.count("pool8"),
+                           "output": out[engine.output_names[0]].astype(np.float32)}
+    if len(runs) == 1 and not fallbacks:
+        res["ms"] = time_cupy_graph(runs[0].graph.graph, runs[0].stream, reps, groups)
+    else:
+        import cupy as cp
+
+        def step() -> None:
+            ctx.execute({engine.input_names[0]: x})
+
+        ts = []
+        for _ in range(groups):
+            cp.cuda.Device().synchronize()
+            t = time.perf_counter()
+            for _ in range(reps):
+                step()
+            ts.append((time.perf_counter() - t) * 1e3 / reps)
+        res["ms"] = {"median": float(np.median(ts)), "min": min(ts), "max": max(ts), "host_path": True}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--groups", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    from engine.builder import BuilderConfig
+    from engine.quantization import make_calibrator, ranges
+
+    model = load("resnet50")
+    rng = np.random.default_rng(0)
+    saved: dict[str, Any] = {}
+    real_amax = ranges.amax_table
+
+    def amax_once(network, cal, progress=None):
+        if "amax" not in saved:
+            saved["amax"] = real_amax(network, cal, progress)
+        return saved["amax"]
+
+    ranges.amax_table = amax_once
+    rows = []
+    for b in sorted(args.batches):
+        onnx_bytes = export_onnx(model, b)
+        x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
+        fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups)
+        if b != 1 and "amax" not in saved:
+            raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
+        # at batch > 1 the calibrator's data is never read (amax_once returns the batch-1 ranges)
+        calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
+        cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
+        i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups)
+        a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
+        rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
+        row = {"model": "resnet50", "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
+               "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    ranges.amax_table = real_amax
+    print("| batch | FP16 ms | INT8 ms | FP16/INT8 | INT8 launches | fallbacks |")
+    for r in rows:
+        print(f"| {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "
+              f"{r['speedup_int8_over_fp16']:.2f} | {r['int8']['launches']} | {len(r['int8']['fallback_layers'])} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Small INT8 networks with fresh random data and plausible scales (no CUDA needed to build them).
+
+Scales follow the calibration rules (``engine.quantization.scales``): activations amax / 127 with
+amax about 4 standard deviations, so that both the int8 range and its saturation get exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.dtypes import Precision
+from engine.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams, PoolingParams
+from engine.network import Layer, Network
+from engine.quantization import annotation
+from engine.quantization.scales import weight_scales
+
+RELU = ActivationSpec(ActivationType.RELU)
+CLIP6 = ActivationSpec(ActivationType.CLIP, 0.0, 6.0)
+
+
+def _s(amax: float) -> float:
+    return float(np.float32(amax / 127))
+
+
+def out_std(s_in: float, s_w: np.ndarray, fan_in: int) -> float:
+    """Rough standard deviation of an INT8 layer's float result (for choosing its output scale)."""
+    return float(32 * 42 * np.sqrt(fan_in) * s_in * np.mean(s_w))
+
+
+def add_conv8(net: Network, rng: np.random.Generator, x: str, k: int, r: int, stride: int = 1, pad: int = 0,
+              act: ActivationSpec | None = RELU, residual: str | None = None, residual_scale: float | None = None,
+              s_in: float | None = None, s_out: float | None | str = "auto", bias: bool = True,
+              name: str = "conv") -> tuple[Layer, float | None]:
+    """An INT8 convolution on tensor ``x``; returns the layer and its output scale."""
+    n, c, h, w = net.tensors[x].shape
+    wts = rng.normal(size=(k, c, r, r)).astype(np.float32)
+    s_w = weight_scales(wts)
+    s_in = _s(4.0) if s_in is None else s_in
+    std = out_std(s_in, s_w, c * r * r)
+    weights = {"kernel": wts}
+    if bias:
+        weights["bias"] = (rng.normal(size=k) * std).astype(np.float32)
+    params = ConvolutionParams(num_output_maps=k, kernel=(r, r), stride=(stride, stride), pre_padding=(pad, pad),
+                               post_padding=(pad, pad), dilation=(1, 1), groups=1, activation=act,
+                               residual=residual is not None)
+    layer = net.add_layer(params, [x] if residual is None else [x, residual], weights, name=name)
+    layer.precision = Precision.INT8
+    out = _s(4 * std) if s_out == "auto" else s_out
+    ins = (s_in,) if residual is None else (s_in, residual_scale if residual_scale is not None else _s(4 * std))
+    annotation.write(layer, annotation.Int8Spec(ins, out, s_w))
+    return layer, out
+
+
+def conv_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, k: int, r: int, stride: int = 1,
+             pad: int = 0, act: ActivationSpec | None = RELU, residual: bool = False,
+             s_out: float | None | str = "auto") -> tuple[Network, dict[str, np.ndarray]]:
+    net = Network("conv8")
+    net.add_input("x", (n, c, h, w))
+    feeds = {"x": rng.normal(size=(n, c, h, w)).astype(np.float32)}
+    res = None
+    if residual:
+        p = (h + 2 * pad - r) // stride + 1
+        q = (w + 2 * pad - r) // stride + 1
+        net.add_input("res", (n, k, p, q))
+        res = "res"
+    layer, _ = add_conv8(net, rng, "x", k, r, stride, pad, act, res, None, s_out=s_out)
+    if residual:
+        std = annotation.read(layer).input_scales[1] * 127 / 4
+        feeds["res"] = (rng.normal(size=(n, k, p, q)) * std).astype(np.float32)
+    net.mark_output(layer.outputs[0])
+    return net, feeds
+
+
+def fc_net(rng: np.random.Generator, m: int, c: int, k: int, act: ActivationSpec | None = RELU,
+           float_out: bool = False) -> tuple[Network, dict[str, np.ndarray]]:
+    net = Network("fc8")
+    net.add_input("x", (m, c))
+    wts = rng.normal(size=(k, c)).astype(np.float32)
+    s_w = weight_scales(wts)
+    s_in = _s(4.0)
+    std = out_std(s_in, s_w, c)
+    layer = net.add_layer(FullyConnectedParams(num_outputs=k, activation=act),
+                          ["x"], {"kernel": wts, "bias": (rng.normal(size=k) * std).astype(np.float32)}, name="fc")
+    layer.precision = Precision.INT8
+    annotation.write(layer, annotation.Int8Spec((s_in,), None if float_out else _s(4 * std), s_w))
+    net.mark_output(layer.outputs[0])
+    return net, {"x": rng.normal(size=(m, c)).astype(np.float32)}
+
+
+def add_pool8(net: Network, x: str, kind: str, window: int, stride: int, pad: int, scale: float,
+              name: str = "pool") -> Layer:
+    from engine.layers import PoolingType
+
+    params = PoolingParams(PoolingType(kind), window=(window, window), stride=(stride, stride), pre_padding=(pad, pad),
+                           post_padding=(pad, pad), count_include_pad=True)
+    layer = net.add_layer(params, [x], {}, name=name)
+    layer.precision = Precision.INT8
+    annotation.write(layer, annotation.Int8Spec((scale,), scale))
+    return layer
+
+
+def pool_net(rng: np.random.Generator, shape: tuple[int, int, int, int], kind: str, window: int, stride: int,
+             pad: int) -> tuple[Network, dict[str, np.ndarray]]:
+    net = Network("pool8")
+    net.add_input("x", shape)
+    layer = add_pool8(net, "x", kind, window, stride, pad, _s(4.0))
+    net.mark_output(layer.outputs[0])
+    return net, {"x": rng.normal(size=shape).astype(np.float32)}
+
+
+def chain_net(rng: np.random.Generator, n: int = 2) -> tuple[Network, dict[str, np.ndarray]]:
+    """conv -> conv (+ residual, the int8 tensor reused) -> max pool -> conv at another scale
+    (float output): int8 tensors stay on the device, one input is requantized through float."""
+    net = Network("chain8")
+    net.add_input("x", (n, 24, 12, 12))
+    c1, s1 = add_conv8(net, rng, "x", 32, 3, 1, 1, name="c1")
+    c2, s2 = add_conv8(net, rng, c1.outputs[0], 32, 3, 1, 1, s_in=s1, residual=c1.outputs[0], residual_scale=s1,
+                       name="c2")
+    p = add_pool8(net, c2.outputs[0], "max", 3, 2, 1, s2, name="p")
+    c3, _ = add_conv8(net, rng, p.outputs[0], 20, 1, s_in=float(np.float32(s2 * 1.5)), act=None, s_out=None,
+                      name="c3")
+    net.mark_output(c3.outputs[0])
+    net.mark_output(c1.outputs[0])
+    return net, {"x": rng.normal(size=(n, 24, 12, 12)).astype(np.float32)}

@@ -1,0 +1,139 @@
+"""INT8 on the GPU (integer tensor cores) against the reference INT8 kernels, bit for bit.
+
+Every case draws fresh random data (the seed is printed), runs the network through
+``GpuPartition`` (lowering, arena, CUDA graph) and through ``backends.reference.execute``, and
+requires identical float32 outputs: the INT8 results travel as ``q * scale``, so equal floats
+mean equal integers. Skipped without CUDA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.gpu.availability import gpu_available
+
+_ok, _why = gpu_available()
+if not _ok:
+    pytest.skip(_why, allow_module_level=True)
+
+import int8_nets as nets  # noqa: E402
+
+from backends import reference  # noqa: E402
+from backends.gpu.backend import GpuPartition  # noqa: E402
+from backends.gpu.kernels.conv import ConvGeometry  # noqa: E402
+from backends.gpu.kernels.int8 import candidate_tactics8  # noqa: E402
+from engine.network import Network  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"seed {seed}")
+    return np.random.default_rng(seed)
+
+
+def _check(net: Network, feeds: dict[str, np.ndarray], tactics: dict[str, str] | None = None) -> GpuPartition:
+    ref = reference.execute(net, feeds)
+    part = GpuPartition(net, [la.name for la in net.layers], tactics)
+    assert part.fallback_layers == [], part.fallback_layers
+    ctx = part.create_context()
+    for _ in range(2):  # a second replay must give the same values
+        got = ctx.execute(feeds)
+        for name in net.outputs:
+            g, r = got[name], ref[name]
+            assert g.shape == r.shape and g.dtype == r.dtype, (name, g.shape, g.dtype, r.shape, r.dtype)
+            bad = np.flatnonzero(g.view(np.uint32) != r.view(np.uint32))
+            assert bad.size == 0, f"{name}: {bad.size} of {g.size} differ, first {bad[:5]}: " \
+                                  f"{g.reshape(-1)[bad[:5]]} vs {r.reshape(-1)[bad[:5]]}"
+    return part
+
+
+CONVS = [  # n, c, h, w, k, r, stride, pad, act, residual
+    pytest.param(2, 64, 56, 56, 64, 3, 1, 1, nets.RELU, False, id="r50-3x3-64"),
+    pytest.param(2, 64, 28, 28, 256, 1, 1, 0, nets.RELU, True, id="r50-1x1-expand-residual-relu"),
+    pytest.param(2, 128, 28, 28, 128, 3, 2, 1, nets.RELU, False, id="r50-3x3-stride2"),
+    pytest.param(2, 256, 28, 28, 512, 1, 2, 0, None, False, id="r50-1x1-stride2-downsample"),
+    pytest.param(1, 3, 32, 32, 64, 7, 2, 3, nets.RELU, False, id="stem-7x7-c3"),
+    pytest.param(1, 512, 7, 7, 512, 3, 1, 1, nets.RELU, True, id="batch1-deep-splitk"),
+    pytest.param(3, 5, 9, 7, 6, 3, 1, 1, nets.CLIP6, True, id="odd-channels-clip"),
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,k,r,stride,pad,act,residual", CONVS)
+def test_int8_conv_bit_exact(rng, n, c, h, w, k, r, stride, pad, act, residual):
+    _check(*nets.conv_net(rng, n, c, h, w, k, r, stride, pad, act, residual))
+
+
+def test_int8_conv_float_output(rng):
+    _check(*nets.conv_net(rng, 2, 20, 6, 6, 10, 3, 1, 1, None, False, s_out=None))
+
+
+def test_int8_conv_every_tactic(rng):
+    """Every tile and split-K variant of one shape gives the same integers."""
+    net, feeds = nets.conv_net(rng, 2, 96, 14, 14, 80, 3, 1, 1, nets.RELU, True)
+    g = ConvGeometry(2, 14, 14, 96, 80, 3, 3, (1, 1), (1, 1))
+    tactics = candidate_tactics8(g)
+    assert len(tactics) > 10 and any(t.splits > 1 for t in tactics)
+    for t in tactics:
+        _check(net, feeds, {"conv": t.name})
+
+
+@pytest.mark.parametrize("m,c,k,act,float_out", [(4, 100, 37, nets.RELU, False), (8, 2048, 1000, None, True),
+                                                 (1, 64, 10, None, True), (33, 48, 64, nets.CLIP6, False)])
+def test_int8_fc_bit_exact(rng, m, c, k, act, float_out):
+    _check(*nets.fc_net(rng, m, c, k, act, float_out))
+
+
+@pytest.mark.parametrize("shape,kind,window,stride,pad", [
+    ((2, 64, 16, 16), "max", 3, 2, 1), ((2, 30, 8, 8), "average", 2, 2, 0), ((2, 40, 7, 7), "average", 7, 1, 0),
+    ((1, 20, 9, 9), "average", 3, 2, 1), ((2, 17, 6, 6), "max", 2, 2, 0)])
+def test_int8_pooling_bit_exact(rng, shape, kind, window, stride, pad):
+    _check(*nets.pool_net(rng, shape, kind, window, stride, pad))
+
+
+def test_int8_chain_stays_on_device(rng):
+    part = _check(*nets.chain_net(rng))
+    kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
+    assert kinds.count("conv8") == 3 and kinds.count("pool8") == 1, kinds
+    assert sum(1 for op in (o for u in part.units if u.lowered for o in u.lowered.ops)
+               if op.label.startswith("quant_")) == 2  # the input, and c3's input at its own scale
+
+
+def test_digits_int8_on_the_gpu_equals_reference(monkeypatch):
+    """The digits CNN (trained, entropy-calibrated) through builder -> plan -> runtime on the GPU
+    gives the reference backend's INT8 logits bit for bit, hence the same top-1."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("jax")
+    from engine import runtime as rt
+    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.logger import Logger, Severity
+    from engine.quantization import digits, make_calibrator
+
+    quiet = Logger(Severity.ERROR)
+    s = digits.load_splits()
+    model = digits.to_onnx(digits.train(s))
+    b = 64
+    calib = [{"image": x} for x in digits.batched(s.x_calib, b)]
+    plan = build_from_onnx(model, BuilderConfig(batch=b, int8=True, calibrator=make_calibrator("entropy", calib)),
+                           quiet)
+
+    def logits() -> tuple[np.ndarray, object]:
+        engine = rt.Runtime(quiet).deserialize(plan)
+        ctx = engine.create_execution_context()
+        out = np.concatenate([ctx.execute({"image": x})["logits"] for x in digits.batched(s.x_test, b)])
+        return out[:len(s.x_test)], engine
+
+    gpu, engine = logits()
+    groups = {id(g[2]): g[2] for g in engine._groups.values()}
+    assert groups, "the plan must run through the GPU backend"
+    ops = [op.kind for p in groups.values() for u in p.units if u.lowered for op in u.lowered.ops]
+    assert not [n for p in groups.values() for n in p.fallback_layers]
+    assert ops.count("conv8") == 3 and ops.count("pool8") == 2, ops  # conv1, conv2, fc; pool1, pool2
+    with monkeypatch.context() as m:
+        m.setitem(rt.PARTITION_EXECUTORS, "gpu", lambda: None)
+        ref, _ = logits()
+    np.testing.assert_array_equal(gpu, ref)
+    assert digits.top1(gpu, s.y_test) == digits.top1(ref, s.y_test) > 0.9
