@@ -8,7 +8,6 @@ Optimizer passes rewrite a network through the small set of mutators at the bott
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -82,7 +81,7 @@ class Network:
         self.layers: list[Layer] = []
         self.inputs: list[str] = []
         self.outputs: list[str] = []
-        self._counter = itertools.count()
+        self._next_id = 0  # suffix for generated names
 
     # ----------------------------------------------------------------------- construction
 
@@ -147,7 +146,8 @@ class Network:
     def unique_name(self, base: str) -> str:
         used = {layer.name for layer in self.layers} | set(self.tensors)
         while True:
-            candidate = f"{base}_{next(self._counter)}"
+            candidate = f"{base}_{self._next_id}"
+            self._next_id += 1
             if candidate not in used:
                 return candidate
 
@@ -260,7 +260,7 @@ class Network:
                               la.precision, la.device, list(la.origin)) for la in self.layers]
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)
-        other._counter = itertools.count(next(copy.copy(self._counter)))
+        other._next_id = self._next_id
         return other
 
     def remove_layer(self, layer: Layer) -> None:
