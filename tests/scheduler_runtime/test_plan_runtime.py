@@ -109,8 +109,24 @@ def test_check_order_detects_a_consumer_that_starts_early():
     assert check_order(log[:1] + [Event(0, 1, "dla0", 2.0, 3.0)], {1: {0}}) == []
 
 
+def _slow_dla(seconds: float):
+    """DLA partitions that take at least ``seconds``: long enough that a loaded machine still lets the
+    GPU lane start the next frame while the DLA works on this one."""
+
+    def factory(*a):
+        run = _reference_dla(*a)
+
+        def slow(spec, args):
+            threading.Event().wait(seconds)
+            return run(spec, args)
+
+        return slow
+
+    return factory
+
+
 def test_pipelined_frames_overlap_devices(monkeypatch, feeds):
-    monkeypatch.setattr(dla_exec, "dla_runner_factory", _sleepy(_reference_dla, 2))
+    monkeypatch.setattr(dla_exec, "dla_runner_factory", _slow_dla(0.25))
     engine = Runtime(QUIET).deserialize(mixed_plan(("gpu", "dla0"), every=12))
     ctx = engine.create_execution_context()
     engine._hetero.execute_frames(ctx, feeds, delays={"gpu": 0.01, "dla": 0.01})
