@@ -7,9 +7,10 @@ device and timed with CUDA events (median, min, max over groups of replays).
 FP16: ``BuilderConfig(fp16=True)`` with tactic timing. INT8: ``int8=True, fp16=True`` (layers
 without INT8 run FP16), with scales calibrated (minmax calibrator) on random images at batch 1; the
 batch-256 build reuses those per-tensor ranges (tensor names do not depend on the batch). Scales
-do not change the time; the INT8 convolutions use the heuristic tile choice (no tactic timing
-yet). The INT8 logits are compared with the FP16 ones (relative L2) as a sanity check only:
-bit-exactness against the reference is what tests/gpu/test_int8.py checks.
+do not change the time. Both builds time their tactics (FP16 and INT8 convolutions alike,
+``backends.gpu.tactics``); each result lists the tactics the convolutions run. The INT8 logits
+are compared with the FP16 ones (relative L2) as a sanity check only: bit-exactness against the
+reference is what tests/gpu/test_int8.py checks.
 
     python bench/gpu_int8.py --batches 1 256 --out bench/results/gpu_int8_h100.json
 """
@@ -31,7 +32,32 @@ from gpu_peers import environment, time_cupy_graph  # noqa: E402
 from gpu_torchvision import export_onnx, load  # noqa: E402
 
 
-def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, groups: int) -> dict[str, Any]:
+def _layer_times(run: Any, reps: int = 5) -> dict[str, float]:
+    """Milliseconds of each launch of a segment on its own (CUDA events, median of ``reps``), by label.
+
+    Each launch runs alone, so small ones carry their launch gap; the large convolutions, which
+    decide batch 256, are timed as they run in the graph.
+    """
+    import cupy as cp
+
+    out: dict[str, float] = {}
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with run.stream:
+        for label, step in run.seq.steps:
+            step()
+            samples = []
+            for _ in range(reps):
+                start.record(run.stream)
+                step()
+                end.record(run.stream)
+                end.synchronize()
+                samples.append(cp.cuda.get_elapsed_time(start, end))
+            out[label] = out.get(label, 0.0) + float(np.median(samples))
+    return out
+
+
+def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, groups: int,
+                    layers: bool = False) -> dict[str, Any]:
     import onnx
 
     from engine.builder import build_from_onnx
@@ -49,13 +75,20 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
     fallbacks = [n for p in parts.values() for n in p.fallback_layers]
     gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
     runs = [r for g in gctx for r in g.runs if r is not None]
-    kinds = [op.kind for r in runs for op in r.unit.lowered.ops]
+    ops = [op for r in runs for op in r.unit.lowered.ops]
+    kinds = [op.kind for op in ops]
+    tiles: dict[str, int] = {}
+    for op in ops:
+        if op.kind in ("conv", "conv8"):
+            tiles[op.info["tactic"].name] = tiles.get(op.info["tactic"].name, 0) + 1
     res: dict[str, Any] = {"build_s": round(build_s, 2), "fallback_layers": fallbacks, "segments": len(runs),
                            "launches": len(kinds), "int8_convs": kinds.count("conv8"),
-                           "int8_pools": kinds.count("pool8"),
+                           "int8_pools": kinds.count("pool8"), "tactics": tiles,
                            "output": out[engine.output_names[0]].astype(np.float32)}
     if len(runs) == 1 and not fallbacks:
         res["ms"] = time_cupy_graph(runs[0].graph.graph, runs[0].stream, reps, groups)
+        if layers:
+            res["layer_ms"] = _layer_times(runs[0])
     else:
         import cupy as cp
 
@@ -79,6 +112,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--layers", action="store_true", help="also time each launch alone at the largest batch")
     args = ap.parse_args()
 
     from engine.builder import BuilderConfig
@@ -99,13 +133,14 @@ def main() -> None:
     for b in sorted(args.batches):
         onnx_bytes = export_onnx(model, b)
         x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
-        fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups)
+        per_layer = args.layers and b == max(args.batches)
+        fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups, per_layer)
         if b != 1 and "amax" not in saved:
             raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
         # at batch > 1 the calibrator's data is never read (amax_once returns the batch-1 ranges)
         calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
         cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
-        i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups)
+        i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups, per_layer)
         a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
         rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
         row = {"model": "resnet50", "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
@@ -117,6 +152,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "
               f"{r['speedup_int8_over_fp16']:.2f} | {r['int8']['launches']} | {len(r['int8']['fallback_layers'])} |")
+    for r in rows:
+        if "layer_ms" in r["int8"] and "layer_ms" in r["fp16"]:
+            f, q = r["fp16"]["layer_ms"], r["int8"]["layer_ms"]
+            print(f"batch {r['batch']}: sum of launches alone FP16 {sum(f.values()):.2f} ms, "
+                  f"INT8 {sum(q.values()):.2f} ms; the ten slowest INT8 launches (INT8 ms / FP16 ms):")
+            for label in sorted(q, key=q.get, reverse=True)[:10]:
+                print(f"  {label[:60]:60s} {q[label]:.3f} / {f.get(label, float('nan')):.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
 

@@ -20,7 +20,11 @@ fp16 itself lands at 0.6-4e-2 on them); an invalid row's times are no comparison
 Also reported: build time for ResNet-50 cold (empty timing cache) and warm; the GPU arena bytes
 against the sum of the partition's activation tensor sizes.
 
-Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--jax] [--out FILE]
+With ``--merge`` the rows of an existing output file that this run does not re-measure are kept,
+each marked with the date it was measured (``measured``), and the re-measured ones replaced.
+
+Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--jax] [--merge]
+                                 [--out FILE]
 """
 
 from __future__ import annotations
@@ -212,11 +216,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--merge", action="store_true", help="keep the output file's rows this run does not redo")
     args = ap.parse_args()
     env = environment()
     gpu = "h100" if "H100" in env["device"] else env["device"].split()[-1].lower()
     out = Path(args.out or Path(__file__).parent / "results" / f"gpu_peers_{gpu}.json")
     rows: list[dict[str, Any]] = []
+    kept = _kept_rows(out, {(m, b) for m in args.models for b in args.batches}) if args.merge else []
     cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
     torch.manual_seed(0)
     for name in args.models:
@@ -242,7 +248,7 @@ def main() -> None:
                                     BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
                     h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
                 row["hetrt_fp16"] = h
-                row["hetrt_int8"] = "not run: INT8 GPU kernels are not wired yet"
+                row["hetrt_int8"] = "not run here: INT8 ResNet-50 is bench/gpu_int8.py"
                 row.update(run_torch(model, x.cuda(), reps, args.groups, args.compile))
                 row["torch_fp16_rel_l2_vs_torch_fp32"] = _rel(row.pop("output"), ref)
                 err, err16 = h["rel_l2_vs_torch_fp32"], row["torch_fp16_rel_l2_vs_torch_fp32"]
@@ -260,12 +266,35 @@ def main() -> None:
             except Exception as e:  # one failing row must not lose the others
                 row["error"] = f"{type(e).__name__}: {e}"
                 traceback.print_exc()
+            row["measured"] = env["date"]
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}, default=str)[:600], flush=True)
-            out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))  # after every row
+            out.write_text(json.dumps({"environment": env, "rows": _ordered(rows + kept)}, indent=1,
+                                      default=str))  # after every row
             torch.cuda.empty_cache()
     print(table(rows))
     print(f"wrote {out}")
+
+
+def _kept_rows(path: Path, redo: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Rows of an earlier result file not in ``redo``, each with the date it was measured."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    env = old.get("environment", {})
+    kept = []
+    for r in old.get("rows", []):
+        if (r["model"], r["batch"]) in redo:
+            continue
+        date = r.get("measured") or (env.get("date_batch32") if r["batch"] == 32 and env.get("date_batch32")
+                                     else env.get("date"))
+        kept.append({**r, "measured": date})
+    return kept
+
+
+def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = list(MODELS)
+    return sorted(rows, key=lambda r: (names.index(r["model"]) if r["model"] in names else 99, r["batch"]))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -295,7 +324,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{ratio(e, 7)}  {ratio(g, 7)}  {ratio(c, 9)}  {ratio(j, 5)}  {r['batch'] / h * 1e3:11.0f}  "
                      f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:10.2f}  "
                      f"{hh['rel_l2_vs_torch_fp32']:.1e} / {r['torch_fp16_rel_l2_vs_torch_fp32']:.1e}{mark}")
-    lines.append("INT8 hetrt: not run (INT8 GPU kernels not wired). JAX jit: ResNet-50 only.")
+    lines.append("INT8 hetrt: bench/gpu_int8.py. JAX jit: ResNet-50 only.")
     return "\n".join(lines)
 
 

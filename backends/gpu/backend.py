@@ -200,11 +200,14 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         g, t = info["geom"], info["tactic"]
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
-        return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws)
+        sc = views[info["scale"]] if info.get("scale") else None
+        return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
     if op.kind == "depthwise":
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: direct.depthwise_conv(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "gpool":
+        return lambda: direct.global_pool(x, y, info["n"], info["hw"], info["c"], info["ldy"], info["average"])
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
     if op.kind in ("conv8", "pool8"):

@@ -88,7 +88,8 @@ class Slot:
 
 @dataclass
 class Op:
-    """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'conv8', 'pool8'.
+    """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'gpool' (global
+    average/max), 'conv8', 'pool8'.
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.
@@ -237,6 +238,7 @@ class Lowerer(Int8Lowering):
         self.inputs: list[str] = []
         self.src: list[str] = []
         self.convs: dict[str, ConvGeometry] = {}
+        self.se_scales: dict[str, tuple[str, str]] = {}
         self._n = 0
         self._init_int8()
         produced = {t for la in layers for t in la.outputs}
@@ -321,7 +323,45 @@ class Lowerer(Int8Lowering):
 
     # -------------------------------------------------------------- driver
 
+    def _find_se_scales(self) -> dict[str, tuple[str, str]]:
+        """Squeeze-excitation multiplies folded into the next 1x1 convolution's input loads.
+
+        ``y = x * s`` with s of shape (N, C, 1, 1), read only by an FP16 1x1 group-1 convolution
+        of this segment as its data input: the convolution reads x and s instead (one pass over
+        the largest tensor of the block saved). Returns {y: (x, s)}.
+        """
+        uses: dict[str, list[Layer]] = {}
+        for la in self.net.layers:
+            for t in dict.fromkeys(la.inputs):
+                uses.setdefault(t, []).append(la)
+        found: dict[str, tuple[str, str]] = {}
+        for la in self.layers:
+            if (la.kind is not LayerKind.ELEMENTWISE or la.params.op is not ElementWiseOp.PROD
+                    or _prec(la) is not Precision.FP16 or is_int8(la)):
+                continue
+            y = la.outputs[0]
+            readers = uses.get(y, [])
+            if y in self.want or y in self.net.outputs or len(readers) != 1:
+                continue
+            conv = readers[0]
+            cp = conv.params
+            if (conv.kind is not LayerKind.CONVOLUTION or not any(conv is c for c in self.layers)
+                    or _prec(conv) is not Precision.FP16 or conv.inputs[0] != y or y in conv.inputs[1:]
+                    or cp.groups != 1 or tuple(cp.kernel) != (1, 1)):
+                continue
+            shapes = [self.net.tensors[t].shape for t in la.inputs]
+            yshape = self.net.tensors[y].shape
+            for xi in (0, 1):
+                x, sv = la.inputs[xi], la.inputs[1 - xi]
+                xs_, ss_ = shapes[xi], shapes[1 - xi]
+                if (len(xs_) == 4 and xs_ == yshape and tuple(ss_) == (xs_[0], xs_[1], 1, 1) and x != sv
+                        and self.dtypes.get(x) == "float16" and self.dtypes.get(sv) == "float16"):
+                    found[y] = (x, sv)
+                    break
+        return found
+
     def lower(self) -> Lowered:
+        self.se_scales = self._find_se_scales()
         for layer in self.layers:
             if is_int8(layer):
                 self.lower_int8(layer)
@@ -361,6 +401,8 @@ class Lowerer(Int8Lowering):
             self._pointwise(layer, [(layer.inputs[0], None)], f"float v = X0; y = {_UNARY_C[op]};")
 
     def _l_elementwise(self, layer: Layer) -> None:
+        if layer.outputs[0] in self.se_scales:
+            return  # the consuming 1x1 convolution applies the scale (``_find_se_scales``)
         op = layer.params.op
         ops = [(layer.inputs[0], None), (layer.inputs[1], None)]
         if op.is_logical:
@@ -642,8 +684,24 @@ class Lowerer(Int8Lowering):
         src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=s.elements, **kw)
         self._gen(layer.name, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
 
+    def _gpool(self, label: str, xs: str, out: Slot, average: bool) -> None:
+        """Global average/max over H*W of an NHWC fp16 tensor (a block-parallel reduction)."""
+        n, c, h, w = self.slots[xs].shape
+        ldy = out.strides[0] if out.layout == "nhwc" else c
+        self.ops.append(Op(label, "gpool", [xs], [out.name],
+                           info={"x": xs, "y": out.name, "n": n, "hw": h * w, "c": c, "ldy": ldy,
+                                 "average": average}))
+
     def _l_reduce(self, layer: Layer) -> None:
         p = layer.params
+        x = self.slots[layer.inputs[0]]
+        axes = sorted(a % len(x.shape) for a in p.axes) if len(x.shape) == 4 else []
+        if (axes == [2, 3] and x.layout == "nhwc" and x.dtype == "float16" and p.op.value in ("mean", "max")
+                and self.dtypes[layer.outputs[0]] == "float16" and _prec(layer) is Precision.FP16):
+            # (N, C, 1, 1) as NHWC, or (N, C) rows: both are y[n * ldy + c]
+            out = self._new(layer.outputs[0], "nhwc" if p.keep_dims else "linear")
+            self._gpool(layer.name, x.name, out, p.op.value == "mean")
+            return
         self._group(layer, p.axes, "reduce", op=p.op.value, keep=p.keep_dims)
 
     def _l_softmax(self, layer: Layer) -> None:
@@ -735,7 +793,7 @@ class Lowerer(Int8Lowering):
     # -------------------------------------------------------------- convolution family
 
     def _conv_op(self, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel: np.ndarray, bias, act,
-                 res: str | None) -> None:
+                 res: str | None, scale: str | None = None) -> None:
         from backends.gpu.layout import pack_conv_weights, pad_bias
 
         tactic = parse_tactic(self.tactics.get(layer.name, "")) or heuristic_tactic(g)
@@ -746,16 +804,15 @@ class Lowerer(Int8Lowering):
         bk = self.const(f"{layer.name}/bias_padded", pad_bias(None if bias is None else
                                                              bias.astype(np.float16).astype(np.float32), g.k), False)
         self.convs[layer.name] = g
-        reads = [xs, wk.name, bk.name] + ([res] if res else [])
+        reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
         self.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                                   "x": xs, "w": wk.name, "b": bk.name, "res": res,
-                                                                  "y": ys},
+                                                                  "y": ys, "scale": scale},
                            workspace=tactic.workspace_bytes(g)))
 
     def _l_convolution(self, layer: Layer) -> None:
         p = layer.params
-        x = self.slots[layer.inputs[0]]
-        n, c, h, w = x.shape
+        n, c, h, w = self.net.tensors[layer.inputs[0]].shape  # an SE-scaled input has no slot
         kout = p.num_output_maps
         act = _fold_act(p.activation)
         fp16 = _prec(layer) is Precision.FP16
@@ -765,10 +822,12 @@ class Lowerer(Int8Lowering):
         if fp16 and p.groups == 1:
             g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
                              tuple(p.post_padding))
-            xs = self.nhwc(layer.inputs[0])
+            se = self.se_scales.get(layer.inputs[0])
+            xs = self.nhwc(se[0] if se else layer.inputs[0])
+            scale = self.nhwc(se[1]) if se else None
             res = self.nhwc(res_t) if res_t else None
             out = self._new(layer.outputs[0], "nhwc")
-            self._conv_op(layer, g, xs, out.name, kernel, bias, act, res)
+            self._conv_op(layer, g, xs, out.name, kernel, bias, act, res, scale)
             return
         if fp16 and p.groups == c == kout:
             from backends.gpu.layout import pack_depthwise_weights, pad_bias
@@ -834,6 +893,9 @@ class Lowerer(Int8Lowering):
                          tuple(r.post_padding), tuple(r.dilation))
         xs = self.nhwc(layer.inputs[0])
         out = self._new(layer.outputs[0], "nhwc")
+        if (oh, ow) == (1, 1) and g.window == (h, w) and not any(g.pad + g.pad_end) and g.dilation == (1, 1):
+            self._gpool(layer.name, xs, out, r.type is PoolingType.AVERAGE)
+            return
         self.ops.append(Op(layer.name, "pool", [xs], [out.name],
                            info={"geom": g, "average": r.type is PoolingType.AVERAGE,
                                  "count_pad": bool(r.count_include_pad), "x": xs, "y": out.name}))

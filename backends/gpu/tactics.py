@@ -1,4 +1,4 @@
-"""Build-time tactic selection for the tensor-core convolutions, with a timing cache file.
+"""Build-time tactic selection for the tensor-core convolutions (FP16 and INT8), with a timing cache.
 
 As TensorRT does it: every convolution of a GPU partition has several candidate kernels (tile
 shapes x split-K, ``conv.candidate_tactics``); the builder times them on the actual GPU and the
@@ -117,6 +117,56 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
     return out
 
 
+def _shortlist8(g: ConvGeometry, level: int) -> list:
+    from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8
+
+    cands = candidate_tactics8(g)
+    h = heuristic_tactic8(g)
+    if h not in cands:
+        cands.insert(0, h)
+    if level >= 3 or len(cands) <= 4:
+        return cands
+    keep = [h] + sorted((c for c in cands if c != h),
+                        key=lambda c: (c.splits != h.splits, abs(c.tile.bm - h.tile.bm) + abs(c.tile.bn - h.tile.bn)))
+    return keep[: 2 + 2 * level]
+
+
+def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: int, reps: int = 10) -> dict[str, float]:
+    """Median milliseconds per launch of each INT8 tactic, on random int8 data with the layer's epilogue."""
+    import cupy as cp
+
+    from backends.gpu.kernels import int8 as int8k
+
+    rng = np.random.default_rng(0)
+    c16, k16 = int8k.cp16(g.c), int8k.cp16(g.k)
+    x = cp.asarray(rng.integers(-128, 128, (g.n, g.h, g.w, c16), dtype=np.int8))
+    w = cp.asarray(rng.integers(-128, 128, (g.k, g.r, g.s, c16), dtype=np.int8))
+    dev = int8k.DeviceEpilogue.upload(epi)
+    y = cp.empty((g.m, ldy), cp.int8 if epi.osc is not None else cp.float32)
+    res = cp.asarray(rng.integers(-128, 128, (g.m, k16), dtype=np.int8)) if residual else None
+    ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.int32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    out: dict[str, float] = {}
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with stream:
+        for t in tactics:
+            try:
+                for _ in range(2):
+                    int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy)
+                samples = []
+                for _ in range(3):
+                    start.record(stream)
+                    for _ in range(reps):
+                        int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy)
+                    end.record(stream)
+                    end.synchronize()
+                    samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
+                out[t.name] = statistics.median(samples)
+            except Exception:  # a tactic that cannot launch (resources) is simply not a candidate
+                continue
+    return out
+
+
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
                    logger: Logger | None = None) -> dict[str, str]:
     """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
@@ -128,6 +178,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     t0 = time.perf_counter()
     cache = TimingCache(cache_path)
     convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool]] = []
+    convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
             continue
@@ -135,8 +186,15 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         for op in low.ops:
             if op.kind == "conv":
                 convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None))
+            elif op.kind == "conv8":
+                convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
+                               op.info["ldy"]))
     if convs and level > 0:
         convk.compile_all()
+    if convs8 and level > 0:
+        from backends.gpu.kernels import int8 as int8k
+
+        int8k.compile_all()
     chosen: dict[str, str] = {}
     timed = hits = 0
     for name, g, act, res in convs:
@@ -157,7 +215,25 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         chosen[name] = best
         cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
         timed += 1
+    for name, g, epi, res, ldy in convs8:
+        if level <= 0:
+            continue  # the lowering falls back to int8.heuristic_tactic8
+        float_out = epi.osc is None
+        key = cache.key(f"{signature(g, (0, 0.0, 0.0), res).replace('conv', 'conv8', 1)} f{int(float_out)} "
+                        f"ldy{ldy}")
+        hit = cache.entries.get(key)
+        if hit is not None:
+            chosen[name] = hit["tactic"]
+            hits += 1
+            continue
+        times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
+        if not times:
+            continue
+        best = min(times, key=times.get)
+        chosen[name] = best
+        cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
+        timed += 1
     cache.save()
-    log.info(f"GPU tactics: {len(convs)} convolutions, {timed} timed, {hits} from the timing cache, "
-             f"level {level}, {time.perf_counter() - t0:.1f} s")
+    log.info(f"GPU tactics: {len(convs) + len(convs8)} convolutions ({len(convs8)} INT8), {timed} timed, "
+             f"{hits} from the timing cache, level {level}, {time.perf_counter() - t0:.1f} s")
     return chosen

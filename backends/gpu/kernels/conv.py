@@ -164,12 +164,16 @@ def _ptr(a: Any) -> Any:
 
 
 def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTactic,
-           act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None) -> None:
-    """Enqueue y = act(conv(x, w) + bias + residual) on the current stream.
+           act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None,
+           scale: Any = None) -> None:
+    """Enqueue y = act(conv(x * scale, w) + bias + residual) on the current stream.
 
     x: (N, H, W, Cp) fp16; w: (K, R, S, Cp) fp16; bias: (K,) fp32 or None; y, residual:
     (N, P, Q, Kp) fp16. ``workspace`` (fp32, >= tactic.workspace_bytes) is needed for split-K.
+    ``scale``: (N, Cp) fp16 per-image channel scale (a squeeze-excitation), 1x1 convolutions only.
     """
+    if scale is not None and (g.r, g.s) != (1, 1):
+        raise ValueError("an input scale needs a 1x1 convolution")
     grid = tactic.grid(g)
     split = grid[2] > 1
     if split and (workspace is None or workspace.nbytes < tactic.workspace_bytes(g)):
@@ -179,7 +183,7 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
     geo = (g.n, g.h, g.w, g.cp, g.k, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)
     fn = _kernel(tactic.tile)
     fn(grid, (tactic.tile.threads,),
-       (x, w, _ptr(bias), _ptr(None if split else residual), y, _ptr(workspace if split else None),
+       (x, w, _ptr(bias), _ptr(None if split else residual), y, _ptr(workspace if split else None), _ptr(scale),
         *map(i32, geo), i32(code), f32(alpha), f32(beta), i32(tactic.k_tiles_per_split(g))),
        shared_mem=tactic.tile.smem_bytes)
     if split:

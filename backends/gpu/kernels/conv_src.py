@@ -12,6 +12,11 @@ Layouts (Cp = C rounded up to 8, Kp = K rounded up to 8):
   y    NHWC fp16 with channel stride Kp; channels K..Kp-1 are written as zeros
 Offsets are 32-bit: every tensor must hold fewer than 2**31 elements.
 
+Squeeze-excitation scale: with ``sc`` non-null (1x1 convolutions only), the input is read as
+x[n, p, q, c] * sc[n * Cp + c], each thread rescaling the 16-byte chunks it loaded once its
+cp.async group has landed and before the barrier that hands the tile to ldmatrix; the product of
+two fp16 values is exact in fp32, so the one rounding equals a separate fp16 multiply kernel's.
+
 Split-K: with ``ws`` non-null, block z reduces k-tiles [z*kps, (z+1)*kps) and writes fp32
 partials to ws[z][M][Kp]; ``splitk_epilogue`` then sums them and applies the epilogue.
 """
@@ -27,6 +32,7 @@ template <int BM, int BN, int WM, int WN, int STAGES>
 __global__ void __launch_bounds__(WM * WN * 32)
 conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __restrict__ bias,
            const h16* __restrict__ res, h16* __restrict__ y, float* __restrict__ ws,
+           const h16* __restrict__ sc,
            int N, int H, int W, int C, int K, int P, int Q, int R, int S,
            int sh, int sw, int ph, int pw, int dh, int dw,
            int act, float alpha, float beta, int kps)
@@ -52,13 +58,14 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
 
   // Per-row state: offset of pixel (n, ih0, iw0) and the window origin. Rows past M get an origin
   // far outside the image, so the per-tile bounds check rejects them without a separate flag.
-  int a_off[A_IT], a_ih[A_IT], a_iw[A_IT];
+  int a_off[A_IT], a_ih[A_IT], a_iw[A_IT], a_sc[A_IT];
 #pragma unroll
   for (int i = 0; i < A_IT; ++i) {
     int id = tid + i * THREADS, m = m0 + (id >> 2);
     bool ok = id < A_CH && m < M;
     int mm = ok ? m : 0;
     int n = mm / PQ, rem = mm - n * PQ, p = rem / Q, q = rem - p * Q;
+    a_sc[i] = n * C;
     a_ih[i] = ok ? p * sh - ph : -(1 << 24);
     a_iw[i] = q * sw - pw;
     a_off[i] = ((n * H + a_ih[i]) * W + a_iw[i]) * C;
@@ -118,6 +125,24 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
 
   for (int it = 0; it < nkt; ++it) {
     cp_async_wait<STAGES - 2>();
+    if (sc != nullptr) {  // SE scale (R = S = 1: the k index is the channel)
+      const int c = (kt0 + it) * BK + kc * 8;
+      h16* as = As + (it % STAGES) * BM * BK;
+#pragma unroll
+      for (int i = 0; i < A_IT; ++i) {
+        int id = tid + i * THREADS;
+        if ((A_CH % THREADS == 0 || id < A_CH) && c < C) {
+          uint4* pa = reinterpret_cast<uint4*>(as + swz(id >> 2, kc));
+          uint4 v = *pa;
+          const uint4 sv = *reinterpret_cast<const uint4*>(sc + a_sc[i] + c);
+          u32* pv = reinterpret_cast<u32*>(&v);
+          const u32* ps = reinterpret_cast<const u32*>(&sv);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) pv[j] = pack2(lo2f(pv[j]) * lo2f(ps[j]), hi2f(pv[j]) * hi2f(ps[j]));
+          *pa = v;
+        }
+      }
+    }
     __syncthreads();
     int nxt = it + STAGES - 1;
     if (nxt < nkt) load_tile(nxt % STAGES);

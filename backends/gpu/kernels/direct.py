@@ -29,6 +29,7 @@ def _ptr(a: Any) -> Any:
 
 def compile_all() -> None:
     _fn("pool2d")
+    _fn("global_pool")
 
 
 def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
@@ -70,6 +71,29 @@ def pool2d(x: Any, y: Any, g: PoolGeometry, average: bool, count_pad: bool = Fal
     _fn("pool2d")(_grid(total), (_THREADS,), (
         x, y, *map(i32, (g.n, g.h, g.w, g.c, g.p, g.q, *g.window, *g.stride, *g.pad, *g.pad_end, *g.dilation)),
         i32(1 if average else 0), i32(1 if count_pad else 0)))
+
+
+def global_pool_config(n: int, hw: int, c: int) -> tuple[int, int, int]:
+    """(channel vectors per block CV, pixel slices PS (a power of two), channel groups per image).
+
+    CV covers up to 32 vectors (256 channels) so a warp reads whole pixels; PS gives each thread
+    at least 8 pixels, up to 1024 threads a block (a lone image at 112x112 still gets 1024
+    threads; a large batch fills the GPU with N x groups blocks anyway).
+    """
+    cc = -(-c // 8)
+    cv = min(cc, 32)
+    ps = 1
+    while ps * 2 * cv <= 1024 and ps * 2 * 8 <= hw:
+        ps *= 2
+    return cv, ps, -(-cc // cv)
+
+
+def global_pool(x: Any, y: Any, n: int, hw: int, c: int, ldy: int, average: bool) -> None:
+    """y[n, c] = mean (or max) over the H*W pixels of NHWC fp16 ``x``; y fp16 with row stride ``ldy``."""
+    cv, ps, ccb = global_pool_config(n, hw, c)
+    threads = cv * ps
+    _fn("global_pool")((n * ccb,), (threads,), (x, y, i32(hw), i32(c), i32(cv), i32(ccb), i32(ldy),
+                                                 i32(1 if average else 0)), shared_mem=threads * 8 * 4)
 
 
 def nchw_to_nhwc(x: Any, y: Any, n: int, c: int, hw: int) -> None:

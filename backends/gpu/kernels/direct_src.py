@@ -96,6 +96,68 @@ extern "C" __global__ void pool2d(const h16* __restrict__ x, h16* __restrict__ y
   *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = pack8(acc, c0, C);
 }
 
+// Global average (mode 1) or max (mode 0) over H*W of an NHWC tensor: the squeeze of a
+// squeeze-excitation block. Block (n, channel-vector group): CV threads across 16-byte channel
+// vectors times PS (a power of two) threads across pixels, each summing pixels ps, ps + PS, ...
+// with four loads in flight, then a shared-memory tree over PS. One thread per (n, c) looping
+// over all H*W (the general pooling kernel) is latency-bound: 12544 dependent loads at 112x112.
+// y[n * ldy + c] for c < ldy, zeros for c >= C.
+extern "C" __global__ void __launch_bounds__(1024) global_pool(const h16* __restrict__ x, h16* __restrict__ y,
+    int HW, int C, int CV, int CCB, int ldy, int mode)
+{
+  extern __shared__ float red[];  // [PS][CV][8]
+  const int Cp = (C + 7) & ~7, CC = Cp / 8;
+  const int PS = blockDim.x / CV;
+  const int n = blockIdx.x / CCB, cb = blockIdx.x - n * CCB;
+  const int cv = threadIdx.x % CV, ps = threadIdx.x / CV;
+  const int c8 = cb * CV + cv;
+  const bool ok = c8 < CC;
+  const float init = mode == 0 ? __int_as_float(0xff800000) : 0.f;
+  float a0[8], a1[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) { a0[j] = init; a1[j] = init; }
+  if (ok) {
+    const uint4* base = reinterpret_cast<const uint4*>(x + (size_t)n * HW * Cp) + c8;
+    int p = ps;
+    for (; p + 3 * PS < HW; p += 4 * PS) {
+      uint4 v0 = base[(size_t)p * CC], v1 = base[(size_t)(p + PS) * CC];
+      uint4 v2 = base[(size_t)(p + 2 * PS) * CC], v3 = base[(size_t)(p + 3 * PS) * CC];
+      float f0[8], f1[8], f2[8], f3[8];
+      unpack8(v0, f0); unpack8(v1, f1); unpack8(v2, f2); unpack8(v3, f3);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (mode == 0) { a0[j] = fmaxf(a0[j], fmaxf(f0[j], f2[j])); a1[j] = fmaxf(a1[j], fmaxf(f1[j], f3[j])); }
+        else { a0[j] += f0[j] + f2[j]; a1[j] += f1[j] + f3[j]; }
+      }
+    }
+    for (; p < HW; p += PS) {
+      float f0[8];
+      unpack8(base[(size_t)p * CC], f0);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) a0[j] = mode == 0 ? fmaxf(a0[j], f0[j]) : a0[j] + f0[j];
+    }
+  }
+  float* mine = red + threadIdx.x * 8;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) mine[j] = mode == 0 ? fmaxf(a0[j], a1[j]) : a0[j] + a1[j];
+  __syncthreads();
+  for (int s = PS / 2; s > 0; s >>= 1) {
+    if (ps < s) {
+      const float* other = red + (threadIdx.x + s * CV) * 8;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mine[j] = mode == 0 ? fmaxf(mine[j], other[j]) : mine[j] + other[j];
+    }
+    __syncthreads();
+  }
+  if (ps == 0 && ok) {
+    const float inv = mode == 0 ? 1.f : 1.f / (float)HW;
+    const int c0 = c8 * 8;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (c0 + j < ldy) y[(size_t)n * ldy + c0 + j] = f2h(c0 + j < C ? mine[j] * inv : 0.f);
+  }
+}
+
 // Partition-boundary conversions. x: NCHW fp32 -> y: NHWC fp16 (Cp, zero-padded). Threads walk
 // pixels fastest so the fp32 reads coalesce.
 extern "C" __global__ void nchw_f32_to_nhwc_f16(const float* __restrict__ x, h16* __restrict__ y,

@@ -46,7 +46,8 @@ class Tile8:
 
     @property
     def smem_bytes(self) -> int:
-        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4)
+        # the pipeline, or the int32 epilogue tile plus the staged per-channel parameters (16 B each)
+        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4 + self.bn * 16)
 
     @property
     def template(self) -> str:
@@ -240,16 +241,24 @@ def _ptr(a: Any) -> Any:
     return a if a is not None else np.uint64(0)
 
 
+def pack_converter(scale: np.ndarray | None, shift: np.ndarray | None) -> np.ndarray | None:
+    """``scale | shift << 16`` as int32, the kernel's one word per channel (scale 0..32767, shift 0..63)."""
+    if scale is None or shift is None:
+        return None
+    sc, sh = np.asarray(scale, np.int64), np.asarray(shift, np.int64)
+    if sc.min(initial=0) < 0 or sc.max(initial=0) > 0x7FFF or sh.min(initial=0) < 0 or sh.max(initial=0) > 63:
+        raise ValueError("converter scale/shift out of the packed range")
+    return (sc | (sh << 16)).astype(np.int32)
+
+
 @dataclass
 class DeviceEpilogue:
-    """``Epilogue8`` with its arrays on the device (CuPy arrays or None)."""
+    """``Epilogue8`` with its arrays on the device (CuPy arrays or None); converters packed."""
 
     k: int
     bias: Any
-    rsc: Any
-    rsh: Any
-    osc: Any
-    osh: Any
+    rcv: Any
+    ocv: Any
     sacc: Any
     relu: bool
     clipq: int
@@ -262,12 +271,12 @@ class DeviceEpilogue:
         def up(a: np.ndarray | None) -> Any:
             return None if a is None else cupy.asarray(np.ascontiguousarray(a))
 
-        return DeviceEpilogue(e.k, up(e.bias), up(e.rsc), up(e.rsh), up(e.osc), up(e.osh), up(e.sacc), e.relu,
-                              e.clipq, e.clipf)
+        return DeviceEpilogue(e.k, up(e.bias), up(pack_converter(e.rsc, e.rsh)), up(pack_converter(e.osc, e.osh)),
+                              up(e.sacc), e.relu, e.clipq, e.clipf)
 
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
-        return (_ptr(self.bias), _ptr(res), i32(ldr), _ptr(self.rsc if res is not None else None),
-                _ptr(self.rsh if res is not None else None), _ptr(self.osc), _ptr(self.osh), _ptr(self.sacc),
+        return (_ptr(self.bias), _ptr(res), i32(ldr), _ptr(self.rcv if res is not None else None),
+                _ptr(self.ocv), _ptr(self.sacc),
                 i32(1 if self.relu else 0), i32(self.clipq), i32(0 if self.clipf is None else 1),
                 f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy))
 
@@ -295,7 +304,7 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: Dev
                           i32(tactic.k_tiles_per_split(g)), *epi_args),
                          shared_mem=tactic.tile.smem_bytes)
     if split:
-        total = g.m * (-(-ldy // 16))
+        total = g.m * (-(-ldy // 4))
         _fn("splitk_epilogue_s8")((-(-total // 256),), (256,),
                                   (workspace, i32(grid[2]), i32(g.m), i32(g.k), *epi_args))
 

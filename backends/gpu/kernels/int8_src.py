@@ -1,12 +1,12 @@
 """CUDA source of the INT8 kernels: implicit-GEMM convolution on integer tensor cores and pooling.
 
 The arithmetic is the reference's (``backends.reference.int8``) bit for bit: int8 x int8 products
-summed exactly in int32 by ``mma.sync.m16n8k32.s32.s8.s8.s32``, then an integer epilogue in int64
-that mirrors the reference's numpy steps one by one (bias add with int32 saturation, residual
-through the SDP converter, ReLU, per-channel requant with round-half-away shifts and int8
-saturation, clip's upper bound on the int8 result). Only a float output (an INT8 layer without an
-output scale) leaves the integers: ``(float)((double)v * s_acc[k])``, the same IEEE operations as
-numpy's float64 multiply and cast.
+summed exactly in int32 by ``mma.sync.m16n8k32.s32.s8.s8.s32``, then an integer epilogue that mirrors
+the reference's numpy steps one by one (bias add with int32 saturation, residual through the SDP
+converter, ReLU, per-channel requant with round-half-away shifts and int8 saturation, clip's
+upper bound on the int8 result), each step in the narrowest width that is provably exact
+(``epi4``). Only a float output (an INT8 layer without an output scale) leaves the integers:
+``(float)((double)v * s_acc[k])``, the same IEEE operations as numpy's float64 multiply and cast.
 
 Why the mainloop is the fp16 kernel's: an m16n8k32 int8 fragment holds the same bytes of the same
 rows as an m16n8k16 fp16 fragment, so a 64-byte smem row (64 int8 channels, BK = 64) is read by the
@@ -23,8 +23,10 @@ Layouts (Cp = C rounded up to 16, Kp = K rounded up to 16):
   y    int8 NHWC with channel stride ldy = Kp (channels K..Kp-1 written as zeros), or float32 with
        any channel stride ldy >= K when ``osc`` is null (the float output)
 Per-channel epilogue arrays have K entries: bias (int64: int16 operand << bias_shift, clamped to
-+-2**33, which leaves the saturated sum unchanged), rsc/rsh (residual converter), osc/osh (output
-requant), sacc (float64 accumulator scale, float output only).
++-2**33, which leaves the saturated sum unchanged), rcv (residual converter) and ocv (output
+requant), each ``scale | shift << 16`` (scale in 1..32767, shift in 0..63), sacc (float64
+accumulator scale, float output only). The conv kernel stages its BN channels' parameters in
+shared memory once, after the mainloop.
 """
 
 from backends.gpu.kernels.common import COMMON_SRC
@@ -34,10 +36,9 @@ typedef signed char i8;
 typedef long long i64;
 
 #define EPI_DECL const i64* __restrict__ bias, const i8* __restrict__ res, int ldr,                     \
-    const int* __restrict__ rsc, const int* __restrict__ rsh, const int* __restrict__ osc,              \
-    const int* __restrict__ osh, const double* __restrict__ sacc, int relu, int clipq, int has_clipf,   \
-    float clipf, void* __restrict__ y, int ldy
-#define EPI_ARGS bias, res, ldr, rsc, rsh, osc, osh, sacc, relu, clipq, has_clipf, clipf, y, ldy
+    const int* __restrict__ rcv, const int* __restrict__ ocv, const double* __restrict__ sacc, int relu,  \
+    int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
+#define EPI_ARGS bias, res, ldr, rcv, ocv, sacc, relu, clipq, has_clipf, clipf, y, ldy
 
 __device__ __forceinline__ void mma_s8_16832(int* c, const u32* a, const u32* b) {
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -53,44 +54,69 @@ __device__ __forceinline__ i64 rshift_round(i64 x, int s) {
   mag = (mag + (1LL << (s - 1))) >> s;
   return x < 0 ? -mag : mag;
 }
-__device__ __forceinline__ i64 sat32(i64 v) {
-  return v < -2147483648LL ? -2147483648LL : (v > 2147483647LL ? 2147483647LL : v);
+__device__ __forceinline__ int sat32(i64 v) {
+  return v < -2147483648LL ? (int)0x80000000 : (v > 2147483647LL ? 2147483647 : (int)v);
 }
 __device__ __forceinline__ i64 sat8(i64 v) { return v < -128 ? -128 : (v > 127 ? 127 : v); }
 
-// The integer epilogue for 16 consecutive channels n..n+15 of output row m (n a multiple of 16).
-__device__ __forceinline__ void epi16(const int* a, int m, int n, int K, EPI_DECL) {
-  uint4 rv = make_uint4(0, 0, 0, 0);
-  if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * ldr + n);
-  const i8* rq = reinterpret_cast<const i8*>(&rv);
-  uint4 ov;
-  i8* oq = reinterpret_cast<i8*>(&ov);
-  float of[16];
+// The residual converter in 32 bits, exactly: |e * scale| <= 128 * 32767 < 2**22, so the rounded
+// shift fits an int, and a shift >= 24 rounds every such product to 0.
+__device__ __forceinline__ int res_convert(int e, int cv) {
+  const int sc = cv & 0xffff, sh = cv >> 16;
+  const int p = e * sc;
+  if (sh == 0) return p;
+  if (sh >= 24) return 0;
+  const int mag = ((p < 0 ? -p : p) + (1 << (sh - 1))) >> sh;
+  return p < 0 ? -mag : mag;
+}
+
+// The reference's integer epilogue (backends.reference.int8.epilogue) for 4 consecutive channels
+// n..n+3 of output row m (n a multiple of 4). Per-channel parameters: pb (bias as int64, null:
+// none), pr (residual converter, scale | shift << 16), po (output requant, same packing); each
+// indexed 0..3 for channels n..n+3. The steps, each exact in the width used:
+//   v = sat32(acc + bias)           int64 add (|bias| <= 2**33), one clamp
+//   v = sat32(v + convert(res))     the converter in int32 (res_convert), int64 add, clamp
+//   relu; q = sat8(round(v * osc >> osh))   one 32x32 -> 64-bit multiply, one 64-bit rounded shift
+__device__ __forceinline__ void epi4(const int* a, int m, int n, int K, const i64* pb, const int* pr,
+                                     const int* po, const i8* __restrict__ res, int ldr,
+                                     const double* __restrict__ sacc, int relu, int clipq, int has_clipf,
+                                     float clipf, void* __restrict__ y, int ldy) {
+  int rq[4] = {0, 0, 0, 0};
+  if (res != nullptr) {
+    const u32 rv = *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n);
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const int c = n + j;
-    oq[j] = 0;
-    of[j] = 0.f;
-    if (c >= K) continue;
-    i64 v = a[j];
-    if (bias != nullptr) v = sat32(v + bias[c]);
-    if (res != nullptr) v = sat32(v + sat32(rshift_round((i64)rq[j] * rsc[c], rsh[c])));
-    if (relu) v = v < 0 ? 0 : v;
-    if (osc != nullptr) {
-      i64 q = sat8(rshift_round(v * osc[c], osh[c]));
-      oq[j] = (i8)(q < clipq ? q : clipq);
-    } else {
-      float f = __double2float_rn((double)v * sacc[c]);
-      of[j] = has_clipf ? fminf(f, clipf) : f;
-    }
+    for (int j = 0; j < 4; ++j) rq[j] = (int)(signed char)(rv >> (8 * j));
   }
-  if (osc != nullptr) {
-    *reinterpret_cast<uint4*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = ov;
+  int v[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int t = pb != nullptr ? sat32((i64)a[j] + pb[j]) : a[j];
+    if (res != nullptr) t = sat32((i64)t + res_convert(rq[j], pr[j]));
+    v[j] = relu && t < 0 ? 0 : t;
+  }
+  if (sacc == nullptr) {
+    u32 ov = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int cv = po[j];
+      i64 q = sat8(rshift_round((i64)v[j] * (i64)(cv & 0xffff), cv >> 16));
+      q = q < clipq ? q : clipq;
+      if (n + j < K) ov |= ((u32)q & 0xffu) << (8 * j);
+    }
+    *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = ov;
   } else {
     float* yf = reinterpret_cast<float*>(y) + (size_t)m * ldy;
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
-      if (n + j < ldy) yf[n + j] = of[j];
+    for (int j = 0; j < 4; ++j) {
+      const int c = n + j;
+      if (c >= ldy) continue;
+      float f = 0.f;
+      if (c < K) {
+        f = __double2float_rn((double)v[j] * sacc[c]);
+        f = has_clipf ? fminf(f, clipf) : f;
+      }
+      yf[c] = f;
+    }
   }
 }
 
@@ -233,10 +259,21 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
     return;
   }
 
-  // Epilogue: int32 tile in smem, then one thread per 16 channels of a row (16-byte residual
-  // reads and int8 stores).
+  // Epilogue: int32 tile in smem (and this CTA's per-channel parameters, staged once), then one
+  // thread per 4 channels of a row: conflict-free 16-byte smem reads, coalesced 4-byte residual
+  // reads and int8 stores.
   constexpr int CS = BN + 4;  // padded smem row (int32)
   int* cs = reinterpret_cast<int*>(smem8);
+  i64* sb = reinterpret_cast<i64*>(smem8 + BM * CS * 4);
+  int* srv = reinterpret_cast<int*>(sb + BN);
+  int* sov = srv + BN;
+  for (int i = tid; i < BN; i += THREADS) {
+    const int c = n0 + i;
+    const bool in = c < K;
+    sb[i] = in && bias != nullptr ? bias[c] : 0;
+    srv[i] = in && rcv != nullptr ? rcv[c] : 0;
+    sov[i] = in && ocv != nullptr ? ocv[c] : 0;
+  }
 #pragma unroll
   for (int ni = 0; ni < NI; ++ni) {
     int nl = wn * WTN + ni * 8 + (lane & 3) * 2;
@@ -249,40 +286,39 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
       }
   }
   __syncthreads();
-  constexpr int RCH = BN / 16;
+  constexpr int RCH = BN / 4;
   for (int id = tid; id < BM * RCH; id += THREADS) {
-    int ml = id / RCH, nl = (id - ml * RCH) * 16;
+    int ml = id / RCH, nl = (id - ml * RCH) * 4;
     int m = m0 + ml, n = n0 + nl;
     if (m >= M || n >= ldy) continue;
-    int a[16];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      int4 t = *reinterpret_cast<const int4*>(cs + ml * CS + nl + 4 * j);
-      a[4 * j] = t.x; a[4 * j + 1] = t.y; a[4 * j + 2] = t.z; a[4 * j + 3] = t.w;
-    }
-    epi16(a, m, n, K, EPI_ARGS);
+    const int4 t = *reinterpret_cast<const int4*>(cs + ml * CS + nl);
+    const int a[4] = {t.x, t.y, t.z, t.w};
+    epi4(a, m, n, K, sb + nl, srv + nl, sov + nl, res, ldr, sacc, relu, clipq, has_clipf, clipf, y, ldy);
   }
 }
 
-// Sums the split-K partials (int32, exact) and applies the same epilogue; one thread per 16 channels.
+// Sums the split-K partials (int32, exact) and applies the same epilogue; one thread per 4 channels.
 extern "C" __global__ void splitk_epilogue_s8(const int* __restrict__ wsp, int splits, int M, int K, EPI_DECL)
 {
-  const int Kp = (K + 15) & ~15, KC = (ldy + 15) / 16;
+  const int Kp = (K + 15) & ~15, KC = (ldy + 3) / 4;
   int id = blockIdx.x * blockDim.x + threadIdx.x;
   if (id >= M * KC) return;
-  int m = id / KC, n = (id - m * KC) * 16;
-  int a[16];
-#pragma unroll
-  for (int j = 0; j < 16; ++j) a[j] = 0;
+  int m = id / KC, n = (id - m * KC) * 4;
+  int a[4] = {0, 0, 0, 0};
   for (int z = 0; z < splits; ++z) {
-    const int4* p = reinterpret_cast<const int4*>(wsp + ((size_t)z * M + m) * Kp + n);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      int4 t = p[j];
-      a[4 * j] += t.x; a[4 * j + 1] += t.y; a[4 * j + 2] += t.z; a[4 * j + 3] += t.w;
-    }
+    const int4 t = *reinterpret_cast<const int4*>(wsp + ((size_t)z * M + m) * Kp + n);
+    a[0] += t.x; a[1] += t.y; a[2] += t.z; a[3] += t.w;
   }
-  epi16(a, m, n, K, EPI_ARGS);
+  i64 b[4] = {0, 0, 0, 0};
+  int r[4] = {0, 0, 0, 0}, o[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (n + j >= K) continue;
+    if (bias != nullptr) b[j] = bias[n + j];
+    if (rcv != nullptr) r[j] = rcv[n + j];
+    if (ocv != nullptr) o[j] = ocv[n + j];
+  }
+  epi4(a, m, n, K, b, r, o, res, ldr, sacc, relu, clipq, has_clipf, clipf, y, ldy);
 }
 
 // INT8 max (mode 0) or average (mode 1) pooling, NHWC int8 with channel stride Cp (a multiple of

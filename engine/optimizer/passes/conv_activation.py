@@ -5,11 +5,16 @@ layer applied to the unfused output computes, for every ActivationType. Fused on
 activation is the output's only reader, the output is not a network output, and the layer has
 no activation yet (a residual convolution without activation takes one: the activation then
 follows the residual add, as in the unfused graph).
+
+SiLU as exporters write it, ``Mul(x, Sigmoid(x))`` with ``x`` a convolution's output read by
+exactly those two layers, becomes a SiLU epilogue too (TensorRT fuses it the same way). The
+fused epilogue computes ``x / (1 + exp(-x))`` in fp32 and rounds once, where the unfused FP16
+graph rounds the sigmoid to fp16 first: the results differ by at most an fp16 rounding step.
 """
 
 from __future__ import annotations
 
-from engine.layers import ActivationParams, ActivationType, LayerKind
+from engine.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind
 from engine.network import Layer, Network
 from engine.optimizer.graph import fused_layer, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
@@ -22,8 +27,45 @@ def _label(producer: Layer, act: ActivationParams) -> str:
     return f"{PREFIX[producer.kind]}{kind}Fusion"
 
 
-def run(net: Network) -> list[Rewrite]:
+def _silu_triples(net: Network) -> list[tuple[Layer, Layer, Layer]]:
+    """(producer, sigmoid, mul) for every ``x * sigmoid(x)`` on a fusable convolution output."""
+    uses = net.consumers()
+    out = []
+    for sig in net.layers:
+        if sig.kind is not LayerKind.ACTIVATION or sig.params.activation.type is not ActivationType.SIGMOID:
+            continue
+        x, s = sig.inputs[0], sig.outputs[0]
+        producer = net.producer(x)
+        if producer is None or producer.kind not in PREFIX or getattr(producer.params, "activation", None) is not None:
+            continue
+        mul = sole_consumer(net, s, uses)
+        if (mul is None or mul.kind is not LayerKind.ELEMENTWISE or mul.params.op is not ElementWiseOp.PROD
+                or sorted(mul.inputs) != sorted([x, s]) or x == s):
+            continue
+        readers = uses.get(x, [])
+        if x in net.outputs or len(readers) != 2 or not any(r is sig for r in readers) or \
+                not any(r is mul for r in readers):
+            continue
+        if net.tensors[mul.outputs[0]].shape != net.tensors[x].shape or not same_pins(producer, sig, mul):
+            continue
+        out.append((producer, sig, mul))
+    return out
+
+
+def _fuse_silu(net: Network) -> list[Rewrite]:
     rewrites: list[Rewrite] = []
+    for producer, sig, mul in _silu_triples(net):
+        spec = ActivationSpec(ActivationType.SILU)
+        new = fused_layer(net, [producer, sig, mul], producer.params.replace(activation=spec), producer.inputs,
+                          mul.outputs, producer.weights)
+        net.replace_layer([producer, sig, mul], new)
+        rewrites.append(Rewrite(f"{PREFIX[producer.kind]}ActivationFusion", "fuse",
+                                (producer.name, sig.name, mul.name), new.name))
+    return rewrites
+
+
+def run(net: Network) -> list[Rewrite]:
+    rewrites: list[Rewrite] = _fuse_silu(net)
     for act in list(net.layers):
         if act.kind is not LayerKind.ACTIVATION:
             continue
