@@ -72,13 +72,45 @@ class TimingCache:
 
 def _shortlist(g: ConvGeometry, level: int) -> list[ConvTactic]:
     cands = candidate_tactics(g)
+    return _bounded(cands, heuristic_tactic(g), level)
+
+
+def _bounded(cands: list, h: Any, level: int) -> list:
+    """Optimization levels 1-2 time only the heuristic and its neighbours in tile size (same split
+    count first); level 3 and above time every candidate."""
     if level >= 3 or len(cands) <= 4:
         return cands
-    h = heuristic_tactic(g)
-    # level 1-2: the heuristic and its neighbours in tile size (same split count first)
     keep = [h] + sorted((c for c in cands if c != h),
                         key=lambda c: (c.splits != h.splits, abs(c.tile.bm - h.tile.bm) + abs(c.tile.bn - h.tile.bn)))
     return keep[: 2 + 2 * level]
+
+
+def _time_launches(tactics: list, launch: Any, reps: int) -> dict[str, float]:
+    """Median milliseconds per ``launch(tactic)`` over 3 groups of ``reps`` back-to-back launches on a
+    private stream (CUDA events), after 2 warm-up launches. A tactic that cannot launch (resources)
+    is simply not a candidate."""
+    import cupy as cp
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    out: dict[str, float] = {}
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with stream:
+        for t in tactics:
+            try:
+                for _ in range(2):
+                    launch(t)
+                samples = []
+                for _ in range(3):
+                    start.record(stream)
+                    for _ in range(reps):
+                        launch(t)
+                    end.record(stream)
+                    end.synchronize()
+                    samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
+                out[t.name] = statistics.median(samples)
+            except Exception:
+                continue
+    return out
 
 
 def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float, float], residual: bool,
@@ -95,26 +127,7 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
     y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
     res = cp.empty_like(y) if residual else None
     ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.float32)
-    stream = cp.cuda.Stream(non_blocking=True)
-    out: dict[str, float] = {}
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    with stream:
-        for t in tactics:
-            try:
-                for _ in range(2):
-                    conv2d(x, w, b, y, g, t, act, res, ws)
-                samples = []
-                for _ in range(3):
-                    start.record(stream)
-                    for _ in range(reps):
-                        conv2d(x, w, b, y, g, t, act, res, ws)
-                    end.record(stream)
-                    end.synchronize()
-                    samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
-                out[t.name] = statistics.median(samples)
-            except Exception:  # a tactic that cannot launch (resources) is simply not a candidate
-                continue
-    return out
+    return _time_launches(tactics, lambda t: conv2d(x, w, b, y, g, t, act, res, ws), reps)
 
 
 def _shortlist8(g: ConvGeometry, level: int) -> list:
@@ -124,11 +137,7 @@ def _shortlist8(g: ConvGeometry, level: int) -> list:
     h = heuristic_tactic8(g)
     if h not in cands:
         cands.insert(0, h)
-    if level >= 3 or len(cands) <= 4:
-        return cands
-    keep = [h] + sorted((c for c in cands if c != h),
-                        key=lambda c: (c.splits != h.splits, abs(c.tile.bm - h.tile.bm) + abs(c.tile.bn - h.tile.bn)))
-    return keep[: 2 + 2 * level]
+    return _bounded(cands, h, level)
 
 
 def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: int, reps: int = 10) -> dict[str, float]:
@@ -145,26 +154,7 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
     y = cp.empty((g.m, ldy), cp.int8 if epi.osc is not None else cp.float32)
     res = cp.asarray(rng.integers(-128, 128, (g.m, k16), dtype=np.int8)) if residual else None
     ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.int32)
-    stream = cp.cuda.Stream(non_blocking=True)
-    out: dict[str, float] = {}
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    with stream:
-        for t in tactics:
-            try:
-                for _ in range(2):
-                    int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy)
-                samples = []
-                for _ in range(3):
-                    start.record(stream)
-                    for _ in range(reps):
-                        int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy)
-                    end.record(stream)
-                    end.synchronize()
-                    samples.append(cp.cuda.get_elapsed_time(start, end) / reps)
-                out[t.name] = statistics.median(samples)
-            except Exception:  # a tactic that cannot launch (resources) is simply not a candidate
-                continue
-    return out
+    return _time_launches(tactics, lambda t: int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy), reps)
 
 
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
