@@ -102,7 +102,8 @@ def requant_params(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     deep = shift > MAX_SHIFT
     if np.any(deep):
         shift = np.where(deep, MAX_SHIFT, shift)
-        scale = np.where(deep, round_half_away(np.ldexp(m, MAX_SHIFT)), scale)
+        scale = scale.copy()
+        scale[deep] = round_half_away(np.ldexp(m[deep], MAX_SHIFT))  # only there: elsewhere it overflows
     return scale.astype(np.int64), shift.astype(np.int64)
 
 
