@@ -4,9 +4,10 @@ As TensorRT does it: every convolution of a GPU partition has several candidate 
 shapes x split-K, ``conv.candidate_tactics``); the builder times them on the actual GPU and the
 winner's name goes into the plan (``PlanContents.tactics``, layer name -> tactic name), where the
 runtime's lowering reads it. Timings are cached in a JSON file keyed by the layer signature (its
-geometry and fused epilogue), the GPU model and the hetrt version, so a rebuild on the same GPU
-skips the timing. ``level`` (0-5, like TensorRT's builder optimization level) bounds the search:
-0 takes the heuristic untimed, 1-2 time a short list around it, 3 and above time every candidate.
+geometry and fused epilogue), the GPU model, the hetrt version and a digest of the kernel
+sources, so a rebuild on the same GPU with the same kernels skips the timing. ``level`` (0-5, like
+TensorRT's builder optimization level) bounds the search: 0 takes the heuristic untimed, 1-2 time
+a short list around it, 3 and above time every candidate.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ def _hetrt_version() -> str:
     return __version__
 
 
+def _kernels_digest() -> str:
+    """A digest of the tensor-core kernels' sources and tile lists: a timing taken with other
+    kernels (an edited epilogue, a new tile) is not reused."""
+    import hashlib
+
+    from backends.gpu.kernels.conv import TILES
+    from backends.gpu.kernels.conv_src import CONV_SRC
+    from backends.gpu.kernels.int8 import TILES8
+    from backends.gpu.kernels.int8_src import INT8_SRC
+
+    h = hashlib.sha256((CONV_SRC + INT8_SRC + repr(TILES) + repr(TILES8)).encode())
+    return h.hexdigest()[:12]
+
+
 class TimingCache:
     """{key: {"tactic": name, "ms": time}} in a JSON file; keys carry GPU model and hetrt version."""
 
@@ -60,7 +75,7 @@ class TimingCache:
                 self.entries = {}  # an unreadable cache is rebuilt, never fatal
 
     def key(self, sig: str) -> str:
-        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()}"
+        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()} | kernels {_kernels_digest()}"
 
     def save(self) -> None:
         if self.path is None:
