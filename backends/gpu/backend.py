@@ -89,7 +89,7 @@ class GpuPartition:
         # compile every module now, so the first execute does not pay NVRTC
         if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
             convk.compile_all()
-        if any(op.kind in ("conv8", "pool8") for u in self.units if u.lowered for op in u.lowered.ops):
+        if any(op.kind in ("conv8", "pool8", "quant8") for u in self.units if u.lowered for op in u.lowered.ops):
             from backends.gpu.kernels import int8 as int8k
 
             int8k.compile_all()
@@ -210,9 +210,11 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         return lambda: direct.global_pool(x, y, info["n"], info["hw"], info["c"], info["ldy"], info["average"])
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
-    if op.kind in ("conv8", "pool8"):
+    if op.kind in ("conv8", "pool8", "quant8"):
         from backends.gpu.kernels import int8 as int8k
 
+        if op.kind == "quant8":
+            return lambda: int8k.quantize_nchw(x, y, info["shape"], info["scale"], info["s2d"])
         if op.kind == "pool8":
             return lambda: int8k.pool2d_s8(x, y, info["geom"], info["average"])
         g, t, w = info["geom"], info["tactic"], views[info["w"]]

@@ -89,7 +89,7 @@ class Slot:
 @dataclass
 class Op:
     """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'gpool' (global
-    average/max), 'conv8', 'pool8'.
+    average/max), 'conv8', 'pool8', 'quant8' (float32 NCHW -> int8 NHWC16).
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.

@@ -29,6 +29,8 @@ from backends.gpu.kernels.int8 import (
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
+    space_to_depth_conv,
+    space_to_depth_kernel,
 )
 from backends.gpu.layout import round_up
 from engine.dtypes import Precision
@@ -134,6 +136,10 @@ class Int8Lowering:
         src = self.slots[self.float_of(tensor)]
         name = f"{tensor}@q8_{len(self._q8_cache)}"
         out = self._q8_slot(name, src.shape, layout)
+        if layout == "nhwc16" and self._plain_nchw(src):
+            self._quant8_op(tensor, src, out, s32, s2d=False)
+            self._q8_cache[key] = name
+            return name
         rank = len(src.shape)
         if layout == "nhwc16":
             order, zero = [0, 2, 3, 1], (1, cp16(src.shape[1]))
@@ -146,6 +152,38 @@ class Int8Lowering:
                                   zero, max(out.elements, src.elements))
         self._gen(f"quant_{tensor}", kname, src_code, [src.name], [out.name], gen.map_grid(src.shape, zero),
                   [out.name, src.name])
+        self._q8_cache[key] = name
+        return name
+
+    @staticmethod
+    def _plain_nchw(src: Slot) -> bool:
+        return src.layout == "linear" and src.dtype == "float32" and len(src.shape) == 4
+
+    def _quant8_op(self, tensor: str, src: Slot, out: Slot, scale: np.float32, s2d: bool) -> None:
+        """float32 NCHW -> int8 NHWC16 in one vectorized kernel (``int8.quantize_nchw``)."""
+        from backends.gpu.lower import Op
+
+        self.ops.append(Op(f"quant_{tensor}" + ("_s2d" if s2d else ""), "quant8", [src.name], [out.name],
+                           info={"x": src.name, "y": out.name, "shape": src.shape, "scale": float(scale),
+                                 "s2d": s2d}))
+
+    def q8_s2d_input(self, tensor: str, scale: float, g2: ConvGeometry) -> str | None:
+        """The 2x2 space-to-depth int8 input of ``g2`` (``int8.space_to_depth_conv``) quantized from
+        the float NCHW ``tensor``; None when ``tensor`` is not a plain float NCHW tensor here, or
+        already is an int8 tensor of this scale (then the direct convolution reads it as it is)."""
+        s32 = np.float32(scale)
+        own = self.q8.get(tensor)
+        if own is not None and own[1] == s32:
+            return None
+        key = (tensor, float(s32), "s2d")
+        if key in self._q8_cache:
+            return self._q8_cache[key]
+        src = self.slots[self.float_of(tensor)]
+        if not self._plain_nchw(src):
+            return None
+        name = f"{tensor}@q8s2d_{len(self._q8_cache)}"
+        out = self._q8_slot(name, (g2.n, g2.c, g2.h, g2.w), "nhwc16")
+        self._quant8_op(tensor, src, out, s32, s2d=True)
         self._q8_cache[key] = name
         return name
 
@@ -182,13 +220,18 @@ class Int8Lowering:
         n, c, h, w = self.net.tensors[layer.inputs[0]].shape
         g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
                          tuple(p.dilation), tuple(p.post_padding))
-        xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
+        kernel = quantized_kernel(layer)
+        g2 = space_to_depth_conv(g) if p.groups == 1 else None
+        xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2) if g2 is not None else None
+        if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
+            g, kernel = g2, space_to_depth_kernel(kernel, g)
+        else:
+            xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
         res, rs = None, None
         if p.residual:
             rs = spec.input_scales[1]
             res = self.q8_input(layer.inputs[1], rs, "nhwc16")
-        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", quantized_kernel(layer),
-                    res, rs)
+        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", kernel, res, rs)
 
     def _l_int8_fully_connected(self, layer: Layer) -> None:
         spec = annotation.read(layer)

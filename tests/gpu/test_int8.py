@@ -71,12 +71,15 @@ def test_int8_conv_float_output(rng):
     _check(*nets.conv_net(rng, 2, 20, 6, 6, 10, 3, 1, 1, None, False, s_out=None))
 
 
-def test_int8_conv_every_tactic(rng):
-    """Every tile and split-K variant of one shape gives the same integers."""
-    net, feeds = nets.conv_net(rng, 2, 96, 14, 14, 80, 3, 1, 1, nets.RELU, True)
-    g = ConvGeometry(2, 14, 14, 96, 80, 3, 3, (1, 1), (1, 1))
+@pytest.mark.parametrize("c,h,k,r,act", [(96, 14, 80, 3, nets.RELU), (64, 20, 256, 1, None)],
+                         ids=["3x3-splitk", "1x1-short-k"])
+def test_int8_conv_every_tactic(rng, c, h, k, r, act):
+    """Every tile (two-stage ones for the short reduction) and split-K variant gives the same integers."""
+    net, feeds = nets.conv_net(rng, 2, c, h, h, k, r, 1, r // 2, act, True)
+    g = ConvGeometry(2, h, h, c, k, r, r, (1, 1), (r // 2, r // 2))
     tactics = candidate_tactics8(g)
-    assert len(tactics) > 10 and any(t.splits > 1 for t in tactics)
+    assert len(tactics) > 10
+    assert any(t.splits > 1 for t in tactics) if r == 3 else any(t.tile.stages == 2 for t in tactics)
     for t in tactics:
         _check(net, feeds, {"conv": t.name})
 

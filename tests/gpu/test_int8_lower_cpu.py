@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import int8_nets as nets
 import numpy as np
+import pytest
 
-from backends.gpu.kernels.int8 import MAX_KTOT, epilogue_params
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.int8 import MAX_KTOT, epilogue_params, space_to_depth_conv, space_to_depth_kernel
 from backends.gpu.lower import lower, supports
 from engine.layers import ActivationSpec, ActivationType
 from engine.quantization import annotation
@@ -54,3 +56,65 @@ def test_epilogue_params_follow_the_reference_rounding():
     e = epilogue_params(layer, layer.params.activation, spec.input_scales[1])
     assert e.relu and e.bias.dtype == np.int64 and 0 <= e.clipq <= 127
     assert e.osc.max() <= 32767 and e.osh.min() >= 0 and e.rsc is not None
+
+
+def _conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad: tuple[int, int], p: int, q: int) -> np.ndarray:
+    """Exact integer convolution (int64), zero padding on top/left ``pad`` and wherever reads fall outside."""
+    n, c, h, wd = x.shape
+    k, _, r, s = w.shape
+    big = np.zeros((n, c, pad[0] + stride * p + r, pad[1] + stride * q + s), np.int64)
+    big[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+    out = np.zeros((n, k, p, q), np.int64)
+    for i in range(r):
+        for j in range(s):
+            patch = big[:, :, i:i + stride * p:stride, j:j + stride * q:stride]
+            out += np.einsum("nchw,kc->nkhw", patch, w[:, :, i, j].astype(np.int64))
+    return out
+
+
+def _space_to_depth(x: np.ndarray, h2: int, w2: int) -> np.ndarray:
+    """quant_nchw_s8's s2d mapping: channel (v * 2 + u) * C + c of pixel (i, j) = x[c, 2i + v, 2j + u]."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, 4 * c, h2, w2), x.dtype)
+    for v in range(2):
+        for u in range(2):
+            blk = x[:, :, v::2, u::2]
+            out[:, (v * 2 + u) * c:(v * 2 + u + 1) * c, :blk.shape[2], :blk.shape[3]] = blk
+    return out
+
+
+@pytest.mark.parametrize("c,h,w,r,pad", [(3, 32, 32, 7, 3), (3, 15, 17, 7, 3), (4, 9, 8, 3, 1), (1, 10, 11, 1, 0),
+                                         (2, 12, 13, 5, 2), (3, 11, 11, 4, 0), (3, 14, 9, 3, 2)])
+def test_space_to_depth_conv_has_the_same_sums(c, h, w, r, pad):
+    """The stride-1 conv over the 2x2 space-to-depth input gives every int32 sum of the stride-2 conv."""
+    rng = np.random.default_rng(c * 100 + h + r)
+    g = ConvGeometry(2, h, w, c, 5, r, r, (2, 2), (pad, pad))
+    g2 = space_to_depth_conv(g)
+    assert g2 is not None and (g2.p, g2.q) == (g.p, g.q) and g2.stride == (1, 1) and g2.c == 4 * c
+    x = rng.integers(-128, 128, (2, c, h, w))
+    wq = rng.integers(-128, 128, (5, c, r, r)).astype(np.int8)
+    want = _conv_int(x, wq, 2, g.pad, g.p, g.q)
+    w2 = space_to_depth_kernel(wq, g)
+    assert w2.shape == (5, 4 * c, g2.r, g2.s) and np.abs(w2.astype(np.int64)).sum() == np.abs(wq.astype(np.int64)).sum()
+    got = _conv_int(_space_to_depth(x, g2.h, g2.w), w2, 1, g2.pad, g2.p, g2.q)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_space_to_depth_applies_only_to_stride2_few_channels():
+    assert space_to_depth_conv(ConvGeometry(1, 8, 8, 5, 4, 3, 3, (2, 2), (1, 1))) is None
+    assert space_to_depth_conv(ConvGeometry(1, 8, 8, 3, 4, 3, 3, (1, 1), (1, 1))) is None
+    assert space_to_depth_conv(ConvGeometry(1, 8, 8, 3, 4, 3, 3, (2, 2), (1, 1), (2, 2))) is None
+
+
+def test_stem_lowers_to_space_to_depth_and_a_vectorized_quantize():
+    net, _ = nets.conv_net(np.random.default_rng(4), 2, 3, 32, 32, 64, 7, 2, 3, nets.RELU)
+    low = lower(net, net.layers, list(net.outputs))
+    quant, conv = low.ops[:2]  # then the output's dequantize
+    assert quant.kind == "quant8" and quant.info["s2d"] and quant.label == "quant_x_s2d"
+    g = conv.info["geom"]
+    assert (g.c, g.r, g.s, g.stride, g.h, g.w, g.p, g.q) == (12, 4, 4, (1, 1), 16, 16, 16, 16)
+    assert low.slots[quant.writes[0]].phys_shape == (2, 16, 16, 16)
+    # the same input at stride 1 is quantized by the plain vectorized kernel
+    net, _ = nets.conv_net(np.random.default_rng(5), 2, 3, 8, 8, 16, 3, 1, 1, nets.RELU)
+    low = lower(net, net.layers, list(net.outputs))
+    assert low.ops[0].kind == "quant8" and not low.ops[0].info["s2d"]

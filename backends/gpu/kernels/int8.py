@@ -46,8 +46,8 @@ class Tile8:
 
     @property
     def smem_bytes(self) -> int:
-        # the pipeline, or the int32 epilogue tile plus the staged per-channel parameters (16 B each)
-        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4 + self.bn * 16)
+        # the pipeline, or the int32 epilogue tile (rows padded by 4 words)
+        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4)
 
     @property
     def template(self) -> str:
@@ -65,7 +65,14 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(32, 64, 1, 2, 4),
     Tile8(32, 32, 2, 1, 4),
     Tile8(16, 64, 1, 2, 4),
+    # two stages for short reductions (a 1x1 convolution on 64-256 channels has 1-4 k-tiles): the
+    # smem of deeper pipelines only lowers the CTAs per SM there
+    Tile8(128, 128, 2, 2, 2),
+    Tile8(128, 64, 2, 2, 2),
+    Tile8(64, 128, 2, 2, 2),
+    Tile8(64, 64, 2, 2, 2),
 )
+SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
 
 
@@ -115,6 +122,8 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
     for t in TILES8:
         if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
             continue
+        if t.stages == 2 and kt > SHORT_K_TILES:
+            continue
         out.append(Tactic8(t, 1))
         ctas = -(-g.m // t.bm) * -(-g.k // t.bn)
         if ctas < sms:
@@ -158,6 +167,7 @@ class Epilogue8:
     relu: bool
     clipq: int = 127
     clipf: float | None = None
+    acc_bound: np.ndarray | None = None  # int64 (K,): 128 * sum|w_k|, a bound on |acc_k| (None: unknown)
 
 
 def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -> Epilogue8:
@@ -176,6 +186,8 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -
         raise UnsupportedError(f"layer {layer.describe()}: INT8 kernel without per-channel weight scales")
     s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
     k = s_acc.size
+    wq = quantized_kernel(layer)
+    acc_bound = 128 * np.abs(wq.reshape(wq.shape[0], -1).astype(np.int64)).sum(axis=1)
     bias = layer.weights.get("bias")
     b = None
     if bias is not None:
@@ -196,12 +208,12 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -
                                    f"(ReLU and clip(0, max) do)")
     if spec.output_scale is None:
         clipf = None if clip_hi is None else float(np.float32(clip_hi))
-        return Epilogue8(k, b, rsc, rsh, None, None, s_acc, relu, 127, clipf)
+        return Epilogue8(k, b, rsc, rsh, None, None, s_acc, relu, 127, clipf, acc_bound)
     sc, sh = requant_params(s_acc / np.float64(spec.output_scale))
     clipq = 127
     if clip_hi is not None:
         clipq = int(np.clip(int(round_half_away(clip_hi / spec.output_scale)), -128, 127))
-    return Epilogue8(k, b, rsc, rsh, sc.astype(np.int32), sh.astype(np.int32), None, relu, clipq, None)
+    return Epilogue8(k, b, rsc, rsh, sc.astype(np.int32), sh.astype(np.int32), None, relu, clipq, None, acc_bound)
 
 
 def pack_weights8(wq: np.ndarray) -> np.ndarray:
@@ -241,26 +253,76 @@ def _ptr(a: Any) -> Any:
     return a if a is not None else np.uint64(0)
 
 
-def pack_converter(scale: np.ndarray | None, shift: np.ndarray | None) -> np.ndarray | None:
-    """``scale | shift << 16`` as int32, the kernel's one word per channel (scale 0..32767, shift 0..63)."""
-    if scale is None or shift is None:
-        return None
-    sc, sh = np.asarray(scale, np.int64), np.asarray(shift, np.int64)
-    if sc.min(initial=0) < 0 or sc.max(initial=0) > 0x7FFF or sh.min(initial=0) < 0 or sh.max(initial=0) > 63:
-        raise ValueError("converter scale/shift out of the packed range")
-    return (sc | (sh << 16)).astype(np.int32)
+EP_ROWS = 11  # rows of the per-channel parameter array (int8_src: EP_ROWS)
+INT32_MAX = 2**31 - 1
+
+
+def _requant_clamp(osc: np.ndarray, osh: np.ndarray) -> np.ndarray:
+    """Per channel, the smallest |v| whose requant ``(|v| * osc + 2**(osh-1)) >> osh`` reaches 128
+    (every larger |v| saturates too), capped at 2**31 (no |v| of int32 saturates)."""
+    osc = osc.astype(object)
+    out = np.empty(osc.shape, np.int64)
+    for i, (sc, sh) in enumerate(zip(osc, osh.astype(object))):
+        half = (1 << (sh - 1)) if sh > 0 else 0
+        t = -(-((128 << sh) - half) // sc) if sc > 0 else 2**31
+        out[i] = min(max(t, 0), 2**31)
+    return out
+
+
+def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
+    """The kernel's per-channel parameter rows (int32, EP_ROWS x Kp16; int8_src documents each row)
+    and whether the adds must saturate.
+
+    Every value is the reference's integer step rewritten in 32-bit operations that give the same
+    result (tests/gpu/test_int8_epilogue_cpu.py checks the rewrite against the reference on the CPU):
+    the bias as two one-signed int32 parts (|bias| <= 2**33 while |acc| < 2**31, so clipping it to
+    [-(2**32 - 1), 2**32 - 2] keeps every saturated sum), the requant as a magnitude clamp at its
+    saturation point, a 32 x 32 + 64-bit multiply-add and a split shift, and the residual converter
+    as ``(p + half - (p < 0)) >> shift`` with shift >= 1 (a 0 shift becomes scale * 2, shift 1; a
+    shift over 30 rounds every |p| < 2**22 to 0, as 30 does).
+    """
+    kp = cp16(e.k)
+    ep = np.zeros((EP_ROWS, kp), np.int64)
+    k = e.k
+    bias = np.zeros(k, np.int64) if e.bias is None else np.asarray(e.bias, np.int64)
+    big = np.clip(bias, -(2**32 - 1), 2**32 - 2)
+    b1 = np.clip(big, -INT32_MAX, INT32_MAX)
+    ep[0, :k], ep[1, :k] = b1, big - b1
+    if e.osc is not None:
+        osc, osh = np.asarray(e.osc, np.int64), np.asarray(e.osh, np.int64)
+        half = np.where(osh > 0, np.left_shift(np.int64(1), np.maximum(osh - 1, 0)), 0)
+        ep[2, :k] = _requant_clamp(osc, osh)
+        ep[3, :k] = osc
+        pairs = ep[4:6].reshape(-1, 2)  # u64 index n of rows 4-5: (low, high) words of channel n's half
+        pairs[:k, 0], pairs[:k, 1] = half & 0xFFFFFFFF, half >> 32
+        ep[6, :k] = np.minimum(osh, 32)
+        ep[7, :k] = osh - np.minimum(osh, 32)
+    res_max = np.zeros(k, np.int64)
+    if e.rsc is not None:
+        rsc, rsh = np.asarray(e.rsc, np.int64), np.asarray(e.rsh, np.int64)
+        from backends.reference.int8 import rshift_round
+
+        res_max = np.abs(rshift_round(-128 * rsc, rsh))
+        zero = rsh == 0
+        rsc, rsh = np.where(zero, 2 * rsc, rsc), np.where(zero, 1, np.minimum(rsh, 30))
+        ep[8, :k], ep[9, :k], ep[10, :k] = rsc, np.left_shift(np.int64(1), rsh - 1), rsh
+    sat = e.acc_bound is None or bool(np.any(np.asarray(e.acc_bound, np.int64) + np.abs(bias) + res_max > INT32_MAX))
+    return _to_int32_bits(ep), sat
+
+
+def _to_int32_bits(a: np.ndarray) -> np.ndarray:
+    """int64 values in [-2**31, 2**32) as their 32-bit patterns."""
+    return (a & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
 @dataclass
 class DeviceEpilogue:
-    """``Epilogue8`` with its arrays on the device (CuPy arrays or None); converters packed."""
+    """``Epilogue8`` on the device: the parameter rows (``device_params``), s_acc for a float output."""
 
     k: int
-    bias: Any
-    rcv: Any
-    ocv: Any
+    ep: Any
     sacc: Any
-    relu: bool
+    flags: int
     clipq: int
     clipf: float | None
 
@@ -268,17 +330,14 @@ class DeviceEpilogue:
     def upload(e: Epilogue8) -> DeviceEpilogue:
         import cupy
 
-        def up(a: np.ndarray | None) -> Any:
-            return None if a is None else cupy.asarray(np.ascontiguousarray(a))
-
-        return DeviceEpilogue(e.k, up(e.bias), up(pack_converter(e.rsc, e.rsh)), up(pack_converter(e.osc, e.osh)),
-                              up(e.sacc), e.relu, e.clipq, e.clipf)
+        ep, sat = device_params(e)
+        flags = (1 if e.relu else 0) | (2 if sat else 0)
+        sacc = None if e.sacc is None else cupy.asarray(np.ascontiguousarray(e.sacc, np.float64))
+        return DeviceEpilogue(e.k, cupy.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf)
 
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
-        return (_ptr(self.bias), _ptr(res), i32(ldr), _ptr(self.rcv if res is not None else None),
-                _ptr(self.ocv), _ptr(self.sacc),
-                i32(1 if self.relu else 0), i32(self.clipq), i32(0 if self.clipf is None else 1),
-                f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy))
+        return (self.ep, _ptr(res), i32(ldr), _ptr(self.sacc), i32(self.flags), i32(self.clipq),
+                i32(0 if self.clipf is None else 1), f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy))
 
 
 def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
@@ -307,6 +366,53 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: Dev
         total = g.m * (-(-ldy // 4))
         _fn("splitk_epilogue_s8")((-(-total // 256),), (256,),
                                   (workspace, i32(grid[2]), i32(g.m), i32(g.k), *epi_args))
+
+
+def quantize_nchw(x: Any, y: Any, shape: tuple[int, int, int, int], scale: float, s2d: bool) -> None:
+    """float32 NCHW ``x`` -> int8 NHWC16 ``y`` (``y``'s pixel grid; with ``s2d`` its 2x2 space-to-depth)."""
+    n, c, h, w = shape
+    oh, ow, cp = y.shape[1], y.shape[2], y.shape[3]
+    total = n * oh * ow * (cp // 16)
+    _fn("quant_nchw_s8")((-(-total // 256),), (256,), (x, y, *map(i32, (n, c, h, w, oh, ow, cp)), f32(scale),
+                                                      i32(1 if s2d else 0)))
+
+
+def space_to_depth_conv(g: ConvGeometry) -> ConvGeometry | None:
+    """The stride-1 convolution over the 2x2 space-to-depth input (``quant_nchw_s8`` with s2d) that
+    computes a stride-2 convolution on C <= 4 channels with the same products, so the same int32
+    sums: the 7x7 stem on C = 3 reduces over 4*4*16 = 256 int8 instead of 7*7*16 = 784. None where
+    it does not apply (another stride, dilation, more channels)."""
+    if g.stride != (2, 2) or g.dilation != (1, 1) or g.c > 4:
+        return None
+    (ph, pw), (r, s) = g.pad, (g.r, g.s)
+    r2 = (r - 1 - ph) // 2 + (ph + 1) // 2 + 1
+    s2 = (s - 1 - pw) // 2 + (pw + 1) // 2 + 1
+    h2, w2 = -(-g.h // 2), -(-g.w // 2)
+    pad = ((ph + 1) // 2, (pw + 1) // 2)
+    end = (g.p - 1 + r2 - h2 - pad[0], g.q - 1 + s2 - w2 - pad[1])
+    out = ConvGeometry(g.n, h2, w2, 4 * g.c, g.k, r2, s2, (1, 1), pad, (1, 1), end)
+    assert (out.p, out.q) == (g.p, g.q)
+    return out
+
+
+def space_to_depth_kernel(wq: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """int8 IR kernel (K, C, R, S) of ``g`` -> the (K, 4C, R', S') kernel of ``space_to_depth_conv(g)``:
+    tap (u, u') of channel (v * 2 + v') * C + c is the original tap (2(u - pad') + v + ph, same for s)."""
+    g2 = space_to_depth_conv(g)
+    assert g2 is not None
+    k, c, r, s = wq.shape
+    out = np.zeros((k, 4 * c, g2.r, g2.s), wq.dtype)
+    for u in range(g2.r):
+        for v in range(2):
+            rr = 2 * (u - g2.pad[0]) + v + g.pad[0]
+            if not 0 <= rr < r:
+                continue
+            for u2 in range(g2.s):
+                for v2 in range(2):
+                    ss = 2 * (u2 - g2.pad[1]) + v2 + g.pad[1]
+                    if 0 <= ss < s:
+                        out[:, (v * 2 + v2) * c:(v * 2 + v2 + 1) * c, u, u2] = wq[:, :, rr, ss]
+    return out
 
 
 def recip(k: int) -> int:

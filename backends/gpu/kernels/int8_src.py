@@ -35,10 +35,11 @@ INT8_SRC = COMMON_SRC + r"""
 typedef signed char i8;
 typedef long long i64;
 
-#define EPI_DECL const i64* __restrict__ bias, const i8* __restrict__ res, int ldr,                     \
-    const int* __restrict__ rcv, const int* __restrict__ ocv, const double* __restrict__ sacc, int relu,  \
-    int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
-#define EPI_ARGS bias, res, ldr, rcv, ocv, sacc, relu, clipq, has_clipf, clipf, y, ldy
+#define EPI_DECL const int* __restrict__ ep, const i8* __restrict__ res, int ldr,                      \
+    const double* __restrict__ sacc, int flags, int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
+#define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy
+#define EPI_RELU 1  // flags: ReLU (or clip(0, x)) before the requant
+#define EPI_SAT 2   // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
 
 __device__ __forceinline__ void mma_s8_16832(int* c, const u32* a, const u32* b) {
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -54,77 +55,179 @@ __device__ __forceinline__ i64 rshift_round(i64 x, int s) {
   mag = (mag + (1LL << (s - 1))) >> s;
   return x < 0 ? -mag : mag;
 }
-__device__ __forceinline__ int sat32(i64 v) {
-  return v < -2147483648LL ? (int)0x80000000 : (v > 2147483647LL ? 2147483647 : (int)v);
-}
 __device__ __forceinline__ i64 sat8(i64 v) { return v < -128 ? -128 : (v > 127 ? 127 : v); }
-
-// The residual converter in 32 bits, exactly: |e * scale| <= 128 * 32767 < 2**22, so the rounded
-// shift fits an int, and a shift >= 24 rounds every such product to 0.
-__device__ __forceinline__ int res_convert(int e, int cv) {
-  const int sc = cv & 0xffff, sh = cv >> 16;
-  const int p = e * sc;
-  if (sh == 0) return p;
-  if (sh >= 24) return 0;
-  const int mag = ((p < 0 ? -p : p) + (1 << (sh - 1))) >> sh;
-  return p < 0 ? -mag : mag;
+__device__ __forceinline__ int add_sat(int a, int b) {
+  int r; asm("add.sat.s32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r;
 }
 
-// The reference's integer epilogue (backends.reference.int8.epilogue) for 4 consecutive channels
-// n..n+3 of output row m (n a multiple of 4). Per-channel parameters: pb (bias as int64, null:
-// none), pr (residual converter, scale | shift << 16), po (output requant, same packing); each
-// indexed 0..3 for channels n..n+3. The steps, each exact in the width used:
-//   v = sat32(acc + bias)           int64 add (|bias| <= 2**33), one clamp
-//   v = sat32(v + convert(res))     the converter in int32 (res_convert), int64 add, clamp
-//   relu; q = sat8(round(v * osc >> osh))   one 32x32 -> 64-bit multiply, one 64-bit rounded shift
-__device__ __forceinline__ void epi4(const int* a, int m, int n, int K, const i64* pb, const int* pr,
-                                     const int* po, const i8* __restrict__ res, int ldr,
-                                     const double* __restrict__ sacc, int relu, int clipq, int has_clipf,
-                                     float clipf, void* __restrict__ y, int ldy) {
-  int rq[4] = {0, 0, 0, 0};
-  if (res != nullptr) {
-    const u32 rv = *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) rq[j] = (int)(signed char)(rv >> (8 * j));
-  }
-  int v[4];
+// Per-channel epilogue parameters, rows of the int32 array ``ep`` (row stride Kp, int8.device_params):
+//   0, 1  bias as two int32 parts of one sign (b1 + b2; saturating adds in turn equal sat32(acc + b))
+//   2     T: |v| clamp (u32), the smallest magnitude whose requant saturates (or 2**31)
+//   3     requant scale (u32)
+//   4, 5  its rounding half 2**(shift-1) as 64-bit words, channel n at u64 index n of the two rows
+//         (so the multiply-add reads its addend as an aligned register pair)
+//   6, 7  the requant shift split as min(shift, 32) and shift - 32 (funnel shift, then a plain one)
+//   8, 9, 10  residual converter: scale, half 2**(shift-1), shift (shift >= 1, a 0 shift doubled)
+// Padded channels (K..Kp-1) have every parameter 0, which makes their output 0.
+#define EP_ROWS 11
+struct Epi4 {
+  int b1[4], b2[4], rsc[4], rh[4], rsh[4];
+  u32 T[4], osc[4], s1[4], s2[4];
+  unsigned long long h[4];
+};
+__device__ __forceinline__ void load4(int* d, const int* __restrict__ p) {
+  const int4 t = *reinterpret_cast<const int4*>(p); d[0] = t.x; d[1] = t.y; d[2] = t.z; d[3] = t.w;
+}
+__device__ __forceinline__ void load_epi4(Epi4& e, const int* __restrict__ ep, int Kp, int n, bool res) {
+  load4(e.b1, ep + n); load4(e.b2, ep + Kp + n);
+  load4(reinterpret_cast<int*>(e.T), ep + 2 * Kp + n); load4(reinterpret_cast<int*>(e.osc), ep + 3 * Kp + n);
+  const ulonglong2 h01 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n);
+  const ulonglong2 h23 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n + 4);
+  e.h[0] = h01.x; e.h[1] = h01.y; e.h[2] = h23.x; e.h[3] = h23.y;
+  load4(reinterpret_cast<int*>(e.s1), ep + 6 * Kp + n); load4(reinterpret_cast<int*>(e.s2), ep + 7 * Kp + n);
+  if (res) { load4(e.rsc, ep + 8 * Kp + n); load4(e.rh, ep + 9 * Kp + n); load4(e.rsh, ep + 10 * Kp + n); }
+}
+
+// v = acc + bias (+ residual converted to the accumulator's scale), exactly as the reference's
+// saturating int64 steps: with SAT the adds saturate; without it the host proved no sum can leave
+// int32 (128 * sum|w| + |bias| + max|converted residual| < 2**31 on every channel).
+template <bool RES, bool SAT>
+__device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    int t = pb != nullptr ? sat32((i64)a[j] + pb[j]) : a[j];
-    if (res != nullptr) t = sat32((i64)t + res_convert(rq[j], pr[j]));
-    v[j] = relu && t < 0 ? 0 : t;
-  }
-  if (sacc == nullptr) {
-    u32 ov = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int cv = po[j];
-      i64 q = sat8(rshift_round((i64)v[j] * (i64)(cv & 0xffff), cv >> 16));
-      q = q < clipq ? q : clipq;
-      if (n + j < K) ov |= ((u32)q & 0xffu) << (8 * j);
+    int t = SAT ? add_sat(add_sat(a[j], e.b1[j]), e.b2[j]) : a[j] + e.b1[j];
+    if (RES) {
+      // the SDP converter, round half away: (p + half - (p < 0)) >> shift equals it for shift >= 1
+      const int p = (int)(signed char)(rv >> (8 * j)) * e.rsc[j];
+      const int c = (p + e.rh[j] + (p >> 31)) >> e.rsh[j];
+      t = SAT ? add_sat(t, c) : t + c;
     }
-    *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = ov;
+    v[j] = t;
+  }
+}
+
+// round(mag * osc / 2**osh) for a magnitude already clamped to T: the 64-bit mag * osc + half, then
+// its bits osh..osh+31 (a funnel shift by min(osh, 32), then a shift by the rest).
+__device__ __forceinline__ u32 requant_mag(u32 mag, const Epi4& e, int j) {
+  typedef unsigned long long u64;
+  const u64 p = (u64)mag * e.osc[j] + e.h[j];
+  u32 r;
+  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"((u32)p), "r"((u32)(p >> 32)), "r"(e.s1[j]));
+  return r >> e.s2[j];
+}
+
+// q = min(sat8(round_half_away(v * osc / 2**osh)), clipq) for 4 channels, packed as 4 bytes. |v| is
+// clamped to T first (the saturation point), so the rounded quotient fits 32 bits.
+template <bool RELU>
+__device__ __forceinline__ u32 requant4(const int* v, const Epi4& e, int clipq) {
+  u32 out = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int q;
+    if (RELU) {
+      q = min((int)requant_mag(min((u32)max(v[j], 0), e.T[j]), e, j), clipq);
+    } else {
+      const int s = v[j] >> 31;  // 0 or -1: |v| = (v ^ s) - s, then 127 or 128 as the bound
+      const u32 r = min(requant_mag(min(((u32)v[j] ^ (u32)s) - (u32)s, e.T[j]), e, j), (u32)(127 - s));
+      q = min(((int)r ^ s) - s, clipq);
+    }
+    out |= ((u32)q & 0xffu) << (8 * j);
+  }
+  return out;
+}
+
+// The float output (a layer without an output scale): (float)((double)v * s_acc[k]), clip's bound.
+__device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
+                                             int relu, int has_clipf, float clipf, float* __restrict__ y, int ldy) {
+  float* yf = y + (size_t)m * ldy;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int c = n + j;
+    if (c >= ldy) continue;
+    float f = 0.f;
+    if (c < K) {
+      const int t = relu && v[j] < 0 ? 0 : v[j];
+      f = __double2float_rn((double)t * sacc[c]);
+      f = has_clipf ? fminf(f, clipf) : f;
+    }
+    yf[c] = f;
+  }
+}
+
+// The epilogue of one thread: channels n..n+3 of rows m0 + ml for ml = ml0, ml0 + mstep, ... < mend,
+// int32 sums read from ``acc`` (row stride lda). Parameters are loaded once into registers; rows go
+// in groups of EPI_ROWS whose smem and residual loads are all issued before any arithmetic, so a
+// thread has EPI_ROWS residual loads in flight rather than one.
+#define EPI_ROWS 8
+template <bool RELU, bool RES, bool SAT>
+__device__ __forceinline__ void epi_rows(const int* acc, int lda, int ml0, int mstep, int mend, int m0, int M,
+                                         int n, int K, const int* __restrict__ ep, const i8* __restrict__ res,
+                                         int ldr, i8* __restrict__ y, int ldy, int clipq) {
+  Epi4 e;
+  load_epi4(e, ep, (K + 15) & ~15, n, RES);
+  const int rows = min(mend, M - m0);  // rows ml < rows exist
+  for (int ml = ml0; ml < rows; ml += EPI_ROWS * mstep) {
+    int4 t[EPI_ROWS];
+    u32 rv[EPI_ROWS];
+#pragma unroll
+    for (int u = 0; u < EPI_ROWS; ++u) {
+      const int mu = ml + u * mstep;
+      const bool ok = mu < rows;
+      t[u] = ok ? *reinterpret_cast<const int4*>(acc + (size_t)mu * lda) : make_int4(0, 0, 0, 0);
+      rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>(res + (size_t)(m0 + mu) * ldr + n)) : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < EPI_ROWS; ++u) {
+      const int mu = ml + u * mstep;
+      if (mu >= rows) break;
+      const int a[4] = {t[u].x, t[u].y, t[u].z, t[u].w};
+      int v[4];
+      sum4<RES, SAT>(v, a, e, rv[u]);
+      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) = requant4<RELU>(v, e, clipq);
+    }
+  }
+}
+
+// Dispatch on the flags once per thread (the loop above is compiled for each combination).
+__device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, int mstep, int mend, int m0, int M,
+                                              int n, int K, EPI_DECL) {
+  if (n >= ldy) return;
+  if (sacc != nullptr) {  // float output: rare (a last FC), kept simple
+    Epi4 e;
+    load_epi4(e, ep, (K + 15) & ~15, n, res != nullptr);
+    for (int ml = ml0; ml < mend; ml += mstep) {
+      const int m = m0 + ml;
+      if (m >= M) break;
+      const int4 t = *reinterpret_cast<const int4*>(acc + (size_t)ml * lda);
+      const int a[4] = {t.x, t.y, t.z, t.w};
+      int v[4];
+      if (res != nullptr) sum4<true, true>(v, a, e, *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n));
+      else sum4<false, true>(v, a, e, 0u);
+      store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+    }
+    return;
+  }
+  i8* yq = reinterpret_cast<i8*>(y);
+  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
+#define EPI_CASE(R, S, T) epi_rows<R, S, T>(acc, lda, ml0, mstep, mend, m0, M, n, K, ep, res, ldr, yq, ldy, clipq)
+  if (res != nullptr) {
+    if (relu) { if (sat) EPI_CASE(true, true, true); else EPI_CASE(true, true, false); }
+    else { if (sat) EPI_CASE(false, true, true); else EPI_CASE(false, true, false); }
   } else {
-    float* yf = reinterpret_cast<float*>(y) + (size_t)m * ldy;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int c = n + j;
-      if (c >= ldy) continue;
-      float f = 0.f;
-      if (c < K) {
-        f = __double2float_rn((double)v[j] * sacc[c]);
-        f = has_clipf ? fminf(f, clipf) : f;
-      }
-      yf[c] = f;
-    }
+    if (relu) { if (sat) EPI_CASE(true, false, true); else EPI_CASE(true, false, false); }
+    else { if (sat) EPI_CASE(false, false, true); else EPI_CASE(false, false, false); }
   }
+#undef EPI_CASE
 }
 
 #define BKB 64  // k-tile: 64 int8 channels = one 64-byte smem row of 4 16-byte chunks
 __device__ __forceinline__ int swzb(int row, int chunk) { return row * BKB + ((chunk ^ ((row >> 1) & 3)) << 4); }
 
+// Registers: tiles of up to 64 x 128 on 4 warps are held to 128 (4 CTAs per SM; left free, the
+// compiler takes ~158 and fits 3), 128 x 128 on 8 warps to 128 (2 CTAs), neither spilling.
 template <int BM, int BN, int WM, int WN, int STAGES>
-__global__ void __launch_bounds__(WM * WN * 32)
+__global__ void __launch_bounds__(WM * WN * 32, (BM * BN <= 8192 && WM * WN == 4) ? 4
+                                                : (BM * BN <= 16384 && WM * WN == 8) ? 2 : 1)
 conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restrict__ ws,
               int N, int H, int W, int C, int K, int P, int Q, int R, int S,
               int sh, int sw, int ph, int pw, int dh, int dw, int kps, EPI_DECL)
@@ -259,21 +362,11 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
     return;
   }
 
-  // Epilogue: int32 tile in smem (and this CTA's per-channel parameters, staged once), then one
-  // thread per 4 channels of a row: conflict-free 16-byte smem reads, coalesced 4-byte residual
-  // reads and int8 stores.
+  // Epilogue: the int32 tile goes to smem, then each thread owns 4 channels of the tile (its
+  // parameters in registers) over every THREADS / (BN / 4)-th row: conflict-free 16-byte smem reads,
+  // coalesced 4-byte residual reads and int8 stores.
   constexpr int CS = BN + 4;  // padded smem row (int32)
   int* cs = reinterpret_cast<int*>(smem8);
-  i64* sb = reinterpret_cast<i64*>(smem8 + BM * CS * 4);
-  int* srv = reinterpret_cast<int*>(sb + BN);
-  int* sov = srv + BN;
-  for (int i = tid; i < BN; i += THREADS) {
-    const int c = n0 + i;
-    const bool in = c < K;
-    sb[i] = in && bias != nullptr ? bias[c] : 0;
-    srv[i] = in && rcv != nullptr ? rcv[c] : 0;
-    sov[i] = in && ocv != nullptr ? ocv[c] : 0;
-  }
 #pragma unroll
   for (int ni = 0; ni < NI; ++ni) {
     int nl = wn * WTN + ni * 8 + (lane & 3) * 2;
@@ -287,38 +380,72 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
   }
   __syncthreads();
   constexpr int RCH = BN / 4;
-  for (int id = tid; id < BM * RCH; id += THREADS) {
-    int ml = id / RCH, nl = (id - ml * RCH) * 4;
-    int m = m0 + ml, n = n0 + nl;
-    if (m >= M || n >= ldy) continue;
-    const int4 t = *reinterpret_cast<const int4*>(cs + ml * CS + nl);
-    const int a[4] = {t.x, t.y, t.z, t.w};
-    epi4(a, m, n, K, sb + nl, srv + nl, sov + nl, res, ldr, sacc, relu, clipq, has_clipf, clipf, y, ldy);
-  }
+  static_assert(THREADS % RCH == 0, "a thread's channels must be the same in every row");
+  const int nl = (tid % RCH) * 4;
+  epilogue_rows(cs + nl, CS, tid / RCH, THREADS / RCH, BM, m0, M, n0 + nl, K, EPI_ARGS);
 }
 
-// Sums the split-K partials (int32, exact) and applies the same epilogue; one thread per 4 channels.
+// Sums the split-K partials (int32, exact) and applies the same epilogue; one thread per 4 channels
+// of a row.
 extern "C" __global__ void splitk_epilogue_s8(const int* __restrict__ wsp, int splits, int M, int K, EPI_DECL)
 {
   const int Kp = (K + 15) & ~15, KC = (ldy + 3) / 4;
   int id = blockIdx.x * blockDim.x + threadIdx.x;
   if (id >= M * KC) return;
   int m = id / KC, n = (id - m * KC) * 4;
-  int a[4] = {0, 0, 0, 0};
+  int4 a = make_int4(0, 0, 0, 0);
   for (int z = 0; z < splits; ++z) {
     const int4 t = *reinterpret_cast<const int4*>(wsp + ((size_t)z * M + m) * Kp + n);
-    a[0] += t.x; a[1] += t.y; a[2] += t.z; a[3] += t.w;
+    a.x += t.x; a.y += t.y; a.z += t.z; a.w += t.w;
   }
-  i64 b[4] = {0, 0, 0, 0};
-  int r[4] = {0, 0, 0, 0}, o[4] = {0, 0, 0, 0};
+  epilogue_rows(reinterpret_cast<const int*>(&a), 0, 0, 1, 1, m, M, n, K, EPI_ARGS);
+}
+
+// float32 NCHW -> int8 NHWC with channel stride Cp: the reference's float32 rint(x / s), int8
+// saturation, NaN -> 0. With S2D (C <= 4), the 2x2 space-to-depth of that: output pixel (i, j)
+// holds channel (v * 2 + u) * C + c = x[n, c, 2i + v, 2j + u] (0 outside the image), which turns a
+// stride-2 convolution on C channels into a stride-1 one on 4C (int8.space_to_depth_conv). One
+// thread per 16 output channels of a pixel: one 16-byte store. S2D's C is a template argument so the
+// channel -> (group, channel) split folds away; indices are 32-bit (tensors < 2**31 elements).
+__device__ __forceinline__ u32 quant1(float x, float s) {
+  const float v = rintf(x / s);
+  return (u32)(v != v ? 0 : (int)fminf(fmaxf(v, -128.f), 127.f)) & 0xffu;
+}
+template <int S2D_C>
+__device__ __forceinline__ void quant_pixel(const float* __restrict__ x, i8* __restrict__ y, int C, int H, int W,
+                                            int n, int oh, int ow, int c16, int pix, int Cp, float s) {
+  const int CT = S2D_C ? 4 * S2D_C : C;
+  u32 out[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    if (n + j >= K) continue;
-    if (bias != nullptr) b[j] = bias[n + j];
-    if (rcv != nullptr) r[j] = rcv[n + j];
-    if (ocv != nullptr) o[j] = ocv[n + j];
+  for (int j = 0; j < 16; ++j) {
+    const int ch = c16 * 16 + j;
+    if (S2D_C && j >= CT) break;
+    if (!S2D_C && ch >= CT) break;
+    int c = ch, ih = oh, iw = ow, cc = C;
+    if (S2D_C) {
+      const int g = j / (S2D_C ? S2D_C : 1);
+      c = j - g * (S2D_C ? S2D_C : 1); ih = 2 * oh + (g >> 1); iw = 2 * ow + (g & 1); cc = S2D_C;
+    }
+    if (ih >= H || iw >= W) continue;
+    out[j >> 2] |= quant1(x[((n * cc + c) * H + ih) * W + iw], s) << (8 * (j & 3));
   }
-  epi4(a, m, n, K, b, r, o, res, ldr, sacc, relu, clipq, has_clipf, clipf, y, ldy);
+  *reinterpret_cast<uint4*>(y + pix * Cp + c16 * 16) = make_uint4(out[0], out[1], out[2], out[3]);
+}
+extern "C" __global__ void quant_nchw_s8(const float* __restrict__ x, i8* __restrict__ y, int N, int C, int H,
+                                         int W, int OH, int OW, int Cp, float s, int s2d)
+{
+  const int CC = Cp / 16;
+  const int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * OH * OW * CC) return;
+  const int c16 = id % CC, pix = id / CC;
+  const int ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
+  switch (s2d ? C : 0) {
+    case 1: quant_pixel<1>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
+    case 2: quant_pixel<2>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
+    case 3: quant_pixel<3>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
+    case 4: quant_pixel<4>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
+    default: quant_pixel<0>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s);
+  }
 }
 
 // INT8 max (mode 0) or average (mode 1) pooling, NHWC int8 with channel stride Cp (a multiple of
