@@ -208,6 +208,8 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         return lambda: direct.depthwise_conv(x, w, b, y, info["geom"], info["act"], res)
     if op.kind == "gpool":
         return lambda: direct.global_pool(x, y, info["n"], info["hw"], info["c"], info["ldy"], info["average"])
+    if op.kind == "s2d":
+        return lambda: direct.nchw_to_s2d(x, y, info["shape"])
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
     if op.kind in ("conv8", "pool8", "quant8"):

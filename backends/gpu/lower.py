@@ -25,6 +25,7 @@ from backends.gpu import activations
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
 from backends.gpu.kernels.direct import PoolGeometry
+from backends.gpu.kernels.int8 import space_to_depth_conv, space_to_depth_kernel
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8, supports_int8
 from engine.dtypes import Precision
@@ -89,7 +90,8 @@ class Slot:
 @dataclass
 class Op:
     """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'gpool' (global
-    average/max), 'conv8', 'pool8', 'quant8' (float32 NCHW -> int8 NHWC16).
+    average/max), 'conv8', 'pool8', 'quant8' (float32 NCHW -> int8 NHWC16), 's2d' (float32 NCHW -> the
+    fp16 NHWC 2x2 space-to-depth a stem convolution reads).
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.
@@ -810,6 +812,21 @@ class Lowerer(Int8Lowering):
                                                                   "y": ys, "scale": scale},
                            workspace=tactic.workspace_bytes(g)))
 
+    def _s2d_input(self, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
+        """An fp16 NHWC slot with the 2x2 space-to-depth of a float32 NCHW ``tensor`` and the stride-1
+        geometry that reads it (``int8.space_to_depth_conv``), or None where that does not apply."""
+        g2 = space_to_depth_conv(g)
+        src = self.slots.get(tensor)
+        if g2 is None or src is None or src.layout != "linear" or src.dtype != "float32" or len(src.shape) != 4:
+            return None
+        name = f"{tensor}@s2d"
+        if name not in self.slots:
+            out = Slot(name, (g2.n, g2.c, g2.h, g2.w), "float16", "nhwc")
+            self.slots[name] = out
+            self.ops.append(Op(f"to_s2d_{tensor}", "s2d", [src.name], [name],
+                               info={"x": src.name, "y": name, "shape": src.shape}))
+        return name, g2
+
     def _l_convolution(self, layer: Layer) -> None:
         p = layer.params
         n, c, h, w = self.net.tensors[layer.inputs[0]].shape  # an SE-scaled input has no slot
@@ -823,6 +840,14 @@ class Lowerer(Int8Lowering):
             g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
                              tuple(p.post_padding))
             se = self.se_scales.get(layer.inputs[0])
+            s2d = None if se else self._s2d_input(layer.inputs[0], g)
+            if s2d is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C
+                xs, g2 = s2d
+                kernel = space_to_depth_kernel(np.asarray(kernel, np.float32), g)
+                res = self.nhwc(res_t) if res_t else None
+                out = self._new(layer.outputs[0], "nhwc")
+                self._conv_op(layer, g2, xs, out.name, kernel, bias, act, res)
+                return
             xs = self.nhwc(se[0] if se else layer.inputs[0])
             scale = self.nhwc(se[1]) if se else None
             res = self.nhwc(res_t) if res_t else None

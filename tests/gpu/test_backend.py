@@ -227,6 +227,14 @@ def test_convolutions(rng):
     _conv(rng, 6, 10, (3, 3), (1, 1), (1, 1), precision=Precision.FP32)  # direct fp32 kernel
 
 
+@pytest.mark.parametrize("c,ks,pad,shape", [(3, (7, 7), (3, 3), (2, None, 40, 38)),
+                                          (4, (3, 3), (1, 1), (1, None, 15, 17)),
+                                          (1, (5, 5), (2, 2), (2, None, 12, 13))], ids=["stem7x7", "3x3-c4", "5x5-c1"])
+def test_stride2_few_channel_conv_through_space_to_depth(rng, c, ks, pad, shape):
+    """A stride-2 convolution on <= 4 channels of a float input runs over the 2x2 space-to-depth."""
+    _conv(rng, c, 24, ks, (2, 2), pad, act=ActivationSpec(ActivationType.RELU), shape=shape)
+
+
 def test_deconvolution(rng):
     for groups, stride in ((1, (2, 2)), (2, (1, 1))):
         c, k = 8, 6

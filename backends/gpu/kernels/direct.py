@@ -101,6 +101,14 @@ def nchw_to_nhwc(x: Any, y: Any, n: int, c: int, hw: int) -> None:
     _fn("nchw_f32_to_nhwc_f16")(_grid(n * hw * (-(-c // 8))), (_THREADS,), (x, y, i32(n), i32(c), i32(hw)))
 
 
+def nchw_to_s2d(x: Any, y: Any, shape: tuple[int, int, int, int]) -> None:
+    """fp32 NCHW ``x`` of ``shape`` -> fp16 NHWC ``y`` holding its 2x2 space-to-depth (``y``'s pixel grid)."""
+    n, c, h, w = shape
+    oh, ow, cp = y.shape[1], y.shape[2], y.shape[3]
+    _fn("nchw_f32_to_s2d_f16")(_grid(n * oh * ow * (cp // 8)), (_THREADS,),
+                                (x, y, *map(i32, (n, c, h, w, oh, ow))))
+
+
 def nhwc_to_nchw(x: Any, y: Any, n: int, c: int, hw: int) -> None:
     """fp16 NHWC (channels padded) -> fp32 NCHW."""
     _fn("nhwc_f16_to_nchw_f32")(_grid(n * c * hw), (_THREADS,), (x, y, i32(n), i32(c), i32(hw)))

@@ -174,6 +174,27 @@ extern "C" __global__ void nchw_f32_to_nhwc_f16(const float* __restrict__ x, h16
   *reinterpret_cast<uint4*>(y + ((size_t)n * HW + hw) * Cp + c0) = pack8(v, c0, C);
 }
 
+// x: NCHW fp32 -> y: its 2x2 space-to-depth as NHWC fp16, OH x OW pixels of 4C channels padded to
+// round_up(4C, 8): channel (v * 2 + u) * C + c of pixel (i, j) = x[n, c, 2i + v, 2j + u], 0 outside
+// the image. A stride-2 convolution on C <= 4 channels then runs as a stride-1 one over 4C
+// (int8.space_to_depth_conv). One thread per 8 channels of an output pixel.
+extern "C" __global__ void nchw_f32_to_s2d_f16(const float* __restrict__ x, h16* __restrict__ y,
+                                               int N, int C, int H, int W, int OH, int OW)
+{
+  const int CT = 4 * C, Cp = (CT + 7) & ~7, CC = Cp / 8;
+  const int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * OH * OW * CC) return;
+  const int c0 = (id % CC) * 8, pix = id / CC;
+  const int ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
+  float v[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int ch = c0 + j, g = ch / C, c = ch - g * C, ih = 2 * oh + (g >> 1), iw = 2 * ow + (g & 1);
+    v[j] = ch < CT && ih < H && iw < W ? x[((size_t)(n * C + c) * H + ih) * W + iw] : 0.f;
+  }
+  *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = pack8(v, c0, CT);
+}
+
 extern "C" __global__ void nhwc_f16_to_nchw_f32(const h16* __restrict__ x, float* __restrict__ y,
                                                 int N, int C, int HW)
 {
