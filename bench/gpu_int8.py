@@ -21,6 +21,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from gpu_peers import environment, time_cupy_graph  # noqa: E402
 from gpu_torchvision import export_onnx, load  # noqa: E402
+
+
+class MissingBatchOneRanges(RuntimeError):
+    """An INT8 build at batch > 1 of a model whose batch-1 build has not calibrated its ranges."""
+
+
+class BatchOneRanges:
+    """Per-tensor INT8 ranges calibrated once per model at batch 1, reused by that model's larger batches.
+
+    Calibration runs the network in fp32 on the reference backend over the calibration batch, which
+    at batch 256 takes minutes; tensor names do not depend on the batch, so the batch-1 ranges fit
+    every batch. Inside its ``with`` block it stands in for
+    ``engine.quantization.ranges.amax_table`` (the builder looks that up at each build); every INT8
+    build goes inside ``build(model, batch)``, which keys the ranges by model so that two models
+    never share them.
+    """
+
+    def __init__(self) -> None:
+        self._amax: dict[str, dict[str, float]] = {}
+        self._model: str | None = None
+        self._real: Callable[..., dict[str, float]] | None = None
+
+    def __enter__(self) -> BatchOneRanges:
+        from engine.quantization import ranges
+
+        self._real = ranges.amax_table
+        ranges.amax_table = self._amax_table
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from engine.quantization import ranges
+
+        ranges.amax_table = self._real
+        self._real = None
+
+    def has(self, model: str) -> bool:
+        """Whether ``model``'s batch-1 ranges are known."""
+        return model in self._amax
+
+    @contextmanager
+    def build(self, model: str, batch: int) -> Iterator[None]:
+        """Scope of one INT8 build of ``model`` at ``batch``; batch > 1 needs the batch-1 build done first."""
+        if self._real is None:
+            raise RuntimeError("BatchOneRanges.build() outside the BatchOneRanges with-block")
+        if batch != 1 and model not in self._amax:
+            raise MissingBatchOneRanges(f"no batch-1 INT8 ranges for {model}: its batch-1 build must come first "
+                                        f"(it calibrates the ranges batch {batch} reuses)")
+        self._model = model
+        try:
+            yield
+        finally:
+            self._model = None
+
+    def _amax_table(self, network: Any, calibrator: Any, progress: Any = None) -> dict[str, float]:
+        if self._model is None or self._real is None:
+            raise RuntimeError("INT8 calibration outside BatchOneRanges.build(): the ranges would have no model")
+        if self._model not in self._amax:
+            self._amax[self._model] = self._real(network, calibrator, progress)
+        return self._amax[self._model]
 
 
 def _layer_times(run: Any, reps: int = 5) -> dict[str, float]:
@@ -116,38 +177,31 @@ def main() -> None:
     args = ap.parse_args()
 
     from engine.builder import BuilderConfig
-    from engine.quantization import make_calibrator, ranges
+    from engine.quantization import make_calibrator
 
     model = load("resnet50")
     rng = np.random.default_rng(0)
-    saved: dict[str, Any] = {}
-    real_amax = ranges.amax_table
-
-    def amax_once(network, cal, progress=None):
-        if "amax" not in saved:
-            saved["amax"] = real_amax(network, cal, progress)
-        return saved["amax"]
-
-    ranges.amax_table = amax_once
     rows = []
-    for b in sorted(args.batches):
-        onnx_bytes = export_onnx(model, b)
-        x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
-        per_layer = args.layers and b == max(args.batches)
-        fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups, per_layer)
-        if b != 1 and "amax" not in saved:
-            raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
-        # at batch > 1 the calibrator's data is never read (amax_once returns the batch-1 ranges)
-        calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
-        cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
-        i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups, per_layer)
-        a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
-        rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
-        row = {"model": "resnet50", "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
-               "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    ranges.amax_table = real_amax
+    with BatchOneRanges() as ranges:
+        for b in sorted(args.batches):
+            onnx_bytes = export_onnx(model, b)
+            x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
+            per_layer = args.layers and b == max(args.batches)
+            fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups,
+                                   per_layer)
+            if b != 1 and not ranges.has("resnet50"):
+                raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
+            # at batch > 1 the calibrator's data is only validated, never read (the batch-1 ranges are reused)
+            calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
+            cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
+            with ranges.build("resnet50", b):
+                i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups, per_layer)
+            a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
+            rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
+            row = {"model": "resnet50", "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
+                   "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print("| batch | FP16 ms | INT8 ms | FP16/INT8 | INT8 launches | fallbacks |")
     for r in rows:
         print(f"| {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "

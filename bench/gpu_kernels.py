@@ -17,12 +17,9 @@ Usage (needs CUDA, CuPy, torch, torchvision): python bench/gpu_kernels.py [--qui
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from gpu_peers import capture_torch_graph, time_events  # noqa: E402
+from gpu_peers import environment as peers_environment  # noqa: E402
 
 from backends.gpu.arena import Arena, BufferUse, plan_offsets  # noqa: E402
 from backends.gpu.graph import LaunchSequence  # noqa: E402
@@ -58,10 +58,6 @@ CLASSES = {
 }
 
 
-def _stats(samples: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
-
-
 # ---------------------------------------------------------------------------------------------
 # timing helpers (both sides: a graph of `reps` launches, replayed in groups)
 
@@ -76,31 +72,10 @@ def time_ours(step, reps: int, groups: int) -> dict[str, float]:
 
 
 def time_torch(fn, reps: int, groups: int) -> dict[str, float]:
-    import torch
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    for _ in range(2):
-        g.replay()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(groups):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(3):
-            g.replay()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b) * 1000 / (3 * reps))
-    return _stats(samples)
+    """Microseconds per launch of ``fn``: a torch CUDA graph of ``reps`` launches, replayed 3 times a group."""
+    graph = capture_torch_graph(fn, reps)
+    t = time_events(graph.replay, 3, groups, warmup=2)  # ms per replay
+    return {k: v * 1000 / reps for k, v in t.items()}
 
 
 def matmul_peak_tflops() -> dict[str, Any]:
@@ -350,39 +325,9 @@ def resnet50_compare(n: int, reps: int, groups: int, cache: dict) -> dict:
         m16 = model.half().to(memory_format=torch.channels_last)
         x16 = x.half().to(memory_format=torch.channels_last)
         torch_logits = m16(x16).float()
-        eager = []
-        for _ in range(3):
-            m16(x16)
-        torch.cuda.synchronize()
-        for _ in range(groups):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(10):
-                m16(x16)
-            b.record()
-            b.synchronize()
-            eager.append(a.elapsed_time(b) / 10)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                m16(x16)
-        torch.cuda.current_stream().wait_stream(s)
-        tg = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(tg):
-            m16(x16)
-        for _ in range(10):
-            tg.replay()
-        torch.cuda.synchronize()
-        tgs = []
-        for _ in range(groups):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(20):
-                tg.replay()
-            b.record()
-            b.synchronize()
-            tgs.append(a.elapsed_time(b) / 20)
+        eager = time_events(lambda: m16(x16), 10, groups)
+        tg = capture_torch_graph(lambda: m16(x16))
+        tgs = time_events(tg.replay, 20, groups, warmup=10)
 
     def rel(a):
         return float((a - ref32).norm() / ref32.norm())
@@ -393,10 +338,10 @@ def resnet50_compare(n: int, reps: int, groups: int, cache: dict) -> dict:
         "batch": n, "kernels_in_graph": len(seq.steps) + split, "convs": convs - 1, "fc": 1,
         "split_k_convs": split,
         "arena_mib": arena.nbytes / 2**20,
-        "ours_graph_ms": ours_t, "torch_eager_ms": _stats(eager), "torch_eager_graph_ms": _stats(tgs),
-        "ours_img_per_s": n / (ours_t["median"] * 1e-3), "torch_eager_img_per_s": n / (statistics.median(eager) * 1e-3),
-        "speedup_vs_torch_graph": statistics.median(tgs) / ours_t["median"],
-        "speedup_vs_torch_eager": statistics.median(eager) / ours_t["median"],
+        "ours_graph_ms": ours_t, "torch_eager_ms": eager, "torch_eager_graph_ms": tgs,
+        "ours_img_per_s": n / (ours_t["median"] * 1e-3), "torch_eager_img_per_s": n / (eager["median"] * 1e-3),
+        "speedup_vs_torch_graph": tgs["median"] / ours_t["median"],
+        "speedup_vs_torch_eager": eager["median"] / ours_t["median"],
         "logits_rel_l2_vs_fp32": {"ours_fp16": rel(ours_logits), "torch_fp16": rel(torch_logits)},
         "tune_seconds": tune_s,
         "tactics": {ops[i].output: t.name for i, t in tactics.items()},
@@ -404,21 +349,13 @@ def resnet50_compare(n: int, reps: int, groups: int, cache: dict) -> dict:
 
 
 def environment() -> dict:
+    """gpu_peers' environment plus the SM count and CUDA runtime, which the per-class peak figures depend on."""
     import cupy as cp
-    import torch
 
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        driver = str(cp.cuda.runtime.driverGetVersion())
-    return {
-        "device": props["name"].decode(), "sms": props["multiProcessorCount"], "driver": driver,
-        "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(), "cupy": cp.__version__, "torch": torch.__version__,
-        "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
+    env = peers_environment()
+    env["sms"] = cp.cuda.runtime.getDeviceProperties(0)["multiProcessorCount"]
+    env["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
+    return env
 
 
 def main() -> None:

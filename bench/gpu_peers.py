@@ -11,7 +11,17 @@ torch.compile (mode reduce-overhead, with --compile), and JAX jit for ResNet-50 
 NHWC ResNet-50 with the same folded weights, bench/gpu_jax_resnet.py; none for the other models).
 PyTorch and hetrt times are CUDA-event medians over groups of back-to-back runs; JAX's are host
 clock medians over groups (dispatch is asynchronous, one block_until_ready per group); the spread
-is (min, max) over groups. INT8 for hetrt is reported as not run until INT8 kernels are wired.
+is (min, max) over groups.
+
+INT8 for hetrt (``--int8``, on by default; ``--no-int8`` skips it): ResNet-50 only, built as
+bench/gpu_int8.py builds it (``int8`` with ``fp16``, so layers without INT8 run FP16; minmax
+calibration on one random image at batch 1, whose per-tensor ranges the larger batches reuse,
+``gpu_int8.BatchOneRanges``) and timed like the FP16 engine, by replaying its CUDA graph. An INT8
+engine that is not one CUDA graph is reported with its reference-backend layers instead of a time.
+Its error against torch fp32 and against hetrt fp16 is reported, not judged: on random weights it
+says nothing about INT8 (tests/gpu/test_int8.py checks the integers bit for bit). MobileNetV2 and
+EfficientNet-B0 are not built in INT8: their depthwise (grouped) convolutions have no INT8 GPU kernel
+(backends/gpu/lower_int8.py), so an INT8 engine would run those layers on the reference backend.
 
 Accuracy: every output against the torch fp32 model (relative L2). A row is valid when hetrt's
 error is at most twice PyTorch fp16's plus 1e-2, and below 0.1 (random networks amplify fp16 rounding: PyTorch
@@ -23,8 +33,8 @@ against the sum of the partition's activation tensor sizes.
 With ``--merge`` the rows of an existing output file that this run does not re-measure are kept,
 each marked with the date it was measured (``measured``), and the re-measured ones replaced.
 
-Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--jax] [--merge]
-                                 [--out FILE]
+Usage: python bench/gpu_peers.py [--batches 1 32 256] [--models resnet50 ...] [--compile] [--jax] [--no-int8]
+                                 [--merge] [--out FILE]
 """
 
 from __future__ import annotations
@@ -50,16 +60,22 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares th
 import numpy as np  # noqa: E402
 from gpu_torchvision import MODELS, export_onnx, load  # noqa: E402
 
+INT8_MODELS = ("resnet50",)
+INT8_NOT_RUN = ("not run: {model}'s depthwise (grouped) convolutions have no INT8 GPU kernel "
+                "(backends/gpu/lower_int8.py supports_int8: 'grouped INT8 convolution has no GPU kernel'), "
+                "so an INT8 build would run those layers on the reference backend")
+CALIB_SEED = 1
+
 
 def _stats(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
 
 
-def time_events(fn, reps: int, groups: int, stream=None) -> dict[str, float]:
+def time_events(fn, reps: int, groups: int, stream=None, warmup: int = 3) -> dict[str, float]:
     """Milliseconds per call of ``fn`` (which enqueues work): medians over groups, CUDA events."""
     import torch
 
-    for _ in range(3):
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     samples = []
@@ -92,33 +108,124 @@ def time_cupy_graph(graph, stream, reps: int, groups: int) -> dict[str, float]:
     return _stats(samples)
 
 
-def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int, groups: int) -> dict[str, Any]:
+def capture_torch_graph(fn, calls: int = 1) -> Any:
+    """A torch CUDA graph of ``calls`` back-to-back calls of ``fn``, after three warm-up calls on a side
+    stream (lazy initialisation, cuDNN's algorithm choice among it, must not happen during capture)."""
+    import torch
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    return g
+
+
+def build_engine(onnx_bytes: bytes, config: Any) -> tuple[Any, Any, float]:
+    """ONNX bytes -> builder -> plan -> runtime: (engine, a fresh execution context, build seconds)."""
     import onnx
 
-    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.builder import build_from_onnx
     from engine.logger import Logger, Severity
     from engine.runtime import Runtime
 
-    model = onnx.load_from_string(onnx_bytes)
+    quiet = Logger(Severity.ERROR)
     t0 = time.perf_counter()
-    plan = build_from_onnx(model, BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
+    plan = build_from_onnx(onnx.load_from_string(onnx_bytes), config, quiet)
     build_s = time.perf_counter() - t0
-    engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
-    ctx = engine.create_execution_context()
+    engine = Runtime(quiet).deserialize(plan)
+    return engine, engine.create_execution_context(), build_s
+
+
+def gpu_segments(engine: Any, ctx: Any) -> tuple[Any | None, list[Any], list[str]]:
+    """After a first execute: the engine's only GPU segment (None unless the whole partition program is
+    one CUDA graph), every segment run, and the layers that run on the reference backend instead (in a
+    GPU partition or outside any), which keep the engine from being one CUDA graph."""
+    programs = {id(g[2]): g[2] for g in engine._groups.values()}
+    gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
+    runs = [r for g in gctx for r in g.runs if r is not None]
+    elsewhere = [n for p in programs.values() for n in p.fallback_layers]
+    elsewhere += [s.layer.name for i, s in enumerate(engine._steps) if i not in engine._groups and s.run is not None]
+    one = len(programs) == 1 and len(gctx) == 1 and len(gctx[0].runs) == 1 and gctx[0].runs[0] is not None
+    return (gctx[0].runs[0] if one else None), runs, elsewhere
+
+
+def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int, groups: int) -> dict[str, Any]:
+    from engine.builder import BuilderConfig
+
+    engine, ctx, build_s = build_engine(onnx_bytes, BuilderConfig(fp16=True, batch=batch, timing_cache=cache))
     t1 = time.perf_counter()
     out = ctx.execute({engine.input_names[0]: x})
     first_s = time.perf_counter() - t1
-    groups_ = {id(g[2]): g[2] for g in engine._groups.values()}
-    gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
-    if len(groups_) != 1 or len(gctx) != 1 or len(gctx[0].runs) != 1 or gctx[0].runs[0] is None:
-        raise RuntimeError(f"expected one GPU segment, got {len(groups_)} partitions "
-                           f"and fallbacks {[p.fallback_layers for p in groups_.values()]}")
-    run = gctx[0].runs[0]
+    run, _, elsewhere = gpu_segments(engine, ctx)
+    if run is None:
+        raise RuntimeError(f"expected one GPU segment, got {len(ctx._group_contexts)} partition contexts "
+                           f"and reference-backend layers {elsewhere}")
     t = time_cupy_graph(run.graph.graph, run.stream, reps, groups)
     return {"ms": t, "build_s": round(build_s, 2), "first_execute_s": round(first_s, 2),
             "launches": len(run.seq.steps), "arena_bytes": run.arena.nbytes,
             "activation_bytes_without_reuse": run.activation_bytes,
             "output": out[engine.output_names[0]].astype(np.float32)}
+
+
+def calibration_feed(batch: int) -> dict[str, np.ndarray]:
+    """One seeded random image drawn like the benchmark inputs (uniform [0, 1)), repeated to ``batch``.
+
+    Only a model's batch-1 INT8 build reads it (``gpu_int8.BatchOneRanges``); larger builds validate
+    its shape, hence the repetition (a broadcast view, no copy)."""
+    img = np.random.default_rng(CALIB_SEED).random((1, 3, 224, 224), dtype=np.float32)
+    return {"input": np.broadcast_to(img, (batch, 3, 224, 224))}
+
+
+def run_hetrt_int8(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int,
+                   groups: int) -> dict[str, Any]:
+    """The INT8 engine (FP16 where INT8 cannot run), built and timed as ``run_hetrt`` builds and times
+    the FP16 one; run it inside ``BatchOneRanges.build`` so that batch > 1 reuses the batch-1 ranges.
+    An engine that is not one CUDA graph gets its reference-backend layers instead of a time."""
+    from engine.builder import BuilderConfig
+    from engine.quantization import make_calibrator
+
+    calibrator = make_calibrator("minmax", [calibration_feed(batch)])
+    cfg = BuilderConfig(fp16=True, int8=True, batch=batch, calibrator=calibrator, timing_cache=cache)
+    engine, ctx, build_s = build_engine(onnx_bytes, cfg)
+    out = ctx.execute({engine.input_names[0]: x})
+    run, runs, elsewhere = gpu_segments(engine, ctx)
+    if run is not None and not elsewhere:
+        ms: dict[str, float] | str = time_cupy_graph(run.graph.graph, run.stream, reps, groups)
+    else:
+        ms = (f"not timed: not one CUDA graph ({len(runs)} GPU segments, {len(elsewhere)} layer(s) on the "
+              "reference backend, see fallback_layers)")
+    ranges = "calibrated in this build" if batch == 1 else "the batch-1 build's"
+    return {"ms": ms, "build_s": round(build_s, 2), "launches": sum(len(r.seq.steps) for r in runs),
+            "int8_convs": sum(op.kind == "conv8" for r in runs for op in r.unit.lowered.ops),
+            "fallback_layers": elsewhere, "ranges": f"minmax on one image, {ranges}",
+            "output": out[engine.output_names[0]].astype(np.float32)}
+
+
+def hetrt_int8_entry(name: str, onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int, groups: int,
+                     ranges: Any, ref: np.ndarray, fp16_out: np.ndarray) -> dict[str, Any] | str:
+    """The row's ``hetrt_int8``: the measurement, or why there is none; an INT8 failure never costs the row."""
+    from gpu_int8 import MissingBatchOneRanges
+
+    if name not in INT8_MODELS:
+        return INT8_NOT_RUN.format(model=name)
+    try:
+        with ranges.build(name, batch):
+            r = run_hetrt_int8(onnx_bytes, batch, x, cache, reps, groups)
+    except MissingBatchOneRanges as e:
+        return f"not run: {e}"
+    except Exception as e:
+        traceback.print_exc()
+        return f"failed: {type(e).__name__}: {e}"
+    out = r.pop("output")
+    r["rel_l2_vs_torch_fp32"] = _rel(out, ref)
+    r["rel_l2_vs_hetrt_fp16"] = _rel(out, fp16_out.astype(np.float64))
+    return r
 
 
 def run_torch(model, x, reps: int, groups: int, compile_: bool) -> dict[str, Any]:
@@ -130,15 +237,7 @@ def run_torch(model, x, reps: int, groups: int, compile_: bool) -> dict[str, Any
     with torch.inference_mode():
         res["output"] = m(xd).float().cpu().numpy()
         res["eager"] = time_events(lambda: m(xd), reps, groups)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                m(xd)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            m(xd)
+        g = capture_torch_graph(lambda: m(xd))
         res["eager_cuda_graph"] = time_events(g.replay, reps, groups)
         if compile_:
             t0 = time.perf_counter()
@@ -206,18 +305,21 @@ def environment() -> dict:
 
 
 def main() -> None:
-    import torch
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 15 s per shape)")
     ap.add_argument("--jax", action="store_true", help="also time the JAX jit ResNet-50")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also build and time hetrt INT8 (ResNet-50; ranges calibrated at batch 1)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
     ap.add_argument("--merge", action="store_true", help="keep the output file's rows this run does not redo")
     args = ap.parse_args()
+    import torch
+    from gpu_int8 import BatchOneRanges
+
     env = environment()
     gpu = "h100" if "H100" in env["device"] else env["device"].split()[-1].lower()
     out = Path(args.out or Path(__file__).parent / "results" / f"gpu_peers_{gpu}.json")
@@ -225,55 +327,67 @@ def main() -> None:
     kept = _kept_rows(out, {(m, b) for m in args.models for b in args.batches}) if args.merge else []
     cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
     torch.manual_seed(0)
-    for name in args.models:
-        for batch in args.batches:
-            row: dict[str, Any] = {"model": name, "batch": batch}
-            try:
-                model = load(name, "cuda")
-                onnx_bytes = export_onnx(model, batch)
-                x = torch.rand(batch, 3, 224, 224)
-                with torch.inference_mode():
-                    ref = model(x.cuda()).double().cpu().numpy()
-                state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-                reps = max(3, args.reps // max(1, batch // 32))
-                h = run_hetrt(onnx_bytes, batch, x.numpy(), cache, reps, args.groups)
-                h["rel_l2_vs_torch_fp32"] = _rel(h.pop("output"), ref)
-                if name == "resnet50":
-                    t0 = time.perf_counter()
-                    import onnx
-
-                    from engine.builder import BuilderConfig, build_from_onnx
-                    from engine.logger import Logger, Severity
-                    build_from_onnx(onnx.load_from_string(onnx_bytes),
-                                    BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
-                    h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
-                row["hetrt_fp16"] = h
-                row["hetrt_int8"] = "not run here: INT8 ResNet-50 is bench/gpu_int8.py"
-                row.update(run_torch(model, x.cuda(), reps, args.groups, args.compile))
-                row["torch_fp16_rel_l2_vs_torch_fp32"] = _rel(row.pop("output"), ref)
-                err, err16 = h["rel_l2_vs_torch_fp32"], row["torch_fp16_rel_l2_vs_torch_fp32"]
-                row["valid"] = err <= 2 * err16 + 1e-2 and err < 0.1
-                if name == "resnet50" and args.jax:
-                    try:
-                        j = run_jax(state, x.numpy(), reps, args.groups)
-                        j["rel_l2_vs_torch_fp32"] = _rel(j.pop("output"), ref)
-                        row["jax_jit"] = j
-                    except Exception as e:
-                        row["jax_jit"] = f"failed: {type(e).__name__}: {e}"
-                        traceback.print_exc()
-                else:
-                    row["jax_jit"] = "not run: the JAX peer exists for ResNet-50 only (bench/gpu_jax_resnet.py)"
-            except Exception as e:  # one failing row must not lose the others
-                row["error"] = f"{type(e).__name__}: {e}"
-                traceback.print_exc()
-            row["measured"] = env["date"]
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items()}, default=str)[:600], flush=True)
-            out.write_text(json.dumps({"environment": env, "rows": _ordered(rows + kept)}, indent=1,
-                                      default=str))  # after every row
-            torch.cuda.empty_cache()
+    with BatchOneRanges() as ranges:
+        for name in args.models:
+            for batch in sorted(args.batches):  # batch 1 first: it calibrates the INT8 ranges the others reuse
+                row = measure_row(name, batch, args, cache, ranges)
+                row["measured"] = env["date"]
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items()}, default=str)[:600], flush=True)
+                out.write_text(json.dumps({"environment": env, "rows": _ordered(rows + kept)}, indent=1,
+                                          default=str))  # after every row
+                torch.cuda.empty_cache()
     print(table(rows))
     print(f"wrote {out}")
+
+
+def measure_row(name: str, batch: int, args: argparse.Namespace, cache: str, ranges: Any) -> dict[str, Any]:
+    """One (model, batch) row; a failure is recorded in the row, never raised (the other rows go on)."""
+    import torch
+
+    row: dict[str, Any] = {"model": name, "batch": batch}
+    try:
+        model = load(name, "cuda")
+        onnx_bytes = export_onnx(model, batch)
+        x = torch.rand(batch, 3, 224, 224)
+        with torch.inference_mode():
+            ref = model(x.cuda()).double().cpu().numpy()
+        state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+        reps = max(3, args.reps // max(1, batch // 32))
+        h = run_hetrt(onnx_bytes, batch, x.numpy(), cache, reps, args.groups)
+        fp16_out = h.pop("output")
+        h["rel_l2_vs_torch_fp32"] = _rel(fp16_out, ref)
+        if name == "resnet50":
+            import onnx
+
+            from engine.builder import BuilderConfig, build_from_onnx
+            from engine.logger import Logger, Severity
+
+            t0 = time.perf_counter()
+            build_from_onnx(onnx.load_from_string(onnx_bytes),
+                            BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
+            h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
+        row["hetrt_fp16"] = h
+        row["hetrt_int8"] = (hetrt_int8_entry(name, onnx_bytes, batch, x.numpy(), cache, reps, args.groups, ranges,
+                                              ref, fp16_out) if args.int8 else "not run: --no-int8")
+        row.update(run_torch(model, x.cuda(), reps, args.groups, args.compile))
+        row["torch_fp16_rel_l2_vs_torch_fp32"] = _rel(row.pop("output"), ref)
+        err, err16 = h["rel_l2_vs_torch_fp32"], row["torch_fp16_rel_l2_vs_torch_fp32"]
+        row["valid"] = err <= 2 * err16 + 1e-2 and err < 0.1
+        if name == "resnet50" and args.jax:
+            try:
+                j = run_jax(state, x.numpy(), reps, args.groups)
+                j["rel_l2_vs_torch_fp32"] = _rel(j.pop("output"), ref)
+                row["jax_jit"] = j
+            except Exception as e:
+                row["jax_jit"] = f"failed: {type(e).__name__}: {e}"
+                traceback.print_exc()
+        else:
+            row["jax_jit"] = "not run: the JAX peer exists for ResNet-50 only (bench/gpu_jax_resnet.py)"
+    except Exception as e:  # one failing row must not lose the others
+        row["error"] = f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    return row
 
 
 def _kept_rows(path: Path, redo: set[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -297,34 +411,42 @@ def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (names.index(r["model"]) if r["model"] in names else 99, r["batch"]))
 
 
+def _median(v: Any) -> float | None:
+    """The median ms of a timing entry (stats, or a dict holding them under "ms"); None where not timed."""
+    if isinstance(v, dict) and "ms" in v:
+        v = v["ms"]
+    return v["median"] if isinstance(v, dict) and "median" in v else None
+
+
+def _cell(v: float | None, w: int, digits: int = 3) -> str:
+    return f"{v:{w}.{digits}f}" if v else " " * (w - 3) + "n/a"
+
+
+def _ratio(num: float | None, den: float | None, w: int) -> str:
+    return _cell(num / den if num and den else None, w, 2)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """Medians in ms and peer/hetrt ratios (> 1: hetrt faster); an invalid row is marked, not compared."""
-    lines = ["model            batch  hetrt ms  eager ms  eager+graph  compile  jax jit  eager/h  graph/h  "
-             "compile/h  jax/h  img/s hetrt  arena/acts  rel L2 hetrt / torch fp16"]
-
-    def ms(v: Any) -> float | None:
-        return v["ms"]["median"] if isinstance(v, dict) and "ms" in v else (v["median"] if isinstance(v, dict)
-                                                                          else None)
-
+    """Medians in ms and peer/hetrt ratios (> 1: hetrt faster), and hetrt FP16/INT8 (> 1: INT8 faster);
+    an invalid row is marked, not compared."""
+    lines = ["model            batch  hetrt ms   int8 ms  eager ms  eager+graph  compile  jax jit  eager/h  graph/h  "
+             "compile/h  jax/h  fp16/int8  img/s hetrt  arena/acts  rel L2 hetrt / torch fp16"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['model']:16s} {r['batch']:5d}  error: {r['error'][:80]}")
             continue
         hh = r["hetrt_fp16"]
-        h, e, g, c, j = ms(hh), ms(r["eager"]), ms(r["eager_cuda_graph"]), ms(r.get("torch_compile")), ms(r["jax_jit"])
-
-        def f(v: float | None, w: int) -> str:
-            return f"{v:{w}.3f}" if v else " " * (w - 3) + "n/a"
-
-        def ratio(v: float | None, w: int, h: float = h) -> str:
-            return f"{v / h:{w}.2f}" if v else " " * (w - 3) + "n/a"
-
+        h, i8 = _median(hh), _median(r.get("hetrt_int8"))
+        e, g, c, j = (_median(r.get(k)) for k in ("eager", "eager_cuda_graph", "torch_compile", "jax_jit"))
         mark = "" if r.get("valid") else "  INVALID (wrong outputs)"
-        lines.append(f"{r['model']:16s} {r['batch']:5d}  {h:8.3f}  {e:8.3f}  {g:11.3f}  {f(c, 7)}  {f(j, 7)}  "
-                     f"{ratio(e, 7)}  {ratio(g, 7)}  {ratio(c, 9)}  {ratio(j, 5)}  {r['batch'] / h * 1e3:11.0f}  "
+        lines.append(f"{r['model']:16s} {r['batch']:5d}  {h:8.3f}  {_cell(i8, 8)}  {e:8.3f}  {g:11.3f}  "
+                     f"{_cell(c, 7)}  {_cell(j, 7)}  {_ratio(e, h, 7)}  {_ratio(g, h, 7)}  {_ratio(c, h, 9)}  "
+                     f"{_ratio(j, h, 5)}  {_ratio(h, i8, 9)}  {r['batch'] / h * 1e3:11.0f}  "
                      f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:10.2f}  "
                      f"{hh['rel_l2_vs_torch_fp32']:.1e} / {r['torch_fp16_rel_l2_vs_torch_fp32']:.1e}{mark}")
-    lines.append("INT8 hetrt: bench/gpu_int8.py. JAX jit: ResNet-50 only.")
+    lines.append("INT8 hetrt (int8 ms, fp16/int8 = hetrt FP16 ms / INT8 ms): ResNet-50 only, the depthwise "
+                 "convolutions of the others have no INT8 GPU kernel; bench/gpu_int8.py has the per-layer view. "
+                 "JAX jit: ResNet-50 only.")
     return "\n".join(lines)
 
 
