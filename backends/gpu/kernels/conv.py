@@ -7,7 +7,7 @@ is a 1x1 convolution on an N x 1 x 1 x C tensor). Layouts are documented in ``co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from backends.gpu.kernels.conv_src import CONV_SRC
 from backends.gpu.layout import round_up
 
 BK = 32
+ROW_BYTES = 64  # a k-tile row in shared memory (igemm_src): BK fp16 or 64 int8 channels
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ class ConvGeometry:
 
 @dataclass(frozen=True)
 class Tile:
-    """A CTA tile: BM x BN outputs, WM x WN warps, a STAGES-deep cp.async pipeline (BK = 32)."""
+    """A CTA tile: BM x BN outputs, WM x WN warps, a STAGES-deep cp.async pipeline (BK = 32).
+
+    The INT8 kernel shares the mainloop, so ``int8.Tile8`` differs only in class attributes (the
+    kernel and the epilogue's shared-memory tile), which stay out of the fields, eq, hash and repr.
+    """
 
     bm: int
     bn: int
@@ -76,19 +81,23 @@ class Tile:
     wn: int
     stages: int
 
+    KERNEL: ClassVar[str] = "conv_igemm"
+    EPI_PAD: ClassVar[int] = 8  # epilogue smem tile: row padding (elements) and element size (fp16)
+    EPI_BYTES: ClassVar[int] = 2
+
     @property
     def threads(self) -> int:
         return self.wm * self.wn * 32
 
     @property
     def smem_bytes(self) -> int:
-        pipeline = self.stages * (self.bm + self.bn) * BK * 2
-        epilogue = self.bm * (self.bn + 8) * 2
+        pipeline = self.stages * (self.bm + self.bn) * ROW_BYTES
+        epilogue = self.bm * (self.bn + self.EPI_PAD) * self.EPI_BYTES
         return max(pipeline, epilogue)
 
     @property
     def template(self) -> str:
-        return f"conv_igemm<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages}>"
+        return f"{self.KERNEL}<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages}>"
 
 
 # The tile shapes compiled into the module; every tactic picks one of them.

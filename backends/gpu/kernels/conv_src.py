@@ -2,7 +2,9 @@
 
 GEMM view (NHWC): M = N*P*Q output pixels, N = K output channels, and the reduction runs over
 R*S*Cp with the channel fastest, so every 8-element chunk of the reduction is one 16-byte
-contiguous load from both the input (an im2col gather done on the fly) and the weights.
+contiguous load from both the input (an im2col gather done on the fly) and the weights. The
+mainloop is ``igemm_src``'s (shared with the INT8 kernel); this module adds its fp16 traits, the
+squeeze-excitation hook and the epilogues.
 
 Layouts (Cp = C rounded up to 8, Kp = K rounded up to 8):
   x    NHWC fp16, channel stride Cp, padded channels hold zeros
@@ -14,19 +16,43 @@ Offsets are 32-bit: every tensor must hold fewer than 2**31 elements.
 
 Squeeze-excitation scale: with ``sc`` non-null (1x1 convolutions only), the input is read as
 x[n, p, q, c] * sc[n * Cp + c], each thread rescaling the 16-byte chunks it loaded once its
-cp.async group has landed and before the barrier that hands the tile to ldmatrix; the product of
-two fp16 values is exact in fp32, so the one rounding equals a separate fp16 multiply kernel's.
+cp.async group has landed and before the barrier that hands the tile to ldmatrix (``SeScale``, the
+mainloop's hook); the product of two fp16 values is exact in fp32, so the one rounding equals a
+separate fp16 multiply kernel's.
 
 Split-K: with ``ws`` non-null, block z reduces k-tiles [z*kps, (z+1)*kps) and writes fp32
 partials to ws[z][M][Kp]; ``splitk_epilogue`` then sums them and applies the epilogue.
 """
 
 from backends.gpu.kernels.common import COMMON_SRC
+from backends.gpu.kernels.igemm_src import IGEMM_SRC
 
-CONV_SRC = COMMON_SRC + r"""
-#define BK 32
-// smem tile row = 32 halves = 4 chunks of 16 B; XOR-swizzle the chunk so ldmatrix is conflict-free.
-__device__ __forceinline__ int swz(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+CONV_SRC = COMMON_SRC + IGEMM_SRC + r"""
+// fp16 inputs, fp32 accumulators: 8 halves per 16-byte chunk, one m16n8k16 per k-step.
+struct IgemmF16 {
+  typedef h16 elem;
+  typedef float acc;
+  static constexpr int CHUNK = 8;
+  static __device__ __forceinline__ void mma(float* c, const u32* a, const u32* b) { mma_16816(c, a, b); }
+};
+
+// Squeeze-excitation scale of a landed A chunk (R = S = 1: the reduction index k is the channel).
+struct SeScale {
+  const h16* __restrict__ sc;
+  int C;
+  __device__ __forceinline__ bool active() const { return sc != nullptr; }
+  __device__ __forceinline__ bool takes(int k) const { return k < C; }  // past C: the zero tail of the reduction
+  __device__ __forceinline__ void operator()(h16* chunk, int img, int k) const {
+    uint4* pa = reinterpret_cast<uint4*>(chunk);
+    uint4 v = *pa;
+    const uint4 sv = *reinterpret_cast<const uint4*>(sc + img + k);
+    u32* pv = reinterpret_cast<u32*>(&v);
+    const u32* ps = reinterpret_cast<const u32*>(&sv);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pv[j] = pack2(lo2f(pv[j]) * lo2f(ps[j]), hi2f(pv[j]) * hi2f(ps[j]));
+    *pa = v;
+  }
+};
 
 template <int BM, int BN, int WM, int WN, int STAGES>
 __global__ void __launch_bounds__(WM * WN * 32)
@@ -37,141 +63,15 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
            int sh, int sw, int ph, int pw, int dh, int dw,
            int act, float alpha, float beta, int kps)
 {
-  constexpr int THREADS = WM * WN * 32;
-  constexpr int WTM = BM / WM, WTN = BN / WN;
-  constexpr int MI = WTM / 16, NI = WTN / 8;
-  static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be a multiple of 16x16");
-  constexpr int A_CH = BM * 4, B_CH = BN * 4;
-  constexpr int A_IT = (A_CH + THREADS - 1) / THREADS, B_IT = (B_CH + THREADS - 1) / THREADS;
+  typedef Igemm<IgemmF16, BM, BN, WM, WN, STAGES> IG;
+  constexpr int THREADS = IG::THREADS, WTM = IG::WTM, WTN = IG::WTN, MI = IG::MI, NI = IG::NI;
   extern __shared__ __align__(16) h16 smem[];
-  h16* As = smem;
-  h16* Bs = smem + STAGES * BM * BK;
-
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / WN, wn = warp % WN;
-  const int PQ = P * Q, M = N * PQ, Kp = (K + 7) & ~7;
-  const int Ktot = R * S * C, KT = (Ktot + BK - 1) / BK;
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-  const int kt0 = blockIdx.z * kps;
-  const int nkt = max(min(KT, kt0 + kps) - kt0, 0);
-  const int kc = tid & 3;  // this thread's 16-byte chunk column in every tile it loads
-
-  // Per-row state: offset of pixel (n, ih0, iw0) and the window origin. Rows past M get an origin
-  // far outside the image, so the per-tile bounds check rejects them without a separate flag.
-  int a_off[A_IT], a_ih[A_IT], a_iw[A_IT], a_sc[A_IT];
-#pragma unroll
-  for (int i = 0; i < A_IT; ++i) {
-    int id = tid + i * THREADS, m = m0 + (id >> 2);
-    bool ok = id < A_CH && m < M;
-    int mm = ok ? m : 0;
-    int n = mm / PQ, rem = mm - n * PQ, p = rem / Q, q = rem - p * Q;
-    a_sc[i] = n * C;
-    a_ih[i] = ok ? p * sh - ph : -(1 << 24);
-    a_iw[i] = q * sw - pw;
-    a_off[i] = ((n * H + a_ih[i]) * W + a_iw[i]) * C;
-  }
-  int b_off[B_IT];
-  bool b_ok[B_IT];
-#pragma unroll
-  for (int i = 0; i < B_IT; ++i) {
-    int id = tid + i * THREADS, n = n0 + (id >> 2);
-    b_ok[i] = id < B_CH && n < K;
-    b_off[i] = b_ok[i] ? n * Ktot : 0;
-  }
-  // (r, s, c) of this thread's chunk in the next tile to load, advanced without divisions.
-  int ld_k = kt0 * BK + kc * 8, ld_r, ld_s, ld_c;
-  { int rs = ld_k / C; ld_c = ld_k - rs * C; ld_r = rs / S; ld_s = rs - ld_r * S; }
-
-  auto load_tile = [&](int stage) {
-    const bool kok = ld_k < Ktot;
-    const int dr = ld_r * dh, ds = ld_s * dw, koff = (dr * W + ds) * C + ld_c;
-    h16* as = As + stage * BM * BK;
-    h16* bs = Bs + stage * BN * BK;
-#pragma unroll
-    for (int i = 0; i < A_IT; ++i) {
-      int id = tid + i * THREADS;
-      if (A_CH % THREADS == 0 || id < A_CH) {
-        int ih = a_ih[i] + dr, iw = a_iw[i] + ds;
-        bool v = kok && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-        cp_async16(smem_addr(as + swz(id >> 2, kc)), x + (v ? a_off[i] + koff : 0), v ? 16 : 0);
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < B_IT; ++i) {
-      int id = tid + i * THREADS;
-      if (B_CH % THREADS == 0 || id < B_CH) {
-        bool v = b_ok[i] && kok;
-        cp_async16(smem_addr(bs + swz(id >> 2, kc)), w + (v ? b_off[i] + ld_k : 0), v ? 16 : 0);
-      }
-    }
-    ld_k += BK;
-    ld_c += BK;
-    while (ld_c >= C) { ld_c -= C; if (++ld_s == S) { ld_s = 0; ++ld_r; } }
-  };
-
+  const int M = N * (P * Q), Kp = (K + 7) & ~7;
   float acc[MI][NI][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
-#pragma unroll
-  for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < nkt) load_tile(st);
-    cp_async_commit();
-  }
-
-  for (int it = 0; it < nkt; ++it) {
-    cp_async_wait<STAGES - 2>();
-    if (sc != nullptr) {  // SE scale (R = S = 1: the k index is the channel)
-      const int c = (kt0 + it) * BK + kc * 8;
-      h16* as = As + (it % STAGES) * BM * BK;
-#pragma unroll
-      for (int i = 0; i < A_IT; ++i) {
-        int id = tid + i * THREADS;
-        if ((A_CH % THREADS == 0 || id < A_CH) && c < C) {
-          uint4* pa = reinterpret_cast<uint4*>(as + swz(id >> 2, kc));
-          uint4 v = *pa;
-          const uint4 sv = *reinterpret_cast<const uint4*>(sc + a_sc[i] + c);
-          u32* pv = reinterpret_cast<u32*>(&v);
-          const u32* ps = reinterpret_cast<const u32*>(&sv);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) pv[j] = pack2(lo2f(pv[j]) * lo2f(ps[j]), hi2f(pv[j]) * hi2f(ps[j]));
-          *pa = v;
-        }
-      }
-    }
-    __syncthreads();
-    int nxt = it + STAGES - 1;
-    if (nxt < nkt) load_tile(nxt % STAGES);
-    cp_async_commit();
-    const h16* as = As + (it % STAGES) * BM * BK;
-    const h16* bs = Bs + (it % STAGES) * BN * BK;
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      u32 af[MI][4], bf[NI][2];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        int row = wm * WTM + mi * 16 + (lane & 15);
-        ldmatrix_x4(af[mi], smem_addr(as + swz(row, kk * 2 + (lane >> 4))));
-      }
-#pragma unroll
-      for (int nj = 0; nj < NI / 2; ++nj) {
-        int row = wn * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-        u32 t[4];
-        ldmatrix_x4(t, smem_addr(bs + swz(row, kk * 2 + ((lane >> 3) & 1))));
-        bf[2 * nj][0] = t[0]; bf[2 * nj][1] = t[1]; bf[2 * nj + 1][0] = t[2]; bf[2 * nj + 1][1] = t[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) mma_16816(acc[mi][ni], af[mi], bf[ni]);
-    }
-  }
-  cp_async_wait<0>();
-  __syncthreads();
+  IG::mainloop(acc, x, w, smem, {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw}, kps, SeScale{sc, C});
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
   if (ws != nullptr) {  // split-K: fp32 partials, epilogue in splitk_epilogue
     float* wz = ws + (size_t)blockIdx.z * M * Kp;

@@ -9,12 +9,12 @@ padded to 16 (one 16-byte vector), KRSC int8 weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from backends.gpu.kernels.compile import get_function
-from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.conv import ConvGeometry, Tile
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
 
@@ -31,27 +31,13 @@ def cp16(c: int) -> int:
 
 
 @dataclass(frozen=True)
-class Tile8:
-    """A CTA tile of the INT8 kernel: BM x BN outputs, WM x WN warps, STAGES-deep pipeline (BK = 64)."""
+class Tile8(Tile):
+    """A CTA tile of the INT8 kernel (BK = 64): the fp16 tile's fields; its epilogue tile is int32
+    with rows padded by 4 words."""
 
-    bm: int
-    bn: int
-    wm: int
-    wn: int
-    stages: int
-
-    @property
-    def threads(self) -> int:
-        return self.wm * self.wn * 32
-
-    @property
-    def smem_bytes(self) -> int:
-        # the pipeline, or the int32 epilogue tile (rows padded by 4 words)
-        return max(self.stages * (self.bm + self.bn) * BK, self.bm * (self.bn + 4) * 4)
-
-    @property
-    def template(self) -> str:
-        return f"conv_igemm_s8<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages}>"
+    KERNEL: ClassVar[str] = "conv_igemm_s8"
+    EPI_PAD: ClassVar[int] = 4
+    EPI_BYTES: ClassVar[int] = 4
 
 
 TILES8: tuple[Tile8, ...] = (

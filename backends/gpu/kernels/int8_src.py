@@ -8,9 +8,10 @@ upper bound on the int8 result), each step in the narrowest width that is provab
 (``epi4``). Only a float output (an INT8 layer without an output scale) leaves the integers:
 ``(float)((double)v * s_acc[k])``, the same IEEE operations as numpy's float64 multiply and cast.
 
-Why the mainloop is the fp16 kernel's: an m16n8k32 int8 fragment holds the same bytes of the same
-rows as an m16n8k16 fp16 fragment, so a 64-byte smem row (64 int8 channels, BK = 64) is read by the
-same swizzle and the same ``ldmatrix`` addresses as the fp16 kernel's 32-half rows.
+Why the mainloop is the fp16 kernel's (``igemm_src``, one template for both): an m16n8k32 int8
+fragment holds the same bytes of the same rows as an m16n8k16 fp16 fragment, so a 64-byte smem row
+(64 int8 channels, BK = 64) is read by the same swizzle and the same ``ldmatrix`` addresses as the
+fp16 kernel's 32-half rows. ``IgemmS8`` gives the template its element, accumulator and mma.
 
 Exactness bound: the int32 accumulator wraps instead of saturating, so the kernel equals the
 reference while every exact sum fits int32, guaranteed when R*S*Cp*128*128 < 2**31
@@ -30,8 +31,9 @@ shared memory once, after the mainloop.
 """
 
 from backends.gpu.kernels.common import COMMON_SRC
+from backends.gpu.kernels.igemm_src import IGEMM_SRC
 
-INT8_SRC = COMMON_SRC + r"""
+INT8_SRC = COMMON_SRC + IGEMM_SRC + r"""
 typedef signed char i8;
 typedef long long i64;
 
@@ -220,8 +222,13 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
 #undef EPI_CASE
 }
 
-#define BKB 64  // k-tile: 64 int8 channels = one 64-byte smem row of 4 16-byte chunks
-__device__ __forceinline__ int swzb(int row, int chunk) { return row * BKB + ((chunk ^ ((row >> 1) & 3)) << 4); }
+// int8 inputs, int32 accumulators: 16 int8 per 16-byte chunk, one m16n8k32 per k-step.
+struct IgemmS8 {
+  typedef i8 elem;
+  typedef int acc;
+  static constexpr int CHUNK = 16;
+  static __device__ __forceinline__ void mma(int* c, const u32* a, const u32* b) { mma_s8_16832(c, a, b); }
+};
 
 // Registers: tiles of up to 64 x 128 on 4 warps are held to 128 (4 CTAs per SM; left free, the
 // compiler takes ~158 and fits 3), 128 x 128 on 8 warps to 128 (2 CTAs), neither spilling.
@@ -232,119 +239,16 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
               int N, int H, int W, int C, int K, int P, int Q, int R, int S,
               int sh, int sw, int ph, int pw, int dh, int dw, int kps, EPI_DECL)
 {
-  constexpr int THREADS = WM * WN * 32;
-  constexpr int WTM = BM / WM, WTN = BN / WN;
-  constexpr int MI = WTM / 16, NI = WTN / 8;
-  static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be a multiple of 16x16");
-  constexpr int A_CH = BM * 4, B_CH = BN * 4;
-  constexpr int A_IT = (A_CH + THREADS - 1) / THREADS, B_IT = (B_CH + THREADS - 1) / THREADS;
+  typedef Igemm<IgemmS8, BM, BN, WM, WN, STAGES> IG;
+  constexpr int THREADS = IG::THREADS, WTM = IG::WTM, WTN = IG::WTN, MI = IG::MI, NI = IG::NI;
   extern __shared__ __align__(16) unsigned char smem8[];
-  i8* As = reinterpret_cast<i8*>(smem8);
-  i8* Bs = As + STAGES * BM * BKB;
-
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / WN, wn = warp % WN;
-  const int PQ = P * Q, M = N * PQ, Kp = (K + 15) & ~15;
-  const int Ktot = R * S * C, KT = (Ktot + BKB - 1) / BKB;
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-  const int kt0 = blockIdx.z * kps;
-  const int nkt = max(min(KT, kt0 + kps) - kt0, 0);
-  const int kc = tid & 3;
-
-  int a_off[A_IT], a_ih[A_IT], a_iw[A_IT];
-#pragma unroll
-  for (int i = 0; i < A_IT; ++i) {
-    int id = tid + i * THREADS, m = m0 + (id >> 2);
-    bool ok = id < A_CH && m < M;
-    int mm = ok ? m : 0;
-    int n = mm / PQ, rem = mm - n * PQ, p = rem / Q, q = rem - p * Q;
-    a_ih[i] = ok ? p * sh - ph : -(1 << 24);
-    a_iw[i] = q * sw - pw;
-    a_off[i] = ((n * H + a_ih[i]) * W + a_iw[i]) * C;
-  }
-  int b_off[B_IT];
-  bool b_ok[B_IT];
-#pragma unroll
-  for (int i = 0; i < B_IT; ++i) {
-    int id = tid + i * THREADS, n = n0 + (id >> 2);
-    b_ok[i] = id < B_CH && n < K;
-    b_off[i] = b_ok[i] ? n * Ktot : 0;
-  }
-  int ld_k = kt0 * BKB + kc * 16, ld_r, ld_s, ld_c;
-  { int rs = ld_k / C; ld_c = ld_k - rs * C; ld_r = rs / S; ld_s = rs - ld_r * S; }
-
-  auto load_tile = [&](int stage) {
-    const bool kok = ld_k < Ktot;
-    const int dr = ld_r * dh, ds = ld_s * dw, koff = (dr * W + ds) * C + ld_c;
-    i8* as = As + stage * BM * BKB;
-    i8* bs = Bs + stage * BN * BKB;
-#pragma unroll
-    for (int i = 0; i < A_IT; ++i) {
-      int id = tid + i * THREADS;
-      if (A_CH % THREADS == 0 || id < A_CH) {
-        int ih = a_ih[i] + dr, iw = a_iw[i] + ds;
-        bool v = kok && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
-        cp_async16(smem_addr(as + swzb(id >> 2, kc)), x + (v ? a_off[i] + koff : 0), v ? 16 : 0);
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < B_IT; ++i) {
-      int id = tid + i * THREADS;
-      if (B_CH % THREADS == 0 || id < B_CH) {
-        bool v = b_ok[i] && kok;
-        cp_async16(smem_addr(bs + swzb(id >> 2, kc)), w + (v ? b_off[i] + ld_k : 0), v ? 16 : 0);
-      }
-    }
-    ld_k += BKB;
-    ld_c += BKB;
-    while (ld_c >= C) { ld_c -= C; if (++ld_s == S) { ld_s = 0; ++ld_r; } }
-  };
-
+  const int M = N * (P * Q), Kp = (K + 15) & ~15;
   int acc[MI][NI][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
-
-#pragma unroll
-  for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < nkt) load_tile(st);
-    cp_async_commit();
-  }
-
-  for (int it = 0; it < nkt; ++it) {
-    cp_async_wait<STAGES - 2>();
-    __syncthreads();
-    int nxt = it + STAGES - 1;
-    if (nxt < nkt) load_tile(nxt % STAGES);
-    cp_async_commit();
-    const i8* as = As + (it % STAGES) * BM * BKB;
-    const i8* bs = Bs + (it % STAGES) * BN * BKB;
-#pragma unroll
-    for (int kk = 0; kk < 2; ++kk) {
-      u32 af[MI][4], bf[NI][2];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        int row = wm * WTM + mi * 16 + (lane & 15);
-        ldmatrix_x4(af[mi], smem_addr(as + swzb(row, kk * 2 + (lane >> 4))));
-      }
-#pragma unroll
-      for (int nj = 0; nj < NI / 2; ++nj) {
-        int row = wn * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-        u32 t[4];
-        ldmatrix_x4(t, smem_addr(bs + swzb(row, kk * 2 + ((lane >> 3) & 1))));
-        bf[2 * nj][0] = t[0]; bf[2 * nj][1] = t[1]; bf[2 * nj + 1][0] = t[2]; bf[2 * nj + 1][1] = t[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) mma_s8_16832(acc[mi][ni], af[mi], bf[ni]);
-    }
-  }
-  cp_async_wait<0>();
-  __syncthreads();
+  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw}, kps,
+               IgemmNoHook());
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
   if (ws != nullptr) {  // split-K: int32 partials (exact; summed in splitk_epilogue_s8)
     int* wz = ws + (size_t)blockIdx.z * M * Kp;
