@@ -25,9 +25,9 @@ from backends.gpu import activations
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
 from backends.gpu.kernels.direct import PoolGeometry
-from backends.gpu.kernels.int8 import space_to_depth_conv, space_to_depth_kernel
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8, supports_int8
+from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.dtypes import Precision
 from engine.layers import ActivationSpec, ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, UnaryOp
 from engine.memory import storage_dtypes
@@ -814,7 +814,7 @@ class Lowerer(Int8Lowering):
 
     def _s2d_input(self, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
         """An fp16 NHWC slot with the 2x2 space-to-depth of a float32 NCHW ``tensor`` and the stride-1
-        geometry that reads it (``int8.space_to_depth_conv``), or None where that does not apply."""
+        geometry that reads it (``space_to_depth.space_to_depth_conv``), or None where that does not apply."""
         g2 = space_to_depth_conv(g)
         src = self.slots.get(tensor)
         if g2 is None or src is None or src.layout != "linear" or src.dtype != "float32" or len(src.shape) != 4:

@@ -29,10 +29,9 @@ from backends.gpu.kernels.int8 import (
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
-    space_to_depth_conv,
-    space_to_depth_kernel,
 )
 from backends.gpu.layout import round_up
+from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.dtypes import Precision
 from engine.errors import UnsupportedError
 from engine.layers import LayerKind, PoolingType
@@ -168,7 +167,7 @@ class Int8Lowering:
                                  "s2d": s2d}))
 
     def q8_s2d_input(self, tensor: str, scale: float, g2: ConvGeometry) -> str | None:
-        """The 2x2 space-to-depth int8 input of ``g2`` (``int8.space_to_depth_conv``) quantized from
+        """The 2x2 space-to-depth int8 input of ``g2`` (``space_to_depth.space_to_depth_conv``) quantized from
         the float NCHW ``tensor``; None when ``tensor`` is not a plain float NCHW tensor here, or
         already is an int8 tensor of this scale (then the direct convolution reads it as it is)."""
         s32 = np.float32(scale)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from backends.gpu.kernels.conv import ConvGeometry
-from backends.gpu.kernels.int8 import MAX_KTOT, epilogue_params, space_to_depth_conv, space_to_depth_kernel
+from backends.gpu.kernels.int8 import MAX_KTOT, epilogue_params
 from backends.gpu.lower import lower, supports
+from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.layers import ActivationSpec, ActivationType
 from engine.quantization import annotation
 

@@ -177,7 +177,7 @@ extern "C" __global__ void nchw_f32_to_nhwc_f16(const float* __restrict__ x, h16
 // x: NCHW fp32 -> y: its 2x2 space-to-depth as NHWC fp16, OH x OW pixels of 4C channels padded to
 // round_up(4C, 8): channel (v * 2 + u) * C + c of pixel (i, j) = x[n, c, 2i + v, 2j + u], 0 outside
 // the image. A stride-2 convolution on C <= 4 channels then runs as a stride-1 one over 4C
-// (int8.space_to_depth_conv). One thread per 8 channels of an output pixel.
+// (space_to_depth.space_to_depth_conv). One thread per 8 channels of an output pixel.
 extern "C" __global__ void nchw_f32_to_s2d_f16(const float* __restrict__ x, h16* __restrict__ y,
                                                int N, int C, int H, int W, int OH, int OW)
 {

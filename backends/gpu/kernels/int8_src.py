@@ -309,7 +309,7 @@ extern "C" __global__ void splitk_epilogue_s8(const int* __restrict__ wsp, int s
 // float32 NCHW -> int8 NHWC with channel stride Cp: the reference's float32 rint(x / s), int8
 // saturation, NaN -> 0. With S2D (C <= 4), the 2x2 space-to-depth of that: output pixel (i, j)
 // holds channel (v * 2 + u) * C + c = x[n, c, 2i + v, 2j + u] (0 outside the image), which turns a
-// stride-2 convolution on C channels into a stride-1 one on 4C (int8.space_to_depth_conv). One
+// stride-2 convolution on C channels into a stride-1 one on 4C (space_to_depth.space_to_depth_conv). One
 // thread per 16 output channels of a pixel: one 16-byte store. S2D's C is a template argument so the
 // channel -> (group, channel) split folds away; indices are 32-bit (tensors < 2**31 elements).
 __device__ __forceinline__ u32 quant1(float x, float s) {
