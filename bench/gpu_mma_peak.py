@@ -18,35 +18,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SRC = r"""
-typedef unsigned int u32;
-extern "C" __global__ void __launch_bounds__(256) mma_f16(float* out, int iters) {
-  float c[8][4] = {};
+_KERNEL = r"""
+extern "C" __global__ void __launch_bounds__(256) @NAME@(@ACC@* out, int iters) {
+  @ACC@ c[8][4] = {};
   u32 a[4] = {threadIdx.x, threadIdx.x * 3u, threadIdx.x * 5u, threadIdx.x * 7u}, b[2] = {threadIdx.x, 1u};
   for (int i = 0; i < iters; ++i)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
-      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                   "{%0,%1,%2,%3};\n" : "+f"(c[j][0]), "+f"(c[j][1]), "+f"(c[j][2]), "+f"(c[j][3])
+      asm volatile("@INSTR@ {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                   : "+@C@"(c[j][0]), "+@C@"(c[j][1]), "+@C@"(c[j][2]), "+@C@"(c[j][3])
                    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  float s = 0.f;
-  for (int j = 0; j < 8; ++j) s += c[j][0] + c[j][1] + c[j][2] + c[j][3];
-  out[blockIdx.x * blockDim.x + threadIdx.x] = s;
-}
-extern "C" __global__ void __launch_bounds__(256) mma_s8(int* out, int iters) {
-  int c[8][4] = {};
-  u32 a[4] = {threadIdx.x, threadIdx.x * 3u, threadIdx.x * 5u, threadIdx.x * 7u}, b[2] = {threadIdx.x, 1u};
-  for (int i = 0; i < iters; ++i)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-      asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                   "{%0,%1,%2,%3};\n" : "+r"(c[j][0]), "+r"(c[j][1]), "+r"(c[j][2]), "+r"(c[j][3])
-                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  int s = 0;
+  @ACC@ s = 0;
   for (int j = 0; j < 8; ++j) s += c[j][0] + c[j][1] + c[j][2] + c[j][3];
   out[blockIdx.x * blockDim.x + threadIdx.x] = s;
 }
 """
+# name, accumulator type, its asm constraint, instruction
+_VARIANTS = (("mma_f16", "float", "f", "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+             ("mma_s8", "int", "r", "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"))
+SRC = "typedef unsigned int u32;\n" + "".join(
+    _KERNEL.replace("@NAME@", n).replace("@ACC@", t).replace("@C@", c).replace("@INSTR@", i)
+    for n, t, c, i in _VARIANTS)
 
 
 def measure(iters: int = 4096, reps: int = 5) -> dict[str, float]:

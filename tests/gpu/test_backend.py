@@ -62,12 +62,6 @@ from engine.network import Network  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")
-    return np.random.default_rng(seed)
-
 
 def _run(net: Network, feeds: dict[str, np.ndarray], precision: Precision = Precision.FP16,
          expect_fallback: int = 0) -> None:

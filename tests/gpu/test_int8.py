@@ -28,12 +28,6 @@ from engine.network import Network  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")
-    return np.random.default_rng(seed)
-
 
 def _check(net: Network, feeds: dict[str, np.ndarray], tactics: dict[str, str] | None = None) -> GpuPartition:
     ref = reference.execute(net, feeds)

@@ -22,12 +22,6 @@ from engine.quantization.scales import requant_params
 M32 = (1 << 32) - 1
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")
-    return np.random.default_rng(seed)
-
 
 def _i32(x: np.ndarray) -> np.ndarray:
     """Wrap to int32 the way the GPU's 32-bit registers do."""

@@ -29,13 +29,6 @@ from backends.gpu.layout import pack_conv_weights, pack_depthwise_weights, pad_c
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")  # shown on failure
-    return np.random.default_rng(seed)
-
-
 def _poison(shape: tuple[int, ...]) -> cp.ndarray:
     return cp.full(shape, cp.nan, dtype=cp.float16)
 

@@ -28,12 +28,6 @@ from backends.gpu.layout import pack_conv_weights, pad_channels, round_up  # noq
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")
-    return np.random.default_rng(seed)
-
 
 # EfficientNet-B0's squeezes (h, c) and odd shapes; batch 1 and 3
 @pytest.mark.parametrize("n,h,c", [(1, 112, 32), (3, 56, 96), (1, 28, 240), (2, 14, 672), (1, 7, 1152),
