@@ -84,8 +84,8 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
     if ktot > MAX_KTOT:
         return False, f"INT8 reduction of {ktot} exceeds the exact int32 accumulator bound {MAX_KTOT}"
     try:
-        quantized_kernel(layer)
-        epilogue_params(layer, p.activation, spec.input_scales[1] if getattr(p, "residual", False) else None)
+        epilogue_params(layer, p.activation, spec.input_scales[1] if getattr(p, "residual", False) else None,
+                        quantized_kernel(layer))
     except UnsupportedError as e:
         return False, str(e)
     return True, ""
@@ -193,7 +193,7 @@ class Int8Lowering:
         from backends.gpu.lower import Op
 
         spec = annotation.read(layer)
-        epi = epilogue_params(layer, layer.params.activation, residual_scale)
+        epi = epilogue_params(layer, layer.params.activation, residual_scale, kernel)
         t = layer.outputs[0]
         if epi.osc is not None:
             out = self._q8_slot(f"{t}@q8", out_shape, q_layout)

@@ -12,6 +12,7 @@ a short list around it, 3 and above time every candidate.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -45,6 +46,7 @@ def _hetrt_version() -> str:
     return __version__
 
 
+@functools.cache
 def _kernels_digest() -> str:
     """A digest of the tensor-core kernels' sources and tile lists: a timing taken with other
     kernels (an edited epilogue, a new tile) is not reused."""

@@ -156,8 +156,13 @@ class Epilogue8:
     acc_bound: np.ndarray | None = None  # int64 (K,): 128 * sum|w_k|, a bound on |acc_k| (None: unknown)
 
 
-def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -> Epilogue8:
+def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
+                    kernel: np.ndarray | None = None) -> Epilogue8:
     """The reference epilogue's integers (backends.reference.int8.epilogue), step for step.
+
+    ``kernel``: the layer's int8 weights with output channels first, as the caller already holds
+    them (``quantized_kernel``, or a regrouping of it); their per-channel sums of |w| bound the
+    accumulator. Quantized here when None.
 
     Raises UnsupportedError where the reference would (an activation other than ReLU/clip(0, x),
     a requant multiplier >= 2**15).
@@ -172,7 +177,7 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None) -
         raise UnsupportedError(f"layer {layer.describe()}: INT8 kernel without per-channel weight scales")
     s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
     k = s_acc.size
-    wq = quantized_kernel(layer)
+    wq = quantized_kernel(layer) if kernel is None else kernel
     acc_bound = 128 * np.abs(wq.reshape(wq.shape[0], -1).astype(np.int64)).sum(axis=1)
     bias = layer.weights.get("bias")
     b = None
