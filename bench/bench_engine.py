@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import __version__  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
-from engine.logger import Logger, Severity  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.perf import measure  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402

@@ -122,7 +122,7 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
     import onnx
 
     from engine.builder import build_from_onnx
-    from engine.logger import Logger, Severity
+    from engine.ir.logger import Logger, Severity
     from engine.runtime import Runtime
 
     quiet = Logger(Severity.ERROR)

@@ -30,7 +30,7 @@ def main() -> None:
     from backends import reference
     from backends.gpu.backend import GpuPartition
     from engine.builder import Builder, BuilderConfig
-    from engine.logger import Logger, Severity
+    from engine.ir.logger import Logger, Severity
     from engine.models import zoo
     from engine.onnx_parser import parse
 

@@ -131,7 +131,7 @@ def build_engine(onnx_bytes: bytes, config: Any) -> tuple[Any, Any, float]:
     import onnx
 
     from engine.builder import build_from_onnx
-    from engine.logger import Logger, Severity
+    from engine.ir.logger import Logger, Severity
     from engine.runtime import Runtime
 
     quiet = Logger(Severity.ERROR)
@@ -361,7 +361,7 @@ def measure_row(name: str, batch: int, args: argparse.Namespace, cache: str, ran
             import onnx
 
             from engine.builder import BuilderConfig, build_from_onnx
-            from engine.logger import Logger, Severity
+            from engine.ir.logger import Logger, Severity
 
             t0 = time.perf_counter()
             build_from_onnx(onnx.load_from_string(onnx_bytes),

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.model_loading import load_network  # noqa: E402
 from scheduler.cost import build_cost_model  # noqa: E402
 from scheduler.policies import run_policy  # noqa: E402
-from scheduler.studies.model_loading import load_network  # noqa: E402
 from scheduler.studies.sweep import dominated_or_on_front, run_sweep  # noqa: E402
 
 PLATFORM, MODE = "orin-agx-64gb", "30W"
@@ -39,7 +39,7 @@ def study(precision: str) -> dict:
                       "transitions": p.transitions, "loadables": dict(p.loadables),
                       "dla_layers": sum(1 for k, v in p.devices.items() if v != "gpu" and not k.startswith("<")),
                       "solver": p.solver, "solve_ms": p.solve_time_s * 1e3}
-    sweep = run_sweep("resnet50", PLATFORM, [MODE], precision, lambdas=LAMBDAS, workers=1)
+    sweep = run_sweep(load_network, "resnet50", PLATFORM, [MODE], precision, lambdas=LAMBDAS, workers=1)
     points, front = sweep.pop("_points"), sweep.pop("_front")
     baselines = [p for p in points if p.policy in ("gpu-only", "dla-first")]
     n_dla = sum(1 for r in model.layers if r.dla_time_s is not None)

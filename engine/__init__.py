@@ -1,12 +1,8 @@
-"""hetrt: a TensorRT-style inference engine.
+"""hetrt: a TensorRT-style inference engine (builder, runtime, parser, optimizer, CLI).
 
-``__version__`` is the producer version written into every plan file; it comes from the installed
-package metadata and falls back to the source tree's version when hetrt runs uninstalled.
+The IR every package shares lives in ``engine.ir``; the producer version is defined there.
 """
 
-from importlib import metadata as _metadata
+from engine.ir import __version__
 
-try:
-    __version__: str = _metadata.version("hetrt")
-except _metadata.PackageNotFoundError:
-    __version__ = "0.1.0"
+__all__ = ["__version__"]

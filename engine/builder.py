@@ -15,16 +15,14 @@ from typing import Any
 import onnx
 
 from engine import plan as plan_format
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.layers import LayerKind
-from engine.logger import Logger, Severity
-from engine.network import Network
-from engine.platforms import KNOWN_PLATFORMS
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.layers import SHAPE_ONLY, LayerKind
+from engine.ir.logger import Logger, Severity
+from engine.ir.network import Network
+from engine.ir.platforms import KNOWN_PLATFORMS
 
 # Layer kinds that only move or reshape data; precision flags do not apply to them.
-SHAPE_ONLY = {LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT, LayerKind.CONCATENATION,
-              LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST, LayerKind.PADDING}
 
 
 @dataclass
@@ -230,7 +228,7 @@ class Builder:
             return {}
 
     def _plan_memory(self, network: Network, config: BuilderConfig) -> dict:
-        from engine.memory import plan_memory
+        from engine.ir.memory import plan_memory
 
         mem = plan_memory(network)
         peak = mem.peak_bytes

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from engine.dtypes import Precision
-from engine.errors import HetrtError
-from engine.logger import Logger, Severity
+from engine.ir.dtypes import Precision
+from engine.ir.errors import HetrtError
+from engine.ir.logger import Logger, Severity
 
 EPILOG_MODEL = ("MODEL is an .onnx file or the name of a bundled model "
                 "(resnet18, resnet18_small, resnet50, mobilenet_v2; generated in code with seeded weights).")
@@ -349,7 +349,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_place(args: argparse.Namespace) -> int:
     """Per-layer GPU/DLA placement on a Jetson platform model (scheduler.studies.place_report)."""
-    from scheduler.studies.cli_commands import run_place
+    from engine.cli_studies import run_place
 
     print(run_place(args))
     return 0
@@ -357,7 +357,7 @@ def cmd_place(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Latency-energy Pareto sweep over objectives, lambda and power modes (scheduler.studies.sweep)."""
-    from scheduler.studies.cli_commands import run_sweep_cmd
+    from engine.cli_studies import run_sweep_cmd
 
     print(run_sweep_cmd(args))
     return 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import HetrtError
+from engine.ir.errors import HetrtError
 
 DEFAULT_RTOL = {"fp32": 1e-5, "fp16": 1e-2}
 

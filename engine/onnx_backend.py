@@ -19,9 +19,9 @@ import onnx
 from onnx.backend.base import Backend, BackendRep, namedtupledict
 
 from engine.builder import BuilderConfig, build_serialized
-from engine.errors import ExecutionError, UnsupportedError
-from engine.logger import Logger, Severity
-from engine.network import Network
+from engine.ir.errors import ExecutionError, UnsupportedError
+from engine.ir.logger import Logger, Severity
+from engine.ir.network import Network
 from engine.onnx_parser import NonConstantError, parse
 from engine.onnx_parser.context import elem_type_name, numpy_dtype_of
 from engine.runtime import Runtime

@@ -15,7 +15,7 @@ Byte layout (all integers little-endian; docs/plan-format.md has the same table)
     10     2     format minor (u16)    -- minors of one major stay readable
     12     4     header size H (u32)   -- 128 for format 1; a multiple of 64
     16     24    producer version, ASCII, NUL padded (hetrt version that wrote the plan)
-    40     32    platform tag, ASCII, NUL padded (a key of engine.platforms.KNOWN_PLATFORMS)
+    40     32    platform tag, ASCII, NUL padded (a key of engine.ir.platforms.KNOWN_PLATFORMS)
     72     8     payload length P (u64)
     80     32    SHA-256 of the payload
     112    16    header digest: the first 16 bytes of SHA-256 of header bytes [0, H - 16)
@@ -51,11 +51,11 @@ from typing import Any
 import numpy as np
 
 from engine import __version__
-from engine.dtypes import DataType, Precision
-from engine.errors import PlanError
-from engine.layers import LayerKind, params_from_dict
-from engine.network import Layer, Network, Tensor
-from engine.platforms import KNOWN_PLATFORMS, describe_known
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import PlanError
+from engine.ir.layers import LayerKind, params_from_dict
+from engine.ir.network import Layer, Network, Tensor
+from engine.ir.platforms import KNOWN_PLATFORMS, describe_known
 
 MAGIC = b"HETRTPLN"
 FORMAT_MAJOR = 1

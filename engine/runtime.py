@@ -2,7 +2,7 @@
 
 An ``Engine`` is immutable once loaded (weights are made read-only) and can be shared by any
 number of contexts on any number of threads. Each ``ExecutionContext`` owns its activation arena,
-a uint8 buffer of ``engine.device_memory_size`` bytes laid out by ``engine.memory``: layer outputs
+a uint8 buffer of ``engine.device_memory_size`` bytes laid out by ``engine.ir.memory``: layer outputs
 are copied into their planned views, so memory reuse between tensors with disjoint lifetimes is
 real, and concatenations eliminated by the planner run no code at all. Network outputs are
 returned as fresh arrays in the dtype the network declares.
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from engine import plan as plan_format
-from engine.dtypes import DataType, Precision
-from engine.errors import ExecutionError, HetrtError, PlanError
-from engine.logger import Logger
-from engine.memory import MemoryPlan, plan_memory, storage_dtypes
-from engine.network import Layer, Network
-from engine.platforms import KNOWN_PLATFORMS, describe_known
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import ExecutionError, HetrtError, PlanError
+from engine.ir.logger import Logger
+from engine.ir.memory import MemoryPlan, plan_memory, storage_dtypes
+from engine.ir.network import Layer, Network
+from engine.ir.platforms import KNOWN_PLATFORMS, describe_known
 from engine.profiler import IProfiler, Profiler
 
 LayerExecutor = Callable[[Layer, list[np.ndarray]], list[np.ndarray]]

@@ -34,9 +34,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.network import Network
 
 from .costgraph import DLA_CORES, GPU, CostGraph, LinkCost, Node, Tensor, TransitionTable, is_dla
 from .dla_source import FP32_ON_DLA, BackendDlaSource, DlaCostSource

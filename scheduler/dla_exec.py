@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.network import Network
 
 from .dla_source import _backend, dla_config
 from .partitions import PartitionSpec

@@ -20,9 +20,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from dla_sim.config import DlaConfig, get_config
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.network import Layer, Network
 
 from .platforms import Platform, PowerMode
 

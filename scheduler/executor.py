@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import ExecutionError
+from engine.ir.errors import ExecutionError
 
 from .partitions import PartitionSpec
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.dtypes import Precision
+from engine.ir.dtypes import Precision
 
 from .layer_work import LayerWork
 from .platforms import Platform, PowerMode

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from engine.builder import SHAPE_ONLY
-from engine.dtypes import Precision
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import SHAPE_ONLY
+from engine.ir.network import Network
 
 
 def measured_backend() -> str:
@@ -63,7 +63,7 @@ def measure_layers_gpu(network: Network, seed: int = 0) -> dict[str, float]:
     import cupy
 
     from backends.gpu.backend import GpuPartition
-    from engine.logger import Logger, Severity
+    from engine.ir.logger import Logger, Severity
 
     rng = np.random.default_rng(seed)
     quiet = Logger(Severity.ERROR)

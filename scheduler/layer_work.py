@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.dtypes import Precision
-from engine.layers import LayerKind
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer, Network
 
 _SHAPE_ONLY = {LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.CONSTANT}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.dtypes import Precision
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.network import Network
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from the DLA partitions). The record:
 
 from __future__ import annotations
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.logger import Logger
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.logger import Logger
+from engine.ir.network import Network
 
 from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
 from .dla_exec import compile_partition

@@ -10,7 +10,7 @@ concurrent``), both reported by ``scheduler.studies.throughput_report``.
 
 from __future__ import annotations
 
-from engine.errors import BuildError
+from engine.ir.errors import BuildError
 
 from .cost import CostModel
 from .objectives import Constraints, Objective

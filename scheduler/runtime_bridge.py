@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import PlanError
+from engine.ir.dtypes import Precision
+from engine.ir.errors import PlanError
 
 from . import dla_exec
 from .executor import PartitionExecutor, gpu_layer_runner

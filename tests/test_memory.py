@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.dtypes import Precision
-from engine.layers import ConcatenationParams, IdentityParams
-from engine.memory import ALIGNMENT, MemoryPlan, TensorSlot, lifetimes, plan_memory, verify
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ConcatenationParams, IdentityParams
+from engine.ir.memory import ALIGNMENT, MemoryPlan, TensorSlot, lifetimes, plan_memory, verify
+from engine.ir.network import Network
 
 
 def chain(depth: int = 6, shape=(1, 8, 16, 16)) -> Network:

@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from backends.reference import execute
-from engine.errors import ExecutionError, ParserError, UnsupportedError
-from engine.layers import LayerKind
+from engine.ir.errors import ExecutionError, ParserError, UnsupportedError
+from engine.ir.layers import LayerKind
 from engine.onnx_backend import HetrtBackend
 from engine.onnx_parser import MAX_OPSET, parse
 from engine.onnx_parser.loader import MAX_ACCEPTED_OPSET

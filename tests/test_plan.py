@@ -12,10 +12,10 @@ import pytest
 
 from engine import __version__
 from engine import plan as P
-from engine.dtypes import DataType, Precision
-from engine.errors import PlanError
-from engine.layers import ConcatenationParams, GatherParams
-from engine.network import Network
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import PlanError
+from engine.ir.layers import ConcatenationParams, GatherParams
+from engine.ir.network import Network
 from engine.runtime import Runtime
 
 

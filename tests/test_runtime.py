@@ -14,10 +14,10 @@ from test_memory import random_network
 from backends.reference import execute as reference_execute
 from engine import plan as P
 from engine import runtime
-from engine.dtypes import DataType, Precision
-from engine.errors import ExecutionError, PlanError, UnsupportedError
-from engine.layers import ConcatenationParams
-from engine.network import Network
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import ExecutionError, PlanError, UnsupportedError
+from engine.ir.layers import ConcatenationParams
+from engine.ir.network import Network
 from engine.profiler import Profiler
 from engine.runtime import Engine, IOTensor, Runtime
 

@@ -27,10 +27,10 @@ from dla_sim.formats import IOFormat, pack_io, unpack_io
 from dla_sim.limits import DlaLimitError
 from dla_sim.loadable import Loadable
 from dla_sim.ops import ConvOp, HwOp
-from engine.dtypes import Precision
-from engine.errors import ExecutionError, UnsupportedError
-from engine.network import Network
-from engine.quantization.scales import dequantize, quantize
+from engine.ir.dtypes import Precision
+from engine.ir.errors import ExecutionError, UnsupportedError
+from engine.ir.int8_math import dequantize, quantize
+from engine.ir.network import Network
 
 from .costing import GroupCostCache
 from .cubes import cube_shape, hw_precision

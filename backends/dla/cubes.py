@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dla_sim.ops import CubeDesc
 from dla_sim.ops import Precision as HwPrecision
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
 
 MAX_DIM = 8192  # non-batch dims (13-bit W/H/C fields [REG], TensorRT's DLA limit)
 MAX_BATCH = 4096  # TensorRT's DLA batch limit (product of non-CHW dims)

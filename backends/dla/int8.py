@@ -43,13 +43,13 @@ import numpy as np
 
 from dla_sim.ops import Precision as HwPrecision
 from dla_sim.ops import Requant
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import ActivationType, LayerKind
-from engine.network import Layer, Network
-from engine.quantization import annotation
-from engine.quantization.assign import _epilogue_ok, _pool_ok
-from engine.quantization.scales import bias_params, quantize, requant_params, round_half_away
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.int8_math import bias_params, quantize, requant_params, round_half_away
+from engine.ir.int8_rules import epilogue, epilogue_reason, pool_reason
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer, Network
 
 INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
 MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
@@ -105,10 +105,10 @@ def planned_int8_reason(layer: Layer, network: Network) -> str | None:
     if layer.kind not in INT8_KINDS:
         return f"{layer.kind.value} has no INT8 kernel"
     if layer.kind is LayerKind.POOLING:
-        return _pool_ok(layer, len(network.tensors[layer.inputs[0]].shape))
+        return pool_reason(layer.params, len(network.tensors[layer.inputs[0]].shape))
     if layer.kind is LayerKind.CONVOLUTION and len(layer.params.kernel) != 2:
         return "INT8 convolution is 2-D only"
-    return _epilogue_ok(layer.params.activation)
+    return epilogue_reason(layer.params.activation)
 
 
 def layer_mode(layer: Layer, network: Network) -> str:
@@ -268,21 +268,10 @@ def _requant(scale: np.ndarray, shift: np.ndarray) -> Requant:
     return Requant(scale=tuple(int(v) for v in np.atleast_1d(scale)), shift=tuple(int(v) for v in np.atleast_1d(shift)))
 
 
-def _epilogue_act(act) -> tuple[bool, float | None]:
-    if act is None:
-        return False, None
-    if act.type is ActivationType.RELU:
-        return True, None
-    if act.type is ActivationType.CLIP and act.alpha == 0.0 and act.beta > 0:
-        return True, float(act.beta)
-    raise UnsupportedError(f"activation {act.type.value} has no INT8 epilogue on the DLA (ReLU and clip(0, max) "
-                           f"do); the builder runs this layer in FP16")
-
-
 def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act, residual: bool,
                   with_values: bool) -> ConvEpilogue:
     """The SDP program of an INT8 convolution/FC ``layer`` (``kernel`` KCRS as the layer stores it)."""
-    relu, clip_hi = _epilogue_act(act)
+    relu, clip_hi = epilogue(act)
     spec = spec_of(layer)
     if spec is None:
         if with_values:

@@ -47,9 +47,9 @@ from dla_sim import conv_core, pdp
 from dla_sim.config import DlaConfig
 from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, SdpOp
 from dla_sim.ops import Precision as HwPrecision
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import (
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import (
     ActivationSpec,
     ActivationType,
     ElementWiseOp,
@@ -59,7 +59,7 @@ from engine.layers import (
     ScaleMode,
     UnaryOp,
 )
-from engine.network import Layer, Network
+from engine.ir.network import Layer, Network
 
 from . import int8
 from .cubes import atom_channels, cube_shape, hw_precision, make_cube

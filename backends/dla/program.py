@@ -18,7 +18,7 @@ from dla_sim.formats import IOFormat, align_up
 from dla_sim.loadable import Loadable, TensorEntry
 from dla_sim.ops import CubeDesc
 from dla_sim.ops import Precision as HwPrecision
-from engine.network import Network
+from engine.ir.network import Network
 
 from .cubes import hw_precision
 from .lower import Lowered

@@ -17,7 +17,7 @@ from dla_sim.config import DlaConfig
 from dla_sim.formats import feature_layout, pack_feature, unpack_feature
 from dla_sim.loadable import Loadable
 from dla_sim.ops import BdmaOp, CubeDesc
-from engine.errors import ExecutionError
+from engine.ir.errors import ExecutionError
 
 from .lower import Assembly, View
 

@@ -30,10 +30,10 @@ from dla_sim import conv_core, limits, simulator
 from dla_sim.config import DlaConfig
 from dla_sim.limits import DlaLimitError
 from dla_sim.ops import ConvOp
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
+from engine.ir.network import Layer, Network
 
 from . import int8
 from .cubes import MAX_BATCH, MAX_DIM, cube_shape

@@ -5,9 +5,9 @@ The CUDA side is ``kernels.common.ACT_SRC``; the codes here and the ``switch`` t
 
 from __future__ import annotations
 
-from engine.layers import ActivationSpec, ActivationType
+from engine.ir.layers import ActivationSpec, ActivationType
 
-# code per activation; alpha/beta follow the IR's meaning (see engine.layers.ActivationType).
+# code per activation; alpha/beta follow the IR's meaning (see engine.ir.layers.ActivationType).
 ACT_CODES: dict[ActivationType | None, int] = {
     None: 0,
     ActivationType.RELU: 1,

@@ -21,8 +21,8 @@ import numpy as np
 from backends.gpu.arena import Arena, BufferUse, plan_offsets
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
-from engine.logger import Logger
-from engine.network import Layer, Network
+from engine.ir.logger import Logger
+from engine.ir.network import Layer, Network
 
 
 @dataclass

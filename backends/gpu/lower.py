@@ -28,10 +28,10 @@ from backends.gpu.kernels.direct import PoolGeometry
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8, supports_int8
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
-from engine.dtypes import Precision
-from engine.layers import ActivationSpec, ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, UnaryOp
-from engine.memory import storage_dtypes
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, LayerKind, PaddingMode, PoolingType, UnaryOp
+from engine.ir.memory import storage_dtypes
+from engine.ir.network import Layer, Network
 
 # ------------------------------------------------------------------------------------------ slots
 
@@ -167,7 +167,7 @@ def supports(layer: Layer, network: Network) -> tuple[bool, str]:
             return (True, "") if all(d == "bool" for d in ins) else (False, "logical op on non-bool")
         return (True, "") if float_in else (False, f"elementwise {op.value} on {ins} tensors has no GPU kernel")
     if k is LayerKind.REDUCE:
-        from engine.layers import ReduceOp
+        from engine.ir.layers import ReduceOp
 
         if layer.params.op is ReduceOp.LOG_SUM_EXP:
             return False, "reduce log_sum_exp has no GPU kernel"

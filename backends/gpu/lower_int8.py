@@ -32,11 +32,11 @@ from backends.gpu.kernels.int8 import (
 )
 from backends.gpu.layout import round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import LayerKind, PoolingType
-from engine.network import Layer, Network
-from engine.quantization import annotation
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import LayerKind, PoolingType
+from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
     from backends.gpu.lower import Slot

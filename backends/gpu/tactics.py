@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, candidate_tactics, heuristic_tactic
-from engine.logger import Logger
-from engine.network import Network
+from engine.ir.logger import Logger
+from engine.ir.network import Network
 
 
 def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool) -> str:
@@ -41,7 +41,7 @@ def gpu_name() -> str:
 
 
 def _hetrt_version() -> str:
-    from engine import __version__
+    from engine.ir import __version__
 
     return __version__
 

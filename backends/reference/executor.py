@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import ExecutionError
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import ExecutionError
+from engine.ir.network import Layer, Network
 
 from .kernels import run_layer
 

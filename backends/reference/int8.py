@@ -1,6 +1,6 @@
 """Exact integer emulation of INT8 layers: the reference for every INT8 backend.
 
-Arithmetic (the DLA's, see ``engine.quantization.scales``):
+Arithmetic (the DLA's, see ``engine.ir.int8_math``):
 
 * inputs: int8 ``q = sat(round_half_even(x / s_in))`` with the layer's per-tensor input scale;
 * convolution / fully connected: int8 per-output-channel weights, products summed exactly and
@@ -19,7 +19,7 @@ Arithmetic (the DLA's, see ``engine.quantization.scales``):
   scale = input scale for both.
 
 Storage: between reference layers an INT8 result travels as the float32 value ``q * s_out``
-(the convention ``engine.memory.storage_dtype`` gives every non-FP16 layer). That value holds the
+(the convention ``engine.ir.memory.storage_dtype`` gives every non-FP16 layer). That value holds the
 integer exactly: the next INT8 layer, which has the same scale for that tensor, recovers q bit
 for bit when it quantizes its input, and a float consumer sees the dequantized value, i.e. the
 explicit dequantize at an INT8 → float boundary.
@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import ActivationType, LayerKind, PoolingType
-from engine.network import Layer
-from engine.quantization import annotation
-from engine.quantization.scales import bias_params, dequantize, quantize, requant_params, round_half_away
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.int8_math import bias_params, dequantize, quantize, requant_params, round_half_away
+from engine.ir.int8_rules import epilogue as int8_epilogue
+from engine.ir.layers import LayerKind, PoolingType
+from engine.ir.network import Layer
 
 from .ops.conv import conv_nd, windows
 
@@ -122,16 +123,12 @@ def epilogue(acc: np.ndarray, layer: Layer, spec: annotation.Int8Spec, activatio
         e = _input_int8(residual, residual_scale).astype(np.int64)
         sc, sh = requant_params(np.float64(residual_scale) / s_acc)
         v = _sat(v + convert(e, _channel(sc, nd, channel_axis), _channel(sh, nd, channel_axis), 32), 32)
-    clip_hi = None
-    if activation is not None:
-        if activation.type is ActivationType.RELU:
-            v = np.maximum(v, 0)
-        elif activation.type is ActivationType.CLIP and activation.alpha == 0.0:
-            v = np.maximum(v, 0)
-            clip_hi = float(activation.beta)
-        else:
-            raise UnsupportedError(f"layer {layer.describe()}: activation {activation.type.value} has no INT8 "
-                                   f"epilogue (ReLU and clip(0, max) do)")
+    try:
+        relu, clip_hi = int8_epilogue(activation)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"layer {layer.describe()}: {e}") from None
+    if relu:
+        v = np.maximum(v, 0)
     if spec.output_scale is None:
         y = (v.astype(np.float64) * _channel(s_acc, nd, channel_axis)).astype(np.float32)
         return np.minimum(y, np.float32(clip_hi)) if clip_hi is not None else y

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import LayerKind
-from engine.network import Layer
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer
 
 from . import int8
 from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, tensor_ops

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.errors import HetrtError, NetworkError, ParserError, UnsupportedError
-from engine.layers import IdentityParams
-from engine.network import Network
+from engine.ir.errors import HetrtError, NetworkError, ParserError, UnsupportedError
+from engine.ir.layers import IdentityParams
+from engine.ir.network import Network
 from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_conv,
     ops_math,

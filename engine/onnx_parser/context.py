@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.dtypes import DataType
-from engine.errors import NetworkError, ParserError, UnsupportedError
-from engine.layers import ConstantParams, LayerParams, TensorInfo
-from engine.network import Layer, Network
+from engine.ir.dtypes import DataType
+from engine.ir.errors import NetworkError, ParserError, UnsupportedError
+from engine.ir.layers import ConstantParams, LayerParams, TensorInfo
+from engine.ir.network import Layer, Network
 
 
 class NonConstantError(ParserError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper, version_converter
 
-from engine.errors import ParserError, UnsupportedError
+from engine.ir.errors import ParserError, UnsupportedError
 
 log = logging.getLogger("hetrt.onnx_parser")
 

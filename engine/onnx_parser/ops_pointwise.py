@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     ActivationParams,
     ActivationSpec,
     ActivationType,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import DequantizeParams, QuantizeParams
+from engine.ir.int8_math import dequantize, quantize
+from engine.ir.layers import DequantizeParams, QuantizeParams
 from engine.onnx_parser.context import NodeContext
 from engine.onnx_parser.registry import converter
-from engine.quantization.scales import dequantize, quantize
 
 
 def _params(nc: NodeContext, x_rank: int, int_dtype_index: int | None) -> tuple[np.ndarray, int]:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     CastParams,
     ConcatenationParams,
     ElementWiseOp,

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.network import Network
+from engine.ir.network import Network
 from engine.optimizer.passes import (
     concat,
     constant_folding,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.layers import LayerKind, LayerParams
-from engine.network import Layer, Network
+from engine.ir.layers import LayerKind, LayerParams
+from engine.ir.network import Layer, Network
 
 
 def sole_consumer(net: Network, tensor: str, uses: dict[str, list[Layer]]) -> Layer | None:

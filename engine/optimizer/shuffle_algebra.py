@@ -10,7 +10,7 @@ nothing is an identity.
 
 from __future__ import annotations
 
-from engine.layers import ShuffleParams
+from engine.ir.layers import ShuffleParams
 
 Op = tuple[str, tuple[int, ...]]
 

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.layers import ActivationType, LayerKind, PoolingType
-from engine.network import Layer, Network
-
-from . import annotation
-from .scales import quantize, requant_params, weight_scales
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.int8_math import quantize, requant_params, weight_scales
+from engine.ir.int8_rules import epilogue_reason, pool_reason
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer, Network
 
 _MOVES = (LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE)
 
@@ -43,33 +43,11 @@ class Int8Assignment:
     scales: dict[str, np.float32] = field(default_factory=dict)  # after propagation
 
 
-def _epilogue_ok(act) -> str | None:
-    if act is None or act.type is ActivationType.RELU:
-        return None
-    if act.type is ActivationType.CLIP and act.alpha == 0.0 and act.beta > 0:
-        return None
-    return f"fused activation {act.type.value} has no INT8 epilogue"
-
-
-def _pool_ok(layer: Layer, rank: int) -> str | None:
-    p = layer.params
-    if rank != 4:
-        return "INT8 pooling is 2-D only"
-    if p.type not in (PoolingType.MAX, PoolingType.AVERAGE):
-        return f"{p.type.value} pooling has no INT8 kernel"
-    if p.ceil_mode or any(d != 1 for d in (p.dilation or ())):
-        return "INT8 pooling without ceil_mode or dilation only"
-    if p.type is PoolingType.AVERAGE and not p.global_pool and not p.count_include_pad \
-            and any((p.pre_padding or ()) + (p.post_padding or ())):
-        return "INT8 average pooling divides by the full window (padding excluded from the count is not)"
-    return None
-
-
 def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool) -> str | None:
     p = layer.params
     if layer.kind is LayerKind.CONVOLUTION and len(p.kernel) != 2:
         return "INT8 convolution is 2-D only"
-    why = _epilogue_ok(p.activation)
+    why = epilogue_reason(p.activation)
     if why:
         return why
     if not implicit and annotation.KERNEL_SCALES not in layer.weights:
@@ -121,7 +99,7 @@ def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callabl
         if layer.kind in (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED):
             why = _weighted_reason(layer, network, sc, implicit)
         elif layer.kind is LayerKind.POOLING:
-            why = _pool_ok(layer, len(network.tensors[x].shape))
+            why = pool_reason(layer.params, len(network.tensors[x].shape))
         else:
             why = f"{layer.kind.value} has no INT8 kernel"
         if why is None and missing:

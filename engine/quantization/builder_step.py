@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BuildError
-from engine.logger import Logger, Progress
-from engine.network import Layer, Network
+from engine.ir.errors import BuildError
+from engine.ir.int8_math import activation_scale
+from engine.ir.logger import Logger, Progress
+from engine.ir.network import Layer, Network
 
 from . import qdq
 from .assign import assign_int8
 from .cache import CalibrationCache, network_fingerprint
 from .data import input_shapes
-from .scales import activation_scale
 
 
 @dataclass

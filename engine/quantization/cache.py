@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import BuildError
-from engine.network import Network
-
-from .annotation import strip
+from engine.ir.errors import BuildError
+from engine.ir.int8_annotation import strip
+from engine.ir.network import Network
 
 MAGIC = "hetrt-calibration-cache"
 VERSION = 1
@@ -118,6 +117,6 @@ class CalibrationCache:
 
 
 def _constant_tensors(network: Network) -> set[str]:
-    from engine.layers import LayerKind
+    from engine.ir.layers import LayerKind
 
     return {t for la in network.layers if la.kind is LayerKind.CONSTANT for t in la.outputs}

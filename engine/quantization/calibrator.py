@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from engine.errors import BuildError
+from engine.ir.errors import BuildError
 
 from .data import as_stream
 from .entropy import entropy_threshold

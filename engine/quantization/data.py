@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import BuildError
+from engine.ir.errors import BuildError
 
 
 def _check_array(a: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.layers import LayerKind
-from engine.network import Layer, Network
-
-from .scales import sqnr_db
+from engine.ir.int8_math import sqnr_db
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer, Network
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.layers import IdentityParams, LayerKind
-from engine.network import Layer, Network
-
-from . import annotation
+from engine.ir import int8_annotation as annotation
+from engine.ir.layers import IdentityParams, LayerKind
+from engine.ir.network import Layer, Network
 
 _WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.layers import LayerKind
-from engine.network import Layer, Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.layers import LayerKind
+from engine.ir.network import Layer, Network
 
 from .calibrator import Calibrator
 from .histogram import AbsHistogram

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from engine.errors import BuildError
-from engine.platforms import KNOWN_PLATFORMS, register_platform
+from engine.ir.errors import BuildError
+from engine.ir.platforms import KNOWN_PLATFORMS, register_platform
 
 from .host import HOST
 from .jetson import ORIN_AGX_64GB, XAVIER_AGX

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from engine.dtypes import Precision
+from engine.ir.dtypes import Precision
 
 GPU_TO_DLA = "gpu->dla"
 DLA_TO_GPU = "dla->gpu"
@@ -116,7 +116,7 @@ class Platform:
         object.__setattr__(self, "sources", frozen_map(self.sources))
 
     def mode(self, name: str | None = None) -> PowerMode:
-        from engine.errors import BuildError
+        from engine.ir.errors import BuildError
 
         key = self.default_mode if name is None else _canon_mode(name, self.modes)
         if key not in self.modes:

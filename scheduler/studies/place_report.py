@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.network import Network
 
 from ..cost import CostModel, build_cost_model
 from ..costgraph import DEVICES, DLA0, DLA1, GPU

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from engine.errors import UnsupportedError
+from engine.ir.errors import UnsupportedError
 
 COLORS = {"gpu": "#76b900", "dla0": "#1f77b4", "dla1": "#17becf", "transfer": "#d62728"}
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from engine.dtypes import Precision
+from engine.ir.dtypes import Precision
+from engine.ir.network import Network
 
 from ..cost import build_cost_model, is_pseudo
 from ..policies import parse_objective, run_policy
@@ -44,11 +45,9 @@ def _point(mode: str, policy: str, p) -> Point:
                  sum(1 for v in devs.values() if v != "gpu"), devs)
 
 
-def sweep_mode(model_spec: str, platform: str, mode: str, precision: str, objectives: Sequence[str],
-               lambdas: Sequence[float]) -> list[Point]:
-    """All points of one power mode (runs in a worker process)."""
-    from .model_loading import load_network
-
+def sweep_mode(load_network: Callable[[str], Network], model_spec: str, platform: str, mode: str, precision: str,
+               objectives: Sequence[str], lambdas: Sequence[float]) -> list[Point]:
+    """All points of one power mode (runs in a worker process; ``load_network`` must be picklable)."""
     net = load_network(model_spec)
     model = build_cost_model(net, platform, mode, Precision(precision))
     pts = []
@@ -79,18 +78,19 @@ def dominated_or_on_front(p: Point, front: Sequence[Point]) -> bool:
     return any(q.latency_ms <= p.latency_ms * (1 + 1e-9) and q.energy_mj <= p.energy_mj * (1 + 1e-9) for q in front)
 
 
-def run_sweep(model_spec: str, platform: str, modes: Sequence[str], precision: str,
+def run_sweep(load_network: Callable[[str], Network], model_spec: str, platform: str, modes: Sequence[str],
+              precision: str,
               objectives: Sequence[str] = ("latency", "energy", "edp", "weighted"),
               lambdas: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
               workers: int | None = None) -> dict:
     workers = workers or max(1, min(len(modes), os.cpu_count() or 1))
     if workers == 1:
-        per_mode = [sweep_mode(model_spec, platform, m, precision, objectives, lambdas) for m in modes]
+        per_mode = [sweep_mode(load_network, model_spec, platform, m, precision, objectives, lambdas) for m in modes]
     else:
         # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = [pool.submit(sweep_mode, model_spec, platform, m, precision, tuple(objectives), tuple(lambdas))
-                    for m in modes]
+            futs = [pool.submit(sweep_mode, load_network, model_spec, platform, m, precision, tuple(objectives),
+                                tuple(lambdas)) for m in modes]
             per_mode = [f.result() for f in futs]
     points = [p for group in per_mode for p in group]
     front = pareto_front(points)

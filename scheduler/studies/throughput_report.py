@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.errors import BuildError
+from engine.ir.errors import BuildError
 
 from ..cost import CostModel
 from ..costgraph import DEVICES, GPU

@@ -9,9 +9,10 @@ import numpy as np
 
 from backends.dla import DlaBackend, supports
 from backends.reference.executor import execute
-from engine.builder import SHAPE_ONLY, BuilderConfig
-from engine.dtypes import Precision
-from engine.layers import (
+from engine.builder import BuilderConfig
+from engine.ir.dtypes import Precision
+from engine.ir.layers import (
+    SHAPE_ONLY,
     ActivationSpec,
     ActivationType,
     ConcatenationParams,
@@ -21,8 +22,8 @@ from engine.layers import (
     ScaleParams,
     ShuffleParams,
 )
-from engine.logger import Logger, Severity
-from engine.network import Network
+from engine.ir.logger import Logger, Severity
+from engine.ir.network import Network
 from engine.optimizer import optimize
 from engine.quantization import builder_step, make_calibrator
 

@@ -6,9 +6,9 @@ import numpy as np
 
 from backends.dla import DlaBackend
 from backends.reference.executor import execute
-from engine.dtypes import Precision
-from engine.layers import ActivationSpec, ActivationType, ConvolutionParams
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams
+from engine.ir.network import Network
 
 FP16 = Precision.FP16
 

@@ -12,10 +12,10 @@ from dla_sim import simulator
 from dla_sim.config import ORIN, XAVIER
 from dla_sim.limits import DlaLimitError
 from dla_sim.loadable import Loadable, LoadableError
-from engine.dtypes import Precision
-from engine.errors import ExecutionError, UnsupportedError
-from engine.layers import GatherParams, SoftMaxParams
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import ExecutionError, UnsupportedError
+from engine.ir.layers import GatherParams, SoftMaxParams
+from engine.ir.network import Network
 
 from .nets import conv
 from .test_functional import net_concat_twice, net_deconv, net_pools, net_residual

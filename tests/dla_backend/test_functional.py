@@ -7,8 +7,8 @@ import pytest
 
 from dla_sim import lut
 from dla_sim.config import ORIN, XAVIER
-from engine.dtypes import DataType
-from engine.layers import (
+from engine.ir.dtypes import DataType
+from engine.ir.layers import (
     ActivationType,
     ConcatenationParams,
     DeconvolutionParams,
@@ -25,7 +25,7 @@ from engine.layers import (
     UnaryOp,
     UnaryParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 from .nets import conv, rel_err, run_both
 
@@ -114,7 +114,7 @@ def net_deconv(rng):
     x = net.add_input("x", (1, 8, 5, 6))
     for name, k, s, maps, act in (("up2", 4, 2, 16, "relu"), ("up3", 3, 3, 16, None), ("same", 3, 1, 8, None)):
         w = (rng.standard_normal((8, maps, k, k)) / np.sqrt(8 * k)).astype(np.float32)
-        from engine.layers import ActivationSpec
+        from engine.ir.layers import ActivationSpec
 
         p = DeconvolutionParams(num_output_maps=maps, kernel=(k, k), stride=(s, s), pre_padding=(0, 0),
                                 post_padding=(0, 0), dilation=(1, 1),
@@ -129,7 +129,7 @@ def net_fc(rng):
     net = Network("fc")
     x = net.add_input("x", (2, 64))
     w = (rng.standard_normal((40, 64)) / 8).astype(np.float32)
-    from engine.layers import ActivationSpec
+    from engine.ir.layers import ActivationSpec
 
     fc = net.add_layer(FullyConnectedParams(40, ActivationSpec(ActivationType.RELU)), [x],
                        {"kernel": w, "bias": np.ones(40, np.float32) * 0.1}, name="fc")
@@ -243,7 +243,7 @@ def test_partition_boundaries_inside_a_network():
     """A sub-partition: its inputs are the tensors it reads from outside, its outputs what leaves."""
     from backends.dla import DlaBackend
     from backends.reference.executor import execute
-    from engine.dtypes import Precision
+    from engine.ir.dtypes import Precision
 
     net = net_residual(np.random.default_rng(2))
     seen = {}

@@ -7,9 +7,9 @@ import pytest
 
 from backends.dla import DlaBackend, supports
 from dla_sim.config import ORIN, XAVIER
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.network import Network
 from engine.optimizer import optimize
 
 from .int8_nets import (

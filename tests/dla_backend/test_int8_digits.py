@@ -9,7 +9,7 @@ import pytest
 
 from engine import plan as plan_format
 from engine.builder import BuilderConfig, build_from_onnx
-from engine.logger import Logger, Severity
+from engine.ir.logger import Logger, Severity
 from engine.quantization import make_calibrator
 from engine.runtime import Runtime
 

@@ -7,8 +7,8 @@ import pytest
 
 from backends.dla import supports
 from dla_sim.config import NV_SMALL, ORIN, XAVIER
-from engine.dtypes import Precision
-from engine.layers import (
+from engine.ir.dtypes import Precision
+from engine.ir.layers import (
     ActivationSpec,
     ActivationType,
     ConcatenationParams,
@@ -25,7 +25,7 @@ from engine.layers import (
     SliceParams,
     SoftMaxParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 FP16, FP32, INT8 = Precision.FP16, Precision.FP32, Precision.INT8
 
@@ -113,7 +113,7 @@ CASES = [
      ["changes the element order"]),
     ("dim8200", lambda: conv_layer(k=1, size=1, c=8200), FP16, XAVIER,
      ["dimension 8200 exceeds the DLA maximum 8192", "input C=8200 exceeds 8192"]),
-    ("sigmoid_no_lut", lambda: one_layer(__import__("engine.layers", fromlist=["x"]).ActivationParams(
+    ("sigmoid_no_lut", lambda: one_layer(__import__("engine.ir.layers", fromlist=["x"]).ActivationParams(
         ActivationSpec(ActivationType.SIGMOID))), FP16, NV_SMALL, ["SDP LUT (sigmoid) not available on nv_small"]),
     ("int8_without_scales", lambda: marked_int8(conv_layer()), INT8, XAVIER, ["per-tensor scales"]),
 ]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from engine.builder import Builder, BuilderConfig, build_from_onnx
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.logger import Logger, Severity
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.logger import Logger, Severity
 from engine.models import build_model
 from engine.runtime import Runtime
 

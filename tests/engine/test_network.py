@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.dtypes import DataType
-from engine.errors import NetworkError
-from engine.layers import (
+from engine.ir.dtypes import DataType
+from engine.ir.errors import NetworkError
+from engine.ir.layers import (
     PARAMS_BY_KIND,
     ActivationSpec,
     ActivationType,
@@ -28,7 +28,7 @@ from engine.layers import (
     matmul_shape,
     params_from_dict,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 RNG = np.random.default_rng(0)
 
@@ -163,7 +163,7 @@ def test_sort_restores_topological_order_and_detects_cycles():
 
 def _example_params():
     """One instance of every layer kind, with nested values where the kind has them."""
-    from engine import layers as L
+    from engine.ir import layers as L
 
     relu6 = ActivationSpec(ActivationType.CLIP, 0.0, 6.0)
     return [

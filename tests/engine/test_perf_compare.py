@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.compare import compare_arrays
-from engine.logger import Logger, Severity
+from engine.ir.logger import Logger, Severity
 from engine.perf import LatencyStats, measure
 
 
@@ -73,7 +73,7 @@ def test_logger_threshold_and_records():
 def test_progress_reports_throttled_and_at_the_end():
     buf = io.StringIO()
     log = Logger(Severity.INFO, stream=buf)
-    from engine.logger import Progress
+    from engine.ir.logger import Progress
 
     p = Progress(log, "Timing", total=3, interval=3600)
     p.update(1)

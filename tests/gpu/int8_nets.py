@@ -1,6 +1,6 @@
 """Small INT8 networks with fresh random data and plausible scales (no CUDA needed to build them).
 
-Scales follow the calibration rules (``engine.quantization.scales``): activations amax / 127 with
+Scales follow the calibration rules (``engine.ir.int8_math``): activations amax / 127 with
 amax about 4 standard deviations, so that both the int8 range and its saturation get exercised.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams, PoolingParams
-from engine.network import Layer, Network
-from engine.quantization import annotation
-from engine.quantization.scales import weight_scales
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.int8_math import weight_scales
+from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams, PoolingParams
+from engine.ir.network import Layer, Network
 
 RELU = ActivationSpec(ActivationType.RELU)
 CLIP6 = ActivationSpec(ActivationType.CLIP, 0.0, 6.0)
@@ -89,7 +89,7 @@ def fc_net(rng: np.random.Generator, m: int, c: int, k: int, act: ActivationSpec
 
 def add_pool8(net: Network, x: str, kind: str, window: int, stride: int, pad: int, scale: float,
               name: str = "pool") -> Layer:
-    from engine.layers import PoolingType
+    from engine.ir.layers import PoolingType
 
     params = PoolingParams(PoolingType(kind), window=(window, window), stride=(stride, stride), pre_padding=(pad, pad),
                            post_padding=(pad, pad), count_include_pad=True)

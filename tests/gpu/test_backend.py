@@ -21,8 +21,8 @@ from gpu_reference import assert_close  # noqa: E402
 
 from backends import reference  # noqa: E402
 from backends.gpu.backend import GpuPartition  # noqa: E402
-from engine.dtypes import DataType, Precision  # noqa: E402
-from engine.layers import (  # noqa: E402
+from engine.ir.dtypes import DataType, Precision  # noqa: E402
+from engine.ir.layers import (  # noqa: E402
     ActivationParams,
     ActivationSpec,
     ActivationType,
@@ -57,7 +57,7 @@ from engine.layers import (  # noqa: E402
     UnaryOp,
     UnaryParams,
 )
-from engine.network import Network  # noqa: E402
+from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -308,9 +308,9 @@ def test_host_platform_times_layers_on_the_gpu():
 def test_gpu_and_dla_partitions_run_together():
     """A DLA-first plan with a layer the DLA refuses: its GPU partition runs on the GPU backend."""
     from engine.builder import Builder, BuilderConfig
-    from engine.layers import NormalizationParams
-    from engine.logger import Logger, Severity
-    from engine.network import Network
+    from engine.ir.layers import NormalizationParams
+    from engine.ir.logger import Logger, Severity
+    from engine.ir.network import Network
     from engine.runtime import Runtime
 
     rng = np.random.default_rng(11)
@@ -334,7 +334,7 @@ def test_gpu_and_dla_partitions_run_together():
     programs = engine._hetero.gpu_programs()
     assert programs and all(not p.fallback_layers for p in programs.values())
     from backends.reference import execute as reference_execute
-    from engine.dtypes import Precision
+    from engine.ir.dtypes import Precision
 
     ref = reference_execute(engine.network, feeds, precision_of=lambda la: la.precision or Precision.FP32)[w.name]
     err = np.linalg.norm(got - ref.astype(np.float32)) / np.linalg.norm(ref.astype(np.float32))

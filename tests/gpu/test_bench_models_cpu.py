@@ -38,7 +38,7 @@ import gpu_torchvision as tv  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
-from engine.logger import Logger, Severity  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.quantization import make_calibrator, ranges  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402
 

@@ -23,7 +23,7 @@ from backends import reference  # noqa: E402
 from backends.gpu.backend import GpuPartition  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry  # noqa: E402
 from backends.gpu.kernels.int8 import candidate_tactics8  # noqa: E402
-from engine.network import Network  # noqa: E402
+from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -106,7 +106,7 @@ def test_digits_int8_on_the_gpu_equals_reference(monkeypatch):
     pytest.importorskip("jax")
     from engine import runtime as rt
     from engine.builder import BuilderConfig, build_from_onnx
-    from engine.logger import Logger, Severity
+    from engine.ir.logger import Logger, Severity
     from engine.quantization import digits, make_calibrator
 
     quiet = Logger(Severity.ERROR)

@@ -17,7 +17,7 @@ import pytest
 
 from backends.gpu.kernels.int8 import Epilogue8, device_params
 from backends.reference.int8 import _sat, convert
-from engine.quantization.scales import requant_params
+from engine.ir.int8_math import requant_params
 
 M32 = (1 << 32) - 1
 

@@ -11,8 +11,8 @@ from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.int8 import MAX_KTOT, epilogue_params
 from backends.gpu.lower import lower, supports
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
-from engine.layers import ActivationSpec, ActivationType
-from engine.quantization import annotation
+from engine.ir import int8_annotation as annotation
+from engine.ir.layers import ActivationSpec, ActivationType
 
 
 def test_chain_keeps_int8_between_int8_layers():

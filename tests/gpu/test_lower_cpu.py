@@ -5,10 +5,10 @@ from __future__ import annotations
 from backends.gpu.backend import split_segments
 from backends.gpu.lower import lower, parse_tactic, supports
 from engine.builder import Builder, BuilderConfig
-from engine.layers import PoolingParams, PoolingType
-from engine.logger import Logger, Severity
+from engine.ir.layers import PoolingParams, PoolingType
+from engine.ir.logger import Logger, Severity
+from engine.ir.network import Network
 from engine.models import zoo
-from engine.network import Network
 from engine.onnx_parser import parse
 
 

@@ -30,7 +30,7 @@ if not _ok:
 from engine import runtime as rt  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
 from engine.compare import onnxruntime_outputs  # noqa: E402
-from engine.logger import Logger, Severity  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -23,7 +23,7 @@ if not _ok:
 
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
 from engine.compare import onnxruntime_outputs  # noqa: E402
-from engine.logger import Logger, Severity  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.models import zoo  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402
 

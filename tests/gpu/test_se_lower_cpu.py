@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from backends.gpu.backend import split_segments
 from backends.gpu.lower import lower
 from engine.builder import Builder, BuilderConfig
-from engine.layers import ActivationType, LayerKind
-from engine.logger import Logger, Severity
+from engine.ir.layers import ActivationType, LayerKind
+from engine.ir.logger import Logger, Severity
 from engine.onnx_parser import parse
 
 

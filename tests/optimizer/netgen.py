@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     ActivationType,
     CastParams,
     ConcatenationParams,
@@ -31,7 +31,7 @@ from engine.layers import (
     UnaryOp,
     UnaryParams,
 )
-from engine.network import Network, Tensor
+from engine.ir.network import Network, Tensor
 
 SAFE_ACTIVATIONS = (
     (ActivationType.RELU, 0.0, 0.0), (ActivationType.LEAKY_RELU, 0.1, 0.0), (ActivationType.CLIP, -1.0, 1.5),

@@ -9,7 +9,7 @@ from functools import cache
 import pytest
 from netgen import assert_equivalent, random_network
 
-from engine.network import Network
+from engine.ir.network import Network
 from engine.optimizer import DEFAULT_PIPELINE, optimize
 
 SEEDS = range(24)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from netgen import Gen, assert_equivalent, build, convs_with, kind_counts, nonzero
 
-from engine.dtypes import DataType
-from engine.layers import (
+from engine.ir.dtypes import DataType
+from engine.ir.layers import (
     ActivationType,
     CastParams,
     ConcatenationParams,
@@ -20,7 +20,7 @@ from engine.layers import (
     ScaleMode,
     ShuffleParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 from engine.optimizer import optimize
 
 K = LayerKind

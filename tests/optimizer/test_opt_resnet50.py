@@ -24,8 +24,8 @@ import onnx
 import pytest
 from netgen import assert_equivalent, convs_with
 
-from engine.layers import ActivationType, ConvolutionParams, LayerKind
-from engine.network import Network
+from engine.ir.layers import ActivationType, ConvolutionParams, LayerKind
+from engine.ir.network import Network
 from engine.optimizer import optimize
 
 MODEL = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")

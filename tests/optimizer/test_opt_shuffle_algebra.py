@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.layers import ShuffleParams
+from engine.ir.layers import ShuffleParams
 from engine.optimizer import shuffle_algebra
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.layers import ActivationSpec, ActivationType, ConvolutionParams
-from engine.network import Layer, Network
-from engine.quantization import annotation
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams
+from engine.ir.network import Layer, Network
 
 
 def int8_conv_layer(w: np.ndarray, bias: np.ndarray | None, s_in: float, s_w: np.ndarray, s_out: float | None,

@@ -7,8 +7,8 @@ import pytest
 from helpers import batches, small_cnn
 
 from engine.builder import Builder, BuilderConfig
-from engine.errors import BuildError
-from engine.logger import Logger, Severity
+from engine.ir.errors import BuildError
+from engine.ir.logger import Logger, Severity
 from engine.quantization import CalibrationCache, EntropyCalibrator, MinMaxCalibrator, network_fingerprint
 from engine.quantization.cache import MAGIC
 

@@ -8,7 +8,7 @@ import pytest
 
 from engine.builder import BuilderConfig, build_from_onnx
 from engine.cli import main
-from engine.logger import Logger, Severity
+from engine.ir.logger import Logger, Severity
 from engine.quantization import EntropyCalibrator
 from engine.runtime import Runtime
 

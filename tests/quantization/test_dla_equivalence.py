@@ -10,11 +10,11 @@ from backends.reference import int8
 from dla_sim import conv_core, pdp, sdp
 from dla_sim.config import get_config
 from dla_sim.ops import ConvOp, CubeDesc, PdpOp, Precision, Requant, SdpOp
-from engine.dtypes import Precision as P
-from engine.layers import PoolingParams, PoolingType
-from engine.network import Layer
-from engine.quantization import annotation
-from engine.quantization.scales import bias_params, quantize, requant_params, round_half_away
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision as P
+from engine.ir.int8_math import bias_params, quantize, requant_params, round_half_away
+from engine.ir.layers import PoolingParams, PoolingType
+from engine.ir.network import Layer
 
 CFG = get_config("nv_full")
 I8 = Precision.INT8

@@ -7,11 +7,11 @@ import pytest
 from helpers import int8_conv_layer
 
 from backends.reference import int8
-from engine.dtypes import Precision
-from engine.layers import PoolingParams, PoolingType
-from engine.network import Layer
-from engine.quantization import annotation
-from engine.quantization.scales import quantize, requant_params
+from engine.ir import int8_annotation as annotation
+from engine.ir.dtypes import Precision
+from engine.ir.int8_math import quantize, requant_params
+from engine.ir.layers import PoolingParams, PoolingType
+from engine.ir.network import Layer
 
 
 def _shift_round(x: int, shift: int) -> int:

@@ -9,11 +9,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine import plan as plan_format
 from engine.builder import BuilderConfig, build_from_onnx
-from engine.dtypes import Precision
-from engine.errors import UnsupportedError
-from engine.logger import Logger, Severity
+from engine.ir.dtypes import Precision
+from engine.ir.errors import UnsupportedError
+from engine.ir.int8_math import quantize
+from engine.ir.logger import Logger, Severity
 from engine.onnx_parser import parse
-from engine.quantization.scales import quantize
 from engine.runtime import Runtime
 
 

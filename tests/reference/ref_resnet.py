@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     ActivationSpec,
     ActivationType,
     ConvolutionParams,
@@ -13,7 +13,7 @@ from engine.layers import (
     PoolingType,
     ShuffleParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 RELU = ActivationSpec(ActivationType.RELU)
 

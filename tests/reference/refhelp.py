@@ -11,9 +11,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from backends.reference import execute
-from engine.dtypes import DataType, Precision
-from engine.layers import LayerParams
-from engine.network import Network
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.layers import LayerParams
+from engine.ir.network import Network
 
 OPSET = 21
 

@@ -13,9 +13,9 @@ from refhelp import assert_close, ort_single, randn, rng
 
 from backends.reference import execute, run_layer
 from backends.reference.kernels import KERNELS
-from engine.dtypes import DataType, Precision
-from engine.errors import ExecutionError, UnsupportedError
-from engine.layers import (
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import ExecutionError, UnsupportedError
+from engine.ir.layers import (
     ActivationType,
     ConvolutionParams,
     IdentityParams,
@@ -27,7 +27,7 @@ from engine.layers import (
     ShuffleParams,
     SliceParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 
 def _small_net(seed: int = 0) -> tuple[Network, dict[str, np.ndarray]]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from refhelp import assert_close, assert_fp16_close, ort_single, randn, rng, run_single, seed_of
 
-from engine.dtypes import Precision
-from engine.layers import ActivationSpec, ActivationType, ConvolutionParams, DeconvolutionParams
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, DeconvolutionParams
 
 # (input shape, out maps, kernel, stride, pre, post, dilation, groups)
 CONV_CASES = {

@@ -7,8 +7,8 @@ import pytest
 from refhelp import assert_close, assert_fp16_close, ort_single, randn, rng, run_single, seed_of
 from scipy import special
 
-from engine.dtypes import Precision
-from engine.layers import (
+from engine.ir.dtypes import Precision
+from engine.ir.layers import (
     ActivationParams,
     ActivationSpec,
     ActivationType,
@@ -177,7 +177,7 @@ def test_integer_pow_negative_exponent():
 
 def test_bool_arithmetic_is_refused():
     """Shape inference refuses it when the layer is added (the kernel would refuse it too)."""
-    from engine.errors import NetworkError
+    from engine.ir.errors import NetworkError
 
     a = np.array([True, False])
     with pytest.raises(NetworkError, match="bool"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from refhelp import assert_close, assert_fp16_close, ort_single, randn, rng, run_single, seed_of
 
-from engine.dtypes import Precision
-from engine.layers import PoolingParams, PoolingType
+from engine.ir.dtypes import Precision
+from engine.ir.layers import PoolingParams, PoolingType
 
 # (input shape, window, stride, pre, post, dilation, ceil_mode)
 CASES = {

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from refhelp import assert_close, assert_fp16_close, ort_single, randn, rng, run_single, seed_of
 
-from engine.dtypes import Precision
-from engine.layers import (
+from engine.ir.dtypes import Precision
+from engine.ir.layers import (
     ActivationSpec,
     ActivationType,
     FullyConnectedParams,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from refhelp import assert_close, assert_fp16_close, ort_single, randn, rng, run_single, seed_of
 
-from engine.dtypes import Precision
-from engine.layers import ResizeMode, ResizeParams
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ResizeMode, ResizeParams
 
 COORDS = list(ResizeParams.COORDINATE_MODES)
 SHAPES = [((1, 2, 5, 7), (1, 2, 11, 16)),   # upsample by non-integer factors

@@ -8,8 +8,8 @@ from onnx import helper
 from refhelp import assert_close, ort_single, randn, rng, run_single, seed_of
 
 from backends.reference import execute
-from engine.dtypes import DataType, Precision
-from engine.layers import (
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.layers import (
     CastParams,
     ConcatenationParams,
     GatherParams,
@@ -20,7 +20,7 @@ from engine.layers import (
     SliceParams,
     SplitParams,
 )
-from engine.network import Network
+from engine.ir.network import Network
 
 
 @pytest.mark.parametrize("in_place", [False, True])
@@ -180,7 +180,7 @@ def test_cast_keeps_target_type_under_fp16():
 
 def test_reflect_padding_longer_than_the_cropped_axis_is_refused():
     """Shape inference refuses it when the layer is added (the kernel would refuse it too)."""
-    from engine.errors import NetworkError
+    from engine.ir.errors import NetworkError
 
     x = randn(rng(7), 3, 6)
     with pytest.raises(NetworkError, match="cropped dims"):

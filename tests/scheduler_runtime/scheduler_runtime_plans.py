@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from engine import plan as plan_format
 from engine.builder import Builder, BuilderConfig
-from engine.dtypes import Precision
-from engine.logger import Logger, Severity
+from engine.ir.dtypes import Precision
+from engine.ir.logger import Logger, Severity
 from engine.models import build_model
 from engine.onnx_parser import parse
 from scheduler.dla_exec import compile_partition

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.model_loading import load_network
 from engine.models import model_names
 from scheduler.cost import build_cost_model
 from scheduler.policies import run_policy
-from scheduler.studies.model_loading import load_network
 
 CASES = [("orin-agx-64gb", "30W", "int8"), ("orin-agx-64gb", "MAXN", "fp16"), ("xavier-agx", "MAXN", "int8")]
 

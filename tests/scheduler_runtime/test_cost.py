@@ -3,14 +3,14 @@ import time
 import numpy as np
 import pytest
 
-from engine.dtypes import Precision
-from engine.layers import ConvolutionParams, NormalizationParams
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ConvolutionParams, NormalizationParams
+from engine.ir.network import Network
+from engine.model_loading import load_network
 from scheduler.cost import FP32_ON_DLA, build_cost_model, is_pseudo
 from scheduler.gpu_model import gpu_layer_cost
 from scheduler.layer_work import layer_work
 from scheduler.platforms import get_platform
-from scheduler.studies.model_loading import load_network
 
 
 def _conv(net, x, k, name):

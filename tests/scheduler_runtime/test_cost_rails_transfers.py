@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from engine.dtypes import Precision
-from engine.layers import ConvolutionParams
-from engine.network import Network
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ConvolutionParams
+from engine.ir.network import Network
 from scheduler.cost import build_cost_model, transition_cost_s
 from scheduler.placement import dla_first
 from scheduler.platforms import get_platform

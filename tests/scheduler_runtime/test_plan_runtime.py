@@ -7,7 +7,7 @@ from scheduler_runtime_plans import QUIET, mixed_plan
 
 from engine import plan as plan_format
 from engine.builder import Builder, BuilderConfig
-from engine.errors import BuildError, PlanError
+from engine.ir.errors import BuildError, PlanError
 from engine.models import build_model
 from engine.onnx_parser import parse
 from engine.runtime import Runtime

@@ -1,8 +1,8 @@
 import pytest
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
-from engine.platforms import KNOWN_PLATFORMS
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.platforms import KNOWN_PLATFORMS
 from scheduler.cost import transition_cost_s
 from scheduler.platforms import PLATFORMS, get_platform
 

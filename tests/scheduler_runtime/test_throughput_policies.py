@@ -8,7 +8,7 @@ from scheduler_runtime_plans import QUIET
 
 from engine.builder import Builder, BuilderConfig
 from engine.cli import main
-from engine.errors import BuildError
+from engine.ir.errors import BuildError
 from engine.models import build_model
 from engine.onnx_parser import parse
 from engine.runtime import Runtime

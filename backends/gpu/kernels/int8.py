@@ -1,7 +1,7 @@
 """INT8 convolution / FC / pooling on the GPU: tiles, the reference's integer parameters, launchers.
 
 Every integer parameter comes from the same functions the reference backend calls
-(``engine.quantization.scales``), so the GPU epilogue needs no arithmetic of its own beyond the
+(``engine.ir.int8_math``), so the GPU epilogue needs no arithmetic of its own beyond the
 shifts and saturations in ``int8_src``. Layouts are documented there: NHWC int8 with channels
 padded to 16 (one 16-byte vector), KRSC int8 weights.
 """
@@ -167,10 +167,10 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
     Raises UnsupportedError where the reference would (an activation other than ReLU/clip(0, x),
     a requant multiplier >= 2**15).
     """
-    from engine.errors import UnsupportedError
-    from engine.layers import ActivationType
-    from engine.quantization import annotation
-    from engine.quantization.scales import bias_params, requant_params, round_half_away
+    from engine.ir import int8_annotation as annotation
+    from engine.ir.errors import UnsupportedError
+    from engine.ir.int8_math import bias_params, requant_params, round_half_away
+    from engine.ir.int8_rules import epilogue
 
     spec = annotation.read(layer)
     if spec.kernel_scales is None:
@@ -188,15 +188,7 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
     if residual_scale is not None:
         sc, sh = requant_params(np.float64(residual_scale) / s_acc)
         rsc, rsh = sc.astype(np.int32), sh.astype(np.int32)
-    relu, clip_hi = False, None
-    if activation is not None:
-        if activation.type is ActivationType.RELU:
-            relu = True
-        elif activation.type is ActivationType.CLIP and activation.alpha == 0.0:
-            relu, clip_hi = True, float(activation.beta)
-        else:
-            raise UnsupportedError(f"activation {activation.type.value} has no INT8 epilogue "
-                                   f"(ReLU and clip(0, max) do)")
+    relu, clip_hi = epilogue(activation)
     if spec.output_scale is None:
         clipf = None if clip_hi is None else float(np.float32(clip_hi))
         return Epilogue8(k, b, rsc, rsh, None, None, s_acc, relu, 127, clipf, acc_bound)
@@ -218,7 +210,7 @@ def pack_weights8(wq: np.ndarray) -> np.ndarray:
 def quantized_kernel(layer: Any) -> np.ndarray:
     """The layer's int8 weights as the reference takes them (``reference.int8._kernel_int8``)."""
     from backends.reference.int8 import _kernel_int8
-    from engine.quantization import annotation
+    from engine.ir import int8_annotation as annotation
 
     return _kernel_int8(layer, annotation.read(layer))
 

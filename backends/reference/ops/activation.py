@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import special
 
-from engine.layers import ActivationSpec, ActivationType
+from engine.ir.layers import ActivationSpec, ActivationType
 
 _SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 _INV_SQRT_2 = np.float32(1.0 / np.sqrt(2.0))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from engine.errors import UnsupportedError
+from engine.ir.errors import UnsupportedError
 
 from .activation import apply_activation
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import UnsupportedError
-from engine.layers import ReduceOp
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import ReduceOp
 
 _FLOAT_ONLY = (ReduceOp.L2, ReduceOp.LOG_SUM, ReduceOp.LOG_SUM_EXP)
 

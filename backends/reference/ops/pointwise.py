@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import special
 
-from engine.errors import UnsupportedError
-from engine.layers import ActivationSpec, ActivationType, ElementWiseOp, ScaleMode, UnaryOp
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, ScaleMode, UnaryOp
 
 from .activation import apply_activation
 

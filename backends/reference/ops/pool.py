@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from engine.errors import UnsupportedError
-from engine.layers import PoolingType
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import PoolingType
 
 from .conv import windows
 

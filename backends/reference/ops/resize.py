@@ -14,8 +14,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.errors import UnsupportedError
-from engine.layers import ResizeMode
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import ResizeMode
 
 HALF = Fraction(1, 2)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.dtypes import DataType
-from engine.errors import UnsupportedError
-from engine.layers import PaddingMode
+from engine.ir.dtypes import DataType
+from engine.ir.errors import UnsupportedError
+from engine.ir.layers import PaddingMode
 
 
 def concatenation(layer, inputs, weights):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 
-from engine.layers import ConcatenationParams, LayerKind
-from engine.network import Layer, Network
+from engine.ir.layers import ConcatenationParams, LayerKind
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import sole_consumer
 from engine.optimizer.rewrite import Rewrite
 

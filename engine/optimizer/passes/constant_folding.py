@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import ConstantParams, FullyConnectedParams, LayerKind, MatrixMultiplyParams
-from engine.network import Layer, Network
+from engine.ir.layers import ConstantParams, FullyConnectedParams, LayerKind, MatrixMultiplyParams
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import drop_unused_constants, merged_origin
 from engine.optimizer.rewrite import Rewrite
 

@@ -14,8 +14,8 @@ graph rounds the sigmoid to fp16 first: the results differ by at most an fp16 ro
 
 from __future__ import annotations
 
-from engine.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind
-from engine.network import Layer, Network
+from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import fused_layer, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 

@@ -14,8 +14,8 @@ of one of the replaced layers, so the order stays valid.
 
 from __future__ import annotations
 
-from engine.layers import ConvolutionParams, ElementWiseOp, ElementWiseParams, LayerKind
-from engine.network import Layer, Network
+from engine.ir.layers import ConvolutionParams, ElementWiseOp, ElementWiseParams, LayerKind
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import fused_layer, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 

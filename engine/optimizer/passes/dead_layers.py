@@ -7,7 +7,7 @@ signature is the model's.
 
 from __future__ import annotations
 
-from engine.network import Network
+from engine.ir.network import Network
 from engine.optimizer.rewrite import Rewrite
 
 NAME = "DeadLayerRemoval"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import ConcatenationParams, ConvolutionParams, SplitParams
-from engine.network import Layer, Network
+from engine.ir.layers import ConcatenationParams, ConvolutionParams, SplitParams
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import free_name, merged_origin
 from engine.optimizer.passes import concat
 from engine.optimizer.rewrite import Rewrite

@@ -7,8 +7,8 @@ network input (or from another output) stays: both names are part of the engine'
 
 from __future__ import annotations
 
-from engine.layers import CastParams, LayerKind, ShuffleParams
-from engine.network import Layer, Network
+from engine.ir.layers import CastParams, LayerKind, ShuffleParams
+from engine.ir.network import Layer, Network
 from engine.optimizer import shuffle_algebra
 from engine.optimizer.graph import bypass
 from engine.optimizer.rewrite import Rewrite

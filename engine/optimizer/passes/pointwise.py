@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     ActivationParams,
     ElementWiseParams,
     LayerKind,
@@ -26,7 +26,7 @@ from engine.layers import (
     UnaryOp,
     UnaryParams,
 )
-from engine.network import Layer, Network
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 

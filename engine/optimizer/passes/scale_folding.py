@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers import (
+from engine.ir.layers import (
     ConvolutionParams,
     DeconvolutionParams,
     FullyConnectedParams,
@@ -27,7 +27,7 @@ from engine.layers import (
     ScaleMode,
     ScaleParams,
 )
-from engine.network import Layer, Network
+from engine.ir.network import Layer, Network
 from engine.optimizer.graph import fused_layer, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 

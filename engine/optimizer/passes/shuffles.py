@@ -12,8 +12,8 @@ the flattened (N, C); the IR has no flatten-first form of FC, so the reshape mus
 
 from __future__ import annotations
 
-from engine.layers import LayerKind, ShuffleParams
-from engine.network import Network
+from engine.ir.layers import LayerKind, ShuffleParams
+from engine.ir.network import Network
 from engine.optimizer import shuffle_algebra
 from engine.optimizer.graph import bypass, fused_layer, same_pins, sole_consumer
 from engine.optimizer.passes.identity import is_noop

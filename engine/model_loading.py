@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from engine.errors import BuildError
-from engine.network import Network
+from engine.ir.errors import BuildError
+from engine.ir.network import Network
 
 
 def load_network(spec: str, batch: int | None = None) -> Network:

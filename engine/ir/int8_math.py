@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import UnsupportedError
+from engine.ir.errors import UnsupportedError
 
 INT8_MIN, INT8_MAX = -128, 127
 INT16_MAX = 32767

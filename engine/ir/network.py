@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.dtypes import DataType, Precision
-from engine.errors import NetworkError
-from engine.layers import (
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.errors import NetworkError
+from engine.ir.layers import (
     ActivationParams,
     ActivationSpec,
     ActivationType,

@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dtypes import DataType, Precision
-from engine.layers import ConcatenationParams, LayerKind
-from engine.network import Layer, Network
+from engine.ir.dtypes import DataType, Precision
+from engine.ir.layers import ConcatenationParams, LayerKind
+from engine.ir.network import Layer, Network
 
 ALIGNMENT = 64
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.dtypes import Precision
-from engine.errors import BuildError
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
 
 
 def _precision(args) -> Precision:
@@ -14,7 +14,7 @@ def _precision(args) -> Precision:
         return Precision.INT8
     if getattr(args, "fp16", False):
         return Precision.FP16
-    from ..dla_source import FP32_ON_DLA
+    from scheduler.dla_source import FP32_ON_DLA
 
     raise BuildError(FP32_ON_DLA)
 
@@ -23,11 +23,16 @@ PLACE_POLICIES = ("optimal", "pipeline", "concurrent")
 
 
 def run_place(args) -> str:
-    from ..cost import build_cost_model
-    from ..platforms import get_platform
-    from .model_loading import load_network
-    from .place_report import format_report, make_constraints, place
-    from .throughput_report import concurrent_report, format_concurrent, format_pipeline, pipeline_report
+    from engine.model_loading import load_network
+    from scheduler.cost import build_cost_model
+    from scheduler.platforms import get_platform
+    from scheduler.studies.place_report import format_report, make_constraints, place
+    from scheduler.studies.throughput_report import (
+        concurrent_report,
+        format_concurrent,
+        format_pipeline,
+        pipeline_report,
+    )
 
     models = args.model if isinstance(args.model, list) else [args.model]
     policy = getattr(args, "policy", None) or "optimal"
@@ -58,13 +63,13 @@ def run_place(args) -> str:
 
 
 def run_sweep_cmd(args) -> str:
-    from ..cost import build_cost_model
-    from ..platforms import get_platform
-    from ..policies import run_policy
-    from ..timeline import simulate_timeline
-    from . import plots
-    from .model_loading import load_network
-    from .sweep import run_sweep
+    from engine.model_loading import load_network
+    from scheduler.cost import build_cost_model
+    from scheduler.platforms import get_platform
+    from scheduler.policies import run_policy
+    from scheduler.studies import plots
+    from scheduler.studies.sweep import run_sweep
+    from scheduler.timeline import simulate_timeline
 
     precision = _precision(args)
     platform = get_platform(args.platform)
@@ -79,7 +84,7 @@ def run_sweep_cmd(args) -> str:
     lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas else [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    res = run_sweep(args.model, platform.name, modes, precision.value, objectives, lambdas, args.workers)
+    res = run_sweep(load_network, args.model, platform.name, modes, precision.value, objectives, lambdas, args.workers)
     points, front = res.pop("_points"), res.pop("_front")
     (out / "sweep.json").write_text(json.dumps(res, indent=1))
     title = f"{args.model} {precision.value} on {platform.name}"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import UnsupportedError
-from engine.network import Layer
+from engine.ir.errors import UnsupportedError
+from engine.ir.network import Layer
 
 INPUT_SCALES = "int8.input_scales"
 OUTPUT_SCALE = "int8.output_scale"

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.dtypes import DataType
-from engine.errors import NetworkError
+from engine.ir.dtypes import DataType
+from engine.ir.errors import NetworkError
 
 
 @dataclass(frozen=True)
@@ -1012,3 +1012,7 @@ def params_from_dict(kind: str, data: dict[str, Any]) -> LayerParams:
     return cls(**{k: _decode(v) for k, v in data.items()})
 
 
+# Layers that only move or reinterpret data: they keep their input's precision (no FP16/INT8 variant).
+SHAPE_ONLY = frozenset({LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT,
+                        LayerKind.CONCATENATION, LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST,
+                        LayerKind.PADDING})
