@@ -29,3 +29,7 @@ class BuildError(HetrtError, RuntimeError):
 
 class ExecutionError(HetrtError, ValueError):
     """Bad execution request: missing or unknown input, wrong shape or dtype."""
+
+
+class OutputError(HetrtError, OSError):
+    """An output file cannot be written (missing folder, no permission, disk full)."""
