@@ -66,7 +66,7 @@ def _config(kind: str, model) -> BuilderConfig:
 
 def mixed_plan_bytes(model, pattern=("gpu", "dla0", "dla1"), every: int = 4) -> bytes:
     """A host FP16 plan whose layers alternate between the GPU and both DLA cores in blocks."""
-    from scheduler.dla_exec import compile_partition
+    from scheduler.dla_compile import compile_partition
     from scheduler.partitions import split_partitions
     from scheduler.platforms import get_platform
 

@@ -24,7 +24,7 @@ from engine.ir.logger import Logger
 from engine.ir.network import Network
 
 from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
-from .dla_exec import compile_partition
+from .dla_compile import compile_partition
 from .partitions import split_partitions
 from .platforms import get_platform
 from .policies import POLICIES, run_policy

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from test_memory import random_network
 
 from backends.reference import execute as reference_execute
+from backends.reference.partition import ReferenceBackend
 from engine import plan as P
 from engine import runtime
 from engine.ir.dtypes import DataType, Precision
@@ -114,13 +115,22 @@ def test_layer_and_engine_information_other_formats(engine):
         engine.layer_information("xml")
 
 
-def test_partition_seam_falls_back_to_reference():
+class _NoGpu:
+    name = "gpu"
+
+    def available(self):
+        return False, "no GPU in this test"
+
+
+def test_partition_seam_falls_back_to_reference(monkeypatch):
+    monkeypatch.setitem(runtime.BACKENDS, "gpu", _NoGpu)
     n = net()
     placement = {"partitions": [{"device": "gpu", "backend": "gpu", "layers": [la.name for la in n.layers]}]}
     engine = Runtime().deserialize(plan_bytes(n, placement=placement))
     (part,) = engine.partitions
     assert (part.planned_backend, part.backend) == ("gpu", "reference")
-    assert engine._executor_for(n.layers[0])[0] == "reference"
+    assert [d.backend for d in engine.partition_descs] == ["reference"]
+    assert engine.compiled_partitions[0].describe() == {"backend": "reference", "layers": len(n.layers)}
     out = engine.create_execution_context().execute(feeds())
     np.testing.assert_array_equal(out["probs"], reference_execute(net(), feeds())["probs"])
 
@@ -220,7 +230,7 @@ def test_kernel_failures(monkeypatch):
     n.layer("r").precision = None
     for fn, message in ((broken, r"layer 'r' \(activation\) failed on backend 'reference': ZeroDivisionError: boom"),
                         (wrong_dtype, r"layer 'r' .* produced output 'r' as float64 \(2,\), expected float32")):
-        monkeypatch.setitem(runtime.EXECUTORS, "reference", lambda fn=fn: fn)
+        monkeypatch.setitem(runtime.BACKENDS, "reference", lambda fn=fn: ReferenceBackend(fn))
         ctx = Runtime().deserialize(plan_bytes(n)).create_execution_context()
         with pytest.raises(ExecutionError, match=message):
             ctx.execute({"x": np.ones(2, np.float32)})

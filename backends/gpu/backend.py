@@ -1,26 +1,36 @@
-"""The GPU partition executor: lowered segments on one arena, captured once into a CUDA graph.
+"""The GPU backend: lowered segments on one arena, captured once into a CUDA graph.
+
+``GpuBackend`` is the backend contract (``backends.contract``) the runtime uses: ``supports`` is
+asked by the builder, which places every layer the GPU kernels cannot run on the reference backend
+(a host partition, with the reason, in the plan); ``compile`` builds a ``GpuPartition`` and refuses
+a partition holding such a layer, so the runtime never re-partitions.
 
 ``GpuPartition`` is built once per engine (weights uploaded, kernels compiled, tactics bound) and
 ``create_context()`` gives each execution context its own arena, stream and captured graph, so
-several contexts of one engine run side by side. Layers the GPU kernels cannot run split the
-partition into segments; those layers run on the reference backend in between (the host round
-trip is logged once per layer with its reason, never silent).
+several contexts of one engine run side by side. Used on its own (tests, tactic timing, layer
+studies) it also accepts layers without a GPU kernel: they split the partition into segments and
+run on the reference backend in between (logged once per layer with its reason).
 
-The runtime's seam is host numpy today: ``execute`` stages inputs into the arena, replays the
-graph and copies the outputs back. ``execute_device`` takes and returns CuPy arrays (no host
-copies) for callers that keep data on the device; ``enqueue`` replays on a caller's stream.
+``execute`` stages host inputs into the arena, replays the graph and copies the outputs back.
+``execute_device`` takes and returns CuPy arrays (no host copies); ``execute_async`` stages and
+replays on a caller's stream without synchronizing; ``enqueue`` replays inputs already staged.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from backends.contract import CompileOptions, PartitionDesc, ProfileRecord, TensorStore
 from backends.gpu.arena import Arena, BufferUse, plan_offsets
+from backends.gpu.availability import gpu_available
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
+from engine.ir.errors import UnsupportedError
 from engine.ir.logger import Logger
 from engine.ir.network import Layer, Network
 
@@ -164,18 +174,24 @@ class _SegmentRun:
         self.seq = seq
         self.graph = seq.capture(stream)
 
-    def stage(self, feeds: dict[str, Any]) -> None:
+    def stage(self, feeds: Mapping[str, Any], stream: Any | None = None) -> None:
         import cupy
 
+        stream = stream or self.stream
         low = self.unit.lowered
         for name in low.inputs:
             dst = self.views[name]
             src = feeds[name]
             if isinstance(src, np.ndarray):
-                dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=self.stream)
+                dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=stream)
             else:
-                with self.stream:
+                with stream:
                     cupy.copyto(dst, cupy.asarray(src).reshape(dst.shape).astype(dst.dtype, copy=False))
+
+    def device_outputs(self) -> dict[str, Any]:
+        """The outputs as views of this context's arena (valid until the next replay)."""
+        low = self.unit.lowered
+        return {t: self.views[slot].reshape(low.slots[slot].shape) for t, slot in low.outputs.items()}
 
     def outputs(self, host: bool) -> dict[str, Any]:
         low = self.unit.lowered
@@ -253,6 +269,21 @@ class GpuPartitionContext:
         """CuPy (or host) arrays in, CuPy arrays out; no host copy of the outputs."""
         return self._run(feeds, host=False)
 
+    def execute_async(self, feeds: Mapping[str, Any] | None, stream: Any | None = None) -> dict[str, Any]:
+        """Stage ``feeds`` (host or CuPy arrays; None keeps what is staged) and replay on ``stream``
+        without synchronizing; returns the outputs as CuPy views of the arena, valid until the next
+        run. Needs a partition that is one CUDA graph (no reference-backend layers)."""
+        if len(self.runs) != 1 or self.runs[0] is None:
+            raise UnsupportedError("execute_async needs a GPU partition that is one CUDA graph; this one has "
+                                   f"{len(self.runs)} segment(s) and reference-backend layers "
+                                   f"{self.partition.fallback_layers}")
+        run = self.runs[0]
+        stream = stream or self.stream
+        if feeds is not None:
+            run.stage(feeds, stream)
+        run.graph.graph.launch(stream)
+        return run.device_outputs()
+
     def enqueue(self, stream: Any | None = None) -> None:
         """Replay every segment's graph on ``stream`` (inputs already staged; GPU-only partitions)."""
         if any(r is None for r in self.runs):
@@ -284,8 +315,76 @@ def _to_host(a: Any) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.get()
 
 
-def make_partition(network: Network, layer_names: tuple[str, ...], tactics: dict | None,
-                   logger: Logger | None) -> GpuPartition:
-    """The runtime's factory for a 'gpu' partition (see engine.runtime.PARTITION_EXECUTORS)."""
-    return GpuPartition(network, layer_names, tactics, logger)
+class GpuBackend:
+    """The GPU backend behind the backend contract."""
+
+    name = "gpu"
+
+    def available(self) -> tuple[bool, str]:
+        return gpu_available()
+
+    def supports(self, layer: Layer, network: Network) -> str | None:
+        ok, why = supports(layer, network)
+        return None if ok else why
+
+    def compile(self, partition: PartitionDesc, network: Network, options: CompileOptions) -> GpuCompiled:
+        by_name = {la.name: la for la in network.layers}
+        refused = [(n, why) for n in partition.layers if (why := self.supports(by_name[n], network)) is not None]
+        if refused:
+            shown = "; ".join(f"'{n}': {why}" for n, why in refused[:4])
+            raise UnsupportedError(f"partition {partition.name} was placed on the GPU backend but {len(refused)} "
+                                   f"of its layers have no GPU kernel ({shown}); rebuild the plan so the builder "
+                                   "places them on the reference backend")
+        program = GpuPartition(network, partition.layers, dict(options.tactics), options.logger)
+        return GpuCompiled(partition, program)
+
+
+class GpuCompiled:
+    """A compiled GPU partition (engine-level) as the runtime sees it."""
+
+    def __init__(self, desc: PartitionDesc, program: GpuPartition) -> None:
+        self.desc = desc
+        self.program = program
+        self.profile_name = f"[{desc.span}] ({desc.lane})"
+
+    def create_context(self) -> GpuContext:
+        return GpuContext(self)
+
+    def describe(self) -> dict[str, Any]:
+        """Launches per kernel kind and the tactic of every convolution (for reports)."""
+        ops = [op for u in self.program.units if u.lowered is not None for op in u.lowered.ops]
+        kinds: dict[str, int] = {}
+        tactics: dict[str, int] = {}
+        for op in ops:
+            kinds[op.kind] = kinds.get(op.kind, 0) + 1
+            if op.kind in ("conv", "conv8"):
+                tactics[op.info["tactic"].name] = tactics.get(op.info["tactic"].name, 0) + 1
+        return {"backend": "gpu", "graphs": sum(1 for u in self.program.units if u.lowered is not None),
+                "launches": len(ops), "kernels": kinds, "tactics": tactics}
+
+
+class GpuContext:
+    """Per execution context state of a compiled GPU partition: its ``GpuPartitionContext``."""
+
+    def __init__(self, compiled: GpuCompiled) -> None:
+        self.compiled = compiled
+        self.program_context = compiled.program.create_context()
+
+    @property
+    def segment(self) -> _SegmentRun:
+        """The partition's one CUDA graph with its arena and stream (for device-side timing)."""
+        return self.program_context.runs[0]
+
+    def execute(self, store: TensorStore) -> list[ProfileRecord]:
+        t0 = time.perf_counter()
+        outs = self.program_context.execute({t: store.get(t) for t in self.compiled.program.inputs})
+        for name, value in outs.items():
+            store.put(name, value)
+        return [ProfileRecord(self.compiled.profile_name, (time.perf_counter() - t0) * 1e3)]
+
+    def execute_async(self, feeds: Mapping[str, Any] | None, stream: Any | None = None) -> dict[str, Any]:
+        return self.program_context.execute_async(feeds, stream)
+
+    def enqueue(self, stream: Any | None = None) -> None:
+        self.program_context.enqueue(stream)
 

@@ -8,7 +8,7 @@ from engine.ir.dtypes import Precision
 from engine.ir.logger import Logger, Severity
 from engine.models import build_model
 from engine.onnx_parser import parse
-from scheduler.dla_exec import compile_partition
+from scheduler.dla_compile import compile_partition
 from scheduler.partitions import split_partitions
 from scheduler.platforms import get_platform
 

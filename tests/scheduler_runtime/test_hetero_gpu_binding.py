@@ -1,6 +1,5 @@
-"""GPU partitions of a GPU+DLA plan run on the GPU backend's whole-partition executor when it is
-available, one executor context per execution context (checked with a stand-in executor here;
-tests/gpu runs the real one)."""
+"""GPU partitions of a GPU+DLA plan run on the GPU backend when it is available, one partition
+context per execution context (checked with a stand-in backend here; tests/gpu runs the real one)."""
 
 from __future__ import annotations
 
@@ -15,18 +14,18 @@ from engine import runtime
 
 
 class _CountingPartition:
-    """A whole-partition executor computing with the reference kernels, counting its contexts."""
+    """A compiled 'gpu' partition computing with the reference kernels, counting its contexts."""
 
     contexts: list = []
     lock = threading.Lock()
 
-    def __init__(self, network, names, tactics, logger):
-        inside = set(names)
+    def __init__(self, desc, network):
+        self.desc = desc
+        inside = set(desc.layers)
         self.layers = [la for la in network.layers if la.name in inside]
-        produced = {t for la in self.layers for t in la.outputs}
-        self.inputs = list(dict.fromkeys(t for la in self.layers for t in la.inputs if t not in produced))
-        consumed_outside = {t for la in network.layers if la.name not in inside for t in la.inputs}
-        self.outputs = [t for la in self.layers for t in la.outputs if t in consumed_outside or t in network.outputs]
+
+    def describe(self):
+        return {"backend": "stand-in"}
 
     def create_context(self):
         part = self
@@ -34,13 +33,12 @@ class _CountingPartition:
         class Ctx:
             calls = 0
 
-            def execute(self, feeds):
+            def execute(self, store):
                 Ctx.calls += 1
-                env = dict(feeds)
                 for la in part.layers:
-                    for t, v in zip(la.outputs, run_layer(la, [env[x] for x in la.inputs])):
-                        env[t] = v
-                return {t: env[t] for t in part.outputs}
+                    for t, v in zip(la.outputs, run_layer(la, [store.get(x) for x in la.inputs])):
+                        store.put(t, v)
+                return []
 
         ctx = Ctx()
         with _CountingPartition.lock:
@@ -48,10 +46,23 @@ class _CountingPartition:
         return ctx
 
 
+class _FakeGpu:
+    name = "gpu"
+
+    def available(self):
+        return True, "a stand-in"
+
+    def supports(self, layer, network):
+        return None
+
+    def compile(self, partition, network, options):
+        return _CountingPartition(partition, network)
+
+
 @pytest.fixture
 def fake_gpu(monkeypatch):
     _CountingPartition.contexts = []
-    monkeypatch.setitem(runtime.PARTITION_EXECUTORS, "gpu", lambda: _CountingPartition)
+    monkeypatch.setitem(runtime.BACKENDS, "gpu", _FakeGpu)
     return _CountingPartition
 
 

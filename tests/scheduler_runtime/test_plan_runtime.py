@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 from scheduler_runtime_plans import QUIET, mixed_plan
 
+from backends.reference.partition import ReferenceBackend
 from engine import plan as plan_format
 from engine.builder import Builder, BuilderConfig
 from engine.ir.errors import BuildError, PlanError
 from engine.models import build_model
 from engine.onnx_parser import parse
-from engine.runtime import Runtime
-from scheduler import dla_exec
-from scheduler.executor import check_order
+from engine.runtime import BACKENDS, Event, Runtime, check_order
 
 
 def test_optimal_placement_survives_the_plan_round_trip():
@@ -57,79 +56,81 @@ def test_plan_for_another_platform_is_refused():
         Runtime(QUIET).deserialize(plan_format.serialize(contents))
 
 
-def _reference_dla(platform, mode, core, blob, record, network, precision):
-    """A DLA stand-in computing with the reference kernels: isolates synchronization from DLA numerics."""
-    from backends.reference import run_layer
-    from scheduler.executor import gpu_layer_runner
+class _ReferenceDla:
+    """A DLA stand-in computing with the reference kernels: isolates synchronization from DLA
+    numerics. ``wait()`` gives the seconds each partition run sleeps first."""
 
-    return gpu_layer_runner(network, run_layer)
+    name = "dla"
+
+    def __init__(self, wait=lambda: 0.0):
+        self.wait = wait
+
+    def available(self):
+        return True, "reference kernels"
+
+    def supports(self, layer, network):
+        return None
+
+    def compile(self, partition, network, options):
+        inner = ReferenceBackend().compile(partition, network, options)
+        wait = self.wait
+
+        class Slow:
+            desc = partition
+
+            def create_context(self):
+                return self
+
+            def describe(self):
+                return {}
+
+            def execute(self, store):
+                threading.Event().wait(wait())
+                return inner.execute(store)
+
+        return Slow()
 
 
-def _sleepy(run_factory, seed):
+def _sleepy(seed):
     rng = np.random.default_rng(seed)
     lock = threading.Lock()
 
-    def factory(*a):
-        run = run_factory(*a)
+    def wait():
+        with lock:
+            return rng.uniform(0, 0.004)
 
-        def slow(spec, args):
-            with lock:
-                d = rng.uniform(0, 0.004)
-            threading.Event().wait(d)
-            return run(spec, args)
-
-        return slow
-
-    return factory
+    return lambda: _ReferenceDla(wait)
 
 
 def test_random_delays_keep_outputs_bit_identical_and_events_ordered(monkeypatch, gpu_plan, feeds):
     ref_ctx = Runtime(QUIET).deserialize(gpu_plan).create_execution_context()
     expected = [ref_ctx.execute(f) for f in feeds]
-    monkeypatch.setattr(dla_exec, "dla_runner_factory", _sleepy(_reference_dla, 1))
+    monkeypatch.setitem(BACKENDS, "dla", _sleepy(1))
     engine = Runtime(QUIET).deserialize(mixed_plan())
     ctx = engine.create_execution_context()
-    runner = engine._hetero
-    assert {s.lane for s in runner.specs} == {"gpu", "dla0", "dla1"}
+    assert set(engine.executor.lanes) == {"gpu", "dla0", "dla1"}
     for seed in range(3):
-        outs = runner.execute_frames(ctx, feeds, delays={"gpu": 0.003, "dla": 0.003}, seed=seed)
+        outs = ctx.execute_frames(feeds, delays={"gpu": 0.003, "dla": 0.003}, seed=seed)
         for got, want in zip(outs, expected):
             for k in want:
                 assert np.array_equal(got[k], want[k])
-        producers = runner.executor().producers
-        assert check_order(ctx.last_events, producers) == []
-        assert len(ctx.last_events) == len(feeds) * len(runner.specs)
+        assert check_order(ctx.last_events, engine.executor.producers) == []
+        assert len(ctx.last_events) == len(feeds) * len(engine.partitions)
 
 
 def test_check_order_detects_a_consumer_that_starts_early():
-    from scheduler.executor import Event
-
     log = [Event(0, 0, "gpu", 0.0, 2.0), Event(0, 1, "dla0", 1.0, 3.0)]
     assert check_order(log, {1: {0}})
     assert check_order(log[:1] + [Event(0, 1, "dla0", 2.0, 3.0)], {1: {0}}) == []
 
 
-def _slow_dla(seconds: float):
-    """DLA partitions that take at least ``seconds``: long enough that a loaded machine still lets the
-    GPU lane start the next frame while the DLA works on this one."""
-
-    def factory(*a):
-        run = _reference_dla(*a)
-
-        def slow(spec, args):
-            threading.Event().wait(seconds)
-            return run(spec, args)
-
-        return slow
-
-    return factory
-
-
 def test_pipelined_frames_overlap_devices(monkeypatch, feeds):
-    monkeypatch.setattr(dla_exec, "dla_runner_factory", _slow_dla(0.25))
+    # DLA partitions that take at least 0.25 s: long enough that a loaded machine still lets the GPU
+    # lane start the next frame while the DLA works on this one
+    monkeypatch.setitem(BACKENDS, "dla", lambda: _ReferenceDla(lambda: 0.25))
     engine = Runtime(QUIET).deserialize(mixed_plan(("gpu", "dla0"), every=12))
     ctx = engine.create_execution_context()
-    engine._hetero.execute_frames(ctx, feeds, delays={"gpu": 0.01, "dla": 0.01})
+    ctx.execute_frames(feeds, delays={"gpu": 0.01, "dla": 0.01})
     ev = ctx.last_events
     overlap = any(a.lane != b.lane and a.frame != b.frame and a.start < b.end and b.start < a.end
                   for a in ev for b in ev)

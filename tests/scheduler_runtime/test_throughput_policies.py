@@ -70,7 +70,7 @@ def test_builder_pipeline_records_stages_and_the_executor_pipelines_frames(feeds
         assert {p["devices"][n] for n in st["layers"]} == {st["device"]}
     assert p["objective_values"]["period_ms"] == max(st["time_ms"] for st in p["stages"])
     ctx = engine.create_execution_context()
-    outs = engine._hetero.execute_frames(ctx, feeds)
+    outs = ctx.execute_frames(feeds)
     ref = Runtime(QUIET).deserialize(gpu_plan).create_execution_context()
     for f, out in zip(feeds, outs):
         want = ref.execute(f)
