@@ -208,11 +208,19 @@ class Builder:
             from scheduler.plan_placement import place_network  # device per layer, partitions, loadables
 
             placement, loadables = place_network(network, config, self.logger, backend)
-            return {**head, **placement}, loadables
-        for layer in network:
-            layer.device = "gpu"
-        return {**head, "partitions": [{"device": "gpu", "backend": backend,
-                                        "layers": [la.name for la in network]}]}, []
+            placement = {**head, **placement}
+        else:
+            for layer in network:
+                layer.device = "gpu"
+            placement = {**head, "partitions": [{"device": "gpu", "backend": backend,
+                                                 "layers": [la.name for la in network]}]}
+            loadables = []
+        if available:  # layers without a GPU kernel: host partitions, decided here and written down
+            from backends.gpu.backend import GpuBackend
+            from engine.host_partitions import split_host_layers
+
+            split_host_layers(network, placement, GpuBackend(), self.logger)
+        return placement, loadables
 
     def _select_tactics(self, network: Network, placement: dict, config: BuilderConfig) -> dict:
         """Time GPU kernel candidates for the 'gpu' partitions (backends.gpu.tactics); {} elsewhere."""

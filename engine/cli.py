@@ -262,7 +262,9 @@ def _inspect_summary(engine) -> str:
     lines.append(f"  activation memory {info['DeviceMemorySize'] / 2**20:.2f} MiB "
                  f"(without reuse {info['ActivationBytesWithoutReuse'] / 2**20:.2f} MiB)")
     for p in info.get("Partitions", []):
-        lines.append(f"  partition {p['Name']}: {p['Device']} on the {p['Backend']} backend, {p['NumLayers']} layers")
+        why = f" (host: {p['Reason']})" if p.get("Reason") else ""
+        lines.append(f"  partition {p['Name']}: {p['Device']} on the {p['Backend']} backend, {p['NumLayers']} "
+                     f"layers{why}")
     precisions = Counter(str(la.precision.value if la.precision else "none") for la in engine.network.layers)
     lines.append("  precisions: " + ", ".join(f"{n} {k}" for k, n in sorted(precisions.items())))
     return "\n".join(lines) + "\n"
