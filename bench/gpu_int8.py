@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from gpu_peers import environment, time_cupy_graph  # noqa: E402
+from gpu_peers import environment, gpu_segments, time_enqueue  # noqa: E402
 from gpu_torchvision import export_onnx, load  # noqa: E402
 
 
@@ -132,10 +132,7 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
     engine = Runtime(quiet).deserialize(plan)
     ctx = engine.create_execution_context()
     out = ctx.execute({engine.input_names[0]: x})
-    parts = {id(g[2]): g[2] for g in engine._groups.values()}
-    fallbacks = [n for p in parts.values() for n in p.fallback_layers]
-    gctx = [ctx._group_contexts[k] for k in sorted(ctx._group_contexts)]
-    runs = [r for g in gctx for r in g.runs if r is not None]
+    one, runs, fallbacks = gpu_segments(engine, ctx)
     ops = [op for r in runs for op in r.unit.lowered.ops]
     kinds = [op.kind for op in ops]
     tiles: dict[str, int] = {}
@@ -146,8 +143,8 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
                            "launches": len(kinds), "int8_convs": kinds.count("conv8"),
                            "int8_pools": kinds.count("pool8"), "tactics": tiles,
                            "output": out[engine.output_names[0]].astype(np.float32)}
-    if len(runs) == 1 and not fallbacks:
-        res["ms"] = time_cupy_graph(runs[0].graph.graph, runs[0].stream, reps, groups)
+    if one is not None:
+        res["ms"] = time_enqueue(ctx, one.stream, reps, groups)
         if layers:
             res["layer_ms"] = _layer_times(runs[0])
     else:

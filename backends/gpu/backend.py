@@ -127,7 +127,7 @@ def _module(source: str) -> Any:
     return get_module(source)
 
 
-class _SegmentRun:
+class SegmentRun:
     """A segment bound to one context: arena views, launch closures, the captured graph."""
 
     def __init__(self, unit: _Unit, stream: Any) -> None:
@@ -250,7 +250,7 @@ class GpuPartitionContext:
 
         self.partition = partition
         self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.runs = [_SegmentRun(u, self.stream) if u.lowered is not None else None for u in partition.units]
+        self.runs = [SegmentRun(u, self.stream) if u.lowered is not None else None for u in partition.units]
 
     @property
     def device_memory_size(self) -> int:
@@ -371,7 +371,7 @@ class GpuContext:
         self.program_context = compiled.program.create_context()
 
     @property
-    def segment(self) -> _SegmentRun:
+    def segment(self) -> SegmentRun:
         """The partition's one CUDA graph with its arena and stream (for device-side timing)."""
         return self.program_context.runs[0]
 

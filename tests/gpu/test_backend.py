@@ -331,8 +331,8 @@ def test_gpu_and_dla_partitions_run_together():
     feeds = {"x": rng.standard_normal((1, 16, 16, 16)).astype(np.float32)}
     ctx = engine.create_execution_context()
     got = ctx.execute(feeds)[w.name]
-    programs = engine._hetero.gpu_programs()
-    assert programs and all(not p.fallback_layers for p in programs.values())
+    programs = [c.program for c in engine.compiled_partitions if c.desc.backend == "gpu"]
+    assert programs and all(not p.fallback_layers for p in programs)
     from backends.reference import execute as reference_execute
     from engine.ir.dtypes import Precision
 

@@ -28,6 +28,15 @@ from engine.ir.network import Network  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
+class _NoGpu:
+    """The GPU backend as on a machine without a GPU: the same plan runs on the reference backend."""
+
+    name = "gpu"
+
+    def available(self):
+        return False, "disabled by the test"
+
+
 
 def _check(net: Network, feeds: dict[str, np.ndarray], tactics: dict[str, str] | None = None) -> GpuPartition:
     ref = reference.execute(net, feeds)
@@ -124,13 +133,13 @@ def test_digits_int8_on_the_gpu_equals_reference(monkeypatch):
         return out[:len(s.x_test)], engine
 
     gpu, engine = logits()
-    groups = {id(g[2]): g[2] for g in engine._groups.values()}
-    assert groups, "the plan must run through the GPU backend"
-    ops = [op.kind for p in groups.values() for u in p.units if u.lowered for op in u.lowered.ops]
-    assert not [n for p in groups.values() for n in p.fallback_layers]
-    assert ops.count("conv8") == 3 and ops.count("pool8") == 2, ops  # conv1, conv2, fc; pool1, pool2
-    with monkeypatch.context() as m:
-        m.setitem(rt.PARTITION_EXECUTORS, "gpu", lambda: None)
+    gpu_parts = [c for c in engine.compiled_partitions if c.desc.backend == "gpu"]
+    assert gpu_parts, "the plan must run through the GPU backend"
+    assert all(p.backend == "gpu" for p in engine.partitions), [p.reason for p in engine.partitions]
+    kinds = [c.describe()["kernels"] for c in gpu_parts]
+    assert sum(k.get("conv8", 0) for k in kinds) == 3 and sum(k.get("pool8", 0) for k in kinds) == 2, kinds
+    with monkeypatch.context() as m:  # conv1, conv2, fc; pool1, pool2 above; the same plan on the reference here
+        m.setitem(rt.BACKENDS, "gpu", _NoGpu)
         ref, _ = logits()
     np.testing.assert_array_equal(gpu, ref)
     assert digits.top1(gpu, s.y_test) == digits.top1(ref, s.y_test) > 0.9

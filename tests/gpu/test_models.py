@@ -38,7 +38,9 @@ def _check(model: onnx.ModelProto, batch: int = 1) -> None:
     plan = build_from_onnx(model, BuilderConfig(fp16=True, batch=batch), Logger(Severity.ERROR))
     engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
     assert engine.placement["gpu_backend"] == "gpu"
-    assert engine._groups, "the GPU partition must run through the GPU backend"
+    assert [p.backend for p in engine.partitions if p.planned_backend == "gpu"] and all(
+        p.backend == "gpu" for p in engine.partitions if p.planned_backend == "gpu"), \
+        "the GPU partitions must run through the GPU backend"
     rng = np.random.default_rng()
     feeds = {t.name: rng.uniform(0, 1, t.shape).astype(t.dtype.numpy) for t in engine.io_tensors if t.mode == "input"}
     got = engine.create_execution_context().execute(feeds)
