@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -15,7 +18,8 @@ from engine.runtime import Runtime
 pytest.importorskip("sklearn")
 pytest.importorskip("jax")
 
-from engine.quantization import digits  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the digits demo lives in bench/
+import digits_model as digits  # noqa: E402
 
 B = 100
 

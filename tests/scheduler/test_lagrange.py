@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from exhaustive import enumerate_metrics
 from sched_cases import close
 
 from scheduler.costgraph import DLA0, DLA1, GPU
 from scheduler.objectives import Constraints, evaluate
 from scheduler.placement import optimal
-from scheduler.placement.exhaustive import enumerate_metrics
 from scheduler.placement.lagrange import CappedLagrangian, free_split
 from scheduler.placement.mincut import min_cut_placement
 from scheduler.placement.synthetic import random_dag, resnet_like

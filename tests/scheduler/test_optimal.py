@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from exhaustive import enumerate_metrics
 from sched_cases import NO_CAP, OBJECTIVES, best_value, close
 
 from scheduler.costgraph import DEVICES, DLA0, GPU, CostGraph, Node
 from scheduler.objectives import Constraints, Objective
 from scheduler.placement import PlacementError, best_single_cut, dla_first, gpu_only, optimal
-from scheduler.placement.exhaustive import enumerate_metrics
 from scheduler.placement.synthetic import random_dag
 
 UNCONSTRAINED_SEEDS = range(200)
