@@ -363,3 +363,31 @@ def test_builtin_profiler_summary(engine):
     assert prof.to_dict()[0]["name"] == "conv1"
     prof.reset()
     assert prof.summary() == []
+
+
+# ------------------------------------------------------------------------------- one executor
+
+
+def test_frames_on_one_lane_use_the_arena_and_match_single_executions(engine):
+    assert engine.uses_arena and engine.executor.lanes == ("gpu",)
+    ctx = engine.create_execution_context()
+    frames = [feeds(i) for i in range(3)]
+    outs = ctx.execute_frames(frames)
+    assert [(e.frame, e.partition, e.lane) for e in ctx.last_events] == [(0, 0, "gpu"), (1, 0, "gpu"), (2, 0, "gpu")]
+    for f, got in zip(frames, outs):
+        want = engine.create_execution_context().execute(f)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+            assert not np.shares_memory(got[k], ctx.arena)
+
+
+def test_partition_contexts_and_execute_async_are_public(engine):
+    ctx = engine.create_execution_context()
+    (desc,) = engine.partition_descs
+    assert (desc.name, desc.lane, desc.inputs, set(desc.outputs)) == ("p0", "gpu", ("image",), {"probs", "side"})
+    assert ctx.partition_context("p0") is ctx.partition_context("p0")
+    with pytest.raises(ExecutionError, match="no partition 'p9'; partitions: \\['p0'\\]"):
+        ctx.partition_context("p9")
+    with pytest.raises(UnsupportedError, match=r"execute_async needs every partition on the GPU backend; partitions "
+                                               r"\['p0'\] run on \['reference'\]"):
+        ctx.execute_async(feeds())
