@@ -207,13 +207,13 @@ class ExecutionContext:
         if inputs is None and len(descs) > 1:
             raise UnsupportedError(f"execute_async without inputs needs an engine of one partition; "
                                    f"'{self.engine.name}' has {len(descs)}")
-        host = [p.name for p in descs if not hasattr(self._context(p.index), "execute_async")]
-        if host:
-            raise UnsupportedError(f"execute_async needs every partition on the GPU backend; partitions {host} run "
-                                   f"on {sorted({p.backend for p in descs if p.name in host})}")
         if not self._busy.acquire(blocking=False):
             raise ExecutionError("this execution context is already executing on another thread")
         try:
+            host = [p.name for p in descs if not hasattr(self._context(p.index), "execute_async")]
+            if host:
+                raise UnsupportedError(f"execute_async needs every partition on the GPU backend; partitions {host} "
+                                       f"run on {sorted({p.backend for p in descs if p.name in host})}")
             env: dict[str, Any] = dict(inputs) if inputs is not None else {}
             for p in descs:
                 feeds = None if inputs is None else {t: env[t] for t in p.inputs}
