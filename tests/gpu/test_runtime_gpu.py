@@ -27,6 +27,11 @@ pytestmark = pytest.mark.gpu
 QUIET = Logger(Severity.ERROR)
 
 
+def _engine(net: Network, log: Logger = QUIET):
+    plan = Builder(log).build_serialized_network(net, BuilderConfig(fp16=True, optimize=False))
+    return Runtime(QUIET).deserialize(plan)
+
+
 def _net(rng: np.random.Generator, lp_pool: bool) -> Network:
     n = Network("runtime-gpu")
     x = n.add_input("x", (2, 8, 12, 12))
@@ -43,7 +48,7 @@ def _net(rng: np.random.Generator, lp_pool: bool) -> Network:
 
 def test_execute_async_equals_execute_and_needs_no_host_copy(rng):
     net = _net(rng, lp_pool=False)
-    engine = Runtime(QUIET).deserialize(Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True, optimize=False)))
+    engine = _engine(net)
     assert [(p.backend, p.planned_backend) for p in engine.partitions] == [("gpu", "gpu")]
     ctx = engine.create_execution_context()
     feeds = {"x": rng.standard_normal((2, 8, 12, 12)).astype(np.float32)}
@@ -63,7 +68,7 @@ def test_execute_async_equals_execute_and_needs_no_host_copy(rng):
 def test_host_layers_are_decided_at_build_and_run_between_gpu_partitions(rng):
     net = _net(rng, lp_pool=True)
     log = Logger(Severity.ERROR)
-    engine = Runtime(QUIET).deserialize(Builder(log).build_serialized_network(net, BuilderConfig(fp16=True, optimize=False)))
+    engine = _engine(net, log)
     assert [(p.backend, p.layers) for p in engine.partitions] == [
         ("gpu", ("conv1", "relu1")), ("reference", ("pool",)), ("gpu", ("head",))]
     assert "Lp pooling" in engine.partitions[1].reason
@@ -80,7 +85,7 @@ def test_host_layers_are_decided_at_build_and_run_between_gpu_partitions(rng):
 
 def test_two_contexts_on_two_threads_match(rng):
     net = _net(rng, lp_pool=True)
-    engine = Runtime(QUIET).deserialize(Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True, optimize=False)))
+    engine = _engine(net)
     frames = [{"x": rng.standard_normal((2, 8, 12, 12)).astype(np.float32)} for _ in range(6)]
     want = [engine.create_execution_context().execute(f)[net.outputs[0]] for f in frames]
     errors: list = []
