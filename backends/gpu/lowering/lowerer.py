@@ -23,6 +23,7 @@ from engine.ir.dtypes import Precision
 from engine.ir.layers import ElementWiseOp, LayerKind
 from engine.ir.memory import storage_dtypes
 from engine.ir.network import Layer, Network
+from engine.ir.partition_io import partition_io
 
 
 class Lowerer(Int8Lowering):
@@ -37,18 +38,14 @@ class Lowerer(Int8Lowering):
         self.dtypes = {t: d.numpy.name for t, d in storage_dtypes(network).items()}
         self.slots: dict[str, Slot] = {}
         self.ops: list[Op] = []
-        self.inputs: list[str] = []
+        self.inputs: list[str] = list(partition_io(network, layers).inputs)  # staged from outside
         self.src: list[str] = []
         self.convs: dict[str, ConvGeometry] = {}
         self.se_scales: dict[str, tuple[str, str]] = {}
         self._n = 0
         self._init_int8()
-        produced = {t for la in layers for t in la.outputs}
-        for la in layers:
-            for t in la.inputs:
-                if t not in produced and t not in self.slots:
-                    self.slots[t] = Slot(t, network.tensors[t].shape, self.dtypes[t])
-                    self.inputs.append(t)
+        for t in self.inputs:
+            self.slots[t] = Slot(t, network.tensors[t].shape, self.dtypes[t])
 
     def kernel_name(self, base: str) -> str:
         self._n += 1
