@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu.kernels import gen
-from backends.gpu.lowering.slots import Dtypes, Slot, input_dtypes
+from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes
 from engine.ir.layers import LayerKind, PaddingMode
 from engine.ir.network import Layer, Network
+from engine.ir.resize_coords import axis_scales, is_identity, linear_taps, nearest_indices, source_coordinates
 
 if TYPE_CHECKING:
     from backends.gpu.lowering.lowerer import Lowerer
@@ -28,6 +29,18 @@ def check_movement(layer: Layer, network: Network, dtypes: Dtypes) -> str | None
         return f"{layer.kind.value} on {ins} has no GPU kernel"
     if layer.kind is LayerKind.CONSTANT and layer.weights["value"].dtype.name not in gen.CTYPE:
         return "constant of an unsupported dtype"
+    return None
+
+
+def check_resize(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    """Float inputs, and positive scales (the reference reports other scales as an error)."""
+    ins = input_dtypes(layer, dtypes)
+    if any(d not in FLOAT for d in ins):
+        return f"{layer.kind.value} on {ins} tensors has no GPU kernel"
+    p = layer.params
+    scales = axis_scales(p.scales, p.output_shape, network.tensors[layer.inputs[0]].shape)
+    if any(sc <= 0 for sc in scales):
+        return f"resize scales {[float(sc) for sc in scales]} must be positive"
     return None
 
 
@@ -161,32 +174,25 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
 
 
 def lower_resize(lw: Lowerer, layer: Layer) -> None:
-    from fractions import Fraction
-
-    from backends.reference.ops import resize as rref
-
     p = layer.params
     s = lw.slots[layer.inputs[0]]
     out = lw.new_slot(layer.outputs[0])
-    scales = rref._scales(p, s.shape)
+    scales = axis_scales(p.scales, p.output_shape, s.shape)
     ins: list[tuple[str, gen.Operand]] = [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape)))]
     base = []  # per dim: either ('id',) or ('near', table arg) or ('lin', lo, hi, frac args)
     for d, (o, n, sc) in enumerate(zip(p.output_shape, s.shape, scales)):
-        if o == n and sc == 1:
+        if is_identity(o, n, sc):
             base.append(("id",))
             continue
-        c = rref.source_coordinates(o, n, Fraction(sc), p.coordinate_transformation)
+        c = source_coordinates(o, n, sc, p.coordinate_transformation)
         if p.mode.value == "nearest":
-            near = rref._nearest_index(c, p.nearest_mode, n).astype(np.int32)
+            near = nearest_indices(c, p.nearest_mode, n).astype(np.int32)
             t = lw.const(f"{layer.name}/near{d}", near, False)
             ins.append((t.name, gen.Operand("int32", ())))
             base.append(("near", len(ins) - 1))
         else:
-            cf = np.clip(np.array([float(v) for v in c]), 0.0, n - 1.0)
-            lo = np.floor(cf).astype(np.int64)
-            hi = np.minimum(lo + 1, n - 1)
-            fr = (cf - lo).astype(np.float32)
-            for key, arr in (("lo", lo.astype(np.int32)), ("hi", hi.astype(np.int32)), ("fr", fr)):
+            lo, hi, fr = linear_taps(c, n)
+            for key, arr in (("lo", lo.astype(np.int32)), ("hi", hi.astype(np.int32)), ("fr", fr.astype(np.float32))):
                 t = lw.const(f"{layer.name}/{key}{d}", arr, False)
                 ins.append((t.name, gen.Operand(t.dtype, ())))
             base.append(("lin", len(ins) - 3, len(ins) - 2, len(ins) - 1))

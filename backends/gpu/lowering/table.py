@@ -65,7 +65,7 @@ GPU_LOWERINGS: dict[LayerKind, GpuLowering | Unsupported] = {
     LayerKind.CONCATENATION: GpuLowering(movement.check_movement, movement.lower_concatenation),
     LayerKind.PADDING: GpuLowering(movement.check_movement, movement.lower_padding),
     LayerKind.GATHER: GpuLowering(movement.check_movement, movement.lower_gather),
-    LayerKind.RESIZE: GpuLowering(check_float, movement.lower_resize),
+    LayerKind.RESIZE: GpuLowering(movement.check_resize, movement.lower_resize),
     # explicit quantization
     LayerKind.QUANTIZE: _QDQ,
     LayerKind.DEQUANTIZE: _QDQ,
