@@ -114,7 +114,7 @@ class Lowerer(Int8Lowering):
         x = self.slots.get(layer.inputs[0]) if layer.inputs else None
         shape = self.net.tensors[t].shape
         if (x is not None and x.layout == "nhwc" and len(shape) == 4 and self.dtypes[t] == "float16"
-            and x.shape == shape):
+                and x.shape == shape):
             return "nhwc"
         return "linear"
 
@@ -132,7 +132,7 @@ class Lowerer(Int8Lowering):
         found: dict[str, tuple[str, str]] = {}
         for la in self.layers:
             if (la.kind is not LayerKind.ELEMENTWISE or la.params.op is not ElementWiseOp.PROD
-                or prec(la) is not Precision.FP16 or is_int8(la)):
+                    or prec(la) is not Precision.FP16 or is_int8(la)):
                 continue
             y = la.outputs[0]
             readers = uses.get(y, [])
@@ -141,8 +141,8 @@ class Lowerer(Int8Lowering):
             conv = readers[0]
             cp = conv.params
             if (conv.kind is not LayerKind.CONVOLUTION or not any(conv is c for c in self.layers)
-                or prec(conv) is not Precision.FP16 or conv.inputs[0] != y or y in conv.inputs[1:]
-                or cp.groups != 1 or tuple(cp.kernel) != (1, 1)):
+                    or prec(conv) is not Precision.FP16 or conv.inputs[0] != y or y in conv.inputs[1:]
+                    or cp.groups != 1 or tuple(cp.kernel) != (1, 1)):
                 continue
             shapes = [self.net.tensors[t].shape for t in la.inputs]
             yshape = self.net.tensors[y].shape
@@ -150,7 +150,7 @@ class Lowerer(Int8Lowering):
                 x, sv = la.inputs[xi], la.inputs[1 - xi]
                 xs_, ss_ = shapes[xi], shapes[1 - xi]
                 if (len(xs_) == 4 and xs_ == yshape and tuple(ss_) == (xs_[0], xs_[1], 1, 1) and x != sv
-                    and self.dtypes.get(x) == "float16" and self.dtypes.get(sv) == "float16"):
+                        and self.dtypes.get(x) == "float16" and self.dtypes.get(sv) == "float16"):
                     found[y] = (x, sv)
                     break
         return found

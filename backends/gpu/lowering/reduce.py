@@ -87,7 +87,7 @@ def lower_reduce(lw: Lowerer, layer: Layer) -> None:
     x = lw.slots[layer.inputs[0]]
     axes = sorted(a % len(x.shape) for a in p.axes) if len(x.shape) == 4 else []
     if (axes == [2, 3] and x.layout == "nhwc" and x.dtype == "float16" and p.op.value in ("mean", "max")
-        and lw.dtypes[layer.outputs[0]] == "float16" and prec(layer) is Precision.FP16):
+            and lw.dtypes[layer.outputs[0]] == "float16" and prec(layer) is Precision.FP16):
         # (N, C, 1, 1) as NHWC, or (N, C) rows: both are y[n * ldy + c]
         out = lw.new_slot(layer.outputs[0], "nhwc" if p.keep_dims else "linear")
         gpool(lw, layer.name, x.name, out, p.op.value == "mean")
