@@ -1,5 +1,4 @@
-"""Parameter records of normalisations and reductions: LRN, softmax, reduce, normalization.
-"""
+"""Parameter records of normalisations and reductions: LRN, softmax, reduce, normalization."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Parameter records of explicit quantization: QuantizeLinear and DequantizeLinear.
-"""
+"""Parameter records of explicit quantization: QuantizeLinear and DequantizeLinear."""
 
 from __future__ import annotations
 

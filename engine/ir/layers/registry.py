@@ -1,5 +1,4 @@
-"""Parameter records by kind, their JSON encoding (plan files) and the shape-only kinds.
-"""
+"""Parameter records by kind, their JSON encoding (plan files) and the shape-only kinds."""
 
 from __future__ import annotations
 
