@@ -1,8 +1,9 @@
 """Partitions of a placement: maximal runs of consecutive layers (execution order) on one device.
 
 A partition is what one device executes per submission (a DLA loadable, a GPU graph). Its boundary
-tensors are the tensors it reads from outside (network inputs or other partitions' outputs) and
-the tensors it writes that someone outside reads (other partitions or the network outputs), with
+tensors (``engine.ir.partition_io``) are the tensors it reads from outside (network inputs or other
+partitions' outputs) and the tensors it writes that someone outside reads (other partitions or the
+network outputs), with
 the format each crosses the boundary in: the DLA's native kCHW16 (FP16) / kCHW32 (INT8) on the DLA
 side, linear on the GPU side.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from engine.ir.dtypes import Precision
 from engine.ir.network import Network
+from engine.ir.partition_io import partition_io
 
 
 @dataclass(frozen=True)
@@ -48,28 +50,14 @@ def split_partitions(network: Network, devices: Mapping[str, str], precision: Pr
             runs[-1][1].append(layer.name)
         else:
             runs.append((d, [layer.name]))
-    producer = {t: layer.name for layer in network.layers for t in layer.outputs}
-    readers: dict[str, set[str]] = {}
-    for layer in network.layers:
-        for t in layer.inputs:
-            readers.setdefault(t, set()).add(layer.name)
-    by_name = {layer.name: layer for layer in network.layers}
     out: list[PartitionSpec] = []
     for i, (d, names) in enumerate(runs):
-        members = set(names)
-        ins: list[str] = []
-        outs: list[str] = []
-        for n in names:
-            for t in by_name[n].inputs:
-                if (t in producer and producer[t] not in members or t in network.inputs) and t not in ins:
-                    ins.append(t)
-            for t in by_name[n].outputs:
-                if (readers.get(t, set()) - members or t in network.outputs) and t not in outs:
-                    outs.append(t)
+        io = partition_io(network, names)
+        ins, outs = io.inputs, io.outputs
         is_dla = d.startswith("dla")
         fmt = dla_format(precision) if is_dla else "linear"
         out.append(PartitionSpec(i, "dla" if is_dla else "gpu", int(d[3:]) if is_dla else None, tuple(names),
-                                 tuple(ins), tuple(outs), {t: fmt for t in (*ins, *outs)}))
+                                 ins, outs, {t: fmt for t in (*ins, *outs)}))
     return out
 
 

@@ -1,13 +1,21 @@
 """One device allocation per partition, with buffer offsets planned from tensor lifetimes.
 
-``plan_offsets`` is pure Python (tested without CUDA): buffers whose lifetimes overlap never
-share bytes, and buffers that are never live together reuse the same space.
+The planning is the engine's lifetime planner (``engine.ir.memory``: ``step_lifetimes`` over the
+segment's launches, ``place_buffers`` best fit by decreasing size) at the device's 256-byte
+alignment; ``buffer_uses`` and ``plan_offsets`` are pure Python (tested without CUDA): buffers
+whose lifetimes overlap never share bytes, and buffers that are never live together reuse the
+same space.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from engine.ir.memory import Buffer, place_buffers, step_lifetimes
+
+if TYPE_CHECKING:
+    from backends.gpu.lowering.slots import Lowered
 
 ALIGN = 256
 
@@ -26,22 +34,26 @@ def _align(v: int) -> int:
     return -(-v // ALIGN) * ALIGN
 
 
+def buffer_uses(low: Lowered) -> list[BufferUse]:
+    """The arena buffers of a lowered segment with the launches that use them.
+
+    Staged inputs are live from before the first launch, the caller's outputs until after the
+    last; uploaded constants live outside the arena; each launch's split-K workspace lives during
+    that launch only.
+    """
+    def arena(names: list[str]) -> list[str]:
+        return [n for n in names if n in low.slots and low.slots[n].const is None]
+
+    live = step_lifetimes(((arena(op.reads), arena(op.writes)) for op in low.ops), arena(low.inputs),
+                          arena(list(low.outputs.values())))
+    uses = [BufferUse(n, low.slots[n].nbytes, first, last) for n, (first, last) in live.items()]
+    uses += [BufferUse(f"@ws{i}", op.workspace, i, i) for i, op in enumerate(low.ops) if op.workspace]
+    return uses
+
+
 def plan_offsets(uses: list[BufferUse]) -> tuple[dict[str, int], int]:
-    """Greedy first-fit by decreasing size: returns ({name: offset}, total bytes)."""
-    placed: list[tuple[int, int, BufferUse]] = []  # (offset, size, use)
-    offsets: dict[str, int] = {}
-    for u in sorted(uses, key=lambda u: (-u.nbytes, u.first, u.name)):
-        size = _align(max(u.nbytes, 1))
-        busy = sorted((o, o + s) for o, s, v in placed if v.first <= u.last and u.first <= v.last)
-        off = 0
-        for lo, hi in busy:
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        placed.append((off, size, u))
-        offsets[u.name] = off
-    total = max((o + s for o, s, _ in placed), default=0)
-    return offsets, total
+    """Offsets at ``ALIGN`` boundaries (every buffer takes at least one aligned block): ({name: offset}, bytes)."""
+    return place_buffers((Buffer(u.name, u.nbytes, u.first, u.last) for u in uses), ALIGN, min_bytes=1)
 
 
 class Arena:

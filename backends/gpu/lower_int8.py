@@ -14,6 +14,7 @@ No CUDA here: like ``lower``, this runs and is tested on any machine.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,7 @@ from backends.gpu.kernels.int8 import (
 )
 from backends.gpu.layout import round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
+from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
@@ -39,21 +41,21 @@ from engine.ir.layers import LayerKind, PoolingType
 from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
-    from backends.gpu.lower import Slot
-
-INT8_GPU_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
+    from backends.gpu.lowering.slots import Slot
 
 
 def is_int8(layer: Layer) -> bool:
-    return layer.precision is Precision.INT8 and layer.kind in INT8_GPU_KINDS
+    """An INT8 layer the INT8 lowering runs (others fall back, see ``supports_int8``)."""
+    return layer.precision is Precision.INT8 and not isinstance(INT8_LOWERINGS[layer.kind], Unsupported)
 
 
 def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
     """Whether an INT8 layer has a GPU kernel; the reason otherwise (where the reference would
     raise, the layer falls back so that the reference reports it)."""
     k = layer.kind
-    if k not in INT8_GPU_KINDS:
-        return False, f"INT8 {k.value} has no GPU kernel (INT8 runs convolution, fully connected and pooling)"
+    entry = INT8_LOWERINGS[k]
+    if isinstance(entry, Unsupported):
+        return False, entry.reason
     try:
         spec = annotation.read(layer)
     except UnsupportedError as e:
@@ -107,7 +109,7 @@ class Int8Lowering:
     # -------------------------------------------------------------- conversions
 
     def _q8_slot(self, name: str, shape: tuple[int, ...], layout: str) -> Slot:
-        from backends.gpu.lower import Slot
+        from backends.gpu.lowering.slots import Slot
 
         s = Slot(name, tuple(shape), "int8", layout)
         self.slots[name] = s
@@ -119,8 +121,8 @@ class Int8Lowering:
             return tensor
         qname, scale = self.q8[tensor]
         q = self.slots[qname]
-        out = self._new(tensor)  # linear, the tensor's storage dtype (float32 for INT8 results)
-        self._map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = (float)X0 * {float(scale)!r}f;")
+        out = self.new_slot(tensor)  # linear, the tensor's storage dtype (float32 for INT8 results)
+        self.emit_map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = (float)X0 * {float(scale)!r}f;")
         return tensor
 
     def q8_input(self, tensor: str, scale: float, layout: str) -> str:
@@ -144,12 +146,12 @@ class Int8Lowering:
             order, zero = [0, 2, 3, 1], (1, cp16(src.shape[1]))
         else:
             order, zero = list(range(rank)), (rank - 1, cp16(src.shape[-1]))
-        kname = self._name(f"quant_{tensor}")
+        kname = self.kernel_name(f"quant_{tensor}")
         body = (f"FLT RAW float v = rintf(X0 / {float(s32)!r}f); "
                 f"yr = v != v ? (signed char)0 : (signed char)fminf(fmaxf(v, -128.f), 127.f);")
         src_code = gen.map_kernel(kname, src.shape, gen.Operand("int8", out.strides), [src.operand()], body, order,
                                   zero, max(out.elements, src.elements))
-        self._gen(f"quant_{tensor}", kname, src_code, [src.name], [out.name], gen.map_grid(src.shape, zero),
+        self.emit(f"quant_{tensor}", kname, src_code, [src.name], [out.name], gen.map_grid(src.shape, zero),
                   [out.name, src.name])
         self._q8_cache[key] = name
         return name
@@ -160,7 +162,7 @@ class Int8Lowering:
 
     def _quant8_op(self, tensor: str, src: Slot, out: Slot, scale: np.float32, s2d: bool) -> None:
         """float32 NCHW -> int8 NHWC16 in one vectorized kernel (``int8.quantize_nchw``)."""
-        from backends.gpu.lower import Op
+        from backends.gpu.lowering.slots import Op
 
         self.ops.append(Op(f"quant_{tensor}" + ("_s2d" if s2d else ""), "quant8", [src.name], [out.name],
                            info={"x": src.name, "y": out.name, "shape": src.shape, "scale": float(scale),
@@ -190,7 +192,7 @@ class Int8Lowering:
 
     def _gemm8(self, layer: Layer, g: ConvGeometry, xs: str, out_shape: tuple[int, ...], q_layout: str,
                kernel: np.ndarray, res: str | None, residual_scale: float | None) -> None:
-        from backends.gpu.lower import Op
+        from backends.gpu.lowering.slots import Op
 
         spec = annotation.read(layer)
         epi = epilogue_params(layer, layer.params.activation, residual_scale, kernel)
@@ -200,10 +202,10 @@ class Int8Lowering:
             self.q8[t] = (out.name, np.float32(spec.output_scale))
             ldy = cp16(g.k)
         elif q_layout == "nhwc16":
-            out = self._new(t, "nhwc")  # float32 NHWC, channel stride round_up(K, 8)
+            out = self.new_slot(t, "nhwc")  # float32 NHWC, channel stride round_up(K, 8)
             ldy = round_up(g.k, 8)
         else:
-            out = self._new(t)  # float32 rows of K
+            out = self.new_slot(t)  # float32 rows of K
             ldy = g.k
         wk = self.const(f"{layer.name}/kernel_krsc_s8", pack_weights8(kernel), False)
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
@@ -243,7 +245,7 @@ class Int8Lowering:
                     None, None)
 
     def _l_int8_pooling(self, layer: Layer) -> None:
-        from backends.gpu.lower import Op
+        from backends.gpu.lowering.slots import Op
 
         spec = annotation.read(layer)
         n, c, h, w = self.net.tensors[layer.inputs[0]].shape
@@ -259,4 +261,14 @@ class Int8Lowering:
                            info={"geom": g, "average": r.type is PoolingType.AVERAGE, "x": xs, "y": out.name}))
 
     def lower_int8(self, layer: Layer) -> None:
-        getattr(self, f"_l_int8_{layer.kind.value}")(layer)
+        lookup(INT8_LOWERINGS, layer, "GPU INT8")(self, layer)
+
+
+# The GPU backend's INT8 layer table (``backends.table``).
+INT8_LOWERINGS: dict[LayerKind, Callable[[Int8Lowering, Layer], None] | Unsupported] = {
+    k: Unsupported(f"INT8 {k.value} has no GPU kernel (INT8 runs convolution, fully connected and pooling)")
+    for k in LayerKind}
+INT8_LOWERINGS.update({LayerKind.CONVOLUTION: Int8Lowering._l_int8_convolution,
+                       LayerKind.FULLY_CONNECTED: Int8Lowering._l_int8_fully_connected,
+                       LayerKind.POOLING: Int8Lowering._l_int8_pooling})
+check_complete(INT8_LOWERINGS, "GPU INT8")

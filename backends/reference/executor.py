@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.ir.dtypes import Precision
 from engine.ir.errors import ExecutionError
+from engine.ir.memory import step_lifetimes
 from engine.ir.network import Layer, Network
 
 from .kernels import run_layer
@@ -65,13 +66,8 @@ def check_feeds(network: Network, feeds: dict[str, np.ndarray]) -> dict[str, np.
 
 def last_uses(network: Network) -> dict[str, int]:
     """Index of the last layer reading each tensor (network outputs are never freed)."""
-    last: dict[str, int] = {}
-    for i, layer in enumerate(network.layers):
-        for t in layer.inputs:
-            last[t] = i
-    for t in network.outputs:
-        last[t] = len(network.layers)
-    return last
+    live = step_lifetimes(((layer.inputs, ()) for layer in network.layers), live_out=network.outputs)
+    return {t: last for t, (_, last) in live.items()}
 
 
 def execute(network: Network, feeds: dict[str, np.ndarray], precision_of: PrecisionOf | None = None,

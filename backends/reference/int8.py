@@ -30,8 +30,11 @@ conversions with real int8 tensors; ``kernels.KERNELS`` runs them through these 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
@@ -41,9 +44,6 @@ from engine.ir.layers import LayerKind, PoolingType
 from engine.ir.network import Layer
 
 from .ops.conv import conv_nd, windows
-
-KINDS = (LayerKind.QUANTIZE, LayerKind.DEQUANTIZE)
-INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
 
 
 def _sat(x: np.ndarray, bits: int) -> np.ndarray:
@@ -204,18 +204,17 @@ def pooling(layer: Layer, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [dequantize(y.astype(np.int8), np.float32(spec.input_scales[0]))]
 
 
-_KERNELS = {LayerKind.CONVOLUTION: convolution, LayerKind.FULLY_CONNECTED: fully_connected,
-            LayerKind.POOLING: pooling}
+Int8Kernel = Callable[[Layer, list[np.ndarray]], list[np.ndarray]]
+_INT8_KINDS = {LayerKind.CONVOLUTION: convolution, LayerKind.FULLY_CONNECTED: fully_connected,
+               LayerKind.POOLING: pooling, LayerKind.QUANTIZE: run_quantize, LayerKind.DEQUANTIZE: run_dequantize}
+# The INT8 layer table (``backends.table``): Q/DQ layers in INT8 are their own conversions.
+INT8_KERNELS: dict[LayerKind, Int8Kernel | Unsupported] = {
+    k: _INT8_KINDS.get(k) or Unsupported(f"kind '{k.value}' has no INT8 kernel in the reference backend "
+                                         f"(INT8 runs convolution, fully connected and pooling)")
+    for k in LayerKind}
+check_complete(INT8_KERNELS, "reference INT8")
 
 
 def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision) -> list[np.ndarray]:
-    """INT8 layers by exact integer emulation (Q/DQ layers in INT8 are their own conversions)."""
-    if layer.kind is LayerKind.QUANTIZE:
-        return run_quantize(layer, [np.asarray(x) for x in inputs])
-    if layer.kind is LayerKind.DEQUANTIZE:
-        return run_dequantize(layer, [np.asarray(x) for x in inputs])
-    kernel = _KERNELS.get(layer.kind)
-    if kernel is None:
-        raise UnsupportedError(f"layer {layer.describe()}: kind '{layer.kind.value}' has no INT8 kernel in the "
-                               f"reference backend (INT8 runs convolution, fully connected and pooling)")
-    return kernel(layer, [np.asarray(x) for x in inputs])
+    """INT8 layers by exact integer emulation."""
+    return lookup(INT8_KERNELS, layer, "reference INT8")(layer, [np.asarray(x) for x in inputs])

@@ -1,5 +1,8 @@
 """Dispatch of one layer to its numpy kernel, with the backend-wide precision convention.
 
+``KERNELS`` is the reference backend's layer table (``backends.table``): every ``LayerKind`` has
+a numpy kernel; INT8 layers dispatch through ``int8.INT8_KERNELS`` the same way.
+
 ``run_layer`` converts float inputs and float weights to the layer's compute type, calls the
 kernel (which computes in float32 for float data) and rounds float outputs to the precision's
 storage type. See ``backends.reference.executor`` for the FP32/FP16 convention in full.
@@ -12,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from backends.table import Unsupported, check_complete, lookup
 from engine.ir.dtypes import Precision
-from engine.ir.errors import UnsupportedError
 from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
 
@@ -22,7 +25,7 @@ from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, t
 
 Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
 
-KERNELS: dict[LayerKind, Kernel] = {
+KERNELS: dict[LayerKind, Kernel | Unsupported] = {
     LayerKind.CONVOLUTION: conv.convolution,
     LayerKind.DECONVOLUTION: conv.deconvolution,
     LayerKind.POOLING: pool.pooling,
@@ -51,6 +54,7 @@ KERNELS: dict[LayerKind, Kernel] = {
     LayerKind.QUANTIZE: lambda layer, xs, ws: int8.run_quantize(layer, xs),
     LayerKind.DEQUANTIZE: lambda layer, xs, ws: int8.run_dequantize(layer, xs),
 }
+check_complete(KERNELS, "reference")
 
 _STORAGE = {Precision.FP32: np.dtype(np.float32), Precision.FP16: np.dtype(np.float16)}
 
@@ -98,9 +102,7 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | Non
     precision = Precision(precision or layer.precision or Precision.FP32)
     if precision is Precision.INT8:
         return int8.run_layer(layer, inputs, precision)  # exact integer emulation
-    kernel = KERNELS.get(layer.kind)
-    if kernel is None:
-        raise UnsupportedError(f"layer {layer.describe()}: kind '{layer.kind}' has no reference kernel")
+    kernel = lookup(KERNELS, layer, "reference")
     xs = [to_compute(np.asarray(x), precision) for x in inputs]
     ws = {k: _weight_to_compute(w, precision) for k, w in layer.weights.items()}
     outs = kernel(layer, xs, ws)

@@ -6,7 +6,10 @@ consumer (inclusive, in the network's execution order); tensors live at the same
 bytes, tensors with disjoint lifetimes may. Placement is greedy by size with best fit: buffers are
 placed largest first, each into the smallest gap between already placed buffers that are live at
 the same time, else above them (Pisarchyk & Lee, "Efficient Memory Management for Deep Neural Net
-Inference", 2020). Buffers start on 64-byte boundaries.
+Inference", 2020). Buffers start on 64-byte boundaries. ``step_lifetimes`` and ``place_buffers``
+are the two halves of that rule on plain (reads, writes) steps and byte intervals; the GPU
+backend's device arena (``backends.gpu.arena``) plans its launches' buffers with them too, on its
+own 256-byte alignment.
 
 Concat elimination: a Concatenation whose parameters say ``in_place`` has its inputs planned as
 sub-regions of its output, so producers write straight into the concatenated buffer and the concat
@@ -22,6 +25,7 @@ outputs are returned as fresh arrays, constants are the engine's (read-only) wei
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +36,18 @@ from engine.ir.network import Layer, Network
 ALIGNMENT = 64
 
 
-def _align(n: int) -> int:
-    return -(-n // ALIGNMENT) * ALIGNMENT
+def _align(n: int, alignment: int = ALIGNMENT) -> int:
+    return -(-n // alignment) * alignment
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """``nbytes`` that must stay untouched from step ``start`` to step ``end`` (inclusive)."""
+
+    name: str
+    nbytes: int
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -128,16 +142,61 @@ def arena_tensors(network: Network) -> list[str]:
             for t in layer.outputs if t not in io]
 
 
+def step_lifetimes(steps: Iterable[tuple[Iterable[str], Iterable[str]]], live_in: Iterable[str] = (),
+                   live_out: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
+    """First and last step touching each buffer, over ``steps`` of (reads, writes) in execution order.
+
+    A buffer is live from the first step that reads or writes it (step -1 for ``live_in``: staged
+    before the first step) to the last step that does (the step after the last for ``live_out``:
+    still read once every step has run).
+    """
+    live: dict[str, tuple[int, int]] = {t: (-1, -1) for t in live_in}
+    count = 0
+    for step, (reads, writes) in enumerate(steps):
+        count = step + 1
+        for t in (*reads, *writes):
+            first = live[t][0] if t in live else step
+            live[t] = (first, step)
+    for t in live_out:
+        live[t] = (live[t][0] if t in live else count, count)
+    return live
+
+
 def lifetimes(network: Network) -> dict[str, tuple[int, int]]:
     """Step of the producer and of the last consumer of every layer output."""
-    live: dict[str, tuple[int, int]] = {}
-    for step, layer in enumerate(network.layers):
-        for t in layer.inputs:
-            if t in live:
-                live[t] = (live[t][0], step)
-        for t in layer.outputs:
-            live[t] = (step, step)
-    return live
+    live = step_lifetimes((layer.inputs, layer.outputs) for layer in network.layers)
+    return {t: live[t] for layer in network.layers for t in layer.outputs}
+
+
+def place_buffers(buffers: Iterable[Buffer], alignment: int = ALIGNMENT, min_bytes: int = 0
+                  ) -> tuple[dict[str, int], int]:
+    """Offsets for ``buffers`` such that buffers live at the same step never share bytes; the arena size.
+
+    Greedy by decreasing (aligned) size, each into the smallest gap between the placed buffers
+    that are live at the same time, else above them. Sizes round up to ``alignment`` (at least
+    ``min_bytes`` first); a buffer of size 0 sits at offset 0 and takes no space.
+    """
+    items = list(buffers)
+    sizes = {b.name: _align(max(b.nbytes, min_bytes), alignment) for b in items}
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, start, end
+    offsets: dict[str, int] = {}
+    peak = 0
+    for b in sorted(items, key=lambda b: (-sizes[b.name], b.start, b.name)):
+        size = sizes[b.name]
+        if size == 0:
+            offsets[b.name] = 0
+            continue
+        overlapping = sorted((o, sz) for o, sz, ps, pe in placed if ps <= b.end and b.start <= pe)
+        best, best_gap, top = None, None, 0
+        for o, sz in overlapping:
+            gap = o - top
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = top, gap
+            top = max(top, o + sz)
+        offsets[b.name] = top if best is None else best
+        placed.append((offsets[b.name], size, b.start, b.end))
+        peak = max(peak, offsets[b.name] + size)
+    return offsets, peak
 
 
 def _concat_regions(network: Network, arena: set[str], nbytes: dict[str, int], dtypes: dict[str, DataType]
@@ -206,27 +265,7 @@ def plan_memory(network: Network) -> MemoryPlan:
         s, e = live[t]
         b = buffers.setdefault(r, [s, e])
         b[0], b[1] = min(b[0], s), max(b[1], e)
-    sizes = {r: _align(nbytes[r]) for r in buffers}
-    order = sorted(buffers, key=lambda r: (-sizes[r], buffers[r][0], r))
-    placed: list[tuple[int, int, int, int]] = []  # offset, size, start, end
-    offsets: dict[str, int] = {}
-    peak = 0
-    for r in order:
-        size, (s, e) = sizes[r], buffers[r]
-        if size == 0:
-            offsets[r] = 0
-            continue
-        overlapping = sorted((o, sz) for o, sz, ps, pe in placed if ps <= e and s <= pe)
-        best, best_gap, top = None, None, 0
-        for o, sz in overlapping:
-            gap = o - top
-            if gap >= size and (best_gap is None or gap < best_gap):
-                best, best_gap = top, gap
-            top = max(top, o + sz)
-        offset = top if best is None else best
-        offsets[r] = offset
-        placed.append((offset, size, s, e))
-        peak = max(peak, offset + size)
+    offsets, peak = place_buffers(Buffer(r, nbytes[r], s, e) for r, (s, e) in buffers.items())
     slots = {}
     for t in names:
         r, inner = root(t)

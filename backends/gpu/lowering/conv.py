@@ -1,0 +1,232 @@
+"""GPU lowering of the convolution family: convolution, deconvolution, fully connected, matrix
+multiply.
+
+FP16 group-1 convolutions (and FP16 fully connected layers whose sizes are multiples of 8) run on
+the tensor-core implicit-GEMM kernel ('conv', tactic from the build or the heuristic); a stride-2
+stem on few channels first goes through a 2x2 space-to-depth; FP16 depthwise convolutions have
+their own NHWC kernel; everything else is a generated direct (or transposed) convolution or a
+generated matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backends.gpu import activations
+from backends.gpu.kernels import gen
+from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
+from backends.gpu.layout import round_up
+from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
+from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ActivationSpec
+from engine.ir.network import Layer, Network
+
+if TYPE_CHECKING:
+    from backends.gpu.lowering.lowerer import Lowerer
+
+
+def check_conv(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    rank = len(network.tensors[layer.inputs[0]].shape)
+    if rank != 4:
+        return f"{rank - 2}-D {layer.kind.value} has no GPU kernel (2-D only)"
+    return None if all(d in FLOAT for d in input_dtypes(layer, dtypes)) else "non-float convolution input"
+
+
+def _fold_act(spec: ActivationSpec | None) -> tuple[int, float, float]:
+    return activations.act_args(spec)
+
+
+def parse_tactic(name: str) -> ConvTactic | None:
+    """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1'); None when it does not parse."""
+    try:
+        _, tile, warps, stages, splits = name.split("_")
+        bm, bn = map(int, tile.split("x"))
+        wm, wn = map(int, warps[1:].split("x"))
+        return ConvTactic(Tile(bm, bn, wm, wn, int(stages[1:])), int(splits[1:]))
+    except (ValueError, AttributeError):
+        return None
+
+
+def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    a, b = (lw.slots[t] for t in layer.inputs)
+    out = lw.new_slot(layer.outputs[0])
+    fp16 = prec(layer) is Precision.FP16
+
+    def mat(s: Slot, t: bool, is_a: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        shape, st = list(s.shape), list(s.strides)
+        if len(shape) == 1:
+            shape, st = ([1, shape[0]], [0, st[0]]) if is_a else ([shape[0], 1], [st[0], 0])
+        elif t:
+            shape[-1], shape[-2] = shape[-2], shape[-1]
+            st[-1], st[-2] = st[-2], st[-1]
+        return tuple(shape), tuple(st)
+
+    sa, ta = mat(a, p.transpose_a, True)
+    sb, tb = mat(b, p.transpose_b, False)
+    batch = tuple(np.broadcast_shapes(sa[:-2], sb[:-2]))
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    ab = gen.broadcast_strides(sa[:-2], ta[:-2], batch) + ta[-2:]
+    bb = gen.broadcast_strides(sb[:-2], tb[:-2], batch) + tb[-2:]
+    full = (*batch, m, n)
+    ys = list(gen.row_major(full))
+    yop = gen.Operand(out.dtype, tuple(ys))
+    kname = lw.kernel_name(layer.name)
+    src, total = gen.matmul_kernel(kname, batch, m, n, k, gen.Operand(a.operand(None, fp16).dtype, ab),
+                                   gen.Operand(b.operand(None, fp16).dtype, bb), yop,
+                                   span=max(a.elements, b.elements, out.elements))
+    lw.emit(layer.name, kname, src, [a.name, b.name], [out.name], (max(1, -(-total // 256)),),
+            [a.name, b.name, out.name])
+
+
+def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    x = lw.slots[layer.inputs[0]]
+    fp16 = prec(layer) is Precision.FP16
+    w = layer.weights["kernel"]
+    kout, c = w.shape
+    m = math.prod(x.shape[:-1])
+    act = _fold_act(p.activation)
+    if fp16 and c % 8 == 0 and kout % 8 == 0:
+        xs = lw.linear(layer.inputs[0], "float16")
+        out = lw.new_slot(layer.outputs[0], "linear", "float16")
+        g = ConvGeometry(m, 1, 1, c, kout, 1, 1)
+        conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, None)
+        return
+    xs = lw.slots[lw.linear(layer.inputs[0])]
+    out = lw.new_slot(layer.outputs[0])
+    wk = lw.const(f"{layer.name}/kernel", w, fp16)
+    bias = layer.weights.get("bias")
+    bk = lw.const(f"{layer.name}/bias", bias, fp16) if bias is not None else None
+    kname = lw.kernel_name(layer.name)
+    src, total = gen.matmul_kernel(kname, (), m, kout, c, gen.Operand(xs.operand(None, fp16).dtype, (c, 1)),
+                                   gen.Operand("float32", (1, c)), gen.Operand(out.dtype, (kout, 1)),
+                                   gen.Operand("float32", (1,)) if bk else None, act,
+                                   span=max(xs.elements, out.elements, wk.elements))
+    reads = [xs.name, wk.name] + ([bk.name] if bk else [])
+    lw.emit(layer.name, kname, src, reads, [out.name], (max(1, -(-total // 256)),),
+            [xs.name, wk.name, out.name] + ([bk.name] if bk else []))
+
+
+def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel: np.ndarray, bias, act,
+            res: str | None, scale: str | None = None) -> None:
+    from backends.gpu.layout import pack_conv_weights, pad_bias
+
+    tactic = parse_tactic(lw.tactics.get(layer.name, "")) or heuristic_tactic(g)
+    wk = lw.const(f"{layer.name}/kernel_krsc", pack_conv_weights(kernel.astype(np.float32)).astype(np.float16),
+                  False)
+    wk.const = wk.const.astype(np.float16)
+    wk.dtype = "float16"
+    bk = lw.const(f"{layer.name}/bias_padded", pad_bias(None if bias is None else
+                                                        bias.astype(np.float16).astype(np.float32), g.k), False)
+    lw.convs[layer.name] = g
+    reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
+    lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
+                                                            "x": xs, "w": wk.name, "b": bk.name, "res": res,
+                                                            "y": ys, "scale": scale},
+                     workspace=tactic.workspace_bytes(g)))
+
+
+def _s2d_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
+    """An fp16 NHWC slot with the 2x2 space-to-depth of a float32 NCHW ``tensor`` and the stride-1
+    geometry that reads it (``space_to_depth.space_to_depth_conv``), or None where that does not apply."""
+    g2 = space_to_depth_conv(g)
+    src = lw.slots.get(tensor)
+    if g2 is None or src is None or src.layout != "linear" or src.dtype != "float32" or len(src.shape) != 4:
+        return None
+    name = f"{tensor}@s2d"
+    if name not in lw.slots:
+        out = Slot(name, (g2.n, g2.c, g2.h, g2.w), "float16", "nhwc")
+        lw.slots[name] = out
+        lw.ops.append(Op(f"to_s2d_{tensor}", "s2d", [src.name], [name],
+                         info={"x": src.name, "y": name, "shape": src.shape}))
+    return name, g2
+
+
+def lower_convolution(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    n, c, h, w = lw.net.tensors[layer.inputs[0]].shape  # an SE-scaled input has no slot
+    kout = p.num_output_maps
+    act = _fold_act(p.activation)
+    fp16 = prec(layer) is Precision.FP16
+    res_t = layer.inputs[1] if p.residual else None
+    kernel = layer.weights["kernel"]
+    bias = layer.weights.get("bias")
+    if fp16 and p.groups == 1:
+        g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
+                         tuple(p.post_padding))
+        se = lw.se_scales.get(layer.inputs[0])
+        s2d = None if se else _s2d_input(lw, layer.inputs[0], g)
+        if s2d is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C
+            xs, g2 = s2d
+            kernel = space_to_depth_kernel(np.asarray(kernel, np.float32), g)
+            res = lw.nhwc(res_t) if res_t else None
+            out = lw.new_slot(layer.outputs[0], "nhwc")
+            conv_op(lw, layer, g2, xs, out.name, kernel, bias, act, res)
+            return
+        xs = lw.nhwc(se[0] if se else layer.inputs[0])
+        scale = lw.nhwc(se[1]) if se else None
+        res = lw.nhwc(res_t) if res_t else None
+        out = lw.new_slot(layer.outputs[0], "nhwc")
+        conv_op(lw, layer, g, xs, out.name, kernel, bias, act, res, scale)
+        return
+    if fp16 and p.groups == c == kout:
+        from backends.gpu.layout import pack_depthwise_weights, pad_bias
+
+        g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
+                         tuple(p.post_padding))
+        xs = lw.nhwc(layer.inputs[0])
+        res = lw.nhwc(res_t) if res_t else None
+        out = lw.new_slot(layer.outputs[0], "nhwc")
+        wk = lw.const(f"{layer.name}/kernel_rsc", pack_depthwise_weights(kernel.astype(np.float32)), False)
+        wk.const, wk.dtype = wk.const.astype(np.float16), "float16"
+        bk = lw.const(f"{layer.name}/bias_padded",
+                      pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), kout), False)
+        lw.ops.append(Op(layer.name, "depthwise", [xs, wk.name, bk.name] + ([res] if res else []), [out.name],
+                         info={"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res,
+                                 "y": out.name}))
+        return
+    _direct(lw, layer, transposed=False)
+
+
+def lower_deconvolution(lw: Lowerer, layer: Layer) -> None:
+    _direct(lw, layer, transposed=True)
+
+
+def _direct(lw: Lowerer, layer: Layer, transposed: bool) -> None:
+    p = layer.params
+    x = lw.slots[layer.inputs[0]]
+    fp16 = prec(layer) is Precision.FP16
+    out = lw.new_slot(layer.outputs[0], "nhwc" if x.layout == "nhwc" and fp16 else "linear")
+    n, c, h, w = x.shape
+    _, kout, oh, ow = out.shape
+    wk = lw.const(f"{layer.name}/kernel", layer.weights["kernel"], fp16)
+    bias = layer.weights.get("bias")
+    bk = lw.const(f"{layer.name}/bias", bias if bias is not None else np.zeros(kout, np.float32), fp16)
+    res = lw.slots[layer.inputs[1]] if getattr(p, "residual", False) else None
+    kname = lw.kernel_name(layer.name)
+    src, total = gen.direct_conv_kernel(
+        kname, n, c, h, w, kout, oh, ow, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
+        p.groups, x.operand(None, fp16), gen.Operand("float32", ()), gen.Operand(out.dtype, out.strides),
+        True, res.operand(None, fp16) if res else None, _fold_act(p.activation), transposed,
+        span=max(x.elements, out.elements))
+    reads = [x.name, wk.name, bk.name] + ([res.name] if res else [])
+    args = [x.name, wk.name, out.name, bk.name] + ([res.name] if res else [])
+    lw.emit(layer.name, kname, src, reads, [out.name], (max(1, -(-total // 256)),), args)
+    if out.layout == "nhwc" and out.shape[1] % 8:
+        _zero_pad(lw, out)
+
+
+def _zero_pad(lw: Lowerer, out: Slot) -> None:
+    """Padded channels of an NHWC tensor written by a kernel that iterates true channels only."""
+    n, c, h, w = out.shape
+    cp = round_up(c, 8)
+    kname = lw.kernel_name(f"zeropad_{out.name}")
+    pad_op = gen.Operand(out.dtype, (h * w * cp, 1, w * cp, cp), c)
+    src = gen.map_kernel(kname, (n, cp - c, h, w), pad_op, [], f"RAW yr = {gen.store(out.dtype, '0.f')};",
+                         [0, 2, 3, 1], None, out.elements)
+    lw.emit(f"zeropad_{out.name}", kname, src, [], [out.name], gen.map_grid((n, cp - c, h, w)), [out.name])

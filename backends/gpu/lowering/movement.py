@@ -1,0 +1,215 @@
+"""GPU lowering of data movement: shuffle (transpose/reshape), slice, split, concatenation, padding,
+gather and resize.
+
+Each becomes one generated map kernel that computes, per output element, the offset of the
+element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
+loads with per-axis tables of source indices and weights uploaded as constants.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backends.gpu.kernels import gen
+from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes
+from engine.ir.layers import LayerKind, PaddingMode
+from engine.ir.network import Layer, Network
+from engine.ir.resize_coords import axis_scales, is_identity, linear_taps, nearest_indices, source_coordinates
+
+if TYPE_CHECKING:
+    from backends.gpu.lowering.lowerer import Lowerer
+
+
+def check_movement(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    """Data movement copies raw elements: every input (and a constant's value) of a type kernels can hold."""
+    ins = input_dtypes(layer, dtypes)
+    if any(d not in gen.CTYPE for d in ins):
+        return f"{layer.kind.value} on {ins} has no GPU kernel"
+    if layer.kind is LayerKind.CONSTANT and layer.weights["value"].dtype.name not in gen.CTYPE:
+        return "constant of an unsupported dtype"
+    return None
+
+
+def check_resize(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    """Float inputs, and positive scales (the reference reports other scales as an error)."""
+    ins = input_dtypes(layer, dtypes)
+    if any(d not in FLOAT for d in ins):
+        return f"{layer.kind.value} on {ins} tensors has no GPU kernel"
+    p = layer.params
+    scales = axis_scales(p.scales, p.output_shape, network.tensors[layer.inputs[0]].shape)
+    if any(sc <= 0 for sc in scales):
+        return f"resize scales {[float(sc) for sc in scales]} must be positive"
+    return None
+
+
+def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    xshape = s.shape
+    tshape = tuple(xshape[i] for i in p.first_perm) if p.first_perm is not None else xshape
+    rshape = tuple(p.reshape) if p.reshape is not None else tshape
+    oshape = out.shape
+    ro = len(oshape)
+    lines = []
+    # reshape-space coordinates r_j from output coordinates (undo second_perm)
+    rc = [""] * len(rshape)
+    for i in range(ro):
+        rc[p.second_perm[i] if p.second_perm is not None else i] = f"l{i}"
+    if p.reshape is not None:
+        rm = gen.row_major(rshape)
+        lin = " + ".join(f"(IT){c} * {m}" for c, m in zip(rc, rm)) or "0"
+        lines.append(f"IT q = {lin};")
+        tc = [f"t{j}" for j in range(len(tshape))]
+        for j in range(len(tshape) - 1, -1, -1):
+            lines.append(f"const IT {tc[j]} = q % {tshape[j]}; q /= {tshape[j]};" if j
+                         else f"const IT {tc[j]} = q;")
+    else:
+        tc = rc
+    xc = [""] * len(xshape)
+    for j in range(len(tshape)):
+        xc[p.first_perm[j] if p.first_perm is not None else j] = tc[j]
+    off = " + ".join(f"(IT){c} * {st}" for c, st in zip(xc, s.strides)) or "0"
+    lines.append(f"RAW yr = LD0({off});")
+    lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * ro))], " ".join(lines))
+
+
+def _slice(lw: Lowerer, label: str, s: Slot, out: Slot, start, step) -> None:
+    strides = tuple(st * k for st, k in zip(s.strides, step))
+    base = sum(a * st for a, st in zip(start, s.strides))
+    neg = any(v < 0 for v in strides)
+    lw.emit_map(label, out, [(s.name, gen.Operand(s.dtype, strides, base))], "RAW yr = X0;",
+                span=2**31 if neg else 0)
+
+
+def lower_slice(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    if out.elements == 0:
+        return
+    _slice(lw, layer.name, s, out, p.start, p.step)
+
+
+def lower_split(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    ax = p.axis % len(s.shape)
+    at = 0
+    for t, size in zip(layer.outputs, p.sizes):
+        out = lw.new_slot(t)
+        start = [0] * len(s.shape)
+        start[ax] = at
+        at += size
+        if out.elements:
+            _slice(lw, f"{layer.name}_{t}", s, out, start, [1] * len(s.shape))
+
+
+def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    ins = [lw.slots[t] for t in layer.inputs]
+    ax = p.axis % len(ins[0].shape)
+    out = lw.new_slot(layer.outputs[0], "nhwc" if all(s.layout == "nhwc" for s in ins) and ax == 1 else "linear")
+    body, at = [], 0
+    for i, s in enumerate(ins):
+        size = s.shape[ax]
+        coords = [f"l{d}" if d != ax else f"(l{d} - {at})" for d in range(len(s.shape))]
+        off = " + ".join(f"(IT){c} * {st}" for c, st in zip(coords, s.strides)) or "0"
+        cond = f"if (l{ax} < {at + size}) " if i < len(ins) - 1 else ""
+        body.append(f"{'else ' if i else ''}{cond}yr = LD{i}({off});")
+        at += size
+    lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape))) for s in ins],
+                "RAW " + " ".join(body))
+
+
+def lower_padding(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    mode = PaddingMode(p.mode)
+    lines = ["bool ok = true;"]
+    xc = []
+    for d, (a, b, n) in enumerate(zip(p.pre, p.post, s.shape)):
+        crop = max(0, -a)
+        cd = n - crop - max(0, -b)
+        lines.append(f"long long c{d} = (long long)l{d} - {max(0, a)};")
+        if mode is PaddingMode.CONSTANT:
+            lines.append(f"ok = ok && c{d} >= 0 && c{d} < {cd};")
+        elif mode is PaddingMode.REFLECT:
+            lines.append(f"if (c{d} < 0) c{d} = -c{d}; if (c{d} >= {cd}) c{d} = {2 * (cd - 1)} - c{d};")
+        elif mode is PaddingMode.EDGE:
+            lines.append(f"c{d} = c{d} < 0 ? 0 : (c{d} >= {cd} ? {cd - 1} : c{d});")
+        else:
+            lines.append(f"c{d} = ((c{d} % {cd}) + {cd}) % {cd};")
+        xc.append(f"(c{d} + {crop})")
+    off = " + ".join(f"{c} * {st}LL" for c, st in zip(xc, s.strides)) or "0"
+    if gen.can_load_float(s.dtype) and s.dtype != out.dtype:
+        val = f"{float(p.value)!r}f"  # the kernel copies through float
+    elif gen.can_load_float(s.dtype):
+        val = f"{gen.store(s.dtype, f'{float(p.value)!r}f')}"
+    else:
+        val = f"({gen.CTYPE[s.dtype]})({int(p.value)})"
+    lines.append(f"RAW yr = ok ? LD0({off}) : {val};")
+    lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape)))], " ".join(lines),
+                span=2**31)
+
+
+def lower_gather(lw: Lowerer, layer: Layer) -> None:
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    ax = layer.params.axis % len(s.shape)
+    idx = layer.weights["indices"].astype(np.int64)
+    idx = np.where(idx < 0, idx + s.shape[ax], idx).astype(np.int32)
+    ik = lw.const(f"{layer.name}/indices", idx.reshape(-1) if idx.ndim else idx.reshape(1), False)
+    nd = idx.ndim
+    im = gen.row_major(idx.shape)
+    flat = " + ".join(f"(IT)l{ax + j} * {m}" for j, m in enumerate(im)) or "0"
+    xc = [f"(IT)l{d}" for d in range(ax)] + ["(IT)x1[" + flat + "]"]
+    xc += [f"(IT)l{d - 1 + nd}" for d in range(ax + 1, len(s.shape))]
+    off = " + ".join(f"{c} * {st}" for c, st in zip(xc, s.strides)) or "0"
+    lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * len(out.shape))),
+                                  (ik.name, gen.Operand("int32", (0,) * len(out.shape)))], f"RAW yr = LD0({off});")
+
+
+def lower_resize(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    scales = axis_scales(p.scales, p.output_shape, s.shape)
+    ins: list[tuple[str, gen.Operand]] = [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape)))]
+    base = []  # per dim: either ('id',) or ('near', table arg) or ('lin', lo, hi, frac args)
+    for d, (o, n, sc) in enumerate(zip(p.output_shape, s.shape, scales)):
+        if is_identity(o, n, sc):
+            base.append(("id",))
+            continue
+        c = source_coordinates(o, n, sc, p.coordinate_transformation)
+        if p.mode.value == "nearest":
+            near = nearest_indices(c, p.nearest_mode, n).astype(np.int32)
+            t = lw.const(f"{layer.name}/near{d}", near, False)
+            ins.append((t.name, gen.Operand("int32", ())))
+            base.append(("near", len(ins) - 1))
+        else:
+            lo, hi, fr = linear_taps(c, n)
+            for key, arr in (("lo", lo.astype(np.int32)), ("hi", hi.astype(np.int32)), ("fr", fr.astype(np.float32))):
+                t = lw.const(f"{layer.name}/{key}{d}", arr, False)
+                ins.append((t.name, gen.Operand(t.dtype, ())))
+            base.append(("lin", len(ins) - 3, len(ins) - 2, len(ins) - 1))
+    lin = [d for d, b in enumerate(base) if b[0] == "lin"]
+    terms = []
+    for corner in range(1 << len(lin)):
+        w, coords = [], []
+        for d, b in enumerate(base):
+            if b[0] == "id":
+                coords.append(f"(IT)l{d}")
+            elif b[0] == "near":
+                coords.append(f"(IT)x{b[1]}[l{d}]")
+            else:
+                bit = (corner >> lin.index(d)) & 1
+                coords.append(f"(IT)x{b[2] if bit else b[1]}[l{d}]")
+                w.append(f"x{b[3]}[l{d}]" if bit else f"(1.f - x{b[3]}[l{d}])")
+        off = " + ".join(f"{c} * {st}" for c, st in zip(coords, s.strides))
+        val = gen.load(s.dtype, f"x0[{off}]")
+        terms.append(" * ".join([val, *w]))
+    lw.emit_map(layer.name, out, ins, "y = " + " + ".join(terms) + ";")

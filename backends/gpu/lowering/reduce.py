@@ -1,0 +1,141 @@
+"""GPU lowering of reductions, normalisations and pooling: reduce, softmax, normalization, LRN,
+pooling.
+
+Reductions over axes become one generated group kernel (``gen.group_kernel``); a global
+average/max over H*W of an NHWC fp16 tensor (global pooling, or a reduce over axes 2, 3) is the
+block-parallel 'gpool' launch; windowed pooling is the NHWC fp16 'pool' kernel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from backends.gpu.kernels import gen
+from backends.gpu.kernels.direct import PoolGeometry
+from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
+from engine.ir.dtypes import Precision
+from engine.ir.layers import PoolingType, ReduceOp
+from engine.ir.network import Layer, Network
+
+if TYPE_CHECKING:
+    from backends.gpu.lowering.lowerer import Lowerer
+
+
+def check_pooling(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    p = layer.params
+    if len(network.tensors[layer.inputs[0]].shape) != 4:
+        return "pooling other than 2-D has no GPU kernel"
+    if p.type is PoolingType.LP:
+        return "Lp pooling has no GPU kernel"
+    if prec(layer) is not Precision.FP16:
+        return "FP32 pooling has no GPU kernel (the NHWC pooling kernel is fp16)"
+    return None
+
+
+def check_reduce(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
+    ins = input_dtypes(layer, dtypes)
+    if layer.params.op is ReduceOp.LOG_SUM_EXP:
+        return "reduce log_sum_exp has no GPU kernel"
+    return None if all(d in FLOAT for d in ins) else f"reduce on {ins[0]} has no GPU kernel"
+
+
+def group(lw: Lowerer, layer: Layer, axes, kind: str, **kw) -> None:
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0])
+    fp16 = prec(layer) is Precision.FP16
+    x = s.operand(None, fp16)
+    rank = len(s.shape)
+    red = sorted(a % rank for a in axes)
+    if kind == "reduce":
+        if kw.pop("keep"):
+            ys = tuple(0 if d in red else st for d, st in enumerate(out.strides))
+        else:
+            it = iter(out.strides)
+            ys = tuple(0 if d in red else next(it) for d in range(rank))
+        y = gen.Operand(out.dtype, ys)
+    else:
+        y = gen.Operand(out.dtype, out.strides)
+    extra: list[gen.Operand | None] = []
+    args = [s.name, out.name]
+    reads = [s.name]
+    for key in kw.pop("weights", ()):
+        w = layer.weights.get(key)
+        if w is None:
+            extra.append(None)
+            args.append(s.name)  # an unused parameter slot
+            continue
+        c = lw.const(f"{layer.name}/{key}", w, fp16)
+        extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
+        reads.append(c.name)
+        args.append(c.name)
+    kname = lw.kernel_name(layer.name)
+    src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=s.elements, **kw)
+    lw.emit(layer.name, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
+
+
+def gpool(lw: Lowerer, label: str, xs: str, out: Slot, average: bool) -> None:
+    """Global average/max over H*W of an NHWC fp16 tensor (a block-parallel reduction)."""
+    n, c, h, w = lw.slots[xs].shape
+    ldy = out.strides[0] if out.layout == "nhwc" else c
+    lw.ops.append(Op(label, "gpool", [xs], [out.name],
+                     info={"x": xs, "y": out.name, "n": n, "hw": h * w, "c": c, "ldy": ldy,
+                             "average": average}))
+
+
+def lower_reduce(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    x = lw.slots[layer.inputs[0]]
+    axes = sorted(a % len(x.shape) for a in p.axes) if len(x.shape) == 4 else []
+    if (axes == [2, 3] and x.layout == "nhwc" and x.dtype == "float16" and p.op.value in ("mean", "max")
+            and lw.dtypes[layer.outputs[0]] == "float16" and prec(layer) is Precision.FP16):
+        # (N, C, 1, 1) as NHWC, or (N, C) rows: both are y[n * ldy + c]
+        out = lw.new_slot(layer.outputs[0], "nhwc" if p.keep_dims else "linear")
+        gpool(lw, layer.name, x.name, out, p.op.value == "mean")
+        return
+    group(lw, layer, p.axes, "reduce", op=p.op.value, keep=p.keep_dims)
+
+
+def lower_softmax(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    group(lw, layer, (p.axis,), "logsoftmax" if p.log else "softmax")
+
+
+def lower_normalization(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    group(lw, layer, p.axes, "norm", eps=float(p.epsilon), weights=("scale", "bias"))
+
+
+def lower_lrn(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    s = lw.slots[layer.inputs[0]]
+    out = lw.new_slot(layer.outputs[0], lw.out_layout(layer))
+    fp16 = prec(layer) is Precision.FP16
+    lo, hi = (p.size - 1) // 2, p.size - 1 - (p.size - 1) // 2
+    c = s.shape[1]
+    st = s.strides
+    ld = gen.load("float32r" if fp16 and s.dtype == "float32" else s.dtype,
+                  "x0[" + " + ".join([f"(IT)cc * {st[1]}"]
+                                     + [f"(IT)l{d} * {st[d]}" for d in range(len(st)) if d != 1])
+                  + "]")
+    body = (f"float acc = 0.f; for (int j = -{lo}; j <= {hi}; ++j) {{ const int cc = (int)l1 + j; "
+            f"if (cc >= 0 && cc < {c}) {{ float v = {ld}; acc += v * v; }} }} "
+            f"y = X0 / powf({float(p.bias)!r}f + {float(p.alpha / p.size)!r}f * acc, {float(p.beta)!r}f);")
+    lw.emit_map(layer.name, out, [(s.name, s.operand(None, fp16))], body)
+
+
+def lower_pooling(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    x = lw.slots[layer.inputs[0]]
+    n, c, h, w = x.shape
+    r = p.resolved((h, w))
+    _, _, oh, ow = lw.net.tensors[layer.outputs[0]].shape
+    g = PoolGeometry(n, h, w, c, oh, ow, tuple(r.window), tuple(r.stride), tuple(r.pre_padding),
+                     tuple(r.post_padding), tuple(r.dilation))
+    xs = lw.nhwc(layer.inputs[0])
+    out = lw.new_slot(layer.outputs[0], "nhwc")
+    if (oh, ow) == (1, 1) and g.window == (h, w) and not any(g.pad + g.pad_end) and g.dilation == (1, 1):
+        gpool(lw, layer.name, xs, out, r.type is PoolingType.AVERAGE)
+        return
+    lw.ops.append(Op(layer.name, "pool", [xs], [out.name],
+                     info={"geom": g, "average": r.type is PoolingType.AVERAGE,
+                             "count_pad": bool(r.count_include_pad), "x": xs, "y": out.name}))
