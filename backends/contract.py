@@ -29,6 +29,7 @@ import numpy as np
 from engine.ir.dtypes import DataType, Precision
 from engine.ir.logger import Logger
 from engine.ir.network import Layer, Network
+from engine.ir.partition_io import partition_io as _partition_io
 
 
 @dataclass(frozen=True)
@@ -122,21 +123,9 @@ class Backend(Protocol):
 
 
 def partition_io(network: Network, layers: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(inputs, outputs) of the partition made of ``layers``, in first-use order (see PartitionDesc)."""
-    members = set(layers)
-    by_name = {la.name: la for la in network.layers}
-    produced = {t for n in layers for t in by_name[n].outputs}
-    read_outside = {t for la in network.layers if la.name not in members for t in la.inputs}
-    ins: dict[str, None] = {}
-    outs: dict[str, None] = {}
-    for n in layers:
-        for t in by_name[n].inputs:
-            if t not in produced:
-                ins[t] = None
-        for t in by_name[n].outputs:
-            if t in read_outside or t in network.outputs:
-                outs[t] = None
-    return tuple(ins), tuple(outs)
+    """(inputs, outputs) of the partition made of ``layers`` (the one rule, ``engine.ir.partition_io``)."""
+    io = _partition_io(network, layers)
+    return io.inputs, io.outputs
 
 
 __all__ = ["Backend", "CompileOptions", "CompiledPartition", "PartitionContext", "PartitionDesc", "ProfileRecord",

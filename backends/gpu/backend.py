@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from backends.contract import CompileOptions, PartitionDesc, ProfileRecord, TensorStore
-from backends.gpu.arena import Arena, BufferUse, plan_offsets
+from backends.gpu.arena import Arena, buffer_uses, plan_offsets
 from backends.gpu.availability import gpu_available
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
 from engine.ir.errors import UnsupportedError
 from engine.ir.logger import Logger
 from engine.ir.network import Layer, Network
+from engine.ir.partition_io import partition_io
 
 
 @dataclass
@@ -76,20 +77,14 @@ class GpuPartition:
         self.network = network
         self.logger = logger or Logger()
         names = list(layer_names)
-        inside = set(names)
-        produced = [t for la in network.layers if la.name in inside for t in la.outputs]
-        produced_set = set(produced)
-        consumed_outside = {t for la in network.layers if la.name not in inside for t in la.inputs}
-        self.outputs = [t for t in produced if t in network.outputs or t in consumed_outside]
-        self.inputs = list(dict.fromkeys(t for la in network.layers if la.name in inside for t in la.inputs
-                                         if t not in produced_set))
+        io = partition_io(network, names)
+        self.inputs, self.outputs = list(io.inputs), list(io.outputs)
         segments = split_segments(network, names, self.logger)
         self.units: list[_Unit] = []
         for i, (on_gpu, layers) in enumerate(segments):
-            seg_out = {t for la in layers for t in la.outputs}
             later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
             needed = [t for la in layers for t in la.outputs if t in self.outputs or t in later]
-            ins = list(dict.fromkeys(t for la in layers for t in la.inputs if t not in seg_out))
+            ins = list(partition_io(network, layers).inputs)
             if not on_gpu:
                 self.units.append(_Unit(ins, needed, layer=layers[0]))
                 continue
@@ -138,23 +133,7 @@ class SegmentRun:
         self.unit = unit
         self.stream = stream
         ops = low.ops
-        first: dict[str, int] = {}
-        last: dict[str, int] = {}
-        for name in low.inputs:
-            first[name], last[name] = -1, -1
-        for i, op in enumerate(ops):
-            for nm in op.writes:
-                first.setdefault(nm, i)
-                last[nm] = max(last.get(nm, i), i)
-            for nm in op.reads:
-                if nm in low.slots and low.slots[nm].const is None:
-                    first.setdefault(nm, i)
-                    last[nm] = max(last.get(nm, i), i)
-        for nm in low.outputs.values():
-            last[nm] = len(ops)
-        uses = [BufferUse(nm, low.slots[nm].nbytes, first[nm], last[nm]) for nm in first
-                if low.slots[nm].const is None]
-        uses += [BufferUse(f"@ws{i}", op.workspace, i, i) for i, op in enumerate(ops) if op.workspace]
+        uses = buffer_uses(low)
         offsets, total = plan_offsets(uses)
         self.arena = Arena(total)
         self.activation_bytes = sum(u.nbytes for u in uses)
