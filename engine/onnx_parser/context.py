@@ -92,7 +92,7 @@ class ParseContext:
         self.functions: list[onnx.FunctionProto] = []  # model-local functions, for folding
         self.model: onnx.ModelProto | None = None  # the model being parsed (for shape inference)
         self.unresolved: dict[str, str] = {}  # ONNX tensor → unsupported node it depends on
-        self._inferred: dict[str, tuple[int, ...]] | None = None
+        self.inferred_cache: dict[str, tuple[int, ...]] | None = None  # onnx shape inference, once
         self._materialized: dict[int, str] = {}  # id(const array) → Constant layer tensor
         self._keep: list[np.ndarray] = []  # keeps materialized arrays alive so ids stay unique
 

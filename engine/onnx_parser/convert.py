@@ -124,11 +124,11 @@ def _fold_shape_of_unresolved(ctx: ParseContext, node: onnx.NodeProto, name: str
 
 def inferred_shapes(ctx: ParseContext) -> dict[str, tuple[int, ...]]:
     """Static shapes ONNX shape inference derives with the network's input shapes (computed once)."""
-    if ctx._inferred is not None:
-        return ctx._inferred
-    ctx._inferred = {}
+    if ctx.inferred_cache is not None:
+        return ctx.inferred_cache
+    ctx.inferred_cache = {}
     if ctx.model is None:
-        return ctx._inferred
+        return ctx.inferred_cache
     model = copy.deepcopy(ctx.model)
     for vi in model.graph.input:
         if vi.name in ctx.network.tensors and vi.type.HasField("tensor_type"):
@@ -140,10 +140,10 @@ def inferred_shapes(ctx: ParseContext) -> dict[str, tuple[int, ...]]:
     try:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # inference is a best effort here: without it the node is reported as blocked
-        return ctx._inferred
+        return ctx.inferred_cache
     for vi in list(model.graph.value_info) + list(model.graph.output):
         tt = vi.type.tensor_type
         if vi.type.HasField("tensor_type") and tt.HasField("shape") and all(d.HasField("dim_value")
                                                                             for d in tt.shape.dim):
-            ctx._inferred[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
-    return ctx._inferred
+            ctx.inferred_cache[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+    return ctx.inferred_cache
