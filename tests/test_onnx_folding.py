@@ -185,3 +185,26 @@ def test_folded_values_keep_onnx_integer_semantics():
     x = np.array([1], np.int64)
     np.testing.assert_array_equal(execute(net, {"x": x})["y"], [6])
     assert onnx.checker.check_model(model) is None
+
+
+def test_a_later_parse_error_is_reported_after_the_unsupported_nodes():
+    """The unsupported nodes stay the headline; the error conversion met afterwards is appended."""
+    nodes = [helper.make_node("Hardmax", ["x"], ["h"], name="hm"),
+             helper.make_node("Cast", ["v"], ["shp"], to=I64, name="to_int"),
+             helper.make_node("Reshape", ["x", "shp"], ["y"], name="rs")]
+    model = make_model(nodes, [vi("x", [2, 6]), vi("v", [2])], [vi("h", [2, 6]), vi("y", [3, 4])])
+    with pytest.raises(UnsupportedOpsError, match=r"(?s)node 'hm' \(op Hardmax.*conversion then stopped at: "
+                                                  r"node 'rs' \(op Reshape, opset 17\): input 1 'shp'") as info:
+        parse(model)
+    assert [u.node for u in info.value.nodes] == ["hm"]
+
+
+def test_identity_of_a_constant_shares_its_constant_layer():
+    w = numpy_helper.from_array(np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Identity", ["w"], ["w2"]), helper.make_node("Add", ["x", "w"], ["a"]),
+             helper.make_node("Mul", ["a", "w2"], ["y"])]
+    model = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], [w])
+    net = parse(model)
+    assert [layer.kind for layer in net.layers].count(LayerKind.CONSTANT) == 1
+    x = np.random.default_rng(5).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(execute(net, {"x": x})["y"], run_ort(model, {"x": x})[0], rtol=1e-6)

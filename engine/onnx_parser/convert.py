@@ -42,6 +42,9 @@ def convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str, report: lis
         _mark_unresolved(ctx, node, ctx.unresolved[blocked[0]])
         return
     if all(t in ctx.values and ctx.values[t].is_const for t in reads):
+        if default_domain and node.op_type == "Identity":  # same array: it becomes one Constant layer, not two
+            _store(ctx, node, name, [ctx.values[node.input[0]]])
+            return
         try:
             outs = evaluate_node(node, {t: ctx.values[t].const for t in reads}, ctx.opsets, ctx.functions)
         except FoldError as e:
