@@ -120,8 +120,8 @@ def analyze_profile(model: onnx.ModelProto | str | Path, profile: OptimizationPr
         for a, b, c in zip(lo.layers, mid.layers, hi.layers):
             if not a.params == b.params == c.params:
                 result.specialised[b.name] = "its parameters depend on the input shapes"
-            elif any(not _same_array(x.weights.get(k), b.weights[k]) or not _same_array(c.weights.get(k), b.weights[k])
-                     for x in (a,) for k in b.weights):
+            elif any(not _same_array(a.weights.get(k), w) or not _same_array(c.weights.get(k), w)
+                     for k, w in b.weights.items()):
                 result.specialised[b.name] = "its folded weights depend on the input shapes"
     return result
 
