@@ -21,7 +21,7 @@ from engine.runtime import Runtime
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from torch_models import MiniSwin, MiniViT, transformer_encoder  # noqa: E402
+from torch_models import CausalEncoder, MiniSwin, MiniViT, transformer_encoder  # noqa: E402
 
 
 def export(module, example, opset: int = 17) -> onnx.ModelProto:
@@ -57,6 +57,7 @@ MODELS = {  # name: (module, sample shape without the batch, opset)
     "vit_opset20": (lambda: MiniViT(), (3, 32, 32), 20),  # GELU exported as the Gelu op
     "swin": (lambda: MiniSwin(), (3, 28, 28), 17),  # 7×7 patches: padding to the window folds from Mod
     "encoder": (lambda: transformer_encoder(), (10, 64), 17),
+    "encoder_causal": (lambda: CausalEncoder(), (10, 64), 17),
 }
 
 
@@ -80,5 +81,5 @@ def test_exports_really_contain_the_shape_ops_that_used_to_stop_the_parser(expor
     ops = {n.op_type for n in model.graph.node}
     expected = {"vit": {"Expand", "Concat", "Shape", "Tanh"}, "vit_opset20": {"Gelu", "Mod", "Where"},
                 "swin": {"Mod", "ScatterND", "Range", "Where", "Equal", "Expand", "Gather", "Slice"},
-                "encoder": {"Mod", "Softmax", "LayerNormalization"}}[name]
+                "encoder": {"Mod", "Softmax", "LayerNormalization"}, "encoder_causal": {"Trilu", "Where"}}[name]
     assert expected <= ops, sorted(ops)

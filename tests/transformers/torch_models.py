@@ -154,3 +154,16 @@ class MiniSwin(nn.Module):
 def transformer_encoder(hidden: int = 64, heads: int = 4, layers: int = 2) -> nn.Module:
     layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0, activation="gelu", batch_first=True)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class CausalEncoder(nn.Module):
+    """The encoder with a causal mask made from the sequence length (torch.triu → Trilu, folded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = transformer_encoder()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        mask = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
+        return self.encoder(x, mask=mask)
