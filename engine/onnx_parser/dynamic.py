@@ -8,18 +8,20 @@ shapes and compares the three networks layer by layer. The result carries, per n
 the dims that vary inside the profile (symbolic dims, found by evaluation rather than by algebra),
 the layers whose parameters or folded weights depend on the input shapes (they must be
 re-specialised per shape), and whether the layer structure itself changes with the shape.
+``ShapeSpecialiser`` parses the model per concrete shape inside a profile, lazily, with a cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from engine.ir.errors import BuildError
+from engine.ir.errors import BuildError, ExecutionError
 from engine.ir.network import Network
 from engine.ir.profiles import OptimizationProfile, Shape
 from engine.onnx_parser.loader import load_model
@@ -128,3 +130,60 @@ def analyze_profile(model: onnx.ModelProto | str | Path, profile: OptimizationPr
 
 def _same_array(a: np.ndarray | None, b: np.ndarray) -> bool:
     return a is not None and a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@dataclass
+class SpecialisationRecord:
+    """One specialisation: the shapes it is for and what it cost (never hidden from a profiler)."""
+
+    shapes: dict[str, Shape]
+    parse_seconds: float
+    hits: int = 0
+
+
+class ShapeSpecialiser:
+    """Networks of one model specialised per concrete input shapes inside its profiles, built lazily and cached.
+
+    This is the parser's half of ``set_input_shape``: the shapes are checked against the selected
+    profile (an ``ExecutionError`` names input, dim, value and range), the model is parsed for
+    them on first use (its shape arithmetic folds for exactly those shapes) and the network is
+    reused for every later request of the same shapes. ``records`` tells each specialisation's cost.
+    """
+
+    def __init__(self, model: onnx.ModelProto | str | Path, profiles: list[OptimizationProfile],
+                 constant_inputs: Mapping[str, np.ndarray] | None = None, max_cached: int = 16) -> None:
+        if not profiles:
+            raise BuildError("a shape specialiser needs at least one optimization profile")
+        self.model, _ = load_model(model)
+        for profile in profiles:
+            check_profile(self.model, profile)
+        self.profiles = list(profiles)
+        self.constant_inputs = constant_inputs
+        self.max_cached = max_cached
+        self._cache: dict[tuple, Network] = {}
+        self.records: dict[tuple, SpecialisationRecord] = {}
+
+    def network_for(self, shapes: Mapping[str, Sequence[int]], profile: int = 0) -> Network:
+        """The network for these input shapes (every input of the profile must be given)."""
+        if not 0 <= profile < len(self.profiles):
+            raise ExecutionError(f"optimization profile {profile} does not exist (the engine has "
+                                 f"{len(self.profiles)})")
+        chosen = self.profiles[profile]
+        missing = sorted(set(chosen.shapes) - set(shapes))
+        if missing:
+            raise ExecutionError(f"no shape given for input(s) {missing} of optimization profile {profile}")
+        chosen.check(shapes)
+        key = tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in shapes.items()))
+        if key in self._cache:
+            self.records[key].hits += 1
+            return self._cache[key]
+        from engine.onnx_parser import parse  # deferred: this module is imported by the package itself
+
+        start = time.perf_counter()
+        network = parse(self.model, input_shapes=dict(key), constant_inputs=self.constant_inputs)
+        if len(self._cache) >= self.max_cached:  # drop the oldest specialisation
+            oldest = next(iter(self._cache))
+            del self._cache[oldest]
+        self._cache[key] = network
+        self.records[key] = SpecialisationRecord(dict(key), time.perf_counter() - start)
+        return network

@@ -146,3 +146,30 @@ def test_builder_specialises_at_opt_and_records_profiles_in_the_plan():
     bad = OptimizationProfile().set_shape("x", (1, 2, 16, 16), (1, 2, 16, 16), (1, 2, 16, 16))
     with pytest.raises(BuildError, match="fixed to 3 by the model"):
         build_from_onnx(conv_net(), BuilderConfig(profiles=[bad]))
+
+
+def test_specialiser_checks_the_profile_caches_per_shape_and_matches_onnxruntime():
+    from engine.onnx_parser.dynamic import ShapeSpecialiser
+
+    model = conv_net()
+    small = OptimizationProfile().set_shape("x", (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8))
+    spec = ShapeSpecialiser(model, [profile(), small])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    shapes = [(1, 3, 32, 32), (4, 3, 64, 64), (3, 3, 40, 96), (8, 3, 128, 128), (4, 3, 64, 64)]
+    for k, shape in enumerate(shapes):
+        net = spec.network_for({"x": shape})
+        assert net.tensors["x"].shape == shape
+        x = np.random.default_rng(k).standard_normal(shape).astype(np.float32)
+        want = sess.run(None, {"x": x})[0]
+        np.testing.assert_allclose(execute(net, {"x": x})["y"], want, rtol=1e-4,
+                                   atol=1e-4 * float(np.abs(want).max()))
+    assert len(spec.records) == 4 and spec.records[(("x", (4, 3, 64, 64)),)].hits == 1
+    assert all(r.parse_seconds > 0 for r in spec.records.values())
+    assert spec.network_for({"x": (1, 3, 8, 8)}, profile=1).tensors["y"].shape == (1, 4)
+    with pytest.raises(ExecutionError, match=r"input 'x' dim 3 = 16 is outside the optimization profile's range "
+                                             r"\[8, 8\]"):
+        spec.network_for({"x": (1, 3, 8, 16)}, profile=1)
+    with pytest.raises(ExecutionError, match="optimization profile 2 does not exist"):
+        spec.network_for({"x": (1, 3, 8, 8)}, profile=2)
+    with pytest.raises(ExecutionError, match=r"no shape given for input\(s\) \['x'\]"):
+        spec.network_for({})
