@@ -21,6 +21,7 @@ from engine.ir.layers import SHAPE_ONLY, LayerKind
 from engine.ir.logger import Logger, Severity
 from engine.ir.network import Network
 from engine.ir.platforms import KNOWN_PLATFORMS
+from engine.ir.profiles import OptimizationProfile
 
 # Layer kinds that only move or reshape data; precision flags do not apply to them.
 
@@ -62,6 +63,9 @@ class BuilderConfig:
     # version) and an optimization level 0-5 bounding how many tactics are timed (0: none).
     timing_cache: str | None = None
     optimization_level: int = 3
+    # Optimization profiles (min/opt/max shapes per dynamic input), checked against the model by
+    # build_from_onnx, which specialises the network at the first profile's opt shapes.
+    profiles: list[OptimizationProfile] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):
@@ -74,6 +78,8 @@ class BuilderConfig:
             raise BuildError(f"memory limit must be >= 0 bytes, got {self.memory_limit}")
         if self.dla_core is not None and self.dla_core < 0:
             raise BuildError(f"DLA core must be >= 0, got {self.dla_core}")
+        for profile in self.profiles:
+            profile.validate()
         if self.calibrator is not None:
             from engine.quantization.calibrator import Calibrator
 
@@ -95,6 +101,7 @@ class BuilderConfig:
         d["calibrator"] = getattr(self.calibrator, "algorithm", None)
         d["layer_precisions"] = {k: Precision(v).value for k, v in self.layer_precisions.items()}
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        d["profiles"] = [p.to_dict() for p in self.profiles]
         return d
 
 
@@ -264,7 +271,7 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
     config.validate()  # before parsing, so a bad request fails fast and says so
     logger = logger or Logger()
     t0 = time.perf_counter()
-    network = parse(model, input_shapes=config.input_shapes or None, batch=config.batch)
+    network = parse(model, input_shapes=_shapes_to_build(model, config), batch=config.batch)
     logger.info(f"Parsed ONNX model in {time.perf_counter() - t0:.2f} s: {len(network)} layers")
     if config.int8:
         from engine.quantization import qdq
@@ -274,6 +281,23 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
         if n:
             logger.info(f"Explicit quantization: {n} layers have Q/DQ weight scales")
     return Builder(logger).build_serialized_network(network, config)
+
+
+def _shapes_to_build(model: str | Path | onnx.ModelProto, config: BuilderConfig) -> dict | None:
+    """``input_shapes``, or with profiles the first profile's opt shapes (explicit shapes must lie inside it)."""
+    if not config.profiles:
+        return config.input_shapes or None
+    from engine.ir.errors import ExecutionError
+    from engine.onnx_parser.dynamic import check_profile
+
+    for profile in config.profiles:
+        check_profile(model, profile)
+    shapes = {**config.profiles[0].at("opt"), **config.input_shapes}
+    try:
+        config.profiles[0].check(config.input_shapes)
+    except ExecutionError as e:
+        raise BuildError(f"input_shapes are outside optimization profile 0: {e}") from None
+    return shapes
 
 
 __all__ = ["Builder", "BuilderConfig", "Logger", "Severity", "build_from_onnx", "build_serialized", "serialize"]

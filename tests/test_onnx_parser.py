@@ -275,12 +275,13 @@ def test_newer_opsets_change_only_types_of_claimed_ops():
 def test_unsupported_op_names_node_op_and_opset():
     model = make_model([helper.make_node("Hardmax", ["x"], ["y"], name="hm_3")], [vi("x", [2, 3])],
                        [vi("y", [2, 3])], opset=13)
-    with pytest.raises(UnsupportedError, match=r"node 'hm_3' \(op Hardmax, opset 13\): op type Hardmax is not "
-                                               r"supported by hetrt"):
+    with pytest.raises(UnsupportedError, match=r"node 'hm_3' \(op Hardmax, domain ai.onnx, opset 13\): op type "
+                                               r"Hardmax is not supported by hetrt"):
         parse(model)
     model = make_model([helper.make_node("Foo", ["x"], ["y"], name="conv_17")], [vi("x", [2, 3])],
                        [vi("y", [2, 3])], opset=13)
-    with pytest.raises(UnsupportedError, match=r"node 'conv_17' \(op Foo, opset 13\)"):
+    with pytest.raises(UnsupportedError, match=r"node 'conv_17' \(op Foo, domain ai.onnx, opset 13\): op type Foo "
+                                               r"is not an ONNX operator"):
         parse(model)
 
 

@@ -1,9 +1,11 @@
 """ONNX → hetrt network definition (TensorRT's nvonnxparser).
 
 ``parse`` loads and checks the model, fixes every input shape statically, then converts the
-nodes in order. Values known at build time are propagated and folded as they appear (see
-``context``), so shape sub-graphs and generated weights never reach the network. Converters live
-in the ``ops_*`` modules, one family each, and register themselves by ONNX op type.
+nodes in order (``convert``). A node whose inputs are all known at build time is evaluated with
+ONNX's reference evaluator, whatever its op (``fold``), so shape sub-graphs and generated weights
+never reach the network; the others go to converters, which live in the ``ops_*`` modules, one
+family each, and register themselves by ONNX op type. Nodes left unsupported are all reported
+together in one ``UnsupportedOpsError`` (``unsupported``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_tensor,
 )
 from engine.onnx_parser.context import (
-    NodeContext,
     NonConstantError,
     ParseContext,
     Ref,
@@ -35,10 +36,13 @@ from engine.onnx_parser.context import (
     hetrt_dtype,
     numpy_dtype_of,
 )
+from engine.onnx_parser.convert import convert_node
 from engine.onnx_parser.loader import MAX_OPSET, MIN_OPSET, check_model, default_opset, load_model, normalize_opset
 from engine.onnx_parser.registry import CONVERTERS
+from engine.onnx_parser.unsupported import UnsupportedNode, UnsupportedOpsError
 
-__all__ = ["parse", "supported_ops", "NonConstantError", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["parse", "supported_ops", "NonConstantError", "UnsupportedOpsError", "UnsupportedNode", "MIN_OPSET",
+           "MAX_OPSET"]
 
 
 def supported_ops() -> list[str]:
@@ -58,7 +62,8 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     proto, display = load_model(model)
     source_opset = default_opset(proto)
     # Our own structural checks first: they name the node, where onnx.checker would not.
-    _check_structure(proto.graph, _node_names(proto.graph), source_opset, ops_final=source_opset >= MIN_OPSET)
+    _check_structure(proto.graph, _node_names(proto.graph), source_opset)
+    _check_known_ops(proto.graph, _node_names(proto.graph), source_opset)
     check_model(proto, display)
     proto, opset = normalize_opset(proto, display)
     graph = proto.graph
@@ -66,7 +71,7 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     constant_inputs = dict(constant_inputs or {})
     node_names = _node_names(graph)
     if opset != source_opset:
-        _check_structure(graph, node_names, opset, ops_final=True)
+        _check_structure(graph, node_names, opset)
 
     initializers = {init.name: init for init in graph.initializer}
     runtime_inputs = [vi for vi in graph.input if vi.name not in initializers]
@@ -82,6 +87,11 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     network = Network(graph.name or "network")
     ctx = ParseContext(network, opset, {vi.name for vi in runtime_inputs} - set(constant_inputs), reserved)
     ctx.source_opset = source_opset
+    ctx.opsets = {imp.domain or "": int(imp.version) for imp in proto.opset_import}
+    ctx.opsets[""] = opset
+    ctx.opsets.pop("ai.onnx", None)
+    ctx.functions = list(proto.functions)
+    ctx.model = proto
     ctx.consumed = {t for node in graph.node for t in node.input if t} | {o.name for o in graph.output}
 
     for name, init in initializers.items():
@@ -100,8 +110,16 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
             raise ParserError(f"graph input '{vi.name}': {e}") from None
         ctx.values[vi.name] = Ref(tensor=vi.name)
 
+    report: list[UnsupportedNode] = []
     for node, name in zip(graph.node, node_names):
-        _convert_node(ctx, node, name)
+        try:
+            convert_node(ctx, node, name, report)
+        except HetrtError as e:
+            if report:  # the nodes already found unsupported are the news; this error comes after them
+                raise UnsupportedOpsError(report, also=str(e)) from None
+            raise
+    if report:
+        raise UnsupportedOpsError(report)
 
     for out in graph.output:
         ref = ctx.values[out.name]
@@ -132,21 +150,16 @@ def _node_names(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def _check_structure(graph: onnx.GraphProto, names: list[str], opset: int, ops_final: bool) -> None:
-    """Foreign domains, unsupported ops and dangling inputs, reported before any conversion.
+def _check_structure(graph: onnx.GraphProto, names: list[str], opset: int) -> None:
+    """Dangling inputs and unsorted graphs, reported before any conversion.
 
-    ``ops_final`` is false for models still to be lifted to a newer opset: their ops are only
-    checked to exist in ONNX (the version converter may rename them) and checked again after.
+    Op support is decided during conversion: a node of an op hetrt does not run as a layer is
+    fine as long as its inputs are known at build time (it is folded).
     """
     available = {vi.name for vi in graph.input} | {init.name for init in graph.initializer}
     produced_later = {o for node in graph.node for o in node.output if o}
     for node, name in zip(graph.node, names):
         where = f"node '{name}' (op {node.op_type}, opset {opset})"
-        if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedError(f"node '{name}' (op {node.op_type}, domain '{node.domain}'): "
-                                   f"operators of domain '{node.domain}' are not supported by hetrt")
-        if node.op_type not in CONVERTERS and (ops_final or not onnx.defs.has(node.op_type)):
-            raise UnsupportedError(f"{where}: op type {node.op_type} is not supported by hetrt")
         for t in node.input:
             if not t or t in available:
                 continue
@@ -158,6 +171,16 @@ def _check_structure(graph: onnx.GraphProto, names: list[str], opset: int, ops_f
     for out in graph.output:
         if out.name not in available:
             raise ParserError(f"graph output '{out.name}' is not produced by any node")
+
+
+def _check_known_ops(graph: onnx.GraphProto, names: list[str], opset: int) -> None:
+    """Default-domain op types that ONNX does not define at all (onnx.checker would only name the first)."""
+    unknown = [UnsupportedNode(name, node.op_type, "ai.onnx", opset,
+                               f"op type {node.op_type} is not an ONNX operator and not supported by hetrt")
+               for node, name in zip(graph.node, names)
+               if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)]
+    if unknown:
+        raise UnsupportedOpsError(unknown)
 
 
 def _input_signature(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None, batch: int | None):
@@ -196,23 +219,3 @@ def _input_signature(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None, 
                                   f"input_shapes")
         shape.append(d)
     return tuple(shape), dtype
-
-
-def _convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str) -> None:
-    nc = NodeContext(ctx, node, name)
-    try:
-        refs = CONVERTERS[node.op_type](nc)
-    except HetrtError:
-        raise
-    except Exception as e:  # a converter bug must still say which node it was converting
-        raise ParserError(f"{nc.where}: internal error while converting: {type(e).__name__}: {e}") from e
-    for i, out in enumerate(node.output):
-        if not out:
-            continue
-        ref = refs[i] if i < len(refs) else None
-        if ref is None:
-            if out in ctx.consumed:
-                raise UnsupportedError(f"{nc.where}: output {i} '{out}' is used, but hetrt does not produce it")
-            continue
-        ctx.values[out] = ref
-        ctx.producers[out] = name

@@ -88,6 +88,11 @@ class ParseContext:
         self.producers: dict[str, str] = {}  # ONNX tensor → node name that produces it
         self.consumed: set[str] = set()  # ONNX tensors read by a node or a graph output
         self._reserved = set(reserved)  # every ONNX tensor name: intermediate names avoid them
+        self.opsets: dict[str, int] = {"": opset}  # domain → opset version (default domain: "")
+        self.functions: list[onnx.FunctionProto] = []  # model-local functions, for folding
+        self.model: onnx.ModelProto | None = None  # the model being parsed (for shape inference)
+        self.unresolved: dict[str, str] = {}  # ONNX tensor → unsupported node it depends on
+        self.inferred_cache: dict[str, tuple[int, ...]] | None = None  # onnx shape inference, once
         self._materialized: dict[int, str] = {}  # id(const array) → Constant layer tensor
         self._keep: list[np.ndarray] = []  # keeps materialized arrays alive so ids stay unique
 
