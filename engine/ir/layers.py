@@ -67,6 +67,9 @@ class LayerKind(StrEnum):
     POINTWISE = "pointwise"
     QUANTIZE = "quantize"
     DEQUANTIZE = "dequantize"
+    RNN = "rnn"
+    LSTM = "lstm"
+    GRU = "gru"
 
 
 class ActivationType(StrEnum):
@@ -1016,3 +1019,7 @@ def params_from_dict(kind: str, data: dict[str, Any]) -> LayerParams:
 SHAPE_ONLY = frozenset({LayerKind.CONSTANT, LayerKind.SHUFFLE, LayerKind.SLICE, LayerKind.SPLIT,
                         LayerKind.CONCATENATION, LayerKind.GATHER, LayerKind.IDENTITY, LayerKind.CAST,
                         LayerKind.PADDING})
+
+
+# Recurrent layers (RNN, LSTM, GRU) live in their own module, which registers them in PARAMS_BY_KIND.
+import engine.ir.recurrent  # noqa: E402, F401
