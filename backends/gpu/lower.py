@@ -183,6 +183,8 @@ def supports(layer: Layer, network: Network) -> tuple[bool, str]:
         out = dtypes[layer.outputs[0]].numpy.name
         ok = ins[0] in gen.CTYPE and out in gen.CTYPE
         return (True, "") if ok else (False, f"cast {ins[0]} -> {out} has no GPU kernel")
+    if k in (LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU):
+        return False, f"{k.value} has no GPU kernel: the recurrence runs on the reference backend"
     return False, f"layer kind '{k.value}' has no GPU kernel"
 
 

@@ -253,3 +253,39 @@ def make_params(kind: str, hidden_size: int, direction: str = "forward", activat
 
 __all__ = ["ACTIVATION_DEFAULTS", "DIRECTIONS", "GRUParams", "LSTMParams", "RECURRENT_PARAMS", "RNNParams",
            "RecurrentParams", "make_params", "resolve_activations"]
+
+
+def add_recurrent(network, kind: str, x, W: np.ndarray, R: np.ndarray, B: np.ndarray | None = None, *,
+                  P: np.ndarray | None = None, sequence_lens=None, initial_h=None, initial_c=None,
+                  hidden_size: int | None = None, direction: str = "forward", activations: list[str] | None = None,
+                  activation_alpha: list[float] | None = None, activation_beta: list[float] | None = None,
+                  clip: float | None = None, layout: int = 0, linear_before_reset: bool = False,
+                  input_forget: bool = False, name: str | None = None) -> list:
+    """Add an RNN/LSTM/GRU layer to ``network``; returns the output tensors (Y, Y_h[, Y_c]).
+
+    ``sequence_lens``, ``initial_h`` and ``initial_c`` are numpy arrays (weights) or network tensors
+    (inputs of the layer). Arrays follow the ONNX shapes of the module docstring.
+    """
+    weights = {"W": W, "R": R}
+    for key, value in (("B", B), ("P", P)):
+        if value is not None:
+            weights[key] = value
+    inputs, runtime = [x], []
+    for key, value in (("sequence_lens", sequence_lens), ("initial_h", initial_h), ("initial_c", initial_c)):
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray):
+            weights[key] = value
+        else:
+            inputs.append(value)
+            runtime.append(key)
+    if hidden_size is None:
+        hidden_size = int(np.shape(R)[-1])
+    fields = {"clip": clip, "layout": layout, "runtime_inputs": tuple(runtime)}
+    if linear_before_reset:
+        fields["linear_before_reset"] = True
+    if input_forget:
+        fields["input_forget"] = True
+    params = make_params(kind, hidden_size, direction, activations, activation_alpha, activation_beta, **fields)
+    layer = network.add_layer(params, inputs, weights, name=name)
+    return [network.tensor(t) for t in layer.outputs]

@@ -139,10 +139,7 @@ def _lstm_cell(p, fs, xw, h, c, r, rb, weights, k):
     pp = weights.get("P")
     pi, po, pf = (pp[k, :n], pp[k, n:2 * n], pp[k, 2 * n:]) if pp is not None else (_F(0), _F(0), _F(0))
     i = f(gates[:, :n] + pi * c)
-    if p.input_forget:
-        fg = _F(1) - i
-    else:
-        fg = f(gates[:, 2 * n:3 * n] + pf * c)
+    fg = _F(1) - i if p.input_forget else f(gates[:, 2 * n:3 * n] + pf * c)  # input_forget couples f to i
     c_new = fg * c + i * g(gates[:, 3 * n:])
     o = f(gates[:, n:2 * n] + po * c_new)
     return o * hf(c_new), c_new
