@@ -63,7 +63,7 @@ class Net:
 
     def _layer(self, name, type_, bottoms, tops, params=None, blobs=None) -> None:
         body = {"name": name, "type": type_}
-        lines = [f"layer {{", *[ln for k, v in body.items() for ln in _fmt(k, v, "  ")]]
+        lines = ["layer {", *[ln for k, v in body.items() for ln in _fmt(k, v, "  ")]]
         lines += [f'  bottom: "{b}"' for b in bottoms] + [f'  top: "{t}"' for t in tops]
         for k, v in (params or {}).items():
             lines += _fmt(k, v, "  ")
