@@ -68,8 +68,7 @@ class Net:
         for k, v in (params or {}).items():
             lines += _fmt(k, v, "  ")
         self.text.append("\n".join([*lines, "}"]))
-        if blobs:
-            self.blobs[name] = (type_, blobs)
+        self.blobs[name] = (type_, list(blobs or []))  # a caffemodel lists every layer, with or without blobs
 
     def _in(self, blob: str) -> str:
         return self.onnx_name[blob]
