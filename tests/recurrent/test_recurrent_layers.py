@@ -205,3 +205,27 @@ def test_parser_errors_name_the_node():
 def test_unused_state_output_is_not_an_error():
     net = parse(_onnx_rnn())
     assert net.tensors[net.outputs[0]].shape == (2, 1, 1, 4)
+
+
+def test_cost_model_counts_the_recurrent_products(rng):
+    from scheduler.layer_work import layer_work
+
+    n = lstm_net(rng)  # seq 6, batch 3, input 5, hidden 4, bidirectional
+    assert layer_work(n.layer("lstm"), n).macs == 6 * 3 * (2 * 16 * 5 + 2 * 16 * 4)
+
+
+def test_only_the_final_state_is_read():
+    """An encoder that keeps Y_h only: Y and Y_c are produced but unused."""
+    from test_recurrent_ort import make_case, onnxruntime_outputs
+
+    from engine.builder import build_from_onnx
+
+    model, feeds = make_case("LSTM", direction="bidirectional", seq_lens=True, seed=3)
+    keep = [o for o in model.graph.output if o.name == "Y_h"]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    data = build_from_onnx(model, BuilderConfig(), Logger(Severity.ERROR))
+    got = Runtime(Logger(Severity.ERROR)).deserialize(data).create_execution_context().execute(feeds)
+    want = onnxruntime_outputs("LSTM", 3, direction="bidirectional", seq_lens=True)["Y_h"]
+    assert list(got) == ["Y_h"]
+    np.testing.assert_allclose(got["Y_h"], want, rtol=1e-5, atol=1e-6)
