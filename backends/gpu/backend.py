@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.gpu import recurrent as gpu_recurrent
 from backends.gpu.arena import Arena, BufferUse, plan_offsets
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
@@ -81,7 +82,8 @@ class GpuPartition:
             needed = [t for la in layers for t in la.outputs if t in self.outputs or t in later]
             ins = list(dict.fromkeys(t for la in layers for t in la.inputs if t not in seg_out))
             if not on_gpu:
-                self.units.append(_Unit(ins, needed, layer=layers[0]))
+                eager = gpu_recurrent.upload(layers[0]) if gpu_recurrent.runs_here(layers[0]) else None
+                self.units.append(_Unit(ins, needed, layer=layers[0], consts=eager))
                 continue
             low = lower(network, layers, needed, tactics)
             consts = {k: cupy.asarray(s.const) for k, s in low.slots.items() if s.const is not None}
@@ -267,9 +269,11 @@ class GpuPartitionContext:
         for unit, run in zip(self.partition.units, self.runs):
             if run is None:
                 layer = unit.layer
-                args = [_to_host(env[t]) for t in layer.inputs]
-                for t, v in zip(layer.outputs, run_layer(layer, args)):
-                    env[t] = v
+                if unit.consts is not None:  # a recurrent layer: CuPy, eagerly on this stream
+                    outs = gpu_recurrent.run(layer, [env[t] for t in layer.inputs], unit.consts, self.stream)
+                else:
+                    outs = run_layer(layer, [_to_host(env[t]) for t in layer.inputs])
+                env.update(zip(layer.outputs, outs))
                 continue
             run.stage(env)
             run.graph.replay()
@@ -277,7 +281,7 @@ class GpuPartitionContext:
             outs = run.outputs(host or any(u.layer is not None for u in self.partition.units))
             self.stream.synchronize()
             env.update(outs)
-        return {t: env[t] for t in self.partition.outputs}
+        return {t: _to_host(env[t]) if host else env[t] for t in self.partition.outputs}
 
 
 def _to_host(a: Any) -> np.ndarray:

@@ -184,7 +184,8 @@ def supports(layer: Layer, network: Network) -> tuple[bool, str]:
         ok = ins[0] in gen.CTYPE and out in gen.CTYPE
         return (True, "") if ok else (False, f"cast {ins[0]} -> {out} has no GPU kernel")
     if k in (LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU):
-        return False, f"{k.value} has no GPU kernel: the recurrence runs on the reference backend"
+        return False, (f"{k.value} is not captured in a CUDA graph (cuBLAS): it runs eagerly with CuPy between the "
+                       f"graphs (FP32/FP16; INT8 on the reference backend)")
     return False, f"layer kind '{k.value}' has no GPU kernel"
 
 
