@@ -54,6 +54,9 @@ def _parse_layer_precisions(items: list[str] | None) -> dict[str, Precision]:
 
 def _load_model(spec: str) -> onnx.ModelProto | str:
     """An .onnx path stays a path (external data resolves relative to it); a bundled name builds."""
+    if spec.endswith(".prototxt"):
+        raise HetrtError(f"'{spec}' is a Caffe model: build, run and place take it; compare and demo need an ONNX "
+                         f"model (ONNX Runtime is their reference)")
     if os.path.exists(spec):
         return spec
     from engine.models import MODELS, build_model

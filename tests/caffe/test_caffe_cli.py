@@ -43,3 +43,11 @@ def test_unknown_blob_is_an_error(tmp_path, capsys):
     proto.write_text(net.prototxt())
     assert main(["build", str(proto), "--output", "nope", "-o", str(tmp_path / "x.plan")]) == 2
     assert "output blob 'nope'" in capsys.readouterr().err
+
+
+def test_compare_refuses_caffe_models_clearly(tmp_path, capsys):
+    net, _ = lenet()
+    proto = tmp_path / "lenet.prototxt"
+    proto.write_text(net.prototxt())
+    assert main(["compare", str(proto)]) == 2
+    assert "is a Caffe model" in capsys.readouterr().err
