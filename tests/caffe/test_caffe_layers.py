@@ -18,6 +18,7 @@ def small(seed: int = 5, shape=(2, 6, 9, 9)) -> Net:
 
 CASES = {
     "conv_hw_dilation": lambda n: n.conv("c", "data", 8, (3, 2), stride=(2, 1), pad=(1, 0), hw=True, dilation=2),
+    "conv_rect_repeated": lambda n: n.conv("c", "data", 5, (3, 2), stride=(2, 1), pad=(1, 0)),
     "conv_group_nobias": lambda n: n.conv("c", "data", 6, 3, group=3, bias=False),
     "deconv": lambda n: n.conv("d", "data", 4, 4, stride=2, pad=1, deconv=True),
     "deconv_group": lambda n: n.conv("d", "data", 6, 3, stride=2, group=2, deconv=True),
@@ -51,22 +52,22 @@ def test_layer_matches_onnx(name, tmp_path):
     compare(n, out, tmp_path)
 
 
-def _caffe_pool_reference(x: np.ndarray, method: str, k: int, s: int, pad: int) -> np.ndarray:
+def _caffe_pool_reference(x: np.ndarray, method: str, k, s, pad) -> np.ndarray:
     """Caffe's pooling loops (pooling_layer.cpp semantics) in float64: output size rounded up, a
     last window starting in the padding dropped, AVE dividing by the window clipped to the padded
-    input, MAX over the real input only."""
+    input, MAX over the real input only. ``k``, ``s``, ``pad`` are (h, w) pairs."""
     n, c, h, w = x.shape
 
-    def out_len(size):
+    def out_len(size, k, s, pad):
         o = -(-(size + 2 * pad - k) // s) + 1
         return o - 1 if pad and (o - 1) * s >= size + pad else o
 
-    oh, ow = out_len(h), out_len(w)
+    oh, ow = out_len(h, k[0], s[0], pad[0]), out_len(w, k[1], s[1], pad[1])
     y = np.zeros((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            hs, ws = i * s - pad, j * s - pad
-            he, we = min(hs + k, h + pad), min(ws + k, w + pad)
+            hs, ws = i * s[0] - pad[0], j * s[1] - pad[1]
+            he, we = min(hs + k[0], h + pad[0]), min(ws + k[1], w + pad[1])
             size = (he - hs) * (we - ws)
             hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
             win = x[:, :, hs:he, ws:we]
@@ -74,17 +75,27 @@ def _caffe_pool_reference(x: np.ndarray, method: str, k: int, s: int, pad: int) 
     return y
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
-@pytest.mark.parametrize("size, k, s, pad", [(9, 3, 2, 1), (10, 3, 2, 1), (7, 2, 2, 0), (11, 4, 3, 2), (6, 3, 3, 1)])
-def test_pooling_follows_caffe(method, size, k, s, pad):
-    text = (f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 3 dim: {size} '
-            f'dim: {size} }} }} }}\nlayer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ '
-            f'pool: {method} kernel_size: {k} stride: {s} pad: {pad} }} }}\n')
-    x = np.random.default_rng(size * k).standard_normal((1, 3, size, size)).astype(np.float32)
+def _pool_case(method: str, size: tuple[int, int], params: str, k, s, pad) -> None:
+    text = (f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 3 dim: {size[0]} '
+            f'dim: {size[1]} }} }} }}\nlayer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ '
+            f'pool: {method} {params} }} }}\n')
+    x = np.random.default_rng(sum(size) * k[0]).standard_normal((1, 3, *size)).astype(np.float32)
     got = run_plan(build_from_caffe(text, outputs=["p"], config=BuilderConfig(), logger=QUIET), {"data": x})["p"]
     want = _caffe_pool_reference(x.astype(np.float64), method, k, s, pad)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("size, k, s, pad", [(9, 3, 2, 1), (10, 3, 2, 1), (7, 2, 2, 0), (11, 4, 3, 2), (6, 3, 3, 1)])
+def test_pooling_follows_caffe(method, size, k, s, pad):
+    _pool_case(method, (size, size), f"kernel_size: {k} stride: {s} pad: {pad}", (k, k), (s, s), (pad, pad))
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_rectangular_pooling_follows_caffe(method):
+    _pool_case(method, (9, 12), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 pad_w: 1", (3, 2), (2, 3),
+               (1, 1))
 
 
 def test_floor_round_mode():
