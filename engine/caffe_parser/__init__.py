@@ -38,9 +38,11 @@ def parse(prototxt: Source, weights: Source | None = None, outputs: Sequence[str
           batch: int | None = None, seed: int = 0) -> Network:
     """Parse a Caffe deploy network into a static-shape ``Network``.
 
+    ``prototxt`` is a path, or the text itself (bytes, or a str holding a newline or a brace);
+    ``weights`` is a .caffemodel path or its bytes.
     ``outputs`` names the blobs to mark as network outputs (default: the blobs no layer reads).
     ``batch`` replaces the first dimension of every input. ``seed`` seeds the random weights used
-    when ``weights`` (a .caffemodel path or its bytes) is not given.
+    when ``weights`` is not given.
     """
     text, display = load_text(prototxt)
     net, strict_error = parse_prototxt(text, display)
