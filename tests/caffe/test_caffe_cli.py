@@ -51,3 +51,12 @@ def test_compare_refuses_caffe_models_clearly(tmp_path, capsys):
     proto.write_text(net.prototxt())
     assert main(["compare", str(proto)]) == 2
     assert "is a Caffe model" in capsys.readouterr().err
+
+
+def test_place_takes_a_caffe_model(tmp_path, capsys):
+    net, _ = lenet()
+    proto = tmp_path / "lenet.prototxt"
+    proto.write_text(net.prototxt())
+    assert main(["place", str(proto), "--platform", "orin-agx-64gb", "--fp16"]) == 0
+    out = capsys.readouterr().out
+    assert "'LeNet'" in out and "conv1" in out
