@@ -54,6 +54,9 @@ def _parse_layer_precisions(items: list[str] | None) -> dict[str, Precision]:
 
 def _load_model(spec: str) -> onnx.ModelProto | str:
     """An .onnx path stays a path (external data resolves relative to it); a bundled name builds."""
+    if spec.endswith(".prototxt"):
+        raise HetrtError(f"'{spec}' is a Caffe model: build, run and place take it; compare and demo need an ONNX "
+                         f"model (ONNX Runtime is their reference)")
     if os.path.exists(spec):
         return spec
     from engine.models import MODELS, build_model
@@ -101,7 +104,11 @@ def _logger(args: argparse.Namespace) -> Logger:
 
 def _build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> bytes:
     from engine.builder import build_from_onnx
+    from engine.caffe_parser import cli as caffe_cli
 
+    caffe_plan = caffe_cli.build_plan(model_spec, args, _config_from_args(args), logger)
+    if caffe_plan is not None:
+        return caffe_plan
     return build_from_onnx(_load_model(model_spec), _config_from_args(args), logger)
 
 
@@ -434,6 +441,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from engine.caffe_parser.cli import add_cli_options as caffe_options
+
     parser = argparse.ArgumentParser(
         prog="hetrt", description="hetrt: build, run and inspect inference plans (GPU + simulated DLA).",
         epilog="Run 'hetrt COMMAND --help' for the options of each command.")
@@ -446,9 +455,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a plan from an ONNX model", epilog=EPILOG_MODEL,
                        description="Parse MODEL, optimize it, and write a serialized plan.")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("-o", "--output", metavar="PLAN", help="plan file to write (default MODEL.plan)")
+    p.add_argument("-o", dest="output", metavar="PLAN", help="plan file to write (default MODEL.plan)")
     p.add_argument("--export-layer-info", metavar="FILE", help="write layer information (engine inspector JSON)")
     _add_build_options(p)
+    caffe_options(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="run a plan (or build and run a model) and report performance",
@@ -456,6 +466,7 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Measure inference trtexec-style: throughput, latency percentiles, profile.")
     p.add_argument("model", metavar="MODEL.plan|MODEL")
     _add_build_options(p)
+    caffe_options(p)
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
 

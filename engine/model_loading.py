@@ -12,6 +12,10 @@ def load_network(spec: str, batch: int | None = None) -> Network:
     from engine.onnx_parser import parse
     from engine.optimizer import optimize
 
+    if os.path.exists(spec) and spec.endswith(".prototxt"):  # Caffe: seeded random weights, unread blobs out
+        from engine.caffe_parser import parse as parse_caffe
+
+        return optimize(parse_caffe(spec, batch=batch)).network
     if os.path.exists(spec):
         model = spec
     else:

@@ -65,6 +65,8 @@ def _macs(layer: Layer, net: Network) -> int:
         a = ins[0]
         k = a[-2] if p.transpose_a and len(a) >= 2 else a[-1]
         return math.prod(y) * k
+    if kind in (LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU):  # every step multiplies by W and R
+        return math.prod(ins[0][:2]) * (layer.weights["W"].size + layer.weights["R"].size)
     return 0
 
 

@@ -110,7 +110,12 @@ def _sample(kind: LayerKind, rng: np.random.Generator) -> tuple[LayerParams, lis
         LayerKind.QUANTIZE: (QuantizeParams(), [X], {"scale": np.array(0.05, np.float32)}),
         LayerKind.DEQUANTIZE: (DequantizeParams(), [X], {"scale": np.array(0.05, np.float32)}),
     }
+    if kind in RECURRENT_GATES:
+        return None, [], {}  # see sample_network
     return samples[kind]
+
+
+RECURRENT_GATES = {LayerKind.RNN: 1, LayerKind.GRU: 3, LayerKind.LSTM: 4}
 
 
 def sample_network(kind: LayerKind, rng: np.random.Generator) -> Network:
@@ -119,6 +124,13 @@ def sample_network(kind: LayerKind, rng: np.random.Generator) -> Network:
     net = Network(f"one_{kind.value}")
     if kind is LayerKind.CONSTANT:
         net.mark_output(net.add_constant(_w(rng, 2, 3), name="c"))
+        return net
+    if kind in RECURRENT_GATES:  # built with Network.add_recurrent (it resolves the activations)
+        g, h = RECURRENT_GATES[kind], 4
+        x = net.add_input("x0", (5, 2, 3))
+        for t in net.add_recurrent(kind.value, x, _w(rng, 1, g * h, 3), _w(rng, 1, g * h, h), _w(rng, 1, 2 * g * h),
+                                   name="l"):
+            net.mark_output(t)
         return net
     dtypes = [DataType.INT8 if kind is LayerKind.DEQUANTIZE else DataType.FLOAT] * len(shapes)
     names = [net.add_input(f"x{i}", s, d).name for i, (s, d) in enumerate(zip(shapes, dtypes))]
@@ -151,7 +163,8 @@ def test_tables_say_what_each_backend_runs():
     assert implemented(KERNELS) == frozenset(LayerKind)
     assert implemented(INT8_KERNELS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING,
                                          LayerKind.QUANTIZE, LayerKind.DEQUANTIZE}
-    assert implemented(GPU_LOWERINGS) == frozenset(LayerKind) - {LayerKind.QUANTIZE, LayerKind.DEQUANTIZE}
+    assert implemented(GPU_LOWERINGS) == frozenset(LayerKind) - {LayerKind.QUANTIZE, LayerKind.DEQUANTIZE,
+                                                                  LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU}
     assert implemented(INT8_LOWERINGS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING}
 
 

@@ -21,7 +21,7 @@ from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
 
 from . import int8
-from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, tensor_ops
+from .ops import activation, conv, linalg, normalize, pointwise, pool, recurrent, resize, tensor_ops
 
 Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -53,6 +53,9 @@ KERNELS: dict[LayerKind, Kernel | Unsupported] = {
     LayerKind.POINTWISE: pointwise.pointwise,
     LayerKind.QUANTIZE: lambda layer, xs, ws: int8.run_quantize(layer, xs),
     LayerKind.DEQUANTIZE: lambda layer, xs, ws: int8.run_dequantize(layer, xs),
+    LayerKind.RNN: recurrent.recurrent,
+    LayerKind.LSTM: recurrent.recurrent,
+    LayerKind.GRU: recurrent.recurrent,
 }
 check_complete(KERNELS, "reference")
 

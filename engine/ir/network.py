@@ -187,6 +187,13 @@ class Network:
                                pre_padding=pad, post_padding=pad)
         return self.tensor(self.add_layer(params, [x], name=name).outputs[0])
 
+    def add_recurrent(self, kind: str, x: Tensor | str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None = None,
+                      **options) -> list[Tensor]:
+        """An ONNX-style RNN/LSTM/GRU layer (``kind``); see ``engine.ir.recurrent.add_recurrent``."""
+        from engine.ir.recurrent import add_recurrent
+
+        return add_recurrent(self, kind, x, W, R, B, **options)
+
     # ----------------------------------------------------------------------- queries
 
     def tensor(self, name: str) -> Tensor:

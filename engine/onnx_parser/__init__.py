@@ -25,6 +25,7 @@ from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_math,
     ops_pointwise,
     ops_quant,  # noqa: F401 (registration: QuantizeLinear, DequantizeLinear)
+    ops_recurrent,  # noqa: F401 (registration: RNN, LSTM, GRU)
     ops_shape,
     ops_tensor,
 )

@@ -182,7 +182,16 @@ def _example_params():
         PointwiseParams((PointwiseStep("activation", "relu"), PointwiseStep("elementwise", "sum", operand_input=1),
                          PointwiseStep("elementwise", "prod", operand_weight="c0", reverse=True))),
         L.QuantizeParams(axis=1), L.DequantizeParams(axis=0),
+        *_recurrent_examples(),
     ]
+
+
+def _recurrent_examples():
+    from engine.ir.recurrent import make_params
+
+    return [make_params("rnn", 4, "reverse", ["LeakyRelu"], [0.2], clip=3.0, layout=1),
+            make_params("lstm", 4, "bidirectional", runtime_inputs=("sequence_lens", "initial_c"), input_forget=True),
+            make_params("gru", 4, activations=["HardSigmoid", "Tanh"], linear_before_reset=True)]
 
 
 def test_every_layer_kind_round_trips_through_json():

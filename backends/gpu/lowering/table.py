@@ -35,6 +35,8 @@ class GpuLowering:
 
 
 _QDQ = Unsupported("Q/DQ conversions have no GPU kernel")
+# cuBLAS calls cannot be captured in the partition's CUDA graph and no recurrent kernel of our own exists yet
+_RECURRENT = Unsupported("recurrent layers (RNN/LSTM/GRU) have no GPU kernel yet: they run on the reference backend")
 
 GPU_LOWERINGS: dict[LayerKind, GpuLowering | Unsupported] = {
     # convolution family
@@ -69,6 +71,10 @@ GPU_LOWERINGS: dict[LayerKind, GpuLowering | Unsupported] = {
     # explicit quantization
     LayerKind.QUANTIZE: _QDQ,
     LayerKind.DEQUANTIZE: _QDQ,
+    # recurrent
+    LayerKind.RNN: _RECURRENT,
+    LayerKind.LSTM: _RECURRENT,
+    LayerKind.GRU: _RECURRENT,
 }
 check_complete(GPU_LOWERINGS, "GPU")
 

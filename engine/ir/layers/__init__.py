@@ -117,3 +117,6 @@ __all__ = [
     "matmul_shape",
     "params_from_dict",
 ]
+
+# Recurrent layers (RNN, LSTM, GRU) live in their own module, which registers them in PARAMS_BY_KIND.
+import engine.ir.recurrent  # noqa: E402, F401

@@ -63,6 +63,9 @@ class LayerKind(StrEnum):
     POINTWISE = "pointwise"
     QUANTIZE = "quantize"
     DEQUANTIZE = "dequantize"
+    RNN = "rnn"
+    LSTM = "lstm"
+    GRU = "gru"
 
 
 class ActivationType(StrEnum):
