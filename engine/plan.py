@@ -501,6 +501,8 @@ class _ManifestReader:
             params = params_from_dict(kind, params_data)
         except Exception as e:  # untrusted data: TypeError/ValueError/KeyError from the record
             raise _fail(where, f"bad {kind} parameters: {e}") from None
+        if kind == LayerKind.PLUGIN.value:
+            _check_plugin(where, params)
         inputs = _str_list(entry["inputs"], f"{where} inputs")
         outputs = _str_list(entry["outputs"], f"{where} outputs")
         for t in inputs + outputs:
@@ -518,3 +520,24 @@ class _ManifestReader:
         origin = _str_list(entry["origin"], f"{where} origin")
         return Layer(name, params, inputs, outputs, weights, precision, device, origin)
 
+
+
+def _check_plugin(where: str, params: Any) -> None:
+    """A plugin layer names a registered plugin and its fields match that plugin's schema.
+
+    Only the registry of this process is consulted: a plan never causes code to be imported.
+    """
+    import engine.plugin  # noqa: F401 (registers the bundled plugins)
+    from engine.ir import plugin_registry
+
+    if not all(isinstance(v, str) for v in (params.name, params.version, params.namespace)):
+        raise _fail(where, "plugin name, version and namespace must be strings")
+    spec = plugin_registry.lookup(params.namespace, params.name, params.version)
+    if spec is None:
+        raise PlanError(f"plan {where} needs plugin '{params.key}' version {params.version}, which is not "
+                        f"registered in this process; load the module that registers it with --plugins FILE.py "
+                        f"(or import it before deserializing)")
+    try:
+        plugin_registry.check_stored_fields(spec, params.fields, f"plugin '{params.key}'")
+    except plugin_registry.PluginError as e:
+        raise _fail(where, f"bad plugin fields: {e}") from None

@@ -18,7 +18,7 @@ from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
 
 from . import int8
-from .ops import activation, conv, linalg, normalize, pointwise, pool, resize, tensor_ops
+from .ops import activation, conv, linalg, normalize, plugin, pointwise, pool, resize, tensor_ops
 
 Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -50,6 +50,7 @@ KERNELS: dict[LayerKind, Kernel] = {
     LayerKind.POINTWISE: pointwise.pointwise,
     LayerKind.QUANTIZE: lambda layer, xs, ws: int8.run_quantize(layer, xs),
     LayerKind.DEQUANTIZE: lambda layer, xs, ws: int8.run_dequantize(layer, xs),
+    LayerKind.PLUGIN: plugin.plugin,
 }
 
 _STORAGE = {Precision.FP32: np.dtype(np.float32), Precision.FP16: np.dtype(np.float16)}

@@ -21,6 +21,7 @@ from engine.ir.network import Network
 from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_conv,
     ops_math,
+    ops_plugin,
     ops_pointwise,
     ops_quant,  # noqa: F401 (registration: QuantizeLinear, DequantizeLinear)
     ops_shape,
@@ -142,10 +143,13 @@ def _check_structure(graph: onnx.GraphProto, names: list[str], opset: int, ops_f
     produced_later = {o for node in graph.node for o in node.output if o}
     for node, name in zip(graph.node, names):
         where = f"node '{name}' (op {node.op_type}, opset {opset})"
-        if node.domain not in ("", "ai.onnx"):
+        plugin = ops_plugin.plugin_for(node) if node.domain not in ("", "ai.onnx") or \
+            node.op_type not in CONVERTERS else None
+        if node.domain not in ("", "ai.onnx") and plugin is None:
             raise UnsupportedError(f"node '{name}' (op {node.op_type}, domain '{node.domain}'): "
-                                   f"operators of domain '{node.domain}' are not supported by hetrt")
-        if node.op_type not in CONVERTERS and (ops_final or not onnx.defs.has(node.op_type)):
+                                   f"operators of domain '{node.domain}' are not supported by hetrt; "
+                                   f"{ops_plugin.describe_missing(node)}")
+        if plugin is None and node.op_type not in CONVERTERS and (ops_final or not onnx.defs.has(node.op_type)):
             raise UnsupportedError(f"{where}: op type {node.op_type} is not supported by hetrt")
         for t in node.input:
             if not t or t in available:
@@ -201,7 +205,8 @@ def _input_signature(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None, 
 def _convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str) -> None:
     nc = NodeContext(ctx, node, name)
     try:
-        refs = CONVERTERS[node.op_type](nc)
+        builtin = node.domain in ("", "ai.onnx") and node.op_type in CONVERTERS
+        refs = CONVERTERS[node.op_type](nc) if builtin else ops_plugin.convert(nc)
     except HetrtError:
         raise
     except Exception as e:  # a converter bug must still say which node it was converting
