@@ -62,6 +62,8 @@ class BuilderConfig:
     # version) and an optimization level 0-5 bounding how many tactics are timed (0: none).
     timing_cache: str | None = None
     optimization_level: int = 3
+    # Refit (engine.refit): keep in the plan what replacing weights later needs.
+    refittable: bool = False
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.gpu import plugin
 from backends.gpu.arena import Arena, BufferUse, plan_offsets
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
@@ -267,8 +268,11 @@ class GpuPartitionContext:
         for unit, run in zip(self.partition.units, self.runs):
             if run is None:
                 layer = unit.layer
-                args = [_to_host(env[t]) for t in layer.inputs]
-                for t, v in zip(layer.outputs, run_layer(layer, args)):
+                if plugin.has_gpu_impl(layer):
+                    outs = plugin.run_plugin(layer, [env[t] for t in layer.inputs], self.stream, host)
+                else:
+                    outs = run_layer(layer, [_to_host(env[t]) for t in layer.inputs])
+                for t, v in zip(layer.outputs, outs):
                     env[t] = v
                 continue
             run.stage(env)

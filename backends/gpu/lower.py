@@ -136,6 +136,8 @@ def supports(layer: Layer, network: Network) -> tuple[bool, str]:
     ins = [dtypes[t].numpy.name for t in layer.inputs]
     if k in _INT8_KINDS:
         return False, "Q/DQ conversions have no GPU kernel"
+    if k is LayerKind.PLUGIN:
+        return False, "plugin layer: runs the plugin's own implementation (its GPU one when registered)"
     if _prec(layer) is Precision.INT8:
         return supports_int8(layer, network)
     shape0 = network.tensors[layer.inputs[0]].shape if layer.inputs else ()
