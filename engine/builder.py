@@ -123,9 +123,14 @@ class Builder:
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
         return serialize(self.build(network, config))
 
-    def build(self, network: Network, config: BuilderConfig) -> plan_format.PlanContents:
+    def build(self, network: Network, config: BuilderConfig, *,
+              refit_onnx: onnx.ModelProto | None = None) -> plan_format.PlanContents:
+        """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable)."""
         log = self.logger
         config.validate()
+        if config.refittable and config.int8:
+            raise BuildError("refittable INT8 plans are not supported: INT8 weight quantization and calibration "
+                             "are not replayed by the refitter; build FP32/FP16 with refittable, or rebuild")
         start = time.perf_counter()
         network.validate()
         log.info(f"Building '{network.name}': {len(network)} layers, precision "
@@ -152,6 +157,10 @@ class Builder:
             memory_plan=memory_plan,
             metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
         )
+        if config.refittable:
+            from engine.refit.record import make_record
+
+            contents.refit = make_record(network, config, refit_onnx)
         log.info(f"Engine built in {time.perf_counter() - start:.2f} s: {len(optimized)} layers "
                  f"(from {len(network)}), activation memory {memory_plan['peak_bytes'] / 2**20:.2f} MiB")
         return contents
@@ -267,6 +276,9 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
         n = qdq.annotate_weight_scales(network, proto)
         if n:
             logger.info(f"Explicit quantization: {n} layers have Q/DQ weight scales")
+    if config.refittable:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
+        return serialize(Builder(logger).build(network, config, refit_onnx=proto))
     return Builder(logger).build_serialized_network(network, config)
 
 
