@@ -200,6 +200,10 @@ class Builder:
             from engine.quantization import builder_step
 
             builder_step.assign(network, config, int8_scales, self.logger)
+        if any(layer.kind is LayerKind.PLUGIN for layer in network):
+            from engine.plugin.precision import pin_plugin_precisions
+
+            pin_plugin_precisions(network, config.fp16, self.logger)
         if config.fp16:
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:

@@ -118,3 +118,33 @@ def test_shape_function_errors_name_the_plugin(ns):
         net.add_layer(PluginParams("boom", "1", ns), ["x"])
     with pytest.raises(NetworkError, match="is not registered"):
         net.add_layer(PluginParams("nothing", "1", ns), ["x"])
+
+
+def test_fp32_only_plugin_stays_fp32_in_an_fp16_build(ns):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.ir.dtypes import Precision
+    from engine.ir.layers import LayerKind
+    from engine.plan import deserialize
+    from engine.runtime import Runtime
+
+    @plugin.register(f"{ns}::exact", precisions=("fp32",))
+    def shape(x: plugin.TensorDesc) -> plugin.TensorDesc:
+        return x.like()
+
+    @plugin.impl(f"{ns}::exact")
+    def ref(x):
+        return x * np.float32(1.0001)
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("exact", ["x"], ["y"], domain=ns)], "g",
+                              [vi("x", TensorProto.FLOAT, [1, 8])], [vi("y", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ns, 1)])
+    data = build_from_onnx(onnx.ModelProto.FromString(model.SerializeToString()), BuilderConfig(fp16=True))
+    layer = next(la for la in deserialize(data).network.layers if la.kind is LayerKind.PLUGIN)
+    assert layer.precision is Precision.FP32
+    x = np.random.default_rng(3).standard_normal((1, 8)).astype(np.float32)
+    y = Runtime().deserialize(data).create_execution_context().execute({"x": x})["y"]
+    np.testing.assert_array_equal(y, x * np.float32(1.0001))  # no float16 rounding anywhere
