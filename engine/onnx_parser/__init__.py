@@ -48,7 +48,8 @@ def supported_ops() -> list[str]:
 
 
 def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-          batch: int | None = None, constant_inputs: Mapping[str, np.ndarray] | None = None) -> Network:
+          batch: int | None = None, constant_inputs: Mapping[str, np.ndarray] | None = None,
+          check: bool = True) -> Network:
     """Parse an ONNX model into a static-shape ``Network``.
 
     ``input_shapes`` fixes the shape of graph inputs by name; otherwise a symbolic or unknown
@@ -60,7 +61,8 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     source_opset = default_opset(proto)
     # Our own structural checks first: they name the node, where onnx.checker would not.
     _check_structure(proto.graph, _node_names(proto.graph), source_opset, ops_final=source_opset >= MIN_OPSET)
-    check_model(proto, display)
+    if check:  # False only for a model hetrt itself checked before (a refit replays its recorded model)
+        check_model(proto, display)
     proto, opset = normalize_opset(proto, display)
     graph = proto.graph
     input_shapes = dict(input_shapes or {})

@@ -47,7 +47,7 @@ def _load_source(record: dict) -> _Source:
 
     proto = onnx.ModelProto()
     proto.ParseFromString(record["source"])
-    network = parse(proto, input_shapes=record["input_shapes"] or None, batch=record["batch"])
+    network = parse(proto, input_shapes=record["input_shapes"] or None, batch=record["batch"], check=False)
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     weights = {n: a for n, a in inits.items() if _float(a)}
     uses: dict[str, set[str]] = {n: set() for n in weights}
@@ -154,14 +154,15 @@ class Refitter:
             raise UnsupportedError("in-place refit of an engine running on the CuPy GPU backend is not supported "
                                    "(its partitions hold device copies of the weights); refit the plan bytes with "
                                    "Refitter(plan), serialize() and load the new plan")
-        source, new_record = self._replayed_source()
+        source, new_record, proto = self._replayed_source()
         optimized = self._optimize(source)
         changes = self._changes(optimized)
         for layer, key, value in changes:
             value.flags.writeable = False
             layer.weights[key] = value
         self._contents.refit = new_record
-        self._source = _load_source(new_record)
+        self._source.weights.update(self._pending)  # names, uses and aliases stay as they were
+        self._source.network, self._source.proto = source, proto
         self._pending.clear()
         self.last_refit = sorted({layer.name for layer, _, _ in changes})
         self.last_refit_seconds = time.perf_counter() - t0
@@ -171,7 +172,7 @@ class Refitter:
         """The (refitted) plan, still refittable."""
         return plan_format.serialize(self._contents)
 
-    def _replayed_source(self) -> tuple[Network, dict]:
+    def _replayed_source(self) -> tuple[Network, dict, onnx.ModelProto | None]:
         record = dict(self._contents.refit)
         if self._source.format == "plan":
             network = plan_format.deserialize(record["source"]).network
@@ -180,7 +181,7 @@ class Refitter:
                 network.layer(name).weights[role] = value
             network.validate()
             record["source"] = plan_format.serialize(plan_format.PlanContents(network=network.copy()))
-            return network, record
+            return network, record, None
         from engine.onnx_parser import parse
 
         proto = onnx.ModelProto()
@@ -188,9 +189,10 @@ class Refitter:
         for init in proto.graph.initializer:
             if init.name in self._pending:
                 init.CopyFrom(numpy_helper.from_array(self._pending[init.name], init.name))
-        network = parse(proto, input_shapes=record["input_shapes"] or None, batch=record["batch"])
+        # the recorded model passed onnx.checker at build time; the new initializers are checked above
+        network = parse(proto, input_shapes=record["input_shapes"] or None, batch=record["batch"], check=False)
         record["source"] = proto.SerializeToString()
-        return network, record
+        return network, record, proto
 
     def _optimize(self, network: Network) -> Network:
         if not self._contents.build_config.get("optimize", True):
