@@ -182,6 +182,8 @@ def _example_params():
         PointwiseParams((PointwiseStep("activation", "relu"), PointwiseStep("elementwise", "sum", operand_input=1),
                          PointwiseStep("elementwise", "prod", operand_weight="c0", reverse=True))),
         L.QuantizeParams(axis=1), L.DequantizeParams(axis=0),
+        L.PluginParams("Reorg", "1", "hetrt", (("stride", "int", 2), ("s", "floats", (0.5, 1.0)),
+                                               ("a", "array", L.plugin_registry.PluginArray("int32", (2,), (1, 2))))),
     ]
 
 
