@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from engine.ir.dtypes import Precision
-from engine.ir.errors import HetrtError
+from engine.ir.errors import HetrtError, UnsupportedError
 from engine.ir.logger import Logger, Severity
 
 EPILOG_MODEL = ("MODEL is an .onnx file or the name of a bundled model "
@@ -296,6 +296,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     engine = Runtime(logger).deserialize(data)
     feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
     ours = engine.create_execution_context().execute(feeds)
+    custom = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise UnsupportedError(f"compare needs ONNX Runtime to run every node, and nodes of domain(s) "
+                               f"{', '.join(custom)} run as hetrt plugins only; check their outputs against your "
+                               f"own reference (hetrt run --save-outputs)")
     ref = onnxruntime_outputs(proto.SerializeToString(), feeds)
     if getattr(args, "per_layer", False):
         return _compare_per_layer(args, model, config, data, feeds, logger)

@@ -166,3 +166,10 @@ def test_plan_round_trip_keeps_typed_fields(registered):
     assert plan_format.serialize(plan_format.deserialize(plan_format.serialize(contents))) == \
         plan_format.serialize(contents)
     assert layer.device == "gpu"
+
+
+def test_compare_refuses_plugin_domains(registered, workdir, capsys):
+    from engine.cli import main
+
+    assert main(["compare", str(workdir / "net.onnx")]) == 2
+    assert "nodes of domain(s) acme run as hetrt plugins only" in capsys.readouterr().err
