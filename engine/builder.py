@@ -128,9 +128,7 @@ class Builder:
         """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable)."""
         log = self.logger
         config.validate()
-        if config.refittable and config.int8:
-            raise BuildError("refittable INT8 plans are not supported: INT8 weight quantization and calibration "
-                             "are not replayed by the refitter; build FP32/FP16 with refittable, or rebuild")
+
         start = time.perf_counter()
         network.validate()
         log.info(f"Building '{network.name}': {len(network)} layers, precision "
@@ -140,6 +138,9 @@ class Builder:
             from engine.quantization import builder_step
 
             network, qdq_scales = builder_step.prepare(network, config, log)
+            if config.refittable and qdq_scales is not None:
+                raise BuildError("refittable plans of explicitly quantized (Q/DQ) models are not supported: the "
+                                 "refitter replays calibrated INT8 only; build without refittable")
         optimized = self._optimize(network, config)
         int8_scales = None
         if config.int8:
@@ -160,7 +161,8 @@ class Builder:
         if config.refittable:
             from engine.refit.record import make_record
 
-            contents.refit = make_record(network, config, refit_onnx)
+            contents.refit = make_record(network, config, refit_onnx,
+                                         None if int8_scales is None else int8_scales.scales)
         log.info(f"Engine built in {time.perf_counter() - start:.2f} s: {len(optimized)} layers "
                  f"(from {len(network)}), activation memory {memory_plan['peak_bytes'] / 2**20:.2f} MiB")
         return contents

@@ -565,16 +565,18 @@ def _refit_manifest(refit: dict | None, blobs: _BlobWriter) -> dict | None:
         raise PlanError("refit record source must be bytes")
     shapes = {str(k): [int(d) for d in v] for k, v in (refit.get("input_shapes") or {}).items()}
     batch = refit.get("batch")
+    scales = refit.get("int8_scales")
     return {"format": refit["format"], "source": blobs.add(np.frombuffer(bytes(source), np.uint8), "refit source"),
-            "input_shapes": shapes, "batch": None if batch is None else int(batch)}
+            "input_shapes": shapes, "batch": None if batch is None else int(batch),
+            "int8_scales": None if scales is None else {str(k): float(v) for k, v in scales.items()}}
 
 
 def _read_refit(entry: Any, blob) -> dict | None:
     if entry is None:
         return None
     where = "refit"
-    if not isinstance(entry, dict) or set(entry) != {"format", "source", "input_shapes", "batch"}:
-        raise _fail(where, "must be an object with format, source, input_shapes, batch")
+    if not isinstance(entry, dict) or set(entry) != {"format", "source", "input_shapes", "batch", "int8_scales"}:
+        raise _fail(where, "must be an object with format, source, input_shapes, batch, int8_scales")
     if entry["format"] not in REFIT_FORMATS:
         raise _fail(where, f"unknown format {entry['format']!r} (known: {', '.join(REFIT_FORMATS)})")
     arr = blob(entry["source"], "refit source")
@@ -582,5 +584,8 @@ def _read_refit(entry: Any, blob) -> dict | None:
         raise _fail(where, f"source blob must be 1-D uint8, got {arr.dtype} {arr.shape}")
     shapes = _get(entry, "input_shapes", dict, where)
     batch = _get(entry, "batch", int, where, optional=True)
-    return {"format": entry["format"], "source": arr.tobytes(), "batch": batch,
+    scales = _get(entry, "int8_scales", dict, where, optional=True)
+    if scales is not None and not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in scales.values()):
+        raise _fail(where, "int8_scales must map tensor names to finite positive floats")
+    return {"format": entry["format"], "source": arr.tobytes(), "batch": batch, "int8_scales": scales,
             "input_shapes": {k: _shape(v, f"{where} input_shapes '{k}'") for k, v in shapes.items()}}

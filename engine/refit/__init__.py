@@ -15,8 +15,10 @@ Rules, precisely:
 * Names, shapes and dtypes are checked against the source; a wrong one is a ``RefitError`` naming it.
 * DLA layers are not refitted: their weights are compiled into DLA loadables at build time (as
   TensorRT refits GPU layers only). A refit that changes a DLA layer's weights is refused.
-* INT8: refittable INT8 plans are refused at build time (calibrated scales and weight quantization
-  are not replayed). FP16 layers get their new weights rounded to float16, as the builder does.
+* Precisions are assigned by the builder's own step on the replayed network: FP16 layers get their
+  new weights in float16; calibrated INT8 keeps the recorded activation scale of every tensor (the
+  calibration is not rerun) and re-quantizes kernels per channel from the new weights. Refittable
+  builds of explicitly quantized (Q/DQ) models are refused at build time.
 * An engine whose partitions run on the CuPy GPU backend holds device copies of its weights: refit
   the plan (``Refitter(plan_bytes)``), then load the new plan.
 """

@@ -25,9 +25,13 @@ from engine import plan as plan_format
 from engine.ir.network import Network
 
 
-def make_record(network: Network, config: Any, proto: onnx.ModelProto | None) -> dict:
+def make_record(network: Network, config: Any, proto: onnx.ModelProto | None,
+                int8_scales: dict[str, Any] | None = None) -> dict:
+    """``int8_scales``: the calibrated activation scale of every tensor (kept across refits)."""
     shapes = {k: [int(d) for d in v] for k, v in (config.input_shapes or {}).items()}
+    scales = None if int8_scales is None else {k: float(v) for k, v in int8_scales.items()}
     if proto is not None:
-        return {"format": "onnx", "source": proto.SerializeToString(), "input_shapes": shapes, "batch": config.batch}
-    source = plan_format.serialize(plan_format.PlanContents(network=network.copy()))
-    return {"format": "plan", "source": source, "input_shapes": shapes, "batch": config.batch}
+        source, fmt = proto.SerializeToString(), "onnx"
+    else:
+        source, fmt = plan_format.serialize(plan_format.PlanContents(network=network.copy())), "plan"
+    return {"format": fmt, "source": source, "input_shapes": shapes, "batch": config.batch, "int8_scales": scales}

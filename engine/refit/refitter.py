@@ -156,6 +156,7 @@ class Refitter:
                                    "Refitter(plan), serialize() and load the new plan")
         source, new_record, proto = self._replayed_source()
         optimized = self._optimize(source)
+        self._assign_precisions(optimized)
         changes = self._changes(optimized)
         for layer, key, value in changes:
             value.flags.writeable = False
@@ -201,6 +202,22 @@ class Refitter:
 
         return optimize(network).network
 
+    def _assign_precisions(self, network: Network) -> None:
+        """The builder's own precision step: FP16 weights, INT8 kernels from the recorded scales."""
+        from engine.builder import Builder, BuilderConfig
+        from engine.ir.logger import Logger, Severity
+
+        bc = self._contents.build_config
+        pins = {k: Precision(v) for k, v in (bc.get("layer_precisions") or {}).items()}
+        config = BuilderConfig(fp16=bool(bc.get("fp16")), int8=bool(bc.get("int8")), layer_precisions=pins)
+        table = None
+        scales = self._contents.refit.get("int8_scales")
+        if config.int8:
+            from engine.quantization.builder_step import ScaleTable
+
+            table = ScaleTable({k: np.float32(v) for k, v in (scales or {}).items()}, True, "the refit record")
+        Builder(Logger(Severity.ERROR))._assign_precisions(network, config, table)
+
     def _changes(self, optimized: Network) -> list[tuple[Layer, str, np.ndarray]]:
         """Each engine weight the replay changes; refuses a replay whose structure differs."""
         engine_net = self._contents.network
@@ -211,7 +228,8 @@ class Refitter:
         changes = []
         for layer in engine_net.layers:
             new = replay[layer.name]
-            if new.params != layer.params or new.inputs != layer.inputs or set(new.weights) != set(layer.weights):
+            if (new.params != layer.params or new.inputs != layer.inputs or set(new.weights) != set(layer.weights)
+                    or (new.precision is Precision.INT8) != (layer.precision is Precision.INT8)):
                 raise RefitError(f"with the new weights layer '{layer.name}' is optimized differently; rebuild "
                                  f"the plan instead")
             for key, value in new.weights.items():

@@ -168,13 +168,49 @@ def test_network_api_build_refits_by_layer_and_role(rng):
         np.testing.assert_array_equal(out[k], want[k])
 
 
-def test_not_refittable_and_int8_refused(rng):
+def test_not_refittable_refused(rng):
     data = build_from_onnx(model(weights(rng)))
     with pytest.raises(RefitError, match="not built refittable"):
         Refitter(data)
     assert plan_format.deserialize(data).refit is None
-    with pytest.raises(BuildError, match="refittable INT8"):
-        build_from_onnx(model(weights(rng)), BuilderConfig(int8=True, refittable=True))
+
+
+def test_int8_refit_keeps_calibration_and_requantizes_kernels(rng, tmp_path):
+    from engine.ir.dtypes import Precision
+    from engine.quantization import make_calibrator
+
+    old, new = weights(rng), weights(rng)
+    batches = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    cache = str(tmp_path / "m.calib")
+    config = BuilderConfig(int8=True, refittable=True, calibrator=make_calibrator("minmax", batches),
+                           calibration_cache=cache)
+    engine = Runtime().deserialize(build_from_onnx(model(old), config))
+    int8 = [la for la in engine._contents.network.layers if la.precision is Precision.INT8]
+    assert int8 and all(la.weights["kernel"].dtype == np.int8 for la in int8 if "kernel" in la.weights)
+    refitter = Refitter(engine)
+    for name, value in new.items():
+        refitter.set_named_weights(name, value)
+    refitter.refit()
+    # a fresh build with the new weights and the same (recorded) activation scales
+    fresh = build_from_onnx(model(new), BuilderConfig(int8=True, calibration_cache=cache))
+    x = batches[0]["x"]
+    np.testing.assert_array_equal(engine.create_execution_context().execute({"x": x})["y"], _run(fresh, x))
+    fresh_net = plan_format.deserialize(fresh).network
+    for la in engine._contents.network.layers:
+        for k, w in la.weights.items():
+            np.testing.assert_array_equal(w, fresh_net.layer(la.name).weights[k], err_msg=f"{la.name} {k}")
+
+
+def test_explicit_qdq_refittable_refused(rng):
+    from engine.ir.layers import DequantizeParams, QuantizeParams
+
+    net = Network("qdq")
+    net.add_input("x", (1, 4))
+    q = net.add_layer(QuantizeParams(axis=1), ["x"], {"scale": np.float32([0.1])}, name="q")
+    d = net.add_layer(DequantizeParams(axis=1), q.outputs, {"scale": np.float32([0.1])}, name="dq")
+    net.mark_output(d.outputs[0])
+    with pytest.raises(BuildError, match="explicitly quantized"):
+        Builder().build(net, BuilderConfig(int8=True, refittable=True))
 
 
 def test_dla_layers_are_not_refitted(rng):

@@ -16,14 +16,16 @@ from engine.ir.errors import PlanError  # noqa: E402
 
 def _refittable() -> bytes:
     contents = small_contents()
-    contents.refit = {"format": "onnx", "source": b"\x08\x07model", "input_shapes": {"x": (1, 2)}, "batch": 3}
+    contents.refit = {"format": "onnx", "source": b"\x08\x07model", "input_shapes": {"x": (1, 2)}, "batch": 3,
+                      "int8_scales": {"x": 0.5}}
     return P.serialize(contents)
 
 
 def test_refit_record_round_trip():
     data = _refittable()
     back = P.deserialize(data)
-    assert back.refit == {"format": "onnx", "source": b"\x08\x07model", "input_shapes": {"x": (1, 2)}, "batch": 3}
+    assert back.refit == {"format": "onnx", "source": b"\x08\x07model", "input_shapes": {"x": (1, 2)}, "batch": 3,
+                          "int8_scales": {"x": 0.5}}
     assert P.serialize(back) == data
     assert "refit" not in split(P.serialize(small_contents()))[0]
 
@@ -31,6 +33,7 @@ def test_refit_record_round_trip():
 @pytest.mark.parametrize("change,msg", [
     (lambda r: r.update(format="zip"), "unknown format 'zip'"),
     (lambda r: r.pop("batch"), "must be an object with format, source"),
+    (lambda r: r.update(int8_scales={"x": -1.0}), "finite positive"),
     (lambda r: r.update(source=999), "blob index 999 out of range"),
     (lambda r: r.update(input_shapes={"x": [-1]}), "shape"),
     (lambda r: r.update(batch="two"), "'batch' must be int"),
