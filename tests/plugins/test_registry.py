@@ -148,3 +148,44 @@ def test_fp32_only_plugin_stays_fp32_in_an_fp16_build(ns):
     x = np.random.default_rng(3).standard_normal((1, 8)).astype(np.float32)
     y = Runtime().deserialize(data).create_execution_context().execute({"x": x})["y"]
     np.testing.assert_array_equal(y, x * np.float32(1.0001))  # no float16 rounding anywhere
+
+
+def test_onnx_attributes_of_every_field_type(ns):
+    """int, float, str, ints, floats and tensor attributes → typed fields → plan → the same values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.ir.errors import ParserError
+    from engine.plan import deserialize, serialize
+    from engine.runtime import Runtime
+
+    @plugin.register(f"{ns}::mix")
+    def shape(x: plugin.TensorDesc, k: int, a: float, mode: str, perm: list[int], w: list[float],
+              table: np.ndarray) -> plugin.TensorDesc:
+        return x.like()
+
+    @plugin.impl(f"{ns}::mix")
+    def ref(x, k, a, mode, perm, w, table):
+        y = x[:, perm] * np.asarray(w, np.float32) + table
+        return (y * k + a) if mode == "affine" else y
+
+    table = np.random.default_rng(1).standard_normal((1, 3)).astype(np.float32)
+    attrs = {"k": 3, "a": 0.25, "mode": "affine", "perm": [2, 0, 1], "w": [0.5, -1.0, 2.0],
+             "table": numpy_helper.from_array(table)}
+    vi = helper.make_tensor_value_info
+
+    def model(**extra):
+        node = helper.make_node("mix", ["x"], ["y"], domain=ns, name="m", **{**attrs, **extra})
+        io = [vi("x", TensorProto.FLOAT, [2, 3])], [vi("y", TensorProto.FLOAT, [2, 3])]
+        graph = helper.make_graph([node], "g", *io)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ns, 1)])
+
+    data = build_from_onnx(model())
+    assert serialize(deserialize(data)) == data
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    y = Runtime().deserialize(data).create_execution_context().execute({"x": x})["y"]
+    np.testing.assert_allclose(y, (x[:, [2, 0, 1]] * np.float32([0.5, -1, 2]) + table) * 3 + 0.25, rtol=1e-6)
+    with pytest.raises(ParserError, match="node 'm'.*field 'k' must be an int, got float"):
+        build_from_onnx(model(k=1.5), BuilderConfig())
+    with pytest.raises(ParserError, match="has no field.*zzz"):
+        build_from_onnx(model(zzz=1), BuilderConfig())

@@ -70,8 +70,8 @@ def _overlaps(xp: Any, corners: Any, classes: Any, rows: slice, iou_threshold: f
     """Bool (rows, K): candidate r suppresses candidate j (IoU > threshold, same class unless agnostic)."""
     a = corners[rows, None, :]
     b = corners[None, :, :]
-    w = xp.clip(xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = xp.clip(xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]), 0, None)
+    w = xp.maximum(xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]), 0.0)
+    h = xp.maximum(xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]), 0.0)
     inter = w * h
     area = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
     union = area[rows, None] + area[None, :] - inter
