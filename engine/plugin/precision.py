@@ -1,8 +1,9 @@
 """Build-time precision of plugin layers: a plugin computes only in the precisions it declares.
 
 ``register(..., precisions=("fp32",))`` keeps its layers in FP32 in an FP16 build (their inputs are
-then not rounded to float16, and their float outputs are stored as float32), as TensorRT runs a
-plugin only in a format and type its supportsFormatCombination accepts. INT8 is never a plugin
+then not rounded to float16, and their float outputs are stored as float32), and ``("fp16",)`` runs
+them in FP16 even in an FP32 build, as TensorRT runs a plugin only in a format and type its
+supportsFormatCombination accepts. INT8 is never a plugin
 precision here: plugin layers of an INT8 build run in the build's float precision.
 """
 
@@ -26,8 +27,8 @@ def pin_plugin_precisions(network: Network, fp16: bool, logger: Logger | None = 
         if want is Precision.INT8:
             want = Precision.FP16 if fp16 else Precision.FP32
         if want.value not in allowed:
-            want = Precision.FP32
+            want = Precision.FP32 if "fp32" in allowed else Precision.FP16
             if logger is not None:
-                logger.verbose(f"plugin layer '{layer.name}' ({p.key}) runs in FP32: the plugin declares "
-                               f"precisions {', '.join(allowed)}")
+                logger.verbose(f"plugin layer '{layer.name}' ({p.key}) runs in {want.value.upper()}: the plugin "
+                               f"declares precisions {', '.join(allowed)}")
         layer.precision = want
