@@ -128,7 +128,6 @@ class Builder:
         """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable)."""
         log = self.logger
         config.validate()
-
         start = time.perf_counter()
         network.validate()
         log.info(f"Building '{network.name}': {len(network)} layers, precision "
