@@ -126,3 +126,11 @@ def test_detector_on_dla_places_the_plugin_on_the_gpu(rng):
     assert nms.device == "gpu"
     assert "plugin layer" in json.dumps(contents.placement)
     assert any(la.device == "dla" for la in contents.network.layers)
+    # runs across the simulated DLA and the GPU side; detections follow the engine's own heads
+    engine = Runtime().deserialize(build_from_onnx(model, config))
+    out = engine.create_execution_context().execute({"x": rng.standard_normal((N, C_IN, H, W)).astype(np.float32)})
+    as_onnx = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in NMS.items()}
+    want = nms_batch(out["boxes"].astype(np.float32), out["scores"].astype(np.float32), background_class=-1,
+                     score_activation=0, class_agnostic=0, box_coding=0, **as_onnx)
+    for name, ref in zip(("num", "det_boxes", "det_scores", "det_classes"), want):
+        np.testing.assert_array_equal(out[name].astype(ref.dtype), ref, err_msg=name)
