@@ -66,6 +66,8 @@ class BuilderConfig:
     # Optimization profiles (min/opt/max shapes per dynamic input), checked against the model by
     # build_from_onnx, which specialises the network at the first profile's opt shapes.
     profiles: list[OptimizationProfile] = field(default_factory=list)
+    # Refit (engine.refit): keep in the plan what replacing weights later needs.
+    refittable: bool = False
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):
@@ -128,7 +130,9 @@ class Builder:
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
         return serialize(self.build(network, config))
 
-    def build(self, network: Network, config: BuilderConfig) -> plan_format.PlanContents:
+    def build(self, network: Network, config: BuilderConfig, *,
+              refit_onnx: onnx.ModelProto | None = None) -> plan_format.PlanContents:
+        """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable)."""
         log = self.logger
         config.validate()
         start = time.perf_counter()
@@ -140,6 +144,9 @@ class Builder:
             from engine.quantization import builder_step
 
             network, qdq_scales = builder_step.prepare(network, config, log)
+            if config.refittable and qdq_scales is not None:
+                raise BuildError("refittable plans of explicitly quantized (Q/DQ) models are not supported: the "
+                                 "refitter replays calibrated INT8 only; build without refittable")
         optimized = self._optimize(network, config)
         int8_scales = None
         if config.int8:
@@ -157,6 +164,11 @@ class Builder:
             memory_plan=memory_plan,
             metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
         )
+        if config.refittable:
+            from engine.refit.record import make_record
+
+            contents.refit = make_record(network, config, refit_onnx,
+                                         None if int8_scales is None else int8_scales.scales)
         log.info(f"Engine built in {time.perf_counter() - start:.2f} s: {len(optimized)} layers "
                  f"(from {len(network)}), activation memory {memory_plan['peak_bytes'] / 2**20:.2f} MiB")
         return contents
@@ -196,6 +208,10 @@ class Builder:
             from engine.quantization import builder_step
 
             builder_step.assign(network, config, int8_scales, self.logger)
+        if any(layer.kind is LayerKind.PLUGIN for layer in network):
+            from engine.plugin.precision import pin_plugin_precisions
+
+            pin_plugin_precisions(network, config.fp16, self.logger)
         if config.fp16:
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:
@@ -280,6 +296,9 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
         n = qdq.annotate_weight_scales(network, proto)
         if n:
             logger.info(f"Explicit quantization: {n} layers have Q/DQ weight scales")
+    if config.refittable:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
+        return serialize(Builder(logger).build(network, config, refit_onnx=proto))
     return Builder(logger).build_serialized_network(network, config)
 
 

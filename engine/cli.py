@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from engine.ir.dtypes import Precision
-from engine.ir.errors import HetrtError
+from engine.ir.errors import HetrtError, UnsupportedError
 from engine.ir.logger import Logger, Severity
 
 EPILOG_MODEL = ("MODEL is an .onnx file or the name of a bundled model "
@@ -83,7 +83,8 @@ def _config_from_args(args: argparse.Namespace):
                          platform=args.platform, memory_limit=args.memory_limit,
                          layer_precisions=_parse_layer_precisions(getattr(args, "layer_precision", None)),
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
-                         calibration_cache=calib_cache, **_placement_options(args))
+                         calibration_cache=calib_cache, refittable=getattr(args, "refit", False),
+                         **_placement_options(args))
 
 
 def _placement_options(args: argparse.Namespace) -> dict:
@@ -96,6 +97,20 @@ def _placement_options(args: argparse.Namespace) -> dict:
     elif getattr(args, "allow_gpu_fallback", False):
         raise HetrtError("--allow-gpu-fallback only applies with --use-dla-core N")
     return options
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    """Import each ``--plugins FILE.py`` (trtexec's --plugins): the user asks for that code to run."""
+    files = getattr(args, "plugins", None)
+    if files:
+        from engine.plugin import load_plugin_files
+
+        load_plugin_files(files)
+
+
+def _add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins", action="append", metavar="FILE.py",
+                   help="import this Python file first; it registers plugins with engine.plugin (repeatable)")
 
 
 def _logger(args: argparse.Namespace) -> Logger:
@@ -290,6 +305,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     engine = Runtime(logger).deserialize(data)
     feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
     ours = engine.create_execution_context().execute(feeds)
+    custom = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise UnsupportedError(f"compare needs ONNX Runtime to run every node, and nodes of domain(s) "
+                               f"{', '.join(custom)} run as hetrt plugins only; check their outputs against your "
+                               f"own reference (hetrt run --save-outputs)")
     ref = onnxruntime_outputs(proto.SerializeToString(), feeds)
     if getattr(args, "per_layer", False):
         return _compare_per_layer(args, model, config, data, feeds, logger)
@@ -422,6 +442,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer-precision", action="append", metavar="LAYER:PREC",
                    help="pin a layer (by name or ONNX node name) to fp32/fp16; repeatable")
     g.add_argument("--no-optimize", action="store_true", help="skip graph optimization (for debugging)")
+    g.add_argument("--refit", action="store_true",
+                   help="build a refittable plan (weights can be replaced later with engine.refit.Refitter)")
+    _add_plugin_option(p)
     g.add_argument("--verbose", "-v", action="store_true", help="log every fusion and removal, TensorRT-style")
 
 
@@ -473,6 +496,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a plan's I/O, layers, precisions and placement",
                        description="Print a plan's engine information and its layers (engine inspector).")
     p.add_argument("plan", metavar="MODEL.plan")
+    _add_plugin_option(p)
     p.add_argument("--format", choices=("summary", "oneline", "json"), default="summary",
                    help="summary: engine info + one line per layer; oneline: layers only; json: everything")
     p.set_defaults(func=cmd_inspect)
@@ -539,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
+        _load_plugins(args)
         return args.func(args)
     except HetrtError as e:
         print(f"[E] {type(e).__name__}: {e}", file=sys.stderr)

@@ -79,6 +79,7 @@ BLOB_DTYPES: dict[str, np.dtype] = {
 MAX_DIM = 2**31 - 1
 MAX_TENSOR_BYTES = 2**40
 _MANIFEST_KEYS = ("blobs", "build_config", "loadables", "memory_plan", "metadata", "network", "placement", "tactics")
+_OPTIONAL_KEYS = ("refit",)
 
 
 @dataclass
@@ -93,6 +94,9 @@ class PlanContents:
     loadables: list[bytes] = field(default_factory=list)
     memory_plan: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    # Refittable plans (engine.refit): {"format": "onnx" | "plan", "source": bytes, "input_shapes": {...},
+    # "batch": int | None}; None for plans built without refittable=True (the manifest then has no "refit").
+    refit: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def serialize(contents: PlanContents) -> bytes:
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise PlanError(f"DLA loadable {i} must be bytes, got {type(blob).__name__}")
         loadables.append(blobs.add(np.frombuffer(bytes(blob), dtype=np.uint8), f"DLA loadable {i}"))
+    refit = _refit_manifest(contents.refit, blobs)
     for entry, (offset, _) in zip(blobs.entries, blob_layout([len(d) for d in blobs.data])):
         entry["offset"] = offset
     manifest = {
@@ -231,6 +236,8 @@ def serialize(contents: PlanContents) -> bytes:
         "memory_plan": contents.memory_plan,
         "metadata": contents.metadata,
     }
+    if refit is not None:
+        manifest["refit"] = refit
     for key in ("build_config", "placement", "tactics", "memory_plan", "metadata"):
         if not isinstance(manifest[key], dict):
             raise PlanError(f"plan {key} must be a dict, got {type(manifest[key]).__name__}")
@@ -372,7 +379,7 @@ class _ManifestReader:
         missing = [k for k in _MANIFEST_KEYS if k not in manifest]
         if missing:
             raise PlanError(f"plan manifest is missing {', '.join(missing)}")
-        unknown = sorted(set(manifest) - set(_MANIFEST_KEYS))
+        unknown = sorted(set(manifest) - set(_MANIFEST_KEYS) - set(_OPTIONAL_KEYS))
         if unknown and header.format_minor <= FORMAT_MINOR:  # newer minors may add keys we skip
             raise PlanError(f"plan manifest has unknown keys {', '.join(unknown)}")
         self.m = manifest
@@ -397,11 +404,12 @@ class _ManifestReader:
             if arr.dtype != np.uint8 or arr.ndim != 1:
                 raise _fail(f"DLA loadable {i}", f"blob must be 1-D uint8, got {arr.dtype} {arr.shape}")
             loadables.append(arr.tobytes())
+        refit = _read_refit(self.m.get("refit"), blob)
         if len(used) != len(arrays):
             raise PlanError(f"plan manifest: blobs {sorted(set(range(len(arrays))) - used)} are not referenced")
         dicts = {k: _get(self.m, k, dict, "plan") for k in ("build_config", "placement", "tactics",
                                                             "memory_plan", "metadata")}
-        return PlanContents(network=network, platform=self.header.platform, loadables=loadables, **dicts)
+        return PlanContents(network=network, platform=self.header.platform, loadables=loadables, refit=refit, **dicts)
 
     def _blobs(self, area: memoryview) -> list[np.ndarray]:
         entries = _get(self.m, "blobs", list, "plan")
@@ -501,6 +509,8 @@ class _ManifestReader:
             params = params_from_dict(kind, params_data)
         except Exception as e:  # untrusted data: TypeError/ValueError/KeyError from the record
             raise _fail(where, f"bad {kind} parameters: {e}") from None
+        if kind == LayerKind.PLUGIN.value:
+            _check_plugin(where, params)
         inputs = _str_list(entry["inputs"], f"{where} inputs")
         outputs = _str_list(entry["outputs"], f"{where} outputs")
         for t in inputs + outputs:
@@ -518,3 +528,64 @@ class _ManifestReader:
         origin = _str_list(entry["origin"], f"{where} origin")
         return Layer(name, params, inputs, outputs, weights, precision, device, origin)
 
+
+
+def _check_plugin(where: str, params: Any) -> None:
+    """A plugin layer names a registered plugin and its fields match that plugin's schema.
+
+    Only the registry of this process is consulted: a plan never causes code to be imported.
+    """
+    import engine.plugin  # noqa: F401 (registers the bundled plugins)
+    from engine.ir import plugin_registry
+
+    if not all(isinstance(v, str) for v in (params.name, params.version, params.namespace)):
+        raise _fail(where, "plugin name, version and namespace must be strings")
+    spec = plugin_registry.lookup(params.namespace, params.name, params.version)
+    if spec is None:
+        raise PlanError(f"plan {where} needs plugin '{params.key}' version {params.version}, which is not "
+                        f"registered in this process; load the module that registers it with --plugins FILE.py "
+                        f"(or import it before deserializing)")
+    try:
+        plugin_registry.check_stored_fields(spec, params.fields, f"plugin '{params.key}'")
+    except plugin_registry.PluginError as e:
+        raise _fail(where, f"bad plugin fields: {e}") from None
+
+
+REFIT_FORMATS = ("onnx", "plan")
+
+
+def _refit_manifest(refit: dict | None, blobs: _BlobWriter) -> dict | None:
+    """The refit record: the build's source (ONNX model or source-network plan) as a uint8 blob."""
+    if refit is None:
+        return None
+    if not isinstance(refit, dict) or refit.get("format") not in REFIT_FORMATS:
+        raise PlanError(f"refit record must be a dict with format in {REFIT_FORMATS}")
+    source = refit.get("source")
+    if not isinstance(source, (bytes, bytearray)):
+        raise PlanError("refit record source must be bytes")
+    shapes = {str(k): [int(d) for d in v] for k, v in (refit.get("input_shapes") or {}).items()}
+    batch = refit.get("batch")
+    scales = refit.get("int8_scales")
+    return {"format": refit["format"], "source": blobs.add(np.frombuffer(bytes(source), np.uint8), "refit source"),
+            "input_shapes": shapes, "batch": None if batch is None else int(batch),
+            "int8_scales": None if scales is None else {str(k): float(v) for k, v in scales.items()}}
+
+
+def _read_refit(entry: Any, blob) -> dict | None:
+    if entry is None:
+        return None
+    where = "refit"
+    if not isinstance(entry, dict) or set(entry) != {"format", "source", "input_shapes", "batch", "int8_scales"}:
+        raise _fail(where, "must be an object with format, source, input_shapes, batch, int8_scales")
+    if entry["format"] not in REFIT_FORMATS:
+        raise _fail(where, f"unknown format {entry['format']!r} (known: {', '.join(REFIT_FORMATS)})")
+    arr = blob(entry["source"], "refit source")
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise _fail(where, f"source blob must be 1-D uint8, got {arr.dtype} {arr.shape}")
+    shapes = _get(entry, "input_shapes", dict, where)
+    batch = _get(entry, "batch", int, where, optional=True)
+    scales = _get(entry, "int8_scales", dict, where, optional=True)
+    if scales is not None and not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in scales.values()):
+        raise _fail(where, "int8_scales must map tensor names to finite positive floats")
+    return {"format": entry["format"], "source": arr.tobytes(), "batch": batch, "int8_scales": scales,
+            "input_shapes": {k: _shape(v, f"{where} input_shapes '{k}'") for k, v in shapes.items()}}

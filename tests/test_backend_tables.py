@@ -16,6 +16,7 @@ import pytest
 
 import engine.onnx_parser
 import engine.optimizer
+import engine.plugin  # noqa: F401 (registers the bundled plugins the sample plugin layer uses)
 from backends.dla.support import supports as dla_supports
 from backends.gpu.lower import GPU_LOWERINGS, GpuLowering
 from backends.gpu.lower import supports as gpu_supports
@@ -48,6 +49,7 @@ from engine.ir.layers import (
     NormalizationParams,
     PaddingParams,
     ParametricReLUParams,
+    PluginParams,
     PointwiseParams,
     PointwiseStep,
     PoolingParams,
@@ -109,6 +111,7 @@ def _sample(kind: LayerKind, rng: np.random.Generator) -> tuple[LayerParams, lis
                                                PointwiseStep("activation", "relu"))), [X, X], {}),
         LayerKind.QUANTIZE: (QuantizeParams(), [X], {"scale": np.array(0.05, np.float32)}),
         LayerKind.DEQUANTIZE: (DequantizeParams(), [X], {"scale": np.array(0.05, np.float32)}),
+        LayerKind.PLUGIN: (PluginParams("Reorg", "1", "hetrt", (("stride", "int", 2),)), [X], {}),
     }
     if kind in RECURRENT_GATES:
         return None, [], {}  # see sample_network
@@ -164,7 +167,8 @@ def test_tables_say_what_each_backend_runs():
     assert implemented(INT8_KERNELS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING,
                                          LayerKind.QUANTIZE, LayerKind.DEQUANTIZE}
     assert implemented(GPU_LOWERINGS) == frozenset(LayerKind) - {LayerKind.QUANTIZE, LayerKind.DEQUANTIZE,
-                                                                  LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU}
+                                                                  LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU,
+                                                                  LayerKind.PLUGIN}
     assert implemented(INT8_LOWERINGS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING}
 
 

@@ -289,6 +289,7 @@ NO_DLA: dict[LayerKind, Callable[[Layer, Network], str]] = {
     LayerKind.QUANTIZE: lambda la, net: "QuantizeLinear: explicit Q/DQ is not supported on the DLA (calibrate instead)",
     LayerKind.DEQUANTIZE: lambda la, net: ("DequantizeLinear: explicit Q/DQ is not supported on the DLA "
                                            "(calibrate instead)"),
+    LayerKind.PLUGIN: lambda la, net: f"plugin layer '{la.params.key}': plugins run on the GPU, never on the DLA",
 }
 
 

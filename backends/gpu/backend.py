@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from backends.contract import CompileOptions, PartitionDesc, ProfileRecord, TensorStore
+from backends.gpu import plugin
 from backends.gpu.arena import Arena, buffer_uses, plan_offsets
 from backends.gpu.availability import gpu_available
 from backends.gpu.graph import LaunchSequence
 from backends.gpu.lower import Lowered, Op, lower, supports
 from engine.ir.errors import UnsupportedError
+from engine.ir.layers import LayerKind
 from engine.ir.logger import Logger
 from engine.ir.network import Layer, Network
 from engine.ir.partition_io import partition_io
@@ -277,9 +279,11 @@ class GpuPartitionContext:
         for unit, run in zip(self.partition.units, self.runs):
             if run is None:
                 layer = unit.layer
-                args = [_to_host(env[t]) for t in layer.inputs]
-                for t, v in zip(layer.outputs, run_layer(layer, args)):
-                    env[t] = v
+                if plugin.has_gpu_impl(layer):
+                    outs = plugin.run_plugin(layer, [env[t] for t in layer.inputs], self.stream, host)
+                else:
+                    outs = run_layer(layer, [_to_host(env[t]) for t in layer.inputs])
+                env.update(zip(layer.outputs, outs))
                 continue
             run.stage(env)
             run.graph.replay()
@@ -303,7 +307,11 @@ class GpuBackend:
         return gpu_available()
 
     def supports(self, layer: Layer, network: Network) -> str | None:
+        if plugin.has_gpu_impl(layer):  # runs eagerly on the context's stream between the graphs
+            return None
         ok, why = supports(layer, network)
+        if layer.kind is LayerKind.PLUGIN:
+            why = "plugin layer without a registered GPU implementation: it runs its reference one"
         return None if ok else why
 
     def compile(self, partition: PartitionDesc, network: Network, options: CompileOptions) -> GpuCompiled:

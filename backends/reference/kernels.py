@@ -21,7 +21,7 @@ from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
 
 from . import int8
-from .ops import activation, conv, linalg, normalize, pointwise, pool, recurrent, resize, tensor_ops
+from .ops import activation, conv, linalg, normalize, plugin, pointwise, pool, recurrent, resize, tensor_ops
 
 Kernel = Callable[[Layer, list[np.ndarray], dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -56,6 +56,7 @@ KERNELS: dict[LayerKind, Kernel | Unsupported] = {
     LayerKind.RNN: recurrent.recurrent,
     LayerKind.LSTM: recurrent.recurrent,
     LayerKind.GRU: recurrent.recurrent,
+    LayerKind.PLUGIN: plugin.plugin,
 }
 check_complete(KERNELS, "reference")
 

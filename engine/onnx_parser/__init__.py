@@ -23,6 +23,7 @@ from engine.ir.network import Network
 from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_conv,
     ops_math,
+    ops_plugin,
     ops_pointwise,
     ops_quant,  # noqa: F401 (registration: QuantizeLinear, DequantizeLinear)
     ops_recurrent,  # noqa: F401 (registration: RNN, LSTM, GRU)
@@ -52,7 +53,8 @@ def supported_ops() -> list[str]:
 
 
 def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-          batch: int | None = None, constant_inputs: Mapping[str, np.ndarray] | None = None) -> Network:
+          batch: int | None = None, constant_inputs: Mapping[str, np.ndarray] | None = None,
+          check: bool = True) -> Network:
     """Parse an ONNX model into a static-shape ``Network``.
 
     ``input_shapes`` fixes the shape of graph inputs by name; otherwise a symbolic or unknown
@@ -65,7 +67,8 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     # Our own structural checks first: they name the node, where onnx.checker would not.
     _check_structure(proto.graph, _node_names(proto.graph), source_opset)
     _check_known_ops(proto.graph, _node_names(proto.graph), source_opset)
-    check_model(proto, display)
+    if check:  # False only for a model hetrt itself checked before (a refit replays its recorded model)
+        check_model(proto, display)
     proto, opset = normalize_opset(proto, display)
     graph = proto.graph
     input_shapes = dict(input_shapes or {})
@@ -179,7 +182,8 @@ def _check_known_ops(graph: onnx.GraphProto, names: list[str], opset: int) -> No
     unknown = [UnsupportedNode(name, node.op_type, "ai.onnx", opset,
                                f"op type {node.op_type} is not an ONNX operator and not supported by hetrt")
                for node, name in zip(graph.node, names)
-               if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)]
+               if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+               and ops_plugin.plugin_for(node) is None]
     if unknown:
         raise UnsupportedOpsError(unknown)
 

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from engine.ir.errors import HetrtError, ParserError, UnsupportedError
+from engine.onnx_parser import ops_plugin
 from engine.onnx_parser.context import NodeContext, ParseContext, Ref
 from engine.onnx_parser.fold import FoldError, evaluate_node, node_reads
 from engine.onnx_parser.registry import CONVERTERS
@@ -32,7 +33,9 @@ def convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str, report: lis
     """Fold or convert ``node``; unsupported nodes are appended to ``report`` (see module doc)."""
     reads = node_reads(node)
     default_domain = node.domain in _DEFAULT_DOMAINS
-    has_converter = default_domain and node.op_type in CONVERTERS
+    builtin = default_domain and node.op_type in CONVERTERS
+    plugin = None if builtin else ops_plugin.plugin_for(node)  # a registered custom layer
+    has_converter = builtin or plugin is not None
     blocked = [t for t in reads if t in ctx.unresolved]
     if blocked:
         if default_domain and node.op_type in ("Shape", "Size") and _fold_shape_of_unresolved(ctx, node, name):
@@ -41,7 +44,7 @@ def convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str, report: lis
             report.append(_record(ctx, node, name, _no_converter_reason(node)))
         _mark_unresolved(ctx, node, ctx.unresolved[blocked[0]])
         return
-    if all(t in ctx.values and ctx.values[t].is_const for t in reads):
+    if plugin is None and all(t in ctx.values and ctx.values[t].is_const for t in reads):
         if default_domain and node.op_type == "Identity":  # same array: it becomes one Constant layer, not two
             _store(ctx, node, name, [ctx.values[node.input[0]]])
             return
@@ -62,7 +65,7 @@ def convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str, report: lis
         return
     nc = NodeContext(ctx, node, name)
     try:
-        refs = CONVERTERS[node.op_type](nc)
+        refs = CONVERTERS[node.op_type](nc) if builtin else ops_plugin.convert(nc)
     except ParserError:  # NonConstantError included: callers may bind the input and parse again
         raise
     except UnsupportedError as e:
@@ -89,7 +92,7 @@ def _store(ctx: ParseContext, node: onnx.NodeProto, name: str, refs: list[Ref | 
 
 def _no_converter_reason(node: onnx.NodeProto) -> str:
     if node.domain not in _DEFAULT_DOMAINS:
-        return f"operators of domain '{node.domain}' are not supported by hetrt"
+        return f"operators of domain '{node.domain}' are not supported by hetrt; {ops_plugin.describe_missing(node)}"
     if not onnx.defs.has(node.op_type):
         return f"op type {node.op_type} is not an ONNX operator and not supported by hetrt"
     return f"op type {node.op_type} is not supported by hetrt"

@@ -164,6 +164,7 @@ def test_sort_restores_topological_order_and_detects_cycles():
 def _example_params():
     """One instance of every layer kind, with nested values where the kind has them."""
     from engine.ir import layers as L
+    from engine.ir import plugin_registry
 
     relu6 = ActivationSpec(ActivationType.CLIP, 0.0, 6.0)
     return [
@@ -183,6 +184,8 @@ def _example_params():
                          PointwiseStep("elementwise", "prod", operand_weight="c0", reverse=True))),
         L.QuantizeParams(axis=1), L.DequantizeParams(axis=0),
         *_recurrent_examples(),
+        L.PluginParams("Reorg", "1", "hetrt", (("stride", "int", 2), ("s", "floats", (0.5, 1.0)),
+                                               ("a", "array", plugin_registry.PluginArray("int32", (2,), (1, 2))))),
     ]
 
 

@@ -75,6 +75,9 @@ GPU_LOWERINGS: dict[LayerKind, GpuLowering | Unsupported] = {
     LayerKind.RNN: _RECURRENT,
     LayerKind.LSTM: _RECURRENT,
     LayerKind.GRU: _RECURRENT,
+    # custom layers: not lowered into a graph; the GPU backend runs a plugin's own CuPy implementation
+    # between its graphs (backends/gpu/plugin.py) when the plugin registered one
+    LayerKind.PLUGIN: Unsupported("plugin layers run the plugin's own implementation, not a hetrt kernel"),
 }
 check_complete(GPU_LOWERINGS, "GPU")
 

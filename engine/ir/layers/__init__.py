@@ -40,6 +40,7 @@ from engine.ir.layers.normalize import (
     ReduceParams,
     SoftMaxParams,
 )
+from engine.ir.layers.plugin import PluginParams
 from engine.ir.layers.pointwise import (
     ActivationParams,
     CastParams,
@@ -96,6 +97,7 @@ __all__ = [
     "PaddingParams",
     "ParametricReLUParams",
     "PointwiseParams",
+    "PluginParams",
     "PointwiseStep",
     "PoolingParams",
     "PoolingType",

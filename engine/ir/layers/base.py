@@ -66,6 +66,7 @@ class LayerKind(StrEnum):
     RNN = "rnn"
     LSTM = "lstm"
     GRU = "gru"
+    PLUGIN = "plugin"
 
 
 class ActivationType(StrEnum):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.ir import plugin_registry
 from engine.ir.dtypes import DataType
 from engine.ir.layers.base import (
     ActivationSpec,
@@ -30,6 +31,7 @@ from engine.ir.layers.conv import (
     PoolingParams,
 )
 from engine.ir.layers.normalize import LRNParams, NormalizationParams, ReduceParams, SoftMaxParams
+from engine.ir.layers.plugin import PluginParams
 from engine.ir.layers.pointwise import (
     ActivationParams,
     CastParams,
@@ -60,12 +62,13 @@ PARAMS_BY_KIND: dict[LayerKind, type[LayerParams]] = {
                 MatrixMultiplyParams, FullyConnectedParams, SoftMaxParams, ConcatenationParams,
                 ShuffleParams, SliceParams, SplitParams, ResizeParams, ReduceParams, PaddingParams,
                 ConstantParams, GatherParams, CastParams, NormalizationParams, IdentityParams,
-                PointwiseParams, QuantizeParams, DequantizeParams)
+                PointwiseParams, QuantizeParams, DequantizeParams, PluginParams)
 }
 
 
 # Nested value types that may appear inside parameter records, by tag, for JSON round trips.
-_NESTED: dict[str, type] = {"ActivationSpec": ActivationSpec, "PointwiseStep": PointwiseStep}
+_NESTED: dict[str, type] = {"ActivationSpec": ActivationSpec, "PointwiseStep": PointwiseStep,
+                            "PluginArray": plugin_registry.PluginArray}
 
 
 _ENUMS: dict[str, type[Enum]] = {
