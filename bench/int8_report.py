@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import plan as plan_format  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 from engine.ir.dtypes import Precision  # noqa: E402
 from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.models import build_model  # noqa: E402
-from engine.quantization import digits, make_calibrator  # noqa: E402
+from engine.quantization import make_calibrator  # noqa: E402
 from engine.quantization.per_layer import compare_networks  # noqa: E402
 from engine.runtime import Runtime  # noqa: E402
 

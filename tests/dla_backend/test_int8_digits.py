@@ -16,7 +16,7 @@ from engine.runtime import Runtime
 pytest.importorskip("sklearn")
 pytest.importorskip("jax")
 
-from engine.quantization import digits  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 
 B = 32  # the DLA's batch field holds at most 32 images
 QUIET = Logger(Severity.ERROR)

@@ -106,8 +106,9 @@ def test_digits_int8_on_the_gpu_equals_reference(monkeypatch):
     pytest.importorskip("jax")
     from engine import runtime as rt
     from engine.builder import BuilderConfig, build_from_onnx
+    from engine.evaluation import digits
     from engine.ir.logger import Logger, Severity
-    from engine.quantization import digits, make_calibrator
+    from engine.quantization import make_calibrator
 
     quiet = Logger(Severity.ERROR)
     s = digits.load_splits()

@@ -15,7 +15,7 @@ from engine.runtime import Runtime
 pytest.importorskip("sklearn")
 pytest.importorskip("jax")
 
-from engine.quantization import digits  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 
 B = 100
 
