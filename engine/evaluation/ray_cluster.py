@@ -81,3 +81,20 @@ def run_ray(job: Job, shards: list[Shard], address: str, workers: int, progress:
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_map(address: str, workers: int):
+    """A ``map_tasks(fn, argument tuples)`` that runs each call as a Ray task (with Ray's own
+    retries of lost tasks) and returns the results in order; for ``hetrt sweep --cluster``."""
+
+    def map_tasks(fn, arg_tuples):
+        ray = _ray()
+        started = connect(address, workers)
+        try:
+            remote = ray.remote(num_cpus=1, max_retries=3)(fn)
+            return ray.get([remote.remote(*args) for args in arg_tuples])
+        finally:
+            if started:
+                ray.shutdown()
+
+    return map_tasks

@@ -110,3 +110,15 @@ def test_eval_command_reports_and_writes_json(digits, tmp_path):
     bad = subprocess.run(cmd[:5] + ["--data", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "missing" in bad.stderr
+
+
+def test_sweep_on_ray_equals_the_local_sweep():
+    pytest.importorskip("ray")
+    from engine.evaluation.ray_cluster import ray_map
+    from engine.model_loading import load_network
+    from scheduler.studies.sweep import run_sweep
+
+    args = (load_network, "resnet18_small", "orin-agx-64gb", ["15W", "30W"], "int8", ("latency", "edp"), (0.1,))
+    local = run_sweep(*args, workers=1)
+    remote = run_sweep(*args, workers=2, map_tasks=ray_map("local-ray", 2))
+    assert local["points"] == remote["points"] and local["front"] == remote["front"]
