@@ -18,10 +18,9 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import digits_model as digits  # noqa: E402
-
 from engine import plan as plan_format  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 from engine.ir.dtypes import Precision  # noqa: E402
 from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.models import build_model  # noqa: E402

@@ -133,20 +133,54 @@ def accumulate(op: ConvOp, x: np.ndarray, w: np.ndarray, *, cfg: DlaConfig) -> n
     enforce(op, cfg)
     _check_arrays(op, x, w)
     is_int = op.input.precision.is_int
-    ctype = np.float64 if is_int else np.float32
+    wt = w.astype(np.float32)
+    ctype = _exact_int_type(x, wt, op) if is_int else np.float32
     xp = _pad(x.astype(ctype), op)
-    wt = w.astype(ctype)
-    acc = _winograd(xp, wt, op.output.h, op.output.w) if op.mode == "winograd" else _direct(xp, wt, op)
+    wt = wt.astype(ctype, copy=False)
+    acc = _winograd(xp, wt, op.output.h, op.output.w) if op.mode == "winograd" else _direct(xp, wt, op, is_int)
     if is_int:
         return _sat_int32(np.rint(acc))
     return acc.astype(np.float32)
 
 
-def _direct(xp: np.ndarray, w: np.ndarray, op: ConvOp) -> np.ndarray:
+def _exact_int_type(x: np.ndarray, w: np.ndarray, op: ConvOp) -> type:
+    """The float type in which BLAS computes this integer convolution exactly.
+
+    Every partial sum of an output is an integer bounded by B = max|x| * max_k sum|w_k|; when
+    B < 2**24 all of them are exact in float32 whatever order BLAS adds them in, so float32 (twice
+    the speed) gives the same integers as float64 (exact below 2**53, far above any int8 layer's B).
+    Winograd's transformed operands have no such simple bound and stay in float64.
+    """
+    if op.mode == "winograd" or x.size == 0 or w.size == 0:
+        return np.float64
+    xmax = max(-int(x.min()), int(x.max()), abs(int(op.pad_value)))
+    wsum = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1, dtype=np.float64).max())
+    return np.float32 if xmax * wsum < 2**24 else np.float64
+
+
+def _tap(xp: np.ndarray, i: int, j: int, op: ConvOp) -> np.ndarray:
+    """(N, C, Ho*Wo): the input pixels kernel tap (i, j) meets at every output position."""
+    (sy, sx), (dy, dx), ho, wo = op.stride, op.dilation, op.output.h, op.output.w
+    v = xp[:, :, i * dy: i * dy + (ho - 1) * sy + 1: sy, j * dx: j * dx + (wo - 1) * sx + 1: sx]
+    return v.reshape(v.shape[0], v.shape[1], ho * wo)
+
+
+def _direct(xp: np.ndarray, w: np.ndarray, op: ConvOp, exact: bool = False) -> np.ndarray:
+    """The convolution as BLAS GEMMs. ``exact``: the operands are integers whose partial sums are
+    exact in ``w``'s float type, so the summation order is free (tap by tap for large inputs)."""
     (r, s), (sy, sx), (dy, dx) = op.kernel, op.stride, op.dilation
     n, ho, wo, g = op.output.n, op.output.h, op.output.w, op.groups
     k, cg = w.shape[0], w.shape[1]
     kg = k // g
+    if exact and g == 1 and r == s == 1:  # 1x1: one GEMM on the (strided) input, no patch copy
+        return np.matmul(w.reshape(k, cg), _tap(xp, 0, 0, op)).reshape(n, k, ho, wo)
+    if exact and g == 1 and cg >= 32 and ho * wo >= 64:  # one GEMM per tap: contiguous copies, no im2col
+        acc = None
+        for i in range(r):
+            for j in range(s):
+                part = np.matmul(np.ascontiguousarray(w[:, :, i, j]), _tap(xp, i, j, op))
+                acc = part if acc is None else np.add(acc, part, out=acc)
+        return acc.reshape(n, k, ho, wo)
     pt = _patches(xp, r, s, sy, sx, dy, dx, ho, wo)
     if g == 1:
         cols = pt.reshape(n * ho * wo, cg * r * s)

@@ -68,10 +68,15 @@ def rshift_round(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
         left = np.where(s < 0, -s, 0)
         x = x << left
         s = np.where(s < 0, 0, s)
-    mag = np.abs(x)
-    half = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 0)
-    r = (mag + half) >> s
-    return np.where(x < 0, -r, r)
+    # round half away from zero: floor((x + h) / 2^s) for x >= 0 and -floor((-x + h) / 2^s) =
+    # floor((x + h - 1) / 2^s) for x < 0, with h = 2^(s-1) (h = 0 and no correction when s = 0)
+    pos = s > 0
+    half = np.where(pos, np.int64(1) << np.maximum(s - 1, 0), 0)
+    r = x + half
+    if np.any(pos):
+        r -= (x < 0) & pos
+    r >>= s
+    return r
 
 
 def convert_int(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
+
 __all__ = ["LIMITS", "DlaLimitError", "Limit", "check", "enforce", "require_within_limits"]
 
 
@@ -98,19 +100,27 @@ def _pair(lim: Limit, vals: tuple[int, ...], sep: str = "×") -> list[str]:
     return []
 
 
+def _first_violating(lim: Limit, values) -> int | None:
+    """The first of ``values`` outside ``lim``'s range (vectorised: per-channel lists are long)."""
+    v = np.asarray(values, dtype=np.int64).ravel()
+    bad = np.zeros(v.shape, bool)
+    if lim.lo is not None:
+        bad |= v < lim.lo
+    if lim.hi is not None:
+        bad |= v > lim.hi
+    if lim.allowed is not None:
+        bad |= ~np.isin(v, lim.allowed)
+    idx = np.flatnonzero(bad)
+    return int(v[idx[0]]) if idx.size else None
+
+
 def _requant_checks(rq, label: str, out: list[str]) -> None:
     if rq is None:
         return
-    for s in rq.shift:
-        r = LIMITS["cvt.shift"].violation(int(s), f"{label} shift {s}")
-        if r:
-            out.append(r)
-            break
-    for s in rq.scale:
-        r = LIMITS["cvt.scale"].violation(int(s), f"{label} scale {s}")
-        if r:
-            out.append(r)
-            break
+    for lim, values, what in ((LIMITS["cvt.shift"], rq.shift, "shift"), (LIMITS["cvt.scale"], rq.scale, "scale")):
+        bad = _first_violating(lim, values)
+        if bad is not None:
+            out.append(lim.violation(int(bad), f"{label} {what} {bad}"))
     r = LIMITS["cvt.offset"].violation(int(rq.offset), f"{label} offset {rq.offset}")
     if r:
         out.append(r)

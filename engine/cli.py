@@ -554,8 +554,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", default=None, help="comma-separated lambdas of the weighted objective")
     p.add_argument("--frames", type=int, default=2, help="frames in the Gantt chart and trace (default 2)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(modes, CPU cores))")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run the power modes as Ray tasks: 'local-ray' or ray://HOST:PORT")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=cmd_sweep)
+    from engine.cli_eval import add_parsers as add_eval_parsers
+
+    add_eval_parsers(sub)
     return parser
 
 

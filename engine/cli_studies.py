@@ -84,7 +84,13 @@ def run_sweep_cmd(args) -> str:
     lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas else [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    res = run_sweep(load_network, args.model, platform.name, modes, precision.value, objectives, lambdas, args.workers)
+    map_tasks = None
+    if getattr(args, "cluster", None):
+        from engine.evaluation.ray_cluster import ray_map
+
+        map_tasks = ray_map(args.cluster, args.workers or 2)
+    res = run_sweep(load_network, args.model, platform.name, modes, precision.value, objectives, lambdas,
+                    args.workers, map_tasks)
     points, front = res.pop("_points"), res.pop("_front")
     (out / "sweep.json").write_text(json.dumps(res, indent=1))
     title = f"{args.model} {precision.value} on {platform.name}"

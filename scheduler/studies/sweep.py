@@ -82,9 +82,14 @@ def run_sweep(load_network: Callable[[str], Network], model_spec: str, platform:
               precision: str,
               objectives: Sequence[str] = ("latency", "energy", "edp", "weighted"),
               lambdas: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
-              workers: int | None = None) -> dict:
+              workers: int | None = None, map_tasks: Callable | None = None) -> dict:
+    """Every point of every power mode. ``map_tasks(fn, list of argument tuples)`` runs the per-mode
+    tasks elsewhere (e.g. on a Ray cluster) and returns their results in order."""
     workers = workers or max(1, min(len(modes), os.cpu_count() or 1))
-    if workers == 1:
+    if map_tasks is not None:
+        per_mode = map_tasks(sweep_mode, [(load_network, model_spec, platform, m, precision, tuple(objectives),
+                                           tuple(lambdas)) for m in modes])
+    elif workers == 1:
         per_mode = [sweep_mode(load_network, model_spec, platform, m, precision, objectives, lambdas) for m in modes]
     else:
         # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child

@@ -4,9 +4,6 @@ bit and stays within 1 point of FP32."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,8 +16,7 @@ from engine.runtime import Runtime
 pytest.importorskip("sklearn")
 pytest.importorskip("jax")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the digits demo lives in bench/
-import digits_model as digits  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 
 B = 32  # the DLA's batch field holds at most 32 images
 QUIET = Logger(Severity.ERROR)

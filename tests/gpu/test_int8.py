@@ -8,9 +8,6 @@ mean equal integers. Skipped without CUDA.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -118,11 +115,9 @@ def test_digits_int8_on_the_gpu_equals_reference(monkeypatch):
     pytest.importorskip("jax")
     from engine import runtime as rt
     from engine.builder import BuilderConfig, build_from_onnx
+    from engine.evaluation import digits
     from engine.ir.logger import Logger, Severity
     from engine.quantization import make_calibrator
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the digits demo lives in bench/
-    import digits_model as digits
 
     quiet = Logger(Severity.ERROR)
     s = digits.load_splits()

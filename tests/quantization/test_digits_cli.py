@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
@@ -18,8 +15,7 @@ from engine.runtime import Runtime
 pytest.importorskip("sklearn")
 pytest.importorskip("jax")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the digits demo lives in bench/
-import digits_model as digits  # noqa: E402
+from engine.evaluation import digits  # noqa: E402
 
 B = 100
 

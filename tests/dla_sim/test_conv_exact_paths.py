@@ -1,0 +1,77 @@
+"""The CONV core's INT8 arithmetic through float BLAS: the float32 fast path (partial sums provably
+< 2**24), the float64 path, the per-tap and 1x1 GEMMs — all must give the exact int64 result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dla_sim import conv_core
+from dla_sim.config import ORIN
+from dla_sim.ops import ConvOp, CubeDesc, Precision
+
+
+def make_op(n, c, h, w, k, r, s, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), prec=Precision.INT8, pad_value=0):
+    ho = (h + pad[0] + pad[2] - (r - 1) * dil[0] - 1) // stride[0] + 1
+    wo = (w + pad[1] + pad[3] - (s - 1) * dil[1] - 1) // stride[1] + 1
+    return ConvOp(name="t", input=CubeDesc(n=n, c=c, h=h, w=w, precision=prec),
+                  output=CubeDesc(n=n, c=k, h=ho, w=wo, precision=prec), kernel=(r, s), stride=stride, pad=pad,
+                  dilation=dil, groups=1, mode="direct", requant=None, has_bias=False, pad_value=pad_value)
+
+
+def _int64_conv(x, w, stride, pad, dil, pad_value):
+    """Exact integer convolution in int64, tap by tap (independent of every BLAS path)."""
+    n, c, h, wd = x.shape
+    k, _, r, s = w.shape
+    pt, pl, pb, pr = pad
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    ho = (h + pt + pb - (r - 1) * dil[0] - 1) // stride[0] + 1
+    wo = (wd + pl + pr - (s - 1) * dil[1] - 1) // stride[1] + 1
+    out = np.zeros((n, k, ho, wo), np.int64)
+    for i in range(r):
+        for j in range(s):
+            y0, x0 = i * dil[0], j * dil[1]
+            win = xp[:, :, y0:y0 + stride[0] * (ho - 1) + 1:stride[0], x0:x0 + stride[1] * (wo - 1) + 1:stride[1]]
+            out += np.einsum("nchw,kc->nkhw", win, w[:, :, i, j].astype(np.int64))
+    return out
+
+
+@pytest.mark.parametrize("c,k,h,r,stride,pad,dil,pad_value,big", [
+    (64, 32, 12, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, False),   # per-tap GEMMs, float32
+    (48, 16, 11, 3, (2, 2), (1, 0, 1, 0), (1, 1), -3, False),   # strided, asymmetric pad, pad value
+    (40, 24, 14, 3, (1, 1), (2, 2, 2, 2), (2, 2), 0, False),   # dilated
+    (96, 40, 9, 1, (1, 1), (0, 0, 0, 0), (1, 1), 0, False),    # 1x1 GEMM
+    (64, 16, 10, 1, (2, 2), (0, 0, 0, 0), (1, 1), 0, False),   # strided 1x1
+    (8, 16, 10, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, False),    # im2col (few channels)
+    (256, 8, 10, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, True),    # partial sums >= 2**24: float64 path
+])
+def test_int8_direct_convolution_is_exact(c, k, h, r, stride, pad, dil, pad_value, big):
+    rng = np.random.default_rng(7)
+    if big:  # saturated operands: sum |w| * max |x| = 128 * 128 * 2304 > 2**24
+        x = rng.choice(np.array([-128, 127], np.int8), size=(1, c, h, h))
+        w = rng.choice(np.array([-128, 127], np.int8), size=(k, c, r, r))
+    else:
+        x = rng.integers(-128, 128, size=(1, c, h, h), dtype=np.int8)
+        w = rng.integers(-128, 128, size=(k, c, r, r), dtype=np.int8)
+    op = make_op(1, c, h, h, k, r, r, stride=stride, pad=pad, dil=dil, pad_value=pad_value)
+    want_type = np.float64 if big else np.float32
+    assert conv_core._exact_int_type(x, w.astype(np.float32), op) is want_type
+    got = conv_core.accumulate(op, x, w, cfg=ORIN)
+    want = np.clip(_int64_conv(x, w, stride, pad, dil, pad_value), -(2**31), 2**31 - 1)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+def test_fp16_convolution_keeps_its_float32_path():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 64, 12, 12)).astype(np.float16)
+    w = (0.1 * rng.standard_normal((32, 64, 3, 3))).astype(np.float16)
+    op = make_op(1, 64, 12, 12, 32, 3, 3, pad=(1, 1, 1, 1), prec=Precision.FP16)
+    got = conv_core.accumulate(op, x, w, cfg=ORIN)
+    ref = np.zeros((1, 32, 12, 12))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for i in range(3):
+        for j in range(3):
+            ref += np.einsum("nchw,kc->nkhw", xp[:, :, i:i + 12, j:j + 12], w[:, :, i, j].astype(np.float64))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
