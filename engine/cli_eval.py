@@ -46,6 +46,9 @@ def _hxw(text: str) -> tuple[int, int]:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="accuracy of plans over a dataset (top-k, agreement with a reference)",
+                       description="Run plans over every sample of a dataset and report top-k accuracy, "
+                                   "agreement with an FP32 reference model, a confusion matrix and the worst "
+                                   "samples; in this process, local worker processes or on a Ray cluster.",
                        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", metavar="TARGET", help="plan files or .onnx models")
     p.add_argument("--data", required=True, help="dataset folder (.npy batches or images)")
@@ -71,7 +74,9 @@ def add_parsers(sub) -> None:
     g.add_argument("--channels", type=int, choices=(1, 3), default=3)
     p.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("dataset", help="write the bundled digits dataset and a model trained on it")
+    d = sub.add_parser("dataset", help="write the bundled digits dataset and a model trained on it",
+                       description="Write scikit-learn's 8x8 digits (test and calibration splits as .npy batches, "
+                                   "labels) and a CNN trained on them with JAX, for hetrt eval and INT8 builds.")
     d.add_argument("name", choices=("digits",))
     d.add_argument("-o", "--output", required=True, help="folder to write into")
     d.add_argument("--seed", type=int, default=0)
