@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, help="dataset folder (.npy batches or images)")
     p.add_argument("--labels", help=".npy of ints, or text: one int per line, or 'NAME LABEL' per line")
     p.add_argument("--reference", metavar="MODEL.onnx", help="FP32 model to measure agreement against")
-    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K")
+    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K", help="accuracies to report (default 1 5)")
     p.add_argument("--output", help="output tensor holding the logits (default: the first output)")
     p.add_argument("--batch", type=int, default=32, help="batch of plans built from .onnx targets (default 32)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, or Ray actors with --cluster")
