@@ -30,8 +30,8 @@ Timing model (``cfg.timing_model == "hardware"``)
   3-channel input is [HWARCH]'s figure.
 * 2:4 structured sparsity (Orin) halves the channel operations when C > 64 [FAQ].
 * Grouped and depthwise convolution: groups packed block-diagonally into one atomic op
-  (:func:`group_packing`), not one padded atom per group.  Orin's depthwise unit is modelled as processing atomic_c channels per cycle,
-  one tap each [U] (throughput not published).
+  (:func:`group_packing`), not one padded atom per group.  Orin's depthwise unit is modelled as
+  processing atomic_c channels per cycle, one tap each [U] (throughput not published).
 * Traffic: input cube (32-B atoms, padded C; image input in kDLA_HWC4) x CBUF input fetches,
   weights (128-B aligned blob; Winograd 16/9; compression) x weight fetches, output cube once.
   Fetch counts come from :mod:`dla_sim.cbuf`.

@@ -22,13 +22,14 @@ Arithmetic (identical to ``backends.reference.int8``, which follows the same SDP
   such a layer out of INT8 (``assign``) and the lowering refuses it with the same reason.
 * Pooling: PDP in INT8 with equal input and output scales.
 
-What the DLA cannot do, and the reason it gives: FP16 → INT8 (no converter path, so an FP16
-layer whose result an INT8 layer reads must not run on the DLA in an INT8 build); an INT8 layer
-with a float output (the network outputs of a calibrated build hand on the float32 accumulator
-value, which no DLA cube holds); int8 cubes at different scales meeting in a concatenation
-(addressing cannot rescale). INT8 → FP16 inside a partition is the SDP converter's int8 → fp16
-path followed by an FP16 multiply by the scale rounded to fp16 (the SDP's operand width): FP16
-arithmetic, not bit-identical to the host's float32 dequantize.
+Conversions inside a partition, all on the SDP: an FP16 result read by an INT8 layer is quantized
+at the reader's scale (the FP16 pipeline's converter, ``SdpOp.fp_out_scale``); an int8 cube read at
+another scale (the inputs of an INT8 concatenation, which TensorRT's DLA gives one scale) passes the
+INT pipeline's converter with ``requant_params(s_have / s_want)``; INT8 -> FP16 is the SDP
+converter's int8 -> fp16 path followed by an FP16 multiply by the scale rounded to fp16 (the SDP's
+operand width): FP16 arithmetic, not bit-identical to the host's float32 dequantize. What the DLA
+still refuses: an INT8 layer with a float output (the network outputs of a calibrated build hand on
+the float32 accumulator value, which no DLA cube holds).
 
 Costing needs only shapes: a network without scales (placement before calibration) is planned
 with the builder's rules (:func:`planned_int8_reason`) and lowered with placeholder converter
@@ -213,38 +214,11 @@ def context_reason(layer: Layer, network: Network) -> str | None:
         if layer.kind in INT8_KINDS and has_float_output(layer, network):
             return FLOAT_OUTPUT
         return None
-    if mode == "fp16":
-        readers = int8_readers_of_outputs(layer, network)
-        if readers:
-            return (f"its FP16 result is read by INT8 layer '{readers[0][0].name}': the DLA has no FP16 -> INT8 "
-                    f"conversion (the SDP converter table), so the GPU computes it and hands it on")
-        return None
-    if layer.kind is LayerKind.CONCATENATION:
-        return _concat_reason(layer, network)
     return None
 
 
 def int8_readers_of_outputs(layer: Layer, network: Network) -> list[tuple[Layer, Rep]]:
     return [r for t in layer.outputs for r in int8_readers(t, network)]
-
-
-def _concat_reason(layer: Layer, network: Network) -> str | None:
-    wants = [r for _, r in int8_readers(layer.outputs[0], network) if r.scale is not None]
-    if not wants:
-        return None
-    s_c = wants[0]
-    for t in layer.inputs:
-        src = source_rep(t, network)
-        if src is None:
-            continue  # comes from the host, quantized at the readers' scale
-        if not src.is_int8:
-            return (f"input '{t}' is FP16 and the concatenation is read in INT8: the DLA has no FP16 -> INT8 "
-                    f"conversion")
-        if not src.matches(s_c):
-            return (f"INT8 concatenation needs equal scales on its inputs and output (TensorRT's DLA rule): input "
-                    f"'{t}' is {src.describe()}, its INT8 readers use {s_c.describe()}; the DLA concatenates by "
-                    f"addressing and cannot rescale (calibrate with shared concat ranges, or it runs on the GPU)")
-    return None
 
 
 # ------------------------------------------------------------------------------ conv epilogue
@@ -262,6 +236,11 @@ class ConvEpilogue:
     in_requant: Requant | None  # residual converter
     relu: bool
     clip_q: int | None  # clip of the int8 result below 127: an extra SDP pass
+
+
+def requant(ratio: float) -> Requant:
+    """The INT pipeline's converter for one multiplier (int8 at one scale -> int8 at another)."""
+    return _requant(*requant_params(np.float64(ratio)))
 
 
 def _requant(scale: np.ndarray, shift: np.ndarray) -> Requant:

@@ -269,15 +269,38 @@ class _Ctx:
             self.reps[t] = have
         if have.matches(rep):
             return t
-        if rep.is_int8 and have.is_int8:
-            raise UnsupportedError(f"tensor '{t}' is {have.describe()} but {layer.describe()} reads it as "
-                                   f"{rep.describe()}: the DLA cannot rescale an int8 cube between layers (equal "
-                                   f"scales needed, as TensorRT's DLA requires for concatenation)")
         if rep.is_int8:
-            raise UnsupportedError(f"tensor '{t}' is computed in FP16 inside this DLA partition but "
-                                   f"{layer.describe()} reads it in INT8: the DLA has no FP16 -> INT8 conversion; "
-                                   f"cut the partition before this layer")
+            return self.to_int8(t, have, rep, layer)
         return self.to_fp16(t, have, layer)
+
+    def to_int8(self, t: str, have: Rep, rep: Rep, layer: Layer) -> str:
+        """``t`` requantized to int8 at ``rep``'s scale by one off-line SDP pass: an fp16 cube through
+        the converter at the scale (``fp_out_scale``), an int8 cube at another scale through the INT
+        pipeline's output converter (``requant_params(s_have / s_want)``), which is how TensorRT
+        gives an INT8 concatenation one scale on the DLA. Emitted once per tensor and scale."""
+        name = f"{t}.q{'' if rep.scale is None else f'{rep.scale:.6g}'}"
+        if name in self.out.cubes:
+            return name
+        shape = self.net.tensors[t].shape
+        src = self.out.cubes[t]
+        outc = make_cube(name, shape, HwPrecision.INT8)
+        self.out.cubes[name] = outc
+        if self.with_weights and (rep.scale is None or (have.is_int8 and have.scale is None)):
+            raise UnsupportedError(f"tensor '{t}' has no INT8 scale: calibrate before running INT8")
+        if have.is_int8:
+            rq = int8.PLACEHOLDER
+            if self.with_weights:
+                rq = int8.requant(float(have.scale) / float(rep.scale))
+            op = SdpOp(name=f"{name}.requant", input=src, output=outc, source="memory", out_requant=rq,
+                       inputs=(t,), outputs=(name,))
+        else:
+            step = float(rep.scale) if rep.scale is not None else 1.0
+            op = SdpOp(name=f"{name}.quantize", input=src, output=outc, source="memory", fp_out_scale=step,
+                       inputs=(t,), outputs=(name,))
+        self.emit(layer, op)
+        self.net.tensors.maps[0][name] = self.net.tensors[t]
+        self.reps[name] = rep
+        return name
 
     def to_fp16(self, t: str, have: Rep, layer: Layer) -> str:
         """int8 cube ``t`` as fp16 values q·scale: SDP int8 -> fp16 (converter identity), then an FP16
@@ -306,26 +329,19 @@ class _Ctx:
         return name
 
     def move_rep(self, layer: Layer) -> Rep:
-        """Representation of a data-movement layer: its in-partition inputs', else what its readers
-        need, else how the producer outside holds it."""
+        """Representation of a data-movement layer: what its INT8 readers need (inputs held otherwise
+        are requantized to it, see :meth:`to_int8`), else its in-partition inputs' common int8 rep,
+        else FP16; with nothing known, how the producer outside holds it."""
         ins = [t for t in layer.inputs if self.const_value(t) is None]
         known = [self.reps[t] for t in ins if t in self.reps]
         w = None
         for o in layer.outputs:
             w = w or self.want(o)
+        if w is not None and w.is_int8:
+            return w
         if known:
-            same = all(k.is_int8 and k.matches(known[0]) for k in known)
-            if same:
-                if w is not None and w.is_int8 and not w.matches(known[0]):
-                    raise UnsupportedError(f"its inputs are {known[0].describe()}, its INT8 readers use "
-                                           f"{w.describe()}: the DLA moves int8 data by addressing and cannot "
-                                           f"rescale it (equal scales needed)")
+            if all(k.is_int8 and k.matches(known[0]) for k in known):
                 return next((k for k in known if k.scale is not None), known[0])
-            if w is not None and w.is_int8:
-                raise UnsupportedError(f"its inputs are {', '.join(k.describe() for k in known)} and its readers "
-                                       f"need {w.describe()}: INT8 {layer.kind.value} needs equal scales on every "
-                                       f"input and its output (the DLA moves int8 data by addressing and cannot "
-                                       f"rescale it, and has no FP16 -> INT8 conversion)")
             return FP16_REP
         if w is not None:
             return w
@@ -337,11 +353,44 @@ class _Ctx:
 # activations on the SDP
 
 
+# Activations TensorRT's DLA runs as separate layers (Sigmoid, ElementWise PROD, Scale, clipped ReLU
+# [TRTDOC]) that exporters and the optimizer fuse into one: lowered back into those SDP passes.
+DECOMPOSED = (ActivationType.SILU, ActivationType.HARD_SWISH, ActivationType.HARD_SIGMOID)
+
+
+def emit_activation(ctx: _Ctx, layer: Layer, x: str, out: str, spec: ActivationSpec | None) -> None:
+    """``out = act(x)`` as off-line SDP passes; SiLU = x * sigmoid(x) (LUT pass, then an element-wise
+    multiply), hard-sigmoid = clip(alpha*x + beta, 0, 1) (X1 add-then-multiply, clipped ReLU 1),
+    hard-swish = x * hard_sigmoid(x; 1/6, 1/2)."""
+    if spec is None or spec.type not in DECOMPOSED:
+        _sdp(ctx, layer, x, out, **sdp_activation(spec))
+        return
+    shape = ctx.net.tensors[x].shape if x in ctx.net.tensors else ctx.cube(x).shape
+    t = spec.type
+    alpha, beta = (1 / 6, 0.5) if t is ActivationType.HARD_SWISH else (spec.alpha, spec.beta)
+    gate = out if t is ActivationType.HARD_SIGMOID else f"{out}.gate"
+    if gate != out:
+        ctx.new_cube(gate, shape)
+    if t is ActivationType.SILU:
+        _sdp(ctx, layer, x, gate, name=f"{out}.sigmoid", activation="sigmoid")
+    else:
+        if alpha <= 0:
+            raise UnsupportedError(f"hard sigmoid with alpha {alpha:g}: the SDP clips an increasing ramp only")
+        b = ctx.blob(f"{gate}.bias", ctx.weight(np.array([beta / alpha])), "operand")
+        m = ctx.blob(f"{gate}.scale", ctx.weight(np.array([alpha])), "operand")
+        _sdp(ctx, layer, x, gate, (b, m), name=f"{out}.hardsigmoid", bias="per_layer", scale="per_layer",
+             activation="clip", clip_max=1.0)
+    if gate != out:
+        _sdp(ctx, layer, x, out, (gate,), name=f"{out}.mul", eltwise="mul", eltwise_input=ctx.out.cubes[gate])
+
+
 def sdp_activation(spec: ActivationSpec | None) -> dict:
     """SdpOp fields for an IR activation, or UnsupportedError naming what the SDP lacks."""
     if spec is None:
         return {}
     t = spec.type
+    if t in DECOMPOSED:
+        raise UnsupportedError(f"activation {t.value} takes several SDP passes (emit_activation)")
     if t is ActivationType.RELU:
         return {"activation": "relu"}
     if t in (ActivationType.SIGMOID, ActivationType.TANH):
@@ -395,11 +444,20 @@ def _emit_conv(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias
         rc = ctx.cube(residual)
         fields.update(eltwise="add", eltwise_input=rc)
         operands.append(residual)
-    fields.update(sdp_activation(act))
+    split = act is not None and act.type in DECOMPOSED
+    pre = f"{out}.pre" if split else out
+    if split:
+        yc = ctx.new_cube(pre, ctx.net.tensors[out].shape)
+        conv = replace(conv, output=yc)
+    else:
+        fields.update(sdp_activation(act))
     sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
-                bias="per_channel" if bias is not None else "none", inputs=(acc, *operands), outputs=(out,),
+                bias="per_channel" if bias is not None else "none", inputs=(acc, *operands), outputs=(pre,),
                 **fields)
     ctx.emit(layer, conv, sdp)
+    if split:
+        ctx.out.cubes[out] = ctx.out.cubes.get(out) or make_cube(out, ctx.net.tensors[out].shape, ctx.hp)
+        emit_activation(ctx, layer, pre, out, act)
 
 
 def _pads2d(pre, post) -> tuple[int, int, int, int]:
@@ -588,17 +646,24 @@ def _fold_into_conv(ctx: _Ctx, layer: Layer, x: str, out: str, **changes) -> boo
     return True
 
 
-def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), **fields) -> None:
+def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), name: str | None = None,
+         **fields) -> None:
     xc = ctx.cube(x)
     yc = ctx.out.cubes.get(out) or ctx.new_cube(out, ctx.net.tensors[out].shape if out in ctx.net.tensors
                                                else xc.shape)
-    ctx.emit(layer, SdpOp(name=f"{layer.name}.sdp" if out in ctx.net.tensors else out, input=xc, output=yc,
+    name = name or (f"{layer.name}.sdp" if out in ctx.net.tensors else out)
+    ctx.emit(layer, SdpOp(name=name, input=xc, output=yc,
                           source="memory", inputs=(x, *operands), outputs=(out,), **fields))
 
 
 def lower_activation(ctx: _Ctx, layer: Layer) -> None:
-    fields = sdp_activation(layer.params.activation)
+    spec = layer.params.activation
     x = layer.inputs[0]
+    if spec is not None and spec.type in DECOMPOSED:
+        ctx.cube(x)
+        emit_activation(ctx, layer, x, layer.outputs[0], spec)
+        return
+    fields = sdp_activation(spec)
     if not _fold_into_conv(ctx, layer, x, layer.outputs[0], **fields):
         _sdp(ctx, layer, x, layer.outputs[0], **fields)
 
@@ -760,8 +825,7 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
         if out != layer.outputs[0]:
             ctx.new_cube(out, ctx.net.tensors[layer.inputs[0]].shape)
         if s.kind == "activation":
-            fields = sdp_activation(ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
-            _sdp(ctx, layer, cur, out, **fields)
+            emit_activation(ctx, layer, cur, out, ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
         elif s.kind == "unary":
             if s.op != UnaryOp.ABS.value:
                 raise UnsupportedError(f"pointwise step unary {s.op}: no DLA support (abs only)")
@@ -974,8 +1038,10 @@ def _lower_int8_partition_layer(ctx: _Ctx, layer: Layer) -> None:
             raise UnsupportedError(why)
     if mode == "int8":
         ctx.hp = HwPrecision.INT8
-        for i, t in enumerate(layer.inputs):
-            ctx.read(t, int8.input_rep(layer, i), layer)
+        mapped = [ctx.read(t, int8.input_rep(layer, i), layer) for i, t in enumerate(layer.inputs)]
+        if mapped != list(layer.inputs):  # read requantized copies
+            layer = copy.copy(layer)
+            layer.inputs = mapped
         fn = INT8_LOWERERS.get(layer.kind)
         if fn is None:
             raise UnsupportedError(f"{layer.kind.value} in INT8: the DLA's INT8 lowering covers convolution, fully "

@@ -126,15 +126,20 @@ def _pool_type(layer, net, prec, cfg):
     return None
 
 
+# Activation [TRTDOC]: ReLU, Sigmoid, TanH, Clip, Leaky ReLU. SiLU, hard-sigmoid and hard-swish are
+# what exporters write as Sigmoid/ElementWise PROD/Scale/Clip layers, each on TensorRT's DLA list; the
+# optimizer fuses them, the lowering runs them decomposed again (lower.emit_activation).
 _DLA_ACTIVATIONS = (ActivationType.RELU, ActivationType.SIGMOID, ActivationType.TANH, ActivationType.CLIP,
-                    ActivationType.LEAKY_RELU)
+                    ActivationType.LEAKY_RELU, ActivationType.SILU, ActivationType.HARD_SWISH,
+                    ActivationType.HARD_SIGMOID)
 
 
 def _activation_spec(spec) -> str | None:
     if spec is None:
         return None
     if spec.type not in _DLA_ACTIVATIONS:
-        return f"activation {spec.type.value}: no DLA support (ReLU, sigmoid, tanh, clip, leaky ReLU only)"
+        return (f"activation {spec.type.value}: no DLA support (ReLU, sigmoid, tanh, clip, leaky ReLU, and SiLU / "
+                f"hard-swish / hard-sigmoid decomposed into them)")
     if spec.type is ActivationType.CLIP and (spec.alpha != 0.0 or not 1.0 <= spec.beta <= 127.0):
         return f"clip [{spec.alpha:g}, {spec.beta:g}]: the DLA clips ReLU to [0, max] with max in [1, 127]"
     return None

@@ -75,3 +75,55 @@ def test_grouped_convolution_packs_groups_into_one_atom():
 def test_depthwise_packs_min_atom_channels_on_xavier():
     op = _conv_op(64, 64, 64)
     assert conv_core.compute_cycles(op, XAVIER) == 2 * 9 * conv_core.stripe_cycles(28 * 28, XAVIER)
+
+
+def _act_net(rng, act: str, standalone: bool) -> Network:
+    """conv -> act -> conv (pool output); the activation fused into the conv or a layer of its own
+    (after an element-wise add, where nothing can absorb it)."""
+    from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType
+
+    net = Network(f"act_{act}")
+    x = net.add_input("x", (1, 16, 8, 8))
+    t = ActivationType(act)
+    spec = ActivationSpec(t, 0.2, 0.5) if t is ActivationType.HARD_SIGMOID else ActivationSpec(t)
+    y = conv(net, x, 32, 3, rng, pad=1, name="c0")
+    if standalone:
+        y = net.add_elementwise(y, conv(net, x, 32, 1, rng, name="c1"), "sum", name="add")
+        y = net.tensor(net.add_layer(ActivationParams(spec), [y], name="act").outputs[0])
+    else:
+        net.layer("c0").params = type(net.layer("c0").params)(**{**net.layer("c0").params.__dict__,
+                                                                 "activation": spec})
+    y = conv(net, y, 32, 3, rng, pad=1, act="relu", name="c2")
+    net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
+    return net
+
+
+@pytest.mark.parametrize("standalone", [False, True], ids=["fused", "layer"])
+@pytest.mark.parametrize("act", ["silu", "hard_swish", "hard_sigmoid"])
+def test_fused_activations_lower_decomposed_fp16(act, standalone):
+    net = _act_net(np.random.default_rng(7), act, standalone)
+    for la in net.layers:
+        assert supports(la, net, FP16, ORIN).ok, (la.name, supports(la, net, FP16, ORIN).reason)
+    out, ref, _, part = run_both(net, ORIN, 8)
+    assert len(part.layers) == len(net.layers)
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name
+
+
+@pytest.mark.parametrize("act", ["silu", "hard_swish"])
+def test_int8_build_with_fp16_activation_runs_wholly_on_the_dla(act):
+    """The FP16 activation's result is requantized to the INT8 reader's scale on the SDP: no GPU
+    hand-off. Integers downstream of an FP16 value can differ by one step from the reference (the
+    FP16 values themselves differ by fp16 rounding), so compare by SQNR."""
+    net = calibrated(_act_net(np.random.default_rng(9), act, True), 10)
+    fp16 = [la for la in net.layers if la.precision is FP16]
+    assert net.layer("c2").precision is INT8 and len(fp16) == 1  # conv + add + activation, fused
+    assert fp16[0].params.activation.type.value == act
+    for la in net.layers:
+        assert supports(la, net, INT8, ORIN).ok, (la.name, supports(la, net, INT8, ORIN).reason)
+    part, out, ref = dla_vs_reference(net, ORIN, 11)
+    assert len(part.layers) == len(net.layers)
+    y, r = out["pool"], ref["pool"]
+    sqnr = 10 * np.log10(np.sum(r.astype(np.float64) ** 2) / max(np.sum((y - r).astype(np.float64) ** 2), 1e-30))
+    assert sqnr > 30, sqnr
+    assert np.mean(y == r) > 0.5
