@@ -53,8 +53,9 @@ from engine.ir.layers import LayerKind
 from engine.ir.network import Layer, Network
 
 INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
+# data movement: the integers pass unchanged at their scale (nearest Resize replicates them)
 MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
-         LayerKind.CONSTANT)
+         LayerKind.CONSTANT, LayerKind.RESIZE)
 PLACEHOLDER = Requant(scale=(1,), shift=(0,))  # timing-only lowering: converter values do not change time
 FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build is the float32 "
                 "accumulator value, which no DLA cube can hold); it runs on the GPU")

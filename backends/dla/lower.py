@@ -45,7 +45,7 @@ import numpy as np
 
 from dla_sim import conv_core, pdp
 from dla_sim.config import DlaConfig
-from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, SdpOp
+from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, RubikOp, SdpOp
 from dla_sim.ops import Precision as HwPrecision
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
@@ -61,7 +61,7 @@ from engine.ir.layers import (
 )
 from engine.ir.network import Layer, Network
 
-from . import int8
+from . import int8, resize
 from .cubes import atom_channels, cube_shape, hw_precision, make_cube
 from .int8 import FP16_REP, Rep
 
@@ -841,6 +841,45 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
         cur = out
 
 
+def lower_resize(ctx: _Ctx, layer: Layer) -> None:
+    """Nearest upsampling by (fy, fx): ``fy*fx`` 1x1 depthwise copies (weight 1, identity converter)
+    written side by side along C, then a RUBIK contract interleaves them (module ``resize``)."""
+    x, out = layer.inputs[0], layer.outputs[0]
+    xc = ctx.cube(x)
+    fy, fx = resize.nearest_factors(layer.params, ctx.net.tensors[x].shape)
+    if fy * fx == 1:
+        _window(ctx, layer, x, out, (0, 0, 0, 0), cube_shape(ctx.net.tensors[out].shape))
+        return
+    c = xc.c
+    atom = atom_channels(ctx.hp)
+    if c % atom:
+        raise UnsupportedError(f"nearest Resize of {c} channels: the copies are placed side by side along C, which "
+                               f"needs C to be a multiple of the {atom}-channel atom")
+    is_int = ctx.hp is HwPrecision.INT8
+    ones = None
+    if ctx.with_weights:
+        ones = np.ones((c, 1, 1, 1), dtype=np.int8 if is_int else np.float16)
+    wname = ctx.blob(f"{layer.name}.w", ones)
+    identity = int8.PLACEHOLDER if is_int else None
+    parts, ops = [], []
+    for i in range(fy * fx):
+        ph = f"{layer.name}.ph{i}"
+        phc = ctx.new_cube(ph, (xc.n, c, xc.h, xc.w))
+        acc = f"{layer.name}.acc{i}"
+        ops.append(ConvOp(name=f"{layer.name}.copy{i}", input=xc, output=phc, kernel=(1, 1), groups=c,
+                          weight_precision=ctx.hp, inputs=(x, wname), outputs=(acc,)))
+        ops.append(SdpOp(name=f"{layer.name}.sdp{i}", input=phc, output=phc, source="flying",
+                         out_requant=identity, inputs=(acc,), outputs=(ph,)))
+        parts.append((ph, i * c))
+    ext = f"{layer.name}.ext"
+    extc = ctx.new_cube(ext, (xc.n, c * fy * fx, xc.h, xc.w))
+    ctx.out.assemblies.append(Assembly(ext, tuple(parts)))
+    oc = ctx.ir_out(out)
+    ops.append(RubikOp(name=f"{layer.name}.contract", input=extc, output=oc, mode="contract", stride=(fy, fx),
+                       inputs=(ext,), outputs=(out,)))
+    ctx.emit(layer, *ops)
+
+
 def lower_lrn(ctx: _Ctx, layer: Layer) -> None:
     p = layer.params
     if ctx.hp is HwPrecision.INT8:
@@ -1078,6 +1117,7 @@ LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
     LayerKind.UNARY: lower_unary,
     LayerKind.POINTWISE: lower_pointwise,
     LayerKind.LRN: lower_lrn,
+    LayerKind.RESIZE: lower_resize,
     LayerKind.SOFTMAX: lower_softmax,
     LayerKind.CONCATENATION: lower_concatenation,
     LayerKind.SLICE: lower_slice,

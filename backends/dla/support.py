@@ -35,7 +35,7 @@ from engine.ir.errors import UnsupportedError
 from engine.ir.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
 from engine.ir.network import Layer, Network
 
-from . import int8
+from . import int8, resize
 from .cubes import MAX_BATCH, MAX_DIM, cube_shape
 
 
@@ -220,6 +220,14 @@ def _constant(layer, net, prec, cfg):
     return None
 
 
+def _resize(layer, net, prec, cfg):
+    try:
+        resize.nearest_factors(layer.params, net.tensors[layer.inputs[0]].shape)
+    except UnsupportedError as e:
+        return str(e)
+    return None
+
+
 def _lrn_window(layer, net, prec, cfg):
     if layer.params.size not in (3, 5, 7, 9):
         return f"LRN window {layer.params.size}: the DLA supports windows 3, 5, 7, 9"
@@ -261,6 +269,7 @@ RULES: dict[LayerKind, Rule] = {
     LayerKind.UNARY: Rule(FP16_INT8, (), (_unary,)),
     LayerKind.LRN: Rule(FP16_ONLY, (), (_lrn_window,), "LRN runs in FP16 on the DLA (TensorRT upgrades INT8)"),
     LayerKind.CONCATENATION: Rule(FP16_INT8, (), (_concat_axis,)),
+    LayerKind.RESIZE: Rule(FP16_INT8, (), (_resize,)),  # [TRTDOC], see backends.dla.resize
     LayerKind.SLICE: Rule(FP16_ONLY, (), (_slice,), "Slice runs in FP16 only on the DLA"),
     LayerKind.SPLIT: Rule(FP16_INT8),
     LayerKind.SHUFFLE: Rule(FP16_INT8),
@@ -286,8 +295,6 @@ NO_DLA: dict[LayerKind, Callable[[Layer, Network], str]] = {
                                               f"(decompose it or run it on the GPU)"),
     LayerKind.CAST: lambda la, net: "Cast: no DLA support",
     LayerKind.PADDING: lambda la, net: "Padding: no DLA support (fold it into the next convolution's padding)",
-    LayerKind.RESIZE: lambda la, net: ("Resize: TensorRT runs integer-scale resize on the DLA, but dla_sim has no "
-                                       "resize path to lower it to"),
     LayerKind.QUANTIZE: lambda la, net: "QuantizeLinear: explicit Q/DQ is not supported on the DLA (calibrate instead)",
     LayerKind.DEQUANTIZE: lambda la, net: ("DequantizeLinear: explicit Q/DQ is not supported on the DLA "
                                            "(calibrate instead)"),

@@ -127,3 +127,47 @@ def test_int8_build_with_fp16_activation_runs_wholly_on_the_dla(act):
     sqnr = 10 * np.log10(np.sum(r.astype(np.float64) ** 2) / max(np.sum((y - r).astype(np.float64) ** 2), 1e-30))
     assert sqnr > 30, sqnr
     assert np.mean(y == r) > 0.5
+
+
+def _resize_net(rng, factor: int, ctm: str = "asymmetric", nearest: str = "floor", mode: str = "nearest",
+                c: int = 32) -> Network:
+    from engine.ir.layers import ResizeMode, ResizeParams
+
+    net = Network("resize")
+    x = net.add_input("x", (1, 16, 6, 6))
+    y = conv(net, x, c, 3, rng, pad=1, act="relu", name="c0")
+    p = ResizeParams(output_shape=(1, c, 6 * factor, 6 * factor), mode=ResizeMode(mode),
+                     coordinate_transformation=ctm, nearest_mode=nearest)
+    y = net.tensor(net.add_layer(p, [y], name="up").outputs[0])
+    y = conv(net, y, 32, 3, rng, pad=1, act="relu", name="c1")
+    net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
+    return net
+
+
+@pytest.mark.parametrize("factor,ctm,nearest", [(2, "asymmetric", "floor"), (2, "half_pixel", "round_prefer_floor"),
+                                                (3, "asymmetric", "floor")])
+def test_nearest_resize_fp16_matches_reference(factor, ctm, nearest):
+    net = _resize_net(np.random.default_rng(factor), factor, ctm, nearest)
+    assert supports(net.layer("up"), net, FP16, ORIN).ok
+    out, ref, _, part = run_both(net, ORIN, 5)
+    assert "up" in part.layers
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name
+
+
+@pytest.mark.parametrize("cfg", [ORIN, XAVIER], ids=["orin", "xavier"])
+def test_nearest_resize_int8_moves_the_integers(cfg):
+    net = calibrated(_resize_net(np.random.default_rng(12), 2), 13)
+    assert net.layer("c1").precision is INT8
+    assert supports(net.layer("up"), net, INT8, cfg).ok
+    part, out, ref = dla_vs_reference(net, cfg, 14)
+    assert len(part.layers) == len(net.layers)
+    _assert_int8_identical(part, out, ref)
+
+
+def test_resize_refusals_name_the_limit():
+    bil = _resize_net(np.random.default_rng(1), 2, "half_pixel", mode="linear")
+    s = supports(bil.layer("up"), bil, FP16, ORIN)
+    assert not s.ok and "linear Resize" in s.reason and "dla_sim" in s.reason
+    big = _resize_net(np.random.default_rng(1), 5, mode="linear")
+    assert "1-4" in supports(big.layer("up"), big, FP16, ORIN).reason
