@@ -1030,9 +1030,13 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     converter, ReLU and the per-channel output converter; a clip below 127 adds an SDP pass."""
     ep = int8.conv_epilogue(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
     xc = ctx.cube(x)
-    clip = ep.clip_q is not None
-    first = f"{layer.name}.preclip" if clip else out
+    to_float = int8.has_float_output(layer, ctx.network)
+    clip = ep.clip_q is not None and not to_float
+    first = f"{layer.name}.preclip" if clip else f"{layer.name}.units" if to_float else out
     yc = ctx.new_cube(first, ctx.net.tensors[out].shape)
+    sdp_out = yc
+    if to_float:  # the INT pipeline's converter writes FP16 (Int17ToFp16)
+        sdp_out = ctx.out.cubes[first] = make_cube(first, ctx.net.tensors[out].shape, HwPrecision.FP16)
     wname = ctx.blob(f"{layer.name}.w", ep.kernel)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
@@ -1045,11 +1049,17 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     if residual is not None:
         fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
         operands.append(residual)
-    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
+    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=sdp_out, source="flying",
                 bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
                 activation="relu" if ep.relu else "none", out_requant=ep.out_requant,
                 inputs=(acc, *operands), outputs=(first,), **fields)
     ctx.emit(layer, conv, sdp)
+    if to_float:  # FP16 in units of the step, times the step (a power of two: exact)
+        oc = ctx.out.cubes[out] = make_cube(out, ctx.net.tensors[out].shape, HwPrecision.FP16)
+        step = ctx.blob(f"{layer.name}.step", ctx.weight(np.array([ep.float_step or 1.0])), "operand")
+        ctx.emit(layer, SdpOp(name=f"{layer.name}.tofloat", input=sdp_out, output=oc, source="memory",
+                              scale="per_layer",
+                              inputs=(first, step), outputs=(out,)))
     if clip:
         oc = ctx.ir_out(out)
         ctx.emit(layer, SdpOp(name=f"{layer.name}.clip", input=yc, output=oc, source="memory", activation="clip",
@@ -1086,7 +1096,7 @@ def _lower_int8_partition_layer(ctx: _Ctx, layer: Layer) -> None:
             raise UnsupportedError(f"{layer.kind.value} in INT8: the DLA's INT8 lowering covers convolution, fully "
                                    f"connected and pooling (the INT8 builder's layers); run it in FP16")
         fn(ctx, layer)
-        rep = int8.output_rep(layer)
+        rep = FP16_REP if int8.has_float_output(layer, ctx.network) else int8.output_rep(layer)
     else:
         rep = FP16_REP if mode == "fp16" else ctx.move_rep(layer)
         ctx.hp = rep.precision

@@ -171,3 +171,18 @@ def test_resize_refusals_name_the_limit():
     assert not s.ok and "linear Resize" in s.reason and "dla_sim" in s.reason
     big = _resize_net(np.random.default_rng(1), 5, mode="linear")
     assert "1-4" in supports(big.layer("up"), big, FP16, ORIN).reason
+
+
+def test_int8_network_output_runs_on_the_dla_in_fp16():
+    """A classifier's last FC (INT8, float network output) writes FP16 through the SDP converter."""
+    from .int8_nets import net_fc
+
+    net = calibrated(net_fc(np.random.default_rng(30)), 31)
+    last = net.layers[-1]
+    assert last.precision is INT8 and last.outputs[0] in net.outputs
+    assert supports(last, net, INT8, ORIN).ok
+    part, out, ref = dla_vs_reference(net, ORIN, 32)
+    assert last.name in part.layers
+    y, r = out[last.outputs[0]], ref[last.outputs[0]]
+    assert y.dtype == np.float16
+    assert rel_err(y, r) < 1e-2

@@ -30,6 +30,9 @@ def _assert_identical(part, out, ref):
     assert part.outputs
     for b in part.outputs:
         y, r = out[b.name], ref[b.name]
+        if y.dtype == np.float16:  # an INT8 layer's float network output: FP16 through the converter
+            assert np.abs(y.astype(np.float64) - r).max() < 1e-2 * np.abs(r).max(), b.name
+            continue
         assert y.dtype == np.float32 and y.shape == r.shape
         np.testing.assert_array_equal(y, r, err_msg=b.name)
         assert len(np.unique(r)) > 8, b.name  # many distinct integers, not a saturated or zero cube
