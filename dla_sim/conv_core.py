@@ -27,7 +27,9 @@ Timing model (``cfg.timing_model == "hardware"``)
 * Winograd: blocks of 4x4x4 input, one stripe per block [IAS]: cycles =
   ceil(K/atomic_k) * ceil(C/4) * stripe_cycles(N * Ho/2 * Wo/2)  (2.25x over direct for C % 64 == 0).
 * Image input: MACs / (MACs-per-cycle * image_efficiency); the 50 % average utilisation for
-  3-channel input is [HWARCH]'s figure.
+  3-channel input is [HWARCH]'s figure. Image input excludes multi-batch [PG]: an image-mode op of
+  N images stands for the N one-image hardware layers the compiler issues (its cycles and bytes
+  scale with N).
 * 2:4 structured sparsity (Orin) halves the channel operations when C > 64 [FAQ].
 * Grouped and depthwise convolution: groups packed block-diagonally into one atomic op
   (:func:`group_packing`), not one padded atom per group.  Orin's depthwise unit is modelled as

@@ -416,6 +416,14 @@ def _winograd_ok(cfg: DlaConfig, x: CubeDesc, y: CubeDesc, kernel, stride, dilat
             and y.h >= 8 and y.w >= 8 and y.h % 4 == 0 and y.w % 4 == 0)
 
 
+def _image_input(ctx: _Ctx, x: str, xc: CubeDesc, groups: int, dilation) -> bool:
+    """The first convolution reads the network's image in kDLA_HWC4 through the image-input path
+    (CDMA IMG, channel pre-extension) rather than direct mode: C <= 4 straight from the host, no
+    dilation, groups 1 ([IAS], [PG]; TensorRT's kDLA_HWC4: C in {1, 3, 4}, first layer a conv [TRTR])."""
+    return (xc.c <= 4 and x in ctx.network.inputs and groups == 1 and tuple(dilation) == (1, 1)
+            and ctx.const_value(x) is None)
+
+
 def _conv_weights(ctx: _Ctx, name: str, kcrs: np.ndarray | None, mode: str) -> str:
     w = None
     if kcrs is not None:
@@ -431,6 +439,8 @@ def _emit_conv(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias
     xc = ctx.cube(x)
     yc = ctx.ir_out(out)
     mode = "winograd" if _winograd_ok(ctx.cfg, xc, yc, kernel, stride, dilation, groups) else "direct"
+    if _image_input(ctx, x, xc, groups, dilation):
+        mode = "image"
     wname = _conv_weights(ctx, layer.name, kcrs if ctx.with_weights else None, mode)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
@@ -1040,7 +1050,8 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     wname = ctx.blob(f"{layer.name}.w", ep.kernel)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode="direct",
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups,
+                  mode="image" if _image_input(ctx, x, xc, groups, dilation) else "direct",
                   weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
     operands: list[str] = []
     if ep.has_bias:
