@@ -519,6 +519,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(modes, CPU cores))")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=cmd_sweep)
+    from engine.cli_dla import register as register_dla
+
+    register_dla(sub)
     return parser
 
 
