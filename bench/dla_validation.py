@@ -104,8 +104,8 @@ def breakdown(top: int = 8) -> list[str]:
                   f"  {'hardware layer (first IR layer)':<44} {'us':>8} {'share':>6} {'MAC util':>8}  bound"]
         for r in sorted(rows, key=lambda r: r.start_us - r.end_us)[:top]:
             dur = r.end_us - r.start_us
-            lines.append(f"  {r.layers[0][:44]:<44} {dur:8.2f} {100 * dur / total:5.1f}% {100 * r.mac_utilisation:7.1f}%"
-                         f"  {r.bound}")
+            lines.append(f"  {r.layers[0][:44]:<44} {dur:8.2f} {100 * dur / total:5.1f}% "
+                         f"{100 * r.mac_utilisation:7.1f}%  {r.bound}")
     return lines
 
 
