@@ -4,6 +4,8 @@
   ``-`` or no FILE prints JSON instead of the table.
 * ``hetrt place MODEL --dla-layers CSV``: per fused DLA layer statistics in the spirit of cuDLA's
   layer-wise statistics (``backends.dla.layerwise``), every DLA-capable layer on one core.
+* ``hetrt place MODEL --policy replicate``: whole images on the GPU and each DLA core at once with
+  DRAM contention; throughput and power per combination of devices (``scheduler.studies.replicate``).
 * ``hetrt inspect capability MODEL [--platform P] [--fp16]``: every layer, the devices that run it,
   and why each refusing device refuses (Polygraphy's ``inspect capability``, for the DLA).
 """
@@ -26,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     place.add_argument("--dla-layers", default=None, metavar="CSV",
                        help="write per fused DLA layer statistics (start/end, busy time per engine, SRAM, INT8, "
                             "sparsity), cuDLA layer-wise statistics style")
+    for action in place._actions:
+        if action.dest == "policy" and action.choices is not None and "replicate" not in action.choices:
+            action.choices = (*action.choices, "replicate")
+            action.help = (action.help or "") + "; replicate: whole images on the GPU and each DLA core at once"
     base_place = place.get_default("func")
     place.set_defaults(func=lambda args: cmd_place(args, base_place))
     insp = sub.choices["inspect"]
@@ -38,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_place(args: argparse.Namespace, base) -> int:
+    if getattr(args, "policy", None) == "replicate":
+        return _replicate(args)
     if args.json is None and args.dla_layers is None:
         return base(args)
     from engine.cli_studies import _precision
@@ -69,6 +77,31 @@ def cmd_place(args: argparse.Namespace, base) -> int:
         print(f"wrote {args.json}")
     if args.dla_layers is not None:
         print(f"wrote {args.dla_layers}")
+    return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    from engine.cli_studies import _precision
+    from engine.model_loading import load_network
+    from scheduler.cost import build_cost_model
+    from scheduler.studies.replicate import format_replicate, replicate_json, replicate_report
+
+    if len(args.model) != 1:
+        raise BuildError("--policy replicate places one model")
+    if args.dla_layers is not None:
+        raise BuildError("--dla-layers reports --policy optimal placements")
+    if args.json not in (None, "-"):
+        check_writable(args.json)
+    model = build_cost_model(load_network(args.model[0], getattr(args, "batch", None)), args.platform,
+                             args.power_mode, _precision(args))
+    r = replicate_report(model)
+    if args.json == "-":
+        print(json.dumps(replicate_json(r), indent=1))
+        return 0
+    print(format_replicate(r))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(replicate_json(r), indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 
