@@ -186,3 +186,36 @@ def test_int8_network_output_runs_on_the_dla_in_fp16():
     y, r = out[last.outputs[0]], ref[last.outputs[0]]
     assert y.dtype == np.float16
     assert rel_err(y, r) < 1e-2
+
+
+def _gate_net(rng) -> Network:
+    """Sigmoid and ElementWise PROD as layers of their own (a gate from another branch: nothing fuses)."""
+    net = Network("gate")
+    x = net.add_input("x", (1, 16, 8, 8))
+    a = conv(net, x, 32, 3, rng, pad=1, act="relu", name="ca")
+    b = conv(net, x, 32, 1, rng, name="cb")
+    s = net.add_activation(b, "sigmoid", name="sig")
+    y = net.add_elementwise(a, s, "prod", name="mul")
+    y = conv(net, y, 32, 3, rng, pad=1, act="relu", name="c2")
+    net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
+    return net
+
+
+def test_sigmoid_and_mul_layers_fp16_match_reference():
+    net = _gate_net(np.random.default_rng(50))
+    kinds = {la.kind.value for la in net.layers}
+    assert {"activation", "elementwise"} <= kinds or "pointwise" in kinds
+    out, ref, _, part = run_both(net, ORIN, 51)
+    assert len(part.layers) == len(net.layers)
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name
+
+
+def test_sigmoid_and_mul_layers_in_an_int8_build_stay_on_the_dla():
+    net = calibrated(_gate_net(np.random.default_rng(52)), 53)
+    for la in net.layers:
+        assert supports(la, net, INT8, ORIN).ok, (la.name, supports(la, net, INT8, ORIN).reason)
+    part, out, ref = dla_vs_reference(net, ORIN, 54)
+    assert len(part.layers) == len(net.layers)
+    y, r = out["pool"].astype(np.float64), ref["pool"].astype(np.float64)
+    assert 10 * np.log10(np.sum(r ** 2) / max(np.sum((y - r) ** 2), 1e-30)) > 30
