@@ -2,7 +2,8 @@
 
 * ``hetrt place MODEL --json [FILE]``: the placement as data (``scheduler.studies.place_json``);
   ``-`` or no FILE prints JSON instead of the table.
-* ``hetrt place MODEL --dla-layers CSV``: per fused DLA layer statistics in the spirit of cuDLA's
+* ``hetrt place MODEL --dla-layers CSV`` (and ``hetrt run PLAN --dla-layers CSV`` for a built plan's
+  DLA loadables): per fused DLA layer statistics in the spirit of cuDLA's
   layer-wise statistics (``backends.dla.layerwise``), every DLA-capable layer on one core.
 * ``hetrt place MODEL --policy replicate``: whole images on the GPU and each DLA core at once with
   DRAM contention; throughput and power per combination of devices (``scheduler.studies.replicate``).
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.help = (action.help or "") + "; replicate: whole images on the GPU and each DLA core at once"
     base_place = place.get_default("func")
     place.set_defaults(func=lambda args: cmd_place(args, base_place))
+    run = sub.choices["run"]
+    run.add_argument("--dla-layers", default=None, metavar="CSV",
+                     help="write per fused DLA layer statistics of the plan's DLA partitions (simulated target "
+                          "clock), cuDLA layer-wise statistics style")
+    base_run = run.get_default("func")
+    run.set_defaults(func=lambda args: cmd_run(args, base_run))
     insp = sub.choices["inspect"]
     insp.add_argument("model", nargs="?", default=None, metavar="MODEL",
                       help="with 'capability' as first argument: the model whose layers to check")
@@ -77,6 +84,34 @@ def cmd_place(args: argparse.Namespace, base) -> int:
         print(f"wrote {args.json}")
     if args.dla_layers is not None:
         print(f"wrote {args.dla_layers}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, base) -> int:
+    """``hetrt run`` as before, then the per-layer statistics of the plan's DLA loadables."""
+    if args.dla_layers is not None:
+        check_writable(args.dla_layers)
+    rc = base(args)
+    if args.dla_layers is None or rc:
+        return rc
+    from pathlib import Path
+
+    from backends.dla.layerwise import loadable_stats, to_csv
+    from dla_sim.config import get_config
+    from engine import plan as plan_format
+    from engine.cli import _build_plan, _logger
+    from scheduler.platforms import get_platform
+
+    spec = args.model
+    blob = Path(spec).read_bytes() if spec.endswith(".plan") else _build_plan(spec, args, _logger(args))
+    contents = plan_format.deserialize(blob)
+    if not contents.loadables:
+        raise BuildError(f"{spec}: the plan has no DLA partition (build with --use-dla-core or a DLA placement)")
+    placement = contents.placement or {}
+    plat = get_platform(placement.get("platform") or contents.platform)
+    cfg = get_config(plat.dla_config, placement.get("power_mode") or None)
+    atomic_write_text(args.dla_layers, to_csv(loadable_stats(contents.loadables, cfg)))
+    print(f"wrote {args.dla_layers}")
     return 0
 
 

@@ -54,32 +54,50 @@ def layer_stats(network: Network, precision: IrPrecision | str, cfg: DlaConfig) 
         parts = [lower(network, [n], precision, cfg, with_weights=False) for n in names]
     rows: list[LayerStat] = []
     t0 = 0.0
-    us = 1e6 / cfg.clock_hz
     for part in parts:
-        res = simulator.simulate(part.ops, cfg, timing_only=True)
-        groups: dict[int, list[int]] = {}
-        for i, rec in enumerate(res.records):
-            groups.setdefault(rec.group, []).append(i)
-        for _, idx in sorted(groups.items()):
-            recs = [res.records[i] for i in idx]
-            ops = [part.ops[i] for i in idx]
-            busy = {e: 0.0 for e in ENGINES}
-            for rec in recs:
-                busy[rec.unit] = busy.get(rec.unit, 0.0) + rec.busy * us
-            convs = [op for op in ops if isinstance(op, ConvOp)]
-            macs = sum(rec.macs for rec in recs)
-            dur = recs[0].duration
-            mpc = cfg.conv.macs(convs[0].input.precision) if convs else 0
-            rows.append(LayerStat(
-                index=len(rows), layers=tuple(dict.fromkeys(part.owners[i] for i in idx)),
-                ops=tuple(op.name for op in ops), start_us=t0 + recs[0].start * us,
-                end_us=t0 + (recs[0].start + dur) * us, busy_us=busy,
-                dram_bytes=sum(rec.dram_bytes for rec in recs), sram_bytes=sum(rec.sram_bytes for rec in recs),
-                int8=any(op.input.precision is Precision.INT8 for op in convs),
-                sparse_2_4=any(op.sparse_2_4 for op in convs), macs=macs,
-                mac_utilisation=macs / (mpc * dur) if convs and dur else 0.0, bound=recs[0].bound))
-        t0 += res.cycles * us
+        t0 = _append_rows(rows, part.ops, part.owners, cfg, t0)
     return rows
+
+
+def loadable_stats(loadables: list[bytes], cfg: DlaConfig) -> list[LayerStat]:
+    """Rows for the DLA loadables of a built plan, in order (each timed once on one core)."""
+    from dla_sim.loadable import Loadable
+
+    rows: list[LayerStat] = []
+    t0 = 0.0
+    for blob in loadables:
+        ld = Loadable.from_bytes(blob)
+        owners = list(ld.meta.get("owners", [])) or [op.name for op in ld.ops]
+        t0 = _append_rows(rows, list(ld.ops), owners, cfg, t0)
+    return rows
+
+
+def _append_rows(rows: list[LayerStat], ops: list, owners: list[str], cfg: DlaConfig, t0: float) -> float:
+    """Time ``ops`` once and append one row per fused hardware layer; returns the end time (us)."""
+    us = 1e6 / cfg.clock_hz
+    res = simulator.simulate(ops, cfg, timing_only=True)
+    groups: dict[int, list[int]] = {}
+    for i, rec in enumerate(res.records):
+        groups.setdefault(rec.group, []).append(i)
+    for _, idx in sorted(groups.items()):
+        recs = [res.records[i] for i in idx]
+        gops = [ops[i] for i in idx]
+        busy = {e: 0.0 for e in ENGINES}
+        for rec in recs:
+            busy[rec.unit] = busy.get(rec.unit, 0.0) + rec.busy * us
+        convs = [op for op in gops if isinstance(op, ConvOp)]
+        macs = sum(rec.macs for rec in recs)
+        dur = recs[0].duration
+        mpc = cfg.conv.macs(convs[0].input.precision) if convs else 0
+        rows.append(LayerStat(
+            index=len(rows), layers=tuple(dict.fromkeys(owners[i] for i in idx)),
+            ops=tuple(op.name for op in gops), start_us=t0 + recs[0].start * us,
+            end_us=t0 + (recs[0].start + dur) * us, busy_us=busy,
+            dram_bytes=sum(rec.dram_bytes for rec in recs), sram_bytes=sum(rec.sram_bytes for rec in recs),
+            int8=any(op.input.precision is Precision.INT8 for op in convs),
+            sparse_2_4=any(op.sparse_2_4 for op in convs), macs=macs,
+            mac_utilisation=macs / (mpc * dur) if convs and dur else 0.0, bound=recs[0].bound))
+    return t0 + res.cycles * us
 
 
 def to_csv(rows: list[LayerStat]) -> str:
@@ -94,4 +112,4 @@ def to_csv(rows: list[LayerStat]) -> str:
     return out.getvalue()
 
 
-__all__ = ["ENGINES", "LayerStat", "layer_stats", "to_csv"]
+__all__ = ["ENGINES", "LayerStat", "layer_stats", "loadable_stats", "to_csv"]

@@ -82,3 +82,23 @@ def test_inspect_capability_lists_devices_and_reasons(tmp_path, capsys):
 def test_inspect_capability_needs_a_model(capsys):
     assert main(["inspect", "capability"]) != 0
     assert "needs a MODEL" in capsys.readouterr().err
+
+
+def test_run_dla_layers_reports_the_plan_loadables(tmp_path, capsys):
+    plan = tmp_path / "m.plan"
+    assert main(["build", "resnet18_small", "--platform", "orin-agx-64gb", "--fp16", "--use-dla-core", "0",
+                 "--allow-gpu-fallback", "-o", str(plan)]) == 0
+    out = tmp_path / "run.csv"
+    assert main(["run", str(plan), "--iterations", "1", "--duration", "0", "--warmup", "0",
+                 "--dla-layers", str(out)]) == 0
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert rows and all(r["int8_conv"] == "0" for r in rows)  # an FP16 plan
+    assert float(rows[-1]["end_us"]) > float(rows[0]["start_us"])
+
+
+def test_run_dla_layers_needs_a_dla_plan(tmp_path, capsys):
+    plan = tmp_path / "g.plan"
+    assert main(["build", "resnet18_small", "-o", str(plan)]) == 0
+    assert main(["run", str(plan), "--iterations", "1", "--duration", "0", "--warmup", "0",
+                 "--dla-layers", str(tmp_path / "x.csv")]) != 0
+    assert "no DLA partition" in capsys.readouterr().err
