@@ -148,6 +148,7 @@ class _Ctx:
         self.producers = network.producers()
         self.consumers = network.consumers()
         self.placed: set[str] = set()  # tensors already written into an assembly slot
+        self.consts: dict[str, np.ndarray] = {}  # weights of fused pointwise chains, used as operands
         self._boundary: set[str] = set()
 
     # -- tensors ---------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class _Ctx:
         prod = self.producers.get(t)
         if prod is not None and prod.kind is LayerKind.CONSTANT:
             return prod.weights["value"]
-        return None
+        return self.consts.get(t)
 
     def cube(self, t: str) -> CubeDesc:
         """The cube of a tensor the current layer reads (a boundary input is declared on first use)."""
@@ -723,23 +724,35 @@ def lower_scale(ctx: _Ctx, layer: Layer) -> None:
 
 
 _SDP_ELTWISE = {ElementWiseOp.SUM: "add", ElementWiseOp.SUB: "sub", ElementWiseOp.PROD: "mul",
-                ElementWiseOp.MAX: "max", ElementWiseOp.MIN: "min"}
+                ElementWiseOp.MAX: "max", ElementWiseOp.MIN: "min", ElementWiseOp.DIV: "mul"}
+
+
+def _shape(ctx: _Ctx, t: str) -> tuple[int, ...]:
+    """Shape of an IR tensor, or of a cube the lowering added (a step of a fused chain)."""
+    return ctx.net.tensors[t].shape if t in ctx.net.tensors else ctx.out.cubes[t].shape
 
 
 def _eltwise(ctx: _Ctx, layer: Layer, a: str, b: str, op: ElementWiseOp, out: str) -> None:
     """``out = a op b`` for tensors or constants ``a``, ``b`` (one SDP pass, or folded into a conv)."""
     if op not in _SDP_ELTWISE:
         raise UnsupportedError(f"ElementWise {op.value}: no DLA support (the SDP adds, subtracts, multiplies, "
-                               f"takes max and min)")
+                               f"takes max and min, and divides by a constant)")
     kind = _SDP_ELTWISE[op]
     av, bv = ctx.const_value(a), ctx.const_value(b)
+    if op is ElementWiseOp.DIV:  # x / c = x * (1/c), the reciprocal an fp16 operand (TensorRT: Div [TRTDOC])
+        if bv is None or av is not None or np.any(np.asarray(bv) == 0):
+            raise UnsupportedError("ElementWise div: the DLA divides only by a non-zero constant (a multiply by "
+                                   "its reciprocal)")
+        bv = 1.0 / np.asarray(bv, dtype=np.float64)
+        ctx.consts[f"{out}.recip"] = bv
+        b = f"{out}.recip"
     if av is not None and bv is not None:
         raise UnsupportedError("ElementWise of two constants: fold it before placement")
     if av is not None:  # constant first: commute, or c - x = (x + (-c)) * -1
         if kind == "sub":
-            mode, arr = _const_operand(ctx, -np.asarray(av), ctx.net.tensors[b].shape, ctx.cube(b))
-            neg = ctx.blob(f"{layer.name}.bias", arr, "operand")
-            m1 = ctx.blob(f"{layer.name}.scale", ctx.weight(np.array([-1.0])), "operand")
+            mode, arr = _const_operand(ctx, -np.asarray(av), _shape(ctx, b), ctx.cube(b))
+            neg = ctx.blob(f"{out}.bias", arr, "operand")
+            m1 = ctx.blob(f"{out}.scale", ctx.weight(np.array([-1.0])), "operand")
             _sdp(ctx, layer, b, out, (neg, m1), bias=mode, scale="per_layer")
             return
         a, b, av, bv = b, a, bv, av
@@ -748,16 +761,16 @@ def _eltwise(ctx: _Ctx, layer: Layer, a: str, b: str, op: ElementWiseOp, out: st
         if kind in ("add", "sub", "mul"):
             v = -np.asarray(bv) if kind == "sub" else np.asarray(bv)
             slot = "scale" if kind == "mul" else "bias"
-            mode, arr = _const_operand(ctx, v, ctx.net.tensors[a].shape, xc)
-            name = ctx.blob(f"{layer.name}.{slot}", arr, "operand")
+            mode, arr = _const_operand(ctx, v, _shape(ctx, a), xc)
+            name = ctx.blob(f"{out}.{slot}", arr, "operand")
             _sdp(ctx, layer, a, out, (name,), **{slot: mode})
             return
         full = np.broadcast_to(np.asarray(bv), (1, xc.c, xc.h, xc.w)) if ctx.with_weights else None
-        name = ctx.blob(f"{layer.name}.operand", ctx.weight(full) if full is not None else None, "operand")
+        name = ctx.blob(f"{out}.operand", ctx.weight(full) if full is not None else None, "operand")
         ctx.out.cubes[name] = xc.with_(n=1, name=name)
         _sdp(ctx, layer, a, out, (name,), eltwise=kind, eltwise_input=ctx.out.cubes[name])
         return
-    sa, sb = ctx.net.tensors[a].shape, ctx.net.tensors[b].shape
+    sa, sb = _shape(ctx, a), _shape(ctx, b)
     if sa != sb:
         if kind in ("add", "mul") and len(sb) == 4 and sb[0] == 1 and sb[2:] == (1, 1) and sa[0] == 1:
             ctx.cube(b)  # a per-channel tensor operand (e.g. squeeze-excitation): SDP bias/scale from memory
@@ -830,10 +843,11 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
     """A fused pointwise chain as one SDP pass per step (each step rounds to fp16)."""
     steps = layer.params.steps
     cur = layer.inputs[0]
+    shape = ctx.net.tensors[layer.inputs[0]].shape
     for i, s in enumerate(steps):
         out = layer.outputs[0] if i == len(steps) - 1 else f"{layer.name}.s{i}"
         if out != layer.outputs[0]:
-            ctx.new_cube(out, ctx.net.tensors[layer.inputs[0]].shape)
+            ctx.new_cube(out, shape)
         if s.kind == "activation":
             emit_activation(ctx, layer, cur, out, ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
         elif s.kind == "unary":
@@ -843,9 +857,9 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
         else:
             if s.operand_input is not None:
                 other = layer.inputs[s.operand_input]
-            else:
+            else:  # a constant of the chain: an SDP operand, as a Constant layer's value would be
                 other = f"{layer.name}.{s.operand_weight}"
-                raise UnsupportedError(f"pointwise step with weight operand '{other}': lower the chain unfused")
+                ctx.consts[other] = np.asarray(layer.weights[s.operand_weight])
             a, b = (other, cur) if s.reverse else (cur, other)
             _eltwise(ctx, layer, a, b, ElementWiseOp(s.op), out)
         cur = out

@@ -150,9 +150,16 @@ def _activation(layer, net, prec, cfg):
 
 
 def _eltwise_op(layer, net, prec, cfg):
+    """ElementWise [TRTDOC]: sum, sub, prod, max, min (the latest docs add div, pow); div runs as a
+    multiply by the reciprocal of a constant divisor."""
     op = layer.params.op
+    if op is ElementWiseOp.DIV:
+        prod = net.producer(layer.inputs[1])
+        if prod is None or prod.kind is not LayerKind.CONSTANT:
+            return "ElementWise div by a tensor: the DLA divides only by a constant (a multiply by its reciprocal)"
+        return None
     if op not in (ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.PROD, ElementWiseOp.MAX, ElementWiseOp.MIN):
-        return f"ElementWise {op.value}: no DLA support (sum, sub, prod, max, min only)"
+        return f"ElementWise {op.value}: no DLA support (sum, sub, prod, max, min, div by a constant only)"
     return None
 
 

@@ -219,3 +219,42 @@ def test_sigmoid_and_mul_layers_in_an_int8_build_stay_on_the_dla():
     assert len(part.layers) == len(net.layers)
     y, r = out["pool"].astype(np.float64), ref["pool"].astype(np.float64)
     assert 10 * np.log10(np.sum(r ** 2) / max(np.sum((y - r) ** 2), 1e-30)) > 30
+
+
+def _hardswish_chain_onnx(path, divide: bool = True) -> None:
+    """x * clip(x + 3, 0, 6) / 6 as older exporters write hard-swish: the optimizer fuses the Add, Clip,
+    Div and Mul into one pointwise layer with constant operands."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(60)
+    w1 = numpy_helper.from_array((rng.standard_normal((32, 16, 3, 3)) * 0.2).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((32, 32, 1, 1)) * 0.2).astype(np.float32), "w2")
+    c = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("three", 3.0), ("zero", 0.0),
+                                                                          ("six", 6.0), ("sixth", 1 / 6))]
+    last = helper.make_node("Div", ["cl", "six"], ["d"]) if divide else helper.make_node("Mul", ["cl", "sixth"], ["d"])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "three"], ["b"]), helper.make_node("Clip", ["b", "zero", "six"], ["cl"]),
+             last, helper.make_node("Mul", ["a", "d"], ["h"]), helper.make_node("Conv", ["h", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])], [w1, w2, *c])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+@pytest.mark.parametrize("divide", [True, False], ids=["div", "mul"])
+def test_fused_pointwise_chain_with_constants_runs_on_the_dla(tmp_path, divide):
+    """Fusion must not hide DLA-capable layers: the chain's constants become SDP operands."""
+    from engine.model_loading import load_network
+
+    path = tmp_path / "hs.onnx"
+    _hardswish_chain_onnx(path, divide)
+    net = load_network(str(path))
+    assert any(la.kind.value == "pointwise" for la in net.layers)
+    for la in net.layers:
+        assert supports(la, net, FP16, ORIN).ok, (la.name, supports(la, net, FP16, ORIN).reason)
+    out, ref, _, part = run_both(net, ORIN, 61)
+    assert len(part.layers) == len(net.layers)
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name

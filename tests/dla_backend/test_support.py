@@ -106,7 +106,7 @@ CASES = [
     ("clip200", lambda: conv_layer(act=ActivationSpec(ActivationType.CLIP, 0.0, 200.0)), FP16, XAVIER,
      ["max in [1, 127]"]),
     ("div", lambda: one_layer(ElementWiseParams(ElementWiseOp.DIV), n_inputs=2), FP16, XAVIER,
-     ["ElementWise div: no DLA support"]),
+     ["ElementWise div by a tensor: the DLA divides only by a constant"]),
     ("slice_step2", lambda: one_layer(SliceParams((0, 0, 0, 0), (1, 16, 8, 8), (1, 1, 2, 2))), FP16, XAVIER,
      ["the DLA slices with stride 1 only"]),
     ("flatten", lambda: one_layer(ShuffleParams(reshape=(1, 16 * 16 * 16))), FP16, XAVIER,
