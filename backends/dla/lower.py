@@ -956,6 +956,10 @@ def lower_concatenation(ctx: _Ctx, layer: Layer) -> None:
     if len(layer.inputs) < 2:
         raise UnsupportedError("concatenation of one input: the DLA needs at least two")
     atom = atom_channels(ctx.hp)
+    offsets = np.cumsum([0] + [ctx.net.tensors[t].shape[1] for t in layer.inputs])[:-1]
+    if len(shape) == 4 and any(int(c) % atom for c in offsets):
+        _concat_by_placement(ctx, layer, out, [int(c) for c in offsets])
+        return
     parts, copies, c0 = [], [], 0
     for t in layer.inputs:
         if c0 % atom:
@@ -972,11 +976,61 @@ def lower_concatenation(ctx: _Ctx, layer: Layer) -> None:
     ctx.out.assemblies.append(Assembly(out, tuple(parts)))
 
 
+def _matrix_conv(ctx: _Ctx, layer: Layer, name: str, x: str, out: str, rows: np.ndarray, k: int,
+                 residual: str | None = None) -> None:
+    """A 1x1 convolution whose weights are 0/1 (output channel ``j`` copies input channel ``rows[j]``;
+    -1: none), plus ``residual`` added by the SDP: moves channels to any offset exactly (one product
+    per output, INT8 through identity converters). The DLA's way to reach channels addressing cannot
+    (a channel window or a concatenation slot off the 32-byte atom)."""
+    xc = ctx.cube(x)
+    is_int = ctx.hp is HwPrecision.INT8
+    w = None
+    if ctx.with_weights:
+        w = np.zeros((k, xc.c, 1, 1), dtype=np.int8 if is_int else np.float16)
+        sel = np.flatnonzero(rows >= 0)
+        w[sel, rows[sel], 0, 0] = 1
+    yc = ctx.out.cubes.get(out) or ctx.new_cube(out, (xc.n, k, xc.h, xc.w))
+    wname = ctx.blob(f"{name}.w", w)
+    acc = f"{name}.acc"
+    ident = int8.PLACEHOLDER if is_int else None  # Requant scale 1, shift 0: the identity
+    fields: dict = {}
+    ins: tuple[str, ...] = (acc,)
+    if residual is not None:
+        fields.update(eltwise="add", eltwise_input=ctx.out.cubes[residual], in_requant=ident)
+        ins = (acc, residual)
+    ctx.emit(layer, ConvOp(name=name, input=xc, output=yc, kernel=(1, 1), weight_precision=ctx.hp,
+                           inputs=(x, wname), outputs=(acc,)),
+             SdpOp(name=f"{name}.sdp", input=yc, output=yc, source="flying", out_requant=ident, inputs=ins,
+                   outputs=(out,), **fields))
+
+
+def _concat_by_placement(ctx: _Ctx, layer: Layer, out: str, offsets: list[int]) -> None:
+    """A concatenation whose slots are off the atom: each input placed at its offset by a 0/1 1x1
+    convolution, the partial results summed by the SDP (zeros elsewhere: exact)."""
+    total = ctx.net.tensors[out].shape[1]
+    prev = None
+    for i, (t, c0) in enumerate(zip(layer.inputs, offsets)):
+        c = ctx.net.tensors[t].shape[1]
+        rows = np.full(total, -1)
+        rows[c0:c0 + c] = np.arange(c)
+        last = i == len(layer.inputs) - 1
+        dst = out if last else f"{out}.part{i}"
+        if last:
+            ctx.ir_out(out)
+        _matrix_conv(ctx, layer, f"{layer.name}.place{i}", t, dst, rows, total, prev)
+        prev = dst
+
+
 def _window(ctx: _Ctx, layer: Layer, x: str, out: str, start: Shape4, shape: Shape4) -> None:
     xc = ctx.cube(x)
     atom = atom_channels(ctx.hp)
     if start[0] != 0 or shape[0] != xc.n:
         raise UnsupportedError("slicing the batch dimension: the DLA slices C, H and W only")
+    if start[1] % atom and tuple(start[2:]) == (0, 0) and tuple(shape[2:]) == (xc.h, xc.w):
+        rows = np.arange(start[1], start[1] + shape[1])
+        ctx.out.cubes[out] = make_cube(out, tuple(shape), ctx.hp)
+        _matrix_conv(ctx, layer, f"{layer.name}.{out}.select", x, out, rows, shape[1])
+        return
     if start[1] % atom:
         raise UnsupportedError(f"channel window starting at {start[1]}: not a multiple of the {atom}-channel "
                                f"{ctx.hp.value.upper()} atom, so it is not addressable")

@@ -258,3 +258,42 @@ def test_fused_pointwise_chain_with_constants_runs_on_the_dla(tmp_path, divide):
     assert len(part.layers) == len(net.layers)
     for name, y in out.items():
         assert rel_err(y, ref[name]) < 1e-2, name
+
+
+def _split_concat_net(rng, c: int = 58) -> Network:
+    """ShuffleNet's unit without the shuffle: a channel split and a concatenation at offset ``c``,
+    off the 32-byte atom (58 channels)."""
+    from engine.ir.layers import ConcatenationParams, SplitParams
+
+    net = Network("split_concat")
+    x = net.add_input("x", (1, 16, 8, 8))
+    y = conv(net, x, 2 * c, 1, rng, act="relu", name="c0")
+    a, b = net.add_layer(SplitParams(axis=1, sizes=(c, c)), [y], name="split").outputs
+    b = conv(net, net.tensor(b), c, 3, rng, pad=1, act="relu", name="cb")
+    a = conv(net, net.tensor(a), c, 1, rng, act="relu", name="ca")
+    y = net.tensor(net.add_layer(ConcatenationParams(axis=1), [a, b], name="cat").outputs[0])
+    y = conv(net, y, 32, 1, rng, act="relu", name="c2")
+    net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
+    return net
+
+
+def test_misaligned_split_and_concat_fp16_match_reference():
+    net = _split_concat_net(np.random.default_rng(70))
+    for la in net.layers:
+        assert supports(la, net, FP16, ORIN).ok, (la.name, supports(la, net, FP16, ORIN).reason)
+    out, ref, _, part = run_both(net, ORIN, 71)
+    assert len(part.layers) == len(net.layers)
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name
+
+
+@pytest.mark.parametrize("cfg", [ORIN, XAVIER], ids=["orin", "xavier"])
+def test_misaligned_split_and_concat_int8_are_exact(cfg):
+    from .int8_nets import share_concat_scales
+
+    net = calibrated(_split_concat_net(np.random.default_rng(72)), 73, edit=share_concat_scales)
+    for la in net.layers:
+        assert supports(la, net, INT8, cfg).ok, (la.name, supports(la, net, INT8, cfg).reason)
+    part, out, ref = dla_vs_reference(net, cfg, 74)
+    assert len(part.layers) == len(net.layers)
+    _assert_int8_identical(part, out, ref)
