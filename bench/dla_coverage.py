@@ -1,7 +1,7 @@
 """DLA-capable share of real CNN architectures: layers the DLA can run / all layers, as ``hetrt place
 MODEL --int8 --platform orin-agx-64gb`` decides it (the optimized network, INT8 planned, Orin DLA).
 
-Run:  python bench/dla_coverage.py [--platform xavier-agx]
+Run:  python bench/dla_coverage.py [--platform xavier-agx]   (output: bench/results/dla_coverage.txt)
 Models: the bundled zoo (resnet18/50, mobilenet_v2) and bench/cnn_archs.py (built in memory, never
 saved). Prints per model the share and each refusal reason with its count.
 """
