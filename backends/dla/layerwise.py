@@ -19,6 +19,7 @@ from engine.ir.errors import UnsupportedError
 from engine.ir.network import Network
 
 from .lower import lower
+from .shuffle import lowering_units
 from .support import supports
 
 ENGINES = ("conv", "sdp", "pdp", "cdp", "rubik", "bdma")
@@ -51,7 +52,7 @@ def layer_stats(network: Network, precision: IrPrecision | str, cfg: DlaConfig) 
     try:
         parts = [lower(network, names, precision, cfg, with_weights=False)]
     except UnsupportedError:
-        parts = [lower(network, [n], precision, cfg, with_weights=False) for n in names]
+        parts = [lower(network, unit, precision, cfg, with_weights=False) for unit in lowering_units(network, names)]
     rows: list[LayerStat] = []
     t0 = 0.0
     for part in parts:

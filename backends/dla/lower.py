@@ -61,7 +61,7 @@ from engine.ir.layers import (
 )
 from engine.ir.network import Layer, Network
 
-from . import int8, resize
+from . import int8, resize, shuffle
 from .cubes import atom_channels, cube_shape, hw_precision, make_cube
 from .int8 import FP16_REP, Rep
 
@@ -232,7 +232,8 @@ class _Ctx:
         return int8.layer_mode(layer, self.network)
 
     def want(self, t: str) -> Rep | None:
-        """The representation this partition's readers need for ``t`` (int8 wins: fp16 readers convert)."""
+        """The representation this partition's readers need for ``t`` (int8 wins: fp16 readers convert; the
+        first int8 reader's scale is kept, readers at other scales requantize)."""
         reps: list[Rep] = []
         for reader in self.consumers.get(t, []):
             if reader.name not in self.names:
@@ -244,11 +245,7 @@ class _Ctx:
                 reps.append(FP16_REP)
             elif m == "move" and reader.kind is not LayerKind.CONSTANT:
                 reps += [w for o in reader.outputs if (w := self.want(o)) is not None]
-        ints = [r for r in reps if r.is_int8]
-        for r in ints[1:]:
-            if not r.matches(ints[0]):
-                raise UnsupportedError(f"tensor '{t}' is read as {ints[0].describe()} and as {r.describe()} inside "
-                                       f"one DLA partition: an int8 cube has one scale")
+        ints = [r for r in reps if r.is_int8]  # readers at other scales requantize it (Ctx.to_int8)
         if ints:
             return next((r for r in ints if r.scale is not None), ints[0])
         return FP16_REP if reps else None
@@ -1068,8 +1065,32 @@ def _order_preserving(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> b
     return moved == sorted(moved)
 
 
+def _lower_channel_shuffle(ctx: _Ctx, layer: Layer, pair) -> None:
+    """One half of a channel-shuffle pair (module ``shuffle``): the first writes the permuted channels
+    into a 4-D cube held under the rank-5 tensor's name, the second is a view of that cube."""
+    first, second, perm = pair
+    if first.name not in ctx.names or second.name not in ctx.names:
+        raise UnsupportedError(f"channel shuffle '{first.name}' -> '{second.name}' passes a rank-5 tensor, which "
+                               f"the DLA holds only inside one partition: place both layers on the same core")
+    if layer is first:
+        x, mid = layer.inputs[0], layer.outputs[0]
+        xc = ctx.cube(x)
+        ctx.out.cubes[mid] = make_cube(mid, xc.shape, ctx.hp)
+        _matrix_conv(ctx, layer, f"{layer.name}.permute", x, mid, np.asarray(perm), xc.c)
+        return
+    mid, out = layer.inputs[0], layer.outputs[0]
+    mc = ctx.out.cubes[mid]
+    ctx.out.cubes[out] = CubeDesc(n=mc.n, c=mc.c, h=mc.h, w=mc.w, precision=mc.precision, name=out,
+                                  line_stride_bytes=mc.line_stride, surface_stride_bytes=mc.surface_stride)
+    ctx.out.views.append(View(out, mid, (0, 0, 0, 0), mc.shape))
+
+
 def lower_shuffle(ctx: _Ctx, layer: Layer) -> None:
     p = layer.params
+    pair = shuffle.channel_shuffle_pair(ctx.network, layer)
+    if pair is not None:
+        _lower_channel_shuffle(ctx, layer, pair)
+        return
     x, out = layer.inputs[0], layer.outputs[0]
     si, so = ctx.net.tensors[x].shape, ctx.net.tensors[out].shape
     mid = tuple(si[d] for d in p.first_perm) if p.first_perm is not None else si

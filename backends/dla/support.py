@@ -35,7 +35,7 @@ from engine.ir.errors import UnsupportedError
 from engine.ir.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
 from engine.ir.network import Layer, Network
 
-from . import int8, resize
+from . import int8, resize, shuffle
 from .cubes import MAX_BATCH, MAX_DIM, cube_shape
 
 
@@ -318,6 +318,8 @@ def _tensor_reasons(layer: Layer, net: Network) -> list[str]:
         prod = net.producer(t)
         if prod is not None and prod.kind is LayerKind.CONSTANT:
             continue
+        if len(info.shape) == 5 and shuffle.channel_shuffle_pair(net, layer) is not None:
+            continue  # the rank-5 middle of a channel shuffle lives inside the partition (module shuffle)
         if not info.dtype.is_float:
             out.append(f"tensor '{t}' is {info.dtype.value}: the DLA computes on floating-point tensors "
                        f"(FP16/INT8 inside)")
@@ -341,8 +343,10 @@ def _hardware_reasons(layer: Layer, net: Network, precision: Precision, cfg: Dla
     refusal that only restates an already failed TensorRT rule is dropped."""
     from .lower import lower
 
+    pair = shuffle.channel_shuffle_pair(net, layer)
+    names = [pair[0].name, pair[1].name] if pair is not None else [layer.name]
     try:
-        lowered = lower(net, [layer.name], precision, cfg, with_weights=False)
+        lowered = lower(net, names, precision, cfg, with_weights=False)
     except UnsupportedError as e:
         if have_rule_reasons:
             return []

@@ -297,3 +297,75 @@ def test_misaligned_split_and_concat_int8_are_exact(cfg):
     part, out, ref = dla_vs_reference(net, cfg, 74)
     assert len(part.layers) == len(net.layers)
     _assert_int8_identical(part, out, ref)
+
+
+def _channel_shuffle_onnx(path, c: int = 116) -> None:
+    """conv -> Reshape(1, 2, c/2, H, W) -> Transpose(0, 2, 1, 3, 4) -> Reshape(1, c, H, W) -> conv -> pool."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(80)
+    w1 = numpy_helper.from_array((rng.standard_normal((c, 16, 1, 1)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((32, c, 3, 3)) * 0.05).astype(np.float32), "w2")
+    s1 = numpy_helper.from_array(np.array([1, 2, c // 2, 8, 8], np.int64), "s1")
+    s2 = numpy_helper.from_array(np.array([1, c, 8, 8], np.int64), "s2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a0"]), helper.make_node("Relu", ["a0"], ["a"]),
+             helper.make_node("Reshape", ["a", "s1"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s2"], ["u"]),
+             helper.make_node("Conv", ["u", "w2"], ["b"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("MaxPool", ["br"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    g = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])], [w1, w2, s1, s2])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+def _shuffle_net(tmp_path) -> Network:
+    from backends.dla.shuffle import channel_shuffle_pair
+    from engine.model_loading import load_network
+
+    path = tmp_path / "shuffle.onnx"
+    _channel_shuffle_onnx(path)
+    net = load_network(str(path))
+    assert any(channel_shuffle_pair(net, la) is not None for la in net.layers)
+    return net
+
+
+def test_channel_shuffle_fp16_matches_reference(tmp_path):
+    net = _shuffle_net(tmp_path)
+    for la in net.layers:
+        assert supports(la, net, FP16, ORIN).ok, (la.name, supports(la, net, FP16, ORIN).reason)
+    out, ref, _, part = run_both(net, ORIN, 81)
+    assert len(part.layers) == len(net.layers)
+    for name, y in out.items():
+        assert rel_err(y, ref[name]) < 1e-2, name
+
+
+def test_channel_shuffle_int8_is_exact_and_never_split(tmp_path):
+    from backends.dla import DlaBackend
+    from backends.dla.shuffle import channel_shuffle_pair
+    from engine.ir.errors import UnsupportedError
+
+    net = calibrated(_shuffle_net(tmp_path), 82)
+    part, out, ref = dla_vs_reference(net, XAVIER, 83)
+    assert len(part.layers) == len(net.layers)
+    _assert_int8_identical(part, out, ref)
+    first = next(la for la in net.layers if channel_shuffle_pair(net, la) is not None)
+    with pytest.raises(UnsupportedError, match="rank-5"):
+        DlaBackend(ORIN).compile(net, [first.name], INT8)
+
+
+def test_a_placement_never_splits_a_channel_shuffle(tmp_path):
+    from engine.ir.logger import Logger, Severity
+    from scheduler.plan_placement import _keep_channel_shuffles_whole
+
+    net = _shuffle_net(tmp_path)
+    devices = {la.name: "dla0" for la in net.layers}
+    from backends.dla.shuffle import channel_shuffle_pair
+
+    first, second, _ = next(p for la in net.layers if (p := channel_shuffle_pair(net, la)) is not None)
+    devices[second.name] = "gpu"
+    _keep_channel_shuffles_whole(net, devices, Logger(Severity.ERROR))
+    assert devices[first.name] == devices[second.name] == "gpu"
