@@ -560,6 +560,9 @@ def make_parser() -> argparse.ArgumentParser:
     from engine.cli_eval import add_parsers as add_eval_parsers
 
     add_eval_parsers(sub)
+    from engine.cli_dla import register as register_dla
+
+    register_dla(sub)
     return parser
 
 

@@ -54,7 +54,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, help="dataset folder (.npy batches or images)")
     p.add_argument("--labels", help=".npy of ints, or text: one int per line, or 'NAME LABEL' per line")
     p.add_argument("--reference", metavar="MODEL.onnx", help="FP32 model to measure agreement against")
-    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K", help="accuracies to report (default 1 5)")
+    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K",
+                   help="accuracies to report (default 1 5)")
     p.add_argument("--output", help="output tensor holding the logits (default: the first output)")
     p.add_argument("--batch", type=int, default=32, help="batch of plans built from .onnx targets (default 32)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, or Ray actors with --cluster")
@@ -70,16 +71,16 @@ def add_parsers(sub) -> None:
     g.add_argument("--scale", type=float, default=1 / 255, help="multiply pixels by this first (default 1/255)")
     g.add_argument("--mean", type=_floats, default=(0.0,), help="subtract, per channel (e.g. 0.485,0.456,0.406)")
     g.add_argument("--std", type=_floats, default=(1.0,), help="divide, per channel (e.g. 0.229,0.224,0.225)")
-    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="input layout (default NCHW)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1: grayscale, 3: RGB (default)")
     p.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("dataset", help="write the bundled digits dataset and a model trained on it",
                        description="Write scikit-learn's 8x8 digits (test and calibration splits as .npy batches, "
                                    "labels) and a CNN trained on them with JAX, for hetrt eval and INT8 builds.")
-    d.add_argument("name", choices=("digits",))
+    d.add_argument("name", choices=("digits",), help="the dataset (digits: scikit-learn's 8x8 digits)")
     d.add_argument("-o", "--output", required=True, help="folder to write into")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
     d.set_defaults(func=cmd_dataset)
 
 

@@ -63,6 +63,25 @@ def check_request(config) -> None:
                          f"{platform.dla_cores} DLA cores")
 
 
+def _keep_channel_shuffles_whole(network: Network, devices: dict[str, str], logger: Logger) -> None:
+    """A DLA runs a channel shuffle's two Shuffle layers only together (their rank-5 middle tensor
+    lives inside one loadable, ``backends.dla.shuffle``); a placement that splits them puts both on
+    the GPU."""
+    try:
+        from backends.dla.shuffle import channel_shuffle_pair
+    except ImportError:  # pragma: no cover - the DLA backend is part of the project
+        return
+    for layer in network.layers:
+        pair = channel_shuffle_pair(network, layer)
+        if pair is None or layer is not pair[0]:
+            continue
+        a, b = pair[0].name, pair[1].name
+        if devices.get(a) != devices.get(b):
+            logger.warning(f"Layers '{a}' and '{b}' form one channel shuffle: the placement split them, both run "
+                           f"on the GPU")
+            devices[a] = devices[b] = "gpu"
+
+
 def _check_fallback(config, policy: str, devices: dict[str, str], reasons) -> None:
     """TensorRT's rule: with the DLA as default device and GPU fallback off, every layer must run on
     the DLA; otherwise the build fails naming each layer that cannot and why."""
@@ -107,6 +126,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
         for m in messages:
             logger.warning(m)
         _check_fallback(config, policy, devices, result.reasons)
+    _keep_channel_shuffles_whole(network, devices, logger)
     for layer in network:
         layer.device = "dla" if devices[layer.name].startswith("dla") else "gpu"
     parts = split_partitions(network, devices, precision)
