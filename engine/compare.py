@@ -111,8 +111,9 @@ def compare_arrays(name: str, got: np.ndarray, ref: np.ndarray, rtol: float, ato
     if atol is None:
         scale = rtol if atol_scale is None else atol_scale
         atol = scale * float(np.max(np.abs(r[fin_r]))) if fin_r.any() else scale
-    diff = np.where(both, np.abs(g - r), 0.0)
-    rel = np.where(both, diff / np.maximum(np.abs(r), np.finfo(np.float64).tiny), 0.0)
+    with np.errstate(all="ignore"):  # Inf - Inf: masked out by ``both``
+        diff = np.where(both, np.abs(g - r), 0.0)
+        rel = np.where(both, diff / np.maximum(np.abs(r), np.finfo(np.float64).tiny), 0.0)
     d, q = diff[both], rel[both]
     if check == "elemwise":
         within = bool(np.all(d <= atol + rtol * np.abs(r[both])))
