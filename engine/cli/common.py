@@ -193,20 +193,27 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
     if timing_cache and not os.path.exists(timing_cache):
         check_writable(timing_cache)
     shapes = parse_shapes(args.shapes)
-    pins = parse_layer_precisions(getattr(args, "layer_precision", None))
     if proto is not None:
         check_batch(proto, args.batch, shapes)
-        pins = expand_wildcards(pins, [n.name for n in proto.graph.node if n.name])
-    if any(p is Precision.INT8 for p in pins.values()) and not args.int8:
-        bad = next(k for k, p in pins.items() if p is Precision.INT8)
-        raise BuildError(f"--layer-precision {bad}:int8 needs --int8 (INT8 layers need scales from calibration "
-                         f"or Q/DQ)")
+    pins = {k: v for k, v in resolve_pins(args, proto).items() if v is not Precision.INT8}
     return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=shapes,
                          platform=args.platform, memory_limit=args.memory_limit, layer_precisions=pins,
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
                          calibration_cache=calib_cache, timing_cache=timing_cache,
                          optimization_level=getattr(args, "builder_optimization_level", 3),
                          **placement_options(args))
+
+
+def resolve_pins(args: argparse.Namespace, proto: onnx.ModelProto | None) -> dict[str, Precision]:
+    """--layer-precision with wildcards expanded over the model's node names."""
+    pins = parse_layer_precisions(getattr(args, "layer_precision", None))
+    if proto is not None:
+        pins = expand_wildcards(pins, [n.name for n in proto.graph.node if n.name])
+    if any(p is Precision.INT8 for p in pins.values()) and not args.int8:
+        bad = next(k for k, p in pins.items() if p is Precision.INT8)
+        raise BuildError(f"--layer-precision {bad}:int8 needs --int8 (INT8 layers need scales from calibration "
+                         f"or Q/DQ)")
+    return pins
 
 
 def placement_options(args: argparse.Namespace) -> dict:
@@ -229,7 +236,10 @@ def build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> byt
     proto = source if isinstance(source, onnx.ModelProto) else load_onnx(source, external_data=False)
     config = config_from_args(args, proto)
     data = build_from_onnx(source, config, logger)
-    check_pinned_precisions(data, config.layer_precisions, getattr(args, "precision_constraints", "none"), logger)
+    # INT8 pins are not builder pins (a pinned layer skips INT8 assignment): an --int8 build puts every layer
+    # that has an INT8 kernel and scales in INT8, and a pin makes that a requirement checked here.
+    check_pinned_precisions(data, resolve_pins(args, proto), getattr(args, "precision_constraints", "none"),
+                            logger)
     return data
 
 
@@ -240,13 +250,19 @@ def check_pinned_precisions(data: bytes, pins: dict[str, Precision], mode: str, 
     from engine import plan as plan_format
 
     network = plan_format.deserialize(data).network
+    known = {n for layer in network.layers for n in (layer.name, *layer.origin)}
+    unknown = [k for k in pins if k not in known]
+    if unknown:
+        raise BuildError(f"--layer-precision names '{unknown[0]}', which is not a layer or node of the network")
     for layer in network.layers:
         keys = [layer.name, *layer.origin]
         want = next((pins[k] for k in keys if k in pins), None)
         if want is None or layer.precision is None or Precision(layer.precision) is want:
             continue
+        why = next((m.split(": ", 1)[1] for m in logger.messages() if m.startswith(f"  {layer.name}: ")), "")
         msg = (f"--layer-precision {next(k for k in keys if k in pins)}:{want.value}: layer '{layer.name}' "
-               f"({layer.kind.value}) cannot run in {want.value} and was built in {Precision(layer.precision).value}")
+               f"({layer.kind.value}) cannot run in {want.value} and was built in {Precision(layer.precision).value}"
+               + (f" ({why})" if why else ""))
         if mode == "obey" or want is Precision.INT8:
             raise BuildError(msg)
         logger.warning(msg)

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, "save_inputs", "save_outputs")
     stored = read_npz(args.load_outputs, "--load-outputs") if args.load_outputs else None
     proto = model_proto(args.model) if stored is None or args.per_layer else None
-    engine = Runtime(logger).deserialize(build_plan(args.model, args, logger))
+    data = getattr(args, "prebuilt_plan", None) or build_plan(args.model, args, logger)
+    engine = Runtime(logger).deserialize(data)
     feeds = load_inputs(args.load_inputs, random_inputs(engine_inputs(engine), args.seed))
     if args.save_inputs:
         write_npz(args.save_inputs, feeds)

@@ -43,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
             logger.info("(the plan is in a temporary folder, removed at exit; -o PLAN keeps it)")
         run_args = {**vars(args), **BUILD_DEFAULTS, "model": plan_path, "simulate_every_iteration": False}
         run_cmd.run(argparse.Namespace(**run_args))
-    if importlib.util.find_spec("onnxruntime") is None:
-        logger.info("No output comparison: ONNX Runtime is not installed (pip install onnxruntime, then "
-                    f"'hetrt compare {args.model}' checks hetrt's outputs against it)")
-        return 0
-    cmp_args = {**vars(args), "load_inputs": None, "rtol": None, "atol": None, "check_error_stat": "elemwise",
-                "save_inputs": None, "save_outputs": None, "load_outputs": None, "per_layer": False,
-                "sqnr_threshold": None}
-    return compare.run(argparse.Namespace(**cmp_args))
+        if importlib.util.find_spec("onnxruntime") is None:
+            logger.info("No output comparison: ONNX Runtime is not installed (pip install onnxruntime, then "
+                        f"'hetrt compare {args.model}' checks hetrt's outputs against it)")
+            return 0
+        logger.info("Comparing the same plan's outputs with ONNX Runtime")
+        cmp_args = {**vars(args), "load_inputs": None, "rtol": None, "atol": None, "check_error_stat": "elemwise",
+                    "save_inputs": None, "save_outputs": None, "load_outputs": None, "per_layer": False,
+                    "sqnr_threshold": None, "prebuilt_plan": Path(plan_path).read_bytes()}
+        return compare.run(argparse.Namespace(**cmp_args))

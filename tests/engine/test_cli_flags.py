@@ -1,0 +1,120 @@
+"""What the CLI does with its flags: demo's plan and comparison, DLA runs, pinned precisions, trtexec flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from cli_test_models import assert_one_error_line, hetrt
+from onnx import TensorProto, helper, numpy_helper
+
+from engine.cli import main
+
+FAST = ["--iterations", "2", "--duration", "0", "--warmup", "0"]
+
+
+@pytest.fixture
+def bundled_onnx(tmp_path):
+    from engine.models import build_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "rs.onnx"
+    onnx.save(build_model("resnet18_small"), path)
+    return path
+
+
+def test_demo_with_a_model_file_writes_nothing_next_to_it(bundled_onnx, tmp_path, monkeypatch, capsys):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["demo", "--model", str(bundled_onnx), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in bundled_onnx.parent.iterdir()) == ["rs.onnx"]
+    assert list(cwd.iterdir()) == []
+    assert "temporary folder" in out and "PASSED | All outputs matched" in out
+
+
+def test_demo_without_onnxruntime_says_there_is_no_comparison(bundled_onnx, monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    plan = tmp_path / "kept.plan"
+    assert main(["demo", "--model", str(bundled_onnx), "-o", str(plan), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "No output comparison: ONNX Runtime is not installed" in out
+    assert "PASSED" not in out and plan.exists()
+
+
+def _softmax_model(path):
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.uniform(-1, 1, (8, 8)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"], name="fc"),
+             helper.make_node("Softmax", ["m"], ["y"], name="the_softmax", axis=-1)]
+    graph = helper.make_graph(nodes, "sm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    calib = path.parent / "calib"
+    calib.mkdir()
+    np.save(calib / "x.npy", rng.uniform(-1, 1, (8, 8)).astype(np.float32))  # a stack of 4 batches of 2
+    return path, calib
+
+
+def test_an_int8_pin_that_cannot_run_fails_the_build(tmp_path):
+    path, calib = _softmax_model(tmp_path / "sm.onnx")
+    r = hetrt("build", str(path), "--int8", "--calib", str(calib), "--layer-precision", "the_softmax:int8",
+              "-o", str(tmp_path / "sm.plan"))
+    assert_one_error_line(r, 2, "the_softmax:int8", "cannot run in int8")
+    assert not (tmp_path / "sm.plan").exists()
+    # the same pin on a layer that has an INT8 kernel builds, and the plan honours it
+    assert main(["compare", str(path), "--int8", "--calib", str(calib), "--layer-precision", "f*:int8"]) == 0
+
+
+def test_dla_plan_runs_once_and_reports_the_simulated_clock(tmp_path):
+    from engine.runtime import Runtime
+
+    plan = tmp_path / "dla.plan"
+    assert main(["build", "resnet18_small", "--platform", "orin-agx-64gb", "--use-dla-core", "0", "--fp16",
+                 "--allow-gpu-fallback", "-o", str(plan), "-q"]) == 0
+    times, outs = tmp_path / "t.json", tmp_path / "o.npz"
+    r = hetrt("run", str(plan), "--export-times", str(times), "--save-outputs", str(outs))  # default 3 s duration
+    assert r.returncode == 0, r.stderr
+    assert "=== Performance summary (simulated target clock) ===" in r.stdout
+    doc = json.loads(times.read_text())
+    engine = Runtime().deserialize(plan.read_bytes())
+    assert doc["clock"] == "simulated target"
+    assert doc["latency_ms"]["mean"] == pytest.approx(engine.placement["objective_values"]["latency_ms"])
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    expected = engine.create_execution_context().execute({"input": x})
+    saved = dict(np.load(outs))
+    for k, v in expected.items():
+        np.testing.assert_array_equal(saved[k], v)
+
+
+def test_avg_runs_reports_means_of_consecutive_runs(tmp_path):
+    times = tmp_path / "t.json"
+    plan = tmp_path / "p.plan"
+    assert main(["build", "resnet18_small", "-o", str(plan), "-q"]) == 0
+    r = hetrt("run", str(plan), "--avg-runs", "3", "--iterations", "2", "--duration", "0", "--warmup", "0",
+              "--export-times", str(times))
+    assert r.returncode == 0, r.stderr
+    assert "means of 3 consecutive inferences" in r.stdout
+    assert json.loads(times.read_text())["iterations"] >= 6
+
+
+def test_trtexec_build_flags_reach_the_plan(tmp_path):
+    from engine.runtime import Runtime
+
+    plan = tmp_path / "p.plan"
+    cache = tmp_path / "timing.json"
+    assert main(["build", "resnet18_small", "--timing-cache", str(cache), "--builder-optimization-level", "1",
+                 "--fp16", "-o", str(plan), "-q"]) == 0
+    cfg = Runtime().deserialize(plan.read_bytes()).build_config
+    assert cfg["timing_cache"] == str(cache) and cfg["optimization_level"] == 1 and cfg["fp16"]
+    assert_one_error_line(hetrt("build", "resnet18_small", "--timing-cache", str(tmp_path / "no/dir/t.json")), 2,
+                          "no/dir")
