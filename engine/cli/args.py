@@ -62,6 +62,9 @@ class Parser(argparse.ArgumentParser):
     """argparse with hetrt's error line: ``[E] hetrt run: argument --iterations: must be >= 1``, exit 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
+        flag, sep, rest = message.partition(": ")
+        if flag.startswith("argument ") and rest.startswith("must be"):
+            message = f"{flag.removeprefix('argument ')} {rest}"  # "--frames must be >= 1, got 0"
         print(f"[E] {self.prog}: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
 

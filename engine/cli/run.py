@@ -121,8 +121,9 @@ def _run_dla_once(args, engine, context, feeds, batch: int, latency_ms: float, l
                 f"{batch})")
     logger.info(f"Latency: min = max = mean = median = {latency_ms:.5g} ms per inference (deterministic "
                 f"simulation, {n} iterations)")
-    logger.info(f"Functional simulation on this host: {host_s:.3g} s for one inference (not a performance "
-                f"figure)")
+    backend = "+".join(sorted({"dla_sim" if p.backend == "dla" else p.backend for p in engine.partitions}))
+    logger.info(f"Compute Time ({backend} backend, host clock): {host_s * 1e3:.5g} ms for the one functional "
+                f"simulation of this host (not a performance figure of the target)")
     if args.export_times:
         doc = {"clock": "simulated target", "iterations": n, "throughput_qps": 1e3 / latency_ms,
                "latency_ms": {"min": latency_ms, "max": latency_ms, "mean": latency_ms, "median": latency_ms},
