@@ -118,3 +118,34 @@ def test_trtexec_build_flags_reach_the_plan(tmp_path):
     assert cfg["timing_cache"] == str(cache) and cfg["optimization_level"] == 1 and cfg["fp16"]
     assert_one_error_line(hetrt("build", "resnet18_small", "--timing-cache", str(tmp_path / "no/dir/t.json")), 2,
                           "no/dir")
+
+
+def test_readme_command_examples_parse():
+    """Every complete `hetrt ...` example of the README's command-line section is accepted by the parser."""
+    import re
+    import shlex
+
+    from cli_test_models import ROOT
+
+    from engine.cli import make_parser
+
+    section = (ROOT / "README.md").read_text().split("## Command line", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    examples = [ln.split("#")[0] for ln in block.splitlines() if ln.startswith("hetrt") and "[" not in ln]
+    assert len(examples) >= 6
+    parser = make_parser()
+    for line in examples:
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert callable(args.func), line
+    table = section.split("### For trtexec users", 1)[1]
+    rows = [ln.split("|")[2] for ln in table.splitlines() if ln.startswith("| `")]
+    flags = {f for col in rows for f in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", col)}
+    assert len(flags) > 20
+    helps = " ".join(p.format_help() for p in _subparsers(parser))
+    for flag in flags:
+        assert flag in helps, flag
+
+
+def _subparsers(parser):
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return list(sub.choices.values())
