@@ -25,12 +25,22 @@ PLAN_MAGIC = b"HETRTPLN"  # engine.plan.MAGIC; repeated here so sniffing a file 
 
 
 def make_logger(args: argparse.Namespace) -> Logger:
-    return Logger(Severity.VERBOSE if getattr(args, "verbose", False) else Severity.INFO, stream=sys.stdout)
+    logger = Logger(Severity.VERBOSE if getattr(args, "verbose", False) else Severity.INFO, stream=sys.stdout)
+    if progress_enabled(args):
+        logger.progress_factory = progress_bar
+    return logger
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
     """Progress bars go to stderr, only on a terminal and without --quiet."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def progress_bar(what: str, total: int | None = None):
+    """A tqdm bar on stderr that disappears when done (calibration, long runs, profiling)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- files
@@ -77,10 +87,13 @@ def load_onnx(path: str, external_data: bool = True) -> onnx.ModelProto:
     if is_plan_file(path):
         raise ParserError(f"{path} is a hetrt plan, not an ONNX model")
     try:
-        return onnx.load(path, load_external_data=external_data)
+        proto = onnx.load(path, load_external_data=external_data)
     except Exception as e:  # DecodeError, OSError for missing external data, ...
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ParserError(f"{path} is not a readable ONNX model ({type(e).__name__}: {detail})") from None
+    if not proto.HasField("graph"):  # an empty file (or another protobuf) decodes as an empty ModelProto
+        raise ParserError(f"{path} is not an ONNX model (empty, or no graph)")
+    return proto
 
 
 def model_proto(spec: str) -> onnx.ModelProto:

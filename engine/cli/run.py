@@ -14,6 +14,7 @@ from engine.cli.common import (
     load_engine,
     load_inputs,
     make_logger,
+    progress_bar,
     progress_enabled,
     random_inputs,
     write_npz,
@@ -157,11 +158,7 @@ def _profile(args, context, feeds, runs: int, logger: Logger) -> None:
 
 
 def _bar(args, unit: str, total: int | None):
-    if not progress_enabled(args):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=" " + unit, leave=False, dynamic_ncols=True)
+    return progress_bar(unit.capitalize(), total) if progress_enabled(args) else None
 
 
 def _simulated_latency_ms(engine) -> float | None:

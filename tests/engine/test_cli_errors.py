@@ -23,6 +23,7 @@ def files(tmp_path_factory):
     (d / "text.onnx").write_text("this is not a model\n")
     (d / "truncated.onnx").write_bytes(onnx_path.read_bytes()[:4000])
     (d / "existing_file").write_text("x")
+    (d / "empty.onnx").write_bytes(b"")
     return d
 
 
@@ -34,6 +35,12 @@ def _sub(files, args):
     (["compare", "{d}/text.onnx"], ["text.onnx", "not a readable ONNX model"]),
     (["compare", "{d}/truncated.onnx"], ["truncated.onnx", "not a readable ONNX model"]),
     (["inspect", "{d}/text.onnx"], ["text.onnx"]),
+    (["inspect", "{d}/empty.onnx"], ["empty.onnx", "not an ONNX model"]),
+    (["compare", "{d}/small.plan"], ["small.plan", "is a hetrt plan"]),
+    (["build", "resnet18_small", "-o", "{d}"], ["is a directory"]),
+    (["run", "{d}/small.plan", "--seed", "-1"], ["--seed must be >= 0"]),
+    (["inspect", "{d}/small.plan", "--format", "xml"], ["--format", "invalid choice"]),
+    ([], ["COMMAND"]),
     (["run", "{d}/small.plan", "--iterations", "0"], ["--iterations", ">= 1"]),
     (["run", "{d}/small.plan", "--duration", "-1"], ["--duration", ">= 0"]),
     (["run", "{d}/small.plan", "--warmup", "-5"], ["--warmup", ">= 0"]),

@@ -149,3 +149,60 @@ def test_readme_command_examples_parse():
 def _subparsers(parser):
     sub = next(a for a in parser._actions if a.dest == "command")
     return list(sub.choices.values())
+
+
+class _FakeTTY:
+    """stderr that claims to be a terminal, keeping what was written."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bars_on_a_terminal_unless_quiet(tmp_path, monkeypatch, quiet):
+    import sys
+
+    plan = tmp_path / "p.plan"
+    assert main(["build", "resnet18_small", "-o", str(plan), "-q"]) == 0
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    rc = main(["run", str(plan), "--iterations", "3", "--duration", "0", "--warmup", "0", "--dump-profile",
+               "--profile-iterations", "2", *(["--quiet"] if quiet else [])])
+    assert rc == 0
+    text = tty.buf.getvalue()
+    if quiet:
+        assert text == ""
+    else:
+        assert "Inferences" in text and "Profiled inferences" in text
+
+
+def test_calibration_progress_drives_a_bar():
+    from engine.ir.logger import Logger, Progress
+
+    events = []
+
+    class Bar:
+        def update(self, n):
+            events.append(("update", n))
+
+        def close(self):
+            events.append(("close",))
+
+    log = Logger()
+    log.progress_factory = lambda what, total: events.append(("open", what, total)) or Bar()
+    p = Progress(log, "Calibration batches", total=3)
+    for i in (1, 2, 3):
+        p.update(i)
+    assert events == [("open", "Calibration batches", 3), ("update", 1), ("update", 1), ("update", 1), ("close",)]
+    assert log.records == []  # the bar replaces the progress lines
