@@ -112,12 +112,12 @@ def _measure_host(args, engine, context, feeds, batch: int, logger: Logger) -> N
 def _run_dla_once(args, engine, context, feeds, batch: int, latency_ms: float, logger: Logger) -> dict:
     """DLA partitions: one functional simulation for the outputs; per-iteration time from the simulator."""
     logger.info("Running: the plan has DLA partitions; computing the outputs once with dla_sim's functional "
-                "simulation (per-iteration time comes from the simulated target clock)")
+                f"simulation (per-iteration time comes from the {_clock(engine)})")
     t0 = time.perf_counter()
     outputs = context.execute(feeds)
     host_s = time.perf_counter() - t0
     n = args.iterations
-    logger.info("=== Performance summary (simulated target clock) ===")
+    logger.info(f"=== Performance summary ({_clock(engine)}) ===")
     logger.info(f"Throughput: {1e3 / latency_ms:.5g} qps ({1e3 * batch / latency_ms:.5g} images/s at batch "
                 f"{batch})")
     logger.info(f"Latency: min = max = mean = median = {latency_ms:.5g} ms per inference (deterministic "
@@ -126,7 +126,7 @@ def _run_dla_once(args, engine, context, feeds, batch: int, latency_ms: float, l
     logger.info(f"Compute Time ({backend} backend, host clock): {host_s * 1e3:.5g} ms for the one functional "
                 f"simulation of this host (not a performance figure of the target)")
     if args.export_times:
-        doc = {"clock": "simulated target", "iterations": n, "throughput_qps": 1e3 / latency_ms,
+        doc = {"clock": _clock(engine), "iterations": n, "throughput_qps": 1e3 / latency_ms,
                "latency_ms": {"min": latency_ms, "max": latency_ms, "mean": latency_ms, "median": latency_ms},
                "host_functional_simulation_s": host_s}
         atomic_write_text(args.export_times, json.dumps(doc, indent=2))
@@ -161,6 +161,17 @@ def _bar(args, unit: str, total: int | None):
     return progress_bar(unit.capitalize(), total) if progress_enabled(args) else None
 
 
+def _clock(engine) -> str:
+    placement = engine.placement if isinstance(engine.placement, dict) else {}
+    return "placement model clock" if placement.get("platform") == "host" else "simulated target clock"
+
+
+def _clock_detail(placement: dict) -> str:
+    if placement.get("platform") == "host":
+        return "clock: DLA layers simulated by dla_sim, GPU layers measured on this machine"
+    return "simulated clock: dla_sim for the DLA, the platform's GPU model"
+
+
 def _simulated_latency_ms(engine) -> float | None:
     placement = engine.placement if isinstance(engine.placement, dict) else {}
     value = (placement.get("objective_values") or {}).get("latency_ms")
@@ -173,7 +184,8 @@ def simulated_target_lines(engine) -> list[str]:
     values = placement.get("objective_values") or {}
     if "latency_ms" not in values:
         return []
-    lines = [f"Simulated target ({placement.get('platform')} {placement.get('power_mode')}, "
+    head = "Placement model" if placement.get("platform") == "host" else "Simulated target"
+    lines = [f"{head} ({placement.get('platform')} {placement.get('power_mode')}, "
              f"{placement.get('precision')}, placement {placement.get('policy')}): "
              f"latency {values['latency_ms']:.5g} ms per inference"]
     if "energy_mj" in values:
@@ -181,5 +193,5 @@ def simulated_target_lines(engine) -> list[str]:
         lines[0] += f", energy {values['energy_mj']:.5g} mJ, average power {watts:.3g} W"
     if "transitions" in values:
         lines.append(f"  {values['transitions']} GPU<->DLA transitions, DLA loadables per core "
-                     f"{values.get('loadables', {})} (simulated clock: dla_sim for the DLA, the platform's GPU model)")
+                     f"{values.get('loadables', {})} ({_clock_detail(placement)})")
     return lines

@@ -87,7 +87,7 @@ def test_dla_plan_runs_once_and_reports_the_simulated_clock(tmp_path):
     assert "=== Performance summary (simulated target clock) ===" in r.stdout
     doc = json.loads(times.read_text())
     engine = Runtime().deserialize(plan.read_bytes())
-    assert doc["clock"] == "simulated target"
+    assert doc["clock"] == "simulated target clock"
     assert doc["latency_ms"]["mean"] == pytest.approx(engine.placement["objective_values"]["latency_ms"])
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     expected = engine.create_execution_context().execute({"input": x})
