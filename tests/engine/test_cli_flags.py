@@ -206,3 +206,36 @@ def test_calibration_progress_drives_a_bar():
         p.update(i)
     assert events == [("open", "Calibration batches", 3), ("update", 1), ("update", 1), ("update", 1), ("close",)]
     assert log.records == []  # the bar replaces the progress lines
+
+
+def test_a_new_subcommand_module_and_inspect_topic_are_discovered(monkeypatch, capsys):
+    """A module of engine.cli with NAME/add_parser/run becomes a subcommand; inspect_<topic> an inspect topic."""
+    import pkgutil
+    import sys
+    import types
+
+    import engine.cli as package
+
+    cmd = types.ModuleType("engine.cli.hello")
+    cmd.NAME = "hello"
+    cmd.add_parser = lambda sub: sub.add_parser("hello", help="say hello", description="Say hello.")
+    cmd.run = lambda args: print("hello from a module") or 0
+    topic = types.ModuleType("engine.cli.inspect_widgets")
+    topic.__doc__ = "Widgets of a platform."
+    topic.TOPIC = "widgets"
+    topic.add_arguments = lambda p: p.add_argument("--platform", default="orin-agx-64gb")
+    topic.run = lambda args: print(f"widgets of {args.platform}") or 0
+    monkeypatch.setitem(sys.modules, "engine.cli.hello", cmd)
+    monkeypatch.setitem(sys.modules, "engine.cli.inspect_widgets", topic)
+    real = pkgutil.iter_modules
+
+    def with_extra(path=None, prefix=""):
+        yield from real(path, prefix)
+        if path == package.__path__:
+            for name in ("hello", "inspect_widgets"):
+                yield pkgutil.ModuleInfo(None, name, False)
+
+    monkeypatch.setattr(pkgutil, "iter_modules", with_extra)
+    assert main(["hello"]) == 0
+    assert main(["inspect", "widgets", "--platform", "xavier-agx"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["hello from a module", "widgets of xavier-agx"]
