@@ -142,6 +142,37 @@ def _plot(out: Path, name: str, draw) -> None:
         atomic_write_bytes(out / name, path.read_bytes())
 
 
+def _contrast_gantts(args, out: Path, net, platform: str, precision, front, edp_model, title: str) -> list[str]:
+    """Gantt charts of the placements worth comparing with the min-EDP one: the fastest and the most frugal
+    points of the front, and TensorRT's default (dla-first) at the min-EDP point's power mode."""
+    from scheduler.cost import build_cost_model
+    from scheduler.policies import run_policy
+    from scheduler.studies import plots
+    from scheduler.timeline import simulate_timeline
+
+    fastest = min(front, key=lambda p: p.latency_ms)
+    frugal = min(front, key=lambda p: p.energy_mj)
+    models = {}
+
+    def model_at(mode: str):
+        if mode not in models:
+            models[mode] = build_cost_model(net, platform, mode, precision)
+        return models[mode]
+
+    charts = {"gantt_fastest.png": (fastest.power_mode, fastest.devices, f"fastest ({fastest.objective}, "
+                                    f"{fastest.latency_ms:.3g} ms, {fastest.energy_mj:.3g} mJ)"),
+              "gantt_lowest_energy.png": (frugal.power_mode, frugal.devices, f"lowest energy ({frugal.objective}, "
+                                          f"{frugal.latency_ms:.3g} ms, {frugal.energy_mj:.3g} mJ)"),
+              "gantt_dla_first.png": (None, run_policy("dla-first", edp_model).devices, "dla-first (TensorRT's "
+                                      "default)")}
+    for name, (mode, devices, what) in charts.items():
+        model = edp_model if mode is None else model_at(mode)
+        tl = simulate_timeline(model, devices, frames=args.frames)
+        label = f"{title} at {mode or model.mode.name}: {what}, {args.frames} frames"
+        _plot(out, name, lambda f, tl=tl, label=label: plots.gantt(tl, f, label))
+    return list(charts)
+
+
 def run_sweep_cmd(args) -> str:
     from engine.model_loading import load_network
     from scheduler.cost import build_cost_model
@@ -197,6 +228,7 @@ def run_sweep_cmd(args) -> str:
     _plot(out, "gantt.png", lambda f: plots.gantt(tl, f, f"{title} at {best.power_mode}: min-EDP placement, "
                                                           f"{args.frames} frames"))
     atomic_write_text(out / "trace.json", json.dumps(tl.chrome_trace()))
+    charts = _contrast_gantts(args, out, net, platform.name, precision, front, model, title)
     lines = [f"Sweep of {args.model} ({precision.value}) on {platform.name}: {len(points)} points over modes "
              f"{', '.join(modes)}; clock: simulated target",
              f"{'mode':<6} {'policy':<16} {'objective':<22} {'latency ms':>10} {'energy mJ':>10} {'DLA layers':>10}"]
@@ -205,5 +237,5 @@ def run_sweep_cmd(args) -> str:
                      f"{p.dla_layers:>10}")
     lines.append(f"min-EDP point: {best.power_mode} {best.objective}; timeline of {args.frames} frames: "
                  f"{tl.summary()['throughput_fps']:.0f} fps, {tl.summary()['average_power_w']:.2f} W")
-    lines.append(f"wrote {out}/sweep.json, pareto.png, placement.png, gantt.png, trace.json")
+    lines.append(f"wrote {out}/sweep.json, pareto.png, placement.png, gantt.png, {', '.join(charts)}, trace.json")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="latency-energy Pareto front over objectives, lambda and power modes",
                        epilog=EPILOG_MODEL, description="Solve the exact placement for every objective and power "
                        "mode (in parallel over CPU cores, with a progress bar on a terminal) and write sweep.json, "
-                       "pareto.png, placement.png, gantt.png and trace.json (Chrome/Perfetto) into DIR "
+                       "pareto.png, placement.png, gantt.png (the min-EDP placement), gantt_fastest.png, "
+                       "gantt_lowest_energy.png, gantt_dla_first.png and trace.json (Chrome/Perfetto) into DIR "
                        "(created when missing; each file written atomically).")
     add_model_and_precision(p)
     p.add_argument("--power-modes", default="all", help="comma-separated modes or 'all' (default)")

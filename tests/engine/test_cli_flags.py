@@ -239,3 +239,14 @@ def test_a_new_subcommand_module_and_inspect_topic_are_discovered(monkeypatch, c
     assert main(["hello"]) == 0
     assert main(["inspect", "widgets", "--platform", "xavier-agx"]) == 0
     assert capsys.readouterr().out.splitlines() == ["hello from a module", "widgets of xavier-agx"]
+
+
+def test_sweep_draws_the_placements_worth_comparing(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "new" / "sweep"  # created, parents included
+    assert main(["sweep", "resnet18_small", "--int8", "--power-modes", "30W", "--objectives", "latency,energy",
+                 "--workers", "1", "-o", str(out)]) == 0
+    for f in ("gantt.png", "gantt_fastest.png", "gantt_lowest_energy.png", "gantt_dla_first.png"):
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    assert "gantt_fastest.png" in capsys.readouterr().out
