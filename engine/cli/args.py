@@ -117,8 +117,8 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    help="pin layers to fp32/fp16/int8; LAYER is a layer or ONNX node name and may contain * "
                         "wildcards; repeatable or comma-separated [--layerPrecisions]")
     g.add_argument("--precision-constraints", choices=("none", "obey", "prefer"), default="none",
-                   help="with --layer-precision: obey fails the build when a pinned precision cannot run; "
-                        "prefer (and none) warns and uses the closest precision that runs [--precisionConstraints]")
+                   help="with --layer-precision: none (default) and obey fail the build when a pinned precision "
+                        "cannot run; prefer warns and keeps the precision that runs [--precisionConstraints]")
     g.add_argument("--no-optimize", action="store_true", help="skip graph optimization (for debugging)")
     g.add_argument("--timing-cache", metavar="FILE", default=None,
                    help="GPU tactic timing cache: read when it exists, updated after the build [--timingCacheFile]")

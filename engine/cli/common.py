@@ -257,7 +257,8 @@ def build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> byt
 
 
 def check_pinned_precisions(data: bytes, pins: dict[str, Precision], mode: str, logger: Logger) -> None:
-    """A pinned precision the plan does not honour: an error with 'obey' or an INT8 pin, else a warning."""
+    """A pinned precision the plan does not honour: a warning with --precision-constraints prefer, else an
+    error (a pin is a request the user made on purpose; silently ignoring it builds the wrong plan)."""
     if not pins:
         return
     from engine import plan as plan_format
@@ -276,8 +277,8 @@ def check_pinned_precisions(data: bytes, pins: dict[str, Precision], mode: str, 
         msg = (f"--layer-precision {next(k for k in keys if k in pins)}:{want.value}: layer '{layer.name}' "
                f"({layer.kind.value}) cannot run in {want.value} and was built in {Precision(layer.precision).value}"
                + (f" ({why})" if why else ""))
-        if mode == "obey" or want is Precision.INT8:
-            raise BuildError(msg)
+        if mode != "prefer":
+            raise BuildError(msg + "; --precision-constraints prefer accepts the fallback")
         logger.warning(msg)
 
 

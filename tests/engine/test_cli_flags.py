@@ -71,6 +71,11 @@ def test_an_int8_pin_that_cannot_run_fails_the_build(tmp_path):
               "-o", str(tmp_path / "sm.plan"))
     assert_one_error_line(r, 2, "the_softmax:int8", "cannot run in int8")
     assert not (tmp_path / "sm.plan").exists()
+    # prefer: a warning, and the layer keeps the precision it can run in
+    r = hetrt("build", str(path), "--int8", "--calib", str(calib), "--layer-precision", "the_softmax:int8",
+              "--precision-constraints", "prefer", "-o", str(tmp_path / "sm.plan"))
+    assert r.returncode == 0, r.stderr
+    assert "[W] --layer-precision the_softmax:int8" in r.stdout and "softmax has no INT8 kernel" in r.stdout
     # the same pin on a layer that has an INT8 kernel builds, and the plan honours it
     assert main(["compare", str(path), "--int8", "--calib", str(calib), "--layer-precision", "f*:int8"]) == 0
 
