@@ -71,7 +71,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--per-layer", action="store_true",
                    help="compare every layer's output with ONNX Runtime's intermediate tensors (every tensor marked "
                         "as an output in a copy of the model) and name the first layer that goes non-finite or "
-                        "falls below --sqnr-threshold")
+                        "falls below --sqnr-threshold (the plan's layers run on the reference backend at their "
+                        "built precisions)")
     g.add_argument("--sqnr-threshold", type=float_at_least(-1e9), default=None, metavar="DB",
                    help="with --per-layer: flag layers below this SQNR (default by precision: " + ", ".join(
                        f"{k} {v:g} dB" for k, v in DEFAULT_SQNR_DB.items()) + ")")
