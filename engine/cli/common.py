@@ -310,7 +310,7 @@ def load_inputs(spec: list[str] | None, feeds: dict[str, np.ndarray]) -> dict[st
     for item in spec or []:
         name, sep, path = item.partition(":")
         if not sep and item.endswith(".npz"):
-            arrays = _read_npz(item, "--load-inputs")
+            arrays = read_npz(item, "--load-inputs")
             unknown = sorted(set(arrays) - set(feeds))
             if unknown:
                 raise ExecutionError(f"--load-inputs {item}: {unknown} are not inputs (inputs: {', '.join(feeds)})")
@@ -330,11 +330,15 @@ def load_inputs(spec: list[str] | None, feeds: dict[str, np.ndarray]) -> dict[st
             if v.shape != feeds[k].shape:
                 raise ExecutionError(f"--load-inputs: input '{k}' has shape {v.shape}, the model needs "
                                      f"{feeds[k].shape}")
-            feeds[k] = v.astype(feeds[k].dtype, copy=False)
+            try:
+                feeds[k] = v.astype(feeds[k].dtype, copy=False)
+            except (TypeError, ValueError):
+                raise ExecutionError(f"--load-inputs: input '{k}' has dtype {v.dtype}, which does not convert to "
+                                     f"the model's {feeds[k].dtype}") from None
     return feeds
 
 
-def _read_npz(path: str, flag: str) -> dict[str, np.ndarray]:
+def read_npz(path: str, flag: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -342,16 +346,11 @@ def _read_npz(path: str, flag: str) -> dict[str, np.ndarray]:
         raise HetrtError(f"{flag} {path}: not a readable .npz file ({getattr(e, 'strerror', None) or e})") from None
 
 
-def read_npz(path: str, flag: str) -> dict[str, np.ndarray]:
-    return _read_npz(path, flag)
-
-
 def load_engine(path_or_spec: str, args: argparse.Namespace, logger: Logger):
     """A plan (recognised by its magic bytes, any extension) is loaded; anything else is built."""
     from engine.runtime import Runtime
 
-    if is_plan_file(path_or_spec) or (path_or_spec.endswith((".plan", ".engine", ".trt"))
-                                      and not path_or_spec.endswith(".onnx")):
+    if is_plan_file(path_or_spec) or path_or_spec.endswith((".plan", ".engine", ".trt")):
         data = read_bytes(path_or_spec, "plan")
         if not data.startswith(PLAN_MAGIC):
             raise PlanError(f"{path_or_spec} is not a hetrt plan (no HETRTPLN magic at offset 0)")
