@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 
 import numpy as np
 import onnx
 
-from engine.cli.common import is_plan_file, load_onnx, read_bytes
+from engine.cli.common import is_plan_file, load_onnx, model_proto, read_bytes
 from engine.ir.logger import Logger, Severity
 
 NAME = "inspect"
@@ -23,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="PLAN: engine information and one line per layer (engine inspector). "
                                    "MODEL.onnx: inputs/outputs, opset, op histogram, parameter count, and every op "
                                    "hetrt cannot parse (all of them at once).")
-    p.add_argument("file", metavar="PLAN|MODEL.onnx")
+    p.add_argument("file", metavar="PLAN|MODEL.onnx", help="a plan (any extension), an .onnx file or a bundled model")
     p.add_argument("--format", choices=("summary", "oneline", "json"), default="summary",
                    help="summary: overview + one line per layer; oneline: layers only; json: everything")
     return p
@@ -31,7 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if not is_plan_file(args.file) and not args.file.endswith((".plan", ".engine")):
-        report = onnx_report(load_onnx(args.file, external_data=False))
+        proto = load_onnx(args.file, external_data=False) if os.path.exists(args.file) else model_proto(args.file)
+        report = onnx_report(proto)
         if args.format == "json":
             print(json.dumps(report, indent=2))
         else:
