@@ -62,6 +62,8 @@ class BuilderConfig:
     # version) and an optimization level 0-5 bounding how many tactics are timed (0: none).
     timing_cache: str | None = None
     optimization_level: int = 3
+    # Layer (or ONNX node) name -> 'gpu' | 'dla' (trtexec's --layerDeviceTypes; scheduler.device_pins)
+    layer_devices: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):

@@ -74,7 +74,8 @@ class Parser(argparse.ArgumentParser):
 BUILD_DEFAULTS = {"fp16": False, "int8": False, "best": False, "calib": None, "calib_cache": None,
                   "calibrator": "entropy", "batch": None, "shapes": None, "platform": "host", "memory_limit": None,
                   "use_dla_core": None, "allow_gpu_fallback": False, "placement": None, "objective": "latency",
-                  "power_mode": None, "layer_precision": None, "precision_constraints": "none",
+                  "power_mode": None, "layer_precision": None, "layer_device_types": None,
+                  "precision_constraints": "none",
                   "no_optimize": False, "timing_cache": None, "builder_optimization_level": 3}
 
 
@@ -116,6 +117,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer-precision", "--layer-precisions", action="append", metavar="LAYER:PREC",
                    help="pin layers to fp32/fp16/int8; LAYER is a layer or ONNX node name and may contain * "
                         "wildcards; repeatable or comma-separated [--layerPrecisions]")
+    g.add_argument("--layer-device-types", action="append", metavar="LAYER:DEV",
+                   help="pin layers to gpu or dla; LAYER is a layer or ONNX node name and may contain * wildcards; "
+                        "repeatable or comma-separated; dla needs --use-dla-core or a DLA --placement "
+                        "[--layerDeviceTypes]")
     g.add_argument("--precision-constraints", choices=("none", "obey", "prefer"), default="none",
                    help="with --layer-precision: none (default) and obey fail the build when a pinned precision "
                         "cannot run; prefer warns and keeps the precision that runs [--precisionConstraints]")

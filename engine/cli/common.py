@@ -152,7 +152,18 @@ def parse_layer_precisions(items: list[str] | None) -> dict[str, Precision]:
     return out
 
 
-def expand_wildcards(pins: dict[str, Precision], names: list[str]) -> dict[str, Precision]:
+def parse_layer_devices(items: list[str] | None) -> dict[str, str]:
+    """LAYER:gpu|dla pairs (repeatable, comma-separated); LAYER may hold * wildcards."""
+    out: dict[str, str] = {}
+    for item in (x for entry in items or [] for x in entry.split(",") if x):
+        name, sep, device = item.rpartition(":")
+        if not sep or not name or device.lower() not in ("gpu", "dla"):
+            raise HetrtError(f"--layer-device-types '{item}' must look like LAYER:gpu or LAYER:dla")
+        out[name] = device.lower()
+    return out
+
+
+def expand_wildcards(pins: dict, names: list[str], flag: str = "--layer-precision") -> dict:
     """Replace LAYER patterns with the layer/node names they match; a pattern matching nothing is an error."""
     out: dict[str, Precision] = {}
     for pattern, value in pins.items():
@@ -161,7 +172,7 @@ def expand_wildcards(pins: dict[str, Precision], names: list[str]) -> dict[str, 
             continue
         hits = fnmatch.filter(names, pattern)
         if not hits:
-            raise BuildError(f"--layer-precision pattern '{pattern}' matches no node of the model")
+            raise BuildError(f"{flag} pattern '{pattern}' matches no node of the model")
         out.update(dict.fromkeys(hits, value))
     return out
 
@@ -209,7 +220,13 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
     if proto is not None:
         check_batch(proto, args.batch, shapes)
     pins = {k: v for k, v in resolve_pins(args, proto).items() if v is not Precision.INT8}
-    return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=shapes,
+    devices = parse_layer_devices(getattr(args, "layer_device_types", None))
+    if proto is not None:
+        devices = expand_wildcards(devices, [n.name for n in proto.graph.node if n.name], "--layer-device-types")
+    if "dla" in devices.values() and getattr(args, "use_dla_core", None) is None and \
+            getattr(args, "placement", None) in (None, "gpu-only"):
+        raise BuildError("--layer-device-types ...:dla needs --use-dla-core N (or a --placement that uses the DLA)")
+    return BuilderConfig(layer_devices=devices, fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=shapes,
                          platform=args.platform, memory_limit=args.memory_limit, layer_precisions=pins,
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
                          calibration_cache=calib_cache, timing_cache=timing_cache,

@@ -255,3 +255,35 @@ def test_sweep_draws_the_placements_worth_comparing(tmp_path, capsys):
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
     assert "gantt_fastest.png" in capsys.readouterr().out
+
+
+def test_layer_device_types_pin_layers_under_every_policy(tmp_path):
+    from engine.runtime import Runtime
+
+    plan = tmp_path / "pin.plan"
+    orin = ["--platform", "orin-agx-64gb", "--fp16"]
+    # dla-first without GPU fallback: a layer pinned to the GPU is there on purpose, not a fallback
+    assert main(["build", "resnet18_small", *orin, "--use-dla-core", "0", "--layer-device-types", "fc_*:gpu",
+                 "-o", str(plan), "-q"]) == 0
+    devices = Runtime().deserialize(plan.read_bytes()).placement["devices"]
+    assert devices["fc_178"] == "gpu" and all(d == "dla0" for n, d in devices.items() if n != "fc_178")
+    # the exact solver honours pins both ways
+    assert main(["build", "resnet18_small", *orin, "--placement", "optimal", "--layer-device-types",
+                 "conv_2:dla,conv_11:gpu", "-o", str(plan), "-q"]) == 0
+    devices = Runtime().deserialize(plan.read_bytes()).placement["devices"]
+    first = next(n for n in devices if n.startswith("conv_2 "))
+    second = next(n for n in devices if n.startswith("conv_11 "))
+    assert devices[first].startswith("dla") and devices[second] == "gpu"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--layer-device-types", "conv_2:dla"], "needs --use-dla-core"),
+    (["--use-dla-core", "0", "--layer-device-types", "nomatch*:gpu"], "nomatch*"),
+    (["--use-dla-core", "0", "--layer-device-types", "conv_2:tpu"], "LAYER:gpu or LAYER:dla"),
+    (["--use-dla-core", "0", "--layer-device-types", "not_a_node:gpu"], "not_a_node"),
+])
+def test_bad_layer_device_types(args, needle, tmp_path, capsys):
+    assert main(["build", "resnet18_small", "--platform", "orin-agx-64gb", "--fp16", *args,
+                 "-o", str(tmp_path / "p.plan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
