@@ -339,10 +339,17 @@ def load_inputs(spec: list[str] | None, feeds: dict[str, np.ndarray]) -> dict[st
                 raise ExecutionError(f"--load-inputs names '{name}', which is not an input "
                                      f"(inputs: {', '.join(feeds)})")
             try:
-                loaded = {name: np.load(path, allow_pickle=False)}
-            except (OSError, ValueError) as e:
+                value = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
                 raise HetrtError(f"cannot load input '{name}' from {path}: {getattr(e, 'strerror', None) or e}") \
                     from None
+            if not isinstance(value, np.ndarray):  # an .npz archive given as NAME:FILE
+                arrays = read_npz(path, "--load-inputs")
+                if name not in arrays:
+                    raise ExecutionError(f"--load-inputs {item}: the archive has no array '{name}' "
+                                         f"(it has: {', '.join(arrays) or 'nothing'})")
+                value = arrays[name]
+            loaded = {name: value}
         for k, v in loaded.items():
             if v.shape != feeds[k].shape:
                 raise ExecutionError(f"--load-inputs: input '{k}' has shape {v.shape}, the model needs "

@@ -24,6 +24,9 @@ def files(tmp_path_factory):
     (d / "truncated.onnx").write_bytes(onnx_path.read_bytes()[:4000])
     (d / "existing_file").write_text("x")
     (d / "empty.onnx").write_bytes(b"")
+    import numpy as np
+
+    np.savez(d / "other.npz", other=np.zeros(3, np.float32))
     return d
 
 
@@ -73,6 +76,8 @@ def test_reported_bad_invocation_is_one_line(files, args, needles):
     (["surgeon", "extract", "{d}/small.onnx", "--outputs", "no_such_tensor", "-o", "{d}/s.onnx"],
      ["no_such_tensor"]),
     (["nosuchcommand"], ["invalid choice"]),
+    (["run", "{d}/small.plan", "--load-inputs", "input:{d}/other.npz"], ["no array 'input'", "other"]),
+    (["surgeon"], ["OPERATION"]),
 ])
 def test_bad_invocation_is_one_line(files, args, needles, capsys):
     assert main(_sub(files, args)) == 2
@@ -155,3 +160,16 @@ def test_verbose_run_explains_the_metrics(files):
     r = hetrt("run", str(files / "small.plan"), "--iterations", "1", "--duration", "0", "--warmup", "0", "-v")
     assert r.returncode == 0 and "Explanations of the performance metrics:" in r.stdout
     assert "Total Host Walltime: from the first timed inference" in r.stdout
+
+
+def test_a_bug_is_still_one_line(files, monkeypatch, capsys):
+    import engine.cli.inspect as inspect_cmd
+
+    def buggy(args):
+        raise RuntimeError("an unexpected\nmulti-line failure")
+
+    monkeypatch.setattr(inspect_cmd, "run", buggy)
+    assert main(["inspect", str(files / "small.plan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("[E] internal error") and "RuntimeError" in err[0]
+    assert "HETRT_TRACEBACK=1" in err[0]
