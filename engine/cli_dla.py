@@ -7,8 +7,8 @@
   layer-wise statistics (``backends.dla.layerwise``), every DLA-capable layer on one core.
 * ``hetrt place MODEL --policy replicate``: whole images on the GPU and each DLA core at once with
   DRAM contention; throughput and power per combination of devices (``scheduler.studies.replicate``).
-* ``hetrt inspect capability MODEL [--platform P] [--fp16]``: every layer, the devices that run it,
-  and why each refusing device refuses (Polygraphy's ``inspect capability``, for the DLA).
+* ``hetrt inspect capability MODEL [--platform P] [--fp16]`` (``engine/cli/inspect_capability.py``):
+  every layer, the devices that run it, and why each refusing device refuses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from engine.ir.fileio import atomic_write_text, check_writable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the flags to ``place`` and the ``capability`` form to ``inspect`` (wrapping their handlers)."""
+    """Add the flags to ``place`` and ``run`` (wrapping their handlers); ``inspect capability`` is the topic
+    module ``engine/cli/inspect_capability.py``."""
     place = sub.choices["place"]
     place.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                        help="write the placement as JSON to FILE ('-' or no FILE: print JSON instead of the table)")
@@ -41,13 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "clock), cuDLA layer-wise statistics style")
     base_run = run.get_default("func")
     run.set_defaults(func=lambda args: cmd_run(args, base_run))
-    insp = sub.choices["inspect"]
-    insp.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                      help="with 'capability' as first argument: the model whose layers to check")
-    insp.add_argument("--platform", default="orin-agx-64gb", help="capability: orin-agx-64gb (default), xavier-agx")
-    insp.add_argument("--fp16", action="store_true", help="capability: check FP16 instead of INT8")
-    base_inspect = insp.get_default("func")
-    insp.set_defaults(func=lambda args: cmd_inspect(args, base_inspect))
 
 
 def cmd_place(args: argparse.Namespace, base) -> int:
@@ -99,11 +93,11 @@ def cmd_run(args: argparse.Namespace, base) -> int:
     from backends.dla.layerwise import loadable_stats, to_csv
     from dla_sim.config import get_config
     from engine import plan as plan_format
-    from engine.cli import _build_plan, _logger
+    from engine.cli.common import build_plan, is_plan_file, make_logger
     from scheduler.platforms import get_platform
 
     spec = args.model
-    blob = Path(spec).read_bytes() if spec.endswith(".plan") else _build_plan(spec, args, _logger(args))
+    blob = Path(spec).read_bytes() if is_plan_file(spec) else build_plan(spec, args, make_logger(args))
     contents = plan_format.deserialize(blob)
     if not contents.loadables:
         raise BuildError(f"{spec}: the plan has no DLA partition (build with --use-dla-core or a DLA placement)")
@@ -137,18 +131,6 @@ def _replicate(args: argparse.Namespace) -> int:
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(replicate_json(r), indent=1))
         print(f"wrote {args.json}")
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace, base) -> int:
-    if args.plan != "capability":
-        if args.model is not None:
-            raise BuildError(f"inspect takes one plan; '{args.model}' is extra (did you mean 'inspect capability "
-                             f"{args.model}'?)")
-        return base(args)
-    if args.model is None:
-        raise BuildError("inspect capability needs a MODEL: hetrt inspect capability MODEL [--platform P]")
-    print(capability_report(args.model, args.platform, Precision.FP16 if args.fp16 else Precision.INT8))
     return 0
 
 

@@ -24,6 +24,7 @@ from engine.ir.logger import Logger
 from engine.ir.network import Network
 
 from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
+from .device_pins import pin_devices, resolve_pins
 from .dla_compile import compile_partition
 from .partitions import split_partitions
 from .platforms import get_platform
@@ -101,6 +102,10 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
     precision = build_precision(config)
     policy = resolve_policy(config)
     stages: list[dict] = []
+    pins = resolve_pins(network, getattr(config, "layer_devices", None) or {})
+    if policy == "gpu-only" and "dla" in pins.values():
+        raise BuildError("a layer is pinned to the DLA but the placement is gpu-only: add --use-dla-core N "
+                         "(or a --placement policy that uses the DLA)")
     if policy == "gpu-only":
         devices = {layer.name: "gpu" for layer in network}
         values: dict = {}
@@ -108,7 +113,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
     elif policy == "pipeline":
         from .studies.throughput_report import pipeline_devices
 
-        model = build_cost_model(network, platform, mode.name, precision)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision), pins)
         plan, devices = pipeline_devices(model, PIPELINE_FRAMES)
         names = list(devices)
         stages = [{"device": st.device, "layers": names[st.first:st.stop], "time_ms": st.time} for st in plan.stages]
@@ -116,7 +121,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
                   "energy_per_frame_mj": plan.energy_per_frame_mj, "frames": plan.frames, "solver": plan.solver}
         messages = []
     else:
-        model = build_cost_model(network, platform, mode.name, precision)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision), pins)
         result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
         devices = {k: v for k, v in result.devices.items() if not is_pseudo(k)}
         values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,
@@ -125,7 +130,8 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
         messages = list(result.messages)  # pseudo I/O nodes log nothing (Node.pseudo)
         for m in messages:
             logger.warning(m)
-        _check_fallback(config, policy, devices, result.reasons)
+        # a layer pinned to the GPU is there on purpose (TensorRT's setDeviceType), not a fallback
+        _check_fallback(config, policy, {k: v for k, v in devices.items() if pins.get(k) != "gpu"}, result.reasons)
     _keep_channel_shuffles_whole(network, devices, logger)
     for layer in network:
         layer.device = "dla" if devices[layer.name].startswith("dla") else "gpu"

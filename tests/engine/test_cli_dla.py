@@ -80,8 +80,8 @@ def test_inspect_capability_lists_devices_and_reasons(tmp_path, capsys):
 
 
 def test_inspect_capability_needs_a_model(capsys):
-    assert main(["inspect", "capability"]) != 0
-    assert "needs a MODEL" in capsys.readouterr().err
+    assert main(["inspect", "capability"]) == 2
+    assert "MODEL" in capsys.readouterr().err
 
 
 def test_run_dla_layers_reports_the_plan_loadables(tmp_path, capsys):

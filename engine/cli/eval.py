@@ -1,4 +1,4 @@
-"""``hetrt eval`` (accuracy of plans over a dataset) and ``hetrt dataset`` (the bundled digits data)."""
+"""``hetrt eval``: the accuracy of plans over a dataset (top-k, agreement with a reference, worst samples)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from engine.ir.errors import HetrtError
+
+NAME = "eval"
 
 EVAL_EPILOG = """\
 TARGET is a plan file (any placement: GPU, DLA, mixed, INT8) or an .onnx model (built FP32 with
@@ -44,7 +46,7 @@ def _hxw(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy of plans over a dataset (top-k, agreement with a reference)",
                        description="Run plans over every sample of a dataset and report top-k accuracy, "
                                    "agreement with an FP32 reference model, a confusion matrix and the worst "
@@ -73,15 +75,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--std", type=_floats, default=(1.0,), help="divide, per channel (e.g. 0.229,0.224,0.225)")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="input layout (default NCHW)")
     g.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1: grayscale, 3: RGB (default)")
-    p.set_defaults(func=cmd_eval)
-
-    d = sub.add_parser("dataset", help="write the bundled digits dataset and a model trained on it",
-                       description="Write scikit-learn's 8x8 digits (test and calibration splits as .npy batches, "
-                                   "labels) and a CNN trained on them with JAX, for hetrt eval and INT8 builds.")
-    d.add_argument("name", choices=("digits",), help="the dataset (digits: scikit-learn's 8x8 digits)")
-    d.add_argument("-o", "--output", required=True, help="folder to write into")
-    d.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
-    d.set_defaults(func=cmd_dataset)
+    return p
 
 
 def _progress(name: str):
@@ -211,10 +205,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.evaluation.bundled import write_digits
-
-    paths = write_digits(args.output, seed=args.seed)
-    for k, v in paths.items():
-        print(f"{k:>7}: {v}")
-    return 0
+run = cmd_eval
