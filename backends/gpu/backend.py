@@ -111,6 +111,11 @@ class GpuPartition:
                          f"backend")
 
     @property
+    def has_host_layers(self) -> bool:
+        """Layers run on the reference backend (host arrays in and out); eager GPU layers are not."""
+        return any(u.layer is not None and not eager.runs_eagerly(u.layer) for u in self.units)
+
+    @property
     def fallback_layers(self) -> list[str]:
         return [u.layer.name for u in self.units if u.layer is not None]
 
@@ -288,10 +293,10 @@ class GpuPartitionContext:
             run.stage(env)
             run.graph.replay()
             # host outputs feed reference layers and the caller; device outputs stay on the GPU
-            outs = run.outputs(host or any(u.layer is not None for u in self.partition.units))
+            outs = run.outputs(host or self.partition.has_host_layers)
             self.stream.synchronize()
             env.update(outs)
-        return {t: env[t] for t in self.partition.outputs}
+        return {t: _to_host(env[t]) if host else env[t] for t in self.partition.outputs}
 
 
 def _to_host(a: Any) -> np.ndarray:
