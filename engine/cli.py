@@ -271,11 +271,12 @@ def _inspect_summary(engine) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     from engine.builder import build_from_onnx
     from engine.compare import DEFAULT_RTOL, compare_arrays, onnxruntime_outputs
+    from engine.onnx_parser.loader import load_model
     from engine.runtime import Runtime
 
     logger = _logger(args)
     model = _load_model(args.model)
-    proto = onnx.load(model) if isinstance(model, str) else model
+    proto = load_model(model)[0] if isinstance(model, str) else model  # external data contained
     config = _config_from_args(args)
     data = build_from_onnx(model, config, logger)
     engine = Runtime(logger).deserialize(data)

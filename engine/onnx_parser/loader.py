@@ -10,6 +10,8 @@ from onnx import external_data_helper, version_converter
 
 from engine.ir.errors import ParserError, UnsupportedError
 
+from .external_data import load_external_data
+
 log = logging.getLogger("hetrt.onnx_parser")
 
 MIN_OPSET = 11
@@ -35,13 +37,12 @@ def load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, st
     if not path.is_file():
         raise ParserError(f"ONNX file '{path}' does not exist")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
-    except FileNotFoundError as e:
-        raise ParserError(f"ONNX file '{path}': external data file missing: {e}") from None
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and friends: all mean "not an ONNX file"
         raise ParserError(f"'{path}' is not a readable ONNX model: {type(e).__name__}: {e}") from None
     if not proto.graph.node and not proto.graph.output:
         raise ParserError(f"'{path}' is not an ONNX model (no graph)")
+    load_external_data(proto, path)  # contained in the model's folder, sizes checked (external_data.py)
     return proto, str(path)
 
 
