@@ -14,6 +14,7 @@ import onnx
 
 from engine.ir.dtypes import Precision
 from engine.ir.errors import HetrtError
+from engine.ir.fileio import atomic_write_bytes, atomic_write_text
 from engine.ir.logger import Logger, Severity
 
 EPILOG_MODEL = ("MODEL is an .onnx file or the name of a bundled model "
@@ -143,13 +144,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = _build_plan(args.model, args, logger)
     out = args.output or (Path(args.model).stem + ".plan")
-    Path(out).write_bytes(data)
+    atomic_write_bytes(out, data)
     logger.info(f"Wrote plan {out} ({len(data) / 2**20:.2f} MiB) in {time.perf_counter() - t0:.2f} s")
     if args.export_layer_info:
         from engine.runtime import Runtime
 
         engine = Runtime(logger).deserialize(data)
-        Path(args.export_layer_info).write_text(engine.layer_information("json"))
+        atomic_write_text(args.export_layer_info, engine.layer_information("json"))
         logger.info(f"Wrote layer information to {args.export_layer_info}")
     return 0
 
@@ -199,13 +200,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 logger.info(line)
         if args.export_profile:
             # trtexec's --exportProfile layout: a count record, then one record per layer
-            Path(args.export_profile).write_text(json.dumps([{"count": runs}, *profiler.to_dict()], indent=2))
+            atomic_write_text(args.export_profile, json.dumps([{"count": runs}, *profiler.to_dict()], indent=2))
             logger.info(f"Wrote per-layer profile to {args.export_profile}")
     if args.export_layer_info:
-        Path(args.export_layer_info).write_text(engine.layer_information("json"))
+        atomic_write_text(args.export_layer_info, engine.layer_information("json"))
         logger.info(f"Wrote layer information to {args.export_layer_info}")
     if args.export_times:
-        Path(args.export_times).write_text(json.dumps(result.to_dict(), indent=2))
+        atomic_write_text(args.export_times, json.dumps(result.to_dict(), indent=2))
     if args.save_outputs:
         outputs = context.execute(feeds)
         np.savez(args.save_outputs, **outputs)
