@@ -1,0 +1,142 @@
+"""DLA loadables and DLA partition records, checked against dla_sim before a plan is accepted.
+
+A plan's DLA partitions carry opaque loadable bytes (``dla_sim.loadable``) and a record in the
+placement (core, loadable index, boundary tensors, configuration). The loadable's own parser checks
+its container and wiring; it does not check field types (a descriptor's ``kernel`` may be a
+string) nor the hardware limits, which dla_sim otherwise enforces only when an op runs. Here every
+descriptor and tensor entry is checked against its annotation, every op against ``dla_sim.limits``
+for the plan's DLA configuration, and the whole loadable is simulated once for timing (no data),
+so a forged loadable fails at load with a ``PlanError`` naming the partition, op and field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engine.ir.errors import PlanError
+from engine.ir.network import Network
+
+from .limits import ResourceLimits
+from .schema import SchemaError, check_record, json_depth_exceeds
+
+
+def dla_config_for(platform_tag: str, placement: dict) -> Any:
+    """dla_sim's configuration for the plan's platform and power mode (PlanError when there is none)."""
+    from scheduler.dla_source import dla_config
+    from scheduler.platforms import PLATFORMS
+
+    plat = PLATFORMS.get(platform_tag)
+    if plat is None or not getattr(plat, "dla_cores", 0):
+        raise PlanError(f"plan placement: DLA partitions on platform '{platform_tag}', which has no DLA")
+    mode = placement.get("power_mode")
+    if mode is not None and not isinstance(mode, str):
+        raise PlanError(f"plan placement: 'power_mode' must be a string, got {type(mode).__name__}")
+    try:
+        return dla_config(plat, plat.mode(mode))
+    except Exception as e:  # BuildError/UnsupportedError for an unknown mode
+        raise PlanError(f"plan placement: power_mode {mode!r}: {e}") from None
+
+
+def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits) -> Any:
+    """Parse ``blob`` with dla_sim and check every tensor and op; returns the ``Loadable``."""
+    from dla_sim import limits as hw_limits
+    from dla_sim import simulator
+    from dla_sim.loadable import Loadable, TensorEntry
+
+    try:
+        ld = Loadable.from_bytes(bytes(blob))
+    except RecursionError:
+        raise PlanError(f"{where}: manifest nests too deep") from None
+    except Exception as e:  # LoadableError, and TypeError/ValueError from descriptors of forged fields
+        raise PlanError(f"{where}: {type(e).__name__}: {e}") from None
+    if json_depth_exceeds(ld.meta, limits.max_json_depth):
+        raise PlanError(f"{where}: meta nests deeper than {limits.max_json_depth}")
+    if ld.config_name and ld.config_name != cfg.name:
+        raise PlanError(f"{where}: built for DLA configuration '{ld.config_name}', the plan's platform has "
+                        f"'{cfg.name}'")
+    sram = getattr(cfg.mem, "sram_bytes", 0)
+    try:
+        for t in ld.tensors.values():
+            check_record(t, TensorEntry, f"tensor '{t.name}'")
+            if t.memory == "sram" and t.offset + t.size > sram:
+                raise SchemaError(f"tensor '{t.name}': bytes [{t.offset}, {t.offset + t.size}) outside the "
+                                  f"{sram}-byte SRAM")
+        for i, op in enumerate(ld.ops):
+            check_record(op, type(op), f"op {i} ('{op.name}')")
+    except SchemaError as e:
+        raise PlanError(f"{where}: {e}") from None
+    for i, op in enumerate(ld.ops):
+        try:
+            reasons = hw_limits.check(op, cfg)
+        except Exception as e:  # a checker tripping over a value the annotations allow
+            raise PlanError(f"{where}: op {i} ('{op.name}'): {type(e).__name__}: {e}") from None
+        if reasons:
+            raise PlanError(f"{where}: op {i} ('{op.name}', {op.unit}) exceeds the DLA's limits: "
+                            + "; ".join(reasons))
+    _check_meta(ld.meta, where)
+    try:
+        simulator.simulate(ld, cfg, timing_only=True)
+    except Exception as e:  # anything the timing model cannot follow would fail the first execute
+        raise PlanError(f"{where}: does not simulate: {type(e).__name__}: {e}") from None
+    return ld
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    """The meta fields the DLA backend reads: boundary names, owners, boundary representations."""
+    for key in ("inputs", "outputs"):
+        items = meta.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(x, list) and x and isinstance(x[0], str)
+                                                  for x in items):
+            raise PlanError(f"{where}: meta '{key}' must be a list of [tensor name, …] entries")
+    owners = meta.get("owners", [])
+    if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
+        raise PlanError(f"{where}: meta 'owners' must be a list of strings")
+    boundary = meta.get("boundary") or {}
+    if not isinstance(boundary, dict) or not all(isinstance(v, dict) for v in boundary.values()):
+        raise PlanError(f"{where}: meta 'boundary' must map tensor names to objects")
+    for name, rep in boundary.items():
+        try:
+            from backends.dla.int8 import Rep
+
+            scale = Rep.from_json(rep).scale
+            if scale is not None and not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"scale {scale} must be finite and > 0")
+        except Exception as e:
+            raise PlanError(f"{where}: meta boundary '{name}': {type(e).__name__}: {e}") from None
+
+
+def _names(record: dict, key: str, network: Network, where: str) -> list[str]:
+    value = record.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(n, str) and n in network.tensors for n in value):
+        raise PlanError(f"{where}: '{key}' must list tensors of the network")
+    return value
+
+
+def validate_dla_partitions(records: list[dict], loadables: list[bytes], network: Network, platform: str,
+                            placement: dict, limits: ResourceLimits) -> None:
+    """Every DLA partition record and the loadable it names."""
+    dla = [(i, r) for i, r in enumerate(records) if r.get("device") == "dla"]
+    if not dla:
+        return
+    cfg = dla_config_for(platform, placement)
+    used: dict[int, int] = {}
+    for i, r in dla:
+        where = f"plan placement: DLA partition {i}"
+        idx = r.get("loadable")
+        if type(idx) is not int or not 0 <= idx < len(loadables):
+            raise PlanError(f"{where}: 'loadable' {idx!r} is not an index of the plan's {len(loadables)} loadables")
+        if idx in used:
+            raise PlanError(f"{where}: loadable {idx} is already used by partition {used[idx]}")
+        used[idx] = i
+        if r.get("backend", "dla") != "dla":
+            raise PlanError(f"{where}: backend {r.get('backend')!r} cannot run a DLA partition")
+        config = r.get("dla_config")
+        if config not in (None, "", cfg.name):
+            raise PlanError(f"{where}: 'dla_config' {config!r} is not the platform's DLA '{cfg.name}'")
+        ins, outs = _names(r, "dla_inputs", network, where), _names(r, "dla_outputs", network, where)
+        ld = validate_loadable(loadables[idx], cfg, f"{where}, loadable {idx}", limits)
+        known = {x[0] for x in ld.meta.get("inputs", [])} | {x[0] for x in ld.meta.get("outputs", [])}
+        missing = sorted(set(ins + outs) - known - set(ld.tensors))
+        if missing:
+            raise PlanError(f"{where}: boundary tensors {missing[:3]} are not tensors of its loadable")
