@@ -79,6 +79,7 @@ BLOB_DTYPES: dict[str, np.dtype] = {
 }
 MAX_DIM = 2**31 - 1
 MAX_TENSOR_BYTES = 2**40
+_KINDS = frozenset(k.value for k in LayerKind)
 _MANIFEST_KEYS = ("blobs", "build_config", "loadables", "memory_plan", "metadata", "network", "placement", "tactics")
 
 
@@ -513,7 +514,7 @@ class _ManifestReader:
         name = _get(entry, "name", str, f"layer {i}")
         where = f"layer '{name}'"
         kind = _get(entry, "kind", str, where)
-        if kind not in {k.value for k in LayerKind}:
+        if kind not in _KINDS:
             raise _fail(where, f"unknown layer kind '{kind}'")
         params_data = _get(entry, "params", dict, where)
         try:

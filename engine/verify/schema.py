@@ -45,6 +45,12 @@ def check_value(value: Any, hint: Any, where: str) -> None:
     if hint is Any or hint is object:
         return
     if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(hint)):
+            return
+        if len(args) == 1:  # an optional field: the precise error of its one type
+            check_value(value, args[0], where)
+            return
         errors = []
         for arg in typing.get_args(hint):
             try:
