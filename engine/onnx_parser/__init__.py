@@ -26,6 +26,7 @@ from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_shape,
     ops_tensor,
 )
+from engine.onnx_parser.attributes import check_attributes
 from engine.onnx_parser.context import (
     NodeContext,
     NonConstantError,
@@ -113,8 +114,20 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
             tensor = layer.outputs[0]
         else:
             tensor = ref.tensor
+        _check_declared_dtype(out, network.tensors[tensor].dtype)
         network.mark_output(tensor)
     return network
+
+
+def _check_declared_dtype(vi: onnx.ValueInfoProto, got) -> None:
+    """A graph output declared with one element type must not come out as another."""
+    declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+    if not declared:
+        return
+    want = hetrt_dtype(numpy_dtype_of(declared)) if numpy_dtype_of(declared) is not None else None
+    if want is None or want != got:
+        raise ParserError(f"graph output '{vi.name}' is declared {elem_type_name(declared)}, but the graph "
+                          f"computes {got.value}")
 
 
 def _node_names(graph: onnx.GraphProto) -> list[str]:
@@ -200,6 +213,7 @@ def _input_signature(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None, 
 
 def _convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str) -> None:
     nc = NodeContext(ctx, node, name)
+    check_attributes(node, nc.where)
     try:
         refs = CONVERTERS[node.op_type](nc)
     except HetrtError:

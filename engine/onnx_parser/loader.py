@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import onnx
+import onnx.shape_inference
 from onnx import external_data_helper, version_converter
 
 from engine.ir.errors import ParserError, UnsupportedError
@@ -54,10 +55,12 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def check_model(model: onnx.ModelProto, display: str) -> None:
-    """onnx.checker on the graph structure; its message goes into a ParserError."""
+    """onnx.checker with the full check (types and shapes inferred strictly, as ONNX Runtime checks a
+    model: a bool initializer where a float is required fails here); its message goes into a
+    ParserError."""
     try:
-        onnx.checker.check_model(model, full_check=False)
-    except onnx.checker.ValidationError as e:
+        onnx.checker.check_model(model, full_check=True)  # with strict type and shape inference
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise ParserError(f"model '{display}' is not a valid ONNX model: {first}") from None
     except ValueError as e:  # e.g. > 2 GiB protos: the checker wants a path; the structure walk still follows

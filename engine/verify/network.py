@@ -22,6 +22,9 @@ from .schema import SchemaError, check_record
 # an int8 kernel of a float layer is a forged plan).
 FLOAT_WEIGHT_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION, LayerKind.FULLY_CONNECTED,
                                 LayerKind.SCALE, LayerKind.PARAMETRIC_RELU, LayerKind.NORMALIZATION})
+# Kinds whose kernels need at least one element (window arithmetic, reductions over the input).
+NO_EMPTY_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION, LayerKind.POOLING,
+                            LayerKind.FULLY_CONNECTED, LayerKind.LRN, LayerKind.NORMALIZATION, LayerKind.RESIZE})
 _WEIGHT_KINDS = {(LayerKind.QUANTIZE, "scale"): "f", (LayerKind.DEQUANTIZE, "scale"): "f",
                  (LayerKind.GATHER, "indices"): "iu"}
 
@@ -49,6 +52,11 @@ def check_layer(layer: Layer, network: Network, limits: ResourceLimits) -> None:
         if want is not None and w.dtype.kind not in want:
             raise _fail(layer, f"weights '{name}': element type {w.dtype} where "
                                f"{'a float' if want == 'f' else 'an integer'} type is required")
+    if layer.kind in NO_EMPTY_KINDS and layer.inputs and layer.inputs[0] in network.tensors:
+        shape = network.tensors[layer.inputs[0]].shape
+        if 0 in shape:
+            raise _fail(layer, f"input '{layer.inputs[0]}' has shape {list(shape)}: a {layer.kind.value} layer "
+                               f"cannot run on an empty tensor (batch 0?)")
     if layer.kind is LayerKind.RESIZE:
         _check_resize(layer, network, limits)
 
@@ -85,11 +93,6 @@ def check_sizes(network: Network, limits: ResourceLimits) -> None:
             raise PlanError(f"plan manifest: tensor '{t.name}': shape {list(t.shape)} holds {count} elements, more "
                             f"than the limit of {limits.max_tensor_elements}")
         total += count * t.dtype.itemsize
-    for name in network.inputs + network.outputs:
-        shape = network.tensors[name].shape
-        if 0 in shape:
-            raise PlanError(f"plan manifest: network I/O tensor '{name}': shape {list(shape)} has a zero dimension "
-                            f"(batch 0 or an empty tensor cannot run)")
     for layer in network.layers:
         total += sum(w.nbytes for w in layer.weights.values())
     if total > limits.max_total_bytes:
