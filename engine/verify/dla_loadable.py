@@ -68,13 +68,13 @@ def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits)
         raise PlanError(f"{where}: {e}") from None
     for i, op in enumerate(ld.ops):
         try:
-            reasons = hw_limits.check(op, cfg)
+            reasons = hw_limits.check(op, cfg) + _geometry(op)
         except Exception as e:  # a checker tripping over a value the annotations allow
             raise PlanError(f"{where}: op {i} ('{op.name}'): {type(e).__name__}: {e}") from None
         if reasons:
             raise PlanError(f"{where}: op {i} ('{op.name}', {op.unit}) exceeds the DLA's limits: "
                             + "; ".join(reasons))
-    _check_meta(ld.meta, where)
+    _check_meta(ld.meta, ld.tensors, where)
     try:
         simulator.simulate(ld, cfg, timing_only=True)
     except Exception as e:  # anything the timing model cannot follow would fail the first execute
@@ -82,13 +82,31 @@ def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits)
     return ld
 
 
-def _check_meta(meta: dict, where: str) -> None:
+def _geometry(op: Any) -> list[str]:
+    """Output cubes that the unit's arithmetic would not produce (dla_sim checks them only when the
+    op runs)."""
+    from dla_sim import conv_core, pdp
+
+    unit = op.unit
+    if unit == "conv" and (op.output.h, op.output.w) != conv_core.output_hw(op):
+        return [f"output {op.output.shape} does not match the convolution arithmetic {conv_core.output_hw(op)}"]
+    if unit == "pdp" and op.output.shape != pdp.output_shape(op):
+        return [f"output {op.output.shape} does not match the window arithmetic {pdp.output_shape(op)}"]
+    if unit in ("sdp", "cdp") and op.output.shape != op.input.shape:
+        return [f"output {op.output.shape} differs from input {op.input.shape}"]
+    if unit in ("conv", "sdp", "pdp", "cdp") and min(op.input.shape + op.output.shape) < 1:
+        return ["empty cube"]
+    return []
+
+
+def _check_meta(meta: dict, tensors: dict, where: str) -> None:
     """The meta fields the DLA backend reads: boundary names, owners, boundary representations."""
     for key in ("inputs", "outputs"):
         items = meta.get(key, [])
-        if not isinstance(items, list) or not all(isinstance(x, list) and x and isinstance(x[0], str)
-                                                  for x in items):
-            raise PlanError(f"{where}: meta '{key}' must be a list of [tensor name, …] entries")
+        if not isinstance(items, list) or not all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                                                  and x[0] in tensors for x in items):
+            raise PlanError(f"{where}: meta '{key}' must be a list of [tensor name, format] pairs naming tensors "
+                            f"of the loadable")
     owners = meta.get("owners", [])
     if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
         raise PlanError(f"{where}: meta 'owners' must be a list of strings")
@@ -136,7 +154,7 @@ def validate_dla_partitions(records: list[dict], loadables: list[bytes], network
             raise PlanError(f"{where}: 'dla_config' {config!r} is not the platform's DLA '{cfg.name}'")
         ins, outs = _names(r, "dla_inputs", network, where), _names(r, "dla_outputs", network, where)
         ld = validate_loadable(loadables[idx], cfg, f"{where}, loadable {idx}", limits)
-        known = {x[0] for x in ld.meta.get("inputs", [])} | {x[0] for x in ld.meta.get("outputs", [])}
-        missing = sorted(set(ins + outs) - known - set(ld.tensors))
-        if missing:
-            raise PlanError(f"{where}: boundary tensors {missing[:3]} are not tensors of its loadable")
+        for key, names in (("inputs", ins), ("outputs", outs)):
+            have = sorted(x[0] for x in ld.meta.get(key, []))
+            if sorted(names) != have:
+                raise PlanError(f"{where}: 'dla_{key}' {sorted(names)[:3]} are not the loadable's {key} {have[:3]}")
