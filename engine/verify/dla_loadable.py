@@ -5,14 +5,17 @@ placement (core, loadable index, boundary tensors, configuration). The loadable'
 its container and wiring; it does not check field types (a descriptor's ``kernel`` may be a
 string) nor the hardware limits, which dla_sim otherwise enforces only when an op runs. Here every
 descriptor and tensor entry is checked against its annotation, every op against ``dla_sim.limits``
-for the plan's DLA configuration, and the whole loadable is simulated once for timing (no data),
-so a forged loadable fails at load with a ``PlanError`` naming the partition, op and field.
+for the plan's DLA configuration and against its unit's output arithmetic, the whole loadable is
+simulated once for timing, and loadables up to ``ResourceLimits.dla_dry_run_macs`` run once on zero
+inputs, so a forged loadable fails at load with a ``PlanError`` naming the partition, op and field.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from engine.ir.errors import PlanError
 from engine.ir.network import Network
@@ -79,7 +82,29 @@ def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits)
         simulator.simulate(ld, cfg, timing_only=True)
     except Exception as e:  # anything the timing model cannot follow would fail the first execute
         raise PlanError(f"{where}: does not simulate: {type(e).__name__}: {e}") from None
+    if sum(op.macs for op in ld.ops if op.unit == "conv") <= limits.dla_dry_run_macs:
+        _dry_run(ld, cfg, where)
     return ld
+
+
+def _dry_run(ld: Any, cfg: Any, where: str) -> None:
+    """Run the loadable once on zero inputs: every cube, operand and wire the functional model needs
+    is then known to fit (the wiring between ops is too rich to restate here)."""
+    from backends.dla.runner import run
+
+    feeds = {}
+    for name, _ in ld.meta.get("inputs", []):
+        cube = ld.tensors[name].cube
+        if cube is None:
+            raise PlanError(f"{where}: input tensor '{name}' has no cube description")
+        feeds[name] = np.zeros(cube.shape, cube.precision.dtype)
+    try:
+        env = run(ld, cfg, feeds)
+    except Exception as e:  # the functional model's own checks (shapes, operands, limits)
+        raise PlanError(f"{where}: does not run on dla_sim: {type(e).__name__}: {e}") from None
+    missing = [name for name, _ in ld.meta.get("outputs", []) if name not in env]
+    if missing:
+        raise PlanError(f"{where}: outputs {missing[:3]} are never computed")
 
 
 def _geometry(op: Any) -> list[str]:

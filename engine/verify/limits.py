@@ -20,6 +20,7 @@ class ResourceLimits:
     max_dim: int = 2**31 - 1  # one dimension (the runtime indexes with 32-bit integers)
     max_resize_axis: int = 1 << 16  # one output axis of a resize (its coordinates are exact rationals)
     max_resize_scale: float = float(1 << 16)  # resize scales within [1 / this, this]
+    dla_dry_run_macs: int = 50_000_000  # DLA loadables up to this size run once on dla_sim at load
 
     def __post_init__(self) -> None:
         for name in ("max_tensor_elements", "max_total_bytes", "max_layers", "max_json_depth", "max_dim",
