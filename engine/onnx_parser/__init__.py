@@ -59,7 +59,10 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     proto, display = load_model(model)
     source_opset = default_opset(proto)
     # Our own structural checks first: they name the node, where onnx.checker would not.
-    _check_structure(proto.graph, _node_names(proto.graph), source_opset, ops_final=source_opset >= MIN_OPSET)
+    names = _node_names(proto.graph)
+    _check_structure(proto.graph, names, source_opset, ops_final=source_opset >= MIN_OPSET)
+    for node, name in zip(proto.graph.node, names):  # attribute ranges before onnx's shape inference
+        check_attributes(node, f"node '{name}' (op {node.op_type}, opset {source_opset})")
     check_model(proto, display)
     proto, opset = normalize_opset(proto, display)
     graph = proto.graph

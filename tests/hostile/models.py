@@ -55,3 +55,47 @@ def mixed_model(seed: int = 2) -> onnx.ModelProto:
     g = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def ops_model(seed: int = 3) -> onnx.ModelProto:
+    """Many converters in one graph: Pad, AveragePool, BatchNormalization, ConvTranspose, Slice, Gather,
+    Split, Clip, LeakyRelu, GlobalAveragePool, Flatten, MatMul, Unsqueeze, Squeeze, Cast, Mul."""
+    rng = np.random.default_rng(seed)
+
+    def arr(name, a):
+        return numpy_helper.from_array(np.asarray(a), name)
+
+    inits = [arr("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+             arr("bn_s", rng.uniform(0.5, 1.5, 4).astype(np.float32)),
+             arr("bn_b", rng.normal(size=4).astype(np.float32)),
+             arr("bn_m", rng.normal(size=4).astype(np.float32)), arr("bn_v", rng.uniform(0.5, 2, 4).astype(np.float32)),
+             arr("wt", rng.normal(size=(4, 3, 2, 2)).astype(np.float32)),
+             arr("st", np.array([0, 0], np.int64)), arr("en", np.array([6, 6], np.int64)),
+             arr("ax", np.array([2, 3], np.int64)), arr("idx", np.array([2, 0, 1], np.int64)),
+             arr("split", np.array([1, 2], np.int64)), arr("lo", np.array(-0.5, np.float32)),
+             arr("hi", np.array(0.5, np.float32)), arr("mm", rng.normal(size=(2, 5)).astype(np.float32)),
+             arr("uax", np.array([1], np.int64)), arr("k", np.array([2.0], np.float32))]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="reflect"),
+        helper.make_node("AveragePool", ["p"], ["ap"], name="avgpool", kernel_shape=[3, 3], strides=[1, 1],
+                         count_include_pad=0),
+        helper.make_node("BatchNormalization", ["ap", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn", epsilon=1e-5),
+        helper.make_node("ConvTranspose", ["bn", "wt"], ["ct"], name="deconv", strides=[2, 2]),
+        helper.make_node("Slice", ["ct", "st", "en", "ax"], ["sl"], name="slice"),
+        helper.make_node("Gather", ["sl", "idx"], ["g"], name="gather", axis=1),
+        helper.make_node("Split", ["g", "split"], ["s0", "s1"], name="split", axis=1),
+        helper.make_node("Clip", ["s1", "lo", "hi"], ["cl"], name="clip"),
+        helper.make_node("LeakyRelu", ["cl"], ["lr"], name="leaky", alpha=0.2),
+        helper.make_node("GlobalAveragePool", ["lr"], ["gp"], name="gap"),
+        helper.make_node("Flatten", ["gp"], ["fl"], name="flatten", axis=1),
+        helper.make_node("MatMul", ["fl", "mm"], ["mmo"], name="matmul"),
+        helper.make_node("Unsqueeze", ["mmo", "uax"], ["un"], name="unsqueeze"),
+        helper.make_node("Squeeze", ["un", "uax"], ["sq"], name="squeeze"),
+        helper.make_node("Cast", ["sq"], ["cf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["cf", "k"], ["y"], name="mul"),
+        helper.make_node("ReduceMax", ["s0"], ["y2"], name="rmax", axes=[2, 3], keepdims=0),
+    ]
+    g = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5]),
+                           helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 1])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])

@@ -14,13 +14,13 @@ import pytest
 from engine.builder import BuilderConfig, build_from_onnx
 
 from .fuzz import QUIET, fuzz_models, fuzz_plans
-from .models import conv_model, mixed_model, mlp_model
+from .models import conv_model, mixed_model, mlp_model, ops_model
 
 pytest.importorskip("onnxruntime")
 
 
 def _models():
-    return [conv_model(), mlp_model(), mixed_model()]
+    return [conv_model(), mlp_model(), mixed_model(), ops_model()]
 
 
 @pytest.fixture(scope="module")
