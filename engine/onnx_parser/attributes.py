@@ -53,6 +53,13 @@ def check_attributes(node: onnx.NodeProto, where: str) -> None:
             values = [a.i]
         elif a.type == onnx.AttributeProto.INTS:
             values = list(a.ints)
+        elif a.type in (onnx.AttributeProto.STRING, onnx.AttributeProto.STRINGS):
+            for raw in [a.s] if a.type == onnx.AttributeProto.STRING else list(a.strings):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _fail(where, a.name, raw[:20], "is not UTF-8 text") from None
+            continue
         elif a.type == onnx.AttributeProto.FLOAT:
             if not math.isfinite(a.f) and a.name != "value_float":
                 raise _fail(where, a.name, a.f, "must be finite")

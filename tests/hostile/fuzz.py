@@ -85,6 +85,8 @@ def _classify_error(e: BaseException) -> tuple[str, str]:
         return "hang", str(e)
     if isinstance(e, HetrtError):
         msg = str(e)
+        if "internal error" in msg:  # a converter bug wrapped by the parser's safety net
+            return "raw", msg[:300]
         return ("refused" if any(w in msg for w in WHERE_WORDS) else "unnamed"), msg[:200]
     tb = traceback.format_exception(type(e), e, e.__traceback__)
     return "raw", f"{type(e).__name__}: {e} | {''.join(tb[-3:])[-600:]}"

@@ -93,6 +93,14 @@ def test_attribute_ranges_name_node_and_attribute(node, attr, value, says):
         parse(m)
 
 
+def test_non_utf8_string_attribute_is_a_parser_error_not_an_internal_error():
+    m = ops_model()
+    _attr(_node(m, "pad"), "mode").s = b"\xffreflect"
+    with pytest.raises(ParserError, match=r"node 'pad'.*attribute 'mode'.*not UTF-8") as e:
+        parse(m)
+    assert "internal error" not in str(e.value)
+
+
 def test_a_crash_of_onnx_shape_inference_is_a_parser_error():
     """A pooling window larger than its input makes onnx's C++ shape inference abort the process
     (an assertion in a later Slice); hetrt runs that check in a child and reports the model."""
