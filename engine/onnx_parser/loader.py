@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import onnx
@@ -88,7 +89,11 @@ def _full_check(model: onnx.ModelProto) -> str | None:
 
 def _full_check_in_child(model: onnx.ModelProto, display: str) -> str | None:
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # JAX warns about fork in a multithreaded process; the child runs only onnx's C++ checker and
+        # leaves with os._exit, taking no lock another thread could hold (glibc resets malloc's at fork)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        pid = os.fork()
     if pid == 0:  # child: check, report the first line of an error, exit without cleanup
         code = 0
         try:

@@ -71,7 +71,7 @@ def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits)
         raise PlanError(f"{where}: {e}") from None
     for i, op in enumerate(ld.ops):
         try:
-            reasons = hw_limits.check(op, cfg) + _geometry(op)
+            reasons = _positive(op) or (hw_limits.check(op, cfg) + _geometry(op))
         except Exception as e:  # a checker tripping over a value the annotations allow
             raise PlanError(f"{where}: op {i} ('{op.name}'): {type(e).__name__}: {e}") from None
         if reasons:
@@ -105,6 +105,19 @@ def _dry_run(ld: Any, cfg: Any, where: str) -> None:
     missing = [name for name, _ in ld.meta.get("outputs", []) if name not in env]
     if missing:
         raise PlanError(f"{where}: outputs {missing[:3]} are never computed")
+
+
+def _positive(op: Any) -> list[str]:
+    """Window fields that divide or count: each value at least 1, cube dimensions too."""
+    bad = [f"{name} {getattr(op, name)} must be >= 1" for name in ("kernel", "stride", "dilation")
+           if isinstance(getattr(op, name, None), tuple) and min(getattr(op, name), default=1) < 1]
+    if getattr(op, "groups", 1) < 1:
+        bad.append(f"groups {op.groups} must be >= 1")
+    for cube in ("input", "output"):
+        c = getattr(op, cube, None)
+        if c is not None and hasattr(c, "shape") and min(c.shape) < 1:
+            bad.append(f"{cube} cube {c.shape} is empty")
+    return bad
 
 
 def _geometry(op: Any) -> list[str]:
