@@ -25,8 +25,8 @@ from engine.ir.errors import PlanError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _mlp(seed: int, width: int = 384, depth: int = 4) -> onnx.ModelProto:
-    """A few MiB of weights, so the plan write itself takes a measurable time."""
+def _mlp(seed: int, width: int = 2048, depth: int = 4) -> onnx.ModelProto:
+    """64 MiB of weights, so the plan write itself takes a good part of the build's last second."""
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "x"
     for i in range(depth):
@@ -59,13 +59,32 @@ def setup(tmp_path_factory):
     return d, new_model, ref.read_bytes(), duration
 
 
-def _trial(setup, rng, sig: signal.Signals, k: int) -> str:
+def _wait_for_write(out: Path, proc: subprocess.Popen, deadline: float) -> None:
+    """Return as soon as the build starts writing: the destination changes (an in-place write) or a
+    new file appears beside it (a temporary file)."""
+    before = out.stat()
+    names = {p.name for p in out.parent.iterdir()}
+    while time.perf_counter() < deadline and proc.poll() is None:
+        st = out.stat()
+        if (st.st_size, st.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return
+        if {p.name for p in out.parent.iterdir()} - names:
+            return
+        time.sleep(0.0005)
+
+
+def _trial(setup, rng, sig: signal.Signals, k: int, targeted: bool) -> str:
+    """One interrupted build: at a random point, or (targeted) the moment the write begins."""
     d, new_model, old_bytes, duration = setup
     out = d / f"existing{k}.plan"
     out.write_bytes(old_bytes)
     proc = subprocess.Popen(_build_cmd(new_model, out), env=_env(), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(float(rng.uniform(0.2, 1.1)) * duration)
+    if targeted:
+        _wait_for_write(out, proc, time.perf_counter() + 3 * duration + 5)
+        time.sleep(float(rng.uniform(0.0, 0.01)))
+    else:
+        time.sleep(float(rng.uniform(0.5, 1.05)) * duration)  # the write is near the end of the build
     proc.send_signal(sig)
     proc.wait(timeout=120)
     data = out.read_bytes()
@@ -75,7 +94,7 @@ def _trial(setup, rng, sig: signal.Signals, k: int) -> str:
     try:
         plan_format.deserialize(data)
     except PlanError as e:
-        pytest.fail(f"{sig.name} at a random point left a broken plan ({len(data)} bytes): {e}")
+        pytest.fail(f"{sig.name} (targeted={targeted}) left a broken plan ({len(data)} bytes): {e}")
     return "new"
 
 
@@ -84,7 +103,7 @@ def _trials(setup, n: int, seed: int) -> dict[str, int]:
     seen = {"old": 0, "new": 0}
     for k in range(n):
         sig = signal.SIGKILL if k % 2 == 0 else signal.SIGINT
-        seen[_trial(setup, rng, sig, k)] += 1
+        seen[_trial(setup, rng, sig, k, targeted=k % 4 >= 2)] += 1
     return seen
 
 
