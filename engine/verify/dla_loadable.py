@@ -62,6 +62,8 @@ def validate_loadable(blob: bytes, cfg: Any, where: str, limits: ResourceLimits)
     try:
         for t in ld.tensors.values():
             check_record(t, TensorEntry, f"tensor '{t.name}'")
+            if t.cube is not None and min(t.cube.shape) < 1:
+                raise SchemaError(f"tensor '{t.name}': cube {t.cube.shape} is empty or negative")
             if t.memory == "sram" and t.offset + t.size > sram:
                 raise SchemaError(f"tensor '{t.name}': bytes [{t.offset}, {t.offset + t.size}) outside the "
                                   f"{sram}-byte SRAM")
@@ -97,7 +99,10 @@ def _dry_run(ld: Any, cfg: Any, where: str) -> None:
         cube = ld.tensors[name].cube
         if cube is None:
             raise PlanError(f"{where}: input tensor '{name}' has no cube description")
-        feeds[name] = np.zeros(cube.shape, cube.precision.dtype)
+        try:
+            feeds[name] = np.zeros(cube.shape, cube.precision.dtype)
+        except (ValueError, TypeError, MemoryError) as e:
+            raise PlanError(f"{where}: input tensor '{name}': cube {cube.shape}: {e}") from None
     try:
         env = run(ld, cfg, feeds)
     except Exception as e:  # the functional model's own checks (shapes, operands, limits)

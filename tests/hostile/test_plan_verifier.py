@@ -236,6 +236,11 @@ DLA_ATTACKS = {
     "meta owners garbage": (lambda lm: lm["meta"].__setitem__("owners", [1, 2]), None),
     "config of another DLA": (lambda lm: lm.__setitem__("config", "nv_small"), None),
     "pdp mode": (lambda lm: _op(lm, "pdp").__setitem__("mode", "median"), None),
+    "negative cube": (lambda lm: lm["tensors"][0]["cube"].__setitem__("n", -1) if lm["tensors"][0].get("cube")
+                      else lm["tensors"][0].__setitem__("cube", {"__type__": "CubeDesc", "c": -1, "h": 1, "w": 1}),
+                      None),
+    "sdp operand duplicated": (lambda lm: _op(lm, "sdp")["inputs"].append(_op(lm, "sdp")["inputs"][-1]), None),
+    "pdp input height": (lambda lm: _op(lm, "pdp")["input"].__setitem__("h", 9), None),
     "loadable index": (None, lambda r: r.__setitem__("loadable", 7)),
     "loadable index type": (None, lambda r: r.__setitem__("loadable", "0")),
     "unknown boundary tensor": (None, lambda r: r.__setitem__("dla_inputs", ["nope"])),

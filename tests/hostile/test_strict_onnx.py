@@ -101,6 +101,14 @@ def test_non_utf8_string_attribute_is_a_parser_error_not_an_internal_error():
     assert "internal error" not in str(e.value)
 
 
+def test_pad_constant_value_must_be_a_scalar():
+    m = ops_model()
+    pad = _node(m, "pad")
+    pad.input.append("bn_s")  # a 4-element float tensor as constant_value: ONNX Runtime fails to run it
+    with pytest.raises(ParserError, match=r"node 'pad'.*constant_value must be a scalar"):
+        parse(m)
+
+
 def test_a_crash_of_onnx_shape_inference_is_a_parser_error():
     """A pooling window larger than its input makes onnx's C++ shape inference abort the process
     (an assertion in a later Slice); hetrt runs that check in a child and reports the model."""
