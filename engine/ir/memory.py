@@ -209,6 +209,7 @@ def plan_memory(network: Network) -> MemoryPlan:
     sizes = {r: _align(nbytes[r]) for r in buffers}
     order = sorted(buffers, key=lambda r: (-sizes[r], buffers[r][0], r))
     placed: list[tuple[int, int, int, int]] = []  # offset, size, start, end
+    at_step: dict[int, list[int]] = {}  # step -> indices into placed of the buffers live at it
     offsets: dict[str, int] = {}
     peak = 0
     for r in order:
@@ -216,7 +217,10 @@ def plan_memory(network: Network) -> MemoryPlan:
         if size == 0:
             offsets[r] = 0
             continue
-        overlapping = sorted((o, sz) for o, sz, ps, pe in placed if ps <= e and s <= pe)
+        # buffers whose lifetime shares a step with [s, e]: found through the steps, not by scanning
+        # every placed buffer (that scan made plan loading quadratic in the number of layers)
+        near = {i for step in range(s, e + 1) for i in at_step.get(step, ())}
+        overlapping = sorted((placed[i][0], placed[i][1]) for i in near)
         best, best_gap, top = None, None, 0
         for o, sz in overlapping:
             gap = o - top
@@ -226,6 +230,8 @@ def plan_memory(network: Network) -> MemoryPlan:
         offset = top if best is None else best
         offsets[r] = offset
         placed.append((offset, size, s, e))
+        for step in range(s, e + 1):
+            at_step.setdefault(step, []).append(len(placed) - 1)
         peak = max(peak, offset + size)
     slots = {}
     for t in names:
