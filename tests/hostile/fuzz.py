@@ -7,6 +7,7 @@ run against ONNX Runtime. Each case runs under a time cap (SIGALRM). Outcomes:
 
 * ``refused``: a hetrt error (PlanError, ParserError, UnsupportedError, ...) naming what is wrong;
 * ``ran``: loaded/built and executed (models: and matched ONNX Runtime);
+* the largest allocation peak of any case is recorded (tracemalloc, numpy included);
 * violations: ``raw`` (any other exception), ``hang`` (over the time cap), ``lenient`` (a model
   ONNX Runtime refuses but hetrt builds), ``mismatch`` (a run that differs from ONNX Runtime),
   ``unnamed`` (a hetrt error that does not say where).
@@ -19,6 +20,7 @@ import copy
 import random
 import signal
 import traceback
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ def time_cap(seconds: float) -> Iterator[None]:
 class FuzzReport:
     outcomes: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    peak_bytes: int = 0  # the largest Python/numpy allocation peak of one case (tracemalloc)
 
     def add(self, outcome: str, detail: str = "") -> None:
         self.outcomes[outcome] += 1
@@ -74,7 +77,8 @@ class FuzzReport:
         return sum(self.outcomes[v] for v in VIOLATIONS)
 
     def summary(self) -> str:
-        lines = [", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))]
+        lines = [", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))
+                 + f"; largest case peak {self.peak_bytes / 2**20:.1f} MiB"]
         for k, ex in self.examples.items():
             lines += [f"{k}: {e}" for e in ex]
         return "\n".join(lines)
@@ -200,15 +204,30 @@ def random_feeds(engine, seed: int = 0) -> dict[str, np.ndarray]:
 def fuzz_plans(bases: list[bytes], cases: int, seed: int, cap_s: float = 10.0) -> FuzzReport:
     rng = random.Random(seed)
     report = FuzzReport()
-    for _ in range(cases):
-        data, what = plan_mutant(rng, rng.choice(bases))
-        try:
-            with time_cap(cap_s):
-                outcome, detail = run_plan_case(data, random_feeds)
-        except CaseTimeout as e:
-            outcome, detail = "hang", str(e)
-        report.add(outcome, f"{what}: {detail}")
+    with _traced():
+        for _ in range(cases):
+            data, what = plan_mutant(rng, rng.choice(bases))
+            tracemalloc.reset_peak()
+            try:
+                with time_cap(cap_s):
+                    outcome, detail = run_plan_case(data, random_feeds)
+            except CaseTimeout as e:
+                outcome, detail = "hang", str(e)
+            report.peak_bytes = max(report.peak_bytes, tracemalloc.get_traced_memory()[1])
+            report.add(outcome, f"{what}: {detail}")
     return report
+
+
+@contextlib.contextmanager
+def _traced() -> Iterator[None]:
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        yield
+    finally:
+        if started:
+            tracemalloc.stop()
 
 
 # ------------------------------------------------------------------------------------ models
@@ -375,12 +394,15 @@ def run_model_case(model: onnx.ModelProto, seed: int) -> tuple[str, str]:
 def fuzz_models(bases: list[onnx.ModelProto], cases: int, seed: int, cap_s: float = 10.0) -> FuzzReport:
     rng = random.Random(seed)
     report = FuzzReport()
-    for k in range(cases):
-        model, what = model_mutant(rng, rng.choice(bases))
-        try:
-            with time_cap(cap_s):
-                outcome, detail = run_model_case(model, k)
-        except CaseTimeout as e:
-            outcome, detail = "hang", str(e)
-        report.add(outcome, f"{what}: {detail}")
+    with _traced():
+        for k in range(cases):
+            model, what = model_mutant(rng, rng.choice(bases))
+            tracemalloc.reset_peak()
+            try:
+                with time_cap(cap_s):
+                    outcome, detail = run_model_case(model, k)
+            except CaseTimeout as e:
+                outcome, detail = "hang", str(e)
+            report.peak_bytes = max(report.peak_bytes, tracemalloc.get_traced_memory()[1])
+            report.add(outcome, f"{what}: {detail}")
     return report

@@ -2,7 +2,8 @@
 
 Every mutant must end as a clean refusal naming what is wrong, or a run (models: matching ONNX
 Runtime); no raw Python exception, no hang (each case under a time cap), no model that ONNX
-Runtime refuses built anyway. The default run fuzzes a few hundred of each; ``-m slow`` 2,000 each.
+Runtime refuses built anyway, no case allocating more than BUDGET. The default run fuzzes a few
+hundred of each; ``-m slow`` 2,000 each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .fuzz import QUIET, fuzz_models, fuzz_plans
 from .models import conv_model, mixed_model, mlp_model, ops_model
 
 pytest.importorskip("onnxruntime")
+
+BUDGET = 256 << 20  # bytes one case may allocate: the base plans and models need well under 1 MiB
 
 
 def _models():
@@ -44,6 +47,7 @@ def _check(report, cases: int) -> None:
     print(report.summary())
     assert sum(report.outcomes.values()) == cases
     assert report.violations == 0, report.summary()
+    assert report.peak_bytes < BUDGET, report.summary()  # no case allocates beyond the budget
     assert report.outcomes["refused"] > cases // 10 and report.outcomes["ran"] > cases // 20, report.summary()
 
 
