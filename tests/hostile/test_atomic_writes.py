@@ -149,3 +149,44 @@ def test_failed_write_keeps_old_calibration_cache(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert cache.read_bytes() == b"old cache\n"
     assert [p.name for p in tmp_path.iterdir()] == ["calib.cache"]  # no temporary file left behind
+
+
+def test_full_disk_during_build_keeps_the_old_plan(tmp_path, monkeypatch, capsys):
+    """A write that fails half-way (disk full) is an error message, not a traceback, and the previous
+    plan stays as it was."""
+    from engine.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(_mlp(3, width=64, depth=2), str(model))
+    out = tmp_path / "existing.plan"
+    out.write_bytes(b"the old plan")
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:100])
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.f.fileno()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: Full(real_fdopen(fd, mode, *a, **k))
+                        if "w" in mode else real_fdopen(fd, mode, *a, **k))
+    assert main(["build", str(model), "-o", str(out)]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert out.read_bytes() == b"the old plan"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.plan", "m.onnx"]
