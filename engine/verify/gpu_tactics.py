@@ -18,10 +18,12 @@ CONV_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION})
 
 
 def validate_tactics(tactics: Any, network: Network) -> None:
-    from backends.gpu.tactics import compiled_tactic
-
     if not isinstance(tactics, dict):
         raise PlanError(f"plan tactics must be an object, got {type(tactics).__name__}")
+    if not tactics:
+        return
+    from backends.gpu.tactics import compiled_tactic
+
     kinds = {layer.name: layer.kind for layer in network.layers}
     for name, tactic in tactics.items():
         where = f"plan tactics: layer '{name}'"
