@@ -56,6 +56,7 @@ from engine.ir.errors import PlanError
 from engine.ir.layers import LayerKind, params_from_dict
 from engine.ir.network import Layer, Network, Tensor
 from engine.ir.platforms import KNOWN_PLATFORMS, describe_known
+from engine.verify import DEFAULT_LIMITS, ResourceLimits, check_json_depth, check_network, verify_contents
 
 MAGIC = b"HETRTPLN"
 FORMAT_MAJOR = 1
@@ -78,6 +79,7 @@ BLOB_DTYPES: dict[str, np.dtype] = {
 }
 MAX_DIM = 2**31 - 1
 MAX_TENSOR_BYTES = 2**40
+_KINDS = frozenset(k.value for k in LayerKind)
 _MANIFEST_KEYS = ("blobs", "build_config", "loadables", "memory_plan", "metadata", "network", "placement", "tactics")
 _OPTIONAL_KEYS = ("refit",)
 
@@ -212,10 +214,17 @@ def _network_manifest(network: Network, blobs: _BlobWriter) -> dict[str, Any]:
             "tensors": tensors, "layers": layers}
 
 
-def serialize(contents: PlanContents) -> bytes:
-    """Write ``contents`` as plan bytes (deterministic: equal contents give equal bytes)."""
+def serialize(contents: PlanContents, limits: ResourceLimits | None = None) -> bytes:
+    """Write ``contents`` as plan bytes (deterministic: equal contents give equal bytes).
+
+    The plan verifier runs first (``engine.verify``, the same checks as ``deserialize``): hetrt
+    never writes a plan it would refuse to load."""
     if contents.platform not in KNOWN_PLATFORMS:
         raise PlanError(f"unknown platform '{contents.platform}'; known platforms: {describe_known()}")
+    try:
+        verify_contents(contents, limits)
+    except PlanError as e:
+        raise PlanError(f"refusing to write a plan that would not load: {e}") from None
     blobs = _BlobWriter()
     network = _network_manifest(contents.network, blobs)
     loadables = []
@@ -298,12 +307,17 @@ def _check_platform(header: PlanHeader, expected: str | None) -> None:
                         f"rebuild the plan for '{expected}'")
 
 
-def deserialize(data: bytes, expected_platform: str | None = None) -> PlanContents:
-    """Validate and decode plan bytes; ``expected_platform`` rejects plans built for another one."""
-    return deserialize_with_header(data, expected_platform)[1]
+def deserialize(data: bytes, expected_platform: str | None = None,
+                limits: ResourceLimits | None = None) -> PlanContents:
+    """Validate and decode plan bytes; ``expected_platform`` rejects plans built for another one.
+
+    Every field is verified (``engine.verify``: typed parameters, resource ``limits``, DLA
+    loadables, GPU tactics) before the contents are returned; nothing has executed yet."""
+    return deserialize_with_header(data, expected_platform, limits)[1]
 
 
-def deserialize_with_header(data: bytes, expected_platform: str | None = None) -> tuple[PlanHeader, PlanContents]:
+def deserialize_with_header(data: bytes, expected_platform: str | None = None,
+                            limits: ResourceLimits | None = None) -> tuple[PlanHeader, PlanContents]:
     header = read_header(data)
     data = bytes(data)
     _check_platform(header, expected_platform)
@@ -316,10 +330,13 @@ def deserialize_with_header(data: bytes, expected_platform: str | None = None) -
     payload = data[header.header_size:end]
     if hashlib.sha256(payload).digest() != header.payload_sha256:
         raise PlanError("plan is corrupt: SHA-256 mismatch in the payload")
-    return header, _decode_payload(payload, header)
+    limits = limits or DEFAULT_LIMITS
+    contents = _decode_payload(payload, header, limits)
+    verify_contents(contents, limits, network_checked=True)
+    return header, contents
 
 
-def _decode_payload(payload: bytes, header: PlanHeader) -> PlanContents:
+def _decode_payload(payload: bytes, header: PlanHeader, limits: ResourceLimits = DEFAULT_LIMITS) -> PlanContents:
     if len(payload) < 8:
         raise PlanError(f"plan is corrupt: payload of {len(payload)} bytes has no manifest length")
     (m_len,) = struct.unpack_from("<Q", payload, 0)
@@ -329,10 +346,11 @@ def _decode_payload(payload: bytes, header: PlanHeader) -> PlanContents:
         manifest = json.loads(payload[8:8 + m_len].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise PlanError(f"plan manifest is not valid JSON: {e}") from None
+    check_json_depth(manifest, limits)
     area_start = _align(8 + m_len)
     if area_start > len(payload) or any(payload[8 + m_len:area_start]):
         raise PlanError("plan is corrupt: bad padding after the manifest")
-    reader = _ManifestReader(manifest, header)
+    reader = _ManifestReader(manifest, header, limits)
     return reader.read(memoryview(payload)[area_start:])
 
 
@@ -373,7 +391,7 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
 class _ManifestReader:
     """Checks the manifest's schema and rebuilds the network from it and the blob area."""
 
-    def __init__(self, manifest: Any, header: PlanHeader) -> None:
+    def __init__(self, manifest: Any, header: PlanHeader, limits: ResourceLimits = DEFAULT_LIMITS) -> None:
         if not isinstance(manifest, dict):
             raise PlanError(f"plan manifest must be a JSON object, got {type(manifest).__name__}")
         missing = [k for k in _MANIFEST_KEYS if k not in manifest]
@@ -384,6 +402,7 @@ class _ManifestReader:
             raise PlanError(f"plan manifest has unknown keys {', '.join(unknown)}")
         self.m = manifest
         self.header = header
+        self.limits = limits
 
     def read(self, area: memoryview) -> PlanContents:
         arrays = self._blobs(area)
@@ -489,6 +508,7 @@ class _ManifestReader:
                 raise _fail(f"layer '{layer.name}'", "defined twice")
             names.add(layer.name)
             network.layers.append(layer)
+        check_network(network, self.limits)  # types, ranges and sizes before any shape inference
         try:
             network.validate()
         except Exception as e:  # untrusted data: any failure of validation is a bad plan
@@ -502,7 +522,7 @@ class _ManifestReader:
         name = _get(entry, "name", str, f"layer {i}")
         where = f"layer '{name}'"
         kind = _get(entry, "kind", str, where)
-        if kind not in {k.value for k in LayerKind}:
+        if kind not in _KINDS:
             raise _fail(where, f"unknown layer kind '{kind}'")
         params_data = _get(entry, "params", dict, where)
         try:

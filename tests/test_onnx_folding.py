@@ -163,7 +163,8 @@ def test_random_ops_are_never_folded():
 
 
 def test_unsupported_feature_of_a_supported_op_is_listed_with_the_others():
-    nodes = [helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], name="mp"),
+    nodes = [helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2],
+                                name="mp"),
              helper.make_node("Hardmax", ["p"], ["y"], name="hm")]
     model = make_model(nodes, [vi("x", [1, 1, 4, 4])],
                        [vi("y", [1, 1, 2, 2]), vi("idx", [1, 1, 2, 2], I64)])

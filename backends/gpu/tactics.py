@@ -86,6 +86,27 @@ class TimingCache:
         tmp.replace(self.path)
 
 
+MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
+
+
+def compiled_tactic(name: Any) -> bool:
+    """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
+    ``igemm_…`` with a tile of ``TILES`` or INT8 ``s8igemm_…`` with a tile of ``TILES8``, split-K
+    1..16. Plans and timing-cache entries are checked with it before their tactics are used."""
+    if not isinstance(name, str):
+        return False
+    from backends.gpu.kernels.conv import TILES
+    from backends.gpu.kernels.int8 import parse_tactic8
+
+    if name.startswith("s8igemm_"):
+        t8 = parse_tactic8(name)
+        return t8 is not None and t8.name == name and 1 <= t8.splits <= MAX_SPLITS
+    from backends.gpu.lower import parse_tactic
+
+    t = parse_tactic(name)
+    return t is not None and t.name == name and t.tile in TILES and 1 <= t.splits <= MAX_SPLITS
+
+
 def _shortlist(g: ConvGeometry, level: int) -> list[ConvTactic]:
     cands = candidate_tactics(g)
     return _bounded(cands, heuristic_tactic(g), level)
@@ -210,7 +231,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             continue
         key = cache.key(signature(g, act, res))
         hit = cache.entries.get(key)
-        if hit is not None:
+        if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
             hits += 1
             continue
@@ -231,7 +252,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         key = cache.key(f"{signature(g, (0, 0.0, 0.0), res).replace('conv', 'conv8', 1)} f{int(float_out)} "
                         f"ldy{ldy}")
         hit = cache.entries.get(key)
-        if hit is not None:
+        if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
             hits += 1
             continue

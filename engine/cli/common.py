@@ -87,12 +87,16 @@ def load_onnx(path: str, external_data: bool = True) -> onnx.ModelProto:
     if is_plan_file(path):
         raise ParserError(f"{path} is a hetrt plan, not an ONNX model")
     try:
-        proto = onnx.load(path, load_external_data=external_data)
-    except Exception as e:  # DecodeError, OSError for missing external data, ...
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # DecodeError, OSError, ...
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ParserError(f"{path} is not a readable ONNX model ({type(e).__name__}: {detail})") from None
     if not proto.HasField("graph"):  # an empty file (or another protobuf) decodes as an empty ModelProto
         raise ParserError(f"{path} is not an ONNX model (empty, or no graph)")
+    if external_data:  # contained in the model's folder, sizes checked (engine/onnx_parser/external_data.py)
+        from engine.onnx_parser.loader import load_external_data
+
+        load_external_data(proto, Path(path))
     return proto
 
 

@@ -179,6 +179,7 @@ def place_buffers(buffers: Iterable[Buffer], alignment: int = ALIGNMENT, min_byt
     items = list(buffers)
     sizes = {b.name: _align(max(b.nbytes, min_bytes), alignment) for b in items}
     placed: list[tuple[int, int, int, int]] = []  # offset, size, start, end
+    at_step: dict[int, list[int]] = {}  # step -> indices into placed of the buffers live at it
     offsets: dict[str, int] = {}
     peak = 0
     for b in sorted(items, key=lambda b: (-sizes[b.name], b.start, b.name)):
@@ -186,7 +187,10 @@ def place_buffers(buffers: Iterable[Buffer], alignment: int = ALIGNMENT, min_byt
         if size == 0:
             offsets[b.name] = 0
             continue
-        overlapping = sorted((o, sz) for o, sz, ps, pe in placed if ps <= b.end and b.start <= pe)
+        # buffers whose lifetime shares a step with this one: found through the steps, not by scanning
+        # every placed buffer (that scan made plan loading quadratic in the number of layers)
+        near = {i for step in range(b.start, b.end + 1) for i in at_step.get(step, ())}
+        overlapping = sorted((placed[i][0], placed[i][1]) for i in near)
         best, best_gap, top = None, None, 0
         for o, sz in overlapping:
             gap = o - top
@@ -195,6 +199,8 @@ def place_buffers(buffers: Iterable[Buffer], alignment: int = ALIGNMENT, min_byt
             top = max(top, o + sz)
         offsets[b.name] = top if best is None else best
         placed.append((offsets[b.name], size, b.start, b.end))
+        for step in range(b.start, b.end + 1):
+            at_step.setdefault(step, []).append(len(placed) - 1)
         peak = max(peak, offsets[b.name] + size)
     return offsets, peak
 

@@ -30,6 +30,7 @@ from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_shape,
     ops_tensor,
 )
+from engine.onnx_parser.attributes import check_attributes
 from engine.onnx_parser.context import (
     NonConstantError,
     ParseContext,
@@ -65,8 +66,11 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
     proto, display = load_model(model)
     source_opset = default_opset(proto)
     # Our own structural checks first: they name the node, where onnx.checker would not.
-    _check_structure(proto.graph, _node_names(proto.graph), source_opset)
-    _check_known_ops(proto.graph, _node_names(proto.graph), source_opset)
+    names = _node_names(proto.graph)
+    _check_structure(proto.graph, names, source_opset)
+    _check_known_ops(proto.graph, names, source_opset)
+    for node, name in zip(proto.graph.node, names):  # attribute ranges before onnx's shape inference
+        check_attributes(node, f"node '{name}' (op {node.op_type}, opset {source_opset})")
     if check:  # False only for a model hetrt itself checked before (a refit replays its recorded model)
         check_model(proto, display)
     proto, opset = normalize_opset(proto, display)
@@ -135,8 +139,20 @@ def parse(model: onnx.ModelProto | str | Path, input_shapes: Mapping[str, tuple[
             tensor = layer.outputs[0]
         else:
             tensor = ref.tensor
+        _check_declared_dtype(out, network.tensors[tensor].dtype)
         network.mark_output(tensor)
     return network
+
+
+def _check_declared_dtype(vi: onnx.ValueInfoProto, got) -> None:
+    """A graph output declared with one element type must not come out as another."""
+    declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+    if not declared:
+        return
+    want = hetrt_dtype(numpy_dtype_of(declared)) if numpy_dtype_of(declared) is not None else None
+    if want is None or want != got:
+        raise ParserError(f"graph output '{vi.name}' is declared {elem_type_name(declared)}, but the graph "
+                          f"computes {got.value}")
 
 
 def _node_names(graph: onnx.GraphProto) -> list[str]:

@@ -21,6 +21,7 @@ import onnx
 
 from engine.ir.errors import HetrtError, ParserError, UnsupportedError
 from engine.onnx_parser import ops_plugin
+from engine.onnx_parser.attributes import check_attributes
 from engine.onnx_parser.context import NodeContext, ParseContext, Ref
 from engine.onnx_parser.fold import FoldError, evaluate_node, node_reads
 from engine.onnx_parser.registry import CONVERTERS
@@ -64,6 +65,7 @@ def convert_node(ctx: ParseContext, node: onnx.NodeProto, name: str, report: lis
         _mark_unresolved(ctx, node, name)
         return
     nc = NodeContext(ctx, node, name)
+    check_attributes(node, nc.where)
     try:
         refs = CONVERTERS[node.op_type](nc) if builtin else ops_plugin.convert(nc)
     except ParserError:  # NonConstantError included: callers may bind the input and parse again

@@ -239,6 +239,8 @@ def pad(nc):
     else:
         pads = _int_list(nc.const(1, "pads"))
         cv = nc.const(2, "constant_value") if nc.has_input(2) else None
+        if cv is not None and np.asarray(cv).size > 1:
+            raise nc.error(f"constant_value must be a scalar, got shape {list(np.shape(cv))}")
         value = float(np.asarray(cv).reshape(-1)[0]) if cv is not None and np.asarray(cv).size else 0.0
         axes = _norm_axes(nc, _int_list(nc.const(3, "axes")), rank) if nc.has_input(3) else list(range(rank))
     if len(pads) != 2 * len(axes):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.ir.errors import BuildError
+from engine.ir.fileio import atomic_write_bytes
 from engine.ir.int8_math import activation_scale
 from engine.ir.logger import Logger, Progress
 from engine.ir.network import Layer, Network
@@ -88,9 +89,9 @@ def scales_for(network: Network, config, qdq_scales: dict | None, log: Logger) -
     cal.write_calibration_cache(data)
     if config.calibration_cache and Path(config.calibration_cache) != getattr(cal, "cache_file", None):
         try:
-            Path(config.calibration_cache).write_bytes(data)
+            atomic_write_bytes(config.calibration_cache, data)  # an interrupted write keeps the old cache
         except OSError as e:
-            raise BuildError(f"cannot write calibration cache '{config.calibration_cache}': {e.strerror}") from None
+            raise BuildError(f"cannot write calibration cache '{config.calibration_cache}': {e}") from None
     log.info(f"Calibrated {len(scales)} tensors with the {cal.algorithm} calibrator in "
              f"{time.perf_counter() - t0:.2f} s")
     return ScaleTable(scales, True, f"{cal.algorithm} calibration")

@@ -1,15 +1,20 @@
 """The calibration cache: a small text file, one scale per tensor, tied to one network.
 
-Format (version 1), ASCII, '\\n' line ends::
+Format (version 2), ASCII, '\\n' line ends::
 
-    hetrt-calibration-cache v1 network=<sha256 hex> calibrator=<algorithm>
+    hetrt-calibration-cache v2 network=<sha256 hex> calibrator=<algorithm>
     <tensor name>: <scale as the 8 hex digits of its float32 bits>
     ...
+    sha256=<SHA-256 of every byte above this line>
 
 Tensor lines are sorted by name, so the same scales always give the same bytes (TensorRT's cache
 also stores float32 bit patterns in hex: the scale round-trips exactly). ``network`` is the
 fingerprint of the network structure (:func:`network_fingerprint`): a cache made for another
-network is refused with both fingerprints named, instead of silently mis-scaling tensors.
+network is refused with both fingerprints named, instead of silently mis-scaling tensors. The
+final checksum line covers the header (with the fingerprint) and every scale: a cache edited by
+hand or corrupted on disk (one changed digit raised the output error against FP32 fourfold, with
+no warning, before version 2) is refused. It is a checksum, not a signature: it catches accidents
+and careless edits, not an adversary who recomputes it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from engine.ir.int8_annotation import strip
 from engine.ir.network import Network
 
 MAGIC = "hetrt-calibration-cache"
-VERSION = 1
+VERSION = 2
+CHECKSUM = "sha256="
 
 
 def network_fingerprint(network: Network) -> str:
@@ -68,7 +74,8 @@ class CalibrationCache:
             if "\n" in name or "\r" in name:
                 raise BuildError(f"tensor name {name!r} cannot be written to a calibration cache")
             lines.append(f"{name}: {_hex(self.scales[name])}")
-        return ("\n".join(lines) + "\n").encode("utf-8")
+        body = ("\n".join(lines) + "\n").encode("utf-8")
+        return body + f"{CHECKSUM}{hashlib.sha256(body).hexdigest()}\n".encode("ascii")
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "calibration cache") -> CalibrationCache:
@@ -89,8 +96,9 @@ class CalibrationCache:
             raise BuildError(f"{where}: malformed network fingerprint {fp!r}")
         if lines[-1] != "":
             raise BuildError(f"{where} is truncated (no final newline)")
+        _check_sum(text, lines, where)
         scales: dict[str, np.float32] = {}
-        for no, line in enumerate(lines[1:-1], start=2):
+        for no, line in enumerate(lines[1:-2], start=2):
             name, sep, value = line.rpartition(": ")
             if not sep or not name or len(value) != 8:
                 raise BuildError(f"{where} line {no}: expected 'tensor: <8 hex digits>', got {line[:80]!r}")
@@ -114,6 +122,17 @@ class CalibrationCache:
                          and t not in self.scales and t not in _constant_tensors(network))
         if missing:
             raise BuildError(f"{where} lacks scales for tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
+
+
+def _check_sum(text: str, lines: list[str], where: str) -> None:
+    """The last line seals every byte before it."""
+    last = lines[-2] if len(lines) >= 2 else ""
+    if len(lines) < 3 or not last.startswith(CHECKSUM):
+        raise BuildError(f"{where} is truncated or unsealed (no final '{CHECKSUM}…' checksum line)")
+    body = text[:len(text) - len(last) - 1]
+    if hashlib.sha256(body.encode("utf-8")).hexdigest() != last[len(CHECKSUM):]:
+        raise BuildError(f"{where} has been modified or corrupted: its checksum does not match its contents; "
+                         f"recalibrate (or restore the cache hetrt wrote)")
 
 
 def _constant_tensors(network: Network) -> set[str]:

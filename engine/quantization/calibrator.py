@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from engine.ir.errors import BuildError
+from engine.ir.fileio import atomic_write_bytes
 
 from .data import as_stream
 from .entropy import entropy_threshold
@@ -114,9 +115,9 @@ class CalibratorBase:
         self.cache_bytes = bytes(data)
         if self.cache_file is not None:
             try:
-                self.cache_file.write_bytes(data)
+                atomic_write_bytes(self.cache_file, data)  # an interrupted write keeps the old cache
             except OSError as e:
-                raise BuildError(f"cannot write calibration cache '{self.cache_file}': {e.strerror}") from None
+                raise BuildError(f"cannot write calibration cache '{self.cache_file}': {e}") from None
 
     # ------------------------------------------------------------------ ranges
 

@@ -15,11 +15,23 @@ pytorch-quantization (``pytorch_quantization/calib/histogram.py``, ``_compute_am
 As in the reference implementation, bin 0 takes the count of bin 1 before the search, so the
 spike of exact zeros after a ReLU does not dominate the divergence.
 
-hetrt's one addition: thresholds below the median of |x| are not candidates. For a tensor whose
-values all sit far from zero (e.g. a projection shortcut's output in [2.9, 7.5]), the threshold
-at the first non-empty bin clips everything into one bin, and P and Q are then the same single
-spike: KL = 0, a "perfect" threshold that destroys the tensor (measured: 4.6 dB SQNR on
-light_resnet50). Clipping half the values is never a sane range, so the search starts there.
+hetrt's one addition: thresholds that clip more than ``MAX_CLIPPED`` (1 %) of the non-zero values
+are not candidates. Entropy calibration is meant to clip outliers, rare values; the KL proxy can be
+fooled into clipping the bulk of a tensor instead:
+
+* point masses: a ReLU after a convolution over zero padding or a blank background gives every
+  such pixel the channel's bias, so the histogram holds a few spikes of identical values (measured
+  on the digits CNN: six spikes with a quarter of all values, plus 27 % exact zeros). Q spreads
+  each spike over the non-empty bins of its level, so every threshold with coarse levels is
+  charged a large divergence, while clipping everything above the spikes is charged less: the
+  search clipped 47-52 % of the non-zero values of ``relu1`` for 3 of 12 training seeds, and
+  INT8 top-1 fell from 98 % to 11-49 %;
+* a tensor whose values all sit far from zero (e.g. a projection shortcut's output in [2.9, 7.5]):
+  the threshold at the first non-empty bin clips everything into one bin, P and Q are then the
+  same single spike, KL = 0 (measured: 4.6 dB SQNR on light_resnet50).
+
+The bound counts non-zero values only (bin 0 holds the exact zeros of a ReLU, which no threshold
+clips). On the digits models it changes no threshold that clipped less than 1 % anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import numpy as np
 from .histogram import AbsHistogram
 
 LEVELS = 128
+MAX_CLIPPED = 0.01  # the largest fraction of the non-zero values a threshold may clip
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -41,8 +54,19 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[nz] * np.log(p[nz] / q[nz])))
 
 
-def entropy_threshold(hist: AbsHistogram, start_bin: int = LEVELS, stride: int = 1) -> float:
-    """The clipping threshold (amax) minimising KL(P‖Q); the histogram's range if it is all zeros."""
+def clip_floor(counts: np.ndarray, max_clipped: float = MAX_CLIPPED) -> int:
+    """The smallest bin count i whose threshold (the upper edge of bin i - 1) leaves at most
+    ``max_clipped`` of the non-zero values (bins 1 and up) beyond it."""
+    c = np.asarray(counts, dtype=np.float64)
+    tail = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])  # tail[i] = sum(c[i:])
+    bound = max_clipped * tail[1] if c.size > 1 else 0.0
+    return int(np.argmax(tail[1:] <= bound)) + 1
+
+
+def entropy_threshold(hist: AbsHistogram, start_bin: int = LEVELS, stride: int = 1,
+                      max_clipped: float = MAX_CLIPPED) -> float:
+    """The clipping threshold (amax) minimising KL(P‖Q) among those that clip at most
+    ``max_clipped`` of the non-zero values; the histogram's range if it is all zeros."""
     counts = hist.counts.astype(np.float64).copy()
     n = counts.size
     if hist.range == 0.0 or counts.sum() == 0:
@@ -51,8 +75,7 @@ def entropy_threshold(hist: AbsHistogram, start_bin: int = LEVELS, stride: int =
         counts[0] = counts[1]
     suffix = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])  # suffix[i] = sum(counts[i:])
     best_i, best = n, float("inf")
-    median_bin = int(np.searchsorted(np.cumsum(hist.counts), hist.counts.sum() / 2.0, side="left")) + 1
-    start = min(max(start_bin, median_bin), n)
+    start = min(max(start_bin, clip_floor(hist.counts, max_clipped)), n)
     for i in range(start, n + 1, stride):
         ref = counts[:i].copy()
         ref[i - 1] += suffix[i]

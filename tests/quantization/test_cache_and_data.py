@@ -26,8 +26,9 @@ def test_same_data_gives_byte_identical_cache_and_it_round_trips(tmp_path):
     _build(small_cnn(), calibrator=c2)
     assert c1.cache_bytes == c2.cache_bytes
     text = c1.cache_bytes.decode()
-    assert text.startswith(f"{MAGIC} v1 network=") and "calibrator=entropy" in text.splitlines()[0]
-    names = [line.split(": ")[0] for line in text.splitlines()[1:]]
+    assert text.startswith(f"{MAGIC} v2 network=") and "calibrator=entropy" in text.splitlines()[0]
+    assert text.splitlines()[-1].startswith("sha256=")
+    names = [line.split(": ")[0] for line in text.splitlines()[1:-1]]
     assert names == sorted(names) and len(names) >= 4
     cache = CalibrationCache.from_bytes(c1.cache_bytes)
     assert cache.to_bytes() == c1.cache_bytes
@@ -58,19 +59,53 @@ def test_cache_of_another_network_is_refused(tmp_path):
     assert fp_cache[:16] in str(e.value) and network_fingerprint(other)[:16] not in fp_cache
 
 
+def _reseal(text: str) -> str:
+    """Recompute the checksum line after an edit of the body (as a careful forger would)."""
+    import hashlib
+
+    body = text[:text.rindex("sha256=")]
+    return body + "sha256=" + hashlib.sha256(body.encode()).hexdigest() + "\n"
+
+
+def _body_append(line: str):
+    return lambda t: _reseal(t[:t.rindex("sha256=")] + line + "sha256=\n")
+
+
 @pytest.mark.parametrize("mutate,msg", [
     (lambda t: t.replace(MAGIC, "other-cache", 1), "not a hetrt calibration cache"),
-    (lambda t: t.replace(" v1 ", " v9 ", 1), "version v9"),
+    (lambda t: t.replace(" v2 ", " v9 ", 1), "version v9"),
+    (lambda t: t.replace(" v2 ", " v1 ", 1), "version v1; this hetrt reads v2"),
     (lambda t: t[:-1], "truncated"),
-    (lambda t: t + "broken line\n", "expected 'tensor: <8 hex digits>'"),
-    (lambda t: t + "zz: 7fc00000\n", "must be finite"),
-    (lambda t: t + "zz: xyzxyzxy\n", "not hexadecimal"),
+    (lambda t: t[:t.rindex("sha256=")], "unsealed"),
+    (_body_append("broken line\n"), "expected 'tensor: <8 hex digits>'"),
+    (_body_append("zz: 7fc00000\n"), "must be finite"),
+    (_body_append("zz: xyzxyzxy\n"), "not hexadecimal"),
 ])
 def test_corrupt_cache_errors(mutate, msg):
     cal = MinMaxCalibrator(batches(0, 1))
     _build(small_cnn(), calibrator=cal)
     with pytest.raises(BuildError, match=msg):
         CalibrationCache.from_bytes(mutate(cal.cache_bytes.decode()).encode())
+
+
+def test_tampered_cache_is_refused(tmp_path):
+    """Audit finding 8: one changed exponent digit in every scale, or one scale forged x10^6, was used
+    silently; both are refused now (the checksum no longer matches)."""
+    cal = MinMaxCalibrator(batches(0, 1))
+    _build(small_cnn(), calibrator=cal)
+    text = cal.cache_bytes.decode()
+    lines = text.splitlines(keepends=True)
+    exponent = "".join(ln[:-9] + format(int(ln[-9:-1], 16) ^ 0x00800000, "08x") + "\n" for ln in lines[1:-1])
+    first = lines[1]
+    name, value = first.rstrip("\n").rsplit(": ", 1)
+    import struct
+
+    forged = struct.pack(">f", struct.unpack(">f", bytes.fromhex(value))[0] * 1e6).hex()
+    for bad in (lines[0] + exponent + lines[-1], text.replace(first, f"{name}: {forged}\n")):
+        path = tmp_path / "tampered.cache"
+        path.write_text(bad)
+        with pytest.raises(BuildError, match="checksum does not match"):
+            _build(small_cnn(), calibration_cache=str(path))
 
 
 def test_missing_cache_file_and_no_data(tmp_path):

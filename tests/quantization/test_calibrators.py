@@ -94,3 +94,29 @@ def test_entropy_threshold_is_sane_and_deterministic():
     assert t == EntropyCalibrator().compute_amax(_hist(np.split(data, 4)))
     u = _hist([rng.uniform(-1, 1, size=100000)])
     assert EntropyCalibrator().compute_amax(u) == pytest.approx(1.0, abs=0.02)  # no outliers: keep the range
+
+
+def test_clip_floor_counts_nonzero_values_only():
+    from engine.quantization.entropy import clip_floor
+
+    counts = np.array([1000, 10, 20, 30, 40, 0, 0, 0, 0, 100])  # exact zeros in bin 0 are never clipped
+    nonzero = counts[1:].sum()
+    for frac in (0.0, 0.3, 0.5, 0.6, 1.0):
+        i = clip_floor(counts, frac)
+        assert counts[i:].sum() <= frac * nonzero
+        assert i == 1 or counts[i - 1:].sum() > frac * nonzero  # the smallest such i
+
+
+def test_entropy_never_clips_more_than_the_bound():
+    """Point masses (a ReLU'd bias over blank pixels) beside a smooth tail: whatever the KL search
+    prefers, the threshold clips at most 1 % of the non-zero values (audit finding 9)."""
+    rng = np.random.default_rng(5)
+    n = 100_000
+    parts = [np.zeros(n // 4), rng.triangular(0, 0, 4.75, size=n // 2),
+             np.repeat([0.0139, 0.1184, 0.2414, 0.2531, 0.4132, 0.7034], n // 24)]
+    data = rng.permutation(np.concatenate(parts))
+    h = _hist(np.split(data, 4))
+    t = EntropyCalibrator().compute_amax(h)
+    nz = data[data > 0]
+    assert np.mean(nz > t) <= 0.01 + 1.0 / h.bins
+    assert t <= h.amax
