@@ -84,10 +84,15 @@ class _RefusingDla:
     def __init__(self, inner, refusals: dict[str, str]) -> None:
         self.inner = inner
         self.refusals = refusals
+        self.refused: set[str] = set()  # DLA-capable layers refused for a dynamic dimension
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
     def supports(self, layer, network: Network, precision: Precision) -> tuple[bool, str]:
         ok, why = self.inner.supports(layer, network, precision)
         if ok and layer.name in self.refusals:
+            self.refused.add(layer.name)
             return False, self.refusals[layer.name]
         return ok, why
 
@@ -159,7 +164,6 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
     if stages:
         placement["stages"] = stages
     if dla is not None:  # which DLA-capable layers a dynamic dimension kept on the GPU, and why
-        placement["fallback_reasons"] = {n: why for n, why in dla_refusals.items()
-                                         if devices.get(n) == "gpu" and dla.inner.supports(
-                                             network.layer(n), network, precision)[0]}
+        placement["fallback_reasons"] = {n: dla_refusals[n] for n in sorted(dla.refused)
+                                         if devices.get(n) == "gpu"}
     return placement, loadables

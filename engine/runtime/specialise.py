@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from engine.ir.dtypes import Precision
 from engine.ir.errors import ExecutionError, HetrtError, PlanError
-from engine.ir.logger import Logger
+from engine.ir.logger import Logger, Severity
 from engine.ir.profiles import OptimizationProfile, Shape
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Specialiser:
         from .engine import Engine
 
         config = builder_config(self.base.build_config)
-        quiet = Logger()  # the specialised builds' own messages stay out of the caller's log
+        quiet = Logger(Severity.ERROR)  # the specialised builds' own messages stay out of the caller's log
         try:
             network = parse_for_build(self.model, dict(shapes), config, quiet)
             refusals = self.base.metadata.get("dla_refusals") or {}

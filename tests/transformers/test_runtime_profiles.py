@@ -205,3 +205,34 @@ def test_torch_encoder_built_once_with_a_batch_profile_runs_at_batch_1_and_3():
     for b in (1, 3):
         x = rng.standard_normal((b, 10, 64)).astype(np.float32)
         assert_matches(ctx.execute({"x": x})["y"], run_ort(model, x))
+
+
+def _dla_engine(prof: OptimizationProfile, **kw):
+    cfg = BuilderConfig(fp16=True, platform="orin-agx-64gb", placement_policy="dla-first", profiles=[prof], **kw)
+    return Runtime(QUIET, platform="orin-agx-64gb").deserialize(build_from_onnx(conv_net(), cfg, QUIET))
+
+
+def test_dynamic_dims_keep_layers_off_the_dla_and_say_why():
+    engine = _dla_engine(profile())
+    assert {p.device for p in engine.partitions} == {"gpu"}
+    reasons = engine.placement["fallback_reasons"]
+    assert reasons["Conv_0 + Relu_1"] == ("dynamic dimension 0 of tensor 'x'; give min = opt = max to keep it on "
+                                          "the DLA")
+    assert "GlobalAveragePool_2" not in reasons  # not DLA-capable anyway: its own reason stands
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)  # a specialised engine keeps the refusals
+    ctx = engine.create_execution_context()
+    assert_matches(ctx.execute({"x": x})["y"], run_ort(conv_net(), x), rel=1e-2)
+    assert any(r.shapes["x"] == (2, 3, 32, 32) for r in engine.specialisations)
+    spec_engine, _ = engine.specialise({"x": (2, 3, 32, 32)})
+    assert {p.device for p in spec_engine.partitions} == {"gpu"}
+    with pytest.raises(Exception, match="dynamic dimension 0 of tensor 'x'; give min = opt = max"):
+        _dla_engine(profile(), gpu_fallback=False)
+
+
+def test_a_static_profile_keeps_the_dla():
+    static = OptimizationProfile().set_shape("x", (2, 3, 32, 32), (2, 3, 32, 32), (2, 3, 32, 32))
+    engine = _dla_engine(static)
+    assert "dla" in {p.device for p in engine.partitions} and not engine.placement.get("fallback_reasons")
+    x = np.random.default_rng(19).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert_matches(engine.create_execution_context().execute({"x": x})["y"], run_ort(conv_net(), x), rel=1e-2)
