@@ -39,6 +39,23 @@ def _parse_shapes(spec: str | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _parse_profiles(args: argparse.Namespace) -> list:
+    """--min-shapes/--opt-shapes/--max-shapes (trtexec's): the i-th of each makes optimization profile i;
+    a missing --opt-shapes is the max, a missing --min-shapes or --max-shapes is the opt."""
+    from engine.ir.profiles import OptimizationProfile
+
+    mins, opts, maxs = (getattr(args, k, None) or [] for k in ("min_shapes", "opt_shapes", "max_shapes"))
+    profiles = []
+    for i in range(max(len(mins), len(opts), len(maxs))):
+        lo, op, hi = (_parse_shapes(specs[i]) if i < len(specs) else {} for specs in (mins, opts, maxs))
+        profile = OptimizationProfile()
+        for name in dict.fromkeys([*lo, *op, *hi]):
+            opt = op.get(name, hi.get(name, lo.get(name)))
+            profile.set_shape(name, lo.get(name, opt), opt, hi.get(name, opt))
+        profiles.append(profile)
+    return profiles
+
+
 def _parse_layer_precisions(items: list[str] | None) -> dict[str, Precision]:
     out: dict[str, Precision] = {}
     for item in items or []:
@@ -79,7 +96,9 @@ def _config_from_args(args: argparse.Namespace):
         if not os.path.isdir(calib_dir):
             raise HetrtError(f"--calib '{calib_dir}' is not a directory of .npy files")
         calibrator = make_calibrator(getattr(args, "calibrator", "entropy"), calib_dir, calib_cache)
-    return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=_parse_shapes(args.shapes),
+    profiles = _parse_profiles(args)  # with profiles, --shapes picks the shapes 'hetrt run' runs at
+    return BuilderConfig(fp16=args.fp16, int8=args.int8, batch=args.batch, profiles=profiles,
+                         input_shapes={} if profiles else _parse_shapes(args.shapes),
                          platform=args.platform, memory_limit=args.memory_limit,
                          layer_precisions=_parse_layer_precisions(getattr(args, "layer_precision", None)),
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
@@ -127,19 +146,21 @@ def _build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> by
     return build_from_onnx(_load_model(model_spec), _config_from_args(args), logger)
 
 
-def _random_inputs(engine, seed: int) -> dict[str, np.ndarray]:
+def _random_inputs(engine, seed: int, shapes: dict | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs at the engine's shapes, or at ``shapes`` (an input name -> shape)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in engine.io_tensors:
         if t.mode != "input":
             continue
         dtype = np.dtype(t.dtype.numpy if hasattr(t.dtype, "numpy") else t.dtype)
+        shape = (shapes or {}).get(t.name, t.shape)
         if dtype.kind == "f":
-            feeds[t.name] = rng.uniform(-1.0, 1.0, t.shape).astype(dtype)
+            feeds[t.name] = rng.uniform(-1.0, 1.0, shape).astype(dtype)
         elif dtype.kind == "b":
-            feeds[t.name] = rng.integers(0, 2, t.shape).astype(dtype)
+            feeds[t.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
-            feeds[t.name] = rng.integers(0, 10, t.shape).astype(dtype)
+            feeds[t.name] = rng.integers(0, 10, shape).astype(dtype)
     return feeds
 
 
@@ -191,20 +212,29 @@ def _engine_from(args: argparse.Namespace, logger: Logger):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.perf import measure
+    from engine.perf import IterationTimer, measure
     from engine.profiler import Profiler
 
     logger = _logger(args)
     engine = _engine_from(args, logger)
     context = engine.create_execution_context()
-    feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed))
-    batch = next((t.shape[0] for t in engine.io_tensors if t.mode == "input" and t.shape), 1)
+    if engine.is_dynamic:  # --profile selects the profile, --shapes the shapes inside it (default: its opt)
+        context.set_optimization_profile(getattr(args, "profile", 0))
+        for name, shape in _parse_shapes(getattr(args, "shapes", None)).items():
+            context.set_input_shape(name, shape)
+        at = ", ".join(f"{n}:{'x'.join(map(str, context.get_tensor_shape(n)))}" for n in engine.input_names)
+        logger.info(f"Running at {at} (optimization profile {context.optimization_profile})")
+    shapes = {n: context.get_tensor_shape(n) for n in engine.input_names}
+    feeds = _load_inputs(args.load_inputs, _random_inputs(engine, args.seed, shapes))
+    timer = IterationTimer(context, feeds, getattr(args, "no_data_transfers", False))
+    if timer.no_data_transfers and not timer.device:
+        logger.info("--no-data-transfers: this engine runs on the host; there are no transfers to leave out")
+    batch = next((s[0] for s in shapes.values() if s), 1)
     # Which backends executed: the host clock times them (for DLA partitions, dla_sim's functional
     # simulation on this CPU; the DLA's own time is the simulated target clock printed below).
     backend = "+".join(sorted({"dla_sim" if p.backend == "dla" else p.backend for p in engine.partitions}))
     logger.info(f"Running: warm-up {args.warmup} ms, at least {args.iterations} iterations and {args.duration} s")
-    result = measure(lambda: context.execute(feeds), warmup_ms=args.warmup, iterations=args.iterations,
-                     duration_s=args.duration)
+    result = measure(timer, warmup_ms=args.warmup, iterations=args.iterations, duration_s=args.duration)
     for line in result.summary(backend, batch).splitlines():
         logger.info(line)
     for line in _simulated_target_lines(engine):
@@ -226,8 +256,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.export_layer_info:
         Path(args.export_layer_info).write_text(engine.layer_information("json"))
         logger.info(f"Wrote layer information to {args.export_layer_info}")
-    if args.export_times:
-        Path(args.export_times).write_text(json.dumps(result.to_dict(), indent=2))
+    if args.export_times:  # trtexec's --exportTimes: one record per timed iteration (after the warm-up)
+        Path(args.export_times).write_text(json.dumps(timer.records[result.warmup_iterations:], indent=2))
     if args.save_outputs:
         outputs = context.execute(feeds)
         np.savez(args.save_outputs, **outputs)
@@ -281,6 +311,10 @@ def _inspect_summary(engine) -> str:
     for b in info["Bindings"]:
         dims = "x".join(str(d) for d in b["Dimensions"])
         lines.append(f"  {b['Mode']:6s} {b['Name']}: {dims} {b['Datatype']}")
+    for i, profile in enumerate(info.get("OptimizationProfiles", [])):
+        lines.append(f"  optimization profile {i}: " + "; ".join(
+            f"{n} min {'x'.join(map(str, r['min']))} opt {'x'.join(map(str, r['opt']))} max "
+            f"{'x'.join(map(str, r['max']))}" for n, r in profile.items()))
     lines.append(f"  activation memory {info['DeviceMemorySize'] / 2**20:.2f} MiB "
                  f"(without reuse {info['ActivationBytesWithoutReuse'] / 2**20:.2f} MiB)")
     for p in info.get("Partitions", []):
@@ -423,7 +457,13 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=None,
                    help="batch size for inputs with a symbolic first dim (default 1)")
     g.add_argument("--shapes", default=None, metavar="SPEC",
-                   help="fixed input shapes, trtexec syntax: name:1x3x224x224[,name2:...]")
+                   help="fixed input shapes, trtexec syntax: name:1x3x224x224[,name2:...]; with --min/--opt/"
+                        "--max-shapes (or a plan built with them), the shapes 'hetrt run' runs at")
+    for which in ("min", "opt", "max"):
+        g.add_argument(f"--{which}-shapes", action="append", default=None, metavar="SPEC",
+                       help=f"{which} shapes of an optimization profile (trtexec's --{which}Shapes), e.g. "
+                            f"x:{ {'min': '1x3x32x32', 'opt': '4x3x64x64', 'max': '8x3x128x128'}[which]}[,y:...]; "
+                            f"repeat the three flags for more profiles (the i-th of each makes profile i)")
     g.add_argument("--platform", default="host",
                    help="target platform tag recorded in the plan (host, orin-agx-64gb, xavier-agx)")
     g.add_argument("--memory-limit", type=int, default=None, metavar="BYTES",
@@ -459,7 +499,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile-iterations", type=int, default=20, help="iterations of the profiled run (default 20)")
     g.add_argument("--export-profile", metavar="FILE", help="write the per-layer profile as JSON")
     g.add_argument("--export-layer-info", metavar="FILE", help="write layer information (engine inspector JSON)")
-    g.add_argument("--export-times", metavar="FILE", help="write latency statistics as JSON")
+    g.add_argument("--export-times", metavar="FILE",
+                   help="write per-iteration times as JSON (trtexec's: enqueue, H2D, compute and D2H of each "
+                        "timed iteration, ms)")
+    g.add_argument("--no-data-transfers", action="store_true",
+                   help="GPU engines: stage the inputs on the device once and leave the host<->device copies out of "
+                        "every iteration (trtexec's --noDataTransfers)")
+    g.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="optimization profile to run with (plans built with --min/--opt/--max-shapes; default 0)")
     g.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs of one inference")
 
 
