@@ -236,3 +236,38 @@ def test_a_static_profile_keeps_the_dla():
     assert "dla" in {p.device for p in engine.partitions} and not engine.placement.get("fallback_reasons")
     x = np.random.default_rng(19).standard_normal((2, 3, 32, 32)).astype(np.float32)
     assert_matches(engine.create_execution_context().execute({"x": x})["y"], run_ort(conv_net(), x), rel=1e-2)
+
+
+def test_cli_builds_profiles_runs_inside_them_and_inspect_lists_them(tmp_path, capsys):
+    from engine.cli import main
+
+    onnx.save(conv_net(), str(tmp_path / "conv.onnx"))
+    plan = tmp_path / "conv.plan"
+    assert main(["build", str(tmp_path / "conv.onnx"), "-o", str(plan), "--min-shapes", "x:1x3x32x32",
+                 "--opt-shapes", "x:4x3x64x64", "--max-shapes", "x:8x3x128x128", "--min-shapes", "x:9x3x32x32",
+                 "--max-shapes", "x:16x3x32x32"]) == 0
+    engine = Runtime(QUIET).deserialize(plan.read_bytes())
+    assert [p.to_dict() for p in engine.profiles] == [
+        {"x": {"min": [1, 3, 32, 32], "opt": [4, 3, 64, 64], "max": [8, 3, 128, 128]}},
+        {"x": {"min": [9, 3, 32, 32], "opt": [16, 3, 32, 32], "max": [16, 3, 32, 32]}}]
+    capsys.readouterr()
+    assert main(["inspect", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "optimization profile 0: x min 1x3x32x32 opt 4x3x64x64 max 8x3x128x128" in out
+    assert "optimization profile 1: x min 9x3x32x32 opt 16x3x32x32 max 16x3x32x32" in out
+    x = np.random.default_rng(20).uniform(-1, 1, (3, 3, 40, 72)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    times = tmp_path / "times.json"
+    assert main(["run", str(plan), "--shapes", "x:3x3x40x72", "--load-inputs", f"x:{tmp_path / 'x.npy'}",
+                 "--iterations", "3", "--duration", "0", "--warmup", "0", "--no-data-transfers",
+                 "--export-times", str(times), "--save-outputs", str(tmp_path / "y.npz")]) == 0
+    assert_matches(np.load(tmp_path / "y.npz")["y"], run_ort(conv_net(), x))
+    import json
+
+    records = json.loads(times.read_text())
+    assert len(records) >= 3 and {"enqueueMs", "h2dMs", "computeMs", "d2hMs", "latencyMs"} <= set(records[0])
+    assert main(["run", str(plan), "--shapes", "x:9x3x32x32", "--iterations", "1", "--duration", "0",
+                 "--warmup", "0"]) != 0
+    assert "input 'x' dim 0 = 9 is outside the optimization profile's range [1, 8]" in capsys.readouterr().err
+    assert main(["run", str(plan), "--profile", "1", "--shapes", "x:10x3x32x32", "--iterations", "1",
+                 "--duration", "0", "--warmup", "0"]) == 0
