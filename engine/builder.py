@@ -16,7 +16,7 @@ import onnx
 
 from engine import plan as plan_format
 from engine.ir.dtypes import Precision
-from engine.ir.errors import BuildError
+from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
 from engine.ir.logger import Logger, Severity
 from engine.ir.network import Network
@@ -138,6 +138,10 @@ class Builder:
         ``dla_refusals``: tensor -> why layers touching it stay off the DLA (dynamic dims)."""
         log = self.logger
         config.validate()
+        if config.profiles and refit_onnx is None:
+            raise UnsupportedError("optimization profiles need the ONNX model the network is parsed from "
+                                   "(build_from_onnx, hetrt build): a network defined through the API has fixed "
+                                   "shapes")
         start = time.perf_counter()
         network.validate()
         log.info(f"Building '{network.name}': {len(network)} layers, precision "

@@ -55,15 +55,15 @@ def profiles_of(build_config: Mapping) -> list[OptimizationProfile]:
 
 
 def builder_config(summary: Mapping):
-    """The ``BuilderConfig`` a plan was built with, from its recorded summary (no calibrator:
-    a calibrated INT8 build reads its calibration cache, as a rebuild would)."""
+    """The ``BuilderConfig`` of a plan's specialised builds, from the plan's recorded summary (no
+    calibrator: a calibrated INT8 build reads its calibration cache, as a rebuild would)."""
     from dataclasses import fields
 
     from engine.builder import BuilderConfig
 
     names = {f.name for f in fields(BuilderConfig)}
     kwargs = {k: v for k, v in summary.items() if k in names and k != "calibrator"}
-    kwargs["profiles"] = profiles_of(summary)
+    kwargs["profiles"] = []  # a specialised engine is static: built at one shape of its parent's profiles
     kwargs["input_shapes"] = {}
     kwargs["layer_precisions"] = {k: Precision(v) for k, v in (summary.get("layer_precisions") or {}).items()}
     kwargs["refittable"] = False

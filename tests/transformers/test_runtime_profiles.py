@@ -271,3 +271,33 @@ def test_cli_builds_profiles_runs_inside_them_and_inspect_lists_them(tmp_path, c
     assert "input 'x' dim 0 = 9 is outside the optimization profile's range [1, 8]" in capsys.readouterr().err
     assert main(["run", str(plan), "--profile", "1", "--shapes", "x:10x3x32x32", "--iterations", "1",
                  "--duration", "0", "--warmup", "0"]) == 0
+
+
+def test_specialised_builds_reuse_the_plans_build_configuration():
+    plan = build_from_onnx(conv_net(), BuilderConfig(fp16=True, profiles=[profile()], optimization_level=2), QUIET)
+    engine = Runtime(QUIET).deserialize(plan)
+    special, record = engine.specialise({"x": (2, 3, 48, 48)})
+    assert record is not None and record.build_seconds > 0
+    base, spec = engine.build_config, special.build_config
+    assert {k: v for k, v in spec.items() if k not in ("profiles", "input_shapes")} == \
+        {k: v for k, v in base.items() if k not in ("profiles", "input_shapes")}
+    assert [la.precision for la in special.network.layers] == [la.precision for la in engine.network.layers]
+    x = np.random.default_rng(21).standard_normal((2, 3, 48, 48)).astype(np.float32)
+    assert_matches(engine.create_execution_context().execute({"x": x})["y"], run_ort(conv_net(), x), rel=1e-2)
+
+
+def test_memory_limit_applies_at_the_max_shapes():
+    from engine.ir.errors import BuildError
+
+    with pytest.raises(BuildError, match="at the max shapes of optimization profile 0 needs"):
+        build_from_onnx(conv_net(), BuilderConfig(profiles=[profile()], memory_limit=1 << 20), QUIET)
+
+
+def test_profiles_need_an_onnx_model():
+    from engine.builder import Builder
+    from engine.ir.errors import UnsupportedError
+    from engine.onnx_parser import parse
+
+    network = parse(conv_net(), input_shapes={"x": (4, 3, 64, 64)})
+    with pytest.raises(UnsupportedError, match="optimization profiles need the ONNX model"):
+        Builder(QUIET).build(network, BuilderConfig(profiles=[profile()]))
