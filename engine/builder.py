@@ -132,10 +132,13 @@ class Builder:
 
     def build(self, network: Network, config: BuilderConfig, *,
               refit_onnx: onnx.ModelProto | None = None, built_shapes: dict | None = None,
-              dla_refusals: dict[str, str] | None = None) -> plan_format.PlanContents:
+              dla_refusals: dict[str, str] | None = None, int8_scales: dict | None = None
+              ) -> plan_format.PlanContents:
         """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable or
         built with optimization profiles: the runtime re-specialises from it), at ``built_shapes``.
-        ``dla_refusals``: tensor -> why layers touching it stay off the DLA (dynamic dims)."""
+        ``dla_refusals``: tensor -> why layers touching it stay off the DLA (dynamic dims).
+        ``int8_scales``: calibrated activation scales to use instead of calibrating (a plan's own,
+        when the runtime specialises it for another shape)."""
         log = self.logger
         config.validate()
         if config.profiles and refit_onnx is None:
@@ -155,8 +158,10 @@ class Builder:
                 raise BuildError("refittable plans of explicitly quantized (Q/DQ) models are not supported: the "
                                  "refitter replays calibrated INT8 only; build without refittable")
         optimized = self._optimize(network, config)
-        int8_scales = None
-        if config.int8:
+        recorded, int8_scales = int8_scales, None
+        if config.int8 and recorded is not None and qdq_scales is None:
+            int8_scales = builder_step.ScaleTable(dict(recorded), True, "the plan's calibration")
+        elif config.int8:
             int8_scales = builder_step.scales_for(optimized, config, qdq_scales, log)
         self._assign_precisions(optimized, config, int8_scales)
         placement, loadables = self._place(optimized, config, dla_refusals)

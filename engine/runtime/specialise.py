@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from engine.ir.dtypes import Precision
 from engine.ir.errors import ExecutionError, HetrtError, PlanError
 from engine.ir.logger import Logger, Severity
@@ -56,7 +58,7 @@ def profiles_of(build_config: Mapping) -> list[OptimizationProfile]:
 
 def builder_config(summary: Mapping):
     """The ``BuilderConfig`` of a plan's specialised builds, from the plan's recorded summary (no
-    calibrator: a calibrated INT8 build reads its calibration cache, as a rebuild would)."""
+    calibrator: calibrated INT8 builds reuse the plan's recorded activation scales)."""
     from dataclasses import fields
 
     from engine.builder import BuilderConfig
@@ -144,7 +146,10 @@ class Specialiser:
         try:
             network = parse_for_build(self.model, dict(shapes), config, quiet)
             refusals = self.base.metadata.get("dla_refusals") or {}
-            contents = Builder(quiet).build(network, config, dla_refusals=refusals)
+            scales = (self.base._contents.refit or {}).get("int8_scales")
+            if scales is not None:
+                scales = {k: np.float32(v) for k, v in scales.items()}
+            contents = Builder(quiet).build(network, config, dla_refusals=refusals, int8_scales=scales)
         except HetrtError as e:
             raise ExecutionError(f"cannot specialise engine '{self.base.name}' for shapes {shapes}: {e}") from e
         header, contents = plan_format.deserialize_with_header(plan_format.serialize(contents), None)

@@ -301,3 +301,24 @@ def test_profiles_need_an_onnx_model():
     network = parse(conv_net(), input_shapes={"x": (4, 3, 64, 64)})
     with pytest.raises(UnsupportedError, match="optimization profiles need the ONNX model"):
         Builder(QUIET).build(network, BuilderConfig(profiles=[profile()]))
+
+
+def test_calibrated_int8_specialisations_reuse_the_plans_scales():
+    from engine.quantization import make_calibrator
+
+    rng = np.random.default_rng(22)
+    calib = [{"x": rng.standard_normal((4, 3, 64, 64)).astype(np.float32)} for _ in range(2)]
+    plan = build_from_onnx(conv_net(), BuilderConfig(int8=True, profiles=[profile()],
+                                                     calibrator=make_calibrator("minmax", calib)), QUIET)
+    engine = Runtime(QUIET).deserialize(plan)
+    special, _ = engine.specialise({"x": (2, 3, 32, 32)})
+    pairs = list(zip(special.network.layers, engine.network.layers))
+    assert [a.precision for a, _ in pairs] == [b.precision for _, b in pairs]
+    int8 = [(a, b) for a, b in pairs if a.precision is not None and a.precision.value == "int8"]
+    assert int8  # the same INT8 annotation (scales) and quantized kernels as the plan's own build
+    assert all(a.params == b.params and np.array_equal(a.weights["kernel"], b.weights["kernel"])
+               for a, b in int8 if "kernel" in a.weights)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = engine.create_execution_context().execute({"x": x})["y"]
+    want = run_ort(conv_net(), x)
+    assert float(np.abs(got - want).max()) < 0.1 * float(np.abs(want).max())  # INT8: within the quantization error
