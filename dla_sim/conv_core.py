@@ -22,15 +22,18 @@ Timing model (``cfg.timing_model == "hardware"``)
 * Atomic op: 1x1xatomic_c inputs x atomic_k kernels per cycle; a stripe is 16..32 atomic ops sharing
   weights; a stripe shorter than 16 still costs 16 cycles (weight reload) [IAS] -> 1x1-output layers
   at batch 1 run at 1/16 = 6.25 % MAC efficiency; batching lengthens the stripe.
-* Direct: cycles = groups * ceil(Kg/atomic_k) * ceil(Cg/atomic_c) * R * S * stripe_cycles(N*Ho*Wo).
+* Direct: cycles = ceil(groups/p) * ceil(p*Kg/atomic_k) * ceil(p*Cg/atomic_c) * R * S * stripe_cycles(N*Ho*Wo)
+  with p groups packed per atomic op (1 for an ordinary convolution).
 * Winograd: blocks of 4x4x4 input, one stripe per block [IAS]: cycles =
   ceil(K/atomic_k) * ceil(C/4) * stripe_cycles(N * Ho/2 * Wo/2)  (2.25x over direct for C % 64 == 0).
 * Image input: MACs / (MACs-per-cycle * image_efficiency); the 50 % average utilisation for
-  3-channel input is [HWARCH]'s figure.
+  3-channel input is [HWARCH]'s figure. Image input excludes multi-batch [PG]: an image-mode op of
+  N images stands for the N one-image hardware layers the compiler issues (its cycles and bytes
+  scale with N).
 * 2:4 structured sparsity (Orin) halves the channel operations when C > 64 [FAQ].
-* Depthwise on nv_full runs as ``groups`` convolutions with one kernel each (1 of atomic_k
-  kernels busy).  Orin's depthwise unit is modelled as processing atomic_c channels per cycle,
-  one tap each [U] (throughput not published).
+* Grouped and depthwise convolution: groups packed block-diagonally into one atomic op
+  (:func:`group_packing`), not one padded atom per group.  Orin's depthwise unit is modelled as
+  processing atomic_c channels per cycle, one tap each [U] (throughput not published).
 * Traffic: input cube (32-B atoms, padded C; image input in kDLA_HWC4) x CBUF input fetches,
   weights (128-B aligned blob; Winograd 16/9; compression) x weight fetches, output cube once.
   Fetch counts come from :mod:`dla_sim.cbuf`.
@@ -369,7 +372,24 @@ def compute_cycles(op: ConvOp, cfg: DlaConfig) -> float:
     c_eff = -(-cg // 2) if op.sparse_2_4 else cg
     if op.mode == "winograd":
         return math.ceil(k / ak) * math.ceil(c_eff / 4) * stripe_cycles(n * (ho // 2) * (wo // 2), cfg)
-    return g * math.ceil(kg / ak) * math.ceil(c_eff / ac) * r * s * stripe_cycles(n * ho * wo, cfg)
+    p = group_packing(g, c_eff, kg, ac, ak)
+    return (math.ceil(g / p) * math.ceil(p * kg / ak) * math.ceil(p * c_eff / ac) * r * s
+            * stripe_cycles(n * ho * wo, cfg))
+
+
+def group_packing(groups: int, cg: int, kg: int, ac: int, ak: int) -> int:
+    """Groups of a grouped convolution that share one atomic op.
+
+    The DC weight format holds kernels in groups of ``atomic_k`` over 1x1x``atomic_c`` input blocks
+    ([FMT], [IAS]); a group with ``cg`` input channels and ``kg`` kernels fills only a ``cg`` x ``kg``
+    corner of that block. The compiler places ``p`` groups side by side on the diagonal (zero weights
+    elsewhere, removed again by weight compression), so one atomic op computes ``p`` groups:
+    ``p = min(groups, atomic_c // cg, atomic_k // kg)`` [D]. ResNeXt's 4x4 groups on a 64x32 atom
+    pack 8 groups per op instead of one; a depthwise layer packs ``min(atomic_c, atomic_k)`` channels.
+    """
+    if groups <= 1 or cg > ac or kg > ak:
+        return 1
+    return max(1, min(groups, ac // cg, ak // kg))
 
 
 def input_bytes(op: ConvOp) -> int:

@@ -163,11 +163,9 @@ def _check_conv(op, cfg) -> list[str]:
         for nm, v in (("width", op.output.w), ("height", op.output.h)):
             if v < 8 or v % 4:
                 out.append(f"Winograd output {nm} {v} must be >= 8 and divisible by 4 ([PG])")
-    if op.mode == "image":
-        if tuple(op.dilation) != (1, 1):
-            out.append("image input excludes dilation ([PG] feature crossing)")
-        if op.input.n != 1:
-            out.append(f"image input excludes multi-batch, got N={op.input.n} ([PG] feature crossing)")
+    # image input also excludes multi-batch [PG]: an N-image op is N one-image layers (conv_core doc)
+    if op.mode == "image" and tuple(op.dilation) != (1, 1):
+        out.append("image input excludes dilation ([PG] feature crossing)")
     if getattr(op, "weight_memory", "dram") == "sram" and not cfg.mem.sram_bits:
         out.append(f"weights in SRAM but {cfg.name} has no SRAM interface (config mem.sram_bits)")
     if op.weight_compression and not cfg.conv.weight_compression:

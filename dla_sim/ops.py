@@ -265,6 +265,7 @@ class SdpOp(HwOp):
     eltwise_shift: int = 0  # X2 MUL: x * operand >> eltwise_shift (eltwise mul)
     prelu_shift: int = 0  # Y MUL, PReLU: negative x * slope >> prelu_shift
     lut_in_scale: float | None = None  # INT pipeline: real value of one LUT-input LSB
+    fp_out_scale: float | None = None  # FP pipeline, INT8 output: the converter's quantization step
 
 
 @dataclass(frozen=True, kw_only=True)

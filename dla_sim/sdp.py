@@ -20,8 +20,9 @@ operands are int16 (X operand width), the element-wise stream passes through the
 ``op.in_requant`` (``ew_cvt`` in [PREC]) to int32 [U: the doc places ew_cvt on the element-wise
 stream; the cmod shows it in Y only]. FP16 pipeline: input float32 from CACC or fp16 from memory,
 operands are fp16, all arithmetic in float32 (the hardware's fp32 path, round to nearest), output
-rounded to fp16 with saturation to +-65504 (no INF [FMT]). FP16 -> INT8 conversion is not a
-hardware path ([PREC] converter table) and is refused.
+rounded to fp16 with saturation to +-65504 (no INF [FMT]). FP16 -> INT8: the output is quantized at
+``op.fp_out_scale`` (TensorRT's DLA runs INT8 networks whose Sigmoid/TanH it upgrades to FP16 and
+hands on in INT8 [TRTDOC]; the YOLOv5 cuDLA INT8 build runs SiLU that way on Orin [YOLO]).
 
 Timing: elements (channel-padded atoms) / the slowest sub-unit in use (X1 ``post.sdp_bs``, X2
 ``post.sdp_bn``, Y ``post.sdp_ew`` elements per cycle [SPEC]), against the bytes this op moves
@@ -110,8 +111,8 @@ def _check_features(op: SdpOp, cfg) -> None:
         raise DlaLimitError(f"{op.activation} needs the SDP LUT, not present on {cfg.name}")
     if op.activation == "clip" and op.clip_max is None:
         raise ValueError("clip activation needs clip_max")
-    if op.input.precision is Precision.FP16 and op.output.precision is Precision.INT8:
-        raise DlaLimitError("SDP FP16 -> INT8 conversion is not a hardware path (converter table of the precision doc)")
+    if op.input.precision is Precision.FP16 and op.output.precision is Precision.INT8 and op.fp_out_scale is None:
+        raise DlaLimitError("SDP FP16 -> INT8 output needs the converter's quantization step (fp_out_scale)")
 
 
 def _run_int(op: SdpOp, x: np.ndarray, ops: dict[str, np.ndarray]) -> np.ndarray:
@@ -222,9 +223,19 @@ def _run_fp(op: SdpOp, x: np.ndarray, ops: dict[str, np.ndarray]) -> np.ndarray:
         v = L.evaluate(build.lut, v)
     if op.out_requant is not None:
         raise DlaLimitError("the SDP converter does not exist in the FP16 pipeline (precision doc converter table)")
+    if op.output.precision is Precision.INT8:
+        return _fp_to_int8(v, op.fp_out_scale)
     if op.output.precision is Precision.INT16:
         raise NotImplementedError("SDP FP16 -> INT16 output (Fp16ToInt16) is not modelled")
     return to_fp16(v)
+
+
+def _fp_to_int8(v: np.ndarray, step: float) -> np.ndarray:
+    """FP16 pipeline -> INT8 cube: ``sat(round_half_even(v / step))`` in fp32, TensorRT's quantize of
+    a tensor at its calibrated scale [U: the DLA's rounding of this conversion is not published]."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.rint(v.astype(np.float32) / np.float32(step))
+    return np.clip(np.nan_to_num(q, nan=0.0), -128, 127).astype(np.int8)
 
 
 def run(op: SdpOp, x: np.ndarray, *operands: np.ndarray, cfg) -> np.ndarray:

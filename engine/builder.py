@@ -68,6 +68,8 @@ class BuilderConfig:
     profiles: list[OptimizationProfile] = field(default_factory=list)
     # Refit (engine.refit): keep in the plan what replacing weights later needs.
     refittable: bool = False
+    # Layer (or ONNX node) name -> 'gpu' | 'dla' (trtexec's --layerDeviceTypes; scheduler.device_pins)
+    layer_devices: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):

@@ -1,12 +1,33 @@
-"""The bodies of ``hetrt place`` and ``hetrt sweep`` (``engine.cli`` parses the arguments)."""
+"""The bodies of ``hetrt place`` and ``hetrt sweep`` (``engine.cli.place`` and ``engine.cli.sweep`` parse the
+arguments)."""
 
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 from pathlib import Path
 
 from engine.ir.dtypes import Precision
-from engine.ir.errors import BuildError
+from engine.ir.errors import BuildError, OutputError
+from engine.ir.fileio import atomic_write_bytes, atomic_write_text
+
+STUDY_PLATFORMS = ("orin-agx-64gb", "xavier-agx")
+
+
+def check_study_request(args) -> None:
+    """Flags that would be ignored, and a platform whose clock is not simulated, are errors up front."""
+    if args.platform == "host":
+        raise BuildError("--platform host: place and sweep study a Jetson target on its simulated clock; the "
+                         "host's GPU is measured, not modelled, and it has no DLA hardware. Use "
+                         + " or ".join(STUDY_PLATFORMS))
+    lam = getattr(args, "lam", None)
+    if lam is not None and getattr(args, "objective", None) != "weighted":
+        raise BuildError(f"--lambda {lam:g} applies only with --objective weighted (latency + lambda*energy)")
+    lambdas = getattr(args, "lambdas", None)
+    objectives = getattr(args, "objectives", None)
+    if lambdas and objectives and "weighted" not in [o.strip() for o in objectives.split(",")]:
+        raise BuildError("--lambdas applies only when --objectives includes weighted")
 
 
 def _precision(args) -> Precision:
@@ -42,6 +63,7 @@ def run_place(args) -> str:
         raise BuildError(f"--policy concurrent places 2 or 3 models at once, got {len(models)}")
     if policy != "concurrent" and len(models) != 1:
         raise BuildError(f"{len(models)} models given: several models need --policy concurrent")
+    check_study_request(args)
     precision = _precision(args)
     platform = get_platform(args.platform)
     platform.mode(args.power_mode)
@@ -62,15 +84,111 @@ def run_place(args) -> str:
     return format_report(report)
 
 
+def sweep_output_dir(path: str) -> Path:
+    """The sweep's folder: created when missing; an existing file there is an error, before any work."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"-o {out}: a file of that name exists; sweep writes a folder of results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"-o {out}: cannot create the folder ({e.strerror or e})") from None
+    return out
+
+
+def _sweep_points(args, platform: str, modes: list[str], precision: str, objectives, lambdas):
+    """One task per power mode (in worker processes when --workers > 1), with a progress bar over modes."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from engine.model_loading import load_network
+    from scheduler.studies.sweep import pareto_front, sweep_mode
+
+    bar = None
+    if not getattr(args, "quiet", False) and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(modes), unit=" power modes", leave=False, dynamic_ncols=True)
+    workers = args.workers or max(1, min(len(modes), os.cpu_count() or 1))
+    per_mode: dict[str, list] = {}
+    try:
+        if getattr(args, "cluster", None):  # every power mode as a Ray task (hetrt[cluster])
+            from engine.evaluation.ray_cluster import ray_map
+
+            results = ray_map(args.cluster, args.workers or 2)(
+                sweep_mode, [(load_network, args.model, platform, m, precision, tuple(objectives), tuple(lambdas))
+                             for m in modes])
+            per_mode.update(zip(modes, results))
+        elif workers == 1:
+            for m in modes:
+                per_mode[m] = sweep_mode(load_network, args.model, platform, m, precision, objectives, lambdas)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futs = {pool.submit(sweep_mode, load_network, args.model, platform, m, precision, tuple(objectives),
+                                    tuple(lambdas)): m for m in modes}
+                for f in as_completed(futs):
+                    per_mode[futs[f]] = f.result()
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    points = [p for m in modes for p in per_mode[m]]
+    return points, pareto_front(points)
+
+
+def _plot(out: Path, name: str, draw) -> None:
+    """Draw into a temporary file of the same folder, then publish it atomically."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".plot-") as tmp:
+        path = Path(tmp) / name
+        draw(str(path))
+        atomic_write_bytes(out / name, path.read_bytes())
+
+
+def _contrast_gantts(args, out: Path, net, platform: str, precision, front, edp_model, title: str) -> list[str]:
+    """Gantt charts of the placements worth comparing with the min-EDP one: the fastest and the most frugal
+    points of the front, and TensorRT's default (dla-first) at the min-EDP point's power mode."""
+    from scheduler.cost import build_cost_model
+    from scheduler.policies import run_policy
+    from scheduler.studies import plots
+    from scheduler.timeline import simulate_timeline
+
+    fastest = min(front, key=lambda p: p.latency_ms)
+    frugal = min(front, key=lambda p: p.energy_mj)
+    models = {}
+
+    def model_at(mode: str):
+        if mode not in models:
+            models[mode] = build_cost_model(net, platform, mode, precision)
+        return models[mode]
+
+    charts = {"gantt_fastest.png": (fastest.power_mode, fastest.devices, f"fastest ({fastest.objective}, "
+                                    f"{fastest.latency_ms:.3g} ms, {fastest.energy_mj:.3g} mJ)"),
+              "gantt_lowest_energy.png": (frugal.power_mode, frugal.devices, f"lowest energy ({frugal.objective}, "
+                                          f"{frugal.latency_ms:.3g} ms, {frugal.energy_mj:.3g} mJ)"),
+              "gantt_dla_first.png": (None, run_policy("dla-first", edp_model).devices, "dla-first (TensorRT's "
+                                      "default)")}
+    for name, (mode, devices, what) in charts.items():
+        model = edp_model if mode is None else model_at(mode)
+        tl = simulate_timeline(model, devices, frames=args.frames)
+        label = f"{title} at {mode or model.mode.name}: {what}, {args.frames} frames"
+        _plot(out, name, lambda f, tl=tl, label=label: plots.gantt(tl, f, label))
+    return list(charts)
+
+
 def run_sweep_cmd(args) -> str:
     from engine.model_loading import load_network
     from scheduler.cost import build_cost_model
     from scheduler.platforms import get_platform
     from scheduler.policies import run_policy
     from scheduler.studies import plots
-    from scheduler.studies.sweep import run_sweep
     from scheduler.timeline import simulate_timeline
 
+    check_study_request(args)
     precision = _precision(args)
     platform = get_platform(args.platform)
     if args.power_modes in ("all", None):
@@ -81,21 +199,29 @@ def run_sweep_cmd(args) -> str:
     for o in objectives:
         if o not in ("latency", "energy", "edp", "weighted"):
             raise BuildError(f"unknown objective '{o}' in --objectives; use latency, energy, edp, weighted")
-    lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas else [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    map_tasks = None
-    if getattr(args, "cluster", None):
-        from engine.evaluation.ray_cluster import ray_map
+    try:
+        lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas else [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+    except ValueError:
+        raise BuildError(f"--lambdas '{args.lambdas}' must be comma-separated numbers") from None
+    if any(not lam >= 0 for lam in lambdas):
+        raise BuildError(f"--lambdas '{args.lambdas}': every lambda must be >= 0")
+    import importlib.util
 
-        map_tasks = ray_map(args.cluster, args.workers or 2)
-    res = run_sweep(load_network, args.model, platform.name, modes, precision.value, objectives, lambdas,
-                    args.workers, map_tasks)
-    points, front = res.pop("_points"), res.pop("_front")
-    (out / "sweep.json").write_text(json.dumps(res, indent=1))
+    if importlib.util.find_spec("matplotlib") is None:
+        from engine.ir.errors import UnsupportedError
+
+        raise UnsupportedError("sweep draws its plots with matplotlib, which is not installed: "
+                               "pip install 'hetrt[plots]'")
+    out = sweep_output_dir(args.output)
+    points, front = _sweep_points(args, platform.name, modes, precision.value, objectives, lambdas)
+    res = {"model": args.model, "platform": platform.name, "precision": precision.value, "power_modes": modes,
+           "objectives": objectives, "lambdas": lambdas, "clock": "simulated target",
+           "points": [p.to_dict() for p in points], "front": [p.to_dict() for p in front]}
+    atomic_write_text(out / "sweep.json", json.dumps(res, indent=1))
     title = f"{args.model} {precision.value} on {platform.name}"
-    plots.pareto_plot(points, front, str(out / "pareto.png"), title + ": latency-energy (Pareto front dashed)")
-    # the chosen placement: EDP-optimal at the first requested mode (or the front's EDP minimum)
+    _plot(out, "pareto.png", lambda f: plots.pareto_plot(points, front, f,
+                                                         title + ": latency-energy (Pareto front dashed)"))
+    # the chosen placement: the front's EDP minimum
     best = min(front, key=lambda p: p.latency_ms * p.energy_mj)
     net = load_network(args.model)
     model = build_cost_model(net, platform.name, best.power_mode, precision)
@@ -103,10 +229,13 @@ def run_sweep_cmd(args) -> str:
     rows = {"gpu-only": run_policy("gpu-only", model).devices, "dla-first": run_policy("dla-first", model).devices}
     for obj in ("latency", "energy", "edp"):
         rows[f"optimal {obj}"] = run_policy("optimal", model, obj).devices
-    plots.placement_strip(layers, rows, str(out / "placement.png"), f"{title} at {best.power_mode}: placements")
+    _plot(out, "placement.png", lambda f: plots.placement_strip(layers, rows, f,
+                                                                f"{title} at {best.power_mode}: placements"))
     tl = simulate_timeline(model, best.devices, frames=args.frames)
-    plots.gantt(tl, str(out / "gantt.png"), f"{title} at {best.power_mode}: min-EDP placement, {args.frames} frames")
-    tl.write_chrome_trace(out / "trace.json")
+    _plot(out, "gantt.png", lambda f: plots.gantt(tl, f, f"{title} at {best.power_mode}: min-EDP placement, "
+                                                          f"{args.frames} frames"))
+    atomic_write_text(out / "trace.json", json.dumps(tl.chrome_trace()))
+    charts = _contrast_gantts(args, out, net, platform.name, precision, front, model, title)
     lines = [f"Sweep of {args.model} ({precision.value}) on {platform.name}: {len(points)} points over modes "
              f"{', '.join(modes)}; clock: simulated target",
              f"{'mode':<6} {'policy':<16} {'objective':<22} {'latency ms':>10} {'energy mJ':>10} {'DLA layers':>10}"]
@@ -115,5 +244,5 @@ def run_sweep_cmd(args) -> str:
                      f"{p.dla_layers:>10}")
     lines.append(f"min-EDP point: {best.power_mode} {best.objective}; timeline of {args.frames} frames: "
                  f"{tl.summary()['throughput_fps']:.0f} fps, {tl.summary()['average_power_w']:.2f} W")
-    lines.append(f"wrote {out}/sweep.json, pareto.png, placement.png, gantt.png, trace.json")
+    lines.append(f"wrote {out}/sweep.json, pareto.png, placement.png, gantt.png, {', '.join(charts)}, trace.json")
     return "\n".join(lines)

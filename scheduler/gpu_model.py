@@ -1,6 +1,15 @@
-"""Target-GPU layer time and energy: a roofline per layer plus launch overheads.
+"""Target-GPU layer time and energy: a roofline per layer class plus launch overheads.
 
-    time   = kernel_launch + max(MACs / (peak_MACs(precision) x compute_efficiency),
+Efficiency by layer class (``layer_class``), each from the GPU's published geometry:
+
+* tensor-core GEMM (dense and grouped convolution, FC, MatMul): peak tensor-core MACs x
+  ``compute_efficiency`` x the tile/wave utilisation of CTA tiles over the active SMs
+  (``tile_utilisation``) -- large-batch layers run near the efficiency, small ones below;
+* CUDA-core (depthwise: reduction depth below 16, FP32): CUDA cores x MACs per core per cycle
+  (dp4a 4 INT8, HFMA2 2 FP16, FFMA 1) x ``compute_efficiency``;
+* elementwise: CUDA cores, usually bandwidth bound.
+
+    time   = kernel_launch + max(MACs / class rate,
                                  elementwise_ops / (CUDA cores x clock x compute_efficiency),
                                  bytes / (DRAM bandwidth x bandwidth_efficiency))
     energy = gpu_active_w x t_compute + gpu_active_w x memory_bound_power_fraction x (time - t_compute)
@@ -16,6 +25,7 @@ Shape-only layers (reshape views) cost nothing but a launch when they are kernel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from engine.ir.dtypes import Precision
@@ -31,13 +41,51 @@ class GpuLayerCost:
     compute_s: float
     memory_s: float
     bound: str  # "compute" | "memory" | "launch"
+    layer_class: str = ""  # see layer_class
+
+
+# CTA tiles of the implicit-GEMM kernels (M, N, CTAs resident per SM): TensorRT times several tile
+# configurations per layer and keeps the fastest, so a layer gets the best-utilised one [U: the set]
+TILES = ((128, 128, 2), (64, 64, 4), (32, 32, 8))
+# MACs per CUDA core per cycle by precision: dp4a (4 INT8 products into INT32), HFMA2, FFMA
+CUDA_SIMD = {Precision.INT8: 4, Precision.FP16: 2, Precision.FP32: 1}
+MIN_TENSOR_CORE_DEPTH = 16  # a GEMM reducing over fewer elements (depthwise: R*S) leaves the tensor cores
+
+
+def layer_class(work: LayerWork, precision: Precision) -> str:
+    """'tensor-core GEMM' (dense / grouped convolution, FC, MatMul), 'CUDA-core depthwise' (per-group
+    depth below one tensor-core K step, e.g. depthwise 3x3: 9), 'elementwise' (no MACs)."""
+    if not work.macs or work.gemm is None:
+        return "elementwise"
+    if precision is Precision.FP32 or work.gemm[2] < MIN_TENSOR_CORE_DEPTH:
+        return "cuda-core"
+    return "tensor-core"
+
+
+def tile_utilisation(work: LayerWork, mode: PowerMode) -> float:
+    """Useful share of the tensor cores over the kernel's waves: M x N is covered by CTA tiles, a few
+    per SM at a time; partial tiles and a partial last wave idle the rest (tile and wave
+    quantization), best over ``TILES``. Large-batch layers approach 1, small late layers and FCs at
+    batch 1 fall below."""
+    m, n, _ = work.gemm
+    best = 0.0
+    for tm, tn, per_sm in TILES:
+        tiles = work.groups * math.ceil(m / tm) * math.ceil(n / tn)
+        slots = mode.gpu_active_sms * per_sm
+        waves = math.ceil(tiles / slots)
+        best = max(best, work.groups * m * n / (waves * slots * tm * tn))
+    return best
 
 
 def gpu_layer_cost(work: LayerWork, platform: Platform, mode: PowerMode, precision: Precision) -> GpuLayerCost:
     g = platform.gpu
     eff = g.compute_efficiency
-    mac_rate = platform.gpu_peak_macs_per_s(mode, precision) * eff
+    cls = layer_class(work, precision)
     cuda_rate = platform.gpu_peak_macs_per_s(mode, Precision.FP32) * eff  # one op per CUDA core per cycle
+    if cls == "tensor-core":
+        mac_rate = platform.gpu_peak_macs_per_s(mode, precision) * eff * tile_utilisation(work, mode)
+    else:
+        mac_rate = cuda_rate * CUDA_SIMD[Precision(precision)]
     t_mac = work.macs / mac_rate if work.macs else 0.0
     t_elem = work.elem_ops / cuda_rate if work.elem_ops else 0.0
     t_compute = max(t_mac, t_elem)
@@ -48,4 +96,4 @@ def gpu_layer_cost(work: LayerWork, platform: Platform, mode: PowerMode, precisi
     energy = (mode.gpu_active_w * t_compute + mode.gpu_active_w * g.memory_bound_power_fraction * (body - t_compute)
               + work.bytes * platform.dram_pj_per_byte * 1e-12 * (1 if work.kernels else 0))
     bound = "launch" if launch >= body else ("compute" if t_compute >= t_mem else "memory")
-    return GpuLayerCost(time, energy, t_compute, t_mem, bound)
+    return GpuLayerCost(time, energy, t_compute, t_mem, bound, cls)

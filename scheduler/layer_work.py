@@ -35,6 +35,8 @@ class LayerWork:
     write_bytes: int
     weight_bytes: int
     kernels: int
+    gemm: tuple[int, int, int] | None = None  # implicit GEMM per group: (M rows, N columns, K depth)
+    groups: int = 1
 
     @property
     def bytes(self) -> int:
@@ -70,6 +72,30 @@ def _macs(layer: Layer, net: Network) -> int:
     return 0
 
 
+def _gemm(layer: Layer, net: Network) -> tuple[tuple[int, int, int] | None, int]:
+    """The implicit GEMM of a convolution-like layer: rows = output pixels, columns = output
+    channels per group, depth = reduction per output; and the number of groups."""
+    kind, p = layer.kind, layer.params
+    if kind is LayerKind.CONVOLUTION:
+        x, y = net.tensors[layer.inputs[0]].shape, net.tensors[layer.outputs[0]].shape
+        g = p.groups
+        return (y[0] * math.prod(y[2:]), y[1] // g, x[1] // g * math.prod(p.kernel)), g
+    if kind is LayerKind.DECONVOLUTION:
+        x, y = net.tensors[layer.inputs[0]].shape, net.tensors[layer.outputs[0]].shape
+        g = p.groups
+        return (x[0] * math.prod(x[2:]), y[1] // g * math.prod(p.kernel), x[1] // g), g
+    if kind is LayerKind.FULLY_CONNECTED:
+        x = net.tensors[layer.inputs[0]].shape
+        return (math.prod(x[:-1]), p.num_outputs, x[-1]), 1
+    if kind is LayerKind.MATRIX_MULTIPLY:
+        y = net.tensors[layer.outputs[0]].shape
+        macs = _macs(layer, net)
+        n = y[-1] if y else 1
+        rows = math.prod(y[:-1]) if len(y) > 1 else 1
+        return (rows, n, macs // max(rows * n, 1)), 1
+    return None, 1
+
+
 def layer_work(layer: Layer, net: Network, precision: Precision | str | None = None) -> LayerWork:
     """The work of ``layer`` computed at ``precision`` (default: the layer's own, else FP32)."""
     es = element_size(precision or layer.precision)
@@ -88,5 +114,6 @@ def layer_work(layer: Layer, net: Network, precision: Precision | str | None = N
     kernels = 0 if layer.kind in _SHAPE_ONLY else 1
     if layer.kind in _SHAPE_ONLY:  # a view: no arithmetic; a real copy at most
         elem = 0
+    gemm, groups = _gemm(layer, net) if macs else (None, 1)
     return LayerWork(layer.name, layer.kind.value, macs, elem, in_elems * es, out_elems * es, w_elems * es,
-                     kernels)
+                     kernels, gemm, groups)

@@ -24,6 +24,7 @@ from engine.ir.logger import Logger
 from engine.ir.network import Network
 
 from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
+from .device_pins import pin_devices, resolve_pins
 from .dla_compile import compile_partition
 from .dla_source import BackendDlaSource
 from .partitions import split_partitions
@@ -62,6 +63,25 @@ def check_request(config) -> None:
     if config.dla_core is not None and config.dla_core >= platform.dla_cores:
         raise BuildError(f"DLA core {config.dla_core} does not exist: platform {platform.name} has "
                          f"{platform.dla_cores} DLA cores")
+
+
+def _keep_channel_shuffles_whole(network: Network, devices: dict[str, str], logger: Logger) -> None:
+    """A DLA runs a channel shuffle's two Shuffle layers only together (their rank-5 middle tensor
+    lives inside one loadable, ``backends.dla.shuffle``); a placement that splits them puts both on
+    the GPU."""
+    try:
+        from backends.dla.shuffle import channel_shuffle_pair
+    except ImportError:  # pragma: no cover - the DLA backend is part of the project
+        return
+    for layer in network.layers:
+        pair = channel_shuffle_pair(network, layer)
+        if pair is None or layer is not pair[0]:
+            continue
+        a, b = pair[0].name, pair[1].name
+        if devices.get(a) != devices.get(b):
+            logger.warning(f"Layers '{a}' and '{b}' form one channel shuffle: the placement split them, both run "
+                           f"on the GPU")
+            devices[a] = devices[b] = "gpu"
 
 
 def _check_fallback(config, policy: str, devices: dict[str, str], reasons) -> None:
@@ -113,6 +133,10 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
     if dla_refusals and precision is not Precision.FP32 and platform.dla_cores > 0:
         dla = _RefusingDla(BackendDlaSource(platform, mode), dla_refusals)
     stages: list[dict] = []
+    pins = resolve_pins(network, getattr(config, "layer_devices", None) or {})
+    if policy == "gpu-only" and "dla" in pins.values():
+        raise BuildError("a layer is pinned to the DLA but the placement is gpu-only: add --use-dla-core N "
+                         "(or a --placement policy that uses the DLA)")
     if policy == "gpu-only":
         devices = {layer.name: "gpu" for layer in network}
         values: dict = {}
@@ -120,7 +144,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
     elif policy == "pipeline":
         from .studies.throughput_report import pipeline_devices
 
-        model = build_cost_model(network, platform, mode.name, precision, dla=dla)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
         plan, devices = pipeline_devices(model, PIPELINE_FRAMES)
         names = list(devices)
         stages = [{"device": st.device, "layers": names[st.first:st.stop], "time_ms": st.time} for st in plan.stages]
@@ -128,7 +152,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
                   "energy_per_frame_mj": plan.energy_per_frame_mj, "frames": plan.frames, "solver": plan.solver}
         messages = []
     else:
-        model = build_cost_model(network, platform, mode.name, precision, dla=dla)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
         result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
         devices = {k: v for k, v in result.devices.items() if not is_pseudo(k)}
         values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,
@@ -137,7 +161,9 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
         messages = list(result.messages)  # pseudo I/O nodes log nothing (Node.pseudo)
         for m in messages:
             logger.warning(m)
-        _check_fallback(config, policy, devices, result.reasons)
+        # a layer pinned to the GPU is there on purpose (TensorRT's setDeviceType), not a fallback
+        _check_fallback(config, policy, {k: v for k, v in devices.items() if pins.get(k) != "gpu"}, result.reasons)
+    _keep_channel_shuffles_whole(network, devices, logger)
     for layer in network:
         layer.device = "dla" if devices[layer.name].startswith("dla") else "gpu"
     parts = split_partitions(network, devices, precision)

@@ -38,6 +38,7 @@ from .int8 import Rep
 from .lower import lower
 from .program import boundary_formats, build_loadable, io_format
 from .runner import run
+from .shuffle import lowering_units
 from .support import supports
 
 
@@ -244,7 +245,8 @@ class DlaBackend:
         try:
             lowered_sets = [lower(network, ok, precision, self.cfg, with_weights=False)]
         except UnsupportedError:  # supported one by one, not all together: cost each alone
-            lowered_sets = [lower(network, [n], precision, self.cfg, with_weights=False) for n in ok]
+            lowered_sets = [lower(network, unit, precision, self.cfg, with_weights=False)
+                            for unit in lowering_units(network, ok)]
         out = {n: (0.0, 0.0) for n in ok}
         hz = self.cfg.clock_hz
         for lowered in lowered_sets:

@@ -22,13 +22,14 @@ Arithmetic (identical to ``backends.reference.int8``, which follows the same SDP
   such a layer out of INT8 (``assign``) and the lowering refuses it with the same reason.
 * Pooling: PDP in INT8 with equal input and output scales.
 
-What the DLA cannot do, and the reason it gives: FP16 → INT8 (no converter path, so an FP16
-layer whose result an INT8 layer reads must not run on the DLA in an INT8 build); an INT8 layer
-with a float output (the network outputs of a calibrated build hand on the float32 accumulator
-value, which no DLA cube holds); int8 cubes at different scales meeting in a concatenation
-(addressing cannot rescale). INT8 → FP16 inside a partition is the SDP converter's int8 → fp16
-path followed by an FP16 multiply by the scale rounded to fp16 (the SDP's operand width): FP16
-arithmetic, not bit-identical to the host's float32 dequantize.
+Conversions inside a partition, all on the SDP: an FP16 result read by an INT8 layer is quantized
+at the reader's scale (the FP16 pipeline's converter, ``SdpOp.fp_out_scale``); an int8 cube read at
+another scale (the inputs of an INT8 concatenation, which TensorRT's DLA gives one scale) passes the
+INT pipeline's converter with ``requant_params(s_have / s_want)``; INT8 -> FP16 is the SDP
+converter's int8 -> fp16 path followed by an FP16 multiply by the scale rounded to fp16 (the SDP's
+operand width): FP16 arithmetic, not bit-identical to the host's float32 dequantize. An INT8 layer
+with a float output (a network output of a calibrated build, the host's float32 accumulator value)
+writes FP16 through the converter (:func:`float_step`): FP16 accuracy.
 
 Costing needs only shapes: a network without scales (placement before calibration) is planned
 with the builder's rules (:func:`planned_int8_reason`) and lowered with placeholder converter
@@ -52,8 +53,9 @@ from engine.ir.layers import LayerKind
 from engine.ir.network import Layer, Network
 
 INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
+# data movement: the integers pass unchanged at their scale (nearest Resize replicates them)
 MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
-         LayerKind.CONSTANT)
+         LayerKind.CONSTANT, LayerKind.RESIZE)
 PLACEHOLDER = Requant(scale=(1,), shift=(0,))  # timing-only lowering: converter values do not change time
 FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build is the float32 "
                 "accumulator value, which no DLA cube can hold); it runs on the GPU")
@@ -210,41 +212,12 @@ def context_reason(layer: Layer, network: Network) -> str | None:
         if layer.precision is Precision.INT8 and spec is None and layer.kind in INT8_KINDS:
             return (f"layer {layer.describe()} is marked INT8 but carries no per-tensor scales (calibrate, see "
                     f"engine.quantization)")
-        if layer.kind in INT8_KINDS and has_float_output(layer, network):
-            return FLOAT_OUTPUT
         return None
-    if mode == "fp16":
-        readers = int8_readers_of_outputs(layer, network)
-        if readers:
-            return (f"its FP16 result is read by INT8 layer '{readers[0][0].name}': the DLA has no FP16 -> INT8 "
-                    f"conversion (the SDP converter table), so the GPU computes it and hands it on")
-        return None
-    if layer.kind is LayerKind.CONCATENATION:
-        return _concat_reason(layer, network)
     return None
 
 
 def int8_readers_of_outputs(layer: Layer, network: Network) -> list[tuple[Layer, Rep]]:
     return [r for t in layer.outputs for r in int8_readers(t, network)]
-
-
-def _concat_reason(layer: Layer, network: Network) -> str | None:
-    wants = [r for _, r in int8_readers(layer.outputs[0], network) if r.scale is not None]
-    if not wants:
-        return None
-    s_c = wants[0]
-    for t in layer.inputs:
-        src = source_rep(t, network)
-        if src is None:
-            continue  # comes from the host, quantized at the readers' scale
-        if not src.is_int8:
-            return (f"input '{t}' is FP16 and the concatenation is read in INT8: the DLA has no FP16 -> INT8 "
-                    f"conversion")
-        if not src.matches(s_c):
-            return (f"INT8 concatenation needs equal scales on its inputs and output (TensorRT's DLA rule): input "
-                    f"'{t}' is {src.describe()}, its INT8 readers use {s_c.describe()}; the DLA concatenates by "
-                    f"addressing and cannot rescale (calibrate with shared concat ranges, or it runs on the GPU)")
-    return None
 
 
 # ------------------------------------------------------------------------------ conv epilogue
@@ -262,6 +235,12 @@ class ConvEpilogue:
     in_requant: Requant | None  # residual converter
     relu: bool
     clip_q: int | None  # clip of the int8 result below 127: an extra SDP pass
+    float_step: float | None = None  # float output: FP16 written in units of this power of two
+
+
+def requant(ratio: float) -> Requant:
+    """The INT pipeline's converter for one multiplier (int8 at one scale -> int8 at another)."""
+    return _requant(*requant_params(np.float64(ratio)))
 
 
 def _requant(scale: np.ndarray, shift: np.ndarray) -> Requant:
@@ -280,10 +259,14 @@ def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act
                             None)
     if spec.kernel_scales is None:
         raise UnsupportedError(f"layer {layer.describe()}: INT8 weights without per-channel scales")
-    if spec.output_scale is None:
-        raise UnsupportedError(FLOAT_OUTPUT)
     s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
-    out_rq = _requant(*requant_params(s_acc / np.float64(spec.output_scale)))
+    wq = kernel if kernel.dtype == np.int8 else quantize(kernel, spec.kernel_scales, axis=0)
+    step = None
+    if spec.output_scale is None:  # a float network output: FP16 through the converter (see float_step)
+        step = float_step(wq, s_acc, bias)
+        out_rq = _requant(*requant_params(s_acc / step))
+    else:
+        out_rq = _requant(*requant_params(s_acc / np.float64(spec.output_scale)))
     in_rq = None
     if residual:
         try:
@@ -294,16 +277,27 @@ def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act
     if bias is not None:
         b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
     clip_q = None
-    if clip_hi is not None:
+    if clip_hi is not None and step is None:
         q = int(round_half_away(clip_hi / spec.output_scale))
         clip_q = q if q < 127 else None
-    wq = None
     if with_values:
-        wq = kernel if kernel.dtype == np.int8 else quantize(kernel, spec.kernel_scales, axis=0)
         b16 = None if b16 is None else b16.astype(np.int16)
     else:
-        out_rq, in_rq, b16 = PLACEHOLDER, PLACEHOLDER if residual else None, None
-    return ConvEpilogue(wq, b16, bias is not None, int(bshift), out_rq, in_rq, relu, clip_q)
+        wq, out_rq, in_rq, b16 = None, PLACEHOLDER, PLACEHOLDER if residual else None, None
+    return ConvEpilogue(wq, b16, bias is not None, int(bshift), out_rq, in_rq, relu, clip_q, step)
+
+
+def float_step(wq: np.ndarray, s_acc: np.ndarray, bias: np.ndarray | None) -> float:
+    """The power of two in whose units an INT8 layer writes a float (FP16) output.
+
+    The SDP's INT pipeline hands FP16 on through its converter as a 17-bit integer then Int17ToFp16
+    (cmod ``sdp_c.cpp``), so the converter scales the accumulator to integers of this step; an FP16
+    SDP pass multiplies the step back (exact: a power of two). The step is the smallest power of two
+    that keeps the largest value the layer can produce (127 * sum|w| * s_acc + |bias|) within fp16's
+    range of 2**15, so nothing saturates and the result carries fp16 precision."""
+    w = np.abs(wq.astype(np.float64)).reshape(wq.shape[0], -1).sum(axis=1)
+    bound = float(np.max(127.0 * w * s_acc + (0.0 if bias is None else np.abs(np.asarray(bias, np.float64)))))
+    return float(2.0 ** np.ceil(np.log2(max(bound, 1e-30) / 2.0 ** 15)))
 
 
 def check_pool(layer: Layer) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from dla_sim import conv_core, pdp
 from dla_sim.config import DlaConfig
-from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, SdpOp
+from dla_sim.ops import BdmaOp, CdpOp, ConvOp, CubeDesc, HwOp, PdpOp, RubikOp, SdpOp
 from dla_sim.ops import Precision as HwPrecision
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
@@ -61,7 +61,7 @@ from engine.ir.layers import (
 )
 from engine.ir.network import Layer, Network
 
-from . import int8
+from . import int8, resize, shuffle
 from .cubes import atom_channels, cube_shape, hw_precision, make_cube
 from .int8 import FP16_REP, Rep
 
@@ -148,6 +148,7 @@ class _Ctx:
         self.producers = network.producers()
         self.consumers = network.consumers()
         self.placed: set[str] = set()  # tensors already written into an assembly slot
+        self.consts: dict[str, np.ndarray] = {}  # weights of fused pointwise chains, used as operands
         self._boundary: set[str] = set()
 
     # -- tensors ---------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class _Ctx:
         prod = self.producers.get(t)
         if prod is not None and prod.kind is LayerKind.CONSTANT:
             return prod.weights["value"]
-        return None
+        return self.consts.get(t)
 
     def cube(self, t: str) -> CubeDesc:
         """The cube of a tensor the current layer reads (a boundary input is declared on first use)."""
@@ -231,7 +232,8 @@ class _Ctx:
         return int8.layer_mode(layer, self.network)
 
     def want(self, t: str) -> Rep | None:
-        """The representation this partition's readers need for ``t`` (int8 wins: fp16 readers convert)."""
+        """The representation this partition's readers need for ``t`` (int8 wins: fp16 readers convert; the
+        first int8 reader's scale is kept, readers at other scales requantize)."""
         reps: list[Rep] = []
         for reader in self.consumers.get(t, []):
             if reader.name not in self.names:
@@ -243,11 +245,7 @@ class _Ctx:
                 reps.append(FP16_REP)
             elif m == "move" and reader.kind is not LayerKind.CONSTANT:
                 reps += [w for o in reader.outputs if (w := self.want(o)) is not None]
-        ints = [r for r in reps if r.is_int8]
-        for r in ints[1:]:
-            if not r.matches(ints[0]):
-                raise UnsupportedError(f"tensor '{t}' is read as {ints[0].describe()} and as {r.describe()} inside "
-                                       f"one DLA partition: an int8 cube has one scale")
+        ints = [r for r in reps if r.is_int8]  # readers at other scales requantize it (Ctx.to_int8)
         if ints:
             return next((r for r in ints if r.scale is not None), ints[0])
         return FP16_REP if reps else None
@@ -269,15 +267,38 @@ class _Ctx:
             self.reps[t] = have
         if have.matches(rep):
             return t
-        if rep.is_int8 and have.is_int8:
-            raise UnsupportedError(f"tensor '{t}' is {have.describe()} but {layer.describe()} reads it as "
-                                   f"{rep.describe()}: the DLA cannot rescale an int8 cube between layers (equal "
-                                   f"scales needed, as TensorRT's DLA requires for concatenation)")
         if rep.is_int8:
-            raise UnsupportedError(f"tensor '{t}' is computed in FP16 inside this DLA partition but "
-                                   f"{layer.describe()} reads it in INT8: the DLA has no FP16 -> INT8 conversion; "
-                                   f"cut the partition before this layer")
+            return self.to_int8(t, have, rep, layer)
         return self.to_fp16(t, have, layer)
+
+    def to_int8(self, t: str, have: Rep, rep: Rep, layer: Layer) -> str:
+        """``t`` requantized to int8 at ``rep``'s scale by one off-line SDP pass: an fp16 cube through
+        the converter at the scale (``fp_out_scale``), an int8 cube at another scale through the INT
+        pipeline's output converter (``requant_params(s_have / s_want)``), which is how TensorRT
+        gives an INT8 concatenation one scale on the DLA. Emitted once per tensor and scale."""
+        name = f"{t}.q{'' if rep.scale is None else f'{rep.scale:.6g}'}"
+        if name in self.out.cubes:
+            return name
+        shape = self.net.tensors[t].shape
+        src = self.out.cubes[t]
+        outc = make_cube(name, shape, HwPrecision.INT8)
+        self.out.cubes[name] = outc
+        if self.with_weights and (rep.scale is None or (have.is_int8 and have.scale is None)):
+            raise UnsupportedError(f"tensor '{t}' has no INT8 scale: calibrate before running INT8")
+        if have.is_int8:
+            rq = int8.PLACEHOLDER
+            if self.with_weights:
+                rq = int8.requant(float(have.scale) / float(rep.scale))
+            op = SdpOp(name=f"{name}.requant", input=src, output=outc, source="memory", out_requant=rq,
+                       inputs=(t,), outputs=(name,))
+        else:
+            step = float(rep.scale) if rep.scale is not None else 1.0
+            op = SdpOp(name=f"{name}.quantize", input=src, output=outc, source="memory", fp_out_scale=step,
+                       inputs=(t,), outputs=(name,))
+        self.emit(layer, op)
+        self.net.tensors.maps[0][name] = self.net.tensors[t]
+        self.reps[name] = rep
+        return name
 
     def to_fp16(self, t: str, have: Rep, layer: Layer) -> str:
         """int8 cube ``t`` as fp16 values q·scale: SDP int8 -> fp16 (converter identity), then an FP16
@@ -306,26 +327,19 @@ class _Ctx:
         return name
 
     def move_rep(self, layer: Layer) -> Rep:
-        """Representation of a data-movement layer: its in-partition inputs', else what its readers
-        need, else how the producer outside holds it."""
+        """Representation of a data-movement layer: what its INT8 readers need (inputs held otherwise
+        are requantized to it, see :meth:`to_int8`), else its in-partition inputs' common int8 rep,
+        else FP16; with nothing known, how the producer outside holds it."""
         ins = [t for t in layer.inputs if self.const_value(t) is None]
         known = [self.reps[t] for t in ins if t in self.reps]
         w = None
         for o in layer.outputs:
             w = w or self.want(o)
+        if w is not None and w.is_int8:
+            return w
         if known:
-            same = all(k.is_int8 and k.matches(known[0]) for k in known)
-            if same:
-                if w is not None and w.is_int8 and not w.matches(known[0]):
-                    raise UnsupportedError(f"its inputs are {known[0].describe()}, its INT8 readers use "
-                                           f"{w.describe()}: the DLA moves int8 data by addressing and cannot "
-                                           f"rescale it (equal scales needed)")
+            if all(k.is_int8 and k.matches(known[0]) for k in known):
                 return next((k for k in known if k.scale is not None), known[0])
-            if w is not None and w.is_int8:
-                raise UnsupportedError(f"its inputs are {', '.join(k.describe() for k in known)} and its readers "
-                                       f"need {w.describe()}: INT8 {layer.kind.value} needs equal scales on every "
-                                       f"input and its output (the DLA moves int8 data by addressing and cannot "
-                                       f"rescale it, and has no FP16 -> INT8 conversion)")
             return FP16_REP
         if w is not None:
             return w
@@ -337,11 +351,44 @@ class _Ctx:
 # activations on the SDP
 
 
+# Activations TensorRT's DLA runs as separate layers (Sigmoid, ElementWise PROD, Scale, clipped ReLU
+# [TRTDOC]) that exporters and the optimizer fuse into one: lowered back into those SDP passes.
+DECOMPOSED = (ActivationType.SILU, ActivationType.HARD_SWISH, ActivationType.HARD_SIGMOID)
+
+
+def emit_activation(ctx: _Ctx, layer: Layer, x: str, out: str, spec: ActivationSpec | None) -> None:
+    """``out = act(x)`` as off-line SDP passes; SiLU = x * sigmoid(x) (LUT pass, then an element-wise
+    multiply), hard-sigmoid = clip(alpha*x + beta, 0, 1) (X1 add-then-multiply, clipped ReLU 1),
+    hard-swish = x * hard_sigmoid(x; 1/6, 1/2)."""
+    if spec is None or spec.type not in DECOMPOSED:
+        _sdp(ctx, layer, x, out, **sdp_activation(spec))
+        return
+    shape = ctx.net.tensors[x].shape if x in ctx.net.tensors else ctx.cube(x).shape
+    t = spec.type
+    alpha, beta = (1 / 6, 0.5) if t is ActivationType.HARD_SWISH else (spec.alpha, spec.beta)
+    gate = out if t is ActivationType.HARD_SIGMOID else f"{out}.gate"
+    if gate != out:
+        ctx.new_cube(gate, shape)
+    if t is ActivationType.SILU:
+        _sdp(ctx, layer, x, gate, name=f"{out}.sigmoid", activation="sigmoid")
+    else:
+        if alpha <= 0:
+            raise UnsupportedError(f"hard sigmoid with alpha {alpha:g}: the SDP clips an increasing ramp only")
+        b = ctx.blob(f"{gate}.bias", ctx.weight(np.array([beta / alpha])), "operand")
+        m = ctx.blob(f"{gate}.scale", ctx.weight(np.array([alpha])), "operand")
+        _sdp(ctx, layer, x, gate, (b, m), name=f"{out}.hardsigmoid", bias="per_layer", scale="per_layer",
+             activation="clip", clip_max=1.0)
+    if gate != out:
+        _sdp(ctx, layer, x, out, (gate,), name=f"{out}.mul", eltwise="mul", eltwise_input=ctx.out.cubes[gate])
+
+
 def sdp_activation(spec: ActivationSpec | None) -> dict:
     """SdpOp fields for an IR activation, or UnsupportedError naming what the SDP lacks."""
     if spec is None:
         return {}
     t = spec.type
+    if t in DECOMPOSED:
+        raise UnsupportedError(f"activation {t.value} takes several SDP passes (emit_activation)")
     if t is ActivationType.RELU:
         return {"activation": "relu"}
     if t in (ActivationType.SIGMOID, ActivationType.TANH):
@@ -367,6 +414,14 @@ def _winograd_ok(cfg: DlaConfig, x: CubeDesc, y: CubeDesc, kernel, stride, dilat
             and y.h >= 8 and y.w >= 8 and y.h % 4 == 0 and y.w % 4 == 0)
 
 
+def _image_input(ctx: _Ctx, x: str, xc: CubeDesc, groups: int, dilation) -> bool:
+    """The first convolution reads the network's image in kDLA_HWC4 through the image-input path
+    (CDMA IMG, channel pre-extension) rather than direct mode: C <= 4 straight from the host, no
+    dilation, groups 1 ([IAS], [PG]; TensorRT's kDLA_HWC4: C in {1, 3, 4}, first layer a conv [TRTR])."""
+    return (xc.c <= 4 and x in ctx.network.inputs and groups == 1 and tuple(dilation) == (1, 1)
+            and ctx.const_value(x) is None)
+
+
 def _conv_weights(ctx: _Ctx, name: str, kcrs: np.ndarray | None, mode: str) -> str:
     w = None
     if kcrs is not None:
@@ -382,6 +437,8 @@ def _emit_conv(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias
     xc = ctx.cube(x)
     yc = ctx.ir_out(out)
     mode = "winograd" if _winograd_ok(ctx.cfg, xc, yc, kernel, stride, dilation, groups) else "direct"
+    if _image_input(ctx, x, xc, groups, dilation):
+        mode = "image"
     wname = _conv_weights(ctx, layer.name, kcrs if ctx.with_weights else None, mode)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
@@ -395,11 +452,20 @@ def _emit_conv(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias
         rc = ctx.cube(residual)
         fields.update(eltwise="add", eltwise_input=rc)
         operands.append(residual)
-    fields.update(sdp_activation(act))
+    split = act is not None and act.type in DECOMPOSED
+    pre = f"{out}.pre" if split else out
+    if split:
+        yc = ctx.new_cube(pre, ctx.net.tensors[out].shape)
+        conv = replace(conv, output=yc)
+    else:
+        fields.update(sdp_activation(act))
     sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
-                bias="per_channel" if bias is not None else "none", inputs=(acc, *operands), outputs=(out,),
+                bias="per_channel" if bias is not None else "none", inputs=(acc, *operands), outputs=(pre,),
                 **fields)
     ctx.emit(layer, conv, sdp)
+    if split:
+        ctx.out.cubes[out] = ctx.out.cubes.get(out) or make_cube(out, ctx.net.tensors[out].shape, ctx.hp)
+        emit_activation(ctx, layer, pre, out, act)
 
 
 def _pads2d(pre, post) -> tuple[int, int, int, int]:
@@ -588,17 +654,24 @@ def _fold_into_conv(ctx: _Ctx, layer: Layer, x: str, out: str, **changes) -> boo
     return True
 
 
-def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), **fields) -> None:
+def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), name: str | None = None,
+         **fields) -> None:
     xc = ctx.cube(x)
     yc = ctx.out.cubes.get(out) or ctx.new_cube(out, ctx.net.tensors[out].shape if out in ctx.net.tensors
                                                else xc.shape)
-    ctx.emit(layer, SdpOp(name=f"{layer.name}.sdp" if out in ctx.net.tensors else out, input=xc, output=yc,
+    name = name or (f"{layer.name}.sdp" if out in ctx.net.tensors else out)
+    ctx.emit(layer, SdpOp(name=name, input=xc, output=yc,
                           source="memory", inputs=(x, *operands), outputs=(out,), **fields))
 
 
 def lower_activation(ctx: _Ctx, layer: Layer) -> None:
-    fields = sdp_activation(layer.params.activation)
+    spec = layer.params.activation
     x = layer.inputs[0]
+    if spec is not None and spec.type in DECOMPOSED:
+        ctx.cube(x)
+        emit_activation(ctx, layer, x, layer.outputs[0], spec)
+        return
+    fields = sdp_activation(spec)
     if not _fold_into_conv(ctx, layer, x, layer.outputs[0], **fields):
         _sdp(ctx, layer, x, layer.outputs[0], **fields)
 
@@ -648,23 +721,35 @@ def lower_scale(ctx: _Ctx, layer: Layer) -> None:
 
 
 _SDP_ELTWISE = {ElementWiseOp.SUM: "add", ElementWiseOp.SUB: "sub", ElementWiseOp.PROD: "mul",
-                ElementWiseOp.MAX: "max", ElementWiseOp.MIN: "min"}
+                ElementWiseOp.MAX: "max", ElementWiseOp.MIN: "min", ElementWiseOp.DIV: "mul"}
+
+
+def _shape(ctx: _Ctx, t: str) -> tuple[int, ...]:
+    """Shape of an IR tensor, or of a cube the lowering added (a step of a fused chain)."""
+    return ctx.net.tensors[t].shape if t in ctx.net.tensors else ctx.out.cubes[t].shape
 
 
 def _eltwise(ctx: _Ctx, layer: Layer, a: str, b: str, op: ElementWiseOp, out: str) -> None:
     """``out = a op b`` for tensors or constants ``a``, ``b`` (one SDP pass, or folded into a conv)."""
     if op not in _SDP_ELTWISE:
         raise UnsupportedError(f"ElementWise {op.value}: no DLA support (the SDP adds, subtracts, multiplies, "
-                               f"takes max and min)")
+                               f"takes max and min, and divides by a constant)")
     kind = _SDP_ELTWISE[op]
     av, bv = ctx.const_value(a), ctx.const_value(b)
+    if op is ElementWiseOp.DIV:  # x / c = x * (1/c), the reciprocal an fp16 operand (TensorRT: Div [TRTDOC])
+        if bv is None or av is not None or np.any(np.asarray(bv) == 0):
+            raise UnsupportedError("ElementWise div: the DLA divides only by a non-zero constant (a multiply by "
+                                   "its reciprocal)")
+        bv = 1.0 / np.asarray(bv, dtype=np.float64)
+        ctx.consts[f"{out}.recip"] = bv
+        b = f"{out}.recip"
     if av is not None and bv is not None:
         raise UnsupportedError("ElementWise of two constants: fold it before placement")
     if av is not None:  # constant first: commute, or c - x = (x + (-c)) * -1
         if kind == "sub":
-            mode, arr = _const_operand(ctx, -np.asarray(av), ctx.net.tensors[b].shape, ctx.cube(b))
-            neg = ctx.blob(f"{layer.name}.bias", arr, "operand")
-            m1 = ctx.blob(f"{layer.name}.scale", ctx.weight(np.array([-1.0])), "operand")
+            mode, arr = _const_operand(ctx, -np.asarray(av), _shape(ctx, b), ctx.cube(b))
+            neg = ctx.blob(f"{out}.bias", arr, "operand")
+            m1 = ctx.blob(f"{out}.scale", ctx.weight(np.array([-1.0])), "operand")
             _sdp(ctx, layer, b, out, (neg, m1), bias=mode, scale="per_layer")
             return
         a, b, av, bv = b, a, bv, av
@@ -673,16 +758,16 @@ def _eltwise(ctx: _Ctx, layer: Layer, a: str, b: str, op: ElementWiseOp, out: st
         if kind in ("add", "sub", "mul"):
             v = -np.asarray(bv) if kind == "sub" else np.asarray(bv)
             slot = "scale" if kind == "mul" else "bias"
-            mode, arr = _const_operand(ctx, v, ctx.net.tensors[a].shape, xc)
-            name = ctx.blob(f"{layer.name}.{slot}", arr, "operand")
+            mode, arr = _const_operand(ctx, v, _shape(ctx, a), xc)
+            name = ctx.blob(f"{out}.{slot}", arr, "operand")
             _sdp(ctx, layer, a, out, (name,), **{slot: mode})
             return
         full = np.broadcast_to(np.asarray(bv), (1, xc.c, xc.h, xc.w)) if ctx.with_weights else None
-        name = ctx.blob(f"{layer.name}.operand", ctx.weight(full) if full is not None else None, "operand")
+        name = ctx.blob(f"{out}.operand", ctx.weight(full) if full is not None else None, "operand")
         ctx.out.cubes[name] = xc.with_(n=1, name=name)
         _sdp(ctx, layer, a, out, (name,), eltwise=kind, eltwise_input=ctx.out.cubes[name])
         return
-    sa, sb = ctx.net.tensors[a].shape, ctx.net.tensors[b].shape
+    sa, sb = _shape(ctx, a), _shape(ctx, b)
     if sa != sb:
         if kind in ("add", "mul") and len(sb) == 4 and sb[0] == 1 and sb[2:] == (1, 1) and sa[0] == 1:
             ctx.cube(b)  # a per-channel tensor operand (e.g. squeeze-excitation): SDP bias/scale from memory
@@ -755,13 +840,13 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
     """A fused pointwise chain as one SDP pass per step (each step rounds to fp16)."""
     steps = layer.params.steps
     cur = layer.inputs[0]
+    shape = ctx.net.tensors[layer.inputs[0]].shape
     for i, s in enumerate(steps):
         out = layer.outputs[0] if i == len(steps) - 1 else f"{layer.name}.s{i}"
         if out != layer.outputs[0]:
-            ctx.new_cube(out, ctx.net.tensors[layer.inputs[0]].shape)
+            ctx.new_cube(out, shape)
         if s.kind == "activation":
-            fields = sdp_activation(ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
-            _sdp(ctx, layer, cur, out, **fields)
+            emit_activation(ctx, layer, cur, out, ActivationSpec(ActivationType(s.op), s.alpha, s.beta))
         elif s.kind == "unary":
             if s.op != UnaryOp.ABS.value:
                 raise UnsupportedError(f"pointwise step unary {s.op}: no DLA support (abs only)")
@@ -769,12 +854,51 @@ def lower_pointwise(ctx: _Ctx, layer: Layer) -> None:
         else:
             if s.operand_input is not None:
                 other = layer.inputs[s.operand_input]
-            else:
+            else:  # a constant of the chain: an SDP operand, as a Constant layer's value would be
                 other = f"{layer.name}.{s.operand_weight}"
-                raise UnsupportedError(f"pointwise step with weight operand '{other}': lower the chain unfused")
+                ctx.consts[other] = np.asarray(layer.weights[s.operand_weight])
             a, b = (other, cur) if s.reverse else (cur, other)
             _eltwise(ctx, layer, a, b, ElementWiseOp(s.op), out)
         cur = out
+
+
+def lower_resize(ctx: _Ctx, layer: Layer) -> None:
+    """Nearest upsampling by (fy, fx): ``fy*fx`` 1x1 depthwise copies (weight 1, identity converter)
+    written side by side along C, then a RUBIK contract interleaves them (module ``resize``)."""
+    x, out = layer.inputs[0], layer.outputs[0]
+    xc = ctx.cube(x)
+    fy, fx = resize.nearest_factors(layer.params, ctx.net.tensors[x].shape)
+    if fy * fx == 1:
+        _window(ctx, layer, x, out, (0, 0, 0, 0), cube_shape(ctx.net.tensors[out].shape))
+        return
+    c = xc.c
+    atom = atom_channels(ctx.hp)
+    if c % atom:
+        raise UnsupportedError(f"nearest Resize of {c} channels: the copies are placed side by side along C, which "
+                               f"needs C to be a multiple of the {atom}-channel atom")
+    is_int = ctx.hp is HwPrecision.INT8
+    ones = None
+    if ctx.with_weights:
+        ones = np.ones((c, 1, 1, 1), dtype=np.int8 if is_int else np.float16)
+    wname = ctx.blob(f"{layer.name}.w", ones)
+    identity = int8.PLACEHOLDER if is_int else None
+    parts, ops = [], []
+    for i in range(fy * fx):
+        ph = f"{layer.name}.ph{i}"
+        phc = ctx.new_cube(ph, (xc.n, c, xc.h, xc.w))
+        acc = f"{layer.name}.acc{i}"
+        ops.append(ConvOp(name=f"{layer.name}.copy{i}", input=xc, output=phc, kernel=(1, 1), groups=c,
+                          weight_precision=ctx.hp, inputs=(x, wname), outputs=(acc,)))
+        ops.append(SdpOp(name=f"{layer.name}.sdp{i}", input=phc, output=phc, source="flying",
+                         out_requant=identity, inputs=(acc,), outputs=(ph,)))
+        parts.append((ph, i * c))
+    ext = f"{layer.name}.ext"
+    extc = ctx.new_cube(ext, (xc.n, c * fy * fx, xc.h, xc.w))
+    ctx.out.assemblies.append(Assembly(ext, tuple(parts)))
+    oc = ctx.ir_out(out)
+    ops.append(RubikOp(name=f"{layer.name}.contract", input=extc, output=oc, mode="contract", stride=(fy, fx),
+                       inputs=(ext,), outputs=(out,)))
+    ctx.emit(layer, *ops)
 
 
 def lower_lrn(ctx: _Ctx, layer: Layer) -> None:
@@ -829,6 +953,10 @@ def lower_concatenation(ctx: _Ctx, layer: Layer) -> None:
     if len(layer.inputs) < 2:
         raise UnsupportedError("concatenation of one input: the DLA needs at least two")
     atom = atom_channels(ctx.hp)
+    offsets = np.cumsum([0] + [ctx.net.tensors[t].shape[1] for t in layer.inputs])[:-1]
+    if len(shape) == 4 and any(int(c) % atom for c in offsets):
+        _concat_by_placement(ctx, layer, out, [int(c) for c in offsets])
+        return
     parts, copies, c0 = [], [], 0
     for t in layer.inputs:
         if c0 % atom:
@@ -845,11 +973,61 @@ def lower_concatenation(ctx: _Ctx, layer: Layer) -> None:
     ctx.out.assemblies.append(Assembly(out, tuple(parts)))
 
 
+def _matrix_conv(ctx: _Ctx, layer: Layer, name: str, x: str, out: str, rows: np.ndarray, k: int,
+                 residual: str | None = None) -> None:
+    """A 1x1 convolution whose weights are 0/1 (output channel ``j`` copies input channel ``rows[j]``;
+    -1: none), plus ``residual`` added by the SDP: moves channels to any offset exactly (one product
+    per output, INT8 through identity converters). The DLA's way to reach channels addressing cannot
+    (a channel window or a concatenation slot off the 32-byte atom)."""
+    xc = ctx.cube(x)
+    is_int = ctx.hp is HwPrecision.INT8
+    w = None
+    if ctx.with_weights:
+        w = np.zeros((k, xc.c, 1, 1), dtype=np.int8 if is_int else np.float16)
+        sel = np.flatnonzero(rows >= 0)
+        w[sel, rows[sel], 0, 0] = 1
+    yc = ctx.out.cubes.get(out) or ctx.new_cube(out, (xc.n, k, xc.h, xc.w))
+    wname = ctx.blob(f"{name}.w", w)
+    acc = f"{name}.acc"
+    ident = int8.PLACEHOLDER if is_int else None  # Requant scale 1, shift 0: the identity
+    fields: dict = {}
+    ins: tuple[str, ...] = (acc,)
+    if residual is not None:
+        fields.update(eltwise="add", eltwise_input=ctx.out.cubes[residual], in_requant=ident)
+        ins = (acc, residual)
+    ctx.emit(layer, ConvOp(name=name, input=xc, output=yc, kernel=(1, 1), weight_precision=ctx.hp,
+                           inputs=(x, wname), outputs=(acc,)),
+             SdpOp(name=f"{name}.sdp", input=yc, output=yc, source="flying", out_requant=ident, inputs=ins,
+                   outputs=(out,), **fields))
+
+
+def _concat_by_placement(ctx: _Ctx, layer: Layer, out: str, offsets: list[int]) -> None:
+    """A concatenation whose slots are off the atom: each input placed at its offset by a 0/1 1x1
+    convolution, the partial results summed by the SDP (zeros elsewhere: exact)."""
+    total = ctx.net.tensors[out].shape[1]
+    prev = None
+    for i, (t, c0) in enumerate(zip(layer.inputs, offsets)):
+        c = ctx.net.tensors[t].shape[1]
+        rows = np.full(total, -1)
+        rows[c0:c0 + c] = np.arange(c)
+        last = i == len(layer.inputs) - 1
+        dst = out if last else f"{out}.part{i}"
+        if last:
+            ctx.ir_out(out)
+        _matrix_conv(ctx, layer, f"{layer.name}.place{i}", t, dst, rows, total, prev)
+        prev = dst
+
+
 def _window(ctx: _Ctx, layer: Layer, x: str, out: str, start: Shape4, shape: Shape4) -> None:
     xc = ctx.cube(x)
     atom = atom_channels(ctx.hp)
     if start[0] != 0 or shape[0] != xc.n:
         raise UnsupportedError("slicing the batch dimension: the DLA slices C, H and W only")
+    if start[1] % atom and tuple(start[2:]) == (0, 0) and tuple(shape[2:]) == (xc.h, xc.w):
+        rows = np.arange(start[1], start[1] + shape[1])
+        ctx.out.cubes[out] = make_cube(out, tuple(shape), ctx.hp)
+        _matrix_conv(ctx, layer, f"{layer.name}.{out}.select", x, out, rows, shape[1])
+        return
     if start[1] % atom:
         raise UnsupportedError(f"channel window starting at {start[1]}: not a multiple of the {atom}-channel "
                                f"{ctx.hp.value.upper()} atom, so it is not addressable")
@@ -887,8 +1065,32 @@ def _order_preserving(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> b
     return moved == sorted(moved)
 
 
+def _lower_channel_shuffle(ctx: _Ctx, layer: Layer, pair) -> None:
+    """One half of a channel-shuffle pair (module ``shuffle``): the first writes the permuted channels
+    into a 4-D cube held under the rank-5 tensor's name, the second is a view of that cube."""
+    first, second, perm = pair
+    if first.name not in ctx.names or second.name not in ctx.names:
+        raise UnsupportedError(f"channel shuffle '{first.name}' -> '{second.name}' passes a rank-5 tensor, which "
+                               f"the DLA holds only inside one partition: place both layers on the same core")
+    if layer is first:
+        x, mid = layer.inputs[0], layer.outputs[0]
+        xc = ctx.cube(x)
+        ctx.out.cubes[mid] = make_cube(mid, xc.shape, ctx.hp)
+        _matrix_conv(ctx, layer, f"{layer.name}.permute", x, mid, np.asarray(perm), xc.c)
+        return
+    mid, out = layer.inputs[0], layer.outputs[0]
+    mc = ctx.out.cubes[mid]
+    ctx.out.cubes[out] = CubeDesc(n=mc.n, c=mc.c, h=mc.h, w=mc.w, precision=mc.precision, name=out,
+                                  line_stride_bytes=mc.line_stride, surface_stride_bytes=mc.surface_stride)
+    ctx.out.views.append(View(out, mid, (0, 0, 0, 0), mc.shape))
+
+
 def lower_shuffle(ctx: _Ctx, layer: Layer) -> None:
     p = layer.params
+    pair = shuffle.channel_shuffle_pair(ctx.network, layer)
+    if pair is not None:
+        _lower_channel_shuffle(ctx, layer, pair)
+        return
     x, out = layer.inputs[0], layer.outputs[0]
     si, so = ctx.net.tensors[x].shape, ctx.net.tensors[out].shape
     mid = tuple(si[d] for d in p.first_perm) if p.first_perm is not None else si
@@ -927,13 +1129,18 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     converter, ReLU and the per-channel output converter; a clip below 127 adds an SDP pass."""
     ep = int8.conv_epilogue(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
     xc = ctx.cube(x)
-    clip = ep.clip_q is not None
-    first = f"{layer.name}.preclip" if clip else out
+    to_float = int8.has_float_output(layer, ctx.network)
+    clip = ep.clip_q is not None and not to_float
+    first = f"{layer.name}.preclip" if clip else f"{layer.name}.units" if to_float else out
     yc = ctx.new_cube(first, ctx.net.tensors[out].shape)
+    sdp_out = yc
+    if to_float:  # the INT pipeline's converter writes FP16 (Int17ToFp16)
+        sdp_out = ctx.out.cubes[first] = make_cube(first, ctx.net.tensors[out].shape, HwPrecision.FP16)
     wname = ctx.blob(f"{layer.name}.w", ep.kernel)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode="direct",
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups,
+                  mode="image" if _image_input(ctx, x, xc, groups, dilation) else "direct",
                   weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
     operands: list[str] = []
     if ep.has_bias:
@@ -942,11 +1149,17 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     if residual is not None:
         fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
         operands.append(residual)
-    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=yc, source="flying",
+    sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=sdp_out, source="flying",
                 bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
                 activation="relu" if ep.relu else "none", out_requant=ep.out_requant,
                 inputs=(acc, *operands), outputs=(first,), **fields)
     ctx.emit(layer, conv, sdp)
+    if to_float:  # FP16 in units of the step, times the step (a power of two: exact)
+        oc = ctx.out.cubes[out] = make_cube(out, ctx.net.tensors[out].shape, HwPrecision.FP16)
+        step = ctx.blob(f"{layer.name}.step", ctx.weight(np.array([ep.float_step or 1.0])), "operand")
+        ctx.emit(layer, SdpOp(name=f"{layer.name}.tofloat", input=sdp_out, output=oc, source="memory",
+                              scale="per_layer",
+                              inputs=(first, step), outputs=(out,)))
     if clip:
         oc = ctx.ir_out(out)
         ctx.emit(layer, SdpOp(name=f"{layer.name}.clip", input=yc, output=oc, source="memory", activation="clip",
@@ -974,14 +1187,16 @@ def _lower_int8_partition_layer(ctx: _Ctx, layer: Layer) -> None:
             raise UnsupportedError(why)
     if mode == "int8":
         ctx.hp = HwPrecision.INT8
-        for i, t in enumerate(layer.inputs):
-            ctx.read(t, int8.input_rep(layer, i), layer)
+        mapped = [ctx.read(t, int8.input_rep(layer, i), layer) for i, t in enumerate(layer.inputs)]
+        if mapped != list(layer.inputs):  # read requantized copies
+            layer = copy.copy(layer)
+            layer.inputs = mapped
         fn = INT8_LOWERERS.get(layer.kind)
         if fn is None:
             raise UnsupportedError(f"{layer.kind.value} in INT8: the DLA's INT8 lowering covers convolution, fully "
                                    f"connected and pooling (the INT8 builder's layers); run it in FP16")
         fn(ctx, layer)
-        rep = int8.output_rep(layer)
+        rep = FP16_REP if int8.has_float_output(layer, ctx.network) else int8.output_rep(layer)
     else:
         rep = FP16_REP if mode == "fp16" else ctx.move_rep(layer)
         ctx.hp = rep.precision
@@ -1012,6 +1227,7 @@ LOWERERS: dict[LayerKind, Callable[[_Ctx, Layer], None]] = {
     LayerKind.UNARY: lower_unary,
     LayerKind.POINTWISE: lower_pointwise,
     LayerKind.LRN: lower_lrn,
+    LayerKind.RESIZE: lower_resize,
     LayerKind.SOFTMAX: lower_softmax,
     LayerKind.CONCATENATION: lower_concatenation,
     LayerKind.SLICE: lower_slice,

@@ -35,7 +35,7 @@ from engine.ir.errors import UnsupportedError
 from engine.ir.layers import ActivationType, ElementWiseOp, LayerKind, PoolingType, ReduceOp, UnaryOp
 from engine.ir.network import Layer, Network
 
-from . import int8
+from . import int8, resize, shuffle
 from .cubes import MAX_BATCH, MAX_DIM, cube_shape
 
 
@@ -105,14 +105,6 @@ def _pad_below_kernel(layer, net, prec, cfg):
     return None
 
 
-def _int8_group_channels(layer, net, prec, cfg):
-    p = layer.params
-    c = net.tensors[layer.inputs[0]].shape[1]
-    if prec is Precision.INT8 and p.groups > 1 and (c // p.groups) % 4:
-        return f"INT8 grouped convolution needs C/groups a multiple of 4, got {c}/{p.groups}"
-    return None
-
-
 def _deconv_shape(layer, net, prec, cfg):
     p = layer.params
     k = tuple(p.kernel)
@@ -134,15 +126,20 @@ def _pool_type(layer, net, prec, cfg):
     return None
 
 
+# Activation [TRTDOC]: ReLU, Sigmoid, TanH, Clip, Leaky ReLU. SiLU, hard-sigmoid and hard-swish are
+# what exporters write as Sigmoid/ElementWise PROD/Scale/Clip layers, each on TensorRT's DLA list; the
+# optimizer fuses them, the lowering runs them decomposed again (lower.emit_activation).
 _DLA_ACTIVATIONS = (ActivationType.RELU, ActivationType.SIGMOID, ActivationType.TANH, ActivationType.CLIP,
-                    ActivationType.LEAKY_RELU)
+                    ActivationType.LEAKY_RELU, ActivationType.SILU, ActivationType.HARD_SWISH,
+                    ActivationType.HARD_SIGMOID)
 
 
 def _activation_spec(spec) -> str | None:
     if spec is None:
         return None
     if spec.type not in _DLA_ACTIVATIONS:
-        return f"activation {spec.type.value}: no DLA support (ReLU, sigmoid, tanh, clip, leaky ReLU only)"
+        return (f"activation {spec.type.value}: no DLA support (ReLU, sigmoid, tanh, clip, leaky ReLU, and SiLU / "
+                f"hard-swish / hard-sigmoid decomposed into them)")
     if spec.type is ActivationType.CLIP and (spec.alpha != 0.0 or not 1.0 <= spec.beta <= 127.0):
         return f"clip [{spec.alpha:g}, {spec.beta:g}]: the DLA clips ReLU to [0, max] with max in [1, 127]"
     return None
@@ -153,9 +150,16 @@ def _activation(layer, net, prec, cfg):
 
 
 def _eltwise_op(layer, net, prec, cfg):
+    """ElementWise [TRTDOC]: sum, sub, prod, max, min (the latest docs add div, pow); div runs as a
+    multiply by the reciprocal of a constant divisor."""
     op = layer.params.op
+    if op is ElementWiseOp.DIV:
+        prod = net.producer(layer.inputs[1])
+        if prod is None or prod.kind is not LayerKind.CONSTANT:
+            return "ElementWise div by a tensor: the DLA divides only by a constant (a multiply by its reciprocal)"
+        return None
     if op not in (ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.PROD, ElementWiseOp.MAX, ElementWiseOp.MIN):
-        return f"ElementWise {op.value}: no DLA support (sum, sub, prod, max, min only)"
+        return f"ElementWise {op.value}: no DLA support (sum, sub, prod, max, min, div by a constant only)"
     return None
 
 
@@ -223,6 +227,14 @@ def _constant(layer, net, prec, cfg):
     return None
 
 
+def _resize(layer, net, prec, cfg):
+    try:
+        resize.nearest_factors(layer.params, net.tensors[layer.inputs[0]].shape)
+    except UnsupportedError as e:
+        return str(e)
+    return None
+
+
 def _lrn_window(layer, net, prec, cfg):
     if layer.params.size not in (3, 5, 7, 9):
         return f"LRN window {layer.params.size}: the DLA supports windows 3, 5, 7, 9"
@@ -236,9 +248,14 @@ def _conv_like_ranges(kernel_field: str = "kernel") -> tuple[Range, ...]:
             Range("groups", 1, 8192, "groups"))
 
 
+# Convolution: TensorRT 10.x "DLA supported layers and restrictions" [TRTDOC]: 2-D, kernel [1,32],
+# padding [0,31] and below the kernel, stride [1,8], dilation [1,32], output maps [1,8192], groups
+# [1,8192] (kDLA_HWC4 input: groups [1,4]). Depthwise and grouped INT8 convolutions are not restricted
+# further there (NVIDIA runs SSD-MobileNetV1 wholly on the Orin DLA [DLASW]); the lowering packs groups
+# into the atom as the hardware does (dla_sim.conv_core.group_packing).
 RULES: dict[LayerKind, Rule] = {
     LayerKind.CONVOLUTION: Rule(FP16_INT8, _conv_like_ranges(),
-                                (_spatial_2d, _pad_below_kernel, _int8_group_channels, _activation)),
+                                (_spatial_2d, _pad_below_kernel, _activation)),
     LayerKind.FULLY_CONNECTED: Rule(FP16_INT8, (Range("num_outputs", 1, 8192, "output maps"),), (_activation,)),
     LayerKind.MATRIX_MULTIPLY: Rule(FP16_INT8, (), (_matmul,)),
     LayerKind.DECONVOLUTION: Rule(FP16_INT8, (Range("kernel", 1, 32, "deconvolution kernel"),
@@ -259,6 +276,7 @@ RULES: dict[LayerKind, Rule] = {
     LayerKind.UNARY: Rule(FP16_INT8, (), (_unary,)),
     LayerKind.LRN: Rule(FP16_ONLY, (), (_lrn_window,), "LRN runs in FP16 on the DLA (TensorRT upgrades INT8)"),
     LayerKind.CONCATENATION: Rule(FP16_INT8, (), (_concat_axis,)),
+    LayerKind.RESIZE: Rule(FP16_INT8, (), (_resize,)),  # [TRTDOC], see backends.dla.resize
     LayerKind.SLICE: Rule(FP16_ONLY, (), (_slice,), "Slice runs in FP16 only on the DLA"),
     LayerKind.SPLIT: Rule(FP16_INT8),
     LayerKind.SHUFFLE: Rule(FP16_INT8),
@@ -284,8 +302,6 @@ NO_DLA: dict[LayerKind, Callable[[Layer, Network], str]] = {
                                               f"(decompose it or run it on the GPU)"),
     LayerKind.CAST: lambda la, net: "Cast: no DLA support",
     LayerKind.PADDING: lambda la, net: "Padding: no DLA support (fold it into the next convolution's padding)",
-    LayerKind.RESIZE: lambda la, net: ("Resize: TensorRT runs integer-scale resize on the DLA, but dla_sim has no "
-                                       "resize path to lower it to"),
     LayerKind.QUANTIZE: lambda la, net: "QuantizeLinear: explicit Q/DQ is not supported on the DLA (calibrate instead)",
     LayerKind.DEQUANTIZE: lambda la, net: ("DequantizeLinear: explicit Q/DQ is not supported on the DLA "
                                            "(calibrate instead)"),
@@ -303,6 +319,8 @@ def _tensor_reasons(layer: Layer, net: Network) -> list[str]:
         prod = net.producer(t)
         if prod is not None and prod.kind is LayerKind.CONSTANT:
             continue
+        if len(info.shape) == 5 and shuffle.channel_shuffle_pair(net, layer) is not None:
+            continue  # the rank-5 middle of a channel shuffle lives inside the partition (module shuffle)
         if not info.dtype.is_float:
             out.append(f"tensor '{t}' is {info.dtype.value}: the DLA computes on floating-point tensors "
                        f"(FP16/INT8 inside)")
@@ -326,8 +344,10 @@ def _hardware_reasons(layer: Layer, net: Network, precision: Precision, cfg: Dla
     refusal that only restates an already failed TensorRT rule is dropped."""
     from .lower import lower
 
+    pair = shuffle.channel_shuffle_pair(net, layer)
+    names = [pair[0].name, pair[1].name] if pair is not None else [layer.name]
     try:
-        lowered = lower(net, [layer.name], precision, cfg, with_weights=False)
+        lowered = lower(net, names, precision, cfg, with_weights=False)
     except UnsupportedError as e:
         if have_rule_reasons:
             return []

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from backends.contract import CompileOptions, PartitionDesc, ProfileRecord, TensorStore
-from backends.gpu import plugin
+from backends.gpu import eager
 from backends.gpu.arena import Arena, buffer_uses, plan_offsets
 from backends.gpu.availability import gpu_available
 from backends.gpu.graph import LaunchSequence
@@ -88,7 +88,7 @@ class GpuPartition:
             needed = [t for la in layers for t in la.outputs if t in self.outputs or t in later]
             ins = list(partition_io(network, layers).inputs)
             if not on_gpu:
-                self.units.append(_Unit(ins, needed, layer=layers[0]))
+                self.units.append(_Unit(ins, needed, layer=layers[0], consts=eager.prepare(layers[0])))
                 continue
             low = lower(network, layers, needed, tactics)
             consts = {k: cupy.asarray(s.const) for k, s in low.slots.items() if s.const is not None}
@@ -279,8 +279,8 @@ class GpuPartitionContext:
         for unit, run in zip(self.partition.units, self.runs):
             if run is None:
                 layer = unit.layer
-                if plugin.has_gpu_impl(layer):
-                    outs = plugin.run_plugin(layer, [env[t] for t in layer.inputs], self.stream, host)
+                if eager.runs_eagerly(layer):
+                    outs = eager.run(layer, [env[t] for t in layer.inputs], unit.consts, self.stream, host)
                 else:
                     outs = run_layer(layer, [_to_host(env[t]) for t in layer.inputs])
                 env.update(zip(layer.outputs, outs))
@@ -307,7 +307,7 @@ class GpuBackend:
         return gpu_available()
 
     def supports(self, layer: Layer, network: Network) -> str | None:
-        if plugin.has_gpu_impl(layer):  # runs eagerly on the context's stream between the graphs
+        if eager.runs_eagerly(layer):  # on the context's stream between the graphs (backends/gpu/eager.py)
             return None
         ok, why = supports(layer, network)
         if layer.kind is LayerKind.PLUGIN:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, candidate_tactics, heuristic_tactic
-from engine.ir.logger import Logger
+from engine.ir.logger import Logger, Progress
 from engine.ir.network import Network
 
 
@@ -199,7 +199,12 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         int8k.compile_all()
     chosen: dict[str, str] = {}
     timed = hits = 0
-    for name, g, act, res in convs:
+    # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
+    n_convs = len(convs) + len(convs8)
+    progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
+    for i, (name, g, act, res) in enumerate(convs):
+        if progress is not None:
+            progress.update(i)
         if level <= 0:
             chosen[name] = heuristic_tactic(g).name
             continue
@@ -217,7 +222,9 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         chosen[name] = best
         cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
         timed += 1
-    for name, g, epi, res, ldy in convs8:
+    for i, (name, g, epi, res, ldy) in enumerate(convs8, len(convs)):
+        if progress is not None:
+            progress.update(i)
         if level <= 0:
             continue  # the lowering falls back to int8.heuristic_tactic8
         float_out = epi.osc is None
@@ -235,6 +242,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         chosen[name] = best
         cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
         timed += 1
+    if progress is not None:
+        progress.update(n_convs)
     cache.save()
     log.info(f"GPU tactics: {len(convs) + len(convs8)} convolutions ({len(convs8)} INT8), {timed} timed, "
              f"{hits} from the timing cache, level {level}, {time.perf_counter() - t0:.1f} s")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import IntEnum
-from typing import TextIO
+from typing import Any, TextIO
 
 
 class Severity(IntEnum):
@@ -34,6 +35,9 @@ class Logger:
         self.timestamps = timestamps
         self.records: list[tuple[Severity, str]] = []
         self._lock = threading.Lock()
+        # Optional: ``factory(what, total)`` -> a progress bar with ``update(n)``/``close()`` (the CLI
+        # passes tqdm on a terminal); ``Progress`` then drives the bar instead of logging lines.
+        self.progress_factory: Callable[[str, int | None], Any] | None = None
 
     def log(self, severity: Severity, message: str) -> None:
         severity = Severity(severity)
@@ -66,8 +70,17 @@ class Progress:
     def __init__(self, logger: Logger, what: str, total: int | None = None, interval: float = 2.0) -> None:
         self.logger, self.what, self.total, self.interval = logger, what, total, interval
         self.start = self._last = time.perf_counter()
+        factory = getattr(logger, "progress_factory", None)
+        self._bar = factory(what, total) if factory is not None else None
+        self._done = 0
 
     def update(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+            self._done = done
+            if self.total is not None and done >= self.total:
+                self._bar.close()
+            return
         now = time.perf_counter()
         if (self.total is not None and done >= self.total) or now - self._last >= self.interval:
             self._last = now

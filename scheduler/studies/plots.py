@@ -39,6 +39,10 @@ def pareto_plot(points: Sequence, front: Sequence, path: str, title: str) -> Non
                            s=40 if pol != "optimal" else 22, edgecolor="k" if pol != "optimal" else "none",
                            label=f"{m} {pol}", zorder=3)
     ax.plot([p.latency_ms for p in front], [p.energy_mj for p in front], "k--", lw=1, label="Pareto front", zorder=2)
+    step = max(1, -(-len(front) // 12))  # label at most a dozen front points: power mode and objective
+    for p in list(front)[::step]:
+        ax.annotate(f"{p.power_mode} {p.objective}", (p.latency_ms, p.energy_mj), xytext=(4, 3),
+                    textcoords="offset points", fontsize=6, zorder=4)
     ax.set_xlabel("latency per inference (ms, simulated)")
     ax.set_ylabel("energy per inference (mJ, simulated)")
     ax.set_title(title, fontsize=9)

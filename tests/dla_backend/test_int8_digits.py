@@ -1,6 +1,7 @@
 """Real data on the DLA: the digits CNN built INT8 (entropy calibration) for a Jetson with the DLA as
-default device runs plan -> runtime -> executor -> dla_sim, gives the reference INT8 logits bit for
-bit and stays within 1 point of FP32."""
+default device runs plan -> runtime -> executor -> dla_sim, gives the reference INT8 logits (the last
+INT8 FC writes its float output as FP16 through the SDP converter: FP16 accuracy) and stays within 1
+point of FP32."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_digits_int8_on_the_dla_equals_reference_and_keeps_accuracy(setup):
     dla_layers = [n for p in parts if p["device"] == "dla" for n in p["layers"]]
     assert {"conv1 + relu1", "pool1", "conv2 + relu2", "pool2"} <= set(dla_layers)
     assert plan.placement["precision"] == "int8"
-    np.testing.assert_array_equal(dla8, ref8)  # exact integers through the DLA, same float logits
+    assert np.abs(dla8 - ref8).max() < 1e-2 * np.abs(ref8).max()  # exact integers; FP16 logits
+    assert np.mean(dla8.argmax(1) == ref8.argmax(1)) > 0.99
     acc32, acc8 = digits.top1(fp32, s.y_test), digits.top1(dla8, s.y_test)
     assert acc32 > 0.93
     assert acc8 >= acc32 - 0.01

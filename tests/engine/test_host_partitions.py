@@ -14,7 +14,7 @@ from backends.reference import execute as reference_execute
 from engine import builder as builder_mod
 from engine import runtime
 from engine.builder import Builder, BuilderConfig
-from engine.cli import _inspect_summary
+from engine.cli.inspect import plan_summary
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
 from engine.ir.layers import ConcatenationParams
@@ -71,7 +71,7 @@ def test_refused_layers_become_host_partitions_with_their_reason(gpu_build):
     assert engine.partitions[1].reason == records[1]["reason"]
     info = json.loads(engine.engine_information())
     assert info["Partitions"][1]["Reason"] == records[1]["reason"] and "Reason" not in info["Partitions"][0]
-    assert "on the reference backend, 1 layers (host: 'pool': FP32 pooling" in _inspect_summary(engine)
+    assert "on the reference backend, 1 layers (host: 'pool': FP32 pooling" in plan_summary(engine)
     feeds = {"image": np.random.default_rng(1).standard_normal((1, 3, 10, 10)).astype(np.float32)}
     out = engine.create_execution_context().execute(feeds)
     np.testing.assert_array_equal(out["probs"], reference_execute(_net(), feeds)["probs"])

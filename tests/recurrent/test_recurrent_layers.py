@@ -166,12 +166,33 @@ def test_dla_refuses_recurrent_layers_with_a_reason(rng):
     assert "lstm" in s.reason and "no DLA support" in s.reason
 
 
-def test_gpu_refuses_recurrent_layers_with_a_reason(rng):
+def test_gpu_backend_runs_recurrent_layers_eagerly_between_its_graphs(rng):
+    """The lowering table refuses them (no graph capture of cuBLAS); the GPU backend takes FP32/FP16
+    ones all the same and runs them with CuPy between its graphs; INT8 ones go to the reference."""
+    from backends.gpu.backend import GpuBackend
     from backends.gpu.lower import supports as gpu_supports
 
     n = lstm_net(rng)
-    ok, why = gpu_supports(n.layer("lstm"), n)
-    assert not ok and "lstm" in why.lower() and "reference backend" in why
+    layer = n.layer("lstm")
+    ok, why = gpu_supports(layer, n)
+    assert not ok and "eagerly with CuPy" in why
+    assert GpuBackend().supports(layer, n) is None
+    layer.precision = Precision.INT8
+    assert GpuBackend().supports(layer, n) is not None
+
+
+def test_the_gpu_recurrence_is_the_reference_code(rng):
+    """The GPU path runs ``recurrent(..., xp=cupy)``; with xp=numpy it must equal the reference kernel."""
+    from backends.reference.ops.recurrent import recurrent
+
+    n = lstm_net(rng, layout=1)
+    layer = n.layer("lstm")
+    x = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    lens = np.array([6, 2, 5], np.int32)
+    want = run_layer(layer, [x, lens])
+    got = recurrent(layer, [x, lens], layer.weights, xp=np)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def _onnx_rnn(w_initializer: bool = True, activations=None):

@@ -35,8 +35,9 @@ class GpuLowering:
 
 
 _QDQ = Unsupported("Q/DQ conversions have no GPU kernel")
-# cuBLAS calls cannot be captured in the partition's CUDA graph and no recurrent kernel of our own exists yet
-_RECURRENT = Unsupported("recurrent layers (RNN/LSTM/GRU) have no GPU kernel yet: they run on the reference backend")
+_RECURRENT = Unsupported("recurrent layers (RNN/LSTM/GRU) are not captured in a CUDA graph (cuBLAS per step): the GPU "
+                         "backend runs FP32/FP16 ones eagerly with CuPy between its graphs (backends/gpu/eager.py); "
+                         "INT8 ones run on the reference backend")
 
 GPU_LOWERINGS: dict[LayerKind, GpuLowering | Unsupported] = {
     # convolution family

@@ -1,4 +1,4 @@
-"""``hetrt eval`` (accuracy of plans over a dataset) and ``hetrt dataset`` (the bundled digits data)."""
+"""``hetrt eval``: the accuracy of plans over a dataset (top-k, agreement with a reference, worst samples)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from engine.ir.errors import HetrtError
+
+NAME = "eval"
 
 EVAL_EPILOG = """\
 TARGET is a plan file (any placement: GPU, DLA, mixed, INT8) or an .onnx model (built FP32 with
@@ -44,14 +46,18 @@ def _hxw(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy of plans over a dataset (top-k, agreement with a reference)",
+                       description="Run plans over every sample of a dataset and report top-k accuracy, "
+                                   "agreement with an FP32 reference model, a confusion matrix and the worst "
+                                   "samples; in this process, local worker processes or on a Ray cluster.",
                        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", metavar="TARGET", help="plan files or .onnx models")
     p.add_argument("--data", required=True, help="dataset folder (.npy batches or images)")
     p.add_argument("--labels", help=".npy of ints, or text: one int per line, or 'NAME LABEL' per line")
     p.add_argument("--reference", metavar="MODEL.onnx", help="FP32 model to measure agreement against")
-    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K")
+    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K",
+                   help="accuracies to report (default 1 5)")
     p.add_argument("--output", help="output tensor holding the logits (default: the first output)")
     p.add_argument("--batch", type=int, default=32, help="batch of plans built from .onnx targets (default 32)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, or Ray actors with --cluster")
@@ -67,15 +73,9 @@ def add_parsers(sub) -> None:
     g.add_argument("--scale", type=float, default=1 / 255, help="multiply pixels by this first (default 1/255)")
     g.add_argument("--mean", type=_floats, default=(0.0,), help="subtract, per channel (e.g. 0.485,0.456,0.406)")
     g.add_argument("--std", type=_floats, default=(1.0,), help="divide, per channel (e.g. 0.229,0.224,0.225)")
-    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=3)
-    p.set_defaults(func=cmd_eval)
-
-    d = sub.add_parser("dataset", help="write the bundled digits dataset and a model trained on it")
-    d.add_argument("name", choices=("digits",))
-    d.add_argument("-o", "--output", required=True, help="folder to write into")
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=cmd_dataset)
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="input layout (default NCHW)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1: grayscale, 3: RGB (default)")
+    return p
 
 
 def _progress(name: str):
@@ -205,10 +205,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.evaluation.bundled import write_digits
-
-    paths = write_digits(args.output, seed=args.seed)
-    for k, v in paths.items():
-        print(f"{k:>7}: {v}")
-    return 0
+run = cmd_eval

@@ -1,0 +1,164 @@
+"""DLA additions to the ``hetrt`` command line, registered on the parser ``engine.cli`` builds:
+
+* ``hetrt place MODEL --json [FILE]``: the placement as data (``scheduler.studies.place_json``);
+  ``-`` or no FILE prints JSON instead of the table.
+* ``hetrt place MODEL --dla-layers CSV`` (and ``hetrt run PLAN --dla-layers CSV`` for a built plan's
+  DLA loadables): per fused DLA layer statistics in the spirit of cuDLA's
+  layer-wise statistics (``backends.dla.layerwise``), every DLA-capable layer on one core.
+* ``hetrt place MODEL --policy replicate``: whole images on the GPU and each DLA core at once with
+  DRAM contention; throughput and power per combination of devices (``scheduler.studies.replicate``).
+* ``hetrt inspect capability MODEL [--platform P] [--fp16]`` (``engine/cli/inspect_capability.py``):
+  every layer, the devices that run it, and why each refusing device refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.ir.dtypes import Precision
+from engine.ir.errors import BuildError
+from engine.ir.fileio import atomic_write_text, check_writable
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the flags to ``place`` and ``run`` (wrapping their handlers); ``inspect capability`` is the topic
+    module ``engine/cli/inspect_capability.py``."""
+    place = sub.choices["place"]
+    place.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                       help="write the placement as JSON to FILE ('-' or no FILE: print JSON instead of the table)")
+    place.add_argument("--dla-layers", default=None, metavar="CSV",
+                       help="write per fused DLA layer statistics (start/end, busy time per engine, SRAM, INT8, "
+                            "sparsity), cuDLA layer-wise statistics style")
+    for action in place._actions:
+        if action.dest == "policy" and action.choices is not None and "replicate" not in action.choices:
+            action.choices = (*action.choices, "replicate")
+            action.help = (action.help or "") + "; replicate: whole images on the GPU and each DLA core at once"
+    base_place = place.get_default("func")
+    place.set_defaults(func=lambda args: cmd_place(args, base_place))
+    run = sub.choices["run"]
+    run.add_argument("--dla-layers", default=None, metavar="CSV",
+                     help="write per fused DLA layer statistics of the plan's DLA partitions (simulated target "
+                          "clock), cuDLA layer-wise statistics style")
+    base_run = run.get_default("func")
+    run.set_defaults(func=lambda args: cmd_run(args, base_run))
+
+
+def cmd_place(args: argparse.Namespace, base) -> int:
+    if getattr(args, "policy", None) == "replicate":
+        return _replicate(args)
+    if args.json is None and args.dla_layers is None:
+        return base(args)
+    from engine.cli_studies import _precision
+    from engine.model_loading import load_network
+    from scheduler.studies.place_json import report_json
+    from scheduler.studies.place_report import format_report, make_constraints, place
+
+    if getattr(args, "policy", "optimal") != "optimal" or len(args.model) != 1:
+        raise BuildError("--json and --dla-layers report one model under --policy optimal")
+    for path in (args.json, args.dla_layers):
+        if path not in (None, "-"):
+            check_writable(path)
+    precision = _precision(args)
+    net = load_network(args.model[0], getattr(args, "batch", None))
+    report = place(net, args.platform, args.power_mode, precision, args.objective, args.lam,
+                   make_constraints(args.deadline, args.energy_budget, args.max_transitions))
+    if args.dla_layers is not None:
+        from backends.dla.layerwise import layer_stats, to_csv
+        from dla_sim.config import get_config
+
+        cfg = get_config(report.model.platform.dla_config, report.model.mode.name)
+        atomic_write_text(args.dla_layers, to_csv(layer_stats(net, precision, cfg)))
+    if args.json == "-":
+        print(json.dumps(report_json(report), indent=1))
+        return 0
+    print(format_report(report))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(report_json(report), indent=1))
+        print(f"wrote {args.json}")
+    if args.dla_layers is not None:
+        print(f"wrote {args.dla_layers}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, base) -> int:
+    """``hetrt run`` as before, then the per-layer statistics of the plan's DLA loadables."""
+    if args.dla_layers is not None:
+        check_writable(args.dla_layers)
+    rc = base(args)
+    if args.dla_layers is None or rc:
+        return rc
+    from pathlib import Path
+
+    from backends.dla.layerwise import loadable_stats, to_csv
+    from dla_sim.config import get_config
+    from engine import plan as plan_format
+    from engine.cli.common import build_plan, is_plan_file, make_logger
+    from scheduler.platforms import get_platform
+
+    spec = args.model
+    blob = Path(spec).read_bytes() if is_plan_file(spec) else build_plan(spec, args, make_logger(args))
+    contents = plan_format.deserialize(blob)
+    if not contents.loadables:
+        raise BuildError(f"{spec}: the plan has no DLA partition (build with --use-dla-core or a DLA placement)")
+    placement = contents.placement or {}
+    plat = get_platform(placement.get("platform") or contents.platform)
+    cfg = get_config(plat.dla_config, placement.get("power_mode") or None)
+    atomic_write_text(args.dla_layers, to_csv(loadable_stats(contents.loadables, cfg)))
+    print(f"wrote {args.dla_layers}")
+    return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    from engine.cli_studies import _precision
+    from engine.model_loading import load_network
+    from scheduler.cost import build_cost_model
+    from scheduler.studies.replicate import format_replicate, replicate_json, replicate_report
+
+    if len(args.model) != 1:
+        raise BuildError("--policy replicate places one model")
+    if args.dla_layers is not None:
+        raise BuildError("--dla-layers reports --policy optimal placements")
+    if args.json not in (None, "-"):
+        check_writable(args.json)
+    model = build_cost_model(load_network(args.model[0], getattr(args, "batch", None)), args.platform,
+                             args.power_mode, _precision(args))
+    r = replicate_report(model)
+    if args.json == "-":
+        print(json.dumps(replicate_json(r), indent=1))
+        return 0
+    print(format_replicate(r))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(replicate_json(r), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def capability_report(model: str, platform: str, precision: Precision) -> str:
+    """Every layer with the devices that can run it and each refusing device's reason."""
+    from backends.dla import supports
+    from dla_sim.config import get_config
+    from engine.model_loading import load_network
+    from scheduler.platforms import get_platform
+
+    plat = get_platform(platform)
+    net = load_network(model)
+    if not plat.dla_config:
+        raise BuildError(f"platform '{plat.name}' has no DLA")
+    cfg = get_config(plat.dla_config)
+    cores = [f"dla{k}" for k in range(plat.dla_cores)]
+    w = max([len(la.name) for la in net.layers] + [5])
+    lines = [f"capability of '{net.name}' on {plat.name} ({cfg.name} DLA x{plat.dla_cores}), {precision.value}",
+             f"{'layer':<{w}}  {'kind':<15} devices"]
+    n_dla = 0
+    for la in net.layers:
+        s = supports(la, net, precision, cfg)
+        n_dla += s.ok
+        devs = ["gpu", *cores] if s.ok else ["gpu"]
+        why = "" if s.ok else f"  ({', '.join(cores)}: {s.reason})"
+        lines.append(f"{la.name:<{w}}  {la.kind.value:<15} {','.join(devs)}{why}")
+    lines.append(f"DLA-capable: {n_dla}/{len(net.layers)} layers ({100 * n_dla / max(len(net.layers), 1):.1f} %)")
+    return "\n".join(lines)
+
+
+__all__ = ["capability_report", "register"]

@@ -1,0 +1,7 @@
+"""``python -m hetrt``: the hetrt command."""
+
+import sys
+
+from engine.cli import main
+
+sys.exit(main())

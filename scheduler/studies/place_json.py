@@ -1,0 +1,69 @@
+"""``hetrt place --json``: the placement report as data (per layer device, time, energy and reason;
+totals per policy; each device's whole-network time and energy), for scripts and for laying
+simulated numbers beside measured ones. Units: microseconds and microjoules, simulated target clock
+(the cost graph holds milliseconds and millijoules).
+"""
+
+from __future__ import annotations
+
+from ..costgraph import DEVICES, GPU
+from ..objectives import evaluate
+from ..placement.result import Placement
+from .place_report import PlaceReport, _flip_reasons
+
+
+def _policy(p: Placement, n_dla: int) -> dict:
+    return {"latency_us": p.latency * 1e3, "energy_uj": p.energy * 1e3,
+            "edp_mj_ms": p.latency * p.energy, "average_power_w": p.energy / p.latency if p.latency else 0.0,
+            "transitions": p.transitions, "loadables": dict(p.loadables), "dla_layers": n_dla, "solver": p.solver}
+
+
+def _device_totals(r: PlaceReport) -> dict:
+    """Every layer a device can run on it, alone: its whole-network time and energy (sequential model,
+    static rails included); layers it refuses are counted and left on the GPU."""
+    g = r.model.graph
+    out = {}
+    for d in DEVICES:
+        if d not in g.static_power_w and d != GPU:
+            continue
+        assign = [d if n.supports(d) else GPU for n in g.nodes]
+        refused = [n.name for n in g.nodes if not n.pseudo and not n.supports(d)]
+        m = evaluate(g, assign)
+        busy = sum(n.time[d] for n in g.nodes if n.supports(d))
+        out[d] = {"latency_us": m.latency * 1e3, "energy_uj": m.energy * 1e3, "layers_busy_us": busy * 1e3,
+                  "refused_layers": len(refused), "fallback_device": GPU if refused else None}
+    return out
+
+
+def report_json(r: PlaceReport) -> dict:
+    m = r.model
+    g = m.graph
+    c = r.chosen
+    reasons = _flip_reasons(r)
+    layers = []
+    for row in m.layers:
+        node = g.nodes[g.index[row.name]]
+        d = c.devices[row.name]
+        layers.append({
+            "name": row.name, "kind": row.kind, "device": d, "time_us": node.time[d] * 1e3,
+            "energy_uj": node.energy[d] * 1e3, "reason": reasons[row.name],
+            "devices": {x: ({"time_us": node.time[x] * 1e3, "energy_uj": node.energy[x] * 1e3}
+                            if node.supports(x) else {"refused": node.why_not(x)})
+                        for x in DEVICES if x in g.static_power_w or x == GPU},
+        })
+    count = sum(1 for n in g.nodes if not n.pseudo and c.devices[n.name] != GPU)
+    totals = {"chosen": _policy(c, count)}
+    for name, p in r.baselines.items():
+        totals[name] = _policy(p, sum(1 for n in g.nodes if not n.pseudo and p.devices[n.name] != GPU))
+    tl = r.timeline.summary()
+    return {
+        "model": g.name, "platform": m.platform.name, "power_mode": m.mode.name, "precision": m.precision.value,
+        "objective": r.objective, "clock": "simulated target", "units": {"time": "us", "energy": "uJ"},
+        "static_power_w": dict(g.static_power_w), "layers": layers, "totals": totals,
+        "devices": _device_totals(r),
+        "timeline": {"latency_us": tl["latency_ms"] * 1e3, "energy_uj": tl["energy_per_inference_mj"] * 1e3,
+                     "average_power_w": tl["average_power_w"]},
+    }
+
+
+__all__ = ["report_json"]
