@@ -16,7 +16,7 @@ import onnx
 
 from engine import plan as plan_format
 from engine.ir.dtypes import Precision
-from engine.ir.errors import BuildError
+from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
 from engine.ir.logger import Logger, Severity
 from engine.ir.network import Network
@@ -133,10 +133,20 @@ class Builder:
         return serialize(self.build(network, config))
 
     def build(self, network: Network, config: BuilderConfig, *,
-              refit_onnx: onnx.ModelProto | None = None) -> plan_format.PlanContents:
-        """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable)."""
+              refit_onnx: onnx.ModelProto | None = None, built_shapes: dict | None = None,
+              dla_refusals: dict[str, str] | None = None, int8_scales: dict | None = None
+              ) -> plan_format.PlanContents:
+        """``refit_onnx``: the ONNX model ``network`` was parsed from (recorded when refittable or
+        built with optimization profiles: the runtime re-specialises from it), at ``built_shapes``.
+        ``dla_refusals``: tensor -> why layers touching it stay off the DLA (dynamic dims).
+        ``int8_scales``: calibrated activation scales to use instead of calibrating (a plan's own,
+        when the runtime specialises it for another shape)."""
         log = self.logger
         config.validate()
+        if config.profiles and refit_onnx is None:
+            raise UnsupportedError("optimization profiles need the ONNX model the network is parsed from "
+                                   "(build_from_onnx, hetrt build): a network defined through the API has fixed "
+                                   "shapes")
         start = time.perf_counter()
         network.validate()
         log.info(f"Building '{network.name}': {len(network)} layers, precision "
@@ -150,11 +160,13 @@ class Builder:
                 raise BuildError("refittable plans of explicitly quantized (Q/DQ) models are not supported: the "
                                  "refitter replays calibrated INT8 only; build without refittable")
         optimized = self._optimize(network, config)
-        int8_scales = None
-        if config.int8:
+        recorded, int8_scales = int8_scales, None
+        if config.int8 and recorded is not None and qdq_scales is None:
+            int8_scales = builder_step.ScaleTable(dict(recorded), True, "the plan's calibration")
+        elif config.int8:
             int8_scales = builder_step.scales_for(optimized, config, qdq_scales, log)
         self._assign_precisions(optimized, config, int8_scales)
-        placement, loadables = self._place(optimized, config)
+        placement, loadables = self._place(optimized, config, dla_refusals)
         memory_plan = self._plan_memory(optimized, config)
         contents = plan_format.PlanContents(
             network=optimized,
@@ -166,11 +178,13 @@ class Builder:
             memory_plan=memory_plan,
             metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
         )
-        if config.refittable:
+        if dla_refusals:
+            contents.metadata["dla_refusals"] = dict(dla_refusals)
+        if config.refittable or (config.profiles and refit_onnx is not None):
             from engine.refit.record import make_record
 
             contents.refit = make_record(network, config, refit_onnx,
-                                         None if int8_scales is None else int8_scales.scales)
+                                         None if int8_scales is None else int8_scales.scales, built_shapes)
         log.info(f"Engine built in {time.perf_counter() - start:.2f} s: {len(optimized)} layers "
                  f"(from {len(network)}), activation memory {memory_plan['peak_bytes'] / 2**20:.2f} MiB")
         return contents
@@ -221,7 +235,8 @@ class Builder:
                     layer.weights = {k: (w.astype("float16") if w.dtype.kind == "f" and layer.kind is not
                                          LayerKind.CONSTANT else w) for k, w in layer.weights.items()}
 
-    def _place(self, network: Network, config: BuilderConfig) -> tuple[dict, list[bytes]]:
+    def _place(self, network: Network, config: BuilderConfig,
+               dla_refusals: dict[str, str] | None = None) -> tuple[dict, list[bytes]]:
         available, reason = _gpu_backend_status()
         backend = "gpu" if available else "reference"
         if not available:
@@ -232,7 +247,8 @@ class Builder:
                 or config.dla_core is not None or config.power_mode):
             from scheduler.plan_placement import place_network  # device per layer, partitions, loadables
 
-            placement, loadables = place_network(network, config, self.logger, backend)
+            placement, loadables = place_network(network, config, self.logger, backend,
+                                                 _layer_refusals(network, dla_refusals or {}))
             placement = {**head, **placement}
         else:
             for layer in network:
@@ -271,6 +287,16 @@ class Builder:
         return mem.to_dict()
 
 
+def _layer_refusals(network: Network, tensor_reasons: dict[str, str]) -> dict[str, str]:
+    """Layer -> the DLA refusal of the first dynamic tensor it reads or writes."""
+    out = {}
+    for layer in network:
+        why = next((tensor_reasons[t] for t in (*layer.inputs, *layer.outputs) if t in tensor_reasons), None)
+        if why is not None:
+            out[layer.name] = why
+    return out
+
+
 def serialize(contents: plan_format.PlanContents) -> bytes:
     return plan_format.serialize(contents)
 
@@ -283,14 +309,28 @@ def build_serialized(network: Network, config: BuilderConfig | None = None, logg
 def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig | None = None,
                     logger: Logger | None = None) -> bytes:
     """Parse an ONNX model with the config's shapes and build a serialized plan."""
-    from engine.onnx_parser import parse
 
     config = config or BuilderConfig()
     config.validate()  # before parsing, so a bad request fails fast and says so
     logger = logger or Logger()
     t0 = time.perf_counter()
-    network = parse(model, input_shapes=_shapes_to_build(model, config), batch=config.batch)
+    shapes = _shapes_to_build(model, config)
+    network = parse_for_build(model, shapes, config, logger)
     logger.info(f"Parsed ONNX model in {time.perf_counter() - t0:.2f} s: {len(network)} layers")
+    if config.profiles:
+        return serialize(build_with_profiles(model, network, shapes, config, logger))
+    if config.refittable:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
+        return serialize(Builder(logger).build(network, config, refit_onnx=proto))
+    return Builder(logger).build_serialized_network(network, config)
+
+
+def parse_for_build(model: str | Path | onnx.ModelProto, shapes: dict | None, config: BuilderConfig,
+                    logger: Logger) -> Network:
+    """The network the builder starts from: parsed at ``shapes``, with Q/DQ weight scales for INT8."""
+    from engine.onnx_parser import parse
+
+    network = parse(model, input_shapes=shapes, batch=config.batch)
     if config.int8:
         from engine.quantization import qdq
 
@@ -298,10 +338,43 @@ def build_from_onnx(model: str | Path | onnx.ModelProto, config: BuilderConfig |
         n = qdq.annotate_weight_scales(network, proto)
         if n:
             logger.info(f"Explicit quantization: {n} layers have Q/DQ weight scales")
-    if config.refittable:
-        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
-        return serialize(Builder(logger).build(network, config, refit_onnx=proto))
-    return Builder(logger).build_serialized_network(network, config)
+    return network
+
+
+def wants_dla(config: BuilderConfig) -> bool:
+    """Whether the build may place layers on a DLA (what dynamic dimensions rule out)."""
+    return (config.default_device == "dla" or config.dla_core is not None
+            or config.placement_policy not in (None, "gpu-only"))
+
+
+def build_with_profiles(model: str | Path | onnx.ModelProto, network: Network, shapes: dict,
+                        config: BuilderConfig, logger: Logger) -> plan_format.PlanContents:
+    """A plan for every shape inside ``config.profiles``: built at the first profile's opt shapes,
+    keeping the source model (the refit record) that the runtime re-specialises per shape, the
+    activation memory at each profile's max shapes, and -- when the DLA is requested -- why layers
+    with a dynamic dimension stay off it (static profiles, min = opt = max, keep the DLA)."""
+    from engine.ir.memory import plan_memory
+    from engine.onnx_parser.dynamic import analyze_profile
+
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
+    builder = Builder(logger)
+    refusals: dict[str, str] = {}
+    if wants_dla(config):
+        for profile in config.profiles:
+            if not profile.is_static:
+                analysis = analyze_profile(proto, profile)
+                for tensor in analysis.dynamic:
+                    refusals.setdefault(tensor, analysis.dynamic_reason(tensor))
+    peaks = []
+    for i, profile in enumerate(config.profiles):
+        at_max = builder._optimize(parse_for_build(proto, profile.at("max"), config, logger), config)
+        peaks.append(plan_memory(at_max).peak_bytes)
+        if config.memory_limit is not None and peaks[-1] > config.memory_limit:
+            raise BuildError(f"activation memory at the max shapes of optimization profile {i} needs {peaks[-1]} "
+                             f"bytes, above the memory limit of {config.memory_limit} bytes")
+    contents = builder.build(network, config, refit_onnx=proto, built_shapes=shapes, dla_refusals=refusals)
+    contents.metadata["profile_max_memory"] = peaks
+    return contents
 
 
 def _shapes_to_build(model: str | Path | onnx.ModelProto, config: BuilderConfig) -> dict | None:

@@ -95,3 +95,82 @@ def measure(run, warmup_ms: float = 200.0, iterations: int = 10, duration_s: flo
         if max_iterations is not None and len(latencies) >= max_iterations:
             break
     return PerfResult(latencies, time.perf_counter() - start, warm)
+
+
+# ----------------------------------------------------------------------------- per-iteration phases
+
+
+def device_resident(context) -> bool:
+    """True when every partition of the context's engine enqueues on a CUDA stream (GPU backend)."""
+    return all(hasattr(context.partition_context(p.name), "execute_async") for p in context.engine.partition_descs)
+
+
+class IterationTimer:
+    """One inference split into trtexec's phases -- H2D, compute, D2H -- with per-iteration times
+    (trtexec's --exportTimes records, milliseconds from the first iteration's start).
+
+    On the GPU backend, inputs are copied into device buffers (H2D), the engine is enqueued with
+    ``execute_async`` into device output buffers (compute; the host time of that call is the
+    enqueue time) and the outputs are copied back (D2H), each timed by CUDA events on one stream;
+    ``no_data_transfers`` stages the inputs once and skips both copies (trtexec's
+    --noDataTransfers). Engines with host partitions have no device: H2D and D2H are empty and
+    compute is one synchronous ``execute`` on the host clock.
+    """
+
+    def __init__(self, context, feeds: dict[str, np.ndarray], no_data_transfers: bool = False) -> None:
+        self.context = context
+        self.feeds = feeds
+        self.no_data_transfers = no_data_transfers
+        self.device = device_resident(context)
+        self.records: list[dict[str, float]] = []
+        self._origin: float | None = None
+        if self.device:
+            import cupy
+
+            self._cp = cupy
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.inputs = {n: cupy.asarray(a) for n, a in feeds.items()}
+            self.outputs = {n: cupy.empty(context.get_tensor_shape(n), context.engine.get_tensor_dtype(n).numpy)
+                            for n in context.engine.output_names}
+            self.host_out = {n: np.empty(a.shape, a.dtype) for n, a in self.outputs.items()}
+
+    def __call__(self) -> None:
+        now = time.perf_counter()
+        if self._origin is None:
+            self._origin = now
+        rec = self._device() if self.device else self._host()
+        self.records.append({k: (v - self._origin) * 1e3 if k.startswith(("start", "end")) else v
+                             for k, v in rec.items()})
+
+    def _host(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        self.context.execute(self.feeds)
+        t1 = time.perf_counter()
+        return {"startEnqMs": t0, "endEnqMs": t1, "startH2DMs": t0, "endH2DMs": t0, "startComputeMs": t0,
+                "endComputeMs": t1, "startD2HMs": t1, "endD2HMs": t1, "h2dMs": 0.0, "computeMs": (t1 - t0) * 1e3,
+                "d2hMs": 0.0, "latencyMs": (t1 - t0) * 1e3, "enqueueMs": (t1 - t0) * 1e3}
+
+    def _device(self) -> dict[str, float]:
+        cp, s = self._cp, self.stream
+        ev = [cp.cuda.Event() for _ in range(4)]
+        t0 = time.perf_counter()
+        ev[0].record(s)
+        if not self.no_data_transfers:
+            for n, a in self.feeds.items():
+                self.inputs[n].set(a, stream=s)
+        ev[1].record(s)
+        e0 = time.perf_counter()
+        self.context.execute_async(self.inputs, s, outputs=self.outputs)
+        e1 = time.perf_counter()
+        ev[2].record(s)
+        if not self.no_data_transfers:
+            for n, a in self.outputs.items():
+                a.get(stream=s, out=self.host_out[n])
+        ev[3].record(s)
+        ev[3].synchronize()
+        h2d, comp, d2h = (cp.cuda.get_elapsed_time(ev[i], ev[i + 1]) for i in range(3))
+        c0 = t0 + h2d / 1e3
+        return {"startEnqMs": e0, "endEnqMs": e1, "startH2DMs": t0, "endH2DMs": c0, "startComputeMs": c0,
+                "endComputeMs": c0 + comp / 1e3, "startD2HMs": c0 + comp / 1e3,
+                "endD2HMs": c0 + (comp + d2h) / 1e3, "h2dMs": h2d, "computeMs": comp, "d2hMs": d2h,
+                "latencyMs": h2d + comp + d2h, "enqueueMs": (e1 - e0) * 1e3}

@@ -26,6 +26,7 @@ from engine.ir.network import Network
 from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
 from .device_pins import pin_devices, resolve_pins
 from .dla_compile import compile_partition
+from .dla_source import BackendDlaSource
 from .partitions import split_partitions
 from .platforms import get_platform
 from .policies import POLICIES, run_policy
@@ -96,11 +97,41 @@ def _check_fallback(config, policy: str, devices: dict[str, str], reasons) -> No
                          f"allow GPU fallback (--allow-gpu-fallback) or change those layers")
 
 
-def place_network(network: Network, config, logger: Logger, gpu_backend: str) -> tuple[dict, list[bytes]]:
+class _RefusingDla:
+    """A DLA cost source that refuses given layers with a given reason (dynamic shapes: the DLA
+    runs static shapes only) and otherwise answers as ``inner``."""
+
+    def __init__(self, inner, refusals: dict[str, str]) -> None:
+        self.inner = inner
+        self.refusals = refusals
+        self.refused: set[str] = set()  # DLA-capable layers refused for a dynamic dimension
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def supports(self, layer, network: Network, precision: Precision) -> tuple[bool, str]:
+        ok, why = self.inner.supports(layer, network, precision)
+        if ok and layer.name in self.refusals:
+            self.refused.add(layer.name)
+            return False, self.refusals[layer.name]
+        return ok, why
+
+    def layer_costs(self, network: Network, precision: Precision, core: int) -> dict:
+        costs = self.inner.layer_costs(network, precision, core)
+        return {k: v for k, v in costs.items() if k not in self.refusals}
+
+
+def place_network(network: Network, config, logger: Logger, gpu_backend: str,
+                  dla_refusals: dict[str, str] | None = None) -> tuple[dict, list[bytes]]:
+    """``dla_refusals``: layer -> why it may not run on the DLA (a dynamic dimension); it becomes
+    that layer's fallback reason wherever the DLA could otherwise run it."""
     platform = get_platform(config.platform)
     mode = platform.mode(config.power_mode)
     precision = build_precision(config)
     policy = resolve_policy(config)
+    dla = None
+    if dla_refusals and precision is not Precision.FP32 and platform.dla_cores > 0:
+        dla = _RefusingDla(BackendDlaSource(platform, mode), dla_refusals)
     stages: list[dict] = []
     pins = resolve_pins(network, getattr(config, "layer_devices", None) or {})
     if policy == "gpu-only" and "dla" in pins.values():
@@ -113,7 +144,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
     elif policy == "pipeline":
         from .studies.throughput_report import pipeline_devices
 
-        model = pin_devices(build_cost_model(network, platform, mode.name, precision), pins)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
         plan, devices = pipeline_devices(model, PIPELINE_FRAMES)
         names = list(devices)
         stages = [{"device": st.device, "layers": names[st.first:st.stop], "time_ms": st.time} for st in plan.stages]
@@ -121,7 +152,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
                   "energy_per_frame_mj": plan.energy_per_frame_mj, "frames": plan.frames, "solver": plan.solver}
         messages = []
     else:
-        model = pin_devices(build_cost_model(network, platform, mode.name, precision), pins)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
         result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
         devices = {k: v for k, v in result.devices.items() if not is_pseudo(k)}
         values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,
@@ -158,4 +189,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str) ->
     }
     if stages:
         placement["stages"] = stages
+    if dla is not None:  # which DLA-capable layers a dynamic dimension kept on the GPU, and why
+        placement["fallback_reasons"] = {n: dla_refusals[n] for n in sorted(dla.refused)
+                                         if devices.get(n) == "gpu"}
     return placement, loadables

@@ -388,6 +388,16 @@ def test_partition_contexts_and_execute_async_are_public(engine):
     assert ctx.partition_context("p0") is ctx.partition_context("p0")
     with pytest.raises(ExecutionError, match="no partition 'p9'; partitions: \\['p0'\\]"):
         ctx.partition_context("p9")
-    with pytest.raises(UnsupportedError, match=r"execute_async needs every partition on the GPU backend; partitions "
-                                               r"\['p0'\] run on \['reference'\]"):
-        ctx.execute_async(feeds())
+    want = ctx.execute(feeds())
+    got = ctx.execute_async(feeds())  # host partitions: host arrays, one synchronous run
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+    class FakeDevice:  # a device array as the runtime sees one (CUDA array interface)
+        shape = feeds()["image"].shape
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(UnsupportedError, match=r"execute_async with device arrays \(inputs \['image'\]\) needs every "
+                                               r"partition on the GPU backend; partitions \['p0'\] run on "
+                                               r"\['reference'\]"):
+        ctx.execute_async({"image": FakeDevice()})

@@ -72,7 +72,8 @@ class Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- option groups
 
 BUILD_DEFAULTS = {"fp16": False, "int8": False, "best": False, "calib": None, "calib_cache": None,
-                  "calibrator": "entropy", "batch": None, "shapes": None, "platform": "host", "memory_limit": None,
+                  "calibrator": "entropy", "batch": None, "shapes": None, "min_shapes": None,
+                  "opt_shapes": None, "max_shapes": None, "platform": "host", "memory_limit": None,
                   "use_dla_core": None, "allow_gpu_fallback": False, "placement": None, "objective": "latency",
                   "power_mode": None, "layer_precision": None, "layer_device_types": None,
                   "precision_constraints": "none",
@@ -97,7 +98,12 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    help="batch size for inputs with a symbolic first dim (default 1); an error on a model whose "
                         "batch is fixed to another value")
     g.add_argument("--shapes", default=None, metavar="SPEC",
-                   help="fixed input shapes, trtexec syntax: name:1x3x224x224[,name2:...] [--shapes]")
+                   help="fixed input shapes, trtexec syntax: name:1x3x224x224[,name2:...]; with --min/--opt/"
+                        "--max-shapes (or a plan built with them), the shapes 'hetrt run' runs at [--shapes]")
+    for which, eg in (("min", "1x3x32x32"), ("opt", "4x3x64x64"), ("max", "8x3x128x128")):
+        g.add_argument(f"--{which}-shapes", action="append", default=None, metavar="SPEC",
+                       help=f"{which} shapes of an optimization profile, e.g. x:{eg}[,y:...]; repeat the three "
+                            f"flags for more profiles (the i-th of each makes profile i) [--{which}Shapes]")
     g.add_argument("--platform", default="host",
                    help="target platform tag recorded in the plan (host, orin-agx-64gb, xavier-agx)")
     g.add_argument("--memory-limit", type=nonneg_int, default=None, metavar="BYTES",
@@ -161,7 +167,15 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--export-profile", metavar="FILE", help="write the per-layer profile as JSON [--exportProfile]")
     g.add_argument("--export-layer-info", metavar="FILE",
                    help="write layer information (engine inspector JSON) [--exportLayerInfo]")
-    g.add_argument("--export-times", metavar="FILE", help="write latency statistics as JSON [--exportTimes]")
+    g.add_argument("--export-times", metavar="FILE",
+                   help="write per-iteration times as JSON: enqueue, H2D, compute and D2H of each timed iteration, "
+                        "ms [--exportTimes]")
+    g.add_argument("--no-data-transfers", action="store_true",
+                   help="GPU engines: stage the inputs on the device once and leave the host<->device copies out of "
+                        "every iteration [--noDataTransfers]")
+    g.add_argument("--profile", type=nonneg_int, default=0, metavar="N",
+                   help="optimization profile to run with (plans built with --min/--opt/--max-shapes; default 0) "
+                        "[--profile]")
     g.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs of one inference [--exportOutput]")
 
 

@@ -205,6 +205,23 @@ def check_batch(proto: onnx.ModelProto, batch: int | None, shapes: dict) -> None
                      f"dims. Use --shapes or export the model with a dynamic batch")
 
 
+def parse_profiles(args: argparse.Namespace) -> list:
+    """--min-shapes/--opt-shapes/--max-shapes (trtexec's): the i-th of each makes optimization profile i;
+    a missing --opt-shapes is the max, a missing --min-shapes or --max-shapes is the opt."""
+    from engine.ir.profiles import OptimizationProfile
+
+    mins, opts, maxs = (getattr(args, k, None) or [] for k in ("min_shapes", "opt_shapes", "max_shapes"))
+    profiles = []
+    for i in range(max(len(mins), len(opts), len(maxs))):
+        lo, op, hi = (parse_shapes(specs[i]) if i < len(specs) else {} for specs in (mins, opts, maxs))
+        profile = OptimizationProfile()
+        for name in dict.fromkeys([*lo, *op, *hi]):
+            opt = op.get(name, hi.get(name, lo.get(name)))
+            profile.set_shape(name, lo.get(name, opt), opt, hi.get(name, opt))
+        profiles.append(profile)
+    return profiles
+
+
 def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = None):
     """A BuilderConfig from the build flags (every value checked before parsing or building)."""
     from engine.builder import BuilderConfig
@@ -226,8 +243,9 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
     timing_cache = getattr(args, "timing_cache", None)
     if timing_cache and not os.path.exists(timing_cache):
         check_writable(timing_cache)
-    shapes = parse_shapes(args.shapes)
-    if proto is not None:
+    profiles = parse_profiles(args)  # with profiles, --shapes picks the shapes 'hetrt run' runs at
+    shapes = {} if profiles else parse_shapes(args.shapes)
+    if proto is not None and not profiles:
         check_batch(proto, args.batch, shapes)
     pins = {k: v for k, v in resolve_pins(args, proto).items() if v is not Precision.INT8}
     devices = parse_layer_devices(getattr(args, "layer_device_types", None))
@@ -237,6 +255,7 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
             getattr(args, "placement", None) in (None, "gpu-only"):
         raise BuildError("--layer-device-types ...:dla needs --use-dla-core N (or a --placement that uses the DLA)")
     return BuilderConfig(layer_devices=devices, fp16=args.fp16, int8=args.int8, batch=args.batch, input_shapes=shapes,
+                         profiles=profiles,
                          platform=args.platform, memory_limit=args.memory_limit, layer_precisions=pins,
                          optimize=not getattr(args, "no_optimize", False), calibrator=calibrator,
                          calibration_cache=calib_cache, timing_cache=timing_cache,
@@ -393,7 +412,7 @@ def load_engine(path_or_spec: str, args: argparse.Namespace, logger: Logger):
         data = read_bytes(path_or_spec, "plan")
         if not data.startswith(PLAN_MAGIC):
             raise PlanError(f"{path_or_spec} is not a hetrt plan (no HETRTPLN magic at offset 0)")
-        ignored = build_flags_given(args)
+        ignored = [f for f in build_flags_given(args) if f != "--shapes"]  # --shapes: run shapes of a dynamic plan
         if ignored:
             logger.warning(f"{path_or_spec} is an already built plan: build options {', '.join(ignored)} are "
                            f"ignored")

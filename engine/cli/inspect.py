@@ -62,6 +62,10 @@ def plan_summary(engine) -> str:
     for b in info["Bindings"]:
         dims = "x".join(str(d) for d in b["Dimensions"])
         lines.append(f"  {b['Mode']:6s} {b['Name']}: {dims} {b['Datatype']}")
+    for i, profile in enumerate(info.get("OptimizationProfiles", [])):
+        lines.append(f"  optimization profile {i}: " + "; ".join(
+            f"{n} min {'x'.join(map(str, r['min']))} opt {'x'.join(map(str, r['opt']))} max "
+            f"{'x'.join(map(str, r['max']))}" for n, r in profile.items()))
     lines.append(f"  activation memory {info['DeviceMemorySize'] / 2**20:.2f} MiB "
                  f"(without reuse {info['ActivationBytesWithoutReuse'] / 2**20:.2f} MiB)")
     for p in info.get("Partitions", []):

@@ -15,6 +15,7 @@ from engine.cli.common import (
     load_engine,
     load_inputs,
     make_logger,
+    parse_shapes,
     progress_bar,
     progress_enabled,
     random_inputs,
@@ -60,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, *OUTPUT_FLAGS)
     engine = load_engine(args.model, args, logger)
     context = engine.create_execution_context()
-    feeds = load_inputs(args.load_inputs, random_inputs(engine_inputs(engine), args.seed))
-    batch = next((t.shape[0] for t in engine.io_tensors if t.mode == "input" and t.shape), 1)
+    specs = _run_shapes(args, engine, context, logger)
+    feeds = load_inputs(args.load_inputs, random_inputs(specs, args.seed))
+    batch = next((shape[0] for _, shape, _ in specs if shape), 1)
     simulated = _simulated_latency_ms(engine)
     has_dla = any(p.device == "dla" for p in engine.partitions)
     if has_dla and simulated is not None and not args.simulate_every_iteration:
@@ -85,14 +87,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_shapes(args, engine, context, logger: Logger) -> list:
+    """The inputs' (name, shape, dtype): a plan with optimization profiles runs in --profile N at
+    --shapes (each inside the profile; default: the profile's opt shapes)."""
+    if engine.is_dynamic:
+        context.set_optimization_profile(args.profile)
+        for name, shape in parse_shapes(args.shapes).items():
+            context.set_input_shape(name, shape)
+        at = ", ".join(f"{n}:{'x'.join(map(str, context.get_tensor_shape(n)))}" for n in engine.input_names)
+        logger.info(f"Running at {at} (optimization profile {args.profile})")
+    return [(name, context.get_tensor_shape(name), dtype) for name, _, dtype in engine_inputs(engine)]
+
+
 def _measure_host(args, engine, context, feeds, batch: int, logger: Logger) -> None:
-    from engine.perf import LatencyStats, measure
+    from engine.perf import IterationTimer, LatencyStats, measure
 
     backend = "+".join(sorted({"dla_sim" if p.backend == "dla" else p.backend for p in engine.partitions}))
     logger.info(f"Running: warm-up {args.warmup:g} ms, at least {args.iterations} iterations and "
                 f"{args.duration:g} s")
+    timer = IterationTimer(context, feeds, args.no_data_transfers)
+    if timer.no_data_transfers and not timer.device:
+        logger.info("--no-data-transfers: this engine runs on the host; there are no transfers to leave out")
     bar = _bar(args, "inferences", None)
-    step = (lambda: (context.execute(feeds), bar.update(1))) if bar is not None else (lambda: context.execute(feeds))
+    step = (lambda: (timer(), bar.update(1))) if bar is not None else timer
     try:
         result = measure(step, warmup_ms=args.warmup, iterations=args.iterations * args.avg_runs,
                          duration_s=args.duration)
@@ -107,8 +124,8 @@ def _measure_host(args, engine, context, feeds, batch: int, logger: Logger) -> N
         logger.info(line)
     if args.avg_runs > 1:
         logger.info(f"Latencies are means of {args.avg_runs} consecutive inferences (--avg-runs)")
-    if args.export_times:
-        atomic_write_text(args.export_times, json.dumps(result.to_dict(), indent=2))
+    if args.export_times:  # trtexec's --exportTimes: one record per timed iteration (after the warm-up)
+        atomic_write_text(args.export_times, json.dumps(timer.records[result.warmup_iterations:], indent=2))
 
 
 def _run_dla_once(args, engine, context, feeds, batch: int, latency_ms: float, logger: Logger) -> dict:

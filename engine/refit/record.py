@@ -26,9 +26,11 @@ from engine.ir.network import Network
 
 
 def make_record(network: Network, config: Any, proto: onnx.ModelProto | None,
-                int8_scales: dict[str, Any] | None = None) -> dict:
-    """``int8_scales``: the calibrated activation scale of every tensor (kept across refits)."""
-    shapes = {k: [int(d) for d in v] for k, v in (config.input_shapes or {}).items()}
+                int8_scales: dict[str, Any] | None = None, input_shapes: dict | None = None) -> dict:
+    """``int8_scales``: the calibrated activation scale of every tensor (kept across refits);
+    ``input_shapes``: the shapes the source was parsed at (default: the config's). Plans built with
+    optimization profiles keep the same record: the runtime re-specialises the source per shape."""
+    shapes = {k: [int(d) for d in v] for k, v in (input_shapes or config.input_shapes or {}).items()}
     scales = None if int8_scales is None else {k: float(v) for k, v in int8_scales.items()}
     if proto is not None:
         source, fmt = proto.SerializeToString(), "onnx"

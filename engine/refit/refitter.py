@@ -78,7 +78,7 @@ class Refitter:
         else:
             self._engine = target
             self._contents = getattr(target, "plan_contents", None) or target._contents
-        if self._contents.refit is None:
+        if self._contents.refit is None or not self._contents.build_config.get("refittable", True):
             raise RefitError("this plan was not built refittable (BuilderConfig.refittable=True, hetrt build --refit)")
         self._source = _load_source(self._contents.refit)
         self._pending: dict[str, np.ndarray] = {}

@@ -12,6 +12,7 @@ lanes concurrently and pipeline frames, so each frame gets fresh tensors (``Fram
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from engine.ir.errors import ExecutionError, UnsupportedError
 from engine.ir.network import Layer
 from engine.profiler import IProfiler
 
+from . import device_io
 from .executor import Event, RunResult
 
 if TYPE_CHECKING:
@@ -82,18 +84,27 @@ class ExecutionContext:
     Assign ``profiler`` to receive per-layer (reference), per-graph (GPU) and per-subgraph (DLA)
     times; ``last_events`` holds the partition runs of the last execution (host clock)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, arena: np.ndarray | None = None) -> None:
+        """``arena``: activation memory to use (at least ``engine.device_memory_size`` bytes; the
+        contexts of one dynamic-shape context's specialised engines share its arena)."""
         self.engine = engine
         self.profiler: IProfiler | None = None
         self.last_events: list[Event] = []
         self._busy = threading.Lock()
         self._contexts: dict[int, PartitionContext] = {}
+        self._profile = 0
+        self._shapes: dict[str, tuple[int, ...]] = {n: engine.get_tensor_shape(n) for n in engine.input_names}
+        self._subs: OrderedDict[Any, ExecutionContext] = OrderedDict()
+        self._addresses: dict[str, Any] = {}
         size = engine.device_memory_size
-        try:
-            self._arena = np.zeros(size, dtype=np.uint8)
-        except MemoryError:
-            raise ExecutionError(f"cannot allocate {size} bytes of activation memory for engine "
-                                 f"'{engine.name}'") from None
+        if arena is not None and arena.nbytes >= size:
+            self._arena = arena[:size]
+        else:
+            try:
+                self._arena = np.zeros(size, dtype=np.uint8)
+            except MemoryError:
+                raise ExecutionError(f"cannot allocate {size} bytes of activation memory for engine "
+                                     f"'{engine.name}'") from None
         network = engine.network
         dtypes = engine.storage_dtypes
         self._views: dict[str, np.ndarray] = {}
@@ -161,11 +172,15 @@ class ExecutionContext:
                        seed: int = 0) -> list[dict[str, np.ndarray]]:
         """Run a stream of frames; with DLA partitions, frames pipeline over the GPU and DLA lanes
         (frame f+1 starts on one lane while frame f runs on another). ``delays`` (lane -> seconds)
-        adds a random sleep before each partition, with ``seed``: a test hook for synchronization."""
+        adds a random sleep before each partition, with ``seed``: a test hook for synchronization.
+        With optimization profiles, the inputs' shapes select the specialised engine (and must lie
+        inside the selected profile)."""
         if not self._busy.acquire(blocking=False):
             raise ExecutionError("this execution context is already executing on another thread; "
                                  "create one context per thread (engine.create_execution_context())")
         try:
+            if self.engine.is_dynamic:
+                return self._execute_dynamic(frames, delays, seed)
             checked = [self.check_feeds(f) for f in frames]
             if not self.engine.uses_arena:
                 return self._run([FrameStore(f) for f in checked], delays, seed)
@@ -197,27 +212,176 @@ class ExecutionContext:
         return [{t: np.array(s.get(t), dtype=engine.io_tensor(t).dtype.numpy, copy=True) for t in engine.output_names}
                 for s in stores]
 
-    def execute_async(self, inputs: Mapping[str, Any] | None = None, stream: Any | None = None) -> dict[str, Any]:
-        """Enqueue the engine on a device ``stream`` without host copies or synchronization:
-        ``inputs`` are host or device (CuPy) arrays, None to reuse the inputs staged by the last
-        call (engines of one partition); returns the outputs as device arrays owned by this context,
-        valid until its next run. Needs every partition on a backend that enqueues (the GPU backend),
-        else ``UnsupportedError``."""
+    # ------------------------------------------------------------------ dynamic shapes
+
+    @property
+    def optimization_profile(self) -> int:
+        return self._profile
+
+    def set_optimization_profile(self, index: int) -> None:
+        """Select optimization profile ``index``; the input shapes become that profile's opt shapes."""
+        n = self.engine.num_optimization_profiles
+        if not isinstance(index, int) or not 0 <= index < max(n, 1):
+            raise ExecutionError(f"optimization profile {index!r} does not exist; engine '{self.engine.name}' has "
+                                 f"{n} (0..{max(n, 1) - 1})")
+        self._profile = index
+        self._shapes = {name: self.engine.get_tensor_profile_shape(name, index)[1] if n else
+                        self.engine.get_tensor_shape(name) for name in self.engine.input_names}
+
+    def set_input_shape(self, name: str, shape: Sequence[int]) -> None:
+        """Set input ``name``'s shape for the next execution; outside the selected profile an
+        ``ExecutionError`` names the input, the dim, the value and the range."""
+        if self.engine.get_tensor_mode(name) != "input":
+            raise ExecutionError(f"'{name}' is an output of engine '{self.engine.name}', not an input")
+        try:
+            shape = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise ExecutionError(f"input '{name}': a shape is a sequence of integers, got {shape!r}") from None
+        shapes = {**self._shapes, name: shape}
+        if self.engine.is_dynamic:
+            self.engine._specialiser.check(shapes, self._profile)
+        else:
+            self.engine.specialise({name: shape})
+        self._shapes = shapes
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        """An input's shape as set, or an output's shape at the inputs' shapes (before execution;
+        with profiles this specialises the engine for those shapes if not done yet)."""
+        if self.engine.get_tensor_mode(name) == "input":
+            return self._shapes[name]
+        return self._target_engine(self._shapes).get_tensor_shape(name)
+
+    @property
+    def specialisations(self) -> list:
+        """The engine's per-shape specialisations so far (shared by its contexts)."""
+        return self.engine.specialisations
+
+    def _target_engine(self, shapes: Mapping[str, Sequence[int]]) -> Engine:
+        engine, record = self.engine.specialise(dict(shapes), self._profile)
+        if record is not None and self.profiler is not None:  # the first-run cost, never hidden
+            self.profiler.report_layer_time(record.label, record.build_seconds * 1e3)
+        return engine
+
+    def _target(self, shapes: Mapping[str, Sequence[int]]) -> ExecutionContext | None:
+        """The context of the engine specialised for ``shapes`` (None: this context's own engine)."""
+        engine = self._target_engine(shapes)
+        self._shapes = {n: tuple(int(d) for d in shapes.get(n, s)) for n, s in self._shapes.items()}
+        if engine is self.engine:
+            return None
+        sub = self._subs.get(engine)
+        if sub is None:
+            if engine.device_memory_size > self._arena.nbytes:
+                self._arena = np.zeros(engine.device_memory_size, dtype=np.uint8)  # grows, never per call
+            sub = ExecutionContext(engine, arena=self._arena)
+            self._subs[engine] = sub
+            while len(self._subs) > 8:
+                self._subs.popitem(last=False)
+        self._subs.move_to_end(engine)
+        sub.profiler = self.profiler
+        return sub
+
+    def _feed_shapes(self, feeds: Any) -> dict[str, tuple[int, ...]]:
+        if not isinstance(feeds, Mapping):
+            raise ExecutionError(f"execute() takes a dict of input name -> array, got {type(feeds).__name__}")
+        return {n: device_io.shape_of(n, a) for n, a in feeds.items() if n in self._shapes}
+
+    def _execute_dynamic(self, frames: Sequence[Mapping[str, np.ndarray]], delays: Mapping[str, float] | None,
+                         seed: int) -> list[dict[str, np.ndarray]]:
+        """Frames in runs of equal shapes, each run on the engine specialised for its shapes."""
+        outs: list[dict[str, np.ndarray]] = []
+        events: list[Event] = []
+        i = 0
+        while i < len(frames):
+            shapes = self._feed_shapes(frames[i])
+            j = i + 1
+            while j < len(frames) and self._feed_shapes(frames[j]) == shapes:
+                j += 1
+            sub = self._target(shapes)
+            if sub is None:
+                checked = [self.check_feeds(f) for f in frames[i:j]]
+                got = (self._run([FrameStore(f) for f in checked], delays, seed) if not self.engine.uses_arena
+                       else [self._run([self._arena_store(f)], delays, seed)[0] for f in checked])
+            else:
+                got = sub.execute_frames(frames[i:j], delays=delays, seed=seed)
+                self.last_events = sub.last_events
+            events += [Event(e.frame + i, e.partition, e.lane, e.start, e.end) for e in self.last_events]
+            outs += got
+            i = j
+        self.last_events = events
+        return outs
+
+    # ------------------------------------------------------------------ device-resident execution
+
+    def set_tensor_address(self, name: str, buffer: Any) -> None:
+        """Bind a caller buffer to I/O tensor ``name`` (TensorRT's setTensorAddress): a host numpy
+        array or a device array (CuPy, PyTorch CUDA tensor, anything with __cuda_array_interface__
+        or DLPack). ``execute_async`` reads bound inputs and writes bound outputs; None unbinds."""
+        self.engine.io_tensor(name)
+        if buffer is None:
+            self._addresses.pop(name, None)
+        else:
+            device_io.shape_of(name, buffer)
+            self._addresses[name] = buffer
+
+    def get_tensor_address(self, name: str) -> Any:
+        self.engine.io_tensor(name)
+        return self._addresses.get(name)
+
+    def execute_async(self, inputs: Mapping[str, Any] | None = None, stream: Any | None = None,
+                      outputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Enqueue the engine on ``stream`` (a CuPy stream, a ``torch.cuda.Stream`` or a raw
+        handle) without host copies or synchronization. ``inputs``: host or device arrays by name
+        (CuPy, PyTorch CUDA tensors, ...; device arrays are read in place), merged over the buffers
+        bound by ``set_tensor_address``; None with nothing bound reuses the inputs staged by the
+        last call (engines of one partition). ``outputs`` (and bound output buffers) receive the
+        results, copied on ``stream``; other outputs are returned as device arrays owned by this
+        context, valid until its next run. Engines whose partitions run on the host (the
+        reference backend) accept host arrays only and run synchronously."""
+        bound_in = {n: a for n, a in self._addresses.items() if n in self._shapes}
+        feeds = None if inputs is None and not bound_in else {**bound_in, **(inputs or {})}
+        buffers = {**{n: a for n, a in self._addresses.items() if n not in self._shapes}, **(outputs or {})}
+        for name in buffers:
+            if self.engine.get_tensor_mode(name) != "output":
+                raise ExecutionError(f"'{name}' is an input of engine '{self.engine.name}', not an output")
+        if self.engine.is_dynamic:
+            sub = self._target(self._feed_shapes(feeds) if feeds is not None else self._shapes)
+            if sub is not None:
+                return sub.execute_async(feeds, stream, buffers)
+        for name, dst in buffers.items():
+            device_io.check_output(name, dst, self._target_engine(self._shapes).get_tensor_shape(name),
+                                   self.engine.get_tensor_dtype(name).numpy)
         descs = self.engine.partition_descs
-        if inputs is None and len(descs) > 1:
+        host = [p.name for p in descs if not hasattr(self._context(p.index), "execute_async")]
+        if host:
+            return device_io.deliver(self._host_async(feeds, host), buffers, stream)
+        if feeds is None and len(descs) > 1:
             raise UnsupportedError(f"execute_async without inputs needs an engine of one partition; "
                                    f"'{self.engine.name}' has {len(descs)}")
         if not self._busy.acquire(blocking=False):
             raise ExecutionError("this execution context is already executing on another thread")
         try:
-            host = [p.name for p in descs if not hasattr(self._context(p.index), "execute_async")]
-            if host:
-                raise UnsupportedError(f"execute_async needs every partition on the GPU backend; partitions {host} "
-                                       f"run on {sorted({p.backend for p in descs if p.name in host})}")
-            env: dict[str, Any] = dict(inputs) if inputs is not None else {}
-            for p in descs:
-                feeds = None if inputs is None else {t: env[t] for t in p.inputs}
-                env.update(self._context(p.index).execute_async(feeds, stream))
-            return {t: env[t] for t in self.engine.output_names}
+            produced = self._device_async(feeds, device_io.as_stream(stream))
         finally:
             self._busy.release()
+        return device_io.deliver(produced, buffers, stream)
+
+    def _device_async(self, feeds: Mapping[str, Any] | None, stream: Any) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        if feeds is not None:
+            env = {n: (device_io.as_cupy(n, a) if device_io.is_device(a) else a) for n, a in feeds.items()}
+        for p in self.engine.partition_descs:
+            part_feeds = None if feeds is None else {t: env[t] for t in p.inputs}
+            env.update(self._context(p.index).execute_async(part_feeds, stream))
+        return {t: env[t] for t in self.engine.output_names}
+
+    def _host_async(self, feeds: Mapping[str, Any] | None, host: list[str]) -> dict[str, Any]:
+        """Engines with host partitions: host arrays in, one synchronous run, host arrays out."""
+        if feeds is None:
+            raise UnsupportedError(f"execute_async without inputs needs device-staged inputs; partitions {host} "
+                                   f"of '{self.engine.name}' run on the host")
+        device = sorted(n for n, a in feeds.items() if device_io.is_device(a))
+        if device:
+            backends = sorted({p.backend for p in self.engine.partition_descs if p.name in host})
+            raise UnsupportedError(f"execute_async with device arrays (inputs {device}) needs every partition on "
+                                   f"the GPU backend; partitions {host} run on {backends}")
+        return self.execute(feeds)

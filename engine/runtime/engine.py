@@ -21,8 +21,9 @@ from engine.ir.logger import Logger
 from engine.ir.memory import MemoryPlan, plan_memory, storage_dtypes
 from engine.ir.network import Network
 from engine.ir.platforms import KNOWN_PLATFORMS, describe_known
+from engine.ir.profiles import OptimizationProfile, Shape
 
-from . import inspector
+from . import inspector, specialise
 from . import partitions as parts_mod
 from .context import ExecutionContext
 from .executor import Executor
@@ -73,7 +74,7 @@ class Engine:
     """A loaded plan (TensorRT's ICudaEngine plus its engine inspector)."""
 
     def __init__(self, header: plan_format.PlanHeader, contents: plan_format.PlanContents,
-                 logger: Logger | None = None) -> None:
+                 logger: Logger | None = None, specialised: bool = False) -> None:
         self._logger = logger or Logger()
         self._header = header
         self._contents = contents
@@ -99,6 +100,58 @@ class Engine:
         self._compiled = tuple(compiled)
         self._executor = Executor(descs, network.inputs, network.outputs)
         self._uses_arena = self._executor.lanes == ("gpu",) or not descs
+        self._profiles = specialise.profiles_of(contents.build_config)
+        self._specialiser: specialise.Specialiser | None = None
+        if self._profiles and not specialised:
+            if contents.refit is None or contents.refit.get("format") != "onnx":
+                raise PlanError(f"plan '{network.name}' has optimization profiles but not the source model they "
+                                f"are specialised from (rebuild it with this version of hetrt)")
+            self._specialiser = specialise.Specialiser(self, self._profiles, contents.refit["source"], self._logger)
+
+    # ------------------------------------------------------------------ optimization profiles
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True for a plan built with optimization profiles: it runs at any shape inside them."""
+        return self._specialiser is not None
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self._profiles)
+
+    @property
+    def profiles(self) -> list[OptimizationProfile]:
+        return copy.deepcopy(self._profiles)
+
+    def get_tensor_profile_shape(self, name: str, profile: int = 0) -> tuple[Shape, Shape, Shape]:
+        """(min, opt, max) of input ``name`` in optimization profile ``profile``."""
+        self.io_tensor(name)
+        if not 0 <= profile < len(self._profiles):
+            raise ExecutionError(f"optimization profile {profile} does not exist; engine '{self.name}' has "
+                                 f"{len(self._profiles)}")
+        rng = self._profiles[profile].shapes.get(name)
+        if rng is None:
+            shape = self.get_tensor_shape(name)
+            return shape, shape, shape
+        return rng.min, rng.opt, rng.max
+
+    def specialise(self, shapes: dict[str, Shape], profile: int = 0
+                   ) -> tuple[Engine, specialise.SpecialisationRecord | None]:
+        """The engine for concrete input shapes inside ``profile`` (built on first use, cached),
+        and the record of its build when this call built it. Static plans: only their own shapes."""
+        if self._specialiser is None:
+            for name, shape in shapes.items():
+                if tuple(shape) != self.get_tensor_shape(name):
+                    raise ExecutionError(f"input '{name}': engine '{self.name}' was built for shape "
+                                         f"{self.get_tensor_shape(name)} without optimization profiles; got "
+                                         f"{tuple(shape)} (build with --min-shapes/--opt-shapes/--max-shapes)")
+            return self, None
+        return self._specialiser.engine_for(shapes, profile)
+
+    @property
+    def specialisations(self) -> list[specialise.SpecialisationRecord]:
+        """Every per-shape engine built so far, with its build time and uses."""
+        return [] if self._specialiser is None else list(self._specialiser.records)
 
     # ------------------------------------------------------------------ I/O queries
 
@@ -146,8 +199,9 @@ class Engine:
 
     @property
     def device_memory_size(self) -> int:
-        """Bytes of activation memory each execution context allocates (the arena peak)."""
-        return self._memory.peak_bytes
+        """Bytes of activation memory each execution context allocates (the arena peak; with
+        optimization profiles, the largest peak at any profile's max shapes)."""
+        return max([self._memory.peak_bytes, *self._contents.metadata.get("profile_max_memory", [])])
 
     @property
     def memory_plan(self) -> MemoryPlan:

@@ -115,6 +115,11 @@ def engine_information(engine: Engine, format: str = "json") -> str:
         "NumLoadables": len(engine.loadables),
         "BuildConfig": engine.build_config,
     }
+    if engine.num_optimization_profiles:
+        info["OptimizationProfiles"] = [p.to_dict() for p in engine.profiles]
+        fallback = engine.placement.get("fallback_reasons")
+        if fallback:
+            info["DynamicShapeFallback"] = fallback
     if format == "json":
         return json.dumps(info, indent=2)
     if format == "oneline":

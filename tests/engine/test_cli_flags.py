@@ -109,7 +109,7 @@ def test_avg_runs_reports_means_of_consecutive_runs(tmp_path):
               "--export-times", str(times))
     assert r.returncode == 0, r.stderr
     assert "means of 3 consecutive inferences" in r.stdout
-    assert json.loads(times.read_text())["iterations"] >= 6
+    assert len(json.loads(times.read_text())) >= 6  # one record per inference (trtexec's --exportTimes)
 
 
 def test_trtexec_build_flags_reach_the_plan(tmp_path):
