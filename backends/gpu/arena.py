@@ -37,15 +37,16 @@ def _align(v: int) -> int:
 def buffer_uses(low: Lowered) -> list[BufferUse]:
     """The arena buffers of a lowered segment with the launches that use them.
 
-    Staged inputs are live from before the first launch, the caller's outputs until after the
-    last; uploaded constants live outside the arena; each launch's split-K workspace lives during
-    that launch only.
+    Staged inputs are live from before the first launch to after the last (a replay may reuse
+    them), the caller's outputs until after the last; uploaded constants live outside the arena;
+    each launch's split-K workspace lives during that launch only.
     """
     def arena(names: list[str]) -> list[str]:
         return [n for n in names if n in low.slots and low.slots[n].const is None]
 
+    # staged inputs stay live to the end: a replay without new inputs (execute_async(None)) reads them again
     live = step_lifetimes(((arena(op.reads), arena(op.writes)) for op in low.ops), arena(low.inputs),
-                          arena(list(low.outputs.values())))
+                          arena(list(low.outputs.values()) + list(low.inputs)))
     uses = [BufferUse(n, low.slots[n].nbytes, first, last) for n, (first, last) in live.items()]
     uses += [BufferUse(f"@ws{i}", op.workspace, i, i) for i, op in enumerate(low.ops) if op.workspace]
     return uses

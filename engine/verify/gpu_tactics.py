@@ -14,7 +14,9 @@ from engine.ir.errors import PlanError
 from engine.ir.layers import LayerKind
 from engine.ir.network import Network
 
-CONV_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION})
+# layers the GPU lowers to its implicit-GEMM (tensor-core) kernels, each with a timed tactic
+CONV_KINDS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION, LayerKind.FULLY_CONNECTED,
+                        LayerKind.MATRIX_MULTIPLY})
 
 
 def validate_tactics(tactics: Any, network: Network) -> None:

@@ -77,6 +77,7 @@ def make_case(op: str, *, seq: int = 5, batch: int = 3, inp: int = 4, hidden: in
     graph = helper.make_graph([node], f"{op.lower()}_case", graph_inputs, outputs,
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8  # what every ONNX Runtime of the test extras reads
     onnx.checker.check_model(model)
     return model, feeds
 
