@@ -101,8 +101,18 @@ def to_storage(a: np.ndarray, precision: Precision) -> np.ndarray:
         return a.astype(_STORAGE[precision], copy=False)
 
 
-def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None = None) -> list[np.ndarray]:
-    """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``."""
+def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None = None,
+              any_layout: bool = False) -> list[np.ndarray]:
+    """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``.
+
+    Outputs are C-contiguous unless ``any_layout``: then they may keep the memory layout a kernel
+    computed them in (convolutions: channels-last), which the next layer reads without a copy.
+    """
+    outs = _run_layer(layer, inputs, precision)
+    return outs if any_layout else [np.ascontiguousarray(o) if o.ndim else o for o in outs]
+
+
+def _run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None) -> list[np.ndarray]:
     precision = Precision(precision or layer.precision or Precision.FP32)
     if precision is Precision.INT8:
         return int8.run_layer(layer, inputs, precision)  # exact integer emulation

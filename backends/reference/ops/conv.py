@@ -13,7 +13,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.ir.errors import UnsupportedError
 
-from .activation import apply_activation
+from . import channels_last
+from .activation import apply_activation_inplace
+
+# Below this many input channels (an RGB stem), im2col gathers runs too short for channels-last.
+_MIN_CHANNELS_LAST = 16
 
 
 def _pad_spatial(x: np.ndarray, pre, post, value: float = 0.0) -> np.ndarray:
@@ -40,12 +44,23 @@ def _out_size(x_sp, kernel, stride, pre, post, dilation) -> tuple[int, ...]:
 
 
 def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int) -> np.ndarray:
-    """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias)."""
+    """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias).
+
+    2-D float convolutions run channels-last (``channels_last``): the result may then be stored
+    NHWC; its values are the same.
+    """
     n, c = x.shape[:2]
     k_out = w.shape[0]
     kernel = w.shape[2:]
     sp = len(kernel)
     out = _out_size(x.shape[2:], kernel, stride, pre, post, dilation)
+    path = channels_last.supports(x, w, groups) if all(o > 0 for o in out) else None
+    if path == "1x1" and not any(pre) and not any(post):
+        return channels_last.conv1x1(x, w, stride, out)
+    if path == "depthwise":
+        return channels_last.depthwise(x, w, stride, pre, post, dilation, out)
+    if path is not None and x.shape[1] >= _MIN_CHANNELS_LAST:
+        return channels_last.im2col_conv(x, w, stride, pre, post, dilation, out)
     taps = math.prod(kernel)
     nout = math.prod(out)
     if groups == 1 and taps == 1 and not any(pre) and not any(post):
@@ -67,6 +82,9 @@ def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: i
     # (G, Kg, Cg*taps) @ (G, Cg*taps, N*out) -> (G, Kg, N*out)
     perm = (1, *range(2 + sp, 2 + 2 * sp), 0, *range(2, 2 + sp))
     cols = np.ascontiguousarray(win.transpose(perm)).reshape(groups, cg * taps, n * nout)
+    if groups == 1 and sp == 2:  # (N*out, K): the output channels innermost, as channels-last
+        y = np.matmul(cols[0].T, w.reshape(k_out, c * taps).T)
+        return channels_last.from_nhwc(y.reshape(n, *out, k_out))
     y = np.matmul(w.reshape(groups, kg, cg * taps), cols)
     y = y.reshape(k_out, n, *out)
     return np.ascontiguousarray(np.moveaxis(y, 1, 0)) if n > 1 else y.reshape(1, k_out, *out)
@@ -103,12 +121,13 @@ def deconv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, output_
 
 
 def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
+    """bias, residual and activation applied in place on the freshly computed ``y``."""
     if bias is not None:
         y += bias.astype(y.dtype, copy=False).reshape(1, -1, *([1] * (y.ndim - 2)))
     if residual is not None:
         y += residual
     if act is not None:
-        y = apply_activation(y, act)
+        y = apply_activation_inplace(y, act)
     return y
 
 
