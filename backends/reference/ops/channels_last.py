@@ -72,6 +72,31 @@ def _pad_nhwc(xh: np.ndarray, pre, post) -> np.ndarray:
     return xp
 
 
+def _padded_phases(xh: np.ndarray, pre, post, sw: int) -> list[np.ndarray]:
+    """The zero-padded NHWC input split into its ``sw`` column phases (phase q holds the padded
+    columns q, q + sw, ...), built in one copy."""
+    if sw == 1:
+        return [_pad_nhwc(xh, pre, post)]
+    n, h, w, c = xh.shape
+    (t, left), (b, right) = pre, post
+    wp = w + left + right
+    phases = []
+    for q in range(sw):
+        wq = -(-(wp - q) // sw)
+        lo = max(0, -(-(left - q) // sw))  # first phase column inside the input
+        hi = min(wq, -(-(w + left - q) // sw))
+        ph = np.empty((n, h + t + b, wq, c), dtype=xh.dtype)
+        ph[:, :t] = 0
+        ph[:, t + h:] = 0
+        ph[:, t:t + h, :lo] = 0
+        ph[:, t:t + h, max(hi, lo):] = 0
+        if hi > lo:
+            start = q + lo * sw - left
+            ph[:, t:t + h, lo:hi] = xh[:, :, start:start + (hi - lo - 1) * sw + 1:sw]
+        phases.append(ph)
+    return phases
+
+
 def conv1x1(x: np.ndarray, w: np.ndarray, stride, out) -> np.ndarray:
     """Pointwise convolution without padding: one GEMM, output channels innermost."""
     n, c = x.shape[:2]
@@ -82,33 +107,51 @@ def conv1x1(x: np.ndarray, w: np.ndarray, stride, out) -> np.ndarray:
     return from_nhwc(y.reshape(n, out[0], out[1], k))
 
 
+def _phase_taps(kw: int, sw: int, dw: int) -> list[tuple[list[int], int, int]]:
+    """Per column phase q: the taps j with (j*dw) % sw == q, the first one's column in that phase
+    and the (uniform) column step between consecutive taps."""
+    out = []
+    for q in range(sw):
+        js = [j for j in range(kw) if (j * dw) % sw == q]
+        if js:
+            cols = [(j * dw - q) // sw for j in js]
+            step = cols[1] - cols[0] if len(cols) > 1 else 1
+            assert all(b - a == step for a, b in zip(cols, cols[1:]))  # an arithmetic progression
+            out.append((js, cols[0], step))
+    return out
+
+
 def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
-    """y[n, c, o] = sum_t x_pad[n, c, o*stride + t*dilation] * w[c, t], accumulated in taps order."""
+    """y[n, c, o] = sum_t x_pad[n, c, o*stride + t*dilation] * w[c, t].
+
+    The padded input is split into its ``sw`` column phases (phase q holds columns q, q+sw, ...),
+    so the taps of one phase read, for every output row, one contiguous run of wo*C values. The
+    multiply-accumulate over taps is then one ``einsum`` per phase over a strided (read-only)
+    window view, with the weights tiled along the output width: a fused loop, no temporaries.
+    """
     n, c = x.shape[:2]
     kh, kw = w.shape[2:]
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out
-    xp = _pad_nhwc(to_nhwc(x), pre, post)
-    # Column phase p holds the padded columns p, p + sw, ...: tap column j*dw reads phase
-    # (j*dw) % sw from column (j*dw) // sw on, so every tap reads contiguous (wo*c) rows.
-    phases = [xp] if sw == 1 else [np.ascontiguousarray(xp[:, :, p::sw]) for p in range(sw)]
-    wt = prepared(w, ("dw", wo), lambda a: np.tile(a.reshape(c, kh * kw).T[:, None, :], (1, wo, 1))
-                  .reshape(kh * kw, wo * c))
+    phases = _padded_phases(to_nhwc(x), pre, post, sw)
     y = np.empty((n, ho, wo * c), dtype=np.result_type(x, w))
-    tmp = np.empty((ho, wo * c), dtype=y.dtype)
-    for b in range(n):
-        acc = y[b]
-        for t in range(kh * kw):
-            i, j = divmod(t, kw)
-            col = j * dw
-            ph = phases[col % sw][b]
-            rows = ph[i * dh:i * dh + (ho - 1) * sh + 1:sh, col // sw:col // sw + wo]
-            src = rows.reshape(ho, wo * c)
-            if t == 0:
-                np.multiply(src, wt[0], out=acc)
+    groups = _phase_taps(kw, sw, dw)
+    tmp = np.empty((ho, wo * c), dtype=y.dtype) if len(groups) > 1 else None
+    for i, (js, first, step) in enumerate(groups):
+        q = (js[0] * dw) % sw
+        phase = phases[q]
+        wt = prepared(w, ("dw", wo, sw, dw, q), lambda a, js=js: np.tile(
+            a.reshape(c, kh, kw)[:, :, js].transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, len(js), -1))
+        for b in range(n):
+            src = phase[b, :, first:]
+            rs, cs, es = src.strides
+            view = np.lib.stride_tricks.as_strided(src, shape=(ho, kh, len(js), wo * c),
+                                                   strides=(sh * rs, dh * rs, step * cs, es), writeable=False)
+            if i == 0:
+                np.einsum("hijm,ijm->hm", view, wt, out=y[b])
             else:
-                np.multiply(src, wt[t], out=tmp)
-                acc += tmp
+                np.einsum("hijm,ijm->hm", view, wt, out=tmp)
+                y[b] += tmp
     return from_nhwc(y.reshape(n, ho, wo, c))
 
 
