@@ -60,10 +60,18 @@ def apply_activation(x: np.ndarray, spec: ActivationSpec) -> np.ndarray:
     return np.asarray(y, dtype=x.dtype)
 
 
+_NEG_LOG2E = np.float32(-np.log2(np.e))
+
+
 def _one_plus_exp_neg(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """1 + exp(-x) (inf where exp overflows, which the callers' divisions turn into 0)."""
-    out = np.negative(x, out=out)
-    np.exp(out, out=out)
+    """1 + exp(-x) (inf where exp overflows, which the callers' divisions turn into 0).
+
+    exp(-x) is computed as exp2(-x * log2(e)): numpy's float32 exp2 is about twice as fast as
+    its exp, and the extra rounding of the argument costs |x| * 2**-24 relative (< 6e-6 over the
+    whole range where the result is not saturated).
+    """
+    out = np.multiply(x, _NEG_LOG2E, out=out)
+    np.exp2(out, out=out)
     return np.add(out, _f(1.0), out=out)
 
 
