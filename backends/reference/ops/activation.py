@@ -102,10 +102,11 @@ _INPLACE: dict[ActivationType, Callable[[np.ndarray, float, float], np.ndarray]]
 
 
 def apply_activation_inplace(x: np.ndarray, spec: ActivationSpec) -> np.ndarray:
-    """``apply_activation`` that may overwrite ``x`` (a freshly computed, owned float array)."""
+    """``apply_activation`` written into ``x`` (a freshly computed, owned float array), returned."""
     fn = _INPLACE.get(ActivationType(spec.type))
-    if fn is None or not x.flags.writeable:
-        return apply_activation(x, spec)
+    if fn is None:
+        x[...] = apply_activation(x, spec)
+        return x
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return fn(x, spec.alpha, spec.beta)
 

@@ -121,7 +121,22 @@ def deconv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, output_
 
 
 def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
-    """bias, residual and activation applied in place on the freshly computed ``y``."""
+    """bias, residual and activation applied in place on the freshly computed ``y``.
+
+    A channels-last result is updated as (N*H, W*K) rows with the bias tiled along a row, so
+    every ufunc runs over long contiguous rows rather than K values at a time.
+    """
+    if channels_last.is_channels_last(y):
+        n, k, h, w = y.shape
+        rows = y.transpose(0, 2, 3, 1).reshape(n * h, w * k)
+        if bias is not None:
+            rows += channels_last.prepared(bias.astype(y.dtype, copy=False), ("tile", w),
+                                           lambda b: np.tile(b, w))
+        if residual is not None:
+            y += residual
+        if act is not None:
+            apply_activation_inplace(rows, act)
+        return y
     if bias is not None:
         y += bias.astype(y.dtype, copy=False).reshape(1, -1, *([1] * (y.ndim - 2)))
     if residual is not None:
