@@ -172,6 +172,25 @@ def im2col_conv(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) 
     return from_nhwc(y.reshape(n, ho, wo, k))
 
 
+def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
+    """Dense convolution of an input with few channels (an RGB stem): im2col rows per (channel, tap),
+    each a strided copy of whole output planes, then one GEMM with the output channels innermost."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    ho, wo = out
+    xp = np.pad(x, [(0, 0), (0, 0), (pre[0], post[0]), (pre[1], post[1])]) if any(pre) or any(post) else x
+    cols = np.empty((c, kh, kw, n, ho, wo), dtype=np.result_type(x, w))
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        tap = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+        cols[:, i, j] = tap.transpose(1, 0, 2, 3)
+    wm = prepared(w, ("im2col_nchw",), lambda a: a.reshape(k, -1).T)  # (C*taps, K)
+    y = np.matmul(cols.reshape(c * kh * kw, n * ho * wo).T, wm)
+    return from_nhwc(y.reshape(n, ho, wo, k))
+
+
 def supports(x: np.ndarray, w: np.ndarray, groups: int) -> str | None:
     """Which channels-last path computes this convolution, or None for the generic N-d one."""
     if x.ndim != 4 or x.dtype.kind != "f" or math.prod(x.shape) == 0:

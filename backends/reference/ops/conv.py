@@ -16,7 +16,8 @@ from engine.ir.errors import UnsupportedError
 from . import channels_last
 from .activation import apply_activation_inplace
 
-# Below this many input channels (an RGB stem), im2col gathers runs too short for channels-last.
+# Below this many input channels (an RGB stem), channels-last im2col copies runs too short to be
+# fast; such inputs gather whole output planes per (channel, tap) instead.
 _MIN_CHANNELS_LAST = 16
 
 
@@ -59,8 +60,9 @@ def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: i
         return channels_last.conv1x1(x, w, stride, out)
     if path == "depthwise":
         return channels_last.depthwise(x, w, stride, pre, post, dilation, out)
-    if path is not None and x.shape[1] >= _MIN_CHANNELS_LAST:
-        return channels_last.im2col_conv(x, w, stride, pre, post, dilation, out)
+    if path is not None:
+        fn = channels_last.im2col_conv if x.shape[1] >= _MIN_CHANNELS_LAST else channels_last.im2col_few_channels
+        return fn(x, w, stride, pre, post, dilation, out)
     taps = math.prod(kernel)
     nout = math.prod(out)
     if groups == 1 and taps == 1 and not any(pre) and not any(post):
@@ -82,9 +84,6 @@ def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: i
     # (G, Kg, Cg*taps) @ (G, Cg*taps, N*out) -> (G, Kg, N*out)
     perm = (1, *range(2 + sp, 2 + 2 * sp), 0, *range(2, 2 + sp))
     cols = np.ascontiguousarray(win.transpose(perm)).reshape(groups, cg * taps, n * nout)
-    if groups == 1 and sp == 2:  # (N*out, K): the output channels innermost, as channels-last
-        y = np.matmul(cols[0].T, w.reshape(k_out, c * taps).T)
-        return channels_last.from_nhwc(y.reshape(n, *out, k_out))
     y = np.matmul(w.reshape(groups, kg, cg * taps), cols)
     y = y.reshape(k_out, n, *out)
     return np.ascontiguousarray(np.moveaxis(y, 1, 0)) if n > 1 else y.reshape(1, k_out, *out)
