@@ -77,13 +77,15 @@ def _one_plus_exp_neg(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
 
 def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + exp(-x)): a few ulp in float32, and several times faster than scipy's expit.
-    d = _one_plus_exp_neg(x, out)
+    with np.errstate(over="ignore"):
+        d = _one_plus_exp_neg(x, out)
     return np.divide(_f(1.0), d, out=d)
 
 
 def _silu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    d = _one_plus_exp_neg(x)
-    return np.divide(x, d, out=d if out is None else out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = _one_plus_exp_neg(x)
+        return np.divide(x, d, out=d if out is None else out)
 
 
 def _clip(x: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -103,12 +105,11 @@ _INPLACE: dict[ActivationType, Callable[[np.ndarray, float, float], np.ndarray]]
 
 def apply_activation_inplace(x: np.ndarray, spec: ActivationSpec) -> np.ndarray:
     """``apply_activation`` written into ``x`` (a freshly computed, owned float array), returned."""
-    fn = _INPLACE.get(ActivationType(spec.type))
+    fn = _INPLACE.get(spec.type)
     if fn is None:
         x[...] = apply_activation(x, spec)
         return x
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return fn(x, spec.alpha, spec.beta)
+    return fn(x, spec.alpha, spec.beta)
 
 
 def activation(layer, inputs, weights):
