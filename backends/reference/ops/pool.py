@@ -59,6 +59,10 @@ def _global_pool(x: np.ndarray, pool_type: PoolingType) -> np.ndarray:
     if pool_type is PoolingType.MAX:
         return np.max(x, axis=axes, keepdims=True)
     count = math.prod(x.shape[2:])
+    if x.ndim == 4 and x.shape[2] > 1:
+        # Rows first in x's own precision (vectorised over the other axes whatever the layout),
+        # then the W partial sums in float64: the first level rounds H times per value, not H*W.
+        x = np.add.reduce(x, axis=2, keepdims=True)
     total = np.add.reduce(x, axis=axes, dtype=np.float64, keepdims=True)
     return (total / count).astype(x.dtype)
 
