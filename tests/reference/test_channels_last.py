@@ -197,3 +197,31 @@ def test_efficientnet_b0_matches_onnxruntime():
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("shape, k, residual", [((2, 6, 5, 7), 20, False), ((1, 9, 1, 1), 4, True),
+                                                ((3, 5, 1, 1), 11, False)])
+def test_bias_and_pixel_paths_match_float64(shape, k, residual):
+    """Expansion 1x1 convolutions fold the bias into the GEMM; 1x1 images take a small-GEMM path."""
+    g = rng(seed_of("bias", shape, k))
+    x = g.standard_normal(shape).astype(np.float32)
+    w = g.standard_normal((k, shape[1], 1, 1)).astype(np.float32)
+    b = g.standard_normal(k).astype(np.float32)
+    net = Network("one")
+    net.add_input("x", x.shape, DataType.FLOAT)
+    ins = ["x"]
+    feeds = {"x": x}
+    r = g.standard_normal((shape[0], k, *shape[2:])).astype(np.float32)
+    if residual:
+        net.add_input("r", r.shape, DataType.FLOAT)
+        ins.append("r")
+        feeds["r"] = r
+    spec = ActivationSpec(ActivationType.SILU)
+    layer = net.add_layer(ConvolutionParams(k, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1, activation=spec,
+                                            residual=residual), ins, {"kernel": w, "bias": b}, name="c")
+    net.mark_output(layer.outputs[0])
+    got = execute(net, feeds)[layer.outputs[0]]
+    y = conv64(x, w, (1, 1), (0, 0), (0, 0), (1, 1), 1) + b.astype(np.float64).reshape(1, -1, 1, 1)
+    if residual:
+        y = y + r
+    _close(got, _act64(y, ActivationType.SILU))

@@ -22,23 +22,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-# (id(weight), tag) -> (weakref to the weight, prepared array)
-_PREPARED: dict[tuple[int, tuple], tuple[weakref.ref, np.ndarray]] = {}
+# (id(weight), tag) -> (weakrefs to the weight and companions, prepared array)
+_PREPARED: dict[tuple[int, tuple], tuple[tuple[weakref.ref, ...], np.ndarray]] = {}
 
 
-def prepared(w: np.ndarray, tag: tuple, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``make(w)``, computed once per weight array and ``tag`` while the array lives."""
-    key = (id(w), tag)
+def prepared(w: np.ndarray, tag: tuple, make: Callable[[np.ndarray], np.ndarray],
+             also: np.ndarray | None = None) -> np.ndarray:
+    """``make(w)``, computed once per weight array (and companion array ``also``, e.g. the bias
+    folded into it) and ``tag`` while the arrays live."""
+    arrays = (w,) if also is None else (w, also)
+    key = (id(w), (*tag, *(id(a) for a in arrays[1:])))
     hit = _PREPARED.get(key)
-    if hit is not None and hit[0]() is w:
+    if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
         return hit[1]
     out = np.ascontiguousarray(make(w))
     out.flags.writeable = False
     try:
-        ref = weakref.ref(w, lambda _, k=key: _PREPARED.pop(k, None))
+        refs = tuple(weakref.ref(a, lambda _, k=key: _PREPARED.pop(k, None)) for a in arrays)
     except TypeError:
         return out
-    _PREPARED[key] = (ref, out)
+    _PREPARED[key] = (refs, out)
     return out
 
 
@@ -97,13 +100,31 @@ def _padded_phases(xh: np.ndarray, pre, post, sw: int) -> list[np.ndarray]:
     return phases
 
 
-def conv1x1(x: np.ndarray, w: np.ndarray, stride, out) -> np.ndarray:
-    """Pointwise convolution without padding: one GEMM, output channels innermost."""
+def folds_bias(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``conv1x1`` adds the bias inside its GEMM: when the input (copied once, with a
+    column of ones) is smaller than the output (an expansion layer), which then skips a pass."""
+    return x.shape[1] < w.shape[0]
+
+
+def conv1x1(x: np.ndarray, w: np.ndarray, stride, out, bias: np.ndarray | None = None) -> np.ndarray:
+    """Pointwise convolution without padding: one GEMM, output channels innermost.
+
+    With ``bias`` the GEMM computes [x | 1] @ [W^T ; b]: the bias rides along as one more input
+    channel (one more product, exact, per output).
+    """
     n, c = x.shape[:2]
     k = w.shape[0]
-    wt = prepared(w, ("1x1",), lambda a: a.reshape(a.shape[0], -1).T)  # (C, K)
     xs = x.transpose(0, 2, 3, 1)[:, ::stride[0], ::stride[1]][:, :out[0], :out[1]]
-    y = np.matmul(xs.reshape(n * out[0] * out[1], c), wt)  # reshape copies only when it must
+    rows = n * out[0] * out[1]
+    if bias is None:
+        wt = prepared(w, ("1x1",), lambda a: a.reshape(a.shape[0], -1).T)  # (C, K)
+        y = np.matmul(xs.reshape(rows, c), wt)  # reshape copies only when it must
+    else:
+        wt = prepared(w, ("1x1+bias",), lambda a: np.concatenate([a.reshape(k, -1).T, bias[None, :]]), also=bias)
+        xa = np.empty((n, out[0], out[1], c + 1), dtype=np.result_type(x, w))
+        xa[..., :c] = xs
+        xa[..., c] = 1
+        y = np.matmul(xa.reshape(rows, c + 1), wt)
     return from_nhwc(y.reshape(n, out[0], out[1], k))
 
 

@@ -150,13 +150,38 @@ def _check_float(layer, x: np.ndarray) -> None:
         raise UnsupportedError(f"{layer.describe()}: convolution of {x.dtype} tensors is not supported")
 
 
+def _pixel_conv(x: np.ndarray, w: np.ndarray, bias, residual, act) -> np.ndarray:
+    """A 1x1 convolution of a 1x1 image (squeeze-and-excitation layers): one small GEMM, with
+    none of the spatial bookkeeping, whose fixed cost dominates at this size."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    y = np.matmul(x.reshape(n, c), channels_last.prepared(w, ("1x1",), lambda a: a.reshape(k, -1).T))
+    if bias is not None:
+        y += bias.astype(y.dtype, copy=False)
+    if residual is not None:
+        y += residual.reshape(n, k)
+    if act is not None:
+        y = apply_activation_inplace(y, act)
+    return y.reshape(n, k, 1, 1)
+
+
 def convolution(layer, inputs, weights):
     p = layer.params
     x = inputs[0]
     _check_float(layer, x)
-    y = conv_nd(x, weights["kernel"].astype(x.dtype, copy=False), p.stride, p.pre_padding, p.post_padding,
-                p.dilation, p.groups)
-    y = _epilogue(y, weights.get("bias"), inputs[1] if p.residual else None, p.activation)
+    w = weights["kernel"].astype(x.dtype, copy=False)
+    bias = weights.get("bias")
+    if x.ndim == 4 and x.shape[2:] == (1, 1) and w.shape[2:] == (1, 1) and p.groups == 1 \
+            and not any(p.pre_padding) and not any(p.post_padding):
+        return [_pixel_conv(x, w, bias, inputs[1] if p.residual else None, p.activation)]
+    if (bias is not None and channels_last.supports(x, w, p.groups) == "1x1" and not any(p.pre_padding)
+            and not any(p.post_padding) and channels_last.folds_bias(x, w)):
+        out = _out_size(x.shape[2:], p.kernel, p.stride, p.pre_padding, p.post_padding, p.dilation)
+        y = channels_last.conv1x1(x, w, p.stride, out, bias=bias.astype(x.dtype, copy=False))
+        bias = None
+    else:
+        y = conv_nd(x, w, p.stride, p.pre_padding, p.post_padding, p.dilation, p.groups)
+    y = _epilogue(y, bias, inputs[1] if p.residual else None, p.activation)
     return [y.astype(x.dtype, copy=False)]
 
 
