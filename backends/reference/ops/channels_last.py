@@ -38,7 +38,8 @@ def prepared(w: np.ndarray, tag: tuple, make: Callable[[np.ndarray], np.ndarray]
     out = np.ascontiguousarray(make(w))
     out.flags.writeable = False
     try:
-        refs = tuple(weakref.ref(a, lambda _, k=key: _PREPARED.pop(k, None)) for a in arrays)
+        # The callback holds the dict itself: at interpreter exit module globals are already gone.
+        refs = tuple(weakref.ref(a, lambda _, k=key, d=_PREPARED: d.pop(k, None)) for a in arrays)
     except TypeError:
         return out
     _PREPARED[key] = (refs, out)
