@@ -5,13 +5,16 @@ C-contiguous (N, H, W, K) buffer). Values do not depend on the layout; the next 
 such an input without a copy, and every other kernel handles any strides. The executor makes
 network outputs C-contiguous again.
 
-* 1x1: one GEMM (N*H*W, C) @ (C, K), the output channels innermost.
-* depthwise: tap-by-tap multiply-add over contiguous rows. Weights are tiled along the output
-  width so every ufunc runs over whole (W*C) rows, and a strided convolution first splits the
-  padded input into its column phases, so that every tap reads contiguous rows too.
-* k x k: im2col with the channels innermost (each tap copies contiguous runs of C), then one GEMM.
+* 1x1: one GEMM (N*H*W, C) @ (C, K), the output channels innermost; expansion layers carry the
+  bias into the GEMM as one more input channel of ones.
+* depthwise: all taps accumulated by one ``einsum`` over a strided window view whose inner axis is
+  a whole output row (W*C contiguous values), the weights tiled along it; a strided convolution
+  first splits the padded input into its column phases, so that every tap reads contiguous rows.
+* k x k: im2col with the channels innermost (each tap copies contiguous runs of C), then one GEMM;
+  inputs with few channels (an RGB stem) gather whole output planes per (channel, tap) instead.
 
-Prepared weights (transposed, tiled) are cached per weight array, weakly, like FP16 copies.
+Prepared weights (transposed, tiled, bias-augmented) are cached per weight array, weakly, like
+the FP16 copies in ``kernels``: they live as long as the layer's weights.
 """
 
 from __future__ import annotations
