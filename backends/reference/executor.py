@@ -81,7 +81,7 @@ def execute(network: Network, feeds: dict[str, np.ndarray], precision_of: Precis
             args = [values[t] for t in layer.inputs]
         except KeyError as e:
             raise ExecutionError(f"layer {layer.describe()}: input tensor {e} is not available") from None
-        outs = run_layer(layer, args, precision_of(layer))
+        outs = run_layer(layer, args, precision_of(layer), any_layout=True)
         for name, out in zip(layer.outputs, outs):
             want = network.tensors[name].shape
             if tuple(out.shape) != want:
@@ -96,4 +96,4 @@ def execute(network: Network, feeds: dict[str, np.ndarray], precision_of: Precis
     missing = [t for t in network.outputs if t not in values]
     if missing:
         raise ExecutionError(f"network '{network.name}': output(s) {missing} were never produced")
-    return {t: values[t] for t in network.outputs}
+    return {t: np.ascontiguousarray(values[t]) if values[t].ndim else values[t] for t in network.outputs}

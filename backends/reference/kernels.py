@@ -60,6 +60,9 @@ KERNELS: dict[LayerKind, Kernel | Unsupported] = {
 }
 check_complete(KERNELS, "reference")
 
+# Kinds whose kernels always compute into newly allocated arrays (never a view of an input or weight).
+_FRESH_OUTPUTS = frozenset({LayerKind.CONVOLUTION, LayerKind.DECONVOLUTION, LayerKind.FULLY_CONNECTED})
+
 _STORAGE = {Precision.FP32: np.dtype(np.float32), Precision.FP16: np.dtype(np.float16)}
 
 
@@ -95,14 +98,24 @@ def _weight_to_compute(w: np.ndarray, precision: Precision) -> np.ndarray:
 
 def to_storage(a: np.ndarray, precision: Precision) -> np.ndarray:
     """A float output as it is stored between layers: float32 (FP32) or float16 (FP16)."""
-    if a.dtype.kind != "f":
+    if a.dtype.kind != "f" or a.dtype == _STORAGE[precision]:
         return a
     with np.errstate(over="ignore"):
         return a.astype(_STORAGE[precision], copy=False)
 
 
-def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None = None) -> list[np.ndarray]:
-    """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``."""
+def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None = None,
+              any_layout: bool = False) -> list[np.ndarray]:
+    """Compute ``layer`` on ``inputs``; ``precision`` defaults to ``layer.precision or FP32``.
+
+    Outputs are C-contiguous unless ``any_layout``: then they may keep the memory layout a kernel
+    computed them in (convolutions: channels-last), which the next layer reads without a copy.
+    """
+    outs = _run_layer(layer, inputs, precision)
+    return outs if any_layout else [np.ascontiguousarray(o) if o.ndim else o for o in outs]
+
+
+def _run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None) -> list[np.ndarray]:
     precision = Precision(precision or layer.precision or Precision.FP32)
     if precision is Precision.INT8:
         return int8.run_layer(layer, inputs, precision)  # exact integer emulation
@@ -112,6 +125,8 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | Non
     outs = kernel(layer, xs, ws)
     if layer.kind is not LayerKind.CAST:  # a cast's output type is its target type, whatever the precision
         outs = [to_storage(o, precision) for o in outs]
+    if layer.kind in _FRESH_OUTPUTS:
+        return outs
     # Outputs own their memory: data-movement kernels return views, which must not alias the
     # caller's inputs or the layer's weights.
     sources = [*inputs, *layer.weights.values()]

@@ -25,13 +25,18 @@ from .kernels import KERNELS, run_layer
 LayerFn = Callable[[Layer, list[np.ndarray]], list[np.ndarray]]
 
 
+def _run_any_layout(layer: Layer, args: list[np.ndarray]) -> list[np.ndarray]:
+    """The numpy kernels, outputs in whatever layout they computed (see ``run_layer``)."""
+    return run_layer(layer, args, any_layout=True)
+
+
 class ReferenceBackend:
     """``layer_fn`` computes one layer (the numpy kernels; tests may substitute one)."""
 
     name = "reference"
 
     def __init__(self, layer_fn: LayerFn | None = None) -> None:
-        self.layer_fn: LayerFn = layer_fn or run_layer
+        self.layer_fn: LayerFn = layer_fn or _run_any_layout
 
     def available(self) -> tuple[bool, str]:
         return True, "numpy"
@@ -55,6 +60,7 @@ class ReferencePartition:
         self.layer_fn = layer_fn
         by_name = {la.name: la for la in network.layers}
         dtypes = options.dtypes or storage_dtypes(network)
+        self.exported = frozenset(desc.outputs)  # read outside the partition: C-contiguous there
         self.steps = tuple((by_name[n], tuple(network.tensors[t].shape for t in by_name[n].outputs),
                             tuple(dtypes[t].numpy for t in by_name[n].outputs)) for n in desc.layers)
 
@@ -71,7 +77,7 @@ class ReferencePartition:
             if not store.in_place(layer):
                 outs = self._run(layer, [store.get(t) for t in layer.inputs], shapes, dtypes)
                 for name, out in zip(layer.outputs, outs):
-                    store.put(name, out)
+                    store.put(name, np.ascontiguousarray(out) if name in self.exported and out.ndim else out)
             records.append(ProfileRecord(layer.name, (time.perf_counter() - t0) * 1e3))
         return records
 

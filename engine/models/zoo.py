@@ -60,6 +60,30 @@ class _GraphBuilder:
         elif act == "Relu6":
             (y,) = self.node("Clip", [y, self.const(np.float32(0), "min"), self.const(np.float32(6), "max")],
                              "relu6")
+        elif act == "SiLU":
+            y = self.silu(y)
+        return y
+
+    def silu(self, x: str) -> str:
+        """x * sigmoid(x), as PyTorch exports SiLU below opset 22."""
+        (s,) = self.node("Sigmoid", [x], "sigmoid")
+        (y,) = self.node("Mul", [x, s], "silu")
+        return y
+
+    def conv_bias(self, x: str, cin: int, cout: int) -> str:
+        """A 1x1 convolution with a bias and no normalization (squeeze-and-excitation layers)."""
+        w = (self.rng.standard_normal((cout, cin, 1, 1)) * np.sqrt(2.0 / cin)).astype(np.float32)
+        b = self.rng.uniform(-0.2, 0.2, cout).astype(np.float32)
+        (y,) = self.node("Conv", [x, self.const(w, "conv_w"), self.const(b, "conv_b")], "conv",
+                         kernel_shape=[1, 1])
+        return y
+
+    def squeeze_excite(self, x: str, channels: int, squeezed: int) -> str:
+        """x * sigmoid(W2 silu(W1 mean(x))): the channel gate of EfficientNet's MBConv blocks."""
+        (s,) = self.node("GlobalAveragePool", [x], "se_pool")
+        s = self.silu(self.conv_bias(s, channels, squeezed))
+        (s,) = self.node("Sigmoid", [self.conv_bias(s, squeezed, channels)], "se_gate")
+        (y,) = self.node("Mul", [x, s], "se_scale")
         return y
 
     def flatten_dynamic(self, x: str) -> str:
@@ -152,6 +176,34 @@ def mobilenet_v2(image: int = 224, classes: int = 1000, width: float = 1.0, seed
     return g.model("mobilenet_v2", x, out, image, classes)
 
 
+# EfficientNet-B0 stages: (expansion, kernel, stride, output channels, blocks), torchvision's table.
+EFFICIENTNET_B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                          (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+
+
+def efficientnet_b0(image: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
+    """EfficientNet-B0: MBConv blocks (expand, depthwise, squeeze-and-excitation, project) with SiLU."""
+    g = _GraphBuilder(np.random.default_rng(seed))
+    x = "input"
+    cin = 32
+    y = g.conv_bn(x, 3, cin, 3, stride=2, act="SiLU")
+    for t, k, s, c, n in EFFICIENTNET_B0_STAGES:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            z = g.conv_bn(y, cin, hidden, 1, act="SiLU") if t != 1 else y
+            z = g.conv_bn(z, hidden, hidden, k, stride, groups=hidden, act="SiLU")
+            z = g.squeeze_excite(z, hidden, max(1, cin // 4))
+            residual = stride == 1 and cin == c
+            z = g.conv_bn(z, hidden, c, 1, act=None, gamma=RESIDUAL_GAMMA if residual else (0.5, 1.5))
+            if residual:
+                (z,) = g.node("Add", [z, y], "add")
+            y, cin = z, c
+    y = g.conv_bn(y, cin, 1280, 1, act="SiLU")
+    out = g.classifier(y, 1280, classes)
+    return g.model("efficientnet_b0", x, out, image, classes)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -165,6 +217,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("resnet18", lambda: resnet(18), "ResNet-18, 224×224, random weights (the default model)"),
         ModelEntry("resnet50", lambda: resnet(50), "ResNet-50 v1.5, 224×224, random weights"),
         ModelEntry("mobilenet_v2", lambda: mobilenet_v2(), "MobileNetV2 1.0, 224×224, random weights"),
+        ModelEntry("efficientnet_b0", lambda: efficientnet_b0(), "EfficientNet-B0, 224×224, random weights"),
         ModelEntry("resnet18_small", lambda: resnet(18, image=64, classes=10, width=16),
                    "ResNet-18 at 1/4 width, 64×64, 10 classes (fast tests)"),
     )

@@ -13,7 +13,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.ir.errors import UnsupportedError
 
-from .activation import apply_activation
+from . import channels_last
+from .activation import apply_activation_inplace
+
+# Below this many input channels (an RGB stem), channels-last im2col copies runs too short to be
+# fast; such inputs gather whole output planes per (channel, tap) instead.
+_MIN_CHANNELS_LAST = 16
 
 
 def _pad_spatial(x: np.ndarray, pre, post, value: float = 0.0) -> np.ndarray:
@@ -40,12 +45,24 @@ def _out_size(x_sp, kernel, stride, pre, post, dilation) -> tuple[int, ...]:
 
 
 def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int) -> np.ndarray:
-    """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias)."""
+    """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias).
+
+    2-D float convolutions run channels-last (``channels_last``): the result may then be stored
+    NHWC; its values are the same.
+    """
     n, c = x.shape[:2]
     k_out = w.shape[0]
     kernel = w.shape[2:]
     sp = len(kernel)
     out = _out_size(x.shape[2:], kernel, stride, pre, post, dilation)
+    path = channels_last.supports(x, w, groups) if all(o > 0 for o in out) else None
+    if path == "1x1" and not any(pre) and not any(post):
+        return channels_last.conv1x1(x, w, stride, out)
+    if path == "depthwise":
+        return channels_last.depthwise(x, w, stride, pre, post, dilation, out)
+    if path is not None:
+        fn = channels_last.im2col_conv if x.shape[1] >= _MIN_CHANNELS_LAST else channels_last.im2col_few_channels
+        return fn(x, w, stride, pre, post, dilation, out)
     taps = math.prod(kernel)
     nout = math.prod(out)
     if groups == 1 and taps == 1 and not any(pre) and not any(post):
@@ -103,12 +120,28 @@ def deconv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, output_
 
 
 def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
+    """bias, residual and activation applied in place on the freshly computed ``y``.
+
+    A channels-last result is updated as (N*H, W*K) rows with the bias tiled along a row, so
+    every ufunc runs over long contiguous rows rather than K values at a time.
+    """
+    if channels_last.is_channels_last(y):
+        n, k, h, w = y.shape
+        rows = y.transpose(0, 2, 3, 1).reshape(n * h, w * k)
+        if bias is not None:
+            rows += channels_last.prepared(bias.astype(y.dtype, copy=False), ("tile", w),
+                                           lambda b: np.tile(b, w))
+        if residual is not None:
+            y += residual
+        if act is not None:
+            apply_activation_inplace(rows, act)
+        return y
     if bias is not None:
         y += bias.astype(y.dtype, copy=False).reshape(1, -1, *([1] * (y.ndim - 2)))
     if residual is not None:
         y += residual
     if act is not None:
-        y = apply_activation(y, act)
+        y = apply_activation_inplace(y, act)
     return y
 
 
@@ -117,13 +150,38 @@ def _check_float(layer, x: np.ndarray) -> None:
         raise UnsupportedError(f"{layer.describe()}: convolution of {x.dtype} tensors is not supported")
 
 
+def _pixel_conv(x: np.ndarray, w: np.ndarray, bias, residual, act) -> np.ndarray:
+    """A 1x1 convolution of a 1x1 image (squeeze-and-excitation layers): one small GEMM, with
+    none of the spatial bookkeeping, whose fixed cost dominates at this size."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    y = np.matmul(x.reshape(n, c), channels_last.prepared(w, ("1x1",), lambda a: a.reshape(k, -1).T))
+    if bias is not None:
+        y += bias.astype(y.dtype, copy=False)
+    if residual is not None:
+        y += residual.reshape(n, k)
+    if act is not None:
+        y = apply_activation_inplace(y, act)
+    return y.reshape(n, k, 1, 1)
+
+
 def convolution(layer, inputs, weights):
     p = layer.params
     x = inputs[0]
     _check_float(layer, x)
-    y = conv_nd(x, weights["kernel"].astype(x.dtype, copy=False), p.stride, p.pre_padding, p.post_padding,
-                p.dilation, p.groups)
-    y = _epilogue(y, weights.get("bias"), inputs[1] if p.residual else None, p.activation)
+    w = weights["kernel"].astype(x.dtype, copy=False)
+    bias = weights.get("bias")
+    if x.ndim == 4 and x.shape[2:] == (1, 1) and w.shape[2:] == (1, 1) and p.groups == 1 \
+            and not any(p.pre_padding) and not any(p.post_padding):
+        return [_pixel_conv(x, w, bias, inputs[1] if p.residual else None, p.activation)]
+    if (bias is not None and channels_last.supports(x, w, p.groups) == "1x1" and not any(p.pre_padding)
+            and not any(p.post_padding) and channels_last.folds_bias(x, w)):
+        out = _out_size(x.shape[2:], p.kernel, p.stride, p.pre_padding, p.post_padding, p.dilation)
+        y = channels_last.conv1x1(x, w, p.stride, out, bias=bias.astype(x.dtype, copy=False))
+        bias = None
+    else:
+        y = conv_nd(x, w, p.stride, p.pre_padding, p.post_padding, p.dilation, p.groups)
+    y = _epilogue(y, bias, inputs[1] if p.residual else None, p.activation)
     return [y.astype(x.dtype, copy=False)]
 
 

@@ -47,6 +47,26 @@ def _window_reduce(win: np.ndarray, sp: int, ufunc: np.ufunc) -> np.ndarray:
     return acc
 
 
+def _whole_input(p, sp_shape) -> bool:
+    """One window covering exactly the unpadded input (global pooling, or a window that equals it)."""
+    return (tuple(p.window) == tuple(sp_shape) and not any(p.pre_padding) and not any(p.post_padding)
+            and all(d == 1 for d in p.dilation))
+
+
+def _global_pool(x: np.ndarray, pool_type: PoolingType) -> np.ndarray:
+    """Max, or mean accumulated in float64, over all spatial axes in any memory layout (no window copy)."""
+    axes = tuple(range(2, x.ndim))
+    if pool_type is PoolingType.MAX:
+        return np.max(x, axis=axes, keepdims=True)
+    count = math.prod(x.shape[2:])
+    if x.ndim == 4 and x.shape[2] > 1:
+        # Rows first in x's own precision (vectorised over the other axes whatever the layout),
+        # then the W partial sums in float64: the first level rounds H times per value, not H*W.
+        x = np.add.reduce(x, axis=2, keepdims=True)
+    total = np.add.reduce(x, axis=axes, dtype=np.float64, keepdims=True)
+    return (total / count).astype(x.dtype)
+
+
 def pooling(layer, inputs, weights):
     x = inputs[0]
     if x.dtype.kind != "f":
@@ -60,6 +80,8 @@ def pooling(layer, inputs, weights):
     need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, p.stride, p.dilation, p.window)]
     post = [max(0, nd - n - a) for nd, n, a in zip(need, sp_shape, p.pre_padding)]
     pool_type = PoolingType(p.type)
+    if _whole_input(p, sp_shape) and pool_type in (PoolingType.MAX, PoolingType.AVERAGE):
+        return [_global_pool(x, pool_type)]
     fill = -np.inf if pool_type is PoolingType.MAX else 0.0
     xp = np.pad(x, [(0, 0), (0, 0), *zip(p.pre_padding, post)], constant_values=fill)
     win = windows(xp, p.window, p.stride, p.dilation, out)

@@ -1,0 +1,228 @@
+"""2-D convolution computed channels-last (NHWC), the layout in which numpy and BLAS are fast.
+
+Results are returned as (N, K, H, W) arrays whose memory is NHWC (a transposed view of a
+C-contiguous (N, H, W, K) buffer). Values do not depend on the layout; the next convolution reads
+such an input without a copy, and every other kernel handles any strides. The executor makes
+network outputs C-contiguous again.
+
+* 1x1: one GEMM (N*H*W, C) @ (C, K), the output channels innermost; expansion layers carry the
+  bias into the GEMM as one more input channel of ones.
+* depthwise: all taps accumulated by one ``einsum`` over a strided window view whose inner axis is
+  a whole output row (W*C contiguous values), the weights tiled along it; a strided convolution
+  first splits the padded input into its column phases, so that every tap reads contiguous rows.
+* k x k: im2col with the channels innermost (each tap copies contiguous runs of C), then one GEMM;
+  inputs with few channels (an RGB stem) gather whole output planes per (channel, tap) instead.
+
+Prepared weights (transposed, tiled, bias-augmented) are cached per weight array, weakly, like
+the FP16 copies in ``kernels``: they live as long as the layer's weights.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+# (id(weight), tag) -> (weakrefs to the weight and companions, prepared array)
+_PREPARED: dict[tuple[int, tuple], tuple[tuple[weakref.ref, ...], np.ndarray]] = {}
+
+
+def prepared(w: np.ndarray, tag: tuple, make: Callable[[np.ndarray], np.ndarray],
+             also: np.ndarray | None = None) -> np.ndarray:
+    """``make(w)``, computed once per weight array (and companion array ``also``, e.g. the bias
+    folded into it) and ``tag`` while the arrays live."""
+    arrays = (w,) if also is None else (w, also)
+    key = (id(w), (*tag, *(id(a) for a in arrays[1:])))
+    hit = _PREPARED.get(key)
+    if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
+        return hit[1]
+    out = np.ascontiguousarray(make(w))
+    out.flags.writeable = False
+    try:
+        # The callback holds the dict itself: at interpreter exit module globals are already gone.
+        refs = tuple(weakref.ref(a, lambda _, k=key, d=_PREPARED: d.pop(k, None)) for a in arrays)
+    except TypeError:
+        return out
+    _PREPARED[key] = (refs, out)
+    return out
+
+
+def is_channels_last(x: np.ndarray) -> bool:
+    """Whether the 4-D array ``x`` (N, C, H, W) is stored as a C-contiguous (N, H, W, C) buffer."""
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) as a C-contiguous (N, H, W, C) array (a view when ``x`` is channels-last)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def from_nhwc(y: np.ndarray) -> np.ndarray:
+    """The (N, K, H, W) view of a channels-last result."""
+    return y.transpose(0, 3, 1, 2)
+
+
+def _pad_nhwc(xh: np.ndarray, pre, post) -> np.ndarray:
+    """Zero-padded copy of an NHWC array; only the border is cleared."""
+    n, h, w, c = xh.shape
+    (t, left), (b, right) = pre, post
+    if not (t or left or b or right):
+        return xh
+    xp = np.empty((n, h + t + b, w + left + right, c), dtype=xh.dtype)
+    xp[:, :t] = 0
+    xp[:, t + h:] = 0
+    xp[:, t:t + h, :left] = 0
+    xp[:, t:t + h, left + w:] = 0
+    xp[:, t:t + h, left:left + w] = xh
+    return xp
+
+
+def _padded_phases(xh: np.ndarray, pre, post, sw: int) -> list[np.ndarray]:
+    """The zero-padded NHWC input split into its ``sw`` column phases (phase q holds the padded
+    columns q, q + sw, ...), built in one copy."""
+    if sw == 1:
+        return [_pad_nhwc(xh, pre, post)]
+    n, h, w, c = xh.shape
+    (t, left), (b, right) = pre, post
+    wp = w + left + right
+    phases = []
+    for q in range(sw):
+        wq = -(-(wp - q) // sw)
+        lo = max(0, -(-(left - q) // sw))  # first phase column inside the input
+        hi = min(wq, -(-(w + left - q) // sw))
+        ph = np.empty((n, h + t + b, wq, c), dtype=xh.dtype)
+        ph[:, :t] = 0
+        ph[:, t + h:] = 0
+        ph[:, t:t + h, :lo] = 0
+        ph[:, t:t + h, max(hi, lo):] = 0
+        if hi > lo:
+            start = q + lo * sw - left
+            ph[:, t:t + h, lo:hi] = xh[:, :, start:start + (hi - lo - 1) * sw + 1:sw]
+        phases.append(ph)
+    return phases
+
+
+def folds_bias(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``conv1x1`` adds the bias inside its GEMM: when the input (copied once, with a
+    column of ones) is smaller than the output (an expansion layer), which then skips a pass."""
+    return x.shape[1] < w.shape[0]
+
+
+def conv1x1(x: np.ndarray, w: np.ndarray, stride, out, bias: np.ndarray | None = None) -> np.ndarray:
+    """Pointwise convolution without padding: one GEMM, output channels innermost.
+
+    With ``bias`` the GEMM computes [x | 1] @ [W^T ; b]: the bias rides along as one more input
+    channel (one more product, exact, per output).
+    """
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    xs = x.transpose(0, 2, 3, 1)[:, ::stride[0], ::stride[1]][:, :out[0], :out[1]]
+    rows = n * out[0] * out[1]
+    if bias is None:
+        wt = prepared(w, ("1x1",), lambda a: a.reshape(a.shape[0], -1).T)  # (C, K)
+        y = np.matmul(xs.reshape(rows, c), wt)  # reshape copies only when it must
+    else:
+        wt = prepared(w, ("1x1+bias",), lambda a: np.concatenate([a.reshape(k, -1).T, bias[None, :]]), also=bias)
+        xa = np.empty((n, out[0], out[1], c + 1), dtype=np.result_type(x, w))
+        xa[..., :c] = xs
+        xa[..., c] = 1
+        y = np.matmul(xa.reshape(rows, c + 1), wt)
+    return from_nhwc(y.reshape(n, out[0], out[1], k))
+
+
+def _phase_taps(kw: int, sw: int, dw: int) -> list[tuple[list[int], int, int]]:
+    """Per column phase q: the taps j with (j*dw) % sw == q, the first one's column in that phase
+    and the (uniform) column step between consecutive taps."""
+    out = []
+    for q in range(sw):
+        js = [j for j in range(kw) if (j * dw) % sw == q]
+        if js:
+            cols = [(j * dw - q) // sw for j in js]
+            step = cols[1] - cols[0] if len(cols) > 1 else 1
+            assert all(b - a == step for a, b in zip(cols, cols[1:]))  # an arithmetic progression
+            out.append((js, cols[0], step))
+    return out
+
+
+def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
+    """y[n, c, o] = sum_t x_pad[n, c, o*stride + t*dilation] * w[c, t].
+
+    The padded input is split into its ``sw`` column phases (phase q holds columns q, q+sw, ...),
+    so the taps of one phase read, for every output row, one contiguous run of wo*C values. The
+    multiply-accumulate over taps is then one ``einsum`` per phase over a strided (read-only)
+    window view, with the weights tiled along the output width: a fused loop, no temporaries.
+    """
+    n, c = x.shape[:2]
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    ho, wo = out
+    phases = _padded_phases(to_nhwc(x), pre, post, sw)
+    y = np.empty((n, ho, wo * c), dtype=np.result_type(x, w))
+    groups = _phase_taps(kw, sw, dw)
+    tmp = np.empty((ho, wo * c), dtype=y.dtype) if len(groups) > 1 else None
+    for i, (js, first, step) in enumerate(groups):
+        q = (js[0] * dw) % sw
+        phase = phases[q]
+        wt = prepared(w, ("dw", wo, sw, dw, q), lambda a, js=js: np.tile(
+            a.reshape(c, kh, kw)[:, :, js].transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, len(js), -1))
+        for b in range(n):
+            src = phase[b, :, first:]
+            rs, cs, es = src.strides
+            view = np.lib.stride_tricks.as_strided(src, shape=(ho, kh, len(js), wo * c),
+                                                   strides=(sh * rs, dh * rs, step * cs, es), writeable=False)
+            if i == 0:
+                np.einsum("hijm,ijm->hm", view, wt, out=y[b])
+            else:
+                np.einsum("hijm,ijm->hm", view, wt, out=tmp)
+                y[b] += tmp
+    return from_nhwc(y.reshape(n, ho, wo, c))
+
+
+def im2col_conv(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
+    """Dense k x k convolution (groups == 1): channels-innermost im2col and one GEMM."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    ho, wo = out
+    xp = _pad_nhwc(to_nhwc(x), pre, post)
+    cols = np.empty((n, ho, wo, kh * kw, c), dtype=np.result_type(x, w))
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        cols[:, :, :, t] = xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+    wm = prepared(w, ("im2col",), lambda a: a.transpose(2, 3, 1, 0).reshape(kh * kw * c, k))
+    y = np.matmul(cols.reshape(n * ho * wo, kh * kw * c), wm)
+    return from_nhwc(y.reshape(n, ho, wo, k))
+
+
+def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
+    """Dense convolution of an input with few channels (an RGB stem): im2col rows per (channel, tap),
+    each a strided copy of whole output planes, then one GEMM with the output channels innermost."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    ho, wo = out
+    xp = np.pad(x, [(0, 0), (0, 0), (pre[0], post[0]), (pre[1], post[1])]) if any(pre) or any(post) else x
+    cols = np.empty((c, kh, kw, n, ho, wo), dtype=np.result_type(x, w))
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        tap = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+        cols[:, i, j] = tap.transpose(1, 0, 2, 3)
+    wm = prepared(w, ("im2col_nchw",), lambda a: a.reshape(k, -1).T)  # (C*taps, K)
+    y = np.matmul(cols.reshape(c * kh * kw, n * ho * wo).T, wm)
+    return from_nhwc(y.reshape(n, ho, wo, k))
+
+
+def supports(x: np.ndarray, w: np.ndarray, groups: int) -> str | None:
+    """Which channels-last path computes this convolution, or None for the generic N-d one."""
+    if x.ndim != 4 or x.dtype.kind != "f" or math.prod(x.shape) == 0:
+        return None
+    c, k = x.shape[1], w.shape[0]
+    if groups == 1:
+        return "1x1" if w.shape[2:] == (1, 1) else "im2col"
+    if groups == c == k and w.shape[1] == 1:
+        return "depthwise"
+    return None
