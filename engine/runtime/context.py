@@ -54,18 +54,30 @@ class FrameStore:
         return name in self.values
 
 
+def _same_layout(view: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``view``'s bytes laid out as ``value`` is when that is channels-last (the reference
+    kernels' convolution output): the copy stays a straight one instead of a transposition, and
+    the next layer reads the layout it computes in. Any other value keeps the C-order view."""
+    if value.ndim != 4 or value.flags.c_contiguous or not value.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return view
+    n, c, h, w = view.shape
+    return view.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
 class ArenaStore(FrameStore):
     """One frame in the context's arena: outputs with a planned slot are copied into it."""
 
     def __init__(self, feeds: Mapping[str, np.ndarray], views: Mapping[str, np.ndarray],
-                 eliminated: frozenset[str]) -> None:
+                 eliminated: frozenset[str], free_layout: frozenset[str] = frozenset()) -> None:
         super().__init__(feeds)
         self.views = views
         self.eliminated = eliminated
+        self.free_layout = free_layout  # slots of their own: may hold a channels-last value in place
 
     def put(self, name: str, value: np.ndarray) -> None:
         view = self.views.get(name)
         if view is not None:
+            view = _same_layout(view, value) if name in self.free_layout else view
             np.copyto(view, value)
             self.values[name] = view
         else:
@@ -111,6 +123,11 @@ class ExecutionContext:
         for name, slot in engine.memory_plan.slots.items():
             region = self._arena[slot.offset:slot.offset + slot.nbytes]
             self._views[name] = region.view(dtypes[name].numpy).reshape(network.tensors[name].shape)
+        # tensors with a slot of their own (not a region of an eliminated concat, not such a concat's
+        # output): their bytes may take the layout their producer computes in
+        concat_outputs = {network.layer(n).outputs[0] for n in engine.memory_plan.eliminated_concats}
+        self._free_layout = frozenset(n for n, slot in engine.memory_plan.slots.items()
+                                      if slot.parent is None and n not in concat_outputs)
 
     @property
     def arena(self) -> np.ndarray:
@@ -194,7 +211,8 @@ class ExecutionContext:
             self._busy.release()
 
     def _arena_store(self, feeds: Mapping[str, np.ndarray]) -> ArenaStore:
-        return ArenaStore(feeds, self._views, self.engine.memory_plan.eliminated_concats)
+        plan = self.engine.memory_plan
+        return ArenaStore(feeds, self._views, plan.eliminated_concats, self._free_layout)
 
     def _run(self, stores: list[FrameStore], delays: Mapping[str, float] | None, seed: int
              ) -> list[dict[str, np.ndarray]]:
