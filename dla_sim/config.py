@@ -120,6 +120,41 @@ class EnergyConfig:
     # DRAM access energy per byte, interface included. Default: Horowitz's DDR3-era 1.3 nJ per 64-bit
     # access [HOR]; the Jetson configs use their LPDDR's figure so DLA and GPU costs price DRAM alike.
     dram_pj_per_byte: float = 162.5
+    # Whole-core dynamic energy per MAC (CBUF reads and clocking included) from a published power
+    # figure, see ``jetson_mac_pj``; None keeps the per-operation [HOR] model of ``dla_sim.energy``.
+    mac_pj_int8: float | None = None
+    mac_pj_fp16: float | None = None
+
+
+# [BLOG] NVIDIA on Xavier's DLA (translated copy, codestudyblog.com/8ten84/80426044521.html; the
+# project's reference notes, dla.md §2 / scheduling.md §4): "up to 5 TOPS INT8 / 2.5 TFLOPS FP16 per
+# DLA, 0.5-1.5 W". The top of the power range is read as one core at its peak rate [U: reading].
+XAVIER_DLA_PEAK_W = 1.5
+XAVIER_DLA_INT8_TOPS = 5.0
+XAVIER_DLA_FP16_TFLOPS = 2.5
+XAVIER_NODE = (12.0, 0.75)  # nm, V: TSMC 12 nm FFN [PLAT]; core voltage [U]
+ORIN_NODE = (8.0, 0.7)  # nm, V: Samsung 8 nm [PLAT]; core voltage [U]
+
+
+def cv2_scale(src: tuple[float, float], dst: tuple[float, float]) -> float:
+    """Switching energy ratio C*V^2 between two (node nm, vdd) points; C taken proportional to the node
+    (the same stated rule as ``dla_sim.energy.node_factor``) [U]."""
+    return (dst[0] / src[0]) * (dst[1] / src[1]) ** 2
+
+
+def jetson_mac_pj(static_w: float, node: tuple[float, float]) -> tuple[float, float]:
+    """Dynamic pJ per INT8 and per FP16 MAC of a DLA core: ([BLOG] peak power - static) / MAC rate
+    at Xavier's node, scaled by C*V^2 to ``node``. 2 ops per MAC."""
+    k = cv2_scale(XAVIER_NODE, node)
+    dyn_w = XAVIER_DLA_PEAK_W - static_w
+    int8 = dyn_w / (XAVIER_DLA_INT8_TOPS * 1e12 / 2) * 1e12 * k
+    fp16 = dyn_w / (XAVIER_DLA_FP16_TFLOPS * 1e12 / 2) * 1e12 * k
+    return int8, fp16
+
+
+_JETSON_STATIC_MW = 150.0  # leakage + clock tree of one core [U]
+_XAVIER_MAC_PJ = jetson_mac_pj(_JETSON_STATIC_MW / 1e3, XAVIER_NODE)
+_ORIN_MAC_PJ = jetson_mac_pj(_JETSON_STATIC_MW / 1e3, ORIN_NODE)
 
 
 @dataclass(frozen=True)
@@ -267,7 +302,9 @@ XAVIER = DlaConfig(
         dbb_bits=512, dram_latency=1200, dram_gbps=136.5, dram_share=CALIBRATION["xavier.dram_share"],
         sram_bits=512, sram_latency=128, sram_bytes=4 * 1024 * 1024 // 4,  # 4 MiB shared by 2 DLA + 2 PVA
     ),
-    energy=EnergyConfig(node_nm=12, vdd=0.75, static_mw=150.0, dram_pj_per_byte=48.0),  # LPDDR4x ~6 pJ/bit [U]
+    energy=EnergyConfig(node_nm=XAVIER_NODE[0], vdd=XAVIER_NODE[1], static_mw=_JETSON_STATIC_MW,
+                        dram_pj_per_byte=48.0,  # LPDDR4x ~6 pJ/bit [U]
+                        mac_pj_int8=_XAVIER_MAC_PJ[0], mac_pj_fp16=_XAVIER_MAC_PJ[1]),
     clocks_mhz=_m({"MAXN": 1395.2, "30W": 1050.0, "15W": 750.0, "10W": 550.0}),
     power_mode="MAXN",
     cores=2,
@@ -280,7 +317,7 @@ XAVIER = DlaConfig(
         "mem.sram_bytes": "4 MiB shared by 2 DLA + 2 PVA [FAQ]; a quarter per DLA assumed [U]",
         "clocks_mhz": "[L4TX]",
         "cores": "[FAQ]",
-        "energy": "12 nm FFN process; static power [U]",
+        "energy": "12 nm FFN process; static power [U]; pJ/MAC from [BLOG] 5 TOPS at 1.5 W per core [D]",
     }),
 )
 
@@ -299,7 +336,9 @@ ORIN = DlaConfig(
         dbb_bits=512, dram_latency=1200, dram_gbps=204.8, dram_share=CALIBRATION["orin.dram_share"],
         sram_bits=512, sram_latency=128, sram_bytes=1024 * 1024,
     ),
-    energy=EnergyConfig(node_nm=8, vdd=0.7, static_mw=150.0, dram_pj_per_byte=40.0),  # LPDDR5 ~5 pJ/bit [U]
+    energy=EnergyConfig(node_nm=ORIN_NODE[0], vdd=ORIN_NODE[1], static_mw=_JETSON_STATIC_MW,
+                        dram_pj_per_byte=40.0,  # LPDDR5 ~5 pJ/bit [U]
+                        mac_pj_int8=_ORIN_MAC_PJ[0], mac_pj_fp16=_ORIN_MAC_PJ[1]),
     clocks_mhz=_m({"MAXN": 1600.0, "50W": 1404.0, "30W": 1369.6, "15W": 614.4}),
     power_mode="MAXN",
     cores=2,
@@ -319,7 +358,8 @@ ORIN = DlaConfig(
         "mem.sram_bytes": "1 MiB per DLA [TRTH]",
         "clocks_mhz": "MAXN 1.6 GHz [ORINTB]; 50W from 92 TOPS [D]; 30W 1369.6, 15W 614.4 (nvpmodel) [U]",
         "cores": "[FAQ]",
-        "energy": "8 nm process; static power [U]",
+        "energy": "8 nm process; static power [U]; pJ/MAC: [BLOG] Xavier figure scaled by C*V^2 "
+                  "12 nm 0.75 V -> 8 nm 0.7 V [D],[U]",
     }),
 )
 

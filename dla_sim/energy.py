@@ -15,6 +15,10 @@ Post-processing element ops (SDP/PDP/CDP) cost one 32-bit add + one 8-bit-class 
 per active sub-unit, 0.3 pJ at 45 nm [HOR] [U].  CBUF reads per conv compute cycle: one data atom
 (atomic_c elements) plus an equal weight stream [U]; every byte fetched from memory is written once
 into CBUF.  Static: ``cfg.energy.static_mw`` per core for the whole run [U].
+Where a config gives a whole-core energy per MAC from a published power figure
+(``cfg.energy.mac_pj_int8`` / ``mac_pj_fp16``, the Jetson configs: ``dla_sim.config.jetson_mac_pj``),
+that figure replaces the [HOR] MAC energy, unscaled, and already holds the CBUF reads and writes and
+the core's clocking, so CBUF is not charged again; post-processing, SRAM and DRAM stay as above.
 """
 
 from __future__ import annotations
@@ -60,7 +64,12 @@ class EnergyAccumulator:
         for op in group:
             if isinstance(op, ConvOp):
                 mults = op.macs / (2.25 if op.mode == "winograd" else 1.0)
-                e = E_MAC_INT8_PJ if op.input.precision is Precision.INT8 else E_MAC_FP16_PJ
+                int8 = op.input.precision is Precision.INT8
+                published = cfg.energy.mac_pj_int8 if int8 else cfg.energy.mac_pj_fp16
+                if published is not None:
+                    self.parts["mac"] += mults * published * pj
+                    continue
+                e = E_MAC_INT8_PJ if int8 else E_MAC_FP16_PJ
                 self.parts["mac"] += mults * e * self.f * pj
                 ac, _ = cfg.conv.atoms(op.input.precision)
                 cbuf_rd = traffic.compute_cycles * ac * op.input.precision.bytes * 2

@@ -15,8 +15,10 @@ Efficiency by layer class (``layer_class``), each from the GPU's published geome
     energy = gpu_active_w x t_compute + gpu_active_w x memory_bound_power_fraction x (time - t_compute)
              + bytes x dram_pj_per_byte
 
-``t_compute`` is the larger of the two compute terms; the second energy term charges the part of
-the layer spent waiting on memory at the reduced power of a memory-bound kernel. Peaks and
+with ``t_busy`` (``busy_mac_s``) in place of ``t_compute`` in the energy: the layer's work at its
+class's sustained rate on every active SM, tile/wave losses excluded. ``gpu_active_w`` is a full-load
+(stress) power, all SMs busy; the time the layer holds beyond ``t_busy`` -- memory waits and SMs idled
+by tile or wave quantization -- is charged at the reduced power of a memory-bound kernel. Peaks and
 efficiencies come from the platform (``scheduler.platforms``), where each is sourced or marked as
 an assumption. Static power is not in here: the CostGraph charges every rail's static power for
 the whole inference. FP32 convolutions run on CUDA cores (``macs_per_sm_cycle['fp32']``).
@@ -77,6 +79,19 @@ def tile_utilisation(work: LayerWork, mode: PowerMode) -> float:
     return best
 
 
+def busy_mac_s(work: LayerWork, platform: Platform, mode: PowerMode, precision: Precision, cls: str) -> float:
+    """Seconds of full-power work in a layer's MACs: MACs at its class's sustained rate (peak x
+    ``compute_efficiency``) on every active SM, without the tile/wave losses. Full-load rail power is a
+    stress test's, all SMs busy; SMs idled by partial tiles or a partial wave are charged at the
+    memory-bound fraction instead, so energy grows with the work done, not with the time held."""
+    if not work.macs:
+        return 0.0
+    eff = platform.gpu.compute_efficiency
+    if cls == "tensor-core":
+        return work.macs / (platform.gpu_peak_macs_per_s(mode, precision) * eff)
+    return work.macs / (platform.gpu_peak_macs_per_s(mode, Precision.FP32) * eff * CUDA_SIMD[Precision(precision)])
+
+
 def gpu_layer_cost(work: LayerWork, platform: Platform, mode: PowerMode, precision: Precision) -> GpuLayerCost:
     g = platform.gpu
     eff = g.compute_efficiency
@@ -89,11 +104,12 @@ def gpu_layer_cost(work: LayerWork, platform: Platform, mode: PowerMode, precisi
     t_mac = work.macs / mac_rate if work.macs else 0.0
     t_elem = work.elem_ops / cuda_rate if work.elem_ops else 0.0
     t_compute = max(t_mac, t_elem)
+    t_busy = max(busy_mac_s(work, platform, mode, precision, cls), t_elem)
     t_mem = work.bytes / platform.gpu_bandwidth(mode) if work.kernels else 0.0
     launch = g.kernel_launch_s * work.kernels
     body = max(t_compute, t_mem)
     time = launch + body
-    energy = (mode.gpu_active_w * t_compute + mode.gpu_active_w * g.memory_bound_power_fraction * (body - t_compute)
+    energy = (mode.gpu_active_w * t_busy + mode.gpu_active_w * g.memory_bound_power_fraction * (body - t_busy)
               + work.bytes * platform.dram_pj_per_byte * 1e-12 * (1 if work.kernels else 0))
     bound = "launch" if launch >= body else ("compute" if t_compute >= t_mem else "memory")
     return GpuLayerCost(time, energy, t_compute, t_mem, bound, cls)

@@ -25,8 +25,14 @@ Derivations worth checking (``tests/scheduler_runtime/test_platforms.py`` re-der
 * Efficiency factors [U]: convolution/GEMM kernels sustain 50 % of tensor-core peak, streaming
   kernels 70 % of DRAM bandwidth; a CUDA-graph kernel node costs 4 us of launch, a graph launch
   (one per GPU partition) 10 us.
-* Power [U unless noted]: GPU dynamic power at full load = [FORUM]'s stress power per mode
-  (40.4 / 18.4 / 7.6 / 5.2 W on Orin) minus the stated GPU static power; Xavier's GPU rail at full
+* Power [U unless noted]: Orin GPU dynamic power at full load scales with the mode's active TPCs and
+  clock, P = e_cycle(mode) x TPCs x f, where e_cycle, the switching energy of one TPC-cycle
+  (C x V^2 at the mode's voltage), comes from [FORUM]'s per-mode stress power of the VDD_GPU_SOC rail
+  (40.4 / 18.4 / 7.6 / 5.2 W) minus the stated GPU static power (``orin_gpu_energy_per_tpc_cycle``).
+  No per-mode voltage is published, so the voltage enters only through that measured per-mode rail
+  power: e_cycle relative to MAXN is (V / V_MAXN)^2 (0.68 at 50 W, 0.70 at 30 W, consistent with DVFS;
+  1.4 at 15 W, where the rail's SoC floor dominates the 2-TPC GPU -- an overestimate of the 15 W GPU).
+  Xavier's GPU rail at full
   load is taken as 14 / 10 / 5 / 3.5 W (MAXN / 30 / 15 / 10 W) [U]. SoC + DRAM static (idle
   module power) 3-5 W [U]; DLA static per core = dla_sim's ``static_mw``. DRAM energy 5 pJ/bit
   (LPDDR5) and 6 pJ/bit (LPDDR4x), from [PLAT]'s 4-6 pJ/bit [U].
@@ -77,24 +83,41 @@ _HAX_TRANSITION = TransitionSpec(
              "scaling": "[U] fixed costs scale with 1 / GPU clock (CPU/GPU launch paths slow down together)"},
 )
 
-_ORIN_STRESS_W = {"MAXN": 40.4, "50W": 18.4, "30W": 7.6, "15W": 5.2}  # [FORUM]
+_ORIN_STRESS_W = {"MAXN": 40.4, "50W": 18.4, "30W": 7.6, "15W": 5.2}  # [FORUM] VDD_GPU_SOC, GPU stress
 _ORIN_GPU_STATIC_W = {"MAXN": 1.5, "50W": 1.5, "30W": 1.0, "15W": 0.8}  # [U]
 _ORIN_SOC_STATIC_W = {"MAXN": 5.0, "50W": 4.5, "30W": 4.0, "15W": 3.0}  # [U]
 _ORIN_GPU = {"MAXN": (1301.25, 16), "50W": (828.75, 16), "30W": (624.75, 8), "15W": (420.75, 4)}  # [NVP][U]
 _ORIN_DRAM_GBPS = {"MAXN": 204.8, "50W": 204.8, "30W": 204.8, "15W": 136.5}  # EMC 3200 / 3200 / 3200 / 2133 MHz
 
 
+SMS_PER_TPC = 2  # Ampere GA10x TPC = 2 SMs [PLAT]
+
+
+def orin_gpu_energy_per_tpc_cycle(name: str) -> float:
+    """Joules per active TPC per GPU cycle at full load in mode ``name``: ([FORUM] rail stress power
+    - GPU static) / (TPCs x clock). Holds the mode's C x V^2."""
+    clock, sms = _ORIN_GPU[name]
+    return (_ORIN_STRESS_W[name] - _ORIN_GPU_STATIC_W[name]) / (sms / SMS_PER_TPC * clock * 1e6)
+
+
+def orin_gpu_dynamic_w(name: str) -> float:
+    """Full-load GPU dynamic power: energy per TPC-cycle x active TPCs x clock."""
+    clock, sms = _ORIN_GPU[name]
+    return orin_gpu_energy_per_tpc_cycle(name) * (sms / SMS_PER_TPC) * clock * 1e6
+
+
 def _orin_mode(name: str) -> PowerMode:
     clock, sms = _ORIN_GPU[name]
     return PowerMode(
         name=name, gpu_clock_mhz=clock, gpu_active_sms=sms, dla_clock_mhz=ORIN.clocks_mhz[name],
-        dram_gbps=_ORIN_DRAM_GBPS[name], gpu_active_w=_ORIN_STRESS_W[name] - _ORIN_GPU_STATIC_W[name],
+        dram_gbps=_ORIN_DRAM_GBPS[name], gpu_active_w=orin_gpu_dynamic_w(name),
         gpu_static_w=_ORIN_GPU_STATIC_W[name], dla_static_w=ORIN.energy.static_mw / 1e3,
         soc_static_w=_ORIN_SOC_STATIC_W[name],
         sources={"gpu_clock_mhz": "[NVP][U], consistent with [DLASW] TOPS (module docstring)",
                  "gpu_active_sms": "[NVP][U] TPCs x 2", "dla_clock_mhz": "dla_sim ORIN clocks_mhz",
                  "dram_gbps": "204.8 GB/s LPDDR5 [PLAT]; 15 W caps EMC at 2133 MHz [NVP][U]",
-                 "gpu_active_w": "[FORUM] GPU stress power (AGX Orin 32GB) minus gpu_static_w [S][U]",
+                 "gpu_active_w": "energy per TPC-cycle x TPCs x clock; energy from [FORUM] VDD_GPU_SOC stress "
+                                 "power per mode (AGX Orin 32GB) minus gpu_static_w [S][U]",
                  "gpu_static_w": "[U]", "dla_static_w": "dla_sim ORIN energy.static_mw [U]",
                  "soc_static_w": "[U] module idle power"},
     )
