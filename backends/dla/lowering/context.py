@@ -317,6 +317,7 @@ DECOMPOSED = (ActivationType.SILU, ActivationType.HARD_SWISH, ActivationType.HAR
 
 def _sdp(ctx: _Ctx, layer: Layer, x: str, out: str, operands: tuple[str, ...] = (), name: str | None = None,
          **fields) -> None:
+    """One off-line SDP pass ``x -> out`` (a new cube for ``out`` unless it has one) with ``fields``."""
     xc = ctx.cube(x)
     yc = ctx.out.cubes.get(out) or ctx.new_cube(out, ctx.net.tensors[out].shape if out in ctx.net.tensors
                                                else xc.shape)

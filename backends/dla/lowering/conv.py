@@ -194,7 +194,7 @@ def lower_deconvolution(ctx: _Ctx, layer: Layer) -> None:
         ctx.out.views.append(View(out, full, (0, 0, 0, 0), (n, k, hc, wc)))
 
 # ----------------------------------------------------------------------------------------------
-# INT8 layers (convolution, fully connected, pooling with annotated scales)
+# INT8 convolution and fully connected (annotated scales)
 
 
 def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
