@@ -1,8 +1,9 @@
 """Every layer kind has an entry in every backend's layer table: an implementation or a reason.
 
 Walks each ``LayerKind`` through the reference tables (FP and INT8), the GPU tables (FP and
-INT8) and the DLA's support rules (through ``backends.dla.support.supports`` on one sample layer
-of each kind), and checks that the reference backend implements every kind the ONNX parser and
+INT8), the DLA lowering tables (FP16 and INT8) and the DLA's support rules (through
+``backends.dla.support.supports`` on one sample layer of each kind: every kind they accept has a
+DLA lowering), and checks that the reference backend implements every kind the ONNX parser and
 the optimizer can produce, by running a sample layer of each kind against numpy float64.
 """
 
@@ -17,6 +18,7 @@ import pytest
 import engine.onnx_parser
 import engine.optimizer
 import engine.plugin  # noqa: F401 (registers the bundled plugins the sample plugin layer uses)
+from backends.dla.lower import DLA_INT8_LOWERINGS, DLA_LOWERINGS
 from backends.dla.support import supports as dla_supports
 from backends.gpu.lower import GPU_LOWERINGS, GpuLowering
 from backends.gpu.lower import supports as gpu_supports
@@ -70,7 +72,8 @@ from engine.ir.layers import (
 )
 from engine.ir.network import Network
 
-TABLES = {"reference": KERNELS, "reference INT8": INT8_KERNELS, "GPU": GPU_LOWERINGS, "GPU INT8": INT8_LOWERINGS}
+TABLES = {"reference": KERNELS, "reference INT8": INT8_KERNELS, "GPU": GPU_LOWERINGS, "GPU INT8": INT8_LOWERINGS,
+          "DLA": DLA_LOWERINGS, "DLA INT8": DLA_INT8_LOWERINGS}
 X = (1, 8, 6, 6)  # the sample layers' main input
 
 
@@ -170,6 +173,10 @@ def test_tables_say_what_each_backend_runs():
                                                                   LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU,
                                                                   LayerKind.PLUGIN}
     assert implemented(INT8_LOWERINGS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING}
+    assert implemented(DLA_LOWERINGS) == frozenset(LayerKind) - {
+        LayerKind.GATHER, LayerKind.NORMALIZATION, LayerKind.CAST, LayerKind.PADDING, LayerKind.QUANTIZE,
+        LayerKind.DEQUANTIZE, LayerKind.PLUGIN, LayerKind.RNN, LayerKind.LSTM, LayerKind.GRU}
+    assert implemented(DLA_INT8_LOWERINGS) == {LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING}
 
 
 def test_unsupported_needs_a_reason_and_lookup_reports_it():
@@ -180,6 +187,16 @@ def test_unsupported_needs_a_reason_and_lookup_reports_it():
     net = sample_network(LayerKind.SOFTMAX, np.random.default_rng(0))
     with pytest.raises(UnsupportedError, match=r"layer l \(softmax\): INT8 softmax has no GPU kernel"):
         lookup(INT8_LOWERINGS, net.layers[0], "GPU INT8")
+    net = sample_network(LayerKind.GATHER, np.random.default_rng(0))
+    with pytest.raises(UnsupportedError, match=r"layer l \(gather\): no DLA lowering for gather: Gather: no DLA"):
+        lookup(DLA_LOWERINGS, net.layers[0], "DLA")
+
+
+def test_dla_support_rules_accept_only_lowered_kinds():
+    """Every kind the support rules can accept has a DLA lowering; every kind they never accept is refused."""
+    from backends.dla.support import NO_DLA, RULES
+    assert set(RULES) - set(NO_DLA) <= implemented(DLA_LOWERINGS)
+    assert set(NO_DLA) | (set(LayerKind) - set(RULES)) == set(LayerKind) - implemented(DLA_LOWERINGS)
 
 
 @pytest.mark.parametrize("kind", list(LayerKind), ids=lambda k: k.value)
@@ -194,6 +211,8 @@ def test_every_kind_through_every_backend(kind, rng):
     for precision in (Precision.FP16, Precision.INT8):
         s = dla_supports(layer, net, precision, ORIN)
         assert s.ok or s.reason.strip(), (kind, precision)
+        if s.ok:  # the support rules accept only kinds the DLA lowering implements
+            assert not isinstance(DLA_LOWERINGS[kind], Unsupported), (kind, precision)
 
 
 def _parser_kinds() -> set[LayerKind]:

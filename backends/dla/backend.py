@@ -1,8 +1,8 @@
 """The DLA backend: compile IR partitions to dla_sim loadables, run them, and cost them.
 
-* ``compile`` lowers a partition (``lower.py``), packs it into a ``dla_sim.loadable.Loadable`` and
-  returns its bytes with the boundary tensors and their TensorRT DLA formats (kCHW16 for FP16,
-  kCHW32 for INT8).
+* ``compile`` lowers a partition (``lowering``, through its ``DLA_LOWERINGS`` table), packs it into a
+  ``dla_sim.loadable.Loadable`` and returns its bytes with the boundary tensors and their TensorRT DLA
+  formats (kCHW16 for FP16, kCHW32 for INT8).
 * ``execute`` parses the loadable, converts the inputs as the boundary reformat does (round to
   the hardware precision, pack to the I/O format), runs it functionally on dla_sim (``runner.py``)
   and times it with one timing-only simulation; outputs come back NCHW in the reference backend's

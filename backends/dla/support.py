@@ -7,7 +7,7 @@ Three layers of checks, all reported together (one reason each, joined with "; "
    checks for what a range cannot say (clip range, elementwise op set, concat axis...). Kinds the
    DLA never runs carry their reason in :data:`NO_DLA`.
 2. General DLA tensor rules: rank, non-batch dims ≤ 8192, batch ≤ 4096.
-3. The hardware: the layer is lowered alone (``lower.py``) and every op is checked against
+3. The hardware: the layer is lowered alone (``lowering``) and every op is checked against
    ``dla_sim.limits`` (register field widths, feature crossings, config feature flags such as the
    LUT, Winograd, RUBIK), then timed once, which also proves the CBUF can hold it. Lowering
    refusals (an activation the SDP lacks, an unaddressable concat) are reasons too.
