@@ -97,48 +97,28 @@ def sweep_output_dir(path: str) -> Path:
 
 
 def _sweep_points(args, platform: str, modes: list[str], precision: str, objectives, lambdas):
-    """One task per power mode (in worker processes when --workers > 1), with a progress bar over modes."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    """One task per power mode (worker processes with --workers > 1, Ray tasks with --cluster), with
+    a progress bar over modes."""
     from engine.model_loading import load_network
-    from scheduler.studies.sweep import pareto_front, sweep_mode
+    from scheduler.studies.sweep import run_sweep
 
     bar = None
     if not getattr(args, "quiet", False) and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(modes), unit=" power modes", leave=False, dynamic_ncols=True)
-    workers = args.workers or max(1, min(len(modes), os.cpu_count() or 1))
-    per_mode: dict[str, list] = {}
-    try:
-        if getattr(args, "cluster", None):  # every power mode as a Ray task (hetrt[cluster])
-            from engine.evaluation.ray_cluster import ray_map
+    map_tasks = None
+    if getattr(args, "cluster", None):  # every power mode as a Ray task (hetrt[cluster])
+        from engine.evaluation.ray_cluster import ray_map
 
-            results = ray_map(args.cluster, args.workers or 2)(
-                sweep_mode, [(load_network, args.model, platform, m, precision, tuple(objectives), tuple(lambdas))
-                             for m in modes])
-            per_mode.update(zip(modes, results))
-        elif workers == 1:
-            for m in modes:
-                per_mode[m] = sweep_mode(load_network, args.model, platform, m, precision, objectives, lambdas)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futs = {pool.submit(sweep_mode, load_network, args.model, platform, m, precision, tuple(objectives),
-                                    tuple(lambdas)): m for m in modes}
-                for f in as_completed(futs):
-                    per_mode[futs[f]] = f.result()
-                    if bar is not None:
-                        bar.update(1)
+        map_tasks = ray_map(args.cluster, args.workers or 2)
+    try:
+        res = run_sweep(load_network, args.model, platform, modes, precision, objectives, lambdas, args.workers,
+                        map_tasks, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
-    points = [p for m in modes for p in per_mode[m]]
-    return points, pareto_front(points)
+    return res["_points"], res["_front"]
 
 
 def _plot(out: Path, name: str, draw) -> None:

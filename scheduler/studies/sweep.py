@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from engine.ir.dtypes import Precision
@@ -82,21 +82,30 @@ def run_sweep(load_network: Callable[[str], Network], model_spec: str, platform:
               precision: str,
               objectives: Sequence[str] = ("latency", "energy", "edp", "weighted"),
               lambdas: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
-              workers: int | None = None, map_tasks: Callable | None = None) -> dict:
+              workers: int | None = None, map_tasks: Callable | None = None,
+              progress: Callable[[], None] | None = None) -> dict:
     """Every point of every power mode. ``map_tasks(fn, list of argument tuples)`` runs the per-mode
-    tasks elsewhere (e.g. on a Ray cluster) and returns their results in order."""
+    tasks elsewhere (e.g. on a Ray cluster) and returns their results in order; ``progress()`` is
+    called once per finished power mode."""
     workers = workers or max(1, min(len(modes), os.cpu_count() or 1))
+    args = {m: (load_network, model_spec, platform, m, precision, tuple(objectives), tuple(lambdas)) for m in modes}
+    done: dict[str, list[Point]] = {}
     if map_tasks is not None:
-        per_mode = map_tasks(sweep_mode, [(load_network, model_spec, platform, m, precision, tuple(objectives),
-                                           tuple(lambdas)) for m in modes])
+        done.update(zip(modes, map_tasks(sweep_mode, [args[m] for m in modes])))
     elif workers == 1:
-        per_mode = [sweep_mode(load_network, model_spec, platform, m, precision, objectives, lambdas) for m in modes]
+        for m in modes:
+            done[m] = sweep_mode(*args[m])
+            if progress:
+                progress()
     else:
         # 'spawn': forking a process that has started threads (BLAS, JAX) can deadlock the child
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = [pool.submit(sweep_mode, load_network, model_spec, platform, m, precision, tuple(objectives),
-                                tuple(lambdas)) for m in modes]
-            per_mode = [f.result() for f in futs]
+            futs = {pool.submit(sweep_mode, *args[m]): m for m in modes}
+            for f in as_completed(futs):
+                done[futs[f]] = f.result()
+                if progress:
+                    progress()
+    per_mode = [done[m] for m in modes]
     points = [p for group in per_mode for p in group]
     front = pareto_front(points)
     return {"model": model_spec, "platform": platform, "precision": precision, "power_modes": list(modes),
