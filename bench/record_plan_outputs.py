@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scheduler_runtime"))
 
-from engine import plan as plan_format  # noqa: E402
 from engine.builder import Builder, BuilderConfig  # noqa: E402
-from engine.ir.dtypes import Precision  # noqa: E402
 from engine.ir.fileio import atomic_write_bytes  # noqa: E402
 from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.models import build_model  # noqa: E402
@@ -65,33 +64,11 @@ def _config(kind: str, model) -> BuilderConfig:
 
 
 def mixed_plan_bytes(model, pattern=("gpu", "dla0", "dla1"), every: int = 4) -> bytes:
-    """A host FP16 plan whose layers alternate between the GPU and both DLA cores in blocks."""
-    from scheduler.dla_compile import compile_partition
-    from scheduler.partitions import split_partitions
-    from scheduler.platforms import get_platform
+    """A host FP16 plan whose layers alternate between the GPU and both DLA cores in blocks (the
+    scheduler-runtime tests' construction)."""
+    from scheduler_runtime_plans import alternating_plan
 
-    contents = Builder(QUIET).build(parse(model), BuilderConfig(fp16=True))
-    net = contents.network
-    devices = {la.name: pattern[(i // every) % len(pattern)] for i, la in enumerate(net.layers)}
-    platform = get_platform("host")
-    mode = platform.mode()
-    records, loadables = [], []
-    for spec in split_partitions(net, devices, Precision.FP16):
-        rec = spec.to_dict()
-        if spec.device == "dla":
-            blob, bounds = compile_partition(net, spec, platform, mode, Precision.FP16)
-            loadables.append(blob)
-            rec.update(backend="dla", loadable=len(loadables) - 1, **bounds)
-        else:
-            rec.update(backend="reference")
-        records.append(rec)
-    for la in net.layers:
-        la.device = "dla" if devices[la.name] != "gpu" else "gpu"
-    contents.placement = {"platform": "host", "power_mode": "default", "precision": "fp16", "policy": "test",
-                          "dla": {"config": "orin", "version": 2, "cores": 2}, "devices": devices,
-                          "partitions": records}
-    contents.loadables = loadables
-    return plan_format.serialize(contents)
+    return alternating_plan(Builder(QUIET).build(parse(model), BuilderConfig(fp16=True)), pattern, every)
 
 
 PLAN_KINDS = ("fp32", "fp16", "int8", "fp16-optimal", "fp16-dla-first", "fp16-pipeline", "int8-optimal",

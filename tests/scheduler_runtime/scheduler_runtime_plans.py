@@ -22,7 +22,12 @@ def built_contents(model: str = "resnet18_small", **cfg) -> plan_format.PlanCont
 def mixed_plan(pattern=("gpu", "dla0", "dla1"), every: int = 4, model: str = "resnet18_small",
                gpu_backend: str = "reference") -> bytes:
     """A host plan whose layers alternate between the GPU and both DLA cores in blocks of ``every``."""
-    contents = built_contents(model)
+    return alternating_plan(built_contents(model), pattern, every, gpu_backend)
+
+
+def alternating_plan(contents: plan_format.PlanContents, pattern=("gpu", "dla0", "dla1"), every: int = 4,
+                     gpu_backend: str = "reference") -> bytes:
+    """``contents`` (an FP16 host build) placed in blocks of ``every`` layers over ``pattern``."""
     net = contents.network
     devices = {la.name: pattern[(i // every) % len(pattern)] for i, la in enumerate(net.layers)}
     platform = get_platform("host")
