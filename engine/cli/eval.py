@@ -184,15 +184,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options.validate()
     pp = Preprocess(args.resize, args.crop, args.scale, args.mean, args.std, args.layout, args.channels)
     plans = [(t, _load_target(t, args.batch)) for t in args.targets]
-    from engine.evaluation.workers import job_for
     from engine.ir.logger import Logger, Severity
     from engine.runtime import Runtime
 
     eng = Runtime(Logger(Severity.ERROR)).deserialize(plans[0][1])
     sample_ndim = len(eng.get_tensor_shape(eng.input_names[0])) - 1
     dataset = open_dataset(args.data, args.labels, sample_ndim, pp)
-    for _, plan in plans[1:]:
-        job_for(plan, dataset, args.output)  # every target must take the same samples
     results = evaluate(plans, dataset, options, args.reference, _progress)
     print(format_results(results))
     if args.json:

@@ -11,7 +11,7 @@ from engine.ir.errors import HetrtError
 
 from .dataset import DatasetSpec, load_samples
 from .metrics import EvalResult, evaluate_logits
-from .workers import Progress, job_for, make_shards, run_local, timed
+from .workers import Job, Progress, job_for, make_shards, run_local, timed
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ class EvalOptions:
             raise HetrtError(f"--worst must be >= 0, got {self.worst}")
 
 
-def plan_logits(plan: bytes, dataset: DatasetSpec, options: EvalOptions,
+def plan_logits(plan: bytes | Job, dataset: DatasetSpec, options: EvalOptions,
                 progress: Progress | None = None) -> tuple[np.ndarray, float, str]:
-    """(logits of every sample, seconds, how they were computed)."""
-    job = job_for(plan, dataset, options.output)
+    """(logits of every sample, seconds, how they were computed); ``plan`` as bytes or as the
+    :class:`Job` ``job_for`` made of them."""
+    job = plan if isinstance(plan, Job) else job_for(plan, dataset, options.output)
     shards = make_shards(dataset.size, job.batch, options.batches_per_shard)
     if options.cluster:
         from .ray_cluster import run_ray
@@ -89,11 +90,12 @@ def evaluate(plans: Sequence[tuple[str, bytes]], dataset: DatasetSpec, options: 
     if labels is None and reference is None:
         raise HetrtError("nothing to measure: give --labels (or an image folder with class sub-folders) "
                          "or --reference MODEL.onnx")
+    jobs = [(name, job_for(plan, dataset, options.output)) for name, plan in plans]  # every plan fits, first
     ref, ref_name = reference_logits(reference, dataset) if reference else (None, "")
     names = dataset.names() if options.worst else None
     results = []
-    for name, plan in plans:
-        logits, secs, how = plan_logits(plan, dataset, options, progress_for(name) if progress_for else None)
+    for name, job in jobs:
+        logits, secs, how = plan_logits(job, dataset, options, progress_for(name) if progress_for else None)
         res = evaluate_logits(name, logits, labels, options.top_k, ref, ref_name, options.confusion,
                               options.worst, names)
         res.seconds, res.workers = secs, how
