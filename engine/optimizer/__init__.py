@@ -9,8 +9,11 @@ Pipeline order, and why:
    fused layer the reference would have to understand);
 2. identity and dead-layer removal, so fusions see the real producer/consumer pairs (a Dropout
    between a conv and its BatchNorm would block the fold);
-3. Scale (BatchNorm) folding into conv/deconv/FC before any epilogue fusion: the scale must
-   touch the raw GEMM output, which stops being true once an activation or residual is fused;
+3. per-channel constant adds/multiplies (an exported Linear's bias, a layer scale) folded into
+   the GEMM before it, then Scale (BatchNorm) folding into conv/deconv/FC, before any epilogue
+   fusion: both must touch the raw GEMM output, which stops being true once an activation or
+   residual is fused; then GELU recognition (the five-layer erf formula becomes one activation),
+   so the activation fusion below can put it in a GEMM epilogue;
 4. conv + residual add (+ activation) before conv + activation: the activation after an add
    belongs to the residual epilogue, and a conv that took a plain activation can no longer
    take a residual (act(conv) + r is not act(conv + r));
@@ -37,6 +40,8 @@ from engine.optimizer.passes import (
     conv_activation,
     conv_residual,
     dead_layers,
+    gelu,
+    gemm_constants,
     horizontal_merge,
     identity,
     pointwise,
@@ -63,7 +68,9 @@ DEFAULT_PIPELINE: tuple[Stage, ...] = (
     Stage("constant_folding", constant_folding.run, "After constant folding"),
     Stage("identity_removal", identity.run),
     Stage("dead_layer_removal", dead_layers.run, "After dead-layer removal"),
+    Stage("gemm_constants", gemm_constants.run),
     Stage("scale_folding", scale_folding.run),
+    Stage("gelu", gelu.run),
     Stage("conv_residual", conv_residual.run),
     Stage("conv_activation", conv_activation.run),
     Stage("pointwise", pointwise.run, "After vertical fusions"),

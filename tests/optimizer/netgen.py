@@ -21,6 +21,7 @@ from engine.ir.layers import (
     ConvolutionParams,
     DeconvolutionParams,
     ElementWiseOp,
+    FullyConnectedParams,
     IdentityParams,
     LayerKind,
     MatrixMultiplyParams,
@@ -217,6 +218,28 @@ class Gen:
         self.net.mark_output(y)
         return self.relu(y)
 
+    def channel_mlp(self, x: Tensor) -> Tensor:
+        """A ConvNeXt-style block as exporters write it: NHWC permute, Linear (MatMul + bias Add),
+        GELU as its five-layer erf formula, Linear, a layer-scale Mul, permute back, residual."""
+        import math
+
+        c = self.channels(x)
+        ew = self.net.add_elementwise
+        y = self.layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [x])
+        y = self.layer(FullyConnectedParams(num_outputs=2 * c), [y],
+                       {"kernel": nonzero(self.rng, (2 * c, c)) / np.float32(c)})
+        y = ew(y, self.const(nonzero(self.rng, (2 * c,))), ElementWiseOp.SUM)
+        d = ew(y, self.const(np.array(math.sqrt(2.0), np.float32)), ElementWiseOp.DIV)
+        e = self.layer(UnaryParams(UnaryOp.ERF), [d])
+        t = ew(e, self.const(np.array(1.0, np.float32)), ElementWiseOp.SUM)
+        y = ew(ew(y, t, ElementWiseOp.PROD), self.const(np.array(0.5, np.float32)), ElementWiseOp.PROD)
+        y = self.layer(FullyConnectedParams(num_outputs=c), [y],
+                       {"kernel": nonzero(self.rng, (c, 2 * c)) / np.float32(2 * c)})
+        y = ew(y, self.const(nonzero(self.rng, (c,))), ElementWiseOp.SUM)
+        y = ew(y, self.const(positive(self.rng, (c,))), ElementWiseOp.PROD)
+        y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
+        return ew(x, y, ElementWiseOp.SUM)
+
     def head(self, x: Tensor) -> None:
         n, c, h, w = self.net.tensor(x.name).shape
         y = self.net.add_pooling(x, PoolingType.AVERAGE, (h, w))
@@ -232,7 +255,9 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "inception": Gen.inception, "siblings": Gen.siblings, "pointwise": Gen.pointwise, "shuffles": Gen.shuffles,
     "identities": Gen.identities, "scale_then_conv": Gen.scale_then_conv, "deconv_bn": Gen.deconv_bn,
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
+    "channel_mlp": Gen.channel_mlp,
 }
+SAMPLED = sorted(set(BLOCKS) - {"channel_mlp"})  # the block choice of random_network's first 13 kinds
 
 
 def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: bool = True) -> Network:
@@ -254,9 +279,11 @@ def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: 
 def random_network(seed: int) -> Network:
     """A random DAG of 4-6 blocks; every seed mixes fusable and blocking patterns."""
     rng = np.random.default_rng(10_000 + seed)
-    names = list(rng.choice(sorted(BLOCKS), size=int(rng.integers(4, 7)), replace=True))
+    names = list(rng.choice(SAMPLED, size=int(rng.integers(4, 7)), replace=True))
     if not {"residual", "residual_plain", "inception"} & set(names):
         names.insert(int(rng.integers(len(names) + 1)), str(rng.choice(["residual", "inception"])))
+    if seed % 3 == 0:  # a transformer-style MLP at the end (appended, so the other blocks stay as they were)
+        names.append("channel_mlp")
     return build(seed, names)
 
 

@@ -1,0 +1,120 @@
+"""GELU recognition: the erf formula exporters write becomes one GELU activation (TensorRT's GeluFusion).
+
+PyTorch's ``nn.GELU()`` exports as ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)``; TensorFlow
+and Hugging Face write ``Mul(Mul(x, 0.5), Add(Erf(Mul(x, 1/sqrt 2)), 1))``. Both compute
+``0.5·x·(1 + erf(x/√2))``, the exact GELU, so the five layers become one Activation(GELU_ERF)
+and the convolution / fully connected epilogue fusion that runs next can take it (the GPU then
+computes it in the GEMM's epilogue instead of five passes over memory).
+
+Matched only when every intermediate has exactly one reader (``x`` itself has two: the Erf
+branch and the product) and every constant is a scalar (any shape of one element) within
+1e-6 relative of the formula's value. The fused activation computes the formula in fp32 and
+rounds once; the unfused FP16 graph rounds after each of the five steps, so FP16 results differ
+by a few fp16 rounding steps at most.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind, UnaryOp
+from engine.ir.network import Layer, Network
+from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
+from engine.optimizer.rewrite import Rewrite
+
+NAME = "GeluFusion"
+
+
+def _scalar(net: Network, producers: dict[str, Layer], tensor: str) -> float | None:
+    layer = producers.get(tensor)
+    if layer is None or layer.kind is not LayerKind.CONSTANT:
+        return None
+    value = np.asarray(layer.weights["value"])
+    return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
+
+
+def _close(a: float | None, b: float) -> bool:
+    return a is not None and abs(a - b) <= 1e-6 * abs(b)
+
+
+def _binary(layer: Layer | None, op: ElementWiseOp) -> bool:
+    return layer is not None and layer.kind is LayerKind.ELEMENTWISE and layer.params.op is op
+
+
+def _other(layer: Layer, tensor: str) -> str | None:
+    """The input of a binary layer that is not ``tensor`` (None if both are)."""
+    a, b = layer.inputs
+    return b if a == tensor and b != tensor else a if b == tensor and a != tensor else None
+
+
+def _scaled_input(net: Network, producers: dict[str, Layer], layer: Layer) -> str | None:
+    """x when ``layer`` computes x / sqrt(2) or x * (1 / sqrt(2)) with a scalar constant."""
+    if _binary(layer, ElementWiseOp.DIV) and _close(_scalar(net, producers, layer.inputs[1]), math.sqrt(2.0)):
+        return layer.inputs[0]
+    if _binary(layer, ElementWiseOp.PROD):
+        for x, c in (layer.inputs, layer.inputs[::-1]):
+            if _close(_scalar(net, producers, c), 1.0 / math.sqrt(2.0)):
+                return x
+    return None
+
+
+def _half_of(net: Network, producers: dict[str, Layer], layer: Layer | None, tensor: str) -> bool:
+    """True when ``layer`` computes tensor * 0.5 (or 0.5 * tensor)."""
+    if not _binary(layer, ElementWiseOp.PROD):
+        return False
+    other = _other(layer, tensor)
+    return other is not None and _close(_scalar(net, producers, other), 0.5)
+
+
+def _match(net: Network, erf: Layer, uses, producers) -> tuple[str, list[Layer]] | None:
+    """(x, the layers from the scaling to the final product) of one GELU around ``erf``."""
+    scale = producers.get(erf.inputs[0])
+    x = _scaled_input(net, producers, scale) if scale is not None else None
+    if x is None or sole_consumer(net, scale.outputs[0], uses) is not erf:
+        return None
+    add = sole_consumer(net, erf.outputs[0], uses)
+    one = _other(add, erf.outputs[0]) if add is not None else None
+    if not _binary(add, ElementWiseOp.SUM) or not _close(_scalar(net, producers, one or ""), 1.0):
+        return None
+    t = add.outputs[0]
+    prod = sole_consumer(net, t, uses)
+    if not _binary(prod, ElementWiseOp.PROD):
+        return None
+    partner = _other(prod, t)
+    if partner == x:  # (x * (1 + erf)) * 0.5
+        half = sole_consumer(net, prod.outputs[0], uses)
+        if not _half_of(net, producers, half, prod.outputs[0]):
+            return None
+        chain = [scale, erf, add, prod, half]
+    else:  # (x * 0.5) * (1 + erf)
+        half = producers.get(partner) if partner is not None else None
+        if not _half_of(net, producers, half, x) or sole_consumer(net, half.outputs[0], uses) is not prod:
+            return None
+        chain = [half, scale, erf, add, prod]
+    readers = uses.get(x, [])
+    inside = {id(la) for la in chain}
+    if len(readers) != 2 or not all(id(r) in inside for r in readers) or not same_pins(*chain):
+        return None
+    if net.tensors[chain[-1].outputs[0]].shape != net.tensors[x].shape:
+        return None
+    return x, chain
+
+
+def run(net: Network) -> list[Rewrite]:
+    rewrites: list[Rewrite] = []
+    for erf in list(net.layers):
+        if erf.kind is not LayerKind.UNARY or erf.params.op is not UnaryOp.ERF or erf not in net.layers:
+            continue
+        found = _match(net, erf, net.consumers(), {t: la for la in net.layers for t in la.outputs})
+        if found is None:
+            continue
+        x, chain = found
+        consts = [t for la in chain for t in la.inputs]
+        new = fused_layer(net, chain, ActivationParams(ActivationSpec(ActivationType.GELU_ERF)), [x],
+                          chain[-1].outputs, {}, name=" + ".join(la.name for la in chain))
+        net.replace_layer(chain, new)
+        drop_unused_constants(net, consts)
+        rewrites.append(Rewrite(NAME, "fuse", tuple(la.name for la in chain), new.name))
+    return rewrites

@@ -1,0 +1,104 @@
+"""Per-channel constant add / multiply after a GEMM folds into its bias and kernel.
+
+Exporters write a Linear layer as ``MatMul`` + ``Add(bias)`` (the parser turns the MatMul into a
+FullyConnected layer, the Add stays an elementwise layer), and ConvNeXt-style layer scales as
+``Mul(gamma)``. An elementwise SUM or PROD whose other operand is a Constant that varies only
+along the layer's output-channel axis (the last axis of a fully connected output, axis 1 of a
+convolution's) is exactly a change of the layer's parameters:
+
+    W·x + b + c  ==  W·x + (b + c)            (ElementWise SUM: GemmBiasFusion)
+    (W·x + b)·s  ==  (s·W)·x + s·b            (ElementWise PROD: GemmScaleFusion)
+
+so the elementwise layer disappears and the epilogue fusions that run next see the GEMM's real
+consumer (a GELU, a residual add). Folded only when the GEMM has no fused epilogue yet, its
+output has no other reader, the constant does not broadcast the output to a larger shape, and
+the pins agree. Folded values are computed in float64 and rounded once to the weights' dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.ir.layers import ElementWiseOp, LayerKind
+from engine.ir.network import Layer, Network
+from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
+from engine.optimizer.rewrite import Rewrite
+
+FOLDABLE = (ElementWiseOp.SUM, ElementWiseOp.PROD)
+CHANNEL_AXIS = {LayerKind.FULLY_CONNECTED: -1, LayerKind.CONVOLUTION: 1}
+
+
+def _per_channel(value: np.ndarray, out_shape: tuple[int, ...], axis: int) -> np.ndarray | None:
+    """The constant as one value per output channel, or None if it varies along another axis."""
+    rank = len(out_shape)
+    if value.ndim > rank or value.dtype.kind != "f":
+        return None
+    try:
+        if np.broadcast_shapes(value.shape, out_shape) != tuple(out_shape):
+            return None
+    except ValueError:
+        return None
+    full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    ax = axis % rank
+    if any(d != 1 for i, d in enumerate(full.shape) if i != ax):
+        return None
+    return np.broadcast_to(full.reshape(-1).astype(np.float64), (out_shape[ax],))
+
+
+def _fold(gemm: Layer, op: ElementWiseOp, c: np.ndarray) -> dict[str, np.ndarray]:
+    kernel = gemm.weights["kernel"]
+    bias = gemm.weights.get("bias")
+    b = np.zeros(c.shape, np.float64) if bias is None else bias.astype(np.float64)
+    weights = dict(gemm.weights)
+    if op is ElementWiseOp.SUM:
+        weights["bias"] = (b + c).astype(kernel.dtype)
+    else:
+        per_row = c.reshape((-1,) + (1,) * (kernel.ndim - 1))
+        weights["kernel"] = (kernel.astype(np.float64) * per_row).astype(kernel.dtype)
+        if bias is not None:
+            weights["bias"] = (b * c).astype(bias.dtype)
+    return weights
+
+
+def _candidate(net: Network, gemm: Layer, uses, producers) -> tuple[Layer, np.ndarray, str] | None:
+    p = gemm.params
+    if getattr(p, "activation", None) is not None or getattr(p, "residual", False) or len(gemm.inputs) != 1:
+        return None
+    out = gemm.outputs[0]
+    ew = sole_consumer(net, out, uses)
+    if ew is None or ew.kind is not LayerKind.ELEMENTWISE or ew.params.op not in FOLDABLE:
+        return None
+    a, b = ew.inputs
+    other = b if a == out else a
+    const = producers.get(other)
+    if other == out or const is None or const.kind is not LayerKind.CONSTANT or not same_pins(gemm, ew):
+        return None
+    shape = net.tensors[out].shape
+    if net.tensors[ew.outputs[0]].shape != shape:
+        return None
+    c = _per_channel(np.asarray(const.weights["value"]), shape, CHANNEL_AXIS[gemm.kind])
+    return None if c is None else (ew, c, other)
+
+
+def run(net: Network) -> list[Rewrite]:
+    rewrites: list[Rewrite] = []
+    changed = True
+    while changed:  # a GEMM may take a bias add and then a scale
+        changed = False
+        uses = net.consumers()
+        producers = {t: la for la in net.layers for t in la.outputs}
+        for gemm in list(net.layers):
+            if gemm.kind not in CHANNEL_AXIS:
+                continue
+            found = _candidate(net, gemm, uses, producers)
+            if found is None:
+                continue
+            ew, c, const_tensor = found
+            new = fused_layer(net, [gemm, ew], gemm.params, gemm.inputs, ew.outputs, _fold(gemm, ew.params.op, c))
+            net.replace_layer([gemm, ew], new)
+            drop_unused_constants(net, [const_tensor])
+            label = "GemmBiasFusion" if ew.params.op is ElementWiseOp.SUM else "GemmScaleFusion"
+            rewrites.append(Rewrite(label, "fuse", (gemm.name, ew.name), new.name))
+            changed = True
+            break
+    return rewrites
