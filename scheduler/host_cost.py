@@ -104,16 +104,24 @@ def estimated_cpu_s(network: Network, layer, platform: Platform) -> float:
     return max((2 * work.macs + work.elem_ops) / cpu.flops_per_s, work.bytes / cpu.bytes_per_s)
 
 
-def crossing_tensors(network: Network, name: str, host: set[str]) -> tuple[list[str], list[str]]:
-    """(inputs copied to the host, outputs copied back) of host layer ``name``."""
-    layer = network.layer(name)
+def _tensor_maps(network: Network) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(tensor -> producing layer, tensor -> reading layers)."""
     producer = {t: la.name for la in network.layers for t in la.outputs}
-    ins = [t for t in dict.fromkeys(layer.inputs)
-           if (t in network.inputs or t in producer) and producer.get(t) not in host]
     readers: dict[str, list[str]] = {}
     for la in network.layers:
         for t in la.inputs:
             readers.setdefault(t, []).append(la.name)
+    return producer, readers
+
+
+def crossing_tensors(network: Network, name: str, host: set[str],
+                     maps: tuple[dict[str, str], dict[str, list[str]]] | None = None) -> tuple[list[str], list[str]]:
+    """(inputs copied to the host, outputs copied back) of host layer ``name``; ``maps``: the
+    network's ``_tensor_maps`` when the caller has them."""
+    layer = network.layer(name)
+    producer, readers = maps or _tensor_maps(network)
+    ins = [t for t in dict.fromkeys(layer.inputs)
+           if (t in network.inputs or t in producer) and producer.get(t) not in host]
     outs = [t for t in layer.outputs
             if t in network.outputs or any(r not in host for r in readers.get(t, []))]
     return ins, outs
@@ -133,10 +141,11 @@ def host_layer_costs(network: Network, platform: Platform, mode: PowerMode, prec
         measured = {**(measured or {}), **measure_layers_cpu(network, only=set(refusals))}
     es = element_size(precision)
     host = set(refusals)
+    maps = _tensor_maps(network)
     out: dict[str, HostLayerCost] = {}
     for name, why in refusals.items():
         layer = network.layer(name)
-        ins, outs = crossing_tensors(network, name, host)
+        ins, outs = crossing_tensors(network, name, host, maps)
         nbytes = {t: math.prod(network.tensors[t].shape) * es for t in (*ins, *outs)}
         t_cpu = measured[name] if cpu.measured else estimated_cpu_s(network, layer, platform)
         t_hand = sum(handoff_s(platform, mode, nbytes[t]) for t in (*ins, *outs))

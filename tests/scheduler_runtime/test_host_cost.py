@@ -146,3 +146,12 @@ def test_built_plan_records_and_inspect_shows_the_priced_host_layer(monkeypatch,
     assert layers["pool"]["Device"] == "HOST" and layers["conv1"]["Device"] == "GPU"
     assert layers["pool"]["HostCost"]["TimeUs"] == pytest.approx(rec["time_ms"] * 1e3)
     assert "us of hand-offs" in plan_summary(engine)
+
+
+def test_a_tensor_between_two_host_layers_is_not_handed_off():
+    orin = get_platform("orin-agx-64gb")
+    model = build_cost_model(_net(), orin, precision=Precision.FP32,
+                             host_layers={"pool": POOL_WHY, "cat": "a second host layer in this test"})
+    pool, cat = model.layer("pool").host, model.layer("cat").host
+    assert (pool.handoffs, pool.in_bytes, pool.out_bytes) == (1, _pool_bytes(10), 0)  # its output stays on the host
+    assert (cat.handoffs, cat.in_bytes, cat.out_bytes) == (2, _pool_bytes(10), 2 * _pool_bytes(10))  # conv2 in
