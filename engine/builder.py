@@ -197,7 +197,7 @@ class Builder:
         from engine.optimizer import optimize
 
         t0 = time.perf_counter()
-        report = optimize(network, log=self.logger.verbose)
+        report = optimize(network, log=self.logger.verbose, for_dla=wants_dla(config))
         self.logger.info(f"Graph optimization: {len(network)} → {len(report.network)} layers, "
                          f"{len(report.rewrites)} rewrites in {time.perf_counter() - t0:.2f} s")
         return report.network
