@@ -107,7 +107,9 @@ def _pinned(config):
 
 
 def assign(network: Network, config, table: ScaleTable, log: Logger) -> None:
-    result = assign_int8(network, table.scales, _pinned(config), table.implicit)
+    from engine.builder import wants_dla  # the builder imports this module
+
+    result = assign_int8(network, table.scales, _pinned(config), table.implicit, nonlinear=wants_dla(config))
     log.info(f"INT8: {len(result.int8_layers)} layers in INT8 (scales from {table.source}), "
              f"{len(result.float_layers)} in {config.precision.value}")
     for name, why in result.float_layers.items():
