@@ -9,6 +9,7 @@ import numpy as np
 
 from dla_sim import conv_core
 from dla_sim.config import DlaConfig
+from dla_sim.limits import DlaLimitError
 from dla_sim.ops import ConvOp, CubeDesc, HwOp, SdpOp
 from dla_sim.ops import Precision as HwPrecision
 from engine.ir.errors import UnsupportedError
@@ -214,11 +215,12 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     sdp_out = yc
     if to_float:  # the INT pipeline's converter writes FP16 (Int17ToFp16)
         sdp_out = ctx.out.cubes[first] = make_cube(first, ctx.net.tensors[out].shape, HwPrecision.FP16)
-    wname = ctx.blob(f"{layer.name}.w", ep.kernel)
+    mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
+    wname = ctx.blob(f"{layer.name}.w", weights)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups,
-                  mode="image" if _image_input(ctx, x, xc, groups, dilation) else "direct",
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
+                  pra_trunc=INT8_PRA_TRUNC if mode == "winograd" else 0,
                   weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
     operands: list[str] = []
     if ep.has_bias:
@@ -244,6 +246,30 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
                               clip_max=float(ep.clip_q), inputs=(first,), outputs=(out,)))
 
 
+# PRA truncate 2: int8 data's transformed input (|V| <= 510) never saturates, and the accumulator's
+# gain 4 / 2**2 = 1 keeps the direct mode's converter (dla_sim.conv_core.winograd_int8_gain).
+INT8_PRA_TRUNC = 2
+
+
+def _int8_mode(ctx: _Ctx, x: str, xc: CubeDesc, yc: CubeDesc, wq: np.ndarray | None, kernel, stride, dilation,
+               groups: int) -> tuple[str, np.ndarray | None]:
+    """(mode, weights as stored) of an INT8 convolution. Image input for the first layer; otherwise
+    direct mode, as the NVDLA compiler chooses for INT8 (Winograd only for FP16/INT16: nvdla/sw
+    ``engine-ast/EngineNodeFactory.cpp``, ``!isInt8``; TensorRT's DLA documentation says nothing of
+    Winograd). ``cfg.conv.winograd_int8`` opts into the hardware's INT8 Winograd where [PG]'s
+    conditions hold and the transformed weights fit int8: lossy (PRA truncation), for what-if timing."""
+    if _image_input(ctx, x, xc, groups, dilation):
+        return "image", wq
+    if not (ctx.cfg.conv.winograd_int8 and _winograd_ok(ctx.cfg, xc, yc, kernel, stride, dilation, groups)):
+        return "direct", wq
+    if wq is None:  # timing only: the weights' fit is not known, the hardware conditions hold
+        return "winograd", None
+    try:
+        return "winograd", conv_core.winograd_weights(wq, HwPrecision.INT8)
+    except DlaLimitError:
+        return "direct", wq
+
+
 def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
                               kernel, stride, pad, dilation, groups: int, act: ActivationSpec,
                               residual: str | None) -> None:
@@ -258,11 +284,12 @@ def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: n
     yc = make_cube(f"{layer.name}.acc", shape, HwPrecision.INT8)  # the accumulator's geometry
     prec = ctx.out.cubes[pre] = make_cube(pre, shape, HwPrecision.INT16)
     gatec = ctx.out.cubes[gate] = make_cube(gate, shape, HwPrecision.INT16)
-    wname = ctx.blob(f"{layer.name}.w", ep.kernel)
+    mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
+    wname = ctx.blob(f"{layer.name}.w", weights)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups,
-                  mode="image" if _image_input(ctx, x, xc, groups, dilation) else "direct",
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
+                  pra_trunc=INT8_PRA_TRUNC if mode == "winograd" else 0,
                   weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
     operands: list[str] = []
     if ep.has_bias:
