@@ -77,7 +77,7 @@ def test_opt_in_winograd_is_lossy_as_the_hardware_is():
     part, out, ref = dla_vs_reference(net, _winograd(ORIN), 7)
     assert [op.mode for op in _convs(part)] == ["direct", "winograd"]
     assert not np.array_equal(out["pool"], ref["pool"])
-    assert sqnr_db(ref["pool"], out["pool"]) > 25
+    assert sqnr_db(ref["pool"], out["pool"]) > 25  # 34-35 dB on the convolution itself
     part, out, ref = dla_vs_reference(net, ORIN, 7)  # the default lowering: exact
     np.testing.assert_array_equal(out["pool"], ref["pool"])
 
