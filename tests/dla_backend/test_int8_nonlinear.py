@@ -81,6 +81,16 @@ def test_lowered_as_conv_gate_and_multiply_sdp_passes(act):
         assert gate.activation == "clip" and gate.bias == "per_layer"
     assert mul.eltwise == "mul" and mul.output.precision is HwPrecision.INT8
     assert mul.eltwise_input.precision is HwPrecision.INT16
+    # timed as every SDP pass: elements / the slowest sub-unit in use, against the bytes moved
+    from dla_sim import sdp as dla_sdp
+
+    elems = gate.output.n * gate.output.c_padded * gate.output.h * gate.output.w
+    rate = ORIN.post.sdp_ew if act == "silu" else min(ORIN.post.sdp_bs, ORIN.post.sdp_bn)  # Y (LUT) or X1+X2
+    tg, tm = dla_sdp.timing(gate, ORIN), dla_sdp.timing(mul, ORIN)
+    assert tg.compute_cycles == pytest.approx(elems / rate)
+    assert tg.dram_read_bytes >= gate.input.payload_bytes and tg.dram_write_bytes == gate.output.payload_bytes
+    assert tm.dram_read_bytes >= 2 * gate.output.payload_bytes and tm.dram_write_bytes == mul.output.payload_bytes
+    assert gate.output.payload_bytes == 2 * mul.output.payload_bytes  # int16 intermediates
 
 
 def _one_layer(kind: str, s_out: float) -> tuple:
