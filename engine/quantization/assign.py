@@ -14,10 +14,11 @@ tensors the model quantizes). Rules, in TensorRT's spirit:
 * An INT8 layer's output is requantized to int8 when its tensor has a scale — with calibration,
   network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
   quantizes it. Otherwise it leaves in float.
-* SiLU and hard-swish epilogues run INT8 only in builds that may use the DLA (``nonlinear``): the
-  DLA computes them on its SDP (lookup table / clipped ramp, then an element-wise multiply), while
-  the GPU backend's INT8 kernels have ReLU/clip epilogues only, so a GPU build keeps those
-  convolutions in FP16 with their fused kernel. They need an int8 output: a calibrated network's
+* SiLU and hard-swish epilogues run INT8 only on layers a DLA will run (``nonlinear``; the
+  builder's rule: a dla-first build, the layer not pinned to the GPU): the DLA computes them on its
+  SDP (lookup table / clipped ramp, then an element-wise multiply), while the GPU backend's INT8
+  kernels have ReLU/clip epilogues only, so other builds keep those convolutions in FP16 with their
+  fused kernel. They need an int8 output: a calibrated network's
   float output keeps them in float.
 * Layers pinned with ``layer_precisions`` and layers INT8 cannot run keep their float precision
   (FP16 when the fp16 flag is on); each is reported with the reason.
@@ -49,10 +50,12 @@ class Int8Assignment:
 
 
 NONLINEAR_GPU = ("INT8 {act} epilogues run on the DLA (SDP passes); the GPU backend's INT8 kernels have "
-                 "ReLU/clip epilogues only, so a build without the DLA keeps this layer in float")
+                 "ReLU/clip epilogues only, so a layer that may run on the GPU (a build other than dla-first, "
+                 "or a layer pinned to the GPU) stays in float")
 
 
-def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool, nonlinear: bool) -> str | None:
+def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool,
+                     nonlinear: Callable[[Layer], bool]) -> str | None:
     p = layer.params
     if layer.kind is LayerKind.CONVOLUTION and len(p.kernel) != 2:
         return "INT8 convolution is 2-D only"
@@ -60,7 +63,7 @@ def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: boo
     if why:
         return why
     kind = nonlinear_epilogue(p.activation)
-    if kind is not None and not nonlinear:
+    if kind is not None and not nonlinear(layer):
         return NONLINEAR_GPU.format(act=kind.value)
     if not implicit and annotation.KERNEL_SCALES not in layer.weights:
         return "its weights are not quantized by the model (no DequantizeLinear on them)"
@@ -90,9 +93,10 @@ def _spec_for(layer: Layer, network: Network, scales: dict, implicit: bool) -> a
 
 
 def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callable[[Layer], bool],
-                implicit: bool, nonlinear: bool = False) -> Int8Assignment:
+                implicit: bool, nonlinear: bool | Callable[[Layer], bool] = False) -> Int8Assignment:
     """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc.
-    ``nonlinear``: SiLU / hard-swish epilogues may run INT8 (a build that may use the DLA)."""
+    ``nonlinear``: whether a layer's SiLU / hard-swish epilogue may run INT8 (a layer the DLA runs)."""
+    allow = nonlinear if callable(nonlinear) else (lambda _layer: bool(nonlinear))  # noqa: E731
     result = Int8Assignment(scales=dict(scales))
     sc = result.scales
     for layer in network.layers:
@@ -110,7 +114,7 @@ def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callabl
             continue
         missing = [t for t in layer.inputs if t not in sc]
         if layer.kind in (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED):
-            why = _weighted_reason(layer, network, sc, implicit, nonlinear)
+            why = _weighted_reason(layer, network, sc, implicit, allow)
         elif layer.kind is LayerKind.POOLING:
             why = pool_reason(layer.params, len(network.tensors[x].shape))
         else:

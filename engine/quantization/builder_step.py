@@ -106,10 +106,21 @@ def _pinned(config):
     return pinned
 
 
-def assign(network: Network, config, table: ScaleTable, log: Logger) -> None:
-    from engine.builder import wants_dla  # the builder imports this module
+def _nonlinear(config):
+    """Which layers may take a SiLU / hard-swish INT8 epilogue: those a DLA will run. In a dla-first
+    build every layer the DLA accepts goes to it, except layers pinned to the GPU; under any other
+    policy a layer may land on the GPU, whose INT8 kernels have ReLU/clip epilogues only (the builder
+    would then hand it to the host), so those builds keep such convolutions in float."""
+    from scheduler.plan_placement import resolve_policy  # the builder's placement step
 
-    result = assign_int8(network, table.scales, _pinned(config), table.implicit, nonlinear=wants_dla(config))
+    if resolve_policy(config) != "dla-first":
+        return lambda layer: False
+    pins = config.layer_devices
+    return lambda layer: all(pins.get(n) != "gpu" for n in (layer.name, *layer.origin))
+
+
+def assign(network: Network, config, table: ScaleTable, log: Logger) -> None:
+    result = assign_int8(network, table.scales, _pinned(config), table.implicit, nonlinear=_nonlinear(config))
     log.info(f"INT8: {len(result.int8_layers)} layers in INT8 (scales from {table.source}), "
              f"{len(result.float_layers)} in {config.precision.value}")
     for name, why in result.float_layers.items():

@@ -197,3 +197,32 @@ def test_hetrt_place_int8_keeps_silu_convolutions_on_the_dla_in_int8(tmp_path):
     rows = list(csv.DictReader(rows_csv.read_text().splitlines()))
     silu_rows = [r for r in rows if "sigmoid" in r["layers"] and float(r["conv_busy_us"]) > 0]
     assert silu_rows and all(r["int8_conv"] == "1" for r in silu_rows)
+
+
+@pytest.mark.parametrize("policy,pins,want", [
+    ("dla-first", {}, ["int8"] * 5),
+    ("dla-first", {"conv_11": "gpu"}, ["int8", "fp16", "int8", "int8", "int8"]),
+    ("optimal", {}, ["fp16"] * 5),
+], ids=["dla-first", "pinned-to-gpu", "optimal"])
+def test_builder_gives_int8_silu_epilogues_only_to_layers_the_dla_runs(tmp_path, policy, pins, want):
+    """A layer that may land on the GPU (whose INT8 kernels lack these epilogues) keeps FP16, so the
+    builder never has to hand it to the host."""
+    import onnx
+
+    from engine.builder import Builder, BuilderConfig
+    from engine.ir.logger import Logger, Severity
+    from engine.onnx_parser import parse
+    from engine.quantization import make_calibrator
+
+    path = tmp_path / "mbconv.onnx"
+    _mbconv_model(path)
+    model = onnx.load(path)
+    rng = np.random.default_rng(0)
+    shape = parse(model).tensors["input"].shape
+    data = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    cfg = BuilderConfig(fp16=True, int8=True, calibrator=make_calibrator("minmax", data), platform="orin-agx-64gb",
+                        placement_policy=policy, layer_devices=pins)
+    built = Builder(Logger(Severity.ERROR)).build(parse(model), cfg).network
+    silu = [la for la in built.layers if getattr(la.params, "activation", None) is not None
+            and la.params.activation.type is ActivationType.SILU]
+    assert [la.precision.value for la in silu] == want
