@@ -15,7 +15,7 @@ tensors the model quantizes). Rules, in TensorRT's spirit:
   network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
   quantizes it. Otherwise it leaves in float.
 * SiLU and hard-swish epilogues run INT8 only on layers a DLA will run (``nonlinear``; the
-  builder's rule: a dla-first build, the layer not pinned to the GPU): the DLA computes them on its
+  builder's rule: a dla-first build, a layer the DLA accepts, not pinned to the GPU): the DLA computes them on its
   SDP (lookup table / clipped ramp, then an element-wise multiply), while the GPU backend's INT8
   kernels have ReLU/clip epilogues only, so other builds keep those convolutions in FP16 with their
   fused kernel. They need an int8 output: a calibrated network's

@@ -226,3 +226,19 @@ def test_builder_gives_int8_silu_epilogues_only_to_layers_the_dla_runs(tmp_path,
     silu = [la for la in built.layers if getattr(la.params, "activation", None) is not None
             and la.params.activation.type is ActivationType.SILU]
     assert [la.precision.value for la in silu] == want
+
+
+def test_silu_convolution_the_dla_refuses_keeps_fp16_in_a_dla_build():
+    """Stride 9 exceeds the DLA's 1-8: dla-first hands that layer to the GPU, so it stays FP16."""
+    from .nets import conv
+
+    rng = np.random.default_rng(81)
+    net = Network("stride9")
+    x = net.add_input("x", (1, 16, 18, 18))
+    y = conv(net, x, 32, 3, rng, pad=1, act="silu", name="ok")
+    y = conv(net, y, 32, 9, rng, stride=9, act="silu", name="wide")
+    net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
+    opt = calibrated(net, 82, dla=True)
+    assert opt.layer("ok").precision is INT8
+    assert opt.layer("wide").precision is Precision.FP16
+    assert not supports(opt.layer("wide"), opt, INT8, ORIN).ok
