@@ -32,7 +32,10 @@ Arithmetic (identical to ``backends.reference.int8``, which follows the same SDP
   reference (``int8_rules.quantize_nonlinear``) rounds the exact function once; these passes
   round the pre-activation to int16, the sigmoid to the table, and the product: the result stays
   within one int8 step of the reference (:func:`nonlinear_error_bound`). Only an int8 output:
-  a float network output keeps such a layer in FP16 (:data:`NONLINEAR_FLOAT_OUTPUT`).
+  a float network output keeps such a layer in FP16 (:data:`NONLINEAR_FLOAT_OUTPUT`). The int16
+  intermediates use the SDP's separate processing and output precisions (PROC_PRECISION /
+  OUT_PRECISION [PREC]; INT16 cubes exist in nv_full, a Jetson loadable's I/O is INT8/FP16 only
+  [FAQ], these cubes never leave the loadable) [U: whether Xavier/Orin keep INT16 SDP output].
 
 Conversions inside a partition, all on the SDP: an FP16 result read by an INT8 layer is quantized
 at the reader's scale (the FP16 pipeline's converter, ``SdpOp.fp_out_scale``); an int8 cube read at

@@ -15,11 +15,10 @@ tensors the model quantizes). Rules, in TensorRT's spirit:
   network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
   quantizes it. Otherwise it leaves in float.
 * SiLU and hard-swish epilogues run INT8 only on layers a DLA will run (``nonlinear``; the
-  builder's rule: a dla-first build, a layer the DLA accepts, not pinned to the GPU): the DLA computes them on its
-  SDP (lookup table / clipped ramp, then an element-wise multiply), while the GPU backend's INT8
-  kernels have ReLU/clip epilogues only, so other builds keep those convolutions in FP16 with their
-  fused kernel. They need an int8 output: a calibrated network's
-  float output keeps them in float.
+  builder's rule: a dla-first build, a layer the DLA accepts, not pinned to the GPU): the DLA
+  computes them on its SDP (lookup table / clipped ramp, then an element-wise multiply), while the
+  GPU backend's INT8 kernels have ReLU/clip epilogues only, so other layers keep FP16 and their
+  fused kernel. They need an int8 output: a calibrated network's float output keeps them in float.
 * Layers pinned with ``layer_precisions`` and layers INT8 cannot run keep their float precision
   (FP16 when the fp16 flag is on); each is reported with the reason.
 """
@@ -51,7 +50,7 @@ class Int8Assignment:
 
 NONLINEAR_GPU = ("INT8 {act} epilogues run on the DLA (SDP passes); the GPU backend's INT8 kernels have "
                  "ReLU/clip epilogues only, so a layer that may run on the GPU (a build other than dla-first, "
-                 "or a layer pinned to the GPU) stays in float")
+                 "a layer the DLA refuses or one pinned to the GPU) stays in float")
 
 
 def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool,
@@ -96,7 +95,7 @@ def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callabl
                 implicit: bool, nonlinear: bool | Callable[[Layer], bool] = False) -> Int8Assignment:
     """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc.
     ``nonlinear``: whether a layer's SiLU / hard-swish epilogue may run INT8 (a layer the DLA runs)."""
-    allow = nonlinear if callable(nonlinear) else (lambda _layer: bool(nonlinear))  # noqa: E731
+    allow = nonlinear if callable(nonlinear) else (lambda _layer: bool(nonlinear))
     result = Int8Assignment(scales=dict(scales))
     sc = result.scales
     for layer in network.layers:
