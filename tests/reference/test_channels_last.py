@@ -16,7 +16,15 @@ from backends.reference.ops import channels_last
 from backends.reference.ops.activation import apply_activation, apply_activation_inplace
 from backends.reference.ops.conv import conv_nd
 from engine.ir.dtypes import DataType
-from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, PoolingParams, PoolingType
+from engine.ir.layers import (
+    ActivationSpec,
+    ActivationType,
+    ConvolutionParams,
+    ElementWiseOp,
+    ElementWiseParams,
+    PoolingParams,
+    PoolingType,
+)
 from engine.ir.network import Network
 from engine.models.zoo import efficientnet_b0
 from engine.onnx_parser import parse
@@ -225,3 +233,29 @@ def test_bias_and_pixel_paths_match_float64(shape, k, residual):
     if residual:
         y = y + r
     _close(got, _act64(y, ActivationType.SILU))
+
+
+@pytest.mark.parametrize("op", [ElementWiseOp.PROD, ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.DIV,
+                                ElementWiseOp.MAX, ElementWiseOp.MIN])
+@pytest.mark.parametrize("per_channel_first", [False, True])
+@pytest.mark.parametrize("n, vn", [(1, 1), (2, 2), (3, 1)])
+def test_per_channel_binary_rows_match_float64(op, per_channel_first, n, vn):
+    """A channels-last tensor against a per-channel (N|1, C, 1, 1) one (squeeze-and-excitation)."""
+    g = rng(seed_of("pcb", op.value, per_channel_first, n, vn))
+    x = g.standard_normal((n, 7, 13, 11)).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    v = (g.standard_normal((vn, 7, 1, 1)) + 3).astype(np.float32)
+    a, b = (v, x) if per_channel_first else (x, v)
+    net = Network("pcb")
+    net.add_input("a", a.shape, DataType.FLOAT)
+    net.add_input("b", b.shape, DataType.FLOAT)
+    layer = net.add_layer(ElementWiseParams(op), ["a", "b"], name="e")
+    (got,) = run_layer(layer, [a, b], any_layout=True)
+    assert channels_last.is_channels_last(got) and got.dtype == np.float32
+    fn = {ElementWiseOp.PROD: np.multiply, ElementWiseOp.SUM: np.add, ElementWiseOp.SUB: np.subtract,
+          ElementWiseOp.DIV: np.divide, ElementWiseOp.MAX: np.maximum, ElementWiseOp.MIN: np.minimum}[op]
+    want = fn(a.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    # Not channels-last, or not per-channel: the broadcasting path, same values.
+    assert channels_last.per_channel_binary(np.multiply, np.ascontiguousarray(x), v) is None
+    assert channels_last.per_channel_binary(np.multiply, x, x[:, :, :1]) is None

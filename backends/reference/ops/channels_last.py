@@ -216,6 +216,33 @@ def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilatio
     return from_nhwc(y.reshape(n, ho, wo, k))
 
 
+def per_channel_binary(fn: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """``fn(a, b)`` where one operand is a channels-last (N, C, H, W) float array and the other a
+    per-channel (N or 1, C, 1, 1) array of the same dtype (squeeze-and-excitation scaling), or None
+    for any other pair.
+
+    numpy broadcasting would loop over runs of C values per pixel; here each image row is one
+    ufunc run of W*C values against the per-channel operand tiled along the row. Same elementwise
+    operation, same values; the result is channels-last.
+    """
+    if a.ndim != 4 or b.ndim != 4 or a.dtype != b.dtype or a.dtype.kind != "f":
+        return None
+    swap = not is_channels_last(a)
+    x, v = (b, a) if swap else (a, b)
+    n, c, h, w = x.shape
+    if not is_channels_last(x) or v.shape[1:] != (c, 1, 1) or v.shape[0] not in (1, n) or x.size == 0:
+        return None
+    xr = x.transpose(0, 2, 3, 1).reshape(n, h, w * c)  # a view: x is channels-last
+    vt = np.tile(v.reshape(v.shape[0], 1, c), (1, 1, w))  # (N or 1, 1, W*C)
+    y = np.empty((n, h, w, c), dtype=x.dtype)
+    yr = y.reshape(n, h, w * c)
+    if swap:
+        fn(vt, xr, out=yr)
+    else:
+        fn(xr, vt, out=yr)
+    return from_nhwc(y)
+
+
 def supports(x: np.ndarray, w: np.ndarray, groups: int) -> str | None:
     """Which channels-last path computes this convolution, or None for the generic N-d one."""
     if x.ndim != 4 or x.dtype.kind != "f" or math.prod(x.shape) == 0:
