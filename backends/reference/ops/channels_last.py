@@ -19,6 +19,7 @@ the FP16 copies in ``kernels``: they live as long as the layer's weights.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable
@@ -65,11 +66,12 @@ def from_nhwc(y: np.ndarray) -> np.ndarray:
 
 
 def _pad_nhwc(xh: np.ndarray, pre, post) -> np.ndarray:
-    """Zero-padded copy of an NHWC array; only the border is cleared."""
+    """Zero-padded copy of an NHWC array (any strides); only the border is cleared. Without
+    padding: ``xh`` itself when C-contiguous, else a C-contiguous copy."""
     n, h, w, c = xh.shape
     (t, left), (b, right) = pre, post
     if not (t or left or b or right):
-        return xh
+        return np.ascontiguousarray(xh)
     xp = np.empty((n, h + t + b, w + left + right, c), dtype=xh.dtype)
     xp[:, :t] = 0
     xp[:, t + h:] = 0
@@ -132,18 +134,33 @@ def conv1x1(x: np.ndarray, w: np.ndarray, stride, out, bias: np.ndarray | None =
     return from_nhwc(y.reshape(n, out[0], out[1], k))
 
 
-def _phase_taps(kw: int, sw: int, dw: int) -> list[tuple[list[int], int, int]]:
-    """Per column phase q: the taps j with (j*dw) % sw == q, the first one's column in that phase
-    and the (uniform) column step between consecutive taps."""
+@functools.lru_cache(maxsize=256)
+def _phase_taps(kw: int, sw: int, dw: int) -> tuple[tuple[tuple[int, ...], int, int, int], ...]:
+    """Per column phase q: the taps j with (j*dw) % sw == q, the first one's column in that phase,
+    the (uniform) column step between consecutive taps, and q."""
     out = []
     for q in range(sw):
-        js = [j for j in range(kw) if (j * dw) % sw == q]
+        js = tuple(j for j in range(kw) if (j * dw) % sw == q)
         if js:
             cols = [(j * dw - q) // sw for j in js]
             step = cols[1] - cols[0] if len(cols) > 1 else 1
             assert all(b - a == step for a, b in zip(cols, cols[1:]))  # an arithmetic progression
-            out.append((js, cols[0], step))
-    return out
+            out.append((js, cols[0], step, q))
+    return tuple(out)
+
+
+def _tiled_taps(w: np.ndarray, js: tuple[int, ...], wo: int) -> np.ndarray:
+    """(kh, len(js), wo*C): the weights of taps ``js`` of each kernel row, tiled along an output row."""
+    c, _, kh, kw = w.shape
+    taps = w.reshape(c, kh, kw)[:, :, list(js)].transpose(1, 2, 0)  # (kh, len(js), C)
+    return np.tile(taps[:, :, None, :], (1, 1, wo, 1)).reshape(kh, len(js), wo * c)
+
+
+def _window(src: np.ndarray, b: int, first: int, shape, strides) -> np.ndarray:
+    """The window view over image ``b`` of a C-contiguous NHWC phase buffer, from column
+    ``first``; np.ndarray checks that it lies inside the buffer."""
+    return np.ndarray(shape, dtype=src.dtype, buffer=src, offset=b * src.strides[0] + first * src.strides[2],
+                      strides=strides)
 
 
 def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
@@ -151,27 +168,26 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) ->
 
     The padded input is split into its ``sw`` column phases (phase q holds columns q, q+sw, ...),
     so the taps of one phase read, for every output row, one contiguous run of wo*C values. The
-    multiply-accumulate over taps is then one ``einsum`` per phase over a strided (read-only)
-    window view, with the weights tiled along the output width: a fused loop, no temporaries.
+    multiply-accumulate over taps is then one ``einsum`` per phase over a strided window view
+    (built directly on the phase buffer), with the weights tiled along the output width: a fused
+    loop, no temporaries.
     """
     n, c = x.shape[:2]
-    kh, kw = w.shape[2:]
+    kh = w.shape[2]
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out
-    phases = _padded_phases(to_nhwc(x), pre, post, sw)
-    y = np.empty((n, ho, wo * c), dtype=np.result_type(x, w))
-    groups = _phase_taps(kw, sw, dw)
-    tmp = np.empty((ho, wo * c), dtype=y.dtype) if len(groups) > 1 else None
-    for i, (js, first, step) in enumerate(groups):
-        q = (js[0] * dw) % sw
+    dtype = np.result_type(x, w)
+    groups = _phase_taps(w.shape[3], sw, dw)
+    phases = _padded_phases(x.transpose(0, 2, 3, 1), pre, post, sw)  # reads NHWC with any strides
+    y = np.empty((n, ho, wo * c), dtype=dtype)
+    tmp = np.empty((ho, wo * c), dtype=dtype) if len(groups) > 1 else None
+    for i, (js, first, step, q) in enumerate(groups):
         phase = phases[q]
-        wt = prepared(w, ("dw", wo, sw, dw, q), lambda a, js=js: np.tile(
-            a.reshape(c, kh, kw)[:, :, js].transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, len(js), -1))
+        wt = prepared(w, ("dw", wo, sw, dw, q), lambda a, js=js: _tiled_taps(a, js, wo))
+        bs, rs, cs, es = phase.strides
+        shape, strides = (ho, kh, len(js), wo * c), (sh * rs, dh * rs, step * cs, es)
         for b in range(n):
-            src = phase[b, :, first:]
-            rs, cs, es = src.strides
-            view = np.lib.stride_tricks.as_strided(src, shape=(ho, kh, len(js), wo * c),
-                                                   strides=(sh * rs, dh * rs, step * cs, es), writeable=False)
+            view = _window(phase, b, first, shape, strides)
             if i == 0:
                 np.einsum("hijm,ijm->hm", view, wt, out=y[b])
             else:
@@ -187,7 +203,7 @@ def im2col_conv(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) 
     kh, kw = w.shape[2:]
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out
-    xp = _pad_nhwc(to_nhwc(x), pre, post)
+    xp = _pad_nhwc(x.transpose(0, 2, 3, 1), pre, post)
     cols = np.empty((n, ho, wo, kh * kw, c), dtype=np.result_type(x, w))
     for t in range(kh * kw):
         i, j = divmod(t, kw)

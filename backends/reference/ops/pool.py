@@ -80,6 +80,8 @@ def pooling(layer, inputs, weights):
     if x.dtype.kind != "f":
         raise UnsupportedError(f"{layer.describe()}: pooling of {x.dtype} tensors is not supported")
     sp_shape = x.shape[2:]
+    if layer.params.global_pool and layer.params.type in (PoolingType.MAX, PoolingType.AVERAGE):
+        return [_global_pool(x, PoolingType(layer.params.type))]  # what the resolved window below gives
     p = layer.params.resolved(sp_shape)
     sp = len(sp_shape)
     out = tuple(_out_len(sp_shape[i], p.window[i], p.stride[i], p.pre_padding[i], p.post_padding[i],
