@@ -65,6 +65,37 @@ def from_nhwc(y: np.ndarray) -> np.ndarray:
     return y.transpose(0, 3, 1, 2)
 
 
+def nhwc_rows(y: np.ndarray) -> np.ndarray | None:
+    """The (N, H, W*C) rows view of an (N, C, H, W) array whose memory is NHWC with contiguous
+    image rows (images and rows may lie apart), or None for any other layout."""
+    if y.ndim != 4:
+        return None
+    n, c, h, w = y.shape
+    sn, sc, sh, sw = y.strides
+    it = y.itemsize
+    if (c > 1 and sc != it) or (w > 1 and sw != c * it):
+        return None
+    return y.transpose(0, 2, 3, 1).reshape(n, h, w * c)  # merges (W, C), contiguous: always a view
+
+
+# Zero image rows that an expansion convolution leaves above and below each image of its output
+# (``row_bordered``): the top/bottom padding of the 3x3 and 5x5 depthwise convolutions that read
+# it, plus the row their first and last (masked) taps touch; see ``_depthwise_in_buffer``.
+ROW_BORDER = 3
+
+
+def row_bordered(n: int, h: int, w: int, c: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh buffer of N images of (H + 2*ROW_BORDER, W, C) whose border rows are zeros: its
+    interior as an (N, H, W, C) view and as (N, H*W, C) GEMM output rows (both views of it)."""
+    b = ROW_BORDER
+    buf = np.empty((n, h + 2 * b, w, c), dtype=dtype)
+    buf[:, :b] = 0
+    buf[:, b + h:] = 0
+    interior = buf[:, b:b + h]
+    rows = buf.reshape(n, (h + 2 * b) * w, c)[:, b * w:(b + h) * w]
+    return interior, rows
+
+
 def _pad_nhwc(xh: np.ndarray, pre, post) -> np.ndarray:
     """Zero-padded copy of an NHWC array (any strides); only the border is cleared. Without
     padding: ``xh`` itself when C-contiguous, else a C-contiguous copy."""
@@ -112,25 +143,39 @@ def folds_bias(x: np.ndarray, w: np.ndarray) -> bool:
     return x.shape[1] < w.shape[0]
 
 
-def conv1x1(x: np.ndarray, w: np.ndarray, stride, out, bias: np.ndarray | None = None) -> np.ndarray:
+def conv1x1(x: np.ndarray, w: np.ndarray, stride, out, bias: np.ndarray | None = None,
+            bordered: bool = False) -> np.ndarray:
     """Pointwise convolution without padding: one GEMM, output channels innermost.
 
     With ``bias`` the GEMM computes [x | 1] @ [W^T ; b]: the bias rides along as one more input
-    channel (one more product, exact, per output).
+    channel (one more product, exact, per output). With ``bordered`` the GEMM writes straight into
+    the interior of a ``row_bordered`` buffer.
     """
     n, c = x.shape[:2]
     k = w.shape[0]
     xs = x.transpose(0, 2, 3, 1)[:, ::stride[0], ::stride[1]][:, :out[0], :out[1]]
-    rows = n * out[0] * out[1]
+    pixels = out[0] * out[1]
     if bias is None:
         wt = prepared(w, ("1x1",), lambda a: a.reshape(a.shape[0], -1).T)  # (C, K)
-        y = np.matmul(xs.reshape(rows, c), wt)  # reshape copies only when it must
+        a = xs.reshape(n, pixels, c)  # reshape copies only when it must
     else:
         wt = prepared(w, ("1x1+bias",), lambda a: np.concatenate([a.reshape(k, -1).T, bias[None, :]]), also=bias)
         xa = np.empty((n, out[0], out[1], c + 1), dtype=np.result_type(x, w))
         xa[..., :c] = xs
         xa[..., c] = 1
-        y = np.matmul(xa.reshape(rows, c + 1), wt)
+        a = xa.reshape(n, pixels, c + 1)
+    return _gemm_nhwc(a, wt, n, out, bordered)
+
+
+def _gemm_nhwc(a: np.ndarray, wm: np.ndarray, n: int, out, bordered: bool) -> np.ndarray:
+    """(N, P, Cin) @ (Cin, K) as an (N, K, Ho, Wo) channels-last result, in a ``row_bordered``
+    buffer when asked (each image's GEMM writes its rows there directly)."""
+    k = wm.shape[1]
+    if bordered:
+        interior, rows = row_bordered(n, out[0], out[1], k, np.result_type(a, wm))
+        np.matmul(a, wm, out=rows)
+        return from_nhwc(interior)
+    y = np.matmul(a.reshape(-1, a.shape[-1]), wm)
     return from_nhwc(y.reshape(n, out[0], out[1], k))
 
 
@@ -163,6 +208,58 @@ def _window(src: np.ndarray, b: int, first: int, shape, strides) -> np.ndarray:
                       strides=strides)
 
 
+def _masked_taps(w: np.ndarray, wo: int, width: int, left: int) -> np.ndarray:
+    """(kh, kw, wo*C) tiled weights, zero where tap j of output column o reads outside the row
+    (column o + j - left not in [0, width)): the horizontal padding as zero weights."""
+    c, _, kh, kw = w.shape
+    cols = np.arange(wo)[:, None] + np.arange(kw)[None, :] - left  # (wo, kw)
+    inside = ((cols >= 0) & (cols < width)).T.astype(w.dtype)  # (kw, wo)
+    taps = w.reshape(c, kh, kw).transpose(1, 2, 0)  # (kh, kw, C)
+    return (taps[:, :, None, :] * inside[None, :, :, None]).reshape(kh, kw, wo * c)
+
+
+def _depthwise_in_buffer(x: np.ndarray, w: np.ndarray, pre, post, out) -> np.ndarray | None:
+    """A stride-1, dilation-1 depthwise convolution read in place from an input whose images lie
+    in a buffer with zero rows above and below (``row_bordered``), or None if ``x`` is not such.
+
+    The window view runs over the flat rows of the buffer: the vertical padding is the zero rows;
+    a tap past the left or right edge reads the neighbouring row's edge pixel with a zero weight
+    (``_masked_taps``). So those edge pixels must be finite (0 * inf is NaN) and the border rows
+    zero: both are checked (a few rows and columns) before the buffer is used.
+    """
+    base = x.base
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    (t, left), b = pre, post[0]
+    ho, wo = out
+    over = wo + kw - 1 - left - wd  # columns read past the right edge
+    xh = x.transpose(0, 2, 3, 1)
+    sn, sh, sw, sc = xh.strides
+    it = x.itemsize
+    rs = wd * c * it
+    if (not isinstance(base, np.ndarray) or not base.flags.c_contiguous or base.dtype != x.dtype
+            or sc != it or sw != c * it or (h > 1 and sh != rs) or left > wd or over > wd or min(*pre, *post) < 0
+            or (n > 1 and sn < (h + t + b + 2) * rs)):
+        return None
+    origin = xh.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    try:  # the rows read, border included (np.ndarray checks they lie inside the buffer)
+        rows = np.ndarray((n, h + t + b + 2, wd * c), dtype=x.dtype, buffer=base, offset=origin - (t + 1) * rs,
+                          strides=(sn if n > 1 else rs, rs, it))
+    except (TypeError, ValueError):
+        return None
+    if rows[:, :t + 1].any() or rows[:, t + 1 + h:].any():
+        return None
+    if (over > 0 and not np.isfinite(xh[:, :, :over]).all()) or (left and not np.isfinite(xh[:, :, wd - left:]).all()):
+        return None
+    wt = prepared(w, ("dw-masked", wo, wd, left), lambda a: _masked_taps(a, wo, wd, left))
+    y = np.empty((n, ho, wo * c), dtype=np.result_type(x, w))
+    for i in range(n):
+        view = np.ndarray((ho, kh, kw, wo * c), dtype=x.dtype, buffer=base,
+                          offset=origin + i * sn - t * rs - left * c * it, strides=(rs, rs, c * it, it))
+        np.einsum("hijm,ijm->hm", view, wt, out=y[i])
+    return from_nhwc(y.reshape(n, ho, wo, c))
+
+
 def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
     """y[n, c, o] = sum_t x_pad[n, c, o*stride + t*dilation] * w[c, t].
 
@@ -172,6 +269,10 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) ->
     (built directly on the phase buffer), with the weights tiled along the output width: a fused
     loop, no temporaries.
     """
+    if tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
+        y = _depthwise_in_buffer(x, w, pre, post, out)
+        if y is not None:
+            return y
     n, c = x.shape[:2]
     kh = w.shape[2]
     (sh, sw), (dh, dw) = stride, dilation
@@ -213,9 +314,11 @@ def im2col_conv(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) 
     return from_nhwc(y.reshape(n, ho, wo, k))
 
 
-def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
+def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out,
+                        bordered: bool = False) -> np.ndarray:
     """Dense convolution of an input with few channels (an RGB stem): im2col rows per (channel, tap),
-    each a strided copy of whole output planes, then one GEMM with the output channels innermost."""
+    each a strided copy of whole output planes, then one GEMM with the output channels innermost
+    (into a ``row_bordered`` buffer when asked)."""
     n, c = x.shape[:2]
     k = w.shape[0]
     kh, kw = w.shape[2:]
@@ -228,8 +331,7 @@ def im2col_few_channels(x: np.ndarray, w: np.ndarray, stride, pre, post, dilatio
         tap = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
         cols[:, i, j] = tap.transpose(1, 0, 2, 3)
     wm = prepared(w, ("im2col_nchw",), lambda a: a.reshape(k, -1).T)  # (C*taps, K)
-    y = np.matmul(cols.reshape(c * kh * kw, n * ho * wo).T, wm)
-    return from_nhwc(y.reshape(n, ho, wo, k))
+    return _gemm_nhwc(cols.reshape(c * kh * kw, n, ho * wo).transpose(1, 2, 0), wm, n, out, bordered)
 
 
 def per_channel_binary(fn: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
