@@ -20,7 +20,6 @@ the FP16 copies in ``kernels``: they live as long as the layer's weights.
 from __future__ import annotations
 
 import functools
-import math
 import weakref
 from collections.abc import Callable
 
@@ -34,11 +33,13 @@ def prepared(w: np.ndarray, tag: tuple, make: Callable[[np.ndarray], np.ndarray]
              also: np.ndarray | None = None) -> np.ndarray:
     """``make(w)``, computed once per weight array (and companion array ``also``, e.g. the bias
     folded into it) and ``tag`` while the arrays live."""
-    arrays = (w,) if also is None else (w, also)
-    key = (id(w), (*tag, *(id(a) for a in arrays[1:])))
+    key = (id(w), tag if also is None else (*tag, id(also)))
     hit = _PREPARED.get(key)
-    if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
-        return hit[1]
+    if hit is not None:  # the ids may belong to arrays that died since: the weakrefs tell
+        refs = hit[0]
+        if refs[0]() is w and (also is None or refs[1]() is also):
+            return hit[1]
+    arrays = (w,) if also is None else (w, also)
     out = np.ascontiguousarray(make(w))
     out.flags.writeable = False
     try:
@@ -364,7 +365,7 @@ def per_channel_binary(fn: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 def supports(x: np.ndarray, w: np.ndarray, groups: int) -> str | None:
     """Which channels-last path computes this convolution, or None for the generic N-d one."""
-    if x.ndim != 4 or x.dtype.kind != "f" or math.prod(x.shape) == 0:
+    if x.ndim != 4 or x.dtype.kind != "f" or x.size == 0:
         return None
     c, k = x.shape[1], w.shape[0]
     if groups == 1:

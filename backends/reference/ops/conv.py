@@ -40,8 +40,8 @@ def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
 
 
 def _out_size(x_sp, kernel, stride, pre, post, dilation) -> tuple[int, ...]:
-    return tuple((n + a + b - (d * (k - 1) + 1)) // s + 1
-                 for n, k, s, a, b, d in zip(x_sp, kernel, stride, pre, post, dilation))
+    return tuple([(n + a + b - (d * (k - 1) + 1)) // s + 1
+                  for n, k, s, a, b, d in zip(x_sp, kernel, stride, pre, post, dilation)])
 
 
 def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int,
@@ -132,8 +132,8 @@ def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
     if rows is not None:
         w = y.shape[3]
         if bias is not None:
-            rows += channels_last.prepared(bias.astype(y.dtype, copy=False), ("tile", w),
-                                           lambda b: np.tile(b, w))
+            bias = bias if bias.dtype == y.dtype else bias.astype(y.dtype)
+            rows += channels_last.prepared(bias, ("tile", w), lambda b: np.tile(b, w))
         if residual is not None:
             y += residual
         if act is not None:
