@@ -5,10 +5,11 @@
 Both run the same bundled model (batch 1, FP32): ONNX Runtime on the ONNX graph with one intra-op
 and one inter-op thread, the reference backend on the parsed and optimized network (BN folded,
 activations fused, as a plan runs it) with BLAS limited to one thread (the script sets
-OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy loads). Runs alternate between the two, and the median CPU time
-(``time.process_time``) of each is reported: CPU time, not wall time, because this machine is
-shared and wall time measures the neighbours (the host's load averages are recorded too). ``--profile`` adds a per-layer-kind table of where
-the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy loads). Runs
+alternate between the two, and the median CPU time (``time.process_time``) of each is reported:
+CPU time, not wall time, because this machine is shared and wall time measures the neighbours
+(the host's load averages before and after are recorded too). ``--profile`` adds a per-layer-kind
+table of where the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
 """
 
 from __future__ import annotations
