@@ -97,14 +97,23 @@ def row_bordered(n: int, h: int, w: int, c: int, dtype) -> tuple[np.ndarray, np.
     return interior, rows
 
 
+# Below this many bytes a padded copy is cleared whole (one call) rather than border by border.
+_SMALL_BYTES = 1 << 18
+
+
 def _pad_nhwc(xh: np.ndarray, pre, post) -> np.ndarray:
-    """Zero-padded copy of an NHWC array (any strides); only the border is cleared. Without
-    padding: ``xh`` itself when C-contiguous, else a C-contiguous copy."""
+    """Zero-padded copy of an NHWC array (any strides); only the border is cleared (small arrays:
+    all of it, in one call). Without padding: ``xh`` itself when C-contiguous, else a copy."""
     n, h, w, c = xh.shape
     (t, left), (b, right) = pre, post
     if not (t or left or b or right):
         return np.ascontiguousarray(xh)
-    xp = np.empty((n, h + t + b, w + left + right, c), dtype=xh.dtype)
+    shape = (n, h + t + b, w + left + right, c)
+    if xh.nbytes < _SMALL_BYTES:
+        xp = np.zeros(shape, dtype=xh.dtype)
+        xp[:, t:t + h, left:left + w] = xh
+        return xp
+    xp = np.empty(shape, dtype=xh.dtype)
     xp[:, :t] = 0
     xp[:, t + h:] = 0
     xp[:, t:t + h, :left] = 0
@@ -118,6 +127,9 @@ def _padded_phases(xh: np.ndarray, pre, post, sw: int) -> list[np.ndarray]:
     columns q, q + sw, ...), built in one copy."""
     if sw == 1:
         return [_pad_nhwc(xh, pre, post)]
+    if xh.nbytes < _SMALL_BYTES:  # few calls: pad, then one strided copy per phase
+        xp = _pad_nhwc(xh, pre, post)
+        return [np.ascontiguousarray(xp[:, :, q::sw]) for q in range(sw)]
     n, h, w, c = xh.shape
     (t, left), (b, right) = pre, post
     wp = w + left + right
@@ -279,7 +291,7 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) ->
     kh = w.shape[2]
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out
-    dtype = np.result_type(x, w)
+    dtype = x.dtype if x.dtype == w.dtype else np.result_type(x, w)
     groups = _phase_taps(w.shape[3], sw, dw)
     phases = _padded_phases(x.transpose(0, 2, 3, 1), pre, post, sw)  # reads NHWC with any strides
     y = np.empty((n, ho, wo * c), dtype=dtype)
