@@ -274,7 +274,8 @@ def _bordered(x: np.ndarray) -> np.ndarray:
     return channels_last.from_nhwc(interior)
 
 
-# (N, C, H, W, kernel, stride, pre, post, dilation): stride-1 cases read the bordered buffer in place.
+# (N, C, H, W, kernel, stride, pre, post, dilation): undilated cases with a horizontal stride of
+# 1 or 2 read the bordered buffer in place.
 IN_BUFFER = [
     (1, 7, 11, 9, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
     (2, 5, 10, 12, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
@@ -283,9 +284,14 @@ IN_BUFFER = [
     (2, 3, 7, 6, (3, 3), (1, 1), (0, 0), (0, 0), (1, 1)),
     (1, 9, 5, 4, (5, 5), (1, 1), (2, 2), (2, 2), (1, 1)),  # kernel wider than the image
     (2, 4, 12, 10, (7, 7), (1, 1), (3, 3), (3, 3), (1, 1)),  # 7x7: more padding than the border (copied)
-    (1, 5, 11, 11, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),  # strided: phases copied from the buffer
+    (1, 5, 11, 11, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),  # stride 2: both column parities
     (2, 6, 13, 9, (5, 5), (2, 2), (2, 2), (2, 2), (1, 1)),
-    (1, 4, 12, 12, (3, 3), (1, 1), (2, 2), (2, 2), (2, 2)),  # dilated
+    (1, 7, 12, 10, (3, 3), (2, 2), (0, 0), (1, 1), (1, 1)),  # even sizes, TF-style "same" padding
+    (2, 4, 9, 14, (5, 3), (1, 2), (2, 0), (2, 2), (1, 1)),
+    (1, 3, 10, 9, (3, 5), (2, 1), (1, 2), (0, 2), (1, 1)),
+    (1, 6, 8, 7, (1, 1), (2, 2), (0, 0), (0, 0), (1, 1)),
+    (1, 4, 12, 12, (3, 3), (1, 1), (2, 2), (2, 2), (2, 2)),  # dilated: copied
+    (1, 4, 13, 12, (3, 3), (3, 3), (1, 1), (1, 1), (1, 1)),  # horizontal stride 3: phases copied
 ]
 
 
@@ -297,13 +303,13 @@ def test_depthwise_on_bordered_input_matches_float64(case):
     w = g.standard_normal((c, 1, *kernel)).astype(np.float32)
     xb = _bordered(x)
     want = conv64(x, w, stride, pre, post, dil, c)
-    if stride == (1, 1) and dil == (1, 1):  # the cases depthwise() tries in place
-        direct = channels_last._depthwise_in_buffer(xb, w, pre, post, want.shape[2:])
+    if stride[1] in (1, 2) and dil == (1, 1):  # the cases depthwise() tries in place
+        direct = channels_last._depthwise_in_buffer(xb, w, stride, pre, post, want.shape[2:])
         assert (direct is not None) == (max(*pre, *post) < channels_last.ROW_BORDER)
         if direct is not None:
             _close(direct, want)
         # A plain channels-last array never qualifies (no zero rows around it).
-        assert channels_last._depthwise_in_buffer(_nhwc(x), w, pre, post, want.shape[2:]) is None
+        assert channels_last._depthwise_in_buffer(_nhwc(x), w, stride, pre, post, want.shape[2:]) is None
     _close(conv_nd(xb, w, stride, pre, post, dil, c), want)
 
 
@@ -311,8 +317,9 @@ def _nhwc(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 @pytest.mark.parametrize("where", ["border-top", "border-bottom", "edge-inf", "edge-nan", "inner-inf"])
-def test_depthwise_in_buffer_checks_border_and_edges(where):
+def test_depthwise_in_buffer_checks_border_and_edges(where, stride):
     """Nonzero border rows, or non-finite edge pixels (read with zero weights), send the
     convolution through the padding copy; the results are the float64 ones either way."""
     g = rng(seed_of("edges", where))
@@ -327,11 +334,11 @@ def test_depthwise_in_buffer_checks_border_and_edges(where):
         buf[1, channels_last.ROW_BORDER - 1, 2, 0] = 1.0
     elif where == "border-bottom":
         buf[0, channels_last.ROW_BORDER + h, 0, 3] = -2.0
-    direct = channels_last._depthwise_in_buffer(xb, w, (1, 1), (1, 1), (h, wd))
-    assert (direct is not None) == (where == "inner-inf")
-    got = conv_nd(xb, w, (1, 1), (1, 1), (1, 1), (1, 1), c)
     with np.errstate(invalid="ignore"):
-        want = conv64(x, w, (1, 1), (1, 1), (1, 1), (1, 1), c)
+        want = conv64(x, w, stride, (1, 1), (1, 1), (1, 1), c)
+    direct = channels_last._depthwise_in_buffer(xb, w, stride, (1, 1), (1, 1), want.shape[2:])
+    assert (direct is not None) == (where == "inner-inf")
+    got = conv_nd(xb, w, stride, (1, 1), (1, 1), (1, 1), c)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
@@ -364,7 +371,7 @@ def test_expansion_outputs_are_row_bordered(t, n):
     seen = {}
     out = execute(net, {"x": x}, observer=lambda layer, outs: seen.update({layer.name: outs[0]}))
     for name in ("stem", "expand"):
-        assert channels_last._depthwise_in_buffer(seen[name], w2[:seen[name].shape[1]], (1, 1), (1, 1),
+        assert channels_last._depthwise_in_buffer(seen[name], w2[:seen[name].shape[1]], (1, 1), (1, 1), (1, 1),
                                                   (12, 10)) is not None
 
     def act(v):

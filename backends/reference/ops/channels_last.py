@@ -222,38 +222,64 @@ def _window(src: np.ndarray, b: int, first: int, shape, strides) -> np.ndarray:
                       strides=strides)
 
 
-def _masked_taps(w: np.ndarray, wo: int, width: int, left: int) -> np.ndarray:
-    """(kh, kw, wo*C) tiled weights, zero where tap j of output column o reads outside the row
-    (column o + j - left not in [0, width)): the horizontal padding as zero weights."""
+def _column_taps(kw: int, sw: int, left: int) -> tuple[int, int, int]:
+    """Horizontal taps of an in-buffer depthwise convolution as (first offset, step, count), in
+    input columns relative to a position p of the row. Stride 1: position p is output column p,
+    offsets j - left. Stride 2: positions p = 2*o + s (s = 0, 1) each take the kernel taps j with
+    j - left = s (mod 2) at even offsets, and output column o is the sum of its two positions."""
+    if sw == 1:
+        return -left, 1, kw
+    first = -left - (left % 2)  # the largest even offset <= -left
+    last = kw - 2 - left
+    last += (last - first) % 2  # the smallest offset >= kw - 2 - left on the even grid
+    return first, 2, (last - first) // 2 + 1
+
+
+def _masked_taps(w: np.ndarray, sw: int, left: int, positions: int, width: int) -> np.ndarray:
+    """(kh, taps, positions*C) weights for ``_column_taps``: tap q at position p carries kernel
+    column j = first + q*step + (p mod sw) + left, zero where no such j exists or where the
+    column it reads (p + first + q*step) lies outside [0, width): the horizontal padding as zero
+    weights."""
     c, _, kh, kw = w.shape
-    cols = np.arange(wo)[:, None] + np.arange(kw)[None, :] - left  # (wo, kw)
-    inside = ((cols >= 0) & (cols < width)).T.astype(w.dtype)  # (kw, wo)
+    first, step, count = _column_taps(kw, sw, left)
+    p = np.arange(positions)[None, :]
+    offset = first + step * np.arange(count)[:, None]  # (taps, 1)
+    j = offset + p % sw + left  # (taps, positions)
+    col = p + offset
+    keep = (j >= 0) & (j < kw) & (col >= 0) & (col < width)
     taps = w.reshape(c, kh, kw).transpose(1, 2, 0)  # (kh, kw, C)
-    return (taps[:, :, None, :] * inside[None, :, :, None]).reshape(kh, kw, wo * c)
+    out = taps[:, np.clip(j, 0, kw - 1), :] * keep[None, :, :, None].astype(w.dtype)  # (kh, taps, P, C)
+    return out.reshape(kh, count, positions * c)
 
 
-def _depthwise_in_buffer(x: np.ndarray, w: np.ndarray, pre, post, out) -> np.ndarray | None:
-    """A stride-1, dilation-1 depthwise convolution read in place from an input whose images lie
-    in a buffer with zero rows above and below (``row_bordered``), or None if ``x`` is not such.
+def _depthwise_in_buffer(x: np.ndarray, w: np.ndarray, stride, pre, post, out) -> np.ndarray | None:
+    """A depthwise convolution (dilation 1, horizontal stride 1 or 2) read in place from an input
+    whose images lie in a buffer with zero rows above and below (``row_bordered``), or None if
+    ``x`` is not such.
 
     The window view runs over the flat rows of the buffer: the vertical padding is the zero rows;
     a tap past the left or right edge reads the neighbouring row's edge pixel with a zero weight
     (``_masked_taps``). So those edge pixels must be finite (0 * inf is NaN) and the border rows
-    zero: both are checked (a few rows and columns) before the buffer is used.
+    zero: both are checked (a few rows and columns) before the buffer is used. A horizontal
+    stride of 2 computes both column parities of each output column (``_column_taps``, about a
+    third more products than needed) and adds them: no phase copy of the input.
     """
     base = x.base
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
+    sv, sw = stride
     (t, left), b = pre, post[0]
     ho, wo = out
-    over = wo + kw - 1 - left - wd  # columns read past the right edge
+    first, step, count = _column_taps(kw, sw, left)
+    positions = wo * sw
+    over = positions + first + (count - 1) * step - wd  # columns read past the right edge
     xh = x.transpose(0, 2, 3, 1)
-    sn, sh, sw, sc = xh.strides
+    sn, sh, sc_w, sc = xh.strides
     it = x.itemsize
     rs = wd * c * it
     if (not isinstance(base, np.ndarray) or not base.flags.c_contiguous or base.dtype != x.dtype
-            or sc != it or sw != c * it or (h > 1 and sh != rs) or left > wd or over > wd or min(*pre, *post) < 0
-            or (n > 1 and sn < (h + t + b + 2) * rs)):
+            or sc != it or sc_w != c * it or (h > 1 and sh != rs) or -first > wd or over > wd
+            or min(*pre, *post) < 0 or (n > 1 and sn < (h + t + b + 2) * rs)):
         return None
     origin = xh.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     try:  # the rows read, border included (np.ndarray checks they lie inside the buffer)
@@ -263,15 +289,21 @@ def _depthwise_in_buffer(x: np.ndarray, w: np.ndarray, pre, post, out) -> np.nda
         return None
     if rows[:, :t + 1].any() or rows[:, t + 1 + h:].any():
         return None
-    if (over > 0 and not np.isfinite(xh[:, :, :over]).all()) or (left and not np.isfinite(xh[:, :, wd - left:]).all()):
+    if (over > 0 and not np.isfinite(xh[:, :, :over]).all()) or \
+            (first < 0 and not np.isfinite(xh[:, :, wd + first:]).all()):
         return None
-    wt = prepared(w, ("dw-masked", wo, wd, left), lambda a: _masked_taps(a, wo, wd, left))
-    y = np.empty((n, ho, wo * c), dtype=np.result_type(x, w))
+    wt = prepared(w, ("dw-masked", sw, left, positions, wd), lambda a: _masked_taps(a, sw, left, positions, wd))
+    dtype = x.dtype if x.dtype == w.dtype else np.result_type(x, w)
+    z = np.empty((n, ho, positions * c), dtype=dtype)
+    start = origin - t * rs + first * c * it  # image 0, output row 0, first tap
     for i in range(n):
-        view = np.ndarray((ho, kh, kw, wo * c), dtype=x.dtype, buffer=base,
-                          offset=origin + i * sn - t * rs - left * c * it, strides=(rs, rs, c * it, it))
-        np.einsum("hijm,ijm->hm", view, wt, out=y[i])
-    return from_nhwc(y.reshape(n, ho, wo, c))
+        view = np.ndarray((ho, kh, count, positions * c), dtype=x.dtype, buffer=base, offset=start + i * sn,
+                          strides=(sv * rs, rs, step * c * it, it))
+        np.einsum("hijm,ijm->hm", view, wt, out=z[i])
+    if sw == 1:
+        return from_nhwc(z.reshape(n, ho, wo, c))
+    pairs = z.reshape(n, ho, wo, 2, c)
+    return from_nhwc(np.add(pairs[:, :, :, 0], pairs[:, :, :, 1]))
 
 
 def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) -> np.ndarray:
@@ -283,8 +315,8 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, out) ->
     (built directly on the phase buffer), with the weights tiled along the output width: a fused
     loop, no temporaries.
     """
-    if tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
-        y = _depthwise_in_buffer(x, w, pre, post, out)
+    if stride[1] in (1, 2) and tuple(dilation) == (1, 1):
+        y = _depthwise_in_buffer(x, w, stride, pre, post, out)
         if y is not None:
             return y
     n, c = x.shape[:2]
