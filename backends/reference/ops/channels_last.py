@@ -1,15 +1,17 @@
 """2-D convolution computed channels-last (NHWC), the layout in which numpy and BLAS are fast.
 
-Results are returned as (N, K, H, W) arrays whose memory is NHWC (a transposed view of a
-C-contiguous (N, H, W, K) buffer). Values do not depend on the layout; the next convolution reads
-such an input without a copy, and every other kernel handles any strides. The executor makes
-network outputs C-contiguous again.
+Results are returned as (N, K, H, W) arrays whose memory is NHWC (a transposed view of an
+(N, H, W, K) buffer, whose images may lie between zero rows: ``row_bordered``). Values do not
+depend on the layout; the next convolution reads such an input without a copy, and every other
+kernel handles any strides. The executor makes network outputs C-contiguous again.
 
 * 1x1: one GEMM (N*H*W, C) @ (C, K), the output channels innermost; expansion layers carry the
-  bias into the GEMM as one more input channel of ones.
+  bias into the GEMM as one more input channel of ones, and write its output between zero rows.
 * depthwise: all taps accumulated by one ``einsum`` over a strided window view whose inner axis is
-  a whole output row (W*C contiguous values), the weights tiled along it; a strided convolution
-  first splits the padded input into its column phases, so that every tap reads contiguous rows.
+  a whole output row (W*C contiguous values), the weights tiled along it. An input between zero
+  rows is read in place (``_depthwise_in_buffer``: horizontal stride 1 or 2); any other is padded
+  and, for a strided convolution, split into its column phases, so that every tap reads
+  contiguous rows.
 * k x k: im2col with the channels innermost (each tap copies contiguous runs of C), then one GEMM;
   inputs with few channels (an RGB stem) gather whole output planes per (channel, tap) instead.
 
