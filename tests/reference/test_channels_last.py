@@ -384,3 +384,21 @@ def test_expansion_outputs_are_row_bordered(t, n):
         got = out[layer.outputs[0]]
         assert got.flags.c_contiguous
         _close(got, want, rtol=2e-5)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2)])
+@pytest.mark.parametrize("n", [1, 2])
+def test_depthwise_7x7_in_a_deeper_border(stride, n):
+    """7x7 kernels (padding 3) read in place from any buffer with enough zero rows around each image."""
+    g = rng(seed_of("7x7", stride, n))
+    c, h, wd, border = 5, 13, 11, 5
+    x = g.standard_normal((n, c, h, wd)).astype(np.float32)
+    buf = np.zeros((n, h + 2 * border, wd, c), np.float32)
+    buf[:, border:border + h] = x.transpose(0, 2, 3, 1)
+    xb = channels_last.from_nhwc(buf[:, border:border + h])
+    w = g.standard_normal((c, 1, 7, 7)).astype(np.float32)
+    want = conv64(x, w, stride, (3, 3), (3, 3), (1, 1), c)
+    direct = channels_last._depthwise_in_buffer(xb, w, stride, (3, 3), (3, 3), want.shape[2:])
+    assert direct is not None
+    _close(direct, want)
+    _close(conv_nd(xb, w, stride, (3, 3), (3, 3), (1, 1), c), want)
