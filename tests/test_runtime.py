@@ -462,3 +462,28 @@ def test_arena_store_keeps_fresh_outputs_until_their_last_reader():
     assert store.get("b") is views["b"] and np.array_equal(views["b"], b)
     store.put("c", g.standard_normal((2, 3)).astype(np.float32), fresh=True)  # step 2: 'a' (last read at 1) goes
     assert "a" not in store and "b" in store and "c" in store
+
+
+def test_substituted_reference_kernels_are_copied_into_the_arena(monkeypatch):
+    """Only the backend's own kernels hand over fresh arrays: with a substituted ``layer_fn``,
+    whose outputs may alias its inputs, every output is copied into its arena slot as before."""
+    from backends.reference.kernels import run_layer
+
+    seen = []
+
+    def layer_fn(layer, args):
+        outs = run_layer(layer, args)
+        seen.append(layer.name)
+        return outs
+
+    monkeypatch.setitem(runtime.BACKENDS, "reference", lambda: ReferenceBackend(layer_fn))
+    engine = Runtime().deserialize(plan_bytes())
+    assert not engine.compiled_partitions[0].fresh_outputs
+    ctx = engine.create_execution_context()
+    got = ctx.execute(feeds(4))
+    want = reference_execute(net(), feeds(4))
+    assert seen
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k].astype(got[k].dtype))
+    monkeypatch.undo()
+    assert Runtime().deserialize(plan_bytes()).compiled_partitions[0].fresh_outputs
