@@ -447,21 +447,26 @@ def test_mobile_networks_through_the_runtime_match_execute(name):
 
 
 def test_arena_store_keeps_fresh_outputs_until_their_last_reader():
-    """A fresh array with a slot of its own is kept as computed (no copy) and dropped once the
-    step of its last reader has passed; a non-fresh one is copied into its slot."""
+    """A fresh array with a slot of its own is kept as computed (no copy) and dropped once its
+    last reader has run (when that layer's outputs are stored); a non-fresh one is copied into
+    its slot."""
     from engine.runtime.context import ArenaStore
 
     g = np.random.default_rng(7)
-    views = {t: np.zeros((2, 3), np.float32) for t in "abc"}
-    store = ArenaStore({}, views, frozenset(), frozenset("abc"), {"a": (0, 1), "b": (1, 2), "c": (2, 3)})
+    views = {t: np.zeros((2, 3), np.float32) for t in "abcd"}
+    lifetimes = {"a": (0, 2), "b": (1, 3), "c": (2, 4), "d": (3, 4)}
+    store = ArenaStore({}, views, frozenset(), frozenset("abcd"), lifetimes)
     a = g.standard_normal((2, 3)).astype(np.float32)
     store.put("a", a, fresh=True)
     assert store.get("a") is a and not views["a"].any()
     b = g.standard_normal((2, 3)).astype(np.float32)
     store.put("b", b)  # not fresh: copied into its slot
     assert store.get("b") is views["b"] and np.array_equal(views["b"], b)
-    store.put("c", g.standard_normal((2, 3)).astype(np.float32), fresh=True)  # step 2: 'a' (last read at 1) goes
-    assert "a" not in store and "b" in store and "c" in store
+    c = g.standard_normal((2, 3)).astype(np.float32)
+    store.put("c", c, fresh=True)  # step 2 has run: 'a' (last read there) goes
+    assert "a" not in store and "b" in store and store.get("c") is c
+    store.put("d", g.standard_normal((2, 3)).astype(np.float32), fresh=True)  # step 3: 'c' is read at 4, stays
+    assert store.get("c") is c and "d" in store
 
 
 def test_substituted_reference_kernels_are_copied_into_the_arena(monkeypatch):

@@ -101,7 +101,7 @@ class ArenaStore(FrameStore):
             return
         if fresh and self.lifetimes is not None and name in self.free_layout:
             start, end = self.lifetimes[name]
-            self._release_before(start)
+            self._release_read_by(start)
             self.values[name] = value
             self.kept[name] = end
             return
@@ -109,9 +109,11 @@ class ArenaStore(FrameStore):
         np.copyto(view, value)
         self.values[name] = view
 
-    def _release_before(self, step: int) -> None:
-        """Drop the kept arrays whose last reader ran before ``step`` (layers run in step order)."""
-        for name in [n for n, end in self.kept.items() if end < step]:
+    def _release_read_by(self, step: int) -> None:
+        """Drop the kept arrays whose last reader is the layer of ``step``, which has run (its
+        outputs are being stored), or an earlier one: as ``backends.reference.execute`` does, so
+        that the next layer's output may reuse their memory while it is still in cache."""
+        for name in [n for n, end in self.kept.items() if end <= step]:
             del self.kept[name]
             self.values.pop(name, None)
 
