@@ -85,12 +85,14 @@ class ProfileRecord:
 
 @runtime_checkable
 class TensorStore(Protocol):
-    """A frame's tensors. ``put`` may copy into planned activation memory; ``in_place(layer)``
-    says the layer's output was already written by its producers (an eliminated concat)."""
+    """A frame's tensors. ``put`` may copy into planned activation memory; ``fresh`` says the
+    value is a new array nothing else references (a kernel's own result), which the store may keep
+    as it is instead. ``in_place(layer)`` says the layer's output was already written by its
+    producers (an eliminated concat)."""
 
     def get(self, name: str) -> np.ndarray: ...
 
-    def put(self, name: str, value: np.ndarray) -> None: ...
+    def put(self, name: str, value: np.ndarray, fresh: bool = False) -> None: ...
 
     def in_place(self, layer: Layer) -> bool: ...
 

@@ -5,8 +5,10 @@
 Both run the same bundled model (batch 1, FP32): ONNX Runtime on the ONNX graph with one intra-op
 and one inter-op thread, the reference backend on the parsed and optimized network (BN folded,
 activations fused, as a plan runs it) with BLAS limited to one thread (the script sets
-OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy loads). Runs
-alternate between the two, and the median CPU time (``time.process_time``) of each is reported:
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy loads), both through
+``backends.reference.execute`` and through the runtime (a plan built for the reference backend,
+deserialized and run by an ``ExecutionContext`` with its activation arena). Runs alternate
+between the three, and the median CPU time (``time.process_time``) of each is reported:
 CPU time, not wall time, because this machine is shared and wall time measures the neighbours
 (the host's load averages before and after are recorded too). ``--profile`` adds a per-layer-kind
 table of where the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
@@ -39,11 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 from backends.reference import execute  # noqa: E402
 from backends.reference.kernels import run_layer  # noqa: E402
+from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
 from engine.ir.fileio import atomic_write_text  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
 from engine.ir.network import Network  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.onnx_parser import parse  # noqa: E402
 from engine.optimizer import optimize  # noqa: E402
+from engine.runtime import Runtime  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
 
@@ -94,6 +99,10 @@ def profile(net: Network, feeds: dict[str, np.ndarray], runs: int) -> dict[str, 
     return dict(sorted(table.items(), key=lambda kv: -kv[1]["cpu_ms"]))
 
 
+def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
+
+
 def bench_model(name: str, runs: int, want_profile: bool) -> dict:
     model = build_model(name)
     net = optimize(parse(model, batch=1)).network
@@ -102,18 +111,26 @@ def bench_model(name: str, runs: int, want_profile: bool) -> dict:
     (in_name,) = net.inputs
     sess = _session(model)
     ort_in = sess.get_inputs()[0].name
+    quiet = Logger(Severity.ERROR)
+    engine = Runtime(quiet).deserialize(build_from_onnx(model, BuilderConfig(batch=1), quiet))
+    ctx = engine.create_execution_context()
+    (rt_in,), (rt_out,) = engine.input_names, engine.output_names
     ref_out = execute(net, {in_name: x})[net.outputs[0]]  # warm-up (and prepared-weight caches)
+    rt_result = ctx.execute({rt_in: x})[rt_out]
     ort_out = sess.run(None, {ort_in: x})[0]
-    ref_ms, ort_ms = [], []
-    for _ in range(runs):  # alternate, so both see the same machine load
+    ref_ms, rt_ms, ort_ms = [], [], []
+    for _ in range(runs):  # alternate, so all see the same machine load
         ref_ms.append(_cpu_ms(lambda: execute(net, {in_name: x})))
+        rt_ms.append(_cpu_ms(lambda: ctx.execute({rt_in: x})))
         ort_ms.append(_cpu_ms(lambda: sess.run(None, {ort_in: x})))
-    err = float(np.max(np.abs(ref_out - ort_out)) / max(float(np.max(np.abs(ort_out))), 1e-30))
     row = {"model": name, "batch": 1, "precision": "fp32", "runs": runs,
            "reference_cpu_ms": statistics.median(ref_ms), "ort_cpu_ms": statistics.median(ort_ms),
-           "reference_cpu_ms_all": ref_ms, "ort_cpu_ms_all": ort_ms,
-           "max_rel_error_vs_ort": err}
+           "runtime_cpu_ms": statistics.median(rt_ms),
+           "reference_cpu_ms_all": ref_ms, "ort_cpu_ms_all": ort_ms, "runtime_cpu_ms_all": rt_ms,
+           "max_rel_error_vs_ort": _rel_error(ref_out, ort_out),
+           "runtime_max_rel_error_vs_ort": _rel_error(rt_result, ort_out)}
     row["ratio"] = row["reference_cpu_ms"] / row["ort_cpu_ms"]
+    row["runtime_ratio"] = row["runtime_cpu_ms"] / row["ort_cpu_ms"]
     if want_profile:
         row["profile"] = profile(net, {in_name: x}, max(3, runs // 2))
     return row
@@ -135,17 +152,19 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     load_before = os.getloadavg()
-    print(f"{'model':<16}{'reference ms':>14}{'ORT ms':>10}{'ratio':>8}{'max rel err':>13}")
+    print(f"{'model':<16}{'reference ms':>14}{'runtime ms':>12}{'ORT ms':>10}{'ratio':>8}{'runtime':>9}"
+          f"{'max rel err':>13}")
     for name in args.models:
         row = bench_model(name, args.runs, args.profile)
         rows.append(row)
-        print(f"{name:<16}{row['reference_cpu_ms']:>14.1f}{row['ort_cpu_ms']:>10.1f}{row['ratio']:>8.2f}"
-              f"{row['max_rel_error_vs_ort']:>13.1e}")
+        print(f"{name:<16}{row['reference_cpu_ms']:>14.1f}{row['runtime_cpu_ms']:>12.1f}{row['ort_cpu_ms']:>10.1f}"
+              f"{row['ratio']:>8.2f}{row['runtime_ratio']:>9.2f}{row['max_rel_error_vs_ort']:>13.1e}")
         if args.profile:
             _print_profile(row)
     result = {
-        "what": "median CPU time (time.process_time) per batch-1 FP32 inference, reference backend vs "
-                "ONNX Runtime CPUExecutionProvider, one thread each",
+        "what": "median CPU time (time.process_time) per batch-1 FP32 inference, reference backend (through "
+                "backends.reference.execute, and through the runtime: runtime_*) vs ONNX Runtime "
+                "CPUExecutionProvider, one thread each",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "python": platform.python_version(),

@@ -421,3 +421,74 @@ def test_arena_slots_keep_row_bordered_channels_last_layout(n):
     np.testing.assert_array_equal(view, value)
     plain = g.standard_normal((n, 4, 5, 6)).astype(np.float32)
     assert _same_layout(slot, plain) is slot
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
+def test_mobile_networks_through_the_runtime_match_execute(name):
+    """Inverted-residual networks (row-bordered expansion outputs read in place by depthwise
+    convolutions) give the reference executor's outputs bit for bit through a plan and a context,
+    with the kernels' own arrays kept instead of copied into the arena; stale arena bytes never
+    leak in, and repeated runs agree."""
+    from engine.models import zoo
+    from engine.onnx_parser import parse
+    from engine.optimizer import optimize
+
+    network = optimize(parse(getattr(zoo, name)(image=64, classes=10, seed=5), batch=1)).network
+    engine = Runtime().deserialize(plan_bytes(network))
+    ctx = engine.create_execution_context()
+    ctx.arena[...] = 0xA5
+    for seed in range(2):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32)
+        got = ctx.execute({network.inputs[0]: x})
+        want = reference_execute(network, {network.inputs[0]: x})
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+            assert not np.shares_memory(got[k], ctx.arena)
+
+
+def test_arena_store_keeps_fresh_outputs_until_their_last_reader():
+    """A fresh array with a slot of its own is kept as computed (no copy) and dropped once its
+    last reader has run (when that layer's outputs are stored); a non-fresh one is copied into
+    its slot."""
+    from engine.runtime.context import ArenaStore
+
+    g = np.random.default_rng(7)
+    views = {t: np.zeros((2, 3), np.float32) for t in "abcd"}
+    lifetimes = {"a": (0, 2), "b": (1, 3), "c": (2, 4), "d": (3, 4)}
+    store = ArenaStore({}, views, frozenset(), frozenset("abcd"), lifetimes)
+    a = g.standard_normal((2, 3)).astype(np.float32)
+    store.put("a", a, fresh=True)
+    assert store.get("a") is a and not views["a"].any()
+    b = g.standard_normal((2, 3)).astype(np.float32)
+    store.put("b", b)  # not fresh: copied into its slot
+    assert store.get("b") is views["b"] and np.array_equal(views["b"], b)
+    c = g.standard_normal((2, 3)).astype(np.float32)
+    store.put("c", c, fresh=True)  # step 2 has run: 'a' (last read there) goes
+    assert "a" not in store and "b" in store and store.get("c") is c
+    store.put("d", g.standard_normal((2, 3)).astype(np.float32), fresh=True)  # step 3: 'c' is read at 4, stays
+    assert store.get("c") is c and "d" in store
+
+
+def test_substituted_reference_kernels_are_copied_into_the_arena(monkeypatch):
+    """Only the backend's own kernels hand over fresh arrays: with a substituted ``layer_fn``,
+    whose outputs may alias its inputs, every output is copied into its arena slot as before."""
+    from backends.reference.kernels import run_layer
+
+    seen = []
+
+    def layer_fn(layer, args):
+        outs = run_layer(layer, args)
+        seen.append(layer.name)
+        return outs
+
+    monkeypatch.setitem(runtime.BACKENDS, "reference", lambda: ReferenceBackend(layer_fn))
+    engine = Runtime().deserialize(plan_bytes())
+    assert not engine.compiled_partitions[0].fresh_outputs
+    ctx = engine.create_execution_context()
+    got = ctx.execute(feeds(4))
+    want = reference_execute(net(), feeds(4))
+    assert seen
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k].astype(got[k].dtype))
+    monkeypatch.undo()
+    assert Runtime().deserialize(plan_bytes()).compiled_partitions[0].fresh_outputs

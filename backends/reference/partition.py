@@ -37,6 +37,9 @@ class ReferenceBackend:
 
     def __init__(self, layer_fn: LayerFn | None = None) -> None:
         self.layer_fn: LayerFn = layer_fn or _run_any_layout
+        # run_layer's outputs are new arrays (never views of an input or a weight): a store may
+        # keep them as computed; a substituted layer_fn's may alias, so the store copies those
+        self.fresh_outputs = layer_fn is None
 
     def available(self) -> tuple[bool, str]:
         return True, "numpy"
@@ -47,15 +50,16 @@ class ReferenceBackend:
         return f"kind '{layer.kind.value}' has no reference kernel"
 
     def compile(self, partition: PartitionDesc, network: Network, options: CompileOptions) -> ReferencePartition:
-        return ReferencePartition(partition, network, options, self.layer_fn, self.name)
+        return ReferencePartition(partition, network, options, self.layer_fn, self.name, self.fresh_outputs)
 
 
 class ReferencePartition:
     """A run of layers with their expected output shapes and storage types (engine-level)."""
 
     def __init__(self, desc: PartitionDesc, network: Network, options: CompileOptions, layer_fn: LayerFn,
-                 backend: str) -> None:
+                 backend: str, fresh_outputs: bool = False) -> None:
         self.desc = desc
+        self.fresh_outputs = fresh_outputs
         self.backend = backend
         self.layer_fn = layer_fn
         by_name = {la.name: la for la in network.layers}
@@ -77,7 +81,8 @@ class ReferencePartition:
             if not store.in_place(layer):
                 outs = self._run(layer, [store.get(t) for t in layer.inputs], shapes, dtypes)
                 for name, out in zip(layer.outputs, outs):
-                    store.put(name, np.ascontiguousarray(out) if name in self.exported and out.ndim else out)
+                    store.put(name, np.ascontiguousarray(out) if name in self.exported and out.ndim else out,
+                              fresh=self.fresh_outputs)
             records.append(ProfileRecord(layer.name, (time.perf_counter() - t0) * 1e3))
         return records
 

@@ -7,6 +7,13 @@ lane executes one frame at a time into the arena (``ArenaStore``): layer outputs
 their planned views, so memory reuse between tensors with disjoint lifetimes is real, and
 concatenations eliminated by the planner run no code at all. Plans with DLA partitions run their
 lanes concurrently and pipeline frames, so each frame gets fresh tensors (``FrameStore``).
+
+A backend may hand an output over as ``fresh`` (a new array that nothing else references: the
+reference kernels' results). When its slot is one of its own (not a region of an eliminated
+concat), the arena store keeps that array as computed instead of copying it into the slot: the
+copy costs a pass over every activation, and the kernels' layout (channels-last images between
+zero rows, which a depthwise convolution reads without padding) survives. Such arrays are
+released once the last layer that reads them (the slot's ``end`` step) has run.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class FrameStore:
     def get(self, name: str) -> np.ndarray:
         return self.values[name]
 
-    def put(self, name: str, value: np.ndarray) -> None:
+    def put(self, name: str, value: np.ndarray, fresh: bool = False) -> None:
         self.values[name] = value
 
     def in_place(self, layer: Layer) -> bool:
@@ -74,23 +81,41 @@ def _same_layout(view: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 class ArenaStore(FrameStore):
-    """One frame in the context's arena: outputs with a planned slot are copied into it."""
+    """One frame in the context's arena: outputs with a planned slot are copied into it, except
+    fresh arrays with a slot of their own, which are kept until their last reader has run."""
 
     def __init__(self, feeds: Mapping[str, np.ndarray], views: Mapping[str, np.ndarray],
-                 eliminated: frozenset[str], free_layout: frozenset[str] = frozenset()) -> None:
+                 eliminated: frozenset[str], free_layout: frozenset[str] = frozenset(),
+                 lifetimes: Mapping[str, tuple[int, int]] | None = None) -> None:
         super().__init__(feeds)
         self.views = views
         self.eliminated = eliminated
         self.free_layout = free_layout  # slots of their own: may hold a channels-last value in place
+        self.lifetimes = lifetimes  # tensor -> (producer step, last reader step): kept arrays' release
+        self.kept: dict[str, int] = {}  # tensors held as computed -> their last reader's step
 
-    def put(self, name: str, value: np.ndarray) -> None:
+    def put(self, name: str, value: np.ndarray, fresh: bool = False) -> None:
         view = self.views.get(name)
-        if view is not None:
-            view = _same_layout(view, value) if name in self.free_layout else view
-            np.copyto(view, value)
-            self.values[name] = view
-        else:
+        if view is None:
             self.values[name] = _owned(value)
+            return
+        if fresh and self.lifetimes is not None and name in self.free_layout:
+            start, end = self.lifetimes[name]
+            self._release_read_by(start)
+            self.values[name] = value
+            self.kept[name] = end
+            return
+        view = _same_layout(view, value) if name in self.free_layout else view
+        np.copyto(view, value)
+        self.values[name] = view
+
+    def _release_read_by(self, step: int) -> None:
+        """Drop the kept arrays whose last reader is the layer of ``step``, which has run (its
+        outputs are being stored), or an earlier one: as ``backends.reference.execute`` does, so
+        that the next layer's output may reuse their memory while it is still in cache."""
+        for name in [n for n, end in self.kept.items() if end <= step]:
+            del self.kept[name]
+            self.values.pop(name, None)
 
     def in_place(self, layer: Layer) -> bool:
         """An eliminated concat: its inputs already fill its output's slot."""
@@ -138,6 +163,7 @@ class ExecutionContext:
         concat_outputs = {network.layer(n).outputs[0] for n in engine.memory_plan.eliminated_concats}
         self._free_layout = frozenset(n for n, slot in engine.memory_plan.slots.items()
                                       if slot.parent is None and n not in concat_outputs)
+        self._lifetimes = {n: (slot.start, slot.end) for n, slot in engine.memory_plan.slots.items()}
 
     @property
     def arena(self) -> np.ndarray:
@@ -222,7 +248,7 @@ class ExecutionContext:
 
     def _arena_store(self, feeds: Mapping[str, np.ndarray]) -> ArenaStore:
         plan = self.engine.memory_plan
-        return ArenaStore(feeds, self._views, plan.eliminated_concats, self._free_layout)
+        return ArenaStore(feeds, self._views, plan.eliminated_concats, self._free_layout, self._lifetimes)
 
     def _run(self, stores: list[FrameStore], delays: Mapping[str, float] | None, seed: int
              ) -> list[dict[str, np.ndarray]]:
