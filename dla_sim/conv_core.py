@@ -57,7 +57,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import cbuf, limits, memory
+from . import cbuf, conv_exact, limits, memory
 from .config import DlaConfig
 from .limits import DlaLimitError
 from .ops import ConvOp, CubeDesc, Precision, RubikOp, UnitTiming, convert
@@ -150,6 +150,13 @@ def accumulate(op: ConvOp, x: np.ndarray, w: np.ndarray, *, cfg: DlaConfig) -> n
     """
     enforce(op, cfg)
     _check_arrays(op, x, w)
+    if conv_exact.supported(op, x, w):
+        return conv_exact.accumulate(op, x, w)
+    return _accumulate_blas(op, x, w)
+
+
+def _accumulate_blas(op: ConvOp, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Every mode and precision: one float type for the whole layer (see :func:`_exact_int_type`)."""
     is_int = op.input.precision.is_int
     wt = w.astype(np.float32)
     ctype = _exact_int_type(x, wt, op) if is_int else np.float32
