@@ -10,7 +10,8 @@ after each; this module gives the same integers with bounds carried along instea
 * the element-wise operand (int8 from memory) goes through its converter in int32 when
   ``|e - offset| * |scale|`` fits;
 * a round-half-away-from-zero shift skips its negative-value correction where the value is known
-  to be >= 0 (after ReLU, non-negative scales).
+  to be >= 0 (after ReLU, non-negative scales); the output converter of such values runs in float64
+  (``(x - offset) * scale * 2**-shift + 0.5``, exact below 2**52, then truncated).
 
 :func:`run_int` returns None for any programming outside these cases (X1 MUL, PReLU, LUT,
 element-wise other than ``add``, FP16 output, per-element bias, very wide shifts...), and the caller
@@ -54,8 +55,9 @@ def _shift_round(p: np.ndarray, sh: np.ndarray, nonneg: bool) -> None:
     p >>= sh.astype(p.dtype)
 
 
-def _converter(v: np.ndarray, lo: int, hi: int, rq: Requant, c: int, bits: int) -> np.ndarray | None:
-    """``convert_int(v, offset, scale, shift, bits)`` for v in [lo, hi], or None (not proven here)."""
+def _converter(v: np.ndarray, lo: int, hi: int, rq: Requant, c: int, out: np.dtype) -> np.ndarray | None:
+    """``convert_int(v, offset, scale, shift, bits)`` in ``out`` (int8/int16) for v in [lo, hi], or
+    None (not proven here)."""
     sc, sh = rq.arrays(c)
     if sh.min() < 0 or sh.max() > 62:
         return None
@@ -68,14 +70,22 @@ def _converter(v: np.ndarray, lo: int, hi: int, rq: Requant, c: int, bits: int) 
     if pmax >= 2**62:
         return None
     half = 1 << max(int(sh.max()) - 1, 0)
+    top = int(np.iinfo(out).max)
+    if dlo >= 0 and sc.min() >= 0 and pmax + half < 2**52:
+        # (v - off) * scale / 2**shift is a float64 with <= 52 significant bits: exact, and so is
+        # adding the half; flooring the non-negative sum (truncation) rounds half away from zero
+        f = _channel(sc, c) * np.exp2(-_channel(sh, c).astype(np.float64))
+        q = np.subtract(v, off, dtype=np.float64) if off else v.astype(np.float64)
+        q *= f
+        q += 0.5
+        return np.minimum(q, top, out=q).astype(out)
     dt = _fit(-pmax, pmax, half, int(sh.max()))
     p = v if v.dtype == dt else v.astype(dt)  # v is this pipeline's own array: work in place
     if off:
         p -= dt(off)
     p *= _channel(sc, c).astype(dt)
     _shift_round(p, _channel(sh, c), nonneg=dlo >= 0 and sc.min() >= 0)
-    m = 1 << (bits - 1)
-    return np.clip(p, -m, m - 1, out=p)
+    return np.clip(p, -top - 1, top, out=p).astype(out)
 
 
 def _eltwise_add_operand(e: np.ndarray, rq: Requant | None, c: int) -> tuple[np.ndarray, int, int] | None:
@@ -166,7 +176,5 @@ def run_int(op: SdpOp, x: np.ndarray, ops: dict[str, np.ndarray], bias: np.ndarr
             return None  # the reference path raises the precise error or works in int64
         np.minimum(v, int(cm), out=v)
         lo, hi = min(lo, int(cm)), min(hi, int(cm))
-    bits = 8 if op.output.precision is Precision.INT8 else 16
-    y = _converter(v, lo, hi, op.out_requant, c, bits)
-    return None if y is None else y.astype(op.output.precision.dtype)
+    return _converter(v, lo, hi, op.out_requant, c, np.dtype(op.output.precision.dtype))
 

@@ -61,17 +61,19 @@ def _case(seed: int, kind: str):
     return op, x, ops
 
 
-def _ties_case(seed: int):
-    """Small values, scales and shifts: exact halves (rounding ties) of both signs are common."""
+def _ties_case(seed: int, relu: bool = False):
+    """Small values, scales and shifts: exact halves (rounding ties) are common — of both signs, or
+    (``relu``: non-negative scales) only positive ones, the converter's float64 route."""
     rng = np.random.default_rng(seed)
+    lo_scale = 0 if relu else -7
     shape = (1, int(rng.integers(4, 40)), 6, 7)
     c = shape[1]
     x = rng.integers(-40, 40, shape).astype(np.int32)
-    in_rq = _requant(rng, c, 2, scale_lo=-7, scale_hi=8, offset=int(rng.integers(-5, 5)))
-    out_rq = _requant(rng, c, 2, scale_lo=-7, scale_hi=8, offset=int(rng.integers(-5, 5)), zeros=True)
+    in_rq = _requant(rng, c, 2, scale_lo=lo_scale, scale_hi=8, offset=int(rng.integers(-5, 5)))
+    out_rq = _requant(rng, c, 2, scale_lo=lo_scale, scale_hi=8, offset=int(rng.integers(-5, 1)), zeros=True)
     op = SdpOp(name="t", input=CubeDesc(n=1, c=c, h=6, w=7, precision=I8),
                output=CubeDesc(n=1, c=c, h=6, w=7, precision=I8), bias="per_channel", eltwise="add",
-               in_requant=in_rq, activation="none", out_requant=out_rq)
+               in_requant=in_rq, activation="relu" if relu else "none", out_requant=out_rq)
     return op, x, {"bias": rng.integers(-30, 30, c), "eltwise": rng.integers(-128, 128, shape).astype(np.int8)}
 
 
@@ -96,9 +98,10 @@ def test_fast_path_matches_the_int64_chain(kind, seed):
         assert np.mean((want == rail.min) | (want == rail.max)) < 0.5
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_rounding_ties_of_both_signs(seed):
-    op, x, ops = _ties_case(seed)
+def test_rounding_ties(seed, relu):
+    op, x, ops = _ties_case(seed, relu)
     b = sdp._int16(sdp._operand(ops["bias"], op.bias, x.shape, "bias"), "bias")
     fast = sdp_fast.run_int(op, x, ops, b)
     assert fast is not None
