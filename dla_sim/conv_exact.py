@@ -15,12 +15,15 @@ A GEMM whose own bound reaches 2**24 runs in float64.
 
 Weights prepared for BLAS (float32 per-tap matrices and their bounds) are kept per weight array when
 the array is read-only (``Loadable.from_bytes`` hands out read-only blobs): a read-only array is
-taken as immutable. Writeable arrays are prepared on every call.
+taken as immutable. Writeable arrays are prepared on every call. A preparation lives as long as its
+array and at most :data:`CACHE_BYTES` are kept in all (about 100 MB for ResNet-50: 4 bytes per
+weight), the least recently used arrays' dropped first.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -31,7 +34,20 @@ F32_EXACT = 2**24
 I32_MAX = 2**31 - 1
 _PER_TAP_MIN_C = 32
 
-_cache: dict[int, tuple[weakref.ref, dict]] = {}
+CACHE_BYTES = 1 << 30  # prepared weights kept at most; the least recently used arrays' go first
+
+
+class _Prepared:
+    """BLAS-ready forms of one read-only weight array, and their size."""
+
+    __slots__ = ("items", "nbytes", "ref")
+
+    def __init__(self, ref: weakref.ref) -> None:
+        self.ref, self.items, self.nbytes = ref, {}, 0
+
+
+_cache: OrderedDict[int, _Prepared] = OrderedDict()
+_held = [0]  # bytes of every kept preparation
 
 
 def _frozen(a: np.ndarray) -> bool:
@@ -43,22 +59,46 @@ def _frozen(a: np.ndarray) -> bool:
     return a is None or isinstance(a, bytes)
 
 
+def _forget(key: int) -> None:
+    gone = _cache.pop(key, None)
+    if gone is not None:
+        _held[0] -= gone.nbytes
+
+
 def _entry(w: np.ndarray) -> dict:
     """The preparation cache of a read-only weight array (a fresh dict for a writeable one)."""
     if not _frozen(w):
         return {}
     key = id(w)
     hit = _cache.get(key)
-    if hit is not None and hit[0]() is w:
-        return hit[1]
+    if hit is not None and hit.ref() is w:
+        _cache.move_to_end(key)
+        return hit.items
 
     def drop(ref: weakref.ref, key: int = key) -> None:
-        if _cache.get(key, (None,))[0] is ref:
-            del _cache[key]
+        held = _cache.get(key)
+        if held is not None and held.ref is ref:
+            _forget(key)
 
-    d: dict = {}
-    _cache[key] = (weakref.ref(w, drop), d)
-    return d
+    _forget(key)
+    _cache[key] = entry = _Prepared(weakref.ref(w, drop))
+    return entry.items
+
+
+def _keep(w: np.ndarray, d: dict, key, arr: np.ndarray) -> np.ndarray:
+    """Store ``arr`` as ``w``'s preparation ``key``; past :data:`CACHE_BYTES`, drop the least
+    recently used other arrays' preparations."""
+    d[key] = arr
+    entry = _cache.get(id(w))
+    if entry is not None and entry.items is d:
+        entry.nbytes += arr.nbytes
+        _held[0] += arr.nbytes
+        while _held[0] > CACHE_BYTES and len(_cache) > 1:
+            oldest = next(iter(_cache))
+            if oldest == id(w):
+                break
+            _forget(oldest)
+    return arr
 
 
 def _abs_sums(w: np.ndarray, d: dict) -> tuple[int, int]:
@@ -78,7 +118,7 @@ def _tap_weights(w: np.ndarray, d: dict, dtype) -> np.ndarray:
         k, c, r, s = w.shape
         t = np.empty((r * s, k, c), dtype)
         t[...] = w.reshape(k, c, r * s).transpose(2, 0, 1)
-        d[key] = t
+        return _keep(w, d, key, t)
     return d[key]
 
 
@@ -86,7 +126,7 @@ def _flat_weights(w: np.ndarray, d: dict, dtype) -> np.ndarray:
     """(K, C*R*S) weights in ``dtype`` (im2col order)."""
     key = ("flat", np.dtype(dtype).str)
     if key not in d:
-        d[key] = w.reshape(w.shape[0], -1).astype(dtype)
+        return _keep(w, d, key, w.reshape(w.shape[0], -1).astype(dtype))
     return d[key]
 
 

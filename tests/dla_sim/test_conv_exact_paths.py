@@ -153,6 +153,29 @@ def test_prepared_weights_are_kept_for_read_only_arrays_only():
     assert key not in conv_exact._cache  # dropped with its array
 
 
+def test_prepared_weights_stay_within_the_byte_budget(monkeypatch):
+    from dla_sim import conv_exact
+
+    rng = np.random.default_rng(12)
+    op = make_op(1, 64, 6, 6, 16, 3, 3, pad=(1, 1, 1, 1))
+    x = rng.integers(-128, 128, size=(1, 64, 6, 6), dtype=np.int8)
+    ws = []
+    for _ in range(4):
+        w = rng.integers(-128, 128, size=(16, 64, 3, 3), dtype=np.int8)
+        w.flags.writeable = False
+        ws.append(w)
+    one = 16 * 64 * 9 * 4  # float32 per-tap matrices of one array
+    monkeypatch.setattr(conv_exact, "CACHE_BYTES", 2 * one)
+    monkeypatch.setattr(conv_exact, "_cache", type(conv_exact._cache)())
+    monkeypatch.setattr(conv_exact, "_held", [0])
+    for w in ws:
+        np.testing.assert_array_equal(conv_core.accumulate(op, x, w, cfg=ORIN).astype(np.int64),
+                                      _int64_conv(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 0))
+        assert conv_exact._held[0] <= 2 * one
+    assert [k for k in conv_exact._cache] == [id(ws[2]), id(ws[3])]  # the oldest were dropped
+    assert conv_exact._held[0] == sum(e.nbytes for e in conv_exact._cache.values())
+
+
 def test_loadable_blobs_are_read_only(tmp_path):
     from dla_sim.loadable import Loadable
 
