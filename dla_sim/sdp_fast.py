@@ -75,8 +75,11 @@ def _converter(v: np.ndarray, lo: int, hi: int, rq: Requant, c: int, out: np.dty
         # (v - off) * scale / 2**shift is a float64 with <= 52 significant bits: exact, and so is
         # adding the half; flooring the non-negative sum (truncation) rounds half away from zero
         f = _channel(sc, c) * np.exp2(-_channel(sh, c).astype(np.float64))
-        q = np.subtract(v, off, dtype=np.float64) if off else v.astype(np.float64)
-        q *= f
+        if off:
+            q = np.subtract(v, off, dtype=np.float64)
+            q *= f
+        else:
+            q = np.multiply(v, f)  # float64: v is cast exactly inside the loop
         q += 0.5
         return np.minimum(q, top, out=q).astype(out)
     dt = _fit(-pmax, pmax, half, int(sh.max()))
@@ -104,10 +107,12 @@ def _eltwise_add_operand(e: np.ndarray, rq: Requant | None, c: int) -> tuple[np.
     half = 1 << max(int(sh.max()) - 1, 0)
     if _fit(-pmax, pmax, half, int(sh.max())) is not np.int32:
         return None
-    p = e.astype(np.int32)
     if off:
+        p = e.astype(np.int32)
         p -= np.int32(off)
-    p *= _channel(sc, c).astype(np.int32)
+        p *= _channel(sc, c).astype(np.int32)
+    else:
+        p = np.multiply(e, _channel(sc, c).astype(np.int32))  # int32: e is widened inside the loop
     _shift_round(p, _channel(sh, c), nonneg=emin >= off and sc.min() >= 0)
     # |p| < 2**31 before the shift, so the shifted value is inside int32: the 32-bit saturation holds
     bound = (pmax + half) >> int(sh.min())
