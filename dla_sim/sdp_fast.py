@@ -20,6 +20,8 @@ then runs the straightforward pipeline. Both give the same integers (tests pin i
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .ops import Precision, Requant, SdpOp
@@ -29,65 +31,94 @@ _NARROW = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.
 _WIDE = 2**40  # operands beyond this stay on the int64 reference path (no wrap-around questions)
 
 
-def _channel(a: np.ndarray, c: int) -> np.ndarray:
-    return np.broadcast_to(np.asarray(a, dtype=np.int64).reshape(-1), (c,)).reshape(1, c, 1, 1)
-
-
 def _fit(lo: int, hi: int, half: int = 0, shift: int = 0) -> type:
     """int32 when every value in [lo, hi] (plus a rounding half) stays inside int32 and the shifts
     are well inside its width, else int64."""
     return np.int32 if lo - half >= I32_MIN and hi + half <= I32_MAX and shift <= 30 else np.int64
 
 
-def _shift_round(p: np.ndarray, sh: np.ndarray, nonneg: bool) -> None:
-    """In place: ``rshift_round(p, sh)`` for per-channel shifts 0 <= sh < 63 (the caller checked that
+class _Converter:
+    """One converter's per-channel operands, shaped (1, C, 1, 1) for NCHW, computed once per
+    (Requant, C): Requant is frozen, so they never change."""
+
+    def __init__(self, rq: Requant, c: int) -> None:
+        sc, sh = rq.arrays(c)
+        self.offset = int(rq.offset)
+        self.scale_abs, self.scale_min = int(np.abs(sc).max()), int(sc.min())
+        self.shift_min, self.shift_max = int(sh.min()), int(sh.max())
+        self.ok = self.shift_min >= 0 and self.shift_max <= 62 and I32_MIN <= self.offset <= I32_MAX
+        self.half_max = 1 << max(self.shift_max - 1, 0)
+        scale, shift = sc.reshape(1, c, 1, 1), sh.reshape(1, c, 1, 1)
+        pos = shift > 0
+        self.any_pos, self.all_pos, self.pos = bool(pos.any()), bool(pos.all()), pos
+        half = np.where(pos, np.int64(1) << np.maximum(shift - 1, 0), 0)
+        self.int = {np.dtype(dt): (scale.astype(dt), shift.astype(dt), half.astype(dt)) for dt in (np.int32, np.int64)}
+        self.factor = scale * np.exp2(-shift.astype(np.float64))  # scale * 2**-shift, exact in float64
+
+
+_converters: dict[int, tuple[weakref.ref, dict[int, _Converter]]] = {}
+
+
+def _converter_of(rq: Requant, c: int) -> _Converter:
+    key = id(rq)
+    hit = _converters.get(key)
+    if hit is None or hit[0]() is not rq:
+
+        def drop(ref: weakref.ref, key: int = key) -> None:
+            if _converters.get(key, (None,))[0] is ref:
+                del _converters[key]
+
+        hit = _converters[key] = (weakref.ref(rq, drop), {})
+    by_c = hit[1]
+    if c not in by_c:
+        by_c[c] = _Converter(rq, c)
+    return by_c[c]
+
+
+def _shift_round(p: np.ndarray, k: _Converter, nonneg: bool) -> None:
+    """In place: ``rshift_round(p, shift)`` with ``k``'s per-channel shifts (the caller checked that
     ``p`` has room for the added half)."""
-    pos = sh > 0
-    if not pos.any():
+    if not k.any_pos:
         return
-    half = np.where(pos, np.int64(1) << np.maximum(sh - 1, 0), 0).astype(p.dtype)
+    _, shift, half = k.int[p.dtype]
     if not nonneg:
         neg = p < 0
-        if not pos.all():
-            neg &= pos
+        if not k.all_pos:
+            neg &= k.pos
         p -= neg
     p += half
-    p >>= sh.astype(p.dtype)
+    p >>= shift
 
 
 def _converter(v: np.ndarray, lo: int, hi: int, rq: Requant, c: int, out: np.dtype) -> np.ndarray | None:
     """``convert_int(v, offset, scale, shift, bits)`` in ``out`` (int8/int16) for v in [lo, hi], or
     None (not proven here)."""
-    sc, sh = rq.arrays(c)
-    if sh.min() < 0 or sh.max() > 62:
+    k = _converter_of(rq, c)
+    if not k.ok:
         return None
-    off = int(rq.offset)
-    if not I32_MIN <= off <= I32_MAX:
-        return None
+    off = k.offset
     dlo, dhi = lo - off, hi - off
     dmax = max(abs(dlo), abs(dhi))
-    pmax = max(dmax * int(np.abs(sc).max()), dmax)
+    pmax = max(dmax * k.scale_abs, dmax)
     if pmax >= 2**62:
         return None
-    half = 1 << max(int(sh.max()) - 1, 0)
     top = int(np.iinfo(out).max)
-    if dlo >= 0 and sc.min() >= 0 and pmax + half < 2**52:
+    nonneg = dlo >= 0 and k.scale_min >= 0
+    if nonneg and pmax + k.half_max < 2**52:
         # (v - off) * scale / 2**shift is a float64 with <= 52 significant bits: exact, and so is
         # adding the half; flooring the non-negative sum (truncation) rounds half away from zero
-        f = _channel(sc, c) * np.exp2(-_channel(sh, c).astype(np.float64))
+        q = v.astype(np.float64)
         if off:
-            q = np.subtract(v, off, dtype=np.float64)
-            q *= f
-        else:
-            q = np.multiply(v, f)  # float64: v is cast exactly inside the loop
+            q -= off
+        q *= k.factor
         q += 0.5
         return np.minimum(q, top, out=q).astype(out)
-    dt = _fit(-pmax, pmax, half, int(sh.max()))
+    dt = np.dtype(_fit(-pmax, pmax, k.half_max, k.shift_max))
     p = v if v.dtype == dt else v.astype(dt)  # v is this pipeline's own array: work in place
     if off:
-        p -= dt(off)
-    p *= _channel(sc, c).astype(dt)
-    _shift_round(p, _channel(sh, c), nonneg=dlo >= 0 and sc.min() >= 0)
+        p -= dt.type(off)
+    p *= k.int[dt][0]
+    _shift_round(p, k, nonneg)
     return np.clip(p, -top - 1, top, out=p).astype(out)
 
 
@@ -97,25 +128,22 @@ def _eltwise_add_operand(e: np.ndarray, rq: Requant | None, c: int) -> tuple[np.
         return None
     if rq is None:
         return e, -128, 127
-    sc, sh = rq.arrays(c)
-    if sh.min() < 0 or sh.max() > 62:
+    k = _converter_of(rq, c)
+    if not k.ok:
         return None
-    off = int(rq.offset)
+    off = k.offset
     emin, emax = int(e.min()), int(e.max())
     dmax = max(abs(emin - off), abs(emax - off))
-    pmax = max(dmax * int(np.abs(sc).max()), dmax)
-    half = 1 << max(int(sh.max()) - 1, 0)
-    if _fit(-pmax, pmax, half, int(sh.max())) is not np.int32:
+    pmax = max(dmax * k.scale_abs, dmax)
+    if _fit(-pmax, pmax, k.half_max, k.shift_max) is not np.int32:
         return None
+    p = e.astype(np.int32)
     if off:
-        p = e.astype(np.int32)
         p -= np.int32(off)
-        p *= _channel(sc, c).astype(np.int32)
-    else:
-        p = np.multiply(e, _channel(sc, c).astype(np.int32))  # int32: e is widened inside the loop
-    _shift_round(p, _channel(sh, c), nonneg=emin >= off and sc.min() >= 0)
+    p *= k.int[p.dtype][0]
+    _shift_round(p, k, nonneg=emin >= off and k.scale_min >= 0)
     # |p| < 2**31 before the shift, so the shifted value is inside int32: the 32-bit saturation holds
-    bound = (pmax + half) >> int(sh.min())
+    bound = (pmax + k.half_max) >> k.shift_min
     return p, -bound - 1, bound
 
 

@@ -129,3 +129,19 @@ def test_unsupported_programmings_fall_back():
     assert sdp_fast.run_int(op, x, ops16, sdp._int16(ops["bias"].reshape(1, -1, 1, 1), "bias")) is None
     prelu = op.__class__(**{**op.__dict__, "activation": "prelu", "prelu_slope": 3})
     assert not sdp_fast.supported(prelu, ops)
+
+
+def test_converter_operands_are_kept_per_requant():
+    import gc
+
+    rq = Requant(scale=(3, 5), shift=(1, 40), offset=2)
+    k = sdp_fast._converter_of(rq, 2)
+    assert sdp_fast._converter_of(rq, 2) is k
+    assert k.shift_max == 40 and k.scale_min == 3 and k.offset == 2 and k.any_pos and k.all_pos
+    np.testing.assert_array_equal(k.factor.ravel(), [3 / 2, 5 * 2.0**-40])
+    other = Requant(scale=(3, 5), shift=(1, 0), offset=2)  # equal-looking fields, another converter
+    assert sdp_fast._converter_of(other, 2).all_pos is False
+    key = id(rq)
+    del rq, k
+    gc.collect()
+    assert key not in sdp_fast._converters
