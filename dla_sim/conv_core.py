@@ -2,8 +2,10 @@
 
 Functional model
 ----------------
-* INT8: int8 x int8 products summed exactly (float64 BLAS is exact here: |sum| < 2^37 << 2^53), the
-  CACC result (INT34 internally [IAS]) is handed on as int32 with saturation.
+* INT8: int8 x int8 products summed exactly through float BLAS, exact by bounds on every partial
+  sum (float64: |sum| < 2^37 << 2^53; float32 where the bound stays < 2^24 — per kernel tap for
+  groups = 1, :mod:`dla_sim.conv_exact`), the CACC result (INT34 internally [IAS]) is handed on as
+  int32 with saturation.
 * FP16: fp16 x fp16 products are exact in float32 and are accumulated in float32 (CACC keeps FP44
   and truncates to FP32 [IAS]); summation order differs from the hardware, within FP32 rounding.
 * Padding uses ``op.pad_value`` (CDMA pad value).  Dilation and groups as in the DC mode [IAS].
