@@ -22,6 +22,7 @@ weight), the least recently used arrays' dropped first.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -48,6 +49,7 @@ class _Prepared:
 
 _cache: OrderedDict[int, _Prepared] = OrderedDict()
 _held = [0]  # bytes of every kept preparation
+_lock = threading.RLock()  # runtime lanes run partitions in threads; re-entrant for weakref callbacks
 
 
 def _frozen(a: np.ndarray) -> bool:
@@ -60,9 +62,10 @@ def _frozen(a: np.ndarray) -> bool:
 
 
 def _forget(key: int) -> None:
-    gone = _cache.pop(key, None)
-    if gone is not None:
-        _held[0] -= gone.nbytes
+    with _lock:
+        gone = _cache.pop(key, None)
+        if gone is not None:
+            _held[0] -= gone.nbytes
 
 
 def _entry(w: np.ndarray) -> dict:
@@ -70,34 +73,39 @@ def _entry(w: np.ndarray) -> dict:
     if not _frozen(w):
         return {}
     key = id(w)
-    hit = _cache.get(key)
-    if hit is not None and hit.ref() is w:
-        _cache.move_to_end(key)
-        return hit.items
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and hit.ref() is w:
+            _cache.move_to_end(key)
+            return hit.items
 
-    def drop(ref: weakref.ref, key: int = key) -> None:
-        held = _cache.get(key)
-        if held is not None and held.ref is ref:
-            _forget(key)
+        def drop(ref: weakref.ref, key: int = key) -> None:
+            with _lock:
+                held = _cache.get(key)
+                if held is not None and held.ref is ref:
+                    _forget(key)
 
-    _forget(key)
-    _cache[key] = entry = _Prepared(weakref.ref(w, drop))
-    return entry.items
+        _forget(key)
+        _cache[key] = entry = _Prepared(weakref.ref(w, drop))
+        return entry.items
 
 
 def _keep(w: np.ndarray, d: dict, key, arr: np.ndarray) -> np.ndarray:
     """Store ``arr`` as ``w``'s preparation ``key``; past :data:`CACHE_BYTES`, drop the least
     recently used other arrays' preparations."""
-    d[key] = arr
-    entry = _cache.get(id(w))
-    if entry is not None and entry.items is d:
-        entry.nbytes += arr.nbytes
-        _held[0] += arr.nbytes
-        while _held[0] > CACHE_BYTES and len(_cache) > 1:
-            oldest = next(iter(_cache))
-            if oldest == id(w):
-                break
-            _forget(oldest)
+    with _lock:
+        if key in d:  # another thread prepared it meanwhile
+            return d[key]
+        d[key] = arr
+        entry = _cache.get(id(w))
+        if entry is not None and entry.items is d:
+            entry.nbytes += arr.nbytes
+            _held[0] += arr.nbytes
+            while _held[0] > CACHE_BYTES and len(_cache) > 1:
+                oldest = next(iter(_cache))
+                if oldest == id(w):
+                    break
+                _forget(oldest)
     return arr
 
 

@@ -301,7 +301,7 @@ def check(op, cfg) -> list[str]:
 
         def drop(ref: weakref.ref, key: tuple[int, int] = key) -> None:
             if _memo.get(key, (None,))[0] is ref:
-                del _memo[key]
+                _memo.pop(key, None)
 
         _memo[key] = (weakref.ref(op, drop), weakref.ref(cfg), tuple(reasons))
     return reasons

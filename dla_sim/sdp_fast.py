@@ -66,7 +66,7 @@ def _converter_of(rq: Requant, c: int) -> _Converter:
 
         def drop(ref: weakref.ref, key: int = key) -> None:
             if _converters.get(key, (None,))[0] is ref:
-                del _converters[key]
+                _converters.pop(key, None)
 
         hit = _converters[key] = (weakref.ref(rq, drop), {})
     by_c = hit[1]

@@ -183,3 +183,26 @@ def test_loadable_blobs_are_read_only(tmp_path):
     back = Loadable.from_bytes(ld.to_bytes())
     assert not back.blobs["w"].flags.writeable
     np.testing.assert_array_equal(back.blobs["w"], ld.blobs["w"])
+
+
+def test_prepared_weights_from_concurrent_threads():
+    """Runtime lanes run partitions in threads: concurrent first runs agree and count bytes once."""
+    import threading
+
+    from dla_sim import conv_exact
+
+    rng = np.random.default_rng(13)
+    x, w = _case(rng, 64, 32, 10, 3, frozen=True)
+    op = make_op(1, 64, 10, 10, 32, 3, 3, pad=(1, 1, 1, 1))
+    want = _int64_conv(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 0)
+    outs: list = []
+    threads = [threading.Thread(target=lambda: outs.append(conv_core.accumulate(op, x, w, cfg=ORIN)))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outs) == 6
+    for o in outs:
+        np.testing.assert_array_equal(o.astype(np.int64), want)
+    assert conv_exact._cache[id(w)].nbytes == 32 * 64 * 9 * 4  # one float32 copy counted once
