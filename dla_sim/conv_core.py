@@ -2,8 +2,10 @@
 
 Functional model
 ----------------
-* INT8: int8 x int8 products summed exactly (float64 BLAS is exact here: |sum| < 2^37 << 2^53), the
-  CACC result (INT34 internally [IAS]) is handed on as int32 with saturation.
+* INT8: int8 x int8 products summed exactly through float BLAS, exact by bounds on every partial
+  sum (float64: |sum| < 2^37 << 2^53; float32 where the bound stays < 2^24 — per kernel tap for
+  groups = 1, :mod:`dla_sim.conv_exact`), the CACC result (INT34 internally [IAS]) is handed on as
+  int32 with saturation.
 * FP16: fp16 x fp16 products are exact in float32 and are accumulated in float32 (CACC keeps FP44
   and truncates to FP32 [IAS]); summation order differs from the hardware, within FP32 rounding.
 * Padding uses ``op.pad_value`` (CDMA pad value).  Dilation and groups as in the DC mode [IAS].
@@ -57,7 +59,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import cbuf, limits, memory
+from . import cbuf, conv_exact, limits, memory
 from .config import DlaConfig
 from .limits import DlaLimitError
 from .ops import ConvOp, CubeDesc, Precision, RubikOp, UnitTiming, convert
@@ -150,6 +152,13 @@ def accumulate(op: ConvOp, x: np.ndarray, w: np.ndarray, *, cfg: DlaConfig) -> n
     """
     enforce(op, cfg)
     _check_arrays(op, x, w)
+    if conv_exact.supported(op, x, w):
+        return conv_exact.accumulate(op, x, w)
+    return _accumulate_blas(op, x, w)
+
+
+def _accumulate_blas(op: ConvOp, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Every mode and precision: one float type for the whole layer (see :func:`_exact_int_type`)."""
     is_int = op.input.precision.is_int
     wt = w.astype(np.float32)
     ctype = _exact_int_type(x, wt, op) if is_int else np.float32

@@ -11,6 +11,7 @@ are checked against the :class:`~dla_sim.config.DlaConfig` the op runs on.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -276,12 +277,34 @@ _CHECKERS = {"conv": _check_conv, "sdp": _check_sdp, "pdp": _check_pdp, "cdp": _
              "rubik": _check_rubik, "bdma": _check_bdma}
 
 
+# (id(op), id(cfg)) -> (weak ref to op, weak ref to cfg, reasons): ops and configs are frozen
+# dataclasses, so the answer for a pair never changes; a functional run re-checks the same ops
+_memo: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, tuple[str, ...]]] = {}
+
+
+def _frozen(obj) -> bool:
+    params = getattr(type(obj), "__dataclass_params__", None)
+    return params is not None and params.frozen
+
+
 def check(op, cfg) -> list[str]:
     """Every limit ``op`` violates on ``cfg``, one reason each (empty list: within limits)."""
+    key = (id(op), id(cfg))
+    hit = _memo.get(key)
+    if hit is not None and hit[0]() is op and hit[1]() is cfg:
+        return list(hit[2])
     fn = _CHECKERS.get(getattr(op, "unit", ""))
     if fn is None:
         raise NotImplementedError(f"no limit checker for unit {getattr(op, 'unit', None)!r}")
-    return [r for r in fn(op, cfg) if r]
+    reasons = [r for r in fn(op, cfg) if r]
+    if _frozen(op) and _frozen(cfg):
+
+        def drop(ref: weakref.ref, key: tuple[int, int] = key) -> None:
+            if _memo.get(key, (None,))[0] is ref:
+                _memo.pop(key, None)
+
+        _memo[key] = (weakref.ref(op, drop), weakref.ref(cfg), tuple(reasons))
+    return reasons
 
 
 def require_within_limits(op, cfg) -> None:

@@ -291,7 +291,9 @@ class Loadable:
             if count * dtype.itemsize != size:
                 raise LoadableError(f"blob {name!r}: shape {shape} x {dt} != {size} B")
             arr = np.frombuffer(region, dtype=dtype, count=count, offset=off).reshape(shape)
-            blobs[name] = arr.astype(dtype.newbyteorder("="))
+            blob = arr.astype(dtype.newbyteorder("="))
+            blob.flags.writeable = False  # constants: units may keep prepared copies of read-only arrays
+            blobs[name] = blob
         ops = [_decode(o, f"ops[{i}]") for i, o in enumerate(manifest["ops"])]
         tensors = [_decode(t, f"tensors[{i}]") for i, t in enumerate(manifest["tensors"])]
         for i, t in enumerate(tensors):

@@ -85,6 +85,21 @@ def _windows(x: np.ndarray, op: PdpOp, fill) -> np.ndarray:
     return win[:, :, : (ho - 1) * sy + 1 : sy, : (wo - 1) * sx + 1 : sx]
 
 
+def _reduce_taps(x: np.ndarray, op: PdpOp, fill, ufunc) -> np.ndarray:
+    """``ufunc`` folded over the kh*kw window taps, each a strided view of the padded input (no
+    window copies), in ``x``'s dtype."""
+    (kh, kw), (sy, sx) = op.kernel, op.stride
+    t, lft, b, r = op.pad
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (lft, r)), constant_values=fill) if any(op.pad) else x
+    _, _, ho, wo = output_shape(op)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i: i + (ho - 1) * sy + 1: sy, j: j + (wo - 1) * sx + 1: sx]
+            out = tap.copy() if out is None else ufunc(out, tap, out=out)
+    return out
+
+
 def run(op: PdpOp, x: np.ndarray, *, cfg) -> np.ndarray:
     """Pool NCHW ``x`` (int8 for INT8, float16/float32 for FP16)."""
     require_within_limits(op, cfg)
@@ -97,6 +112,12 @@ def run(op: PdpOp, x: np.ndarray, *, cfg) -> np.ndarray:
     kh, kw = op.kernel
     is_int = op.input.precision.is_int
     if op.mode in ("max", "min"):
+        if is_int and x.dtype == op.output.precision.dtype and x.dtype.kind == "i":
+            # every window holds a real sample (padding < window, checked above), so a fill at the
+            # dtype's own extreme never wins and the reduction stays in the input's integers
+            info = np.iinfo(x.dtype)
+            fill = info.min if op.mode == "max" else info.max
+            return _reduce_taps(x, op, fill, np.maximum if op.mode == "max" else np.minimum)
         if is_int:
             info = np.iinfo(np.int64)
             fill = info.min if op.mode == "max" else info.max
@@ -113,7 +134,7 @@ def run(op: PdpOp, x: np.ndarray, *, cfg) -> np.ndarray:
         pv = float(op.pad_value)
         if pv != round(pv):
             raise DlaLimitError(f"PDP INT pad value {pv} must be an integer")
-        s = _windows(x.astype(np.int64), op, int(pv)).sum(axis=(-2, -1))
+        s = _reduce_taps(x.astype(np.int64), op, int(pv), np.add)
         t = rshift_round(s * recip(kw), 16)
         y = rshift_round(t * recip(kh), 16)
         bits = 8 if op.output.precision is Precision.INT8 else 16

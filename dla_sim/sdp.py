@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import lut as L
+from . import sdp_fast
 from .formats import convert_int, rshift_round, saturate, to_fp16
 from .limits import DlaLimitError, require_within_limits
 from .ops import Precision, SdpOp, UnitTiming
@@ -116,6 +117,18 @@ def _check_features(op: SdpOp, cfg) -> None:
 
 
 def _run_int(op: SdpOp, x: np.ndarray, ops: dict[str, np.ndarray]) -> np.ndarray:
+    """The INT pipeline: :mod:`dla_sim.sdp_fast` where it proves its bounds, else the int64 chain."""
+    if sdp_fast.supported(op, ops):
+        shape = np.shape(x)
+        b = _int16(_operand(ops["bias"], op.bias, shape, "bias"), "bias") if "bias" in ops else None
+        y = sdp_fast.run_int(op, np.asarray(x), ops, b)
+        if y is not None:
+            return y
+    return _run_int_reference(op, x, ops)
+
+
+def _run_int_reference(op: SdpOp, x: np.ndarray, ops: dict[str, np.ndarray]) -> np.ndarray:
+    """Every sub-unit in int64, saturating after each, as the module doc states."""
     v = np.asarray(x).astype(np.int64)
     shape = v.shape
     c = shape[1]

@@ -22,7 +22,7 @@ Execution model (hardware timing model):
   ``cycles_per_frame`` = sum of contributions / batch.
 
 Functional mode computes every op bit-exactly (INT8) through the unit models; ``timing_only=True``
-skips all arithmetic.
+skips all arithmetic, and :func:`execute` computes the outputs without the timing.
 """
 
 from __future__ import annotations
@@ -203,6 +203,21 @@ def _constants(program) -> dict[str, np.ndarray]:
     if blobs is None or not entries:
         return {}
     return {name: blobs[t.blob] for name, t in entries.items() if getattr(t, "blob", None) is not None}
+
+
+def execute(
+    program, cfg: DlaConfig, inputs: dict[str, np.ndarray], tensors: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Functional results of ``program`` without its timing: every op output (and the inputs), by
+    tensor name — the same arrays as ``simulate(...).outputs``. For callers that time a program
+    once and then run it many times."""
+    ops = list(getattr(program, "ops", program))
+    if tensors is None:
+        tensors = _constants(program)
+    env: dict[str, np.ndarray] = {**tensors, **inputs}
+    for group in group_ops(ops):
+        _run_group(group, env, cfg)
+    return {k: v for k, v in env.items() if k not in tensors}
 
 
 def simulate(

@@ -5,7 +5,8 @@ addressing are not ops (the producers write into their slot of a larger cube, co
 window of one), so this runner feeds the simulator maximal runs of fused hardware groups and, in
 between, materializes views and assemblies exactly as the memory map lays them out. BDMA copies
 move packed bytes in the DLA feature format through ``dla_sim.bdma``. Timing is not computed
-here: the whole loadable is timed in one ``simulate(..., timing_only=True)`` call.
+here (``simulator.execute``): the whole loadable is timed once, in one
+``simulate(..., timing_only=True)`` call.
 """
 
 from __future__ import annotations
@@ -78,8 +79,7 @@ def run(ld: Loadable, cfg: DlaConfig, feeds: dict[str, np.ndarray]) -> dict[str,
             return
         ops = [op for g in segment for op in g]
         need = {n for op in ops for n in op.inputs if n in env and n not in consts}
-        res = simulator.simulate(ops, cfg, {n: env[n] for n in need}, consts)
-        env.update(res.outputs)
+        env.update(simulator.execute(ops, cfg, {n: env[n] for n in need}, consts))
         segment.clear()
         seg_out.clear()
         addr.resolve(env)

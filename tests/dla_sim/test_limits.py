@@ -86,3 +86,27 @@ def test_limit_table_is_data_with_sources():
     assert (LIMITS["conv.pad"].lo, LIMITS["conv.pad"].hi) == (0, 31)
     assert (LIMITS["pdp.stride"].lo, LIMITS["pdp.stride"].hi) == (1, 16)
     assert LIMITS["cdp.local_size"].allowed == (3, 5, 7, 9)
+
+
+def test_check_answers_are_kept_per_frozen_op_and_config():
+    import dataclasses
+    import gc
+
+    from dla_sim import limits
+    from dla_sim.config import get_config
+    from dla_sim.ops import CubeDesc, PdpOp
+
+    cfg = get_config("nv_full")
+    cube = CubeDesc(c=8, h=8, w=8)
+    bad = PdpOp(name="p", input=cube, output=CubeDesc(c=8, h=1, w=1), mode="max", kernel=(9, 9))
+    first = limits.check(bad, cfg)
+    assert first and limits.check(bad, cfg) == first
+    first.append("caller's own list")  # callers get copies
+    assert "caller's own list" not in limits.check(bad, cfg)
+    ok = dataclasses.replace(bad, kernel=(8, 8))
+    assert limits.check(ok, cfg) == []  # an equal-looking op with other fields is its own entry
+    key = (id(bad), id(cfg))
+    assert key in limits._memo
+    del bad, first
+    gc.collect()
+    assert key not in limits._memo

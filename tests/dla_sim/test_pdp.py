@@ -72,6 +72,18 @@ def test_int8_pooling_bit_exact(k, s, pad, mode):
     assert y.dtype == np.int8 and np.array_equal(y.astype(np.float64), ref)
 
 
+@pytest.mark.parametrize("k,s,pad", CASES)
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_int8_min_max_at_the_rails(k, s, pad, mode):
+    """Inputs at -128/127 (the values a pad fill in int8 would take) next to single-sample windows."""
+    rng = np.random.default_rng(sum(k) * 100 + sum(s) * 10 + sum(pad))
+    shape = (1, 9, 19, 23)
+    x = rng.choice(np.array([-128, 127, -127, 126], np.int8), size=shape)
+    op = _op(shape, mode, k, s, pad)
+    y = pdp.run(op, x, cfg=NV_FULL)
+    assert y.dtype == np.int8 and np.array_equal(y.astype(np.float64), _ref(x, op))
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 def test_fp16_pooling_vs_float64(mode):
     rng = np.random.default_rng(51)

@@ -95,6 +95,12 @@ def test_loadable_round_trip_runs_the_same():
     via = simulator.simulate(back, NV_FULL, {"x": x, "skip": skip})
     np.testing.assert_array_equal(direct.outputs["z"], via.outputs["z"])
     assert direct.cycles == via.cycles
+    for _ in range(2):  # outputs only (no timing), twice: the second run reuses prepared read-only weights
+        outs = simulator.execute(back, NV_FULL, {"x": x, "skip": skip})
+        assert outs.keys() == via.outputs.keys()
+        for k, v in via.outputs.items():
+            assert outs[k].dtype == v.dtype
+            np.testing.assert_array_equal(outs[k], v)
 
 
 def test_grouping_and_gapless_schedule():
