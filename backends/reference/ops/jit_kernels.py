@@ -1,0 +1,159 @@
+"""numba-compiled float32 kernels of the reference backend (imported only through ``compiled``).
+
+One thread, no fastmath: every operation is the IEEE float32 operation it reads as, so results
+differ from the numpy path only by the order of the additions. The innermost loops run over the
+contiguous channel axis with no cross-iteration dependency, so LLVM vectorises them.
+
+``exp`` is written out (``_exp32``): numba's ``np.exp`` calls the scalar libm function, which
+LLVM cannot vectorise and which costs ~4 ns per value, eight times numpy's SIMD exp2. The
+polynomial below is the classic Cephes single-precision one (range reduction by ln 2 in two
+parts, a degree-6 polynomial, the power of two assembled from its exponent bits): within 2 ulp
+of the exact value over the range where the result is a normal float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# Activation codes (``compiled.ACT_CODES`` maps ActivationType onto them).
+IDENTITY, RELU, CLIP, SIGMOID, SILU = 0, 1, 2, 3, 4
+
+
+def _jit(fn):
+    """``fn`` compiled lazily, cached on disk when a cache directory is writable (numba raises at
+    decoration time when none is: then the compiled code lives for the process only)."""
+    try:
+        return njit(cache=True, fastmath=False, nogil=True, error_model="numpy")(fn)
+    except RuntimeError:
+        return njit(cache=False, fastmath=False, nogil=True, error_model="numpy")(fn)
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the integer ``bits`` (a no-op for the
+    CPU)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_HI = np.float32(88.3762626647949)
+_EXP_LO = np.float32(-87.3365447504)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_HALF, _ONE, _ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+
+
+@_jit
+def _exp32(x):
+    """exp(x) in float32, vectorisable; NaN stays NaN, arguments are clamped to where exp(x) is a
+    normal float (so exp(-inf) is 1.2e-38 rather than 0: immaterial in 1 + exp(-x))."""
+    t = min(max(x, _EXP_LO), _EXP_HI) if x == x else x
+    n = np.floor(t * _LOG2E + _HALF)
+    r = t - n * _LN2_HI - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    p = p * r * r + r + _ONE
+    k = np.int64(n) if n == n else np.int64(0)
+    return p * _f32_from_bits((k + 127) << 23)
+
+
+@_jit
+def activate(v, kind, lo, hi):
+    """Activation ``kind`` applied in place to the contiguous float32 vector ``v``; every branch
+    is a separate loop so that each vectorises."""
+    if kind == RELU:
+        for i in range(v.size):
+            a = v[i]
+            v[i] = _ZERO if a < _ZERO else a
+    elif kind == CLIP:
+        for i in range(v.size):
+            a = v[i]
+            a = lo if a < lo else a
+            v[i] = hi if a > hi else a
+    elif kind == SIGMOID:
+        for i in range(v.size):
+            v[i] = _ONE / (_ONE + _exp32(-v[i]))
+    elif kind == SILU:
+        for i in range(v.size):
+            a = v[i]
+            v[i] = a / (_ONE + _exp32(-a))
+
+
+@_jit
+def bias_activate(rows, bias, kind, lo, hi):
+    """rows[p, :] = act(rows[p, :] + bias) for a C-contiguous (pixels, channels) float32 array,
+    one pass per pixel while its channels are in cache."""
+    for p in range(rows.shape[0]):
+        r = rows[p]
+        for c in range(r.size):
+            r[c] += bias[c]
+        activate(r, kind, lo, hi)
+
+
+@_jit
+def depthwise(x, r0, h, w, bias, stride_h, stride_w, pad_t, pad_l, out, kind, lo, hi):
+    """out[b, oy, ox, c] = act(bias[c] + sum_ij x[b, r0 + iy, ix, c] * w[i, j, c]) with
+    iy = oy*stride_h - pad_t + i, ix = ox*stride_w - pad_l + j, taps outside the (h, W) image
+    skipped (zero padding by bounds). ``x`` is a C-contiguous (N, rows, W, C) buffer whose image
+    occupies rows r0 .. r0 + h - 1; ``out`` (N, Ho, Wo, C) and ``w`` (kh, kw, C) are C-contiguous."""
+    n, ho, wo, c = out.shape
+    kh, kw = w.shape[0], w.shape[1]
+    width = x.shape[2]
+    for b in range(n):
+        for oy in range(ho):
+            top = oy * stride_h - pad_t
+            i0, i1 = max(0, -top), min(kh, h - top)
+            for ox in range(wo):
+                left = ox * stride_w - pad_l
+                j0, j1 = max(0, -left), min(kw, width - left)
+                acc = out[b, oy, ox]
+                for k in range(c):
+                    acc[k] = bias[k]
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        xr = x[b, r0 + top + i, left + j]
+                        wr = w[i, j]
+                        for k in range(c):
+                            acc[k] += xr[k] * wr[k]
+            if kind != IDENTITY:
+                activate(out[b, oy].reshape(wo * c), kind, lo, hi)
+
+
+@_jit
+def depthwise_rows(x, r0, h, wt, bias, stride_h, pad_t, pad_l, out, kind, lo, hi):
+    """``depthwise`` for a horizontal stride of 1, tap by tap over whole output rows: with the
+    weights tiled along a row (``wt``: (kh, kw, Wo*C)), each tap is one multiply-add over a
+    contiguous run of the row, the longest loops the layout offers."""
+    n, ho, wo, c = out.shape
+    kh, kw = wt.shape[0], wt.shape[1]
+    width = x.shape[2]
+    for b in range(n):
+        for oy in range(ho):
+            top = oy * stride_h - pad_t
+            i0, i1 = max(0, -top), min(kh, h - top)
+            acc = out[b, oy].reshape(wo * c)
+            for ox in range(wo):
+                for k in range(c):
+                    acc[ox * c + k] = bias[k]
+            for i in range(i0, i1):
+                xr = x[b, r0 + top + i].reshape(width * c)
+                for j in range(kw):
+                    shift = (j - pad_l) * c  # input offset of output element m: m + shift
+                    m0 = max(0, pad_l - j) * c
+                    m1 = min(wo, width + pad_l - j) * c
+                    a, xs, ws = acc[m0:m1], xr[m0 + shift:m1 + shift], wt[i, j, m0:m1]
+                    for m in range(m1 - m0):  # indices from 0: no negative-index check to block SIMD
+                        a[m] += xs[m] * ws[m]
+            if kind != IDENTITY:
+                activate(acc, kind, lo, hi)
