@@ -106,12 +106,6 @@ def _bordered_source(x: np.ndarray) -> tuple[np.ndarray, int] | None:
     return None
 
 
-def _tiled(w: np.ndarray, wo: int) -> np.ndarray:
-    """(kh, kw, Wo*C): the (C, 1, kh, kw) depthwise weights of each tap repeated along a row."""
-    c, _, kh, kw = w.shape
-    return np.tile(w.reshape(c, kh, kw).transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, kw, wo * c)
-
-
 def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, act: ActivationSpec | None,
               stride, pre, post, dilation, out) -> tuple[np.ndarray, bool] | None:
     """A float32 2-D depthwise convolution with its bias (and activation, when fusable) applied,
@@ -130,12 +124,8 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, act: Activa
     kind, lo, hi = code if fused else (0, np.float32(0), np.float32(0))
     b = np.ascontiguousarray(bias) if bias is not None else np.zeros(c, dtype=np.float32)
     y = np.empty((n, out[0], out[1], c), dtype=np.float32)
-    if stride[1] == 1:  # weights tiled along an output row: (kh, kw, Wo*C)
-        wt = channels_last.prepared(w, ("dw-jit-rows", out[1]), lambda a: _tiled(a, out[1]))
-        ok = _call(k.depthwise_rows, src[0], src[1], h, wt, b, stride[0], pre[0], pre[1], y, kind, lo, hi)
-    else:
-        taps = channels_last.prepared(w, ("dw-jit",), lambda a: a.reshape(c, *a.shape[2:]).transpose(1, 2, 0))
-        ok = _call(k.depthwise, src[0], src[1], h, taps, b, stride[0], stride[1], pre[0], pre[1], y, kind, lo, hi)
+    taps = channels_last.prepared(w, ("dw-jit",), lambda a: a.reshape(c, *a.shape[2:]).transpose(1, 2, 0))
+    ok = _call(k.depthwise, src[0], src[1], h, taps, b, stride[0], stride[1], pre[0], pre[1], y, kind, lo, hi)
     if not ok:
         return None
     return channels_last.from_nhwc(y), fused
@@ -157,7 +147,7 @@ def bias_activate_rows(y: np.ndarray, bias: np.ndarray | None, act: ActivationSp
     ch = y.shape[1]
     for r in rows:
         flat = r.reshape(-1)  # a view: the image is contiguous
-        ok = (_call(k.bias_activate, flat.reshape(-1, ch), bias, kind, lo, hi) if bias is not None
+        ok = (_call(k.bias_activate, flat.reshape(-1, ch), flat, bias, kind, lo, hi) if bias is not None
               else _call(k.activate, flat, kind, lo, hi))
         if not ok:
             return False

@@ -91,14 +91,18 @@ def activate(v, kind, lo, hi):
 
 
 @_jit
-def bias_activate(rows, bias, kind, lo, hi):
-    """rows[p, :] = act(rows[p, :] + bias) for a C-contiguous (pixels, channels) float32 array,
-    one pass per pixel while its channels are in cache."""
-    for p in range(rows.shape[0]):
-        r = rows[p]
-        for c in range(r.size):
-            r[c] += bias[c]
-        activate(r, kind, lo, hi)
+def bias_activate(rows, flat, bias, kind, lo, hi):
+    """rows[p, :] = act(rows[p, :] + bias) for a C-contiguous (pixels, channels) float32 array
+    (``flat``: the same memory as a vector), a block of pixels at a time while it is in cache."""
+    npix, c = rows.shape
+    block = max(1, 4096 // max(c, 1))
+    for p0 in range(0, npix, block):
+        p1 = min(npix, p0 + block)
+        for p in range(p0, p1):
+            for k in range(c):
+                rows[p, k] += bias[k]
+        if kind != IDENTITY:
+            activate(flat[p0 * c:p1 * c], kind, lo, hi)
 
 
 @_jit
@@ -106,7 +110,11 @@ def depthwise(x, r0, h, w, bias, stride_h, stride_w, pad_t, pad_l, out, kind, lo
     """out[b, oy, ox, c] = act(bias[c] + sum_ij x[b, r0 + iy, ix, c] * w[i, j, c]) with
     iy = oy*stride_h - pad_t + i, ix = ox*stride_w - pad_l + j, taps outside the (h, W) image
     skipped (zero padding by bounds). ``x`` is a C-contiguous (N, rows, W, C) buffer whose image
-    occupies rows r0 .. r0 + h - 1; ``out`` (N, Ho, Wo, C) and ``w`` (kh, kw, C) are C-contiguous."""
+    occupies rows r0 .. r0 + h - 1; ``out`` (N, Ho, Wo, C) and ``w`` (kh, kw, C) are C-contiguous.
+
+    Arrays are indexed directly (no per-pixel views: each would cost reference counting), and a
+    full 3x3 window is summed in one expression per channel, its partial sum kept in a register;
+    the products are added in tap order in every case."""
     n, ho, wo, c = out.shape
     kh, kw = w.shape[0], w.shape[1]
     width = x.shape[2]
@@ -114,46 +122,35 @@ def depthwise(x, r0, h, w, bias, stride_h, stride_w, pad_t, pad_l, out, kind, lo
         for oy in range(ho):
             top = oy * stride_h - pad_t
             i0, i1 = max(0, -top), min(kh, h - top)
+            ra = r0 + top
             for ox in range(wo):
                 left = ox * stride_w - pad_l
                 j0, j1 = max(0, -left), min(kw, width - left)
-                acc = out[b, oy, ox]
+                if kh == 3 and kw == 3 and i0 == 0 and i1 == 3 and j0 == 0 and j1 == 3:
+                    l1, l2, rb, rc = left + 1, left + 2, ra + 1, ra + 2
+                    for k in range(c):
+                        out[b, oy, ox, k] = (
+                            bias[k] + x[b, ra, left, k] * w[0, 0, k] + x[b, ra, l1, k] * w[0, 1, k]
+                            + x[b, ra, l2, k] * w[0, 2, k] + x[b, rb, left, k] * w[1, 0, k]
+                            + x[b, rb, l1, k] * w[1, 1, k] + x[b, rb, l2, k] * w[1, 2, k]
+                            + x[b, rc, left, k] * w[2, 0, k] + x[b, rc, l1, k] * w[2, 1, k]
+                            + x[b, rc, l2, k] * w[2, 2, k])
+                    continue
                 for k in range(c):
-                    acc[k] = bias[k]
+                    out[b, oy, ox, k] = bias[k]
                 for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        xr = x[b, r0 + top + i, left + j]
-                        wr = w[i, j]
+                    r = ra + i
+                    if kw == 5 and j0 == 0 and j1 == 5:
+                        l1, l2, l3, l4 = left + 1, left + 2, left + 3, left + 4
                         for k in range(c):
-                            acc[k] += xr[k] * wr[k]
+                            out[b, oy, ox, k] = (
+                                out[b, oy, ox, k] + x[b, r, left, k] * w[i, 0, k] + x[b, r, l1, k] * w[i, 1, k]
+                                + x[b, r, l2, k] * w[i, 2, k] + x[b, r, l3, k] * w[i, 3, k]
+                                + x[b, r, l4, k] * w[i, 4, k])
+                        continue
+                    for j in range(j0, j1):
+                        col = left + j
+                        for k in range(c):
+                            out[b, oy, ox, k] += x[b, r, col, k] * w[i, j, k]
             if kind != IDENTITY:
                 activate(out[b, oy].reshape(wo * c), kind, lo, hi)
-
-
-@_jit
-def depthwise_rows(x, r0, h, wt, bias, stride_h, pad_t, pad_l, out, kind, lo, hi):
-    """``depthwise`` for a horizontal stride of 1, tap by tap over whole output rows: with the
-    weights tiled along a row (``wt``: (kh, kw, Wo*C)), each tap is one multiply-add over a
-    contiguous run of the row, the longest loops the layout offers."""
-    n, ho, wo, c = out.shape
-    kh, kw = wt.shape[0], wt.shape[1]
-    width = x.shape[2]
-    for b in range(n):
-        for oy in range(ho):
-            top = oy * stride_h - pad_t
-            i0, i1 = max(0, -top), min(kh, h - top)
-            acc = out[b, oy].reshape(wo * c)
-            for ox in range(wo):
-                for k in range(c):
-                    acc[ox * c + k] = bias[k]
-            for i in range(i0, i1):
-                xr = x[b, r0 + top + i].reshape(width * c)
-                for j in range(kw):
-                    shift = (j - pad_l) * c  # input offset of output element m: m + shift
-                    m0 = max(0, pad_l - j) * c
-                    m1 = min(wo, width + pad_l - j) * c
-                    a, xs, ws = acc[m0:m1], xr[m0 + shift:m1 + shift], wt[i, j, m0:m1]
-                    for m in range(m1 - m0):  # indices from 0: no negative-index check to block SIMD
-                        a[m] += xs[m] * ws[m]
-            if kind != IDENTITY:
-                activate(acc, kind, lo, hi)
