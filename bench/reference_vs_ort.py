@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends.reference import execute  # noqa: E402
 from backends.reference.kernels import run_layer  # noqa: E402
+from backends.reference.ops import compiled  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
 from engine.ir.fileio import atomic_write_text  # noqa: E402
 from engine.ir.logger import Logger, Severity  # noqa: E402
@@ -143,6 +144,14 @@ def _print_profile(row: dict) -> None:
         print(f"  {kind:<34}{v['layers']:>7}{v['cpu_ms']:>9.2f}{v['cpu_ms'] / total:>8.1%}")
 
 
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="timed runs per model and engine (median reported)")
@@ -171,9 +180,12 @@ def main() -> None:
                     # the host is shared: its load (1/5/15-minute averages) before and after the runs
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "onnxruntime": ort.__version__,
-                     "onnx": onnx.__version__},
+                     "onnx": onnx.__version__,
+                     "numba": _numba_version()},
         "threads": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} | {
             "ort_intra_op": 1, "ort_inter_op": 1},
+        # whether the numba-compiled kernels ran (hetrt[fast] installed and HETRT_NO_JIT unset)
+        "compiled_kernels": compiled.enabled(),
         "results": rows,
     }
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")

@@ -11,6 +11,7 @@ the same thing with numpy.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from types import ModuleType
@@ -54,8 +55,8 @@ def kernels() -> ModuleType | None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    from . import jit_kernels
-                _STATE = jit_kernels
+                    # by name, through sys.modules: the module is re-imported if it was dropped
+                    _STATE = importlib.import_module(f"{__package__}.jit_kernels")
             except ImportError:
                 pass  # numba is optional
             except Exception as err:  # a broken numba/llvmlite install: fall back, say so once
