@@ -37,6 +37,7 @@ def reset() -> None:
     """Forget whether the compiled path is available (tests switch it on and off)."""
     global _STATE
     _STATE = None
+    _WARM.clear()
 
 
 def _disable(err: BaseException) -> None:
@@ -69,12 +70,21 @@ def enabled() -> bool:
     return kernels() is not None
 
 
+# Kernels called once already: compiled (or loaded from the cache) for the one signature the
+# wrappers below pass, so later calls skip the warnings guard.
+_WARM: set[str] = set()
+
+
 def _call(fn, *args) -> bool:
     """``fn(*args)``; False (and the compiled path disabled for good) if it raised."""
     try:
+        if fn.__name__ in _WARM:
+            fn(*args)
+            return True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba's cache warnings on a read-only install
             fn(*args)
+        _WARM.add(fn.__name__)
         return True
     except Exception as err:
         _disable(err)
