@@ -40,6 +40,16 @@ def reset() -> None:
     _WARM.clear()
 
 
+def force_numpy(on: bool) -> None:
+    """Use the numpy path even where numba is installed (``on``), or decide afresh (benchmarks
+    time both paths side by side)."""
+    global _STATE
+    if on:
+        _STATE = False
+    else:
+        reset()
+
+
 def _disable(err: BaseException) -> None:
     global _STATE
     _STATE = False
