@@ -152,6 +152,22 @@ def depthwise(x, r0, h, w, bias, stride_h, stride_w, pad_t, pad_l, out, kind, lo
                             + x[b, rc, left, k] * w[2, 0, k] + x[b, rc, l1, k] * w[2, 1, k]
                             + x[b, rc, l2, k] * w[2, 2, k])
                     continue
+                if kh == 5 and kw == 5 and i0 == 0 and i1 == 5 and j0 == 0 and j1 == 5:
+                    l0, l1, l2, l3, l4 = left, left + 1, left + 2, left + 3, left + 4
+                    r1, r2, r3, r4 = ra + 1, ra + 2, ra + 3, ra + 4
+                    for k in range(c):
+                        out[b, oy, ox, k] = (
+                            bias[k] + x[b, ra, l0, k] * w[0, 0, k] + x[b, ra, l1, k] * w[0, 1, k]
+                            + x[b, ra, l2, k] * w[0, 2, k] + x[b, ra, l3, k] * w[0, 3, k] + x[b, ra, l4, k] * w[0, 4, k]
+                            + x[b, r1, l0, k] * w[1, 0, k] + x[b, r1, l1, k] * w[1, 1, k] + x[b, r1, l2, k] * w[1, 2, k]
+                            + x[b, r1, l3, k] * w[1, 3, k] + x[b, r1, l4, k] * w[1, 4, k]
+                            + x[b, r2, l0, k] * w[2, 0, k] + x[b, r2, l1, k] * w[2, 1, k] + x[b, r2, l2, k] * w[2, 2, k]
+                            + x[b, r2, l3, k] * w[2, 3, k] + x[b, r2, l4, k] * w[2, 4, k]
+                            + x[b, r3, l0, k] * w[3, 0, k] + x[b, r3, l1, k] * w[3, 1, k] + x[b, r3, l2, k] * w[3, 2, k]
+                            + x[b, r3, l3, k] * w[3, 3, k] + x[b, r3, l4, k] * w[3, 4, k]
+                            + x[b, r4, l0, k] * w[4, 0, k] + x[b, r4, l1, k] * w[4, 1, k] + x[b, r4, l2, k] * w[4, 2, k]
+                            + x[b, r4, l3, k] * w[4, 3, k] + x[b, r4, l4, k] * w[4, 4, k])
+                    continue
                 for k in range(c):
                     out[b, oy, ox, k] = bias[k]
                 for i in range(i0, i1):
