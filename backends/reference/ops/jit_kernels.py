@@ -1,14 +1,17 @@
 """numba-compiled float32 kernels of the reference backend (imported only through ``compiled``).
 
-One thread, no fastmath: every operation is the IEEE float32 operation it reads as, so results
-differ from the numpy path only by the order of the additions. The innermost loops run over the
-contiguous channel axis with no cross-iteration dependency, so LLVM vectorises them.
+One thread, no fastmath, numpy's error model: every operation is the IEEE float32 operation it
+reads as (a division by zero gives inf or NaN, products and sums are rounded separately), so
+results differ from the numpy path only by the order of the additions. The innermost loops run
+over the contiguous channel axis with no cross-iteration dependency, so LLVM vectorises them;
+arrays are indexed directly, never sliced per pixel (each view costs reference counting).
 
 ``exp`` is written out (``_exp32``): numba's ``np.exp`` calls the scalar libm function, which
 LLVM cannot vectorise and which costs ~4 ns per value, eight times numpy's SIMD exp2. The
 polynomial below is the classic Cephes single-precision one (range reduction by ln 2 in two
-parts, a degree-6 polynomial, the power of two assembled from its exponent bits): within 2 ulp
-of the exact value over the range where the result is a normal float.
+parts, a degree-6 polynomial, the power of two assembled from its exponent bits), evaluated with
+explicit fused multiply-adds (IEEE operations, one rounding each): within 2 ulp of the exact
+value where the result is a normal float.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-# Activation codes (``compiled.ACT_CODES`` maps ActivationType onto them).
+# Activation codes (``compiled._ACT_CODES`` maps ActivationType onto the same numbers).
 IDENTITY, RELU, CLIP, SIGMOID, SILU = 0, 1, 2, 3, 4
 
 
