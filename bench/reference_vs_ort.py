@@ -10,7 +10,9 @@ OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy load
 deserialized and run by an ``ExecutionContext`` with its activation arena). Runs alternate
 between the three, and the median CPU time (``time.process_time``) of each is reported:
 CPU time, not wall time, because this machine is shared and wall time measures the neighbours
-(the host's load averages before and after are recorded too). ``--profile`` adds a per-layer-kind
+(the host's load averages before and after are recorded too). With numba installed
+(``hetrt[fast]``) the reference backend runs its compiled kernels, and the numpy-only path
+(as with HETRT_NO_JIT=1) is timed too, alternating with the others. ``--profile`` adds a per-layer-kind
 table of where the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
 """
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends.reference import execute  # noqa: E402
 from backends.reference.kernels import run_layer  # noqa: E402
+from backends.reference.ops import compiled  # noqa: E402
 from engine.builder import BuilderConfig, build_from_onnx  # noqa: E402
 from engine.ir.fileio import atomic_write_text  # noqa: E402
 from engine.ir.logger import Logger, Severity  # noqa: E402
@@ -118,17 +121,31 @@ def bench_model(name: str, runs: int, want_profile: bool) -> dict:
     ref_out = execute(net, {in_name: x})[net.outputs[0]]  # warm-up (and prepared-weight caches)
     rt_result = ctx.execute({rt_in: x})[rt_out]
     ort_out = sess.run(None, {ort_in: x})[0]
-    ref_ms, rt_ms, ort_ms = [], [], []
+    jit = compiled.enabled()
+    if jit:  # warm the numpy path too: it is timed alongside
+        compiled.force_numpy(True)
+        np_out = execute(net, {in_name: x})[net.outputs[0]]
+        compiled.force_numpy(False)
+    ref_ms, rt_ms, ort_ms, np_ms = [], [], [], []
     for _ in range(runs):  # alternate, so all see the same machine load
         ref_ms.append(_cpu_ms(lambda: execute(net, {in_name: x})))
         rt_ms.append(_cpu_ms(lambda: ctx.execute({rt_in: x})))
         ort_ms.append(_cpu_ms(lambda: sess.run(None, {ort_in: x})))
+        if jit:  # the same, numpy path only (as without hetrt[fast] or with HETRT_NO_JIT=1)
+            compiled.force_numpy(True)
+            np_ms.append(_cpu_ms(lambda: execute(net, {in_name: x})))
+            compiled.force_numpy(False)
     row = {"model": name, "batch": 1, "precision": "fp32", "runs": runs,
            "reference_cpu_ms": statistics.median(ref_ms), "ort_cpu_ms": statistics.median(ort_ms),
            "runtime_cpu_ms": statistics.median(rt_ms),
            "reference_cpu_ms_all": ref_ms, "ort_cpu_ms_all": ort_ms, "runtime_cpu_ms_all": rt_ms,
            "max_rel_error_vs_ort": _rel_error(ref_out, ort_out),
            "runtime_max_rel_error_vs_ort": _rel_error(rt_result, ort_out)}
+    row["compiled_kernels"] = jit
+    if jit:
+        row |= {"numpy_path_cpu_ms": statistics.median(np_ms), "numpy_path_cpu_ms_all": np_ms,
+                "numpy_path_ratio": statistics.median(np_ms) / row["ort_cpu_ms"],
+                "numpy_path_max_rel_error_vs_ort": _rel_error(np_out, ort_out)}
     row["ratio"] = row["reference_cpu_ms"] / row["ort_cpu_ms"]
     row["runtime_ratio"] = row["runtime_cpu_ms"] / row["ort_cpu_ms"]
     if want_profile:
@@ -141,6 +158,14 @@ def _print_profile(row: dict) -> None:
     print(f"  {'layer kind':<34}{'layers':>7}{'cpu ms':>9}{'share':>8}")
     for kind, v in row["profile"].items():
         print(f"  {kind:<34}{v['layers']:>7}{v['cpu_ms']:>9.2f}{v['cpu_ms'] / total:>8.1%}")
+
+
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
 
 
 def main() -> None:
@@ -159,6 +184,8 @@ def main() -> None:
         rows.append(row)
         print(f"{name:<16}{row['reference_cpu_ms']:>14.1f}{row['runtime_cpu_ms']:>12.1f}{row['ort_cpu_ms']:>10.1f}"
               f"{row['ratio']:>8.2f}{row['runtime_ratio']:>9.2f}{row['max_rel_error_vs_ort']:>13.1e}")
+        if row["compiled_kernels"]:
+            print(f"{'  numpy path':<16}{row['numpy_path_cpu_ms']:>14.1f}{'':>22}{row['numpy_path_ratio']:>8.2f}")
         if args.profile:
             _print_profile(row)
     result = {
@@ -171,9 +198,12 @@ def main() -> None:
                     # the host is shared: its load (1/5/15-minute averages) before and after the runs
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "onnxruntime": ort.__version__,
-                     "onnx": onnx.__version__},
+                     "onnx": onnx.__version__,
+                     "numba": _numba_version()},
         "threads": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} | {
             "ort_intra_op": 1, "ort_inter_op": 1},
+        # whether the numba-compiled kernels ran (hetrt[fast] installed and HETRT_NO_JIT unset)
+        "compiled_kernels": compiled.enabled(),
         "results": rows,
     }
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")

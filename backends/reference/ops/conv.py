@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.ir.errors import UnsupportedError
 
-from . import channels_last
+from . import channels_last, compiled
 from .activation import apply_activation_inplace
 
 # Below this many input channels (an RGB stem), channels-last im2col copies runs too short to be
@@ -129,6 +129,8 @@ def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
     every ufunc runs over long contiguous rows rather than K values at a time.
     """
     rows = channels_last.nhwc_rows(y)
+    if residual is None and rows is not None and compiled.bias_activate_rows(y, bias, act):
+        return y  # one compiled pass (numba installed)
     if rows is not None:
         w = y.shape[3]
         if bias is not None:
@@ -168,6 +170,22 @@ def _pixel_conv(x: np.ndarray, w: np.ndarray, bias, residual, act) -> np.ndarray
     return y.reshape(n, k, 1, 1)
 
 
+def _compiled_depthwise(x: np.ndarray, w: np.ndarray, bias, p) -> np.ndarray | None:
+    """A 2-D depthwise convolution with its epilogue by the compiled kernel (``compiled``), or
+    None when that path is off or does not cover the layer."""
+    if channels_last.supports(x, w, p.groups) != "depthwise":
+        return None
+    out = _out_size(x.shape[2:], p.kernel, p.stride, p.pre_padding, p.post_padding, p.dilation)
+    if not all(o > 0 for o in out):
+        return None
+    b = bias.astype(x.dtype, copy=False) if bias is not None else None
+    r = compiled.depthwise(x, w, b, p.activation, p.stride, p.pre_padding, p.post_padding, p.dilation, out)
+    if r is None:
+        return None
+    y, fused = r
+    return y if fused or p.activation is None else _epilogue(y, None, None, p.activation)
+
+
 def convolution(layer, inputs, weights):
     p = layer.params
     x = inputs[0]
@@ -177,6 +195,10 @@ def convolution(layer, inputs, weights):
     if x.ndim == 4 and x.shape[2:] == (1, 1) and w.shape[2:] == (1, 1) and p.groups == 1 \
             and not any(p.pre_padding) and not any(p.post_padding):
         return [_pixel_conv(x, w, bias, inputs[1] if p.residual else None, p.activation)]
+    if p.groups > 1 and not p.residual:
+        y = _compiled_depthwise(x, w, bias, p)
+        if y is not None:
+            return [y]
     # An expansion (more output than input channels, no residual) leaves its output between zero
     # rows: its reader is typically a depthwise convolution, which then needs no padding copy.
     bordered = x.ndim == 4 and x.shape[1] < w.shape[0] and p.groups == 1 and not p.residual
