@@ -13,7 +13,8 @@ A plan's placement cuts the network into partitions, each naming the backend tha
 4. ``PartitionContext.execute(store) -> [ProfileRecord]`` -- read the partition's inputs from the
    frame's ``TensorStore``, put its outputs there, and report the time it took, named as the
    profiler shows it. Backends that can run asynchronously on a device stream also offer
-   ``enqueue`` (see ``backends.gpu.backend``).
+   ``enqueue`` (see ``backends.gpu.backend``); those that can time each layer on the device offer
+   ``set_layer_profiling(on)``, which the runtime turns on while a profiler is attached.
 
 This module imports only the IR, so the runtime, the builder and every backend can share it.
 """

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares the GPU with PyTorch and CuPy
 
 import numpy as np  # noqa: E402
-from gpu_torchvision import MODELS, export_onnx, load  # noqa: E402
+from gpu_torchvision import DEFAULT_MODELS, MODELS, export_onnx, load  # noqa: E402
 
 INT8_MODELS = ("resnet50",)
 INT8_NOT_RUN = ("not run: {model}'s depthwise (grouped) convolutions have no INT8 GPU kernel "
@@ -306,7 +306,7 @@ def environment() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODELS))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 15 s per shape)")
     ap.add_argument("--jax", action="store_true", help="also time the JAX jit ResNet-50")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,

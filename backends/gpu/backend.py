@@ -204,6 +204,11 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
+    if op.kind == "gemm_cublas":
+        from backends.gpu.kernels import cublas
+
+        w = views[info["w"]]
+        return lambda: cublas.gemm(info["plan"], x, w, y)
     if op.kind == "depthwise":
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
@@ -277,7 +282,14 @@ class GpuPartitionContext:
         for r in self.runs:
             r.graph.graph.launch(stream or self.stream)
 
-    def _run(self, feeds: dict[str, Any], host: bool) -> dict[str, Any]:
+    def profile_layers(self, feeds: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[tuple[str, float]]]:
+        """One execution with each launch timed on its own (CUDA events, no graph): host outputs
+        and (layer, ms) in execution order, the launches of one fused layer summed."""
+        times: dict[str, float] = {}
+        outs = self._run(feeds, host=True, times=times)
+        return outs, list(times.items())
+
+    def _run(self, feeds: dict[str, Any], host: bool, times: dict[str, float] | None = None) -> dict[str, Any]:
         from backends.reference import run_layer
 
         env: dict[str, Any] = dict(feeds)
@@ -291,7 +303,11 @@ class GpuPartitionContext:
                 env.update(zip(layer.outputs, outs))
                 continue
             run.stage(env)
-            run.graph.replay()
+            if times is None:
+                run.graph.replay()
+            else:
+                for label, ms in run.seq.profile(self.stream):
+                    times[label] = times.get(label, 0.0) + ms
             # host outputs feed reference layers and the caller; device outputs stay on the GPU
             outs = run.outputs(host or self.partition.has_host_layers)
             self.stream.synchronize()
@@ -367,9 +383,20 @@ class GpuContext:
         """The partition's one CUDA graph with its arena and stream (for device-side timing)."""
         return self.program_context.runs[0]
 
+    layer_profiling = False  # set by the runtime while a profiler is attached: per-launch records
+
+    def set_layer_profiling(self, on: bool) -> None:
+        self.layer_profiling = on
+
     def execute(self, store: TensorStore) -> list[ProfileRecord]:
+        feeds = {t: store.get(t) for t in self.compiled.program.inputs}
+        if self.layer_profiling:
+            outs, times = self.program_context.profile_layers(feeds)
+            for name, value in outs.items():
+                store.put(name, value)
+            return [ProfileRecord(name, ms) for name, ms in times]
         t0 = time.perf_counter()
-        outs = self.program_context.execute({t: store.get(t) for t in self.compiled.program.inputs})
+        outs = self.program_context.execute(feeds)
         for name, value in outs.items():
             store.put(name, value)
         return [ProfileRecord(self.compiled.profile_name, (time.perf_counter() - t0) * 1e3)]

@@ -26,6 +26,23 @@ class LaunchSequence:
             for _, step in self.steps:
                 step()
 
+    def profile(self, stream: Any) -> list[tuple[str, float]]:
+        """Run every step eagerly on ``stream`` between CUDA events; (label, ms) per step, in order.
+
+        This is the per-layer view (trtexec's --dumpProfile): each launch is timed on its own, so
+        the sum exceeds a graph replay by the launch gaps the graph removes."""
+        import cupy
+
+        events = [cupy.cuda.Event() for _ in range(len(self.steps) + 1)]
+        with stream:
+            events[0].record(stream)
+            for i, (_, step) in enumerate(self.steps):
+                step()
+                events[i + 1].record(stream)
+        events[-1].synchronize()
+        return [(label, cupy.cuda.get_elapsed_time(events[i], events[i + 1]))
+                for i, (label, _) in enumerate(self.steps)]
+
     def capture(self, stream: Any | None = None) -> CapturedGraph:
         import cupy
 

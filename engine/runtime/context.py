@@ -93,8 +93,9 @@ class ArenaStore(FrameStore):
 
 class ExecutionContext:
     """Runs an engine. One context runs one execution at a time; use one context per thread.
-    Assign ``profiler`` to receive per-layer (reference), per-graph (GPU) and per-subgraph (DLA)
-    times; ``last_events`` holds the partition runs of the last execution (host clock)."""
+    Assign ``profiler`` to receive per-layer (reference and GPU: while a profiler is attached, a GPU
+    partition runs its launches one by one between CUDA events instead of replaying its graph) and
+    per-subgraph (DLA) times; ``last_events`` holds the partition runs of the last execution (host clock)."""
 
     def __init__(self, engine: Engine, arena: np.ndarray | None = None) -> None:
         """``arena``: activation memory to use (at least ``engine.device_memory_size`` bytes; the
@@ -217,6 +218,10 @@ class ExecutionContext:
     def _run(self, stores: list[FrameStore], delays: Mapping[str, float] | None, seed: int
              ) -> list[dict[str, np.ndarray]]:
         contexts = {p.index: self._context(p.index) for p in self.engine.partition_descs}
+        for c in contexts.values():  # device partitions time each launch only while profiled
+            set_profiling = getattr(c, "set_layer_profiling", None)
+            if set_profiling is not None:
+                set_profiling(self.profiler is not None)
         result: RunResult = self.engine.executor.run(stores, contexts, delays, seed)
         self.last_events = result.events
         profiler = self.profiler

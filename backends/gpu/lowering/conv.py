@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import cublas, gen
 from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
 from backends.gpu.layout import round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
@@ -73,6 +73,8 @@ def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
     ab = gen.broadcast_strides(sa[:-2], ta[:-2], batch) + ta[-2:]
     bb = gen.broadcast_strides(sb[:-2], tb[:-2], batch) + tb[-2:]
     full = (*batch, m, n)
+    if _cublas_matmul(lw, layer, a, b, out, batch, (m, n, k), ab, bb):
+        return
     ys = list(gen.row_major(full))
     yop = gen.Operand(out.dtype, tuple(ys))
     kname = lw.kernel_name(layer.name)
@@ -81,6 +83,20 @@ def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
                                    span=max(a.elements, b.elements, out.elements))
     lw.emit(layer.name, kname, src, [a.name, b.name], [out.name], (max(1, -(-total // 256)),),
             [a.name, b.name, out.name])
+
+
+def _cublas_matmul(lw: Lowerer, layer: Layer, a: Slot, b: Slot, out: Slot, batch: tuple[int, ...],
+                   mnk: tuple[int, int, int], a_strides, b_strides) -> bool:
+    """FP16 products of two fp16 tensors go to cuBLAS (tensor cores, captured in the CUDA graph)
+    where their strides fit one strided-batched call; False leaves the layer to the generated kernel."""
+    if prec(layer) is not Precision.FP16 or not a.dtype == b.dtype == out.dtype == "float16":
+        return False
+    plan = cublas.plan_gemm(batch, *mnk, tuple(a_strides), tuple(b_strides))
+    if plan is None or not cublas.available():
+        return False
+    lw.ops.append(Op(layer.name, "gemm_cublas", [a.name, b.name], [out.name],
+                     info={"x": a.name, "w": b.name, "y": out.name, "plan": plan}))
+    return True
 
 
 def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
