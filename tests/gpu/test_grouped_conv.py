@@ -117,6 +117,7 @@ def test_resnext_block_through_the_runtime():
     model = grouped_nets.resnext_model(rng, batch=3)
     plan = build_from_onnx(model, BuilderConfig(fp16=True, batch=3), Logger(Severity.ERROR))
     engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+    assert engine.placement["gpu_backend"] == "gpu"
     assert all(p.backend == "gpu" for p in engine.partitions if p.planned_backend == "gpu")
     assert [p for p in engine.partitions if p.planned_backend == "gpu"]
     feeds = {"input": rng.uniform(-1, 1, (3, 32, 16, 16)).astype(np.float32)}
