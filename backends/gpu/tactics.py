@@ -27,9 +27,11 @@ from engine.ir.network import Network
 
 
 def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool) -> str:
-    """The timing-cache key of one convolution (independent of its name and weights)."""
+    """The timing-cache key of one convolution (independent of its name and weights); a grouped
+    convolution's ends with its group count."""
     return (f"conv n{g.n} h{g.h} w{g.w} c{g.c} k{g.k} r{g.r} s{g.s} st{g.stride} pad{g.pad} "
-            f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}")
+            f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}"
+            + (f" g{g.groups}" if g.groups > 1 else ""))
 
 
 def gpu_name() -> str:
@@ -155,7 +157,7 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
 
     rng = np.random.default_rng(0)
     x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cp)) / np.sqrt(g.ktot)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cgp)) / np.sqrt(g.ktot)).astype(np.float16))
     b = cp.zeros(g.kp, cp.float32)
     y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
     res = cp.empty_like(y) if residual else None

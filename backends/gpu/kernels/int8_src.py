@@ -247,8 +247,8 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
   const int wm = warp / WN, wn = warp % WN;
   const int M = N * (P * Q), Kp = (K + 15) & ~15;
   int acc[MI][NI][4];
-  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw}, kps,
-               IgemmNoHook());
+  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, C},
+               (int)blockIdx.y * BN, kps, IgemmNoHook());  // one group: pixel stride C
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
   if (ws != nullptr) {  // split-K: int32 partials (exact; summed in splitk_epilogue_s8)

@@ -4,8 +4,10 @@ multiply.
 FP16 group-1 convolutions (and FP16 fully connected layers whose sizes are multiples of 8) run on
 the tensor-core implicit-GEMM kernel ('conv', tactic from the build or the heuristic); a stride-2
 stem on few channels first goes through a 2x2 space-to-depth; FP16 depthwise convolutions have
-their own NHWC kernel; everything else is a generated direct (or transposed) convolution or a
-generated matrix product.
+their own NHWC kernel; FP16 grouped convolutions run on the tensor-core kernel as one implicit GEMM
+per group where each group has a multiple of 8 input and output channels, after merging up to 8
+adjacent groups into one with block-diagonal weights where it has not (``layout.group_merge_factor``);
+everything else is a generated direct (or transposed) convolution or a generated matrix product.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 
 from backends.gpu import activations
 from backends.gpu.kernels import cublas, gen
-from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
-from backends.gpu.layout import round_up
+from backends.gpu.kernels.conv import MAX_GRID_Y, ConvGeometry, ConvTactic, Tile, heuristic_tactic
+from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.ir.dtypes import Precision
@@ -206,7 +208,44 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
                          info={"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                  "y": out.name}))
         return
+    if fp16 and p.groups > 1 and _grouped(lw, layer):
+        return
     _direct(lw, layer, transposed=False)
+
+
+def grouped_geometry(layer: Layer, network: Network) -> tuple[ConvGeometry, int] | None:
+    """The tensor-core geometry of an FP16 grouped convolution and the number of adjacent groups
+    merged into each of its groups (``layout.group_merge_factor``), or None where it keeps the
+    direct kernel (per-group channels that no merge of at most 8 groups makes multiples of 8)."""
+    p = layer.params
+    n, c, h, w = network.tensors[layer.inputs[0]].shape
+    kout = p.num_output_maps
+    if p.groups <= 1 or c % p.groups or kout % p.groups:
+        return None
+    m = group_merge_factor(p.groups, c // p.groups, kout // p.groups)
+    if m is None:
+        return None
+    g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
+                     tuple(p.post_padding), groups=p.groups // m)
+    return (g, m) if g.col_blocks(32) <= MAX_GRID_Y else None
+
+
+def _grouped(lw: Lowerer, layer: Layer) -> bool:
+    """A grouped convolution on the tensor-core kernel (weights packed per group, KRSC); False where
+    it does not qualify."""
+    found = grouped_geometry(layer, lw.net)
+    if found is None:
+        return False
+    g, m = found
+    kernel = np.asarray(layer.weights["kernel"], np.float32)
+    if m > 1:
+        kernel = merge_groups(kernel, layer.params.groups, m)
+    res_t = layer.inputs[1] if layer.params.residual else None
+    xs = lw.nhwc(layer.inputs[0])
+    res = lw.nhwc(res_t) if res_t else None
+    out = lw.new_slot(layer.outputs[0], "nhwc")
+    conv_op(lw, layer, g, xs, out.name, kernel, layer.weights.get("bias"), _fold_act(layer.params.activation), res)
+    return True
 
 
 def lower_deconvolution(lw: Lowerer, layer: Layer) -> None:
