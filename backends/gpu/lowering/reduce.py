@@ -1,7 +1,8 @@
 """GPU lowering of reductions, normalisations and pooling: reduce, softmax, normalization, LRN,
 pooling.
 
-Reductions over axes become one generated group kernel (``gen.group_kernel``); a global
+Reductions over axes become one generated group kernel (``gen.group_kernel``: a warp or a block
+per kept coordinate on long rows, a thread per coordinate on short ones); a global
 average/max over H*W of an NHWC fp16 tensor (global pooling, or a reduce over axes 2, 3) is the
 block-parallel 'gpool' launch; windowed pooling is the NHWC fp16 'pool' kernel.
 """
@@ -69,6 +70,7 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, **kw) -> None:
         reads.append(c.name)
         args.append(c.name)
     kname = lw.kernel_name(layer.name)
+    # n counts threads, not rows: a thread, a warp (32) or a block (256) per kept coordinate
     src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=s.elements, **kw)
     lw.emit(layer.name, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
 
