@@ -130,3 +130,24 @@ def test_group_kernel_emulated(emulated, rng, case: Case):
     p = prepare(case, rng, f"g{names[case.id]}")
     mod.launch(p.name, p.threads, p.arrays)
     check(p, p.arrays[1])
+
+
+def test_layer_norm_over_channels_of_a_convolution_output_reads_the_nhwc_slot_a_warp_per_pixel():
+    from engine.ir.layers import ConvolutionParams
+
+    rng = np.random.default_rng(1)
+    net = Network("t")
+    net.add_input("x", (2, 8, 9, 10))
+    w = {"kernel": rng.standard_normal((96, 8, 1, 1)).astype(np.float32),
+         "bias": rng.standard_normal(96).astype(np.float32)}
+    conv = net.add_layer(ConvolutionParams(96, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1)), ["x"], w)
+    norm = net.add_layer(NormalizationParams(axes=(1,)), conv.outputs)
+    net.mark_output(norm.outputs[0])
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, list(net.layers), list(net.outputs))
+    op = next(op for op in low.ops if op.label == norm.name)
+    assert low.slots[op.reads[0]].layout == "nhwc"
+    assert op.grid == (-(-2 * 9 * 10 * 32 // 256),)
+    body = low.source.split(f"{op.kernel}(", 1)[1].split("\n}\n", 1)[0]
+    assert "__shfl_xor_sync" in body and "(IT)l1 * 1 +" in body  # lanes over C, the unit stride
