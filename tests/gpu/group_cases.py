@@ -37,14 +37,16 @@ class Case:
     dtype: str = "float16"
     affine: str = ""
     lanes: int | None = None
+    out_nhwc: bool = False  # softmax / norm over C written as an NHWC slot (zeros in its padding)
 
     @property
     def id(self) -> str:
         what = self.op if self.kind == "reduce" else self.kind
         extra = ("k" if self.keep else "d") if self.kind == "reduce" else self.affine
         lanes = "" if self.lanes is None else f"-L{self.lanes}"
+        out = "-to_nhwc" if self.out_nhwc else ""
         return (f"{what}-{'x'.join(map(str, self.shape))}-ax{''.join(map(str, self.axes))}-{extra}-"
-                f"{self.layout}-{self.dtype[5:]}{lanes}")
+                f"{self.layout}-{self.dtype[5:]}{lanes}{out}")
 
 
 @dataclass
@@ -140,12 +142,18 @@ def prepare(case: Case, rng: np.random.Generator, name: str) -> Prepared:
     else:
         oshape, ys = shape, gen.row_major(shape)
     y = np.full(oshape, np.nan, case.dtype)
+    pad_to = 0
+    if case.out_nhwc:
+        n, c, h, w = shape
+        pad_to = round_up(c, 8)
+        y = np.full((n, h, w, pad_to), np.nan, case.dtype)
+        ys = (h * w * pad_to, 1, w * pad_to, pad_to)
     weights = _affine(case, rng)
     extra = [None if w is None else gen.Operand("float32", gen.broadcast_strides(w.shape, gen.row_major(w.shape),
                                                                                  shape))
              for w in weights]
     src, threads = gen.group_kernel(name, shape, case.axes, xop, gen.Operand(case.dtype, ys), case.kind, extra,
-                                    op=case.op, eps=EPS, span=xs.size, lanes=case.lanes)
+                                    op=case.op, eps=EPS, span=xs.size, lanes=case.lanes, pad_to=pad_to)
     arrays = [xs, y] + [xs if w is None else np.ascontiguousarray(w) for w in weights]
     ref = reference(case, x.astype(np.float64), weights)
     return Prepared(case, name, src, threads, arrays, ref, oshape)
@@ -153,6 +161,10 @@ def prepare(case: Case, rng: np.random.Generator, name: str) -> Prepared:
 
 def check(p: Prepared, out: np.ndarray) -> None:
     """fp16: gpu_reference.assert_close; fp32: 1e-5 relative (and of the largest output)."""
+    if p.case.out_nhwc:
+        c = p.out_shape[1]
+        assert (out[..., c:] == 0).all(), "padded channels must be written as zeros"
+        out = out[..., :c].transpose(0, 3, 1, 2)
     out = out.reshape(p.out_shape).astype(np.float64)
     ref = p.ref.reshape(p.out_shape)
     if p.case.dtype == "float16":
@@ -197,6 +209,11 @@ def _norm_cases() -> list[Case]:
         Case("norm", (2, 96, 7, 9), (1,), affine="channel", layout="nhwc"),  # LayerNorm over C of NHWC
         Case("norm", (2, 96, 7, 9), (1,), affine="channel"),  # the same, linear NCHW: C strided
         Case("norm", (2, 33, 6, 5), (1,), affine="channel", layout="nhwc"),  # C padded to 40
+        Case("norm", (2, 96, 7, 9), (1,), affine="channel", layout="nhwc", out_nhwc=True),
+        Case("norm", (2, 33, 6, 5), (1,), affine="channel", layout="nhwc", out_nhwc=True),
+        Case("norm", (2, 7, 6, 5), (1,), affine="channel", layout="nhwc", out_nhwc=True),  # thread per pixel
+        Case("softmax", (2, 45, 6, 5), (1,), layout="nhwc", out_nhwc=True),
+        Case("logsoftmax", (2, 45, 6, 5), (1,), layout="nhwc", out_nhwc=True, lanes=256),
         Case("norm", (2, 16, 14, 14), (2, 3), affine="channel"),  # InstanceNorm
         Case("norm", (2, 16, 14, 14), (2, 3), affine="channel", layout="nhwc"),
         Case("norm", (2, 7, 9, 11), (2, 3), layout="nhwc"),  # InstanceNorm, C = 7 padded to 8
@@ -225,6 +242,7 @@ CASES = _reduce_cases() + _softmax_cases() + _norm_cases() + _lane_cases()
 GPU_CASES = [
     Case("norm", (1, 96, 56, 56), (1,), affine="channel", layout="nhwc"),  # ConvNeXt stage 1, batch 1
     Case("norm", (8, 96, 56, 56), (1,), affine="channel", layout="nhwc"),
+    Case("norm", (8, 96, 56, 56), (1,), affine="channel", layout="nhwc", out_nhwc=True),
     Case("norm", (8, 96, 56, 56), (1,), affine="channel"),  # 25088 rows, W fastest: thread per row
     Case("norm", (8, 56, 56, 96), (3,), affine="last"),
     Case("norm", (32, 197, 768), (2,), affine="last"),

@@ -148,6 +148,7 @@ def test_layer_norm_over_channels_of_a_convolution_output_reads_the_nhwc_slot_a_
     low = lower(net, list(net.layers), list(net.outputs))
     op = next(op for op in low.ops if op.label == norm.name)
     assert low.slots[op.reads[0]].layout == "nhwc"
+    assert low.slots[op.writes[0]].layout == "nhwc"  # a following convolution reads it as it is
     assert op.grid == (-(-2 * 9 * 10 * 32 // 256),)
     body = low.source.split(f"{op.kernel}(", 1)[1].split("\n}\n", 1)[0]
     assert "__shfl_xor_sync" in body and "(IT)l1 * 1 +" in body  # lanes over C, the unit stride

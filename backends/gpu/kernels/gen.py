@@ -246,7 +246,8 @@ def _group_head(lanes: int, rows: int) -> list[str]:
 
 def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operand, y: Operand,
                  kind: str, extra: Sequence[Operand | None] = (), op: str = "", eps: float = 0.0,
-                 out_kept: bool = False, span: int = 0, lanes: int | None = None) -> tuple[str, int]:
+                 out_kept: bool = False, span: int = 0, lanes: int | None = None,
+                 pad_to: int = 0) -> tuple[str, int]:
     """Reduce ``shape`` over ``axes`` per kept coordinate. Returns (source, threads to launch).
 
     Launch ceil(threads / 256) blocks of 256. ``lanes`` threads share a kept coordinate (default
@@ -256,66 +257,100 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     version: softmax max / sum of exp / write, norm sum / squared deviations / write.
     kind 'reduce' (op = ReduceOp value; ``y`` addressed by kept coords when ``out_kept``, its
     strides given for the full rank with 0 on reduced dims), 'softmax', 'logsoftmax', 'norm'
-    (extra = optional scale, bias operands addressed per full coordinate).
+    (extra = optional scale, bias operands addressed per full coordinate). ``pad_to`` (softmax and
+    norm over dim 1 alone, into an NHWC ``y``): also write zeros to channels shape[1]..pad_to-1.
     """
     rank = len(shape)
     red = sorted(a % rank for a in axes)
     kept = [d for d in range(rank) if d not in red]
     ksizes = [shape[d] for d in kept] or [1]
-    rsizes = [shape[d] for d in red] or [1]
     rows = math.prod(ksizes)
-    rtot = math.prod(rsizes)
     lanes = group_lanes(shape, red, x) if lanes is None else lanes
     if lanes not in (1, 32, 256):
         raise ValueError(f"lanes must be 1, 32 or 256, got {lanes}")
-    coords = [f"l{d}" for d in range(rank)]
-    kn = [coords[d] for d in kept] or ["kdummy"]
-    rn = [coords[d] for d in red] or ["rdummy"]
-    params = [f"const {CTYPE[x.dtype]}* __restrict__ x", f"{CTYPE[y.dtype]}* __restrict__ y"]
-    params += [f"const {CTYPE[e.dtype] if e is not None else 'float'}* __restrict__ e{i}" for i, e in enumerate(extra)]
-    xl = load(x.dtype, f"x[{offset(x, coords)}]")
-    yoff = offset(y, coords)
-    first, step = ("0", "++r") if lanes == 1 else ("(IT)lane", f"r += {lanes}")
-
-    def loop(stmt: str) -> str:
-        return (f"  for (IT r = {first}; r < (IT){rtot}; {step}) {{\n    IT t2 = r;\n"
-                + _decompose(rsizes, rn, "t2").replace("  const", "    const") + "\n    " + stmt + "\n  }")
-
-    def comb(var: str, how: str) -> str:
-        return _combine(lanes, var, how)
-
+    if pad_to and (red != [1] or kind == "reduce"):
+        raise ValueError("pad_to needs a softmax or norm over dim 1 alone")
+    g = _Group(shape, red, x, y, lanes)
     if kind == "reduce":
-        init, acc, fin, how = _REDUCE[op]
-        guard = "if (lane == 0u) " if lanes > 1 else ""
-        body = [f"  float a = {init};", loop(f"float v = {xl}; {acc}"), comb("a", how),
-                "  " + _zero_red(red, coords)
-                + f"  {guard}y[{yoff}] = {store(y.dtype, fin.replace('N', str(rtot)))};"]
+        body = g.reduce_body(op)
     elif kind in ("softmax", "logsoftmax"):
-        val = f"{xl} - m - logf(s)" if kind == "logsoftmax" else f"expf({xl} - m) / s"
-        body = ["  float m = __int_as_float(0xff800000);", loop(f"m = fmaxf(m, {xl});"), comb("m", "max"),
-                "  float s = 0.f;", loop(f"s += expf({xl} - m);"), comb("s", "sum"),
-                loop(f"y[{yoff}] = {store(y.dtype, val)};")]
+        body = g.softmax_body(kind == "logsoftmax")
     elif kind == "norm":
-        e0 = extra[0] if len(extra) > 0 else None
-        e1 = extra[1] if len(extra) > 1 else None
-        sc = load(e0.dtype, f"e0[{offset(e0, coords)}]") if e0 is not None else "1.f"
-        bi = load(e1.dtype, f"e1[{offset(e1, coords)}]") if e1 is not None else "0.f"
-        body = ["  float s = 0.f;", loop(f"s += {xl};"), comb("s", "sum"), f"  const float mean = s / {rtot}.f;",
-                "  float q = 0.f;", loop(f"float d = {xl} - mean; q += d * d;"), comb("q", "sum"),
-                f"  const float inv = 1.f / sqrtf(q / {rtot}.f + {eps!r}f);",
-                loop(f"y[{yoff}] = {store(y.dtype, f'({xl} - mean) * inv * {sc} + {bi}')};")]
+        body = g.norm_body(extra, eps)
     else:
         raise ValueError(kind)
+    if pad_to:
+        body.append(g.zero_channels(pad_to))
+    params = [f"const {CTYPE[x.dtype]}* __restrict__ x", f"{CTYPE[y.dtype]}* __restrict__ y"]
+    params += [f"const {CTYPE[e.dtype] if e is not None else 'float'}* __restrict__ e{i}" for i, e in enumerate(extra)]
     src = "\n".join([
         f'extern "C" __global__ void __launch_bounds__(256) {name}({", ".join(params)}) {{',
-        f"  typedef {index_type(rows * rtot, rows * lanes, span)} IT;",
+        f"  typedef {index_type(rows * g.rtot, rows * lanes, span)} IT;",
         *_group_head(lanes, rows),
-        _decompose(ksizes, kn),
+        _decompose(ksizes, [g.coords[d] for d in kept] or ["kdummy"]),
         *[b for b in body if b],
         "}",
         "",
     ])
     return src, rows * lanes
+
+
+@dataclass
+class _Group:
+    """The C pieces of one group kernel: loops over the reduced coordinates, lane combines, bodies."""
+
+    shape: Sequence[int]
+    red: list[int]
+    x: Operand
+    y: Operand
+    lanes: int
+
+    def __post_init__(self) -> None:
+        self.coords = [f"l{d}" for d in range(len(self.shape))]
+        self.rsizes = [self.shape[d] for d in self.red] or [1]
+        self.rtot = math.prod(self.rsizes)
+        self.xl = load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
+        self.yoff = offset(self.y, self.coords)
+
+    def loop(self, stmt: str) -> str:
+        first, step = ("0", "++r") if self.lanes == 1 else ("(IT)lane", f"r += {self.lanes}")
+        names = [self.coords[d] for d in self.red] or ["rdummy"]
+        return (f"  for (IT r = {first}; r < (IT){self.rtot}; {step}) {{\n    IT t2 = r;\n"
+                + _decompose(self.rsizes, names, "t2").replace("  const", "    const") + "\n    " + stmt + "\n  }")
+
+    def comb(self, var: str, how: str) -> str:
+        return _combine(self.lanes, var, how)
+
+    def reduce_body(self, op: str) -> list[str]:
+        init, acc, fin, how = _REDUCE[op]
+        guard = "if (lane == 0u) " if self.lanes > 1 else ""
+        return [f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
+                "  " + _zero_red(self.red, self.coords)
+                + f"  {guard}y[{self.yoff}] = {store(self.y.dtype, fin.replace('N', str(self.rtot)))};"]
+
+    def softmax_body(self, log: bool) -> list[str]:
+        xl = self.xl
+        val = f"{xl} - m - logf(s)" if log else f"expf({xl} - m) / s"
+        return ["  float m = __int_as_float(0xff800000);", self.loop(f"m = fmaxf(m, {xl});"), self.comb("m", "max"),
+                "  float s = 0.f;", self.loop(f"s += expf({xl} - m);"), self.comb("s", "sum"),
+                self.loop(f"y[{self.yoff}] = {store(self.y.dtype, val)};")]
+
+    def norm_body(self, extra: Sequence[Operand | None], eps: float) -> list[str]:
+        e0 = extra[0] if len(extra) > 0 else None
+        e1 = extra[1] if len(extra) > 1 else None
+        sc = load(e0.dtype, f"e0[{offset(e0, self.coords)}]") if e0 is not None else "1.f"
+        bi = load(e1.dtype, f"e1[{offset(e1, self.coords)}]") if e1 is not None else "0.f"
+        xl, n = self.xl, self.rtot
+        return ["  float s = 0.f;", self.loop(f"s += {xl};"), self.comb("s", "sum"), f"  const float mean = s / {n}.f;",
+                "  float q = 0.f;", self.loop(f"float d = {xl} - mean; q += d * d;"), self.comb("q", "sum"),
+                f"  const float inv = 1.f / sqrtf(q / {n}.f + {eps!r}f);",
+                self.loop(f"y[{self.yoff}] = {store(self.y.dtype, f'({xl} - mean) * inv * {sc} + {bi}')};")]
+
+    def zero_channels(self, pad_to: int) -> str:
+        """Zeros into the padded channels of an NHWC output (the row is dim 1, the channels)."""
+        first, step = ("0", "++r") if self.lanes == 1 else ("(IT)lane", f"r += {self.lanes}")
+        return (f"  for (IT r = (IT){self.shape[1]} + {first}; r < (IT){pad_to}; {step}) {{ const IT l1 = r; "
+                f"y[{self.yoff}] = {store(self.y.dtype, '0.f')}; }}")
 
 
 def _zero_red(red: Sequence[int], coords: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.direct import PoolGeometry
+from backends.gpu.layout import round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import PoolingType, ReduceOp
@@ -42,11 +43,16 @@ def check_reduce(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
 
 def group(lw: Lowerer, layer: Layer, axes, kind: str, **kw) -> None:
     s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
-    fp16 = prec(layer) is Precision.FP16
-    x = s.operand(None, fp16)
     rank = len(s.shape)
     red = sorted(a % rank for a in axes)
+    # a softmax / norm over the channels of an NHWC tensor writes NHWC: whole rows stay contiguous
+    # (coalesced stores) and a following convolution reads it without a conversion
+    nhwc = kind != "reduce" and red == [1] and lw.out_layout(layer) == "nhwc"
+    out = lw.new_slot(layer.outputs[0], "nhwc" if nhwc else "linear")
+    if nhwc:
+        kw["pad_to"] = round_up(s.shape[1], 8)
+    fp16 = prec(layer) is Precision.FP16
+    x = s.operand(None, fp16)
     if kind == "reduce":
         if kw.pop("keep"):
             ys = tuple(0 if d in red else st for d, st in enumerate(out.strides))
