@@ -260,8 +260,21 @@ class Builder:
             from backends.gpu.backend import GpuBackend
             from engine.host_partitions import split_host_layers
 
-            split_host_layers(network, placement, GpuBackend(), self.logger)
+            if split_host_layers(network, placement, GpuBackend(), self.logger):
+                self._price_host_layers(network, placement, config)
         return placement, loadables
+
+    def _price_host_layers(self, network: Network, placement: dict, config: BuilderConfig) -> None:
+        """The cost model's price of each host layer (CPU time + hand-offs), kept in the plan."""
+        from scheduler.host_cost import record_host_layers
+        from scheduler.plan_placement import build_precision
+
+        priced = record_host_layers(network, placement, config.platform, config.power_mode,
+                                    build_precision(config))
+        for name, c in priced.items():
+            self.logger.info(f"host layer '{name}': {c['clock']} {c['time_ms'] * 1e3:.1f} us on the CPU + "
+                             f"{c['handoffs']} hand-off(s) {c['handoff_ms'] * 1e3:.1f} us "
+                             f"({c['in_bytes']} B in, {c['out_bytes']} B out)")
 
     def _select_tactics(self, network: Network, placement: dict, config: BuilderConfig) -> dict:
         """Time GPU kernel candidates for the 'gpu' partitions (backends.gpu.tactics); {} elsewhere."""

@@ -40,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dla-layers", default=None, metavar="CSV",
                      help="write per fused DLA layer statistics of the plan's DLA partitions (simulated target "
                           "clock), cuDLA layer-wise statistics style")
-    base_run = run.get_default("func")
-    run.set_defaults(func=lambda args: cmd_run(args, base_run))
+    run.set_defaults(func=cmd_run)
 
 
 def cmd_place(args: argparse.Namespace, base) -> int:
@@ -81,30 +80,27 @@ def cmd_place(args: argparse.Namespace, base) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, base) -> int:
-    """``hetrt run`` as before, then the per-layer statistics of the plan's DLA loadables."""
+def cmd_run(args: argparse.Namespace) -> int:
+    """``hetrt run`` as before, then the per-layer statistics of the plan's DLA loadables, read from
+    the engine that run loaded or built (the plan is built and deserialized once)."""
+    from engine.cli.run import run_engine
+
     if args.dla_layers is not None:
         check_writable(args.dla_layers)
-    rc = base(args)
+    rc, engine = run_engine(args)
     if args.dla_layers is None or rc:
         return rc
-    from pathlib import Path
-
     from backends.dla.layerwise import loadable_stats, to_csv
     from dla_sim.config import get_config
-    from engine import plan as plan_format
-    from engine.cli.common import build_plan, is_plan_file, make_logger
     from scheduler.platforms import get_platform
 
-    spec = args.model
-    blob = Path(spec).read_bytes() if is_plan_file(spec) else build_plan(spec, args, make_logger(args))
-    contents = plan_format.deserialize(blob)
-    if not contents.loadables:
-        raise BuildError(f"{spec}: the plan has no DLA partition (build with --use-dla-core or a DLA placement)")
-    placement = contents.placement or {}
-    plat = get_platform(placement.get("platform") or contents.platform)
+    if not engine.loadables:
+        raise BuildError(f"{args.model}: the plan has no DLA partition (build with --use-dla-core or a DLA "
+                         f"placement)")
+    placement = engine.placement or {}
+    plat = get_platform(placement.get("platform") or engine.platform)
     cfg = get_config(plat.dla_config, placement.get("power_mode") or None)
-    atomic_write_text(args.dla_layers, to_csv(loadable_stats(contents.loadables, cfg)))
+    atomic_write_text(args.dla_layers, to_csv(loadable_stats(engine.loadables, cfg)))
     print(f"wrote {args.dla_layers}")
     return 0
 

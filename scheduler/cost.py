@@ -20,6 +20,10 @@ Per layer (after the optimizer's fusions, so a node is a fused group: conv+bias+
   DRAM energy + the memory-bound GPU power for the reformat's duration.
 * Static power: the platform's rails (``Platform.static_power_w``: gpu, soc, each DLA core).
 * Network I/O pseudo nodes are marked ``Node.pseudo``: pinned to the GPU, silent in dla-first.
+* Host layers: a layer the GPU backend has no kernel for runs on the host CPU when placed on the
+  GPU side; its "gpu" time is the CPU time plus the hand-offs of the tensors it exchanges with the
+  GPU/DLA side (``scheduler.host_cost``: measured on ``host``, estimated from the platform's
+  ``HostCpu`` on Jetson), and its row carries that breakdown (``LayerCost.host``).
 
 INT8 costs need only shapes (calibration scales change values, not time), so INT8 placement works
 before calibration; the model's ``notes`` say so.
@@ -41,6 +45,7 @@ from engine.ir.network import Network
 from .costgraph import DLA_CORES, GPU, CostGraph, LinkCost, Node, Tensor, TransitionTable, is_dla
 from .dla_source import FP32_ON_DLA, BackendDlaSource, DlaCostSource
 from .gpu_model import gpu_layer_cost
+from .host_cost import HOST_DEVICE, HostLayerCost, host_layer_costs
 from .layer_work import element_size, layer_work
 from .platforms import DLA_TO_GPU, GPU_TO_DLA, Platform, PowerMode, get_platform
 
@@ -67,6 +72,12 @@ class LayerCost:
     dla_time_s: float | None
     dla_energy_j: float | None
     dla_reason: str
+    host: HostLayerCost | None = None  # set when the GPU backend has no kernel: the time above is the host's
+
+    @property
+    def device_label(self) -> str:
+        """What a report calls this layer's GPU-side device: ``host`` when the CPU runs it."""
+        return HOST_DEVICE if self.host is not None else GPU
 
 
 @dataclass(frozen=True)
@@ -149,82 +160,76 @@ class TensorTransitions:
         return (link.time_fixed + link.time_per_byte * traffic, link.energy_fixed + link.energy_per_byte * traffic)
 
 
-def build_cost_model(network: Network, platform: Platform | str, power_mode: str | None = None,
-                     precision: Precision | str = Precision.FP16, *, dla: DlaCostSource | None = None,
-                     gpu_times: Callable[[Network], dict[str, float]] | None = None) -> CostModel:
-    """Cost every layer of ``network`` on every device of ``platform`` at ``power_mode``.
-
-    ``dla``: where DLA answers come from (default: the DLA backend on dla_sim). ``gpu_times``: a
-    measurement function for the host (default: ``scheduler.host_measure.measure_layers``)."""
-    t0 = time.perf_counter()
-    if isinstance(platform, str):
-        platform = get_platform(platform)
-    mode = platform.mode(power_mode)
-    precision = Precision(precision)
-    notes: list[str] = []
-    use_dla = precision is not Precision.FP32 and platform.dla_cores > 0
-    if use_dla and dla is None:
-        dla = BackendDlaSource(platform, mode)
-    dla_costs: dict[str, tuple[float, float]] = {}
-    if use_dla:
-        dla_costs = dla.layer_costs(network, precision, 0)
-    if precision is Precision.INT8:
-        notes.append("INT8 costs depend on shapes only (calibration scales change values, not time)")
-    measured: dict[str, float] = {}
+def default_host_layers(network: Network, platform: Platform, precision: Precision) -> dict[str, str]:
+    """Layer -> why the GPU backend cannot run it, where such layers run on a host CPU: on a Jetson
+    target (it has the GPU) and on ``host`` when the GPU backend runs here; without one every
+    ``host`` layer already runs on the reference backend, so nothing crosses."""
+    if platform.cpu is None:
+        return {}
     if platform.measured_gpu:
-        if gpu_times is None:
-            from .host_measure import measure_layers
+        from .host_measure import gpu_ok
 
-            gpu_times = measure_layers
-        measured = gpu_times(network)
-        from .host_measure import measured_backend
+        if not gpu_ok():
+            return {}
+    from .host_cost import gpu_refusals
 
-        gpu_clock = f"measured on this machine ({measured_backend()})"
+    return gpu_refusals(network, precision)
+
+
+@dataclass
+class _Sources:
+    """Where one build of the cost model gets its per-layer answers."""
+
+    platform: Platform
+    mode: PowerMode
+    precision: Precision
+    dla: DlaCostSource | None
+    dla_costs: dict[str, tuple[float, float]]
+    measured: dict[str, float]
+    host: dict[str, HostLayerCost]
+
+
+def _layer_node(network: Network, layer, src: _Sources) -> tuple[Node, LayerCost]:
+    platform, mode, precision = src.platform, src.mode, src.precision
+    work = layer_work(layer, network, precision if layer.precision is not Precision.FP32 else layer.precision)
+    host = src.host.get(layer.name)
+    if host is not None:  # no GPU kernel: the CPU runs it, its tensors cross (scheduler.host_cost)
+        gt, ge, bound, body = host.total_s, host.energy_j, "host", host.total_s
+    elif platform.measured_gpu:
+        gt = body = src.measured[layer.name]
+        ge = gt * mode.gpu_active_w + work.bytes * platform.dram_pj_per_byte * 1e-12
+        bound = "measured"
     else:
-        gpu_clock = f"modelled {platform.gpu.name} roofline at {mode.gpu_clock_mhz:g} MHz"
-    dla_clock = (f"simulated ({dla.name}, {mode.dla_clock_mhz:g} MHz)" if use_dla else "none")
+        gc = gpu_layer_cost(work, platform, mode, precision)
+        gt, ge, bound, body = gc.time_s, gc.energy_j, gc.bound, max(gc.compute_s, gc.memory_s)
+    time_ms: dict[str, float | None] = {GPU: gt * 1e3}
+    energy_mj: dict[str, float | None] = {GPU: ge * 1e3}
+    reason: dict[str, str] = {}
+    share = {GPU: min(1.0, work.bytes / max(body, 1e-12) / (mode.dram_gbps * 1e9))}
+    dt = de = None
+    if src.dla is None:
+        why = FP32_ON_DLA if precision is Precision.FP32 else f"platform {platform.name} has no DLA"
+    else:
+        ok, why = src.dla.supports(layer, network, precision)
+        if ok and layer.name in src.dla_costs:
+            dt, de = src.dla_costs[layer.name]
+        else:
+            why = why or "the DLA backend gave no cost for this layer"
     cores = DLA_CORES[:platform.dla_cores]
-    rows: list[LayerCost] = []
-    nodes: list[Node] = []
-    io_node = {GPU: 0.0}
-    for name in network.inputs:
-        nodes.append(Node(f"{IN_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True))
-    for layer in network.layers:
-        work = layer_work(layer, network, precision if layer.precision is not Precision.FP32 else layer.precision)
-        if platform.measured_gpu:
-            gt = measured[layer.name]
-            body = gt
-            ge = gt * mode.gpu_active_w + work.bytes * platform.dram_pj_per_byte * 1e-12
-            bound = "measured"
+    for c in DLA_CORES:
+        if c in cores and dt is not None:
+            time_ms[c], energy_mj[c] = dt * 1e3, de * 1e3
+            share[c] = min(1.0, work.bytes / max(dt, 1e-12) / (mode.dram_gbps * 1e9))
         else:
-            gc = gpu_layer_cost(work, platform, mode, precision)
-            gt, ge, bound, body = gc.time_s, gc.energy_j, gc.bound, max(gc.compute_s, gc.memory_s)
-        time_ms: dict[str, float | None] = {GPU: gt * 1e3}
-        energy_mj: dict[str, float | None] = {GPU: ge * 1e3}
-        reason: dict[str, str] = {}
-        share = {GPU: min(1.0, work.bytes / max(body, 1e-12) / (mode.dram_gbps * 1e9))}
-        dt = de = None
-        why = ""
-        if not use_dla:
-            why = FP32_ON_DLA if precision is Precision.FP32 else f"platform {platform.name} has no DLA"
-        else:
-            ok, msg = dla.supports(layer, network, precision)
-            if ok and layer.name in dla_costs:
-                dt, de = dla_costs[layer.name]
-            else:
-                why = msg or "the DLA backend gave no cost for this layer"
-        for c in DLA_CORES:
-            if c in cores and dt is not None:
-                time_ms[c], energy_mj[c] = dt * 1e3, de * 1e3
-                share[c] = min(1.0, work.bytes / max(dt, 1e-12) / (mode.dram_gbps * 1e9))
-            else:
-                time_ms[c], energy_mj[c] = None, None
-                reason[c] = why or f"platform {platform.name} has {platform.dla_cores} DLA cores"
-        nodes.append(Node(layer.name, time_ms, energy_mj, reason, share))
-        rows.append(LayerCost(layer.name, layer.kind.value, work.macs, work.bytes, gt, ge, bound, dt, de,
-                              "" if dt is not None else why))
-    for name in network.outputs:
-        nodes.append(Node(f"{OUT_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True))
+            time_ms[c], energy_mj[c] = None, None
+            reason[c] = why or f"platform {platform.name} has {platform.dla_cores} DLA cores"
+    row = LayerCost(layer.name, layer.kind.value, work.macs, work.bytes, gt, ge, bound, dt, de,
+                    "" if dt is not None else why, host)
+    return Node(layer.name, time_ms, energy_mj, reason, share), row
+
+
+def _tensor_edges(network: Network, precision: Precision) -> tuple[list[Tensor], dict[str, int], dict[str, int]]:
+    """Hyperedges (pseudo I/O nodes included), their DLA-format bytes and their linear bytes."""
     consumers: dict[str, list[str]] = {}
     for layer in network.layers:
         for t in layer.inputs:
@@ -244,6 +249,58 @@ def build_cost_model(network: Network, platform: Platform | str, power_mode: str
         tensor_bytes[tname] = nbytes
         linear_bytes[tname] = math.prod(shape) * element_size(precision)
         tensors.append(Tensor(tname, producers[tname], tuple(cons), nbytes))
+    return tensors, tensor_bytes, linear_bytes
+
+
+def build_cost_model(network: Network, platform: Platform | str, power_mode: str | None = None,
+                     precision: Precision | str = Precision.FP16, *, dla: DlaCostSource | None = None,
+                     gpu_times: Callable[[Network], dict[str, float]] | None = None,
+                     host_layers: Mapping[str, str] | None = None) -> CostModel:
+    """Cost every layer of ``network`` on every device of ``platform`` at ``power_mode``.
+
+    ``dla``: where DLA answers come from (default: the DLA backend on dla_sim). ``gpu_times``: a
+    measurement function for the host (default: ``scheduler.host_measure.measure_layers``).
+    ``host_layers``: layer -> why the GPU backend cannot run it (default ``default_host_layers``);
+    those are priced as host CPU layers with their hand-offs (``scheduler.host_cost``)."""
+    t0 = time.perf_counter()
+    if isinstance(platform, str):
+        platform = get_platform(platform)
+    mode = platform.mode(power_mode)
+    precision = Precision(precision)
+    notes: list[str] = []
+    use_dla = precision is not Precision.FP32 and platform.dla_cores > 0
+    if use_dla and dla is None:
+        dla = BackendDlaSource(platform, mode)
+    dla_costs = dla.layer_costs(network, precision, 0) if use_dla else {}
+    if precision is Precision.INT8:
+        notes.append("INT8 costs depend on shapes only (calibration scales change values, not time)")
+    measured: dict[str, float] = {}
+    if platform.measured_gpu:
+        from .host_measure import measure_layers, measured_backend
+
+        measured = (gpu_times or measure_layers)(network)
+        gpu_clock = f"measured on this machine ({measured_backend()})"
+    else:
+        gpu_clock = f"modelled {platform.gpu.name} roofline at {mode.gpu_clock_mhz:g} MHz"
+    if host_layers is None:
+        host_layers = default_host_layers(network, platform, precision)
+    host = host_layer_costs(network, platform, mode, precision, host_layers, measured or None)
+    if host:
+        notes.append(f"{len(host)} layer(s) have no GPU kernel: priced on the host CPU ({platform.cpu.name}, "
+                     f"{'measured' if platform.cpu.measured else 'estimated'}) plus {platform.cpu.link} hand-offs")
+    dla_clock = (f"simulated ({dla.name}, {mode.dla_clock_mhz:g} MHz)" if use_dla else "none")
+    src = _Sources(platform, mode, precision, dla if use_dla else None, dla_costs, measured, host)
+    io_node = {GPU: 0.0}
+    nodes = [Node(f"{IN_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True)
+             for name in network.inputs]
+    rows: list[LayerCost] = []
+    for layer in network.layers:
+        node, row = _layer_node(network, layer, src)
+        nodes.append(node)
+        rows.append(row)
+    nodes += [Node(f"{OUT_PREFIX}{name}>", io_node, io_node, {c: IO_REASON for c in DLA_CORES}, pseudo=True)
+              for name in network.outputs]
+    tensors, tensor_bytes, linear_bytes = _tensor_edges(network, precision)
     if any(not n.allowed for n in nodes):
         bad = next(n for n in nodes if not n.allowed)
         raise BuildError(f"layer '{bad.name}' can run on no device of {platform.name}")

@@ -36,7 +36,7 @@ def measured_backend() -> str:
 GPU_REPLAYS = 20
 
 
-def _gpu_ok() -> bool:
+def gpu_ok() -> bool:
     try:
         from backends.gpu.availability import gpu_available
     except ImportError:
@@ -55,7 +55,7 @@ def _random_args(network: Network, layer, rng: np.random.Generator) -> list[np.n
 
 def measure_layers(network: Network, repeats: int = 3, seed: int = 0) -> dict[str, float]:
     """Seconds per layer: on the GPU backend when it can run here, else the reference backend."""
-    return measure_layers_gpu(network, seed=seed) if _gpu_ok() else measure_layers_cpu(network, repeats, seed)
+    return measure_layers_gpu(network, seed=seed) if gpu_ok() else measure_layers_cpu(network, repeats, seed)
 
 
 def measure_layers_gpu(network: Network, seed: int = 0) -> dict[str, float]:

@@ -27,6 +27,7 @@ from .cost import FP32_ON_DLA, build_cost_model, is_pseudo
 from .device_pins import pin_devices, resolve_pins
 from .dla_compile import compile_partition
 from .dla_source import BackendDlaSource
+from .host_cost import gpu_refusals
 from .partitions import split_partitions
 from .platforms import get_platform
 from .policies import POLICIES, run_policy
@@ -130,6 +131,8 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
     precision = build_precision(config)
     policy = resolve_policy(config)
     dla = None
+    # layers the GPU backend refuses run on the host CPU, where the builder cuts them out (a GPU here)
+    host = gpu_refusals(network, precision) if gpu_backend == "gpu" else {}
     if dla_refusals and precision is not Precision.FP32 and platform.dla_cores > 0:
         dla = _RefusingDla(BackendDlaSource(platform, mode), dla_refusals)
     stages: list[dict] = []
@@ -144,7 +147,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
     elif policy == "pipeline":
         from .studies.throughput_report import pipeline_devices
 
-        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla, host_layers=host), pins)
         plan, devices = pipeline_devices(model, PIPELINE_FRAMES)
         names = list(devices)
         stages = [{"device": st.device, "layers": names[st.first:st.stop], "time_ms": st.time} for st in plan.stages]
@@ -152,7 +155,7 @@ def place_network(network: Network, config, logger: Logger, gpu_backend: str,
                   "energy_per_frame_mj": plan.energy_per_frame_mj, "frames": plan.frames, "solver": plan.solver}
         messages = []
     else:
-        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla), pins)
+        model = pin_devices(build_cost_model(network, platform, mode.name, precision, dla=dla, host_layers=host), pins)
         result = run_policy(policy, model, config.objective, core=config.dla_core or 0)
         devices = {k: v for k, v in result.devices.items() if not is_pseudo(k)}
         values = {"latency_ms": result.latency, "energy_mj": result.energy, "transitions": result.transitions,

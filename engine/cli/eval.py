@@ -187,10 +187,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engine.ir.logger import Logger, Severity
     from engine.runtime import Runtime
 
-    eng = Runtime(Logger(Severity.ERROR)).deserialize(plans[0][1])
+    engines = [Runtime(Logger(Severity.ERROR)).deserialize(data) for _, data in plans]  # once per plan
+    eng = engines[0]
     sample_ndim = len(eng.get_tensor_shape(eng.input_names[0])) - 1
     dataset = open_dataset(args.data, args.labels, sample_ndim, pp)
-    results = evaluate(plans, dataset, options, args.reference, _progress)
+    results = evaluate(plans, dataset, options, args.reference, _progress, engines)
     print(format_results(results))
     if args.json:
         atomic_write_text(args.json, json.dumps({"data": args.data, "results": [r.to_dict() for r in results]},

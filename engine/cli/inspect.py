@@ -70,6 +70,9 @@ def plan_summary(engine) -> str:
                  f"(without reuse {info['ActivationBytesWithoutReuse'] / 2**20:.2f} MiB)")
     for p in info.get("Partitions", []):
         why = f" (host: {p['Reason']})" if p.get("Reason") else ""
+        if "HostTimeUs" in p:
+            why += (f", {p['HostClock']} {p['HostTimeUs']:.1f} us on the CPU + {p['HandoffUs']:.1f} us of "
+                    f"hand-offs")
         lines.append(f"  partition {p['Name']}: {p['Device']} on the {p['Backend']} backend, {p['NumLayers']} "
                      f"layers{why}")
     precisions = Counter(str(la.precision.value if la.precision else "none") for la in engine.network.layers)

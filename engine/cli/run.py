@@ -57,6 +57,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_engine(args)[0]
+
+
+def run_engine(args: argparse.Namespace):
+    """``hetrt run``'s work; returns (exit status, the engine it loaded or built once), so that
+    reports on the same plan (``--dla-layers``) neither rebuild nor re-read it."""
     logger = make_logger(args)
     check_outputs(args, *OUTPUT_FLAGS)
     engine = load_engine(args.model, args, logger)
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_outputs:
         write_npz(args.save_outputs, outputs if outputs is not None else context.execute(feeds))
         logger.info(f"Wrote outputs to {args.save_outputs}")
-    return 0
+    return 0, engine
 
 
 def _run_shapes(args, engine, context, logger: Logger) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from engine.ir.errors import HetrtError
 
 from .dataset import DatasetSpec, load_samples
 from .metrics import EvalResult, evaluate_logits
-from .workers import Job, Progress, job_for, make_shards, run_local, timed
+from .workers import Job, Progress, load_job, make_shards, run_local, timed
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,14 @@ class EvalOptions:
 
 
 def plan_logits(plan: bytes | Job, dataset: DatasetSpec, options: EvalOptions,
-                progress: Progress | None = None) -> tuple[np.ndarray, float, str]:
+                progress: Progress | None = None, engine: Any = None) -> tuple[np.ndarray, float, str]:
     """(logits of every sample, seconds, how they were computed); ``plan`` as bytes or as the
-    :class:`Job` ``job_for`` made of them."""
-    job = plan if isinstance(plan, Job) else job_for(plan, dataset, options.output)
+    :class:`Job` ``load_job`` made of them; ``engine``: that plan already loaded in this process
+    (a single local worker then runs it without deserializing it again)."""
+    if isinstance(plan, Job):
+        job = plan
+    else:
+        job, engine = load_job(plan, dataset, options.output, engine)
     shards = make_shards(dataset.size, job.batch, options.batches_per_shard)
     if options.cluster:
         from .ray_cluster import run_ray
@@ -47,7 +52,7 @@ def plan_logits(plan: bytes | Job, dataset: DatasetSpec, options: EvalOptions,
         logits, secs = timed(lambda: run_ray(job, shards, options.cluster, options.workers, progress))
         how = f"Ray ({options.cluster}), {options.workers} worker(s)"
     else:
-        logits, secs = timed(lambda: run_local(job, shards, options.workers, progress))
+        logits, secs = timed(lambda: run_local(job, shards, options.workers, progress, engine))
         how = f"{options.workers} local worker process(es)" if options.workers > 1 else "1 process"
     return logits, secs, how
 
@@ -81,21 +86,27 @@ def reference_logits(model: str, dataset: DatasetSpec, batch: int = 64) -> tuple
 
 
 def evaluate(plans: Sequence[tuple[str, bytes]], dataset: DatasetSpec, options: EvalOptions | None = None,
-             reference: str | None = None, progress_for: Callable[[str], Progress | None] | None = None
-             ) -> list[EvalResult]:
-    """One :class:`EvalResult` per (name, plan bytes)."""
+             reference: str | None = None, progress_for: Callable[[str], Progress | None] | None = None,
+             engines: Sequence[Any] | None = None) -> list[EvalResult]:
+    """One :class:`EvalResult` per (name, plan bytes). ``engines``: the plans already loaded by the
+    caller, in the same order (each plan is deserialized once in this process)."""
     options = options or EvalOptions()
     options.validate()
     labels = np.asarray(dataset.labels) if dataset.labels is not None else None
     if labels is None and reference is None:
         raise HetrtError("nothing to measure: give --labels (or an image folder with class sub-folders) "
                          "or --reference MODEL.onnx")
-    jobs = [(name, job_for(plan, dataset, options.output)) for name, plan in plans]  # every plan fits, first
+    loaded = list(engines) if engines is not None else [None] * len(plans)
+    if len(loaded) != len(plans):
+        raise HetrtError(f"evaluate: {len(loaded)} engines given for {len(plans)} plans")
+    # every plan fits, first
+    jobs = [(name, *load_job(plan, dataset, options.output, eng)) for (name, plan), eng in zip(plans, loaded)]
     ref, ref_name = reference_logits(reference, dataset) if reference else (None, "")
     names = dataset.names() if options.worst else None
     results = []
-    for name, job in jobs:
-        logits, secs, how = plan_logits(job, dataset, options, progress_for(name) if progress_for else None)
+    for name, job, engine in jobs:
+        logits, secs, how = plan_logits(job, dataset, options, progress_for(name) if progress_for else None,
+                                        engine)
         res = evaluate_logits(name, logits, labels, options.top_k, ref, ref_name, options.confusion,
                               options.worst, names)
         res.seconds, res.workers = secs, how

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,12 +54,10 @@ def make_shards(samples: int, batch: int, batches_per_shard: int) -> list[Shard]
 class ShardRunner:
     """Holds one engine and one execution context; runs shards of a job."""
 
-    def __init__(self, job: Job) -> None:
-        from engine.ir.logger import Logger, Severity
-        from engine.runtime import Runtime
-
+    def __init__(self, job: Job, engine: Any = None) -> None:
+        """``engine``: the job's plan already loaded in this process (not deserialized again)."""
         self.job = job
-        self.engine = Runtime(Logger(Severity.ERROR)).deserialize(job.plan)
+        self.engine = engine if engine is not None else _load(job.plan)
         self.context = self.engine.create_execution_context()
 
     def run(self, shard: Shard) -> np.ndarray:
@@ -80,12 +79,22 @@ class ShardRunner:
         return os.getpid()
 
 
-def job_for(plan: bytes, dataset: DatasetSpec, output: str | None = None) -> Job:
-    """Check that the plan fits the dataset (one input of the samples' shape) and pick its output."""
+def _load(plan: bytes) -> Any:
     from engine.ir.logger import Logger, Severity
     from engine.runtime import Runtime
 
-    engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+    return Runtime(Logger(Severity.ERROR)).deserialize(plan)
+
+
+def job_for(plan: bytes, dataset: DatasetSpec, output: str | None = None) -> Job:
+    """Check that the plan fits the dataset (one input of the samples' shape) and pick its output."""
+    return load_job(plan, dataset, output)[0]
+
+
+def load_job(plan: bytes, dataset: DatasetSpec, output: str | None = None, engine: Any = None) -> tuple[Job, Any]:
+    """``job_for`` that also returns the loaded engine, so this process runs the plan without
+    deserializing it again; ``engine``: the plan already loaded by the caller."""
+    engine = engine if engine is not None else _load(plan)
     if len(engine.input_names) != 1:
         raise ExecutionError(f"hetrt eval feeds one input; the plan has {len(engine.input_names)}: "
                              f"{', '.join(engine.input_names)}")
@@ -100,7 +109,7 @@ def job_for(plan: bytes, dataset: DatasetSpec, output: str | None = None) -> Job
     if tuple(sample.shape[1:]) != tuple(shape[1:]):
         raise ExecutionError(f"dataset samples have shape {tuple(sample.shape[1:])}, plan input '{name}' takes "
                              f"{tuple(shape[1:])} per sample (batch {shape[0]})")
-    return Job(plan, dataset, name, output, int(shape[0]))
+    return Job(plan, dataset, name, output, int(shape[0])), engine
 
 
 _RUNNER: ShardRunner | None = None
@@ -116,11 +125,13 @@ def _run_in_process(shard: Shard) -> tuple[int, np.ndarray]:
     return shard.index, _RUNNER.run(shard)
 
 
-def run_local(job: Job, shards: list[Shard], workers: int = 1, progress: Progress | None = None) -> np.ndarray:
-    """Logits of every sample, from this process (1 worker) or ``workers`` spawned processes."""
+def run_local(job: Job, shards: list[Shard], workers: int = 1, progress: Progress | None = None,
+              engine: Any = None) -> np.ndarray:
+    """Logits of every sample, from this process (1 worker; ``engine``: the plan already loaded
+    here) or ``workers`` spawned processes (each loads the plan once)."""
     results: dict[int, np.ndarray] = {}
     if workers <= 1:
-        runner = ShardRunner(job)
+        runner = ShardRunner(job, engine)
         for s in shards:
             results[s.index] = runner.run(s)
             if progress:

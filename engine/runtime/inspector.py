@@ -38,6 +38,7 @@ def layer_records(engine: Engine) -> list[dict[str, Any]]:
     tactics = engine.tactics
     part_of = {name: p for p in engine.partitions for name in p.layers}
     memory = engine.memory_plan
+    host = engine.placement.get("host_layers") or {}
     out = []
     for layer in engine.network.layers:
         part = part_of[layer.name]
@@ -47,7 +48,7 @@ def layer_records(engine: Engine) -> list[dict[str, Any]]:
             "Inputs": [tensor_record(engine, t) for t in layer.inputs],
             "Outputs": [tensor_record(engine, t) for t in layer.outputs],
             "Precision": (layer.precision or Precision.FP32).value.upper(),
-            "Device": (layer.device or part.device).upper(),
+            "Device": "HOST" if layer.name in host else (layer.device or part.device).upper(),
             "Partition": part.name,
             "Backend": part.backend,
             "Origin": list(layer.origin),
@@ -56,6 +57,8 @@ def layer_records(engine: Engine) -> list[dict[str, Any]]:
             "Weights": {k: {"Dimensions": list(w.shape), "Datatype": w.dtype.name}
                         for k, w in sorted(layer.weights.items())},
         }
+        if layer.name in host:  # the cost model's price: CPU time + hand-offs (scheduler.host_cost)
+            rec["HostCost"] = _host_cost(host[layer.name])
         if len(layer.origin) > 1:
             rec["Fused"] = " + ".join(layer.origin)
         decision = memory.concats.get(layer.name)
@@ -63,6 +66,11 @@ def layer_records(engine: Engine) -> list[dict[str, Any]]:
             rec["ConcatElimination"] = {"InPlace": decision.in_place, "Reason": decision.reason}
         out.append(rec)
     return out
+
+
+def _host_cost(c: dict) -> dict[str, Any]:
+    return {"Clock": c["clock"], "TimeUs": c["time_ms"] * 1e3, "HandoffUs": c["handoff_ms"] * 1e3,
+            "Handoffs": c["handoffs"], "InBytes": c["in_bytes"], "OutBytes": c["out_bytes"]}
 
 
 def _oneline(records: list[dict[str, Any]]) -> str:
@@ -75,6 +83,10 @@ def _oneline(records: list[dict[str, Any]]) -> str:
         extra = f", fused: {r['Fused']}" if "Fused" in r else ""
         if "ConcatElimination" in r and r["ConcatElimination"]["InPlace"]:
             extra += ", eliminated (in place)"
+        if "HostCost" in r:
+            h = r["HostCost"]
+            extra += (f", {h['Clock']} {h['TimeUs']:.1f} us on the CPU + {h['Handoffs']} hand-off(s) "
+                      f"{h['HandoffUs']:.1f} us")
         tactic = r["TacticName"] if r["TacticName"] is not None else "-"
         lines.append(f"{r['Name']}: {r['LayerType']} [{r['Precision']}, {r['Device']}/{r['Backend']}, "
                      f"tactic {tactic}{extra}] {tensors(r['Inputs'])} -> {tensors(r['Outputs'])}")
@@ -90,11 +102,17 @@ def layer_information(engine: Engine, format: str = "json") -> str:
     raise ExecutionError(f"unknown layer information format '{format}'; use 'json' or 'oneline'")
 
 
-def _partition_info(p: Any) -> dict[str, Any]:
+def _partition_info(p: Any, host: dict) -> dict[str, Any]:
     info = {"Name": p.name, "Device": p.device, "Backend": p.backend, "PlannedBackend": p.planned_backend,
             "NumLayers": len(p.layers)}
     if p.reason:
         info["Reason"] = p.reason
+    priced = [host[n] for n in p.layers if n in host]
+    if priced:  # a host partition: the cost model's CPU time and hand-off time of its layers
+        info["Device"] = "host"
+        info["HostTimeUs"] = sum(c["time_ms"] for c in priced) * 1e3
+        info["HandoffUs"] = sum(c["handoff_ms"] for c in priced) * 1e3
+        info["HostClock"] = priced[0]["clock"]
     return info
 
 
@@ -111,7 +129,7 @@ def engine_information(engine: Engine, format: str = "json") -> str:
         "DeviceMemorySize": engine.device_memory_size,
         "ActivationBytesWithoutReuse": memory.sum_of_tensor_bytes,
         "ConcatElimination": {n: d.in_place for n, d in memory.concats.items()},
-        "Partitions": [_partition_info(p) for p in engine.partitions],
+        "Partitions": [_partition_info(p, engine.placement.get("host_layers") or {}) for p in engine.partitions],
         "NumLoadables": len(engine.loadables),
         "BuildConfig": engine.build_config,
     }

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dla_sim.config import ORIN, XAVIER
 
-from .model import DLA_TO_GPU, GPU_TO_DLA, GpuArch, Platform, PowerMode, TransitionSpec
+from .model import DLA_TO_GPU, GPU_TO_DLA, GpuArch, HostCpu, Platform, PowerMode, TransitionSpec
 
 _EFF_SRC = "[U] assumption: conv/GEMM kernels reach half of tensor-core peak"
 _BW_SRC = "[U] assumption: streaming kernels reach 70 % of DRAM bandwidth"
@@ -123,6 +123,27 @@ def _orin_mode(name: str) -> PowerMode:
     )
 
 
+# Host CPUs (the reference backend runs the layers the GPU backend has no kernel for).
+# [ORIN-DS] Jetson AGX Orin Series Data Sheet (DS-10662-001): 12-core Arm Cortex-A78AE v8.2, up to 2.2 GHz.
+# [XAV-DS] Jetson AGX Xavier Series Data Sheet (DS-09654-001): 8-core NVIDIA Carmel ARMv8.2, up to 2.26 GHz.
+# [A78] Arm Cortex-A78 Software Optimization Guide: two 128-bit FP/ASIMD pipes, each with FMA, so
+# 2 x 4 FP32 lanes x 2 FLOP = 16 FP32 FLOP per cycle per core; Carmel is taken to match it [U].
+# Sustained fractions [U]: the numpy reference backend reaches 10 % of that peak and 20 / 15 GB/s of
+# DRAM bandwidth. A hand-off over the shared DRAM: a cache flush + copy (read + write at the mode's
+# DRAM bandwidth) plus 20 us of stream synchronisation and cache maintenance [U]. Cluster dynamic
+# power 8 W (Orin) / 6 W (Xavier) [U]. CPU clocks are MAXN's; lower nvpmodel modes take cores
+# offline and lower clocks, which this model does not follow [U].
+ORIN_CPU = HostCpu(
+    name="12 x Cortex-A78AE @ 2.2 GHz", cores=12, flops_per_s=0.10 * 12 * 2.2e9 * 16, bytes_per_s=20e9,
+    link="shared DRAM", link_bytes_per_s=None, copies=2, sync_s=20e-6, active_w=8.0,
+    sources={"name": "[ORIN-DS]", "flops_per_s": "[A78] 16 FLOP/cycle/core x 12 x 2.2 GHz x 10 % [U]",
+             "bytes_per_s": "[U]", "sync_s": "[U]", "active_w": "[U]"})
+XAVIER_CPU = HostCpu(
+    name="8 x Carmel @ 2.26 GHz", cores=8, flops_per_s=0.10 * 8 * 2.2656e9 * 16, bytes_per_s=15e9,
+    link="shared DRAM", link_bytes_per_s=None, copies=2, sync_s=20e-6, active_w=6.0,
+    sources={"name": "[XAV-DS]", "flops_per_s": "[A78][U] 16 FLOP/cycle/core x 8 x 2.2656 GHz x 10 % [U]",
+             "bytes_per_s": "[U]", "sync_s": "[U]", "active_w": "[U]"})
+
 ORIN_AGX_64GB = Platform(
     name="orin-agx-64gb", description="NVIDIA Jetson AGX Orin 64GB (Ampere GPU, 2 DLA v2 cores)",
     gpu=AMPERE_ORIN, dla_config=ORIN.name, dla_cores=ORIN.cores, dla_version=2,
@@ -130,6 +151,7 @@ ORIN_AGX_64GB = Platform(
     modes={m: _orin_mode(m) for m in ("15W", "30W", "50W", "MAXN")}, default_mode="MAXN",
     sources={"dla_cores": "[PLAT] 2 x DLA v2", "dram_pj_per_byte": "[PLAT] LPDDR5 4-6 pJ/bit, 5 taken [U]",
              "transition": "[HAX] Xavier numbers reused [U]"},
+    cpu=ORIN_CPU,
 )
 
 _XAVIER_GPU = {"MAXN": 1377.0, "30W": 1236.75, "15W": 670.0, "10W": 520.2}  # [NVP][U]
@@ -160,4 +182,5 @@ XAVIER_AGX = Platform(
     modes={m: _xavier_mode(m) for m in ("10W", "15W", "30W", "MAXN")}, default_mode="MAXN",
     sources={"dla_cores": "[PLAT] 2 x DLA v1", "dram_pj_per_byte": "[PLAT] LPDDR4x 4-6 pJ/bit, 6 taken [U]",
              "transition": "[HAX]"},
+    cpu=XAVIER_CPU,
 )

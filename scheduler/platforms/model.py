@@ -18,6 +18,10 @@ energies, so the formulas are stated once:
 * Power: every rail has a static power paid for the whole inference; the GPU's dynamic power at
   full utilisation is ``gpu_active_w``; a memory-bound phase draws ``memory_bound_power_fraction``
   of it; DRAM traffic costs ``dram_pj_per_byte``.
+* Host CPU (``HostCpu``): a layer the GPU backend has no kernel for runs on the host CPU (the
+  reference backend). Its time is ``max(2 x MACs + elementwise ops) / sustained FLOP/s, bytes /
+  CPU bandwidth)``; each tensor crossing between the CPU and the GPU/DLA side costs one hand-off,
+  ``sync_s + copies x bytes / link bandwidth`` (``scheduler.host_cost`` applies it).
 """
 
 from __future__ import annotations
@@ -95,6 +99,30 @@ class TransitionSpec:
 
 
 @dataclass(frozen=True)
+class HostCpu:
+    """The CPU that runs host-placed layers, and the link their tensors cross to reach it.
+
+    ``flops_per_s``: sustained FP32 FLOP/s of the reference backend on all cores (peak x stated
+    efficiency); ``bytes_per_s``: the DRAM bandwidth the CPU sustains. ``link``: ``"shared DRAM"``
+    (Jetson: a hand-off is a cache flush + copy in the one DRAM, ``copies`` = 2: read and write,
+    at ``link_bytes_per_s``, None = the power mode's DRAM bandwidth) or ``"PCIe"`` (a discrete
+    GPU: one copy over the bus). ``sync_s``: the fixed cost of one hand-off (stream synchronise /
+    event + cache maintenance). ``active_w``: the cluster's dynamic power while it computes."""
+
+    name: str
+    cores: int
+    flops_per_s: float
+    bytes_per_s: float
+    link: str
+    link_bytes_per_s: float | None
+    copies: int
+    sync_s: float
+    active_w: float
+    measured: bool = False  # True: layer times are measured on this machine (the ``host`` platform)
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
 class Platform:
     """A Jetson-class SoC (or the host): GPU, DLA cores, DRAM, transitions and power modes."""
 
@@ -110,6 +138,7 @@ class Platform:
     default_mode: str
     measured_gpu: bool = False  # True: GPU layer times are measured on this machine, not modelled
     sources: Mapping[str, str] = field(default_factory=frozen_map)
+    cpu: HostCpu | None = None  # where layers without a GPU kernel run (None: nowhere modelled)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modes", frozen_map(self.modes))
@@ -168,6 +197,8 @@ class Platform:
             "modes": {n: {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in m.__dict__.items()}
                       for n, m in self.modes.items()},
             "default_mode": self.default_mode, "measured_gpu": self.measured_gpu, "sources": dict(self.sources),
+            "cpu": None if self.cpu is None else {k: (dict(v) if isinstance(v, Mapping) else v)
+                                                  for k, v in self.cpu.__dict__.items()},
         }
 
 

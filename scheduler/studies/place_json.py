@@ -44,13 +44,20 @@ def report_json(r: PlaceReport) -> dict:
     for row in m.layers:
         node = g.nodes[g.index[row.name]]
         d = c.devices[row.name]
-        layers.append({
-            "name": row.name, "kind": row.kind, "device": d, "time_us": node.time[d] * 1e3,
+        rec = {
+            "name": row.name, "kind": row.kind, "device": row.device_label if d == GPU else d,
+            "time_us": node.time[d] * 1e3,
             "energy_uj": node.energy[d] * 1e3, "reason": reasons[row.name],
             "devices": {x: ({"time_us": node.time[x] * 1e3, "energy_uj": node.energy[x] * 1e3}
                             if node.supports(x) else {"refused": node.why_not(x)})
                         for x in DEVICES if x in g.static_power_w or x == GPU},
-        })
+        }
+        if row.host is not None:  # on the GPU side it runs on the CPU: time_us = host_us + handoff_us
+            h = row.host
+            rec["host"] = {"reason": h.reason, "host_us": h.time_s * 1e6, "handoff_us": h.handoff_s * 1e6,
+                           "handoffs": h.handoffs, "in_bytes": h.in_bytes, "out_bytes": h.out_bytes,
+                           "clock": "measured" if h.measured else "estimated"}
+        layers.append(rec)
     count = sum(1 for n in g.nodes if not n.pseudo and c.devices[n.name] != GPU)
     totals = {"chosen": _policy(c, count)}
     for name, p in r.baselines.items():

@@ -137,8 +137,14 @@ def format_report(r: PlaceReport) -> str:
     for row in rows:
         d = c.devices[row.name]
         node = g.nodes[g.index[row.name]]
-        lines.append(f"{row.name:<{w}}  {row.kind:<15} {d:<6} {node.time[d] * 1e3:>9.2f} "
-                     f"{node.energy[d] * 1e3:>10.2f}  {reasons[row.name]}")
+        shown = row.device_label if d == GPU else d
+        why = reasons[row.name]
+        if d == GPU and row.host is not None:
+            h = row.host
+            why = (f"no GPU kernel ({h.reason}): CPU {h.time_s * 1e6:.1f} us + {h.handoffs} hand-off(s) "
+                   f"{h.handoff_s * 1e6:.1f} us ({h.in_bytes} B in, {h.out_bytes} B out); {why}")
+        lines.append(f"{row.name:<{w}}  {row.kind:<15} {shown:<6} {node.time[d] * 1e3:>9.2f} "
+                     f"{node.energy[d] * 1e3:>10.2f}  {why}")
     lines += ["", "Totals per inference (sequential model: layers + hand-offs; energy includes all rails' static "
               "power)",
               f"  {'policy':<34} {'latency us':>10} {'energy uJ':>10} {'EDP mJ*ms':>11} {'avg W':>7} "
