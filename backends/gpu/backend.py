@@ -204,6 +204,12 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
+    if op.kind == "conv_cublas":
+        from backends.gpu.kernels.conv import conv2d_cublas
+
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: conv2d_cublas(x, w, b, y, info["geom"], info["act"], res)
     if op.kind == "gemm_cublas":
         from backends.gpu.kernels import cublas
 

@@ -97,7 +97,10 @@ def compiled_tactic(name: Any) -> bool:
     1..16. Plans and timing-cache entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
-    from backends.gpu.kernels.conv import TILES
+    from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES
+
+    if name == CUBLAS_TACTIC:
+        return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
     if name.startswith("s8igemm_"):
@@ -165,6 +168,26 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
     return _time_launches(tactics, lambda t: conv2d(x, w, b, y, g, t, act, res, ws), reps)
 
 
+def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
+                     reps: int = 10) -> dict[str, float]:
+    """Milliseconds of the cuBLAS GEMM + epilogue for a GEMM-shaped convolution ({} where cuBLAS
+    cannot run here), timed like the tiles so the two compare."""
+    import cupy as cp
+
+    from backends.gpu.kernels import cublas
+    from backends.gpu.kernels.conv import CublasTactic, conv2d_cublas, cublas_eligible
+
+    if not cublas_eligible(g) or not cublas.available():
+        return {}
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.m, g.c)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.c)) / np.sqrt(g.c)).astype(np.float16))
+    b = cp.zeros(g.k, cp.float32)
+    y = cp.empty((g.m, g.k), cp.float16)
+    res = cp.empty_like(y) if residual else None
+    return _time_launches([CublasTactic()], lambda t: conv2d_cublas(x, w, b, y, g, act, res), reps)
+
+
 def _shortlist8(g: ConvGeometry, level: int) -> list:
     from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8
 
@@ -202,7 +225,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     log = logger or Logger()
     t0 = time.perf_counter()
     cache = TimingCache(cache_path)
-    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool]] = []
+    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
@@ -210,7 +233,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         low = lower(network, layers, [])
         for op in low.ops:
             if op.kind == "conv":
-                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None))
+                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
+                              op.info.get("scale") is None))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
                                op.info["ldy"]))
@@ -225,19 +249,21 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
     n_convs = len(convs) + len(convs8)
     progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
-    for i, (name, g, act, res) in enumerate(convs):
+    for i, (name, g, act, res, unscaled) in enumerate(convs):
         if progress is not None:
             progress.update(i)
         if level <= 0:
             chosen[name] = heuristic_tactic(g).name
             continue
-        key = cache.key(signature(g, act, res))
+        key = cache.key(signature(g, act, res) + ("" if unscaled else " se"))
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
             hits += 1
             continue
         times = time_conv(g, _shortlist(g, level), act, res)
+        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS form
+            times.update(time_conv_cublas(g, act, res))
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue

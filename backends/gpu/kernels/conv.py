@@ -243,6 +243,42 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
             i32(code), f32(alpha), f32(beta)))
 
 
+CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gemm_epilogue``
+
+
+@dataclass(frozen=True)
+class CublasTactic:
+    """The cuBLAS alternative of a GEMM-shaped convolution (timed beside the implicit-GEMM tiles)."""
+
+    name: str = CUBLAS_TACTIC
+
+    def workspace_bytes(self, g: ConvGeometry) -> int:
+        return 0
+
+
+def cublas_eligible(g: ConvGeometry) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution (or FC layer) on channel counts that are
+    multiples of 8: x (M x C) times w^T (C x K) row-major, with no padded channels to keep zero."""
+    return (g.r == g.s == 1 and g.stride == (1, 1) and g.pad == (0, 0) and g.pad_end in (None, (0, 0))
+            and g.dilation == (1, 1) and g.groups == 1 and g.c % 8 == 0 and g.k % 8 == 0)
+
+
+def conv2d_cublas(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float] = (0, 0.0, 0.0),
+                  residual: Any = None) -> None:
+    """Enqueue the same result as ``conv2d`` for a ``cublas_eligible`` geometry: the product on
+    cuBLAS (fp32 accumulation, fp16 out), then bias, residual and activation in place."""
+    from backends.gpu.kernels import cublas
+
+    plan = cublas.plan_gemm((), g.m, g.k, g.c, (g.c, 1), (1, g.c))
+    assert plan is not None
+    cublas.gemm(plan, x, w, y)
+    code, alpha, beta = act
+    ep = get_function(CONV_SRC, "gemm_epilogue", name_expressions=_NAMES)
+    total = g.m * (g.k // 8)
+    ep((-(-total // 256),), (256,), (y, _ptr(bias), _ptr(residual), np.int32(g.m), np.int32(g.k), np.int32(code),
+                                     np.float32(alpha), np.float32(beta)))
+
+
 def heuristic_tactic(g: ConvGeometry, sms: int = 132) -> ConvTactic:
     """A reasonable tactic without timing: big tiles when they fill the GPU, else small tiles + split-K."""
     def ctas(t: Tile) -> int:

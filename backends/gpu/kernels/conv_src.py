@@ -179,4 +179,32 @@ extern "C" __global__ void splitk_epilogue(const float* __restrict__ ws, int spl
   for (int j = 0; j < 4; ++j) po[j] = pack2(n + 2 * j < K ? v[2 * j] : 0.f, n + 2 * j + 1 < K ? v[2 * j + 1] : 0.f);
   *reinterpret_cast<uint4*>(y + (size_t)m * Kp + n) = out;
 }
+// The epilogue of a GEMM-shaped convolution computed by cuBLAS (tactic "cublas"): y holds the fp16
+// product; y = act(round16(y + bias) + res) in place, as the implicit-GEMM kernel's epilogue rounds
+// acc + bias to fp16 before the residual. K is a multiple of 8 (no padded channels); a thread per 8.
+extern "C" __global__ void gemm_epilogue(h16* __restrict__ y, const float* __restrict__ bias,
+                                         const h16* __restrict__ res, int M, int K, int act, float alpha, float beta)
+{
+  const int KC = K / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= M * KC) return;
+  int m = id / KC, n = (id - m * KC) * 8;
+  uint4 v = *reinterpret_cast<const uint4*>(y + (size_t)m * K + n);
+  uint4 rv = make_uint4(0, 0, 0, 0);
+  if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * K + n);
+  u32* pv = reinterpret_cast<u32*>(&v);
+  const u32* pr = reinterpret_cast<const u32*>(&rv);
+  float f[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float b0 = bias != nullptr ? bias[n + 2 * j] : 0.f, b1 = bias != nullptr ? bias[n + 2 * j + 1] : 0.f;
+    u32 r = pack2(lo2f(pv[j]) + b0, hi2f(pv[j]) + b1);
+    f[2 * j] = lo2f(r) + lo2f(pr[j]);
+    f[2 * j + 1] = hi2f(r) + hi2f(pr[j]);
+  }
+  act8(f, act, alpha, beta);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) pv[j] = pack2(f[2 * j], f[2 * j + 1]);
+  *reinterpret_cast<uint4*>(y + (size_t)m * K + n) = v;
+}
 """

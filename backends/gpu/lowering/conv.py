@@ -19,7 +19,15 @@ import numpy as np
 
 from backends.gpu import activations
 from backends.gpu.kernels import cublas, gen
-from backends.gpu.kernels.conv import MAX_GRID_Y, ConvGeometry, ConvTactic, Tile, heuristic_tactic
+from backends.gpu.kernels.conv import (
+    CUBLAS_TACTIC,
+    MAX_GRID_Y,
+    ConvGeometry,
+    ConvTactic,
+    Tile,
+    cublas_eligible,
+    heuristic_tactic,
+)
 from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
@@ -143,6 +151,11 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
                                                         bias.astype(np.float16).astype(np.float32), g.k), False)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
+    if (lw.tactics.get(layer.name) == CUBLAS_TACTIC and scale is None and cublas_eligible(g)
+            and cublas.available()):  # timed faster than every tile at build
+        lw.ops.append(Op(layer.name, "conv_cublas", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
+                                                                       "b": bk.name, "res": res, "y": ys}))
+        return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                                             "y": ys, "scale": scale},
