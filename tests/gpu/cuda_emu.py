@@ -12,6 +12,7 @@ only sources without inline PTX compile here. The GPU tests run the same kernels
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import re
 import shutil
@@ -93,9 +94,18 @@ template <class F> static void emu_launch(unsigned grid, F f) {
 _KERNEL = re.compile(r'extern "C" __global__ void __launch_bounds__\(256\) (\w+)\((.*?)\) \{')
 
 
+@functools.cache
 def compiler() -> str | None:
-    """The host C++ compiler the emulator uses (None when there is none)."""
-    return shutil.which("g++")
+    """The host C++ compiler the emulator uses: g++ if it builds the shim (C++20, ``_Float16``,
+    ``ucontext``), else None."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "probe.cpp"
+        src.write_text(SHIM + "int main() { return (int)h2f(f2h(1.f)) - 1; }\n")
+        done = subprocess.run([cxx, "-std=c++20", "-fsyntax-only", str(src)], capture_output=True)
+    return cxx if done.returncode == 0 else None
 
 
 def _wrapper(name: str, params: str) -> str:
@@ -112,15 +122,17 @@ class EmulatedModule:
     def __init__(self, source: str, workdir: Path | None = None) -> None:
         cxx = compiler()
         if cxx is None:
-            raise RuntimeError("no host C++ compiler (g++) for the CUDA emulator")
+            raise RuntimeError("no host C++ compiler (g++ with C++20, _Float16, ucontext) for the CUDA emulator")
         kernels = _KERNEL.findall(source)
         code = SHIM + source + "".join(_wrapper(n, p) for n, p in kernels)
         tag = hashlib.sha256(code.encode()).hexdigest()[:16]
         root = workdir or Path(tempfile.mkdtemp(prefix="cuda_emu_"))
         src, lib = root / f"k{tag}.cpp", root / f"k{tag}.so"
         src.write_text(code)
-        subprocess.run([cxx, "-std=c++20", "-O0", "-shared", "-fPIC", "-Wno-unknown-pragmas",
-                        "-o", str(lib), str(src)], check=True, capture_output=True, text=True)
+        done = subprocess.run([cxx, "-std=c++20", "-O0", "-shared", "-fPIC", "-Wno-unknown-pragmas",
+                               "-o", str(lib), str(src)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the emulated kernels do not compile ({src}):\n{done.stderr[-4000:]}")
         self._lib = ctypes.CDLL(str(lib))
         self.names = [n for n, _ in kernels]
 

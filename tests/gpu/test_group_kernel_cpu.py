@@ -132,7 +132,7 @@ EMU_CASES = [c for c in CASES if np.prod(c.shape) <= 120_000]
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> tuple[EmulatedModule, dict[str, int]]:
     if compiler() is None:
-        pytest.skip("no host C++ compiler for the CUDA emulator")
+        pytest.skip("no host C++ compiler (g++ with C++20, _Float16, ucontext) for the CUDA emulator")
     names = {c.id: i for i, c in enumerate(EMU_CASES)}
     rng = np.random.default_rng(0)  # the sources do not depend on the data
     src = "".join(prepare(c, rng, f"g{i}").source for c, i in zip(EMU_CASES, names.values()))
