@@ -151,6 +151,9 @@ class SegmentRun:
             else:
                 s = low.slots[nm]
                 views[nm] = self.arena.view(off, s.phys_shape, s.dtype)
+        for nm, s in low.slots.items():  # a slot aliasing another is a view of its bytes
+            if s.alias is not None:
+                views[nm] = views[s.alias].reshape(s.phys_shape)
         views.update(unit.consts or {})
         self.views = views
         seq = LaunchSequence()

@@ -1,15 +1,18 @@
 """Run generated CUDA kernels on the CPU: a C++ shim, compiled by the host compiler, for tests without a GPU.
 
-A block's 256 threads are 256 OS threads, so warp shuffles (an exchange array and a barrier per
-warp) and ``__syncthreads`` (a barrier per block) have their real meaning; blocks run one after
-another, so a ``__shared__`` array may be a static. Only what the generated group kernels use is
-emulated (the fp16 conversions, ``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``), and
+A block's 256 threads are 256 fibers (``ucontext``) on one OS thread: warp shuffles (an exchange
+array between two barriers) and ``__syncthreads`` are barriers at which every live thread of the
+block yields, so they keep their real meaning; blocks run one after another, so a ``__shared__``
+array may be a static. (A barrier spans the block, not the warp: a warp that leaves early must
+leave whole, as the generated kernels' warps do.) Only what the generated group kernels use is
+emulated (the fp16 conversions and packing, ``uint4``, ``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``), and
 only sources without inline PTX compile here. The GPU tests run the same kernels through NVRTC.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import re
 import shutil
@@ -20,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 SHIM = r"""
-#include <barrier>
 #include <cmath>
 #include <cstring>
-#include <thread>
+#include <functional>
 #include <vector>
+#include <ucontext.h>
 struct Dim3 { unsigned x = 0, y = 0, z = 0; };
-static thread_local Dim3 threadIdx, blockIdx;
+static Dim3 threadIdx, blockIdx;  // set by the scheduler before it resumes a thread
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -35,31 +38,55 @@ static thread_local Dim3 threadIdx, blockIdx;
 typedef unsigned short h16;
 static inline float h2f(h16 h) { _Float16 f; std::memcpy(&f, &h, 2); return (float)f; }
 static inline h16 f2h(float v) { _Float16 f = (_Float16)v; h16 h; std::memcpy(&h, &f, 2); return h; }
+typedef unsigned int u32;
+struct uint4 { u32 x, y, z, w; };
+static inline uint4 make_uint4(u32 a, u32 b, u32 c, u32 d) { return uint4{a, b, c, d}; }
+static inline u32 pack2(float a, float b) { return (u32)f2h(a) | ((u32)f2h(b) << 16); }
+static inline float lo2f(u32 v) { return h2f((h16)(v & 0xffffu)); }
+static inline float hi2f(u32 v) { return h2f((h16)(v >> 16)); }
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 static inline float sgnf(float v) { return v != v ? v : (float)((v > 0.f) - (v < 0.f)); }
-static std::barrier<>* g_warp_bar[8];
-static std::barrier<>* g_block_bar;
+// Threads are fibers; a barrier is a yield to the scheduler, which resumes every live thread of
+// the block once per round, so no thread passes a barrier before all have reached it.
+static ucontext_t g_sched, g_fib[256];
+static bool g_done[256];
+static unsigned g_cur;
+static std::function<void()>* g_fn;
 static float g_xchg[8][32];
+static inline void emu_barrier() { swapcontext(&g_fib[g_cur], &g_sched); }
 static inline float __shfl_xor_sync(unsigned, float v, int sh) {
   const unsigned w = threadIdx.x >> 5, l = threadIdx.x & 31u;
   g_xchg[w][l] = v;
-  g_warp_bar[w]->arrive_and_wait();
+  emu_barrier();  // every lane has written
   const float r = g_xchg[w][l ^ (unsigned)sh];
-  g_warp_bar[w]->arrive_and_wait();
+  emu_barrier();  // every lane has read
   return r;
 }
-static inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
+static inline void __syncthreads() { emu_barrier(); }
+static void emu_thread() { (*g_fn)(); g_done[g_cur] = true; swapcontext(&g_fib[g_cur], &g_sched); }
 template <class F> static void emu_launch(unsigned grid, F f) {
+  std::function<void()> fn = f;
+  g_fn = &fn;
+  const size_t stack = 1 << 16;
+  std::vector<char> stacks(256 * stack);
   for (unsigned b = 0; b < grid; ++b) {
-    std::barrier<> block(256);
-    std::barrier<> w0(32), w1(32), w2(32), w3(32), w4(32), w5(32), w6(32), w7(32);
-    std::barrier<>* ws[8] = {&w0, &w1, &w2, &w3, &w4, &w5, &w6, &w7};
-    for (int i = 0; i < 8; ++i) g_warp_bar[i] = ws[i];
-    g_block_bar = &block;
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < 256; ++t)
-      threads.emplace_back([=] { blockIdx.x = b; threadIdx.x = t; f(); });
-    for (auto& th : threads) th.join();
+    for (unsigned t = 0; t < 256; ++t) {
+      getcontext(&g_fib[t]);
+      g_fib[t].uc_stack.ss_sp = &stacks[t * stack];
+      g_fib[t].uc_stack.ss_size = stack;
+      g_fib[t].uc_link = nullptr;
+      makecontext(&g_fib[t], emu_thread, 0);
+      g_done[t] = false;
+    }
+    for (bool live = true; live;) {
+      live = false;
+      for (unsigned t = 0; t < 256; ++t) {
+        if (g_done[t]) continue;
+        g_cur = t; blockIdx.x = b; threadIdx.x = t;
+        swapcontext(&g_sched, &g_fib[t]);
+        live = live || !g_done[t];
+      }
+    }
   }
 }
 """
@@ -67,9 +94,18 @@ template <class F> static void emu_launch(unsigned grid, F f) {
 _KERNEL = re.compile(r'extern "C" __global__ void __launch_bounds__\(256\) (\w+)\((.*?)\) \{')
 
 
+@functools.cache
 def compiler() -> str | None:
-    """The host C++ compiler the emulator uses (None when there is none)."""
-    return shutil.which("g++")
+    """The host C++ compiler the emulator uses: g++ if it builds the shim (C++20, ``_Float16``,
+    ``ucontext``), else None."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "probe.cpp"
+        src.write_text(SHIM + "int main() { return (int)h2f(f2h(1.f)) - 1; }\n")
+        done = subprocess.run([cxx, "-std=c++20", "-fsyntax-only", str(src)], capture_output=True)
+    return cxx if done.returncode == 0 else None
 
 
 def _wrapper(name: str, params: str) -> str:
@@ -86,15 +122,17 @@ class EmulatedModule:
     def __init__(self, source: str, workdir: Path | None = None) -> None:
         cxx = compiler()
         if cxx is None:
-            raise RuntimeError("no host C++ compiler (g++) for the CUDA emulator")
+            raise RuntimeError("no host C++ compiler (g++ with C++20, _Float16, ucontext) for the CUDA emulator")
         kernels = _KERNEL.findall(source)
         code = SHIM + source + "".join(_wrapper(n, p) for n, p in kernels)
         tag = hashlib.sha256(code.encode()).hexdigest()[:16]
         root = workdir or Path(tempfile.mkdtemp(prefix="cuda_emu_"))
         src, lib = root / f"k{tag}.cpp", root / f"k{tag}.so"
         src.write_text(code)
-        subprocess.run([cxx, "-std=c++20", "-O0", "-shared", "-fPIC", "-pthread", "-Wno-unknown-pragmas",
-                        "-o", str(lib), str(src)], check=True, capture_output=True, text=True)
+        done = subprocess.run([cxx, "-std=c++20", "-O0", "-shared", "-fPIC", "-Wno-unknown-pragmas",
+                               "-o", str(lib), str(src)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the emulated kernels do not compile ({src}):\n{done.stderr[-4000:]}")
         self._lib = ctypes.CDLL(str(lib))
         self.names = [n for n, _ in kernels]
 

@@ -38,13 +38,14 @@ class Case:
     affine: str = ""
     lanes: int | None = None
     out_nhwc: bool = False  # softmax / norm over C written as an NHWC slot (zeros in its padding)
+    vec: bool | None = None  # rows loaded in 16-byte vectors (None: the generator's choice)
 
     @property
     def id(self) -> str:
         what = self.op if self.kind == "reduce" else self.kind
         extra = ("k" if self.keep else "d") if self.kind == "reduce" else self.affine
         lanes = "" if self.lanes is None else f"-L{self.lanes}"
-        out = "-to_nhwc" if self.out_nhwc else ""
+        out = ("-to_nhwc" if self.out_nhwc else "") + ("" if self.vec is None else f"-vec{int(self.vec)}")
         return (f"{what}-{'x'.join(map(str, self.shape))}-ax{''.join(map(str, self.axes))}-{extra}-"
                 f"{self.layout}-{self.dtype[5:]}{lanes}{out}")
 
@@ -153,7 +154,8 @@ def prepare(case: Case, rng: np.random.Generator, name: str) -> Prepared:
                                                                                  shape))
              for w in weights]
     src, threads = gen.group_kernel(name, shape, case.axes, xop, gen.Operand(case.dtype, ys), case.kind, extra,
-                                    op=case.op, eps=EPS, span=xs.size, lanes=case.lanes, pad_to=pad_to)
+                                    op=case.op, eps=EPS, span=xs.size, lanes=case.lanes, pad_to=pad_to,
+                                    vec=case.vec)
     arrays = [xs, y] + [xs if w is None else np.ascontiguousarray(w) for w in weights]
     ref = reference(case, x.astype(np.float64), weights)
     return Prepared(case, name, src, threads, arrays, ref, oshape)
@@ -220,6 +222,12 @@ def _norm_cases() -> list[Case]:
         Case("norm", (2, 4, 8, 7, 7), (2, 3, 4), affine="group"),  # GroupNorm(4 groups of 8 channels)
         Case("norm", (2, 8, 4, 5, 5), (2, 3, 4), affine="group", dtype="float32"),
         Case("norm", (2, 3, 80, 80), (2, 3), affine="channel"),  # 6400 per row, few rows: a block per row
+        Case("norm", (4, 768), (-1,), affine="last", vec=False),  # the scalar warp path on a vector row
+        Case("softmax", (4, 1000), (-1,), vec=False),
+        Case("softmax", (3, 2048), (-1,)),  # the longest row held in registers (8 uint4 a lane)
+        Case("norm", (3, 2056), (-1,), affine="last"),  # one vector longer: the scalar warp path
+        Case("logsoftmax", (3, 5, 8), (-1,), dtype="float16", lanes=32),  # 8 halves: one lane loads all
+        Case("norm", (2, 5, 64), (-1,), affine="last", lanes=32, vec=True),
     ]
     return out
 

@@ -192,6 +192,26 @@ def test_group_layers_read_an_nhwc_convolution_output(rng, c):
     _run(net, {"x": rng.uniform(-1, 1, shape).astype(np.float32)})
 
 
+@pytest.mark.parametrize("c", [96, 20])
+def test_convnext_permutes_around_layer_norm(rng, c):
+    """NHWC conv output -> permute (an alias when C % 8 = 0, else a copy) -> LayerNorm over C ->
+    permute back -> + conv output; the first permute's output also leaves the partition."""
+    from block_nets import convnext_block
+
+    net = convnext_block(c, rng)
+    net.mark_output(net.layer("to_nhwc").outputs[0])
+    _run(net, {"x": rng.uniform(-1, 1, net.tensors["x"].shape).astype(np.float32)})
+
+
+def test_reshape_alias_between_launches(rng):
+    net = _net({"x": (2, 3, 4, 5)})
+    e = net.add_layer(ActivationParams(ActivationSpec(ActivationType.SILU)), ["x"]).outputs[0]
+    r = net.add_layer(ShuffleParams(reshape=(6, 20)), [e]).outputs[0]
+    net.mark_output(net.add_layer(SoftMaxParams(axis=1), [r]).outputs[0])
+    net.mark_output(r)
+    _run(net, {"x": rng.uniform(-2, 2, (2, 3, 4, 5)).astype(np.float32)})
+
+
 def test_resize(rng):
     _one(ResizeParams((2, 12, 18, 14), ResizeMode.NEAREST, "asymmetric", "floor"), rng=rng)
     _one(ResizeParams((2, 12, 13, 21), ResizeMode.LINEAR, "half_pixel"), rng=rng)

@@ -45,7 +45,10 @@ def test_long_rows_get_a_warp_each(kind):
     src, threads = _src((2, 197, 768), (2,), kind)
     assert threads == 2 * 197 * 32
     assert _balanced(src)
-    assert "__shfl_xor_sync(0xffffffffu" in src and "r += 32" in src and "blockIdx.x * 8" in src
+    assert "__shfl_xor_sync(0xffffffffu" in src and "blockIdx.x * 8" in src
+    # a reduce strides scalar loads; softmax / norm hold the 768-half row in registers (3 uint4 a lane)
+    assert ("r += 32" in src) == (kind == "reduce")
+    assert ("float f[24];" in src and "reinterpret_cast<const uint4*>(xr + c)" in src) == (kind != "reduce")
     # one butterfly per pass that reduces: reduce 1, softmax max + sum, norm sum + squared deviations
     assert src.count("__shfl_xor_sync") == (1 if kind == "reduce" else 2)
     assert "__syncthreads" not in src
@@ -80,6 +83,18 @@ def test_mapping_follows_the_memory_layout():
     assert gen.group_lanes((100000, 31), (1,), gen.Operand("float16", gen.row_major((100000, 31)))) == 1
 
 
+def test_vector_rows_only_where_a_row_is_aligned_contiguous_fp16():
+    src, _ = _src((4, 96, 5, 6), (1,), "norm", layout="nhwc")  # over C of an NHWC slot: Cp = C = 96
+    assert "reinterpret_cast<const uint4*>" in src
+    assert "reinterpret_cast<uint4*>(y" not in src  # into a linear NCHW output: scalar stores
+    for shape, layout in (((4, 90, 5, 6), "nhwc"), ((4, 197), "linear"), ((4, 2056), "linear")):
+        src, _ = _src(shape, (1,), "softmax", layout=layout)  # Cp != C; 197 % 8; longer than 2048
+        assert "uint4" not in src and "r += 32" in src
+    assert "uint4" not in _src((4, 768), (1,), "norm", vec=False)[0]
+    with pytest.raises(ValueError, match="vector rows"):
+        _src((4, 197), (1,), "norm", vec=True)
+
+
 def test_lanes_other_than_1_32_256_are_refused():
     with pytest.raises(ValueError, match="lanes"):
         _src((4, 64), (1,), lanes=64)
@@ -110,14 +125,14 @@ def test_lowering_launches_the_threads_the_kernel_maps(params, shape, rows, lane
 
 # ------------------------------------------------------------------------ the kernels, emulated on the CPU
 
-# The emulator spawns 256 OS threads per block: cases over ~10^5 elements are left to the GPU tests.
+# The emulator runs 256 fibers per block: cases over ~10^5 elements are left to the GPU tests.
 EMU_CASES = [c for c in CASES if np.prod(c.shape) <= 120_000]
 
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> tuple[EmulatedModule, dict[str, int]]:
     if compiler() is None:
-        pytest.skip("no host C++ compiler for the CUDA emulator")
+        pytest.skip("no host C++ compiler (g++ with C++20, _Float16, ucontext) for the CUDA emulator")
     names = {c.id: i for i, c in enumerate(EMU_CASES)}
     rng = np.random.default_rng(0)  # the sources do not depend on the data
     src = "".join(prepare(c, rng, f"g{i}").source for c, i in zip(EMU_CASES, names.values()))

@@ -247,7 +247,7 @@ def _group_head(lanes: int, rows: int) -> list[str]:
 def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operand, y: Operand,
                  kind: str, extra: Sequence[Operand | None] = (), op: str = "", eps: float = 0.0,
                  out_kept: bool = False, span: int = 0, lanes: int | None = None,
-                 pad_to: int = 0) -> tuple[str, int]:
+                 pad_to: int = 0, vec: bool | None = None) -> tuple[str, int]:
     """Reduce ``shape`` over ``axes`` per kept coordinate. Returns (source, threads to launch).
 
     Launch ceil(threads / 256) blocks of 256. ``lanes`` threads share a kept coordinate (default
@@ -259,6 +259,9 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     strides given for the full rank with 0 on reduced dims), 'softmax', 'logsoftmax', 'norm'
     (extra = optional scale, bias operands addressed per full coordinate). ``pad_to`` (softmax and
     norm over dim 1 alone, into an NHWC ``y``): also write zeros to channels shape[1]..pad_to-1.
+    ``vec`` (default: a softmax / norm whose fp16 row is <= 2048 contiguous, 16-byte aligned halves,
+    a multiple of 8): a warp loads the row once in uint4 vectors into registers, the later passes
+    read registers, and an fp16 ``y`` laid out alike is stored in uint4 vectors.
     """
     rank = len(shape)
     red = sorted(a % rank for a in axes)
@@ -270,7 +273,11 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
         raise ValueError(f"lanes must be 1, 32 or 256, got {lanes}")
     if pad_to and (red != [1] or kind == "reduce"):
         raise ValueError("pad_to needs a softmax or norm over dim 1 alone")
-    g = _Group(shape, red, x, y, lanes)
+    vec = (lanes == 32 and kind != "reduce" and _vec_ok(x, shape, red) and shape[red[0]] <= VEC_MAX_REDUCED
+           if vec is None else vec)
+    if vec and (kind == "reduce" or lanes != 32 or not _vec_ok(x, shape, red)):
+        raise ValueError("vector rows need a softmax/norm, a warp per row, 8k contiguous aligned fp16 values")
+    g = _Group(shape, red, x, y, lanes, vec)
     if kind == "reduce":
         body = g.reduce_body(op)
     elif kind in ("softmax", "logsoftmax"):
@@ -295,28 +302,79 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     return src, rows * lanes
 
 
+# A warp whose row is <= 2048 contiguous, 16-byte aligned halves loads it once with 16-byte vector
+# loads into registers (8 uint4 = 64 floats a lane at most); every later pass reads the registers.
+VEC_MAX_REDUCED = 2048
+
+
+def _vec_ok(op: Operand, shape: Sequence[int], red: list[int]) -> bool:
+    """fp16, one reduced dim of unit stride holding a multiple of 8, every row start 16-byte aligned."""
+    return (op.dtype == "float16" and len(red) == 1 and op.strides[red[0]] == 1 and shape[red[0]] % 8 == 0
+            and op.base % 8 == 0 and all(st % 8 == 0 for d, st in enumerate(op.strides) if d != red[0]))
+
+
 @dataclass
 class _Group:
-    """The C pieces of one group kernel: loops over the reduced coordinates, lane combines, bodies."""
+    """The C pieces of one group kernel: loops over the reduced coordinates, lane combines, bodies.
+
+    ``vec``: the row lives in registers (``f``, loaded by ``prologue``); ``loop`` then walks the
+    registers and ``write`` stores 16-byte vectors when ``y`` allows.
+    """
 
     shape: Sequence[int]
     red: list[int]
     x: Operand
     y: Operand
     lanes: int
+    vec: bool = False
 
     def __post_init__(self) -> None:
         self.coords = [f"l{d}" for d in range(len(self.shape))]
         self.rsizes = [self.shape[d] for d in self.red] or [1]
         self.rtot = math.prod(self.rsizes)
-        self.xl = load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
+        self.xl = "f[8 * i + j]" if self.vec else load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
         self.yoff = offset(self.y, self.coords)
+        self.nv = -(-self.rtot // 256)  # uint4 a lane
+
+    def _row(self, op: Operand) -> str:
+        """Offset of a row's first element (reduced coordinates 0)."""
+        return offset(Operand(op.dtype, tuple(0 if d in self.red else st for d, st in enumerate(op.strides)),
+                              op.base), self.coords)
+
+    def _vec_loop(self, inner: str) -> str:
+        return (f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
+                f"    const int c = ((int)lane + 32 * i) * 8;\n    if (c < {self.rtot}) {{\n{inner}\n    }}\n  }}")
+
+    def prologue(self) -> str:
+        if not self.vec:
+            return ""
+        unpack = " ".join(f"f[8 * i + {2 * k}] = lo2f(u.{w}); f[8 * i + {2 * k + 1}] = hi2f(u.{w});"
+                          for k, w in enumerate("xyzw"))
+        return (f"  const h16* xr = x + {self._row(self.x)};\n  float f[{8 * self.nv}];\n"
+                f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
+                f"    const int c = ((int)lane + 32 * i) * 8;\n    uint4 u = make_uint4(0u, 0u, 0u, 0u);\n"
+                f"    if (c < {self.rtot}) u = *reinterpret_cast<const uint4*>(xr + c);\n    {unpack}\n  }}")
 
     def loop(self, stmt: str) -> str:
+        if self.vec:
+            ld = self.coords[self.red[0]]
+            return self._vec_loop(f"      #pragma unroll\n      for (int j = 0; j < 8; ++j) {{ "
+                                  f"const IT {ld} = (IT)(c + j); (void){ld}; {stmt} }}")
         first, step = ("0", "++r") if self.lanes == 1 else ("(IT)lane", f"r += {self.lanes}")
         names = [self.coords[d] for d in self.red] or ["rdummy"]
         return (f"  for (IT r = {first}; r < (IT){self.rtot}; {step}) {{\n    IT t2 = r;\n"
                 + _decompose(self.rsizes, names, "t2").replace("  const", "    const") + "\n    " + stmt + "\n  }")
+
+    def write(self, val: str) -> str:
+        """Store ``val`` (a float expression of the element's coordinates) over the row."""
+        if not (self.vec and _vec_ok(self.y, self.shape, self.red)):
+            return self.loop(f"y[{self.yoff}] = {store(self.y.dtype, val)};")
+        ld = self.coords[self.red[0]]
+        pack = ", ".join(f"pack2(o[{2 * k}], o[{2 * k + 1}])" for k in range(4))
+        return self._vec_loop(
+            f"      float o[8];\n      #pragma unroll\n      for (int j = 0; j < 8; ++j) {{ "
+            f"const IT {ld} = (IT)(c + j); (void){ld}; o[j] = {val}; }}\n"
+            f"      *reinterpret_cast<uint4*>(y + {self._row(self.y)} + c) = make_uint4({pack});")
 
     def comb(self, var: str, how: str) -> str:
         return _combine(self.lanes, var, how)
@@ -330,10 +388,9 @@ class _Group:
 
     def softmax_body(self, log: bool) -> list[str]:
         xl = self.xl
-        val = f"{xl} - m - logf(s)" if log else f"expf({xl} - m) / s"
-        return ["  float m = __int_as_float(0xff800000);", self.loop(f"m = fmaxf(m, {xl});"), self.comb("m", "max"),
-                "  float s = 0.f;", self.loop(f"s += expf({xl} - m);"), self.comb("s", "sum"),
-                self.loop(f"y[{self.yoff}] = {store(self.y.dtype, val)};")]
+        return [self.prologue(), "  float m = __int_as_float(0xff800000);", self.loop(f"m = fmaxf(m, {xl});"),
+                self.comb("m", "max"), "  float s = 0.f;", self.loop(f"s += expf({xl} - m);"), self.comb("s", "sum"),
+                self.write(f"{xl} - m - logf(s)" if log else f"expf({xl} - m) / s")]
 
     def norm_body(self, extra: Sequence[Operand | None], eps: float) -> list[str]:
         e0 = extra[0] if len(extra) > 0 else None
@@ -341,10 +398,11 @@ class _Group:
         sc = load(e0.dtype, f"e0[{offset(e0, self.coords)}]") if e0 is not None else "1.f"
         bi = load(e1.dtype, f"e1[{offset(e1, self.coords)}]") if e1 is not None else "0.f"
         xl, n = self.xl, self.rtot
-        return ["  float s = 0.f;", self.loop(f"s += {xl};"), self.comb("s", "sum"), f"  const float mean = s / {n}.f;",
+        return [self.prologue(), "  float s = 0.f;", self.loop(f"s += {xl};"), self.comb("s", "sum"),
+                f"  const float mean = s / {n}.f;",
                 "  float q = 0.f;", self.loop(f"float d = {xl} - mean; q += d * d;"), self.comb("q", "sum"),
                 f"  const float inv = 1.f / sqrtf(q / {n}.f + {eps!r}f);",
-                self.loop(f"y[{self.yoff}] = {store(self.y.dtype, f'({xl} - mean) * inv * {sc} + {bi}')};")]
+                self.write(f"({xl} - mean) * inv * {sc} + {bi}")]
 
     def zero_channels(self, pad_to: int) -> str:
         """Zeros into the padded channels of an NHWC output (the row is dim 1, the channels)."""

@@ -38,6 +38,9 @@ class Slot:
 
     Layouts: ``linear`` (row-major), ``nhwc`` (rank 4, C padded to 8), and for int8 tensors
     ``nhwc16`` (C padded to 16) and ``rows16`` (last dim padded to 16).
+    ``alias``: the slot whose bytes this one is (a transpose/reshape that moves no byte: no launch,
+    no buffer of its own; the arena keeps that slot live while this one is read). Always a slot
+    without an alias itself.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Slot:
     dtype: str
     layout: str = "linear"
     const: np.ndarray | None = None
+    alias: str | None = None
 
     @property
     def phys_shape(self) -> tuple[int, ...]:
