@@ -354,6 +354,7 @@ class _Group:
     def _cache_loop(self, stmt: str) -> str:
         names = [self.coords[d] for d in self.red] or ["rdummy"]
         split = _decompose(self.rsizes, names, "t2").replace("  const", "      const")
+        split += "\n      " + " ".join(f"(void){n};" for n in names)  # passes over f[i] use no coordinate
         return (f"  #pragma unroll\n  for (int i = 0; i < {-(-self.rtot // 32)}; ++i) {{\n"
                 f"    const IT r = (IT)lane + 32 * i;\n    if (r < (IT){self.rtot}) {{\n      IT t2 = r;\n"
                 f"{split}\n      {stmt}\n    }}\n  }}")
