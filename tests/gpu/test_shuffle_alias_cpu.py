@@ -57,6 +57,8 @@ def test_channels_not_a_multiple_of_8_are_copied():
     (ShuffleParams(first_perm=(1, 0, 2)), (1, 6, 5), True),  # only a size-1 dim moves
     (ShuffleParams(first_perm=(1, 0, 2)), (2, 6, 5), False),  # a real transpose
     (ShuffleParams(first_perm=(0, 2, 1), reshape=(2, 5, 6), second_perm=(0, 2, 1)), (2, 6, 5), False),
+    (ShuffleParams(second_perm=(0, 2, 1)), (2, 6, 5), False),  # a transpose written as the second one
+    (ShuffleParams(first_perm=(0, 1, 2), reshape=(2, 30), second_perm=(0, 1)), (2, 6, 5), True),
 ])
 def test_which_shuffles_of_an_intermediate_linear_tensor_alias(params, shape, alias):
     net = Network("t")
