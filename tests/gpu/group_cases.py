@@ -226,6 +226,10 @@ def _norm_cases() -> list[Case]:
         Case("softmax", (4, 1000), (-1,), vec=False),
         Case("softmax", (3, 2048), (-1,)),  # the longest row held in registers (8 uint4 a lane)
         Case("norm", (3, 2056), (-1,), affine="last"),  # one vector longer: the scalar warp path
+        Case("softmax", (3, 1500), (-1,)),  # not a multiple of 8, over 1024: re-read each pass
+        Case("logsoftmax", (2, 1100, 3), (1,), dtype="float32"),
+        Case("norm", (3, 1025), (-1,), affine="scale"),
+        Case("norm", (3, 1024, 2), (1,)),  # the longest row cached element-wise (strided)
         Case("logsoftmax", (3, 5, 8), (-1,), dtype="float16", lanes=32),  # 8 halves: one lane loads all
         Case("norm", (2, 5, 64), (-1,), affine="last", lanes=32, vec=True),
     ]

@@ -57,6 +57,8 @@ def test_channels_not_a_multiple_of_8_are_copied():
     (ShuffleParams(first_perm=(1, 0, 2)), (1, 6, 5), True),  # only a size-1 dim moves
     (ShuffleParams(first_perm=(1, 0, 2)), (2, 6, 5), False),  # a real transpose
     (ShuffleParams(first_perm=(0, 2, 1), reshape=(2, 5, 6), second_perm=(0, 2, 1)), (2, 6, 5), False),
+    (ShuffleParams(second_perm=(0, 2, 1)), (2, 6, 5), False),  # a transpose written as the second one
+    (ShuffleParams(first_perm=(0, 1, 2), reshape=(2, 30), second_perm=(0, 1)), (2, 6, 5), True),
 ])
 def test_which_shuffles_of_an_intermediate_linear_tensor_alias(params, shape, alias):
     net = Network("t")
@@ -91,3 +93,50 @@ def test_an_alias_that_leaves_the_segment_keeps_its_bytes_to_the_end():
     root = low.slots[low.outputs[t]].alias
     assert root is not None
     assert {u.name: u for u in buffer_uses(low)}[root].last == len(low.ops)
+
+
+def _offsets(shape, strides) -> np.ndarray:
+    """The storage offset of every logical element of a slot (an array of the logical shape)."""
+    out = np.zeros(shape, np.int64)
+    for d, (n, st) in enumerate(zip(shape, strides)):
+        out += (np.arange(n) * st).reshape([n if i == d else 1 for i in range(len(shape))])
+    return out
+
+
+def test_an_alias_is_always_the_same_bytes():
+    """Random shuffles of random linear / NHWC slots: wherever ``alias_layout`` answers, every output
+    element sits at the offset its source element has in the input slot (and the slot sizes match)."""
+    from types import SimpleNamespace
+
+    from backends.gpu.lowering.movement import alias_layout
+    from backends.gpu.lowering.slots import Slot
+
+    rng = np.random.default_rng(7)
+    found = {"linear": 0, "nhwc": 0}
+    for _ in range(400):
+        rank = int(rng.integers(2, 5))
+        shape = tuple(int(d) for d in rng.choice([1, 2, 3, 8, 16], rank))
+        layout = "nhwc" if rank == 4 and rng.random() < 0.5 else "linear"
+        perm = tuple(int(i) for i in rng.permutation(rank)) if rng.random() < 0.8 else None
+        if rank == 4 and rng.random() < 0.4:  # the NHWC <-> (N, H, W, C) pair, and a near miss
+            perm = [(0, 2, 3, 1), (0, 3, 1, 2), (0, 3, 2, 1)][int(rng.integers(3))]
+        tshape = tuple(shape[i] for i in perm) if perm else shape
+        reshape = tshape if rng.random() < 0.3 else (tuple(reversed(tshape)) if rng.random() < 0.3 else None)
+        params = ShuffleParams(first_perm=perm, reshape=reshape)
+        net = Network("t")
+        net.add_input("x", shape)
+        layer = net.add_layer(params, ["x"])
+        out = layer.outputs[0]
+        lw = SimpleNamespace(net=net, inputs=[], dtypes={out: "float16"})
+        s = Slot("s", shape, "float16", layout)
+        got = alias_layout(lw, layer, s)
+        if got is None:
+            continue
+        found[got] += 1
+        src = _offsets(shape, s.strides)
+        moved = src.transpose(perm) if perm else src
+        moved = moved.reshape(net.tensors[out].shape)
+        o = Slot("o", net.tensors[out].shape, "float16", got)
+        assert o.nbytes == s.nbytes
+        np.testing.assert_array_equal(moved, _offsets(o.shape, o.strides))
+    assert found["linear"] > 20 and found["nhwc"] > 5, found

@@ -277,7 +277,8 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
            if vec is None else vec)
     if vec and (kind == "reduce" or lanes != 32 or not _vec_ok(x, shape, red)):
         raise ValueError("vector rows need a softmax/norm, a warp per row, 8k contiguous aligned fp16 values")
-    g = _Group(shape, red, x, y, lanes, vec)
+    cache = lanes == 32 and not vec and kind != "reduce" and math.prod(shape[d] for d in red) <= CACHE_MAX_REDUCED
+    g = _Group(shape, red, x, y, lanes, vec, cache)
     if kind == "reduce":
         body = g.reduce_body(op)
     elif kind in ("softmax", "logsoftmax"):
@@ -304,7 +305,9 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
 
 # A warp whose row is <= 2048 contiguous, 16-byte aligned halves loads it once with 16-byte vector
 # loads into registers (8 uint4 = 64 floats a lane at most); every later pass reads the registers.
+# Other softmax / norm rows of <= 1024 values a warp loads once element-wise (<= 32 floats a lane).
 VEC_MAX_REDUCED = 2048
+CACHE_MAX_REDUCED = 1024
 
 
 def _vec_ok(op: Operand, shape: Sequence[int], red: list[int]) -> bool:
@@ -318,7 +321,8 @@ class _Group:
     """The C pieces of one group kernel: loops over the reduced coordinates, lane combines, bodies.
 
     ``vec``: the row lives in registers (``f``, loaded by ``prologue``); ``loop`` then walks the
-    registers and ``write`` stores 16-byte vectors when ``y`` allows.
+    registers and ``write`` stores 16-byte vectors when ``y`` allows. ``cache``: the same with a
+    scalar load per element, f[i] holding element lane + 32 i.
     """
 
     shape: Sequence[int]
@@ -327,12 +331,14 @@ class _Group:
     y: Operand
     lanes: int
     vec: bool = False
+    cache: bool = False
 
     def __post_init__(self) -> None:
         self.coords = [f"l{d}" for d in range(len(self.shape))]
         self.rsizes = [self.shape[d] for d in self.red] or [1]
         self.rtot = math.prod(self.rsizes)
-        self.xl = "f[8 * i + j]" if self.vec else load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
+        self.xload = load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
+        self.xl = "f[8 * i + j]" if self.vec else "f[i]" if self.cache else self.xload
         self.yoff = offset(self.y, self.coords)
         self.nv = -(-self.rtot // 256)  # uint4 a lane
 
@@ -345,7 +351,17 @@ class _Group:
         return (f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
                 f"    const int c = ((int)lane + 32 * i) * 8;\n    if (c < {self.rtot}) {{\n{inner}\n    }}\n  }}")
 
+    def _cache_loop(self, stmt: str) -> str:
+        names = [self.coords[d] for d in self.red] or ["rdummy"]
+        split = _decompose(self.rsizes, names, "t2").replace("  const", "      const")
+        split += "\n      " + " ".join(f"(void){n};" for n in names)  # passes over f[i] use no coordinate
+        return (f"  #pragma unroll\n  for (int i = 0; i < {-(-self.rtot // 32)}; ++i) {{\n"
+                f"    const IT r = (IT)lane + 32 * i;\n    if (r < (IT){self.rtot}) {{\n      IT t2 = r;\n"
+                f"{split}\n      {stmt}\n    }}\n  }}")
+
     def prologue(self) -> str:
+        if self.cache:
+            return f"  float f[{-(-self.rtot // 32)}] = {{}};\n" + self._cache_loop(f"f[i] = {self.xload};")
         if not self.vec:
             return ""
         unpack = " ".join(f"f[8 * i + {2 * k}] = lo2f(u.{w}); f[8 * i + {2 * k + 1}] = hi2f(u.{w});"
@@ -356,6 +372,8 @@ class _Group:
                 f"    if (c < {self.rtot}) u = *reinterpret_cast<const uint4*>(xr + c);\n    {unpack}\n  }}")
 
     def loop(self, stmt: str) -> str:
+        if self.cache:
+            return self._cache_loop(stmt)
         if self.vec:
             ld = self.coords[self.red[0]]
             return self._vec_loop(f"      #pragma unroll\n      for (int j = 0; j < 8; ++j) {{ "

@@ -3,8 +3,8 @@ gather and resize.
 
 A shuffle that moves no byte (a reshape of a linear tensor, a transpose between an NHWC slot and
 the linear (N, H, W, C) tensor when C % 8 = 0) becomes an alias of its input's slot, with no
-launch. Each other layer becomes one generated map kernel that computes, per output element, the offset of the
-element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
+launch. Each other layer becomes one generated map kernel that computes, per output element, the
+offset of the element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
 loads with per-axis tables of source indices and weights uploaded as constants.
 """
 
@@ -65,10 +65,12 @@ def alias_layout(lw: Lowerer, layer: Layer, s: Slot) -> str | None:
     if (s.const is not None or s.name in lw.inputs or lw.dtypes[out] != s.dtype or s.layout not in ("linear", "nhwc")
             or (s.layout == "nhwc" and s.phys_shape[3] != s.shape[1])):
         return None
-    if _identity(p.first_perm) and _identity(p.second_perm):
+    if not _identity(p.second_perm):
+        return None
+    if _identity(p.first_perm):
         return "linear" if s.layout == "linear" else None
     tshape = tuple(s.shape[i] for i in p.first_perm)
-    if not _identity(p.second_perm) or (p.reshape is not None and tuple(p.reshape) != tshape):
+    if p.reshape is not None and tuple(p.reshape) != tshape:
         return None
     xst = [s.strides[i] for i in p.first_perm]
     for layout in ("linear", "nhwc"):
