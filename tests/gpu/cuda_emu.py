@@ -4,9 +4,10 @@ A block's 256 threads are 256 fibers (``ucontext``) on one OS thread: warp shuff
 array between two barriers) and ``__syncthreads`` are barriers at which every live thread of the
 block yields, so they keep their real meaning; blocks run one after another, so a ``__shared__``
 array may be a static. (A barrier spans the block, not the warp: a warp that leaves early must
-leave whole, as the generated kernels' warps do.) Only what the generated group kernels use is
-emulated (the fp16 conversions and packing, ``uint4``, ``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``), and
-only sources without inline PTX compile here. The GPU tests run the same kernels through NVRTC.
+leave whole, as the generated kernels' warps do.) Only what the generated group kernels and the INT8 depthwise kernel use is
+emulated (the fp16 conversions and packing, ``uint4``, ``int4``, ``ulonglong2``, integer ``min``/``max``,
+``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``, ``__double2float_rn``, ``blockDim``), and
+only sources without inline PTX compile here (``#ifdef __CUDACC__`` keeps PTX from the host compiler). The GPU tests run the same kernels through NVRTC.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ static inline float lo2f(u32 v) { return h2f((h16)(v & 0xffffu)); }
 static inline float hi2f(u32 v) { return h2f((h16)(v >> 16)); }
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 static inline float sgnf(float v) { return v != v ? v : (float)((v > 0.f) - (v < 0.f)); }
+// what the INT8 epilogue and depthwise kernels use besides
+struct int4 { int x, y, z, w; };
+static inline int4 make_int4(int a, int b, int c, int d) { return int4{a, b, c, d}; }
+struct ulonglong2 { unsigned long long x, y; };
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline u32 min(u32 a, u32 b) { return a < b ? a : b; }
+static inline float __double2float_rn(double d) { return (float)d; }
+static const Dim3 blockDim{256, 1, 1};
 // Threads are fibers; a barrier is a yield to the scheduler, which resumes every live thread of
 // the block once per round, so no thread passes a barrier before all have reached it.
 static ucontext_t g_sched, g_fib[256];
@@ -108,10 +118,17 @@ def compiler() -> str | None:
     return cxx if done.returncode == 0 else None
 
 
+def _arg(param: str, i: int) -> str:
+    """The C++ expression of kernel parameter ``param`` from ``args[i]``: a pointer parameter is
+    the pointer itself, a scalar one is read from the one-element array it points to."""
+    if "*" in param:
+        return f"({param.rsplit('*', 1)[0].strip()}*)args[{i}]"
+    return f"*({param.rsplit(' ', 1)[0].strip()}*)args[{i}]"
+
+
 def _wrapper(name: str, params: str) -> str:
     """``extern "C" void run_<name>(unsigned grid, void** args)`` launching the kernel."""
-    types = [p.rsplit("__restrict__", 1)[0].strip() for p in params.split(", ")]
-    casts = ", ".join(f"({t})args[{i}]" for i, t in enumerate(types))
+    casts = ", ".join(_arg(p.strip(), i) for i, p in enumerate(params.split(",")))
     return (f'extern "C" void run_{name}(unsigned grid, void** args) {{\n'
             f"  emu_launch(grid, [=] {{ {name}({casts}); }});\n}}\n")
 
@@ -137,10 +154,11 @@ class EmulatedModule:
         self.names = [n for n, _ in kernels]
 
     def launch(self, name: str, threads: int, arrays: list[np.ndarray]) -> None:
-        """Run kernel ``name`` on ceil(threads / 256) blocks of 256 over C-contiguous ``arrays``."""
+        """Run kernel ``name`` on ceil(threads / 256) blocks of 256 over C-contiguous ``arrays`` (a
+        scalar parameter as a one-element array of its type, a null pointer as None)."""
         for a in arrays:
-            assert a.flags.c_contiguous, "the emulator passes raw pointers of C-contiguous arrays"
-        ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+            assert a is None or a.flags.c_contiguous, "the emulator passes raw pointers of C-contiguous arrays"
+        ptrs = (ctypes.c_void_p * len(arrays))(*[None if a is None else a.ctypes.data for a in arrays])
         fn = getattr(self._lib, f"run_{name}")
         fn.argtypes = [ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
         fn(ctypes.c_uint(max(1, -(-threads // 256))), ptrs)
