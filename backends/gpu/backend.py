@@ -96,7 +96,8 @@ class GpuPartition:
         # compile every module now, so the first execute does not pay NVRTC
         if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
             convk.compile_all()
-        if any(op.kind in ("conv8", "pool8", "quant8") for u in self.units if u.lowered for op in u.lowered.ops):
+        if any(op.kind in ("conv8", "dwconv8", "pool8", "quant8") for u in self.units if u.lowered
+               for op in u.lowered.ops):
             from backends.gpu.kernels import int8 as int8k
 
             int8k.compile_all()
@@ -228,9 +229,13 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         return lambda: direct.nchw_to_s2d(x, y, info["shape"])
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
-    if op.kind in ("conv8", "pool8", "quant8"):
+    if op.kind in ("conv8", "dwconv8", "pool8", "quant8"):
         from backends.gpu.kernels import int8 as int8k
 
+        if op.kind == "dwconv8":
+            epi = int8k.DeviceEpilogue.upload(info["epi"])
+            res = views[info["res"]] if info["res"] else None
+            return lambda: int8k.dwconv2d_s8(x, views[info["w"]], y, info["geom"], epi, res, info["ldy"])
         if op.kind == "quant8":
             return lambda: int8k.quantize_nchw(x, y, info["shape"], info["scale"], info["s2d"])
         if op.kind == "pool8":

@@ -4,10 +4,12 @@ A block's 256 threads are 256 fibers (``ucontext``) on one OS thread: warp shuff
 array between two barriers) and ``__syncthreads`` are barriers at which every live thread of the
 block yields, so they keep their real meaning; blocks run one after another, so a ``__shared__``
 array may be a static. (A barrier spans the block, not the warp: a warp that leaves early must
-leave whole, as the generated kernels' warps do.) Only what the generated group kernels and the INT8 depthwise kernel use is
-emulated (the fp16 conversions and packing, ``uint4``, ``int4``, ``ulonglong2``, integer ``min``/``max``,
-``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``, ``__double2float_rn``, ``blockDim``), and
-only sources without inline PTX compile here (``#ifdef __CUDACC__`` keeps PTX from the host compiler). The GPU tests run the same kernels through NVRTC.
+leave whole, as the generated kernels' warps do.) Only what the generated group kernels and the
+INT8 depthwise kernel use is emulated (the fp16 conversions and packing, ``uint4``, ``int4``,
+``ulonglong2``, integer ``min``/``max``, ``__shfl_xor_sync``, ``__syncthreads``, ``__int_as_float``,
+``__double2float_rn``, ``blockDim``), and only sources without inline PTX compile here
+(``#ifdef __CUDACC__`` keeps PTX from the host compiler). Scalar kernel parameters are passed as
+one-element arrays. The GPU tests run the same kernels through NVRTC.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ template <class F> static void emu_launch(unsigned grid, F f) {
 }
 """
 
-_KERNEL = re.compile(r'extern "C" __global__ void __launch_bounds__\(256\) (\w+)\((.*?)\) \{')
+_KERNEL = re.compile(r'extern "C" __global__ void __launch_bounds__\(256\) (\w+)\((.*?)\) \{', re.S)
 
 
 @functools.cache
@@ -128,7 +130,7 @@ def _arg(param: str, i: int) -> str:
 
 def _wrapper(name: str, params: str) -> str:
     """``extern "C" void run_<name>(unsigned grid, void** args)`` launching the kernel."""
-    casts = ", ".join(_arg(p.strip(), i) for i, p in enumerate(params.split(",")))
+    casts = ", ".join(_arg(" ".join(p.split()), i) for i, p in enumerate(params.split(",")))
     return (f'extern "C" void run_{name}(unsigned grid, void** args) {{\n'
             f"  emu_launch(grid, [=] {{ {name}({casts}); }});\n}}\n")
 

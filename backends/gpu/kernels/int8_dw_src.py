@@ -46,7 +46,10 @@ __device__ __forceinline__ void dw_store_q(const int* acc, const int* __restrict
   *reinterpret_cast<uint4*>(y + pix * Kp + c0) = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
-extern "C" __global__ void __launch_bounds__(256) dwconv_s8(const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res, const double* __restrict__ sacc, void* __restrict__ y, int N, int H, int W, int C, int P, int Q, int R, int S, int sh, int sw, int ph, int pw, int dh, int dw, int ldy, int flags, int clipq, int has_clipf, float clipf) {
+extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
+    const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res,
+    const double* __restrict__ sacc, void* __restrict__ y, int N, int H, int W, int C, int P, int Q, int R, int S,
+    int sh, int sw, int ph, int pw, int dh, int dw, int ldy, int flags, int clipq, int has_clipf, float clipf) {
   const int Kp = (C + 15) & ~15, CC = Kp / 16;
   const int id = blockIdx.x * blockDim.x + threadIdx.x;
   if (id >= N * P * Q * CC) return;
@@ -79,7 +82,8 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(const i8* __restrict
       Epi4 e;
       load_epi4(e, ep, Kp, nc, res != nullptr);
       int v[4];
-      if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc));
+      const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
+      if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
       else sum4<false, true>(v, acc + 4 * g, e, 0u);
       store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }

@@ -90,9 +90,9 @@ class Slot:
 @dataclass
 class Op:
     """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'gpool' (global
-    average/max), 'conv8', 'pool8', 'quant8' (float32 NCHW -> int8 NHWC16), 's2d' (float32 NCHW -> the
-    fp16 NHWC 2x2 space-to-depth a stem convolution reads), 'gemm_cublas' (a batched fp16 product
-    through cuBLAS, ``kernels.cublas``).
+    average/max), 'conv8', 'dwconv8' (INT8 depthwise), 'pool8', 'quant8' (float32 NCHW -> int8
+    NHWC16), 's2d' (float32 NCHW -> the fp16 NHWC 2x2 space-to-depth a stem convolution reads),
+    'gemm_cublas' (a batched fp16 product through cuBLAS, ``kernels.cublas``).
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.
