@@ -6,6 +6,8 @@ amax about 4 standard deviations, so that both the int8 range and its saturation
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from engine.ir import int8_annotation as annotation
@@ -183,3 +185,32 @@ def mobile_block_net(rng: np.random.Generator, n: int = 2, c: int = 24, h: int =
     net.mark_output(d2.outputs[0])
     net.mark_output(pr.outputs[0])
     return net, {"x": rng.normal(size=(n, c, h, w)).astype(np.float32)}
+
+
+def mobile_block_onnx(rng: np.random.Generator, batch: int = 2, c: int = 24, h: int = 14,
+                      expand: int = 6) -> tuple[Any, list[dict[str, np.ndarray]]]:
+    """A MobileNetV2 inverted residual block as an ONNX model (Conv 1x1 + Clip, depthwise Conv 3x3
+    + Clip, Conv 1x1, Add of the block input) with random weights, and calibration batches."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ce = c * expand
+
+    def init(name: str, a: np.ndarray) -> Any:
+        return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+    inits = [init("w1", rng.normal(size=(ce, c, 1, 1)) * 0.3), init("b1", rng.normal(size=ce) * 0.1),
+             init("w2", rng.normal(size=(ce, 1, 3, 3)) * 0.4), init("b2", rng.normal(size=ce) * 0.1),
+             init("w3", rng.normal(size=(c, ce, 1, 1)) * 0.1), init("b3", rng.normal(size=c) * 0.1),
+             init("lo", np.array(0.0)), init("hi", np.array(6.0))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]),
+             helper.make_node("Clip", ["e", "lo", "hi"], ["e6"]),
+             helper.make_node("Conv", ["e6", "w2", "b2"], ["d"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=ce),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["d6"]),
+             helper.make_node("Conv", ["d6", "w3", "b3"], ["p"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["p", "x"], ["y"])]
+    shape = [batch, c, h, h]
+    graph = helper.make_graph(nodes, "mobile_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calib = [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(4)]
+    return model, calib

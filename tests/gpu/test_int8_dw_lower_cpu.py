@@ -84,3 +84,22 @@ def test_depthwise_with_an_unsupported_activation_falls_back():
                                         "activation": ActivationSpec(ActivationType.SIGMOID)})
     ok, why = supports(layer, net)
     assert not ok and "sigmoid" in why
+
+
+def test_calibrated_onnx_block_lowers_without_fallback():
+    """The ONNX MobileNetV2 block built in INT8 (min-max calibration): every layer INT8, none
+    falling back, the depthwise one on dwconv8 (the GPU test runs this plan on the device)."""
+    from engine import plan as plan_format
+    from engine.builder import BuilderConfig, build_from_onnx
+    from engine.ir.dtypes import Precision
+    from engine.ir.logger import Logger, Severity
+    from engine.quantization import make_calibrator
+
+    model, calib = nets.mobile_block_onnx(np.random.default_rng(5))
+    plan = build_from_onnx(model, BuilderConfig(batch=2, int8=True, calibrator=make_calibrator("minmax", calib)),
+                           Logger(Severity.ERROR))
+    net = plan_format.deserialize(plan).network
+    assert [la.precision for la in net.layers] == [Precision.INT8] * 3
+    assert [supports(la, net) for la in net.layers] == [(True, "")] * 3
+    low = lower(net, net.layers, list(net.outputs))
+    assert [op.kind for op in low.ops if op.kind.endswith("conv8")] == ["conv8", "dwconv8", "conv8"]
