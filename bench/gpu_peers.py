@@ -1,6 +1,7 @@
 """hetrt on the GPU against its peers, in one process on one GPU.
 
-Models: torchvision ResNet-50, MobileNetV2 and EfficientNet-B0 with random weights and batch-norm
+Models: torchvision ResNet-50, MobileNetV2, EfficientNet-B0, ResNeXt-50 32x4d (grouped convolution),
+ConvNeXt-T (7x7 depthwise, LayerNorm, MLP) and ViT-B/16 (attention), with random weights and batch-norm
 statistics calibrated on random images (bench/gpu_torchvision.py says why: without it the two
 depthwise networks' logits underflow fp16 and every fp16 engine outputs zeros), exported to ONNX
 in this process. hetrt goes the real way: ONNX -> builder (--fp16, tactic timing with a timing

@@ -23,9 +23,9 @@ from typing import Any
 
 MODELS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0",
           # one network per layer class of the GPU breadth work: grouped convolution (ResNeXt), depthwise
-          # 7x7 + LayerNorm + MLP (ConvNeXt), attention (ViT); bench/gpu_peers.py's default stays the first three
+          # 7x7 + LayerNorm + MLP (ConvNeXt), attention (ViT)
           "resnext50_32x4d": "resnext50_32x4d", "convnext_tiny": "convnext_tiny", "vit_b_16": "vit_b_16"}
-DEFAULT_MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
+DEFAULT_MODELS = tuple(MODELS)  # bench/gpu_peers.py runs every row in one process unless --models narrows it
 
 
 def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int = 0, device: str = "cpu") -> Any:

@@ -1,13 +1,15 @@
 """The numpy reference backend against ONNX Runtime on one CPU thread, side by side in one run.
 
-    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python bench/reference_vs_ort.py [--runs 7] [--profile]
+    python bench/reference_vs_ort.py [--runs 7] [--profile]
 
 Both run the same bundled model (batch 1, FP32): ONNX Runtime on the ONNX graph with one intra-op
 and one inter-op thread, the reference backend on the parsed and optimized network (BN folded,
-activations fused, as a plan runs it). Runs alternate between the two, and the median CPU time
-(``time.process_time``) of each is reported: CPU time, not wall time, because this machine is
-shared and wall time measures the neighbours. ``--profile`` adds a per-layer-kind table of where
-the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
+activations fused, as a plan runs it) with BLAS limited to one thread (the script sets
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to 1 before numpy loads). Runs
+alternate between the two, and the median CPU time (``time.process_time``) of each is reported:
+CPU time, not wall time, because this machine is shared and wall time measures the neighbours
+(the host's load averages before and after are recorded too). ``--profile`` adds a per-layer-kind
+table of where the reference backend's time goes. Results go to bench/results/reference_vs_ort.json.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before numpy loads BLAS: one thread, like ORT below
+    os.environ[_var] = "1"  # before numpy loads BLAS: one thread, like ORT below, whatever the caller set
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -132,6 +134,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/reference_vs_ort.json"))
     args = ap.parse_args()
     rows = []
+    load_before = os.getloadavg()
     print(f"{'model':<16}{'reference ms':>14}{'ORT ms':>10}{'ratio':>8}{'max rel err':>13}")
     for name in args.models:
         row = bench_model(name, args.runs, args.profile)
@@ -145,7 +148,9 @@ def main() -> None:
                 "ONNX Runtime CPUExecutionProvider, one thread each",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version()},
+                    "cpus": os.cpu_count(), "python": platform.python_version(),
+                    # the host is shared: its load (1/5/15-minute averages) before and after the runs
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "onnxruntime": ort.__version__,
                      "onnx": onnx.__version__},
         "threads": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} | {

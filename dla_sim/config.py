@@ -39,6 +39,10 @@ class ConvCoreConfig:
     stripe_min: int = 16  # atomic ops per stripe lower bound = weight reload time [IAS]
     stripe_max: int = 32  # upper bound = accumulator depth [IAS]
     winograd: bool = False
+    # Compiler policy, not hardware: INT8 Winograd loses precision in the PRA truncation [PREC] and
+    # NVIDIA's NVDLA compiler never selects it (conv_core module doc); True lowers 3x3/stride-1
+    # INT8 convolutions that qualify to it anyway (PRA truncate 2), for what-if timing.
+    winograd_int8: bool = False
     max_batch: int = 1
     weight_compression: bool = False
     sparsity_2_4: bool = False

@@ -7,12 +7,21 @@ Functional model
 * FP16: fp16 x fp16 products are exact in float32 and are accumulated in float32 (CACC keeps FP44
   and truncates to FP32 [IAS]); summation order differs from the hardware, within FP32 rounding.
 * Padding uses ``op.pad_value`` (CDMA pad value).  Dilation and groups as in the DC mode [IAS].
-* Winograd F(2x2,3x3): the hardware multiplies *pre-transformed* 4x4 weights U = G g G^T (software
-  converts them [IAS]) with the PRA-transformed input V = C^T d C and post-adds (POA) with A.  For
-  INT8, G has halves, so the weights are stored as the integer U4 = (2G) g (2G)^T = 4U, which must fit
-  int8 (:func:`winograd_weights` raises otherwise) and the accumulator is 4x the direct result; the
-  compiler folds the factor 4 into the SDP converter (shift + 2).  We assume the PRA/POA adders are
-  wide enough to be exact (the IAS lists 72 adders per MAC cell; widths are not published) [U].
+* Winograd F(2x2,3x3) (4x4 input tiles, 2x2 outputs, 16 multiplies for 36 [IAS]): the hardware
+  multiplies *pre-transformed* 4x4 weights U = G g G^T (software converts them [IAS]) with the
+  PRA-transformed input V = C^T d C and post-adds (POA) with A.  INT8: G has halves, so the weights
+  are stored as the integer U4 = (2G) g (2G)^T = 4U, which must fit int8 (:func:`winograd_weights`
+  raises otherwise: ``wt_cvt`` makes them "INT8 representable" [PREC]). The PRA results are
+  truncated to int8 before the multipliers: ``pra_trunc`` "truncate the winograd pre-transformed
+  results to INT8/16/FP16 representable", ``y = saturate_round(x[msb:lsb])`` with lsb = PRA_TRUNCATE
+  (0-2) and round half away from zero [PREC], [HWARCH]. V of int8 data spans +-510, so INT8 Winograd
+  is exact only when every |V| <= 127 at ``pra_trunc`` 0 (small inputs); at ``pra_trunc`` 2 nothing
+  saturates but V loses its two low bits. The accumulator is ``4 / 2**pra_trunc`` times the direct
+  result (:func:`winograd_int8_gain`; 1 at ``pra_trunc`` 2), folded into the SDP converter, as the
+  bias scale equation of [PREC] (``SF_in*SF_wt / 2**(pra_trunc+cc_out_trunc)``) states. The POA
+  adders are taken as exact (widths not published) [U]. This loss is why the NVDLA compiler never
+  selects Winograd for INT8 (nvdla/sw ``umd/core/src/compiler/engine-ast/EngineNodeFactory.cpp``:
+  Winograd only ``if (canWG && isWGPossible && !isGroupConv && !isDilation && !isInt8)``).
 * Image input mode computes like direct convolution (the difference is layout and timing).
 * Deconvolution = ``sy*sx`` stride-1 convolutions with split, order-reversed kernels whose outputs
   are appended along C, then the RUBIK contract interleaves them [IAS] (see :func:`deconvolution`).
@@ -53,7 +62,13 @@ from .config import DlaConfig
 from .limits import DlaLimitError
 from .ops import ConvOp, CubeDesc, Precision, RubikOp, UnitTiming, convert
 
-WINOGRAD_INT8_GAIN = 4  # U4 = 4 * G g G^T, see module docstring
+WINOGRAD_INT8_GAIN = 4  # U4 = 4 * G g G^T at pra_trunc 0, see module docstring
+PRA_TRUNC_MAX = 2  # PRA truncate register range 0-2 [HWARCH]
+
+
+def winograd_int8_gain(pra_trunc: int) -> float:
+    """INT8 Winograd accumulator / direct result: U4 = 4U, input transform >> ``pra_trunc``."""
+    return WINOGRAD_INT8_GAIN / 2.0 ** pra_trunc
 
 # Winograd F(2x2,3x3) matrices as written in [IAS] (C is the input transform, A^T the output one).
 _C = np.array([[1, 0, 0, 0], [0, 1, -1, 1], [-1, 1, 1, 0], [0, 0, 0, -1]], dtype=np.float64)
@@ -140,7 +155,10 @@ def accumulate(op: ConvOp, x: np.ndarray, w: np.ndarray, *, cfg: DlaConfig) -> n
     ctype = _exact_int_type(x, wt, op) if is_int else np.float32
     xp = _pad(x.astype(ctype), op)
     wt = wt.astype(ctype, copy=False)
-    acc = _winograd(xp, wt, op.output.h, op.output.w) if op.mode == "winograd" else _direct(xp, wt, op, is_int)
+    if op.mode == "winograd":
+        acc = _winograd(xp, wt, op.output.h, op.output.w, op.pra_trunc if is_int else None)
+    else:
+        acc = _direct(xp, wt, op, is_int)
     if is_int:
         return _sat_int32(np.rint(acc))
     return acc.astype(np.float32)
@@ -216,8 +234,16 @@ def winograd_weights(g: np.ndarray, precision: Precision) -> np.ndarray:
     return u.astype(np.float16)
 
 
-def _winograd(xp: np.ndarray, u: np.ndarray, ho: int, wo: int) -> np.ndarray:
-    """Tile-wise Winograd F(2x2,3x3) on a padded NCHW input with pre-transformed weights."""
+def _pra_truncate(v: np.ndarray, shift: int) -> np.ndarray:
+    """INT8 PRA output: ``saturate_round(v[shift + 7 : shift])`` (round half away from zero) [PREC]."""
+    from .formats import rshift_round, saturate
+
+    return saturate(rshift_round(np.rint(v).astype(np.int64), shift), 8).astype(v.dtype)
+
+
+def _winograd(xp: np.ndarray, u: np.ndarray, ho: int, wo: int, pra_trunc: int | None = None) -> np.ndarray:
+    """Tile-wise Winograd F(2x2,3x3) on a padded NCHW input with pre-transformed weights;
+    ``pra_trunc`` (INT8): the input transform truncated to int8 as the PRA does."""
     n, c = xp.shape[:2]
     th, tw = ho // 2, wo // 2
     sn, sc, sh, sw = xp.strides
@@ -226,6 +252,8 @@ def _winograd(xp: np.ndarray, u: np.ndarray, ho: int, wo: int) -> np.ndarray:
     # PRA: V = C^T d C, as two BLAS tensordots over the tile axes -> (4, 4, N, th, tw, C)
     v = np.tensordot(ct.T, np.tensordot(ct.T, d, axes=(1, 5)), axes=(1, 5))  # (i, j, n, th, tw, c)
     v = v.reshape(16, n * th * tw, c)
+    if pra_trunc is not None:
+        v = _pra_truncate(v, pra_trunc)
     k = u.shape[0]
     uf = u.reshape(k, c, 16).transpose(2, 1, 0)  # (16, C, K)
     m = np.matmul(v, uf)  # 16 point-wise products, each a (tiles x C) @ (C x K) matmul

@@ -160,6 +160,8 @@ def _check_conv(op, cfg) -> list[str]:
             out.append("Winograd excludes dilation and groups ([PG] feature crossing)")
         if op.input.n != 1:
             out.append(f"Winograd excludes multi-batch, got N={op.input.n} ([PG] feature crossing)")
+        if not 0 <= getattr(op, "pra_trunc", 0) <= 2:
+            out.append(f"Winograd PRA truncate {op.pra_trunc} outside 0-2 ([HWARCH] PRA truncate field)")
         for nm, v in (("width", op.output.w), ("height", op.output.h)):
             if v < 8 or v % 4:
                 out.append(f"Winograd output {nm} {v} must be >= 8 and divisible by 4 ([PG])")

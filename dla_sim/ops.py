@@ -216,6 +216,7 @@ class ConvOp(HwOp):
     weight_compression: float = 0.0
     sparse_2_4: bool = False
     weight_memory: Memory = "dram"
+    pra_trunc: int = 0  # INT8/INT16 Winograd: right shift of the PRA-transformed input (0-2 [HWARCH], [PREC])
 
     @property
     def k(self) -> int:

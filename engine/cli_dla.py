@@ -1,12 +1,14 @@
 """DLA additions to the ``hetrt`` command line, registered on the parser ``engine.cli`` builds:
 
-* ``hetrt place MODEL --json [FILE]``: the placement as data (``scheduler.studies.place_json``);
-  ``-`` or no FILE prints JSON instead of the table.
+* ``hetrt place MODEL --json [FILE]``: the placement as data for every policy
+  (``scheduler.studies.place_json``, ``throughput_json`` and ``replicate``); ``-`` or no FILE prints
+  JSON instead of the table.
 * ``hetrt place MODEL --dla-layers CSV`` (and ``hetrt run PLAN --dla-layers CSV`` for a built plan's
   DLA loadables): per fused DLA layer statistics in the spirit of cuDLA's
   layer-wise statistics (``backends.dla.layerwise``), every DLA-capable layer on one core.
-* ``hetrt place MODEL --policy replicate``: whole images on the GPU and each DLA core at once with
-  DRAM contention; throughput and power per combination of devices (``scheduler.studies.replicate``).
+* ``hetrt place MODEL --policy replicate [--allow-gpu-fallback]``: whole images on the GPU and each
+  DLA core at once with DRAM contention; throughput and power per combination of devices
+  (``scheduler.studies.replicate``); with the flag, the layers a DLA core refuses run on the GPU.
 * ``hetrt inspect capability MODEL [--platform P] [--fp16]`` (``engine/cli/inspect_capability.py``):
   every layer, the devices that run it, and why each refusing device refuses.
 """
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     place.add_argument("--dla-layers", default=None, metavar="CSV",
                        help="write per fused DLA layer statistics (start/end, busy time per engine, SRAM, INT8, "
                             "sparsity), cuDLA layer-wise statistics style")
+    place.add_argument("--allow-gpu-fallback", action="store_true",
+                       help="--policy replicate: layers a DLA core refuses run on the GPU (TensorRT's "
+                            "allowGPUFallback), sharing it with the GPU copy; without it such a DLA copy is excluded")
     for action in place._actions:
         if action.dest == "policy" and action.choices is not None and "replicate" not in action.choices:
             action.choices = (*action.choices, "replicate")
@@ -44,36 +49,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_place(args: argparse.Namespace, base) -> int:
-    if getattr(args, "policy", None) == "replicate":
-        return _replicate(args)
-    if args.json is None and args.dla_layers is None:
+    """``hetrt place`` with --json (every policy), --dla-layers (optimal) and --policy replicate."""
+    policy = getattr(args, "policy", None) or "optimal"
+    if args.allow_gpu_fallback and policy != "replicate":
+        raise BuildError("--allow-gpu-fallback applies to --policy replicate (the other policies place every "
+                         "layer on a device that runs it)")
+    if args.json is None and args.dla_layers is None and policy != "replicate":
         return base(args)
-    from engine.cli_studies import _precision
-    from engine.model_loading import load_network
-    from scheduler.studies.place_json import report_json
-    from scheduler.studies.place_report import format_report, make_constraints, place
+    from engine.cli_studies import place_formatter, place_json, place_policy_report
 
-    if getattr(args, "policy", "optimal") != "optimal" or len(args.model) != 1:
-        raise BuildError("--json and --dla-layers report one model under --policy optimal")
+    if args.dla_layers is not None and (policy != "optimal" or len(args.model) != 1):
+        raise BuildError("--dla-layers reports one model under --policy optimal")
     for path in (args.json, args.dla_layers):
         if path not in (None, "-"):
             check_writable(path)
-    precision = _precision(args)
-    net = load_network(args.model[0], getattr(args, "batch", None))
-    report = place(net, args.platform, args.power_mode, precision, args.objective, args.lam,
-                   make_constraints(args.deadline, args.energy_budget, args.max_transitions))
+    args.no_gpu_fallback = not args.allow_gpu_fallback
+    policy, report = place_policy_report(args)
     if args.dla_layers is not None:
         from backends.dla.layerwise import layer_stats, to_csv
         from dla_sim.config import get_config
+        from engine.cli_studies import _precision
+        from engine.model_loading import load_network
 
+        net = load_network(args.model[0], getattr(args, "batch", None))
         cfg = get_config(report.model.platform.dla_config, report.model.mode.name)
-        atomic_write_text(args.dla_layers, to_csv(layer_stats(net, precision, cfg)))
+        atomic_write_text(args.dla_layers, to_csv(layer_stats(net, _precision(args), cfg)))
     if args.json == "-":
-        print(json.dumps(report_json(report), indent=1))
+        print(json.dumps(place_json(policy, report), indent=1))
         return 0
-    print(format_report(report))
+    print(place_formatter(policy)(report))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report_json(report), indent=1))
+        atomic_write_text(args.json, json.dumps(place_json(policy, report), indent=1))
         print(f"wrote {args.json}")
     if args.dla_layers is not None:
         print(f"wrote {args.dla_layers}")
@@ -102,31 +108,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = get_config(plat.dla_config, placement.get("power_mode") or None)
     atomic_write_text(args.dla_layers, to_csv(loadable_stats(engine.loadables, cfg)))
     print(f"wrote {args.dla_layers}")
-    return 0
-
-
-def _replicate(args: argparse.Namespace) -> int:
-    from engine.cli_studies import _precision
-    from engine.model_loading import load_network
-    from scheduler.cost import build_cost_model
-    from scheduler.studies.replicate import format_replicate, replicate_json, replicate_report
-
-    if len(args.model) != 1:
-        raise BuildError("--policy replicate places one model")
-    if args.dla_layers is not None:
-        raise BuildError("--dla-layers reports --policy optimal placements")
-    if args.json not in (None, "-"):
-        check_writable(args.json)
-    model = build_cost_model(load_network(args.model[0], getattr(args, "batch", None)), args.platform,
-                             args.power_mode, _precision(args))
-    r = replicate_report(model)
-    if args.json == "-":
-        print(json.dumps(replicate_json(r), indent=1))
-        return 0
-    print(format_replicate(r))
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(replicate_json(r), indent=1))
-        print(f"wrote {args.json}")
     return 0
 
 

@@ -40,20 +40,23 @@ def _precision(args) -> Precision:
     raise BuildError(FP32_ON_DLA)
 
 
-PLACE_POLICIES = ("optimal", "pipeline", "concurrent")
+PLACE_POLICIES = ("optimal", "pipeline", "concurrent", "replicate")
 
 
 def run_place(args) -> str:
+    """The table of ``hetrt place`` for the chosen policy."""
+    policy, report = place_policy_report(args)
+    return place_formatter(policy)(report)
+
+
+def place_policy_report(args) -> tuple[str, object]:
+    """(policy, its report) for ``hetrt place``: ``optimal`` a PlaceReport, ``pipeline`` a PipelineReport,
+    ``concurrent`` a ConcurrentReport, ``replicate`` a ReplicateReport."""
     from engine.model_loading import load_network
     from scheduler.cost import build_cost_model
     from scheduler.platforms import get_platform
-    from scheduler.studies.place_report import format_report, make_constraints, place
-    from scheduler.studies.throughput_report import (
-        concurrent_report,
-        format_concurrent,
-        format_pipeline,
-        pipeline_report,
-    )
+    from scheduler.studies.place_report import make_constraints, place
+    from scheduler.studies.throughput_report import concurrent_report, pipeline_report
 
     models = args.model if isinstance(args.model, list) else [args.model]
     policy = getattr(args, "policy", None) or "optimal"
@@ -74,14 +77,38 @@ def run_place(args) -> str:
         if frames < 1:
             raise BuildError(f"--frames must be >= 1, got {frames}")
         model = build_cost_model(load_network(models[0], batch), platform, args.power_mode, precision)
-        return format_pipeline(pipeline_report(model, frames))
+        return policy, pipeline_report(model, frames)
     if policy == "concurrent":
         costed = [build_cost_model(load_network(m, batch), platform, args.power_mode, precision) for m in models]
-        return format_concurrent(concurrent_report(costed))
+        return policy, concurrent_report(costed)
+    if policy == "replicate":
+        from scheduler.studies.replicate import replicate_report
+
+        model = build_cost_model(load_network(models[0], batch), platform, args.power_mode, precision)
+        return policy, replicate_report(model, fallback=not getattr(args, "no_gpu_fallback", False))
     constraints = make_constraints(args.deadline, args.energy_budget, args.max_transitions)
     net = load_network(models[0], batch)
-    report = place(net, platform.name, args.power_mode, precision, args.objective, args.lam, constraints)
-    return format_report(report)
+    return policy, place(net, platform.name, args.power_mode, precision, args.objective, args.lam, constraints)
+
+
+def place_formatter(policy: str):
+    """The table formatter of a policy's report."""
+    from scheduler.studies.place_report import format_report
+    from scheduler.studies.replicate import format_replicate
+    from scheduler.studies.throughput_report import format_concurrent, format_pipeline
+
+    return {"optimal": format_report, "pipeline": format_pipeline, "concurrent": format_concurrent,
+            "replicate": format_replicate}[policy]
+
+
+def place_json(policy: str, report) -> dict:
+    """The JSON document of a policy's report (``hetrt place --json``)."""
+    from scheduler.studies.place_json import report_json
+    from scheduler.studies.replicate import replicate_json
+    from scheduler.studies.throughput_json import concurrent_json, pipeline_json
+
+    return {"optimal": report_json, "pipeline": pipeline_json, "concurrent": concurrent_json,
+            "replicate": replicate_json}[policy](report)
 
 
 def sweep_output_dir(path: str) -> Path:

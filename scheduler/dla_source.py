@@ -6,6 +6,12 @@ Support(ok, reason)`` and ``DlaBackend(cfg, core).layer_costs(network, precision
 CBUF fit). This module adapts it to the cost model and fixes the DLA configuration per platform
 power mode: dla_sim's configuration at the mode's clock, with the mode's DRAM bandwidth.
 
+Voltage: dla_sim's energy figures hold at the configuration's ``energy.vdd`` (the top of the DLA's
+DVFS curve). At a mode whose DLA rail runs at ``mode.dla_vdd`` the on-chip switching energy is
+C x V^2 at that voltage: the configuration given to dla_sim carries ``vdd = mode.dla_vdd`` (which
+scales its per-operation post-processing, CBUF and SRAM energies) and its published whole-core pJ
+per MAC x ``(mode.dla_vdd / energy.vdd)^2``; DRAM energy and static power are left as they are.
+
 Energy convention: dla_sim's energy includes its core's static power over the run
 (``dla_sim.energy``: ``static_mw`` x time). The CostGraph charges static power per rail for the whole
 inference, so the static part is removed here (clamped at zero) to avoid counting it twice.
@@ -19,7 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
-from dla_sim.config import DlaConfig, get_config
+from dla_sim.config import DlaConfig, EnergyConfig, get_config
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
 from engine.ir.network import Layer, Network
@@ -38,14 +44,24 @@ class DlaCostSource(Protocol):
 
 
 def dla_config(platform: Platform, mode: PowerMode) -> DlaConfig:
-    """dla_sim's configuration of ``platform`` at ``mode``: its clock and DRAM bandwidth."""
+    """dla_sim's configuration of ``platform`` at ``mode``: its clock, DRAM bandwidth and rail voltage."""
     base = get_config(platform.dla_config)
     clock_mode = next((m for m, c in base.clocks_mhz.items() if abs(c - mode.dla_clock_mhz) < 1e-6), None)
     if clock_mode is None:
         raise UnsupportedError(f"dla_sim configuration '{base.name}' has no power mode at {mode.dla_clock_mhz} MHz "
                                f"(platform {platform.name} mode {mode.name})")
     cfg = base.with_mode(clock_mode)
-    return replace(cfg, mem=replace(cfg.mem, dram_gbps=mode.dram_gbps))
+    return replace(cfg, mem=replace(cfg.mem, dram_gbps=mode.dram_gbps), energy=mode_energy(cfg.energy, mode))
+
+
+def mode_energy(e: EnergyConfig, mode: PowerMode) -> EnergyConfig:
+    """``e`` at the mode's DLA rail voltage: C x V^2 scaling of the on-chip energies (see module doc)."""
+    if mode.dla_vdd <= 0:
+        return e
+    k = (mode.dla_vdd / e.vdd) ** 2
+    return replace(e, vdd=mode.dla_vdd,
+                   mac_pj_int8=None if e.mac_pj_int8 is None else e.mac_pj_int8 * k,
+                   mac_pj_fp16=None if e.mac_pj_fp16 is None else e.mac_pj_fp16 * k)
 
 
 def _backend():

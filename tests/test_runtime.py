@@ -401,3 +401,23 @@ def test_partition_contexts_and_execute_async_are_public(engine):
                                                r"partition on the GPU backend; partitions \['p0'\] run on "
                                                r"\['reference'\]"):
         ctx.execute_async({"image": FakeDevice()})
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_arena_slots_keep_row_bordered_channels_last_layout(n):
+    """A reference expansion's output (channels-last images between zero rows) is copied into a
+    channels-last arena slot, for one image or several; a C-order value keeps the C-order slot."""
+    from backends.reference.ops import channels_last
+    from engine.runtime.context import _same_layout
+
+    g = np.random.default_rng(n)
+    interior, rows = channels_last.row_bordered(n, 5, 6, 4, np.float32)
+    rows[...] = g.standard_normal(rows.shape)
+    value = channels_last.from_nhwc(interior)
+    slot = np.empty((n, 4, 5, 6), np.float32)
+    view = _same_layout(slot, value)
+    assert np.shares_memory(view, slot) and view.transpose(0, 2, 3, 1).flags.c_contiguous
+    np.copyto(view, value)
+    np.testing.assert_array_equal(view, value)
+    plain = g.standard_normal((n, 4, 5, 6)).astype(np.float32)
+    assert _same_layout(slot, plain) is slot

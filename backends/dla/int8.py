@@ -21,6 +21,21 @@ Arithmetic (identical to ``backends.reference.int8``, which follows the same SDP
 * A residual multiplier ≥ 2**15 has no int16 scale with an unsigned shift; the builder keeps
   such a layer out of INT8 (``assign``) and the lowering refuses it with the same reason.
 * Pooling: PDP in INT8 with equal input and output scales.
+* SiLU / hard-swish epilogues (:class:`NonlinearEpilogue`): three SDP passes, the form TensorRT's
+  DLA runs an exported SiLU in (Sigmoid and ElementWise PROD as separate layers [TRTDOC]), all in
+  the INT pipeline. (1) on the fly after the CONV core: bias, residual, and the per-channel
+  converter writes the pre-activation as int16 at one per-layer step ``s_x``; (2) off-line: SiLU's
+  sigmoid through the Y LUT (int16 entries, LSB 2**-14, ``dla_sim.lut.sigmoid_lut(s_x)``) or
+  hard-swish's gate ``clip(x + 3, 0, 6)`` (X1 add of 2**m, clipped ReLU at 2**(m+1), with
+  ``s_x = 3 / 2**m``: exact integers); (3) off-line: element-wise multiply of the gate (M-RDMA)
+  by the pre-activation (E-RDMA), the converter requantizing the int32 product to int8. The
+  reference (``int8_rules.quantize_nonlinear``) rounds the exact function once; these passes
+  round the pre-activation to int16, the sigmoid to the table, and the product: the result stays
+  within one int8 step of the reference (:func:`nonlinear_error_bound`). Only an int8 output:
+  a float network output keeps such a layer in FP16 (:data:`NONLINEAR_FLOAT_OUTPUT`). The int16
+  intermediates use the SDP's separate processing and output precisions (PROC_PRECISION /
+  OUT_PRECISION [PREC]; INT16 cubes exist in nv_full, a Jetson loadable's I/O is INT8/FP16 only
+  [FAQ], these cubes never leave the loadable) [U: whether Xavier/Orin keep INT16 SDP output].
 
 Conversions inside a partition, all on the SDP: an FP16 result read by an INT8 layer is quantized
 at the reader's scale (the FP16 pipeline's converter, ``SdpOp.fp_out_scale``); an int8 cube read at
@@ -48,14 +63,16 @@ from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
 from engine.ir.int8_math import bias_params, quantize, requant_params, round_half_away
-from engine.ir.int8_rules import epilogue, epilogue_reason, pool_reason
-from engine.ir.layers import LayerKind
+from engine.ir.int8_rules import activation_value, epilogue, epilogue_reason, nonlinear_epilogue, pool_reason
+from engine.ir.layers import ActivationType, LayerKind
 from engine.ir.network import Layer, Network
 
 INT8_KINDS = (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED, LayerKind.POOLING)
 # data movement: the integers pass unchanged at their scale (nearest Resize replicates them)
 MOVES = (LayerKind.CONCATENATION, LayerKind.SHUFFLE, LayerKind.IDENTITY, LayerKind.SLICE, LayerKind.SPLIT,
          LayerKind.CONSTANT, LayerKind.RESIZE)
+NONLINEAR_FLOAT_OUTPUT = ("a SiLU / hard-swish INT8 epilogue needs an int8 output; a network output of a "
+                          "calibrated build leaves in float, so the layer stays in float")
 PLACEHOLDER = Requant(scale=(1,), shift=(0,))  # timing-only lowering: converter values do not change time
 FLOAT_OUTPUT = ("its INT8 result leaves in float (a network output of a calibrated build is the float32 "
                 "accumulator value, which no DLA cube can hold); it runs on the GPU")
@@ -110,7 +127,11 @@ def planned_int8_reason(layer: Layer, network: Network) -> str | None:
         return pool_reason(layer.params, len(network.tensors[layer.inputs[0]].shape))
     if layer.kind is LayerKind.CONVOLUTION and len(layer.params.kernel) != 2:
         return "INT8 convolution is 2-D only"
-    return epilogue_reason(layer.params.activation)
+    why = epilogue_reason(layer.params.activation)
+    if why is None and nonlinear_epilogue(layer.params.activation) is not None and \
+            any(t in network.outputs for t in layer.outputs):
+        return NONLINEAR_FLOAT_OUTPUT
+    return why
 
 
 def layer_mode(layer: Layer, network: Network) -> str:
@@ -287,6 +308,112 @@ def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act
     return ConvEpilogue(wq, b16, bias is not None, int(bshift), out_rq, in_rq, relu, clip_q, step)
 
 
+SIGMOID_FRAC_BITS = 14  # the sigmoid table's int16 entries: LSB 2**-14 (dla_sim.lut)
+INT16_MAX = 32767
+
+
+@dataclass(frozen=True)
+class NonlinearEpilogue:
+    """The three SDP passes of an INT8 convolution with a SiLU / hard-swish epilogue (module doc).
+
+    ``pre``: the conv pass (bias, residual; ``out_requant`` to int16 at ``x_scale``). SiLU: the LUT
+    pass reads int16 at ``x_scale`` (``lut_in_scale``). Hard-swish: the gate pass adds ``gate_bias``
+    and clips at ``gate_clip``. ``mul_requant``: int32 product -> int8 at the layer's output scale."""
+
+    kind: ActivationType
+    pre: ConvEpilogue
+    x_scale: float | None  # real value of one int16 LSB of the pre-activation (None: timing only)
+    mul_requant: Requant
+    gate_bias: int = 0
+    gate_clip: int = 0
+
+
+def _silu_range(s_out: float) -> float:
+    """Pre-activation half-range R of a SiLU with output step ``s_out``: above R the output saturates
+    at 127 (silu(R) = 127 s_out), below -R |silu| < s_out / 8 (it rounds to 0 either way)."""
+    hi_target = 127.0 * s_out
+    lo, hi = 0.0, hi_target + 40.0
+    for _ in range(200):  # silu is increasing on [0, inf)
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if activation_value(ActivationType.SILU, mid) < hi_target else (lo, mid)
+    x_neg = 1.5
+    while abs(float(activation_value(ActivationType.SILU, -x_neg))) > s_out / 8:  # decreasing for x < -1.28
+        x_neg += 0.25
+    return max(hi, x_neg)
+
+
+def nonlinear_params(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act, residual: bool,
+                     with_values: bool) -> NonlinearEpilogue:
+    """The SDP programs of an INT8 convolution with a SiLU / hard-swish epilogue (module doc)."""
+    kind = nonlinear_epilogue(act)
+    if kind is None:
+        raise UnsupportedError(f"layer {layer.describe()}: activation {act} is not a non-linear INT8 epilogue")
+    spec = spec_of(layer)
+    if spec is None or not with_values:
+        if spec is None and with_values:
+            raise UnsupportedError(f"layer {layer.describe()} has no INT8 scales: calibrate before running INT8")
+        pre = ConvEpilogue(None, None, bias is not None, 0, PLACEHOLDER, PLACEHOLDER if residual else None, False,
+                           None)
+        return NonlinearEpilogue(kind, pre, None, PLACEHOLDER, 1, 2)
+    if spec.output_scale is None:
+        raise UnsupportedError(f"layer {layer.describe()}: {NONLINEAR_FLOAT_OUTPUT}")
+    if spec.kernel_scales is None:
+        raise UnsupportedError(f"layer {layer.describe()}: INT8 weights without per-channel scales")
+    s_out = float(spec.output_scale)
+    s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
+    gate_bias = gate_clip = 0
+    if kind is ActivationType.SILU:
+        s_x = _silu_range(s_out) / INT16_MAX
+        mul = 2.0 ** -SIGMOID_FRAC_BITS * s_x / s_out  # sigmoid (LSB 2**-14) x pre-activation (LSB s_x)
+    else:  # hard-swish: s_x = 3 / 2**m makes x + 3 and the clip at 6 integers 2**m and 2**(m+1)
+        reach = max(127.0 * s_out, 3.0)  # above it the output saturates; below -3 it is 0
+        m = min(13, int(np.floor(np.log2(3.0 * INT16_MAX / reach))))  # gate 2**(m+1) fits int16
+        s_x = 3.0 / 2.0 ** m
+        gate_bias, gate_clip = 1 << m, 1 << (m + 1)
+        mul = s_x * s_x / (6.0 * s_out)  # x (LSB s_x) times gate (LSB s_x), over 6
+    wq = kernel if kernel.dtype == np.int8 else quantize(kernel, spec.kernel_scales, axis=0)
+    pre_rq = _requant(*requant_params(s_acc / s_x))
+    in_rq = None
+    if residual:
+        try:
+            in_rq = _requant(*requant_params(np.float64(spec.input_scales[1]) / s_acc))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"residual converter: {e}; the builder keeps this layer in FP16") from None
+    b16, bshift = (None, 0)
+    if bias is not None:
+        b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
+        b16 = b16.astype(np.int16)
+    pre = ConvEpilogue(wq, b16, bias is not None, int(bshift), pre_rq, in_rq, False, None)
+    return NonlinearEpilogue(kind, pre, float(s_x), _requant(*requant_params(np.float64(mul))), gate_bias,
+                             gate_clip)
+
+
+def nonlinear_error_bound(ne: NonlinearEpilogue, s_out: float) -> float:
+    """Worst distance, in int8 steps, between the DLA's passes and the exact function before the
+    reference's rounding: every int16 pre-activation run through the gate and multiply passes
+    (dla_sim's LUT and converter arithmetic) against ``f(x_q * s_x) / s_out``, plus what rounding the
+    accumulator to int16 can move (``max|f'| * (s_x / 2 + R * 2**-15)``, the converter's relative
+    multiplier error). Below 1.5 the int8 result is within one step of the reference's."""
+    if ne.x_scale is None:
+        raise ValueError("timing-only epilogue has no values to bound")
+    from dla_sim import lut as dla_lut
+    from dla_sim.formats import convert_int, rshift_round, saturate
+
+    xq = np.arange(-INT16_MAX, INT16_MAX + 1, dtype=np.int64)
+    if ne.kind is ActivationType.SILU:
+        gate = saturate(dla_lut.evaluate(dla_lut.sigmoid_lut(ne.x_scale).lut, xq, unit="sdp"), 16)
+        slope = 1.1  # max silu' = 1.0998
+    else:
+        gate = np.minimum(np.maximum(xq + ne.gate_bias, 0), ne.gate_clip)
+        slope = 1.5  # max hard-swish' (at x = 3)
+    sc, sh = ne.mul_requant.arrays(1)
+    y = convert_int(saturate(rshift_round(gate * xq, 0), 32), 0, sc, sh, 8)
+    ideal = activation_value(ne.kind, xq * ne.x_scale) / s_out
+    grid = float(np.max(np.abs(y - np.clip(ideal, -128.5, 127.5))))
+    pre = slope * (ne.x_scale / 2 + INT16_MAX * ne.x_scale * 2.0 ** -15) / s_out
+    return grid + pre
+
+
 def float_step(wq: np.ndarray, s_acc: np.ndarray, bias: np.ndarray | None) -> float:
     """The power of two in whose units an INT8 layer writes a float (FP16) output.
 
@@ -317,6 +444,7 @@ def fp16_scale(scale: float) -> np.ndarray:
     return np.array([s16], dtype=np.float16)
 
 
-__all__ = ["FP16_REP", "INT8_KINDS", "MOVES", "PLACEHOLDER", "ConvEpilogue", "Rep", "check_pool", "context_reason",
+__all__ = ["FP16_REP", "INT8_KINDS", "MOVES", "NONLINEAR_FLOAT_OUTPUT", "PLACEHOLDER", "ConvEpilogue",
+           "NonlinearEpilogue", "nonlinear_error_bound", "nonlinear_params", "Rep", "check_pool", "context_reason",
            "conv_epilogue", "fp16_scale", "has_float_output", "input_rep", "int8_readers", "layer_mode",
            "output_rep", "planned_int8_reason", "source_rep", "spec_of"]

@@ -145,6 +145,12 @@ def _activation_spec(spec) -> str | None:
     return None
 
 
+def dla_runs_activation(spec) -> bool:
+    """Whether a DLA runs this activation (fused or decomposed): the optimizer's DLA-aware mode
+    fuses only these into GEMM epilogues."""
+    return _activation_spec(spec) is None
+
+
 def _activation(layer, net, prec, cfg):
     return _activation_spec(layer.params.activation)
 

@@ -76,6 +76,8 @@ def execute(network: Network, feeds: dict[str, np.ndarray], precision_of: Precis
     precision_of = precision_of or default_precision
     values: dict[str, np.ndarray] = dict(check_feeds(network, feeds))
     last = last_uses(network)
+    kept = set(network.outputs)
+    tensors = network.tensors
     for i, layer in enumerate(network.layers):
         try:
             args = [values[t] for t in layer.inputs]
@@ -83,15 +85,15 @@ def execute(network: Network, feeds: dict[str, np.ndarray], precision_of: Precis
             raise ExecutionError(f"layer {layer.describe()}: input tensor {e} is not available") from None
         outs = run_layer(layer, args, precision_of(layer), any_layout=True)
         for name, out in zip(layer.outputs, outs):
-            want = network.tensors[name].shape
-            if tuple(out.shape) != want:
+            want = tensors[name].shape
+            if out.shape != want:
                 raise ExecutionError(f"layer {layer.describe()}: output '{name}' has shape {tuple(out.shape)}, "
                                      f"the network declares {want}")
             values[name] = out
         if observer is not None:
             observer(layer, outs)
-        for t in set(layer.inputs) | set(layer.outputs):
-            if last.get(t, -1) <= i and t not in network.outputs:
+        for t in (*layer.inputs, *layer.outputs):
+            if t not in kept and last.get(t, -1) <= i:
                 values.pop(t, None)
     missing = [t for t in network.outputs if t not in values]
     if missing:

@@ -11,6 +11,8 @@ Arithmetic (the DLA's, see ``engine.ir.int8_math``):
   away, saturate to 32 bits), added with int32 saturation;
 * ReLU (and the lower bound 0 of a clip) on the int32 value; the clip's upper bound on the int8
   result;
+* SiLU / hard-swish (non-linear epilogues): the exact function of the dequantized int32 value,
+  correctly rounded to int8 (``engine.ir.int8_rules.quantize_nonlinear``);
 * output: ``convert(v, scale_k, shift_k)`` to int8 with the per-channel requant pair derived from
   ``s_in * s_w[k] / s_out``; without an output scale the layer hands on ``v * s_in * s_w[k]`` in
   float32 (an INT8 layer with a float output);
@@ -40,6 +42,7 @@ from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
 from engine.ir.int8_math import bias_params, dequantize, quantize, requant_params, round_half_away
 from engine.ir.int8_rules import epilogue as int8_epilogue
+from engine.ir.int8_rules import nonlinear_epilogue, quantize_nonlinear
 from engine.ir.layers import LayerKind, PoolingType
 from engine.ir.network import Layer
 
@@ -123,6 +126,11 @@ def epilogue(acc: np.ndarray, layer: Layer, spec: annotation.Int8Spec, activatio
         e = _input_int8(residual, residual_scale).astype(np.int64)
         sc, sh = requant_params(np.float64(residual_scale) / s_acc)
         v = _sat(v + convert(e, _channel(sc, nd, channel_axis), _channel(sh, nd, channel_axis), 32), 32)
+    kind = nonlinear_epilogue(activation)
+    if kind is not None:
+        out = spec.output_scale
+        y = quantize_nonlinear(kind, v, _channel(s_acc, nd, channel_axis), None if out is None else float(out))
+        return y if out is None else dequantize(y.astype(np.int8), np.float32(out))
     try:
         relu, clip_hi = int8_epilogue(activation)
     except UnsupportedError as e:

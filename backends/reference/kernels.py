@@ -115,17 +115,34 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | Non
     return outs if any_layout else [np.ascontiguousarray(o) if o.ndim else o for o in outs]
 
 
+_F32 = np.dtype(np.float32)
+
+
+def _fp32_ready(arrays) -> bool:
+    """Whether every array is already a numpy array whose FP32 compute form is itself (float32 or
+    not a float), so that the conversions of ``_run_layer`` would all return their argument."""
+    return all(type(a) is np.ndarray and (a.dtype == _F32 or a.dtype.kind != "f") for a in arrays)
+
+
 def _run_layer(layer: Layer, inputs: list[np.ndarray], precision: Precision | None) -> list[np.ndarray]:
-    precision = Precision(precision or layer.precision or Precision.FP32)
+    precision = precision or layer.precision or Precision.FP32
+    if type(precision) is not Precision:
+        precision = Precision(precision)
     if precision is Precision.INT8:
         return int8.run_layer(layer, inputs, precision)  # exact integer emulation
+    kind = layer.kind
     kernel = lookup(KERNELS, layer, "reference")
-    xs = [to_compute(np.asarray(x), precision) for x in inputs]
-    ws = {k: _weight_to_compute(w, precision) for k, w in layer.weights.items()}
+    weights = layer.weights
+    if precision is Precision.FP32 and _fp32_ready(inputs) and _fp32_ready(weights.values()):
+        xs, ws = list(inputs), dict(weights)  # every conversion below would be the identity
+    else:
+        xs = [to_compute(np.asarray(x), precision) for x in inputs]
+        ws = {k: _weight_to_compute(w, precision) for k, w in weights.items()}
     outs = kernel(layer, xs, ws)
-    if layer.kind is not LayerKind.CAST:  # a cast's output type is its target type, whatever the precision
-        outs = [to_storage(o, precision) for o in outs]
-    if layer.kind in _FRESH_OUTPUTS:
+    if kind is not LayerKind.CAST:  # a cast's output type is its target type, whatever the precision
+        storage = _STORAGE[precision]
+        outs = [o if o.dtype == storage else to_storage(o, precision) for o in outs]
+    if kind in _FRESH_OUTPUTS:
         return outs
     # Outputs own their memory: data-movement kernels return views, which must not alias the
     # caller's inputs or the layer's weights.

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 from engine.ir.network import Network
 from engine.optimizer.passes import (
@@ -107,15 +108,29 @@ class OptimizeReport:
         return Counter(r.pass_name for r in self.rewrites)
 
 
+def dla_aware(st: Stage) -> Stage:
+    """``st``, but fusing into GEMM epilogues only activations a DLA also runs (a GELU stays its
+    own layer): TensorRT fuses per device after placement, so a fusion must not decide placement."""
+    if st.name != "conv_activation":
+        return st
+    from backends.dla.support import dla_runs_activation
+
+    return replace(st, run=partial(conv_activation.run, fusable=dla_runs_activation))
+
+
 def optimize(network: Network, log: Callable[[str], None] | None = None,
-             passes: Sequence[str | Stage] | None = None, debug: bool = False) -> OptimizeReport:
-    """Run ``passes`` (default: the full pipeline) on a copy of ``network``.
+             passes: Sequence[str | Stage] | None = None, debug: bool = False,
+             for_dla: bool = False) -> OptimizeReport:
+    """Run ``passes`` (default: the full pipeline) on a copy of ``network``; ``for_dla`` for
+    networks whose layers may be placed on a DLA (``dla_aware``).
 
     ``log`` receives one line per rewrite and a layer count after each phase. With ``debug``
     the network is validated after every pass, so a broken rewrite is caught where it happens.
     """
     emit = log or (lambda message: None)
     stages = DEFAULT_PIPELINE if passes is None else tuple(p if isinstance(p, Stage) else stage(p) for p in passes)
+    if for_dla:
+        stages = tuple(dla_aware(st) for st in stages)
     net = network.copy()
     report = OptimizeReport(net, layers_before=len(net.layers))
     emit(f"Original: {len(net.layers)} layers")

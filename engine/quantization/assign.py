@@ -14,6 +14,11 @@ tensors the model quantizes). Rules, in TensorRT's spirit:
 * An INT8 layer's output is requantized to int8 when its tensor has a scale — with calibration,
   network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
   quantizes it. Otherwise it leaves in float.
+* SiLU and hard-swish epilogues run INT8 only on layers a DLA will run (``nonlinear``; the
+  builder's rule: a dla-first build, a layer the DLA accepts, not pinned to the GPU): the DLA
+  computes them on its SDP (lookup table / clipped ramp, then an element-wise multiply), while the
+  GPU backend's INT8 kernels have ReLU/clip epilogues only, so other layers keep FP16 and their
+  fused kernel. They need an int8 output: a calibrated network's float output keeps them in float.
 * Layers pinned with ``layer_precisions`` and layers INT8 cannot run keep their float precision
   (FP16 when the fp16 flag is on); each is reported with the reason.
 """
@@ -29,7 +34,7 @@ from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
 from engine.ir.int8_math import quantize, requant_params, weight_scales
-from engine.ir.int8_rules import epilogue_reason, pool_reason
+from engine.ir.int8_rules import epilogue_reason, nonlinear_epilogue, pool_reason
 from engine.ir.layers import LayerKind
 from engine.ir.network import Layer, Network
 
@@ -43,13 +48,22 @@ class Int8Assignment:
     scales: dict[str, np.float32] = field(default_factory=dict)  # after propagation
 
 
-def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool) -> str | None:
+NONLINEAR_GPU = ("INT8 {act} epilogues run on the DLA (SDP passes); the GPU backend's INT8 kernels have "
+                 "ReLU/clip epilogues only, so a layer that may run on the GPU (a build other than dla-first, "
+                 "a layer the DLA refuses or one pinned to the GPU) stays in float")
+
+
+def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool,
+                     nonlinear: Callable[[Layer], bool]) -> str | None:
     p = layer.params
     if layer.kind is LayerKind.CONVOLUTION and len(p.kernel) != 2:
         return "INT8 convolution is 2-D only"
     why = epilogue_reason(p.activation)
     if why:
         return why
+    kind = nonlinear_epilogue(p.activation)
+    if kind is not None and not nonlinear(layer):
+        return NONLINEAR_GPU.format(act=kind.value)
     if not implicit and annotation.KERNEL_SCALES not in layer.weights:
         return "its weights are not quantized by the model (no DequantizeLinear on them)"
     if layer.weights["kernel"].dtype.kind != "f" and layer.weights["kernel"].dtype != np.int8:
@@ -78,8 +92,10 @@ def _spec_for(layer: Layer, network: Network, scales: dict, implicit: bool) -> a
 
 
 def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callable[[Layer], bool],
-                implicit: bool) -> Int8Assignment:
-    """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc."""
+                implicit: bool, nonlinear: bool | Callable[[Layer], bool] = False) -> Int8Assignment:
+    """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc.
+    ``nonlinear``: whether a layer's SiLU / hard-swish epilogue may run INT8 (a layer the DLA runs)."""
+    allow = nonlinear if callable(nonlinear) else (lambda _layer: bool(nonlinear))
     result = Int8Assignment(scales=dict(scales))
     sc = result.scales
     for layer in network.layers:
@@ -97,7 +113,7 @@ def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callabl
             continue
         missing = [t for t in layer.inputs if t not in sc]
         if layer.kind in (LayerKind.CONVOLUTION, LayerKind.FULLY_CONNECTED):
-            why = _weighted_reason(layer, network, sc, implicit)
+            why = _weighted_reason(layer, network, sc, implicit, allow)
         elif layer.kind is LayerKind.POOLING:
             why = pool_reason(layer.params, len(network.tensors[x].shape))
         else:
@@ -113,6 +129,11 @@ def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callabl
                 spec = _spec_for(layer, network, sc, implicit)
             except UnsupportedError as e:
                 why = str(e)
+            else:
+                kind = nonlinear_epilogue(getattr(layer.params, "activation", None))
+                if kind is not None and spec.output_scale is None:
+                    why = (f"an INT8 {kind.value} epilogue needs an int8 output; this one leaves in float (the "
+                           f"DLA requantizes its SDP product to int8 only)")
         if why is not None:
             result.float_layers[layer.name] = why
             continue

@@ -54,11 +54,20 @@ class FrameStore:
         return name in self.values
 
 
+def _nhwc_images(value: np.ndarray) -> bool:
+    """Whether every image of the 4-D ``value`` is stored channels-last and contiguous (the images
+    themselves may lie apart, as in the reference kernels' zero-bordered expansion outputs)."""
+    n, c, h, w = value.shape
+    _, sc, sh, sw = value.strides
+    it = value.itemsize
+    return (c == 1 or sc == it) and (w == 1 or sw == c * it) and (h == 1 or sh == w * c * it)
+
+
 def _same_layout(view: np.ndarray, value: np.ndarray) -> np.ndarray:
     """``view``'s bytes laid out as ``value`` is when that is channels-last (the reference
     kernels' convolution output): the copy stays a straight one instead of a transposition, and
     the next layer reads the layout it computes in. Any other value keeps the C-order view."""
-    if value.ndim != 4 or value.flags.c_contiguous or not value.transpose(0, 2, 3, 1).flags.c_contiguous:
+    if value.ndim != 4 or value.flags.c_contiguous or not _nhwc_images(value):
         return view
     n, c, h, w = view.shape
     return view.reshape(n, h, w, c).transpose(0, 3, 1, 2)

@@ -5,7 +5,9 @@ Deep-Learning-Accelerator-SW README (peak sparse INT8 TOPS per power mode, GPU v
 HaX-CoNN artifact (GPU<->DLA transition 0.010-0.043 ms GPU side, 0.045-0.074 ms DLA side, Xavier
 MAXN), [FORUM] forums.developer.nvidia.com/t/323456 (AGX Orin 32GB GPU stress power per mode),
 [NVP] nvpmodel tables of the Jetson Linux Developer Guide ("Platform Power and Performance"),
-recalled, not re-read [U]. [D] = derived by arithmetic from cited numbers; [U] = assumption.
+recalled, not re-read [U]. [NVPCONF] NVIDIA's nvpmodel configuration files nvpmodel_p3701_0000.conf
+and nvpmodel_p3701_0004.conf (Jetson Linux BSP; read in a public mirror, LineageOS
+android_device_nvidia_concord, nvpmodel/). [D] = derived by arithmetic from cited numbers; [U] = assumption.
 
 Derivations worth checking (``tests/scheduler_runtime/test_platforms.py`` re-derives them):
 
@@ -17,7 +19,18 @@ Derivations worth checking (``tests/scheduler_runtime/test_platforms.py`` re-der
   40.9 / 13.8 sparse INT8 TOPS, within 2 % of [DLASW]'s 171 / 109 / 41 / 14 (whole TOPS).
 * Xavier: 22.6 INT8 TOPS / (2 x 8 SMs x 1377 MHz) = 1026 -> 1024 INT8, 512 FP16 MACs/SM/cycle [D];
   64 FP32 CUDA cores per SM (512 / 8) [PLAT].
-* DLA clocks per mode come from the dla_sim configurations (``dla_sim.config``) -- one source.
+* DLA clocks per mode come from the dla_sim configurations (``dla_sim.config``) -- one source. They
+  agree with NVIDIA's nvpmodel configuration files for AGX Orin modules [NVPCONF] (P3701-0000 and
+  -0004, 32 GB; DLA0_CORE/DLA1_CORE MAX_FREQ): 15 W 614.4 MHz, 30 W 1369.6 MHz, MAXN uncapped (the
+  clock table's top, 1.6 GHz on the 64 GB module [ORINTB]). The 64 GB module's 50 W cap (1404 MHz)
+  is derived from [DLASW]'s 92 TOPS [D]; the 32 GB module's 50 W file caps at 1369.6 MHz.
+* DLA voltage per mode (DVFS) [U]: no per-mode DLA voltage is published. The DLA rail is taken
+  linear in the DLA clock between a floor at the slowest nvpmodel DLA clock and the top clock, whose
+  voltage is the one the published per-MAC energy is stated at (``dla_sim.config`` ORIN_NODE /
+  XAVIER_NODE): Orin 0.55 V at 614.4 MHz -> 0.70 V at 1600 MHz; Xavier 0.60 V at 550 MHz -> 0.75 V
+  at 1395.2 MHz. The floors are assumptions (typical logic Vmin of 8 nm / 12 nm parts). On-chip DLA
+  energy per operation scales with (V / V_top)^2, so DLA dynamic power at full load goes as f x V^2
+  (``model.DvfsCurve``); DRAM energy and static power do not scale.
 * Transition fixed costs [D from HAX]: into the DLA (reformat launch + DLA submission) 0.040 ms,
   out of it (completion + event) 0.008 ms, at Xavier MAXN; with the reformat of a GoogLeNet-size
   tensor (28x28x480 FP16, ~16 us at 70 % of 136.5 GB/s) that gives 0.056 / 0.024 ms, inside
@@ -40,9 +53,9 @@ Derivations worth checking (``tests/scheduler_runtime/test_platforms.py`` re-der
 
 from __future__ import annotations
 
-from dla_sim.config import ORIN, XAVIER
+from dla_sim.config import ORIN, ORIN_NODE, XAVIER, XAVIER_NODE
 
-from .model import DLA_TO_GPU, GPU_TO_DLA, GpuArch, HostCpu, Platform, PowerMode, TransitionSpec
+from .model import DLA_TO_GPU, GPU_TO_DLA, DvfsCurve, GpuArch, HostCpu, Platform, PowerMode, TransitionSpec
 
 _EFF_SRC = "[U] assumption: conv/GEMM kernels reach half of tensor-core peak"
 _BW_SRC = "[U] assumption: streaming kernels reach 70 % of DRAM bandwidth"
@@ -92,6 +105,20 @@ _ORIN_DRAM_GBPS = {"MAXN": 204.8, "50W": 204.8, "30W": 204.8, "15W": 136.5}  # E
 
 SMS_PER_TPC = 2  # Ampere GA10x TPC = 2 SMs [PLAT]
 
+_DVFS_SRC = {"f_lo_mhz": "slowest nvpmodel DLA clock", "f_hi_mhz": "top DLA clock (MAXN)",
+             "v_hi": "the voltage the published per-MAC energy is stated at (dla_sim.config) [U]",
+             "v_lo": "[U] assumed rail floor", "shape": "[U] V linear in f between the two points"}
+ORIN_DLA_DVFS = DvfsCurve(f_lo_mhz=ORIN.clocks_mhz["15W"], v_lo=0.55, f_hi_mhz=ORIN.clocks_mhz["MAXN"],
+                          v_hi=ORIN_NODE[1], sources={**_DVFS_SRC, "f_lo_mhz": "15 W cap 614.4 MHz [NVPCONF]",
+                                                      "f_hi_mhz": "MAXN 1.6 GHz [ORINTB]"})
+XAVIER_DLA_DVFS = DvfsCurve(f_lo_mhz=XAVIER.clocks_mhz["10W"], v_lo=0.60, f_hi_mhz=XAVIER.clocks_mhz["MAXN"],
+                            v_hi=XAVIER_NODE[1], sources={**_DVFS_SRC, "f_lo_mhz": "10 W 550 MHz [L4TX]",
+                                                          "f_hi_mhz": "MAXN 1395.2 MHz [L4TX]"})
+
+
+def _dla_dvfs_fields(curve: DvfsCurve, clock_mhz: float) -> dict:
+    return {"dla_vdd": curve.volts(clock_mhz), "dla_energy_scale": curve.energy_scale(clock_mhz)}
+
 
 def orin_gpu_energy_per_tpc_cycle(name: str) -> float:
     """Joules per active TPC per GPU cycle at full load in mode ``name``: ([FORUM] rail stress power
@@ -112,9 +139,12 @@ def _orin_mode(name: str) -> PowerMode:
         name=name, gpu_clock_mhz=clock, gpu_active_sms=sms, dla_clock_mhz=ORIN.clocks_mhz[name],
         dram_gbps=_ORIN_DRAM_GBPS[name], gpu_active_w=orin_gpu_dynamic_w(name),
         gpu_static_w=_ORIN_GPU_STATIC_W[name], dla_static_w=ORIN.energy.static_mw / 1e3,
-        soc_static_w=_ORIN_SOC_STATIC_W[name],
+        soc_static_w=_ORIN_SOC_STATIC_W[name], **_dla_dvfs_fields(ORIN_DLA_DVFS, ORIN.clocks_mhz[name]),
         sources={"gpu_clock_mhz": "[NVP][U], consistent with [DLASW] TOPS (module docstring)",
-                 "gpu_active_sms": "[NVP][U] TPCs x 2", "dla_clock_mhz": "dla_sim ORIN clocks_mhz",
+                 "gpu_active_sms": "[NVP][U] TPCs x 2",
+                 "dla_clock_mhz": "dla_sim ORIN clocks_mhz; 15 W / 30 W caps as [NVPCONF]",
+                 "dla_vdd": "ORIN_DLA_DVFS at the mode's DLA clock [U]",
+                 "dla_energy_scale": "(dla_vdd / 0.70 V)^2: C x V^2 at the mode's voltage",
                  "dram_gbps": "204.8 GB/s LPDDR5 [PLAT]; 15 W caps EMC at 2133 MHz [NVP][U]",
                  "gpu_active_w": "energy per TPC-cycle x TPCs x clock; energy from [FORUM] VDD_GPU_SOC stress "
                                  "power per mode (AGX Orin 32GB) minus gpu_static_w [S][U]",
@@ -150,7 +180,8 @@ ORIN_AGX_64GB = Platform(
     dram_pj_per_byte=5.0 * 8, transition=_HAX_TRANSITION,
     modes={m: _orin_mode(m) for m in ("15W", "30W", "50W", "MAXN")}, default_mode="MAXN",
     sources={"dla_cores": "[PLAT] 2 x DLA v2", "dram_pj_per_byte": "[PLAT] LPDDR5 4-6 pJ/bit, 5 taken [U]",
-             "transition": "[HAX] Xavier numbers reused [U]"},
+             "transition": "[HAX] Xavier numbers reused [U]", "dla_dvfs": "module docstring [U]"},
+    dla_dvfs=ORIN_DLA_DVFS,
     cpu=ORIN_CPU,
 )
 
@@ -166,9 +197,11 @@ def _xavier_mode(name: str) -> PowerMode:
         name=name, gpu_clock_mhz=_XAVIER_GPU[name], gpu_active_sms=8, dla_clock_mhz=XAVIER.clocks_mhz[name],
         dram_gbps=_XAVIER_DRAM_GBPS[name], gpu_active_w=_XAVIER_ACTIVE_W[name],
         gpu_static_w=_XAVIER_GPU_STATIC_W[name], dla_static_w=XAVIER.energy.static_mw / 1e3,
-        soc_static_w=_XAVIER_SOC_STATIC_W[name],
+        soc_static_w=_XAVIER_SOC_STATIC_W[name], **_dla_dvfs_fields(XAVIER_DLA_DVFS, XAVIER.clocks_mhz[name]),
         sources={"gpu_clock_mhz": "MAXN 1377 MHz [PLAT]; others [NVP][U]", "gpu_active_sms": "[PLAT] 8 SMs",
                  "dla_clock_mhz": "dla_sim XAVIER clocks_mhz ([L4TX])",
+                 "dla_vdd": "XAVIER_DLA_DVFS at the mode's DLA clock [U]",
+                 "dla_energy_scale": "(dla_vdd / 0.75 V)^2: C x V^2 at the mode's voltage",
                  "dram_gbps": "136.5 GB/s LPDDR4x [PLAT]; EMC caps of 15 W / 10 W [NVP][U]",
                  "gpu_active_w": "[U]", "gpu_static_w": "[U]", "dla_static_w": "dla_sim XAVIER energy.static_mw [U]",
                  "soc_static_w": "[U] module idle power"},
@@ -181,6 +214,7 @@ XAVIER_AGX = Platform(
     dram_pj_per_byte=6.0 * 8, transition=_HAX_TRANSITION,
     modes={m: _xavier_mode(m) for m in ("10W", "15W", "30W", "MAXN")}, default_mode="MAXN",
     sources={"dla_cores": "[PLAT] 2 x DLA v1", "dram_pj_per_byte": "[PLAT] LPDDR4x 4-6 pJ/bit, 6 taken [U]",
-             "transition": "[HAX]"},
+             "transition": "[HAX]", "dla_dvfs": "module docstring [U]"},
+    dla_dvfs=XAVIER_DLA_DVFS,
     cpu=XAVIER_CPU,
 )

@@ -18,6 +18,11 @@ energies, so the formulas are stated once:
 * Power: every rail has a static power paid for the whole inference; the GPU's dynamic power at
   full utilisation is ``gpu_active_w``; a memory-bound phase draws ``memory_bound_power_fraction``
   of it; DRAM traffic costs ``dram_pj_per_byte``.
+* DLA voltage/frequency scaling: the DLA's switching energy per operation is ``C x V^2``, so at a
+  mode's DLA clock ``f`` with rail voltage ``V(f)`` (the platform's ``DvfsCurve``) the on-chip
+  dynamic energy of a DLA operation is the published one x ``(V(f) / V_ref)^2`` and the dynamic
+  power at full load ``~ f x V(f)^2``. DRAM energy (off-chip interface) and static power do not
+  scale (``scheduler.dla_source.dla_config`` applies the rule).
 * Host CPU (``HostCpu``): a layer the GPU backend has no kernel for runs on the host CPU (the
   reference backend). Its time is ``max(2 x MACs + elementwise ops) / sustained FLOP/s, bytes /
   CPU bandwidth)``; each tensor crossing between the CPU and the GPU/DLA side costs one hand-off,
@@ -67,6 +72,35 @@ class GpuArch:
 
 
 @dataclass(frozen=True)
+class DvfsCurve:
+    """Rail voltage of a clock domain against its clock: linear between ``(f_lo_mhz, v_lo)`` and
+    ``(f_hi_mhz, v_hi)``, flat at ``v_lo`` below ``f_lo_mhz`` (the rail's floor), and no clock above
+    ``f_hi_mhz`` (the domain's maximum). ``v_hi`` is the voltage the published energy figures hold."""
+
+    f_lo_mhz: float
+    v_lo: float
+    f_hi_mhz: float
+    v_hi: float
+    sources: Mapping[str, str] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", frozen_map(self.sources))
+        if not (0 < self.f_lo_mhz < self.f_hi_mhz and 0 < self.v_lo <= self.v_hi):
+            raise ValueError(f"DVFS curve needs 0 < f_lo < f_hi and 0 < v_lo <= v_hi, got {self}")
+
+    def volts(self, f_mhz: float) -> float:
+        if not 0 < f_mhz <= self.f_hi_mhz * (1 + 1e-9):
+            raise ValueError(f"clock {f_mhz} MHz outside the DVFS curve (0, {self.f_hi_mhz}] MHz")
+        if f_mhz <= self.f_lo_mhz:
+            return self.v_lo
+        return self.v_lo + (self.v_hi - self.v_lo) * (f_mhz - self.f_lo_mhz) / (self.f_hi_mhz - self.f_lo_mhz)
+
+    def energy_scale(self, f_mhz: float) -> float:
+        """Switching energy per operation at ``f_mhz`` relative to the curve's top: (V(f) / v_hi)^2."""
+        return (self.volts(f_mhz) / self.v_hi) ** 2
+
+
+@dataclass(frozen=True)
 class PowerMode:
     """One nvpmodel mode: clocks, active GPU SMs, DRAM bandwidth, rail powers."""
 
@@ -80,6 +114,8 @@ class PowerMode:
     dla_static_w: float  # per DLA core (powered for the whole inference)
     soc_static_w: float  # DRAM + SoC fabric + CPU idle, paid for the whole inference
     sources: Mapping[str, str] = field(default_factory=frozen_map)
+    dla_vdd: float = 0.0  # DLA rail voltage at dla_clock_mhz (the platform's DvfsCurve); 0: no DLA
+    dla_energy_scale: float = 1.0  # (dla_vdd / DVFS v_hi)^2: on-chip DLA energy per op vs the published figure
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", frozen_map(self.sources))
@@ -138,6 +174,7 @@ class Platform:
     default_mode: str
     measured_gpu: bool = False  # True: GPU layer times are measured on this machine, not modelled
     sources: Mapping[str, str] = field(default_factory=frozen_map)
+    dla_dvfs: DvfsCurve | None = None  # DLA rail voltage against the DLA clock
     cpu: HostCpu | None = None  # where layers without a GPU kernel run (None: nowhere modelled)
 
     def __post_init__(self) -> None:
@@ -197,6 +234,8 @@ class Platform:
             "modes": {n: {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in m.__dict__.items()}
                       for n, m in self.modes.items()},
             "default_mode": self.default_mode, "measured_gpu": self.measured_gpu, "sources": dict(self.sources),
+            "dla_dvfs": None if self.dla_dvfs is None else {
+                k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.dla_dvfs.__dict__.items()},
             "cpu": None if self.cpu is None else {k: (dict(v) if isinstance(v, Mapping) else v)
                                                   for k, v in self.cpu.__dict__.items()},
         }

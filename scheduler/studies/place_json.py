@@ -6,7 +6,8 @@ simulated numbers beside measured ones. Units: microseconds and microjoules, sim
 
 from __future__ import annotations
 
-from ..costgraph import DEVICES, GPU
+from ..cost import CostModel, LayerCost
+from ..costgraph import DEVICES, GPU, CostGraph, Node
 from ..objectives import evaluate
 from ..placement.result import Placement
 from .place_report import PlaceReport, _flip_reasons
@@ -18,10 +19,9 @@ def _policy(p: Placement, n_dla: int) -> dict:
             "transitions": p.transitions, "loadables": dict(p.loadables), "dla_layers": n_dla, "solver": p.solver}
 
 
-def _device_totals(r: PlaceReport) -> dict:
+def device_totals(g: CostGraph) -> dict:
     """Every layer a device can run on it, alone: its whole-network time and energy (sequential model,
     static rails included); layers it refuses are counted and left on the GPU."""
-    g = r.model.graph
     out = {}
     for d in DEVICES:
         if d not in g.static_power_w and d != GPU:
@@ -35,6 +35,30 @@ def _device_totals(r: PlaceReport) -> dict:
     return out
 
 
+def layer_devices(g: CostGraph, node: Node) -> dict:
+    """The layer's cost on every device of the platform, or that device's refusal."""
+    return {x: ({"time_us": node.time[x] * 1e3, "energy_uj": node.energy[x] * 1e3}
+                if node.supports(x) else {"refused": node.why_not(x)})
+            for x in DEVICES if x in g.static_power_w or x == GPU}
+
+
+def host_fields(row: LayerCost) -> dict:
+    """``host``: how a layer the GPU backend has no kernel for runs on the CPU (its GPU-side time is
+    host time + hand-offs); empty for every other layer."""
+    if row.host is None:
+        return {}
+    h = row.host
+    return {"host": {"reason": h.reason, "host_us": h.time_s * 1e6, "handoff_us": h.handoff_s * 1e6,
+                     "handoffs": h.handoffs, "in_bytes": h.in_bytes, "out_bytes": h.out_bytes,
+                     "clock": "measured" if h.measured else "estimated"}}
+
+
+def header(m: CostModel, policy: str) -> dict:
+    return {"model": m.graph.name, "platform": m.platform.name, "power_mode": m.mode.name,
+            "precision": m.precision.value, "policy": policy, "clock": "simulated target",
+            "units": {"time": "us", "energy": "uJ"}, "static_power_w": dict(m.graph.static_power_w)}
+
+
 def report_json(r: PlaceReport) -> dict:
     m = r.model
     g = m.graph
@@ -46,17 +70,9 @@ def report_json(r: PlaceReport) -> dict:
         d = c.devices[row.name]
         rec = {
             "name": row.name, "kind": row.kind, "device": row.device_label if d == GPU else d,
-            "time_us": node.time[d] * 1e3,
-            "energy_uj": node.energy[d] * 1e3, "reason": reasons[row.name],
-            "devices": {x: ({"time_us": node.time[x] * 1e3, "energy_uj": node.energy[x] * 1e3}
-                            if node.supports(x) else {"refused": node.why_not(x)})
-                        for x in DEVICES if x in g.static_power_w or x == GPU},
+            "time_us": node.time[d] * 1e3, "energy_uj": node.energy[d] * 1e3, "reason": reasons[row.name],
+            "devices": layer_devices(g, node), **host_fields(row),
         }
-        if row.host is not None:  # on the GPU side it runs on the CPU: time_us = host_us + handoff_us
-            h = row.host
-            rec["host"] = {"reason": h.reason, "host_us": h.time_s * 1e6, "handoff_us": h.handoff_s * 1e6,
-                           "handoffs": h.handoffs, "in_bytes": h.in_bytes, "out_bytes": h.out_bytes,
-                           "clock": "measured" if h.measured else "estimated"}
         layers.append(rec)
     count = sum(1 for n in g.nodes if not n.pseudo and c.devices[n.name] != GPU)
     totals = {"chosen": _policy(c, count)}
@@ -64,13 +80,11 @@ def report_json(r: PlaceReport) -> dict:
         totals[name] = _policy(p, sum(1 for n in g.nodes if not n.pseudo and p.devices[n.name] != GPU))
     tl = r.timeline.summary()
     return {
-        "model": g.name, "platform": m.platform.name, "power_mode": m.mode.name, "precision": m.precision.value,
-        "objective": r.objective, "clock": "simulated target", "units": {"time": "us", "energy": "uJ"},
-        "static_power_w": dict(g.static_power_w), "layers": layers, "totals": totals,
-        "devices": _device_totals(r),
+        **header(m, "optimal"), "objective": r.objective, "layers": layers, "totals": totals,
+        "devices": device_totals(g),
         "timeline": {"latency_us": tl["latency_ms"] * 1e3, "energy_uj": tl["energy_per_inference_mj"] * 1e3,
                      "average_power_w": tl["average_power_w"]},
     }
 
 
-__all__ = ["report_json"]
+__all__ = ["device_totals", "header", "host_fields", "layer_devices", "report_json"]

@@ -35,13 +35,15 @@ ScaleEdit = Callable[[Network, dict], None]
 
 
 def calibrated(net: Network, seed: int, n_batches: int = 3, algorithm: str = "minmax",
-               edit: ScaleEdit | None = None) -> Network:
+               edit: ScaleEdit | None = None, dla: bool = False) -> Network:
     """``net`` optimized, calibrated on seeded random batches and assigned INT8 (FP16 elsewhere), as
-    the builder does with ``fp16`` and ``int8``; ``edit`` may change the scale table first."""
+    the builder does with ``fp16`` and ``int8``; ``edit`` may change the scale table first. ``dla``:
+    a build for the DLA (SiLU / hard-swish epilogues run INT8 too)."""
     rng = np.random.default_rng(seed)
     data = [{n: rng.standard_normal(net.tensors[n].shape).astype(np.float32) for n in net.inputs}
             for _ in range(n_batches)]
-    cfg = BuilderConfig(fp16=True, int8=True, calibrator=make_calibrator(algorithm, data))
+    cfg = BuilderConfig(fp16=True, int8=True, calibrator=make_calibrator(algorithm, data),
+                        default_device="dla" if dla else "gpu")
     builder_step.prepare(net, cfg, QUIET)
     opt = optimize(net).network
     table = builder_step.scales_for(opt, cfg, None, QUIET)
@@ -152,4 +154,23 @@ def net_fc(rng) -> Network:
         y = net.tensor(net.add_layer(FullyConnectedParams(num_outputs=k, activation=act), [y], w,
                                      name=f"fc{i}").outputs[0])
     net.mark_output(y)
+    return net
+
+
+def net_conv_silu(rng, exported: bool = True, act: str = "silu", residual: bool = False) -> Network:
+    """Convolutions with a SiLU (or hard-swish) epilogue: written as an exporter does (Sigmoid + Mul on
+    the conv output, which the optimizer fuses) or already fused; a pool makes the output int8."""
+    net = Network(f"conv_{act}")
+    x = net.add_input("x", (1, 16, 12, 12))
+    h = conv(net, x, 32, 3, rng, pad=1, act="relu", name="c0")
+    for i in range(2):
+        if exported and act == "silu":
+            y = conv(net, h, 32, 3, rng, pad=1, name=f"c{i + 1}")
+            s = net.add_activation(y, "sigmoid", name=f"sig{i + 1}")
+            y = net.add_elementwise(y, s, "prod", name=f"mul{i + 1}")
+        else:
+            y = conv(net, h, 32, 3, rng, pad=1, act=act, name=f"c{i + 1}",
+                     residual=h if residual and i == 1 else None)
+        h = y
+    net.mark_output(net.add_pooling(h, "max", (2, 2), name="pool"))
     return net

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -138,15 +139,54 @@ def test_winograd_fp16_matches_direct():
     np.testing.assert_allclose(acc, ref, rtol=1e-2, atol=1e-2 * np.abs(ref).max())
 
 
-def test_winograd_int8_is_exactly_four_times_direct():
+def test_winograd_int8_is_exactly_four_times_direct_when_the_pra_fits_int8():
+    """|V| <= 4 * 31 < 128: the PRA output holds every transformed input at PRA truncate 0."""
     rng = np.random.default_rng(5)
     op = make_op(1, 64, 8, 12, 32, 3, 3, pad=(1, 1, 1, 1), mode="winograd")
-    x = rand_i8(rng, op.input.shape)
+    x = rand_i8(rng, op.input.shape, -31, 31)
     g = rand_i8(rng, op.weight_shape, -12, 12)  # |4U| <= 9*12 < 128: representable
     u = conv_core.winograd_weights(g, Precision.INT8)
     acc = conv_core.accumulate(op, x, u, cfg=NV_FULL).astype(np.int64)
     direct = conv_core.accumulate(make_op(1, 64, 8, 12, 32, 3, 3, pad=(1, 1, 1, 1)), x, g, cfg=NV_FULL)
     np.testing.assert_array_equal(acc, conv_core.WINOGRAD_INT8_GAIN * direct.astype(np.int64))
+
+
+def _winograd_pra(x: np.ndarray, g: np.ndarray, shift: int) -> np.ndarray:
+    """Independent F(2x2,3x3) per tile: V = C^T d C truncated as [PREC]'s pra_trunc, U4 = 4 G g G^T."""
+    c_t = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)  # C^T
+    gm = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], np.float64)  # 2G
+    a_t = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    n, c, h, w = x.shape
+    out = np.zeros((n, g.shape[0], h, w))
+    u = np.einsum("ar,kcrs,bs->kcab", gm, g.astype(np.float64), gm)
+    for i in range(0, h, 2):
+        for j in range(0, w, 2):
+            v = np.einsum("ab,ncbd,ed->ncae", c_t, xp[:, :, i:i + 4, j:j + 4], c_t)
+            r = np.sign(v) * np.floor(np.abs(v) / 2 ** shift + 0.5)
+            v = np.clip(r, -128, 127)
+            m = np.einsum("ncab,kcab->nkab", v, u)
+            out[:, :, i:i + 2, j:j + 2] = np.einsum("pa,nkab,qb->nkpq", a_t, m, a_t)
+    return out
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_winograd_int8_truncates_the_pra_as_the_precision_doc_says(shift):
+    """Full-range int8 input: the PRA output is V >> pra_trunc rounded and saturated to int8
+    ([PREC] pra_trunc), so the result is not the direct convolution (why NVDLA's compiler keeps
+    INT8 in direct mode); at PRA truncate 2 it is the direct result up to V's dropped low bits."""
+    rng = np.random.default_rng(6 + shift)
+    op = make_op(1, 16, 8, 8, 16, 3, 3, pad=(1, 1, 1, 1), mode="winograd")
+    op = dataclasses.replace(op, pra_trunc=shift)
+    x = rand_i8(rng, op.input.shape)
+    g = rand_i8(rng, op.weight_shape, -12, 12)
+    acc = conv_core.accumulate(op, x, conv_core.winograd_weights(g, Precision.INT8), cfg=NV_FULL)
+    np.testing.assert_array_equal(acc.astype(np.int64), _winograd_pra(x, g, shift).astype(np.int64))
+    direct = ref_conv(x, g, pad=op.pad) * conv_core.winograd_int8_gain(shift)
+    assert not np.array_equal(acc.astype(np.float64), direct)
+    if shift == 2:
+        err = acc.astype(np.float64) - direct
+        assert 10 * np.log10(np.sum(direct ** 2) / np.sum(err ** 2)) > 20
 
 
 def test_winograd_int8_rejects_unrepresentable_weights():

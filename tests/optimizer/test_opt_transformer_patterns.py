@@ -159,3 +159,36 @@ def test_an_activated_gemm_keeps_its_add() -> None:
     assert_equivalent(net, out)
     assert any(la.kind in (K.ELEMENTWISE, K.POINTWISE) for la in out.layers)
 
+
+
+def test_dla_aware_optimization_keeps_gelu_out_of_the_gemm_so_the_fc_can_stay_on_the_dla() -> None:
+    """A DLA runs the FC but not GELU: for a build that may use a DLA, the GELU becomes its own
+    activation layer instead of the FC's epilogue (ReLU still fuses)."""
+    net = _mlp(np.random.default_rng(17), "torch")
+    out = optimize(net, debug=True, for_dla=True).network
+    assert_equivalent(net, out)
+    fcs = [la for la in out.layers if la.kind is K.FULLY_CONNECTED]
+    assert fcs[0].params.activation is None and "bias" in fcs[0].weights
+    gelus = [la for la in out.layers if la.kind is K.ACTIVATION]
+    assert [g.params.activation.type for g in gelus] == [ActivationType.GELU_ERF]
+    relu_net = Network("relu")
+    x = relu_net.add_input("x", (2, 16))
+    y = _fc(relu_net, x, 8, np.random.default_rng(1), "fc")
+    relu_net.mark_output(relu_net.add_activation(y, "relu"))
+    relu_net.validate()
+    fused = optimize(relu_net, for_dla=True).network
+    assert [la.kind for la in fused.layers] == [K.FULLY_CONNECTED]
+
+
+def test_studies_and_dla_builds_load_networks_dla_aware(monkeypatch) -> None:
+    import engine.optimizer as opt
+    from engine.builder import BuilderConfig, wants_dla
+
+    seen = []
+    real = opt.optimize
+    monkeypatch.setattr(opt, "optimize", lambda *a, **k: seen.append(k.get("for_dla")) or real(*a, **k))
+    from engine.model_loading import load_network
+
+    load_network("resnet18_small")
+    assert seen == [True]
+    assert wants_dla(BuilderConfig(default_device="dla")) and not wants_dla(BuilderConfig())

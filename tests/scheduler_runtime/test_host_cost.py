@@ -155,3 +155,21 @@ def test_a_tensor_between_two_host_layers_is_not_handed_off():
     pool, cat = model.layer("pool").host, model.layer("cat").host
     assert (pool.handoffs, pool.in_bytes, pool.out_bytes) == (1, _pool_bytes(10), 0)  # its output stays on the host
     assert (cat.handoffs, cat.in_bytes, cat.out_bytes) == (2, _pool_bytes(10), 2 * _pool_bytes(10))  # conv2 in
+
+
+def test_a_host_layer_that_cannot_be_priced_never_fails_the_build(monkeypatch):
+    """Pricing is a report: when the measurement cannot run a host layer, the build warns and the
+    plan simply has no price for it."""
+    import scheduler.host_cost as host_cost
+
+    def broken(*args, **kwargs):
+        raise ValueError("no inputs this layer accepts")
+
+    monkeypatch.setattr(builder_mod, "_gpu_backend_status", lambda: (True, "a GPU for this test"))
+    monkeypatch.setitem(runtime.BACKENDS, "gpu", _NoGpu)
+    monkeypatch.setattr(host_cost, "record_host_layers", broken)
+    log = Logger(Severity.WARNING)
+    contents = Builder(log).build(_net(), BuilderConfig(optimize=False, platform="host"))
+    assert "host_layers" not in contents.placement
+    assert any("host layers not priced" in m for _, m in log.records)
+    assert [p["backend"] for p in contents.placement["partitions"]][1] == "reference"

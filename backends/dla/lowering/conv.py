@@ -9,12 +9,12 @@ import numpy as np
 
 from dla_sim import conv_core
 from dla_sim.config import DlaConfig
+from dla_sim.limits import DlaLimitError
 from dla_sim.ops import ConvOp, CubeDesc, HwOp, SdpOp
 from dla_sim.ops import Precision as HwPrecision
 from engine.ir.errors import UnsupportedError
-from engine.ir.layers import (
-    ActivationSpec,
-)
+from engine.ir.int8_rules import nonlinear_epilogue
+from engine.ir.layers import ActivationSpec, ActivationType
 from engine.ir.network import Layer
 
 from .. import int8
@@ -202,6 +202,10 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
                     residual: str | None = None) -> None:
     """INT8 ConvOp (direct mode) + on-the-fly SdpOp: bias, residual through the element-wise
     converter, ReLU and the per-channel output converter; a clip below 127 adds an SDP pass."""
+    if nonlinear_epilogue(act) is not None:
+        _emit_conv_int8_nonlinear(ctx, layer, x, out, kcrs, bias, kernel, stride, pad, dilation, groups, act,
+                                  residual)
+        return
     ep = int8.conv_epilogue(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
     xc = ctx.cube(x)
     to_float = int8.has_float_output(layer, ctx.network)
@@ -211,11 +215,12 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     sdp_out = yc
     if to_float:  # the INT pipeline's converter writes FP16 (Int17ToFp16)
         sdp_out = ctx.out.cubes[first] = make_cube(first, ctx.net.tensors[out].shape, HwPrecision.FP16)
-    wname = ctx.blob(f"{layer.name}.w", ep.kernel)
+    mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
+    wname = ctx.blob(f"{layer.name}.w", weights)
     acc = f"{layer.name}.acc"
     conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups,
-                  mode="image" if _image_input(ctx, x, xc, groups, dilation) else "direct",
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
+                  pra_trunc=INT8_PRA_TRUNC if mode == "winograd" else 0,
                   weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
     operands: list[str] = []
     if ep.has_bias:
@@ -239,6 +244,76 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
         oc = ctx.ir_out(out)
         ctx.emit(layer, SdpOp(name=f"{layer.name}.clip", input=yc, output=oc, source="memory", activation="clip",
                               clip_max=float(ep.clip_q), inputs=(first,), outputs=(out,)))
+
+
+# PRA truncate 2: int8 data's transformed input (|V| <= 510) never saturates, and the accumulator's
+# gain 4 / 2**2 = 1 keeps the direct mode's converter (dla_sim.conv_core.winograd_int8_gain).
+INT8_PRA_TRUNC = 2
+
+
+def _int8_mode(ctx: _Ctx, x: str, xc: CubeDesc, yc: CubeDesc, wq: np.ndarray | None, kernel, stride, dilation,
+               groups: int) -> tuple[str, np.ndarray | None]:
+    """(mode, weights as stored) of an INT8 convolution. Image input for the first layer; otherwise
+    direct mode, as the NVDLA compiler chooses for INT8 (Winograd only for FP16/INT16: nvdla/sw
+    ``engine-ast/EngineNodeFactory.cpp``, ``!isInt8``; TensorRT's DLA documentation says nothing of
+    Winograd). ``cfg.conv.winograd_int8`` opts into the hardware's INT8 Winograd where [PG]'s
+    conditions hold and the transformed weights fit int8: lossy (PRA truncation), for what-if timing."""
+    if _image_input(ctx, x, xc, groups, dilation):
+        return "image", wq
+    if not (ctx.cfg.conv.winograd_int8 and _winograd_ok(ctx.cfg, xc, yc, kernel, stride, dilation, groups)):
+        return "direct", wq
+    if wq is None:  # timing only: the weights' fit is not known, the hardware conditions hold
+        return "winograd", None
+    try:
+        return "winograd", conv_core.winograd_weights(wq, HwPrecision.INT8)
+    except DlaLimitError:
+        return "direct", wq
+
+
+def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
+                              kernel, stride, pad, dilation, groups: int, act: ActivationSpec,
+                              residual: str | None) -> None:
+    """INT8 convolution with a SiLU / hard-swish epilogue: the conv pass writes the pre-activation
+    in int16, a LUT (SiLU) or clipped-ramp (hard-swish) pass makes the gate, an element-wise
+    multiply requantizes gate x pre-activation to int8 (``int8.NonlinearEpilogue``)."""
+    ne = int8.nonlinear_params(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
+    ep = ne.pre
+    xc = ctx.cube(x)
+    shape = ctx.net.tensors[out].shape
+    pre, gate = f"{out}.pre", f"{out}.gate"
+    yc = make_cube(f"{layer.name}.acc", shape, HwPrecision.INT8)  # the accumulator's geometry
+    prec = ctx.out.cubes[pre] = make_cube(pre, shape, HwPrecision.INT16)
+    gatec = ctx.out.cubes[gate] = make_cube(gate, shape, HwPrecision.INT16)
+    mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
+    wname = ctx.blob(f"{layer.name}.w", weights)
+    acc = f"{layer.name}.acc"
+    conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
+                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
+                  pra_trunc=INT8_PRA_TRUNC if mode == "winograd" else 0,
+                  weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
+    operands: list[str] = []
+    if ep.has_bias:
+        operands.append(ctx.blob(f"{layer.name}.b", ep.bias, "operand"))
+    fields: dict = {}
+    if residual is not None:
+        fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
+        operands.append(residual)
+    ops = [conv, SdpOp(name=f"{layer.name}.sdp", input=yc, output=prec, source="flying",
+                       bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
+                       out_requant=ep.out_requant, inputs=(acc, *operands), outputs=(pre,), **fields)]
+    if ne.kind is ActivationType.SILU:
+        ops.append(SdpOp(name=f"{out}.sigmoid", input=prec, output=gatec, source="memory", activation="sigmoid",
+                         lut_in_scale=ne.x_scale if ne.x_scale is not None else 1.0, inputs=(pre,),
+                         outputs=(gate,)))
+    else:
+        shift = ctx.blob(f"{gate}.bias", np.array([ne.gate_bias], dtype=np.int16) if ctx.with_weights else None,
+                         "operand")
+        ops.append(SdpOp(name=f"{out}.hardsigmoid", input=prec, output=gatec, source="memory", bias="per_layer",
+                         activation="clip", clip_max=float(ne.gate_clip), inputs=(pre, shift), outputs=(gate,)))
+    oc = ctx.ir_out(out)
+    ops.append(SdpOp(name=f"{out}.mul", input=gatec, output=oc, source="memory", eltwise="mul", eltwise_input=prec,
+                     out_requant=ne.mul_requant, inputs=(gate, pre), outputs=(out,)))
+    ctx.emit(layer, *ops)
 
 
 lower_convolution = _conv_lowering(_emit_conv)

@@ -40,15 +40,17 @@ def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
 
 
 def _out_size(x_sp, kernel, stride, pre, post, dilation) -> tuple[int, ...]:
-    return tuple((n + a + b - (d * (k - 1) + 1)) // s + 1
-                 for n, k, s, a, b, d in zip(x_sp, kernel, stride, pre, post, dilation))
+    return tuple([(n + a + b - (d * (k - 1) + 1)) // s + 1
+                  for n, k, s, a, b, d in zip(x_sp, kernel, stride, pre, post, dilation)])
 
 
-def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int) -> np.ndarray:
+def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: int,
+            bordered: bool = False) -> np.ndarray:
     """y[n, k, o] = sum_{c, t} x_pad[n, g*Cg + c, o*stride + t*dilation] * w[k, c, t] (no bias).
 
     2-D float convolutions run channels-last (``channels_last``): the result may then be stored
-    NHWC; its values are the same.
+    NHWC, with ``bordered`` (1x1 and few-channel paths) inside a ``row_bordered`` buffer; its
+    values are the same.
     """
     n, c = x.shape[:2]
     k_out = w.shape[0]
@@ -57,12 +59,13 @@ def conv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, groups: i
     out = _out_size(x.shape[2:], kernel, stride, pre, post, dilation)
     path = channels_last.supports(x, w, groups) if all(o > 0 for o in out) else None
     if path == "1x1" and not any(pre) and not any(post):
-        return channels_last.conv1x1(x, w, stride, out)
+        return channels_last.conv1x1(x, w, stride, out, bordered=bordered)
     if path == "depthwise":
         return channels_last.depthwise(x, w, stride, pre, post, dilation, out)
     if path is not None:
-        fn = channels_last.im2col_conv if x.shape[1] >= _MIN_CHANNELS_LAST else channels_last.im2col_few_channels
-        return fn(x, w, stride, pre, post, dilation, out)
+        if x.shape[1] < _MIN_CHANNELS_LAST:
+            return channels_last.im2col_few_channels(x, w, stride, pre, post, dilation, out, bordered=bordered)
+        return channels_last.im2col_conv(x, w, stride, pre, post, dilation, out)
     taps = math.prod(kernel)
     nout = math.prod(out)
     if groups == 1 and taps == 1 and not any(pre) and not any(post):
@@ -122,15 +125,15 @@ def deconv_nd(x: np.ndarray, w: np.ndarray, stride, pre, post, dilation, output_
 def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
     """bias, residual and activation applied in place on the freshly computed ``y``.
 
-    A channels-last result is updated as (N*H, W*K) rows with the bias tiled along a row, so
+    A channels-last result is updated as (N, H, W*K) rows with the bias tiled along a row, so
     every ufunc runs over long contiguous rows rather than K values at a time.
     """
-    if channels_last.is_channels_last(y):
-        n, k, h, w = y.shape
-        rows = y.transpose(0, 2, 3, 1).reshape(n * h, w * k)
+    rows = channels_last.nhwc_rows(y)
+    if rows is not None:
+        w = y.shape[3]
         if bias is not None:
-            rows += channels_last.prepared(bias.astype(y.dtype, copy=False), ("tile", w),
-                                           lambda b: np.tile(b, w))
+            bias = bias if bias.dtype == y.dtype else bias.astype(y.dtype)
+            rows += channels_last.prepared(bias, ("tile", w), lambda b: np.tile(b, w))
         if residual is not None:
             y += residual
         if act is not None:
@@ -174,13 +177,16 @@ def convolution(layer, inputs, weights):
     if x.ndim == 4 and x.shape[2:] == (1, 1) and w.shape[2:] == (1, 1) and p.groups == 1 \
             and not any(p.pre_padding) and not any(p.post_padding):
         return [_pixel_conv(x, w, bias, inputs[1] if p.residual else None, p.activation)]
+    # An expansion (more output than input channels, no residual) leaves its output between zero
+    # rows: its reader is typically a depthwise convolution, which then needs no padding copy.
+    bordered = x.ndim == 4 and x.shape[1] < w.shape[0] and p.groups == 1 and not p.residual
     if (bias is not None and channels_last.supports(x, w, p.groups) == "1x1" and not any(p.pre_padding)
             and not any(p.post_padding) and channels_last.folds_bias(x, w)):
         out = _out_size(x.shape[2:], p.kernel, p.stride, p.pre_padding, p.post_padding, p.dilation)
-        y = channels_last.conv1x1(x, w, p.stride, out, bias=bias.astype(x.dtype, copy=False))
+        y = channels_last.conv1x1(x, w, p.stride, out, bias=bias.astype(x.dtype, copy=False), bordered=bordered)
         bias = None
     else:
-        y = conv_nd(x, w, p.stride, p.pre_padding, p.post_padding, p.dilation, p.groups)
+        y = conv_nd(x, w, p.stride, p.pre_padding, p.post_padding, p.dilation, p.groups, bordered=bordered)
     y = _epilogue(y, bias, inputs[1] if p.residual else None, p.activation)
     return [y.astype(x.dtype, copy=False)]
 

@@ -10,6 +10,7 @@ from scipy import special
 from engine.ir.errors import UnsupportedError
 from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, ScaleMode, UnaryOp
 
+from . import channels_last
 from .activation import apply_activation
 
 
@@ -75,8 +76,21 @@ def binary(op: ElementWiseOp, a: np.ndarray, b: np.ndarray, where: str) -> np.nd
     return np.asarray(y)
 
 
+# Float ops that ``channels_last.per_channel_binary`` may compute row by row (same ufunc, same values).
+_ROW_UFUNCS: dict[ElementWiseOp, np.ufunc] = {
+    ElementWiseOp.SUM: np.add, ElementWiseOp.SUB: np.subtract, ElementWiseOp.PROD: np.multiply,
+    ElementWiseOp.DIV: np.divide, ElementWiseOp.MAX: np.maximum, ElementWiseOp.MIN: np.minimum,
+}
+
+
 def elementwise(layer, inputs, weights):
     a, b = inputs
+    fn = _ROW_UFUNCS.get(layer.params.op)
+    if fn is not None and a.ndim == 4 and b.ndim == 4:
+        with np.errstate(all="ignore"):
+            y = channels_last.per_channel_binary(fn, a, b)
+        if y is not None:
+            return [y]
     return [binary(layer.params.op, a, b, layer.describe())]
 
 

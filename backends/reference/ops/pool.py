@@ -9,6 +9,7 @@ import numpy as np
 from engine.ir.errors import UnsupportedError
 from engine.ir.layers import PoolingType
 
+from . import channels_last
 from .conv import windows
 
 
@@ -59,6 +60,13 @@ def _global_pool(x: np.ndarray, pool_type: PoolingType) -> np.ndarray:
     if pool_type is PoolingType.MAX:
         return np.max(x, axis=axes, keepdims=True)
     count = math.prod(x.shape[2:])
+    if channels_last.is_channels_last(x) and x.size:
+        # NHWC memory: sum the image rows as (H, W*C) runs (long contiguous ufunc loops, x's own
+        # precision), then the W partial sums of each channel in float64.
+        n, c, h, w = x.shape
+        rows = np.add.reduce(x.transpose(0, 2, 3, 1).reshape(n, h, w * c), axis=1)
+        total = np.add.reduce(rows.reshape(n, w, c), axis=1, dtype=np.float64)
+        return (total / count).astype(x.dtype).reshape(n, c, 1, 1)
     if x.ndim == 4 and x.shape[2] > 1:
         # Rows first in x's own precision (vectorised over the other axes whatever the layout),
         # then the W partial sums in float64: the first level rounds H times per value, not H*W.
@@ -72,6 +80,8 @@ def pooling(layer, inputs, weights):
     if x.dtype.kind != "f":
         raise UnsupportedError(f"{layer.describe()}: pooling of {x.dtype} tensors is not supported")
     sp_shape = x.shape[2:]
+    if layer.params.global_pool and layer.params.type in (PoolingType.MAX, PoolingType.AVERAGE):
+        return [_global_pool(x, PoolingType(layer.params.type))]  # what the resolved window below gives
     p = layer.params.resolved(sp_shape)
     sp = len(sp_shape)
     out = tuple(_out_len(sp_shape[i], p.window[i], p.stride[i], p.pre_padding[i], p.post_padding[i],

@@ -14,6 +14,8 @@ graph rounds the sigmoid to fp16 first: the results differ by at most an fp16 ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind
 from engine.ir.network import Layer, Network
 from engine.optimizer.graph import fused_layer, same_pins, sole_consumer
@@ -64,7 +66,9 @@ def _fuse_silu(net: Network) -> list[Rewrite]:
     return rewrites
 
 
-def run(net: Network) -> list[Rewrite]:
+def run(net: Network, fusable: Callable[[ActivationSpec], bool] | None = None) -> list[Rewrite]:
+    """``fusable``: which activations may join a GEMM epilogue (all when None); a DLA-aware build
+    keeps out those a DLA cannot run, so fusion never takes a GEMM off the DLA."""
     rewrites: list[Rewrite] = _fuse_silu(net)
     for act in list(net.layers):
         if act.kind is not LayerKind.ACTIVATION:
@@ -76,6 +80,8 @@ def run(net: Network) -> list[Rewrite]:
             continue
         params = act.params
         assert isinstance(params, ActivationParams)
+        if fusable is not None and not fusable(params.activation):
+            continue
         new = fused_layer(net, [producer, act], producer.params.replace(activation=params.activation),
                           producer.inputs, act.outputs, producer.weights)
         net.replace_layer([producer, act], new)
