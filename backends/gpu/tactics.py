@@ -215,29 +215,36 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
     return _time_launches(tactics, lambda t: int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy), reps)
 
 
-def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
-                   logger: Logger | None = None) -> dict[str, str]:
-    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
+    """The FP16 (name, geometry, act, residual, unscaled) and INT8 (name, geometry, epilogue,
+    residual, ldy) tensor-core convolutions of the GPU segments among ``layer_names``."""
     from backends.gpu.backend import split_segments
-    from backends.gpu.kernels import conv as convk
     from backends.gpu.lower import lower
 
-    log = logger or Logger()
-    t0 = time.perf_counter()
-    cache = TimingCache(cache_path)
     convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
             continue
-        low = lower(network, layers, [])
-        for op in low.ops:
+        for op in lower(network, layers, []).ops:
             if op.kind == "conv":
                 convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
                               op.info.get("scale") is None))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
                                op.info["ldy"]))
+    return convs, convs8
+
+
+def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
+                   logger: Logger | None = None) -> dict[str, str]:
+    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+    from backends.gpu.kernels import conv as convk
+
+    log = logger or Logger()
+    t0 = time.perf_counter()
+    cache = TimingCache(cache_path)
+    convs, convs8 = _tensor_core_convs(network, layer_names)
     if convs and level > 0:
         convk.compile_all()
     if convs8 and level > 0:
