@@ -268,6 +268,21 @@ def _requant(scale: np.ndarray, shift: np.ndarray) -> Requant:
     return Requant(scale=tuple(int(v) for v in np.atleast_1d(scale)), shift=tuple(int(v) for v in np.atleast_1d(shift)))
 
 
+def _residual_and_bias(spec, s_acc: np.ndarray, bias: np.ndarray | None, residual: bool
+                       ) -> tuple[Requant | None, np.ndarray | None, int]:
+    """(residual converter, int16 bias, bias shift) of an INT8 convolution's on-the-fly SDP pass."""
+    in_rq = None
+    if residual:
+        try:
+            in_rq = _requant(*requant_params(np.float64(spec.input_scales[1]) / s_acc))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"residual converter: {e}; the builder keeps this layer in FP16") from None
+    if bias is None:
+        return in_rq, None, 0
+    b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
+    return in_rq, b16.astype(np.int16), int(bshift)
+
+
 def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act, residual: bool,
                   with_values: bool) -> ConvEpilogue:
     """The SDP program of an INT8 convolution/FC ``layer`` (``kernel`` KCRS as the layer stores it)."""
@@ -288,22 +303,12 @@ def conv_epilogue(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, act
         out_rq = _requant(*requant_params(s_acc / step))
     else:
         out_rq = _requant(*requant_params(s_acc / np.float64(spec.output_scale)))
-    in_rq = None
-    if residual:
-        try:
-            in_rq = _requant(*requant_params(np.float64(spec.input_scales[1]) / s_acc))
-        except UnsupportedError as e:
-            raise UnsupportedError(f"residual converter: {e}; the builder keeps this layer in FP16") from None
-    b16, bshift = (None, 0)
-    if bias is not None:
-        b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
+    in_rq, b16, bshift = _residual_and_bias(spec, s_acc, bias, residual)
     clip_q = None
     if clip_hi is not None and step is None:
         q = int(round_half_away(clip_hi / spec.output_scale))
         clip_q = q if q < 127 else None
-    if with_values:
-        b16 = None if b16 is None else b16.astype(np.int16)
-    else:
+    if not with_values:
         wq, out_rq, in_rq, b16 = None, PLACEHOLDER, PLACEHOLDER if residual else None, None
     return ConvEpilogue(wq, b16, bias is not None, int(bshift), out_rq, in_rq, relu, clip_q, step)
 
@@ -373,16 +378,7 @@ def nonlinear_params(layer: Layer, kernel: np.ndarray, bias: np.ndarray | None, 
         mul = s_x * s_x / (6.0 * s_out)  # x (LSB s_x) times gate (LSB s_x), over 6
     wq = kernel if kernel.dtype == np.int8 else quantize(kernel, spec.kernel_scales, axis=0)
     pre_rq = _requant(*requant_params(s_acc / s_x))
-    in_rq = None
-    if residual:
-        try:
-            in_rq = _requant(*requant_params(np.float64(spec.input_scales[1]) / s_acc))
-        except UnsupportedError as e:
-            raise UnsupportedError(f"residual converter: {e}; the builder keeps this layer in FP16") from None
-    b16, bshift = (None, 0)
-    if bias is not None:
-        b16, bshift = bias_params(round_half_away(np.asarray(bias, dtype=np.float64) / s_acc))
-        b16 = b16.astype(np.int16)
+    in_rq, b16, bshift = _residual_and_bias(spec, s_acc, bias, residual)
     pre = ConvEpilogue(wq, b16, bias is not None, int(bshift), pre_rq, in_rq, False, None)
     return NonlinearEpilogue(kind, pre, float(s_x), _requant(*requant_params(np.float64(mul))), gate_bias,
                              gate_clip)

@@ -62,23 +62,13 @@ class Partition:
 
 
 def _records(network: Network, placement: Any) -> list[dict]:
-    names = {layer.name for layer in network.layers}
-    raw = placement.get("partitions", []) if isinstance(placement, dict) else None
-    if not isinstance(raw, list):
+    """The placement's partition records, checked as the plan verifier checks them (an engine built
+    in memory never went through ``engine.plan.deserialize``)."""
+    from engine.verify.checks import check_partitions
+
+    if not isinstance(placement, dict):
         raise PlanError("plan placement: 'partitions' must be a list")
-    seen: dict[str, int] = {}
-    for i, p in enumerate(raw):
-        if not isinstance(p, dict) or not isinstance(p.get("layers"), list):
-            raise PlanError(f"plan placement: partition {i} must be an object with a 'layers' list")
-        if not isinstance(p.get("device", "gpu"), str) or not isinstance(p.get("backend", FALLBACK_BACKEND), str):
-            raise PlanError(f"plan placement: partition {i} device and backend must be strings")
-        for name in p["layers"]:
-            if not isinstance(name, str) or name not in names:
-                raise PlanError(f"plan placement: partition {i} names unknown layer {name!r}")
-            if name in seen:
-                raise PlanError(f"plan placement: layer '{name}' is in partitions {seen[name]} and {i}")
-            seen[name] = i
-    return raw
+    return check_partitions(placement, network)
 
 
 def _runs(network: Network, records: list[dict]) -> list[tuple[int, list[str]]]:

@@ -215,20 +215,8 @@ def _emit_conv_int8(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray,
     sdp_out = yc
     if to_float:  # the INT pipeline's converter writes FP16 (Int17ToFp16)
         sdp_out = ctx.out.cubes[first] = make_cube(first, ctx.net.tensors[out].shape, HwPrecision.FP16)
-    mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
-    wname = ctx.blob(f"{layer.name}.w", weights)
-    acc = f"{layer.name}.acc"
-    conv = ConvOp(name=layer.name, input=xc, output=yc, kernel=tuple(kernel), stride=tuple(stride),
-                  pad=tuple(pad), dilation=tuple(dilation), groups=groups, mode=mode,
-                  pra_trunc=INT8_PRA_TRUNC if mode == "winograd" else 0,
-                  weight_precision=HwPrecision.INT8, inputs=(x, wname), outputs=(acc,))
-    operands: list[str] = []
-    if ep.has_bias:
-        operands.append(ctx.blob(f"{layer.name}.b", ep.bias, "operand"))
-    fields: dict = {}
-    if residual is not None:
-        fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
-        operands.append(residual)
+    conv, acc, operands, fields = _int8_conv(ctx, layer, x, xc, yc, ep, kernel, stride, pad, dilation, groups,
+                                             residual)
     sdp = SdpOp(name=f"{layer.name}.sdp", input=yc, output=sdp_out, source="flying",
                 bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
                 activation="relu" if ep.relu else "none", out_requant=ep.out_requant,
@@ -270,20 +258,10 @@ def _int8_mode(ctx: _Ctx, x: str, xc: CubeDesc, yc: CubeDesc, wq: np.ndarray | N
         return "direct", wq
 
 
-def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
-                              kernel, stride, pad, dilation, groups: int, act: ActivationSpec,
-                              residual: str | None) -> None:
-    """INT8 convolution with a SiLU / hard-swish epilogue: the conv pass writes the pre-activation
-    in int16, a LUT (SiLU) or clipped-ramp (hard-swish) pass makes the gate, an element-wise
-    multiply requantizes gate x pre-activation to int8 (``int8.NonlinearEpilogue``)."""
-    ne = int8.nonlinear_params(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
-    ep = ne.pre
-    xc = ctx.cube(x)
-    shape = ctx.net.tensors[out].shape
-    pre, gate = f"{out}.pre", f"{out}.gate"
-    yc = make_cube(f"{layer.name}.acc", shape, HwPrecision.INT8)  # the accumulator's geometry
-    prec = ctx.out.cubes[pre] = make_cube(pre, shape, HwPrecision.INT16)
-    gatec = ctx.out.cubes[gate] = make_cube(gate, shape, HwPrecision.INT16)
+def _int8_conv(ctx: _Ctx, layer: Layer, x: str, xc: CubeDesc, yc: CubeDesc, ep, kernel, stride, pad, dilation,
+               groups: int, residual: str | None) -> tuple[ConvOp, str, list[str], dict]:
+    """The ConvOp of an INT8 convolution writing the accumulator into ``yc``, and what its
+    on-the-fly SDP pass reads: (conv, accumulator name, operand names, residual SDP fields)."""
     mode, weights = _int8_mode(ctx, x, xc, yc, ep.kernel, kernel, stride, dilation, groups)
     wname = ctx.blob(f"{layer.name}.w", weights)
     acc = f"{layer.name}.acc"
@@ -298,6 +276,25 @@ def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: n
     if residual is not None:
         fields.update(eltwise="add", eltwise_input=ctx.cube(residual), in_requant=ep.in_requant)
         operands.append(residual)
+    return conv, acc, operands, fields
+
+
+def _emit_conv_int8_nonlinear(ctx: _Ctx, layer: Layer, x: str, out: str, kcrs: np.ndarray, bias: np.ndarray | None,
+                              kernel, stride, pad, dilation, groups: int, act: ActivationSpec,
+                              residual: str | None) -> None:
+    """INT8 convolution with a SiLU / hard-swish epilogue: the conv pass writes the pre-activation
+    in int16, a LUT (SiLU) or clipped-ramp (hard-swish) pass makes the gate, an element-wise
+    multiply requantizes gate x pre-activation to int8 (``int8.NonlinearEpilogue``)."""
+    ne = int8.nonlinear_params(layer, kcrs, bias, act, residual is not None, ctx.with_weights)
+    ep = ne.pre
+    xc = ctx.cube(x)
+    shape = ctx.net.tensors[out].shape
+    pre, gate = f"{out}.pre", f"{out}.gate"
+    yc = make_cube(f"{layer.name}.acc", shape, HwPrecision.INT8)  # the accumulator's geometry
+    prec = ctx.out.cubes[pre] = make_cube(pre, shape, HwPrecision.INT16)
+    gatec = ctx.out.cubes[gate] = make_cube(gate, shape, HwPrecision.INT16)
+    conv, acc, operands, fields = _int8_conv(ctx, layer, x, xc, yc, ep, kernel, stride, pad, dilation, groups,
+                                             residual)
     ops = [conv, SdpOp(name=f"{layer.name}.sdp", input=yc, output=prec, source="flying",
                        bias="per_channel" if ep.has_bias else "none", bias_shift=ep.bias_shift,
                        out_requant=ep.out_requant, inputs=(acc, *operands), outputs=(pre,), **fields)]

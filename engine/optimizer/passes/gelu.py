@@ -105,9 +105,9 @@ def _match(net: Network, erf: Layer, uses, producers) -> tuple[str, list[Layer]]
 def run(net: Network) -> list[Rewrite]:
     rewrites: list[Rewrite] = []
     for erf in list(net.layers):
-        if erf.kind is not LayerKind.UNARY or erf.params.op is not UnaryOp.ERF or erf not in net.layers:
-            continue
-        found = _match(net, erf, net.consumers(), {t: la for la in net.layers for t in la.outputs})
+        if erf.kind is not LayerKind.UNARY or erf.params.op is not UnaryOp.ERF:
+            continue  # (an Erf is only ever removed by the fusion of its own GELU)
+        found = _match(net, erf, net.consumers(), net.producers())
         if found is None:
             continue
         x, chain = found

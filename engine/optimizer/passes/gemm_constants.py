@@ -82,23 +82,18 @@ def _candidate(net: Network, gemm: Layer, uses, producers) -> tuple[Layer, np.nd
 
 def run(net: Network) -> list[Rewrite]:
     rewrites: list[Rewrite] = []
-    changed = True
-    while changed:  # a GEMM may take a bias add and then a scale
-        changed = False
-        uses = net.consumers()
-        producers = {t: la for la in net.layers for t in la.outputs}
-        for gemm in list(net.layers):
-            if gemm.kind not in CHANNEL_AXIS:
-                continue
+    uses = net.consumers()  # stays right: a fusion keeps the readers of the tensor it now produces
+    producers = net.producers()
+    for gemm in list(net.layers):
+        while gemm.kind in CHANNEL_AXIS:  # a GEMM may take a bias add and then a scale
             found = _candidate(net, gemm, uses, producers)
             if found is None:
-                continue
+                break
             ew, c, const_tensor = found
             new = fused_layer(net, [gemm, ew], gemm.params, gemm.inputs, ew.outputs, _fold(gemm, ew.params.op, c))
             net.replace_layer([gemm, ew], new)
             drop_unused_constants(net, [const_tensor])
             label = "GemmBiasFusion" if ew.params.op is ElementWiseOp.SUM else "GemmScaleFusion"
             rewrites.append(Rewrite(label, "fuse", (gemm.name, ew.name), new.name))
-            changed = True
-            break
+            gemm = new
     return rewrites
