@@ -14,15 +14,16 @@ PyTorch and hetrt times are CUDA-event medians over groups of back-to-back runs;
 clock medians over groups (dispatch is asynchronous, one block_until_ready per group); the spread
 is (min, max) over groups.
 
-INT8 for hetrt (``--int8``, on by default; ``--no-int8`` skips it): ResNet-50 only, built as
+INT8 for hetrt (``--int8``, on by default; ``--no-int8`` skips it): ResNet-50, MobileNetV2 and
+EfficientNet-B0 (``INT8_MODELS``), built as
 bench/gpu_int8.py builds it (``int8`` with ``fp16``, so layers without INT8 run FP16; minmax
 calibration on one random image at batch 1, whose per-tensor ranges the larger batches reuse,
 ``gpu_int8.BatchOneRanges``) and timed like the FP16 engine, by replaying its CUDA graph. An INT8
 engine that is not one CUDA graph is reported with its reference-backend layers instead of a time.
 Its error against torch fp32 and against hetrt fp16 is reported, not judged: on random weights it
-says nothing about INT8 (tests/gpu/test_int8.py checks the integers bit for bit). MobileNetV2 and
-EfficientNet-B0 are not built in INT8: their depthwise (grouped) convolutions have no INT8 GPU kernel
-(backends/gpu/lower_int8.py), so an INT8 engine would run those layers on the reference backend.
+says nothing about INT8 (tests/gpu/test_int8.py checks the integers bit for bit). The depthwise
+convolutions run the INT8 depthwise kernel (``dwconv8``, backends/gpu/lower_int8.py); layers whose
+activation has no INT8 GPU epilogue (EfficientNet's swish) stay FP16 in the same CUDA graph.
 
 Accuracy: every output against the torch fp32 model (relative L2). A row is valid when hetrt's
 error is at most twice PyTorch fp16's plus 1e-2, and below 0.1 (random networks amplify fp16 rounding: PyTorch
@@ -61,10 +62,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares th
 import numpy as np  # noqa: E402
 from gpu_torchvision import DEFAULT_MODELS, MODELS, export_onnx, load  # noqa: E402
 
-INT8_MODELS = ("resnet50",)
-INT8_NOT_RUN = ("not run: {model}'s depthwise (grouped) convolutions have no INT8 GPU kernel "
-                "(backends/gpu/lower_int8.py supports_int8: 'grouped INT8 convolution has no GPU kernel'), "
-                "so an INT8 build would run those layers on the reference backend")
+INT8_MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
+INT8_NOT_RUN = "not run: {model} is not in the INT8 set of this bench (INT8_MODELS)"
 CALIB_SEED = 1
 
 
@@ -203,6 +202,7 @@ def run_hetrt_int8(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, rep
     ranges = "calibrated in this build" if batch == 1 else "the batch-1 build's"
     return {"ms": ms, "build_s": round(build_s, 2), "launches": sum(len(r.seq.steps) for r in runs),
             "int8_convs": sum(op.kind == "conv8" for r in runs for op in r.unit.lowered.ops),
+            "int8_depthwise": sum(op.kind == "dwconv8" for r in runs for op in r.unit.lowered.ops),
             "fallback_layers": elsewhere, "ranges": f"minmax on one image, {ranges}",
             "output": out[engine.output_names[0]].astype(np.float32)}
 
@@ -311,7 +311,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about 15 s per shape)")
     ap.add_argument("--jax", action="store_true", help="also time the JAX jit ResNet-50")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                    help="also build and time hetrt INT8 (ResNet-50; ranges calibrated at batch 1)")
+                    help="also build and time hetrt INT8 (INT8_MODELS; ranges calibrated at batch 1)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
@@ -444,9 +444,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{_ratio(j, h, 5)}  {_ratio(h, i8, 9)}  {r['batch'] / h * 1e3:11.0f}  "
                      f"{hh['arena_bytes'] / hh['activation_bytes_without_reuse']:10.2f}  "
                      f"{hh['rel_l2_vs_torch_fp32']:.1e} / {r['torch_fp16_rel_l2_vs_torch_fp32']:.1e}{mark}")
-    lines.append("INT8 hetrt (int8 ms, fp16/int8 = hetrt FP16 ms / INT8 ms): ResNet-50 only, the depthwise "
-                 "convolutions of the others have no INT8 GPU kernel; bench/gpu_int8.py has the per-layer view. "
-                 "JAX jit: ResNet-50 only.")
+    lines.append("INT8 hetrt (int8 ms, fp16/int8 = hetrt FP16 ms / INT8 ms): " + ", ".join(INT8_MODELS)
+                 + "; bench/gpu_int8.py has the per-layer view. JAX jit: ResNet-50 only.")
     return "\n".join(lines)
 
 

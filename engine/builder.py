@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from engine import plan as plan_format
-from engine.ir.dtypes import Precision
+from engine.ir.dtypes import DataType, Precision
 from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
 from engine.ir.logger import Logger, Severity
@@ -107,6 +107,22 @@ class BuilderConfig:
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         d["profiles"] = [p.to_dict() for p in self.profiles]
         return d
+
+
+def _half_through_shape_only(network: Network) -> None:
+    """Shape-only layers (reshape, transpose, slice, concat, ...) keep their inputs' precision: one
+    whose float inputs are all stored in half precision is FP16, so its output stays half too
+    (otherwise it would be stored as float32, doubling the bytes moved and turning an FP16 product
+    such as Q·Kᵀ after a transpose into a mixed-precision one). Casts and pinned layers are kept."""
+    half = {t for t in network.inputs if network.tensors[t].dtype is DataType.HALF}
+    for layer in network.layers:
+        if (layer.precision is None and layer.kind in SHAPE_ONLY
+                and layer.kind not in (LayerKind.CONSTANT, LayerKind.CAST)):
+            floats = [t for t in layer.inputs if network.tensors[t].dtype.is_float]
+            if floats and all(t in half for t in floats):
+                layer.precision = Precision.FP16
+        if layer.precision is Precision.FP16 and layer.kind is not LayerKind.CAST:
+            half.update(t for t in layer.outputs if network.tensors[t].dtype.is_float)
 
 
 def _gpu_backend_status() -> tuple[bool, str]:
@@ -229,6 +245,7 @@ class Builder:
 
             pin_plugin_precisions(network, config.fp16, self.logger)
         if config.fp16:
+            _half_through_shape_only(network)
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:
                 if layer.precision is Precision.FP16:

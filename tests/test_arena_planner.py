@@ -41,15 +41,18 @@ def test_engine_and_gpu_arenas_on_a_random_dag(seed):
     uses = buffer_uses(low)
     offsets, total = plan_offsets(uses)
     life = {u.name: (u.first, u.last) for u in uses}
+    def buffer(name: str) -> str:  # a slot aliasing another uses that slot's buffer
+        return low.slots[name].alias or name
+
     for step, op in enumerate(low.ops):  # every launch touches only buffers live at its step
         for name in (*op.reads, *op.writes):
             if low.slots[name].const is None:
-                assert life[name][0] <= step <= life[name][1], (name, step)
+                assert life[buffer(name)][0] <= step <= life[buffer(name)][1], (name, step)
     for name in low.inputs:
         assert life[name][0] == -1
     for name in low.outputs.values():
         if low.slots[name].const is None:
-            assert life[name][1] == len(low.ops)
+            assert life[buffer(name)][1] == len(low.ops)
     _assert_disjoint([(u.name, u.nbytes, u.first, u.last) for u in uses], offsets, total, ALIGN)
 
 

@@ -39,10 +39,12 @@ def buffer_uses(low: Lowered) -> list[BufferUse]:
 
     Staged inputs are live from before the first launch to after the last (a replay may reuse
     them), the caller's outputs until after the last; uploaded constants live outside the arena;
-    each launch's split-K workspace lives during that launch only.
+    each launch's split-K workspace lives during that launch only. A slot that aliases another
+    has no buffer: its uses count as uses of the slot whose bytes it is.
     """
     def arena(names: list[str]) -> list[str]:
-        return [n for n in names if n in low.slots and low.slots[n].const is None]
+        roots = (low.slots[n].alias or n for n in names if n in low.slots and low.slots[n].const is None)
+        return list(dict.fromkeys(roots))
 
     # staged inputs stay live to the end: a replay without new inputs (execute_async(None)) reads them again
     live = step_lifetimes(((arena(op.reads), arena(op.writes)) for op in low.ops), arena(low.inputs),

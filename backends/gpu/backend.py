@@ -96,7 +96,8 @@ class GpuPartition:
         # compile every module now, so the first execute does not pay NVRTC
         if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
             convk.compile_all()
-        if any(op.kind in ("conv8", "pool8", "quant8") for u in self.units if u.lowered for op in u.lowered.ops):
+        if any(op.kind in ("conv8", "dwconv8", "pool8", "quant8") for u in self.units if u.lowered
+               for op in u.lowered.ops):
             from backends.gpu.kernels import int8 as int8k
 
             int8k.compile_all()
@@ -151,6 +152,9 @@ class SegmentRun:
             else:
                 s = low.slots[nm]
                 views[nm] = self.arena.view(off, s.phys_shape, s.dtype)
+        for nm, s in low.slots.items():  # a slot aliasing another is a view of its bytes
+            if s.alias is not None:
+                views[nm] = views[s.alias].reshape(s.phys_shape)
         views.update(unit.consts or {})
         self.views = views
         seq = LaunchSequence()
@@ -204,6 +208,17 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
+    if op.kind == "conv_cublas":
+        from backends.gpu.kernels.conv import conv2d_cublas
+
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: conv2d_cublas(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "gemm_cublas":
+        from backends.gpu.kernels import cublas
+
+        w = views[info["w"]]
+        return lambda: cublas.gemm(info["plan"], x, w, y)
     if op.kind == "depthwise":
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
@@ -214,9 +229,13 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         return lambda: direct.nchw_to_s2d(x, y, info["shape"])
     if op.kind == "pool":
         return lambda: direct.pool2d(x, y, info["geom"], info["average"], info["count_pad"])
-    if op.kind in ("conv8", "pool8", "quant8"):
+    if op.kind in ("conv8", "dwconv8", "pool8", "quant8"):
         from backends.gpu.kernels import int8 as int8k
 
+        if op.kind == "dwconv8":
+            epi = int8k.DeviceEpilogue.upload(info["epi"])
+            res = views[info["res"]] if info["res"] else None
+            return lambda: int8k.dwconv2d_s8(x, views[info["w"]], y, info["geom"], epi, res, info["ldy"])
         if op.kind == "quant8":
             return lambda: int8k.quantize_nchw(x, y, info["shape"], info["scale"], info["s2d"])
         if op.kind == "pool8":

@@ -21,6 +21,40 @@ def pack_conv_weights(kernel: np.ndarray) -> np.ndarray:
     return out
 
 
+MAX_GROUP_MERGE = 8  # merging m groups multiplies the MACs by m
+
+
+def group_merge_factor(groups: int, cg: int, kg: int) -> int | None:
+    """How many adjacent groups of a grouped convolution to merge into one for the tensor-core kernel.
+
+    The kernel reads each group's channels as 16-byte vectors, so a group needs Cg and Kg multiples
+    of 8. Where they are not, m adjacent groups become one group of m*Cg inputs and m*Kg outputs
+    with block-diagonal weights (``merge_groups``; the zeros keep the groups apart, so the result is
+    exact at m x the MACs): the smallest m dividing ``groups`` with m*Cg and m*Kg multiples of 8, if
+    m <= 8 (ResNeXt-50's 4-channel groups merge in pairs). None where no such m exists (the
+    convolution keeps the direct kernel).
+    """
+    for m in range(1, min(groups, MAX_GROUP_MERGE) + 1):
+        if groups % m == 0 and (m * cg) % 8 == 0 and (m * kg) % 8 == 0:
+            return m
+    return None
+
+
+def merge_groups(kernel: np.ndarray, groups: int, m: int) -> np.ndarray:
+    """IR grouped kernel (K, Cg, R, S) -> (K, m*Cg, R, S) of groups/m groups: group j of each run of m
+    adjacent groups keeps its weights in input channels j*Cg..(j+1)*Cg of the merged group, zeros
+    elsewhere (block-diagonal)."""
+    k, cg, r, s = kernel.shape
+    if groups % m or k % groups:
+        raise ValueError(f"cannot merge {groups} groups of a {kernel.shape} kernel by {m}")
+    kg = k // groups
+    out = np.zeros((k, m * cg, r, s), kernel.dtype)
+    for gi in range(groups):
+        j = gi % m
+        out[gi * kg:(gi + 1) * kg, j * cg:(j + 1) * cg] = kernel[gi * kg:(gi + 1) * kg]
+    return out
+
+
 def pack_depthwise_weights(kernel: np.ndarray) -> np.ndarray:
     """IR depthwise kernel (C, 1, R, S) -> (R, S, Cp) fp16, zero in padded channels."""
     c, one, r, s = kernel.shape

@@ -1,4 +1,5 @@
-"""Lowering of INT8 layers (convolution, fully connected, pooling) onto the integer GPU kernels.
+"""Lowering of INT8 layers (convolution, depthwise convolution, fully connected, pooling) onto the
+integer GPU kernels.
 
 Inside a GPU segment an INT8 result stays an int8 device tensor (``q8`` slots: NHWC with channels
 padded to 16, or rows padded to 16 for FC) together with its scale. The host convention (float32
@@ -27,6 +28,7 @@ from backends.gpu.kernels.int8 import (
     cp16,
     epilogue_params,
     heuristic_tactic8,
+    pack_dw_weights8,
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
@@ -78,9 +80,10 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
     if k is LayerKind.CONVOLUTION:
         if len(shape0) != 4 or len(p.kernel) != 2:
             return False, "INT8 convolution other than 2-D has no GPU kernel"
-        if p.groups != 1:
-            return False, "grouped INT8 convolution has no GPU kernel"
-        ktot = p.kernel[0] * p.kernel[1] * cp16(shape0[1])
+        if p.groups != 1 and not is_depthwise8(layer, network):
+            return False, "grouped INT8 convolution other than depthwise (groups == C == K) has no GPU kernel"
+        # a depthwise sum has R*S terms per channel; the reduction bound is the same per term
+        ktot = p.kernel[0] * p.kernel[1] * (1 if p.groups != 1 else cp16(shape0[1]))
     else:
         ktot = cp16(shape0[-1])
     if ktot > MAX_KTOT:
@@ -91,6 +94,13 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
     except UnsupportedError as e:
         return False, str(e)
     return True, ""
+
+
+def is_depthwise8(layer: Layer, network: Network) -> bool:
+    """A depthwise convolution the INT8 depthwise kernel runs: groups == C == K (multiplier 1)."""
+    p = layer.params
+    c = network.tensors[layer.inputs[0]].shape[1]
+    return p.groups > 1 and p.groups == c == p.num_output_maps
 
 
 class Int8Lowering:
@@ -194,19 +204,8 @@ class Int8Lowering:
                kernel: np.ndarray, res: str | None, residual_scale: float | None) -> None:
         from backends.gpu.lowering.slots import Op
 
-        spec = annotation.read(layer)
         epi = epilogue_params(layer, layer.params.activation, residual_scale, kernel)
-        t = layer.outputs[0]
-        if epi.osc is not None:
-            out = self._q8_slot(f"{t}@q8", out_shape, q_layout)
-            self.q8[t] = (out.name, np.float32(spec.output_scale))
-            ldy = cp16(g.k)
-        elif q_layout == "nhwc16":
-            out = self.new_slot(t, "nhwc")  # float32 NHWC, channel stride round_up(K, 8)
-            ldy = round_up(g.k, 8)
-        else:
-            out = self.new_slot(t)  # float32 rows of K
-            ldy = g.k
+        out, ldy = self._out8(layer, g.k, out_shape, q_layout, epi.osc is not None)
         wk = self.const(f"{layer.name}/kernel_krsc_s8", pack_weights8(kernel), False)
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
         reads = [xs, wk.name] + ([res] if res else [])
@@ -215,6 +214,37 @@ class Int8Lowering:
                                  "y": out.name, "ldy": ldy},
                            workspace=tactic.workspace_bytes(g)))
 
+    def _out8(self, layer: Layer, k: int, out_shape: tuple[int, ...], q_layout: str, quantized: bool
+              ) -> tuple[Slot, int]:
+        """The output slot of an INT8 conv/FC and its channel stride: int8 with the layer's output
+        scale, else float32 (a layer without an output scale)."""
+        t = layer.outputs[0]
+        if quantized:
+            out = self._q8_slot(f"{t}@q8", out_shape, q_layout)
+            self.q8[t] = (out.name, np.float32(annotation.read(layer).output_scale))
+            return out, cp16(k)
+        if q_layout == "nhwc16":
+            return self.new_slot(t, "nhwc"), round_up(k, 8)  # float32 NHWC, channel stride round_up(K, 8)
+        return self.new_slot(t), k  # float32 rows of K
+
+    def _dw8(self, layer: Layer, g: ConvGeometry, kernel: np.ndarray) -> None:
+        """An INT8 depthwise convolution: ``int8.dwconv2d_s8`` (one thread per 16 channels of a pixel)."""
+        from backends.gpu.lowering.slots import Op
+
+        p = layer.params
+        spec = annotation.read(layer)
+        xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
+        res, rs = None, None
+        if p.residual:
+            rs = spec.input_scales[1]
+            res = self.q8_input(layer.inputs[1], rs, "nhwc16")
+        epi = epilogue_params(layer, p.activation, rs, kernel)
+        out, ldy = self._out8(layer, g.k, self.net.tensors[layer.outputs[0]].shape, "nhwc16", epi.osc is not None)
+        wk = self.const(f"{layer.name}/kernel_rsc_s8", pack_dw_weights8(kernel), False)
+        self.ops.append(Op(layer.name, "dwconv8", [xs, wk.name] + ([res] if res else []), [out.name],
+                           info={"geom": g, "epi": epi, "x": xs, "w": wk.name, "res": res, "y": out.name,
+                                 "ldy": ldy}))
+
     def _l_int8_convolution(self, layer: Layer) -> None:
         p = layer.params
         spec = annotation.read(layer)
@@ -222,7 +252,10 @@ class Int8Lowering:
         g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
                          tuple(p.dilation), tuple(p.post_padding))
         kernel = quantized_kernel(layer)
-        g2 = space_to_depth_conv(g) if p.groups == 1 else None
+        if p.groups != 1:  # supports_int8 admits only depthwise ones
+            self._dw8(layer, g, kernel)
+            return
+        g2 = space_to_depth_conv(g)
         xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2) if g2 is not None else None
         if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
             g, kernel = g2, space_to_depth_kernel(kernel, g)

@@ -27,9 +27,11 @@ from engine.ir.network import Network
 
 
 def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool) -> str:
-    """The timing-cache key of one convolution (independent of its name and weights)."""
+    """The timing-cache key of one convolution (independent of its name and weights); a grouped
+    convolution's ends with its group count."""
     return (f"conv n{g.n} h{g.h} w{g.w} c{g.c} k{g.k} r{g.r} s{g.s} st{g.stride} pad{g.pad} "
-            f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}")
+            f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}"
+            + (f" g{g.groups}" if g.groups > 1 else ""))
 
 
 def gpu_name() -> str:
@@ -95,7 +97,10 @@ def compiled_tactic(name: Any) -> bool:
     1..16. Plans and timing-cache entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
-    from backends.gpu.kernels.conv import TILES
+    from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES
+
+    if name == CUBLAS_TACTIC:
+        return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
     if name.startswith("s8igemm_"):
@@ -155,12 +160,32 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
 
     rng = np.random.default_rng(0)
     x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cp)) / np.sqrt(g.ktot)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cgp)) / np.sqrt(g.ktot)).astype(np.float16))
     b = cp.zeros(g.kp, cp.float32)
     y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
     res = cp.empty_like(y) if residual else None
     ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.float32)
     return _time_launches(tactics, lambda t: conv2d(x, w, b, y, g, t, act, res, ws), reps)
+
+
+def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
+                     reps: int = 10) -> dict[str, float]:
+    """Milliseconds of the cuBLAS GEMM + epilogue for a GEMM-shaped convolution ({} where cuBLAS
+    cannot run here), timed like the tiles so the two compare."""
+    import cupy as cp
+
+    from backends.gpu.kernels import cublas
+    from backends.gpu.kernels.conv import CublasTactic, conv2d_cublas, cublas_eligible
+
+    if not cublas_eligible(g) or not cublas.available():
+        return {}
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.m, g.c)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.c)) / np.sqrt(g.c)).astype(np.float16))
+    b = cp.zeros(g.k, cp.float32)
+    y = cp.empty((g.m, g.k), cp.float16)
+    res = cp.empty_like(y) if residual else None
+    return _time_launches([CublasTactic()], lambda t: conv2d_cublas(x, w, b, y, g, act, res), reps)
 
 
 def _shortlist8(g: ConvGeometry, level: int) -> list:
@@ -190,28 +215,36 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
     return _time_launches(tactics, lambda t: int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy), reps)
 
 
-def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
-                   logger: Logger | None = None) -> dict[str, str]:
-    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
+    """The FP16 (name, geometry, act, residual, unscaled) and INT8 (name, geometry, epilogue,
+    residual, ldy) tensor-core convolutions of the GPU segments among ``layer_names``."""
     from backends.gpu.backend import split_segments
-    from backends.gpu.kernels import conv as convk
     from backends.gpu.lower import lower
 
-    log = logger or Logger()
-    t0 = time.perf_counter()
-    cache = TimingCache(cache_path)
-    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool]] = []
+    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
             continue
-        low = lower(network, layers, [])
-        for op in low.ops:
+        for op in lower(network, layers, []).ops:
             if op.kind == "conv":
-                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None))
+                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
+                              op.info.get("scale") is None))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
                                op.info["ldy"]))
+    return convs, convs8
+
+
+def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
+                   logger: Logger | None = None) -> dict[str, str]:
+    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+    from backends.gpu.kernels import conv as convk
+
+    log = logger or Logger()
+    t0 = time.perf_counter()
+    cache = TimingCache(cache_path)
+    convs, convs8 = _tensor_core_convs(network, layer_names)
     if convs and level > 0:
         convk.compile_all()
     if convs8 and level > 0:
@@ -223,19 +256,21 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
     n_convs = len(convs) + len(convs8)
     progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
-    for i, (name, g, act, res) in enumerate(convs):
+    for i, (name, g, act, res, unscaled) in enumerate(convs):
         if progress is not None:
             progress.update(i)
         if level <= 0:
             chosen[name] = heuristic_tactic(g).name
             continue
-        key = cache.key(signature(g, act, res))
+        key = cache.key(signature(g, act, res) + ("" if unscaled else " se"))
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
             hits += 1
             continue
         times = time_conv(g, _shortlist(g, level), act, res)
+        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS form
+            times.update(time_conv_cublas(g, act, res))
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue

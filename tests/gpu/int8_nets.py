@@ -6,6 +6,8 @@ amax about 4 standard deviations, so that both the int8 range and its saturation
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from engine.ir import int8_annotation as annotation
@@ -122,3 +124,93 @@ def chain_net(rng: np.random.Generator, n: int = 2) -> tuple[Network, dict[str, 
     net.mark_output(c3.outputs[0])
     net.mark_output(c1.outputs[0])
     return net, {"x": rng.normal(size=(n, 24, 12, 12)).astype(np.float32)}
+
+
+def add_dw8(net: Network, rng: np.random.Generator, x: str, r: int, stride: int = 1, pad: int = 0,
+            dilation: int = 1, act: ActivationSpec | None = RELU, residual: str | None = None,
+            residual_scale: float | None = None, s_in: float | None = None, s_out: float | None | str = "auto",
+            bias: bool = True, name: str = "dw") -> tuple[Layer, float | None]:
+    """An INT8 depthwise convolution (groups == C, one output channel per group) on tensor ``x``."""
+    c = net.tensors[x].shape[1]
+    wts = rng.normal(size=(c, 1, r, r)).astype(np.float32)
+    s_w = weight_scales(wts)
+    s_in = _s(4.0) if s_in is None else s_in
+    std = out_std(s_in, s_w, r * r)
+    weights = {"kernel": wts}
+    if bias:
+        weights["bias"] = (rng.normal(size=c) * std).astype(np.float32)
+    params = ConvolutionParams(num_output_maps=c, kernel=(r, r), stride=(stride, stride), pre_padding=(pad, pad),
+                               post_padding=(pad, pad), dilation=(dilation, dilation), groups=c, activation=act,
+                               residual=residual is not None)
+    layer = net.add_layer(params, [x] if residual is None else [x, residual], weights, name=name)
+    layer.precision = Precision.INT8
+    out = _s(4 * std) if s_out == "auto" else s_out
+    ins = (s_in,) if residual is None else (s_in, residual_scale if residual_scale is not None else _s(4 * std))
+    annotation.write(layer, annotation.Int8Spec(ins, out, s_w))
+    return layer, out
+
+
+def dw_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, r: int, stride: int = 1, pad: int = 0,
+           dilation: int = 1, act: ActivationSpec | None = RELU, residual: bool = False,
+           s_out: float | None | str = "auto") -> tuple[Network, dict[str, np.ndarray]]:
+    """One INT8 depthwise convolution (and its residual input) with random float feeds."""
+    net = Network("dw8")
+    net.add_input("x", (n, c, h, w))
+    feeds = {"x": rng.normal(size=(n, c, h, w)).astype(np.float32)}
+    p = (h + 2 * pad - dilation * (r - 1) - 1) // stride + 1
+    q = (w + 2 * pad - dilation * (r - 1) - 1) // stride + 1
+    if residual:
+        net.add_input("res", (n, c, p, q))
+    layer, _ = add_dw8(net, rng, "x", r, stride, pad, dilation, act, "res" if residual else None, s_out=s_out)
+    if residual:
+        std = annotation.read(layer).input_scales[1] * 127 / 4
+        feeds["res"] = (rng.normal(size=(n, c, p, q)) * std).astype(np.float32)
+    net.mark_output(layer.outputs[0])
+    return net, feeds
+
+
+def mobile_block_net(rng: np.random.Generator, n: int = 2, c: int = 24, h: int = 14, w: int = 14,
+                     expand: int = 6) -> tuple[Network, dict[str, np.ndarray]]:
+    """A MobileNetV2 inverted residual block in INT8: 1x1 expand (clip 6) -> 3x3 depthwise (clip 6)
+    -> 1x1 project + the block's input (int8 tensors passed on between the layers), then a
+    stride-2 5x5 depthwise with a float output (the EfficientNet kernel size)."""
+    net = Network("mbv2_8")
+    net.add_input("x", (n, c, h, w))
+    e, se = add_conv8(net, rng, "x", c * expand, 1, act=CLIP6, name="expand")
+    d, sd = add_dw8(net, rng, e.outputs[0], 3, 1, 1, act=CLIP6, s_in=se, name="dw")
+    s_x = _s(4.0)
+    pr, sp = add_conv8(net, rng, d.outputs[0], c, 1, act=None, s_in=sd, residual="x", residual_scale=s_x,
+                       name="project")
+    d2, _ = add_dw8(net, rng, pr.outputs[0], 5, 2, 2, act=RELU, s_in=sp, s_out=None, name="dw5")
+    net.mark_output(d2.outputs[0])
+    net.mark_output(pr.outputs[0])
+    return net, {"x": rng.normal(size=(n, c, h, w)).astype(np.float32)}
+
+
+def mobile_block_onnx(rng: np.random.Generator, batch: int = 2, c: int = 24, h: int = 14,
+                      expand: int = 6) -> tuple[Any, list[dict[str, np.ndarray]]]:
+    """A MobileNetV2 inverted residual block as an ONNX model (Conv 1x1 + Clip, depthwise Conv 3x3
+    + Clip, Conv 1x1, Add of the block input) with random weights, and calibration batches."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ce = c * expand
+
+    def init(name: str, a: np.ndarray) -> Any:
+        return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+    inits = [init("w1", rng.normal(size=(ce, c, 1, 1)) * 0.3), init("b1", rng.normal(size=ce) * 0.1),
+             init("w2", rng.normal(size=(ce, 1, 3, 3)) * 0.4), init("b2", rng.normal(size=ce) * 0.1),
+             init("w3", rng.normal(size=(c, ce, 1, 1)) * 0.1), init("b3", rng.normal(size=c) * 0.1),
+             init("lo", np.array(0.0)), init("hi", np.array(6.0))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]),
+             helper.make_node("Clip", ["e", "lo", "hi"], ["e6"]),
+             helper.make_node("Conv", ["e6", "w2", "b2"], ["d"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=ce),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["d6"]),
+             helper.make_node("Conv", ["d6", "w3", "b3"], ["p"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["p", "x"], ["y"])]
+    shape = [batch, c, h, h]
+    graph = helper.make_graph(nodes, "mobile_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calib = [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(4)]
+    return model, calib

@@ -162,6 +162,56 @@ def test_reduce(rng):
     _one(ReduceParams(ReduceOp.L2, (0, 2)), rng=rng)
 
 
+def test_group_layers_on_long_rows(rng):
+    """ViT-sized LayerNorm and softmax rows, and a long reduction: the warp- and block-per-row kernels."""
+    _one(NormalizationParams(axes=(-1,), epsilon=1e-6), shape=(2, 197, 768),
+         weights={"scale": rng.uniform(0.5, 1.5, 768).astype(np.float32),
+                  "bias": rng.standard_normal(768).astype(np.float32)}, rng=rng)
+    _one(SoftMaxParams(axis=-1), shape=(2, 3, 197, 197), rng=rng)
+    _one(SoftMaxParams(axis=1, log=True), shape=(2, 1000), rng=rng, precision=Precision.FP32)
+    _one(ReduceParams(ReduceOp.SUM, (1,), keep_dims=False), shape=(3, 6000), rng=rng, precision=Precision.FP32)
+    _one(NormalizationParams(axes=(2, 3, 4)), shape=(2, 4, 8, 6, 6), rng=rng,  # GroupNorm, 4 groups
+         weights={"scale": rng.uniform(0.5, 1.5, (4, 8, 1, 1)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("c", [7, 32, 33, 96])
+def test_group_layers_read_an_nhwc_convolution_output(rng, c):
+    """LayerNorm / softmax / reduce over C and instance norm over H, W of the NHWC slot a conv wrote
+    (channels padded to 8: the padding must not enter the rows)."""
+    shape = (2, 8, 9, 10)
+    net = _net({"x": shape})
+    w = {"kernel": (rng.standard_normal((c, 8, 1, 1)) / np.sqrt(8)).astype(np.float32),
+         "bias": rng.standard_normal(c).astype(np.float32)}
+    y = net.add_layer(ConvolutionParams(c, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1)), ["x"], w).outputs[0]
+    chan = {"scale": rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32),
+            "bias": rng.standard_normal((c, 1, 1)).astype(np.float32)}
+    for params, weights in ((NormalizationParams(axes=(1,)), chan), (NormalizationParams(axes=(2, 3)), chan),
+                            (SoftMaxParams(axis=1), {}), (ReduceParams(ReduceOp.MEAN, (1,), keep_dims=False), {}),
+                            (ReduceParams(ReduceOp.MAX, (1, 2)), {})):
+        net.mark_output(net.add_layer(params, [y], weights).outputs[0])
+    _run(net, {"x": rng.uniform(-1, 1, shape).astype(np.float32)})
+
+
+@pytest.mark.parametrize("c", [96, 20])
+def test_convnext_permutes_around_layer_norm(rng, c):
+    """NHWC conv output -> permute (an alias when C % 8 = 0, else a copy) -> LayerNorm over C ->
+    permute back -> + conv output; the first permute's output also leaves the partition."""
+    from block_nets import convnext_block
+
+    net = convnext_block(c, rng)
+    net.mark_output(net.layer("to_nhwc").outputs[0])
+    _run(net, {"x": rng.uniform(-1, 1, net.tensors["x"].shape).astype(np.float32)})
+
+
+def test_reshape_alias_between_launches(rng):
+    net = _net({"x": (2, 3, 4, 5)})
+    e = net.add_layer(ActivationParams(ActivationSpec(ActivationType.SILU)), ["x"]).outputs[0]
+    r = net.add_layer(ShuffleParams(reshape=(6, 20)), [e]).outputs[0]
+    net.mark_output(net.add_layer(SoftMaxParams(axis=1), [r]).outputs[0])
+    net.mark_output(r)
+    _run(net, {"x": rng.uniform(-2, 2, (2, 3, 4, 5)).astype(np.float32)})
+
+
 def test_resize(rng):
     _one(ResizeParams((2, 12, 18, 14), ResizeMode.NEAREST, "asymmetric", "floor"), rng=rng)
     _one(ResizeParams((2, 12, 13, 21), ResizeMode.LINEAR, "half_pixel"), rng=rng)

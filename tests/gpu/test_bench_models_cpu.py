@@ -104,13 +104,14 @@ def test_peers_table_int8_columns():
     rows = [_row("resnet50", 32, INT8_ROW),
             _row("resnet50", 256, {**INT8_ROW, "ms": "not timed: not one CUDA graph", "fallback_layers": ["c1"]}),
             _row("mobilenet_v2", 32, gpu_peers.INT8_NOT_RUN.format(model="mobilenet_v2")),
+            _row("vit_b_16", 32, gpu_peers.hetrt_int8_entry("vit_b_16", b"", 32, None, "", 1, 1, None, None, None)),
             _row("efficientnet_b0", 32),  # a row from before the INT8 field
             {"model": "efficientnet_b0", "batch": 256, "error": "RuntimeError: boom"}]
     text = gpu_peers.table(rows)
     assert _cell(text, "resnet50", 32, "hetrt ms", 8) == "2.000"
     assert _cell(text, "resnet50", 32, "int8 ms", 8) == "1.250"
     assert _cell(text, "resnet50", 32, "fp16/int8", 9) == "1.60"
-    for model, batch in (("resnet50", 256), ("mobilenet_v2", 32), ("efficientnet_b0", 32)):
+    for model, batch in (("resnet50", 256), ("mobilenet_v2", 32), ("efficientnet_b0", 32), ("vit_b_16", 32)):
         assert _cell(text, model, batch, "int8 ms", 8) == "n/a"
         assert _cell(text, model, batch, "fp16/int8", 9) == "n/a"
     for model, batch in (("resnet50", 32), ("resnet50", 256), ("mobilenet_v2", 32), ("efficientnet_b0", 32)):
@@ -135,11 +136,10 @@ def test_peers_merge_keeps_rows_with_and_without_int8(tmp_path):
     assert len(gpu_peers.table(merged).splitlines()) == 5
 
 
-def test_int8_not_run_reason_quotes_the_gpu_lowering():
-    reason = gpu_peers.INT8_NOT_RUN.format(model="mobilenet_v2")
-    quoted = reason.split("'")[-2]
-    assert quoted in (REPO / "backends" / "gpu" / "lower_int8.py").read_text()
-    assert "mobilenet_v2" in reason and "resnet50" not in reason
+def test_int8_set_covers_the_depthwise_networks_and_names_the_rest():
+    assert {"resnet50", "mobilenet_v2", "efficientnet_b0"} <= set(gpu_peers.INT8_MODELS)
+    reason = gpu_peers.hetrt_int8_entry("vit_b_16", b"", 1, None, "", 1, 1, None, None, None)
+    assert reason.startswith("not run:") and "vit_b_16" in reason and "INT8_MODELS" in reason
 
 
 def _conv_onnx(batch: int):

@@ -1,7 +1,9 @@
 """Implicit-GEMM convolution: geometry, tactics (tile shapes x split-K) and the launcher.
 
 The 1x1 convolution and the fully connected layer are the same kernel with R = S = 1 (an FC layer
-is a 1x1 convolution on an N x 1 x 1 x C tensor). Layouts are documented in ``conv_src``.
+is a 1x1 convolution on an N x 1 x 1 x C tensor). A grouped convolution is G implicit GEMMs in one
+launch (grid y holds G x the column tiles of one group); its per-group channel counts must be
+multiples of 8. Layouts are documented in ``conv_src``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from backends.gpu.layout import round_up
 
 BK = 32
 ROW_BYTES = 64  # a k-tile row in shared memory (igemm_src): BK fp16 or 64 int8 channels
+MAX_GRID_Y = 65535  # CUDA's bound on gridDim.y (column tiles x groups)
 
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A 2-D convolution's sizes; ``c`` and ``k`` are the true channel counts (not padded)."""
+    """A 2-D convolution's sizes; ``c`` and ``k`` are the true channel counts (not padded), of all
+    groups together. With ``groups`` > 1 (the tensor-core kernel's grouped path) each group's
+    channels ``cg`` and ``kg`` must be multiples of 8, so nothing is padded."""
 
     n: int
     h: int
@@ -34,6 +39,30 @@ class ConvGeometry:
     pad: tuple[int, int] = (0, 0)  # top/left; the output size may also use ``pad_end``
     dilation: tuple[int, int] = (1, 1)
     pad_end: tuple[int, int] | None = None  # bottom/right, defaults to ``pad``
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        g = self.groups
+        if g < 1 or self.c % g or self.k % g:
+            raise ValueError(f"{g} groups do not divide C = {self.c} and K = {self.k}")
+        if g > 1 and (self.cg % 8 or self.kg % 8):
+            raise ValueError(f"grouped implicit GEMM needs per-group channels that are multiples of 8, "
+                             f"got C/G = {self.cg} and K/G = {self.kg}")
+
+    @property
+    def cg(self) -> int:
+        """Input channels of one group."""
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        """Output channels of one group."""
+        return self.k // self.groups
+
+    @property
+    def cgp(self) -> int:
+        """One group's reduction channels as the kernel reads them: Cp for one group, else Cg."""
+        return self.cp if self.groups == 1 else self.cg
 
     @property
     def cp(self) -> int:
@@ -59,12 +88,17 @@ class ConvGeometry:
 
     @property
     def ktot(self) -> int:
-        return self.r * self.s * self.cp
+        """The reduction depth of one output channel (one group's R*S*Cp)."""
+        return self.r * self.s * self.cgp
 
     @property
     def flops(self) -> int:
         """Useful multiply-adds x 2 (true channel counts, no padding)."""
-        return 2 * self.m * self.k * self.r * self.s * self.c
+        return 2 * self.m * self.k * self.r * self.s * self.cg
+
+    def col_blocks(self, bn: int) -> int:
+        """Grid y of a tile BN wide: every group's column tiles."""
+        return self.groups * -(-self.kg // bn)
 
 
 @dataclass(frozen=True)
@@ -128,7 +162,7 @@ class ConvTactic:
     def grid(self, g: ConvGeometry) -> tuple[int, int, int]:
         kt = -(-g.ktot // BK)
         kps = -(-kt // self.splits)
-        return (-(-g.m // self.tile.bm), -(-g.k // self.tile.bn), -(-kt // kps))
+        return (-(-g.m // self.tile.bm), g.col_blocks(self.tile.bn), -(-kt // kps))
 
     def k_tiles_per_split(self, g: ConvGeometry) -> int:
         kt = -(-g.ktot // BK)
@@ -144,9 +178,12 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132) -> list[ConvTactic]:
     out: list[ConvTactic] = []
     kt = -(-g.ktot // BK)
     for t in TILES:
-        ctas = -(-g.m // t.bm) * -(-g.k // t.bn)
-        if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(g.kp, 16):
+        ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
+        wide = t.bn >= 2 * max(round_up(g.kg, 8), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32
+        if t.bm >= 2 * max(g.m, 16) or wide:
             continue  # mostly empty tile
+        if g.col_blocks(t.bn) > MAX_GRID_Y:
+            continue
         out.append(ConvTactic(t, 1))
         if ctas < sms:
             for s in (2, 3, 4, 6, 8, 12, 16):
@@ -177,19 +214,22 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
            scale: Any = None) -> None:
     """Enqueue y = act(conv(x * scale, w) + bias + residual) on the current stream.
 
-    x: (N, H, W, Cp) fp16; w: (K, R, S, Cp) fp16; bias: (K,) fp32 or None; y, residual:
-    (N, P, Q, Kp) fp16. ``workspace`` (fp32, >= tactic.workspace_bytes) is needed for split-K.
-    ``scale``: (N, Cp) fp16 per-image channel scale (a squeeze-excitation), 1x1 convolutions only.
+    x: (N, H, W, Cp) fp16; w: (K, R, S, Cp) fp16, or for G groups (G, K/G, R, S, C/G) (each group's
+    KRSC block); bias: (K,) fp32 or None; y, residual: (N, P, Q, Kp) fp16. ``workspace`` (fp32,
+    >= tactic.workspace_bytes) is needed for split-K. ``scale``: (N, Cp) fp16 per-image channel
+    scale (a squeeze-excitation), 1x1 ungrouped convolutions only.
     """
-    if scale is not None and (g.r, g.s) != (1, 1):
-        raise ValueError("an input scale needs a 1x1 convolution")
+    if scale is not None and ((g.r, g.s) != (1, 1) or g.groups != 1):
+        raise ValueError("an input scale needs a 1x1 ungrouped convolution")
     grid = tactic.grid(g)
     split = grid[2] > 1
     if split and (workspace is None or workspace.nbytes < tactic.workspace_bytes(g)):
         raise ValueError(f"{tactic.name} needs a {tactic.workspace_bytes(g)}-byte workspace")
     i32, f32 = np.int32, np.float32
     code, alpha, beta = act
-    geo = (g.n, g.h, g.w, g.cp, g.k, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)
+    if grid[1] > MAX_GRID_Y:
+        raise ValueError(f"{tactic.name} needs {grid[1]} blocks in grid y (at most {MAX_GRID_Y})")
+    geo = (g.n, g.h, g.w, g.cgp, g.kg, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, g.groups)
     fn = _kernel(tactic.tile)
     fn(grid, (tactic.tile.threads,),
        (x, w, _ptr(bias), _ptr(None if split else residual), y, _ptr(workspace if split else None), _ptr(scale),
@@ -203,11 +243,49 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
             i32(code), f32(alpha), f32(beta)))
 
 
+CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gemm_epilogue``
+
+
+@dataclass(frozen=True)
+class CublasTactic:
+    """The cuBLAS alternative of a GEMM-shaped convolution (timed beside the implicit-GEMM tiles)."""
+
+    name: str = CUBLAS_TACTIC
+
+    def workspace_bytes(self, g: ConvGeometry) -> int:
+        return 0
+
+
+def cublas_eligible(g: ConvGeometry) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution (or FC layer) on channel counts that are
+    multiples of 8: x (M x C) times w^T (C x K) row-major, with no padded channels to keep zero."""
+    return (g.r == g.s == 1 and g.stride == (1, 1) and g.pad == (0, 0) and g.pad_end in (None, (0, 0))
+            and g.dilation == (1, 1) and g.groups == 1 and g.c % 8 == 0 and g.k % 8 == 0)
+
+
+def conv2d_cublas(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float] = (0, 0.0, 0.0),
+                  residual: Any = None) -> None:
+    """Enqueue the same result as ``conv2d`` for a ``cublas_eligible`` geometry: the product on
+    cuBLAS (fp32 accumulation, fp16 out), then bias, residual and activation in place."""
+    from backends.gpu.kernels import cublas
+
+    plan = cublas.plan_gemm((), g.m, g.k, g.c, (g.c, 1), (1, g.c))
+    assert plan is not None
+    cublas.gemm(plan, x, w, y)
+    code, alpha, beta = act
+    ep = get_function(CONV_SRC, "gemm_epilogue", name_expressions=_NAMES)
+    total = g.m * (g.k // 8)
+    ep((-(-total // 256),), (256,), (y, _ptr(bias), _ptr(residual), np.int32(g.m), np.int32(g.k), np.int32(code),
+                                     np.float32(alpha), np.float32(beta)))
+
+
 def heuristic_tactic(g: ConvGeometry, sms: int = 132) -> ConvTactic:
     """A reasonable tactic without timing: big tiles when they fill the GPU, else small tiles + split-K."""
     def ctas(t: Tile) -> int:
-        return -(-g.m // t.bm) * -(-g.k // t.bn)
+        return -(-g.m // t.bm) * g.col_blocks(t.bn)
 
+    if g.groups > 1:
+        return _grouped_heuristic(g, sms, ctas)
     for t in (Tile(128, 128, 2, 4, 3), Tile(128, 64, 2, 2, 4), Tile(64, 64, 2, 2, 4)):
         if ctas(t) >= sms:
             return ConvTactic(t)
@@ -215,3 +293,18 @@ def heuristic_tactic(g: ConvGeometry, sms: int = 132) -> ConvTactic:
     kt = -(-g.ktot // BK)
     splits = max(1, min(16, sms // max(ctas(t), 1), kt // 4))
     return ConvTactic(t, splits)
+
+
+def _grouped_heuristic(g: ConvGeometry, sms: int, ctas: Any) -> ConvTactic:
+    """Grouped: tiles of the narrowest width that covers one group's K (a wider tile multiplies
+    zeros), the tallest that fills the GPU, else the smallest with split-K."""
+    bn = next((b for b in (32, 64) if g.kg <= b), 128)
+    family = [t for t in (Tile(128, 128, 2, 4, 3), Tile(64, 128, 2, 2, 4), Tile(128, 64, 2, 2, 4),
+                          Tile(64, 64, 2, 2, 4), Tile(32, 64, 1, 2, 4), Tile(64, 32, 2, 1, 4), Tile(32, 32, 2, 1, 4))
+              if t.bn == bn]
+    for t in family:
+        if ctas(t) >= sms:
+            return ConvTactic(t)
+    t = family[-1]
+    kt = -(-g.ktot // BK)
+    return ConvTactic(t, max(1, min(16, sms // max(ctas(t), 1), kt // 4)))

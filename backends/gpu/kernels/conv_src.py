@@ -14,6 +14,12 @@ Layouts (Cp = C rounded up to 8, Kp = K rounded up to 8):
   y    NHWC fp16 with channel stride Kp; channels K..Kp-1 are written as zeros
 Offsets are 32-bit: every tensor must hold fewer than 2**31 elements.
 
+Groups (``G`` > 1): ``C`` and ``K`` are one group's channels, both multiples of 8; x has G*C
+channels, w is G x K x R x S x C (each group's KRSC block), and bias, res and y have G*K. Block y
+is grp * NT + t (NT = ceil(K / BN) column tiles per group): the mainloop reads x + grp*C and the
+group's weights, and the epilogue writes channels grp*K + n, n < K. With G = 1, C is Cp and every
+offset is the ungrouped kernel's.
+
 Squeeze-excitation scale: with ``sc`` non-null (1x1 convolutions only), the input is read as
 x[n, p, q, c] * sc[n * Cp + c], each thread rescaling the 16-byte chunks it loaded once its
 cp.async group has landed and before the barrier that hands the tile to ldmatrix (``SeScale``, the
@@ -21,7 +27,8 @@ mainloop's hook); the product of two fp16 values is exact in fp32, so the one ro
 separate fp16 multiply kernel's.
 
 Split-K: with ``ws`` non-null, block z reduces k-tiles [z*kps, (z+1)*kps) and writes fp32
-partials to ws[z][M][Kp]; ``splitk_epilogue`` then sums them and applies the epilogue.
+partials to ws[z][M][G*Kp] (each group its own columns); ``splitk_epilogue`` then sums them over
+the whole G*K and applies the epilogue.
 """
 
 from backends.gpu.kernels.common import COMMON_SRC
@@ -64,7 +71,7 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
            const h16* __restrict__ res, h16* __restrict__ y, float* __restrict__ ws,
            const h16* __restrict__ sc,
            int N, int H, int W, int C, int K, int P, int Q, int R, int S,
-           int sh, int sw, int ph, int pw, int dh, int dw,
+           int sh, int sw, int ph, int pw, int dh, int dw, int G,
            int act, float alpha, float beta, int kps)
 {
   typedef Igemm<IgemmF16, BM, BN, WM, WN, STAGES> IG;
@@ -72,13 +79,19 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
   extern __shared__ __align__(16) h16 smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / WN, wn = warp % WN;
-  const int M = N * (P * Q), Kp = (K + 7) & ~7;
+  // C, K, Kp: one group's; YS: the pixel stride of y, res and ws (all groups' channels).
+  const int M = N * (P * Q), Kp = (K + 7) & ~7, YS = G * Kp;
+  const int NT = (K + BN - 1) / BN, grp = (int)blockIdx.y / NT;  // block y = grp * NT + column tile
+  const int m0 = blockIdx.x * BM, n0 = ((int)blockIdx.y - grp * NT) * BN, goff = grp * K;
   float acc[MI][NI][4];
-  IG::mainloop(acc, x, w, smem, {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw}, kps, SeScale{sc, C});
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  IG::mainloop(acc, x + grp * C, w + (size_t)goff * (R * S * C), smem,
+               {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps, SeScale{sc, C});
+  bias = bias != nullptr ? bias + goff : nullptr;  // from here on, the group's channels
+  res = res != nullptr ? res + goff : nullptr;
+  y += goff;
 
   if (ws != nullptr) {  // split-K: fp32 partials, epilogue in splitk_epilogue
-    float* wz = ws + (size_t)blockIdx.z * M * Kp;
+    float* wz = ws + (size_t)blockIdx.z * M * YS + goff;
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -88,7 +101,7 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
           int m = m0 + wm * WTM + mi * 16 + (lane >> 2) + h * 8;
           int n = n0 + wn * WTN + ni * 8 + (lane & 3) * 2;
           if (m < M && n < Kp)
-            *reinterpret_cast<float2*>(wz + (size_t)m * Kp + n) =
+            *reinterpret_cast<float2*>(wz + (size_t)m * YS + n) =
                 make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
         }
     return;
@@ -118,7 +131,7 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
     if (m >= M || n >= Kp) continue;
     uint4 v = *reinterpret_cast<const uint4*>(cs + ml * CS + nl);
     uint4 rv = make_uint4(0, 0, 0, 0);
-    if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * Kp + n);
+    if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * YS + n);
     u32* pv = reinterpret_cast<u32*>(&v);
     const u32* pr = reinterpret_cast<const u32*>(&rv);
     float f[8];
@@ -131,7 +144,7 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
 #pragma unroll
     for (int j = 0; j < 4; ++j)
       pv[j] = pack2(n + 2 * j < K ? f[2 * j] : 0.f, n + 2 * j + 1 < K ? f[2 * j + 1] : 0.f);
-    *reinterpret_cast<uint4*>(y + (size_t)m * Kp + n) = v;
+    *reinterpret_cast<uint4*>(y + (size_t)m * YS + n) = v;
   }
 }
 
@@ -165,5 +178,33 @@ extern "C" __global__ void splitk_epilogue(const float* __restrict__ ws, int spl
 #pragma unroll
   for (int j = 0; j < 4; ++j) po[j] = pack2(n + 2 * j < K ? v[2 * j] : 0.f, n + 2 * j + 1 < K ? v[2 * j + 1] : 0.f);
   *reinterpret_cast<uint4*>(y + (size_t)m * Kp + n) = out;
+}
+// The epilogue of a GEMM-shaped convolution computed by cuBLAS (tactic "cublas"): y holds the fp16
+// product; y = act(round16(y + bias) + res) in place, as the implicit-GEMM kernel's epilogue rounds
+// acc + bias to fp16 before the residual. K is a multiple of 8 (no padded channels); a thread per 8.
+extern "C" __global__ void gemm_epilogue(h16* __restrict__ y, const float* __restrict__ bias,
+                                         const h16* __restrict__ res, int M, int K, int act, float alpha, float beta)
+{
+  const int KC = K / 8;
+  int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= M * KC) return;
+  int m = id / KC, n = (id - m * KC) * 8;
+  uint4 v = *reinterpret_cast<const uint4*>(y + (size_t)m * K + n);
+  uint4 rv = make_uint4(0, 0, 0, 0);
+  if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * K + n);
+  u32* pv = reinterpret_cast<u32*>(&v);
+  const u32* pr = reinterpret_cast<const u32*>(&rv);
+  float f[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float b0 = bias != nullptr ? bias[n + 2 * j] : 0.f, b1 = bias != nullptr ? bias[n + 2 * j + 1] : 0.f;
+    u32 r = pack2(lo2f(pv[j]) + b0, hi2f(pv[j]) + b1);
+    f[2 * j] = lo2f(r) + lo2f(pr[j]);
+    f[2 * j + 1] = hi2f(r) + hi2f(pr[j]);
+  }
+  act8(f, act, alpha, beta);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) pv[j] = pack2(f[2 * j], f[2 * j + 1]);
+  *reinterpret_cast<uint4*>(y + (size_t)m * K + n) = v;
 }
 """

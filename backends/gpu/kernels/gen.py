@@ -12,8 +12,10 @@ Kernel families (each function returns CUDA source for one ``extern "C"`` kernel
 * ``map_kernel``: one thread per output element; a C body computes ``y`` from loaded operands.
   Pointwise chains, activations, unary/binary ops, scale, PReLU, cast, layout conversions,
   shuffle/transpose, slice, split, pad, gather, concat (a select on the axis coordinate), resize.
-* ``group_kernel``: one thread per kept coordinate, loops over the reduced coordinates:
-  reduce, softmax/log-softmax, normalization (layer/instance norm).
+* ``group_kernel``: reduce, softmax/log-softmax, normalization (layer/instance/group norm). Rows
+  of >= 32 reduced elements get a warp per kept coordinate (a block on long rows with few of them),
+  lanes striding over the reduced index and combining with shuffles; short rows, and rows whose
+  kept dim is the fastest in memory when there are many, keep one thread looping serially.
 * ``matmul_kernel``, ``direct_conv_kernel``, ``deconv_kernel``: straightforward fp32-accumulating
   kernels for shapes the tensor-core path does not take (batched matmul, grouped conv,
   transposed conv). Correct first; they are not the fast path for CNNs.
@@ -175,65 +177,256 @@ def map_grid(out_shape: Sequence[int], zero_dim: tuple[int, int] | None = None) 
 # ------------------------------------------------------------------------------ group reductions
 
 
+# Row-parallel thresholds. A warp per kept coordinate needs >= 32 reduced elements so that every
+# lane has work and the 5-step shuffle tree is paid back by a serial loop 32x shorter. A block
+# (8 warps) per coordinate pays for its shared-memory step only on long rows (>= 4096 elements)
+# when the warps alone would leave most of a 132-SM H100 idle (< 2048 rows = 256 blocks).
+# Thread-per-coordinate stays where it reads coalesced (a kept dim is the fastest in memory) and
+# there are rows enough (>= 16384 = 64 blocks of 256) to fill the GPU with it.
+WARP_MIN_REDUCED = 32
+BLOCK_MIN_REDUCED = 4096
+BLOCK_MAX_ROWS = 2048
+THREAD_MIN_ROWS = 16384
+
+
+def _fastest_dim(shape: Sequence[int], strides: Sequence[int]) -> int | None:
+    """The dim with the smallest non-zero stride among dims of size > 1 (None if none)."""
+    dims = [d for d in range(len(shape)) if shape[d] > 1 and strides[d]]
+    return min(dims, key=lambda d: abs(strides[d])) if dims else None
+
+
+def group_lanes(shape: Sequence[int], axes: Sequence[int], x: Operand) -> int:
+    """Threads per kept coordinate for ``group_kernel``: 1, 32 (a warp) or 256 (a block)."""
+    rank = len(shape)
+    red = {a % rank for a in axes}
+    rows = math.prod(shape[d] for d in range(rank) if d not in red)
+    rtot = math.prod(shape[d] for d in red)
+    if rtot < WARP_MIN_REDUCED:
+        return 1
+    fastest = _fastest_dim(shape, x.strides)
+    if fastest is not None and fastest not in red and rows >= THREAD_MIN_ROWS:
+        return 1
+    return 256 if rtot >= BLOCK_MIN_REDUCED and rows < BLOCK_MAX_ROWS else 32
+
+
+# how partial results of one reduction combine: statements over ``var`` and the partner's ``b``
+_COMBINE = {"sum": "{v} += b;", "max": "{v} = fmaxf({v}, b);", "min": "{v} = fminf({v}, b);", "prod": "{v} *= b;"}
+
+
+def _combine(lanes: int, var: str, how: str) -> str:
+    """C statements leaving in every thread of a row the combination of ``var`` over the row's lanes.
+
+    A warp combines with an xor butterfly: both partners of a step compute the same commutative
+    operation on the same two values, so every lane ends with bit-identical results. A block then
+    combines its 8 warp results through shared memory, every thread in the same order.
+    """
+    if lanes == 1:
+        return ""
+    stmt = _COMBINE[how].format(v=var)
+    src = ("  #pragma unroll\n  for (int sh = 16; sh > 0; sh >>= 1) {\n"
+           f"    const float b = __shfl_xor_sync(0xffffffffu, {var}, sh); {stmt}\n  }}")
+    if lanes == 256:
+        src += ("\n  __syncthreads();  // earlier readers of part[] are done\n"
+                f"  if ((lane & 31u) == 0u) part[lane >> 5] = {var};\n  __syncthreads();\n"
+                f"  {var} = part[0];\n  for (int w = 1; w < 8; ++w) {{ const float b = part[w]; {stmt} }}")
+    return src
+
+
+def _group_head(lanes: int, rows: int) -> list[str]:
+    """Which kept coordinate (``t``) and lane a thread handles; whole warps/blocks leave together."""
+    if lanes == 1:
+        return ["  IT t = (IT)blockIdx.x * 256 + threadIdx.x;", f"  if (t >= (IT){rows}) return;"]
+    if lanes == 32:
+        return ["  const unsigned lane = threadIdx.x & 31u;",
+                "  IT t = (IT)blockIdx.x * 8 + (threadIdx.x >> 5);",
+                f"  if (t >= (IT){rows}) return;  // t is uniform over a warp: the warp leaves whole"]
+    return ["  const unsigned lane = threadIdx.x;", "  __shared__ float part[8];", "  IT t = (IT)blockIdx.x;",
+            f"  if (t >= (IT){rows}) return;  // t is uniform over the block"]
+
+
 def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operand, y: Operand,
                  kind: str, extra: Sequence[Operand | None] = (), op: str = "", eps: float = 0.0,
-                 out_kept: bool = False, span: int = 0) -> tuple[str, int]:
-    """One thread per kept coordinate of ``shape``; loops over ``axes``. Returns (source, threads).
+                 out_kept: bool = False, span: int = 0, lanes: int | None = None,
+                 pad_to: int = 0, vec: bool | None = None) -> tuple[str, int]:
+    """Reduce ``shape`` over ``axes`` per kept coordinate. Returns (source, threads to launch).
 
+    Launch ceil(threads / 256) blocks of 256. ``lanes`` threads share a kept coordinate (default
+    ``group_lanes``): 1 loops serially over the reduced coordinates; 32 (a warp) or 256 (a block)
+    stride over them (r = lane, lane + lanes, ..., coalesced when the reduced dims are the fastest
+    in memory) and combine fp32 partials with shuffles (and shared memory). Passes as the serial
+    version: softmax max / sum of exp / write, norm sum / squared deviations / write.
     kind 'reduce' (op = ReduceOp value; ``y`` addressed by kept coords when ``out_kept``, its
     strides given for the full rank with 0 on reduced dims), 'softmax', 'logsoftmax', 'norm'
-    (extra = optional scale, bias operands addressed per full coordinate).
+    (extra = optional scale, bias operands addressed per full coordinate). ``pad_to`` (softmax and
+    norm over dim 1 alone, into an NHWC ``y``): also write zeros to channels shape[1]..pad_to-1.
+    ``vec`` (default: a softmax / norm whose fp16 row is <= 2048 contiguous, 16-byte aligned halves,
+    a multiple of 8): a warp loads the row once in uint4 vectors into registers, the later passes
+    read registers, and an fp16 ``y`` laid out alike is stored in uint4 vectors.
     """
     rank = len(shape)
     red = sorted(a % rank for a in axes)
     kept = [d for d in range(rank) if d not in red]
     ksizes = [shape[d] for d in kept] or [1]
-    rsizes = [shape[d] for d in red] or [1]
-    nthreads = math.prod(ksizes)
-    rtot = math.prod(rsizes)
-    coords = [f"l{d}" for d in range(rank)]
-    kn = [coords[d] for d in kept] or ["kdummy"]
-    rn = [coords[d] for d in red] or ["rdummy"]
-    params = [f"const {CTYPE[x.dtype]}* __restrict__ x", f"{CTYPE[y.dtype]}* __restrict__ y"]
-    params += [f"const {CTYPE[e.dtype] if e is not None else 'float'}* __restrict__ e{i}" for i, e in enumerate(extra)]
-    xl = load(x.dtype, f"x[{offset(x, coords)}]")
-    yoff = offset(y, coords)
-
-    def loop(stmt: str) -> str:
-        return ("  for (IT r = 0; r < (IT)" + str(rtot) + "; ++r) {\n    IT t2 = r;\n"
-                + _decompose(rsizes, rn, "t2").replace("  const", "    const") + "\n    " + stmt + "\n  }")
-
+    rows = math.prod(ksizes)
+    lanes = group_lanes(shape, red, x) if lanes is None else lanes
+    if lanes not in (1, 32, 256):
+        raise ValueError(f"lanes must be 1, 32 or 256, got {lanes}")
+    if pad_to and (red != [1] or kind == "reduce"):
+        raise ValueError("pad_to needs a softmax or norm over dim 1 alone")
+    vec = (lanes == 32 and kind != "reduce" and _vec_ok(x, shape, red) and shape[red[0]] <= VEC_MAX_REDUCED
+           if vec is None else vec)
+    if vec and (kind == "reduce" or lanes != 32 or not _vec_ok(x, shape, red)):
+        raise ValueError("vector rows need a softmax/norm, a warp per row, 8k contiguous aligned fp16 values")
+    cache = lanes == 32 and not vec and kind != "reduce" and math.prod(shape[d] for d in red) <= CACHE_MAX_REDUCED
+    g = _Group(shape, red, x, y, lanes, vec, cache)
     if kind == "reduce":
-        init, acc, fin = _REDUCE[op]
-        body = [f"  float a = {init};", loop(f"float v = {xl}; {acc}"),
-                "  " + _zero_red(red, coords) + f"  y[{yoff}] = {store(y.dtype, fin.replace('N', str(rtot)))};"]
+        body = g.reduce_body(op)
     elif kind in ("softmax", "logsoftmax"):
-        val = f"{xl} - m - logf(s)" if kind == "logsoftmax" else f"expf({xl} - m) / s"
-        body = ["  float m = __int_as_float(0xff800000);", loop(f"m = fmaxf(m, {xl});"),
-                "  float s = 0.f;", loop(f"s += expf({xl} - m);"),
-                loop(f"y[{yoff}] = {store(y.dtype, val)};")]
+        body = g.softmax_body(kind == "logsoftmax")
     elif kind == "norm":
-        e0 = extra[0] if len(extra) > 0 else None
-        e1 = extra[1] if len(extra) > 1 else None
-        sc = load(e0.dtype, f"e0[{offset(e0, coords)}]") if e0 is not None else "1.f"
-        bi = load(e1.dtype, f"e1[{offset(e1, coords)}]") if e1 is not None else "0.f"
-        body = ["  float s = 0.f;", loop(f"s += {xl};"), f"  const float mean = s / {rtot}.f;",
-                "  float q = 0.f;", loop(f"float d = {xl} - mean; q += d * d;"),
-                f"  const float inv = 1.f / sqrtf(q / {rtot}.f + {eps!r}f);",
-                loop(f"y[{yoff}] = {store(y.dtype, f'({xl} - mean) * inv * {sc} + {bi}')};")]
+        body = g.norm_body(extra, eps)
     else:
         raise ValueError(kind)
+    if pad_to:
+        body.append(g.zero_channels(pad_to))
+    params = [f"const {CTYPE[x.dtype]}* __restrict__ x", f"{CTYPE[y.dtype]}* __restrict__ y"]
+    params += [f"const {CTYPE[e.dtype] if e is not None else 'float'}* __restrict__ e{i}" for i, e in enumerate(extra)]
     src = "\n".join([
         f'extern "C" __global__ void __launch_bounds__(256) {name}({", ".join(params)}) {{',
-        f"  typedef {index_type(nthreads * rtot, span)} IT;",
-        "  IT t = (IT)blockIdx.x * 256 + threadIdx.x;",
-        f"  if (t >= (IT){nthreads}) return;",
-        _decompose(ksizes, kn),
-        *body,
+        f"  typedef {index_type(rows * g.rtot, rows * lanes, span)} IT;",
+        *_group_head(lanes, rows),
+        _decompose(ksizes, [g.coords[d] for d in kept] or ["kdummy"]),
+        *[b for b in body if b],
         "}",
         "",
     ])
-    return src, nthreads
+    return src, rows * lanes
+
+
+# A warp whose row is <= 2048 contiguous, 16-byte aligned halves loads it once with 16-byte vector
+# loads into registers (8 uint4 = 64 floats a lane at most); every later pass reads the registers.
+# Other softmax / norm rows of <= 1024 values a warp loads once element-wise (<= 32 floats a lane).
+VEC_MAX_REDUCED = 2048
+CACHE_MAX_REDUCED = 1024
+
+
+def _vec_ok(op: Operand, shape: Sequence[int], red: list[int]) -> bool:
+    """fp16, one reduced dim of unit stride holding a multiple of 8, every row start 16-byte aligned."""
+    return (op.dtype == "float16" and len(red) == 1 and op.strides[red[0]] == 1 and shape[red[0]] % 8 == 0
+            and op.base % 8 == 0 and all(st % 8 == 0 for d, st in enumerate(op.strides) if d != red[0]))
+
+
+@dataclass
+class _Group:
+    """The C pieces of one group kernel: loops over the reduced coordinates, lane combines, bodies.
+
+    ``vec``: the row lives in registers (``f``, loaded by ``prologue``); ``loop`` then walks the
+    registers and ``write`` stores 16-byte vectors when ``y`` allows. ``cache``: the same with a
+    scalar load per element, f[i] holding element lane + 32 i.
+    """
+
+    shape: Sequence[int]
+    red: list[int]
+    x: Operand
+    y: Operand
+    lanes: int
+    vec: bool = False
+    cache: bool = False
+
+    def __post_init__(self) -> None:
+        self.coords = [f"l{d}" for d in range(len(self.shape))]
+        self.rsizes = [self.shape[d] for d in self.red] or [1]
+        self.rtot = math.prod(self.rsizes)
+        self.xload = load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
+        self.xl = "f[8 * i + j]" if self.vec else "f[i]" if self.cache else self.xload
+        self.yoff = offset(self.y, self.coords)
+        self.nv = -(-self.rtot // 256)  # uint4 a lane
+
+    def _row(self, op: Operand) -> str:
+        """Offset of a row's first element (reduced coordinates 0)."""
+        return offset(Operand(op.dtype, tuple(0 if d in self.red else st for d, st in enumerate(op.strides)),
+                              op.base), self.coords)
+
+    def _vec_loop(self, inner: str) -> str:
+        return (f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
+                f"    const int c = ((int)lane + 32 * i) * 8;\n    if (c < {self.rtot}) {{\n{inner}\n    }}\n  }}")
+
+    def _cache_loop(self, stmt: str) -> str:
+        names = [self.coords[d] for d in self.red] or ["rdummy"]
+        split = _decompose(self.rsizes, names, "t2").replace("  const", "      const")
+        split += "\n      " + " ".join(f"(void){n};" for n in names)  # passes over f[i] use no coordinate
+        return (f"  #pragma unroll\n  for (int i = 0; i < {-(-self.rtot // 32)}; ++i) {{\n"
+                f"    const IT r = (IT)lane + 32 * i;\n    if (r < (IT){self.rtot}) {{\n      IT t2 = r;\n"
+                f"{split}\n      {stmt}\n    }}\n  }}")
+
+    def prologue(self) -> str:
+        if self.cache:
+            return f"  float f[{-(-self.rtot // 32)}] = {{}};\n" + self._cache_loop(f"f[i] = {self.xload};")
+        if not self.vec:
+            return ""
+        unpack = " ".join(f"f[8 * i + {2 * k}] = lo2f(u.{w}); f[8 * i + {2 * k + 1}] = hi2f(u.{w});"
+                          for k, w in enumerate("xyzw"))
+        return (f"  const h16* xr = x + {self._row(self.x)};\n  float f[{8 * self.nv}];\n"
+                f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
+                f"    const int c = ((int)lane + 32 * i) * 8;\n    uint4 u = make_uint4(0u, 0u, 0u, 0u);\n"
+                f"    if (c < {self.rtot}) u = *reinterpret_cast<const uint4*>(xr + c);\n    {unpack}\n  }}")
+
+    def loop(self, stmt: str) -> str:
+        if self.cache:
+            return self._cache_loop(stmt)
+        if self.vec:
+            ld = self.coords[self.red[0]]
+            return self._vec_loop(f"      #pragma unroll\n      for (int j = 0; j < 8; ++j) {{ "
+                                  f"const IT {ld} = (IT)(c + j); (void){ld}; {stmt} }}")
+        first, step = ("0", "++r") if self.lanes == 1 else ("(IT)lane", f"r += {self.lanes}")
+        names = [self.coords[d] for d in self.red] or ["rdummy"]
+        return (f"  for (IT r = {first}; r < (IT){self.rtot}; {step}) {{\n    IT t2 = r;\n"
+                + _decompose(self.rsizes, names, "t2").replace("  const", "    const") + "\n    " + stmt + "\n  }")
+
+    def write(self, val: str) -> str:
+        """Store ``val`` (a float expression of the element's coordinates) over the row."""
+        if not (self.vec and _vec_ok(self.y, self.shape, self.red)):
+            return self.loop(f"y[{self.yoff}] = {store(self.y.dtype, val)};")
+        ld = self.coords[self.red[0]]
+        pack = ", ".join(f"pack2(o[{2 * k}], o[{2 * k + 1}])" for k in range(4))
+        return self._vec_loop(
+            f"      float o[8];\n      #pragma unroll\n      for (int j = 0; j < 8; ++j) {{ "
+            f"const IT {ld} = (IT)(c + j); (void){ld}; o[j] = {val}; }}\n"
+            f"      *reinterpret_cast<uint4*>(y + {self._row(self.y)} + c) = make_uint4({pack});")
+
+    def comb(self, var: str, how: str) -> str:
+        return _combine(self.lanes, var, how)
+
+    def reduce_body(self, op: str) -> list[str]:
+        init, acc, fin, how = _REDUCE[op]
+        guard = "if (lane == 0u) " if self.lanes > 1 else ""
+        return [f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
+                "  " + _zero_red(self.red, self.coords)
+                + f"  {guard}y[{self.yoff}] = {store(self.y.dtype, fin.replace('N', str(self.rtot)))};"]
+
+    def softmax_body(self, log: bool) -> list[str]:
+        xl = self.xl
+        return [self.prologue(), "  float m = __int_as_float(0xff800000);", self.loop(f"m = fmaxf(m, {xl});"),
+                self.comb("m", "max"), "  float s = 0.f;", self.loop(f"s += expf({xl} - m);"), self.comb("s", "sum"),
+                self.write(f"{xl} - m - logf(s)" if log else f"expf({xl} - m) / s")]
+
+    def norm_body(self, extra: Sequence[Operand | None], eps: float) -> list[str]:
+        e0 = extra[0] if len(extra) > 0 else None
+        e1 = extra[1] if len(extra) > 1 else None
+        sc = load(e0.dtype, f"e0[{offset(e0, self.coords)}]") if e0 is not None else "1.f"
+        bi = load(e1.dtype, f"e1[{offset(e1, self.coords)}]") if e1 is not None else "0.f"
+        xl, n = self.xl, self.rtot
+        return [self.prologue(), "  float s = 0.f;", self.loop(f"s += {xl};"), self.comb("s", "sum"),
+                f"  const float mean = s / {n}.f;",
+                "  float q = 0.f;", self.loop(f"float d = {xl} - mean; q += d * d;"), self.comb("q", "sum"),
+                f"  const float inv = 1.f / sqrtf(q / {n}.f + {eps!r}f);",
+                self.write(f"({xl} - mean) * inv * {sc} + {bi}")]
+
+    def zero_channels(self, pad_to: int) -> str:
+        """Zeros into the padded channels of an NHWC output (the row is dim 1, the channels)."""
+        first, step = ("0", "++r") if self.lanes == 1 else ("(IT)lane", f"r += {self.lanes}")
+        return (f"  for (IT r = (IT){self.shape[1]} + {first}; r < (IT){pad_to}; {step}) {{ const IT l1 = r; "
+                f"y[{self.yoff}] = {store(self.y.dtype, '0.f')}; }}")
 
 
 def _zero_red(red: Sequence[int], coords: Sequence[str]) -> str:
@@ -241,17 +434,18 @@ def _zero_red(red: Sequence[int], coords: Sequence[str]) -> str:
     return " ".join(f"const IT {coords[d]} = 0; (void){coords[d]};" for d in red) + "\n"
 
 
-# (init, accumulate statement over v, finalize expression over a; N = element count)
+# (init, accumulate statement over v, finalize expression over a (N = element count), how lanes'
+# partial results combine)
 _REDUCE = {
-    "sum": ("0.f", "a += v;", "a"),
-    "mean": ("0.f", "a += v;", "a / N.f"),
-    "max": ("__int_as_float(0xff800000)", "a = fmaxf(a, v);", "a"),
-    "min": ("__int_as_float(0x7f800000)", "a = fminf(a, v);", "a"),
-    "prod": ("1.f", "a *= v;", "a"),
-    "l1": ("0.f", "a += fabsf(v);", "a"),
-    "l2": ("0.f", "a += v * v;", "sqrtf(a)"),
-    "sum_square": ("0.f", "a += v * v;", "a"),
-    "log_sum": ("0.f", "a += v;", "logf(a)"),
+    "sum": ("0.f", "a += v;", "a", "sum"),
+    "mean": ("0.f", "a += v;", "a / N.f", "sum"),
+    "max": ("__int_as_float(0xff800000)", "a = fmaxf(a, v);", "a", "max"),
+    "min": ("__int_as_float(0x7f800000)", "a = fminf(a, v);", "a", "min"),
+    "prod": ("1.f", "a *= v;", "a", "prod"),
+    "l1": ("0.f", "a += fabsf(v);", "a", "sum"),
+    "l2": ("0.f", "a += v * v;", "sqrtf(a)", "sum"),
+    "sum_square": ("0.f", "a += v * v;", "a", "sum"),
+    "log_sum": ("0.f", "a += v;", "logf(a)", "sum"),
 }
 
 

@@ -15,14 +15,19 @@ The kernel declares the accumulators and the dynamic shared memory (``As``: STAG
 STAGES B tiles) and keeps its own epilogue. A hook may rewrite the A chunks a thread loaded once
 its cp.async group has landed, before the barrier that hands the tile to ``ldmatrix`` (the fp16
 kernel's squeeze-excitation scale): while ``hook.active()``, each chunk at reduction index ``k``
-that ``hook.takes(k)`` goes through ``hook(chunk, n * C, k)``, n being its row's image.
+that ``hook.takes(k)`` goes through ``hook(chunk, n * CS, k)``, n being its row's image.
 ``IgemmNoHook`` compiles the step away. The source follows ``COMMON_SRC`` (cp.async, ldmatrix).
+
+Groups: ``C`` and ``K`` are one group's reduction channels and output channels, ``CS`` the element
+stride between input pixels (all channels of the tensor; ``CS == C`` for one group). The caller
+passes ``x`` and ``w`` already offset to its group and ``n0``, its first output channel within the
+group, so the mainloop never reads blockIdx.y.
 
 Split-K: block z reduces k-tiles [z*kps, (z+1)*kps). Offsets are 32-bit.
 """
 
 IGEMM_SRC = r"""
-struct IgemmGeo { int N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw; };
+struct IgemmGeo { int N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, CS; };
 
 // The default hook: the tiles are used as loaded.
 struct IgemmNoHook {
@@ -48,13 +53,13 @@ struct Igemm {
 
   template <class Hook>
   static __device__ __forceinline__ void mainloop(Acc (&acc)[MI][NI][4], const T* x, const T* w, T* As,
-                                                  const IgemmGeo& g, int kps, const Hook& hook) {
+                                                  const IgemmGeo& g, int n0, int kps, const Hook& hook) {
     T* Bs = As + STAGES * BM * BK;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WN, wn = warp % WN;
     const int PQ = g.P * g.Q, M = g.N * PQ;
     const int Ktot = g.R * g.S * g.C, KT = (Ktot + BK - 1) / BK;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int m0 = blockIdx.x * BM;
     const int kt0 = blockIdx.z * kps;
     const int nkt = max(min(KT, kt0 + kps) - kt0, 0);
     const int kc = tid & 3;  // this thread's 16-byte chunk column in every tile it loads
@@ -68,10 +73,10 @@ struct Igemm {
       bool ok = id < A_CH && m < M;
       int mm = ok ? m : 0;
       int n = mm / PQ, rem = mm - n * PQ, p = rem / g.Q, q = rem - p * g.Q;
-      a_img[i] = n * g.C;
+      a_img[i] = n * g.CS;
       a_ih[i] = ok ? p * g.sh - g.ph : -(1 << 24);
       a_iw[i] = q * g.sw - g.pw;
-      a_off[i] = ((n * g.H + a_ih[i]) * g.W + a_iw[i]) * g.C;
+      a_off[i] = ((n * g.H + a_ih[i]) * g.W + a_iw[i]) * g.CS;
     }
     int b_off[B_IT];
     bool b_ok[B_IT];
@@ -87,7 +92,7 @@ struct Igemm {
 
     auto load_tile = [&](int stage) {
       const bool kok = ld_k < Ktot;
-      const int dr = ld_r * g.dh, ds = ld_s * g.dw, koff = (dr * g.W + ds) * g.C + ld_c;
+      const int dr = ld_r * g.dh, ds = ld_s * g.dw, koff = (dr * g.W + ds) * g.CS + ld_c;
       T* as = As + stage * BM * BK;
       T* bs = Bs + stage * BN * BK;
 #pragma unroll

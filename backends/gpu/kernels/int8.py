@@ -15,6 +15,7 @@ import numpy as np
 
 from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv import ConvGeometry, Tile
+from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
 
@@ -230,6 +231,7 @@ def compile_all() -> None:
     """Compile the INT8 module now (NVRTC takes seconds), not at the first launch."""
     for t in TILES8:
         _kernel(t)
+    get_function(DW8_SRC, "dwconv_s8")
 
 
 def _ptr(a: Any) -> Any:
@@ -310,13 +312,15 @@ class DeviceEpilogue:
     clipf: float | None
 
     @staticmethod
-    def upload(e: Epilogue8) -> DeviceEpilogue:
-        import cupy
+    def upload(e: Epilogue8, xp: Any = None) -> DeviceEpilogue:
+        """On the GPU (``xp`` None: cupy), or as ``xp`` arrays (numpy: the CPU emulator's tests)."""
+        if xp is None:
+            import cupy as xp
 
         ep, sat = device_params(e)
         flags = (1 if e.relu else 0) | (2 if sat else 0)
-        sacc = None if e.sacc is None else cupy.asarray(np.ascontiguousarray(e.sacc, np.float64))
-        return DeviceEpilogue(e.k, cupy.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf)
+        sacc = None if e.sacc is None else xp.asarray(np.ascontiguousarray(e.sacc, np.float64))
+        return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf)
 
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
         return (self.ep, _ptr(res), i32(ldr), _ptr(self.sacc), i32(self.flags), i32(self.clipq),
@@ -371,3 +375,43 @@ def pool2d_s8(x: Any, y: Any, g: Any, average: bool) -> None:
     _fn("pool2d_s8")((-(-total // 256),), (256,), (
         x, y, *map(i32, (g.n, g.h, g.w, cp16(g.c), g.p, g.q, *g.window, *g.stride, *g.pad)),
         i32(1 if average else 0), i32(recip(g.window[1])), i32(recip(g.window[0]))))
+
+
+# ------------------------------------------------------------------------------------------ depthwise
+
+
+def pack_dw_weights8(wq: np.ndarray) -> np.ndarray:
+    """int8 depthwise IR kernel (C, 1, R, S) -> (R, S, Cp16) int8, zero in channels C..Cp-1."""
+    c, one, r, s = wq.shape
+    if one != 1:
+        raise ValueError(f"a depthwise kernel has one input channel per group, got shape {wq.shape}")
+    out = np.zeros((r, s, cp16(c)), np.int8)
+    out[..., :c] = wq[:, 0].transpose(1, 2, 0)
+    return out
+
+
+def dw_args(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any, ldy: int) -> tuple:
+    """``dwconv_s8``'s arguments in order (int8_dw_src), pointers as given (None for a null one)."""
+    if g.c != g.k or g.r * g.s > MAX_KTOT:
+        raise ValueError(f"depthwise geometry C = {g.c}, K = {g.k}, {g.r}x{g.s}: needs C == K and an exact int32 sum")
+    geo = (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, ldy, epi.flags, epi.clipq,
+           0 if epi.clipf is None else 1)
+    return (x, w, epi.ep, residual, epi.sacc, y, *map(i32, geo), f32(0.0 if epi.clipf is None else epi.clipf))
+
+
+def dw_threads(g: ConvGeometry) -> int:
+    """Threads of ``dwconv_s8``: one per 16 channels of an output pixel."""
+    return g.n * g.p * g.q * (cp16(g.c) // 16)
+
+
+def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,
+                ldy: int | None = None) -> None:
+    """Enqueue the INT8 depthwise convolution on the current stream.
+
+    x: (N, H, W, Cp16) int8; w: (R, S, Cp16) int8; residual: (N, P, Q, Cp16) int8 or None;
+    y: int8 (N, P, Q, Cp16), or float32 with channel stride ``ldy`` when ``epi`` has no output scale.
+    """
+    ldy = cp16(g.c) if ldy is None else ldy
+    args = dw_args(x, w, y, g, epi, residual, ldy)
+    get_function(DW8_SRC, "dwconv_s8")((-(-dw_threads(g) // 256),), (256,),
+                                       tuple(_ptr(a) if i < 6 else a for i, a in enumerate(args)))

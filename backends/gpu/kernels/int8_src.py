@@ -32,128 +32,14 @@ shared memory once, after the mainloop.
 
 from backends.gpu.kernels.common import COMMON_SRC
 from backends.gpu.kernels.igemm_src import IGEMM_SRC
+from backends.gpu.kernels.int8_epi_src import EPI8_SRC
 
-INT8_SRC = COMMON_SRC + IGEMM_SRC + r"""
-typedef signed char i8;
-typedef long long i64;
-
-#define EPI_DECL const int* __restrict__ ep, const i8* __restrict__ res, int ldr,                      \
-    const double* __restrict__ sacc, int flags, int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
-#define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy
-#define EPI_RELU 1  // flags: ReLU (or clip(0, x)) before the requant
-#define EPI_SAT 2   // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
-
+INT8_SRC = COMMON_SRC + IGEMM_SRC + EPI8_SRC + r"""
 __device__ __forceinline__ void mma_s8_16832(int* c, const u32* a, const u32* b) {
   asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};\n"
                : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// round(x / 2**s) half away from zero (dla_sim.formats.rshift_round); s in 0..63, |x| < 2**62.
-__device__ __forceinline__ i64 rshift_round(i64 x, int s) {
-  if (s <= 0) return x;
-  i64 mag = x < 0 ? -x : x;
-  mag = (mag + (1LL << (s - 1))) >> s;
-  return x < 0 ? -mag : mag;
-}
-__device__ __forceinline__ i64 sat8(i64 v) { return v < -128 ? -128 : (v > 127 ? 127 : v); }
-__device__ __forceinline__ int add_sat(int a, int b) {
-  int r; asm("add.sat.s32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r;
-}
-
-// Per-channel epilogue parameters, rows of the int32 array ``ep`` (row stride Kp, int8.device_params):
-//   0, 1  bias as two int32 parts of one sign (b1 + b2; saturating adds in turn equal sat32(acc + b))
-//   2     T: |v| clamp (u32), the smallest magnitude whose requant saturates (or 2**31)
-//   3     requant scale (u32)
-//   4, 5  its rounding half 2**(shift-1) as 64-bit words, channel n at u64 index n of the two rows
-//         (so the multiply-add reads its addend as an aligned register pair)
-//   6, 7  the requant shift split as min(shift, 32) and shift - 32 (funnel shift, then a plain one)
-//   8, 9, 10  residual converter: scale, half 2**(shift-1), shift (shift >= 1, a 0 shift doubled)
-// Padded channels (K..Kp-1) have every parameter 0, which makes their output 0.
-#define EP_ROWS 11
-struct Epi4 {
-  int b1[4], b2[4], rsc[4], rh[4], rsh[4];
-  u32 T[4], osc[4], s1[4], s2[4];
-  unsigned long long h[4];
-};
-__device__ __forceinline__ void load4(int* d, const int* __restrict__ p) {
-  const int4 t = *reinterpret_cast<const int4*>(p); d[0] = t.x; d[1] = t.y; d[2] = t.z; d[3] = t.w;
-}
-__device__ __forceinline__ void load_epi4(Epi4& e, const int* __restrict__ ep, int Kp, int n, bool res) {
-  load4(e.b1, ep + n); load4(e.b2, ep + Kp + n);
-  load4(reinterpret_cast<int*>(e.T), ep + 2 * Kp + n); load4(reinterpret_cast<int*>(e.osc), ep + 3 * Kp + n);
-  const ulonglong2 h01 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n);
-  const ulonglong2 h23 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n + 4);
-  e.h[0] = h01.x; e.h[1] = h01.y; e.h[2] = h23.x; e.h[3] = h23.y;
-  load4(reinterpret_cast<int*>(e.s1), ep + 6 * Kp + n); load4(reinterpret_cast<int*>(e.s2), ep + 7 * Kp + n);
-  if (res) { load4(e.rsc, ep + 8 * Kp + n); load4(e.rh, ep + 9 * Kp + n); load4(e.rsh, ep + 10 * Kp + n); }
-}
-
-// v = acc + bias (+ residual converted to the accumulator's scale), exactly as the reference's
-// saturating int64 steps: with SAT the adds saturate; without it the host proved no sum can leave
-// int32 (128 * sum|w| + |bias| + max|converted residual| < 2**31 on every channel).
-template <bool RES, bool SAT>
-__device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    int t = SAT ? add_sat(add_sat(a[j], e.b1[j]), e.b2[j]) : a[j] + e.b1[j];
-    if (RES) {
-      // the SDP converter, round half away: (p + half - (p < 0)) >> shift equals it for shift >= 1
-      const int p = (int)(signed char)(rv >> (8 * j)) * e.rsc[j];
-      const int c = (p + e.rh[j] + (p >> 31)) >> e.rsh[j];
-      t = SAT ? add_sat(t, c) : t + c;
-    }
-    v[j] = t;
-  }
-}
-
-// round(mag * osc / 2**osh) for a magnitude already clamped to T: the 64-bit mag * osc + half, then
-// its bits osh..osh+31 (a funnel shift by min(osh, 32), then a shift by the rest).
-__device__ __forceinline__ u32 requant_mag(u32 mag, const Epi4& e, int j) {
-  typedef unsigned long long u64;
-  const u64 p = (u64)mag * e.osc[j] + e.h[j];
-  u32 r;
-  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"((u32)p), "r"((u32)(p >> 32)), "r"(e.s1[j]));
-  return r >> e.s2[j];
-}
-
-// q = min(sat8(round_half_away(v * osc / 2**osh)), clipq) for 4 channels, packed as 4 bytes. |v| is
-// clamped to T first (the saturation point), so the rounded quotient fits 32 bits.
-template <bool RELU>
-__device__ __forceinline__ u32 requant4(const int* v, const Epi4& e, int clipq) {
-  u32 out = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    int q;
-    if (RELU) {
-      q = min((int)requant_mag(min((u32)max(v[j], 0), e.T[j]), e, j), clipq);
-    } else {
-      const int s = v[j] >> 31;  // 0 or -1: |v| = (v ^ s) - s, then 127 or 128 as the bound
-      const u32 r = min(requant_mag(min(((u32)v[j] ^ (u32)s) - (u32)s, e.T[j]), e, j), (u32)(127 - s));
-      q = min(((int)r ^ s) - s, clipq);
-    }
-    out |= ((u32)q & 0xffu) << (8 * j);
-  }
-  return out;
-}
-
-// The float output (a layer without an output scale): (float)((double)v * s_acc[k]), clip's bound.
-__device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
-                                             int relu, int has_clipf, float clipf, float* __restrict__ y, int ldy) {
-  float* yf = y + (size_t)m * ldy;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int c = n + j;
-    if (c >= ldy) continue;
-    float f = 0.f;
-    if (c < K) {
-      const int t = relu && v[j] < 0 ? 0 : v[j];
-      f = __double2float_rn((double)t * sacc[c]);
-      f = has_clipf ? fminf(f, clipf) : f;
-    }
-    yf[c] = f;
-  }
 }
 
 // The epilogue of one thread: channels n..n+3 of rows m0 + ml for ml = ml0, ml0 + mstep, ... < mend,
@@ -247,8 +133,8 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
   const int wm = warp / WN, wn = warp % WN;
   const int M = N * (P * Q), Kp = (K + 15) & ~15;
   int acc[MI][NI][4];
-  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw}, kps,
-               IgemmNoHook());
+  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, C},
+               (int)blockIdx.y * BN, kps, IgemmNoHook());  // one group: pixel stride C
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
   if (ws != nullptr) {  // split-K: int32 partials (exact; summed in splitk_epilogue_s8)

@@ -4,8 +4,10 @@ multiply.
 FP16 group-1 convolutions (and FP16 fully connected layers whose sizes are multiples of 8) run on
 the tensor-core implicit-GEMM kernel ('conv', tactic from the build or the heuristic); a stride-2
 stem on few channels first goes through a 2x2 space-to-depth; FP16 depthwise convolutions have
-their own NHWC kernel; everything else is a generated direct (or transposed) convolution or a
-generated matrix product.
+their own NHWC kernel; FP16 grouped convolutions run on the tensor-core kernel as one implicit GEMM
+per group where each group has a multiple of 8 input and output channels, after merging up to 8
+adjacent groups into one with block-diagonal weights where it has not (``layout.group_merge_factor``);
+everything else is a generated direct (or transposed) convolution or a generated matrix product.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import gen
-from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, Tile, heuristic_tactic
-from backends.gpu.layout import round_up
+from backends.gpu.kernels import cublas, gen
+from backends.gpu.kernels.conv import (
+    CUBLAS_TACTIC,
+    MAX_GRID_Y,
+    ConvGeometry,
+    ConvTactic,
+    Tile,
+    cublas_eligible,
+    heuristic_tactic,
+)
+from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.ir.dtypes import Precision
@@ -73,6 +83,8 @@ def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
     ab = gen.broadcast_strides(sa[:-2], ta[:-2], batch) + ta[-2:]
     bb = gen.broadcast_strides(sb[:-2], tb[:-2], batch) + tb[-2:]
     full = (*batch, m, n)
+    if _cublas_matmul(lw, layer, a, b, out, batch, (m, n, k), ab, bb):
+        return
     ys = list(gen.row_major(full))
     yop = gen.Operand(out.dtype, tuple(ys))
     kname = lw.kernel_name(layer.name)
@@ -81,6 +93,20 @@ def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
                                    span=max(a.elements, b.elements, out.elements))
     lw.emit(layer.name, kname, src, [a.name, b.name], [out.name], (max(1, -(-total // 256)),),
             [a.name, b.name, out.name])
+
+
+def _cublas_matmul(lw: Lowerer, layer: Layer, a: Slot, b: Slot, out: Slot, batch: tuple[int, ...],
+                   mnk: tuple[int, int, int], a_strides, b_strides) -> bool:
+    """FP16 products of two fp16 tensors go to cuBLAS (tensor cores, captured in the CUDA graph)
+    where their strides fit one strided-batched call; False leaves the layer to the generated kernel."""
+    if prec(layer) is not Precision.FP16 or not a.dtype == b.dtype == out.dtype == "float16":
+        return False
+    plan = cublas.plan_gemm(batch, *mnk, tuple(a_strides), tuple(b_strides))
+    if plan is None or not cublas.available():
+        return False
+    lw.ops.append(Op(layer.name, "gemm_cublas", [a.name, b.name], [out.name],
+                     info={"x": a.name, "w": b.name, "y": out.name, "plan": plan}))
+    return True
 
 
 def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
@@ -125,6 +151,11 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
                                                         bias.astype(np.float16).astype(np.float32), g.k), False)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
+    if (lw.tactics.get(layer.name) == CUBLAS_TACTIC and scale is None and cublas_eligible(g)
+            and cublas.available()):  # timed faster than every tile at build
+        lw.ops.append(Op(layer.name, "conv_cublas", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
+                                                                       "b": bk.name, "res": res, "y": ys}))
+        return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                                             "y": ys, "scale": scale},
@@ -190,7 +221,44 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
                          info={"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                  "y": out.name}))
         return
+    if fp16 and p.groups > 1 and _grouped(lw, layer):
+        return
     _direct(lw, layer, transposed=False)
+
+
+def grouped_geometry(layer: Layer, network: Network) -> tuple[ConvGeometry, int] | None:
+    """The tensor-core geometry of an FP16 grouped convolution and the number of adjacent groups
+    merged into each of its groups (``layout.group_merge_factor``), or None where it keeps the
+    direct kernel (per-group channels that no merge of at most 8 groups makes multiples of 8)."""
+    p = layer.params
+    n, c, h, w = network.tensors[layer.inputs[0]].shape
+    kout = p.num_output_maps
+    if p.groups <= 1 or c % p.groups or kout % p.groups:
+        return None
+    m = group_merge_factor(p.groups, c // p.groups, kout // p.groups)
+    if m is None:
+        return None
+    g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
+                     tuple(p.post_padding), groups=p.groups // m)
+    return (g, m) if g.col_blocks(32) <= MAX_GRID_Y else None
+
+
+def _grouped(lw: Lowerer, layer: Layer) -> bool:
+    """A grouped convolution on the tensor-core kernel (weights packed per group, KRSC); False where
+    it does not qualify."""
+    found = grouped_geometry(layer, lw.net)
+    if found is None:
+        return False
+    g, m = found
+    kernel = np.asarray(layer.weights["kernel"], np.float32)
+    if m > 1:
+        kernel = merge_groups(kernel, layer.params.groups, m)
+    res_t = layer.inputs[1] if layer.params.residual else None
+    xs = lw.nhwc(layer.inputs[0])
+    res = lw.nhwc(res_t) if res_t else None
+    out = lw.new_slot(layer.outputs[0], "nhwc")
+    conv_op(lw, layer, g, xs, out.name, kernel, layer.weights.get("bias"), _fold_act(layer.params.activation), res)
+    return True
 
 
 def lower_deconvolution(lw: Lowerer, layer: Layer) -> None:

@@ -57,6 +57,15 @@ class Lowerer(Int8Lowering):
         self.slots[s.name] = s
         return s
 
+    def alias_slot(self, tensor: str, layout: str, of: Slot) -> Slot:
+        """A slot for ``tensor`` that is ``of``'s bytes read in ``layout`` (the caller checked that
+        every element sits where ``layout`` puts it): no launch."""
+        s = Slot(tensor, self.net.tensors[tensor].shape, of.dtype, layout, alias=of.alias or of.name)
+        if s.nbytes != of.nbytes:
+            raise ValueError(f"alias {tensor} ({s.nbytes} bytes) of {of.name} ({of.nbytes} bytes)")
+        self.slots[s.name] = s
+        return s
+
     def emit(self, label: str, kname: str, source: str, reads: list[str], writes: list[str], grid: tuple[int, ...],
              args: list[Any]) -> None:
         self.src.append(source)

@@ -1,8 +1,10 @@
 """GPU lowering of data movement: shuffle (transpose/reshape), slice, split, concatenation, padding,
 gather and resize.
 
-Each becomes one generated map kernel that computes, per output element, the offset of the
-element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
+A shuffle that moves no byte (a reshape of a linear tensor, a transpose between an NHWC slot and
+the linear (N, H, W, C) tensor when C % 8 = 0) becomes an alias of its input's slot, with no
+launch. Each other layer becomes one generated map kernel that computes, per output element, the
+offset of the element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
 loads with per-axis tables of source indices and weights uploaded as constants.
 """
 
@@ -44,9 +46,49 @@ def check_resize(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
     return None
 
 
+def _identity(perm: tuple[int, ...] | None) -> bool:
+    return perm is None or tuple(perm) == tuple(range(len(perm)))
+
+
+def alias_layout(lw: Lowerer, layer: Layer, s: Slot) -> str | None:
+    """The layout in which a shuffle's output is its input slot's bytes as they are (None: a copy).
+
+    A reshape alone of a linear slot; a transpose alone whose permuted input strides are the
+    output's strides in ``linear`` or ``nhwc`` (size-1 dims aside): (0, 2, 3, 1) of an NHWC slot
+    with C % 8 = 0 is the linear (N, H, W, C) tensor, (0, 3, 1, 2) of a linear fp16 (N, H, W, C)
+    tensor with C % 8 = 0 the NHWC slot of (N, C, H, W). Never a staged input or a constant (a
+    segment keeps at least one launch), never a change of dtype.
+    """
+    p = layer.params
+    out = layer.outputs[0]
+    oshape = lw.net.tensors[out].shape
+    if (s.const is not None or s.name in lw.inputs or lw.dtypes[out] != s.dtype or s.layout not in ("linear", "nhwc")
+            or (s.layout == "nhwc" and s.phys_shape[3] != s.shape[1])):
+        return None
+    if not _identity(p.second_perm):
+        return None
+    if _identity(p.first_perm):
+        return "linear" if s.layout == "linear" else None
+    tshape = tuple(s.shape[i] for i in p.first_perm)
+    if p.reshape is not None and tuple(p.reshape) != tshape:
+        return None
+    xst = [s.strides[i] for i in p.first_perm]
+    for layout in ("linear", "nhwc"):
+        if layout == "nhwc" and (len(oshape) != 4 or s.dtype != "float16" or oshape[1] % 8):
+            continue
+        ost = Slot("", oshape, s.dtype, layout).strides
+        if all(a == b for a, b, n in zip(xst, ost, oshape) if n > 1):
+            return layout
+    return None
+
+
 def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     s = lw.slots[layer.inputs[0]]
+    layout = alias_layout(lw, layer, s)
+    if layout is not None:
+        lw.alias_slot(layer.outputs[0], layout, s)
+        return
     out = lw.new_slot(layer.outputs[0])
     xshape = s.shape
     tshape = tuple(xshape[i] for i in p.first_perm) if p.first_perm is not None else xshape

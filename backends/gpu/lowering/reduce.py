@@ -1,7 +1,8 @@
 """GPU lowering of reductions, normalisations and pooling: reduce, softmax, normalization, LRN,
 pooling.
 
-Reductions over axes become one generated group kernel (``gen.group_kernel``); a global
+Reductions over axes become one generated group kernel (``gen.group_kernel``: a warp or a block
+per kept coordinate on long rows, a thread per coordinate on short ones); a global
 average/max over H*W of an NHWC fp16 tensor (global pooling, or a reduce over axes 2, 3) is the
 block-parallel 'gpool' launch; windowed pooling is the NHWC fp16 'pool' kernel.
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.direct import PoolGeometry
+from backends.gpu.layout import round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import PoolingType, ReduceOp
@@ -41,11 +43,16 @@ def check_reduce(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
 
 def group(lw: Lowerer, layer: Layer, axes, kind: str, **kw) -> None:
     s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
-    fp16 = prec(layer) is Precision.FP16
-    x = s.operand(None, fp16)
     rank = len(s.shape)
     red = sorted(a % rank for a in axes)
+    # a softmax / norm over the channels of an NHWC tensor writes NHWC: whole rows stay contiguous
+    # (coalesced stores) and a following convolution reads it without a conversion
+    nhwc = kind != "reduce" and red == [1] and lw.out_layout(layer) == "nhwc"
+    out = lw.new_slot(layer.outputs[0], "nhwc" if nhwc else "linear")
+    if nhwc:
+        kw["pad_to"] = round_up(s.shape[1], 8)
+    fp16 = prec(layer) is Precision.FP16
+    x = s.operand(None, fp16)
     if kind == "reduce":
         if kw.pop("keep"):
             ys = tuple(0 if d in red else st for d, st in enumerate(out.strides))
@@ -69,6 +76,7 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, **kw) -> None:
         reads.append(c.name)
         args.append(c.name)
     kname = lw.kernel_name(layer.name)
+    # n counts threads, not rows: a thread, a warp (32) or a block (256) per kept coordinate
     src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=s.elements, **kw)
     lw.emit(layer.name, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
 

@@ -38,6 +38,9 @@ class Slot:
 
     Layouts: ``linear`` (row-major), ``nhwc`` (rank 4, C padded to 8), and for int8 tensors
     ``nhwc16`` (C padded to 16) and ``rows16`` (last dim padded to 16).
+    ``alias``: the slot whose bytes this one is (a transpose/reshape that moves no byte: no launch,
+    no buffer of its own; the arena keeps that slot live while this one is read). Always a slot
+    without an alias itself.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Slot:
     dtype: str
     layout: str = "linear"
     const: np.ndarray | None = None
+    alias: str | None = None
 
     @property
     def phys_shape(self) -> tuple[int, ...]:
@@ -86,8 +90,9 @@ class Slot:
 @dataclass
 class Op:
     """One launch. ``kind``: 'gen' (a generated kernel), 'conv', 'depthwise', 'pool', 'gpool' (global
-    average/max), 'conv8', 'pool8', 'quant8' (float32 NCHW -> int8 NHWC16), 's2d' (float32 NCHW -> the
-    fp16 NHWC 2x2 space-to-depth a stem convolution reads).
+    average/max), 'conv8', 'dwconv8' (INT8 depthwise), 'pool8', 'quant8' (float32 NCHW -> int8
+    NHWC16), 's2d' (float32 NCHW -> the fp16 NHWC 2x2 space-to-depth a stem convolution reads),
+    'gemm_cublas' (a batched fp16 product through cuBLAS, ``kernels.cublas``).
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.

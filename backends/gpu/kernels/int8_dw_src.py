@@ -1,0 +1,103 @@
+"""CUDA source of the INT8 depthwise convolution (groups == C == K, channel multiplier 1).
+
+Bit for bit the reference's (``backends.reference.int8.convolution`` with ``groups == C``): per
+channel, the int8 x int8 products of the R x S window summed in int32 (exact: |sum| <= R*S*128*128,
+and the lowering keeps R*S*128*128 < 2**31, ``int8.MAX_KTOT``), then the tensor-core kernel's
+epilogue (``int8_epi_src``, the same text, the same parameter rows from ``int8.device_params``).
+
+One thread per 16 channels of one output pixel: per tap one 16-byte load of the input and one of
+the weights, 16 int32 accumulators, then four 4-channel epilogue groups and one 16-byte store (or
+16 floats for a layer without an output scale). Taps outside the image are skipped (zero padding).
+
+Layouts (Cp = C rounded up to 16):
+  x    NHWC int8, channel stride Cp, padded channels zero
+  w    R x S x Cp int8, padded channels zero
+  res  NHWC int8 (output grid), channel stride Cp (or null)
+  y    int8 NHWC, channel stride Cp (channels C..Cp-1 written as zeros), or float32 NHWC with
+       channel stride ldy (C <= ldy <= Cp) when ``sacc`` is not null
+
+No inline PTX here beyond the epilogue's (which has a C++ fallback), so the same text also runs
+on the CPU through ``tests/gpu/cuda_emu.py``.
+"""
+
+from backends.gpu.kernels.int8_epi_src import EPI8_SRC
+
+DW8_SRC = r"""
+typedef unsigned int u32;
+""" + EPI8_SRC + r"""
+// One 4-channel group of the epilogue: integer output (template flags) into 4 bytes.
+template <bool RELU, bool RES, bool SAT>
+__device__ __forceinline__ u32 dw_epi4(const int* a, const int* __restrict__ ep, int Kp, int n,
+                                       const i8* __restrict__ res, size_t pix, int clipq) {
+  Epi4 e;
+  load_epi4(e, ep, Kp, n, RES);
+  const u32 rv = RES ? *reinterpret_cast<const u32*>(res + pix * Kp + n) : 0u;
+  int v[4];
+  sum4<RES, SAT>(v, a, e, rv);
+  return requant4<RELU>(v, e, clipq);
+}
+
+template <bool RELU, bool RES, bool SAT>
+__device__ __forceinline__ void dw_store_q(const int* acc, const int* __restrict__ ep, int Kp, int c0,
+                                           const i8* __restrict__ res, size_t pix, int clipq, i8* __restrict__ y) {
+  u32 o[4];
+#pragma unroll
+  for (int g = 0; g < 4; ++g) o[g] = dw_epi4<RELU, RES, SAT>(acc + 4 * g, ep, Kp, c0 + 4 * g, res, pix, clipq);
+  *reinterpret_cast<uint4*>(y + pix * Kp + c0) = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
+    const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res,
+    const double* __restrict__ sacc, void* __restrict__ y, int N, int H, int W, int C, int P, int Q, int R, int S,
+    int sh, int sw, int ph, int pw, int dh, int dw, int ldy, int flags, int clipq, int has_clipf, float clipf) {
+  const int Kp = (C + 15) & ~15, CC = Kp / 16;
+  const int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= N * P * Q * CC) return;
+  const int c16 = id % CC, pix = id / CC;
+  const int q = pix % Q, t = pix / Q, p = t % P, n = t / P;
+  const int c0 = c16 * 16;
+  int acc[16];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) acc[j] = 0;
+  for (int r = 0; r < R; ++r) {
+    const int ih = p * sh - ph + r * dh;
+    if ((unsigned)ih >= (unsigned)H) continue;
+    for (int s = 0; s < S; ++s) {
+      const int iw = q * sw - pw + s * dw;
+      if ((unsigned)iw >= (unsigned)W) continue;
+      const uint4 xv = *reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Kp + c0);
+      const uint4 wv = *reinterpret_cast<const uint4*>(w + (size_t)(r * S + s) * Kp + c0);
+      const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w}, ws[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+        acc[j] += (int)(signed char)(xs[j >> 2] >> (8 * (j & 3))) * (int)(signed char)(ws[j >> 2] >> (8 * (j & 3)));
+    }
+  }
+  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
+  if (sacc != nullptr) {  // float output (a layer without an output scale)
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      const int nc = c0 + 4 * g;
+      if (nc >= ldy) break;
+      Epi4 e;
+      load_epi4(e, ep, Kp, nc, res != nullptr);
+      int v[4];
+      const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
+      if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
+      else sum4<false, true>(v, acc + 4 * g, e, 0u);
+      store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+    }
+    return;
+  }
+  i8* yq = reinterpret_cast<i8*>(y);
+#define DW_CASE(A, B, D) dw_store_q<A, B, D>(acc, ep, Kp, c0, res, (size_t)pix, clipq, yq)
+  if (res != nullptr) {
+    if (relu) { if (sat) DW_CASE(true, true, true); else DW_CASE(true, true, false); }
+    else { if (sat) DW_CASE(false, true, true); else DW_CASE(false, true, false); }
+  } else {
+    if (relu) { if (sat) DW_CASE(true, false, true); else DW_CASE(true, false, false); }
+    else { if (sat) DW_CASE(false, false, true); else DW_CASE(false, false, false); }
+  }
+#undef DW_CASE
+}
+"""

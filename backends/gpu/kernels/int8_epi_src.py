@@ -1,0 +1,141 @@
+"""CUDA source of the INT8 integer epilogue, shared by every INT8 convolution kernel.
+
+The reference's epilogue (``backends.reference.int8.epilogue``) rewritten in 32-bit operations
+that give the same integers (``int8.device_params`` derives the parameters and documents the
+rewrite; ``tests/gpu/test_int8_epilogue_cpu.py`` replays it in numpy): bias with int32 saturation,
+residual through the SDP converter, ReLU, per-channel requant with round-half-away and int8
+saturation, clip's bound, or the float output ``(float)((double)v * s_acc[k])``.
+
+One text for the tensor-core kernel (``int8_src``) and the depthwise kernel (``int8_dw_src``), so
+their integers are the same by construction. The two inline-PTX instructions (``add.sat.s32``,
+``shf.r.clamp.b32``) have a plain C++ equivalent under ``#ifndef __CUDACC__``: NVRTC and nvcc
+compile the PTX; the host compiler of the CPU emulator (``tests/gpu/cuda_emu.py``) the C++, which
+lets the depthwise kernel be tested bit for bit without a GPU. Needs ``u32`` (``common``).
+"""
+
+EPI8_SRC = r"""
+typedef signed char i8;
+typedef long long i64;
+
+#define EPI_DECL const int* __restrict__ ep, const i8* __restrict__ res, int ldr,                      \
+    const double* __restrict__ sacc, int flags, int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
+#define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy
+#define EPI_RELU 1  // flags: ReLU (or clip(0, x)) before the requant
+#define EPI_SAT 2   // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
+
+// round(x / 2**s) half away from zero (dla_sim.formats.rshift_round); s in 0..63, |x| < 2**62.
+__device__ __forceinline__ i64 rshift_round(i64 x, int s) {
+  if (s <= 0) return x;
+  i64 mag = x < 0 ? -x : x;
+  mag = (mag + (1LL << (s - 1))) >> s;
+  return x < 0 ? -mag : mag;
+}
+__device__ __forceinline__ i64 sat8(i64 v) { return v < -128 ? -128 : (v > 127 ? 127 : v); }
+__device__ __forceinline__ int add_sat(int a, int b) {
+#ifdef __CUDACC__
+  int r; asm("add.sat.s32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r;
+#else  // host C++ (tests/gpu/cuda_emu.py): the same clamp
+  const i64 t = (i64)a + b;
+  return (int)(t < -2147483648LL ? -2147483648LL : (t > 2147483647LL ? 2147483647LL : t));
+#endif
+}
+
+// Per-channel epilogue parameters, rows of the int32 array ``ep`` (row stride Kp, int8.device_params):
+//   0, 1  bias as two int32 parts of one sign (b1 + b2; saturating adds in turn equal sat32(acc + b))
+//   2     T: |v| clamp (u32), the smallest magnitude whose requant saturates (or 2**31)
+//   3     requant scale (u32)
+//   4, 5  its rounding half 2**(shift-1) as 64-bit words, channel n at u64 index n of the two rows
+//         (so the multiply-add reads its addend as an aligned register pair)
+//   6, 7  the requant shift split as min(shift, 32) and shift - 32 (funnel shift, then a plain one)
+//   8, 9, 10  residual converter: scale, half 2**(shift-1), shift (shift >= 1, a 0 shift doubled)
+// Padded channels (K..Kp-1) have every parameter 0, which makes their output 0.
+#define EP_ROWS 11
+struct Epi4 {
+  int b1[4], b2[4], rsc[4], rh[4], rsh[4];
+  u32 T[4], osc[4], s1[4], s2[4];
+  unsigned long long h[4];
+};
+__device__ __forceinline__ void load4(int* d, const int* __restrict__ p) {
+  const int4 t = *reinterpret_cast<const int4*>(p); d[0] = t.x; d[1] = t.y; d[2] = t.z; d[3] = t.w;
+}
+__device__ __forceinline__ void load_epi4(Epi4& e, const int* __restrict__ ep, int Kp, int n, bool res) {
+  load4(e.b1, ep + n); load4(e.b2, ep + Kp + n);
+  load4(reinterpret_cast<int*>(e.T), ep + 2 * Kp + n); load4(reinterpret_cast<int*>(e.osc), ep + 3 * Kp + n);
+  const ulonglong2 h01 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n);
+  const ulonglong2 h23 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n + 4);
+  e.h[0] = h01.x; e.h[1] = h01.y; e.h[2] = h23.x; e.h[3] = h23.y;
+  load4(reinterpret_cast<int*>(e.s1), ep + 6 * Kp + n); load4(reinterpret_cast<int*>(e.s2), ep + 7 * Kp + n);
+  if (res) { load4(e.rsc, ep + 8 * Kp + n); load4(e.rh, ep + 9 * Kp + n); load4(e.rsh, ep + 10 * Kp + n); }
+}
+
+// v = acc + bias (+ residual converted to the accumulator's scale), exactly as the reference's
+// saturating int64 steps: with SAT the adds saturate; without it the host proved no sum can leave
+// int32 (128 * sum|w| + |bias| + max|converted residual| < 2**31 on every channel).
+template <bool RES, bool SAT>
+__device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int t = SAT ? add_sat(add_sat(a[j], e.b1[j]), e.b2[j]) : a[j] + e.b1[j];
+    if (RES) {
+      // the SDP converter, round half away: (p + half - (p < 0)) >> shift equals it for shift >= 1
+      const int p = (int)(signed char)(rv >> (8 * j)) * e.rsc[j];
+      const int c = (p + e.rh[j] + (p >> 31)) >> e.rsh[j];
+      t = SAT ? add_sat(t, c) : t + c;
+    }
+    v[j] = t;
+  }
+}
+
+// round(mag * osc / 2**osh) for a magnitude already clamped to T: the 64-bit mag * osc + half, then
+// its bits osh..osh+31 (a funnel shift by min(osh, 32), then a shift by the rest).
+__device__ __forceinline__ u32 requant_mag(u32 mag, const Epi4& e, int j) {
+  typedef unsigned long long u64;
+  const u64 p = (u64)mag * e.osc[j] + e.h[j];
+#ifdef __CUDACC__
+  u32 r;
+  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"((u32)p), "r"((u32)(p >> 32)), "r"(e.s1[j]));
+#else  // host C++: the funnel shift's clamp at 32 (s1 <= 32 by construction)
+  const u32 r = (u32)(p >> (e.s1[j] < 32u ? e.s1[j] : 32u));
+#endif
+  return r >> e.s2[j];
+}
+
+// q = min(sat8(round_half_away(v * osc / 2**osh)), clipq) for 4 channels, packed as 4 bytes. |v| is
+// clamped to T first (the saturation point), so the rounded quotient fits 32 bits.
+template <bool RELU>
+__device__ __forceinline__ u32 requant4(const int* v, const Epi4& e, int clipq) {
+  u32 out = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int q;
+    if (RELU) {
+      q = min((int)requant_mag(min((u32)max(v[j], 0), e.T[j]), e, j), clipq);
+    } else {
+      const int s = v[j] >> 31;  // 0 or -1: |v| = (v ^ s) - s, then 127 or 128 as the bound
+      const u32 r = min(requant_mag(min(((u32)v[j] ^ (u32)s) - (u32)s, e.T[j]), e, j), (u32)(127 - s));
+      q = min(((int)r ^ s) - s, clipq);
+    }
+    out |= ((u32)q & 0xffu) << (8 * j);
+  }
+  return out;
+}
+
+// The float output (a layer without an output scale): (float)((double)v * s_acc[k]), clip's bound.
+__device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
+                                             int relu, int has_clipf, float clipf, float* __restrict__ y, int ldy) {
+  float* yf = y + (size_t)m * ldy;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int c = n + j;
+    if (c >= ldy) continue;
+    float f = 0.f;
+    if (c < K) {
+      const int t = relu && v[j] < 0 ? 0 : v[j];
+      f = __double2float_rn((double)t * sacc[c]);
+      f = has_clipf ? fminf(f, clipf) : f;
+    }
+    yf[c] = f;
+  }
+}
+
+"""

@@ -1,0 +1,123 @@
+"""Batched fp16 products of two activations run through cuBLAS inside the partition's CUDA graph
+(backends/gpu/kernels/cublas.py): attention-shaped products against numpy float64 on fresh random
+data (fp16 tolerance), graph replays equal to the per-launch profiled run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.gpu.availability import gpu_available
+
+_ok, _why = gpu_available()
+if not _ok:
+    pytest.skip(_why, allow_module_level=True)
+
+from engine.builder import Builder, BuilderConfig  # noqa: E402
+from engine.ir.layers import MatrixMultiplyParams, ShuffleParams, SoftMaxParams  # noqa: E402
+from engine.ir.logger import Logger, Severity  # noqa: E402
+from engine.ir.network import Network  # noqa: E402
+from engine.runtime import Profiler, Runtime  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+QUIET = Logger(Severity.ERROR)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _attention(b: int, heads: int, seq: int, d: int, transposed_k: str) -> Network:
+    net = Network("attention")
+    q = net.add_input("q", (b, heads, seq, d))
+    k = net.add_input("k", (b, heads, seq, d))
+    v = net.add_input("v", (b, heads, seq, d))
+    q = net.add_activation(q, "tanh")  # device-computed fp16 operands, not network inputs
+    k = net.add_activation(k, "tanh")
+    v = net.add_activation(v, "tanh")
+    if transposed_k == "layer":
+        kt = net.tensor(net.add_layer(ShuffleParams(first_perm=(0, 1, 3, 2)), [k]).outputs[0])
+        s = net.tensor(net.add_layer(MatrixMultiplyParams(), [q, kt]).outputs[0])
+    else:
+        s = net.tensor(net.add_layer(MatrixMultiplyParams(transpose_b=True), [q, k]).outputs[0])
+    p = net.tensor(net.add_layer(SoftMaxParams(axis=-1), [s]).outputs[0])
+    o = net.tensor(net.add_layer(MatrixMultiplyParams(), [p, v]).outputs[0])
+    net.mark_output(o)
+    net.validate()
+    return net
+
+
+def _reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
+    q, k, v = (np.tanh(feeds[n].astype(np.float64)) for n in "qkv")
+    s = q @ np.swapaxes(k, -1, -2)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return p @ v
+
+
+@pytest.mark.parametrize("shape,transposed_k", [((2, 12, 197, 64), "flag"), ((3, 4, 50, 32), "layer"),
+                                                 ((1, 2, 7, 24), "flag")])
+def test_attention_products_run_on_cublas_and_match_float64(rng, shape, transposed_k) -> None:
+    b, h, s, d = shape
+    net = _attention(b, h, s, d, transposed_k)
+    plan = Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True))
+    engine = Runtime(QUIET).deserialize(plan)
+    assert [p.backend for p in engine.partitions] == ["gpu"]
+    kernels = engine.compiled_partitions[0].describe()["kernels"]
+    assert kernels.get("gemm_cublas") == 2, kernels
+    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n in "qkv"}
+    ctx = engine.create_execution_context()
+    got = ctx.execute(feeds)[net.outputs[0]]
+    assert _rel(got.astype(np.float64), _reference(feeds)) < 1e-2
+    again = ctx.execute(feeds)[net.outputs[0]]  # a second replay of the captured graph
+    np.testing.assert_array_equal(again, got)
+    ctx.profiler = Profiler()
+    np.testing.assert_array_equal(ctx.execute(feeds)[net.outputs[0]], got)  # launches one by one
+
+
+def test_two_contexts_keep_their_own_cublas_streams(rng) -> None:
+    net = _attention(2, 4, 40, 32, "flag")
+    engine = Runtime(QUIET).deserialize(Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True)))
+    feeds = [{n: rng.standard_normal((2, 4, 40, 32)).astype(np.float32) for n in "qkv"} for _ in range(2)]
+    a, b = engine.create_execution_context(), engine.create_execution_context()
+    out_a, out_b = a.execute(feeds[0])[net.outputs[0]], b.execute(feeds[1])[net.outputs[0]]
+    assert _rel(out_a.astype(np.float64), _reference(feeds[0])) < 1e-2
+    assert _rel(out_b.astype(np.float64), _reference(feeds[1])) < 1e-2
+
+
+def test_gemm_shaped_convolutions_on_the_cublas_tactic_match_the_reference(rng) -> None:
+    """A 1x1 convolution (bias, residual, ReLU) and an FC layer (bias, GELU) given the "cublas"
+    tactic run as a cuBLAS GEMM + in-place epilogue, within fp16 tolerance of the reference."""
+    from gpu_reference import assert_close
+
+    from backends.gpu.backend import GpuPartition
+    from backends.reference import execute as reference_execute
+    from engine.ir.dtypes import Precision
+    from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams
+
+    net = Network("gemm-shaped")
+    x = net.add_input("x", (3, 64, 9, 7))
+    r = net.add_input("r", (3, 128, 9, 7))
+    w = {"kernel": (rng.standard_normal((128, 64, 1, 1)) / 8).astype(np.float32),
+         "bias": rng.standard_normal(128).astype(np.float32)}
+    conv = ConvolutionParams(128, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1,
+                             ActivationSpec(ActivationType.RELU), True)
+    y = net.add_layer(conv, [x, r], w, name="conv").outputs[0]
+    pooled = net.add_layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [y], name="nhwc").outputs[0]
+    fc = FullyConnectedParams(32, ActivationSpec(ActivationType.GELU_ERF))
+    z = net.add_layer(fc, [pooled], {"kernel": (rng.standard_normal((32, 128)) / 11).astype(np.float32),
+                                     "bias": rng.standard_normal(32).astype(np.float32)}, name="fc").outputs[0]
+    net.mark_output(y)
+    net.mark_output(z)
+    net.validate()
+    for layer in net.layers:
+        layer.precision = Precision.FP16
+    feeds = {"x": rng.uniform(-1, 1, (3, 64, 9, 7)).astype(np.float32),
+             "r": rng.uniform(-1, 1, (3, 128, 9, 7)).astype(np.float32)}
+    part = GpuPartition(net, [la.name for la in net.layers], tactics={"conv": "cublas", "fc": "cublas"})
+    kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
+    assert kinds.count("conv_cublas") == 2, kinds
+    got = part.create_context().execute(feeds)
+    ref = reference_execute(net, feeds)
+    for name in net.outputs:
+        assert_close(got[name].astype(np.float64), ref[name].astype(np.float64))
