@@ -205,7 +205,7 @@ class Int8Lowering:
         from backends.gpu.lowering.slots import Op
 
         epi = epilogue_params(layer, layer.params.activation, residual_scale, kernel)
-        out, ldy = self._out8(layer, g.k, out_shape, q_layout, epi.osc is not None)
+        out, ldy = self._out8(layer, g.k, out_shape, q_layout, epi.quantized)
         wk = self.const(f"{layer.name}/kernel_krsc_s8", pack_weights8(kernel), False)
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
         reads = [xs, wk.name] + ([res] if res else [])
@@ -239,7 +239,7 @@ class Int8Lowering:
             rs = spec.input_scales[1]
             res = self.q8_input(layer.inputs[1], rs, "nhwc16")
         epi = epilogue_params(layer, p.activation, rs, kernel)
-        out, ldy = self._out8(layer, g.k, self.net.tensors[layer.outputs[0]].shape, "nhwc16", epi.osc is not None)
+        out, ldy = self._out8(layer, g.k, self.net.tensors[layer.outputs[0]].shape, "nhwc16", epi.quantized)
         wk = self.const(f"{layer.name}/kernel_rsc_s8", pack_dw_weights8(kernel), False)
         self.ops.append(Op(layer.name, "dwconv8", [xs, wk.name] + ([res] if res else []), [out.name],
                            info={"geom": g, "epi": epi, "x": xs, "w": wk.name, "res": res, "y": out.name,

@@ -209,7 +209,7 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
     x = cp.asarray(rng.integers(-128, 128, (g.n, g.h, g.w, c16), dtype=np.int8))
     w = cp.asarray(rng.integers(-128, 128, (g.k, g.r, g.s, c16), dtype=np.int8))
     dev = int8k.DeviceEpilogue.upload(epi)
-    y = cp.empty((g.m, ldy), cp.int8 if epi.osc is not None else cp.float32)
+    y = cp.empty((g.m, ldy), cp.int8 if epi.quantized else cp.float32)
     res = cp.asarray(rng.integers(-128, 128, (g.m, k16), dtype=np.int8)) if residual else None
     ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.int32)
     return _time_launches(tactics, lambda t: int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy), reps)
@@ -283,9 +283,10 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             progress.update(i)
         if level <= 0:
             continue  # the lowering falls back to int8.heuristic_tactic8
-        float_out = epi.osc is None
+        float_out = not epi.quantized
+        nl = f" {epi.nonlinear}" if epi.nonlinear else ""  # a SiLU / hard-swish epilogue times differently
         key = cache.key(f"{signature(g, (0, 0.0, 0.0), res).replace('conv', 'conv8', 1)} f{int(float_out)} "
-                        f"ldy{ldy}")
+                        f"ldy{ldy}{nl}")
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]

@@ -141,7 +141,9 @@ def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
 class Epilogue8:
     """Per-channel integer parameters of one INT8 conv/FC (numpy, uploaded by the backend).
 
-    ``osc``/``osh`` None: float output ``v * sacc`` (the layer has no output scale).
+    ``osc``/``osh`` None: float output ``v * sacc`` (the layer has no output scale), or a
+    non-linear epilogue (``nonlinear`` 'silu' / 'hard_swish': ``f(v * sacc)``, then int8 at
+    ``sout`` when the layer has an output scale, else float32).
     """
 
     k: int
@@ -155,6 +157,13 @@ class Epilogue8:
     clipq: int = 127
     clipf: float | None = None
     acc_bound: np.ndarray | None = None  # int64 (K,): 128 * sum|w_k|, a bound on |acc_k| (None: unknown)
+    nonlinear: str | None = None  # 'silu' / 'hard_swish' (int8_rules.nonlinear_epilogue), None: linear
+    sout: float | None = None  # the output scale of a non-linear epilogue (None: float output)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the layer writes int8 (it has an output scale), not float32."""
+        return self.osc is not None or self.sout is not None
 
 
 def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
@@ -165,13 +174,16 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
     them (``quantized_kernel``, or a regrouping of it); their per-channel sums of |w| bound the
     accumulator. Quantized here when None.
 
+    A SiLU / hard-swish activation gives the non-linear epilogue's constants: per-channel s_acc and
+    the output scale (``int8_rules.quantize_nonlinear``).
+
     Raises UnsupportedError where the reference would (an activation other than ReLU/clip(0, x),
-    a requant multiplier >= 2**15).
+    SiLU or hard-swish, a requant multiplier >= 2**15).
     """
     from engine.ir import int8_annotation as annotation
     from engine.ir.errors import UnsupportedError
     from engine.ir.int8_math import bias_params, requant_params, round_half_away
-    from engine.ir.int8_rules import epilogue
+    from engine.ir.int8_rules import epilogue, nonlinear_epilogue
 
     spec = annotation.read(layer)
     if spec.kernel_scales is None:
@@ -189,7 +201,14 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
     if residual_scale is not None:
         sc, sh = requant_params(np.float64(residual_scale) / s_acc)
         rsc, rsh = sc.astype(np.int32), sh.astype(np.int32)
-    relu, clip_hi = epilogue(activation)
+    kind = nonlinear_epilogue(activation)
+    if kind is not None:
+        sout = None if spec.output_scale is None else float(spec.output_scale)
+        return Epilogue8(k, b, rsc, rsh, None, None, s_acc, False, 127, None, acc_bound, kind.value, sout)
+    try:
+        relu, clip_hi = epilogue(activation)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"layer {layer.describe()}: {e}") from None
     if spec.output_scale is None:
         clipf = None if clip_hi is None else float(np.float32(clip_hi))
         return Epilogue8(k, b, rsc, rsh, None, None, s_acc, relu, 127, clipf, acc_bound)
@@ -240,6 +259,7 @@ def _ptr(a: Any) -> Any:
 
 EP_ROWS = 11  # rows of the per-channel parameter array (int8_src: EP_ROWS)
 INT32_MAX = 2**31 - 1
+NONLINEAR_FLAGS = {"silu": 4, "hard_swish": 8}  # int8_epi_src: EPI_SILU, EPI_HSWISH
 
 
 def _requant_clamp(osc: np.ndarray, osh: np.ndarray) -> np.ndarray:
@@ -310,6 +330,7 @@ class DeviceEpilogue:
     flags: int
     clipq: int
     clipf: float | None
+    sout: float = 0.0  # a non-linear epilogue's output scale (0: float output, or a linear epilogue)
 
     @staticmethod
     def upload(e: Epilogue8, xp: Any = None) -> DeviceEpilogue:
@@ -318,13 +339,15 @@ class DeviceEpilogue:
             import cupy as xp
 
         ep, sat = device_params(e)
-        flags = (1 if e.relu else 0) | (2 if sat else 0)
+        flags = (1 if e.relu else 0) | (2 if sat else 0) | NONLINEAR_FLAGS.get(e.nonlinear, 0)
         sacc = None if e.sacc is None else xp.asarray(np.ascontiguousarray(e.sacc, np.float64))
-        return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf)
+        sout = 0.0 if e.sout is None else float(e.sout)
+        return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf, sout)
 
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
         return (self.ep, _ptr(res), i32(ldr), _ptr(self.sacc), i32(self.flags), i32(self.clipq),
-                i32(0 if self.clipf is None else 1), f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy))
+                i32(0 if self.clipf is None else 1), f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy),
+                np.float64(self.sout))
 
 
 def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
@@ -396,7 +419,8 @@ def dw_args(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residu
         raise ValueError(f"depthwise geometry C = {g.c}, K = {g.k}, {g.r}x{g.s}: needs C == K and an exact int32 sum")
     geo = (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, ldy, epi.flags, epi.clipq,
            0 if epi.clipf is None else 1)
-    return (x, w, epi.ep, residual, epi.sacc, y, *map(i32, geo), f32(0.0 if epi.clipf is None else epi.clipf))
+    return (x, w, epi.ep, residual, epi.sacc, y, *map(i32, geo), f32(0.0 if epi.clipf is None else epi.clipf),
+            np.float64(epi.sout))
 
 
 def dw_threads(g: ConvGeometry) -> int:

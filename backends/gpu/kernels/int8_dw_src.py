@@ -14,7 +14,8 @@ Layouts (Cp = C rounded up to 16):
   w    R x S x Cp int8, padded channels zero
   res  NHWC int8 (output grid), channel stride Cp (or null)
   y    int8 NHWC, channel stride Cp (channels C..Cp-1 written as zeros), or float32 NHWC with
-       channel stride ldy (C <= ldy <= Cp) when ``sacc`` is not null
+       channel stride ldy (C <= ldy <= Cp) when ``sacc`` is not null (and, for a SiLU / hard-swish
+       epilogue, which always has ``sacc``, when ``sout`` is 0)
 
 No inline PTX here beyond the epilogue's (which has a C++ fallback), so the same text also runs
 on the CPU through ``tests/gpu/cuda_emu.py``.
@@ -49,7 +50,8 @@ __device__ __forceinline__ void dw_store_q(const int* acc, const int* __restrict
 extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
     const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res,
     const double* __restrict__ sacc, void* __restrict__ y, int N, int H, int W, int C, int P, int Q, int R, int S,
-    int sh, int sw, int ph, int pw, int dh, int dw, int ldy, int flags, int clipq, int has_clipf, float clipf) {
+    int sh, int sw, int ph, int pw, int dh, int dw, int ldy, int flags, int clipq, int has_clipf, float clipf,
+    double sout) {
   const int Kp = (C + 15) & ~15, CC = Kp / 16;
   const int id = blockIdx.x * blockDim.x + threadIdx.x;
   if (id >= N * P * Q * CC) return;
@@ -74,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
     }
   }
   const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
-  if (sacc != nullptr) {  // float output (a layer without an output scale)
+  if (sacc != nullptr) {  // float output (no output scale) or a SiLU / hard-swish epilogue (flags & EPI_NL)
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
       const int nc = c0 + 4 * g;
@@ -85,7 +87,8 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
       const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
       if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
       else sum4<false, true>(v, acc + 4 * g, e, 0u);
-      store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+      if (flags & EPI_NL) store_nl4(v, pix, nc, C, sacc, flags, sout, y, ldy);
+      else store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
   }

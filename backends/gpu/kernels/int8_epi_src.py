@@ -4,7 +4,9 @@ The reference's epilogue (``backends.reference.int8.epilogue``) rewritten in 32-
 that give the same integers (``int8.device_params`` derives the parameters and documents the
 rewrite; ``tests/gpu/test_int8_epilogue_cpu.py`` replays it in numpy): bias with int32 saturation,
 residual through the SDP converter, ReLU, per-channel requant with round-half-away and int8
-saturation, clip's bound, or the float output ``(float)((double)v * s_acc[k])``.
+saturation, clip's bound, or the float output ``(float)((double)v * s_acc[k])``. A SiLU or hard-swish
+layer (``flags`` EPI_SILU / EPI_HSWISH) takes the non-linear epilogue instead: float64
+``f(v * s_acc[k])``, then int8 ``clip(rint(y / s_out))`` or the float32 y (``store_nl4``).
 
 One text for the tensor-core kernel (``int8_src``) and the depthwise kernel (``int8_dw_src``), so
 their integers are the same by construction. The two inline-PTX instructions (``add.sat.s32``,
@@ -18,10 +20,14 @@ typedef signed char i8;
 typedef long long i64;
 
 #define EPI_DECL const int* __restrict__ ep, const i8* __restrict__ res, int ldr,                      \
-    const double* __restrict__ sacc, int flags, int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy
-#define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy
-#define EPI_RELU 1  // flags: ReLU (or clip(0, x)) before the requant
-#define EPI_SAT 2   // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
+    const double* __restrict__ sacc, int flags, int clipq, int has_clipf, float clipf, void* __restrict__ y, int ldy, \
+    double sout
+#define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy, sout
+#define EPI_RELU 1    // flags: ReLU (or clip(0, x)) before the requant
+#define EPI_SAT 2     // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
+#define EPI_SILU 4    // flags: SiLU epilogue (non-linear: float64 of v * s_acc[k], see store_nl4)
+#define EPI_HSWISH 8  // flags: hard-swish epilogue (non-linear)
+#define EPI_NL (EPI_SILU | EPI_HSWISH)
 
 // round(x / 2**s) half away from zero (dla_sim.formats.rshift_round); s in 0..63, |x| < 2**62.
 __device__ __forceinline__ i64 rshift_round(i64 x, int s) {
@@ -135,6 +141,53 @@ __device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, 
       f = has_clipf ? fminf(f, clipf) : f;
     }
     yf[c] = f;
+  }
+}
+
+// float64 steps each rounded on its own (no fused multiply-add), as numpy's.
+#ifdef __CUDACC__
+#define DMUL(a, b) __dmul_rn(a, b)
+#define DADD(a, b) __dadd_rn(a, b)
+#define DDIV(a, b) __ddiv_rn(a, b)
+#else
+#define DMUL(a, b) ((a) * (b))
+#define DADD(a, b) ((a) + (b))
+#define DDIV(a, b) ((a) / (b))
+#endif
+
+// engine.ir.int8_rules.activation_value: SiLU x * (0.5 * (1 + tanh(0.5 x))), hard-swish
+// x * clip(x + 3, 0, 6) / 6. Hard-swish is IEEE operations only, the same bits as numpy's; SiLU's
+// tanh may differ from numpy's in the last bit, which moves a result only for a quotient within an
+// ulp of a rounding tie.
+__device__ __forceinline__ double nl_value(double x, bool hswish) {
+  if (hswish) return DDIV(DMUL(x, fmin(fmax(DADD(x, 3.0), 0.0), 6.0)), 6.0);
+  return DMUL(x, DMUL(0.5, DADD(1.0, tanh(DMUL(0.5, x)))));
+}
+
+// A non-linear epilogue (int8_rules.quantize_nonlinear) on 4 channels of row m: y = f((double)v *
+// s_acc[k]), then int8 clip(rint(y / s_out), -128, 127) (rint: round half even, as numpy's) when
+// sout > 0, else the float32 y. Channels K.. (padding) are 0; channels ldy.. are not written.
+__device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
+                                          int flags, double sout, void* __restrict__ y, int ldy) {
+  const bool hs = flags & EPI_HSWISH;
+  if (sout > 0.0) {
+    u32 out = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = n + j;
+      if (c >= K) continue;
+      const double q = fmin(fmax(rint(DDIV(nl_value(DMUL((double)v[j], sacc[c]), hs), sout)), -128.0), 127.0);
+      out |= ((u32)(int)q & 0xffu) << (8 * j);
+    }
+    *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = out;
+    return;
+  }
+  float* yf = reinterpret_cast<float*>(y) + (size_t)m * ldy;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int c = n + j;
+    if (c >= ldy) continue;
+    yf[c] = c < K ? __double2float_rn(nl_value(DMUL((double)v[j], sacc[c]), hs)) : 0.f;
   }
 }
 

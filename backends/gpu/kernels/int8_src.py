@@ -6,7 +6,8 @@ the reference's numpy steps one by one (bias add with int32 saturation, residual
 converter, ReLU, per-channel requant with round-half-away shifts and int8 saturation, clip's
 upper bound on the int8 result), each step in the narrowest width that is provably exact
 (``epi4``). Only a float output (an INT8 layer without an output scale) leaves the integers:
-``(float)((double)v * s_acc[k])``, the same IEEE operations as numpy's float64 multiply and cast.
+``(float)((double)v * s_acc[k])``, the same IEEE operations as numpy's float64 multiply and cast,
+and a SiLU / hard-swish epilogue, float64 ``f(v * s_acc[k])`` then ``rint(y / s_out)`` (``int8_epi_src``).
 
 Why the mainloop is the fp16 kernel's (``igemm_src``, one template for both): an m16n8k32 int8
 fragment holds the same bytes of the same rows as an m16n8k16 fp16 fragment, so a 64-byte smem row
@@ -26,7 +27,8 @@ Layouts (Cp = C rounded up to 16, Kp = K rounded up to 16):
 Per-channel epilogue arrays have K entries: bias (int64: int16 operand << bias_shift, clamped to
 +-2**33, which leaves the saturated sum unchanged), rcv (residual converter) and ocv (output
 requant), each ``scale | shift << 16`` (scale in 1..32767, shift in 0..63), sacc (float64
-accumulator scale, float output only). The conv kernel stages its BN channels' parameters in
+accumulator scale: float output and SiLU / hard-swish only; ``sout`` their output scale, 0 for a
+float output). The conv kernel stages its BN channels' parameters in
 shared memory once, after the mainloop.
 """
 
@@ -80,7 +82,7 @@ __device__ __forceinline__ void epi_rows(const int* acc, int lda, int ml0, int m
 __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, int mstep, int mend, int m0, int M,
                                               int n, int K, EPI_DECL) {
   if (n >= ldy) return;
-  if (sacc != nullptr) {  // float output: rare (a last FC), kept simple
+  if (sacc != nullptr) {  // float output (rare: a last FC) or a SiLU / hard-swish epilogue, kept simple
     Epi4 e;
     load_epi4(e, ep, (K + 15) & ~15, n, res != nullptr);
     for (int ml = ml0; ml < mend; ml += mstep) {
@@ -91,7 +93,8 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
       int v[4];
       if (res != nullptr) sum4<true, true>(v, a, e, *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n));
       else sum4<false, true>(v, a, e, 0u);
-      store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+      if (flags & EPI_NL) store_nl4(v, m, n, K, sacc, flags, sout, y, ldy);
+      else store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
   }
