@@ -14,11 +14,11 @@ tensors the model quantizes). Rules, in TensorRT's spirit:
 * An INT8 layer's output is requantized to int8 when its tensor has a scale — with calibration,
   network outputs excepted (TensorRT keeps FP32 network outputs); with Q/DQ, whenever the model
   quantizes it. Otherwise it leaves in float.
-* SiLU and hard-swish epilogues run INT8 only on layers a DLA will run (``nonlinear``; the
-  builder's rule: a dla-first build, a layer the DLA accepts, not pinned to the GPU): the DLA
-  computes them on its SDP (lookup table / clipped ramp, then an element-wise multiply), while the
-  GPU backend's INT8 kernels have ReLU/clip epilogues only, so other layers keep FP16 and their
-  fused kernel. They need an int8 output: a calibrated network's float output keeps them in float.
+* SiLU and hard-swish epilogues run INT8 where ``nonlinear`` allows (the builder allows every
+  layer: the DLA computes them on its SDP, lookup table / clipped ramp then an element-wise
+  multiply; the GPU's INT8 convolution kernels evaluate the exact function in float64). They need
+  an int8 output: a calibrated network's float output keeps them in float (the DLA's multiply
+  pass writes int8 only).
 * Layers pinned with ``layer_precisions`` and layers INT8 cannot run keep their float precision
   (FP16 when the fp16 flag is on); each is reported with the reason.
 """
@@ -48,9 +48,7 @@ class Int8Assignment:
     scales: dict[str, np.float32] = field(default_factory=dict)  # after propagation
 
 
-NONLINEAR_GPU = ("INT8 {act} epilogues run on the DLA (SDP passes); the GPU backend's INT8 kernels have "
-                 "ReLU/clip epilogues only, so a layer that may run on the GPU (a build other than dla-first, "
-                 "a layer the DLA refuses or one pinned to the GPU) stays in float")
+NONLINEAR_REFUSED = "this build does not take INT8 {act} epilogues (the nonlinear rule refuses the layer)"
 
 
 def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: bool,
@@ -63,7 +61,7 @@ def _weighted_reason(layer: Layer, network: Network, scales: dict, implicit: boo
         return why
     kind = nonlinear_epilogue(p.activation)
     if kind is not None and not nonlinear(layer):
-        return NONLINEAR_GPU.format(act=kind.value)
+        return NONLINEAR_REFUSED.format(act=kind.value)
     if not implicit and annotation.KERNEL_SCALES not in layer.weights:
         return "its weights are not quantized by the model (no DequantizeLinear on them)"
     if layer.weights["kernel"].dtype.kind != "f" and layer.weights["kernel"].dtype != np.int8:
@@ -94,7 +92,7 @@ def _spec_for(layer: Layer, network: Network, scales: dict, implicit: bool) -> a
 def assign_int8(network: Network, scales: dict[str, np.float32], pinned: Callable[[Layer], bool],
                 implicit: bool, nonlinear: bool | Callable[[Layer], bool] = False) -> Int8Assignment:
     """Mark INT8 layers in place (precision, scales, int8 kernels); see the module doc.
-    ``nonlinear``: whether a layer's SiLU / hard-swish epilogue may run INT8 (a layer the DLA runs)."""
+    ``nonlinear``: whether a layer's SiLU / hard-swish epilogue may run INT8 (the builder: always)."""
     allow = nonlinear if callable(nonlinear) else (lambda _layer: bool(nonlinear))
     result = Int8Assignment(scales=dict(scales))
     sc = result.scales

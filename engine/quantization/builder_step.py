@@ -106,34 +106,12 @@ def _pinned(config):
     return pinned
 
 
-def _nonlinear(config, network: Network):
-    """Which layers may take a SiLU / hard-swish INT8 epilogue: those a DLA will run. In a dla-first
-    build every layer the DLA accepts goes to it, except layers pinned to the GPU; under any other
-    policy a layer may land on the GPU, whose INT8 kernels have ReLU/clip epilogues only (the builder
-    would then hand it to the host), so those builds keep such convolutions in float."""
-    from scheduler.plan_placement import resolve_policy  # the builder's placement step
-
-    if resolve_policy(config) != "dla-first":
-        return lambda layer: False
-    from backends.dla import supports
-    from dla_sim.config import get_config
-    from engine.ir.dtypes import Precision
-    from scheduler.platforms import get_platform
-
-    cfg = get_config(get_platform(config.platform).dla_config)  # support rules do not depend on the clock
-    pins = config.layer_devices
-
-    def on_dla(layer: Layer) -> bool:
-        if any(pins.get(n) == "gpu" for n in (layer.name, *layer.origin)):
-            return False
-        return supports(layer, network, Precision.FP16, cfg).ok  # the DLA takes the layer itself
-
-    return on_dla
-
-
 def assign(network: Network, config, table: ScaleTable, log: Logger) -> None:
-    result = assign_int8(network, table.scales, _pinned(config), table.implicit,
-                         nonlinear=_nonlinear(config, network))
+    # SiLU / hard-swish INT8 epilogues under every policy: each device that may run such a layer
+    # computes it (the GPU's INT8 convolution kernels evaluate the exact function in float64 and round
+    # it as the reference does; the DLA on its SDP, lookup table / clipped ramp then an element-wise
+    # multiply), and a layer neither takes falls back to the reference backend, which has it too.
+    result = assign_int8(network, table.scales, _pinned(config), table.implicit, nonlinear=True)
     log.info(f"INT8: {len(result.int8_layers)} layers in INT8 (scales from {table.source}), "
              f"{len(result.float_layers)} in {config.precision.value}")
     for name, why in result.float_layers.items():

@@ -38,7 +38,7 @@ def calibrated(net: Network, seed: int, n_batches: int = 3, algorithm: str = "mi
                edit: ScaleEdit | None = None, dla: bool = False) -> Network:
     """``net`` optimized, calibrated on seeded random batches and assigned INT8 (FP16 elsewhere), as
     the builder does with ``fp16`` and ``int8``; ``edit`` may change the scale table first. ``dla``:
-    a build for the DLA (SiLU / hard-swish epilogues run INT8 too)."""
+    a build whose layers default to the DLA."""
     rng = np.random.default_rng(seed)
     data = [{n: rng.standard_normal(net.tensors[n].shape).astype(np.float32) for n in net.inputs}
             for _ in range(n_batches)]

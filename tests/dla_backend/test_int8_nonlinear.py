@@ -19,7 +19,6 @@ from dla_sim.loadable import Loadable
 from dla_sim.ops import Precision as HwPrecision
 from dla_sim.ops import SdpOp
 from engine.ir import int8_annotation as annotation
-from engine.ir.dtypes import Precision
 from engine.ir.int8_math import quantize, sqnr_db
 from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams
 from engine.ir.network import Network
@@ -136,12 +135,15 @@ def test_reference_int8_epilogue_is_the_rounded_exact_function(kind):
     assert len(np.unique(want)) > 10
 
 
-def test_gpu_build_keeps_silu_convolutions_in_fp16():
-    """Without the DLA the GPU backend's INT8 kernels (ReLU/clip epilogues) would not run them."""
+def test_gpu_build_runs_silu_convolutions_in_int8_on_the_gpu():
+    """A GPU build takes the SiLU epilogue in INT8 too: the GPU's INT8 convolution kernels have it."""
+    from backends.gpu.lower_int8 import supports_int8
+
     net = calibrated(net_conv_silu(np.random.default_rng(61), True), 62)
     silu = [la for la in net.layers if getattr(la.params, "activation", None) is not None
             and la.params.activation.type is ActivationType.SILU]
-    assert len(silu) == 2 and all(la.precision is Precision.FP16 for la in silu)
+    assert len(silu) == 2 and all(la.precision is INT8 for la in silu)
+    assert all(supports_int8(la, net) == (True, "") for la in silu)
 
 
 def test_silu_network_output_stays_in_float():
@@ -199,14 +201,12 @@ def test_hetrt_place_int8_keeps_silu_convolutions_on_the_dla_in_int8(tmp_path):
     assert silu_rows and all(r["int8_conv"] == "1" for r in silu_rows)
 
 
-@pytest.mark.parametrize("policy,pins,want", [
-    ("dla-first", {}, ["int8"] * 5),
-    ("dla-first", {"conv_11": "gpu"}, ["int8", "fp16", "int8", "int8", "int8"]),
-    ("optimal", {}, ["fp16"] * 5),
-], ids=["dla-first", "pinned-to-gpu", "optimal"])
-def test_builder_gives_int8_silu_epilogues_only_to_layers_the_dla_runs(tmp_path, policy, pins, want):
-    """A layer that may land on the GPU (whose INT8 kernels lack these epilogues) keeps FP16, so the
-    builder never has to hand it to the host."""
+@pytest.mark.parametrize("policy,pins", [("dla-first", {}), ("dla-first", {"conv_11": "gpu"}), ("optimal", {})],
+                         ids=["dla-first", "pinned-to-gpu", "optimal"])
+def test_builder_gives_int8_silu_epilogues_under_every_policy(tmp_path, policy, pins):
+    """Every device that may run such a layer has the INT8 epilogue (the GPU's INT8 kernels compute it
+    in float64), so no policy and no pin keeps a SiLU convolution in FP16; a layer pinned to the GPU
+    lands there in INT8."""
     import onnx
 
     from engine.builder import Builder, BuilderConfig
@@ -225,11 +225,18 @@ def test_builder_gives_int8_silu_epilogues_only_to_layers_the_dla_runs(tmp_path,
     built = Builder(Logger(Severity.ERROR)).build(parse(model), cfg).network
     silu = [la for la in built.layers if getattr(la.params, "activation", None) is not None
             and la.params.activation.type is ActivationType.SILU]
-    assert [la.precision.value for la in silu] == want
+    assert len(silu) == 5 and [la.precision.value for la in silu] == ["int8"] * 5
+    conv11 = [la for la in silu if "conv_11" in (la.name, *la.origin)]
+    assert len(conv11) == 1
+    if policy == "dla-first":
+        assert conv11[0].device == ("gpu" if pins else "dla")
 
 
-def test_silu_convolution_the_dla_refuses_keeps_fp16_in_a_dla_build():
-    """Stride 9 exceeds the DLA's 1-8: dla-first hands that layer to the GPU, so it stays FP16."""
+def test_silu_convolution_the_dla_refuses_runs_int8_on_the_gpu_in_a_dla_build():
+    """Stride 9 exceeds the DLA's 1-8: dla-first hands that layer to the GPU, whose INT8 kernels
+    take the SiLU epilogue, so it is INT8 too."""
+    from backends.gpu.lower_int8 import supports_int8
+
     from .nets import conv
 
     rng = np.random.default_rng(81)
@@ -240,5 +247,6 @@ def test_silu_convolution_the_dla_refuses_keeps_fp16_in_a_dla_build():
     net.mark_output(net.add_pooling(y, "max", (2, 2), name="pool"))
     opt = calibrated(net, 82, dla=True)
     assert opt.layer("ok").precision is INT8
-    assert opt.layer("wide").precision is Precision.FP16
+    assert opt.layer("wide").precision is INT8
     assert not supports(opt.layer("wide"), opt, INT8, ORIN).ok
+    assert supports_int8(opt.layer("wide"), opt) == (True, "")
