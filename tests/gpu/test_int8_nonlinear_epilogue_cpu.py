@@ -1,0 +1,139 @@
+"""The GPU INT8 SiLU / hard-swish epilogue (``int8_epi_src.store_nl4``, the text both INT8
+convolution kernels use) run on the CPU through the CUDA emulator, bit for bit against the
+reference's definition (``engine.ir.int8_rules.quantize_nonlinear``).
+
+The int32 values go straight into the epilogue, so the test picks them: random values over the
+whole int32 range, values whose quotient ``f(v * s_acc) / s_out`` is exactly a rounding tie (hard-swish,
+whose float64 steps are IEEE operations only) or within 1e-4 of one (SiLU: its tanh may differ
+from numpy's in the last bit, which can only move an exact tie), and values far past both int8
+saturation points. Int8 and float32 outputs (a layer without an output scale), padded channels zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+
+from backends.gpu.kernels.int8 import NONLINEAR_FLAGS, cp16
+from backends.gpu.kernels.int8_epi_src import EPI8_SRC
+from engine.ir.int8_rules import activation_value, quantize_nonlinear
+from engine.ir.layers import ActivationType
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+
+# One thread per 4 channels of a row: the int32 values of row m (K of them) through store_nl4.
+HARNESS = r"""
+typedef unsigned int u32;
+""" + EPI8_SRC + r"""
+extern "C" __global__ void __launch_bounds__(256) nl_rows(const int* __restrict__ v, const double* __restrict__ sacc,
+    int M, int K, int flags, double sout, void* __restrict__ y, int ldy) {
+  const int G = (ldy + 3) / 4;
+  const int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= M * G) return;
+  const int m = id / G, n = (id - m * G) * 4;
+  int a[4];
+  for (int j = 0; j < 4; ++j) a[j] = n + j < K ? v[(size_t)m * K + n + j] : 0;
+  store_nl4(a, m, n, K, sacc, flags, sout, y, ldy);
+}
+"""
+
+KINDS = {"silu": ActivationType.SILU, "hard_swish": ActivationType.HARD_SWISH}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> EmulatedModule:
+    return EmulatedModule(HARNESS, tmp_path_factory.mktemp("emu_nl8"))
+
+
+def _run(emu: EmulatedModule, kind: str, v: np.ndarray, s_acc: np.ndarray, s_out: float | None) -> np.ndarray:
+    """The emulated epilogue on ``v`` (M, K): int8 (M, Kp16) or float32 (M, round_up(K, 4) + 4)."""
+    m, k = v.shape
+    if s_out is None:
+        ldy = -(-k // 4) * 4 + 4
+        y = np.full((m, ldy), np.nan, np.float32)
+    else:
+        ldy = cp16(k)
+        y = np.full((m, ldy), 0x5A, np.int8)  # padded channels must be overwritten with 0
+    args = [np.ascontiguousarray(v, np.int32), np.ascontiguousarray(s_acc, np.float64), np.array([m], np.int32),
+            np.array([k], np.int32), np.array([NONLINEAR_FLAGS[kind] | 2], np.int32),
+            np.array([0.0 if s_out is None else s_out], np.float64), y, np.array([ldy], np.int32)]
+    emu.launch("nl_rows", m * (ldy // 4), args)
+    return y
+
+
+def _check(emu: EmulatedModule, kind: str, v: np.ndarray, s_acc: np.ndarray, s_out: float | None) -> np.ndarray:
+    y = _run(emu, kind, v, s_acc, s_out)
+    k = v.shape[1]
+    want = quantize_nonlinear(KINDS[kind], v.astype(np.int64), s_acc[None, :], s_out)
+    if s_out is None:
+        np.testing.assert_array_equal(y[:, :k].view(np.uint32), want.view(np.uint32))
+    else:
+        np.testing.assert_array_equal(y[:, :k].astype(np.int64), want)
+    assert not np.any(y[:, k:]), "padded output channels must be zero"
+    return want
+
+
+def _scales(rng: np.random.Generator, k: int, s_out: float) -> np.ndarray:
+    """Per-channel accumulator scales putting ~ +-2**12 of the int32 range in int8's."""
+    return s_out * np.exp2(rng.uniform(-12.0, -6.0, k))
+
+
+@pytest.mark.parametrize("kind", ["silu", "hard_swish"])
+@pytest.mark.parametrize("float_out", [False, True])
+def test_random_values_over_int32(emu, kind, float_out):
+    rng = np.random.default_rng([len(kind), int(float_out)])
+    k, s_out = 21, float(np.float32(0.037))
+    s_acc = _scales(rng, k, s_out)
+    v = np.concatenate([rng.integers(-(2**31), 2**31, (8, k)),  # mostly saturated or -0
+                        rng.integers(-(2**13), 2**13, (40, k)),  # the int8 range and its edges
+                        rng.integers(-(2**9), 2**9, (16, k))]).astype(np.int32)
+    v[0, :4] = [-(2**31), 2**31 - 1, 0, -1]
+    want = _check(emu, kind, v, s_acc, None if float_out else s_out)
+    if not float_out:
+        assert want.max() == 127 and len(np.unique(want)) > 60
+        assert want.min() < -2  # the negative lobe
+    else:
+        assert np.count_nonzero(want) > want.size // 2
+
+
+def test_saturation_at_both_ends(emu):
+    """A tiny output scale: SiLU's minimum (-0.278) lies past -128 steps, large values past 127."""
+    rng = np.random.default_rng(5)
+    k, s_out = 12, 1e-3
+    s_acc = np.full(k, 2.0**-10) * rng.uniform(0.5, 2.0, k)
+    v = rng.integers(-(2**14), 2**14, (64, k)).astype(np.int32)
+    for kind in ("silu", "hard_swish"):
+        want = _check(emu, kind, v, s_acc, s_out)
+        assert want.min() == -128 and want.max() == 127
+
+
+def _tie_values(kind: str, s_acc: float, s_out: float, lo: int, hi: int, near: float) -> np.ndarray:
+    """The v in [lo, hi) whose reference quotient f(v * s_acc) / s_out is within ``near`` of k + 0.5."""
+    v = np.arange(lo, hi, dtype=np.int64)
+    t = activation_value(KINDS[kind], v.astype(np.float64) * s_acc) / s_out
+    return v[np.abs(t - np.floor(t) - 0.5) <= near]
+
+
+def test_hard_swish_exact_ties_round_half_even(emu):
+    """Quotients exactly k + 0.5 (both the linear part x >= 3 and the quadratic part) round to even."""
+    s_acc, s_out = 2.0**-7, 2.0**-4  # x = v / 128 (3 at v = 384), f(x) / s_out = v / 8 for x >= 3
+    ties = _tie_values("hard_swish", s_acc, s_out, -400, 1100, 0.0)
+    assert len(ties) > 80 and np.any(ties < 384) and np.any(ties >= 384)  # x < 3 and x >= 3
+    v = ties.astype(np.int32).reshape(-1, 1)
+    want = _check(emu, "hard_swish", v, np.array([s_acc]), s_out)
+    assert np.all(want[want < 127] % 2 == 0)  # every tie went to the even neighbour
+    assert want.max() == 127  # and the saturation point is among them
+
+
+def test_silu_values_next_to_ties(emu):
+    rng = np.random.default_rng(11)
+    s_out = 0.021
+    got = []
+    for s_acc in s_out * np.exp2(rng.uniform(-11.0, -7.0, 6)):
+        vals = _tie_values("silu", float(s_acc), s_out, -(2**14), 2**16, 1e-4)
+        got.append((s_acc, vals))
+    assert sum(len(v) for _, v in got) > 20
+    for s_acc, vals in got:
+        if len(vals):
+            _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
