@@ -18,6 +18,8 @@ from engine.ir.network import Layer, Network
 
 RELU = ActivationSpec(ActivationType.RELU)
 CLIP6 = ActivationSpec(ActivationType.CLIP, 0.0, 6.0)
+SILU = ActivationSpec(ActivationType.SILU)
+HSWISH = ActivationSpec(ActivationType.HARD_SWISH)
 
 
 def _s(amax: float) -> float:

@@ -96,18 +96,25 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
     (24, 9, 8, 3, 2, 0, 1, nets.CLIP6, False, True),
     (40, 7, 7, 5, 1, 2, 1, nets.RELU, True, True),
     (20, 6, 6, 3, 1, 1, 1, None, False, True),
+    (40, 9, 9, 3, 1, 1, 1, nets.SILU, False, False),  # the non-linear epilogues (int8_rules.quantize_nonlinear)
+    (24, 8, 7, 5, 2, 2, 1, nets.SILU, True, False),
+    (24, 9, 8, 3, 1, 1, 1, nets.HSWISH, True, False),
+    (40, 7, 7, 5, 1, 2, 1, nets.SILU, False, True),
+    (20, 6, 6, 3, 1, 1, 1, nets.HSWISH, False, True),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"c{c[0]}_{c[3]}x{c[3]}_s{c[4]}_p{c[5]}_d{c[6]}"
+                                               f"{'_' + c[7].type.value if c[7] else ''}"
                                                f"{'_res' if c[8] else ''}{'_f32' if c[9] else ''}" for c in CASES])
 @pytest.mark.parametrize("force_sat", [False, True])
 def test_dw_kernel_matches_reference_bitwise(emu, case, force_sat):
     c, h, w, r, stride, pad, dil, act, res, f32 = case
     rng = np.random.default_rng([c, h, w, r, stride, pad, dil, int(res), int(f32)])
     net, feeds = nets.dw_net(rng, 2, c, h, w, r, stride, pad, dil, act, res, None if f32 else "auto")
-    want, got, y, _ = _run(emu, net, feeds, force_sat)
+    want, got, y, flags = _run(emu, net, feeds, force_sat)
     assert np.count_nonzero(want) > want.size // 4  # a real result, not a degenerate one
+    assert bool(flags & 12) == (act in (nets.SILU, nets.HSWISH))  # the non-linear epilogue where it applies
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     if y.dtype == np.int8 or y.shape[-1] > c:
         assert not np.any(y[..., c:]), "padded output channels must be zero"
