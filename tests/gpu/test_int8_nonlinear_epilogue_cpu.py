@@ -11,6 +11,9 @@ saturation points. Int8 and float32 outputs (a layer without an output scale), p
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from cuda_emu import EmulatedModule, compiler
@@ -137,3 +140,21 @@ def test_silu_values_next_to_ties(emu):
     for s_acc, vals in got:
         if len(vals):
             _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_sources_compile_for_sm90(tmp_path):
+    """The epilogue's CUDA branch (__dmul_rn etc.) and the tensor-core kernel with it, every tile."""
+    from backends.gpu.kernels.int8 import _NAMES
+    from backends.gpu.kernels.int8_src import INT8_SRC
+
+    conv = [n for n in _NAMES if n.startswith("conv_igemm_s8<")]
+    assert conv
+    params = "const i8*, const i8*, int*, " + ", ".join(["int"] * 16) + ", EPI_DECL"
+    inst = "".join(f"template __global__ void {n}({params});\n" for n in conv)
+    for name, text in (("nl8.cu", HARNESS), ("conv8.cu", INT8_SRC + inst)):
+        src = tmp_path / name
+        src.write_text(text)
+        done = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(src), "-o", str(src.with_suffix(".o"))],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-4000:]
