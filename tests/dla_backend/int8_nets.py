@@ -35,15 +35,16 @@ ScaleEdit = Callable[[Network, dict], None]
 
 
 def calibrated(net: Network, seed: int, n_batches: int = 3, algorithm: str = "minmax",
-               edit: ScaleEdit | None = None, dla: bool = False) -> Network:
+               edit: ScaleEdit | None = None, dla: bool = False,
+               pins: dict[str, Precision] | None = None) -> Network:
     """``net`` optimized, calibrated on seeded random batches and assigned INT8 (FP16 elsewhere), as
     the builder does with ``fp16`` and ``int8``; ``edit`` may change the scale table first. ``dla``:
-    a build whose layers default to the DLA."""
+    a build whose layers default to the DLA; ``pins``: the builder's ``layer_precisions``."""
     rng = np.random.default_rng(seed)
     data = [{n: rng.standard_normal(net.tensors[n].shape).astype(np.float32) for n in net.inputs}
             for _ in range(n_batches)]
     cfg = BuilderConfig(fp16=True, int8=True, calibrator=make_calibrator(algorithm, data),
-                        default_device="dla" if dla else "gpu")
+                        default_device="dla" if dla else "gpu", layer_precisions=dict(pins or {}))
     builder_step.prepare(net, cfg, QUIET)
     opt = optimize(net).network
     table = builder_step.scales_for(opt, cfg, None, QUIET)
