@@ -19,6 +19,7 @@ from engine.ir.dtypes import DataType, Precision
 from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
 from engine.ir.logger import Logger, Severity
+from engine.ir.memory import storage_dtype
 from engine.ir.network import Network
 from engine.ir.platforms import KNOWN_PLATFORMS
 from engine.ir.profiles import OptimizationProfile
@@ -121,8 +122,7 @@ def _half_through_shape_only(network: Network) -> None:
             floats = [t for t in layer.inputs if network.tensors[t].dtype.is_float]
             if floats and all(t in half for t in floats):
                 layer.precision = Precision.FP16
-        if layer.precision is Precision.FP16 and layer.kind is not LayerKind.CAST:
-            half.update(t for t in layer.outputs if network.tensors[t].dtype.is_float)
+        half.update(t for t in layer.outputs if storage_dtype(layer, network.tensors[t].dtype) is DataType.HALF)
 
 
 def _gpu_backend_status() -> tuple[bool, str]:

@@ -36,17 +36,27 @@ def add_conv8(net: Network, rng: np.random.Generator, x: str, k: int, r: int, st
               s_in: float | None = None, s_out: float | None | str = "auto", bias: bool = True,
               name: str = "conv") -> tuple[Layer, float | None]:
     """An INT8 convolution on tensor ``x``; returns the layer and its output scale."""
-    n, c, h, w = net.tensors[x].shape
-    wts = rng.normal(size=(k, c, r, r)).astype(np.float32)
+    c = net.tensors[x].shape[1]
+    return _add_int8_conv(net, rng, x, k, c, r, stride, pad, 1, 1, act, residual, residual_scale, s_in, s_out,
+                          bias, name)
+
+
+def _add_int8_conv(net: Network, rng: np.random.Generator, x: str, k: int, cg: int, r: int, stride: int, pad: int,
+                   dilation: int, groups: int, act: ActivationSpec | None, residual: str | None,
+                   residual_scale: float | None, s_in: float | None, s_out: float | None | str, bias: bool,
+                   name: str) -> tuple[Layer, float | None]:
+    """An INT8 convolution of ``k`` outputs with ``cg`` input channels per group: random weights,
+    a bias of the output's spread, scales by the calibration rules; returns the layer and its output scale."""
+    wts = rng.normal(size=(k, cg, r, r)).astype(np.float32)
     s_w = weight_scales(wts)
     s_in = _s(4.0) if s_in is None else s_in
-    std = out_std(s_in, s_w, c * r * r)
+    std = out_std(s_in, s_w, cg * r * r)
     weights = {"kernel": wts}
     if bias:
         weights["bias"] = (rng.normal(size=k) * std).astype(np.float32)
     params = ConvolutionParams(num_output_maps=k, kernel=(r, r), stride=(stride, stride), pre_padding=(pad, pad),
-                               post_padding=(pad, pad), dilation=(1, 1), groups=1, activation=act,
-                               residual=residual is not None)
+                               post_padding=(pad, pad), dilation=(dilation, dilation), groups=groups,
+                               activation=act, residual=residual is not None)
     layer = net.add_layer(params, [x] if residual is None else [x, residual], weights, name=name)
     layer.precision = Precision.INT8
     out = _s(4 * std) if s_out == "auto" else s_out
@@ -134,22 +144,8 @@ def add_dw8(net: Network, rng: np.random.Generator, x: str, r: int, stride: int 
             bias: bool = True, name: str = "dw") -> tuple[Layer, float | None]:
     """An INT8 depthwise convolution (groups == C, one output channel per group) on tensor ``x``."""
     c = net.tensors[x].shape[1]
-    wts = rng.normal(size=(c, 1, r, r)).astype(np.float32)
-    s_w = weight_scales(wts)
-    s_in = _s(4.0) if s_in is None else s_in
-    std = out_std(s_in, s_w, r * r)
-    weights = {"kernel": wts}
-    if bias:
-        weights["bias"] = (rng.normal(size=c) * std).astype(np.float32)
-    params = ConvolutionParams(num_output_maps=c, kernel=(r, r), stride=(stride, stride), pre_padding=(pad, pad),
-                               post_padding=(pad, pad), dilation=(dilation, dilation), groups=c, activation=act,
-                               residual=residual is not None)
-    layer = net.add_layer(params, [x] if residual is None else [x, residual], weights, name=name)
-    layer.precision = Precision.INT8
-    out = _s(4 * std) if s_out == "auto" else s_out
-    ins = (s_in,) if residual is None else (s_in, residual_scale if residual_scale is not None else _s(4 * std))
-    annotation.write(layer, annotation.Int8Spec(ins, out, s_w))
-    return layer, out
+    return _add_int8_conv(net, rng, x, c, 1, r, stride, pad, dilation, c, act, residual, residual_scale, s_in, s_out,
+                          bias, name)
 
 
 def dw_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, r: int, stride: int = 1, pad: int = 0,

@@ -152,17 +152,17 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, act: Activa
     return channels_last.from_nhwc(y), fused
 
 
-def bias_activate_rows(y: np.ndarray, bias: np.ndarray | None, act: ActivationSpec | None) -> bool:
+def bias_activate_rows(y: np.ndarray, rows: np.ndarray, bias: np.ndarray | None, act: ActivationSpec | None) -> bool:
     """act(y + bias) in place for a float32 channels-last (N, K, H, W) ``y`` whose images are each
-    contiguous; False (``y`` untouched) when the compiled path is off or does not cover it."""
+    contiguous (``rows``: its ``channels_last.nhwc_rows`` view); False (``y`` untouched) when the
+    compiled path is off or does not cover it."""
     k = kernels()
     code = act_code(act)
     if k is None or code is None or y.dtype != np.float32 or y.ndim != 4 or (bias is None and act is None):
         return False
     if bias is not None and (bias.dtype != np.float32 or bias.shape != (y.shape[1],)):
         return False
-    rows = channels_last.nhwc_rows(y)
-    if rows is None or any(not r.flags.c_contiguous for r in rows):
+    if any(not r.flags.c_contiguous for r in rows):
         return False
     kind, lo, hi = code
     ch = y.shape[1]

@@ -129,7 +129,7 @@ def _epilogue(y: np.ndarray, bias, residual, act) -> np.ndarray:
     every ufunc runs over long contiguous rows rather than K values at a time.
     """
     rows = channels_last.nhwc_rows(y)
-    if residual is None and rows is not None and compiled.bias_activate_rows(y, bias, act):
+    if residual is None and rows is not None and compiled.bias_activate_rows(y, rows, bias, act):
         return y  # one compiled pass (numba installed)
     if rows is not None:
         w = y.shape[3]
