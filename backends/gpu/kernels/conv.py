@@ -17,8 +17,7 @@ from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv_src import CONV_SRC
 from backends.gpu.layout import round_up
 
-BK = 32
-ROW_BYTES = 64  # a k-tile row in shared memory (igemm_src): BK fp16 or 64 int8 channels
+BK = 32  # fp16 channels per k-tile of the default (64-byte row) tiles
 MAX_GRID_Y = 65535  # CUDA's bound on gridDim.y (column tiles x groups)
 
 
@@ -103,10 +102,12 @@ class ConvGeometry:
 
 @dataclass(frozen=True)
 class Tile:
-    """A CTA tile: BM x BN outputs, WM x WN warps, a STAGES-deep cp.async pipeline (BK = 32).
+    """A CTA tile: BM x BN outputs, WM x WN warps, a STAGES-deep cp.async pipeline whose k-tile
+    rows are ``kc`` 16-byte chunks (4: BK = 32 fp16 channels; 8: BK = 64, half the barriers).
 
     The INT8 kernel shares the mainloop, so ``int8.Tile8`` differs only in class attributes (the
-    kernel and the epilogue's shared-memory tile), which stay out of the fields, eq, hash and repr.
+    kernel, the elements per chunk and the epilogue's shared-memory tile), which stay out of the
+    fields, eq, hash and repr.
     """
 
     bm: int
@@ -114,10 +115,22 @@ class Tile:
     wm: int
     wn: int
     stages: int
+    kc: int = 4
 
     KERNEL: ClassVar[str] = "conv_igemm"
+    CHUNK: ClassVar[int] = 8  # elements per 16-byte chunk
     EPI_PAD: ClassVar[int] = 8  # epilogue smem tile: row padding (elements) and element size (fp16)
     EPI_BYTES: ClassVar[int] = 2
+
+    @property
+    def bk(self) -> int:
+        """Reduction elements per k-tile."""
+        return self.kc * self.CHUNK
+
+    @property
+    def dims(self) -> str:
+        """'BMxBN', with 'xBK' for the 128-byte-row tiles (tactic names of 64-byte rows predate them)."""
+        return f"{self.bm}x{self.bn}" + (f"x{self.bk}" if self.kc != 4 else "")
 
     @property
     def threads(self) -> int:
@@ -125,13 +138,13 @@ class Tile:
 
     @property
     def smem_bytes(self) -> int:
-        pipeline = self.stages * (self.bm + self.bn) * ROW_BYTES
+        pipeline = self.stages * (self.bm + self.bn) * self.kc * 16
         epilogue = self.bm * (self.bn + self.EPI_PAD) * self.EPI_BYTES
         return max(pipeline, epilogue)
 
     @property
     def template(self) -> str:
-        return f"{self.KERNEL}<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages}>"
+        return f"{self.KERNEL}<{self.bm},{self.bn},{self.wm},{self.wn},{self.stages},{self.kc}>"
 
 
 # The tile shapes compiled into the module; every tactic picks one of them.
@@ -146,7 +159,12 @@ TILES: tuple[Tile, ...] = (
     Tile(32, 64, 1, 2, 4),
     Tile(32, 32, 2, 1, 4),
     Tile(16, 64, 1, 2, 4),
+    # 128-byte rows: twice the work between barriers, for long reductions at large batch
+    Tile(128, 256, 2, 4, 3, 8),
+    Tile(256, 128, 4, 2, 3, 8),
+    Tile(128, 128, 2, 4, 3, 8),
 )
+LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 
 
 @dataclass(frozen=True)
@@ -157,15 +175,15 @@ class ConvTactic:
     @property
     def name(self) -> str:
         t = self.tile
-        return f"igemm_{t.bm}x{t.bn}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
+        return f"igemm_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
 
     def grid(self, g: ConvGeometry) -> tuple[int, int, int]:
-        kt = -(-g.ktot // BK)
+        kt = -(-g.ktot // self.tile.bk)
         kps = -(-kt // self.splits)
         return (-(-g.m // self.tile.bm), g.col_blocks(self.tile.bn), -(-kt // kps))
 
     def k_tiles_per_split(self, g: ConvGeometry) -> int:
-        kt = -(-g.ktot // BK)
+        kt = -(-g.ktot // self.tile.bk)
         return -(-kt // self.splits)
 
     def workspace_bytes(self, g: ConvGeometry) -> int:
@@ -176,8 +194,10 @@ class ConvTactic:
 def candidate_tactics(g: ConvGeometry, sms: int = 132) -> list[ConvTactic]:
     """Tactics worth timing for ``g``: every tile, plus split-K where the grid underfills the GPU."""
     out: list[ConvTactic] = []
-    kt = -(-g.ktot // BK)
     for t in TILES:
+        kt = -(-g.ktot // t.bk)
+        if t.kc != 4 and (g.groups > 1 or kt < LONG_ROW_MIN_K_TILES):
+            continue
         ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
         wide = t.bn >= 2 * max(round_up(g.kg, 8), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32
         if t.bm >= 2 * max(g.m, 16) or wide:

@@ -4,9 +4,11 @@ GEMM view (NHWC): M = N*P*Q output pixels, N = K output channels, and the reduct
 R*S*Cp with the channel fastest, so every 16-byte chunk of the reduction is one contiguous load
 from both the input (an im2col gather done on the fly) and the KRSC weights.
 
-A k-tile is one 64-byte shared-memory row per output pixel (A) and per output channel (B): 4
-chunks of 16 bytes, 32 fp16 or 64 int8 channels. The chunk is XOR-swizzled by the row, so the
-``ldmatrix`` reads are free of bank conflicts. One mainloop serves both types because an
+A k-tile is one shared-memory row per output pixel (A) and per output channel (B) of ``KC``
+chunks of 16 bytes: 64 bytes (KC = 4: 32 fp16 or 64 int8 channels) or 128 bytes (KC = 8), which
+halves the barriers per reduction step. The chunk is XOR-swizzled by the row (a 128-byte line
+holds two 64-byte rows or one 128-byte row), so the ``ldmatrix`` reads are free of bank conflicts.
+One mainloop serves both types because an
 m16n8k32 int8 fragment holds the same bytes of the same rows as an m16n8k16 fp16 fragment: the
 loads, the swizzled addresses and the order of the mma operations are the same, and a traits type
 (``Tr``) supplies only the element type, the accumulator type, the elements per chunk and the mma.
@@ -36,7 +38,7 @@ struct IgemmNoHook {
   template <class T> __device__ __forceinline__ void operator()(T*, int, int) const {}
 };
 
-template <class Tr, int BM, int BN, int WM, int WN, int STAGES>
+template <class Tr, int BM, int BN, int WM, int WN, int STAGES, int KC = 4>
 struct Igemm {
   typedef typename Tr::elem T;
   typedef typename Tr::acc Acc;
@@ -44,12 +46,16 @@ struct Igemm {
   static constexpr int WTM = BM / WM, WTN = BN / WN;
   static constexpr int MI = WTM / 16, NI = WTN / 8;
   static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be a multiple of 16x16");
-  static constexpr int CH = Tr::CHUNK, BK = 4 * CH;  // elements per 16-byte chunk and per 64-byte row
-  static constexpr int A_CH = BM * 4, B_CH = BN * 4;
+  static_assert(KC == 4 || KC == 8, "a k-tile row is 4 or 8 chunks of 16 bytes");
+  static constexpr int CH = Tr::CHUNK, BK = KC * CH;  // elements per 16-byte chunk and per row
+  static constexpr int KC_SHIFT = KC == 8 ? 3 : 2;
+  static constexpr int A_CH = BM * KC, B_CH = BN * KC;
   static constexpr int A_IT = (A_CH + THREADS - 1) / THREADS, B_IT = (B_CH + THREADS - 1) / THREADS;
 
   // Element offset of a chunk in smem: its column XOR-swizzled by the row, so ldmatrix is conflict-free.
-  static __device__ __forceinline__ int swz(int row, int chunk) { return row * BK + (chunk ^ ((row >> 1) & 3)) * CH; }
+  static __device__ __forceinline__ int swz(int row, int chunk) {
+    return row * BK + (chunk ^ (KC == 8 ? (row & 7) : ((row >> 1) & 3))) * CH;
+  }
 
   template <class Hook>
   static __device__ __forceinline__ void mainloop(Acc (&acc)[MI][NI][4], const T* x, const T* w, T* As,
@@ -62,14 +68,14 @@ struct Igemm {
     const int m0 = blockIdx.x * BM;
     const int kt0 = blockIdx.z * kps;
     const int nkt = max(min(KT, kt0 + kps) - kt0, 0);
-    const int kc = tid & 3;  // this thread's 16-byte chunk column in every tile it loads
+    const int kc = tid & (KC - 1);  // this thread's 16-byte chunk column in every tile it loads
 
     // Per-row state: offset of pixel (n, ih0, iw0) and the window origin. Rows past M get an origin
     // far outside the image, so the per-tile bounds check rejects them without a separate flag.
     int a_off[A_IT], a_ih[A_IT], a_iw[A_IT], a_img[A_IT];
 #pragma unroll
     for (int i = 0; i < A_IT; ++i) {
-      int id = tid + i * THREADS, m = m0 + (id >> 2);
+      int id = tid + i * THREADS, m = m0 + (id >> KC_SHIFT);
       bool ok = id < A_CH && m < M;
       int mm = ok ? m : 0;
       int n = mm / PQ, rem = mm - n * PQ, p = rem / g.Q, q = rem - p * g.Q;
@@ -82,7 +88,7 @@ struct Igemm {
     bool b_ok[B_IT];
 #pragma unroll
     for (int i = 0; i < B_IT; ++i) {
-      int id = tid + i * THREADS, n = n0 + (id >> 2);
+      int id = tid + i * THREADS, n = n0 + (id >> KC_SHIFT);
       b_ok[i] = id < B_CH && n < g.K;
       b_off[i] = b_ok[i] ? n * Ktot : 0;
     }
@@ -101,7 +107,7 @@ struct Igemm {
         if (A_CH % THREADS == 0 || id < A_CH) {
           int ih = a_ih[i] + dr, iw = a_iw[i] + ds;
           bool v = kok && (unsigned)ih < (unsigned)g.H && (unsigned)iw < (unsigned)g.W;
-          cp_async16(smem_addr(as + swz(id >> 2, kc)), x + (v ? a_off[i] + koff : 0), v ? 16 : 0);
+          cp_async16(smem_addr(as + swz(id >> KC_SHIFT, kc)), x + (v ? a_off[i] + koff : 0), v ? 16 : 0);
         }
       }
 #pragma unroll
@@ -109,7 +115,7 @@ struct Igemm {
         int id = tid + i * THREADS;
         if (B_CH % THREADS == 0 || id < B_CH) {
           bool v = b_ok[i] && kok;
-          cp_async16(smem_addr(bs + swz(id >> 2, kc)), w + (v ? b_off[i] + ld_k : 0), v ? 16 : 0);
+          cp_async16(smem_addr(bs + swz(id >> KC_SHIFT, kc)), w + (v ? b_off[i] + ld_k : 0), v ? 16 : 0);
         }
       }
       ld_k += BK;
@@ -138,7 +144,7 @@ struct Igemm {
 #pragma unroll
         for (int i = 0; i < A_IT; ++i) {
           int id = tid + i * THREADS;
-          if ((A_CH % THREADS == 0 || id < A_CH) && hook.takes(k)) hook(as + swz(id >> 2, kc), a_img[i], k);
+          if ((A_CH % THREADS == 0 || id < A_CH) && hook.takes(k)) hook(as + swz(id >> KC_SHIFT, kc), a_img[i], k);
         }
       }
       __syncthreads();
@@ -148,7 +154,7 @@ struct Igemm {
       const T* as = As + (it % STAGES) * BM * BK;
       const T* bs = Bs + (it % STAGES) * BN * BK;
 #pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {  // one mma k-step = 2 chunks = 32 bytes of a row
+      for (int kk = 0; kk < KC / 2; ++kk) {  // one mma k-step = 2 chunks = 32 bytes of a row
         u32 af[MI][4], bf[NI][2];
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi) {

@@ -19,7 +19,7 @@ from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
 
-BK = 64  # int8 channels per k-tile
+BK = 64  # int8 channels per k-tile of the default (64-byte row) tiles
 # The int32 accumulator wraps; sums stay exact (= the reference's saturated int64 sums) while
 # Ktot * 128 * 128 < 2**31.
 MAX_KTOT = (2**31 - 1) // (128 * 128)
@@ -33,10 +33,11 @@ def cp16(c: int) -> int:
 
 @dataclass(frozen=True)
 class Tile8(Tile):
-    """A CTA tile of the INT8 kernel (BK = 64): the fp16 tile's fields; its epilogue tile is int32
-    with rows padded by 4 words."""
+    """A CTA tile of the INT8 kernel (BK = 16 ``kc``: 64 or 128): the fp16 tile's fields; its
+    epilogue tile is int32 with rows padded by 4 words."""
 
     KERNEL: ClassVar[str] = "conv_igemm_s8"
+    CHUNK: ClassVar[int] = 16
     EPI_PAD: ClassVar[int] = 4
     EPI_BYTES: ClassVar[int] = 4
 
@@ -58,7 +59,11 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(128, 64, 2, 2, 2),
     Tile8(64, 128, 2, 2, 2),
     Tile8(64, 64, 2, 2, 2),
+    # 128-byte rows (BK = 128) for long reductions at large batch
+    Tile8(128, 256, 2, 4, 3, 8),
+    Tile8(128, 128, 2, 4, 3, 8),
 )
+LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
 
@@ -71,10 +76,10 @@ class Tactic8:
     @property
     def name(self) -> str:
         t = self.tile
-        return f"s8igemm_{t.bm}x{t.bn}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
+        return f"s8igemm_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
 
     def k_tiles(self, g: ConvGeometry) -> int:
-        return -(-(g.r * g.s * cp16(g.c)) // BK)
+        return -(-(g.r * g.s * cp16(g.c)) // self.tile.bk)
 
     def k_tiles_per_split(self, g: ConvGeometry) -> int:
         return -(-self.k_tiles(g) // self.splits)
@@ -91,23 +96,27 @@ class Tactic8:
 def parse_tactic8(name: str) -> Tactic8 | None:
     """Inverse of ``Tactic8.name``; None when it does not parse."""
     try:
-        head, tile, warps, stages, splits = name.split("_")
+        head, dims, warps, stages, splits = name.split("_")
         if head != "s8igemm":
             return None
-        bm, bn = map(int, tile.split("x"))
+        sizes = list(map(int, dims.split("x")))
         wm, wn = map(int, warps[1:].split("x"))
-        t = Tile8(bm, bn, wm, wn, int(stages[1:]))
-        return Tactic8(t, int(splits[1:])) if t in TILES8 else None
-    except (ValueError, AttributeError):
+        kc = sizes[2] // Tile8.CHUNK if len(sizes) == 3 else 4
+        t = Tile8(sizes[0], sizes[1], wm, wn, int(stages[1:]), kc)
+        tactic = Tactic8(t, int(splits[1:]))
+    except (ValueError, AttributeError, IndexError):
         return None
+    return tactic if t in TILES8 and tactic.name == name and tactic.splits >= 1 else None
 
 
 def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
     """Every tile that is not mostly empty, plus split-K where the grid underfills the GPU."""
     out: list[Tactic8] = []
-    kt = -(-(g.r * g.s * cp16(g.c)) // BK)
     for t in TILES8:
+        kt = -(-(g.r * g.s * cp16(g.c)) // t.bk)
         if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
+            continue
+        if t.kc != 4 and kt < LONG_ROW_MIN_K_TILES:
             continue
         if t.stages == 2 and kt > SHORT_K_TILES:
             continue

@@ -22,6 +22,7 @@ from backends.gpu.kernels import cublas, gen
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
     MAX_GRID_Y,
+    TILES,
     ConvGeometry,
     ConvTactic,
     Tile,
@@ -51,14 +52,18 @@ def _fold_act(spec: ActivationSpec | None) -> tuple[int, float, float]:
 
 
 def parse_tactic(name: str) -> ConvTactic | None:
-    """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1'); None when it does not parse."""
+    """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1', 'igemm_128x256x64_w2x4_s3_k1');
+    None when it does not parse or names a tile the module does not compile."""
     try:
-        _, tile, warps, stages, splits = name.split("_")
-        bm, bn = map(int, tile.split("x"))
+        head, dims, warps, stages, splits = name.split("_")
+        sizes = list(map(int, dims.split("x")))
         wm, wn = map(int, warps[1:].split("x"))
-        return ConvTactic(Tile(bm, bn, wm, wn, int(stages[1:])), int(splits[1:]))
-    except (ValueError, AttributeError):
+        kc = sizes[2] // Tile.CHUNK if len(sizes) == 3 else 4
+        tile = Tile(sizes[0], sizes[1], wm, wn, int(stages[1:]), kc)
+        tactic = ConvTactic(tile, int(splits[1:]))
+    except (ValueError, AttributeError, IndexError):
         return None
+    return tactic if head == "igemm" and tile in TILES and tactic.name == name and tactic.splits >= 1 else None
 
 
 def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
