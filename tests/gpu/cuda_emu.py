@@ -9,7 +9,7 @@ must reach the same sequence of collective operations, as the kernels' warps do.
 memory (``extern __shared__``) is a fresh buffer per block, filled with fp16 NaNs so that a read of
 a byte never written shows up in the results; a guard past its end catches overflowing writes.
 
-Emulated: the fp16 conversions and packing, ``uint4``, ``int4``, ``float2``, ``float4``,
+Emulated: the fp16 conversions and packing, ``uint4``, ``int4``, ``int2``, ``float2``, ``float4``,
 ``ulonglong2``, integer ``min``/``max``, ``__shfl_xor_sync``, ``__syncthreads``, ``__ldg``,
 ``__int_as_float``, ``__double2float_rn``, ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``,
 templates (launched by name expression, e.g. ``conv_igemm<64,64,2,2,4>``) and ``__launch_bounds__``.
@@ -71,6 +71,8 @@ static inline float sgnf(float v) { return v != v ? v : (float)((v > 0.f) - (v <
 template <class T> static inline T __ldg(const T* p) { return *p; }
 // what the INT8 epilogue and depthwise kernels use besides
 struct int4 { int x, y, z, w; };
+struct int2 { int x, y; };
+static inline int2 make_int2(int a, int b) { return int2{a, b}; }
 static inline int4 make_int4(int a, int b, int c, int d) { return int4{a, b, c, d}; }
 struct ulonglong2 { unsigned long long x, y; };
 static inline int min(int a, int b) { return a < b ? a : b; }
