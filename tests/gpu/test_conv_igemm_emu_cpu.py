@@ -12,6 +12,8 @@ H100s, so agreement here also pins the emulated fragment layouts.
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,8 @@ from gpu_reference import act_ref, assert_close, conv_ref
 
 from backends.gpu.kernels.conv import TILES, ConvGeometry, ConvTactic, Tile, conv2d_launches
 from backends.gpu.kernels.conv_src import CONV_SRC
+from backends.gpu.kernels.int8 import TILES8
+from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import pack_conv_weights, pad_channels
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -122,3 +126,17 @@ def test_a_wrong_weight_layout_fails(emu, rng) -> None:
     y = _run(emu, case, {**d, "w": np.ascontiguousarray(d["w"].transpose(0, 1, 3, 2))})
     with pytest.raises(AssertionError):
         assert_close(y[..., :case.geom.k], _reference(case, d))
+
+
+@pytest.mark.slow  # nvcc takes ~10-20 s per module
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+@pytest.mark.parametrize("which", ["fp16", "int8"])
+def test_emulated_sources_compile_for_sm90(tmp_path, which: str) -> None:
+    """The text the emulator runs is the CUDA source as it is: every tile instance compiles for sm_90."""
+    source, names = (CONV_SRC, [t.template for t in TILES]) if which == "fp16" else \
+        (INT8_SRC, [t.template for t in TILES8])
+    src = tmp_path / "conv.cu"
+    src.write_text(source + "".join(f"void* const instance{i} = (void*)&{n};\n" for i, n in enumerate(names)))
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-c", str(src), "-o", str(tmp_path / "conv.o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
