@@ -140,3 +140,26 @@ def test_emulated_sources_compile_for_sm90(tmp_path, which: str) -> None:
     done = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-c", str(src), "-o", str(tmp_path / "conv.o")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_pipeline_bug_fails(tmp_path, rng) -> None:
+    """The emulated cp.async lands a copy no earlier than its wait: a mainloop that waits for one
+    group too few reads tiles that have not landed, and its results are wrong."""
+    wait = "cp_async_wait<STAGES - 2>();"
+    assert wait in CONV_SRC
+    case = CASES[3]
+    bad = EmulatedModule(CONV_SRC.replace(wait, "cp_async_wait<STAGES - 1>();"), tmp_path,
+                         name_expressions=[case.tactic.tile.template], opt="-O1")
+    d = _data(rng, case)
+    with pytest.raises(AssertionError):
+        assert_close(_run(bad, case, d)[..., :case.geom.k], _reference(case, d))
+
+
+def test_too_little_shared_memory_is_an_error(emu, rng) -> None:
+    case = CASES[0]
+    d = _data(rng, case)
+    g = case.geom
+    y = np.zeros((g.n, g.p, g.q, g.kp), np.float16)
+    launch = conv2d_launches(pad_channels(d["x"]), pack_conv_weights(d["w"]), d["b"], y, g, case.tactic)[0]
+    with pytest.raises(RuntimeError, match="the dynamic shared memory"):
+        emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem - 1024)
