@@ -242,6 +242,8 @@ class EmulatedModule:
         return self._lib.emu_sig(self.names.index(name)).decode()
 
     def _run(self, name: str, grid: tuple[int, int, int], threads: int, smem: int, arrays: list[Any]) -> None:
+        if name not in self.names:
+            raise KeyError(f"no kernel {name!r} in the module (name expressions: {self.names})")
         for a in arrays:
             assert a is None or a.flags.c_contiguous, "the emulator passes raw pointers of C-contiguous arrays"
         ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[None if a is None else a.ctypes.data for a in arrays])
@@ -258,6 +260,8 @@ class EmulatedModule:
         """Launch as CuPy would: ``args`` are arrays (pointers), NumPy scalars of the parameters'
         exact types and ``np.uint64(0)`` for a null pointer; a scalar of the wrong type is an error,
         not a misread."""
+        if name not in self.names:
+            raise KeyError(f"no kernel {name!r} in the module (name expressions: {self.names})")
         sig = self.signature(name)
         if len(sig) != len(args):
             raise TypeError(f"{name} takes {len(sig)} parameters, got {len(args)}")
