@@ -229,16 +229,24 @@ def _ptr(a: Any) -> Any:
     return a if a is not None else np.uint64(0)
 
 
-def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTactic,
-           act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None,
-           scale: Any = None) -> None:
-    """Enqueue y = act(conv(x * scale, w) + bias + residual) on the current stream.
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One kernel launch of CONV_SRC as CuPy takes it: the kernel's name expression, the grid, the
+    block size, the argument tuple and the dynamic shared memory (bytes). The CPU emulator's tests
+    run the same launches."""
 
-    x: (N, H, W, Cp) fp16; w: (K, R, S, Cp) fp16, or for G groups (G, K/G, R, S, C/G) (each group's
-    KRSC block); bias: (K,) fp32 or None; y, residual: (N, P, Q, Kp) fp16. ``workspace`` (fp32,
-    >= tactic.workspace_bytes) is needed for split-K. ``scale``: (N, Cp) fp16 per-image channel
-    scale (a squeeze-excitation), 1x1 ungrouped convolutions only.
-    """
+    kernel: str
+    grid: tuple[int, ...]
+    block: int
+    args: tuple[Any, ...]
+    shared_mem: int = 0
+
+
+def conv2d_launches(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTactic,
+                    act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None,
+                    scale: Any = None) -> list[KernelLaunch]:
+    """The launches of ``conv2d`` (its arguments and checks): the tile's kernel, then with split-K
+    ``splitk_epilogue``."""
     if scale is not None and ((g.r, g.s) != (1, 1) or g.groups != 1):
         raise ValueError("an input scale needs a 1x1 ungrouped convolution")
     grid = tactic.grid(g)
@@ -250,17 +258,32 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
     if grid[1] > MAX_GRID_Y:
         raise ValueError(f"{tactic.name} needs {grid[1]} blocks in grid y (at most {MAX_GRID_Y})")
     geo = (g.n, g.h, g.w, g.cgp, g.kg, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, g.groups)
-    fn = _kernel(tactic.tile)
-    fn(grid, (tactic.tile.threads,),
-       (x, w, _ptr(bias), _ptr(None if split else residual), y, _ptr(workspace if split else None), _ptr(scale),
-        *map(i32, geo), i32(code), f32(alpha), f32(beta), i32(tactic.k_tiles_per_split(g))),
-       shared_mem=tactic.tile.smem_bytes)
+    out = [KernelLaunch(tactic.tile.template, grid, tactic.tile.threads,
+                        (x, w, _ptr(bias), _ptr(None if split else residual), y, _ptr(workspace if split else None),
+                         _ptr(scale), *map(i32, geo), i32(code), f32(alpha), f32(beta),
+                         i32(tactic.k_tiles_per_split(g))),
+                        tactic.tile.smem_bytes)]
     if split:
-        ep = get_function(CONV_SRC, "splitk_epilogue", name_expressions=_NAMES)
         total = g.m * (g.kp // 8)
-        ep((-(-total // 256),), (256,),
-           (workspace, i32(grid[2]), _ptr(bias), _ptr(residual), y, i32(g.m), i32(g.k),
-            i32(code), f32(alpha), f32(beta)))
+        out.append(KernelLaunch("splitk_epilogue", (-(-total // 256),), 256,
+                                (workspace, i32(grid[2]), _ptr(bias), _ptr(residual), y, i32(g.m), i32(g.k),
+                                 i32(code), f32(alpha), f32(beta))))
+    return out
+
+
+def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTactic,
+           act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None,
+           scale: Any = None) -> None:
+    """Enqueue y = act(conv(x * scale, w) + bias + residual) on the current stream.
+
+    x: (N, H, W, Cp) fp16; w: (K, R, S, Cp) fp16, or for G groups (G, K/G, R, S, C/G) (each group's
+    KRSC block); bias: (K,) fp32 or None; y, residual: (N, P, Q, Kp) fp16. ``workspace`` (fp32,
+    >= tactic.workspace_bytes) is needed for split-K. ``scale``: (N, Cp) fp16 per-image channel
+    scale (a squeeze-excitation), 1x1 ungrouped convolutions only.
+    """
+    for launch in conv2d_launches(x, w, bias, y, g, tactic, act, residual, workspace, scale):
+        fn = get_function(CONV_SRC, launch.kernel, name_expressions=_NAMES, dynamic_smem=launch.shared_mem)
+        fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
 
 
 CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gemm_epilogue``

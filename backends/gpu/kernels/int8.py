@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.gpu.kernels.compile import get_function
-from backends.gpu.kernels.conv import ConvGeometry, Tile
+from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch, Tile
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
@@ -359,14 +359,10 @@ class DeviceEpilogue:
                 np.float64(self.sout))
 
 
-def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
-              residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
-    """Enqueue the INT8 convolution on the current stream.
-
-    x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
-    y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
-    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
-    """
+def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
+                       residual: Any = None, workspace: Any = None, ldy: int | None = None) -> list[KernelLaunch]:
+    """The launches of ``conv2d_s8`` (its arguments and checks): the tile's kernel, then with
+    split-K ``splitk_epilogue_s8``."""
     if g.r * g.s * cp16(g.c) > MAX_KTOT:
         raise ValueError(f"reduction of {g.r * g.s * cp16(g.c)} exceeds the exact int32 bound {MAX_KTOT}")
     ldy = cp16(g.k) if ldy is None else ldy
@@ -377,14 +373,28 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: Dev
         raise ValueError(f"{tactic.name} needs a {tactic.workspace_bytes(g)}-byte workspace")
     geo = (g.n, g.h, g.w, cp16(g.c), g.k, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)
     epi_args = epi.args(residual, ldr, y, ldy)
-    _kernel(tactic.tile)(grid, (tactic.tile.threads,),
-                         (x, w, _ptr(workspace if split else None), *map(i32, geo),
-                          i32(tactic.k_tiles_per_split(g)), *epi_args),
-                         shared_mem=tactic.tile.smem_bytes)
+    out = [KernelLaunch(tactic.tile.template, grid, tactic.tile.threads,
+                        (x, w, _ptr(workspace if split else None), *map(i32, geo),
+                         i32(tactic.k_tiles_per_split(g)), *epi_args),
+                        tactic.tile.smem_bytes)]
     if split:
         total = g.m * (-(-ldy // 4))
-        _fn("splitk_epilogue_s8")((-(-total // 256),), (256,),
-                                  (workspace, i32(grid[2]), i32(g.m), i32(g.k), *epi_args))
+        out.append(KernelLaunch("splitk_epilogue_s8", (-(-total // 256),), 256,
+                                (workspace, i32(grid[2]), i32(g.m), i32(g.k), *epi_args)))
+    return out
+
+
+def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
+              residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
+    """Enqueue the INT8 convolution on the current stream.
+
+    x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
+    y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
+    """
+    for launch in conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy):
+        fn = get_function(INT8_SRC, launch.kernel, name_expressions=_NAMES, dynamic_smem=launch.shared_mem)
+        fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
 
 
 def quantize_nchw(x: Any, y: Any, shape: tuple[int, int, int, int], scale: float, s2d: bool) -> None:

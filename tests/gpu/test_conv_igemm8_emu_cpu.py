@@ -1,0 +1,124 @@
+"""The INT8 implicit-GEMM convolution (``int8_src.conv_igemm_s8``, the fp16 kernel's mainloop with
+m16n8k32 s8 mma) run on the CPU through the CUDA emulator, bit for bit against the reference
+backend's INT8 convolution (what ``test_int8.py`` compares the GPU with) on fresh random data.
+
+Launched with exactly the launcher's arguments (``int8.conv2d_s8_launches``); inputs are quantized
+with the reference's own ``quantize`` into the GPU layouts (int8 NHWC, channels padded to 16), int8
+outputs are compared after the reference's ``dequantize`` (float32 bits), float outputs directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import int8_nets as nets
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.int8 import (
+    TILES8,
+    DeviceEpilogue,
+    Tactic8,
+    Tile8,
+    conv2d_s8_launches,
+    cp16,
+    epilogue_params,
+    pack_weights8,
+    quantized_kernel,
+)
+from backends.gpu.kernels.int8_src import INT8_SRC
+from backends.gpu.layout import round_up
+from backends.reference import int8 as ref8
+from engine.ir import int8_annotation as annotation
+from engine.ir.int8_math import dequantize, quantize
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+
+
+@dataclass(frozen=True)
+class Case8:
+    id: str
+    n: int
+    c: int
+    h: int
+    k: int
+    r: int
+    stride: int
+    pad: int
+    tactic: Tactic8
+    act: object = nets.RELU
+    residual: bool = True
+    float_out: bool = False
+
+
+CASES = [
+    Case8("128x128w2x4_M98_c20", 2, 20, 7, 40, 3, 1, 1, Tactic8(Tile8(128, 128, 2, 4, 3))),
+    Case8("64x64_two_stage_1x1_clip", 1, 72, 8, 24, 1, 1, 0, Tactic8(Tile8(64, 64, 2, 2, 2)), nets.CLIP6, False),
+    Case8("32x32_splitk3", 1, 64, 6, 32, 3, 1, 1, Tactic8(Tile8(32, 32, 2, 1, 4), 3)),
+    Case8("16x64_stride2_float_out", 1, 16, 9, 24, 3, 2, 1, Tactic8(Tile8(16, 64, 1, 2, 4)), None, False, True),
+    Case8("64x32_splitk2_float_out", 2, 40, 5, 20, 3, 1, 1, Tactic8(Tile8(64, 32, 2, 1, 4), 2), nets.RELU, False,
+          True),
+]
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> EmulatedModule:
+    return EmulatedModule(INT8_SRC, tmp_path_factory.mktemp("emu_conv8"),
+                          name_expressions=[t.template for t in TILES8], opt="-O1")
+
+
+def _nhwc16(q: np.ndarray) -> np.ndarray:
+    """int8 NCHW -> NHWC with channels padded to 16 (zeros)."""
+    n, c, h, w = q.shape
+    out = np.zeros((n, h, w, cp16(c)), np.int8)
+    out[..., :c] = q.transpose(0, 2, 3, 1)
+    return out
+
+
+def _check(emu: EmulatedModule, rng: np.random.Generator, case: Case8) -> None:
+    net, feeds = nets.conv_net(rng, case.n, case.c, case.h, case.h, case.k, case.r, case.stride, case.pad,
+                               case.act, case.residual, s_out=None if case.float_out else "auto")
+    layer = net.layers[0]
+    spec, p = annotation.read(layer), layer.params
+    x, res = feeds["x"], feeds.get("res")
+    want = ref8.convolution(layer, [x] + ([res] if case.residual else []))[0]
+    k, oh, ow = want.shape[1:]
+    g = ConvGeometry(case.n, case.h, case.h, case.c, k, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
+                     tuple(p.dilation), tuple(p.post_padding))
+    assert (g.p, g.q) == (oh, ow)
+    wq = quantized_kernel(layer)
+    rs = spec.input_scales[1] if case.residual else None
+    epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
+    xq = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = _nhwc16(quantize(res, np.float32(rs))) if case.residual else None
+    if case.float_out:
+        ldy = round_up(k, 8)
+        y = np.full((g.n, oh, ow, ldy), np.nan, np.float32)
+    else:
+        ldy = cp16(k)
+        y = np.full((g.n, oh, ow, ldy), 0x5A, np.int8)  # padded channels must be overwritten with 0
+    ws = np.full(max(case.tactic.workspace_bytes(g), 4) // 4, -7, np.int32)
+    launches = conv2d_s8_launches(xq, pack_weights8(wq), y, g, case.tactic, epi, rq, ws, ldy)
+    assert len(launches) == (2 if case.tactic.grid(g)[2] > 1 else 1)
+    for launch in launches:
+        emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
+    got = np.ascontiguousarray(y[..., :k].transpose(0, 3, 1, 2))
+    if not case.float_out:
+        assert (y[..., k:] == 0).all(), "padded channels must be written as zeros"
+        got = dequantize(got, np.float32(spec.output_scale))
+    assert np.abs(want).max() > 0, "an all-zero reference proves nothing"
+    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"{bad.size} of {got.size} differ: {got.reshape(-1)[bad[:5]]} vs {want.reshape(-1)[bad[:5]]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_conv_igemm_s8_emulated_bit_exact(emu, rng, case: Case8) -> None:
+    _check(emu, rng, case)
+
+
+@pytest.mark.parametrize("splits", [1, 2])
+@pytest.mark.parametrize("tile", TILES8, ids=lambda t: f"{t.bm}x{t.bn}w{t.wm}x{t.wn}s{t.stages}")
+def test_conv_igemm_s8_every_tile_emulated(emu, rng, tile: Tile8, splits: int) -> None:
+    _check(emu, rng, Case8("every", 1, 36, 7, 40, 3, 1, 1, Tactic8(tile, splits)))
