@@ -119,6 +119,6 @@ def test_conv_igemm_s8_emulated_bit_exact(emu, rng, case: Case8) -> None:
 
 
 @pytest.mark.parametrize("splits", [1, 2])
-@pytest.mark.parametrize("tile", TILES8, ids=lambda t: f"{t.bm}x{t.bn}w{t.wm}x{t.wn}s{t.stages}")
+@pytest.mark.parametrize("tile", TILES8, ids=lambda t: f"{t.dims}w{t.wm}x{t.wn}s{t.stages}")
 def test_conv_igemm_s8_every_tile_emulated(emu, rng, tile: Tile8, splits: int) -> None:
     _check(emu, rng, Case8("every", 1, 36, 7, 40, 3, 1, 1, Tactic8(tile, splits)))

@@ -109,7 +109,7 @@ def test_conv_igemm_emulated(emu, rng, case: Case) -> None:
 
 
 @pytest.mark.parametrize("splits", [1, 3])
-@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.bm}x{t.bn}w{t.wm}x{t.wn}s{t.stages}")
+@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.dims}w{t.wm}x{t.wn}s{t.stages}")
 def test_conv_every_tile_emulated(emu, rng, tile: Tile, splits: int) -> None:
     """Every compiled tile, as the GPU test of every tile runs them (on a smaller image)."""
     case = Case("every", ConvGeometry(1, 11, 13, 36, 72, 3, 3, (1, 1), (1, 1)), ConvTactic(tile, splits), SWISH)

@@ -92,7 +92,7 @@ def test_grouped_conv_shapes(rng, name):
     _run_grouped(rng, n, h, w, c, k, groups, r, st, pd, residual=residual)
 
 
-@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.bm}x{t.bn}w{t.wm}x{t.wn}s{t.stages}")
+@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.dims}w{t.wm}x{t.wn}s{t.stages}")
 @pytest.mark.parametrize("splits", [1, 2, 4])
 def test_grouped_conv_every_tile(rng, tile, splits):
     _run_grouped(rng, 2, 11, 13, 96, 96, 4, 3, 1, 1, ConvTactic(tile, splits), act=(5, 0.0, 0.0), residual=True)

@@ -86,7 +86,7 @@ def test_conv_resnet50_shapes(rng, name, batch):
     _run_conv(rng, g, residual=residual)
 
 
-@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.bm}x{t.bn}w{t.wm}x{t.wn}s{t.stages}")
+@pytest.mark.parametrize("tile", TILES, ids=lambda t: f"{t.dims}w{t.wm}x{t.wn}s{t.stages}")
 @pytest.mark.parametrize("splits", [1, 3])
 def test_conv_every_tile(rng, tile, splits):
     g = ConvGeometry(2, 11, 13, 36, 72, 3, 3, (1, 1), (1, 1))
