@@ -233,17 +233,52 @@ def _prepared(st: _State, p: LtGemm) -> _Prepared:
     return prep
 
 
+_probe: dict[int, bool] = {}
+
+
+def _epilogue_probe(dev: int) -> bool:
+    """Once per device: does this library compute ``relu(x·wᵀ + r + b)`` as the IR means it (the
+    residual before the ReLU, the bias along the output channels)? A small random GEMM is checked
+    against numpy; where it disagrees, every layer keeps the two-pass path, with a warning."""
+    import warnings
+
+    import cupy
+
+    ok = _probe.get(dev)
+    if ok is None:
+        rng = np.random.default_rng(dev)
+        m, n, k = 48, 32, 64
+        host = [rng.uniform(-1, 1, s).astype(np.float16) for s in ((m, k), (n, k), (m, n))]
+        b = rng.uniform(-1, 1, n).astype(np.float32)
+        x, w, r = (cupy.asarray(a) for a in host)
+        y = cupy.empty((m, n), cupy.float16)
+        _probe[dev] = False  # try_gemm below must not recurse into the probe
+        ran = try_gemm(LtGemm(m, n, k, 1, True, True), x, w, cupy.asarray(b), y, r, _probing=True)
+        want = np.maximum(host[0].astype(np.float64) @ host[1].astype(np.float64).T + host[2] + b, 0.0)
+        got = cupy.asnumpy(y).astype(np.float64) if ran else None
+        ok = got is not None and bool(np.allclose(got, want, rtol=1e-2, atol=1e-2))
+        if ran and not ok:
+            warnings.warn("cuBLASLt's fused epilogue disagrees with the reference on this GPU; "
+                          "GEMM-shaped convolutions keep the two-pass cuBLAS path", RuntimeWarning, stacklevel=2)
+        _probe[dev] = ok
+    return ok
+
+
 def _aligned(*arrays: Any) -> bool:
     return all(a is None or a.data.ptr % ALIGN == 0 for a in arrays)
 
 
-def try_gemm(p: LtGemm, x: Any, w: Any, bias: Any, y: Any, res: Any = None) -> bool:
+def try_gemm(p: LtGemm, x: Any, w: Any, bias: Any, y: Any, res: Any = None, _probing: bool = False) -> bool:
     """Enqueue ``p`` on the current stream as one fused cuBLASLt call and return True, or return
-    False (nothing enqueued) where the library, an algorithm or the alignment is missing."""
+    False (nothing enqueued) where the library, an algorithm or the alignment is missing, or where
+    the device's epilogue probe failed. The first call on a device runs the probe (a host
+    synchronization): it must not be inside a stream capture, as a runtime's first run is not."""
     if not fusable(p.act) or not available() or not _aligned(x, w, bias, y, res):
         return False
     import cupy
 
+    if not _probing and not _epilogue_probe(cupy.cuda.runtime.getDevice()):
+        return False
     st = _state()
     prep = _prepared(st, p)
     if not prep.ok:
