@@ -118,22 +118,31 @@ _lib_error: str | None = None
 _load_lock = threading.Lock()
 
 
+def open_versioned(stem: str) -> Any:
+    """``lib<stem>.so`` of the CUDA major version CuPy runs on, else the unversioned name; raises
+    OSError naming the last failure."""
+    import cupy
+
+    major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    error = ""
+    for name in (f"lib{stem}.so.{major}", f"lib{stem}.so"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError as e:
+            error = f"cannot load {name}: {e}"
+    raise OSError(error)
+
+
 def _library() -> Any:
     """libcublas of the CUDA major version CuPy runs on; raises ExecutionError if absent."""
     global _lib, _lib_error
     with _load_lock:
         if _lib is None and _lib_error is None:
-            import cupy
-
-            major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-            for name in (f"libcublas.so.{major}", "libcublas.so"):
-                try:
-                    lib = ctypes.CDLL(name)
-                    break
-                except OSError as e:
-                    _lib_error = f"cannot load {name}: {e}"
-            else:
-                raise ExecutionError(f"cuBLAS is not available ({_lib_error})")
+            try:
+                lib = open_versioned("cublas")
+            except OSError as e:
+                _lib_error = str(e)
+                raise ExecutionError(f"cuBLAS is not available ({_lib_error})") from None
             lib.cublasGemmStridedBatchedEx.argtypes = [
                 ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,

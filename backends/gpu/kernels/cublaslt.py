@@ -130,17 +130,14 @@ def _library() -> Any:
     global _lib, _lib_error
     with _lock:
         if _lib is None and _lib_error is None:
-            import cupy
+            from backends.gpu.kernels.cublas import open_versioned
 
-            major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-            for name in (f"libcublasLt.so.{major}", "libcublasLt.so"):
-                try:
-                    lib = ctypes.CDLL(name)
-                    _declare(lib)
-                    _lib = lib
-                    break
-                except (OSError, AttributeError) as e:
-                    _lib_error = f"cannot load {name}: {e}"
+            try:
+                lib = open_versioned("cublasLt")
+                _declare(lib)
+                _lib = lib
+            except (OSError, AttributeError) as e:
+                _lib_error = str(e)
         if _lib is None:
             raise ExecutionError(f"cuBLASLt is not available ({_lib_error})")
         return _lib
