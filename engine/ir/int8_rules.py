@@ -59,7 +59,10 @@ def activation_value(kind: ActivationType, x: np.ndarray) -> np.ndarray:
     """The exact real function of a non-linear INT8 epilogue, in float64."""
     x = np.asarray(x, dtype=np.float64)
     if kind is ActivationType.SILU:
-        return x * (0.5 * (1.0 + np.tanh(0.5 * x)))  # x * sigmoid(x), without exp overflow
+        # x / (1 + e^-x): no cancellation for x << 0, where x * (1 + tanh(x / 2)) / 2 loses up to
+        # 1e-5 of the value; e^-x overflows to inf only where the result is -0 (< -709)
+        with np.errstate(over="ignore"):
+            return x / (1.0 + np.exp(-x))
     if kind is ActivationType.HARD_SWISH:
         return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
     raise UnsupportedError(f"activation {kind.value} is not a non-linear INT8 epilogue")

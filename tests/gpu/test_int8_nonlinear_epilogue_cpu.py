@@ -4,7 +4,7 @@ reference's definition (``engine.ir.int8_rules.quantize_nonlinear``).
 
 The int32 values go straight into the epilogue, so the test picks them: random values over the
 whole int32 range, values whose quotient ``f(v * s_acc) / s_out`` is exactly a rounding tie (hard-swish,
-whose float64 steps are IEEE operations only) or within 1e-4 of one (SiLU: its tanh may differ
+whose float64 steps are IEEE operations only) or within 1e-4 of one (SiLU: its exp may differ
 from numpy's in the last bit, which can only move an exact tie), and values far past both int8
 saturation points. Int8 and float32 outputs (a layer without an output scale), padded channels zero.
 """

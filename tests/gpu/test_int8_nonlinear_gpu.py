@@ -4,7 +4,7 @@ connected layers, every dense tactic, and an EfficientNet-style int8 chain. Fres
 seed is printed). Skipped without CUDA.
 
 The epilogue evaluates ``int8_rules.activation_value`` in float64 with the same IEEE steps as
-numpy; SiLU's ``tanh`` is CUDA's, which may differ from numpy's in the last bit: that changes a
+numpy; SiLU's ``exp`` is CUDA's, which may differ from numpy's in the last bit: that changes a
 result only for a quotient within about 1e-16 of a rounding tie (or a float32 rounding midpoint),
 which random data does not reach."""
 

@@ -155,13 +155,13 @@ __device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, 
 #define DDIV(a, b) ((a) / (b))
 #endif
 
-// engine.ir.int8_rules.activation_value: SiLU x * (0.5 * (1 + tanh(0.5 x))), hard-swish
+// engine.ir.int8_rules.activation_value: SiLU x / (1 + exp(-x)), hard-swish
 // x * clip(x + 3, 0, 6) / 6. Hard-swish is IEEE operations only, the same bits as numpy's; SiLU's
-// tanh may differ from numpy's in the last bit, which moves a result only for a quotient within an
-// ulp of a rounding tie.
+// exp may differ from numpy's in the last bit, which moves a result only for a quotient within an
+// ulp of a rounding tie (or a float32 rounding midpoint).
 __device__ __forceinline__ double nl_value(double x, bool hswish) {
   if (hswish) return DDIV(DMUL(x, fmin(fmax(DADD(x, 3.0), 0.0), 6.0)), 6.0);
-  return DMUL(x, DMUL(0.5, DADD(1.0, tanh(DMUL(0.5, x)))));
+  return DDIV(x, DADD(1.0, exp(-x)));
 }
 
 // A non-linear epilogue (int8_rules.quantize_nonlinear) on 4 channels of row m: y = f((double)v *
