@@ -308,15 +308,11 @@ def cublas_eligible(g: ConvGeometry) -> bool:
 
 def conv2d_cublas(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float] = (0, 0.0, 0.0),
                   residual: Any = None) -> None:
-    """Enqueue the same result as ``conv2d`` for a ``cublas_eligible`` geometry: one cuBLASLt call
-    with bias, residual and ReLU in its epilogue where it can (``cublaslt.try_gemm``), else the
-    product on cuBLAS (fp32 accumulation, fp16 out), then bias, residual and activation in place."""
-    from backends.gpu.kernels import cublas, cublaslt
+    """Enqueue the same result as ``conv2d`` for a ``cublas_eligible`` geometry: the product on
+    cuBLAS (fp32 accumulation, fp16 out), then bias, residual and activation in place."""
+    from backends.gpu.kernels import cublas
 
     code, alpha, beta = act
-    lt = cublaslt.LtGemm(g.m, g.k, g.c, code, bias is not None, residual is not None)
-    if cublaslt.try_gemm(lt, x, w, bias, y, residual):
-        return
     plan = cublas.plan_gemm((), g.m, g.k, g.c, (g.c, 1), (1, g.c))
     assert plan is not None
     cublas.gemm(plan, x, w, y)
