@@ -40,8 +40,16 @@ def test_unsupported_layer_has_a_reason():
 
 def test_tactic_names_round_trip():
     from backends.gpu.kernels.conv import TILES, ConvTactic
+    from backends.gpu.kernels.int8 import TILES8, Tactic8, parse_tactic8
 
     for t in TILES:
         tac = ConvTactic(t, 4)
         assert parse_tactic(tac.name) == tac
+    for t8 in TILES8:
+        assert parse_tactic8(Tactic8(t8, 2).name) == Tactic8(t8, 2)
     assert parse_tactic("nonsense") is None
+    # tiles the module does not compile, the other kernel's prefix, no splits, a non-canonical spelling
+    for bad in ("igemm_100x64_w2x2_s4_k1", "igemm_128x256x32_w2x4_s3_k1", "s8igemm_64x64_w2x2_s4_k1",
+                "igemm_64x64_w2x2_s4_k0", "igemm_64x64_w2x2_s4_k01"):
+        assert parse_tactic(bad) is None, bad
+    assert parse_tactic8("igemm_64x64_w2x2_s4_k1") is None

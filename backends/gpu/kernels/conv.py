@@ -8,6 +8,7 @@ multiples of 8. Layouts are documented in ``conv_src``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -128,9 +129,14 @@ class Tile:
         return self.kc * self.CHUNK
 
     @property
+    def long_rows(self) -> bool:
+        """Whether the k-tile rows are 128 bytes (kc = 8) rather than the default 64."""
+        return self.kc != 4
+
+    @property
     def dims(self) -> str:
         """'BMxBN', with 'xBK' for the 128-byte-row tiles (tactic names of 64-byte rows predate them)."""
-        return f"{self.bm}x{self.bn}" + (f"x{self.bk}" if self.kc != 4 else "")
+        return f"{self.bm}x{self.bn}" + (f"x{self.bk}" if self.long_rows else "")
 
     @property
     def threads(self) -> int:
@@ -167,6 +173,23 @@ TILES: tuple[Tile, ...] = (
 LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 
 
+def parse_tile_tactic(name: str, head: str, tile_type: type[Tile], tiles: Sequence[Tile],
+                      make: Callable[[Any, int], Any]) -> Any:
+    """Inverse of a tactic name '{head}_{dims}_w{WM}x{WN}_s{STAGES}_k{SPLITS}' (``Tile.dims``):
+    ``make(tile, splits)``, or None when the name does not parse, names a tile not in ``tiles``
+    (the kernels the module compiles) or is not the tactic's own spelling of itself."""
+    try:
+        got, dims, warps, stages, splits = name.split("_")
+        sizes = list(map(int, dims.split("x")))
+        wm, wn = map(int, warps[1:].split("x"))
+        kc = sizes[2] // tile_type.CHUNK if len(sizes) == 3 else 4
+        tile = tile_type(sizes[0], sizes[1], wm, wn, int(stages[1:]), kc)
+        tactic = make(tile, int(splits[1:]))
+    except (ValueError, AttributeError, IndexError):
+        return None
+    return tactic if got == head and tile in tiles and tactic.splits >= 1 and tactic.name == name else None
+
+
 @dataclass(frozen=True)
 class ConvTactic:
     tile: Tile
@@ -196,7 +219,7 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132) -> list[ConvTactic]:
     out: list[ConvTactic] = []
     for t in TILES:
         kt = -(-g.ktot // t.bk)
-        if t.kc != 4 and (g.groups > 1 or kt < LONG_ROW_MIN_K_TILES):
+        if t.long_rows and (g.groups > 1 or kt < LONG_ROW_MIN_K_TILES):
             continue
         ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
         wide = t.bn >= 2 * max(round_up(g.kg, 8), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.gpu.kernels.compile import get_function
-from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch, Tile
+from backends.gpu.kernels.conv import LONG_ROW_MIN_K_TILES, ConvGeometry, KernelLaunch, Tile, parse_tile_tactic
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
@@ -63,7 +63,6 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(128, 256, 2, 4, 3, 8),
     Tile8(128, 128, 2, 4, 3, 8),
 )
-LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
 
@@ -94,19 +93,8 @@ class Tactic8:
 
 
 def parse_tactic8(name: str) -> Tactic8 | None:
-    """Inverse of ``Tactic8.name``; None when it does not parse."""
-    try:
-        head, dims, warps, stages, splits = name.split("_")
-        if head != "s8igemm":
-            return None
-        sizes = list(map(int, dims.split("x")))
-        wm, wn = map(int, warps[1:].split("x"))
-        kc = sizes[2] // Tile8.CHUNK if len(sizes) == 3 else 4
-        t = Tile8(sizes[0], sizes[1], wm, wn, int(stages[1:]), kc)
-        tactic = Tactic8(t, int(splits[1:]))
-    except (ValueError, AttributeError, IndexError):
-        return None
-    return tactic if t in TILES8 and tactic.name == name and tactic.splits >= 1 else None
+    """Inverse of ``Tactic8.name``; None when it does not parse or names a tile not compiled."""
+    return parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
 
 
 def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
@@ -116,7 +104,7 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
         kt = -(-(g.r * g.s * cp16(g.c)) // t.bk)
         if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
             continue
-        if t.kc != 4 and kt < LONG_ROW_MIN_K_TILES:
+        if t.long_rows and kt < LONG_ROW_MIN_K_TILES:
             continue
         if t.stages == 2 and kt > SHORT_K_TILES:
             continue

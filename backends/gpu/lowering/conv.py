@@ -28,6 +28,7 @@ from backends.gpu.kernels.conv import (
     Tile,
     cublas_eligible,
     heuristic_tactic,
+    parse_tile_tactic,
 )
 from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
@@ -54,16 +55,7 @@ def _fold_act(spec: ActivationSpec | None) -> tuple[int, float, float]:
 def parse_tactic(name: str) -> ConvTactic | None:
     """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1', 'igemm_128x256x64_w2x4_s3_k1');
     None when it does not parse or names a tile the module does not compile."""
-    try:
-        head, dims, warps, stages, splits = name.split("_")
-        sizes = list(map(int, dims.split("x")))
-        wm, wn = map(int, warps[1:].split("x"))
-        kc = sizes[2] // Tile.CHUNK if len(sizes) == 3 else 4
-        tile = Tile(sizes[0], sizes[1], wm, wn, int(stages[1:]), kc)
-        tactic = ConvTactic(tile, int(splits[1:]))
-    except (ValueError, AttributeError, IndexError):
-        return None
-    return tactic if head == "igemm" and tile in TILES and tactic.name == name and tactic.splits >= 1 else None
+    return parse_tile_tactic(name, "igemm", Tile, TILES, ConvTactic)
 
 
 def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
