@@ -265,6 +265,14 @@ class KernelLaunch:
     shared_mem: int = 0
 
 
+def enqueue(launches: Sequence[KernelLaunch], source: str, names: Sequence[str]) -> None:
+    """Run ``launches`` on the current stream from the module of ``source`` (``names``: its
+    template instances), raising each kernel's dynamic shared-memory limit as it needs."""
+    for launch in launches:
+        fn = get_function(source, launch.kernel, name_expressions=names, dynamic_smem=launch.shared_mem)
+        fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
+
+
 def conv2d_launches(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTactic,
                     act: tuple[int, float, float] = (0, 0.0, 0.0), residual: Any = None, workspace: Any = None,
                     scale: Any = None) -> list[KernelLaunch]:
@@ -304,9 +312,7 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
     >= tactic.workspace_bytes) is needed for split-K. ``scale``: (N, Cp) fp16 per-image channel
     scale (a squeeze-excitation), 1x1 ungrouped convolutions only.
     """
-    for launch in conv2d_launches(x, w, bias, y, g, tactic, act, residual, workspace, scale):
-        fn = get_function(CONV_SRC, launch.kernel, name_expressions=_NAMES, dynamic_smem=launch.shared_mem)
-        fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
+    enqueue(conv2d_launches(x, w, bias, y, g, tactic, act, residual, workspace, scale), CONV_SRC, _NAMES)
 
 
 CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gemm_epilogue``

@@ -14,7 +14,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.gpu.kernels.compile import get_function
-from backends.gpu.kernels.conv import LONG_ROW_MIN_K_TILES, ConvGeometry, KernelLaunch, Tile, parse_tile_tactic
+from backends.gpu.kernels.conv import (
+    LONG_ROW_MIN_K_TILES,
+    ConvGeometry,
+    KernelLaunch,
+    Tile,
+    enqueue,
+    parse_tile_tactic,
+)
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import round_up
@@ -380,9 +387,7 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: Dev
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
     scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
     """
-    for launch in conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy):
-        fn = get_function(INT8_SRC, launch.kernel, name_expressions=_NAMES, dynamic_smem=launch.shared_mem)
-        fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
+    enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), INT8_SRC, _NAMES)
 
 
 def quantize_nchw(x: Any, y: Any, shape: tuple[int, int, int, int], scale: float, s2d: bool) -> None:
