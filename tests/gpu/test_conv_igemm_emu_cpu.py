@@ -23,8 +23,6 @@ from gpu_reference import act_ref, assert_close, conv_ref
 
 from backends.gpu.kernels.conv import TILES, ConvGeometry, ConvTactic, Tile, conv2d_launches
 from backends.gpu.kernels.conv_src import CONV_SRC
-from backends.gpu.kernels.int8 import TILES8
-from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.layout import pack_conv_weights, pad_channels
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -130,13 +128,12 @@ def test_a_wrong_weight_layout_fails(emu, rng) -> None:
 
 @pytest.mark.slow  # nvcc takes ~10-20 s per module
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-@pytest.mark.parametrize("which", ["fp16", "int8"])
-def test_emulated_sources_compile_for_sm90(tmp_path, which: str) -> None:
-    """The text the emulator runs is the CUDA source as it is: every tile instance compiles for sm_90."""
-    source, names = (CONV_SRC, [t.template for t in TILES]) if which == "fp16" else \
-        (INT8_SRC, [t.template for t in TILES8])
+def test_emulated_sources_compile_for_sm90(tmp_path) -> None:
+    """The text the emulator runs is the CUDA source as it is: every fp16 tile instance compiles for
+    sm_90 (the INT8 module's instances: test_int8_nonlinear_epilogue_cpu.test_sources_compile_for_sm90)."""
+    names = [t.template for t in TILES]
     src = tmp_path / "conv.cu"
-    src.write_text(source + "".join(f"void* const instance{i} = (void*)&{n};\n" for i, n in enumerate(names)))
+    src.write_text(CONV_SRC + "".join(f"void* const instance{i} = (void*)&{n};\n" for i, n in enumerate(names)))
     done = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-c", str(src), "-o", str(tmp_path / "conv.o")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
