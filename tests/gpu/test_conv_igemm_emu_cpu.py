@@ -142,10 +142,10 @@ def test_emulated_sources_compile_for_sm90(tmp_path) -> None:
 def test_a_pipeline_bug_fails(tmp_path, rng) -> None:
     """The emulated cp.async lands a copy no earlier than its wait: a mainloop that waits for one
     group too few reads tiles that have not landed, and its results are wrong."""
-    wait = "cp_async_wait<STAGES - 2>();"
+    wait = "cp_async_wait<AHEAD - 1>();"
     assert wait in CONV_SRC
     case = CASES[3]
-    bad = EmulatedModule(CONV_SRC.replace(wait, "cp_async_wait<STAGES - 1>();"), tmp_path,
+    bad = EmulatedModule(CONV_SRC.replace(wait, "cp_async_wait<AHEAD>();"), tmp_path,
                          name_expressions=[case.tactic.tile.template], opt="-O1")
     d = _data(rng, case)
     with pytest.raises(AssertionError):

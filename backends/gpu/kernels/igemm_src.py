@@ -26,6 +26,12 @@ passes ``x`` and ``w`` already offset to its group and ``n0``, its first output 
 group, so the mainloop never reads blockIdx.y.
 
 Split-K: block z reduces k-tiles [z*kps, (z+1)*kps). Offsets are 32-bit.
+
+The compute step is a policy (``Step``): ``IgemmMmaSync`` (below: ldmatrix + mma.sync per warp, any
+sm_80+) or ``wgmma_src``'s warpgroup MMA (sm_90a), which reads the same swizzled tiles straight from
+shared memory. ``Step::INFLIGHT`` k-tiles of MMAs may still be reading their stage when the next
+k-tile's loads are issued, so the loads run ``STAGES - 1 - INFLIGHT`` k-tiles ahead;
+``Step::ALIGN`` is the byte alignment the tiles need (the 128-byte swizzle's 1024-byte atom).
 """
 
 IGEMM_SRC = r"""
@@ -38,8 +44,42 @@ struct IgemmNoHook {
   template <class T> __device__ __forceinline__ void operator()(T*, int, int) const {}
 };
 
-template <class Tr, int BM, int BN, int WM, int WN, int STAGES, int KC = 4>
+// The portable compute step: each warp loads its fragments with ldmatrix and issues mma.sync.
+struct IgemmMmaSync {
+  static constexpr int INFLIGHT = 0, ALIGN = 16;  // the swizzle is relative to the tile: chunks align
+  __device__ __forceinline__ static void landed() {}
+  template <class IG>
+  __device__ __forceinline__ static void run(typename IG::Acc (&acc)[IG::MI][IG::NI][4], const typename IG::T* as,
+                                             const typename IG::T* bs) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp / IG::WARPS_N, wn = warp % IG::WARPS_N;
+#pragma unroll
+    for (int kk = 0; kk < IG::CHUNKS / 2; ++kk) {  // one mma k-step = 2 chunks = 32 bytes of a row
+      u32 af[IG::MI][4], bf[IG::NI][2];
+#pragma unroll
+      for (int mi = 0; mi < IG::MI; ++mi) {
+        int row = wm * IG::WTM + mi * 16 + (lane & 15);
+        ldmatrix_x4(af[mi], smem_addr(as + IG::swz(row, kk * 2 + (lane >> 4))));
+      }
+#pragma unroll
+      for (int nj = 0; nj < IG::NI / 2; ++nj) {
+        int row = wn * IG::WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+        u32 t[4];
+        ldmatrix_x4(t, smem_addr(bs + IG::swz(row, kk * 2 + ((lane >> 3) & 1))));
+        bf[2 * nj][0] = t[0]; bf[2 * nj][1] = t[1]; bf[2 * nj + 1][0] = t[2]; bf[2 * nj + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < IG::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < IG::NI; ++ni) IG::Trait::mma(acc[mi][ni], af[mi], bf[ni]);
+    }
+  }
+  template <class IG> __device__ __forceinline__ static void drain(typename IG::Acc (&)[IG::MI][IG::NI][4]) {}
+};
+
+template <class Tr, int BM, int BN, int WM, int WN, int STAGES, int KC = 4, class Step = IgemmMmaSync>
 struct Igemm {
+  typedef Tr Trait;
+  static constexpr int TILE_M = BM, TILE_N = BN, WARPS_M = WM, WARPS_N = WN, CHUNKS = KC;  // for the Step
   typedef typename Tr::elem T;
   typedef typename Tr::acc Acc;
   static constexpr int THREADS = WM * WN * 32;
@@ -51,6 +91,8 @@ struct Igemm {
   static constexpr int KC_SHIFT = KC == 8 ? 3 : 2;
   static constexpr int A_CH = BM * KC, B_CH = BN * KC;
   static constexpr int A_IT = (A_CH + THREADS - 1) / THREADS, B_IT = (B_CH + THREADS - 1) / THREADS;
+  static constexpr int AHEAD = STAGES - 1 - Step::INFLIGHT;  // k-tiles loaded ahead of the one computed
+  static_assert(AHEAD >= 1, "too few stages for the MMAs kept in flight");
 
   // Element offset of a chunk in smem: its column XOR-swizzled by the row, so ldmatrix is conflict-free.
   static __device__ __forceinline__ int swz(int row, int chunk) {
@@ -58,11 +100,12 @@ struct Igemm {
   }
 
   template <class Hook>
-  static __device__ __forceinline__ void mainloop(Acc (&acc)[MI][NI][4], const T* x, const T* w, T* As,
+  static __device__ __forceinline__ void mainloop(Acc (&acc)[MI][NI][4], const T* x, const T* w, T* smem,
                                                   const IgemmGeo& g, int n0, int kps, const Hook& hook) {
+    // The tiles start at the first Step::ALIGN-byte boundary of the dynamic shared memory.
+    T* As = smem + ((Step::ALIGN - smem_addr(smem) % Step::ALIGN) % Step::ALIGN) / sizeof(T);
     T* Bs = As + STAGES * BM * BK;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wm = warp / WN, wn = warp % WN;
+    const int tid = threadIdx.x;
     const int PQ = g.P * g.Q, M = g.N * PQ;
     const int Ktot = g.R * g.S * g.C, KT = (Ktot + BK - 1) / BK;
     const int m0 = blockIdx.x * BM;
@@ -131,13 +174,13 @@ struct Igemm {
         for (int e = 0; e < 4; ++e) acc[i][j][e] = Acc(0);
 
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {
+    for (int st = 0; st < AHEAD; ++st) {
       if (st < nkt) load_tile(st);
       cp_async_commit();
     }
 
     for (int it = 0; it < nkt; ++it) {
-      cp_async_wait<STAGES - 2>();
+      cp_async_wait<AHEAD - 1>();
       if (hook.active()) {  // the A chunks this thread loaded into the tile that just landed
         const int k = (kt0 + it) * BK + kc * CH;  // their reduction index
         T* as = As + (it % STAGES) * BM * BK;
@@ -147,33 +190,16 @@ struct Igemm {
           if ((A_CH % THREADS == 0 || id < A_CH) && hook.takes(k)) hook(as + swz(id >> KC_SHIFT, kc), a_img[i], k);
         }
       }
+      Step::landed();
       __syncthreads();
-      int nxt = it + STAGES - 1;
+      // The stage this load fills was last read by k-tile it + AHEAD - STAGES = it - 1 - INFLIGHT,
+      // whose MMAs every thread retired before the barrier.
+      int nxt = it + AHEAD;
       if (nxt < nkt) load_tile(nxt % STAGES);
       cp_async_commit();
-      const T* as = As + (it % STAGES) * BM * BK;
-      const T* bs = Bs + (it % STAGES) * BN * BK;
-#pragma unroll
-      for (int kk = 0; kk < KC / 2; ++kk) {  // one mma k-step = 2 chunks = 32 bytes of a row
-        u32 af[MI][4], bf[NI][2];
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          int row = wm * WTM + mi * 16 + (lane & 15);
-          ldmatrix_x4(af[mi], smem_addr(as + swz(row, kk * 2 + (lane >> 4))));
-        }
-#pragma unroll
-        for (int nj = 0; nj < NI / 2; ++nj) {
-          int row = wn * WTN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-          u32 t[4];
-          ldmatrix_x4(t, smem_addr(bs + swz(row, kk * 2 + ((lane >> 3) & 1))));
-          bf[2 * nj][0] = t[0]; bf[2 * nj][1] = t[1]; bf[2 * nj + 1][0] = t[2]; bf[2 * nj + 1][1] = t[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < NI; ++ni) Tr::mma(acc[mi][ni], af[mi], bf[ni]);
-      }
+      Step::template run<Igemm>(acc, As + (it % STAGES) * BM * BK, Bs + (it % STAGES) * BN * BK);
     }
+    Step::template drain<Igemm>(acc);
     cp_async_wait<0>();
     __syncthreads();
   }
