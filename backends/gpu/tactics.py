@@ -93,11 +93,12 @@ MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
 
 def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
-    ``igemm_…`` with a tile of ``TILES`` or INT8 ``s8igemm_…`` with a tile of ``TILES8``, split-K
-    1..16. Plans and timing-cache entries are checked with it before their tactics are used."""
+    ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` with a
+    tile of ``TILES8``, split-K 1..16. Plans and timing-cache entries are checked with it before
+    their tactics are used."""
     if not isinstance(name, str):
         return False
-    from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES
+    from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES, TILES_WG
 
     if name == CUBLAS_TACTIC:
         return True
@@ -109,11 +110,13 @@ def compiled_tactic(name: Any) -> bool:
     from backends.gpu.lower import parse_tactic
 
     t = parse_tactic(name)
-    return t is not None and t.name == name and t.tile in TILES and 1 <= t.splits <= MAX_SPLITS
+    return t is not None and t.name == name and t.tile in TILES + TILES_WG and 1 <= t.splits <= MAX_SPLITS
 
 
 def _shortlist(g: ConvGeometry, level: int) -> list[ConvTactic]:
-    cands = candidate_tactics(g)
+    from backends.gpu.kernels.conv import wgmma_usable
+
+    cands = candidate_tactics(g, wgmma=wgmma_usable())
     return _bounded(cands, heuristic_tactic(g), level)
 
 

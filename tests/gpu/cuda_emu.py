@@ -236,6 +236,11 @@ class EmulatedModule:
         self._lib.emu_sig.argtypes = [ctypes.c_int]
         self._lib.emu_run.restype = ctypes.c_char_p
         self._lib.emu_run.argtypes = [ctypes.c_int, *[ctypes.c_uint] * 5, ctypes.POINTER(ctypes.c_void_p)]
+        self._lib.emu_land_copies_at_issue.argtypes = [ctypes.c_int]
+
+    def land_copies_at_issue(self, on: bool) -> None:
+        """Land cp.async copies when issued (the earliest moment) instead of at their wait (the latest)."""
+        self._lib.emu_land_copies_at_issue(int(on))
 
     def signature(self, name: str) -> str:
         """Kernel ``name``'s parameter kinds: p pointer, i int, I unsigned, q long long, f float, d double."""

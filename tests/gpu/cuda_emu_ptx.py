@@ -3,11 +3,14 @@
 The kernel sources keep their inline PTX for NVRTC, byte for byte; ``replace_ptx_helpers`` cuts
 the helpers' definitions out of the text the host compiler sees, and ``PTX_SHIM`` defines them:
 
-* ``smem_addr``: a shared-memory address is the byte offset into the block's dynamic shared memory;
+* ``smem_addr``: a shared-memory address is ``EMU_SMEM_BASE`` (128- but not 1024-byte aligned) plus
+  the byte offset into the block's dynamic shared memory;
   ``cp.async`` and ``ldmatrix`` check that their 16 bytes lie inside it and are 16-byte aligned.
 * ``cp.async.cg`` 16-byte copies with zero fill past ``src_bytes``, and commit/wait groups: a
   copy is deferred to the ``cp.async.wait_group`` that retires its group (the latest moment the
-  hardware may land it), so a tile read before its wait reads stale bytes or the NaN fill.
+  hardware may land it), so a tile read before its wait reads stale bytes or the NaN fill;
+  ``EmulatedModule.land_copies_at_issue`` lands them at issue instead (the earliest moment), so
+  a copy into a stage that an in-flight MMA still reads changes that MMA's operands.
 * ``ldmatrix.sync.aligned.m8n8.x4.b16`` and ``mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32``
   / ``m16n8k32.row.col.s32.s8.s8.s32``: warp-collective, through an exchange array between
   barriers (every lane publishes its row address or fragments, a barrier, every lane assembles its
@@ -15,6 +18,16 @@ the helpers' definitions out of the text the host compiler sees, and ``PTX_SHIM`
   barrier per operation suffices: a lane can only overwrite a buffer after the next operation's
   barrier, which every lane reaches after reading it. fp16 products are exact in fp32 and summed
   in fp32; the int8 sums are exact (int32, wrapping).
+* ``wgmma.mma_async.m64nNk16.f32.f16.f16`` (both operands from shared memory, K-major, 128-byte
+  swizzle) with ``wgmma.fence`` / ``commit_group`` / ``wait_group``: an MMA is issued by every
+  thread of a warpgroup and runs at the ``wait_group`` that retires its group (the latest moment
+  the hardware may finish it), so accumulators read early are stale. Each thread computes its own
+  fragment (PTX ISA "wgmma D matrix fragment": warp w of the group holds rows 16w..16w+15 as
+  mma.sync's m16n8 fragment, one per 8 columns). The operands are decoded from the descriptors
+  (start address, 1024-byte stride between 8-row groups, the swizzle XORing address bits 4-6 with
+  bits 7-9) and read both at issue and at retirement: a tile changed while its MMA was in flight,
+  an MMA without a ``wgmma.fence`` since the last commit, a descriptor other than this layout or a
+  group never waited for is an error.
 """
 
 from __future__ import annotations
@@ -23,32 +36,55 @@ import re
 
 # Helpers of COMMON_SRC / INT8_SRC the shim defines (the fp16 ones in cuda_emu.SHIM, the PTX ones here).
 HELPERS = ("h2f", "f2h", "pack2", "lo2f", "hi2f", "smem_addr", "cp_async16", "cp_async_commit", "cp_async_wait",
-           "ldmatrix_x4", "mma_16816", "mma_s8_16832")
+           "ldmatrix_x4", "mma_16816", "mma_s8_16832", "wgmma_f16_n64", "wgmma_f16_n128", "wgmma_f16_n256",
+           "wgmma_fence", "wgmma_commit", "wgmma_wait", "fence_proxy_async", "acc_fence")
 
 PTX_SHIM = r"""
+// The shared-memory address of the dynamic shared memory's first byte: 128-byte aligned as on the
+// hardware, but not 1024-byte aligned, so a kernel that needs a larger alignment must make it.
+static const u32 EMU_SMEM_BASE = 0x480;
 static inline u32 smem_addr(const void* p) {
   const long long off = (const char*)p - g_smem;
   if (off < 0 || off >= (long long)g_smem_bytes) emu_fail("smem_addr: not in the dynamic shared memory, offset", off);
-  return (u32)off;
+  return (u32)off + EMU_SMEM_BASE;
 }
 // 16 bytes of shared memory at ``a``, or null (and an error) if they are not inside it or misaligned.
 static inline char* smem16(u32 a, const char* op) {
-  if ((size_t)a + 16 > g_smem_bytes) { emu_fail(op, a); return nullptr; }
+  if (a < EMU_SMEM_BASE || (size_t)(a - EMU_SMEM_BASE) + 16 > g_smem_bytes) { emu_fail(op, a); return nullptr; }
   if (a % 16) { emu_fail(op, a); return nullptr; }
-  return g_smem + a;
+  return g_smem + (a - EMU_SMEM_BASE);
 }
 struct EmuCopy { u32 dst; const char* src; int bytes; unsigned group; };
 static std::vector<EmuCopy> g_copies[EMU_MAX_THREADS];  // each thread's copies not yet landed
 static unsigned g_groups[EMU_MAX_THREADS];  // groups each thread has committed
 static unsigned g_parity[EMU_MAX_THREADS];  // which exchange buffer a thread's next collective uses
+struct EmuWgmma { float* d; unsigned long long a, b; unsigned n, group; std::vector<float> ops; };
+static std::vector<EmuWgmma> g_wgmma[EMU_MAX_THREADS];  // each thread's MMAs not yet retired
+static unsigned g_wg_groups[EMU_MAX_THREADS];
+static bool g_wg_fenced[EMU_MAX_THREADS];
 static void emu_thread_start() {
   g_copies[threadIdx.x].clear(); g_groups[threadIdx.x] = 0; g_parity[threadIdx.x] = 0;
+  g_wgmma[threadIdx.x].clear(); g_wg_groups[threadIdx.x] = 0; g_wg_fenced[threadIdx.x] = false;
 }
-static void emu_thread_end() { g_copies[threadIdx.x].clear(); }
+static void emu_thread_end() {
+  if (!g_wgmma[threadIdx.x].empty()) emu_fail("wgmma: an MMA was never retired by wgmma.wait_group", 0);
+  g_copies[threadIdx.x].clear(); g_wgmma[threadIdx.x].clear();
+}
+// Where copies land: at the wait that retires their group (the default: catches reads before the
+// wait), or at issue (catches a copy into a tile that an in-flight MMA still reads).
+static bool g_land_at_issue = false;
+extern "C" void emu_land_copies_at_issue(int on) { g_land_at_issue = on != 0; }
+static void emu_copy(const EmuCopy& c) {
+  char* d = smem16(c.dst, "cp.async: shared address outside the dynamic shared memory or misaligned");
+  if (d == nullptr) return;
+  std::memcpy(d, c.src, c.bytes);
+  std::memset(d + c.bytes, 0, 16 - c.bytes);
+}
 static inline void cp_async16(u32 dst, const void* src, int src_bytes) {
   if (src_bytes < 0 || src_bytes > 16) emu_fail("cp.async src-size outside 0..16", src_bytes);
   else if (src_bytes > 0 && (uintptr_t)src % 16)
     emu_fail("cp.async: misaligned global address", (long long)((uintptr_t)src % 16));
+  else if (g_land_at_issue) emu_copy(EmuCopy{dst, (const char*)src, src_bytes, 0});
   else g_copies[threadIdx.x].push_back(EmuCopy{dst, (const char*)src, src_bytes, g_groups[threadIdx.x]});
 }
 static inline void cp_async_commit() { ++g_groups[threadIdx.x]; }
@@ -59,10 +95,7 @@ static void emu_land(unsigned pending) {
   size_t k = 0;
   for (const EmuCopy& c : q) {
     if (c.group >= done) { q[k++] = c; continue; }
-    char* d = smem16(c.dst, "cp.async: shared address outside the dynamic shared memory or misaligned");
-    if (d == nullptr) continue;
-    std::memcpy(d, c.src, c.bytes);
-    std::memset(d + c.bytes, 0, 16 - c.bytes);
+    emu_copy(c);
   }
   q.resize(k);
 }
@@ -131,6 +164,73 @@ static inline void mma_s8_16832(int* c, const u32* a, const u32* b) {
     }
     c[e] = (int)s;
   }
+}
+
+// --- wgmma (sm_90a), see the module docstring.
+static inline void wgmma_fence() { g_wg_fenced[threadIdx.x] = true; }
+static inline void fence_proxy_async() {}
+static inline void acc_fence(float&) {}
+// The fp16 operand values this thread's fragment needs, read through the descriptors now: its two
+// rows of A (16 values each), then the n columns of B (16 each).
+static bool emu_wgmma_operands(unsigned long long da, unsigned long long db, unsigned n, std::vector<float>& out) {
+  out.clear();
+  const unsigned t = threadIdx.x, l = t & 31u, w4 = (t >> 5) & 3u;
+  for (unsigned long long desc : {da, db}) {
+    if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0 || ((desc >> 32) & 0x3FFF) != 64) {
+      emu_fail("wgmma: descriptor is not K-major, 128-byte swizzle, 1024-byte stride, base offset 0",
+               (long long)(desc >> 32));
+      return false;
+    }
+  }
+  auto elem = [&](unsigned long long desc, unsigned row, unsigned k) -> float {
+    const u32 start = (u32)(desc & 0x3FFF) << 4;
+    const u32 addr = start + (row >> 3) * 1024 + (row & 7) * 128 + k * 2;
+    const u32 phys = addr ^ (((addr >> 7) & 7u) << 4);
+    const char* chunk = smem16(phys & ~15u, "wgmma: operand outside the dynamic shared memory");
+    if (chunk == nullptr) return 0.f;
+    h16 h; std::memcpy(&h, chunk + (phys & 15u), 2); return h2f(h);
+  };
+  for (unsigned h = 0; h < 2; ++h)
+    for (unsigned k = 0; k < 16; ++k) out.push_back(elem(da, w4 * 16 + (l >> 2) + 8 * h, k));
+  for (unsigned c = 0; c < n; ++c)
+    for (unsigned k = 0; k < 16; ++k) out.push_back(elem(db, c, k));
+  return true;
+}
+static void emu_wgmma_f16(float* d, unsigned long long a, unsigned long long b, unsigned n) {
+  const unsigned t = threadIdx.x;
+  if (blockDim.x % 128) { emu_fail("wgmma: the block is not whole warpgroups", blockDim.x); return; }
+  if (!g_wg_fenced[t]) { emu_fail("wgmma: no wgmma.fence before the MMA", 0); return; }
+  EmuWgmma op{d, a, b, n, g_wg_groups[t], {}};
+  if (emu_wgmma_operands(a, b, n, op.ops)) g_wgmma[t].push_back(std::move(op));
+}
+static inline void wgmma_f16_n64(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 64); }
+static inline void wgmma_f16_n128(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 128); }
+static inline void wgmma_f16_n256(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 256); }
+static inline void wgmma_commit() { ++g_wg_groups[threadIdx.x]; g_wg_fenced[threadIdx.x] = false; }
+// Retires (runs, in issue order) the MMAs of every group but the newest ``pending``.
+template <int N> static inline void wgmma_wait() {
+  const unsigned t = threadIdx.x, q = threadIdx.x & 3u;
+  const unsigned done = g_wg_groups[t] > (unsigned)N ? g_wg_groups[t] - N : 0;
+  std::vector<EmuWgmma> ops, later;
+  ops.swap(g_wgmma[t]);
+  std::vector<float> now;
+  for (EmuWgmma& op : ops) {
+    if (op.group >= done) { later.push_back(std::move(op)); continue; }
+    if (!emu_wgmma_operands(op.a, op.b, op.n, now)) continue;
+    if (now != op.ops) {
+      emu_fail("wgmma: a shared-memory operand changed while its MMA was in flight", op.group);
+      continue;
+    }
+    for (unsigned j = 0; j < op.n / 8; ++j)
+      for (unsigned e = 0; e < 4; ++e) {
+        const float* ar = &now[(e >> 1) * 16];
+        const float* bc = &now[32 + (8 * j + 2 * q + (e & 1)) * 16];
+        float s = op.d[4 * j + e];
+        for (unsigned k = 0; k < 16; ++k) s += ar[k] * bc[k];
+        op.d[4 * j + e] = s;
+      }
+  }
+  g_wgmma[t].swap(later);
 }
 """
 

@@ -23,7 +23,17 @@ from gpu_reference import act_ref, assert_close, conv_ref, pool_ref  # noqa: E40
 
 from backends.gpu.graph import LaunchSequence  # noqa: E402
 from backends.gpu.kernels import direct  # noqa: E402
-from backends.gpu.kernels.conv import TILES, ConvGeometry, ConvTactic, Tile, conv2d, heuristic_tactic  # noqa: E402
+from backends.gpu.kernels.compile import device_arch  # noqa: E402
+from backends.gpu.kernels.conv import (  # noqa: E402
+    TILES,
+    TILES_WG,
+    ConvGeometry,
+    ConvTactic,
+    Tile,
+    conv2d,
+    heuristic_tactic,
+    wgmma_usable,
+)
 from backends.gpu.layout import pack_conv_weights, pack_depthwise_weights, pad_channels, round_up  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -90,6 +100,28 @@ def test_conv_resnet50_shapes(rng, name, batch):
 @pytest.mark.parametrize("splits", [1, 3])
 def test_conv_every_tile(rng, tile, splits):
     g = ConvGeometry(2, 11, 13, 36, 72, 3, 3, (1, 1), (1, 1))
+    _run_conv(rng, g, ConvTactic(tile, splits), act=(5, 0.0, 0.0), residual=True)
+
+
+def test_wgmma_tiles_run_on_hopper():
+    """On an sm_90 device the sm_90a module compiles, so the wgmma tiles are timed (not silently dropped)."""
+    assert wgmma_usable() == (device_arch() == "sm_90")
+
+
+WG_GEOMS = {
+    "3x3_c36_k72": ConvGeometry(2, 11, 13, 36, 72, 3, 3, (1, 1), (1, 1)),  # ragged M and K, k-tile tail
+    "1x1_256to64_b32": ConvGeometry(32, 56, 56, 256, 64, 1, 1),
+    "3x3_128_s2_b8": ConvGeometry(8, 56, 56, 128, 128, 3, 3, (2, 2), (1, 1)),
+    "1x1_512to2048_b4": ConvGeometry(4, 7, 7, 512, 2048, 1, 1),
+}
+
+
+@pytest.mark.skipif(not wgmma_usable(), reason="wgmma needs an sm_90 device")
+@pytest.mark.parametrize("geom", list(WG_GEOMS))
+@pytest.mark.parametrize("tile", TILES_WG, ids=lambda t: f"{t.dims}s{t.stages}")
+@pytest.mark.parametrize("splits", [1, 3])
+def test_conv_wgmma_tiles(rng, tile, geom, splits):
+    g = WG_GEOMS[geom]
     _run_conv(rng, g, ConvTactic(tile, splits), act=(5, 0.0, 0.0), residual=True)
 
 

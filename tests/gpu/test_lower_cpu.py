@@ -39,10 +39,10 @@ def test_unsupported_layer_has_a_reason():
 
 
 def test_tactic_names_round_trip():
-    from backends.gpu.kernels.conv import TILES, ConvTactic
+    from backends.gpu.kernels.conv import TILES, TILES_WG, ConvTactic
     from backends.gpu.kernels.int8 import TILES8, Tactic8, parse_tactic8
 
-    for t in TILES:
+    for t in TILES + TILES_WG:
         tac = ConvTactic(t, 4)
         assert parse_tactic(tac.name) == tac
     for t8 in TILES8:
@@ -50,6 +50,21 @@ def test_tactic_names_round_trip():
     assert parse_tactic("nonsense") is None
     # tiles the module does not compile, the other kernel's prefix, no splits, a non-canonical spelling
     for bad in ("igemm_100x64_w2x2_s4_k1", "igemm_128x256x32_w2x4_s3_k1", "s8igemm_64x64_w2x2_s4_k1",
-                "igemm_64x64_w2x2_s4_k0", "igemm_64x64_w2x2_s4_k01"):
+                "igemm_64x64_w2x2_s4_k0", "igemm_64x64_w2x2_s4_k01", "wgmma_128x128x64_w2x4_s3_k1",
+                "igemm_128x128x64_w8x1_s3_k1", "wgmma_128x128_w8x1_s3_k1"):
         assert parse_tactic(bad) is None, bad
     assert parse_tactic8("igemm_64x64_w2x2_s4_k1") is None
+
+
+def test_a_wgmma_tactic_falls_back_where_wgmma_cannot_run():
+    """A plan timed on a Hopper GPU names wgmma tiles; where they cannot run (no sm_90 device here)
+    the lowering takes the heuristic tile for that layer instead of failing at launch."""
+    from backends.gpu.kernels.conv import TILES_WG, ConvTactic, wgmma_usable
+
+    net = Builder(Logger(Severity.ERROR)).build(parse(zoo.resnet(18), batch=1), BuilderConfig(fp16=True)).network
+    segs = split_segments(net, [la.name for la in net.layers])
+    convs = [la.name for la in net.layers if la.kind.value == "convolution"]
+    wg = ConvTactic(TILES_WG[0]).name
+    low = lower(net, segs[0][1], list(net.outputs), tactics={name: wg for name in convs})
+    tiles = [op.info["tactic"].tile for op in low.ops if op.kind == "conv"]
+    assert tiles and all((t in TILES_WG) == wgmma_usable() for t in tiles)

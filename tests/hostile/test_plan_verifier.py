@@ -180,7 +180,9 @@ def test_builder_refuses_batch_zero():
 
 
 @pytest.mark.parametrize("tactic", ["igemm_7x13_w1x1_s9_k1", "igemm_64x64_w2x2_s4_k-1", "igemm_64x64_w2x2_s4_k0",
-                                    "igemm_64x64_w2x2_s4_k+1", "s8igemm_64x64_w2x2_s4_k99", "direct", 7])
+                                    "igemm_64x64_w2x2_s4_k+1", "s8igemm_64x64_w2x2_s4_k99", "direct", 7,
+                                    "wgmma_128x256x64_w2x4_s4_k1", "wgmma_96x256x64_w6x1_s4_k1",
+                                    "wgmma_128x256_w8x1_s4_k1", "wgmma_128x256x64_w8x1_s9_k1"])
 def test_unknown_gpu_tactics_are_refused(host_plan, tactic):
     def edit(m, _):
         m["tactics"][_layer(m, "convolution")["name"]] = tactic

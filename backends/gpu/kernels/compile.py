@@ -40,9 +40,9 @@ def get_module(source: str, name_expressions: Sequence[str] = (), options: Seque
 
 
 def get_function(source: str, name: str, name_expressions: Sequence[str] = (),
-                 options: Sequence[str] = (), dynamic_smem: int = 0) -> Any:
+                 options: Sequence[str] = (), dynamic_smem: int = 0, arch: str | None = None) -> Any:
     """One kernel of a cached module; raises its dynamic shared-memory limit when it needs more."""
-    mod = get_module(source, name_expressions, options)
+    mod = get_module(source, name_expressions, options, arch)
     fn = mod.get_function(name)
     if dynamic_smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < dynamic_smem:
         fn.max_dynamic_shared_size_bytes = dynamic_smem

@@ -8,6 +8,7 @@ multiples of 8. Layouts are documented in ``conv_src``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ import numpy as np
 
 from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv_src import CONV_SRC
+from backends.gpu.kernels.wgmma_src import WGMMA_SRC
 from backends.gpu.layout import round_up
 
 BK = 32  # fp16 channels per k-tile of the default (64-byte row) tiles
@@ -119,6 +121,7 @@ class Tile:
     kc: int = 4
 
     KERNEL: ClassVar[str] = "conv_igemm"
+    HEAD: ClassVar[str] = "igemm"  # tactic names begin with it
     CHUNK: ClassVar[int] = 8  # elements per 16-byte chunk
     EPI_PAD: ClassVar[int] = 8  # epilogue smem tile: row padding (elements) and element size (fp16)
     EPI_BYTES: ClassVar[int] = 2
@@ -173,6 +176,44 @@ TILES: tuple[Tile, ...] = (
 LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 
 
+@dataclass(frozen=True)
+class TileWg(Tile):
+    """A tile of the warpgroup-MMA mainloop (``wgmma_src``, sm_90a only): 128-byte rows, BM / 64
+    warpgroups of 4 warps (``wm`` = BM / 16, ``wn`` = 1), each computing 64 rows x BN. With 4 or more
+    stages one k-tile of MMAs stays in flight while the next is issued."""
+
+    HEAD: ClassVar[str] = "wgmma"
+    ALIGN: ClassVar[int] = 1024  # the 128-byte swizzle atom: the stages start on this boundary
+
+    def __post_init__(self) -> None:
+        if self.kc != 8 or self.wn != 1 or self.wm * 16 != self.bm or self.bm % 64 or self.bn not in (64, 128, 256):
+            raise ValueError(f"not a wgmma tile: {self}")
+
+    @property
+    def inflight(self) -> int:
+        return 1 if self.stages >= 4 else 0
+
+    @property
+    def smem_bytes(self) -> int:
+        pipeline = self.stages * (self.bm + self.bn) * self.kc * 16 + self.ALIGN
+        return max(pipeline, self.bm * (self.bn + self.EPI_PAD) * self.EPI_BYTES)
+
+    @property
+    def template(self) -> str:
+        base = super().template[:-1]  # without its closing '>'
+        return f"{base},IgemmWgmma<{self.inflight}>>"
+
+
+# The wgmma tiles (timed only on sm_90 devices, ``wgmma_usable``).
+TILES_WG: tuple[TileWg, ...] = (
+    TileWg(128, 256, 8, 1, 4, 8),
+    TileWg(128, 256, 8, 1, 3, 8),
+    TileWg(128, 128, 8, 1, 4, 8),
+    TileWg(128, 128, 8, 1, 3, 8),
+    TileWg(64, 256, 4, 1, 4, 8),
+)
+
+
 def parse_tile_tactic(name: str, head: str, tile_type: type[Tile], tiles: Sequence[Tile],
                       make: Callable[[Any, int], Any]) -> Any:
     """Inverse of a tactic name '{head}_{dims}_w{WM}x{WN}_s{STAGES}_k{SPLITS}' (``Tile.dims``):
@@ -198,7 +239,7 @@ class ConvTactic:
     @property
     def name(self) -> str:
         t = self.tile
-        return f"igemm_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
+        return f"{t.HEAD}_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
 
     def grid(self, g: ConvGeometry) -> tuple[int, int, int]:
         kt = -(-g.ktot // self.tile.bk)
@@ -214,10 +255,11 @@ class ConvTactic:
         return 0 if z == 1 else z * g.m * g.kp * 4
 
 
-def candidate_tactics(g: ConvGeometry, sms: int = 132) -> list[ConvTactic]:
-    """Tactics worth timing for ``g``: every tile, plus split-K where the grid underfills the GPU."""
+def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> list[ConvTactic]:
+    """Tactics worth timing for ``g``: every tile (with ``wgmma``, the sm_90a tiles too), plus
+    split-K where the grid underfills the GPU."""
     out: list[ConvTactic] = []
-    for t in TILES:
+    for t in TILES + (TILES_WG if wgmma else ()):
         kt = -(-g.ktot // t.bk)
         if t.long_rows and (g.groups > 1 or kt < LONG_ROW_MIN_K_TILES):
             continue
@@ -236,16 +278,51 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132) -> list[ConvTactic]:
 
 
 _NAMES = [t.template for t in TILES]
+# The sm_90a module: the same kernels and epilogues, plus the wgmma instances.
+CONV_WG_SRC = CONV_SRC + WGMMA_SRC
+_WG_NAMES = [t.template for t in TILES_WG]
+WG_ARCH = "sm_90a"
+
+
+def module_of(tile: Tile) -> tuple[str, list[str], str | None]:
+    """The source, template instances and target (None: the device's) of the module with ``tile``'s kernel."""
+    return (CONV_WG_SRC, _WG_NAMES, WG_ARCH) if isinstance(tile, TileWg) else (CONV_SRC, _NAMES, None)
 
 
 def _kernel(tile: Tile) -> Any:
-    return get_function(CONV_SRC, tile.template, name_expressions=_NAMES, dynamic_smem=tile.smem_bytes)
+    src, names, arch = module_of(tile)
+    return get_function(src, tile.template, name_expressions=names, dynamic_smem=tile.smem_bytes, arch=arch)
+
+
+_wgmma_state: dict[str, bool] = {}
+
+
+def wgmma_usable() -> bool:
+    """Whether the wgmma tiles run here: an sm_90 device (Hopper) whose NVRTC compiles the sm_90a
+    module, unless ``HETRT_WGMMA=0`` turns them off. Decided once per process; a failed
+    compilation only removes the tiles from timing."""
+    if "ok" not in _wgmma_state:
+        if os.environ.get("HETRT_WGMMA", "1") == "0":
+            _wgmma_state["ok"] = False
+            return False
+        try:
+            from backends.gpu.kernels.compile import device_arch
+
+            ok = device_arch() == "sm_90"
+            if ok:
+                for t in TILES_WG:
+                    _kernel(t)
+        except Exception:  # no CuPy or CUDA, or an NVRTC without sm_90a: the mma.sync tiles remain
+            ok = False
+        _wgmma_state["ok"] = ok
+    return _wgmma_state["ok"]
 
 
 def compile_all() -> None:
-    """Compile the convolution module now (NVRTC takes seconds), not at the first launch."""
+    """Compile the convolution modules now (NVRTC takes seconds), not at the first launch."""
     for t in TILES:
         _kernel(t)
+    wgmma_usable()
 
 
 def _ptr(a: Any) -> Any:
@@ -265,11 +342,12 @@ class KernelLaunch:
     shared_mem: int = 0
 
 
-def enqueue(launches: Sequence[KernelLaunch], source: str, names: Sequence[str]) -> None:
+def enqueue(launches: Sequence[KernelLaunch], source: str, names: Sequence[str], arch: str | None = None) -> None:
     """Run ``launches`` on the current stream from the module of ``source`` (``names``: its
-    template instances), raising each kernel's dynamic shared-memory limit as it needs."""
+    template instances; ``arch``: its target, None for the device's), raising each kernel's
+    dynamic shared-memory limit as it needs."""
     for launch in launches:
-        fn = get_function(source, launch.kernel, name_expressions=names, dynamic_smem=launch.shared_mem)
+        fn = get_function(source, launch.kernel, name_expressions=names, dynamic_smem=launch.shared_mem, arch=arch)
         fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
 
 
@@ -312,7 +390,7 @@ def conv2d(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, tactic: ConvTacti
     >= tactic.workspace_bytes) is needed for split-K. ``scale``: (N, Cp) fp16 per-image channel
     scale (a squeeze-excitation), 1x1 ungrouped convolutions only.
     """
-    enqueue(conv2d_launches(x, w, bias, y, g, tactic, act, residual, workspace, scale), CONV_SRC, _NAMES)
+    enqueue(conv2d_launches(x, w, bias, y, g, tactic, act, residual, workspace, scale), *module_of(tactic.tile))
 
 
 CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gemm_epilogue``

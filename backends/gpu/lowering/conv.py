@@ -23,12 +23,15 @@ from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
     MAX_GRID_Y,
     TILES,
+    TILES_WG,
     ConvGeometry,
     ConvTactic,
     Tile,
+    TileWg,
     cublas_eligible,
     heuristic_tactic,
     parse_tile_tactic,
+    wgmma_usable,
 )
 from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
@@ -53,9 +56,11 @@ def _fold_act(spec: ActivationSpec | None) -> tuple[int, float, float]:
 
 
 def parse_tactic(name: str) -> ConvTactic | None:
-    """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1', 'igemm_128x256x64_w2x4_s3_k1');
-    None when it does not parse or names a tile the module does not compile."""
-    return parse_tile_tactic(name, "igemm", Tile, TILES, ConvTactic)
+    """Inverse of ``ConvTactic.name`` ('igemm_64x128_w2x2_s4_k1', 'igemm_128x256x64_w2x4_s3_k1',
+    'wgmma_128x256x64_w8x1_s4_k1'); None when it does not parse or names a tile the modules do
+    not compile."""
+    return (parse_tile_tactic(name, "igemm", Tile, TILES, ConvTactic)
+            or parse_tile_tactic(name, "wgmma", TileWg, TILES_WG, ConvTactic))
 
 
 def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
@@ -140,6 +145,8 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
     from backends.gpu.layout import pack_conv_weights, pad_bias
 
     tactic = parse_tactic(lw.tactics.get(layer.name, "")) or heuristic_tactic(g)
+    if isinstance(tactic.tile, TileWg) and not wgmma_usable():  # a Hopper plan on another GPU
+        tactic = heuristic_tactic(g)
     wk = lw.const(f"{layer.name}/kernel_krsc", pack_conv_weights(kernel.astype(np.float32)).astype(np.float16),
                   False)
     wk.const = wk.const.astype(np.float16)
