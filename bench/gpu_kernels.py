@@ -37,7 +37,13 @@ from backends.gpu.arena import Arena, BufferUse, plan_offsets  # noqa: E402
 from backends.gpu.graph import LaunchSequence  # noqa: E402
 from backends.gpu.kernels import conv as convk  # noqa: E402
 from backends.gpu.kernels import direct  # noqa: E402
-from backends.gpu.kernels.conv import ConvGeometry, ConvTactic, candidate_tactics, conv2d  # noqa: E402
+from backends.gpu.kernels.conv import (  # noqa: E402
+    ConvGeometry,
+    ConvTactic,
+    candidate_tactics,
+    conv2d,
+    wgmma_usable,
+)
 from backends.gpu.kernels.direct import PoolGeometry  # noqa: E402
 from backends.gpu.layout import round_up  # noqa: E402
 
@@ -103,6 +109,9 @@ def matmul_peak_tflops() -> dict[str, Any]:
 # tactic tuning
 
 
+FAMILY_BEST: dict = {}  # (geometry, residual) -> {family: (tactic, screening median us)}
+
+
 def tune(g: ConvGeometry, act, residual: bool, reps: int, groups: int, cache: dict) -> tuple[ConvTactic, dict]:
     """Time every candidate tactic for ``g``; returns the fastest and its timing (us)."""
     import cupy as cp
@@ -118,11 +127,15 @@ def tune(g: ConvGeometry, act, residual: bool, reps: int, groups: int, cache: di
     # screen every candidate briefly, then time the winner as carefully as the reference
     quick = (10, 3) if g.flops < 1e9 else (3, 3)
     best = None
-    for t in candidate_tactics(g):
+    family = FAMILY_BEST.setdefault(key, {})  # the fastest of each kernel family (igemm, wgmma)
+    for t in candidate_tactics(g, wgmma=wgmma_usable()):
         ws = cp.empty(max(t.workspace_bytes(g), 4) // 4, cp.float32)
         tm = time_ours(lambda t=t, ws=ws: conv2d(x, w, b, y, g, t, act, res, ws), *quick)
         if best is None or tm["median"] < best[1]["median"]:
             best = (t, tm)
+        head = t.tile.HEAD
+        if head not in family or tm["median"] < family[head][1]:
+            family[head] = (t.name, tm["median"])
     t = best[0]
     ws = cp.empty(max(t.workspace_bytes(g), 4) // 4, cp.float32)
     best = (t, time_ours(lambda: conv2d(x, w, b, y, g, t, act, res, ws), reps, groups))
@@ -171,10 +184,11 @@ def conv_table(batches: list[int], peak: float, reps: int, groups: int, cache: d
                 "ours_tflops": tflops, "pct_of_matmul_peak": 100 * tflops / peak,
                 "cudnn_pct_of_matmul_peak": 100 * g.flops / (cudnn["median"] * 1e-6) / 1e12 / peak,
                 "rel_l2_vs_cudnn": rel, "epilogue": "bias+relu" + ("+residual" if residual else ""),
+                "family_best_screen_us": FAMILY_BEST.get((g, residual), {}),
             })
             print(f"{name:24s} b{n:<4d} ours {ours['median']:8.1f} us  cudnn {cudnn['median']:8.1f} us  "
                   f"x{cudnn['median'] / ours['median']:.2f}  {100 * tflops / peak:5.1f}% peak  "
-                  f"{tactic.name}  rel {rel:.1e}", flush=True)
+                  f"{tactic.name}  rel {rel:.1e}  {FAMILY_BEST.get((g, residual), {})}", flush=True)
     return rows
 
 
@@ -363,6 +377,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batch 1 and 32 only, fewer repeats")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/gpu_kernels_<gpu>.json)")
     ap.add_argument("--rn50-batches", default="1,256", help="comma-separated batches for the whole-network graph")
+    ap.add_argument("--batches", default=None, help="comma-separated batches of the per-class table "
+                    "(default 1,32,256; with --quick 1,32)")
     args = ap.parse_args()
     import torch
 
@@ -377,6 +393,8 @@ def main() -> None:
     print(f"fp16 matmul 8192^3: {peak['tflops_median']:.0f} TFLOP/s", flush=True)
     reps, groups = (10, 5) if args.quick else (20, 10)
     batches = [1, 32] if args.quick else [1, 32, 256]
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(",") if b]
     cache: dict = {}
     rows = conv_table(batches, peak["tflops_median"], reps, groups, cache)
     nets = []
