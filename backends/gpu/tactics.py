@@ -93,9 +93,9 @@ MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
 
 def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
-    ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` with a
-    tile of ``TILES8``, split-K 1..16. Plans and timing-cache entries are checked with it before
-    their tactics are used."""
+    ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` /
+    ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16. Plans and timing-cache
+    entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
     from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES, TILES_WG
@@ -104,7 +104,7 @@ def compiled_tactic(name: Any) -> bool:
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
-    if name.startswith("s8igemm_"):
+    if name.startswith(("s8igemm_", "s8wgmma_")):
         t8 = parse_tactic8(name)
         return t8 is not None and t8.name == name and 1 <= t8.splits <= MAX_SPLITS
     from backends.gpu.lower import parse_tactic
@@ -192,9 +192,9 @@ def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: b
 
 
 def _shortlist8(g: ConvGeometry, level: int) -> list:
-    from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8
+    from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8, wgmma_usable8
 
-    cands = candidate_tactics8(g)
+    cands = candidate_tactics8(g, wgmma=wgmma_usable8())
     h = heuristic_tactic8(g)
     if h not in cands:
         cands.insert(0, h)

@@ -18,8 +18,8 @@ the helpers' definitions out of the text the host compiler sees, and ``PTX_SHIM`
   barrier per operation suffices: a lane can only overwrite a buffer after the next operation's
   barrier, which every lane reaches after reading it. fp16 products are exact in fp32 and summed
   in fp32; the int8 sums are exact (int32, wrapping).
-* ``wgmma.mma_async.m64nNk16.f32.f16.f16`` (both operands from shared memory, K-major, 128-byte
-  swizzle) with ``wgmma.fence`` / ``commit_group`` / ``wait_group``: an MMA is issued by every
+* ``wgmma.mma_async.m64nNk16.f32.f16.f16`` and ``m64nNk32.s32.s8.s8`` (both operands from shared
+  memory, K-major, 128-byte swizzle) with ``wgmma.fence`` / ``commit_group`` / ``wait_group``: an MMA is issued by every
   thread of a warpgroup and runs at the ``wait_group`` that retires its group (the latest moment
   the hardware may finish it), so accumulators read early are stale. Each thread computes its own
   fragment (PTX ISA "wgmma D matrix fragment": warp w of the group holds rows 16w..16w+15 as
@@ -37,7 +37,8 @@ import re
 # Helpers of COMMON_SRC / INT8_SRC the shim defines (the fp16 ones in cuda_emu.SHIM, the PTX ones here).
 HELPERS = ("h2f", "f2h", "pack2", "lo2f", "hi2f", "smem_addr", "cp_async16", "cp_async_commit", "cp_async_wait",
            "ldmatrix_x4", "mma_16816", "mma_s8_16832", "wgmma_f16_n64", "wgmma_f16_n128", "wgmma_f16_n256",
-           "wgmma_fence", "wgmma_commit", "wgmma_wait", "fence_proxy_async", "acc_fence")
+           "wgmma_s8_n64", "wgmma_s8_n128", "wgmma_s8_n256", "wgmma_fence", "wgmma_commit", "wgmma_wait",
+           "fence_proxy_async", "acc_fence", "acc_fence_s32")
 
 PTX_SHIM = r"""
 // The shared-memory address of the dynamic shared memory's first byte: 128-byte aligned as on the
@@ -58,7 +59,7 @@ struct EmuCopy { u32 dst; const char* src; int bytes; unsigned group; };
 static std::vector<EmuCopy> g_copies[EMU_MAX_THREADS];  // each thread's copies not yet landed
 static unsigned g_groups[EMU_MAX_THREADS];  // groups each thread has committed
 static unsigned g_parity[EMU_MAX_THREADS];  // which exchange buffer a thread's next collective uses
-struct EmuWgmma { float* d; unsigned long long a, b; unsigned n, group; std::vector<float> ops; };
+struct EmuWgmma { void* d; bool s8; unsigned long long a, b; unsigned n, group; std::vector<unsigned char> ops; };
 static std::vector<EmuWgmma> g_wgmma[EMU_MAX_THREADS];  // each thread's MMAs not yet retired
 static unsigned g_wg_groups[EMU_MAX_THREADS];
 static bool g_wg_fenced[EMU_MAX_THREADS];
@@ -170,9 +171,12 @@ static inline void mma_s8_16832(int* c, const u32* a, const u32* b) {
 static inline void wgmma_fence() { g_wg_fenced[threadIdx.x] = true; }
 static inline void fence_proxy_async() {}
 static inline void acc_fence(float&) {}
-// The fp16 operand values this thread's fragment needs, read through the descriptors now: its two
-// rows of A (16 values each), then the n columns of B (16 each).
-static bool emu_wgmma_operands(unsigned long long da, unsigned long long db, unsigned n, std::vector<float>& out) {
+static inline void acc_fence(int&) {}
+static inline void acc_fence_s32(int&) {}
+// The operand bytes this thread's fragment needs, read through the descriptors now: the 32 bytes
+// of the k-step in each of its two rows of A, then in each of the n rows of B (K-major).
+static bool emu_wgmma_operands(unsigned long long da, unsigned long long db, unsigned n,
+                               std::vector<unsigned char>& out) {
   out.clear();
   const unsigned t = threadIdx.x, l = t & 31u, w4 = (t >> 5) & 3u;
   for (unsigned long long desc : {da, db}) {
@@ -182,38 +186,64 @@ static bool emu_wgmma_operands(unsigned long long da, unsigned long long db, uns
       return false;
     }
   }
-  auto elem = [&](unsigned long long desc, unsigned row, unsigned k) -> float {
+  auto row = [&](unsigned long long desc, unsigned r) {
     const u32 start = (u32)(desc & 0x3FFF) << 4;
-    const u32 addr = start + (row >> 3) * 1024 + (row & 7) * 128 + k * 2;
-    const u32 phys = addr ^ (((addr >> 7) & 7u) << 4);
-    const char* chunk = smem16(phys & ~15u, "wgmma: operand outside the dynamic shared memory");
-    if (chunk == nullptr) return 0.f;
-    h16 h; std::memcpy(&h, chunk + (phys & 15u), 2); return h2f(h);
+    for (unsigned half = 0; half < 2; ++half) {  // two 16-byte chunks, each swizzled by address bits 7-9
+      const u32 addr = start + (r >> 3) * 1024 + (r & 7) * 128 + half * 16;
+      const u32 phys = addr ^ (((addr >> 7) & 7u) << 4);
+      const char* chunk = smem16(phys, "wgmma: operand outside the dynamic shared memory or misaligned");
+      for (unsigned i = 0; i < 16; ++i) out.push_back(chunk != nullptr ? (unsigned char)chunk[i] : 0);
+    }
   };
-  for (unsigned h = 0; h < 2; ++h)
-    for (unsigned k = 0; k < 16; ++k) out.push_back(elem(da, w4 * 16 + (l >> 2) + 8 * h, k));
-  for (unsigned c = 0; c < n; ++c)
-    for (unsigned k = 0; k < 16; ++k) out.push_back(elem(db, c, k));
+  row(da, w4 * 16 + (l >> 2));
+  row(da, w4 * 16 + (l >> 2) + 8);
+  for (unsigned c = 0; c < n; ++c) row(db, c);
   return true;
 }
-static void emu_wgmma_f16(float* d, unsigned long long a, unsigned long long b, unsigned n) {
+static void emu_wgmma(void* d, bool s8, unsigned long long a, unsigned long long b, unsigned n) {
   const unsigned t = threadIdx.x;
   if (blockDim.x % 128) { emu_fail("wgmma: the block is not whole warpgroups", blockDim.x); return; }
   if (!g_wg_fenced[t]) { emu_fail("wgmma: no wgmma.fence before the MMA", 0); return; }
-  EmuWgmma op{d, a, b, n, g_wg_groups[t], {}};
+  EmuWgmma op{d, s8, a, b, n, g_wg_groups[t], {}};
   if (emu_wgmma_operands(a, b, n, op.ops)) g_wgmma[t].push_back(std::move(op));
 }
-static inline void wgmma_f16_n64(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 64); }
-static inline void wgmma_f16_n128(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 128); }
-static inline void wgmma_f16_n256(float* d, unsigned long long a, unsigned long long b) { emu_wgmma_f16(d, a, b, 256); }
+#define EMU_WGMMA(NAME, T, S8, N) \
+  static inline void NAME(T* d, unsigned long long a, unsigned long long b) { emu_wgmma(d, S8, a, b, N); }
+EMU_WGMMA(wgmma_f16_n64, float, false, 64)
+EMU_WGMMA(wgmma_f16_n128, float, false, 128)
+EMU_WGMMA(wgmma_f16_n256, float, false, 256)
+EMU_WGMMA(wgmma_s8_n64, int, true, 64)
+EMU_WGMMA(wgmma_s8_n128, int, true, 128)
+EMU_WGMMA(wgmma_s8_n256, int, true, 256)
 static inline void wgmma_commit() { ++g_wg_groups[threadIdx.x]; g_wg_fenced[threadIdx.x] = false; }
+// One accumulator of a retired MMA: row (e / 2) of this thread's two, column c; fp16 products are
+// exact in fp32 and summed in fp32, int8 ones summed in wrapping int32.
+static void emu_wgmma_dot(const EmuWgmma& op, const std::vector<unsigned char>& v, unsigned e, unsigned c) {
+  const unsigned char* ar = &v[(e >> 1) * 32];
+  const unsigned char* bc = &v[64 + c * 32];
+  const unsigned slot = 4 * (c >> 3) + e;
+  if (op.s8) {
+    int* d = (int*)op.d;
+    u32 s = (u32)d[slot];
+    for (unsigned k = 0; k < 32; ++k) s += (u32)((int)(signed char)ar[k] * (int)(signed char)bc[k]);
+    d[slot] = (int)s;
+  } else {
+    float* d = (float*)op.d;
+    float s = d[slot];
+    for (unsigned k = 0; k < 16; ++k) {
+      h16 x, y; std::memcpy(&x, ar + 2 * k, 2); std::memcpy(&y, bc + 2 * k, 2);
+      s += h2f(x) * h2f(y);
+    }
+    d[slot] = s;
+  }
+}
 // Retires (runs, in issue order) the MMAs of every group but the newest ``pending``.
 template <int N> static inline void wgmma_wait() {
   const unsigned t = threadIdx.x, q = threadIdx.x & 3u;
   const unsigned done = g_wg_groups[t] > (unsigned)N ? g_wg_groups[t] - N : 0;
   std::vector<EmuWgmma> ops, later;
   ops.swap(g_wgmma[t]);
-  std::vector<float> now;
+  std::vector<unsigned char> now;
   for (EmuWgmma& op : ops) {
     if (op.group >= done) { later.push_back(std::move(op)); continue; }
     if (!emu_wgmma_operands(op.a, op.b, op.n, now)) continue;
@@ -222,13 +252,7 @@ template <int N> static inline void wgmma_wait() {
       continue;
     }
     for (unsigned j = 0; j < op.n / 8; ++j)
-      for (unsigned e = 0; e < 4; ++e) {
-        const float* ar = &now[(e >> 1) * 16];
-        const float* bc = &now[32 + (8 * j + 2 * q + (e & 1)) * 16];
-        float s = op.d[4 * j + e];
-        for (unsigned k = 0; k < 16; ++k) s += ar[k] * bc[k];
-        op.d[4 * j + e] = s;
-      }
+      for (unsigned e = 0; e < 4; ++e) emu_wgmma_dot(op, now, e, 8 * j + 2 * q + (e & 1));
   }
   g_wgmma[t].swap(later);
 }

@@ -18,10 +18,13 @@ from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.int8 import (
+    INT8_WG_SRC,
     TILES8,
+    TILES8_WG,
     DeviceEpilogue,
     Tactic8,
     Tile8,
+    Tile8Wg,
     conv2d_s8_launches,
     cp16,
     epilogue_params,
@@ -122,3 +125,25 @@ def test_conv_igemm_s8_emulated_bit_exact(emu, rng, case: Case8) -> None:
 @pytest.mark.parametrize("tile", TILES8, ids=lambda t: f"{t.dims}w{t.wm}x{t.wn}s{t.stages}")
 def test_conv_igemm_s8_every_tile_emulated(emu, rng, tile: Tile8, splits: int) -> None:
     _check(emu, rng, Case8("every", 1, 36, 7, 40, 3, 1, 1, Tactic8(tile, splits)))
+
+
+@pytest.fixture(scope="module")
+def emu_wg(tmp_path_factory) -> EmulatedModule:
+    return EmulatedModule(INT8_WG_SRC, tmp_path_factory.mktemp("emu_conv8_wg"),
+                          name_expressions=[t.template for t in TILES8_WG], opt="-O1")
+
+
+@pytest.mark.parametrize("splits", [1, 2])
+@pytest.mark.parametrize("tile", TILES8_WG, ids=lambda t: f"{t.dims}s{t.stages}")
+def test_conv_wgmma_s8_every_tile_emulated(emu_wg, rng, tile: Tile8Wg, splits: int) -> None:
+    """The sm_90a module's INT8 tiles (wgmma m64nNk32 s8, see test_conv_wgmma_emu_cpu), bit for bit,
+    on a 3x3 reduction over 72 channels (5 k-tiles of 128 bytes, the last one ragged)."""
+    _check(emu_wg, rng, Case8("every", 1, 72, 7, 40, 3, 1, 1, Tactic8(tile, splits)))
+
+
+@pytest.mark.parametrize("case", [
+    Case8("wg_1x1_float_out_k264", 2, 256, 6, 264, 1, 1, 0, Tactic8(TILES8_WG[0]), None, False, True),
+    Case8("wg_3x3s2_clip_no_res", 2, 48, 9, 72, 3, 2, 1, Tactic8(TILES8_WG[2], 3), nets.CLIP6, False),
+], ids=lambda c: c.id)
+def test_conv_wgmma_s8_emulated_bit_exact(emu_wg, rng, case: Case8) -> None:
+    _check(emu_wg, rng, case)

@@ -22,7 +22,7 @@ import int8_nets as nets  # noqa: E402
 from backends import reference  # noqa: E402
 from backends.gpu.backend import GpuPartition  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry  # noqa: E402
-from backends.gpu.kernels.int8 import candidate_tactics8  # noqa: E402
+from backends.gpu.kernels.int8 import TILES8_WG, Tactic8, candidate_tactics8, wgmma_usable8  # noqa: E402
 from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -85,6 +85,16 @@ def test_int8_conv_every_tactic(rng, c, h, k, r, act):
     assert any(t.splits > 1 for t in tactics) if r == 3 else any(t.tile.stages == 2 for t in tactics)
     for t in tactics:
         _check(net, feeds, {"conv": t.name})
+
+
+@pytest.mark.skipif(not wgmma_usable8(), reason="wgmma needs an sm_90 device")
+@pytest.mark.parametrize("tile", TILES8_WG, ids=lambda t: f"{t.dims}s{t.stages}")
+@pytest.mark.parametrize("splits", [1, 3])
+def test_int8_conv_wgmma_tiles(rng, tile, splits):
+    """The sm_90a INT8 tiles give the reference's integers (a 5-k-tile reduction with a ragged tail,
+    M and K not multiples of the tile, residual and ReLU)."""
+    net, feeds = nets.conv_net(rng, 2, 72, 14, 14, 264, 3, 1, 1, nets.RELU, True)
+    _check(net, feeds, {"conv": Tactic8(tile, splits).name})
 
 
 @pytest.mark.parametrize("m,c,k,act,float_out", [(4, 100, 37, nets.RELU, False), (8, 2048, 1000, None, True),

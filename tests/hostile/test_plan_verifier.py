@@ -196,13 +196,16 @@ def test_tactic_for_a_missing_or_non_conv_layer_is_refused(host_plan):
 
 
 def test_compiled_tactic_knows_the_tile_set():
-    from backends.gpu.kernels.conv import TILES, ConvTactic
-    from backends.gpu.kernels.int8 import TILES8, Tactic8
+    from backends.gpu.kernels.conv import TILES, TILES_WG, ConvTactic
+    from backends.gpu.kernels.int8 import TILES8, TILES8_WG, Tactic8
     from backends.gpu.tactics import compiled_tactic
 
     assert all(compiled_tactic(ConvTactic(t, s).name) for t in TILES for s in (1, 16))
     assert all(compiled_tactic(Tactic8(t, s).name) for t in TILES8 for s in (1, 16))
-    assert not compiled_tactic(ConvTactic(TILES8[-1], 1).name)  # a two-stage tile exists for INT8 only
+    t8 = TILES8[-1]  # an INT8-only tile spelled as an fp16 tactic
+    assert not compiled_tactic(f"igemm_{t8.dims}_w{t8.wm}x{t8.wn}_s{t8.stages}_k1")
+    assert all(compiled_tactic(ConvTactic(t, 2).name) for t in TILES_WG)
+    assert all(compiled_tactic(Tactic8(t, 2).name) for t in TILES8_WG)
 
 
 # ----------------------------------------------------------------- finding 2: DLA loadables

@@ -17,7 +17,7 @@ import numpy as np
 
 from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv_src import CONV_SRC
-from backends.gpu.kernels.wgmma_src import WGMMA_SRC
+from backends.gpu.kernels.wgmma_src import WGMMA_F16_OP, WGMMA_SRC
 from backends.gpu.layout import round_up
 
 BK = 32  # fp16 channels per k-tile of the default (64-byte row) tiles
@@ -280,7 +280,7 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> l
 
 _NAMES = [t.template for t in TILES]
 # The sm_90a module: the same kernels and epilogues, plus the wgmma instances.
-CONV_WG_SRC = CONV_SRC + WGMMA_SRC
+CONV_WG_SRC = CONV_SRC + WGMMA_SRC + WGMMA_F16_OP
 _WG_NAMES = [t.template for t in TILES_WG]
 WG_ARCH = "sm_90a"
 

@@ -16,14 +16,19 @@ import numpy as np
 from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv import (
     LONG_ROW_MIN_K_TILES,
+    TILES_WG,
+    WG_ARCH,
     ConvGeometry,
     KernelLaunch,
     Tile,
+    TileWg,
     enqueue,
     parse_tile_tactic,
+    wgmma_usable,
 )
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
+from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
 from backends.gpu.layout import round_up
 
 BK = 64  # int8 channels per k-tile of the default (64-byte row) tiles
@@ -44,9 +49,22 @@ class Tile8(Tile):
     epilogue tile is int32 with rows padded by 4 words."""
 
     KERNEL: ClassVar[str] = "conv_igemm_s8"
+    HEAD: ClassVar[str] = "s8igemm"
     CHUNK: ClassVar[int] = 16
     EPI_PAD: ClassVar[int] = 4
     EPI_BYTES: ClassVar[int] = 4
+
+
+@dataclass(frozen=True)
+class Tile8Wg(TileWg):
+    """A wgmma tile of the INT8 kernel (sm_90a: m64nNk32 s8 x s8 -> s32): ``TileWg``'s warps and
+    pipeline with the INT8 kernel, chunk and epilogue tile."""
+
+    KERNEL: ClassVar[str] = Tile8.KERNEL
+    HEAD: ClassVar[str] = "s8wgmma"
+    CHUNK: ClassVar[int] = Tile8.CHUNK
+    EPI_PAD: ClassVar[int] = Tile8.EPI_PAD
+    EPI_BYTES: ClassVar[int] = Tile8.EPI_BYTES
 
 
 TILES8: tuple[Tile8, ...] = (
@@ -72,6 +90,15 @@ TILES8: tuple[Tile8, ...] = (
 )
 SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
+# The wgmma tiles (timed only where ``wgmma_usable8``): the fp16 ones' shapes.
+TILES8_WG: tuple[Tile8Wg, ...] = tuple(Tile8Wg(t.bm, t.bn, t.wm, t.wn, t.stages, t.kc) for t in TILES_WG)
+INT8_WG_SRC = INT8_SRC + WGMMA_SRC + WGMMA_S8_OP
+_WG_NAMES = [t.template for t in TILES8_WG]
+
+
+def module_of8(tile: Tile8) -> tuple[str, list[str], str | None]:
+    """The source, template instances and target (None: the device's) of the module with ``tile``'s kernel."""
+    return (INT8_WG_SRC, _WG_NAMES, WG_ARCH) if isinstance(tile, Tile8Wg) else (INT8_SRC, _NAMES, None)
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,7 @@ class Tactic8:
     @property
     def name(self) -> str:
         t = self.tile
-        return f"s8igemm_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
+        return f"{t.HEAD}_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
 
     def k_tiles(self, g: ConvGeometry) -> int:
         return -(-(g.r * g.s * cp16(g.c)) // self.tile.bk)
@@ -101,13 +128,15 @@ class Tactic8:
 
 def parse_tactic8(name: str) -> Tactic8 | None:
     """Inverse of ``Tactic8.name``; None when it does not parse or names a tile not compiled."""
-    return parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
+    return (parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
+            or parse_tile_tactic(name, "s8wgmma", Tile8Wg, TILES8_WG, Tactic8))
 
 
-def candidate_tactics8(g: ConvGeometry, sms: int = 132) -> list[Tactic8]:
-    """Every tile that is not mostly empty, plus split-K where the grid underfills the GPU."""
+def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> list[Tactic8]:
+    """Every tile (with ``wgmma``, the sm_90a tiles too) that is not mostly empty, plus split-K
+    where the grid underfills the GPU."""
     out: list[Tactic8] = []
-    for t in TILES8:
+    for t in TILES8 + (TILES8_WG if wgmma else ()):
         kt = -(-(g.r * g.s * cp16(g.c)) // t.bk)
         if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
             continue
@@ -243,7 +272,25 @@ def quantized_kernel(layer: Any) -> np.ndarray:
 
 
 def _kernel(tile: Tile8) -> Any:
-    return get_function(INT8_SRC, tile.template, name_expressions=_NAMES, dynamic_smem=tile.smem_bytes)
+    src, names, arch = module_of8(tile)
+    return get_function(src, tile.template, name_expressions=names, dynamic_smem=tile.smem_bytes, arch=arch)
+
+
+_wgmma_state: dict[str, bool] = {}
+
+
+def wgmma_usable8() -> bool:
+    """Whether the INT8 wgmma tiles run here (as ``conv.wgmma_usable``, for the INT8 module)."""
+    if "ok" not in _wgmma_state:
+        ok = wgmma_usable()
+        if ok:
+            try:
+                for t in TILES8_WG:
+                    _kernel(t)
+            except Exception:  # an NVRTC that rejects the module: the mma.sync tiles remain
+                ok = False
+        _wgmma_state["ok"] = ok
+    return _wgmma_state["ok"]
 
 
 def _fn(name: str) -> Any:
@@ -255,6 +302,7 @@ def compile_all() -> None:
     for t in TILES8:
         _kernel(t)
     get_function(DW8_SRC, "dwconv_s8")
+    wgmma_usable8()
 
 
 def _ptr(a: Any) -> Any:
@@ -387,7 +435,7 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: Dev
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
     scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
     """
-    enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), INT8_SRC, _NAMES)
+    enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), *module_of8(tactic.tile))
 
 
 def quantize_nchw(x: Any, y: Any, shape: tuple[int, int, int, int], scale: float, s2d: bool) -> None:

@@ -122,14 +122,14 @@ struct IgemmS8 {
 // Registers: 64 x 128 and 128 x 64 tiles on 4 warps are held to 128 (4 CTAs per SM; left free, the
 // compiler takes ~158 and fits 3), 128 x 128 on 8 warps to 128 (2 CTAs); none spills. A 0 leaves the
 // other tiles to the compiler.
-template <int BM, int BN, int WM, int WN, int STAGES, int KC>
+template <int BM, int BN, int WM, int WN, int STAGES, int KC, class Step = IgemmMmaSync>
 __global__ void __launch_bounds__(WM * WN * 32, (BM * BN == 8192 && WM * WN == 4) ? 4
                                                 : (BM * BN == 16384 && WM * WN == 8) ? 2 : 0)
 conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restrict__ ws,
               int N, int H, int W, int C, int K, int P, int Q, int R, int S,
               int sh, int sw, int ph, int pw, int dh, int dw, int kps, EPI_DECL)
 {
-  typedef Igemm<IgemmS8, BM, BN, WM, WN, STAGES, KC> IG;
+  typedef Igemm<IgemmS8, BM, BN, WM, WN, STAGES, KC, Step> IG;
   constexpr int THREADS = IG::THREADS, WTM = IG::WTM, WTN = IG::WTN, MI = IG::MI, NI = IG::NI;
   extern __shared__ __align__(16) unsigned char smem8[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

@@ -40,7 +40,21 @@ def _wgmma_f16(n: int) -> str:
         "}\n")
 
 
-WGMMA_SRC = "".join(_wgmma_f16(n) for n in WGMMA_N) + r"""
+def _wgmma_s8(n: int) -> str:
+    regs = n // 2
+    outs = ", ".join(f"%{i}" for i in range(regs))
+    operands = ", ".join(f'"+r"(d[{i}])' for i in range(regs))
+    return (
+        f"__device__ __forceinline__ void wgmma_s8_n{n}(int* d, unsigned long long a, unsigned long long b) {{\n"
+        f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
+        f'               "wgmma.mma_async.sync.aligned.m64n{n}k32.s32.s8.s8 {{{outs}}}, %{regs}, %{regs + 1}, '
+        f'p;\\n}}\\n"\n'
+        f"               : {operands}\n"
+        f'               : "l"(a), "l"(b), "r"(1));\n'
+        "}\n")
+
+
+WGMMA_SRC = "".join(_wgmma_f16(n) + _wgmma_s8(n) for n in WGMMA_N) + r"""
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() {
@@ -48,6 +62,8 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Keeps a register's value where it is: no read or write of it moves across this point.
 __device__ __forceinline__ void acc_fence(float& r) { asm volatile("" : "+f"(r) :: "memory"); }
+__device__ __forceinline__ void acc_fence_s32(int& r) { asm volatile("" : "+r"(r) :: "memory"); }
+__device__ __forceinline__ void acc_fence(int& r) { acc_fence_s32(r); }
 
 // Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: start address >> 4
 // (bits 0-13), leading byte offset 1 (unused by swizzled K-major layouts, bits 16-29), stride
@@ -57,15 +73,9 @@ __device__ __forceinline__ unsigned long long wgmma_desc_sw128(u32 addr) {
   return (unsigned long long)((addr & 0x3FFFFu) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
+// One k-step (32 bytes of every row) of the trait's type: fp16 m64nNk16 into f32, int8 m64nNk32
+// into s32 (the traits are the kernels', each defined by its own module: WGMMA_F16_OP, WGMMA_S8_OP).
 template <class Tr, int N> struct WgmmaOp;
-template <int N> struct WgmmaOp<IgemmF16, N> {
-  static_assert(N == 64 || N == 128 || N == 256, "wgmma tiles are 64, 128 or 256 columns wide");
-  __device__ __forceinline__ static void run(float* d, unsigned long long a, unsigned long long b) {
-    if constexpr (N == 256) wgmma_f16_n256(d, a, b);
-    else if constexpr (N == 128) wgmma_f16_n128(d, a, b);
-    else wgmma_f16_n64(d, a, b);
-  }
-};
 
 // The warpgroup-MMA compute step (see igemm_src): INFL k-tiles of MMAs stay in flight.
 template <int INFL>
@@ -77,7 +87,7 @@ struct IgemmWgmma {
                                              const typename IG::T* bs) {
     static_assert(IG::CHUNKS == 8 && IG::WARPS_N == 1 && IG::WTM == 16 && IG::MI == 1 && IG::TILE_M % 64 == 0,
                   "a wgmma tile: 128-byte rows, one warp column, 16 rows per warp, 64 per warpgroup");
-    float* d = &acc[0][0][0];
+    typename IG::Acc* d = &acc[0][0][0];
     const u32 a0 = smem_addr(as) + (threadIdx.x >> 7) * 64 * 128, b0 = smem_addr(bs);
 #pragma unroll
     for (int i = 0; i < IG::NI * 4; ++i) acc_fence(d[i]);
@@ -94,6 +104,28 @@ struct IgemmWgmma {
     wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < IG::NI * 4; ++i) acc_fence((&acc[0][0][0])[i]);
+  }
+};
+"""
+
+# The trait-specific ops, appended after the kernel module that defines the trait.
+WGMMA_F16_OP = r"""
+template <int N> struct WgmmaOp<IgemmF16, N> {
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma tiles are 64, 128 or 256 columns wide");
+  __device__ __forceinline__ static void run(float* d, unsigned long long a, unsigned long long b) {
+    if constexpr (N == 256) wgmma_f16_n256(d, a, b);
+    else if constexpr (N == 128) wgmma_f16_n128(d, a, b);
+    else wgmma_f16_n64(d, a, b);
+  }
+};
+"""
+WGMMA_S8_OP = r"""
+template <int N> struct WgmmaOp<IgemmS8, N> {
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma tiles are 64, 128 or 256 columns wide");
+  __device__ __forceinline__ static void run(int* d, unsigned long long a, unsigned long long b) {
+    if constexpr (N == 256) wgmma_s8_n256(d, a, b);
+    else if constexpr (N == 128) wgmma_s8_n128(d, a, b);
+    else wgmma_s8_n64(d, a, b);
   }
 };
 """
