@@ -262,7 +262,8 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> l
     out: list[ConvTactic] = []
     for t in TILES + (TILES_WG if wgmma else ()):
         kt = -(-g.ktot // t.bk)
-        if t.long_rows and (g.groups > 1 or kt < LONG_ROW_MIN_K_TILES):
+        # mma.sync's 128-byte rows pay off on long reductions; wgmma tiles compete at any depth
+        if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, TileWg))):
             continue
         ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
         wide = t.bn >= 2 * max(round_up(g.kg, 8), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32

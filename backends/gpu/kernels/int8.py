@@ -140,7 +140,7 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> 
         kt = -(-(g.r * g.s * cp16(g.c)) // t.bk)
         if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
             continue
-        if t.long_rows and kt < LONG_ROW_MIN_K_TILES:
+        if t.long_rows and kt < LONG_ROW_MIN_K_TILES and not isinstance(t, Tile8Wg):
             continue
         if t.stages == 2 and kt > SHORT_K_TILES:
             continue
