@@ -212,6 +212,9 @@ TILES_WG: tuple[TileWg, ...] = (
     TileWg(128, 128, 8, 1, 3, 8),
     TileWg(64, 256, 4, 1, 4, 8),
     TileWg(256, 128, 16, 1, 4, 8),
+    # 64 columns: the 64-channel layers (ResNet stage 1), where wider tiles are mostly empty
+    TileWg(128, 64, 8, 1, 4, 8),
+    TileWg(256, 64, 16, 1, 4, 8),
 )
 
 
