@@ -152,12 +152,24 @@ def test_resource_limits_are_configurable(host_plan):
         P.deserialize(host_plan, limits=ResourceLimits(max_total_bytes=1000))
 
 
-def test_4gib_tensor_is_refused_before_allocation(host_plan):
+def test_8gib_tensor_is_refused_before_allocation(host_plan):
+    """2**31 elements: past the kernels' 32-bit offsets, refused before anything is allocated."""
     def edit(m, _):
         la = _layer(m, "pooling")
         out = la["outputs"][0]
-        next(t for t in m["network"]["tensors"] if t["name"] == out)["shape"] = [1, 8, 32768, 4096]
+        next(t for t in m["network"]["tensors"] if t["name"] == out)["shape"] = [1, 8, 65536, 4096]
     _refused(_mutated(host_plan, edit), "more than the limit")
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "efficientnet_b0"])
+def test_batch256_mobile_plans_are_written_and_load(model):
+    """Their largest activation (256 x 96 x 112 x 112 = 308M elements) is a real plan's, not a
+    hostile one: the builder writes the plan and it loads under the default limits."""
+    from engine.models import zoo
+    from engine.onnx_parser import parse
+
+    data = build_serialized(parse(getattr(zoo, model)(), batch=256), BuilderConfig(fp16=True), QUIET)
+    assert max(int(np.prod(t.shape)) for t in P.deserialize(data).network.tensors.values()) == 256 * 96 * 112 * 112
 
 
 # ----------------------------------------------------------- the builder writes only loadable plans
