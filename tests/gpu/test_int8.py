@@ -105,7 +105,8 @@ def test_int8_fc_bit_exact(rng, m, c, k, act, float_out):
 
 @pytest.mark.parametrize("shape,kind,window,stride,pad", [
     ((2, 64, 16, 16), "max", 3, 2, 1), ((2, 30, 8, 8), "average", 2, 2, 0), ((2, 40, 7, 7), "average", 7, 1, 0),
-    ((1, 20, 9, 9), "average", 3, 2, 1), ((2, 17, 6, 6), "max", 2, 2, 0)])
+    ((1, 20, 9, 9), "average", 3, 2, 1), ((2, 17, 6, 6), "max", 2, 2, 0),
+    ((2, 96, 56, 56), "average", 56, 1, 0), ((1, 1280, 7, 7), "max", 7, 1, 0)])  # global: global_pool_s8
 def test_int8_pooling_bit_exact(rng, shape, kind, window, stride, pad):
     _check(*nets.pool_net(rng, shape, kind, window, stride, pad))
 

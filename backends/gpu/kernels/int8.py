@@ -452,12 +452,28 @@ def recip(k: int) -> int:
     return int(np.floor(65536 / k + 0.5))
 
 
+def is_global_pool(g: Any) -> bool:
+    """One window over the whole unpadded image (a global pooling, e.g. a squeeze-excitation's squeeze)."""
+    return (g.p, g.q) == (1, 1) and tuple(g.window) == (g.h, g.w) and not any(g.pad) and not any(g.pad_end)
+
+
+def pool2d_s8_launches(x: Any, y: Any, g: Any, average: bool) -> list[KernelLaunch]:
+    """The launch of ``pool2d_s8``: the block-parallel ``global_pool_s8`` for a global pooling,
+    else one thread per output vector of 16 channels."""
+    vectors = cp16(g.c) // 16
+    mode, rw, rh = i32(1 if average else 0), i32(recip(g.window[1])), i32(recip(g.window[0]))
+    if is_global_pool(g):
+        vb = min(8, 1 << (vectors - 1).bit_length())  # channel vectors per block, a power of two
+        return [KernelLaunch("global_pool_s8", (-(-vectors // vb), g.n), 256,
+                             (x, y, i32(g.h * g.w), i32(cp16(g.c)), i32(vb), mode, rw, rh))]
+    total = g.n * g.p * g.q * vectors
+    return [KernelLaunch("pool2d_s8", (-(-total // 256),), 256, (
+        x, y, *map(i32, (g.n, g.h, g.w, cp16(g.c), g.p, g.q, *g.window, *g.stride, *g.pad)), mode, rw, rh))]
+
+
 def pool2d_s8(x: Any, y: Any, g: Any, average: bool) -> None:
     """INT8 max/average pooling; ``g`` a ``direct.PoolGeometry`` (no dilation, no ceil mode)."""
-    total = g.n * g.p * g.q * (cp16(g.c) // 16)
-    _fn("pool2d_s8")((-(-total // 256),), (256,), (
-        x, y, *map(i32, (g.n, g.h, g.w, cp16(g.c), g.p, g.q, *g.window, *g.stride, *g.pad)),
-        i32(1 if average else 0), i32(recip(g.window[1])), i32(recip(g.window[0]))))
+    enqueue(pool2d_s8_launches(x, y, g, average), INT8_SRC, _NAMES)
 
 
 # ------------------------------------------------------------------------------------------ depthwise

@@ -285,4 +285,58 @@ extern "C" __global__ void pool2d_s8(const i8* __restrict__ x, i8* __restrict__ 
   }
   *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = ov;
 }
+
+// Global pooling (the window is the whole H x W image, no padding): a block per (image, VB channel
+// vectors of 16), its 256 threads as VB vectors x 256 / VB pixel slices, each slice's pixels summed
+// (or maxed) with four loads in flight, then a shared-memory tree over the slices. pool2d_s8's one
+// thread per output vector would walk all H * W pixels alone (12544 dependent loads at 112 x 112).
+// int32 sums are exact (H * W * 128 < 2**31) and addition is associative, so the result is
+// pool2d_s8's bit for bit.
+extern "C" __global__ void __launch_bounds__(256) global_pool_s8(const i8* __restrict__ x, i8* __restrict__ y,
+    int HW, int Cp, int VB, int mode, int recip_w, int recip_h)
+{
+  __shared__ int red[256][17];  // a row per thread, padded against bank conflicts
+  const int tid = threadIdx.x, cv = tid % VB, sl = tid / VB, slices = 256 / VB;
+  const int c16 = blockIdx.x * VB + cv, n = blockIdx.y;
+  const bool live = c16 * 16 < Cp;
+  int acc[16];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) acc[j] = mode == 0 ? -128 : 0;
+  if (live) {
+    const i8* px = x + (size_t)n * HW * Cp + c16 * 16;
+#pragma unroll 4
+    for (int i = sl; i < HW; i += slices) {
+      const uint4 v = *reinterpret_cast<const uint4*>(px + (size_t)i * Cp);
+      const i8* xv = reinterpret_cast<const i8*>(&v);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) acc[j] = mode == 0 ? max(acc[j], (int)xv[j]) : acc[j] + xv[j];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) red[tid][j] = acc[j];
+  __syncthreads();
+  for (int s = slices / 2; s > 0; s /= 2) {
+    if (sl < s)
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int o = red[tid + s * VB][j];
+        red[tid][j] = mode == 0 ? max(red[tid][j], o) : red[tid][j] + o;
+      }
+    __syncthreads();
+  }
+  if (sl == 0 && live) {
+    uint4 ov;
+    i8* oq = reinterpret_cast<i8*>(&ov);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (mode == 0) {
+        oq[j] = (i8)red[tid][j];
+      } else {
+        i64 tw = rshift_round((i64)red[tid][j] * recip_w, 16);
+        oq[j] = (i8)sat8(rshift_round(tw * recip_h, 16));
+      }
+    }
+    *reinterpret_cast<uint4*>(y + (size_t)n * Cp + c16 * 16) = ov;
+  }
+}
 """
