@@ -41,7 +41,7 @@ from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
-from engine.ir.layers import LayerKind, PoolingType
+from engine.ir.layers import ElementWiseOp, LayerKind, PoolingType
 from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ class Int8Lowering:
 
     # provided by Lowerer
     net: Network
+    layers: list[Layer]
+    want: list[str]
     slots: dict[str, Slot]
     ops: list
     dtypes: dict[str, str]
@@ -117,6 +119,8 @@ class Int8Lowering:
     def _init_int8(self) -> None:
         self.q8: dict[str, tuple[str, np.float32]] = {}  # tensor -> (its int8 slot, scale)
         self._q8_cache: dict[tuple[str, float, str], str] = {}
+        self._consumers = self.net.consumers()
+        self._segment = {la.name for la in self.layers}
 
     # -------------------------------------------------------------- conversions
 
@@ -167,6 +171,65 @@ class Int8Lowering:
                   [out.name, src.name])
         self._q8_cache[key] = name
         return name
+
+    def lower_int8_bridge(self, layer: Layer) -> bool:
+        """An FP16 element-wise product, sum, difference or quotient between INT8 layers (an INT8
+        squeeze-excitation's ``x * gate`` feeding the project convolution) as one int8 -> int8 kernel.
+
+        Unfused it is three passes over the block's activation: dequantize the int8 input to a float32
+        NCHW tensor, the element-wise layer in fp16, quantize for the consumer (about 7x the bytes of
+        one int8 pass). The fused kernel takes the same float steps in the same order (dequantize in
+        float32, round the operand to fp16 as the FP16 layer reads it, the operation in float32,
+        round to the output's storage type, divide by the consumer's scale, round, saturate), so
+        its int8 result is the three kernels' bit for bit. Applies when exactly one input is an int8
+        result here, the output is read only by one INT8 convolution or pooling of this segment (as
+        its data input) and is not a wanted output; returns False to leave the layer as it is.
+        """
+        from backends.gpu.lowering.pointwise import _BINARY_C
+        from backends.gpu.lowering.slots import prec
+
+        p = layer.params
+        if (layer.kind is not LayerKind.ELEMENTWISE or prec(layer) is not Precision.FP16
+                or p.op not in (ElementWiseOp.PROD, ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.DIV)):
+            return False
+        t = layer.outputs[0]
+        shape = self.net.tensors[t].shape
+        users = self._consumers.get(t, [])
+        if (t in self.want or t in self.net.outputs or len(shape) != 4 or len(users) != 1 or not is_int8(users[0])
+                or users[0].name not in self._segment or users[0].kind not in (LayerKind.CONVOLUTION,
+                                                                                LayerKind.POOLING)
+                or users[0].inputs[0] != t or t in users[0].inputs[1:]
+                or self.dtypes.get(t) not in ("float16", "float32")):
+            return False
+        q_in = [i for i, x in enumerate(layer.inputs) if x in self.q8 and x not in self.slots]
+        if len(q_in) != 1 or layer.inputs[0] == layer.inputs[1]:
+            return False
+        qi = q_in[0]
+        qname, sa = self.q8[layer.inputs[qi]]
+        q = self.slots[qname]
+        if q.layout != "nhwc16" or q.shape != shape:
+            return False
+        other = self.slots[self.float_of(layer.inputs[1 - qi])]
+        so = np.float32(annotation.read(users[0]).input_scales[0])
+        out = self._q8_slot(f"{t}@q8", shape, "nhwc16")
+        ins = [None, None]
+        ins[qi] = (q.name, q.operand(shape))
+        ins[1 - qi] = (other.name, other.operand(shape, True))
+        xq, xf = f"X{qi}", f"X{1 - qi}"
+        dq = f"h2f(f2h((float){xq} * {float(sa)!r}f))"
+        a, b = (dq, xf) if qi == 0 else (xf, dq)
+        stored = "h2f(f2h(y))" if self.dtypes[t] == "float16" else "y"
+        body = (f"FLT RAW float a = {a}, b = {b}; float y = {_BINARY_C[p.op]}; y = {stored}; "
+                f"float v = rintf(y / {float(so)!r}f); "
+                f"yr = v != v ? (signed char)0 : (signed char)fminf(fmaxf(v, -128.f), 127.f);")
+        kname = self.kernel_name(f"{layer.name}_int8")
+        zero = (1, cp16(shape[1]))
+        src = gen.map_kernel(kname, shape, gen.Operand("int8", out.strides), [o for _, o in ins], body,
+                             [0, 2, 3, 1], zero, max(out.elements, q.elements, other.elements))
+        self.emit(f"{layer.name}_int8", kname, src, [n for n, _ in ins], [out.name], gen.map_grid(shape, zero),
+                  [out.name, *[n for n, _ in ins]])
+        self.q8[t] = (out.name, so)
+        return True
 
     @staticmethod
     def _plain_nchw(src: Slot) -> bool:

@@ -170,6 +170,8 @@ class Lowerer(Int8Lowering):
             if is_int8(layer):
                 self.lower_int8(layer)
                 continue
+            if self.lower_int8_bridge(layer):
+                continue
             for t in layer.inputs:
                 self.float_of(t)
             lookup(GPU_LOWERINGS, layer, "GPU").lower(self, layer)

@@ -1,0 +1,93 @@
+"""The fused INT8 bridge (``Int8Lowering.lower_int8_bridge``): an FP16 element-wise layer between
+INT8 layers (an INT8 squeeze-excitation's ``x * gate``) lowered to one int8 -> int8 kernel, run on
+the CPU through the CUDA emulator bit for bit against the three kernels it replaces (dequantize,
+the FP16 layer, quantize for the consumer), on fresh random int8 data and gates.
+"""
+
+from __future__ import annotations
+
+import int8_nets as nets
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+
+from backends.gpu.kernels import gen
+from backends.gpu.lower import lower
+from backends.gpu.lower_int8 import Int8Lowering
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ElementWiseOp, ElementWiseParams
+from engine.ir.network import Network
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+
+
+def _se_net(rng: np.random.Generator, op: ElementWiseOp, gate_first: bool, c: int = 40) -> Network:
+    """conv8 (SiLU, int8 out) -> FP16 ``op`` with a (N, C, 1, 1) float input -> conv8 (the consumer)."""
+    net = Network("se8")
+    net.add_input("x", (2, 24, 9, 9))
+    net.add_input("gate", (2, c, 1, 1))
+    a, sa = nets.add_conv8(net, rng, "x", c, 1, act=nets.SILU, name="expand")
+    ins = ["gate", a.outputs[0]] if gate_first else [a.outputs[0], "gate"]
+    mul = net.add_layer(ElementWiseParams(op), ins, name="se_mul")
+    mul.precision = Precision.FP16
+    b, _ = nets.add_conv8(net, rng, mul.outputs[0], 16, 3, 1, 1, act=None, s_in=float(np.float32(sa * 0.7)),
+                          name="project")
+    net.mark_output(b.outputs[0])
+    return net
+
+
+def _run_gen(low, labels: list[str], feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
+    """Run the generated kernels of ``labels`` in op order on buffers of every slot they touch."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    prelude_extra = gen.GEN_PRELUDE[len(gen.COMMON_SRC):]  # sgnf: the emulator's shim has its own
+    emu = EmulatedModule(low.source.replace(prelude_extra, "\n", 1), tmp_path)
+    bufs = dict(feeds)
+    for op in low.ops:
+        if op.label not in labels:
+            continue
+        for name in op.args:
+            if name not in bufs:
+                s = low.slots[name]
+                bufs[name] = np.full(s.phys_shape, 0x55 if s.dtype == "int8" else 0, np.dtype(s.dtype))
+        emu.launch(op.kernel, op.grid[0] * 256, [bufs[a] for a in op.args])
+    return bufs
+
+
+@pytest.mark.parametrize("op", [ElementWiseOp.PROD, ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.DIV])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_bridge_equals_the_three_kernels(rng, tmp_path, monkeypatch, op, gate_first):
+    net = _se_net(rng, op, gate_first)
+    fused = lower(net, net.layers, list(net.outputs))
+    with monkeypatch.context() as m:
+        m.setattr(Int8Lowering, "lower_int8_bridge", lambda self, layer: False)
+        plain = lower(net, net.layers, list(net.outputs))
+    # besides the network output's dequantization, one kernel instead of three
+    fused_gen = [o.label for o in fused.ops if o.kind == "gen" and o.label != "dequant_project"]
+    plain_gen = [o.label for o in plain.ops if o.kind == "gen" and o.label != "dequant_project"]
+    assert fused_gen == ["se_mul_int8"], fused_gen
+    assert len(plain_gen) == 3 and "se_mul" in plain_gen, plain_gen
+    t = net.layers[1].outputs[0]
+    # the int8 output of the expand conv (NHWC16, zero channel padding) and a float32 gate
+    qname = next(o for o in fused.ops if o.label == "se_mul_int8").args[1 + int(gate_first)]
+    slot = fused.slots[qname]
+    q = np.zeros(slot.phys_shape, np.int8)
+    q[..., :40] = rng.integers(-128, 128, size=q[..., :40].shape, dtype=np.int8)
+    gate = rng.uniform(-2, 2, (2, 40, 1, 1)).astype(np.float32)
+    if op is ElementWiseOp.DIV:
+        gate = np.where(np.abs(gate) < 0.05, 0.5, gate).astype(np.float32)
+    feeds = {qname: q, "gate": gate}
+    got = _run_gen(fused, fused_gen, feeds, tmp_path / "f")
+    want = _run_gen(plain, plain_gen, feeds, tmp_path / "p")
+    out_f = next(o for o in fused.ops if o.label == "se_mul_int8").writes[0]
+    out_p = next(o for o in plain.ops if o.label == f"quant_{t}").writes[0]
+    assert fused.slots[out_f].phys_shape == plain.slots[out_p].phys_shape
+    assert np.abs(want[out_p].astype(int)).max() > 10, "a near-zero result proves little"
+    np.testing.assert_array_equal(got[out_f], want[out_p])
+
+
+def test_bridge_needs_a_single_int8_consumer(rng):
+    """A second reader of the element-wise result (here a network output) keeps the three kernels."""
+    net = _se_net(rng, ElementWiseOp.PROD, False)
+    net.mark_output(net.layers[1].outputs[0])
+    low = lower(net, net.layers, list(net.outputs))
+    assert "se_mul_int8" not in [o.label for o in low.ops]
