@@ -10,8 +10,11 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
-timeout 360 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors \
-    --junitxml="$out/gpu_tests.xml" tests 2>&1 | tail -40 | tee "$out/gpu_tests.txt"
+# -v names every test as it finishes, so a run cut short by the time limit still shows its failures
+timeout 420 python3 -m pytest -v -m gpu -p no:cacheprovider --continue-on-collection-errors \
+    --junitxml="$out/gpu_tests.xml" tests > "$out/gpu_tests.txt" 2>&1
+grep -E "FAILED|ERROR" "$out/gpu_tests.txt" | head -40
+tail -3 "$out/gpu_tests.txt"
 timeout 300 python3 bench/gpu_layer_profile.py --batch 32 --runs 5 --out "$out/gpu_layer_profile.json" \
     > "$out/gpu_layer_profile.txt" 2>&1
 if [ "${2:-}" = "--quick" ]; then
