@@ -161,15 +161,31 @@ def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: in
     t1 = time.perf_counter()
     out = ctx.execute({engine.input_names[0]: x})
     first_s = time.perf_counter() - t1
-    run, _, elsewhere = gpu_segments(engine, ctx)
+    run, runs, elsewhere = gpu_segments(engine, ctx)
     if run is None:
         raise RuntimeError(f"expected one GPU partition, got partitions {[p.name for p in engine.partitions]} "
                            f"and reference-backend layers {elsewhere}")
     t = time_enqueue(ctx, run.stream, reps, groups)
     return {"ms": t, "build_s": round(build_s, 2), "first_execute_s": round(first_s, 2),
-            "launches": len(run.seq.steps), "arena_bytes": run.arena.nbytes,
+            "launches": len(run.seq.steps), "tactic_families": tactic_families(runs), "arena_bytes": run.arena.nbytes,
             "activation_bytes_without_reuse": run.activation_bytes,
             "output": out[engine.output_names[0]].astype(np.float32)}
+
+
+def tactic_families(runs: list) -> dict[str, int]:
+    """How many convolutions of the GPU segments run each kernel family (igemm, wgmma, s8igemm,
+    s8wgmma, cublas): which mainloop the tactic timing chose."""
+    out: dict[str, int] = {}
+    for r in runs:
+        for op in r.unit.lowered.ops:
+            if op.kind in ("conv", "conv8"):
+                fam = op.info["tactic"].name.split("_")[0]
+            elif op.kind == "conv_cublas":
+                fam = "cublas"
+            else:
+                continue
+            out[fam] = out.get(fam, 0) + 1
+    return out
 
 
 def calibration_feed(batch: int) -> dict[str, np.ndarray]:
@@ -201,6 +217,7 @@ def run_hetrt_int8(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, rep
               "reference backend, see fallback_layers)")
     ranges = "calibrated in this build" if batch == 1 else "the batch-1 build's"
     return {"ms": ms, "build_s": round(build_s, 2), "launches": sum(len(r.seq.steps) for r in runs),
+            "tactic_families": tactic_families(runs),
             "int8_convs": sum(op.kind == "conv8" for r in runs for op in r.unit.lowered.ops),
             "int8_depthwise": sum(op.kind == "dwconv8" for r in runs for op in r.unit.lowered.ops),
             "fallback_layers": elsewhere, "ranges": f"minmax on one image, {ranges}",
