@@ -26,35 +26,32 @@ them in registers and never reads them while MMAs are pending.
 WGMMA_N = (64, 128, 256)
 
 
-def _wgmma_f16(n: int) -> str:
+# Per operand type: the helper's name, its accumulator's C type and asm constraint, the instruction's
+# k and type suffix, and its trailing operands (fp16 takes scale-a, scale-b and the two transposes).
+_WGMMA_TYPES = {
+    "f16": ("float", "f", "k16.f32.f16.f16", "p, 1, 1, 0, 0"),
+    "s8": ("int", "r", "k32.s32.s8.s8", "p"),
+}
+
+
+def _wgmma(kind: str, n: int) -> str:
+    """``wgmma_{kind}_n{n}(d, a_desc, b_desc)``: one m64n{n} warpgroup MMA accumulating into d."""
+    ctype, reg, shape, tail = _WGMMA_TYPES[kind]
     regs = n // 2
     outs = ", ".join(f"%{i}" for i in range(regs))
-    operands = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    operands = ", ".join(f'"+{reg}"(d[{i}])' for i in range(regs))
     return (
-        f"__device__ __forceinline__ void wgmma_f16_n{n}(float* d, unsigned long long a, unsigned long long b) {{\n"
+        f"__device__ __forceinline__ void wgmma_{kind}_n{n}({ctype}* d, unsigned long long a, "
+        f"unsigned long long b) {{\n"
         f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
-        f'               "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 {{{outs}}}, %{regs}, %{regs + 1}, '
-        f'p, 1, 1, 0, 0;\\n}}\\n"\n'
+        f'               "wgmma.mma_async.sync.aligned.m64n{n}{shape} {{{outs}}}, %{regs}, %{regs + 1}, '
+        f'{tail};\\n}}\\n"\n'
         f"               : {operands}\n"
         f'               : "l"(a), "l"(b), "r"(1));\n'
         "}\n")
 
 
-def _wgmma_s8(n: int) -> str:
-    regs = n // 2
-    outs = ", ".join(f"%{i}" for i in range(regs))
-    operands = ", ".join(f'"+r"(d[{i}])' for i in range(regs))
-    return (
-        f"__device__ __forceinline__ void wgmma_s8_n{n}(int* d, unsigned long long a, unsigned long long b) {{\n"
-        f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
-        f'               "wgmma.mma_async.sync.aligned.m64n{n}k32.s32.s8.s8 {{{outs}}}, %{regs}, %{regs + 1}, '
-        f'p;\\n}}\\n"\n'
-        f"               : {operands}\n"
-        f'               : "l"(a), "l"(b), "r"(1));\n'
-        "}\n")
-
-
-WGMMA_SRC = "".join(_wgmma_f16(n) + _wgmma_s8(n) for n in WGMMA_N) + r"""
+WGMMA_SRC = "".join(_wgmma("f16", n) + _wgmma("s8", n) for n in WGMMA_N) + r"""
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() {
