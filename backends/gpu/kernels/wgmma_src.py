@@ -105,24 +105,22 @@ struct IgemmWgmma {
 };
 """
 
-# The trait-specific ops, appended after the kernel module that defines the trait.
-WGMMA_F16_OP = r"""
-template <int N> struct WgmmaOp<IgemmF16, N> {
+
+def _wgmma_op(trait: str, kind: str) -> str:
+    """``WgmmaOp<trait, N>``: the k-step of the kernels' trait type (appended after the kernel module
+    that defines the trait)."""
+    ctype = _WGMMA_TYPES[kind][0]
+    return f"""
+template <int N> struct WgmmaOp<{trait}, N> {{
   static_assert(N == 64 || N == 128 || N == 256, "wgmma tiles are 64, 128 or 256 columns wide");
-  __device__ __forceinline__ static void run(float* d, unsigned long long a, unsigned long long b) {
-    if constexpr (N == 256) wgmma_f16_n256(d, a, b);
-    else if constexpr (N == 128) wgmma_f16_n128(d, a, b);
-    else wgmma_f16_n64(d, a, b);
-  }
-};
+  __device__ __forceinline__ static void run({ctype}* d, unsigned long long a, unsigned long long b) {{
+    if constexpr (N == 256) wgmma_{kind}_n256(d, a, b);
+    else if constexpr (N == 128) wgmma_{kind}_n128(d, a, b);
+    else wgmma_{kind}_n64(d, a, b);
+  }}
+}};
 """
-WGMMA_S8_OP = r"""
-template <int N> struct WgmmaOp<IgemmS8, N> {
-  static_assert(N == 64 || N == 128 || N == 256, "wgmma tiles are 64, 128 or 256 columns wide");
-  __device__ __forceinline__ static void run(int* d, unsigned long long a, unsigned long long b) {
-    if constexpr (N == 256) wgmma_s8_n256(d, a, b);
-    else if constexpr (N == 128) wgmma_s8_n128(d, a, b);
-    else wgmma_s8_n64(d, a, b);
-  }
-};
-"""
+
+
+WGMMA_F16_OP = _wgmma_op("IgemmF16", "f16")
+WGMMA_S8_OP = _wgmma_op("IgemmS8", "s8")
