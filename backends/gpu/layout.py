@@ -24,18 +24,19 @@ def pack_conv_weights(kernel: np.ndarray) -> np.ndarray:
 MAX_GROUP_MERGE = 8  # merging m groups multiplies the MACs by m
 
 
-def group_merge_factor(groups: int, cg: int, kg: int) -> int | None:
+def group_merge_factor(groups: int, cg: int, kg: int, vector: int = 8) -> int | None:
     """How many adjacent groups of a grouped convolution to merge into one for the tensor-core kernel.
 
     The kernel reads each group's channels as 16-byte vectors, so a group needs Cg and Kg multiples
-    of 8. Where they are not, m adjacent groups become one group of m*Cg inputs and m*Kg outputs
+    of 8 (``vector``: 16 for the INT8 kernel). Where they are not, m adjacent groups become one group
+    of m*Cg inputs and m*Kg outputs
     with block-diagonal weights (``merge_groups``; the zeros keep the groups apart, so the result is
     exact at m x the MACs): the smallest m dividing ``groups`` with m*Cg and m*Kg multiples of 8, if
     m <= 8 (ResNeXt-50's 4-channel groups merge in pairs). None where no such m exists (the
     convolution keeps the direct kernel).
     """
     for m in range(1, min(groups, MAX_GROUP_MERGE) + 1):
-        if groups % m == 0 and (m * cg) % 8 == 0 and (m * kg) % 8 == 0:
+        if groups % m == 0 and (m * cg) % vector == 0 and (m * kg) % vector == 0:
             return m
     return None
 

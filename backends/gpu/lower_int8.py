@@ -35,7 +35,7 @@ from backends.gpu.kernels.int8 import (
     quantized_kernel,
     wgmma_usable8,
 )
-from backends.gpu.layout import round_up
+from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
@@ -82,10 +82,18 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
     if k is LayerKind.CONVOLUTION:
         if len(shape0) != 4 or len(p.kernel) != 2:
             return False, "INT8 convolution other than 2-D has no GPU kernel"
-        if p.groups != 1 and not is_depthwise8(layer, network):
-            return False, "grouped INT8 convolution other than depthwise (groups == C == K) has no GPU kernel"
+        depthwise = p.groups != 1 and is_depthwise8(layer, network)
+        merge = 1
+        if p.groups != 1 and not depthwise:
+            merge = group_merge_factor(p.groups, shape0[1] // p.groups, p.num_output_maps // p.groups, 16)
+            if merge is None:
+                return False, (f"grouped INT8 convolution (not depthwise, groups == C == K) with "
+                               f"{shape0[1] // p.groups} input and {p.num_output_maps // p.groups} output "
+                               f"channels per group has no GPU kernel: no merge of at most 8 groups makes "
+                               f"both multiples of 16")
         # a depthwise sum has R*S terms per channel; the reduction bound is the same per term
-        ktot = p.kernel[0] * p.kernel[1] * (1 if p.groups != 1 else cp16(shape0[1]))
+        ktot = p.kernel[0] * p.kernel[1] * (1 if depthwise else cp16(shape0[1]) if p.groups == 1
+                                            else merge * shape0[1] // p.groups)
     else:
         ktot = cp16(shape0[-1])
     if ktot > MAX_KTOT:
@@ -319,8 +327,21 @@ class Int8Lowering:
         g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
                          tuple(p.dilation), tuple(p.post_padding))
         kernel = quantized_kernel(layer)
-        if p.groups != 1:  # supports_int8 admits only depthwise ones
+        if p.groups != 1 and is_depthwise8(layer, self.net):
             self._dw8(layer, g, kernel)
+            return
+        if p.groups != 1:  # grouped: one implicit GEMM per group, adjacent groups merged to 16 channels
+            m = group_merge_factor(p.groups, c // p.groups, p.num_output_maps // p.groups, 16)
+            assert m is not None, "supports_int8 admits only mergeable groups"
+            kernel = merge_groups(kernel, p.groups, m)
+            g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
+                             tuple(p.dilation), tuple(p.post_padding), groups=p.groups // m)
+            xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
+            res, rs = None, None
+            if p.residual:
+                rs = spec.input_scales[1]
+                res = self.q8_input(layer.inputs[1], rs, "nhwc16")
+            self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", kernel, res, rs)
             return
         g2 = space_to_depth_conv(g)
         xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2) if g2 is not None else None

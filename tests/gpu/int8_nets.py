@@ -167,6 +167,25 @@ def dw_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, r: int, str
     return net, feeds
 
 
+def grouped_net(rng: np.random.Generator, n: int, c: int, h: int, k: int, r: int, groups: int, stride: int = 1,
+                pad: int = 0, act: ActivationSpec | None = RELU, residual: bool = False,
+                s_out: float | None | str = "auto") -> tuple[Network, dict[str, np.ndarray]]:
+    """One INT8 grouped convolution (ResNeXt / RegNet style, groups < C) and its residual input."""
+    net = Network("grouped8")
+    net.add_input("x", (n, c, h, h))
+    feeds = {"x": rng.normal(size=(n, c, h, h)).astype(np.float32)}
+    p = (h + 2 * pad - r) // stride + 1
+    if residual:
+        net.add_input("res", (n, k, p, p))
+    layer, _ = _add_int8_conv(net, rng, "x", k, c // groups, r, stride, pad, 1, groups, act,
+                              "res" if residual else None, None, None, s_out, True, "conv")
+    if residual:
+        std = annotation.read(layer).input_scales[1] * 127 / 4
+        feeds["res"] = (rng.normal(size=(n, k, p, p)) * std).astype(np.float32)
+    net.mark_output(layer.outputs[0])
+    return net, feeds
+
+
 def mobile_block_net(rng: np.random.Generator, n: int = 2, c: int = 24, h: int = 14, w: int = 14,
                      expand: int = 6) -> tuple[Network, dict[str, np.ndarray]]:
     """A MobileNetV2 inverted residual block in INT8: 1x1 expand (clip 6) -> 3x3 depthwise (clip 6)

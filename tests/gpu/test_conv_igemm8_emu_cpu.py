@@ -25,9 +25,11 @@ from backends.gpu.kernels.int8 import (
     Tactic8,
     Tile8,
     Tile8Wg,
+    candidate_tactics8,
     conv2d_s8_launches,
     cp16,
     epilogue_params,
+    heuristic_tactic8,
     pack_weights8,
     quantized_kernel,
 )
@@ -147,3 +149,53 @@ def test_conv_wgmma_s8_every_tile_emulated(emu_wg, rng, tile: Tile8Wg, splits: i
 ], ids=lambda c: c.id)
 def test_conv_wgmma_s8_emulated_bit_exact(emu_wg, rng, case: Case8) -> None:
     _check(emu_wg, rng, case)
+
+
+GROUPED = [  # n, c, h, k, r, stride, pad, groups, act, residual, float_out
+    pytest.param(2, 64, 8, 64, 3, 1, 1, 4, nets.RELU, True, False, id="16ch-groups"),
+    pytest.param(1, 128, 9, 128, 3, 2, 1, 32, nets.RELU, False, False, id="resnext-4ch-groups-merged-by-4"),
+    pytest.param(1, 96, 7, 192, 3, 1, 1, 12, None, True, False, id="8-in-16-out-merged-by-2"),
+    pytest.param(2, 64, 6, 64, 1, 1, 0, 2, nets.SILU, False, True, id="32ch-1x1-silu-float-out"),
+    pytest.param(1, 128, 6, 256, 3, 1, 1, 2, nets.RELU, True, False, id="128-out-per-group-several-column-tiles"),
+]
+
+
+@pytest.mark.parametrize("n,c,h,k,r,stride,pad,groups,act,residual,float_out", GROUPED)
+@pytest.mark.parametrize("splits", [1, 3])
+def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, stride, pad, groups, act, residual,
+                                                  float_out, splits) -> None:
+    """Grouped INT8 convolutions (one implicit GEMM per group on grid y, adjacent groups merged until
+    16 channels, as the lowering does), bit for bit against the reference backend, with every
+    candidate tile of the heuristic's width and split-K."""
+    from backends.gpu.layout import group_merge_factor, merge_groups
+
+    net, feeds = nets.grouped_net(rng, n, c, h, k, r, groups, stride, pad, act, residual,
+                                  s_out=None if float_out else "auto")
+    layer = net.layers[0]
+    spec, p = annotation.read(layer), layer.params
+    x, res = feeds["x"], feeds.get("res")
+    want = ref8.convolution(layer, [x] + ([res] if residual else []))[0]
+    m = group_merge_factor(groups, c // groups, k // groups, 16)
+    wq = merge_groups(quantized_kernel(layer), groups, m)
+    g = ConvGeometry(n, h, h, c, k, r, r, (stride, stride), (pad, pad), groups=groups // m)
+    assert (g.p, g.q) == want.shape[2:]
+    rs = spec.input_scales[1] if residual else None
+    epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
+    xq = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = _nhwc16(quantize(res, np.float32(rs))) if residual else None
+    ldy = round_up(k, 8) if float_out else cp16(k)
+    heuristic = heuristic_tactic8(g)
+    tiles = {t.tile for t in candidate_tactics8(g)} | {heuristic.tile}
+    assert all(t.bn <= max(32, 2 * g.kg) for t in tiles if t != heuristic.tile)
+    for tile in sorted(tiles, key=str):
+        tactic = Tactic8(tile, splits)
+        y = np.full((n, g.p, g.q, ldy), np.nan if float_out else 0x5A, np.float32 if float_out else np.int8)
+        ws = np.full(max(tactic.workspace_bytes(g), 4) // 4, -7, np.int32)
+        for launch in conv2d_s8_launches(xq, pack_weights8(wq), y, g, tactic, epi, rq, ws, ldy):
+            emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
+        got = np.ascontiguousarray(y[..., :k].transpose(0, 3, 1, 2))
+        if not float_out:
+            got = dequantize(got, np.float32(spec.output_scale))
+        assert np.abs(want).max() > 0
+        bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+        assert bad.size == 0, f"{tactic.name}: {bad.size} of {got.size} differ"

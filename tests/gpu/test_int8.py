@@ -87,6 +87,26 @@ def test_int8_conv_every_tactic(rng, c, h, k, r, act):
         _check(net, feeds, {"conv": t.name})
 
 
+@pytest.mark.parametrize("n,c,h,k,stride,groups,residual", [
+    pytest.param(2, 128, 28, 128, 1, 32, False, id="resnext-stage1-4ch-groups"),
+    pytest.param(2, 256, 28, 256, 2, 32, False, id="resnext-stage2-8ch-groups-stride2"),
+    pytest.param(2, 512, 14, 512, 1, 32, True, id="resnext-stage3-16ch-groups-residual"),
+    pytest.param(1, 192, 14, 192, 1, 4, False, id="regnet-48ch-groups"),
+])
+def test_int8_grouped_conv_bit_exact(rng, n, c, h, k, stride, groups, residual):
+    """Grouped INT8 convolutions (merged to 16-channel groups where narrower), every candidate tactic."""
+    net, feeds = nets.grouped_net(rng, n, c, h, k, 3, groups, stride, 1, nets.RELU, residual)
+    part = _check(net, feeds)
+    assert [u for u in part.units if u.lowered], "the grouped layer must run on the GPU"
+    from backends.gpu.kernels.conv import ConvGeometry as G
+    from backends.gpu.layout import group_merge_factor
+
+    m = group_merge_factor(groups, c // groups, k // groups, 16)
+    g = G(n, h, h, c, k, 3, 3, (stride, stride), (1, 1), groups=groups // m)
+    for t in candidate_tactics8(g):
+        _check(net, feeds, {"conv": t.name})
+
+
 @pytest.mark.skipif(not wgmma_usable8(), reason="wgmma needs an sm_90 device")
 @pytest.mark.parametrize("tile", TILES8_WG, ids=lambda t: f"{t.dims}s{t.stages}")
 @pytest.mark.parametrize("splits", [1, 3])

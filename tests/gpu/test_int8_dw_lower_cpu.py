@@ -1,6 +1,6 @@
 """INT8 depthwise lowering without CUDA: depthwise layers get the ``dwconv8`` op (no more host
-fallback), int8 tensors flow between it and the neighbouring INT8 convolutions, and every other
-grouped INT8 convolution still falls back with its reason."""
+fallback), int8 tensors flow between it and the neighbouring INT8 convolutions; other grouped INT8
+convolutions run merged to 16-channel groups, or fall back with their reason where they cannot merge."""
 
 from __future__ import annotations
 
@@ -65,16 +65,18 @@ def _regroup(net, layer, groups: int, k: int, rng) -> None:
                                                 weight_scales(layer.weights["kernel"])))
 
 
-def test_other_grouped_int8_convolutions_still_fall_back():
+def test_grouped_int8_convolutions_merge_or_fall_back():
     rng = np.random.default_rng(3)
     net, _ = nets.dw_net(rng, 1, 16, 6, 6, 3, 1, 1)
     layer = net.layers[0]
-    _regroup(net, layer, 16, 32, rng)  # channel multiplier 2
+    _regroup(net, layer, 16, 32, rng)  # channel multiplier 2: 16 groups would have to merge
     ok, why = supports(layer, net)
-    assert not ok and "depthwise" in why
-    _regroup(net, layer, 4, 16, rng)  # 4 groups of 4 channels
+    assert not ok and "depthwise" in why and "1 input and 2 output channels per group" in why
+    _regroup(net, layer, 4, 16, rng)  # 4 groups of 4 channels: merged into one group of 16
     ok, why = supports(layer, net)
-    assert not ok and "grouped" in why
+    assert ok, why
+    op = next(op for op in lower(net, net.layers, list(net.outputs)).ops if op.kind == "conv8")
+    assert op.info["geom"].groups == 1 and op.info["geom"].ktot == 9 * 16
 
 
 def test_depthwise_with_an_unsupported_activation_falls_back():

@@ -150,7 +150,7 @@ def test_sources_compile_for_sm90(tmp_path):
 
     conv = [n for n in _NAMES if n.startswith("conv_igemm_s8<")]
     assert conv
-    params = "const i8*, const i8*, int*, " + ", ".join(["int"] * 16) + ", EPI_DECL"
+    params = "const i8*, const i8*, int*, " + ", ".join(["int"] * 17) + ", EPI_DECL"  # geometry, G, kps
     inst = "".join(f"template __global__ void {n}({params});\n" for n in conv)
     for name, text in (("nl8.cu", HARNESS), ("conv8.cu", INT8_SRC + inst)):
         src = tmp_path / name

@@ -43,6 +43,22 @@ def cp16(c: int) -> int:
     return round_up(c, 16)
 
 
+def group_channels8(g: ConvGeometry) -> tuple[int, int]:
+    """One group's reduction channels and output channels as the INT8 kernel reads them: (Cp16, K)
+    for one group, else (Cg, Kg), which must then be multiples of 16 (one 16-byte vector)."""
+    if g.groups == 1:
+        return cp16(g.c), g.k
+    if g.cg % 16 or g.kg % 16:
+        raise ValueError(f"grouped INT8 implicit GEMM needs per-group channels that are multiples of 16, "
+                         f"got C/G = {g.cg} and K/G = {g.kg}")
+    return g.cg, g.kg
+
+
+def reduction8(g: ConvGeometry) -> int:
+    """The reduction depth of one output channel (R * S * one group's channels)."""
+    return g.r * g.s * group_channels8(g)[0]
+
+
 @dataclass(frozen=True)
 class Tile8(Tile):
     """A CTA tile of the INT8 kernel (BK = 16 ``kc``: 64 or 128): the fp16 tile's fields; its
@@ -112,14 +128,14 @@ class Tactic8:
         return f"{t.HEAD}_{t.dims}_w{t.wm}x{t.wn}_s{t.stages}_k{self.splits}"
 
     def k_tiles(self, g: ConvGeometry) -> int:
-        return -(-(g.r * g.s * cp16(g.c)) // self.tile.bk)
+        return -(-reduction8(g) // self.tile.bk)
 
     def k_tiles_per_split(self, g: ConvGeometry) -> int:
         return -(-self.k_tiles(g) // self.splits)
 
     def grid(self, g: ConvGeometry) -> tuple[int, int, int]:
         kps = self.k_tiles_per_split(g)
-        return (-(-g.m // self.tile.bm), -(-g.k // self.tile.bn), -(-self.k_tiles(g) // kps))
+        return (-(-g.m // self.tile.bm), g.col_blocks(self.tile.bn), -(-self.k_tiles(g) // kps))
 
     def workspace_bytes(self, g: ConvGeometry) -> int:
         z = self.grid(g)[2]
@@ -137,15 +153,16 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> 
     where the grid underfills the GPU."""
     out: list[Tactic8] = []
     for t in TILES8 + (TILES8_WG if wgmma else ()):
-        kt = -(-(g.r * g.s * cp16(g.c)) // t.bk)
-        if t.bm >= 2 * max(g.m, 16) or t.bn >= 2 * max(cp16(g.k), 16):
+        kt = -(-reduction8(g) // t.bk)
+        wide = t.bn >= 2 * max(cp16(g.kg), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32
+        if t.bm >= 2 * max(g.m, 16) or wide:
             continue
-        if t.long_rows and kt < LONG_ROW_MIN_K_TILES and not isinstance(t, Tile8Wg):
+        if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, Tile8Wg))):
             continue
         if t.stages == 2 and kt > SHORT_K_TILES:
             continue
         out.append(Tactic8(t, 1))
-        ctas = -(-g.m // t.bm) * -(-g.k // t.bn)
+        ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
         if ctas < sms:
             for s in (2, 3, 4, 6, 8, 12, 16):
                 if ctas * s <= 2 * sms and kt // s >= 2:
@@ -156,13 +173,19 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> 
 def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
     """Big tiles when they fill the GPU, else small tiles with split-K (as the fp16 heuristic)."""
     def ctas(t: Tile8) -> int:
-        return -(-g.m // t.bm) * -(-g.k // t.bn)
+        return -(-g.m // t.bm) * g.col_blocks(t.bn)
 
-    for t in (Tile8(128, 128, 2, 4, 3), Tile8(128, 64, 2, 2, 4), Tile8(64, 64, 2, 2, 4)):
+    family = (Tile8(128, 128, 2, 4, 3), Tile8(128, 64, 2, 2, 4), Tile8(64, 64, 2, 2, 4))
+    if g.groups > 1:  # the narrowest width that covers one group's K (a wider tile multiplies zeros)
+        bn = next((b for b in (32, 64) if g.kg <= b), 128)
+        family = tuple(t for t in (*family, Tile8(64, 128, 2, 2, 4), Tile8(64, 32, 2, 1, 4), Tile8(32, 32, 2, 1, 4))
+                       if t.bn == bn)
+    for t in family:
         if ctas(t) >= sms:
             return Tactic8(t)
-    t = Tile8(16, 64, 1, 2, 4) if g.m <= 16 else Tile8(32, 64, 1, 2, 4)
-    kt = -(-(g.r * g.s * cp16(g.c)) // BK)
+    small = Tile8(16, 64, 1, 2, 4) if g.m <= 16 else Tile8(32, 64, 1, 2, 4)
+    t = family[-1] if g.groups > 1 else small
+    kt = -(-reduction8(g) // BK)
     splits = max(1, min(16, sms // max(ctas(t), 1), kt // 4))
     return Tactic8(t, splits)
 
@@ -406,15 +429,16 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
                        residual: Any = None, workspace: Any = None, ldy: int | None = None) -> list[KernelLaunch]:
     """The launches of ``conv2d_s8`` (its arguments and checks): the tile's kernel, then with
     split-K ``splitk_epilogue_s8``."""
-    if g.r * g.s * cp16(g.c) > MAX_KTOT:
-        raise ValueError(f"reduction of {g.r * g.s * cp16(g.c)} exceeds the exact int32 bound {MAX_KTOT}")
+    cg, kg = group_channels8(g)
+    if reduction8(g) > MAX_KTOT:
+        raise ValueError(f"reduction of {reduction8(g)} exceeds the exact int32 bound {MAX_KTOT}")
     ldy = cp16(g.k) if ldy is None else ldy
     ldr = cp16(g.k)
     grid = tactic.grid(g)
     split = grid[2] > 1
     if split and (workspace is None or workspace.nbytes < tactic.workspace_bytes(g)):
         raise ValueError(f"{tactic.name} needs a {tactic.workspace_bytes(g)}-byte workspace")
-    geo = (g.n, g.h, g.w, cp16(g.c), g.k, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)
+    geo = (g.n, g.h, g.w, cg, kg, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, g.groups)
     epi_args = epi.args(residual, ldr, y, ldy)
     out = [KernelLaunch(tactic.tile.template, grid, tactic.tile.threads,
                         (x, w, _ptr(workspace if split else None), *map(i32, geo),

@@ -127,21 +127,24 @@ __global__ void __launch_bounds__(WM * WN * 32, (BM * BN == 8192 && WM * WN == 4
                                                 : (BM * BN == 16384 && WM * WN == 8) ? 2 : 0)
 conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restrict__ ws,
               int N, int H, int W, int C, int K, int P, int Q, int R, int S,
-              int sh, int sw, int ph, int pw, int dh, int dw, int kps, EPI_DECL)
+              int sh, int sw, int ph, int pw, int dh, int dw, int G, int kps, EPI_DECL)
 {
   typedef Igemm<IgemmS8, BM, BN, WM, WN, STAGES, KC, Step> IG;
   constexpr int THREADS = IG::THREADS, WTM = IG::WTM, WTN = IG::WTN, MI = IG::MI, NI = IG::NI;
   extern __shared__ __align__(16) unsigned char smem8[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / WN, wn = warp % WN;
-  const int M = N * (P * Q), Kp = (K + 15) & ~15;
+  // C, K, Kp: one group's (with G > 1 both multiples of 16, so Kp = K); YS: the pixel stride of ws.
+  const int M = N * (P * Q), Kp = (K + 15) & ~15, YS = G * Kp;
+  const int NT = (K + BN - 1) / BN, grp = (int)blockIdx.y / NT;  // block y = grp * NT + column tile
+  const int n0 = ((int)blockIdx.y - grp * NT) * BN, goff = grp * K;
   int acc[MI][NI][4];
-  IG::mainloop(acc, x, w, reinterpret_cast<i8*>(smem8), {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, C},
-               (int)blockIdx.y * BN, kps, IgemmNoHook());  // one group: pixel stride C
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  IG::mainloop(acc, x + grp * C, w + (size_t)goff * (R * S * C), reinterpret_cast<i8*>(smem8),
+               {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps, IgemmNoHook());
+  const int m0 = blockIdx.x * BM;
 
   if (ws != nullptr) {  // split-K: int32 partials (exact; summed in splitk_epilogue_s8)
-    int* wz = ws + (size_t)blockIdx.z * M * Kp;
+    int* wz = ws + (size_t)blockIdx.z * M * YS + goff;
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -151,7 +154,7 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
           int m = m0 + wm * WTM + mi * 16 + (lane >> 2) + h * 8;
           int n = n0 + wn * WTN + ni * 8 + (lane & 3) * 2;
           if (m < M && n < Kp)
-            *reinterpret_cast<int2*>(wz + (size_t)m * Kp + n) = make_int2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+            *reinterpret_cast<int2*>(wz + (size_t)m * YS + n) = make_int2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
         }
     return;
   }
@@ -176,7 +179,10 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
   constexpr int RCH = BN / 4;
   static_assert(THREADS % RCH == 0, "a thread's channels must be the same in every row");
   const int nl = (tid % RCH) * 4;
-  epilogue_rows(cs + nl, CS, tid / RCH, THREADS / RCH, BM, m0, M, n0 + nl, K, EPI_ARGS);
+  // Channels are the layer's (group offset added); a grouped tile's columns past its group's K belong
+  // to the next group and are not written (with one group the epilogue writes zeros up to Kp).
+  if (G == 1 || n0 + nl < K)
+    epilogue_rows(cs + nl, CS, tid / RCH, THREADS / RCH, BM, m0, M, goff + n0 + nl, G * K, EPI_ARGS);
 }
 
 // Sums the split-K partials (int32, exact) and applies the same epilogue; one thread per 4 channels
