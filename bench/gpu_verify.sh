@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
-# One pass over everything the GPU work needs checked on a GPU, results under OUTDIR:
-#   bench/gpu_verify.sh OUTDIR [--quick]
-# 1. the GPU tests (pytest -m gpu, JUnit XML), 2. per-layer-class times against PyTorch
-# (bench/gpu_layer_profile.py), 3. the peers benchmark on the networks of each layer class
-# (bench/gpu_peers.py; --quick: batches 1 and 32, no torch.compile).
+# What the GPU work needs checked on a GPU, in steps that each fit a 10-minute slot; results under OUTDIR:
+#   bench/gpu_verify.sh OUTDIR [STEP ...]      (default: all steps, in this order)
+# tests    the GPU tests (pytest -m gpu, verbose, JUnit XML)
+# peers    ResNet-50, MobileNetV2, EfficientNet-B0 at batch 1 and 256: hetrt FP16 and INT8 against
+#          PyTorch eager / CUDA graph / torch.compile and JAX (bench/gpu_peers.py)
+# profile  per-layer-class times against PyTorch at batch 32 (bench/gpu_layer_profile.py)
+# breadth  the peers benchmark on ResNeXt-50, ConvNeXt-T and ViT-B/16 at batch 1, 32 and 256
+# kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [--quick]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [tests|peers|profile|breadth|kernels ...]}
+shift
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests peers profile breadth kernels)
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
-# -v names every test as it finishes, so a run cut short by the time limit still shows its failures
-timeout 420 python3 -m pytest -v -m gpu -p no:cacheprovider --continue-on-collection-errors \
-    --junitxml="$out/gpu_tests.xml" tests > "$out/gpu_tests.txt" 2>&1
-grep -E "FAILED|ERROR" "$out/gpu_tests.txt" | head -40
-tail -3 "$out/gpu_tests.txt"
-timeout 300 python3 bench/gpu_layer_profile.py --batch 32 --runs 5 --out "$out/gpu_layer_profile.json" \
-    > "$out/gpu_layer_profile.txt" 2>&1
-if [ "${2:-}" = "--quick" ]; then
-    peers=(--batches 1 32 --no-int8)
-else
-    peers=(--batches 1 32 256 --compile)
-fi
-timeout 900 python3 bench/gpu_peers.py --models resnext50_32x4d convnext_tiny vit_b_16 "${peers[@]}" \
-    --out "$out/gpu_peers_breadth.json" > "$out/gpu_peers_breadth.txt" 2>&1
-tail -25 "$out/gpu_peers_breadth.txt"
+for step in "${steps[@]}"; do
+    case $step in
+    tests)  # -v names every test as it finishes, so a run cut short still shows its failures
+        timeout 540 python3 -m pytest -v -m gpu -p no:cacheprovider --continue-on-collection-errors \
+            --junitxml="$out/gpu_tests.xml" tests > "$out/gpu_tests.txt" 2>&1
+        grep -E "FAILED|ERROR" "$out/gpu_tests.txt" | head -40
+        tail -3 "$out/gpu_tests.txt" ;;
+    peers)
+        timeout 560 python3 bench/gpu_peers.py --models resnet50 mobilenet_v2 efficientnet_b0 --batches 1 256 \
+            --compile --jax --out "$out/gpu_peers.json" > "$out/gpu_peers.txt" 2>&1
+        tail -12 "$out/gpu_peers.txt" ;;
+    profile)
+        timeout 540 python3 bench/gpu_layer_profile.py --batch 32 --runs 5 --out "$out/gpu_layer_profile.json" \
+            > "$out/gpu_layer_profile.txt" 2>&1
+        tail -30 "$out/gpu_layer_profile.txt" ;;
+    breadth)
+        timeout 560 python3 bench/gpu_peers.py --models resnext50_32x4d convnext_tiny vit_b_16 \
+            --batches 1 32 256 --compile --out "$out/gpu_peers_breadth.json" > "$out/gpu_peers_breadth.txt" 2>&1
+        tail -14 "$out/gpu_peers_breadth.txt" ;;
+    kernels)
+        timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
+            --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
+        tail -12 "$out/gpu_kernels.txt" ;;
+    *) echo "unknown step $step (tests, peers, profile, breadth, kernels)" >&2; exit 2 ;;
+    esac
+done
