@@ -124,27 +124,40 @@ conv_igemm(const h16* __restrict__ x, const h16* __restrict__ w, const float* __
       }
   }
   __syncthreads();
-  constexpr int RCH = BN / 8;
-  for (int id = tid; id < BM * RCH; id += THREADS) {
-    int ml = id / RCH, nl = (id - ml * RCH) * 8;
-    int m = m0 + ml, n = n0 + nl;
-    if (m >= M || n >= Kp) continue;
-    uint4 v = *reinterpret_cast<const uint4*>(cs + ml * CS + nl);
-    uint4 rv = make_uint4(0, 0, 0, 0);
-    if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + (size_t)m * YS + n);
-    u32* pv = reinterpret_cast<u32*>(&v);
-    const u32* pr = reinterpret_cast<const u32*>(&rv);
-    float f[8];
+  // The thread's 16-byte chunks of the tile go in batches of EB whose smem and residual loads are all
+  // issued before any arithmetic, so a thread has EB residual loads in flight rather than one (as
+  // the INT8 epilogue's rows).
+  constexpr int RCH = BN / 8, CHUNKS = BM * RCH;
+  constexpr int ITERS = (CHUNKS + THREADS - 1) / THREADS, EB = ITERS < 8 ? ITERS : 8;
+  for (int it0 = 0; it0 < ITERS; it0 += EB) {
+    uint4 v[EB], rv[EB];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      f[2 * j] = lo2f(pv[j]) + lo2f(pr[j]);
-      f[2 * j + 1] = hi2f(pv[j]) + hi2f(pr[j]);
+    for (int u = 0; u < EB; ++u) {
+      const int id = tid + (it0 + u) * THREADS, ml = id / RCH, nl = (id - ml * RCH) * 8;
+      const int m = m0 + ml, n = n0 + nl;
+      const bool ok = it0 + u < ITERS && id < CHUNKS && m < M && n < Kp;
+      v[u] = ok ? *reinterpret_cast<const uint4*>(cs + ml * CS + nl) : make_uint4(0, 0, 0, 0);
+      rv[u] = ok && res != nullptr ? *reinterpret_cast<const uint4*>(res + (size_t)m * YS + n) : make_uint4(0, 0, 0, 0);
     }
-    act8(f, act, alpha, beta);
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
-      pv[j] = pack2(n + 2 * j < K ? f[2 * j] : 0.f, n + 2 * j + 1 < K ? f[2 * j + 1] : 0.f);
-    *reinterpret_cast<uint4*>(y + (size_t)m * YS + n) = v;
+    for (int u = 0; u < EB; ++u) {
+      const int id = tid + (it0 + u) * THREADS, ml = id / RCH, nl = (id - ml * RCH) * 8;
+      const int m = m0 + ml, n = n0 + nl;
+      if (it0 + u >= ITERS || id >= CHUNKS || m >= M || n >= Kp) continue;
+      u32* pv = reinterpret_cast<u32*>(&v[u]);
+      const u32* pr = reinterpret_cast<const u32*>(&rv[u]);
+      float f[8];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        f[2 * j] = lo2f(pv[j]) + lo2f(pr[j]);
+        f[2 * j + 1] = hi2f(pv[j]) + hi2f(pr[j]);
+      }
+      act8(f, act, alpha, beta);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        pv[j] = pack2(n + 2 * j < K ? f[2 * j] : 0.f, n + 2 * j + 1 < K ? f[2 * j + 1] : 0.f);
+      *reinterpret_cast<uint4*>(y + (size_t)m * YS + n) = v[u];
+    }
   }
 }
 
