@@ -140,14 +140,31 @@ class Int8Lowering:
         return s
 
     def float_of(self, tensor: str) -> str:
-        """Make sure ``tensor`` has its float slot (dequantizing an int8 result if needed)."""
+        """Make sure ``tensor`` has its float slot (dequantizing an int8 result if needed): linear in
+        the tensor's storage dtype (float32 for INT8 results), or NHWC fp16 when only FP16
+        convolutions read it (they would convert the float32 slot to that: one kernel instead of two,
+        the same fp16 rounding of the float32 product)."""
         if tensor in self.slots or tensor not in self.q8:
             return tensor
         qname, scale = self.q8[tensor]
         q = self.slots[qname]
-        out = self.new_slot(tensor)  # linear, the tensor's storage dtype (float32 for INT8 results)
+        if q.layout == "nhwc16" and self._read_as_nhwc_only(tensor):
+            out = self.new_slot(tensor, "nhwc", "float16")
+        else:
+            out = self.new_slot(tensor)
         self.emit_map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = (float)X0 * {float(scale)!r}f;")
         return tensor
+
+    def _read_as_nhwc_only(self, tensor: str) -> bool:
+        """Whether every reader of ``tensor`` is an FP16 2-D convolution of this segment (each takes
+        its inputs as NHWC fp16, ``Lowerer.nhwc``) and it is not an output."""
+        from backends.gpu.lowering.slots import prec
+
+        users = self._consumers.get(tensor, [])
+        return (bool(users) and tensor not in self.want and tensor not in self.net.outputs
+                and len(self.net.tensors[tensor].shape) == 4
+                and all(u.kind is LayerKind.CONVOLUTION and u.name in self._segment and not is_int8(u)
+                        and prec(u) is Precision.FP16 and tensor not in u.inputs[2:] for u in users))
 
     def q8_input(self, tensor: str, scale: float, layout: str) -> str:
         """An int8 slot of ``tensor`` quantized with ``scale`` in ``layout`` ('nhwc16' or 'rows16')."""

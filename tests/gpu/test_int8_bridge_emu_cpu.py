@@ -1,7 +1,11 @@
-"""The fused INT8 bridge (``Int8Lowering.lower_int8_bridge``): an FP16 element-wise layer between
-INT8 layers (an INT8 squeeze-excitation's ``x * gate``) lowered to one int8 -> int8 kernel, run on
-the CPU through the CUDA emulator bit for bit against the three kernels it replaces (dequantize,
-the FP16 layer, quantize for the consumer), on fresh random int8 data and gates.
+"""Fused INT8 -> FP16 boundaries, run on the CPU through the CUDA emulator bit for bit against the
+kernels they replace, on fresh random int8 data:
+
+* ``Int8Lowering.lower_int8_bridge``: an FP16 element-wise layer between INT8 layers (an INT8
+  squeeze-excitation's ``x * gate``) as one int8 -> int8 kernel instead of dequantize, the FP16
+  layer and quantize for the consumer;
+* ``Int8Lowering.float_of``: an int8 result read only by FP16 convolutions dequantized straight to
+  NHWC fp16 instead of to float32 and then converted.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from backends.gpu.kernels import gen
 from backends.gpu.lower import lower
 from backends.gpu.lower_int8 import Int8Lowering
 from engine.ir.dtypes import Precision
-from engine.ir.layers import ElementWiseOp, ElementWiseParams
+from engine.ir.layers import ConvolutionParams, ElementWiseOp, ElementWiseParams
 from engine.ir.network import Network
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -91,3 +95,31 @@ def test_bridge_needs_a_single_int8_consumer(rng):
     net.mark_output(net.layers[1].outputs[0])
     low = lower(net, net.layers, list(net.outputs))
     assert "se_mul_int8" not in [o.label for o in low.ops]
+
+
+def test_dequantize_straight_to_nhwc_equals_two_kernels(rng, tmp_path, monkeypatch):
+    """conv8 (SiLU, int8 out) read only by an FP16 1x1 convolution (an SE gate's FC, say)."""
+    net = Network("dq")
+    net.add_input("x", (2, 24, 5, 5))
+    a, _ = nets.add_conv8(net, rng, "x", 40, 1, act=nets.SILU, name="reduce")
+    fc = net.add_layer(ConvolutionParams(num_output_maps=24, kernel=(1, 1), stride=(1, 1), pre_padding=(0, 0),
+                                         post_padding=(0, 0), dilation=(1, 1)), [a.outputs[0]],
+                       {"kernel": rng.normal(size=(24, 40, 1, 1)).astype(np.float32)}, name="gate_fc")
+    fc.precision = Precision.FP16
+    net.mark_output(fc.outputs[0])
+    t = a.outputs[0]
+    fused = lower(net, net.layers, list(net.outputs))
+    with monkeypatch.context() as m:
+        m.setattr(Int8Lowering, "_read_as_nhwc_only", lambda self, tensor: False)
+        plain = lower(net, net.layers, list(net.outputs))
+    fused_gen = [o.label for o in fused.ops if o.kind == "gen" and t in o.label]
+    plain_gen = [o.label for o in plain.ops if o.kind == "gen" and t in o.label]
+    assert fused_gen == [f"dequant_{t}"] and plain_gen == [f"dequant_{t}", f"to_nhwc_{t}"]
+    assert (fused.slots[t].layout, fused.slots[t].dtype) == ("nhwc", "float16")
+    qname = next(o for o in fused.ops if o.label == f"dequant_{t}").args[1]
+    q = np.zeros(fused.slots[qname].phys_shape, np.int8)
+    q[..., :40] = rng.integers(-128, 128, size=q[..., :40].shape, dtype=np.int8)
+    got = _run_gen(fused, fused_gen, {qname: q}, tmp_path / "f")[t]
+    want = _run_gen(plain, plain_gen, {qname: q}, tmp_path / "p")[f"{t}@nhwc"]
+    assert got.shape == want.shape and np.abs(want.view(np.float16)).max() > 0
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
