@@ -54,12 +54,11 @@ def _kernels_digest() -> str:
     kernels (an edited epilogue, a new tile) is not reused."""
     import hashlib
 
-    from backends.gpu.kernels.conv import TILES
-    from backends.gpu.kernels.conv_src import CONV_SRC
-    from backends.gpu.kernels.int8 import TILES8
-    from backends.gpu.kernels.int8_src import INT8_SRC
+    from backends.gpu.kernels.conv import CONV_WG_SRC, TILES, TILES_WG
+    from backends.gpu.kernels.int8 import INT8_WG_SRC, TILES8, TILES8_WG
 
-    h = hashlib.sha256((CONV_SRC + INT8_SRC + repr(TILES) + repr(TILES8)).encode())
+    # the sm_90a sources contain the portable ones
+    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + repr(TILES + TILES_WG) + repr(TILES8 + TILES8_WG)).encode())
     return h.hexdigest()[:12]
 
 
@@ -78,7 +77,12 @@ class TimingCache:
                 self.entries = {}  # an unreadable cache is rebuilt, never fatal
 
     def key(self, sig: str) -> str:
-        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()} | kernels {_kernels_digest()}"
+        """The entry of ``sig`` timed here: GPU model, hetrt version, kernels, and whether the wgmma
+        tiles were among the candidates (a timing without them is not reused where they run)."""
+        from backends.gpu.kernels.conv import wgmma_usable
+
+        wg = " wgmma" if wgmma_usable() else ""
+        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()} | kernels {_kernels_digest()}{wg}"
 
     def save(self) -> None:
         if self.path is None:
