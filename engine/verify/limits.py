@@ -16,9 +16,9 @@ class ResourceLimits:
     # one tensor: the kernels index with 32-bit offsets (TensorRT's bound too); batch-256
     # MobileNetV2 / EfficientNet-B0 hold 308M-element activations, so 2**28 refused real plans
     max_tensor_elements: int = 2**31 - 1
-    # all tensors and weights at their declared types (ResNet-50 at batch 256: 10.9 GiB); the
-    # runtime's liveness-planned arena holds 13-20 % of this
-    max_total_bytes: int = 64 << 30
+    # all tensors and weights at their declared types (ResNet-50 at batch 256: 10.9 GiB,
+    # EfficientNet-B0: 8.8 GiB); the runtime's liveness-planned arena holds 13-20 % of this
+    max_total_bytes: int = 16 << 30
     max_layers: int = 100_000
     max_json_depth: int = 64  # nesting of the plan manifest and of DLA loadable manifests
     max_dim: int = 2**31 - 1  # one dimension (the runtime indexes with 32-bit integers)
