@@ -347,24 +347,18 @@ class Int8Lowering:
         if p.groups != 1 and is_depthwise8(layer, self.net):
             self._dw8(layer, g, kernel)
             return
+        xs = None
         if p.groups != 1:  # grouped: one implicit GEMM per group, adjacent groups merged to 16 channels
             m = group_merge_factor(p.groups, c // p.groups, p.num_output_maps // p.groups, 16)
             assert m is not None, "supports_int8 admits only mergeable groups"
             kernel = merge_groups(kernel, p.groups, m)
             g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
                              tuple(p.dilation), tuple(p.post_padding), groups=p.groups // m)
-            xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
-            res, rs = None, None
-            if p.residual:
-                rs = spec.input_scales[1]
-                res = self.q8_input(layer.inputs[1], rs, "nhwc16")
-            self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", kernel, res, rs)
-            return
-        g2 = space_to_depth_conv(g)
-        xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2) if g2 is not None else None
-        if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
-            g, kernel = g2, space_to_depth_kernel(kernel, g)
-        else:
+        elif (g2 := space_to_depth_conv(g)) is not None:
+            xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2)
+            if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
+                g, kernel = g2, space_to_depth_kernel(kernel, g)
+        if xs is None:
             xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
         res, rs = None, None
         if p.residual:
