@@ -125,6 +125,7 @@ class Tile:
     CHUNK: ClassVar[int] = 8  # elements per 16-byte chunk
     EPI_PAD: ClassVar[int] = 8  # epilogue smem tile: row padding (elements) and element size (fp16)
     EPI_BYTES: ClassVar[int] = 2
+    ALIGN: ClassVar[int] = 0  # extra bytes to start the stages on the compute step's boundary
 
     @property
     def bk(self) -> int:
@@ -147,7 +148,7 @@ class Tile:
 
     @property
     def smem_bytes(self) -> int:
-        pipeline = self.stages * (self.bm + self.bn) * self.kc * 16
+        pipeline = self.stages * (self.bm + self.bn) * self.kc * 16 + self.ALIGN
         epilogue = self.bm * (self.bn + self.EPI_PAD) * self.EPI_BYTES
         return max(pipeline, epilogue)
 
@@ -192,11 +193,6 @@ class TileWg(Tile):
     @property
     def inflight(self) -> int:
         return 1 if self.stages >= 4 else 0
-
-    @property
-    def smem_bytes(self) -> int:
-        pipeline = self.stages * (self.bm + self.bn) * self.kc * 16 + self.ALIGN
-        return max(pipeline, self.bm * (self.bn + self.EPI_PAD) * self.EPI_BYTES)
 
     @property
     def template(self) -> str:
