@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +47,18 @@ from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
     from backends.gpu.lowering.slots import Slot
+
+
+def dequant_c(q: str, scale: float) -> str:
+    """C of the reference's dequantization of int8 ``q``: the float32 product with the scale."""
+    return f"((float){q} * {float(scale)!r}f)"
+
+
+def quant_c(v: str, scale: float) -> str:
+    """C statements of the reference's quantization of float ``v`` into ``yr``: float32
+    ``rint(v / scale)``, saturated to int8, NaN to 0."""
+    return (f"float qv = rintf({v} / {float(np.float32(scale))!r}f); "
+            "yr = qv != qv ? (signed char)0 : (signed char)fminf(fmaxf(qv, -128.f), 127.f);")
 
 
 def is_int8(layer: Layer) -> bool:
@@ -152,7 +165,7 @@ class Int8Lowering:
             out = self.new_slot(tensor, "nhwc", "float16")
         else:
             out = self.new_slot(tensor)
-        self.emit_map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = (float)X0 * {float(scale)!r}f;")
+        self.emit_map(f"dequant_{tensor}", out, [(q.name, q.operand())], f"y = {dequant_c('X0', scale)};")
         return tensor
 
     def _read_as_nhwc_only(self, tensor: str) -> bool:
@@ -188,8 +201,7 @@ class Int8Lowering:
         else:
             order, zero = list(range(rank)), (rank - 1, cp16(src.shape[-1]))
         kname = self.kernel_name(f"quant_{tensor}")
-        body = (f"FLT RAW float v = rintf(X0 / {float(s32)!r}f); "
-                f"yr = v != v ? (signed char)0 : (signed char)fminf(fmaxf(v, -128.f), 127.f);")
+        body = f"FLT RAW {quant_c('X0', s32)}"
         src_code = gen.map_kernel(kname, src.shape, gen.Operand("int8", out.strides), [src.operand()], body, order,
                                   zero, max(out.elements, src.elements))
         self.emit(f"quant_{tensor}", kname, src_code, [src.name], [out.name], gen.map_grid(src.shape, zero),
@@ -241,12 +253,10 @@ class Int8Lowering:
         ins[qi] = (q.name, q.operand(shape))
         ins[1 - qi] = (other.name, other.operand(shape, True))
         xq, xf = f"X{qi}", f"X{1 - qi}"
-        dq = f"h2f(f2h((float){xq} * {float(sa)!r}f))"
+        dq = f"h2f(f2h({dequant_c(xq, sa)}))"
         a, b = (dq, xf) if qi == 0 else (xf, dq)
         stored = "h2f(f2h(y))" if self.dtypes[t] == "float16" else "y"
-        body = (f"FLT RAW float a = {a}, b = {b}; float y = {_BINARY_C[p.op]}; y = {stored}; "
-                f"float v = rintf(y / {float(so)!r}f); "
-                f"yr = v != v ? (signed char)0 : (signed char)fminf(fmaxf(v, -128.f), 127.f);")
+        body = f"FLT RAW float a = {a}, b = {b}; float y = {_BINARY_C[p.op]}; y = {stored}; {quant_c('y', so)}"
         kname = self.kernel_name(f"{layer.name}_int8")
         zero = (1, cp16(shape[1]))
         src = gen.map_kernel(kname, shape, gen.Operand("int8", out.strides), [o for _, o in ins], body,
@@ -352,8 +362,7 @@ class Int8Lowering:
             m = group_merge_factor(p.groups, c // p.groups, p.num_output_maps // p.groups, 16)
             assert m is not None, "supports_int8 admits only mergeable groups"
             kernel = merge_groups(kernel, p.groups, m)
-            g = ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
-                             tuple(p.dilation), tuple(p.post_padding), groups=p.groups // m)
+            g = replace(g, groups=p.groups // m)
         elif (g2 := space_to_depth_conv(g)) is not None:
             xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2)
             if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
