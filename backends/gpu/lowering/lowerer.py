@@ -134,10 +134,7 @@ class Lowerer(Int8Lowering):
         of this segment as its data input: the convolution reads x and s instead (one pass over
         the largest tensor of the block saved). Returns {y: (x, s)}.
         """
-        uses: dict[str, list[Layer]] = {}
-        for la in self.net.layers:
-            for t in dict.fromkeys(la.inputs):
-                uses.setdefault(t, []).append(la)
+        uses = self._consumers
         found: dict[str, tuple[str, str]] = {}
         for la in self.layers:
             if (la.kind is not LayerKind.ELEMENTWISE or la.params.op is not ElementWiseOp.PROD
