@@ -251,6 +251,13 @@ extern "C" __global__ void quant_nchw_s8(const float* __restrict__ x, i8* __rest
 // INT8 max (mode 0) or average (mode 1) pooling, NHWC int8 with channel stride Cp (a multiple of
 // 16); one thread per 16 channels of an output pixel. Average: the PDP's sum over the full window
 // (padding counts as zeros) and two reciprocal multiplies, RECIP_W first (reference.int8.pooling).
+// The average of an exact window sum: the PDP's two reciprocal multiplies with round-half-away
+// shifts (width then height, backends.reference.int8.pooling), saturated to int8.
+__device__ __forceinline__ i8 avg_pool_q8(int sum, int recip_w, int recip_h) {
+  const i64 tw = rshift_round((i64)sum * recip_w, 16);
+  return (i8)sat8(rshift_round(tw * recip_h, 16));
+}
+
 extern "C" __global__ void pool2d_s8(const i8* __restrict__ x, i8* __restrict__ y,
     int N, int H, int W, int Cp, int P, int Q, int R, int S, int sh, int sw, int ph, int pw,
     int mode, int recip_w, int recip_h)
@@ -285,8 +292,7 @@ extern "C" __global__ void pool2d_s8(const i8* __restrict__ x, i8* __restrict__ 
     if (mode == 0) {
       oq[j] = inside ? (i8)acc[j] : (i8)0;  // an empty window: the reference's int64 minimum cast to int8
     } else {
-      i64 tw = rshift_round((i64)acc[j] * recip_w, 16);
-      oq[j] = (i8)sat8(rshift_round(tw * recip_h, 16));
+      oq[j] = avg_pool_q8(acc[j], recip_w, recip_h);
     }
   }
   *reinterpret_cast<uint4*>(y + (size_t)pix * Cp + c0) = ov;
@@ -335,12 +341,7 @@ extern "C" __global__ void __launch_bounds__(256) global_pool_s8(const i8* __res
     i8* oq = reinterpret_cast<i8*>(&ov);
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      if (mode == 0) {
-        oq[j] = (i8)red[tid][j];
-      } else {
-        i64 tw = rshift_round((i64)red[tid][j] * recip_w, 16);
-        oq[j] = (i8)sat8(rshift_round(tw * recip_h, 16));
-      }
+      oq[j] = mode == 0 ? (i8)red[tid][j] : avg_pool_q8(red[tid][j], recip_w, recip_h);
     }
     *reinterpret_cast<uint4*>(y + (size_t)n * Cp + c16 * 16) = ov;
   }
