@@ -26,8 +26,9 @@ them in registers and never reads them while MMAs are pending.
 WGMMA_N = (64, 128, 256)
 
 
-# Per operand type: the helper's name, its accumulator's C type and asm constraint, the instruction's
-# k and type suffix, and its trailing operands (fp16 takes scale-a, scale-b and the two transposes).
+# Per operand type (the helper's name suffix): its accumulator's C type and asm constraint, the
+# instruction's k and type suffix, and its trailing operands (fp16 takes scale-a, scale-b and the two
+# transposes).
 _WGMMA_TYPES = {
     "f16": ("float", "f", "k16.f32.f16.f16", "p, 1, 1, 0, 0"),
     "s8": ("int", "r", "k32.s32.s8.s8", "p"),
