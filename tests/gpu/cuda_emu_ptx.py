@@ -38,7 +38,7 @@ import re
 HELPERS = ("h2f", "f2h", "pack2", "lo2f", "hi2f", "smem_addr", "cp_async16", "cp_async_commit", "cp_async_wait",
            "ldmatrix_x4", "mma_16816", "mma_s8_16832", "wgmma_f16_n64", "wgmma_f16_n128", "wgmma_f16_n256",
            "wgmma_s8_n64", "wgmma_s8_n128", "wgmma_s8_n256", "wgmma_fence", "wgmma_commit", "wgmma_wait",
-           "fence_proxy_async", "acc_fence", "acc_fence_s32")
+           "fence_proxy_async", "acc_fence")
 
 PTX_SHIM = r"""
 // The shared-memory address of the dynamic shared memory's first byte: 128-byte aligned as on the
@@ -172,7 +172,6 @@ static inline void wgmma_fence() { g_wg_fenced[threadIdx.x] = true; }
 static inline void fence_proxy_async() {}
 static inline void acc_fence(float&) {}
 static inline void acc_fence(int&) {}
-static inline void acc_fence_s32(int&) {}
 // The operand bytes this thread's fragment needs, read through the descriptors now: the 32 bytes
 // of the k-step in each of its two rows of A, then in each of the n rows of B (K-major).
 static bool emu_wgmma_operands(unsigned long long da, unsigned long long db, unsigned n,

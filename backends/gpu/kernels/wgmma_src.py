@@ -60,8 +60,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Keeps a register's value where it is: no read or write of it moves across this point.
 __device__ __forceinline__ void acc_fence(float& r) { asm volatile("" : "+f"(r) :: "memory"); }
-__device__ __forceinline__ void acc_fence_s32(int& r) { asm volatile("" : "+r"(r) :: "memory"); }
-__device__ __forceinline__ void acc_fence(int& r) { acc_fence_s32(r); }
+__device__ __forceinline__ void acc_fence(int& r) { asm volatile("" : "+r"(r) :: "memory"); }
 
 // Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: start address >> 4
 // (bits 0-13), leading byte offset 1 (unused by swizzled K-major layouts, bits 16-29), stride
