@@ -29,6 +29,7 @@ from backends.gpu.kernels.int8 import (
     Tile8Wg,
     cp16,
     epilogue_params,
+    group_merge8,
     heuristic_tactic8,
     pack_dw_weights8,
     pack_weights8,
@@ -36,7 +37,7 @@ from backends.gpu.kernels.int8 import (
     quantized_kernel,
     wgmma_usable8,
 )
-from backends.gpu.layout import group_merge_factor, merge_groups, round_up
+from backends.gpu.layout import merge_groups, round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
@@ -98,7 +99,7 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
         depthwise = p.groups != 1 and is_depthwise8(layer, network)
         merge = 1
         if p.groups != 1 and not depthwise:
-            merge = group_merge_factor(p.groups, shape0[1] // p.groups, p.num_output_maps // p.groups, 16)
+            merge = group_merge8(p.groups, shape0[1] // p.groups, p.num_output_maps // p.groups)
             if merge is None:
                 return False, (f"grouped INT8 convolution (not depthwise, groups == C == K) with "
                                f"{shape0[1] // p.groups} input and {p.num_output_maps // p.groups} output "
@@ -359,7 +360,7 @@ class Int8Lowering:
             return
         xs = None
         if p.groups != 1:  # grouped: one implicit GEMM per group, adjacent groups merged to 16 channels
-            m = group_merge_factor(p.groups, c // p.groups, p.num_output_maps // p.groups, 16)
+            m = group_merge8(p.groups, c // p.groups, p.num_output_maps // p.groups)
             assert m is not None, "supports_int8 admits only mergeable groups"
             kernel = merge_groups(kernel, p.groups, m)
             g = replace(g, groups=p.groups // m)

@@ -29,6 +29,7 @@ from backends.gpu.kernels.int8 import (
     conv2d_s8_launches,
     cp16,
     epilogue_params,
+    group_merge8,
     heuristic_tactic8,
     pack_weights8,
     quantized_kernel,
@@ -167,7 +168,7 @@ def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, strid
     """Grouped INT8 convolutions (one implicit GEMM per group on grid y, adjacent groups merged until
     16 channels, as the lowering does), bit for bit against the reference backend, with every
     candidate tile of the heuristic's width and split-K."""
-    from backends.gpu.layout import group_merge_factor, merge_groups
+    from backends.gpu.layout import merge_groups
 
     net, feeds = nets.grouped_net(rng, n, c, h, k, r, groups, stride, pad, act, residual,
                                   s_out=None if float_out else "auto")
@@ -175,7 +176,7 @@ def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, strid
     spec, p = annotation.read(layer), layer.params
     x, res = feeds["x"], feeds.get("res")
     want = ref8.convolution(layer, [x] + ([res] if residual else []))[0]
-    m = group_merge_factor(groups, c // groups, k // groups, 16)
+    m = group_merge8(groups, c // groups, k // groups)
     wq = merge_groups(quantized_kernel(layer), groups, m)
     g = ConvGeometry(n, h, h, c, k, r, r, (stride, stride), (pad, pad), groups=groups // m)
     assert (g.p, g.q) == want.shape[2:]

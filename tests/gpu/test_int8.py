@@ -22,7 +22,13 @@ import int8_nets as nets  # noqa: E402
 from backends import reference  # noqa: E402
 from backends.gpu.backend import GpuPartition  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry  # noqa: E402
-from backends.gpu.kernels.int8 import TILES8_WG, Tactic8, candidate_tactics8, wgmma_usable8  # noqa: E402
+from backends.gpu.kernels.int8 import (  # noqa: E402
+    TILES8_WG,
+    Tactic8,
+    candidate_tactics8,
+    group_merge8,
+    wgmma_usable8,
+)
 from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -98,11 +104,8 @@ def test_int8_grouped_conv_bit_exact(rng, n, c, h, k, stride, groups, residual):
     net, feeds = nets.grouped_net(rng, n, c, h, k, 3, groups, stride, 1, nets.RELU, residual)
     part = _check(net, feeds)
     assert [u for u in part.units if u.lowered], "the grouped layer must run on the GPU"
-    from backends.gpu.kernels.conv import ConvGeometry as G
-    from backends.gpu.layout import group_merge_factor
-
-    m = group_merge_factor(groups, c // groups, k // groups, 16)
-    g = G(n, h, h, c, k, 3, 3, (stride, stride), (1, 1), groups=groups // m)
+    m = group_merge8(groups, c // groups, k // groups)
+    g = ConvGeometry(n, h, h, c, k, 3, 3, (stride, stride), (1, 1), groups=groups // m)
     for t in candidate_tactics8(g):
         _check(net, feeds, {"conv": t.name})
 

@@ -29,7 +29,7 @@ from backends.gpu.kernels.conv import (
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
-from backends.gpu.layout import round_up
+from backends.gpu.layout import group_merge_factor, round_up
 
 BK = 64  # int8 channels per k-tile of the default (64-byte row) tiles
 # The int32 accumulator wraps; sums stay exact (= the reference's saturated int64 sums) while
@@ -52,6 +52,12 @@ def group_channels8(g: ConvGeometry) -> tuple[int, int]:
         raise ValueError(f"grouped INT8 implicit GEMM needs per-group channels that are multiples of 16, "
                          f"got C/G = {g.cg} and K/G = {g.kg}")
     return g.cg, g.kg
+
+
+def group_merge8(groups: int, cg: int, kg: int) -> int | None:
+    """How many adjacent groups the INT8 kernel merges into one (``layout.group_merge_factor`` with
+    its 16-byte vectors of 16 int8 channels); None where no merge of at most 8 groups fits."""
+    return group_merge_factor(groups, cg, kg, 16)
 
 
 def reduction8(g: ConvGeometry) -> int:
