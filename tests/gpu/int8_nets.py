@@ -67,7 +67,8 @@ def _add_int8_conv(net: Network, rng: np.random.Generator, x: str, k: int, cg: i
 
 def conv_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, k: int, r: int, stride: int = 1,
              pad: int = 0, act: ActivationSpec | None = RELU, residual: bool = False,
-             s_out: float | None | str = "auto") -> tuple[Network, dict[str, np.ndarray]]:
+             s_out: float | None | str = "auto", groups: int = 1) -> tuple[Network, dict[str, np.ndarray]]:
+    """One INT8 convolution (``groups`` > 1: grouped, ResNeXt / RegNet style) and its residual input."""
     net = Network("conv8")
     net.add_input("x", (n, c, h, w))
     feeds = {"x": rng.normal(size=(n, c, h, w)).astype(np.float32)}
@@ -77,7 +78,8 @@ def conv_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, k: int, r
         q = (w + 2 * pad - r) // stride + 1
         net.add_input("res", (n, k, p, q))
         res = "res"
-    layer, _ = add_conv8(net, rng, "x", k, r, stride, pad, act, res, None, s_out=s_out)
+    layer, _ = _add_int8_conv(net, rng, "x", k, c // groups, r, stride, pad, 1, groups, act, res, None, None, s_out,
+                              True, "conv")
     if residual:
         std = annotation.read(layer).input_scales[1] * 127 / 4
         feeds["res"] = (rng.normal(size=(n, k, p, q)) * std).astype(np.float32)
@@ -163,25 +165,6 @@ def dw_net(rng: np.random.Generator, n: int, c: int, h: int, w: int, r: int, str
     if residual:
         std = annotation.read(layer).input_scales[1] * 127 / 4
         feeds["res"] = (rng.normal(size=(n, c, p, q)) * std).astype(np.float32)
-    net.mark_output(layer.outputs[0])
-    return net, feeds
-
-
-def grouped_net(rng: np.random.Generator, n: int, c: int, h: int, k: int, r: int, groups: int, stride: int = 1,
-                pad: int = 0, act: ActivationSpec | None = RELU, residual: bool = False,
-                s_out: float | None | str = "auto") -> tuple[Network, dict[str, np.ndarray]]:
-    """One INT8 grouped convolution (ResNeXt / RegNet style, groups < C) and its residual input."""
-    net = Network("grouped8")
-    net.add_input("x", (n, c, h, h))
-    feeds = {"x": rng.normal(size=(n, c, h, h)).astype(np.float32)}
-    p = (h + 2 * pad - r) // stride + 1
-    if residual:
-        net.add_input("res", (n, k, p, p))
-    layer, _ = _add_int8_conv(net, rng, "x", k, c // groups, r, stride, pad, 1, groups, act,
-                              "res" if residual else None, None, None, s_out, True, "conv")
-    if residual:
-        std = annotation.read(layer).input_scales[1] * 127 / 4
-        feeds["res"] = (rng.normal(size=(n, k, p, p)) * std).astype(np.float32)
     net.mark_output(layer.outputs[0])
     return net, feeds
 

@@ -170,8 +170,8 @@ def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, strid
     candidate tile of the heuristic's width and split-K."""
     from backends.gpu.layout import merge_groups
 
-    net, feeds = nets.grouped_net(rng, n, c, h, k, r, groups, stride, pad, act, residual,
-                                  s_out=None if float_out else "auto")
+    net, feeds = nets.conv_net(rng, n, c, h, h, k, r, stride, pad, act, residual,
+                               s_out=None if float_out else "auto", groups=groups)
     layer = net.layers[0]
     spec, p = annotation.read(layer), layer.params
     x, res = feeds["x"], feeds.get("res")

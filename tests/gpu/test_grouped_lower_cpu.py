@@ -156,7 +156,7 @@ def test_int8_lowering_is_unaffected():
     low = lower(net, net.layers, list(net.outputs))
     op = next(op for op in low.ops if op.kind == "conv8")
     assert op.info["geom"].groups == 1 and op.info["geom"].ktot == 9 * 16
-    grouped, _ = nets.grouped_net(rng, 2, 64, 8, 64, 3, 2, 1, 1)  # two groups of 32 channels
+    grouped, _ = nets.conv_net(rng, 2, 64, 8, 8, 64, 3, 1, 1, groups=2)  # two groups of 32 channels
     ok, why = supports(grouped.layers[0], grouped)
     assert ok, why
     op = next(op for op in lower(grouped, grouped.layers, list(grouped.outputs)).ops if op.kind == "conv8")

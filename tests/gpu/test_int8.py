@@ -101,7 +101,7 @@ def test_int8_conv_every_tactic(rng, c, h, k, r, act):
 ])
 def test_int8_grouped_conv_bit_exact(rng, n, c, h, k, stride, groups, residual):
     """Grouped INT8 convolutions (merged to 16-channel groups where narrower), every candidate tactic."""
-    net, feeds = nets.grouped_net(rng, n, c, h, k, 3, groups, stride, 1, nets.RELU, residual)
+    net, feeds = nets.conv_net(rng, n, c, h, h, k, 3, stride, 1, nets.RELU, residual, groups=groups)
     part = _check(net, feeds)
     assert [u for u in part.units if u.lowered], "the grouped layer must run on the GPU"
     m = group_merge8(groups, c // groups, k // groups)
