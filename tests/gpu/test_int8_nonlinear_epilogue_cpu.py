@@ -142,6 +142,33 @@ def test_silu_values_next_to_ties(emu):
             _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
 
 
+def test_near_ties_need_the_float64_path(tmp_path):
+    """The float32 fast path alone (its tie test forced true) rounds some near-tie quotients the
+    other way, so the cases above do reach the float64 path and the fallback is what keeps them exact;
+    random values far from ties agree either way."""
+    decide = "if (0.5f - fabsf(t - r) > err)"
+    assert decide in HARNESS
+    fast_only = EmulatedModule(HARNESS.replace(decide, "if (true)"), tmp_path)
+    rng = np.random.default_rng(12)
+    s_out, wrong = 0.021, 0
+    for kind, near in (("silu", 1e-4), ("hard_swish", 0.0)):
+        for s_acc in s_out * np.exp2(rng.uniform(-11.0, -7.0, 4)):
+            vals = _tie_values(kind, float(s_acc), s_out, -(2**14), 2**16, near)
+            if len(vals):
+                v = vals.astype(np.int32).reshape(-1, 1)
+                got = _run(fast_only, kind, v, np.array([s_acc]), s_out)[:, :1].astype(np.int64)
+                wrong += int(np.count_nonzero(got != quantize_nonlinear(KINDS[kind], v.astype(np.int64),
+                                                                        np.array([[s_acc]]), s_out)))
+    assert wrong > 0
+    far = rng.integers(-(2**13), 2**13, (64, 21)).astype(np.int32)
+    s_acc = _scales(rng, 21, s_out)
+    want = quantize_nonlinear(KINDS["silu"], far.astype(np.int64), s_acc[None, :], s_out)
+    t = activation_value(KINDS["silu"], far * s_acc[None, :]) / s_out
+    clear = np.abs(t - np.floor(t) - 0.5) > 1e-3
+    got = _run(fast_only, "silu", far, s_acc, s_out)[:, :21].astype(np.int64)
+    np.testing.assert_array_equal(got[clear], want[clear])
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_sources_compile_for_sm90(tmp_path):
     """The epilogue's CUDA branch (__dmul_rn etc.) and the tensor-core kernel with it, every tile."""

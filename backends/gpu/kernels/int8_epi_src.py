@@ -126,6 +126,17 @@ __device__ __forceinline__ u32 requant4(const int* v, const Epi4& e, int clipq) 
   return out;
 }
 
+// float64 -> float32, round to nearest, keeping float32 denormals as numpy's cast does. CuPy compiles
+// every module with -ftz=true (appended after the caller's options), under which the plain cast
+// becomes cvt.rn.ftz.f32.f64 and flushes results below 2**-126 to zero; the PTX here has no .ftz.
+__device__ __forceinline__ float d2f_rn(double x) {
+#ifdef __CUDACC__
+  float r; asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(x)); return r;
+#else  // host C++ (tests/gpu/cuda_emu.py) keeps denormals
+  return (float)x;
+#endif
+}
+
 // The float output (a layer without an output scale): (float)((double)v * s_acc[k]), clip's bound.
 __device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
                                              int relu, int has_clipf, float clipf, float* __restrict__ y, int ldy) {
@@ -137,8 +148,8 @@ __device__ __forceinline__ void store_float4(const int* v, int m, int n, int K, 
     float f = 0.f;
     if (c < K) {
       const int t = relu && v[j] < 0 ? 0 : v[j];
-      f = __double2float_rn((double)t * sacc[c]);
-      f = has_clipf ? fminf(f, clipf) : f;
+      f = d2f_rn((double)t * sacc[c]);
+      f = has_clipf && f > clipf ? clipf : f;  // not fminf, whose ftz form would flush a denormal f
     }
     yf[c] = f;
   }
@@ -164,6 +175,26 @@ __device__ __forceinline__ double nl_value(double x, bool hswish) {
   return DDIV(x, DADD(1.0, exp(-x)));
 }
 
+// The int8 result clip(rint(f(x) / s_out)) of the float64 definition above, taken from a float32
+// evaluation wherever that cannot round differently. The float32 t = f(x) * (1 / s_out) is within
+// err of the float64 quotient T (u = 2**-24: x's rounding moves f by at most 1.5 |x| u, as |f'| <= 1.5
+// for both functions; expf's 2 ulp and the five roundings after it move t by at most 8 u |t|; a
+// flushed denormal x by 2**-126; doubled for margin). rint(t) is rint(T) when t is farther than err
+// from the tie between two integers; otherwise, and where float32 could over- or underflow (|x| >=
+// 80, a non-finite t), the float64 path decides. Outside the int8 range the clamp hides any error.
+__device__ __forceinline__ int nl_q8(int v, double sacc, bool hswish, double sout, float inv_out) {
+  const double xd = DMUL((double)v, sacc);
+  const float x = (float)xd, ax = fabsf(x);
+  if (ax < 80.f) {
+    const float y = hswish ? x * fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f : x / (1.f + expf(-x));
+    const float t = y * inv_out, r = rintf(t);
+    const float err = (16.f * fabsf(t) + 4.f * ax * inv_out) * 5.9604645e-8f + 1.1754944e-38f * 4.f * inv_out;
+    if (0.5f - fabsf(t - r) > err)  // false for a NaN t
+      return (int)fminf(fmaxf(r, -128.f), 127.f);
+  }
+  return (int)fmin(fmax(rint(DDIV(nl_value(xd, hswish), sout)), -128.0), 127.0);
+}
+
 // A non-linear epilogue (int8_rules.quantize_nonlinear) on 4 channels of row m: y = f((double)v *
 // s_acc[k]), then int8 clip(rint(y / s_out), -128, 127) (rint: round half even, as numpy's) when
 // sout > 0, else the float32 y. Channels K.. (padding) are 0; channels ldy.. are not written.
@@ -172,12 +203,12 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   const bool hs = flags & EPI_HSWISH;
   if (sout > 0.0) {
     u32 out = 0;
+    const float inv_out = d2f_rn(DDIV(1.0, sout));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int c = n + j;
       if (c >= K) continue;
-      const double q = fmin(fmax(rint(DDIV(nl_value(DMUL((double)v[j], sacc[c]), hs), sout)), -128.0), 127.0);
-      out |= ((u32)(int)q & 0xffu) << (8 * j);
+      out |= ((u32)nl_q8(v[j], sacc[c], hs, sout, inv_out) & 0xffu) << (8 * j);
     }
     *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = out;
     return;
@@ -187,7 +218,7 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   for (int j = 0; j < 4; ++j) {
     const int c = n + j;
     if (c >= ldy) continue;
-    yf[c] = c < K ? __double2float_rn(nl_value(DMUL((double)v[j], sacc[c]), hs)) : 0.f;
+    yf[c] = c < K ? d2f_rn(nl_value(DMUL((double)v[j], sacc[c]), hs)) : 0.f;
   }
 }
 
