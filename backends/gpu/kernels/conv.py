@@ -174,6 +174,7 @@ TILES: tuple[Tile, ...] = (
     Tile(256, 128, 4, 2, 3, 8),
     Tile(128, 128, 2, 4, 3, 8),
 )
+NARROWEST_BN = min(t.bn for t in TILES)  # a layer with fewer output channels still needs a candidate
 LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
 
 
@@ -265,7 +266,8 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> l
         if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, TileWg))):
             continue
         ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
-        wide = t.bn >= 2 * max(round_up(g.kg, 8), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32
+        # twice the output width (at least the narrowest tile's) is a mostly empty tile; groups keep BN 32
+        wide = t.bn >= 2 * max(round_up(g.kg, 8), NARROWEST_BN) and (g.groups == 1 or t.bn > 32)
         if t.bm >= 2 * max(g.m, 16) or wide:
             continue  # mostly empty tile
         if g.col_blocks(t.bn) > MAX_GRID_Y:

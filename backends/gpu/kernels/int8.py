@@ -110,6 +110,7 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(128, 256, 2, 4, 3, 8),
     Tile8(128, 128, 2, 4, 3, 8),
 )
+NARROWEST_BN8 = min(t.bn for t in TILES8)  # a layer with fewer output channels still needs a candidate
 SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
 # The wgmma tiles (timed only where ``wgmma_usable8``): the fp16 ones' shapes.
@@ -160,7 +161,8 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> 
     out: list[Tactic8] = []
     for t in TILES8 + (TILES8_WG if wgmma else ()):
         kt = -(-reduction8(g) // t.bk)
-        wide = t.bn >= 2 * max(cp16(g.kg), 16) and (g.groups == 1 or t.bn > 32)  # groups keep BN 32
+        # twice the output width (at least the narrowest tile's) is a mostly empty tile; groups keep BN 32
+        wide = t.bn >= 2 * max(cp16(g.kg), NARROWEST_BN8) and (g.groups == 1 or t.bn > 32)
         if t.bm >= 2 * max(g.m, 16) or wide:
             continue
         if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, Tile8Wg))):
@@ -182,7 +184,7 @@ def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
         return -(-g.m // t.bm) * g.col_blocks(t.bn)
 
     family = (Tile8(128, 128, 2, 4, 3), Tile8(128, 64, 2, 2, 4), Tile8(64, 64, 2, 2, 4))
-    if g.groups > 1:  # the narrowest width that covers one group's K (a wider tile multiplies zeros)
+    if g.groups > 1 or g.kg <= 32:  # the narrowest width that covers one group's K (a wider tile multiplies zeros)
         bn = next((b for b in (32, 64) if g.kg <= b), 128)
         family = tuple(t for t in (*family, Tile8(64, 128, 2, 2, 4), Tile8(64, 32, 2, 1, 4), Tile8(32, 32, 2, 1, 4))
                        if t.bn == bn)
@@ -190,7 +192,7 @@ def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
         if ctas(t) >= sms:
             return Tactic8(t)
     small = Tile8(16, 64, 1, 2, 4) if g.m <= 16 else Tile8(32, 64, 1, 2, 4)
-    t = family[-1] if g.groups > 1 else small
+    t = family[-1] if g.groups > 1 or g.kg <= 32 else small
     kt = -(-reduction8(g) // BK)
     splits = max(1, min(16, sms // max(ctas(t), 1), kt // 4))
     return Tactic8(t, splits)
