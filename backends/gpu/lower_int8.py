@@ -259,10 +259,15 @@ class Int8Lowering:
         stored = "h2f(f2h(y))" if self.dtypes[t] == "float16" else "y"
         body = f"FLT RAW float a = {a}, b = {b}; float y = {_BINARY_C[p.op]}; y = {stored}; {quant_c('y', so)}"
         kname = self.kernel_name(f"{layer.name}_int8")
-        zero = (1, cp16(shape[1]))
-        src = gen.map_kernel(kname, shape, gen.Operand("int8", out.strides), [o for _, o in ins], body,
-                             [0, 2, 3, 1], zero, max(out.elements, q.elements, other.elements))
-        self.emit(f"{layer.name}_int8", kname, src, [n for n, _ in ins], [out.name], gen.map_grid(shape, zero),
+        cp = cp16(shape[1])
+        yop, span = gen.Operand("int8", out.strides), max(out.elements, q.elements, other.elements)
+        if gen.is_c16_vector(yop, cp):  # 16 channels a thread, the int8 tensors as 16-byte vectors
+            src = gen.map_kernel_c16(kname, shape, cp, yop, [o for _, o in ins], body, span)
+            grid = gen.map_grid_c16(shape, cp)
+        else:
+            src = gen.map_kernel(kname, shape, yop, [o for _, o in ins], body, [0, 2, 3, 1], (1, cp), span)
+            grid = gen.map_grid(shape, (1, cp))
+        self.emit(f"{layer.name}_int8", kname, src, [n for n, _ in ins], [out.name], grid,
                   [out.name, *[n for n, _ in ins]])
         self.q8[t] = (out.name, so)
         return True
