@@ -1,4 +1,4 @@
-"""ResNet-50 INT8 against hetrt FP16 through the real path on the GPU.
+"""INT8 against hetrt FP16 through the real path on the GPU (ResNet-50 unless ``--models`` names others).
 
 torchvision ResNet-50 (random weights, batch norm calibrated as in ``gpu_torchvision``) -> ONNX ->
 builder -> plan -> runtime; the GPU segment's CUDA graph is replayed with the input staged on the
@@ -164,6 +164,36 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
     return res
 
 
+def _model_rows(name: str, args: argparse.Namespace, ranges: BatchOneRanges,
+                rng: np.random.Generator) -> list[dict[str, Any]]:
+    """FP16 and INT8 rows of one torchvision model at each batch (batch 1 first: it calibrates)."""
+    from engine.builder import BuilderConfig
+    from engine.quantization import make_calibrator
+
+    model = load(name)
+    rows = []
+    for b in sorted(args.batches):
+        onnx_bytes = export_onnx(model, b)
+        x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
+        per_layer = args.layers and b == max(args.batches)
+        fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups,
+                               per_layer)
+        if b != 1 and not ranges.has(name):
+            raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
+        # at batch > 1 the calibrator's data is only validated, never read (the batch-1 ranges are reused)
+        calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
+        cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
+        with ranges.build(name, b):
+            i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups, per_layer)
+        a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
+        rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
+        row = {"model": name, "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
+               "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
@@ -171,44 +201,25 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=10)
     ap.add_argument("--out", default=None)
     ap.add_argument("--layers", action="store_true", help="also time each launch alone at the largest batch")
+    ap.add_argument("--top", type=int, default=10, help="how many of the slowest INT8 launches to list")
+    ap.add_argument("--models", nargs="+", default=["resnet50"], help="torchvision CNNs (gpu_torchvision.load)")
     args = ap.parse_args()
 
-    from engine.builder import BuilderConfig
-    from engine.quantization import make_calibrator
-
-    model = load("resnet50")
     rng = np.random.default_rng(0)
     rows = []
     with BatchOneRanges() as ranges:
-        for b in sorted(args.batches):
-            onnx_bytes = export_onnx(model, b)
-            x = rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)
-            per_layer = args.layers and b == max(args.batches)
-            fp16 = _build_and_time(onnx_bytes, BuilderConfig(fp16=True, batch=b), x, args.reps, args.groups,
-                                   per_layer)
-            if b != 1 and not ranges.has("resnet50"):
-                raise SystemExit("run batch 1 first: it calibrates the ranges the other batches reuse")
-            # at batch > 1 the calibrator's data is only validated, never read (the batch-1 ranges are reused)
-            calib = [{"input": rng.uniform(-2, 2, (b, 3, 224, 224)).astype(np.float32)}]
-            cfg8 = BuilderConfig(fp16=True, int8=True, batch=b, calibrator=make_calibrator("minmax", calib))
-            with ranges.build("resnet50", b):
-                i8 = _build_and_time(onnx_bytes, cfg8, x, args.reps, args.groups, per_layer)
-            a, r = i8.pop("output").astype(np.float64), fp16.pop("output").astype(np.float64)
-            rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
-            row = {"model": "resnet50", "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
-                   "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print("| batch | FP16 ms | INT8 ms | FP16/INT8 | INT8 launches | fallbacks |")
+        for name in args.models:
+            rows += _model_rows(name, args, ranges, rng)
+    print("| model | batch | FP16 ms | INT8 ms | FP16/INT8 | INT8 launches | fallbacks |")
     for r in rows:
-        print(f"| {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "
+        print(f"| {r['model']} | {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "
               f"{r['speedup_int8_over_fp16']:.2f} | {r['int8']['launches']} | {len(r['int8']['fallback_layers'])} |")
     for r in rows:
         if "layer_ms" in r["int8"] and "layer_ms" in r["fp16"]:
             f, q = r["fp16"]["layer_ms"], r["int8"]["layer_ms"]
-            print(f"batch {r['batch']}: sum of launches alone FP16 {sum(f.values()):.2f} ms, "
-                  f"INT8 {sum(q.values()):.2f} ms; the ten slowest INT8 launches (INT8 ms / FP16 ms):")
-            for label in sorted(q, key=q.get, reverse=True)[:10]:
+            print(f"{r['model']} batch {r['batch']}: sum of launches alone FP16 {sum(f.values()):.2f} ms, "
+                  f"INT8 {sum(q.values()):.2f} ms; the slowest INT8 launches (INT8 ms / FP16 ms):")
+            for label in sorted(q, key=q.get, reverse=True)[:args.top]:
                 print(f"  {label[:60]:60s} {q[label]:.3f} / {f.get(label, float('nan')):.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
