@@ -96,6 +96,7 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
     (24, 9, 8, 3, 2, 0, 1, nets.CLIP6, False, True),
     (40, 7, 7, 5, 1, 2, 1, nets.RELU, True, True),
     (20, 6, 6, 3, 1, 1, 1, None, False, True),
+    (16, 10, 9, 7, 1, 3, 1, nets.RELU, True, False),  # 49 taps: 12 full quads and one of a single tap
     (40, 9, 9, 3, 1, 1, 1, nets.SILU, False, False),  # the non-linear epilogues (int8_rules.quantize_nonlinear)
     (24, 8, 7, 5, 2, 2, 1, nets.SILU, True, False),
     (24, 9, 8, 3, 1, 1, 1, nets.HSWISH, True, False),

@@ -28,7 +28,11 @@ def test_depthwise_lowers_to_the_int8_kernel():
     assert low.slots[op.info["x"]].layout == "nhwc16" and low.slots[op.info["y"]].phys_shape == (2, 5, 5, 48)
     w = low.slots[op.info["w"]].const
     np.testing.assert_array_equal(w, pack_dw_weights8(quantized_kernel(layer)))
-    assert w.shape == (5, 5, 48) and not w[..., 40:].any()
+    # 25 taps in 7 quads, each channel's quad one word; padded channels and the 3 taps past 25 zero
+    assert w.shape == (7, 48, 4) and not w[:, 40:].any()
+    taps = w.transpose(0, 2, 1).reshape(28, 48)
+    assert not taps[25:].any()
+    np.testing.assert_array_equal(taps[:25, :40].T.reshape(40, 1, 5, 5), quantized_kernel(layer))
     e = op.info["epi"]
     assert e.osc is not None and e.rsc is not None and e.relu
     assert e.clipq == int(np.clip(round_half_away(6.0 / annotation.read(layer).output_scale), -128, 127))

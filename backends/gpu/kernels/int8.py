@@ -512,13 +512,16 @@ def pool2d_s8(x: Any, y: Any, g: Any, average: bool) -> None:
 
 
 def pack_dw_weights8(wq: np.ndarray) -> np.ndarray:
-    """int8 depthwise IR kernel (C, 1, R, S) -> (R, S, Cp16) int8, zero in channels C..Cp-1."""
+    """int8 depthwise IR kernel (C, 1, R, S) -> (ceil(R*S / 4), Cp16, 4) int8: taps (index r * S + s)
+    in quads, each channel's four as one word for ``__dp4a``; zero past the last tap and in channels
+    C..Cp-1."""
     c, one, r, s = wq.shape
     if one != 1:
         raise ValueError(f"a depthwise kernel has one input channel per group, got shape {wq.shape}")
-    out = np.zeros((r, s, cp16(c)), np.int8)
-    out[..., :c] = wq[:, 0].transpose(1, 2, 0)
-    return out
+    quads = -(-(r * s) // 4)
+    taps = np.zeros((quads * 4, cp16(c)), np.int8)
+    taps[: r * s, :c] = wq[:, 0].reshape(c, r * s).T
+    return np.ascontiguousarray(taps.reshape(quads, 4, cp16(c)).transpose(0, 2, 1))
 
 
 def dw_args(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any, ldy: int) -> tuple:
@@ -540,7 +543,8 @@ def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, re
                 ldy: int | None = None) -> None:
     """Enqueue the INT8 depthwise convolution on the current stream.
 
-    x: (N, H, W, Cp16) int8; w: (R, S, Cp16) int8; residual: (N, P, Q, Cp16) int8 or None;
+    x: (N, H, W, Cp16) int8; w: ``pack_dw_weights8``'s (ceil(R*S / 4), Cp16, 4) int8;
+    residual: (N, P, Q, Cp16) int8 or None;
     y: int8 (N, P, Q, Cp16), or float32 with channel stride ``ldy`` when ``epi`` has no output scale.
     """
     ldy = cp16(g.c) if ldy is None else ldy

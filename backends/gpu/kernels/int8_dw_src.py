@@ -5,19 +5,24 @@ channel, the int8 x int8 products of the R x S window summed in int32 (exact: |s
 and the lowering keeps R*S*128*128 < 2**31, ``int8.MAX_KTOT``), then the tensor-core kernel's
 epilogue (``int8_epi_src``, the same text, the same parameter rows from ``int8.device_params``).
 
-One thread per 16 channels of one output pixel: per tap one 16-byte load of the input and one of
-the weights, 16 int32 accumulators, then four 4-channel epilogue groups and one 16-byte store (or
-16 floats for a layer without an output scale). Taps outside the image are skipped (zero padding).
+One thread per 16 channels of one output pixel, the R x S taps in quads: per tap one 16-byte load of
+the input (zero outside the image, which is the padding, and past the last tap), a byte transpose
+(``__byte_perm``) that puts each channel's four taps in one word, and per channel one ``__dp4a``
+against the weights, which are stored tap-quad-major for exactly that word; 16 int32 accumulators,
+then four 4-channel epilogue groups and one 16-byte store (or 16 floats for a layer without an
+output scale). Four multiply-adds per instruction instead of one, with two byte permutes per
+channel instead of two byte extractions per product.
 
 Layouts (Cp = C rounded up to 16):
   x    NHWC int8, channel stride Cp, padded channels zero
-  w    R x S x Cp int8, padded channels zero
+  w    ceil(R*S / 4) x Cp x 4 int8: taps 4g..4g+3 of channel c as the 4 bytes at (g, c), tap
+       index r * S + s; padded taps and channels zero (``int8.pack_dw_weights8``)
   res  NHWC int8 (output grid), channel stride Cp (or null)
   y    int8 NHWC, channel stride Cp (channels C..Cp-1 written as zeros), or float32 NHWC with
        channel stride ldy (C <= ldy <= Cp) when ``sacc`` is not null (and, for a SiLU / hard-swish
        epilogue, which always has ``sacc``, when ``sout`` is 0)
 
-No inline PTX here beyond the epilogue's (which has a C++ fallback), so the same text also runs
+No inline PTX here beyond the epilogue's; it and the two intrinsics have C++ fallbacks, so the same text also runs
 on the CPU through ``tests/gpu/cuda_emu.py``.
 """
 
@@ -26,6 +31,26 @@ from backends.gpu.kernels.int8_epi_src import EPI8_SRC
 DW8_SRC = r"""
 typedef unsigned int u32;
 """ + EPI8_SRC + r"""
+// __byte_perm and __dp4a (signed), with their C++ equivalents for the host compiler of the emulator.
+__device__ __forceinline__ u32 bperm(u32 a, u32 b, u32 sel) {
+#ifdef __CUDACC__
+  return __byte_perm(a, b, sel);
+#else
+  const unsigned long long v = ((unsigned long long)b << 32) | a;
+  u32 r = 0;
+  for (int i = 0; i < 4; ++i) r |= (u32)((v >> (8 * ((sel >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+__device__ __forceinline__ int dp4(u32 a, u32 b, int c) {
+#ifdef __CUDACC__
+  return __dp4a((int)a, (int)b, c);
+#else
+  for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+  return c;
+#endif
+}
+
 // One 4-channel group of the epilogue: integer output (template flags) into 4 bytes.
 template <bool RELU, bool RES, bool SAT>
 __device__ __forceinline__ u32 dw_epi4(const int* a, const int* __restrict__ ep, int Kp, int n,
@@ -61,18 +86,28 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
   int acc[16];
 #pragma unroll
   for (int j = 0; j < 16; ++j) acc[j] = 0;
-  for (int r = 0; r < R; ++r) {
-    const int ih = p * sh - ph + r * dh;
-    if ((unsigned)ih >= (unsigned)H) continue;
-    for (int s = 0; s < S; ++s) {
-      const int iw = q * sw - pw + s * dw;
-      if ((unsigned)iw >= (unsigned)W) continue;
-      const uint4 xv = *reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Kp + c0);
-      const uint4 wv = *reinterpret_cast<const uint4*>(w + (size_t)(r * S + s) * Kp + c0);
-      const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w}, ws[4] = {wv.x, wv.y, wv.z, wv.w};
+  const int taps = R * S;
+  for (int t0 = 0; t0 < taps; t0 += 4) {
+    u32 xs[4][4];  // [tap of the quad][4-channel word]; zero for a tap past R*S or outside the image
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
-        acc[j] += (int)(signed char)(xs[j >> 2] >> (8 * (j & 3))) * (int)(signed char)(ws[j >> 2] >> (8 * (j & 3)));
+    for (int k = 0; k < 4; ++k) {
+      const int t = t0 + k, r = t / S, s = t - r * S;
+      const int ih = p * sh - ph + r * dh, iw = q * sw - pw + s * dw;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (t < taps && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W)
+        v = *reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Kp + c0);
+      xs[k][0] = v.x; xs[k][1] = v.y; xs[k][2] = v.z; xs[k][3] = v.w;
+    }
+    const uint4* wq = reinterpret_cast<const uint4*>(w + ((size_t)(t0 / 4) * Kp + c0) * 4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // channels 4i..4i+3: transpose the 4 taps x 4 channels bytes
+      const uint4 wv = wq[i];
+      const u32 lo01 = bperm(xs[0][i], xs[1][i], 0x5140), lo23 = bperm(xs[2][i], xs[3][i], 0x5140);
+      const u32 hi01 = bperm(xs[0][i], xs[1][i], 0x7362), hi23 = bperm(xs[2][i], xs[3][i], 0x7362);
+      acc[4 * i + 0] = dp4(bperm(lo01, lo23, 0x5410), wv.x, acc[4 * i + 0]);
+      acc[4 * i + 1] = dp4(bperm(lo01, lo23, 0x7632), wv.y, acc[4 * i + 1]);
+      acc[4 * i + 2] = dp4(bperm(hi01, hi23, 0x5410), wv.z, acc[4 * i + 2]);
+      acc[4 * i + 3] = dp4(bperm(hi01, hi23, 0x7632), wv.w, acc[4 * i + 3]);
     }
   }
   const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
