@@ -15,8 +15,17 @@ _THREADS = 256
 i32, f32 = np.int32, np.float32
 
 
+# depthwise_conv_row instantiations: window width, column stride, output columns per thread (a 7-wide
+# window keeps 2: at 4 its weights and accumulators pass 128 registers and spill)
+DW_ROW_SHAPES = tuple((s, sw, qv) for s in (3, 5, 7) for sw in (1, 2) for qv in (2, 4) if s * qv < 28)
+_NAMES = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s, sw, qv in DW_ROW_SHAPES]
+# Row tiling trades threads for reuse: it applies while the wider tile still leaves this many threads
+# (two blocks of 256 on each of an H100's 132 SMs); smaller layers keep a thread per output.
+DW_ROW_MIN_THREADS = 2 * 256 * 132
+
+
 def _fn(name: str) -> Any:
-    return get_function(DIRECT_SRC, name)
+    return get_function(DIRECT_SRC, name, _NAMES)
 
 
 def _grid(total: int) -> tuple[int]:
@@ -37,11 +46,30 @@ def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
     """y = act(depthwise(x, w) + bias + residual); g.c == g.k (channel multiplier 1)."""
     if g.c != g.k:
         raise ValueError(f"depthwise needs C == K, got {g.c} and {g.k}")
+    qv = depthwise_columns(g)
+    if qv > 1:
+        total = g.n * g.p * -(-g.q // qv) * (g.cp // 8)
+        _fn(f"depthwise_conv_row<{g.s}, {g.stride[1]}, {qv}>")(_grid(total), (_THREADS,), (
+            x, w, _ptr(bias), _ptr(residual), y,
+            *map(i32, (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.stride[0], *g.pad, g.dilation[0])),
+            i32(act[0]), f32(act[1]), f32(act[2])))
+        return
     total = g.m * (g.cp // 8)
     _fn("depthwise_conv")(_grid(total), (_THREADS,), (
         x, w, _ptr(bias), _ptr(residual), y,
         *map(i32, (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation)),
         i32(act[0]), f32(act[1]), f32(act[2])))
+
+
+def depthwise_columns(g: ConvGeometry) -> int:
+    """Output columns per thread of ``depthwise_conv``: 4 or 2 (``depthwise_conv_row``) where that
+    instantiation exists and still leaves ``DW_ROW_MIN_THREADS`` threads, else 1 (the generic kernel)."""
+    if g.dilation[1] != 1:
+        return 1
+    for qv in (4, 2):
+        if (g.s, g.stride[1], qv) in DW_ROW_SHAPES and g.n * g.p * -(-g.q // qv) * (g.cp // 8) >= DW_ROW_MIN_THREADS:
+            return qv
+    return 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""The FP16 depthwise convolution's row-tiled kernel (``direct_src.depthwise_conv_row``: 2 or 4
+output columns per thread) run on the CPU through the CUDA emulator, via the real launcher
+(``direct.depthwise_conv``), on fresh random data.
+
+Bit for bit against the generic one-output kernel (the row kernel sums in the same order, and a
+column outside the image adds fmaf(0, w, acc) = acc), and within fp16 tolerance of a float64
+reference: window widths 3, 5 and 7, column strides 1 and 2, row strides and row dilation,
+padding on both edges, output widths that are not a multiple of the tile, bias, residual and
+activations, channels not a multiple of 8 (zero padding checked).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+from gpu_reference import act_ref, conv_ref
+
+from backends.gpu.kernels import direct
+from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.direct_src import DIRECT_SRC
+from backends.gpu.layout import pack_depthwise_weights, pad_channels
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> EmulatedModule:
+    return EmulatedModule(DIRECT_SRC, tmp_path_factory.mktemp("emu_dw"), name_expressions=direct._NAMES, opt="-O1")
+
+
+def _launcher(emu: EmulatedModule):
+    def fn(name: str):
+        return lambda grid, block, args: emu.run(name, grid, block[0], args)
+    return fn
+
+
+def _run(emu, monkeypatch, columns: int, g: ConvGeometry, x, w, b, res, act) -> np.ndarray:
+    y = np.full((g.n, g.p, g.q, g.cp), np.float16(np.nan))
+    with monkeypatch.context() as m:
+        m.setattr(direct, "_fn", _launcher(emu))
+        m.setattr(direct, "depthwise_columns", lambda geom: columns)
+        direct.depthwise_conv(pad_channels(x), pack_depthwise_weights(w), b, y, g, act,
+                              None if res is None else pad_channels(res))
+    return y
+
+
+CASES = [  # n, h, w, c, r, (stride), (pad), (dilation), act, residual
+    (2, 9, 11, 20, 3, (1, 1), (1, 1), (1, 1), (1, 0.0, 0.0), False),  # ReLU
+    (1, 10, 13, 16, 3, (2, 2), (1, 1), (1, 1), (2, 0.0, 6.0), True),  # clip 0..6, stride 2
+    (1, 8, 9, 12, 5, (1, 1), (2, 2), (1, 1), (0, 0.0, 0.0), True),
+    (2, 11, 10, 24, 5, (2, 2), (2, 2), (1, 1), (0, 0.0, 0.0), False),
+    (1, 9, 15, 8, 7, (1, 1), (3, 3), (1, 1), (0, 0.0, 0.0), False),  # ConvNeXt's 7x7
+    (1, 12, 9, 8, 7, (2, 2), (3, 3), (1, 1), (1, 0.0, 0.0), True),
+    (1, 9, 9, 16, 3, (2, 1), (2, 1), (2, 1), (0, 0.0, 0.0), False),  # row stride 2, row dilation 2
+    (1, 6, 6, 8, 3, (1, 1), (0, 0), (1, 1), (0, 0.0, 0.0), False),  # no padding: 4 output columns
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[4]}x{c[4]}_s{c[5][0]}{c[5][1]}_c{c[3]}" for c in CASES])
+@pytest.mark.parametrize("columns", [2, 4])
+def test_row_kernel_equals_generic_kernel(emu, monkeypatch, rng, case, columns):
+    n, h, wd, c, r, stride, pad, dil, act, residual = case
+    g = ConvGeometry(n, h, wd, c, c, r, r, stride, pad, dil)
+    x = rng.uniform(-1, 1, (n, h, wd, c)).astype(np.float16)
+    w = (rng.standard_normal((c, 1, r, r)) / r).astype(np.float16)
+    b = rng.standard_normal(g.cp).astype(np.float32)
+    res = rng.uniform(-1, 1, (n, g.p, g.q, c)).astype(np.float16) if residual else None
+    if (r, stride[1], columns) not in direct.DW_ROW_SHAPES:  # a 7-wide window has 2 columns only
+        columns = 2
+    generic = _run(emu, monkeypatch, 1, g, x, w, b, res, act)
+    row = _run(emu, monkeypatch, columns, g, x, w, b, res, act)
+    np.testing.assert_array_equal(row.view(np.uint16), generic.view(np.uint16))
+    assert not row[..., c:].view(np.uint16).any(), "padded channels must be written as zeros"
+    ref = conv_ref(x, w, stride, pad, dil, groups=c) + b[:c] + (0 if res is None else res)
+    np.testing.assert_allclose(row[..., :c].astype(np.float64), act_ref(ref, *act), rtol=1e-2, atol=1e-2)
+
+
+def test_row_tiling_is_chosen_only_where_it_exists_and_fills_the_gpu():
+    big = ConvGeometry(256, 56, 56, 144, 144, 3, 3, (1, 1), (1, 1))
+    assert direct.depthwise_columns(big) == 4
+    assert direct.depthwise_columns(ConvGeometry(1, 7, 7, 1152, 1152, 3, 3, (1, 1), (1, 1))) == 1
+    dilated = ConvGeometry(256, 56, 56, 144, 144, 3, 3, (1, 1), (2, 2), (2, 2))
+    assert direct.depthwise_columns(dilated) == 1  # column dilation
+    assert direct.depthwise_columns(ConvGeometry(256, 56, 56, 144, 144, 9, 9, (1, 1), (4, 4))) == 1
+    assert direct.depthwise_columns(ConvGeometry(256, 56, 56, 96, 96, 7, 7, (1, 1), (3, 3))) == 2
