@@ -13,7 +13,15 @@ import numpy as np
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.int8_math import weight_scales
-from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams, PoolingParams
+from engine.ir.layers import (
+    ActivationSpec,
+    ActivationType,
+    ConvolutionParams,
+    ElementWiseOp,
+    ElementWiseParams,
+    FullyConnectedParams,
+    PoolingParams,
+)
 from engine.ir.network import Layer, Network
 
 RELU = ActivationSpec(ActivationType.RELU)
@@ -214,3 +222,18 @@ def mobile_block_onnx(rng: np.random.Generator, batch: int = 2, c: int = 24, h: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     calib = [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(4)]
     return model, calib
+
+
+def se_net(rng: np.random.Generator, op: ElementWiseOp, gate_first: bool, c: int = 40) -> Network:
+    """conv8 (SiLU, int8 out) -> FP16 ``op`` with a (N, C, 1, 1) float input -> conv8 (the consumer)."""
+    net = Network("se8")
+    net.add_input("x", (2, 24, 9, 9))
+    net.add_input("gate", (2, c, 1, 1))
+    a, sa = add_conv8(net, rng, "x", c, 1, act=SILU, name="expand")
+    ins = ["gate", a.outputs[0]] if gate_first else [a.outputs[0], "gate"]
+    mul = net.add_layer(ElementWiseParams(op), ins, name="se_mul")
+    mul.precision = Precision.FP16
+    b, _ = add_conv8(net, rng, mul.outputs[0], 16, 3, 1, 1, act=None, s_in=float(np.float32(sa * 0.7)),
+                     name="project")
+    net.mark_output(b.outputs[0])
+    return net

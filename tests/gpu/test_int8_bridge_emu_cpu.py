@@ -19,25 +19,10 @@ from backends.gpu.kernels import gen
 from backends.gpu.lower import lower
 from backends.gpu.lower_int8 import Int8Lowering
 from engine.ir.dtypes import Precision
-from engine.ir.layers import ConvolutionParams, ElementWiseOp, ElementWiseParams
+from engine.ir.layers import ConvolutionParams, ElementWiseOp
 from engine.ir.network import Network
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
-
-
-def _se_net(rng: np.random.Generator, op: ElementWiseOp, gate_first: bool, c: int = 40) -> Network:
-    """conv8 (SiLU, int8 out) -> FP16 ``op`` with a (N, C, 1, 1) float input -> conv8 (the consumer)."""
-    net = Network("se8")
-    net.add_input("x", (2, 24, 9, 9))
-    net.add_input("gate", (2, c, 1, 1))
-    a, sa = nets.add_conv8(net, rng, "x", c, 1, act=nets.SILU, name="expand")
-    ins = ["gate", a.outputs[0]] if gate_first else [a.outputs[0], "gate"]
-    mul = net.add_layer(ElementWiseParams(op), ins, name="se_mul")
-    mul.precision = Precision.FP16
-    b, _ = nets.add_conv8(net, rng, mul.outputs[0], 16, 3, 1, 1, act=None, s_in=float(np.float32(sa * 0.7)),
-                          name="project")
-    net.mark_output(b.outputs[0])
-    return net
 
 
 def _run_gen(low, labels: list[str], feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
@@ -60,7 +45,7 @@ def _run_gen(low, labels: list[str], feeds: dict[str, np.ndarray], tmp_path) -> 
 @pytest.mark.parametrize("op", [ElementWiseOp.PROD, ElementWiseOp.SUM, ElementWiseOp.SUB, ElementWiseOp.DIV])
 @pytest.mark.parametrize("gate_first", [False, True])
 def test_bridge_equals_the_three_kernels(rng, tmp_path, monkeypatch, op, gate_first):
-    net = _se_net(rng, op, gate_first)
+    net = nets.se_net(rng, op, gate_first)
     fused = lower(net, net.layers, list(net.outputs))
     with monkeypatch.context() as m:
         m.setattr(Int8Lowering, "lower_int8_bridge", lambda self, layer: False)
@@ -91,7 +76,7 @@ def test_bridge_equals_the_three_kernels(rng, tmp_path, monkeypatch, op, gate_fi
 
 def test_bridge_needs_a_single_int8_consumer(rng):
     """A second reader of the element-wise result (here a network output) keeps the three kernels."""
-    net = _se_net(rng, ElementWiseOp.PROD, False)
+    net = nets.se_net(rng, ElementWiseOp.PROD, False)
     net.mark_output(net.layers[1].outputs[0])
     low = lower(net, net.layers, list(net.outputs))
     assert "se_mul_int8" not in [o.label for o in low.ops]

@@ -3,10 +3,12 @@ epilogue, ``dwconv_s8``) against the reference INT8 kernels, bit for bit: dense,
 connected layers, every dense tactic, and an EfficientNet-style int8 chain. Fresh random data (the
 seed is printed). Skipped without CUDA.
 
-The epilogue evaluates ``int8_rules.activation_value`` in float64 with the same IEEE steps as
-numpy; SiLU's ``exp`` is CUDA's, which may differ from numpy's in the last bit: that changes a
-result only for a quotient within about 1e-16 of a rounding tie (or a float32 rounding midpoint),
-which random data does not reach."""
+The epilogue takes an int8 result from float32 where its error bound decides the rounding, else
+evaluates ``int8_rules.activation_value`` in float64 with the same IEEE steps as numpy; SiLU's
+``exp`` is CUDA's, which may differ from numpy's in the last bit: that changes a result only for a
+quotient within about 1e-16 of a rounding tie (or a float32 rounding midpoint), which random data
+does not reach. Also the squeeze-excitation bridge (``Int8Lowering.lower_int8_bridge``, 16 channels
+a thread) against the three kernels it replaces."""
 
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ if not _ok:
 import int8_nets as nets  # noqa: E402
 from test_int8 import _check  # noqa: E402
 
+from backends.gpu.backend import GpuPartition  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry  # noqa: E402
 from backends.gpu.kernels.int8 import candidate_tactics8  # noqa: E402
+from backends.gpu.lower_int8 import Int8Lowering  # noqa: E402
+from engine.ir.layers import ElementWiseOp  # noqa: E402
 from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -90,3 +95,23 @@ def test_int8_silu_block_stays_on_device(rng):
     part = _check(net, {"x": rng.normal(size=(2, 24, 20, 20)).astype(np.float32)})
     kinds = _kinds(part)
     assert kinds.count("conv8") == 2 and kinds.count("dwconv8") == 1, kinds
+
+
+@pytest.mark.parametrize("op", [ElementWiseOp.PROD, ElementWiseOp.DIV])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_int8_se_bridge_equals_three_kernels(rng, monkeypatch, op, gate_first):
+    """SiLU conv8 -> FP16 ``x op gate`` -> conv8: the fused int8 -> int8 bridge and the unfused
+    dequantize / FP16 layer / quantize give the same output bits on the GPU."""
+    net = nets.se_net(rng, op, gate_first, c=72)
+    gate = rng.uniform(0.1, 1.0, (2, 72, 1, 1)).astype(np.float32)
+    feeds = {"x": rng.normal(size=(2, 24, 9, 9)).astype(np.float32), "gate": gate}
+    names = [la.name for la in net.layers]
+    fused = GpuPartition(net, names)
+    assert "se_mul_int8" in [op.label for u in fused.units if u.lowered for op in u.lowered.ops]
+    got = fused.create_context().execute(feeds)
+    with monkeypatch.context() as m:
+        m.setattr(Int8Lowering, "lower_int8_bridge", lambda self, layer: False)
+        plain = GpuPartition(net, names)
+    want = plain.create_context().execute(feeds)
+    out = net.outputs[0]
+    np.testing.assert_array_equal(got[out].view(np.uint32), want[out].view(np.uint32))
