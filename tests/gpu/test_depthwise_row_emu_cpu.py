@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> EmulatedModule:
-    return EmulatedModule(DIRECT_SRC, tmp_path_factory.mktemp("emu_dw"), name_expressions=direct._NAMES, opt="-O1")
+    every = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s in (3, 5, 7) for sw in (1, 2) for qv in (2, 4)]
+    return EmulatedModule(DIRECT_SRC, tmp_path_factory.mktemp("emu_dw"), name_expressions=every, opt="-O1")
 
 
 def _launcher(emu: EmulatedModule):
@@ -66,8 +67,6 @@ def test_row_kernel_equals_generic_kernel(emu, monkeypatch, rng, case, columns):
     w = (rng.standard_normal((c, 1, r, r)) / r).astype(np.float16)
     b = rng.standard_normal(g.cp).astype(np.float32)
     res = rng.uniform(-1, 1, (n, g.p, g.q, c)).astype(np.float16) if residual else None
-    if (r, stride[1], columns) not in direct.DW_ROW_SHAPES:  # a 7-wide window has 2 columns only
-        columns = 2
     generic = _run(emu, monkeypatch, 1, g, x, w, b, res, act)
     row = _run(emu, monkeypatch, columns, g, x, w, b, res, act)
     np.testing.assert_array_equal(row.view(np.uint16), generic.view(np.uint16))
@@ -77,10 +76,16 @@ def test_row_kernel_equals_generic_kernel(emu, monkeypatch, rng, case, columns):
 
 
 def test_row_tiling_is_chosen_only_where_it_exists_and_fills_the_gpu():
-    big = ConvGeometry(256, 56, 56, 144, 144, 3, 3, (1, 1), (1, 1))
-    assert direct.depthwise_columns(big) == 4
-    assert direct.depthwise_columns(ConvGeometry(1, 7, 7, 1152, 1152, 3, 3, (1, 1), (1, 1))) == 1
-    dilated = ConvGeometry(256, 56, 56, 144, 144, 3, 3, (1, 1), (2, 2), (2, 2))
-    assert direct.depthwise_columns(dilated) == 1  # column dilation
-    assert direct.depthwise_columns(ConvGeometry(256, 56, 56, 144, 144, 9, 9, (1, 1), (4, 4))) == 1
-    assert direct.depthwise_columns(ConvGeometry(256, 56, 56, 96, 96, 7, 7, (1, 1), (3, 3))) == 2
+    def cols(n, h, c, r, stride, pad, dilation=(1, 1)):
+        return direct.depthwise_columns(ConvGeometry(n, h, h, c, c, r, r, stride, pad, dilation))
+
+    assert cols(256, 56, 144, 3, (1, 1), (1, 1)) == 2
+    assert cols(256, 28, 240, 5, (1, 1), (2, 2)) == 4
+    assert cols(256, 56, 144, 5, (2, 2), (2, 2)) == 2
+    assert cols(32, 56, 96, 7, (1, 1), (3, 3)) == 2
+    assert cols(256, 112, 96, 3, (2, 2), (1, 1)) == 1  # a 3-wide window at stride 2 gains nothing
+    assert cols(1, 7, 1152, 3, (1, 1), (1, 1)) == 1  # too few threads to tile
+    assert cols(256, 56, 144, 3, (1, 1), (2, 2), (2, 2)) == 1  # column dilation
+    assert cols(256, 56, 144, 9, (1, 1), (4, 4)) == 1  # no instantiation
+    for (s, sw), qv in direct.DW_ROW_COLUMNS.items():
+        assert f"depthwise_conv_row<{s}, {sw}, {qv}>" in direct._NAMES

@@ -15,11 +15,16 @@ _THREADS = 256
 i32, f32 = np.int32, np.float32
 
 
-# depthwise_conv_row instantiations: window width, column stride, output columns per thread (a 7-wide
-# window keeps 2: at 4 its weights and accumulators pass 128 registers and spill)
-DW_ROW_SHAPES = tuple((s, sw, qv) for s in (3, 5, 7) for sw in (1, 2) for qv in (2, 4) if s * qv < 28)
-_NAMES = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s, sw, qv in DW_ROW_SHAPES]
-# Row tiling trades threads for reuse: it applies while the wider tile still leaves this many threads
+# Output columns per thread of depthwise_conv_row by (window width, column stride), from timing each
+# width at 1, 2 and 4 columns on MobileNetV2 / EfficientNet-B0 / ConvNeXt-T layer shapes at batch
+# 256 and 32 on an H100 (bench/results/gpu_depthwise_h100.json). More columns save loads (a column
+# serves up to S outputs) but cost registers and so occupancy: a 3-wide window gains at 2 columns on
+# stride 1 and loses on stride 2 (5 columns for 2 outputs save little), a 5-wide one gains most at
+# 4 on stride 1; a 7-wide window at 4 passes 128 registers and spills. Unmeasured pairs (a 7-wide
+# window at stride 2, say) keep the generic kernel.
+DW_ROW_COLUMNS = {(3, 1): 2, (5, 1): 4, (5, 2): 2, (7, 1): 2}
+_NAMES = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for (s, sw), qv in DW_ROW_COLUMNS.items()]
+# Row tiling trades threads for reuse: it applies while the tiled grid still has this many threads
 # (two blocks of 256 on each of an H100's 132 SMs); smaller layers keep a thread per output.
 DW_ROW_MIN_THREADS = 2 * 256 * 132
 
@@ -62,14 +67,13 @@ def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
 
 
 def depthwise_columns(g: ConvGeometry) -> int:
-    """Output columns per thread of ``depthwise_conv``: 4 or 2 (``depthwise_conv_row``) where that
-    instantiation exists and still leaves ``DW_ROW_MIN_THREADS`` threads, else 1 (the generic kernel)."""
-    if g.dilation[1] != 1:
+    """Output columns per thread of ``depthwise_conv``: ``DW_ROW_COLUMNS``'s for the window and
+    column stride (``depthwise_conv_row``) where the tiled grid keeps ``DW_ROW_MIN_THREADS``
+    threads, else 1 (the generic kernel); column dilation takes the generic kernel."""
+    qv = DW_ROW_COLUMNS.get((g.s, g.stride[1]), 1) if g.dilation[1] == 1 else 1
+    if qv > 1 and g.n * g.p * -(-g.q // qv) * (g.cp // 8) < DW_ROW_MIN_THREADS:
         return 1
-    for qv in (4, 2):
-        if (g.s, g.stride[1], qv) in DW_ROW_SHAPES and g.n * g.p * -(-g.q // qv) * (g.cp // 8) >= DW_ROW_MIN_THREADS:
-            return qv
-    return 1
+    return qv
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""FP16 depthwise convolution: the generic kernel (a thread per output) against the row-tiled one
+(``direct_src.depthwise_conv_row``, 2 or 4 output columns per thread) on MobileNetV2,
+EfficientNet-B0 and ConvNeXt-T layer shapes, each launch alone (CUDA events, median of 7 groups
+of 10), with the column count ``direct.depthwise_columns`` chooses and a bit-exactness check of
+every variant against the generic kernel. ``direct.DW_ROW_COLUMNS`` comes from this table.
+
+    python bench/gpu_depthwise.py --out bench/results/gpu_depthwise_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+SHAPES = [  # batch, height = width, channels, window, stride
+    (256, 112, 32, 3, 1), (256, 112, 96, 3, 2), (256, 56, 144, 3, 1), (256, 56, 144, 5, 2), (256, 28, 240, 5, 1),
+    (256, 28, 240, 3, 2), (256, 14, 480, 3, 1), (256, 14, 672, 5, 1), (256, 7, 1152, 5, 1), (256, 7, 960, 3, 1),
+    (32, 56, 96, 7, 1), (32, 28, 192, 7, 1), (32, 14, 384, 7, 1), (1, 112, 32, 3, 1), (1, 56, 144, 3, 1),
+]
+
+
+def _time(launch, reps: int = 10, groups: int = 7) -> float:
+    import cupy as cp
+
+    s, e = cp.cuda.Event(), cp.cuda.Event()
+    ts = []
+    for _ in range(groups):
+        s.record()
+        for _ in range(reps):
+            launch()
+        e.record()
+        e.synchronize()
+        ts.append(cp.cuda.get_elapsed_time(s, e) / reps)
+    return float(np.median(ts))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    import cupy as cp
+    from gpu_peers import environment
+
+    from backends.gpu.kernels import direct
+    from backends.gpu.kernels.conv import ConvGeometry
+
+    chooser = direct.depthwise_columns
+    every = [(s, sw) for s in (3, 5, 7) for sw in (1, 2)]
+    direct._NAMES = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s, sw in every for qv in (2, 4)]
+    rows = []
+    try:
+        for n, h, c, r, st in SHAPES:
+            g = ConvGeometry(n, h, h, c, c, r, r, (st, st), (r // 2, r // 2))
+            rng = np.random.default_rng(0)
+            x = cp.asarray(rng.uniform(-1, 1, (n, h, h, g.cp)).astype(np.float16))
+            w = cp.asarray(rng.uniform(-1, 1, (r, r, g.cp)).astype(np.float16))
+            b, y = cp.zeros(g.cp, cp.float32), cp.empty((n, g.p, g.q, g.cp), cp.float16)
+            row = {"shape": [n, h, c, r, st], "chosen": chooser(g)}
+            outs = {}
+            for qv in (1, 2, 4):
+                if qv == 4 and r == 7:
+                    continue  # spills (see direct.DW_ROW_COLUMNS)
+                direct.depthwise_columns = lambda geom, q=qv: q
+                launch = functools.partial(direct.depthwise_conv, x, w, b, y, g, (1, 0.0, 0.0))
+                launch()
+                outs[qv] = y.copy()
+                ms = _time(launch)
+                row[f"ms_{qv}"] = round(ms, 4)
+                row[f"TBs_{qv}"] = round((n * h * h + n * g.p * g.q) * g.cp * 2 / (ms * 1e-3) / 1e12, 3)
+            row["bitexact"] = all(bool((o.view(cp.uint16) == outs[1].view(cp.uint16)).all()) for o in outs.values())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        direct.depthwise_columns = chooser
+    if args.out:
+        Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
