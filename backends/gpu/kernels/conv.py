@@ -165,6 +165,7 @@ TILES: tuple[Tile, ...] = (
     Tile(128, 64, 2, 2, 4),
     Tile(64, 128, 2, 2, 4),
     Tile(64, 64, 2, 2, 4),
+    Tile(128, 32, 4, 1, 4),  # narrow outputs (16-32 channels) over many pixels: 4 warps a CTA, not 2
     Tile(64, 32, 2, 1, 4),
     Tile(32, 64, 1, 2, 4),
     Tile(32, 32, 2, 1, 4),

@@ -96,6 +96,7 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(128, 64, 2, 2, 4),
     Tile8(64, 128, 2, 2, 4),
     Tile8(64, 64, 2, 2, 4),
+    Tile8(128, 32, 4, 1, 4),  # narrow outputs (16-32 channels) over many pixels: 4 warps a CTA, not 2
     Tile8(64, 32, 2, 1, 4),
     Tile8(32, 64, 1, 2, 4),
     Tile8(32, 32, 2, 1, 4),
