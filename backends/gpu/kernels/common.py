@@ -60,9 +60,38 @@ __device__ __forceinline__ float act_fn(float v, int act, float a, float b) {
   }
   return v;
 }
-// Eight values at once: one branch on the code, not one per value (the fused epilogues' hot path).
+// e^-v / (1 + e^-v) through the hardware exp2 and reciprocal (__expf, __fdividef): a few ulp of
+// float32, far inside the fp16 rounding of every act8 caller's output, where expf and the IEEE
+// division are a dozen instructions each and bound the SiLU epilogues. -v is clamped at 80 (the
+// result there is 1.8e-35 of v, 0 in fp16) so the denominator stays below __fdividef's 2^126 limit;
+// a NaN passes through. Host C++ (the CPU emulator) takes expf and a plain division.
+__device__ __forceinline__ float sigmoid_denominator(float v) {
+  const float t = -v;
+#ifdef __CUDACC__
+  return 1.f + __expf(t > 80.f ? 80.f : t);
+#else
+  return 1.f + expf(t > 80.f ? 80.f : t);
+#endif
+}
+__device__ __forceinline__ float fast_div(float x, float y) {
+#ifdef __CUDACC__
+  return __fdividef(x, y);
+#else
+  return x / y;
+#endif
+}
+// Eight values at once: one branch on the code, not one per value (the fused epilogues' hot path,
+// whose outputs are all fp16).
 __device__ __forceinline__ void act8(float* f, int act, float a, float b) {
   switch (act) {
+    case 4:  // sigmoid
+#pragma unroll
+      for (int j = 0; j < 8; ++j) f[j] = fast_div(1.f, sigmoid_denominator(f[j]));
+      return;
+    case 5:  // SiLU
+#pragma unroll
+      for (int j = 0; j < 8; ++j) f[j] = fast_div(f[j], sigmoid_denominator(f[j]));
+      return;
     case 0: return;
     case 1:
 #pragma unroll
