@@ -170,6 +170,13 @@ TILES: tuple[Tile, ...] = (
     Tile(32, 64, 1, 2, 4),
     Tile(32, 32, 2, 1, 4),
     Tile(16, 64, 1, 2, 4),
+    # two stages for short reductions (a 1x1 convolution on 16-128 channels has 1-4 k-tiles, the
+    # MobileNetV2 / EfficientNet expand and project layers): deeper pipelines' shared memory only
+    # lowers the CTAs per SM there, and those layers are bound by their epilogues' latency
+    Tile(128, 128, 2, 2, 2),
+    Tile(128, 64, 2, 2, 2),
+    Tile(64, 128, 2, 2, 2),
+    Tile(64, 64, 2, 2, 2),
     # 128-byte rows: twice the work between barriers, for long reductions at large batch
     Tile(128, 256, 2, 4, 3, 8),
     Tile(256, 128, 4, 2, 3, 8),
@@ -177,6 +184,7 @@ TILES: tuple[Tile, ...] = (
 )
 NARROWEST_BN = min(t.bn for t in TILES)  # a layer with fewer output channels still needs a candidate
 LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of their k-tiles
+SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 
 
 @dataclass(frozen=True)
@@ -271,7 +279,7 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> l
         wide = t.bn >= 2 * max(round_up(g.kg, 8), NARROWEST_BN) and (g.groups == 1 or t.bn > 32)
         if t.bm >= 2 * max(g.m, 16) or wide:
             continue  # mostly empty tile
-        if g.col_blocks(t.bn) > MAX_GRID_Y:
+        if g.col_blocks(t.bn) > MAX_GRID_Y or (t.stages == 2 and kt > SHORT_K_TILES):
             continue
         out.append(ConvTactic(t, 1))
         if ctas < sms:

@@ -16,6 +16,7 @@ import numpy as np
 from backends.gpu.kernels.compile import get_function
 from backends.gpu.kernels.conv import (
     LONG_ROW_MIN_K_TILES,
+    SHORT_K_TILES,
     TILES_WG,
     WG_ARCH,
     ConvGeometry,
@@ -112,7 +113,6 @@ TILES8: tuple[Tile8, ...] = (
     Tile8(128, 128, 2, 4, 3, 8),
 )
 NARROWEST_BN8 = min(t.bn for t in TILES8)  # a layer with fewer output channels still needs a candidate
-SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 _NAMES = [t.template for t in TILES8]
 # The wgmma tiles (timed only where ``wgmma_usable8``): the fp16 ones' shapes.
 TILES8_WG: tuple[Tile8Wg, ...] = tuple(Tile8Wg(t.bm, t.bn, t.wm, t.wn, t.stages, t.kc) for t in TILES_WG)
