@@ -180,8 +180,8 @@ def tactic_families(runs: list) -> dict[str, int]:
         for op in r.unit.lowered.ops:
             if op.kind in ("conv", "conv8"):
                 fam = op.info["tactic"].name.split("_")[0]
-            elif op.kind == "conv_cublas":
-                fam = "cublas"
+            elif op.kind in ("conv_cublas", "conv_gemv"):
+                fam = op.kind.split("_")[1]
             else:
                 continue
             out[fam] = out.get(fam, 0) + 1

@@ -94,7 +94,8 @@ class GpuPartition:
             consts = {k: cupy.asarray(s.const) for k, s in low.slots.items() if s.const is not None}
             self.units.append(_Unit(low.inputs, needed, lowered=low, consts=consts, module_src=low.source))
         # compile every module now, so the first execute does not pay NVRTC
-        if any(op.kind == "conv" for u in self.units if u.lowered for op in u.lowered.ops):
+        if any(op.kind in ("conv", "conv_cublas", "conv_gemv") for u in self.units if u.lowered
+               for op in u.lowered.ops):
             convk.compile_all()
         if any(op.kind in ("conv8", "dwconv8", "pool8", "quant8") for u in self.units if u.lowered
                for op in u.lowered.ops):
@@ -214,6 +215,12 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: conv2d_cublas(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "conv_gemv":
+        from backends.gpu.kernels.conv import conv2d_gemv
+
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: conv2d_gemv(x, w, b, y, info["geom"], info["act"], res)
     if op.kind == "gemm_cublas":
         from backends.gpu.kernels import cublas
 

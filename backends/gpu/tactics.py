@@ -102,9 +102,9 @@ def compiled_tactic(name: Any) -> bool:
     entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
-    from backends.gpu.kernels.conv import CUBLAS_TACTIC, TILES, TILES_WG
+    from backends.gpu.kernels.conv import CUBLAS_TACTIC, GEMV_TACTIC, TILES, TILES_WG
 
-    if name == CUBLAS_TACTIC:
+    if name in (CUBLAS_TACTIC, GEMV_TACTIC):
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
@@ -195,6 +195,26 @@ def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: b
     return _time_launches([CublasTactic()], lambda t: conv2d_cublas(x, w, b, y, g, act, res), reps)
 
 
+def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
+                   reps: int = 10) -> dict[str, float]:
+    """Milliseconds of ``conv2d_gemv`` for a 1x1 convolution on few rows ({} where it does not
+    apply), timed like the tiles so the two compare."""
+    import cupy as cp
+
+    from backends.gpu.kernels.conv import GemvTactic, conv2d_gemv, gemv_eligible
+
+    if not gemv_eligible(g):
+        return {}
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.m, g.cp)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((g.k, g.cp)) / np.sqrt(g.c)).astype(np.float16))
+    b = cp.zeros(g.kp, cp.float32)
+    y = cp.empty((g.m, g.kp), cp.float16)
+    res = cp.empty_like(y) if residual else None
+    conv2d_gemv(x, w, b, y, g, act, res)  # loads the module outside the graph capture
+    return _time_launches([GemvTactic()], lambda t: conv2d_gemv(x, w, b, y, g, act, res), reps)
+
+
 def _shortlist8(g: ConvGeometry, level: int) -> list:
     from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8, wgmma_usable8
 
@@ -276,8 +296,9 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             hits += 1
             continue
         times = time_conv(g, _shortlist(g, level), act, res)
-        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS form
+        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS or GEMV form
             times.update(time_conv_cublas(g, act, res))
+            times.update(time_conv_gemv(g, act, res))
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue

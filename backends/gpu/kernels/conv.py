@@ -441,6 +441,37 @@ def conv2d_cublas(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple
                                      np.float32(alpha), np.float32(beta)))
 
 
+GEMV_TACTIC = "gemv"  # a 1x1 convolution on few rows as ``gemv_conv``: a warp per output, one launch
+GEMV_MAX_ROWS = 64  # beyond this many rows the tiles' reuse of the weights wins
+
+
+@dataclass(frozen=True)
+class GemvTactic:
+    """The warp-per-output alternative of a 1x1 convolution on few rows (timed beside the tiles)."""
+
+    name: str = GEMV_TACTIC
+
+    def workspace_bytes(self, g: ConvGeometry) -> int:
+        return 0
+
+
+def gemv_eligible(g: ConvGeometry) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution (or FC layer) on at most ``GEMV_MAX_ROWS``
+    pixels: x (M x Cp) times w^T (Cp x K) in the NHWC and KRSC layouts as they are."""
+    return (g.r == g.s == 1 and g.stride == (1, 1) and g.pad == (0, 0) and g.pad_end in (None, (0, 0))
+            and g.dilation == (1, 1) and g.groups == 1 and g.m <= GEMV_MAX_ROWS)
+
+
+def conv2d_gemv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float] = (0, 0.0, 0.0),
+                residual: Any = None) -> None:
+    """Enqueue ``conv2d``'s result for a ``gemv_eligible`` geometry as one ``gemv_conv`` launch."""
+    code, alpha, beta = act
+    fn = get_function(CONV_SRC, "gemv_conv", name_expressions=_NAMES)
+    warps = g.m * g.kp
+    fn((-(-warps * 32 // 256),), (256,), (x, w, _ptr(bias), _ptr(residual), y, np.int32(g.m), np.int32(g.c),
+                                         np.int32(g.k), np.int32(code), np.float32(alpha), np.float32(beta)))
+
+
 def heuristic_tactic(g: ConvGeometry, sms: int = 132) -> ConvTactic:
     """A reasonable tactic without timing: big tiles when they fill the GPU, else small tiles + split-K."""
     def ctas(t: Tile) -> int:

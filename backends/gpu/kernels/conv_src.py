@@ -220,4 +220,42 @@ extern "C" __global__ void gemm_epilogue(h16* __restrict__ y, const float* __res
   for (int j = 0; j < 4; ++j) pv[j] = pack2(f[2 * j], f[2 * j + 1]);
   *reinterpret_cast<uint4*>(y + (size_t)m * K + n) = v;
 }
+
+// A GEMM-shaped convolution on few rows (tactic "gemv": the squeeze-excitation FCs and FC heads at
+// small batch), one launch where the tiles need 16+ rows and cuBLAS a second kernel for the
+// epilogue: a warp per (row, output channel), lanes over the Cp input channels in 16-byte vectors,
+// fp32 sums combined with shuffles, then the tile epilogue's steps (acc + bias rounded to fp16,
+// + residual, activation). x: M x Cp and w: K x Cp fp16 (a 1x1's NHWC input and KRSC weights);
+// y and res: M x Kp fp16, channels K..Kp-1 written zero.
+extern "C" __global__ void __launch_bounds__(256) gemv_conv(const h16* __restrict__ x, const h16* __restrict__ w,
+    const float* __restrict__ bias, const h16* __restrict__ res, h16* __restrict__ y, int M, int C, int K,
+    int act, float alpha, float beta)
+{
+  const int Cp = (C + 7) & ~7, Kp = (K + 7) & ~7, lane = threadIdx.x & 31;
+  const int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+  if (warp >= M * Kp) return;
+  const int m = warp / Kp, k = warp - m * Kp;
+  float s = 0.f;
+  if (k < K) {
+    const uint4* xr = reinterpret_cast<const uint4*>(x + (size_t)m * Cp);
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)k * Cp);
+    for (int v = lane; v < Cp / 8; v += 32) {
+      const uint4 a = xr[v], b = wr[v];
+      const u32* pa = reinterpret_cast<const u32*>(&a);
+      const u32* pb = reinterpret_cast<const u32*>(&b);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s = fmaf(lo2f(pa[j]), lo2f(pb[j]), fmaf(hi2f(pa[j]), hi2f(pb[j]), s));
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane != 0) return;
+  float f = 0.f;
+  if (k < K) {
+    f = h2f(f2h(s + (bias != nullptr ? bias[k] : 0.f)));
+    if (res != nullptr) f += h2f(res[(size_t)m * Kp + k]);
+    f = act_fn(f, act, alpha, beta);
+  }
+  y[(size_t)m * Kp + k] = f2h(f);
+}
 """

@@ -21,6 +21,7 @@ from backends.gpu import activations
 from backends.gpu.kernels import cublas, gen
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
+    GEMV_TACTIC,
     MAX_GRID_Y,
     TILES,
     TILES_WG,
@@ -29,6 +30,7 @@ from backends.gpu.kernels.conv import (
     Tile,
     TileWg,
     cublas_eligible,
+    gemv_eligible,
     heuristic_tactic,
     parse_tile_tactic,
     wgmma_usable,
@@ -155,6 +157,10 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
                                                         bias.astype(np.float16).astype(np.float32), g.k), False)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
+    if lw.tactics.get(layer.name) == GEMV_TACTIC and scale is None and gemv_eligible(g):  # timed fastest
+        lw.ops.append(Op(layer.name, "conv_gemv", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
+                                                                     "b": bk.name, "res": res, "y": ys}))
+        return
     if (lw.tactics.get(layer.name) == CUBLAS_TACTIC and scale is None and cublas_eligible(g)
             and cublas.available()):  # timed faster than every tile at build
         lw.ops.append(Op(layer.name, "conv_cublas", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
