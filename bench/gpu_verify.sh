@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What the GPU work needs checked on a GPU, in steps that each fit a 10-minute slot; results under OUTDIR:
 #   bench/gpu_verify.sh OUTDIR [STEP ...]      (default: all steps, in this order)
+# warm     compile every kernel module once (NVRTC: minutes on a fresh machine; CuPy then keeps the
+#          cubins on disk), so that no timed step below pays for it
 # tests    the GPU tests (pytest -m gpu, verbose, JUnit XML)
 # peers    ResNet-50, MobileNetV2, EfficientNet-B0 at batch 1 and 256: hetrt FP16 and INT8 against
 #          PyTorch eager / CUDA graph / torch.compile and JAX (bench/gpu_peers.py)
@@ -8,16 +10,21 @@
 # breadth  the peers benchmark on ResNeXt-50, ConvNeXt-T and ViT-B/16 at batch 1, 32 and 256
 # kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [tests|peers|profile|breadth|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|kernels ...]}
 shift
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests peers profile breadth kernels)
+[ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 for step in "${steps[@]}"; do
     case $step in
+    warm)
+        timeout 540 python3 -c "import time; t = time.time()
+from backends.gpu.kernels import conv, direct, int8
+conv.compile_all(); int8.compile_all(); direct.compile_all()
+print(f'kernel modules compiled in {time.time() - t:.0f} s')" 2>&1 | tail -3 | tee "$out/warm.txt" ;;
     tests)  # -v names every test as it finishes, so a run cut short still shows its failures
         timeout 540 python3 -m pytest -v -m gpu -p no:cacheprovider --continue-on-collection-errors \
             --junitxml="$out/gpu_tests.xml" tests > "$out/gpu_tests.txt" 2>&1
@@ -39,6 +46,6 @@ for step in "${steps[@]}"; do
         timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
             --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
         tail -12 "$out/gpu_kernels.txt" ;;
-    *) echo "unknown step $step (tests, peers, profile, breadth, kernels)" >&2; exit 2 ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, kernels)" >&2; exit 2 ;;
     esac
 done
