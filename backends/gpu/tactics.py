@@ -175,23 +175,29 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
     return _time_launches(tactics, lambda t: conv2d(x, w, b, y, g, t, act, res, ws), reps)
 
 
+def _matrix_operands(g: ConvGeometry, c: int, k: int, residual: bool) -> tuple:
+    """Random fp16 x (M x c) and w (k x c), zero bias, y (M x k) and a residual like y (or None)
+    on the device: a GEMM-shaped layer's operands for timing."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.m, c)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((k, c)) / np.sqrt(g.c)).astype(np.float16))
+    y = cp.empty((g.m, k), cp.float16)
+    return x, w, cp.zeros(k, cp.float32), y, (cp.empty_like(y) if residual else None)
+
+
 def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
                      reps: int = 10) -> dict[str, float]:
     """Milliseconds of the cuBLAS GEMM + epilogue for a GEMM-shaped convolution ({} where cuBLAS
     cannot run here), timed like the tiles so the two compare."""
-    import cupy as cp
 
     from backends.gpu.kernels import cublas
     from backends.gpu.kernels.conv import CublasTactic, conv2d_cublas, cublas_eligible
 
     if not cublas_eligible(g) or not cublas.available():
         return {}
-    rng = np.random.default_rng(0)
-    x = cp.asarray(rng.uniform(-1, 1, (g.m, g.c)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((g.k, g.c)) / np.sqrt(g.c)).astype(np.float16))
-    b = cp.zeros(g.k, cp.float32)
-    y = cp.empty((g.m, g.k), cp.float16)
-    res = cp.empty_like(y) if residual else None
+    x, w, b, y, res = _matrix_operands(g, g.c, g.k, residual)
     return _time_launches([CublasTactic()], lambda t: conv2d_cublas(x, w, b, y, g, act, res), reps)
 
 
@@ -199,18 +205,12 @@ def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: boo
                    reps: int = 10) -> dict[str, float]:
     """Milliseconds of ``conv2d_gemv`` for a 1x1 convolution on few rows ({} where it does not
     apply), timed like the tiles so the two compare."""
-    import cupy as cp
 
     from backends.gpu.kernels.conv import GemvTactic, conv2d_gemv, gemv_eligible
 
     if not gemv_eligible(g):
         return {}
-    rng = np.random.default_rng(0)
-    x = cp.asarray(rng.uniform(-1, 1, (g.m, g.cp)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((g.k, g.cp)) / np.sqrt(g.c)).astype(np.float16))
-    b = cp.zeros(g.kp, cp.float32)
-    y = cp.empty((g.m, g.kp), cp.float16)
-    res = cp.empty_like(y) if residual else None
+    x, w, b, y, res = _matrix_operands(g, g.cp, g.kp, residual)
     conv2d_gemv(x, w, b, y, g, act, res)  # loads the module outside the graph capture
     return _time_launches([GemvTactic()], lambda t: conv2d_gemv(x, w, b, y, g, act, res), reps)
 

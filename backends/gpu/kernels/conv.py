@@ -409,13 +409,21 @@ CUBLAS_TACTIC = "cublas"  # a GEMM-shaped convolution as one cuBLAS GEMM + ``gem
 
 
 @dataclass(frozen=True)
-class CublasTactic:
-    """The cuBLAS alternative of a GEMM-shaped convolution (timed beside the implicit-GEMM tiles)."""
+class LayerTactic:
+    """A whole-layer alternative to the implicit-GEMM tiles, timed beside them (no split-K
+    workspace): ``CublasTactic``, ``GemvTactic``."""
 
-    name: str = CUBLAS_TACTIC
+    name: str
 
     def workspace_bytes(self, g: ConvGeometry) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class CublasTactic(LayerTactic):
+    """The cuBLAS GEMM and ``gemm_epilogue`` of a GEMM-shaped convolution."""
+
+    name: str = CUBLAS_TACTIC
 
 
 def cublas_eligible(g: ConvGeometry) -> bool:
@@ -446,13 +454,10 @@ GEMV_MAX_ROWS = 64  # beyond this many rows the tiles' reuse of the weights wins
 
 
 @dataclass(frozen=True)
-class GemvTactic:
-    """The warp-per-output alternative of a 1x1 convolution on few rows (timed beside the tiles)."""
+class GemvTactic(LayerTactic):
+    """The warp-per-output ``gemv_conv`` of a 1x1 convolution on few rows."""
 
     name: str = GEMV_TACTIC
-
-    def workspace_bytes(self, g: ConvGeometry) -> int:
-        return 0
 
 
 def gemv_eligible(g: ConvGeometry) -> bool:
