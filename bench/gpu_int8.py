@@ -1,6 +1,6 @@
 """INT8 against hetrt FP16 through the real path on the GPU (ResNet-50 unless ``--models`` names others).
 
-torchvision ResNet-50 (random weights, batch norm calibrated as in ``gpu_torchvision``) -> ONNX ->
+A torchvision CNN (random weights, batch norm calibrated as in ``gpu_torchvision``) -> ONNX ->
 builder -> plan -> runtime; the GPU segment's CUDA graph is replayed with the input staged on the
 device and timed with CUDA events (median, min, max over groups of replays).
 
@@ -13,6 +13,7 @@ are compared with the FP16 ones (relative L2) as a sanity check only: bit-exactn
 reference is what tests/gpu/test_int8.py checks.
 
     python bench/gpu_int8.py --batches 1 256 --out bench/results/gpu_int8_h100.json
+    python bench/gpu_int8.py --models efficientnet_b0 mobilenet_v2 --layers --top 30   # per launch
 """
 
 from __future__ import annotations
