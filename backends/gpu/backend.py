@@ -18,8 +18,9 @@ replays on a caller's stream without synchronizing; ``enqueue`` replays inputs a
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ class GpuPartition:
 
         from backends.gpu.kernels import conv as convk
         from backends.gpu.kernels import direct
+        from backends.gpu.kernels.compile import compile_concurrently
 
         self.network = network
         self.logger = logger or Logger()
@@ -93,19 +95,18 @@ class GpuPartition:
             low = lower(network, layers, needed, tactics)
             consts = {k: cupy.asarray(s.const) for k, s in low.slots.items() if s.const is not None}
             self.units.append(_Unit(low.inputs, needed, lowered=low, consts=consts, module_src=low.source))
-        # compile every module now, so the first execute does not pay NVRTC
-        if any(op.kind in ("conv", "conv_cublas", "conv_gemv") for u in self.units if u.lowered
-               for op in u.lowered.ops):
-            convk.compile_all()
-        if any(op.kind in ("conv8", "dwconv8", "pool8", "quant8") for u in self.units if u.lowered
-               for op in u.lowered.ops):
+        # compile every module now (side by side), so the first execute does not pay NVRTC
+        kinds = {op.kind for u in self.units if u.lowered for op in u.lowered.ops}
+        tasks: list[Callable[[], object]] = [direct.compile_all]
+        if kinds & {"conv", "conv_cublas", "conv_gemv"}:
+            tasks += convk.compile_tasks()
+        if kinds & {"conv8", "dwconv8", "pool8", "quant8"}:
             from backends.gpu.kernels import int8 as int8k
 
-            int8k.compile_all()
-        direct.compile_all()
-        for u in self.units:
-            if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops):
-                _module(u.module_src)
+            tasks += int8k.compile_tasks()
+        tasks += [functools.partial(_module, u.module_src) for u in self.units
+                  if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops)]
+        compile_concurrently(tasks)
         n_gpu = sum(len(u.lowered.ops) for u in self.units if u.lowered)
         n_ref = sum(1 for u in self.units if u.layer is not None)
         self.logger.info(f"GPU partition: {len(names)} layers -> {n_gpu} launches in "

@@ -272,12 +272,11 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     t0 = time.perf_counter()
     cache = TimingCache(cache_path)
     convs, convs8 = _tensor_core_convs(network, layer_names)
-    if convs and level > 0:
-        convk.compile_all()
-    if convs8 and level > 0:
+    if (convs or convs8) and level > 0:  # the modules compile side by side
         from backends.gpu.kernels import int8 as int8k
+        from backends.gpu.kernels.compile import compile_concurrently
 
-        int8k.compile_all()
+        compile_concurrently((convk.compile_tasks() if convs else []) + (int8k.compile_tasks() if convs8 else []))
     chosen: dict[str, str] = {}
     timed = hits = 0
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 _lock = threading.Lock()
@@ -47,3 +48,32 @@ def get_function(source: str, name: str, name_expressions: Sequence[str] = (),
     if dynamic_smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < dynamic_smem:
         fn.max_dynamic_shared_size_bytes = dynamic_smem
     return fn
+
+
+def compile_concurrently(tasks: Sequence[Callable[[], object]]) -> None:
+    """Run independent module compilations side by side, each in a thread on the caller's device.
+
+    CuPy releases the GIL inside ``nvrtcCompileProgram``, so a cold build waits for its slowest
+    module rather than for the sum of them (NVRTC takes tens of seconds per tile module). A task
+    that fails in its thread is run again here, in the calling thread, so that any error is raised
+    as the serial path would raise it.
+    """
+    if len(tasks) < 2:
+        for task in tasks:
+            task()
+        return
+    import cupy
+
+    device = cupy.cuda.Device().id
+
+    def on_device(task: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with cupy.cuda.Device(device):
+                return task()
+        return run
+
+    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="nvrtc") as pool:
+        futures = [pool.submit(on_device(task)) for task in tasks]
+        failed = [task for task, f in zip(tasks, futures) if f.exception() is not None]
+    for task in failed:
+        task()

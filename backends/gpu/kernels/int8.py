@@ -8,12 +8,14 @@ padded to 16 (one 16-byte vector), KRSC int8 weights.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.gpu.kernels.compile import get_function
+from backends.gpu.kernels.compile import compile_concurrently, get_function
 from backends.gpu.kernels.conv import (
     LONG_ROW_MIN_K_TILES,
     SHORT_K_TILES,
@@ -309,32 +311,37 @@ def _kernel(tile: Tile8) -> Any:
 
 
 _wgmma_state: dict[str, bool] = {}
+_wgmma_lock = threading.Lock()  # compile_concurrently may ask from two threads: one compiles, one waits
 
 
 def wgmma_usable8() -> bool:
     """Whether the INT8 wgmma tiles run here (as ``conv.wgmma_usable``, for the INT8 module)."""
-    if "ok" not in _wgmma_state:
-        ok = wgmma_usable()
-        if ok:
-            try:
-                for t in TILES8_WG:
-                    _kernel(t)
-            except Exception:  # an NVRTC that rejects the module: the mma.sync tiles remain
-                ok = False
-        _wgmma_state["ok"] = ok
-    return _wgmma_state["ok"]
+    with _wgmma_lock:
+        if "ok" not in _wgmma_state:
+            ok = wgmma_usable()
+            if ok:
+                try:
+                    for t in TILES8_WG:
+                        _kernel(t)
+                except Exception:  # an NVRTC that rejects the module: the mma.sync tiles remain
+                    ok = False
+            _wgmma_state["ok"] = ok
+        return _wgmma_state["ok"]
 
 
 def _fn(name: str) -> Any:
     return get_function(INT8_SRC, name, name_expressions=_NAMES)
 
 
+def compile_tasks() -> list[Callable[[], object]]:
+    """The INT8 modules' compilations (tensor-core, depthwise, sm_90a wgmma), each a task that
+    ``compile.compile_concurrently`` may run beside the others."""
+    return [lambda: [_kernel(t) for t in TILES8], lambda: get_function(DW8_SRC, "dwconv_s8"), wgmma_usable8]
+
+
 def compile_all() -> None:
-    """Compile the INT8 module now (NVRTC takes seconds), not at the first launch."""
-    for t in TILES8:
-        _kernel(t)
-    get_function(DW8_SRC, "dwconv_s8")
-    wgmma_usable8()
+    """Compile the INT8 modules now (NVRTC takes seconds), not at the first launch."""
+    compile_concurrently(compile_tasks())
 
 
 def _ptr(a: Any) -> Any:
