@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import gen, gen_c16
 from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.direct import PoolGeometry
 from backends.gpu.kernels.int8 import (
@@ -261,9 +261,9 @@ class Int8Lowering:
         kname = self.kernel_name(f"{layer.name}_int8")
         cp = cp16(shape[1])
         yop, span = gen.Operand("int8", out.strides), max(out.elements, q.elements, other.elements)
-        if gen.is_c16_vector(yop, cp):  # 16 channels a thread, the int8 tensors as 16-byte vectors
-            src = gen.map_kernel_c16(kname, shape, cp, yop, [o for _, o in ins], body, span)
-            grid = gen.map_grid_c16(shape, cp)
+        if gen_c16.is_c16_vector(yop, cp):  # 16 channels a thread, the int8 tensors as 16-byte vectors
+            src = gen_c16.map_kernel_c16(kname, shape, cp, yop, [o for _, o in ins], body, span)
+            grid = gen_c16.map_grid_c16(shape, cp)
         else:
             src = gen.map_kernel(kname, shape, yop, [o for _, o in ins], body, [0, 2, 3, 1], (1, cp), span)
             grid = gen.map_grid(shape, (1, cp))
