@@ -164,4 +164,8 @@ EXCLUDE: list[tuple[str, str]] = [
     (r"^test_(greater|less)_equal", "GreaterOrEqual/LessOrEqual are not claimed (NaN semantics differ from Not(Less))"),
     (r"^test_reduce_log_sum_exp_", "onnx's ReduceLogSumExp test data is float64"),
     (r"^test_range_.*_expanded", "the expanded Range body is a Loop"),
+    # ill-conditioned model data (covered instead by test_onnx_conformance.test_light_squeezenet_logits)
+    (r"^test_squeezenet_", "light squeezenet's constant weights give ~9.5e9 logits whose softmax turns on one "
+                           "float32 ulp (1024) between channels: the expected output depends on the summation order "
+                           "of the machine's BLAS, not on the model"),
 ]

@@ -31,3 +31,26 @@ for _p, _reason in EXCLUDE:
     backend_test.exclude(_p)
 
 globals().update(backend_test.test_cases)
+
+
+def test_light_squeezenet_logits():
+    """The light squeezenet (excluded above) built, planned and run through the backend on a fresh
+    random image: its pre-softmax logits (a well-conditioned output) match ONNX Runtime's to float32
+    accumulation, and its softmax output is a probability vector over the 1000 classes."""
+    import numpy as np
+    import pytest
+    from onnx import shape_inference
+
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx.load(Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx")
+    logits = next(v for v in shape_inference.infer_shapes(model).graph.value_info
+                  if v.name == model.graph.node[-1].input[0])
+    model.graph.output.append(logits)
+    x = np.random.default_rng().uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    probs, ours = HetrtBackend.prepare(model, "CPU").run([x])
+    weights = {i.name for i in model.graph.initializer}  # this opset-9 model lists them as inputs too
+    image = next(i.name for i in model.graph.input if i.name not in weights)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        [logits.name], {image: x})[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+    assert probs.shape == (1, 1000, 1, 1) and abs(float(probs.sum()) - 1.0) < 1e-4 and probs.min() >= 0
