@@ -169,6 +169,7 @@ def test_near_ties_need_the_float64_path(tmp_path):
     np.testing.assert_array_equal(got[clear], want[clear])
 
 
+@pytest.mark.slow  # nvcc takes ~35 s for every INT8 tile
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_sources_compile_for_sm90(tmp_path):
     """The epilogue's CUDA branch (__dmul_rn etc.) and the tensor-core kernel with it, every tile."""
