@@ -358,11 +358,19 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def _stage(name: str, batch: int, what: str, t0: float) -> None:
+    """A progress line on stderr as each stage of a row starts, so a run stopped by its time limit
+    still shows where the time went (the first build on a fresh machine compiles every kernel module)."""
+    print(f"[{time.perf_counter() - t0:7.1f} s] {name} batch {batch}: {what}", file=sys.stderr, flush=True)
+
+
 def measure_row(name: str, batch: int, args: argparse.Namespace, cache: str, ranges: Any) -> dict[str, Any]:
     """One (model, batch) row; a failure is recorded in the row, never raised (the other rows go on)."""
     import torch
 
     row: dict[str, Any] = {"model": name, "batch": batch}
+    t_row = time.perf_counter()
+    _stage(name, batch, "export and hetrt FP16 build", t_row)
     try:
         model = load(name, "cuda")
         onnx_bytes = export_onnx(model, batch)
@@ -385,13 +393,16 @@ def measure_row(name: str, batch: int, args: argparse.Namespace, cache: str, ran
                             BuilderConfig(fp16=True, batch=batch, timing_cache=cache), Logger(Severity.ERROR))
             h["build_warm_cache_s"] = round(time.perf_counter() - t0, 2)
         row["hetrt_fp16"] = h
+        _stage(name, batch, "hetrt INT8", t_row)
         row["hetrt_int8"] = (hetrt_int8_entry(name, onnx_bytes, batch, x.numpy(), cache, reps, args.groups, ranges,
                                               ref, fp16_out) if args.int8 else "not run: --no-int8")
+        _stage(name, batch, "PyTorch eager, CUDA graph" + (", torch.compile" if args.compile else ""), t_row)
         row.update(run_torch(model, x.cuda(), reps, args.groups, args.compile))
         row["torch_fp16_rel_l2_vs_torch_fp32"] = _rel(row.pop("output"), ref)
         err, err16 = h["rel_l2_vs_torch_fp32"], row["torch_fp16_rel_l2_vs_torch_fp32"]
         row["valid"] = err <= 2 * err16 + 1e-2 and err < 0.1
         if name == "resnet50" and args.jax:
+            _stage(name, batch, "JAX jit", t_row)
             try:
                 j = run_jax(state, x.numpy(), reps, args.groups)
                 j["rel_l2_vs_torch_fp32"] = _rel(j.pop("output"), ref)
