@@ -191,7 +191,6 @@ def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: b
                      reps: int = 10) -> dict[str, float]:
     """Milliseconds of the cuBLAS GEMM + epilogue for a GEMM-shaped convolution ({} where cuBLAS
     cannot run here), timed like the tiles so the two compare."""
-
     from backends.gpu.kernels import cublas
     from backends.gpu.kernels.conv import CublasTactic, conv2d_cublas, cublas_eligible
 
@@ -205,7 +204,6 @@ def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: boo
                    reps: int = 10) -> dict[str, float]:
     """Milliseconds of ``conv2d_gemv`` for a 1x1 convolution on few rows ({} where it does not
     apply), timed like the tiles so the two compare."""
-
     from backends.gpu.kernels.conv import GemvTactic, conv2d_gemv, gemv_eligible
 
     if not gemv_eligible(g):

@@ -157,14 +157,15 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
                                                         bias.astype(np.float16).astype(np.float32), g.k), False)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
-    if lw.tactics.get(layer.name) == GEMV_TACTIC and scale is None and gemv_eligible(g):  # timed fastest
-        lw.ops.append(Op(layer.name, "conv_gemv", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
-                                                                     "b": bk.name, "res": res, "y": ys}))
-        return
-    if (lw.tactics.get(layer.name) == CUBLAS_TACTIC and scale is None and cublas_eligible(g)
-            and cublas.available()):  # timed faster than every tile at build
-        lw.ops.append(Op(layer.name, "conv_cublas", reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
-                                                                       "b": bk.name, "res": res, "y": ys}))
+    # a whole-layer tactic timed faster than every tile at build (no form with a squeeze-excitation scale)
+    chosen, whole = lw.tactics.get(layer.name), None
+    if scale is None and chosen == GEMV_TACTIC and gemv_eligible(g):
+        whole = "conv_gemv"
+    elif scale is None and chosen == CUBLAS_TACTIC and cublas_eligible(g) and cublas.available():
+        whole = "conv_cublas"
+    if whole is not None:
+        lw.ops.append(Op(layer.name, whole, reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
+                                                               "b": bk.name, "res": res, "y": ys}))
         return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
