@@ -18,7 +18,6 @@ replays on a caller's stream without synchronizing; ``enqueue`` replays inputs a
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -104,9 +103,10 @@ class GpuPartition:
             from backends.gpu.kernels import int8 as int8k
 
             tasks += int8k.compile_tasks()
-        tasks += [functools.partial(_module, u.module_src) for u in self.units
-                  if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops)]
         compile_concurrently(tasks)
+        for u in self.units:  # the generated kernels' modules (CuPy compiles them at their first lookup)
+            if u.lowered is not None and any(op.kind == "gen" for op in u.lowered.ops):
+                _module(u.module_src)
         n_gpu = sum(len(u.lowered.ops) for u in self.units if u.lowered)
         n_ref = sum(1 for u in self.units if u.layer is not None)
         self.logger.info(f"GPU partition: {len(names)} layers -> {n_gpu} launches in "
@@ -210,18 +210,13 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
-    if op.kind == "conv_cublas":
-        from backends.gpu.kernels.conv import conv2d_cublas
+    if op.kind in ("conv_cublas", "conv_gemv"):  # a whole-layer tactic: same operands as the tiles, no workspace
+        from backends.gpu.kernels.conv import conv2d_cublas, conv2d_gemv
 
+        whole = conv2d_cublas if op.kind == "conv_cublas" else conv2d_gemv
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
-        return lambda: conv2d_cublas(x, w, b, y, info["geom"], info["act"], res)
-    if op.kind == "conv_gemv":
-        from backends.gpu.kernels.conv import conv2d_gemv
-
-        w, b = views[info["w"]], views[info["b"]]
-        res = views[info["res"]] if info["res"] else None
-        return lambda: conv2d_gemv(x, w, b, y, info["geom"], info["act"], res)
+        return lambda: whole(x, w, b, y, info["geom"], info["act"], res)
     if op.kind == "gemm_cublas":
         from backends.gpu.kernels import cublas
 
