@@ -188,6 +188,13 @@ LONG_ROW_MIN_K_TILES = 4  # 128-byte-row tiles are candidates from this many of 
 SHORT_K_TILES = 4  # two-stage tiles are candidates up to this many k-tiles
 
 
+def mostly_empty_width(bn: int, width: int, narrowest: int, groups: int) -> bool:
+    """Whether a tile ``bn`` columns wide is mostly empty for a group of ``width`` output channels
+    (padded to the kernel's vector): at least twice the width, or twice the narrowest tile's for a
+    layer narrower than that (it still needs a candidate); grouped layers keep 32-column tiles."""
+    return bn >= 2 * max(width, narrowest) and (groups == 1 or bn > 32)
+
+
 @dataclass(frozen=True)
 class TileWg(Tile):
     """A tile of the warpgroup-MMA mainloop (``wgmma_src``, sm_90a only): 128-byte rows, BM / 64
@@ -276,9 +283,7 @@ def candidate_tactics(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> l
         if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, TileWg))):
             continue
         ctas = -(-g.m // t.bm) * g.col_blocks(t.bn)
-        # twice the output width (at least the narrowest tile's) is a mostly empty tile; groups keep BN 32
-        wide = t.bn >= 2 * max(round_up(g.kg, 8), NARROWEST_BN) and (g.groups == 1 or t.bn > 32)
-        if t.bm >= 2 * max(g.m, 16) or wide:
+        if t.bm >= 2 * max(g.m, 16) or mostly_empty_width(t.bn, round_up(g.kg, 8), NARROWEST_BN, g.groups):
             continue  # mostly empty tile
         if g.col_blocks(t.bn) > MAX_GRID_Y or (t.stages == 2 and kt > SHORT_K_TILES):
             continue

@@ -26,6 +26,7 @@ from backends.gpu.kernels.conv import (
     Tile,
     TileWg,
     enqueue,
+    mostly_empty_width,
     parse_tile_tactic,
     wgmma_usable,
 )
@@ -164,9 +165,7 @@ def candidate_tactics8(g: ConvGeometry, sms: int = 132, wgmma: bool = False) -> 
     out: list[Tactic8] = []
     for t in TILES8 + (TILES8_WG if wgmma else ()):
         kt = -(-reduction8(g) // t.bk)
-        # twice the output width (at least the narrowest tile's) is a mostly empty tile; groups keep BN 32
-        wide = t.bn >= 2 * max(cp16(g.kg), NARROWEST_BN8) and (g.groups == 1 or t.bn > 32)
-        if t.bm >= 2 * max(g.m, 16) or wide:
+        if t.bm >= 2 * max(g.m, 16) or mostly_empty_width(t.bn, cp16(g.kg), NARROWEST_BN8, g.groups):
             continue
         if t.long_rows and (g.groups > 1 or (kt < LONG_ROW_MIN_K_TILES and not isinstance(t, Tile8Wg))):
             continue
@@ -187,7 +186,8 @@ def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
         return -(-g.m // t.bm) * g.col_blocks(t.bn)
 
     family = (Tile8(128, 128, 2, 4, 3), Tile8(128, 64, 2, 2, 4), Tile8(64, 64, 2, 2, 4))
-    if g.groups > 1 or g.kg <= 32:  # the narrowest width that covers one group's K (a wider tile multiplies zeros)
+    narrow = g.groups > 1 or g.kg <= 32
+    if narrow:  # the narrowest width that covers one group's K (a wider tile multiplies zeros)
         bn = next((b for b in (32, 64) if g.kg <= b), 128)
         family = tuple(t for t in (*family, Tile8(64, 128, 2, 2, 4), Tile8(64, 32, 2, 1, 4), Tile8(32, 32, 2, 1, 4))
                        if t.bn == bn)
@@ -195,7 +195,7 @@ def heuristic_tactic8(g: ConvGeometry, sms: int = 132) -> Tactic8:
         if ctas(t) >= sms:
             return Tactic8(t)
     small = Tile8(16, 64, 1, 2, 4) if g.m <= 16 else Tile8(32, 64, 1, 2, 4)
-    t = family[-1] if g.groups > 1 or g.kg <= 32 else small
+    t = family[-1] if narrow else small
     kt = -(-reduction8(g) // BK)
     splits = max(1, min(16, sms // max(ctas(t), 1), kt // 4))
     return Tactic8(t, splits)
