@@ -1,8 +1,8 @@
 """FP16 depthwise convolution: the generic kernel (a thread per output) against the row-tiled one
 (``direct_src.depthwise_conv_row``, 2 or 4 output columns per thread) on MobileNetV2,
-EfficientNet-B0 and ConvNeXt-T layer shapes, each launch alone (CUDA events, median of 7 groups
-of 10), with the column count ``direct.depthwise_columns`` chooses and a bit-exactness check of
-every variant against the generic kernel. ``direct.DW_ROW_COLUMNS`` comes from this table.
+EfficientNet-B0 and ConvNeXt-T layer shapes, each launch alone (``gpu_peers.time_events``: CUDA
+events, median of 7 groups of 10), with the column count ``direct.depthwise_columns`` chooses and a
+bit-exactness check of every variant against the generic kernel. ``direct.DW_ROW_COLUMNS`` comes from this table.
 
     python bench/gpu_depthwise.py --out bench/results/gpu_depthwise_h100.json
 """
@@ -27,27 +27,12 @@ SHAPES = [  # batch, height = width, channels, window, stride
 ]
 
 
-def _time(launch, reps: int = 10, groups: int = 7) -> float:
-    import cupy as cp
-
-    s, e = cp.cuda.Event(), cp.cuda.Event()
-    ts = []
-    for _ in range(groups):
-        s.record()
-        for _ in range(reps):
-            launch()
-        e.record()
-        e.synchronize()
-        ts.append(cp.cuda.get_elapsed_time(s, e) / reps)
-    return float(np.median(ts))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import cupy as cp
-    from gpu_peers import environment
+    from gpu_peers import environment, time_events
 
     from backends.gpu.kernels import direct
     from backends.gpu.kernels.conv import ConvGeometry
@@ -70,9 +55,8 @@ def main() -> None:
                     continue  # spills (see direct.DW_ROW_COLUMNS)
                 direct.depthwise_columns = lambda geom, q=qv: q
                 launch = functools.partial(direct.depthwise_conv, x, w, b, y, g, (1, 0.0, 0.0))
-                launch()
+                ms = time_events(launch, reps=10, groups=7)["median"]  # CUDA events on the default stream
                 outs[qv] = y.copy()
-                ms = _time(launch)
                 row[f"ms_{qv}"] = round(ms, 4)
                 row[f"TBs_{qv}"] = round((n * h * h + n * g.p * g.q) * g.cp * 2 / (ms * 1e-3) / 1e12, 3)
             row["bitexact"] = all(bool((o.view(cp.uint16) == outs[1].view(cp.uint16)).all()) for o in outs.values())
