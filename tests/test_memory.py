@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ConcatenationParams, IdentityParams
-from engine.ir.memory import ALIGNMENT, MemoryPlan, TensorSlot, lifetimes, plan_memory, verify
+from engine.ir.memory import ALIGNMENT, MemoryPlan, TensorSlot, lifetimes, peak_live_bytes, plan_memory, verify
 from engine.ir.network import Network
 
 
@@ -199,3 +199,35 @@ def test_random_dags_never_overlap(seed):
         assert sum(s.nbytes for s in roots) <= plan.peak_bytes
     for t, s in plan.slots.items():
         assert s.start <= live[t][0] and live[t][1] <= s.end
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_peak_live_bytes_is_the_largest_live_set(seed):
+    """Against a per-step count written out directly: inputs live from before the first layer to
+    their last reader, outputs from their producer to after the last layer, other tensors from
+    producer to last reader."""
+    n = random_network(seed)
+    rng = np.random.default_rng(seed)
+    nbytes = {t: int(rng.integers(1, 1000)) for t in n.tensors}
+    steps = len(n.layers)
+    first = {t: -1 for t in n.inputs}
+    last = {t: steps for t in n.outputs} | {t: -1 for t in n.inputs if t not in n.outputs}
+    for i, layer in enumerate(n.layers):
+        for t in layer.outputs:
+            first.setdefault(t, i)
+        for t in (*layer.inputs, *layer.outputs):
+            last[t] = max(last.get(t, i), i)
+    for t in n.outputs:
+        first.setdefault(t, steps)
+    expected = max(sum(nbytes[t] for t in first if first[t] <= s <= last[t]) for s in range(-1, steps + 1))
+    assert peak_live_bytes(n, nbytes) == expected
+
+
+def test_peak_live_bytes_of_a_long_chain_is_two_tensors():
+    """Each layer of a chain reads one tensor and writes the next: two are live at any step,
+    whatever the depth (the sum over tensors grows with it)."""
+    each = 8 * 16 * 16 * 4
+    for depth in (2, 40):
+        n = chain(depth=depth, shape=(1, 8, 16, 16))
+        assert peak_live_bytes(n, {t: each for t in n.tensors}) == 2 * each

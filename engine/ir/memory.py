@@ -162,6 +162,29 @@ def step_lifetimes(steps: Iterable[tuple[Iterable[str], Iterable[str]]], live_in
     return live
 
 
+def peak_live_bytes(network: Network, nbytes: dict[str, int]) -> int:
+    """The most bytes of tensors live at one step (``nbytes`` per tensor; others count 0). Network
+    inputs are live from before the first layer, outputs until after the last; every tensor from
+    its producer (or the start) to its last reader (or the end).
+
+    No arena can be smaller, and the runtimes release or reuse a tensor's bytes after its last
+    reader, so this, not the sum over tensors, is what a plan's size check compares with a limit.
+    Linear in layers and tensors: it runs on untrusted plans before anything is placed.
+    """
+    steps = ((layer.inputs, layer.outputs) for layer in network.layers)
+    live = step_lifetimes(steps, live_in=network.inputs, live_out=network.outputs)
+    delta = [0] * (len(network.layers) + 3)  # steps run from -1 (inputs staged) to len (outputs read)
+    for name, (first, last) in live.items():
+        n = nbytes.get(name, 0)
+        delta[first + 1] += n
+        delta[last + 2] -= n
+    peak = running = 0
+    for d in delta:
+        running += d
+        peak = max(peak, running)
+    return peak
+
+
 def lifetimes(network: Network) -> dict[str, tuple[int, int]]:
     """Step of the producer and of the last consumer of every layer output."""
     live = step_lifetimes((layer.inputs, layer.outputs) for layer in network.layers)

@@ -16,8 +16,9 @@ class ResourceLimits:
     # one tensor: the kernels index with 32-bit offsets (TensorRT's bound too); batch-256
     # MobileNetV2 / EfficientNet-B0 hold 308M-element activations, so 2**28 refused real plans
     max_tensor_elements: int = 2**31 - 1
-    # all tensors and weights at their declared types (ResNet-50 at batch 256: 10.9 GiB,
-    # EfficientNet-B0: 8.8 GiB); the runtime's liveness-planned arena holds 13-20 % of this
+    # weights plus the tensors live at one step, at their declared types (engine.ir.memory.
+    # peak_live_bytes): the runtimes free or reuse a tensor after its last reader. Summed over all
+    # tensors instead, ViT-B/16 at batch 256 needed 75 GB and real plans were refused
     max_total_bytes: int = 16 << 30
     max_layers: int = 100_000
     max_json_depth: int = 64  # nesting of the plan manifest and of DLA loadable manifests

@@ -13,6 +13,7 @@ import math
 from engine.ir.dtypes import Precision
 from engine.ir.errors import PlanError
 from engine.ir.layers import PARAMS_BY_KIND, LayerKind, ResizeParams
+from engine.ir.memory import peak_live_bytes
 from engine.ir.network import Layer, Network
 
 from .limits import ResourceLimits
@@ -80,10 +81,11 @@ def _check_resize(layer: Layer, network: Network, limits: ResourceLimits) -> Non
 
 
 def check_sizes(network: Network, limits: ResourceLimits) -> None:
-    """Element counts, dims and the total byte budget, before any allocation."""
+    """Element counts, dims and the bytes held at once (weights plus the tensors live at one step),
+    before any allocation."""
     if len(network.layers) > limits.max_layers:
         raise PlanError(f"plan network has {len(network.layers)} layers, more than the limit of {limits.max_layers}")
-    total = 0
+    nbytes = {}
     for t in network.tensors.values():
         if any(d > limits.max_dim for d in t.shape):
             raise PlanError(f"plan manifest: tensor '{t.name}': shape {list(t.shape)} has a dimension above "
@@ -92,11 +94,12 @@ def check_sizes(network: Network, limits: ResourceLimits) -> None:
         if count > limits.max_tensor_elements:
             raise PlanError(f"plan manifest: tensor '{t.name}': shape {list(t.shape)} holds {count} elements, more "
                             f"than the limit of {limits.max_tensor_elements}")
-        total += count * t.dtype.itemsize
-    for layer in network.layers:
-        total += sum(w.nbytes for w in layer.weights.values())
-    if total > limits.max_total_bytes:
-        raise PlanError(f"plan network needs {total} bytes of tensors and weights, more than the limit of "
+        nbytes[t.name] = count * t.dtype.itemsize
+    weights = sum(w.nbytes for layer in network.layers for w in layer.weights.values())
+    live = peak_live_bytes(network, nbytes)
+    if weights + live > limits.max_total_bytes:
+        raise PlanError(f"plan network needs {weights + live} bytes of tensors and weights at once ({weights} of "
+                        f"weights, {live} of tensors live at one step), more than the limit of "
                         f"{limits.max_total_bytes}")
 
 

@@ -152,6 +152,21 @@ def test_resource_limits_are_configurable(host_plan):
         P.deserialize(host_plan, limits=ResourceLimits(max_total_bytes=1000))
 
 
+def test_size_limit_counts_tensors_live_at_once_not_their_sum():
+    """A deep network at a large batch holds far less at once than the sum of its tensors (ViT-B/16
+    at batch 256: 75 GB summed); the limit applies to weights plus the largest live set."""
+    n = Network("chain")
+    t = n.add_input("x", (4, 8, 16, 16))
+    for i in range(30):
+        t = n.add_activation(t, "relu" if i % 2 else "sigmoid", name=f"act{i}")
+    n.mark_output(t)
+    plan = build_serialized(n, BuilderConfig(optimize=False), QUIET)
+    each = 4 * 8 * 16 * 16 * 4
+    P.deserialize(plan, limits=ResourceLimits(max_total_bytes=2 * each))  # the sum is 31 * each
+    with pytest.raises(PlanError, match=f"{2 * each} bytes of tensors and weights at once"):
+        P.deserialize(plan, limits=ResourceLimits(max_total_bytes=2 * each - 1))
+
+
 def test_8gib_tensor_is_refused_before_allocation(host_plan):
     """2**31 elements: past the kernels' 32-bit offsets, refused before anything is allocated."""
     def edit(m, _):
