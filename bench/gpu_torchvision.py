@@ -9,6 +9,10 @@ below fp16's smallest subnormal (6e-8). Every fp16 engine (PyTorch fp16 eager in
 outputs exact zeros, which reads as "relative L2 error 1.0" against fp32. ResNet-50 has no
 depthwise layers and stays O(1).
 
+Some layers are initialised to exact zeros: ViT's classifier head (weight and bias), so every
+random-init ViT outputs zeros and its relative L2 error is 0 / 0 = NaN for every engine.
+``randomize_zero_weights`` redraws such weights (normal, std 1 / sqrt(fan_in)).
+
 ``calibrate_batchnorm`` re-estimates each batch-norm layer's running mean and variance on random
 images (cumulative average, batch-norm layers alone in training mode), so every normalized
 activation is O(1) in eval mode, as it is in a trained network. The weights stay random.
@@ -46,13 +50,30 @@ def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int
     return model.eval()
 
 
+def randomize_zero_weights(model: Any, seed: int = 0) -> list[str]:
+    """Redraw every Linear / Conv weight that is exactly zero (normal, std 1 / sqrt(fan_in)); their names."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    redrawn = []
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not m.weight.any():
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) / fan_in ** 0.5)
+                redrawn.append(name)
+    return redrawn
+
+
 def load(name: str, device: str = "cpu", seed: int = 0) -> Any:
-    """torchvision model ``name`` with random weights (seeded), batch norm calibrated, eval mode, on ``device``."""
+    """torchvision model ``name`` with random weights (seeded, none left at exact zero), batch norm
+    calibrated, eval mode, on ``device``."""
     import torch
     import torchvision
 
     torch.manual_seed(seed)
     model = getattr(torchvision.models, MODELS[name])(weights=None).to(device)
+    randomize_zero_weights(model, seed)
     return calibrate_batchnorm(model, seed=seed, device=device)
 
 

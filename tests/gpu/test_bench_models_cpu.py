@@ -66,6 +66,22 @@ def test_random_init_underflows_fp16_and_calibration_fixes_it(name):
     assert rel < 3e-2, f"relative L2 {rel:.2e} against torch fp32"
 
 
+@needs_torch
+def test_vit_zero_head_is_redrawn_so_outputs_can_be_compared():
+    """torchvision's ViT head starts at exact zeros: every engine's logits are 0 and the benchmark's
+    relative L2 error was 0 / 0."""
+    x = torch.rand(1, 3, 224, 224)
+    torch.manual_seed(0)
+    raw = torchvision.models.vit_b_16(weights=None).eval()
+    with torch.no_grad():
+        assert raw(x).abs().max().item() == 0.0
+    model = tv.load("vit_b_16")
+    with torch.no_grad():
+        out = model(x)
+    assert out.std().item() > 1e-2
+    assert tv.randomize_zero_weights(model) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # bench helpers (no torch, no GPU)
 
