@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_peers import build_engine, environment  # noqa: E402
 from gpu_torchvision import export_onnx, load  # noqa: E402
 
+TOP_LAYERS = 40  # the per-layer list kept beside the class sums
 PEAK_TFLOPS_FP16 = 989.4  # H100 SXM5 dense FP16 tensor core (NVIDIA H100 datasheet)
 PEAK_TBPS = 3.35  # H100 SXM5 HBM3 (NVIDIA H100 datasheet)
 TENSOR_CORE_CLASSES = ("conv", "grouped conv", "gemm", "batched matmul")
@@ -89,17 +90,21 @@ def hetrt_profile(onnx_bytes: bytes, batch: int, x: Any, runs: int) -> dict[str,
     network = engine.network
     by_name = {la.name: la for la in network.layers}
     classes: dict[str, dict[str, float]] = defaultdict(lambda: {"ms": 0.0, "flops": 0.0, "bytes": 0.0, "layers": 0})
+    slowest = []
     for rec in prof.to_dict():
         layer = by_name.get(rec["name"])
         cls = layer_class(layer, network) if layer is not None else "layout/other"
         c = classes[cls]
         c["ms"] += rec["medianMs"]
         c["layers"] += 1
-        if layer is not None:
-            flops, nbytes = layer_work(layer, network)
-            c["flops"] += flops
-            c["bytes"] += nbytes
-    return dict(classes)
+        flops, nbytes = layer_work(layer, network) if layer is not None else (0.0, 0.0)
+        c["flops"] += flops
+        c["bytes"] += nbytes
+        slowest.append({"name": rec["name"], "class": cls, "ms": rec["medianMs"],
+                        "tflops": flops / rec["medianMs"] / 1e9 if flops and rec["medianMs"] else None,
+                        "tb_s": nbytes / rec["medianMs"] / 1e9 if nbytes and rec["medianMs"] else None})
+    slowest.sort(key=lambda r: -r["ms"])
+    return {"classes": dict(classes), "slowest_layers": slowest[:TOP_LAYERS]}
 
 
 def torch_profile(model: Any, x: Any, runs: int) -> dict[str, float]:
@@ -204,7 +209,8 @@ def main() -> None:
             x = torch.rand(args.batch, 3, 224, 224)
             h = hetrt_profile(onnx_bytes, args.batch, x.numpy(), args.runs)
             t = torch_profile(model, x.cuda(), args.runs)
-            result["models"][name] = compare(h, t)
+            result["models"][name] = compare(h["classes"], t)
+            result.setdefault("slowest_layers", {})[name] = h["slowest_layers"]
         except Exception as e:  # one failing model must not lose the others
             import traceback
 
