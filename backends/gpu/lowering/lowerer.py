@@ -18,6 +18,7 @@ from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
+from backends.gpu.lowering.views import View, drop_dead_ops
 from backends.table import lookup
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ElementWiseOp, LayerKind
@@ -42,6 +43,7 @@ class Lowerer(Int8Lowering):
         self.src: list[str] = []
         self.convs: dict[str, ConvGeometry] = {}
         self.se_scales: dict[str, tuple[str, str]] = {}
+        self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -173,7 +175,8 @@ class Lowerer(Int8Lowering):
                 self.float_of(t)
             lookup(GPU_LOWERINGS, layer, "GPU").lower(self, layer)
         outputs = {t: self.linear(self.float_of(t), self.dtypes[t]) for t in self.want}
-        return Lowered(self.slots, self.ops, self.inputs, outputs, gen.GEN_PRELUDE + "\n".join(self.src), self.convs)
+        return drop_dead_ops(Lowered(self.slots, self.ops, self.inputs, outputs,
+                                     gen.GEN_PRELUDE + "\n".join(self.src), self.convs))
 
 
 def lower(network: Network, layers: list[Layer], outputs: list[str], tactics: dict[str, str] | None = None) -> Lowered:

@@ -3,7 +3,10 @@ gather and resize.
 
 A shuffle that moves no byte (a reshape of a linear tensor, a transpose between an NHWC slot and
 the linear (N, H, W, C) tensor when C % 8 = 0) becomes an alias of its input's slot, with no
-launch. Each other layer becomes one generated map kernel that computes, per output element, the
+launch. A shuffle or a gather at one constant index that is a strided view of its input is
+composed with the views before it (``views.View``) and copies straight from the first
+materialized tensor of the chain; the copies in between then have no reader and are dropped.
+Each other layer becomes one generated map kernel that computes, per output element, the
 offset of the element it copies (``RAW`` loads keep non-float types bit-exact); resize blends up to 2^d such
 loads with per-axis tables of source indices and weights uploaded as constants.
 """
@@ -16,6 +19,7 @@ import numpy as np
 
 from backends.gpu.kernels import gen
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes
+from backends.gpu.lowering.views import View
 from engine.ir.layers import LayerKind, PaddingMode
 from engine.ir.network import Layer, Network
 from engine.ir.resize_coords import axis_scales, is_identity, linear_taps, nearest_indices, source_coordinates
@@ -82,15 +86,54 @@ def alias_layout(lw: Lowerer, layer: Layer, s: Slot) -> str | None:
     return None
 
 
+def input_view(lw: Lowerer, tensor: str) -> View:
+    """``tensor`` as a strided view of the first materialized slot of its chain of movement."""
+    return lw.views.get(tensor) or View.of(lw.slots[tensor])
+
+
+def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
+    """The layer's output as one copy of ``view`` (remembered for the movement layers after it)."""
+    out = lw.new_slot(layer.outputs[0])
+    root = lw.slots[view.root]
+    if out.elements == 0 or root.dtype != out.dtype:
+        raise ValueError(f"{layer.name}: no view copy from {root.dtype} to {out.dtype}")
+    lw.views[out.name] = view
+    lw.emit_map(layer.name, out, [(root.name, gen.Operand(root.dtype, view.strides, view.base))], "RAW yr = X0;",
+                span=max(root.elements, out.elements))
+
+
+def shuffle_view(lw: Lowerer, layer: Layer) -> View | None:
+    """The shuffle's output as a strided view of its chain's first slot, or None."""
+    p = layer.params
+    x = input_view(lw, layer.inputs[0])
+    out = layer.outputs[0]
+    if lw.dtypes[out] != lw.slots[x.root].dtype or lw.slots[x.root].const is not None or 0 in x.shape:
+        return None
+    v: View | None = x.permute(p.first_perm)
+    if p.reshape is not None:
+        v = v.reshape(p.reshape)
+    return None if v is None else v.permute(p.second_perm)
+
+
 def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     s = lw.slots[layer.inputs[0]]
     layout = alias_layout(lw, layer, s)
     if layout is not None:
         lw.alias_slot(layer.outputs[0], layout, s)
+        if layer.inputs[0] in lw.views:  # the chain of views goes on through the alias
+            view = shuffle_view(lw, layer)
+            if view is not None:
+                lw.views[layer.outputs[0]] = view
+        return
+    view = shuffle_view(lw, layer)
+    if view is not None:
+        copy_view(lw, layer, view)
         return
     out = lw.new_slot(layer.outputs[0])
-    xshape = s.shape
+    x = input_view(lw, layer.inputs[0])  # the generic copy reads its chain's first slot too
+    s = lw.slots[x.root]
+    xshape = x.shape
     tshape = tuple(xshape[i] for i in p.first_perm) if p.first_perm is not None else xshape
     rshape = tuple(p.reshape) if p.reshape is not None else tshape
     oshape = out.shape
@@ -113,7 +156,7 @@ def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
     xc = [""] * len(xshape)
     for j in range(len(tshape)):
         xc[p.first_perm[j] if p.first_perm is not None else j] = tc[j]
-    off = " + ".join(f"(IT){c} * {st}" for c, st in zip(xc, s.strides)) or "0"
+    off = " + ".join([str(x.base)] * bool(x.base) + [f"(IT){c} * {st}" for c, st in zip(xc, x.strides)]) or "0"
     lines.append(f"RAW yr = LD0({off});")
     lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * ro))], " ".join(lines))
 
@@ -200,10 +243,15 @@ def lower_padding(lw: Lowerer, layer: Layer) -> None:
 
 def lower_gather(lw: Lowerer, layer: Layer) -> None:
     s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
     ax = layer.params.axis % len(s.shape)
     idx = layer.weights["indices"].astype(np.int64)
     idx = np.where(idx < 0, idx + s.shape[ax], idx).astype(np.int32)
+    x = input_view(lw, layer.inputs[0])
+    if (idx.ndim == 0 and 0 <= int(idx) < s.shape[ax] and lw.slots[x.root].const is None
+            and lw.slots[x.root].dtype == lw.dtypes[layer.outputs[0]]):
+        copy_view(lw, layer, x.take(ax, int(idx)))  # one index: a strided view of the input
+        return
+    out = lw.new_slot(layer.outputs[0])
     ik = lw.const(f"{layer.name}/indices", idx.reshape(-1) if idx.ndim else idx.reshape(1), False)
     nd = idx.ndim
     im = gen.row_major(idx.shape)

@@ -77,6 +77,12 @@ def _pointwise(lw: Lowerer, layer: Layer, operands: list[tuple[str, np.ndarray |
     out = lw.new_slot(out_t, lw.out_layout(layer))
     ins = []
     for key, w in operands:
+        view = lw.views.get(key) if w is None else None
+        if view is not None:  # read the chain of movement's first slot: the copy in between may go
+            root = lw.slots[view.root]
+            strides = gen.broadcast_strides(view.shape, view.strides, shape)
+            ins.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, view.base)))
+            continue
         s = lw.slots[key] if w is None else lw.const(f"{layer.name}/{key}", w, fp16)
         ins.append((s.name, s.operand(shape, fp16)))
     lw.emit_map(layer.name, out, ins, body)

@@ -1,0 +1,170 @@
+"""Chains of data movement as strided views (``backends.gpu.lowering.views``), without CUDA.
+
+``reshape_strides`` against numpy's no-copy reshape on random strided arrays; an exported
+attention block's QKV split (transpose, three gathers at one index, reshapes and transposes, a
+scalar scale) lowered with and without views and run through the CUDA emulator on fresh random
+data, against numpy and against each other, with the launches the views remove counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+
+from backends.gpu.kernels import gen
+from backends.gpu.lower import lower
+from backends.gpu.lowering import movement
+from backends.gpu.lowering.views import View, reshape_strides
+from engine.ir.dtypes import Precision
+from engine.ir.layers import GatherParams, ShuffleParams
+from engine.ir.network import Network
+
+
+def _random_reshape(rng, total: int) -> tuple[int, ...]:
+    dims, rest = [], total
+    while rest > 1:
+        d = int(rng.choice([d for d in range(2, rest + 1) if rest % d == 0]))
+        dims.append(d)
+        rest //= d
+        if rng.random() < 0.2:
+            dims.insert(int(rng.integers(len(dims) + 1)), 1)
+    return tuple(dims) or (1,)
+
+
+def test_reshape_strides_agrees_with_numpy():
+    rng = np.random.default_rng()
+    viewed = copied = 0
+    for _ in range(2000):
+        shape = tuple(int(d) for d in rng.integers(1, 5, size=int(rng.integers(1, 5))))
+        base = np.arange(np.prod(shape) * 3).reshape(*shape, 3)[..., 1]  # strided to begin with
+        a = base.transpose(rng.permutation(len(shape)))
+        new = _random_reshape(rng, a.size)
+        elem = [s // a.itemsize for s in a.strides]
+        got = reshape_strides(a.shape, tuple(elem), new)
+        try:
+            b = a.view()
+            b.shape = new  # numpy refuses exactly when the reshape would need a copy
+        except AttributeError:
+            assert got is None, (a.shape, elem, new)
+            copied += 1
+            continue
+        assert got is not None, (a.shape, elem, new)
+        strided = np.lib.stride_tricks.as_strided(a, new, [g * a.itemsize for g in got])
+        np.testing.assert_array_equal(strided, a.reshape(new))
+        viewed += 1
+    assert viewed > 500 and copied > 200
+
+
+def test_view_take_and_permute():
+    x = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    v = View("x", x.shape, (20, 5, 1)).permute((2, 0, 1)).take(1, 2)
+    want = x.transpose(2, 0, 1)[:, 2]
+    got = np.lib.stride_tricks.as_strided(x.reshape(-1)[v.base:], v.shape, [s * x.itemsize for s in v.strides])
+    np.testing.assert_array_equal(got, want)
+
+
+T, HEADS, HD = 7, 2, 4
+D = HEADS * HD
+
+
+def qkv_split_net(N: int) -> Network:
+    """torchvision's ViT attention input path (nn.MultiheadAttention exported), at a small size.
+    With a batch N > 1 the split into heads merges the batch with the heads, which no strided
+    view of the projection can express: those copies stay, reading the projection."""
+    net = Network("qkv")
+    x = net.add_input("x", (T, N, 3 * D))
+    qkv = net.add_activation(x, "relu", name="proj").name  # stands in for the QKV projection
+    split = net.add_layer(ShuffleParams(reshape=(T, N, 3, D), second_perm=(2, 0, 1, 3)), [qkv], name="split")
+    unsq = net.add_layer(ShuffleParams(reshape=(3, T, N, 1, D)), split.outputs, name="unsqueeze")
+    sq = net.add_layer(ShuffleParams(reshape=(3, T, N, D)), unsq.outputs, name="squeeze")
+    heads = []
+    for i, idx in enumerate((0, 1, -1)):
+        g = net.add_layer(GatherParams(axis=0), sq.outputs, {"indices": np.array(idx, np.int64)}, name=f"g{i}")
+        perm = (1, 2, 0) if i == 1 else (1, 0, 2)  # K comes out transposed
+        h = net.add_layer(ShuffleParams(reshape=(T, N * HEADS, HD), second_perm=perm), g.outputs, name=f"h{i}")
+        heads.append(h.outputs[0])
+    scale = net.add_constant(np.array([0.5], np.float32), name="scale")
+    q = net.add_elementwise(heads[0], scale, "prod", name="q_scaled")
+    k = net.add_elementwise(heads[1], scale, "prod", name="k_scaled")
+    # a reshape that is no view of its transposed input: the generic copy
+    vt = net.add_layer(ShuffleParams(first_perm=(1, 0, 2), reshape=(N * HEADS * HD, T)), [heads[2]], name="v_flat")
+    for t in (q.name, k.name, heads[2], vt.outputs[0]):
+        net.mark_output(t)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    return net
+
+
+def reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    N = x.shape[1]
+    qkv = np.maximum(x, 0).reshape(T, N, 3, D).transpose(2, 0, 1, 3)
+    q, k, v = (qkv[i].reshape(T, N * HEADS, HD) for i in range(3))
+    return {"q_scaled": q.transpose(1, 0, 2) * 0.5, "k_scaled": k.transpose(1, 2, 0) * 0.5,
+            "h2": v.transpose(1, 0, 2), "v_flat": v.transpose(1, 0, 2).transpose(1, 0, 2).reshape(N * HEADS * HD, T)}
+
+
+@pytest.mark.parametrize("N", [1, 2])
+def test_qkv_split_copies_straight_from_the_projection(monkeypatch, N):
+    net = qkv_split_net(N)
+    viewed = lower(net, net.layers, list(net.outputs))
+    with monkeypatch.context() as m:
+        m.setattr(movement, "shuffle_view", lambda lw, layer: None)
+        m.setattr(movement, "input_view", lambda lw, t: View.of(lw.slots[t]))
+        plain = lower(net, net.layers, list(net.outputs))
+    labels = [op.label for op in viewed.ops]
+    proj = next(op for op in viewed.ops if op.label == "proj").writes[0]
+    # the split and the gathers go; each remaining copy reads the projection
+    assert not {"split", "g0", "g1", "g2"} & set(labels), labels
+    for op in viewed.ops:
+        if op.label in ("h0", "h1", "h2"):
+            assert op.reads == [proj], (op.label, op.reads)
+    if N == 1:  # the head split is a view too: Q and K are scaled straight from the projection
+        assert not {"h0", "h1"} & set(labels), labels
+        assert proj in next(op for op in viewed.ops if op.label == "q_scaled").reads
+    assert len(viewed.ops) == len(plain.ops) - (6 if N == 1 else 4)
+
+
+def _run(low, feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
+    """Every launch of ``low`` (all generated kernels here) in order, in the CUDA emulator."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    prelude_extra = gen.GEN_PRELUDE[len(gen.COMMON_SRC):]
+    emu = EmulatedModule(low.source.replace(prelude_extra, "\n", 1), tmp_path)
+    bufs = {}
+    for name in low.inputs:
+        bufs[name] = feeds[name].astype(low.slots[name].dtype)
+    for op in low.ops:
+        assert op.kind == "gen", op.kind
+        for name in op.args:
+            if isinstance(name, str) and name not in bufs:
+                s = low.slots[name]
+                if s.alias is not None:  # the same bytes as the slot it aliases
+                    if s.alias not in bufs:
+                        r = low.slots[s.alias]
+                        bufs[s.alias] = np.full(r.phys_shape, np.nan, r.dtype)
+                    bufs[name] = bufs[s.alias].reshape(s.phys_shape)
+                else:
+                    bufs[name] = s.const.astype(s.dtype) if s.const is not None else np.full(s.phys_shape, np.nan,
+                                                                                             s.dtype)
+        emu.launch(op.kernel, op.grid[0] * 256, [bufs[a] for a in op.args])
+    return {t: bufs[s] for t, s in low.outputs.items()}
+
+
+@pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+@pytest.mark.parametrize("N", [1, 2])
+def test_qkv_split_through_views_matches_numpy_and_the_copies(tmp_path, monkeypatch, N):
+    net = qkv_split_net(N)
+    x = np.random.default_rng().standard_normal((T, N, 3 * D)).astype(np.float16).astype(np.float32)
+    want = reference(x.astype(np.float64))
+    got = _run(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "views")
+    with monkeypatch.context() as m:
+        m.setattr(movement, "shuffle_view", lambda lw, layer: None)
+        m.setattr(movement, "input_view", lambda lw, t: View.of(lw.slots[t]))
+        plain = _run(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "plain")
+    names = {"q_scaled": "q_scaled", "k_scaled": "k_scaled", "h2": net.layer("h2").outputs[0],
+             "v_flat": net.layer("v_flat").outputs[0]}
+    for key, tensor in names.items():
+        assert got[tensor].shape == want[key].shape, key
+        # movement is exact and a scale by 0.5 is exact in fp16
+        np.testing.assert_array_equal(got[tensor].astype(np.float64), want[key], err_msg=key)
+        np.testing.assert_array_equal(got[tensor], plain[tensor], err_msg=key)
