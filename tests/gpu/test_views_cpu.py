@@ -168,3 +168,19 @@ def test_qkv_split_through_views_matches_numpy_and_the_copies(tmp_path, monkeypa
         # movement is exact and a scale by 0.5 is exact in fp16
         np.testing.assert_array_equal(got[tensor].astype(np.float64), want[key], err_msg=key)
         np.testing.assert_array_equal(got[tensor], plain[tensor], err_msg=key)
+
+
+def test_drop_dead_ops_keeps_what_outputs_and_non_generated_launches_need():
+    from backends.gpu.lowering.slots import Lowered, Op, Slot
+    from backends.gpu.lowering.views import drop_dead_ops
+
+    slots = {n: Slot(n, (4,), "float16") for n in ("x", "a", "b", "c", "d", "w")}
+    slots["c_alias"] = Slot("c_alias", (2, 2), "float16", alias="c")
+    ops = [Op("a", "gen", ["x"], ["a"], ["a", "x"]),  # read by the dead copy only: goes with it
+           Op("b", "gen", ["a"], ["b"], ["b", "a"]),  # nobody reads b
+           Op("c", "gen", ["x"], ["c"], ["c", "x"]),  # read through its alias by the output's producer
+           Op("w", "conv", ["x"], ["w"]),  # not a generated kernel: kept although unread
+           Op("d", "gen", ["c_alias"], ["d"], ["d", "c_alias"])]
+    low = drop_dead_ops(Lowered(slots, ops, ["x"], {"y": "d"}, "", {}))
+    assert [op.label for op in low.ops] == ["c", "w", "d"]
+    assert set(low.slots) == {"x", "c", "c_alias", "w", "d"}
