@@ -20,7 +20,7 @@ from engine.onnx_parser.loader import MAX_ACCEPTED_OPSET
 from engine.onnx_parser.registry import CONVERTERS
 
 # Converter modules of the float op set (quantization ops are covered by their own tests).
-CORE_MODULES = {"ops_conv", "ops_math", "ops_pointwise", "ops_recurrent", "ops_shape", "ops_tensor"}
+CORE_MODULES = {"ops_conv", "ops_einsum", "ops_math", "ops_pointwise", "ops_recurrent", "ops_shape", "ops_tensor"}
 
 ort = pytest.importorskip("onnxruntime")
 

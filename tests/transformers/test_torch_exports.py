@@ -21,7 +21,7 @@ from engine.runtime import Runtime
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from torch_models import CausalEncoder, MiniSwin, MiniViT, transformer_encoder  # noqa: E402
+from torch_models import CausalEncoder, EinsumAttention, MiniSwin, MiniViT, transformer_encoder  # noqa: E402
 
 
 def export(module, example, opset: int = 17) -> onnx.ModelProto:
@@ -58,6 +58,7 @@ MODELS = {  # name: (module, sample shape without the batch, opset)
     "swin": (lambda: MiniSwin(), (3, 28, 28), 17),  # 7×7 patches: padding to the window folds from Mod
     "encoder": (lambda: transformer_encoder(), (10, 64), 17),
     "encoder_causal": (lambda: CausalEncoder(), (10, 64), 17),
+    "einsum": (lambda: EinsumAttention(), (9, 32), 17),  # attention as ONNX Einsum (MaxViT-style)
 }
 
 
@@ -81,5 +82,6 @@ def test_exports_really_contain_the_shape_ops_that_used_to_stop_the_parser(expor
     ops = {n.op_type for n in model.graph.node}
     expected = {"vit": {"Expand", "Concat", "Shape", "Tanh"}, "vit_opset20": {"Gelu", "Mod", "Where"},
                 "swin": {"Mod", "ScatterND", "Range", "Where", "Equal", "Expand", "Gather", "Slice"},
-                "encoder": {"Mod", "Softmax", "LayerNormalization"}, "encoder_causal": {"Trilu", "Where"}}[name]
+                "encoder": {"Mod", "Softmax", "LayerNormalization"}, "encoder_causal": {"Trilu", "Where"},
+                "einsum": {"Einsum"}}[name]
     assert expected <= ops, sorted(ops)

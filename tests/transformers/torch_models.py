@@ -167,3 +167,22 @@ class CausalEncoder(nn.Module):
         t = x.shape[1]
         mask = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
         return self.encoder(x, mask=mask)
+
+
+class EinsumAttention(nn.Module):
+    """Self-attention written with torch.einsum, as MaxViT's blocks are (exported as ONNX Einsum)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.randn(heads, 1) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).unbind(2)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * (c // self.heads) ** -0.5
+        scores = scores + torch.einsum("bhqk,hz->bhqk", scores, self.bias)
+        out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
+        return self.proj(out.reshape(b, t, c))

@@ -23,7 +23,7 @@ def shuffle(layer, inputs, weights):
         y = np.reshape(y, p.reshape)
     if p.second_perm is not None:
         y = np.transpose(y, p.second_perm)
-    return [np.ascontiguousarray(y)]
+    return [np.ascontiguousarray(y).reshape(y.shape)]  # ascontiguousarray makes a 0-d array 1-d
 
 
 def _axis_slice(start: int, size: int, step: int) -> slice:
