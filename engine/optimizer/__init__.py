@@ -13,7 +13,9 @@ Pipeline order, and why:
    the GEMM before it, then Scale (BatchNorm) folding into conv/deconv/FC, before any epilogue
    fusion: both must touch the raw GEMM output, which stops being true once an activation or
    residual is fused; then GELU recognition (the five-layer erf formula becomes one activation),
-   so the activation fusion below can put it in a GEMM epilogue;
+   so the activation fusion below can put it in a GEMM epilogue; then 3-D convolutions and
+   rank-5 global pools become 2-D layers (after BatchNorm folded into the 3-D kernel, before the
+   residual fusion that folds their per-tap sums into the 2-D convolutions);
 4. conv + residual add (+ activation) before conv + activation: the activation after an add
    belongs to the residual epilogue, and a conv that took a plain activation can no longer
    take a residual (act(conv) + r is not act(conv + r));
@@ -48,6 +50,7 @@ from engine.optimizer.passes import (
     pointwise,
     scale_folding,
     shuffles,
+    volumetric,
 )
 from engine.optimizer.rewrite import Rewrite
 
@@ -72,6 +75,7 @@ DEFAULT_PIPELINE: tuple[Stage, ...] = (
     Stage("gemm_constants", gemm_constants.run),
     Stage("scale_folding", scale_folding.run),
     Stage("gelu", gelu.run),
+    Stage("volumetric", volumetric.run),
     Stage("conv_residual", conv_residual.run),
     Stage("conv_activation", conv_activation.run),
     Stage("pointwise", pointwise.run, "After vertical fusions"),

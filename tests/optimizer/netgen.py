@@ -240,6 +240,19 @@ class Gen:
         y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
         return ew(x, y, ElementWiseOp.SUM)
 
+    def video(self, x: Tensor) -> Tensor:
+        """A video block: the 4-D tensor read as (N, C, T, H, W), a padded 3-D convolution, BN,
+        ReLU and a residual add on rank 5, then back to rank 4."""
+        n, c, h, w = self.net.tensor(x.name).shape
+        t = 2 if h % 2 == 0 else 1
+        v = self.layer(ShuffleParams(reshape=(n, c, t, h // t, w)), [x])
+        kernel = nonzero(self.rng, (c, c, 2, 3, 3)) / np.float32(c * 18)
+        y = self.layer(ConvolutionParams(c, (2, 3, 3), (1, 1, 1), (1, 1, 1), (0, 1, 1), (1, 1, 1)), [v],
+                       {"kernel": kernel, "bias": nonzero(self.rng, (c,), 0.1, 0.5)})
+        y = self.relu(self.scale(y))
+        y = self.net.add_elementwise(v, y, ElementWiseOp.SUM)
+        return self.layer(ShuffleParams(reshape=(n, c, h, w)), [y])
+
     def head(self, x: Tensor) -> None:
         n, c, h, w = self.net.tensor(x.name).shape
         y = self.net.add_pooling(x, PoolingType.AVERAGE, (h, w))
@@ -255,9 +268,9 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "inception": Gen.inception, "siblings": Gen.siblings, "pointwise": Gen.pointwise, "shuffles": Gen.shuffles,
     "identities": Gen.identities, "scale_then_conv": Gen.scale_then_conv, "deconv_bn": Gen.deconv_bn,
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
-    "channel_mlp": Gen.channel_mlp,
+    "channel_mlp": Gen.channel_mlp, "video": Gen.video,
 }
-SAMPLED = sorted(set(BLOCKS) - {"channel_mlp"})  # the block choice of random_network's first 13 kinds
+SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video"})  # the block choice of random_network's first 13 kinds
 
 
 def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: bool = True) -> Network:
@@ -284,6 +297,8 @@ def random_network(seed: int) -> Network:
         names.insert(int(rng.integers(len(names) + 1)), str(rng.choice(["residual", "inception"])))
     if seed % 3 == 0:  # a transformer-style MLP at the end (appended, so the other blocks stay as they were)
         names.append("channel_mlp")
+    if seed % 4 == 1:  # a 3-D convolution block, appended likewise
+        names.append("video")
     return build(seed, names)
 
 
