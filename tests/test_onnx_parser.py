@@ -20,7 +20,8 @@ from engine.onnx_parser.loader import MAX_ACCEPTED_OPSET
 from engine.onnx_parser.registry import CONVERTERS
 
 # Converter modules of the float op set (quantization ops are covered by their own tests).
-CORE_MODULES = {"ops_conv", "ops_einsum", "ops_math", "ops_pointwise", "ops_recurrent", "ops_shape", "ops_tensor"}
+CORE_MODULES = {"ops_conv", "ops_depth", "ops_einsum", "ops_math", "ops_pointwise", "ops_recurrent", "ops_shape",
+                "ops_tensor"}
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -258,6 +259,7 @@ def test_newer_opsets_change_only_types_of_claimed_ops():
     allowed_new_attrs = {
         "Range": {"stash_type"},  # only affects float16 accumulation; Range is folded in numpy here
         "Cast": {"round_mode"}, "CastLike": {"round_mode"},  # only for casts to float8e8m0 (rejected)
+        "SpaceToDepth": {"mode"},  # DCR / CRD: the converter reads it (DCR, the older order, by default)
     }
     ops = [op for op, fn in CONVERTERS.items() if fn.__module__.rsplit(".", 1)[-1] in CORE_MODULES]
     assert len(ops) >= 100

@@ -22,6 +22,7 @@ from engine.ir.layers import IdentityParams
 from engine.ir.network import Network
 from engine.onnx_parser import (  # noqa: F401 (registration)
     ops_conv,
+    ops_depth,
     ops_einsum,
     ops_math,
     ops_plugin,
