@@ -156,6 +156,22 @@ def reduce(nc):
     return [nc.add1(ReduceParams(_REDUCE[nc.op], axes, keep), [x])]
 
 
+@converter("ArgMax", "ArgMin")
+def arg_extreme(nc):
+    """The first index of the largest / smallest element along ``axis`` (int64)."""
+    x = nc.input(0)
+    rank = nc.rank(x)
+    axis = int(nc.attr("axis", 0))
+    if not -rank <= axis < max(rank, 1):
+        raise nc.error(f"axis {axis} is out of range for rank {rank}")
+    if int(nc.attr("select_last_index", 0)):
+        raise nc.unsupported("select_last_index=1 (the last of tied extremes) is not supported")
+    if nc.np_dtype(x).kind != "f":
+        raise nc.unsupported(f"{nc.op} of {nc.np_dtype(x)} tensors is not supported (float inputs only)")
+    op = ReduceOp.ARGMAX if nc.op == "ArgMax" else ReduceOp.ARGMIN
+    return [nc.add1(ReduceParams(op, (axis % rank,), bool(nc.attr("keepdims", 1))), [x])]
+
+
 @converter("BatchNormalization")
 def batch_norm(nc):
     """Inference BN → a per-channel Scale: scale = γ/√(var+ε), shift = β − mean·scale."""

@@ -36,8 +36,8 @@ def check_pooling(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
 
 def check_reduce(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
     ins = input_dtypes(layer, dtypes)
-    if layer.params.op is ReduceOp.LOG_SUM_EXP:
-        return "reduce log_sum_exp has no GPU kernel"
+    if layer.params.op in (ReduceOp.LOG_SUM_EXP, ReduceOp.ARGMAX, ReduceOp.ARGMIN):
+        return f"reduce {layer.params.op.value} has no GPU kernel"
     return None if all(d in FLOAT for d in ins) else f"reduce on {ins[0]} has no GPU kernel"
 
 

@@ -50,6 +50,9 @@ def reduce(layer, inputs, weights):
     if x.dtype == np.bool_ or (op in _FLOAT_ONLY and x.dtype.kind != "f"):
         raise UnsupportedError(f"{layer.describe()}: reduce {op.value} of {x.dtype} tensors is not supported")
     axes = tuple(sorted(a % x.ndim for a in p.axes)) if x.ndim else ()
+    if op in (ReduceOp.ARGMAX, ReduceOp.ARGMIN):  # the first extreme index, as ONNX's select_last_index=0
+        find = np.argmax if op is ReduceOp.ARGMAX else np.argmin
+        return [np.asarray(find(x, axis=axes[0], keepdims=p.keep_dims), dtype=np.int64)]
     if x.size == 0 and op in (ReduceOp.MAX, ReduceOp.MIN):
         raise UnsupportedError(f"{layer.describe()}: reduce {op.value} of an empty tensor")
     with np.errstate(all="ignore"):

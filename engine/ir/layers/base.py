@@ -168,6 +168,8 @@ class ReduceOp(StrEnum):
     SUM_SQUARE = "sum_square"
     LOG_SUM = "log_sum"
     LOG_SUM_EXP = "log_sum_exp"
+    ARGMAX = "argmax"  # the index (int64) of the first largest element along the one axis
+    ARGMIN = "argmin"
 
 
 class ResizeMode(StrEnum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from engine.ir.dtypes import DataType
 from engine.ir.layers.base import (
     LayerKind,
     LayerParams,
@@ -65,6 +66,10 @@ class ReduceParams(LayerParams):
             shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
         else:
             shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        if self.op in (ReduceOp.ARGMAX, ReduceOp.ARGMIN):
+            if len(axes) != 1 or x.shape[next(iter(axes))] == 0:
+                _fail(f"reduce {self.op.value} takes one axis of nonzero length, got axes {self.axes} of {x.shape}")
+            return [TensorInfo(shape, DataType.INT64)]
         return [TensorInfo(shape, x.dtype)]
 
 
