@@ -184,3 +184,21 @@ def test_drop_dead_ops_keeps_what_outputs_and_non_generated_launches_need():
     low = drop_dead_ops(Lowered(slots, ops, ["x"], {"y": "d"}, "", {}))
     assert [op.label for op in low.ops] == ["c", "w", "d"]
     assert set(low.slots) == {"x", "c", "c_alias", "w", "d"}
+
+
+def test_gather_of_an_empty_tensor_is_no_view():
+    """A one-index gather of a tensor with a zero-length axis lowers as before views: its own
+    launch, no view (a view copy of no elements was refused with a ValueError)."""
+    from backends.gpu.lowering.lowerer import Lowerer
+
+    net = Network("empty")
+    x = net.add_input("x", (3, 0, 4))
+    r = net.add_activation(x, "relu", name="r")
+    g = net.add_layer(GatherParams(axis=0), [r], {"indices": np.array(1, np.int64)}, name="g")
+    net.mark_output(g.outputs[0])
+    for la in net.layers:
+        la.precision = Precision.FP16
+    lw = Lowerer(net, list(net.layers), list(net.outputs))
+    low = lw.lower()
+    assert [op.label for op in low.ops] == ["r", "g"]
+    assert g.outputs[0] not in lw.views

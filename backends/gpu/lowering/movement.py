@@ -102,12 +102,17 @@ def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
                 span=max(root.elements, out.elements))
 
 
+def viewable(lw: Lowerer, x: View, out: str) -> bool:
+    """Whether tensor ``out`` may be a view of ``x``: a non-empty arena slot of the output's dtype."""
+    root = lw.slots[x.root]
+    return root.const is None and root.dtype == lw.dtypes[out] and 0 not in x.shape
+
+
 def shuffle_view(lw: Lowerer, layer: Layer) -> View | None:
     """The shuffle's output as a strided view of its chain's first slot, or None."""
     p = layer.params
     x = input_view(lw, layer.inputs[0])
-    out = layer.outputs[0]
-    if lw.dtypes[out] != lw.slots[x.root].dtype or lw.slots[x.root].const is not None or 0 in x.shape:
+    if not viewable(lw, x, layer.outputs[0]):
         return None
     v: View | None = x.permute(p.first_perm)
     if p.reshape is not None:
@@ -247,8 +252,7 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
     idx = layer.weights["indices"].astype(np.int64)
     idx = np.where(idx < 0, idx + s.shape[ax], idx).astype(np.int32)
     x = input_view(lw, layer.inputs[0])
-    if (idx.ndim == 0 and 0 <= int(idx) < s.shape[ax] and lw.slots[x.root].const is None
-            and lw.slots[x.root].dtype == lw.dtypes[layer.outputs[0]]):
+    if idx.ndim == 0 and 0 <= int(idx) < s.shape[ax] and viewable(lw, x, layer.outputs[0]):
         copy_view(lw, layer, x.take(ax, int(idx)))  # one index: a strided view of the input
         return
     out = lw.new_slot(layer.outputs[0])
