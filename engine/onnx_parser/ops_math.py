@@ -162,7 +162,7 @@ def arg_extreme(nc):
     x = nc.input(0)
     rank = nc.rank(x)
     axis = int(nc.attr("axis", 0))
-    if not -rank <= axis < max(rank, 1):
+    if not -rank <= axis < rank:  # a scalar has no axis to search
         raise nc.error(f"axis {axis} is out of range for rank {rank}")
     if int(nc.attr("select_last_index", 0)):
         raise nc.unsupported("select_last_index=1 (the last of tied extremes) is not supported")

@@ -86,7 +86,7 @@ def _conv3d(net: Network, layer: Layer) -> None:
 def _eligible_conv3d(net: Network, layer: Layer) -> bool:
     p = layer.params
     return (layer.kind is LayerKind.CONVOLUTION and len(p.kernel) == 3 and not p.residual and p.activation is None
-            and len(layer.inputs) == 1 and net.tensors[layer.inputs[0]].dtype.value in ("float32", "float16"))
+            and len(layer.inputs) == 1 and net.tensors[layer.inputs[0]].dtype.is_float)
 
 
 def _eligible_global_pool(net: Network, layer: Layer) -> bool:
