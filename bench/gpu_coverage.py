@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import json
 import sys
 import time
@@ -79,7 +78,7 @@ def check(name: str) -> dict[str, Any]:
 
     from backends.gpu.backend import split_segments
     from backends.gpu.lower import lower
-    from bench.gpu_torchvision import randomize_zero_weights
+    from bench.gpu_torchvision import export_onnx, randomize_zero_weights
     from engine.builder import Builder, BuilderConfig, build_from_onnx
     from engine.ir.logger import Logger, Severity
     from engine.onnx_parser import parse
@@ -89,19 +88,16 @@ def check(name: str) -> dict[str, Any]:
     model = make(name)
     randomize_zero_weights(model)  # e.g. ViT's classifier head starts at zero: its outputs would all be 0
     x = torch.rand(*MODELS[name][1])
-    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, x, buf, opset_version=17, dynamo=False, input_names=["input"],
-                          output_names=["output"])
-    proto = onnx.load_from_string(buf.getvalue())
+        proto = onnx.load_from_string(export_onnx(model, x.shape[0], tuple(x.shape[1:])))
     quiet = Logger(Severity.ERROR)
     net = Builder(quiet).build(parse(proto), BuilderConfig(fp16=True)).network
     segments = split_segments(net, [la.name for la in net.layers])
     host = [la for on_gpu, layers in segments if not on_gpu for la in layers]
     launches = sum(len(lower(net, layers, list(net.outputs)).ops) for on_gpu, layers in segments if on_gpu)
     engine = Runtime(quiet).deserialize(build_from_onnx(proto, BuilderConfig(), quiet))
-    got = engine.create_execution_context().execute({"input": x.numpy()})["output"]
+    got = engine.create_execution_context().execute({"input": x.numpy()})["logits"]
     with torch.no_grad():
         ref = model(x).double().numpy()
     return {"layers": len(net.layers), "gpu_launches": launches, "host_layers": len(host),

@@ -77,14 +77,15 @@ def load(name: str, device: str = "cpu", seed: int = 0) -> Any:
     return calibrate_batchnorm(model, seed=seed, device=device)
 
 
-def export_onnx(model: Any, batch: int) -> bytes:
-    """ONNX (opset 17, TorchScript exporter) of ``model`` for a fixed batch; the model is exported from the CPU."""
+def export_onnx(model: Any, batch: int, sample: tuple[int, ...] = (3, 224, 224)) -> bytes:
+    """ONNX (opset 17, TorchScript exporter) of ``model`` for a fixed batch of ``sample``-shaped
+    inputs; the model is exported from the CPU."""
     import torch
 
     device = next(model.parameters()).device
     model = model.cpu()
     buf = io.BytesIO()
-    torch.onnx.export(model, (torch.randn(batch, 3, 224, 224),), buf, input_names=["input"], output_names=["logits"],
+    torch.onnx.export(model, (torch.randn(batch, *sample),), buf, input_names=["input"], output_names=["logits"],
                       opset_version=17, dynamo=False)
     model.to(device)
     return buf.getvalue()
