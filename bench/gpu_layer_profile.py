@@ -40,7 +40,7 @@ from gpu_torchvision import export_onnx, load  # noqa: E402
 TOP_LAYERS = 40  # the per-layer list kept beside the class sums
 PEAK_TFLOPS_FP16 = 989.4  # H100 SXM5 dense FP16 tensor core (NVIDIA H100 datasheet)
 PEAK_TBPS = 3.35  # H100 SXM5 HBM3 (NVIDIA H100 datasheet)
-TENSOR_CORE_CLASSES = ("conv", "grouped conv", "gemm", "batched matmul")
+TENSOR_CORE_CLASSES = ("conv", "grouped conv", "gemm", "batched matmul", "attention")
 
 
 def layer_class(layer: Any, network: Any) -> str:
@@ -54,6 +54,30 @@ def layer_class(layer: Any, network: Any) -> str:
             "softmax": "softmax", "reduce": "reduce", "shuffle": "transpose/shuffle", "pooling": "pooling",
             "activation": "pointwise", "elementwise": "pointwise", "unary": "pointwise", "scale": "pointwise",
             "pointwise": "pointwise"}.get(kind, kind)
+
+
+def launch_layers(label: str, by_name: dict[str, Any]) -> list[Any]:
+    """The layers one launch runs: its label is a layer's name, or names joined by ' + ' (a block
+    the GPU lowering fuses, such as attention); [] when the label names no layer."""
+    if label in by_name:
+        return [by_name[label]]
+    layers, pending = [], []
+    for part in label.split(" + "):
+        pending.append(part)
+        joined = " + ".join(pending)
+        if joined in by_name:
+            layers.append(by_name[joined])
+            pending = []
+    return layers if not pending else []
+
+
+def launch_class(layers: list[Any], network: Any) -> str:
+    if not layers:
+        return "layout/other"
+    kinds = {la.kind.value for la in layers}
+    if len(layers) > 1 and {"softmax", "matrix_multiply"} <= kinds:
+        return "attention"
+    return layer_class(layers[-1], network)
 
 
 def layer_work(layer: Any, network: Any) -> tuple[float, float]:
@@ -92,12 +116,14 @@ def hetrt_profile(onnx_bytes: bytes, batch: int, x: Any, runs: int) -> dict[str,
     classes: dict[str, dict[str, float]] = defaultdict(lambda: {"ms": 0.0, "flops": 0.0, "bytes": 0.0, "layers": 0})
     slowest = []
     for rec in prof.to_dict():
-        layer = by_name.get(rec["name"])
-        cls = layer_class(layer, network) if layer is not None else "layout/other"
+        layers = launch_layers(rec["name"], by_name)
+        cls = launch_class(layers, network)
         c = classes[cls]
         c["ms"] += rec["medianMs"]
         c["layers"] += 1
-        flops, nbytes = layer_work(layer, network) if layer is not None else (0.0, 0.0)
+        work = [layer_work(la, network) for la in layers]
+        flops = sum(f for f, _ in work)
+        nbytes = work[0][1] if len(work) == 1 else 0.0  # a fused block's traffic is not its layers' sum
         c["flops"] += flops
         c["bytes"] += nbytes
         slowest.append({"name": rec["name"], "class": cls, "ms": rec["medianMs"],

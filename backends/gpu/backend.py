@@ -201,7 +201,7 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
     if op.kind == "gen":
         fn = mod.get_function(op.kernel)
         args = tuple(views[a] for a in op.args)
-        return lambda: fn(op.grid, (256,), args)
+        return lambda: fn(op.grid, (op.block,), args)
     info = op.info
     x, y = views[info["x"]], views[info["y"]]
     if op.kind == "conv":

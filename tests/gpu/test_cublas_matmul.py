@@ -57,14 +57,21 @@ def _reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 @pytest.mark.parametrize("shape,transposed_k", [((2, 12, 197, 64), "flag"), ((3, 4, 50, 32), "layer"),
                                                  ((1, 2, 7, 24), "flag")])
-def test_attention_products_run_on_cublas_and_match_float64(rng, shape, transposed_k) -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_attention_products_run_on_cublas_and_match_float64(rng, monkeypatch, shape, transposed_k, fused) -> None:
+    """Unfused (the attention matcher switched off), both products are cuBLAS calls captured in
+    the graph; fused, the block is one generated launch. Both match float64."""
+    from backends.gpu.lowering import lowerer
+
+    if not fused:
+        monkeypatch.setattr(lowerer, "find_attention", lambda lw: {})
     b, h, s, d = shape
     net = _attention(b, h, s, d, transposed_k)
     plan = Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True))
     engine = Runtime(QUIET).deserialize(plan)
     assert [p.backend for p in engine.partitions] == ["gpu"]
     kernels = engine.compiled_partitions[0].describe()["kernels"]
-    assert kernels.get("gemm_cublas") == 2, kernels
+    assert kernels.get("gemm_cublas") == (None if fused else 2), kernels
     feeds = {n: rng.standard_normal(shape).astype(np.float32) for n in "qkv"}
     ctx = engine.create_execution_context()
     got = ctx.execute(feeds)[net.outputs[0]]
@@ -75,7 +82,10 @@ def test_attention_products_run_on_cublas_and_match_float64(rng, shape, transpos
     np.testing.assert_array_equal(ctx.execute(feeds)[net.outputs[0]], got)  # launches one by one
 
 
-def test_two_contexts_keep_their_own_cublas_streams(rng) -> None:
+def test_two_contexts_keep_their_own_cublas_streams(rng, monkeypatch) -> None:
+    from backends.gpu.lowering import lowerer
+
+    monkeypatch.setattr(lowerer, "find_attention", lambda lw: {})  # the products as cuBLAS calls
     net = _attention(2, 4, 40, 32, "flag")
     engine = Runtime(QUIET).deserialize(Builder(QUIET).build_serialized_network(net, BuilderConfig(fp16=True)))
     feeds = [{n: rng.standard_normal((2, 4, 40, 32)).astype(np.float32) for n in "qkv"} for _ in range(2)]

@@ -16,6 +16,7 @@ from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
+from backends.gpu.lowering.attention import find_attention, lower_attention
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -165,7 +166,14 @@ class Lowerer(Int8Lowering):
 
     def lower(self) -> Lowered:
         self.se_scales = self._find_se_scales()
+        fused = find_attention(self)
+        absorbed = {name for m in fused.values() for name in m.absorbed}
         for layer in self.layers:
+            if layer.name in absorbed:
+                continue
+            if layer.name in fused:
+                lower_attention(self, fused[layer.name])
+                continue
             if is_int8(layer):
                 self.lower_int8(layer)
                 continue

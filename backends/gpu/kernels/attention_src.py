@@ -1,0 +1,261 @@
+"""A fused attention kernel: softmax(scale · Q·Kᵀ + bias) · V in one launch, fp16 tensor cores.
+
+Why: an exported attention block runs as two batched products with a softmax between them, and
+the (Sq × Sk) score tensor goes to memory and back three times; with head-major views of a fused
+QKV projection the products also see strides cuBLAS does not take at full speed. Here a block of
+four warps owns 64 query rows of one batch·head and streams the keys in tiles of 64, keeping the
+running row maximum and sum in registers (the online softmax of FlashAttention, Dao et al. 2022):
+the scores never leave the SM.
+
+Per key tile each warp computes its 16 × 64 scores with ``mma.sync.m16n8k16`` (fp16 in, fp32
+accumulation), scales them, adds the bias, masks keys past Sk, rescales its running output and
+multiplies the fp16-rounded probabilities by V: the accumulator fragment of two score tiles is
+exactly the A fragment of the next product, so the probabilities go from registers to the tensor
+cores without shared memory. Q, K and V are read through any element strides (the views of the
+projection's output); the output is row-major (*batch, Sq, Dv) fp16.
+
+Shapes: head dims D and Dv up to 128 (padded with zeros to multiples of 16 in shared memory);
+any Sq, Sk ≥ 1. A row whose every score is -inf (a fully masked row) gives NaN, as the unfused
+softmax does; a row masked only in some key tiles is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backends.gpu.kernels import gen
+
+BLOCK_ROWS = 64  # query rows per block (four warps of 16)
+BLOCK_KEYS = 64  # keys per tile
+THREADS = 128
+MAX_HEAD_DIM = 128
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class AttentionOperand:
+    """How the kernel addresses one input: element strides per batch dim, per row and per column,
+    and a base offset (a view of a larger tensor)."""
+
+    batch_strides: tuple[int, ...]
+    row_stride: int
+    col_stride: int
+    base: int = 0
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """softmax(scale·Q·Kᵀ + bias_scale·bias)·V over ``batch`` (flattened into the grid's y): Q (Sq × D), K
+    (Sk × D), V (Sk × Dv); ``bias`` broadcasts over (*batch, Sq, Sk) (0 strides)."""
+
+    batch: tuple[int, ...]
+    sq: int
+    sk: int
+    d: int
+    dv: int
+    scale: float
+    bias_scale: float = 1.0
+
+    @property
+    def batch_count(self) -> int:
+        return math.prod(self.batch)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (-(-self.sq // BLOCK_ROWS), self.batch_count)
+
+
+def supported(geom: AttentionGeometry) -> str | None:
+    """Why the kernel cannot take ``geom``, or None."""
+    if not (1 <= geom.d <= MAX_HEAD_DIM and 1 <= geom.dv <= MAX_HEAD_DIM):
+        return f"head dims {geom.d}, {geom.dv} outside 1..{MAX_HEAD_DIM}"
+    if geom.sq < 1 or geom.sk < 1 or geom.batch_count < 1:
+        return "an empty attention"
+    if geom.batch_count > 65535:
+        return f"{geom.batch_count} batch·heads exceed the grid's y limit"
+    return None
+
+
+def _batch_offset(name: str, batch: Sequence[int], strides: Sequence[int], base: int) -> str:
+    """C expression: the element offset of batch index ``z`` (flattened row-major) in an operand."""
+    terms = [str(base)] if base else []
+    inner = 1
+    for d, s in reversed(list(zip(batch, strides))):
+        if d > 1 and s:
+            terms.append(f"((IT)(z / {inner}u) % {d}u) * (IT){s}")
+        inner *= d
+    return f"const IT {name} = " + (" + ".join(terms) or "0") + ";"
+
+
+def _vector_loads(op: AttentionOperand, cols: int) -> bool:
+    """Whether 16-byte loads reach every row: unit column stride, and every other stride, the base
+    and the column count multiples of 8 halves (arena slots are 256-byte aligned)."""
+    return (op.col_stride == 1 and cols % 8 == 0 and op.row_stride % 8 == 0 and op.base % 8 == 0
+            and all(s % 8 == 0 for s in op.batch_strides))
+
+
+def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_cols: int,
+               op: AttentionOperand, off: str, transposed: bool, pitch: int) -> str:
+    """Shared-memory fill of a 64-row × ``cols`` tile (zeros past the tensor): 16-byte loads where
+    the operand allows them, else one element per step; ``transposed`` stores [col][row]."""
+    if _vector_loads(op, limit_cols):
+        scatter = f"for (int e = 0; e < 8; ++e) {dst}[(c + e) * {pitch} + r] = h[e];"
+        put = (f"{{ const h16* h = (const h16*)&val; {scatter} }}"
+               if transposed else f"*(uint4*)({dst} + r * {pitch} + c) = val;")
+        return f"""
+  for (int i = threadIdx.x; i < {BLOCK_KEYS * cols // 8}; i += {THREADS}) {{
+    const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8;
+    const int row = {rows} + r;
+    uint4 val = {{0u, 0u, 0u, 0u}};
+    if (row < {limit_rows} && c < {limit_cols})
+      val = *(const uint4*)({src} + {off} + (IT)row * (IT){op.row_stride} + c);
+    {put}
+  }}"""
+    put = f"{dst}[c * {pitch} + r]" if transposed else f"{dst}[r * {pitch} + c]"
+    return f"""
+  for (int i = threadIdx.x; i < {BLOCK_KEYS * cols}; i += {THREADS}) {{
+    const int r = i / {cols}, c = i % {cols};
+    const int row = {rows} + r;
+    {put} = (row < {limit_rows} && c < {limit_cols})
+        ? {src}[{off} + (IT)row * (IT){op.row_stride} + (IT)c * (IT){op.col_stride}] : (h16)0;
+  }}"""
+
+
+def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
+                     v: AttentionOperand, bias: AttentionOperand | None = None, bias_dtype: str = "float16",
+                     span: int = 0) -> str:
+    """CUDA source of one attention kernel (parameters y, q, k, v[, bias]); launch with
+    ``geom.grid`` and ``THREADS`` threads."""
+    why = supported(geom)
+    if why is not None:
+        raise ValueError(f"attention kernel: {why}")
+    dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
+    kp, vp = dp + 8, BLOCK_KEYS + 8  # row pitches (halves): conflict-free 32-bit fragment reads
+    it = gen.index_type(span, geom.batch_count * geom.sq * max(geom.sk, geom.dv))
+    ctype = {"float16": "h16", "float32": "float"}[bias_dtype]
+    bias_param = f", const {ctype}* __restrict__ bias" if bias is not None else ""
+    offsets = [_batch_offset("qb", geom.batch, q.batch_strides, q.base),
+               _batch_offset("kb", geom.batch, k.batch_strides, k.base),
+               _batch_offset("vb", geom.batch, v.batch_strides, v.base)]
+    if bias is not None:
+        offsets.append(_batch_offset("bb", geom.batch, bias.batch_strides, bias.base))
+        at = f"bb + (IT)row * (IT){bias.row_stride} + (IT)col * (IT){bias.col_stride}"
+        bias_load = gen.load(bias_dtype, f"bias[{at}]")
+        add_bias = f"if (row < {geom.sq} && col < {geom.sk}) x += {LOG2E * geom.bias_scale!r}f * {bias_load};"
+    else:
+        add_bias = ""
+    scale2 = float(geom.scale) * LOG2E  # scores in the log2 domain: exp2f is one instruction
+    store = ("if (row < {sq} && col < {dv}) *(u32*)(y + yb + (IT)row * {dv} + col) = pack2(o[jv][2 * h] * inv[h], "
+             "o[jv][2 * h + 1] * inv[h]);" if geom.dv % 2 == 0 else
+             "if (row < {sq}) {{ if (col < {dv}) y[yb + (IT)row * {dv} + col] = f2h(o[jv][2 * h] * inv[h]); "
+             "if (col + 1 < {dv}) y[yb + (IT)row * {dv} + col + 1] = f2h(o[jv][2 * h + 1] * inv[h]); }}"
+             ).format(sq=geom.sq, dv=geom.dv)
+    return f"""
+extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__ y, const h16* __restrict__ q,
+    const h16* __restrict__ k, const h16* __restrict__ v{bias_param}) {{
+  typedef {it} IT;
+  __shared__ __align__(16) h16 ks[{BLOCK_KEYS * kp}];  // Q first, then each K tile: [row][dim]
+  __shared__ __align__(16) h16 vt[{dvp * vp}];  // each V tile transposed: [dim][key]
+  const unsigned z = blockIdx.y;
+  {" ".join(offsets)}
+  const IT yb = (IT)z * {geom.sq * geom.dv};
+  const int m0 = blockIdx.x * {BLOCK_ROWS};
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const float NEG_INF = __int_as_float(0xff800000);
+  {_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp)}
+  __syncthreads();
+  u32 qa[{dp // 16}][4];
+#pragma unroll
+  for (int kk = 0; kk < {dp // 16}; ++kk) {{
+    const h16* p = ks + (warp * 16 + g) * {kp} + kk * 16 + 2 * t4;
+    qa[kk][0] = *(const u32*)p;
+    qa[kk][1] = *(const u32*)(p + 8 * {kp});
+    qa[kk][2] = *(const u32*)(p + 8);
+    qa[kk][3] = *(const u32*)(p + 8 * {kp} + 8);
+  }}
+  float o[{dvp // 8}][4];
+#pragma unroll
+  for (int j = 0; j < {dvp // 8}; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float mrow[2] = {{NEG_INF, NEG_INF}}, lsum[2] = {{0.f, 0.f}};
+  for (int n0 = 0; n0 < {geom.sk}; n0 += {BLOCK_KEYS}) {{
+    __syncthreads();  // every warp is done with the previous tile (and with Q)
+    {_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp)}
+    {_tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp)}
+    __syncthreads();
+    float s[{BLOCK_KEYS // 8}][4];
+#pragma unroll
+    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < {dp // 16}; ++kk) {{
+        const h16* p = ks + (j * 8 + g) * {kp} + kk * 16 + 2 * t4;
+        const u32 b[2] = {{*(const u32*)p, *(const u32*)(p + 8)}};
+        mma_16816(s[j], qa[kk], b);
+      }}
+    }}
+    float mx[2] = {{mrow[0], mrow[1]}};
+#pragma unroll
+    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {{
+        const int row = m0 + warp * 16 + g + (e >> 1) * 8, col = n0 + j * 8 + 2 * t4 + (e & 1);
+        float x = s[j][e] * {scale2!r}f;
+        {add_bias}
+        s[j][e] = col < {geom.sk} ? x : NEG_INF;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+      }}
+    }}
+    float mref[2], corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {{
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      mref[h] = mx[h] == NEG_INF ? 0.f : mx[h];  // a row masked so far: no NaN from -inf - -inf
+      corr[h] = exp2f(mrow[h] - mref[h]);
+      mrow[h] = mx[h];
+      lsum[h] *= corr[h];
+    }}
+#pragma unroll
+    for (int j = 0; j < {dvp // 8}; ++j) {{
+      o[j][0] *= corr[0]; o[j][1] *= corr[0]; o[j][2] *= corr[1]; o[j][3] *= corr[1];
+    }}
+#pragma unroll
+    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {{
+        s[j][e] = exp2f(s[j][e] - mref[e >> 1]);
+        lsum[e >> 1] += s[j][e];
+      }}
+    }}
+#pragma unroll
+    for (int kk = 0; kk < {BLOCK_KEYS // 16}; ++kk) {{
+      const u32 a[4] = {{pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
+                         pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])}};
+#pragma unroll
+      for (int jv = 0; jv < {dvp // 8}; ++jv) {{
+        const h16* p = vt + (jv * 8 + g) * {vp} + kk * 16 + 2 * t4;
+        const u32 b[2] = {{*(const u32*)p, *(const u32*)(p + 8)}};
+        mma_16816(o[jv], a, b);
+      }}
+    }}
+  }}
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {{
+    float l = lsum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[h] = l > 0.f ? 1.f / l : __int_as_float(0x7fc00000);  // every score -inf: NaN, as softmax gives
+  }}
+#pragma unroll
+  for (int jv = 0; jv < {dvp // 8}; ++jv) {{
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {{
+      const int row = m0 + warp * 16 + g + h * 8, col = jv * 8 + 2 * t4;
+      {store}
+    }}
+  }}
+}}
+"""

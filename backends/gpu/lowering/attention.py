@@ -1,0 +1,239 @@
+"""Attention blocks found among a segment's layers and lowered as one fused kernel.
+
+The pattern, as exporters write scaled dot-product attention::
+
+    S = MatMul(Q·a, K·b)            (optional scalar Mul/Div on either operand; K possibly
+                                      transposed by the product's flag)
+    S' = (c·S + B)·d ...            (optional scalar Mul/Div and one additive bias B, any order)
+    P = Softmax(S', last axis)
+    O = MatMul(P, V)
+
+Matching (``find_attention``) is kept apart from the rewrite (``lower_attention``): the match
+only reads the network, so every condition is decided before any layer of the block is lowered.
+Every intermediate tensor must be read by the next layer of the block alone, be no output, be
+fp16, and every layer must compute in FP16 in this segment; Q, K and V must be fp16 tensors the
+segment produces or stages (no constants). The fused kernel (``kernels.attention_src``) reads
+Q, K and V through their strided views, so the head split of a fused QKV projection costs no copy.
+The scalars fold into one scale of Q·Kᵀ and one of the bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backends.gpu.kernels import attention_src as att
+from backends.gpu.kernels import gen
+from backends.gpu.lower_int8 import is_int8
+from backends.gpu.lowering.movement import input_view
+from backends.gpu.lowering.slots import Op, prec
+from backends.gpu.lowering.views import View
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ElementWiseOp, LayerKind
+from engine.ir.network import Layer
+
+if TYPE_CHECKING:
+    from backends.gpu.lowering.lowerer import Lowerer
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor the fused kernel reads; ``swap``: its last two dims are the kernel's in reverse."""
+
+    tensor: str
+    swap: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionMatch:
+    """One attention block: the kernel's operands, its two scales, and the layers it replaces
+    (``absorbed``, lowered by nothing else) ending in ``last``, the second product."""
+
+    q: Operand
+    k: Operand
+    v: Operand
+    bias: str | None
+    scale: float
+    bias_scale: float
+    absorbed: tuple[str, ...]
+    last: str
+
+
+class _Walk:
+    """The checks every layer and intermediate tensor of a candidate block must pass."""
+
+    def __init__(self, lw: Lowerer) -> None:
+        self.lw = lw
+        self.producers = lw.net.producers()
+        self.segment = {la.name for la in lw.layers}
+
+    def fp16_layer(self, la: Layer | None) -> bool:
+        return la is not None and la.name in self.segment and prec(la) is Precision.FP16 and not is_int8(la)
+
+    def private(self, tensor: str, reader: Layer) -> bool:
+        """Read by ``reader`` alone, not an output, fp16: the block may keep it in registers."""
+        lw = self.lw
+        readers = lw._consumers.get(tensor, [])
+        return (len(readers) == 1 and readers[0] is reader and tensor not in lw.want
+                and tensor not in lw.net.outputs and lw.dtypes.get(tensor) == "float16")
+
+    def scalar(self, tensor: str) -> float | None:
+        la = self.producers.get(tensor)
+        if la is None or la.kind is not LayerKind.CONSTANT:
+            return None
+        value = np.asarray(la.weights["value"])
+        return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
+
+    def scaled(self, tensor: str, reader: Layer) -> tuple[str, float, list[str]] | None:
+        """(x, c, layers) where ``tensor`` = c·x through private scalar multiplies and divides."""
+        c, layers = 1.0, []
+        while True:
+            la = self.producers.get(tensor)
+            if (not self.fp16_layer(la) or la.kind is not LayerKind.ELEMENTWISE
+                    or la.params.op not in (ElementWiseOp.PROD, ElementWiseOp.DIV) or not self.private(tensor, reader)):
+                return tensor, c, layers
+            a, b = la.inputs
+            sb, sa = self.scalar(b), self.scalar(a) if la.params.op is ElementWiseOp.PROD else None
+            shape = self.lw.net.tensors[tensor].shape
+            if sb is not None and sb != 0 and self.lw.net.tensors[a].shape == shape:
+                x, f = a, (sb if la.params.op is ElementWiseOp.PROD else 1.0 / sb)
+            elif sa is not None and self.lw.net.tensors[b].shape == shape:
+                x, f = b, sa
+            else:
+                return tensor, c, layers
+            c, tensor, reader = c * f, x, la
+            layers.append(la.name)
+
+    def plain(self, tensor: str) -> bool:
+        """An fp16 tensor with a slot of its own: staged, or made by a layer that is no constant."""
+        la = self.producers.get(tensor)
+        return self.lw.dtypes.get(tensor) == "float16" and (la is None or la.kind is not LayerKind.CONSTANT)
+
+
+@dataclass
+class _Scores:
+    """What lies between the first product and the softmax: its layers and the folded scalars."""
+
+    absorbed: list[str]
+    post: float = 1.0  # the scale of every term from here to the softmax
+    bias: str | None = None
+    bias_scale: float = 0.0
+
+
+def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: tuple[int, ...]
+                     ) -> tuple[Layer, _Scores] | None:
+    """From the softmax's input back through scalar multiplies and one bias add to the product
+    Q·Kᵀ (trying both inputs of the add as the scores)."""
+    if not w.private(tensor, reader):
+        return None
+    la = w.producers.get(tensor)
+    if not w.fp16_layer(la):
+        return None
+    if la.kind is LayerKind.MATRIX_MULTIPLY:
+        return la, acc
+    if la.kind is not LayerKind.ELEMENTWISE:
+        return None
+    x, c, layers = w.scaled(tensor, reader)
+    if layers:
+        return _back_to_product(w, x, w.lw.net.layer(layers[-1]),
+                                _Scores(acc.absorbed + layers, acc.post * c, acc.bias, acc.bias_scale), shape)
+    if la.params.op is not ElementWiseOp.SUM or acc.bias is not None or la.inputs[0] == la.inputs[1]:
+        return None
+    for scores, bias in (la.inputs, la.inputs[::-1]):
+        if w.lw.net.tensors[scores].shape != shape or w.lw.dtypes.get(bias) not in ("float16", "float32"):
+            continue
+        found = _back_to_product(w, scores, la, _Scores(acc.absorbed + [la.name], acc.post, bias, acc.post), shape)
+        if found is not None:
+            return found
+    return None
+
+
+def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
+    lw = w.lw
+    shape = lw.net.tensors[sm.inputs[0]].shape
+    rank = len(shape)
+    if not w.fp16_layer(sm) or sm.params.log or rank < 2 or sm.params.axis % rank != rank - 1:
+        return None
+    readers = lw._consumers.get(sm.outputs[0], [])
+    pv = readers[0] if len(readers) == 1 else None
+    if (not w.fp16_layer(pv) or pv.kind is not LayerKind.MATRIX_MULTIPLY or pv.inputs[0] != sm.outputs[0]
+            or pv.inputs[1] == sm.outputs[0] or pv.params.transpose_a or not w.private(sm.outputs[0], pv)):
+        return None
+    found = _back_to_product(w, sm.inputs[0], sm, _Scores([sm.name]), shape)
+    if found is None:
+        return None
+    qk, acc = found
+    q, qs, q_layers = w.scaled(qk.inputs[0], qk)
+    k, ks, k_layers = w.scaled(qk.inputs[1], qk)
+    if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
+        return None
+    match = AttentionMatch(Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b),
+                           Operand(pv.inputs[1], pv.params.transpose_b), acc.bias, acc.post * qs * ks,
+                           acc.bias_scale, tuple(acc.absorbed + [qk.name] + q_layers + k_layers), pv.name)
+    return match if _geometry(lw, match) is not None else None
+
+
+def find_attention(lw: Lowerer) -> dict[str, AttentionMatch]:
+    """The attention blocks of the segment, by the name of their second product."""
+    w = _Walk(lw)
+    found: dict[str, AttentionMatch] = {}
+    taken: set[str] = set()
+    for la in lw.layers:
+        if la.kind is LayerKind.SOFTMAX:
+            m = _match_from_softmax(w, la)
+            if m is not None and not taken & set(m.absorbed):
+                found[m.last] = m
+                taken.update(m.absorbed)
+    return found
+
+
+def _oriented(shape: tuple[int, ...], strides: tuple[int, ...], swap: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if not swap:
+        return shape, strides
+    return (*shape[:-2], shape[-1], shape[-2]), (*strides[:-2], strides[-1], strides[-2])
+
+
+def _geometry(lw: Lowerer, m: AttentionMatch) -> att.AttentionGeometry | None:
+    """The kernel's geometry from the tensors' shapes, or None where the shapes do not fit it."""
+    shapes = [_oriented(lw.net.tensors[o.tensor].shape, (0,) * len(lw.net.tensors[o.tensor].shape), o.swap)[0]
+              for o in (m.q, m.k, m.v)]
+    out = lw.net.tensors[lw.net.layer(m.last).outputs[0]].shape
+    if any(len(s) < 2 for s in shapes) or len(out) < 2:
+        return None
+    (sq, d), (sk, dk), (sv, dv) = (s[-2:] for s in shapes)
+    if d != dk or sk != sv or out[-2:] != (sq, dv):
+        return None
+    geom = att.AttentionGeometry(tuple(out[:-2]), sq, sk, d, dv, m.scale, m.bias_scale)
+    return geom if att.supported(geom) is None else None
+
+
+def _operand(lw: Lowerer, view: View, swap: bool, batch: tuple[int, ...]) -> att.AttentionOperand:
+    shape, strides = _oriented(view.shape, view.strides, swap)
+    bs = gen.broadcast_strides(shape[:-2], strides[:-2], batch)
+    return att.AttentionOperand(tuple(bs), strides[-2], strides[-1], view.base)
+
+
+def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
+    """One launch of the fused kernel for the block ``m`` (its other layers are not lowered)."""
+    geom = _geometry(lw, m)
+    assert geom is not None  # find_attention checked it
+    views = {o.tensor: input_view(lw, lw.float_of(o.tensor)) for o in (m.q, m.k, m.v)}
+    ops = [_operand(lw, views[o.tensor], o.swap, geom.batch) for o in (m.q, m.k, m.v)]
+    reads = [views[o.tensor].root for o in (m.q, m.k, m.v)]
+    bias_op, bias_dtype = None, "float16"
+    if m.bias is not None:
+        bv = input_view(lw, lw.float_of(m.bias))
+        full = (*geom.batch, geom.sq, geom.sk)
+        st = gen.broadcast_strides(bv.shape, bv.strides, full)
+        bias_op = att.AttentionOperand(tuple(st[:-2]), st[-2], st[-1], bv.base)
+        bias_dtype = lw.slots[bv.root].dtype
+        reads.append(bv.root)
+    out = lw.new_slot(lw.net.layer(m.last).outputs[0], "linear", "float16")
+    span = max([out.elements] + [lw.slots[r].elements for r in reads])
+    kname = lw.kernel_name(m.last)
+    lw.src.append(att.attention_kernel(kname, geom, *ops, bias_op, bias_dtype, span))
+    label = " + ".join(sorted(m.absorbed, key=[la.name for la in lw.layers].index) + [m.last])
+    lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
+                     block=att.THREADS))

@@ -1,0 +1,212 @@
+"""The fused attention kernel and its matching, without CUDA.
+
+The kernel runs in the CUDA emulator on fresh random fp16 data against a float64 numpy
+softmax(scale·Q·Kᵀ + bias)·V (fp16 tolerance: the probabilities are rounded to fp16 before the
+second product, as the unfused layers round them), over geometries that exercise every path:
+ragged query and key tiles, head dims that are no multiple of 16, strided views, element-wise and
+16-byte loads, a broadcast bias in fp16 and fp32, masked keys. The matcher is checked on networks
+built with the network API: which blocks it fuses, and which it must leave alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_emu import EmulatedModule, compiler
+
+from backends.gpu.kernels import attention_src as att
+from backends.gpu.kernels import gen
+from backends.gpu.kernels.common import COMMON_SRC
+from backends.gpu.lower import lower
+from engine.ir.dtypes import Precision
+from engine.ir.layers import GatherParams, MatrixMultiplyParams, ShuffleParams, SoftMaxParams
+from engine.ir.network import Network
+
+needs_emulator = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+FP16_REL = 2e-3  # relative L2 against float64: fp16 inputs, fp16 probabilities, fp32 accumulation
+
+
+def _numpy_attention(q, k, v, scale, bias=None, bias_scale=1.0):
+    s = np.einsum("...qd,...kd->...qk", q.astype(np.float64), k.astype(np.float64)) * scale
+    if bias is not None:
+        s = s + bias_scale * bias.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+    return np.einsum("...qk,...kv->...qv", p, v.astype(np.float64))
+
+
+def _contiguous(shape) -> att.AttentionOperand:
+    st = gen.row_major(shape)
+    return att.AttentionOperand(tuple(st[:-2]), st[-2], st[-1])
+
+
+def _rel(got, want) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want))
+
+
+@needs_emulator
+@pytest.mark.parametrize("batch, sq, sk, d, dv", [
+    ((2, 3), 70, 130, 64, 64),  # two query blocks, three key tiles, the last ragged
+    ((1,), 5, 3, 24, 40),  # fewer keys than a tile; Dv no multiple of 16
+    ((2,), 17, 65, 128, 72),  # the largest head dim
+    ((3,), 9, 20, 20, 9),  # D and Dv no multiple of 8: element-wise loads, an odd Dv's stores
+])
+def test_kernel_matches_float64(tmp_path, batch, sq, sk, d, dv):
+    rng = np.random.default_rng()
+    q = rng.standard_normal((*batch, sq, d)).astype(np.float16)
+    k = rng.standard_normal((*batch, sk, d)).astype(np.float16)
+    v = rng.standard_normal((*batch, sk, dv)).astype(np.float16)
+    scale = float(rng.uniform(0.5, 1.5) / np.sqrt(d))
+    geom = att.AttentionGeometry(batch, sq, sk, d, dv, scale)
+    src = att.attention_kernel("attn", geom, _contiguous(q.shape), _contiguous(k.shape), _contiguous(v.shape))
+    assert ("uint4 val" in src) == (d % 8 == 0)
+    y = np.full((*batch, sq, dv), np.nan, np.float16)
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v])
+    assert _rel(y, _numpy_attention(q, k, v, scale)) < FP16_REL
+
+
+@needs_emulator
+@pytest.mark.parametrize("bias_dtype", ["float16", "float32"])
+def test_kernel_reads_strided_views_and_a_broadcast_bias(tmp_path, bias_dtype):
+    """Q, K and V as views of one (S, B, 3·H·D) projection (torch's MultiheadAttention layout),
+    a bias broadcast over the batch with a scale of its own, and keys masked by -inf."""
+    rng = np.random.default_rng()
+    B, H, S, D = 2, 3, 33, 16
+    qkv = rng.standard_normal((S, B, 3 * H * D)).astype(np.float16)
+    bias = rng.standard_normal((1, H, S, S)).astype(bias_dtype)
+    bias[0, 1, :, 5:9] = -np.inf  # masked keys of one head
+
+    def view(i: int) -> att.AttentionOperand:  # q[b, h, s, d] = qkv[s, b, i·H·D + h·D + d]
+        return att.AttentionOperand((3 * H * D, D), B * 3 * H * D, 1, i * H * D)
+
+    geom = att.AttentionGeometry((B, H), S, S, D, D, 0.25, bias_scale=0.5)
+    src = att.attention_kernel("attn", geom, view(0), view(1), view(2),
+                               att.AttentionOperand((0, S * S), S, 1), bias_dtype)
+    y = np.full((B, H, S, D), np.nan, np.float16)
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, qkv, qkv, qkv, bias])
+    q, k, v = qkv.reshape(S, B, 3, H, D).transpose(2, 1, 3, 0, 4)
+    assert _rel(y, _numpy_attention(q, k, v, 0.25, bias, 0.5)) < FP16_REL
+
+
+@needs_emulator
+def test_a_fully_masked_row_is_nan_as_softmax_gives(tmp_path):
+    rng = np.random.default_rng()
+    q, k, v = (rng.standard_normal((1, 4, 8)).astype(np.float16) for _ in range(3))
+    bias = np.zeros((1, 4, 4), np.float32)
+    bias[0, 2] = -np.inf
+    geom = att.AttentionGeometry((1,), 4, 4, 8, 8, 1.0)
+    src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)), _contiguous(bias.shape),
+                               "float32")
+    y = np.zeros((1, 4, 8), np.float16)
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, bias])
+    want = _numpy_attention(q, k, v, 1.0, bias)
+    assert np.isnan(y[0, 2]).all() and np.isnan(want[0, 2]).all()
+    keep = [0, 1, 3]
+    assert _rel(y[0, keep], want[0, keep]) < FP16_REL
+
+
+def test_geometry_limits_are_named():
+    assert "head dims" in att.supported(att.AttentionGeometry((1,), 4, 4, 160, 64, 1.0))
+    assert "grid" in att.supported(att.AttentionGeometry((70000,), 4, 4, 64, 64, 1.0))
+    with pytest.raises(ValueError, match="head dims"):
+        att.attention_kernel("a", att.AttentionGeometry((1,), 4, 4, 256, 64, 1.0), *[_contiguous((4, 256))] * 3)
+
+
+# ------------------------------------------------------------------------------ matching
+
+
+S, B, H, D = 11, 2, 2, 8
+
+
+def attention_net(variant: str = "plain", precision: Precision = Precision.FP16) -> tuple[Network, dict]:
+    """x (S, B, 3·H·D) -> relu (the projection) -> head split -> scaled attention -> (B, S, H·D)."""
+    net = Network(f"attn_{variant}")
+    x = net.add_input("x", (S, B, 3 * H * D))
+    proj = net.add_activation(x, "relu", name="proj").name
+    split = net.add_layer(ShuffleParams(reshape=(S, B, 3, H, D), second_perm=(2, 1, 3, 0, 4)), [proj], name="split")
+    heads = []
+    for i in range(3):
+        g = net.add_layer(GatherParams(axis=0), split.outputs, {"indices": np.array(i, np.int64)}, name=f"g{i}")
+        heads.append(g.outputs[0])
+    q, k, v = heads
+    scale = net.add_constant(np.array([0.5], np.float32), name="scale").name
+    qs = net.add_elementwise(q, scale, "prod", name="q_scaled").name
+    kt = net.add_layer(ShuffleParams(first_perm=(0, 1, 3, 2)), [k], name="kt").outputs[0]
+    ks = net.add_elementwise(kt, scale, "prod", name="k_scaled").name
+    s = net.add_layer(MatrixMultiplyParams(), [qs, ks], name="qk").outputs[0]
+    extra = {}
+    if variant == "bias":
+        bias = net.add_constant(np.random.default_rng().standard_normal((H, S, S)).astype(np.float32), name="bias")
+        s = net.add_elementwise(s, bias.name, "sum", name="add_bias").name
+        extra["bias"] = net.layer("bias").weights["value"]
+    p = net.add_layer(SoftMaxParams(axis=-1 if variant != "axis" else 2), [s], name="softmax").outputs[0]
+    o = net.add_layer(MatrixMultiplyParams(), [p, v], name="pv").outputs[0]
+    out = net.add_layer(ShuffleParams(first_perm=(0, 2, 1, 3), reshape=(B, S, H * D)), [o], name="merge")
+    net.mark_output(out.outputs[0])
+    if variant == "scores_out":
+        net.mark_output(s)
+    for la in net.layers:
+        la.precision = precision
+    return net, extra
+
+
+def _fused(net: Network) -> list[str]:
+    low = lower(net, net.layers, list(net.outputs))
+    return [op.label for op in low.ops if "pv" in op.label.split(" + ") and op.block == att.THREADS]
+
+
+def test_attention_block_is_fused_and_reads_the_projection():
+    net, _ = attention_net()
+    low = lower(net, net.layers, list(net.outputs))
+    fused = [op for op in low.ops if op.block == att.THREADS]
+    assert len(fused) == 1
+    assert set(fused[0].label.split(" + ")) == {"q_scaled", "k_scaled", "qk", "softmax", "pv"}
+    proj = next(op for op in low.ops if op.label == "proj").writes[0]
+    assert fused[0].reads == [proj]  # Q, K and V are views of the projection: no copies
+    assert not {"g0", "g1", "g2", "kt", "split"} & {op.label for op in low.ops}
+
+
+@pytest.mark.parametrize("variant, precision", [("scores_out", Precision.FP16), ("axis", Precision.FP16),
+                                                ("plain", Precision.FP32)])
+def test_blocks_the_kernel_cannot_take_stay_unfused(variant, precision):
+    """Scores read outside the block, a softmax over another axis, an FP32 build."""
+    net, _ = attention_net(variant, precision)
+    assert _fused(net) == []
+
+
+def _numpy_net(x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    q, k, v = np.maximum(x.astype(np.float64), 0).reshape(S, B, 3, H, D).transpose(2, 1, 3, 0, 4)
+    o = _numpy_attention(q, k, v, 0.25, bias)
+    return o.transpose(0, 2, 1, 3).reshape(B, S, H * D)
+
+
+def _run_lowered(low, feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
+    """Every launch of ``low`` (all generated kernels here) in order, in the CUDA emulator."""
+    emu = EmulatedModule(low.source.replace(gen.GEN_PRELUDE[len(gen.COMMON_SRC):], "\n", 1), tmp_path)
+    bufs = {name: feeds[name].astype(low.slots[name].dtype) for name in low.inputs}
+    for op in low.ops:
+        assert op.kind == "gen", op.kind
+        for name in op.args:
+            if isinstance(name, str) and name not in bufs:
+                s = low.slots[name]
+                root = s.alias or name
+                if root not in bufs:
+                    r = low.slots[root]
+                    fresh = np.full(r.phys_shape, np.nan, r.dtype)
+                    bufs[root] = r.const.astype(r.dtype) if r.const is not None else fresh
+                bufs[name] = bufs[root].reshape(s.phys_shape)
+        emu.run(op.kernel, op.grid, op.block, [bufs[a] for a in op.args])
+    return {t: bufs[s].reshape(low.slots[s].shape) for t, s in low.outputs.items()}
+
+
+@needs_emulator
+@pytest.mark.parametrize("variant", ["plain", "bias"])
+def test_fused_block_runs_like_numpy(tmp_path, variant):
+    net, extra = attention_net(variant)
+    assert len(_fused(net)) == 1
+    x = np.random.default_rng().standard_normal((S, B, 3 * H * D)).astype(np.float16).astype(np.float32)
+    got = _run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path)
+    (out,) = got.values()
+    bias = extra.get("bias")
+    assert _rel(out, _numpy_net(x, None if bias is None else bias.astype(np.float16))) < FP16_REL
