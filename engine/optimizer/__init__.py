@@ -50,6 +50,7 @@ from engine.optimizer.passes import (
     pointwise,
     scale_folding,
     shuffles,
+    transpose_sinking,
     volumetric,
 )
 from engine.optimizer.rewrite import Rewrite
@@ -76,6 +77,7 @@ DEFAULT_PIPELINE: tuple[Stage, ...] = (
     Stage("scale_folding", scale_folding.run),
     Stage("gelu", gelu.run),
     Stage("volumetric", volumetric.run),
+    Stage("transpose_sinking", transpose_sinking.run),
     Stage("conv_residual", conv_residual.run),
     Stage("conv_activation", conv_activation.run),
     Stage("pointwise", pointwise.run, "After vertical fusions"),

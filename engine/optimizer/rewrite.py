@@ -10,9 +10,9 @@ class Rewrite:
     """One change a pass made to the network.
 
     ``pass_name`` is the TensorRT-style label of the rewrite (``ConvReluFusion``); ``action`` is
-    one of ``fuse``, ``merge``, ``remove``, ``fold``, ``absorb``, ``eliminate``, ``restore``; ``layers`` are
-    the names of the layers it consumed (in data-flow order) and ``result`` the name of the layer
-    that now stands for them (None when they were removed outright).
+    one of ``fuse``, ``merge``, ``remove``, ``fold``, ``absorb``, ``eliminate``, ``restore``,
+    ``reorder``; ``layers`` are the names of the layers it consumed (in data-flow order) and
+    ``result`` the name of the layer that now stands for them (None when they were removed outright).
     """
 
     pass_name: str

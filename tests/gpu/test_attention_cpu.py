@@ -161,10 +161,10 @@ def test_attention_block_is_fused_and_reads_the_projection():
     low = lower(net, net.layers, list(net.outputs))
     fused = [op for op in low.ops if op.block == att.THREADS]
     assert len(fused) == 1
-    assert set(fused[0].label.split(" + ")) == {"q_scaled", "k_scaled", "qk", "softmax", "pv"}
+    assert set(fused[0].label.split(" + ")) == {"q_scaled", "k_scaled", "qk", "softmax", "pv", "merge"}
     proj = next(op for op in low.ops if op.label == "proj").writes[0]
     assert fused[0].reads == [proj]  # Q, K and V are views of the projection: no copies
-    assert not {"g0", "g1", "g2", "kt", "split"} & {op.label for op in low.ops}
+    assert not {"g0", "g1", "g2", "kt", "split", "merge"} & {op.label for op in low.ops}  # O lands merged
 
 
 @pytest.mark.parametrize("variant, precision", [("scores_out", Precision.FP16), ("axis", Precision.FP16),

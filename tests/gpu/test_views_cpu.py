@@ -202,3 +202,69 @@ def test_gather_of_an_empty_tensor_is_no_view():
     low = lw.lower()
     assert [op.label for op in low.ops] == ["r", "g"]
     assert g.outputs[0] not in lw.views
+
+
+def _offsets(v: View) -> np.ndarray:
+    """Every element's root offset of a view, composite dims included (float64-free integer math)."""
+    out = np.full(v.shape, v.base, np.int64)
+    for axis, dim in enumerate(v._parts()):
+        idx = np.arange(v.shape[axis])
+        inner, off = 1, np.zeros(v.shape[axis], np.int64)
+        for size, stride in reversed(dim):
+            off += ((idx // inner) % size) * stride
+            inner *= size
+        out += off.reshape([-1 if a == axis else 1 for a in range(len(v.shape))])
+    return out
+
+
+def test_chains_through_composite_views_agree_with_numpy():
+    """Random chains of transposes, reshapes and one-index takes: the view's offsets equal numpy's
+    result on an array of offsets at every step, whether the view is affine or composite, and a
+    chain that merges dims no stride can hold comes out affine again once they are split."""
+    rng = np.random.default_rng()
+    composite = back_to_affine = 0
+    for _ in range(1500):
+        shape = tuple(int(d) for d in rng.integers(1, 5, size=int(rng.integers(2, 5))))
+        a = np.arange(int(np.prod(shape))).reshape(shape)
+        v = View("r", shape, gen.row_major(shape))
+        was_composite = False
+        for _ in range(5):
+            step = rng.integers(3)
+            if step == 0:
+                perm = tuple(int(p) for p in rng.permutation(a.ndim))
+                a, v = a.transpose(perm), v.permute(perm)
+            elif step == 1:
+                new = _random_reshape(rng, a.size)
+                w = v.reshape(new)
+                if w is None:
+                    continue
+                a, v = a.reshape(new), w
+            elif a.ndim > 1:
+                axis = int(rng.integers(a.ndim))
+                index = int(rng.integers(a.shape[axis]))
+                a, v = np.take(a, index, axis=axis), v.take(axis, index)
+            assert v.shape == a.shape
+            np.testing.assert_array_equal(_offsets(v), a)
+            if v.affine:
+                np.testing.assert_array_equal(np.lib.stride_tricks.as_strided(
+                    np.arange(10**5)[v.base:], v.shape, [s * 8 for s in v.strides]), a)
+                back_to_affine += was_composite
+            else:
+                composite += 1
+                was_composite = True
+    assert composite > 200 and back_to_affine > 5
+
+
+def test_batch_merged_with_heads_splits_back_into_a_view():
+    """torch's MultiheadAttention at batch N > 1: (S, N, E) -> (S, N*H, D) merges the batch with
+    the heads (no stride holds it), -> (N*H, S, D) -> (N, H, S, D) splits them again: an affine
+    view of the projection."""
+    S, N, H, D = 5, 3, 2, 4
+    proj = np.arange(S * N * 3 * H * D).reshape(S, N, 3 * H * D)
+    v = View("p", proj.shape, gen.row_major(proj.shape)).reshape((S, N, 3, H * D)).take(2, 1)
+    merged = v.reshape((S, N * H, D))
+    assert merged is not None and not merged.affine
+    heads = merged.permute((1, 0, 2)).reshape((N, H, S, D))
+    assert heads is not None and heads.affine
+    want = proj.reshape(S, N, 3, H * D)[:, :, 1].reshape(S, N * H, D).transpose(1, 0, 2).reshape(N, H, S, D)
+    np.testing.assert_array_equal(_offsets(heads), want)

@@ -240,6 +240,22 @@ class Gen:
         y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
         return ew(x, y, ElementWiseOp.SUM)
 
+    def token_fc(self, x: Tensor) -> Tensor:
+        """Fully connected layers between shuffles, as exported attention projections have them: a
+        transpose that keeps the last axis before one (sunk below it), a shuffle of the leading
+        axes after another whose input is a shuffle's (hoisted above it), a residual add."""
+        n, c, h, w = self.net.tensor(x.name).shape
+        y = self.relu(self.layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [x]))
+        y = self.layer(ShuffleParams(first_perm=(1, 0, 2, 3)), [y])
+        y = self.layer(FullyConnectedParams(num_outputs=2 * c), [y],
+                       {"kernel": nonzero(self.rng, (2 * c, c)) / np.float32(c), "bias": nonzero(self.rng, (2 * c,))})
+        y = self.layer(ShuffleParams(reshape=(h * n * w, 2 * c)), [y])
+        y = self.layer(FullyConnectedParams(num_outputs=c), [y],
+                       {"kernel": nonzero(self.rng, (c, 2 * c)) / np.float32(2 * c)})
+        y = self.layer(ShuffleParams(reshape=(h, n, w, c), second_perm=(1, 0, 2, 3)), [y])
+        y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
+        return self.net.add_elementwise(x, y, ElementWiseOp.SUM)
+
     def video(self, x: Tensor) -> Tensor:
         """A video block: the 4-D tensor read as (N, C, T, H, W), a padded 3-D convolution, BN,
         ReLU and a residual add on rank 5, then back to rank 4."""
@@ -268,9 +284,9 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "inception": Gen.inception, "siblings": Gen.siblings, "pointwise": Gen.pointwise, "shuffles": Gen.shuffles,
     "identities": Gen.identities, "scale_then_conv": Gen.scale_then_conv, "deconv_bn": Gen.deconv_bn,
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
-    "channel_mlp": Gen.channel_mlp, "video": Gen.video,
+    "channel_mlp": Gen.channel_mlp, "video": Gen.video, "token_fc": Gen.token_fc,
 }
-SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video"})  # the block choice of random_network's first 13 kinds
+SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video", "token_fc"})  # the block choice of random_network's first 13 kinds
 
 
 def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: bool = True) -> Network:
@@ -299,6 +315,8 @@ def random_network(seed: int) -> Network:
         names.append("channel_mlp")
     if seed % 4 == 1:  # a 3-D convolution block, appended likewise
         names.append("video")
+    if seed % 5 == 2:  # fully connected layers between shuffles, appended likewise
+        names.append("token_fc")
     return build(seed, names)
 
 

@@ -370,3 +370,40 @@ def test_cast_to_another_dtype_is_not_an_identity() -> None:
     g.net.mark_output(g.layer(CastParams(DataType.INT32), [g.net.add_elementwise(back, y, ElementWiseOp.SUM)]))
     report, out = run(g.net, "identity_removal")
     assert not report.rewrites and kind_counts(out)[K.CAST] == 3
+
+
+# ------------------------------------------------------------------ shuffles across fully connected layers
+
+
+def _fc_kinds_in_order(net: Network) -> list[str]:
+    return [la.kind.value for la in net.layers if la.kind in (K.SHUFFLE, K.FULLY_CONNECTED)]
+
+
+def test_transpose_sinks_below_the_fc_and_a_leading_shuffle_rises_above_the_next() -> None:
+    net = build(3, ["token_fc"], head=False)
+    before = _fc_kinds_in_order(net)
+    report, out = run(net, "transpose_sinking")
+    assert [r.action for r in report.rewrites] == ["reorder", "reorder"]
+    after = _fc_kinds_in_order(out)
+    assert before.count("fully_connected") == after.count("fully_connected") == 2
+    # the transpose now follows the first FC; the leading-axes shuffle now precedes the second
+    assert before[:4] == ["shuffle", "shuffle", "fully_connected", "shuffle"]
+    assert after[:5] == ["shuffle", "fully_connected", "shuffle", "shuffle", "shuffle"]
+    assert after[5] == "fully_connected"
+    # and shuffle elimination then composes the shuffles between the FCs into fewer layers
+    full = optimize(net).network
+    assert _fc_kinds_in_order(full).count("shuffle") < before.count("shuffle")
+    assert_equivalent(net, full)
+
+
+def test_shuffles_that_move_the_last_axis_stay_where_they_are() -> None:
+    from engine.ir.layers import FullyConnectedParams
+
+    g = Gen(0)
+    x = g.relu(g.x)  # (N, C, H, W)
+    n, c, h, w = g.net.tensor(x.name).shape
+    t = g.layer(ShuffleParams(first_perm=(0, 1, 3, 2)), [x])  # W leaves the last axis: the FC mixes H
+    f = g.layer(FullyConnectedParams(num_outputs=3), [t], {"kernel": nonzero(g.rng, (3, h))})
+    g.net.mark_output(g.layer(ShuffleParams(first_perm=(0, 1, 3, 2)), [f]))  # after the FC: moves its last axis
+    report, _ = run(g.net, "transpose_sinking")
+    assert report.rewrites == []

@@ -123,11 +123,23 @@ def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_
   }}"""
 
 
+def _store(geom: AttentionGeometry, y: AttentionOperand) -> str:
+    """The output stores of one thread's two rows: fp16 pairs where every pair is 4-byte aligned."""
+    at = f"yb + (IT)row * (IT){y.row_stride} + (IT)col * (IT){y.col_stride}"
+    if (geom.dv % 2 == 0 and y.col_stride == 1 and y.row_stride % 2 == 0 and y.base % 2 == 0
+            and all(s % 2 == 0 for s in y.batch_strides)):
+        return (f"if (row < {geom.sq} && col < {geom.dv}) "
+                f"*(u32*)(y + {at}) = pack2(o[jv][2 * h] * inv[h], o[jv][2 * h + 1] * inv[h]);")
+    return (f"if (row < {geom.sq}) {{ if (col < {geom.dv}) y[{at}] = f2h(o[jv][2 * h] * inv[h]); "
+            f"if (col + 1 < {geom.dv}) y[{at} + (IT){y.col_stride}] = f2h(o[jv][2 * h + 1] * inv[h]); }}")
+
+
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
                      v: AttentionOperand, bias: AttentionOperand | None = None, bias_dtype: str = "float16",
-                     span: int = 0) -> str:
+                     span: int = 0, out: AttentionOperand | None = None) -> str:
     """CUDA source of one attention kernel (parameters y, q, k, v[, bias]); launch with
-    ``geom.grid`` and ``THREADS`` threads."""
+    ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes (default
+    row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O."""
     why = supported(geom)
     if why is not None:
         raise ValueError(f"attention kernel: {why}")
@@ -147,11 +159,11 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     else:
         add_bias = ""
     scale2 = float(geom.scale) * LOG2E  # scores in the log2 domain: exp2f is one instruction
-    store = ("if (row < {sq} && col < {dv}) *(u32*)(y + yb + (IT)row * {dv} + col) = pack2(o[jv][2 * h] * inv[h], "
-             "o[jv][2 * h + 1] * inv[h]);" if geom.dv % 2 == 0 else
-             "if (row < {sq}) {{ if (col < {dv}) y[yb + (IT)row * {dv} + col] = f2h(o[jv][2 * h] * inv[h]); "
-             "if (col + 1 < {dv}) y[yb + (IT)row * {dv} + col + 1] = f2h(o[jv][2 * h + 1] * inv[h]); }}"
-             ).format(sq=geom.sq, dv=geom.dv)
+    if out is None:
+        st = gen.row_major((*geom.batch, geom.sq, geom.dv))
+        out = AttentionOperand(tuple(st[:-2]), st[-2], st[-1])
+    offsets.append(_batch_offset("yb", geom.batch, out.batch_strides, out.base))
+    store = _store(geom, out)
     return f"""
 extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__ y, const h16* __restrict__ q,
     const h16* __restrict__ k, const h16* __restrict__ v{bias_param}) {{
@@ -160,7 +172,6 @@ extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__
   __shared__ __align__(16) h16 vt[{dvp * vp}];  // each V tile transposed: [dim][key]
   const unsigned z = blockIdx.y;
   {" ".join(offsets)}
-  const IT yb = (IT)z * {geom.sq * geom.dv};
   const int m0 = blockIdx.x * {BLOCK_ROWS};
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float NEG_INF = __int_as_float(0xff800000);

@@ -59,6 +59,8 @@ class AttentionMatch:
     bias_scale: float
     absorbed: tuple[str, ...]
     last: str
+    out: str = ""  # the tensor the kernel writes: O, or the output of the transpose that reads O
+    out_view: View | None = None  # O's place in ``out`` (None: ``out`` is O, row-major)
 
 
 class _Walk:
@@ -169,10 +171,47 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     k, ks, k_layers = w.scaled(qk.inputs[1], qk)
     if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
         return None
+    absorbed = acc.absorbed + [qk.name] + q_layers + k_layers
+    out, out_view = pv.outputs[0], None
+    shuffle = _writes_through(w, pv)
+    if shuffle is not None:
+        out, out_view = shuffle
+        absorbed.append(lw._consumers[pv.outputs[0]][0].name)
     match = AttentionMatch(Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b),
                            Operand(pv.inputs[1], pv.params.transpose_b), acc.bias, acc.post * qs * ks,
-                           acc.bias_scale, tuple(acc.absorbed + [qk.name] + q_layers + k_layers), pv.name)
+                           acc.bias_scale, tuple(absorbed), pv.name, out, out_view)
     return match if _geometry(lw, match) is not None else None
+
+
+def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
+    inv = [0] * rank
+    for i, p in enumerate(perm if perm is not None else range(rank)):
+        inv[p] = i
+    return tuple(inv)
+
+
+def _writes_through(w: _Walk, pv: Layer) -> tuple[str, View] | None:
+    """(tensor, O's view in it) when O's only reader is a shuffle of it that moves every element
+    to a place one set of strides gives: the kernel then writes the shuffle's output directly."""
+    lw = w.lw
+    o = pv.outputs[0]
+    readers = lw._consumers.get(o, [])
+    sh = readers[0] if len(readers) == 1 else None
+    if sh is None or sh.kind is not LayerKind.SHUFFLE or sh.name not in w.segment or not w.private(o, sh):
+        return None
+    t = sh.outputs[0]
+    if lw.dtypes.get(t) != "float16":
+        return None
+    p = sh.params
+    oshape, tshape = lw.net.tensors[o].shape, lw.net.tensors[t].shape
+    first = tuple(oshape[i] for i in p.first_perm) if p.first_perm is not None else oshape
+    view = View(t, tshape, gen.row_major(tshape)).permute(_inverse(p.second_perm, len(tshape)))
+    if p.reshape is not None:
+        view = view.reshape(first)
+    if view is None:
+        return None
+    view = view.permute(_inverse(p.first_perm, len(oshape)))
+    return (t, view) if view.affine and view.shape == oshape else None
 
 
 def find_attention(lw: Lowerer) -> dict[str, AttentionMatch]:
@@ -230,10 +269,12 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
         bias_op = att.AttentionOperand(tuple(st[:-2]), st[-2], st[-1], bv.base)
         bias_dtype = lw.slots[bv.root].dtype
         reads.append(bv.root)
-    out = lw.new_slot(lw.net.layer(m.last).outputs[0], "linear", "float16")
+    out = lw.new_slot(m.out, "linear", "float16")
+    out_op = _operand(lw, m.out_view, False, geom.batch) if m.out_view is not None else None
     span = max([out.elements] + [lw.slots[r].elements for r in reads])
     kname = lw.kernel_name(m.last)
-    lw.src.append(att.attention_kernel(kname, geom, *ops, bias_op, bias_dtype, span))
-    label = " + ".join(sorted(m.absorbed, key=[la.name for la in lw.layers].index) + [m.last])
+    lw.src.append(att.attention_kernel(kname, geom, *ops, bias_op, bias_dtype, span, out_op))
+    order = [la.name for la in lw.layers]
+    label = " + ".join(sorted([*m.absorbed, m.last], key=order.index))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
                      block=att.THREADS))

@@ -123,9 +123,11 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
     act = _fold_act(p.activation)
     if fp16 and c % 8 == 0 and kout % 8 == 0:
         xs = lw.linear(layer.inputs[0], "float16")
-        out = lw.new_slot(layer.outputs[0], "linear", "float16")
+        add = lw.fc_residuals.get(layer.name)  # an add folded into the epilogue: the FC writes its output
+        res = lw.linear(add[1], "float16") if add else None
+        out = lw.new_slot(lw.net.layer(add[0]).outputs[0] if add else layer.outputs[0], "linear", "float16")
         g = ConvGeometry(m, 1, 1, c, kout, 1, 1)
-        conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, None)
+        conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, res)
         return
     xs = lw.slots[lw.linear(layer.inputs[0])]
     out = lw.new_slot(layer.outputs[0])

@@ -17,6 +17,7 @@ from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.attention import find_attention, lower_attention
+from backends.gpu.lowering.fc_residual import find_fc_residuals
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -45,6 +46,7 @@ class Lowerer(Int8Lowering):
         self.convs: dict[str, ConvGeometry] = {}
         self.se_scales: dict[str, tuple[str, str]] = {}
         self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
+        self.fc_residuals: dict[str, tuple[str, str]] = {}  # FC name -> (add it absorbs, residual tensor)
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -168,6 +170,8 @@ class Lowerer(Int8Lowering):
         self.se_scales = self._find_se_scales()
         fused = find_attention(self)
         absorbed = {name for m in fused.values() for name in m.absorbed}
+        self.fc_residuals = {fc: v for fc, v in find_fc_residuals(self).items() if fc not in absorbed}
+        absorbed |= {add for add, _ in self.fc_residuals.values()}
         for layer in self.layers:
             if layer.name in absorbed:
                 continue

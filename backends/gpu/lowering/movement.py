@@ -86,9 +86,16 @@ def alias_layout(lw: Lowerer, layer: Layer, s: Slot) -> str | None:
     return None
 
 
-def input_view(lw: Lowerer, tensor: str) -> View:
-    """``tensor`` as a strided view of the first materialized slot of its chain of movement."""
+def chain_view(lw: Lowerer, tensor: str) -> View:
+    """``tensor`` as a view of the first materialized slot of its chain of movement (possibly
+    composite: only a chain goes on through such a view)."""
     return lw.views.get(tensor) or View.of(lw.slots[tensor])
+
+
+def input_view(lw: Lowerer, tensor: str) -> View:
+    """``tensor`` as a strided view a kernel can read: its chain's when that is affine, else its own slot."""
+    view = lw.views.get(tensor)
+    return view if view is not None and view.affine else View.of(lw.slots[tensor])
 
 
 def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
@@ -98,8 +105,13 @@ def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
     if out.elements == 0 or root.dtype != out.dtype:
         raise ValueError(f"{layer.name}: no view copy from {root.dtype} to {out.dtype}")
     lw.views[out.name] = view
-    lw.emit_map(layer.name, out, [(root.name, gen.Operand(root.dtype, view.strides, view.base))], "RAW yr = X0;",
-                span=max(root.elements, out.elements))
+    if view.affine:
+        operand = gen.Operand(root.dtype, view.strides, view.base)
+        body = "RAW yr = X0;"
+    else:  # a composite dim: its factors' digits from the output coordinate
+        operand = gen.Operand(root.dtype, (0,) * len(view.shape))
+        body = f"RAW yr = LD0({view.offset_expr([f'l{d}' for d in range(len(view.shape))])});"
+    lw.emit_map(layer.name, out, [(root.name, operand)], body, span=max(root.elements, out.elements))
 
 
 def viewable(lw: Lowerer, x: View, out: str) -> bool:
@@ -109,9 +121,9 @@ def viewable(lw: Lowerer, x: View, out: str) -> bool:
 
 
 def shuffle_view(lw: Lowerer, layer: Layer) -> View | None:
-    """The shuffle's output as a strided view of its chain's first slot, or None."""
+    """The shuffle's output as a view of its chain's first slot, or None."""
     p = layer.params
-    x = input_view(lw, layer.inputs[0])
+    x = chain_view(lw, layer.inputs[0])
     if not viewable(lw, x, layer.outputs[0]):
         return None
     v: View | None = x.permute(p.first_perm)
@@ -251,7 +263,7 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
     ax = layer.params.axis % len(s.shape)
     idx = layer.weights["indices"].astype(np.int64)
     idx = np.where(idx < 0, idx + s.shape[ax], idx).astype(np.int32)
-    x = input_view(lw, layer.inputs[0])
+    x = chain_view(lw, layer.inputs[0])
     if idx.ndim == 0 and 0 <= int(idx) < s.shape[ax] and viewable(lw, x, layer.outputs[0]):
         copy_view(lw, layer, x.take(ax, int(idx)))  # one index: a strided view of the input
         return

@@ -78,7 +78,7 @@ def _pointwise(lw: Lowerer, layer: Layer, operands: list[tuple[str, np.ndarray |
     ins = []
     for key, w in operands:
         view = lw.views.get(key) if w is None else None
-        if view is not None:  # read the chain of movement's first slot: the copy in between may go
+        if view is not None and view.affine:  # read the chain of movement's first slot: the copy in between may go
             root = lw.slots[view.root]
             strides = gen.broadcast_strides(view.shape, view.strides, shape)
             ins.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, view.base)))

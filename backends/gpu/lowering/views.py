@@ -22,34 +22,126 @@ from dataclasses import dataclass
 
 from backends.gpu.lowering.slots import Lowered, Slot
 
+Part = tuple[int, int]  # (size, element stride) of one factor of a dimension
+
 
 @dataclass(frozen=True)
 class View:
-    """Tensor of ``shape`` whose element at coordinates c is ``root``'s element base + sum(c * strides)."""
+    """Tensor of ``shape`` whose element at coordinates c is ``root``'s element base + sum(c * strides).
+
+    ``parts``, when set, is per dimension its factors (size, stride), outermost first: a
+    dimension that merges others whose strides do not line up (a batch merged with heads) is no
+    single stride, but a later reshape may split it again into dimensions that are. Such a
+    composite view is not ``affine``: kernels read only affine views, but a chain goes on through
+    it. ``strides`` of a composite dimension is meaningless (0).
+    """
 
     root: str
     shape: tuple[int, ...]
     strides: tuple[int, ...]
     base: int = 0
+    parts: tuple[tuple[Part, ...], ...] | None = None
 
     @staticmethod
     def of(slot: Slot) -> View:
         return View(slot.name, slot.shape, slot.strides, 0)
 
+    @property
+    def affine(self) -> bool:
+        return self.parts is None
+
+    def _parts(self) -> tuple[tuple[Part, ...], ...]:
+        return self.parts if self.parts is not None else tuple(((d, s),) for d, s in zip(self.shape, self.strides))
+
     def permute(self, perm: Sequence[int] | None) -> View:
         if perm is None:
             return self
-        return View(self.root, tuple(self.shape[p] for p in perm), tuple(self.strides[p] for p in perm), self.base)
+        parts = None if self.parts is None else tuple(self.parts[p] for p in perm)
+        return View(self.root, tuple(self.shape[p] for p in perm), tuple(self.strides[p] for p in perm), self.base,
+                    parts)
 
     def reshape(self, shape: Sequence[int]) -> View | None:
-        strides = reshape_strides(self.shape, self.strides, tuple(shape))
-        return None if strides is None else View(self.root, tuple(shape), strides, self.base)
+        shape = tuple(shape)
+        if self.parts is None:
+            strides = reshape_strides(self.shape, self.strides, shape)
+            if strides is not None:
+                return View(self.root, shape, strides, self.base)
+        parts = regroup(self._parts(), shape)
+        return None if parts is None else _from_parts(self.root, shape, parts, self.base)
 
     def take(self, axis: int, index: int) -> View:
         """The view at one index of ``axis`` (the axis is dropped)."""
         keep = [d for d in range(len(self.shape)) if d != axis]
-        return View(self.root, tuple(self.shape[d] for d in keep), tuple(self.strides[d] for d in keep),
-                    self.base + index * self.strides[axis])
+        base = self.base
+        for size, stride in reversed(self._parts()[axis]):  # mixed-radix digits of the index
+            base += (index % size) * stride
+            index //= size
+        parts = None if self.parts is None else tuple(self.parts[d] for d in keep)
+        return View(self.root, tuple(self.shape[d] for d in keep), tuple(self.strides[d] for d in keep), base, parts)
+
+    def offset_expr(self, coords: Sequence[str]) -> str:
+        """C expression of the root offset at ``coords`` (one per dim), composite dims included."""
+        terms = [str(self.base)] if self.base else []
+        for c, dim in zip(coords, self._parts()):
+            inner = 1
+            for size, stride in reversed(dim):
+                if size > 1 and stride:
+                    digit = c if len(dim) == 1 else f"(({c} / {inner}) % {size})" if inner > 1 else f"({c} % {size})"
+                    terms.append(f"(IT){digit} * {stride}")
+                inner *= size
+        return " + ".join(terms) or "0"
+
+
+def _from_parts(root: str, shape: tuple[int, ...], parts: list[list[Part]], base: int) -> View:
+    """A view over ``parts`` per dim: affine when every dim is one factor after merging."""
+    merged = tuple(tuple(_merge(dim)) for dim in parts)
+    if all(len(dim) <= 1 for dim in merged):
+        strides = tuple(dim[0][1] if dim else 0 for dim in merged)
+        return View(root, shape, strides, base)
+    strides = tuple(dim[0][1] if len(dim) == 1 else 0 for dim in merged)
+    return View(root, shape, strides, base, tuple(dim or ((1, 0),) for dim in merged))
+
+
+def _merge(dim: list[Part]) -> list[Part]:
+    """Adjacent factors that are one stride (outer stride = inner stride x inner size) become one."""
+    out: list[Part] = []
+    for size, stride in dim:
+        if size == 1:
+            continue
+        if out and out[-1][1] == stride * size:
+            out[-1] = (out[-1][0] * size, stride)
+        else:
+            out.append((size, stride))
+    return out
+
+
+def regroup(parts: Sequence[Sequence[Part]], shape: tuple[int, ...]) -> list[list[Part]] | None:
+    """The factors of a view, in order, dealt out to the dims of ``shape`` (a factor split where a
+    new dim ends inside it and divides it), or None where a new dim would end mid-factor."""
+    fine = [p for dim in parts for p in dim if p[0] != 1]
+    if math.prod(p[0] for p in fine) != math.prod(shape) or 0 in shape:
+        return None
+    out: list[list[Part]] = []
+    i = 0
+    for n in shape:
+        dim: list[Part] = []
+        need = n
+        while need > 1:
+            size, stride = fine[i]
+            if size <= need:
+                if need % size:
+                    return None
+                dim.append((size, stride))
+                need //= size
+                i += 1
+            else:
+                if size % need:
+                    return None
+                dim.append((need, stride * (size // need)))  # the outer part of the factor
+                fine[i] = (size // need, stride)
+                need = 1
+        out.append(dim)
+    return out
 
 
 def reshape_strides(shape: tuple[int, ...], strides: tuple[int, ...], new_shape: tuple[int, ...]
