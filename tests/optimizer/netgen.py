@@ -286,7 +286,7 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
     "channel_mlp": Gen.channel_mlp, "video": Gen.video, "token_fc": Gen.token_fc,
 }
-SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video", "token_fc"})  # the block choice of random_network's first 13 kinds
+SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video", "token_fc"})  # random_network samples these 13
 
 
 def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: bool = True) -> Network:
