@@ -80,6 +80,41 @@ def launch_class(layers: list[Any], network: Any) -> str:
     return layer_class(layers[-1], network)
 
 
+def attention_projections(network: Any, attention_layers: set[str]) -> set[str]:
+    """The fully connected layers that project an attention block's input or output: their output
+    reaches a layer of a fused attention launch, or their input comes from one, through data
+    movement only. PyTorch's MultiheadAttention module includes both projections, so they are
+    counted with the attention on hetrt's side too."""
+    movement = {"shuffle", "gather", "slice", "split"}
+    consumers, producers = network.consumers(), network.producers()
+    found = set()
+    for la in network.layers:
+        if la.kind.value != "fully_connected":
+            continue
+        frontier = list(la.outputs)
+        for _ in range(8):  # forward through movement
+            nxt = []
+            for t in frontier:
+                for c in consumers.get(t, []):
+                    if c.name in attention_layers:
+                        found.add(la.name)
+                    elif c.kind.value in movement:
+                        nxt += c.outputs
+            frontier = nxt
+        t = la.inputs[0]
+        for _ in range(8):  # backward through movement
+            p = producers.get(t)
+            if p is None:
+                break
+            if p.name in attention_layers:
+                found.add(la.name)
+                break
+            if p.kind.value not in movement:
+                break
+            t = p.inputs[0]
+    return found
+
+
 def layer_work(layer: Any, network: Any) -> tuple[float, float]:
     """(flops, fp16 bytes moved) of one layer: 2 x MACs for the GEMM-shaped ones; inputs + outputs."""
     shapes = [network.tensors[t].shape for t in list(layer.inputs) + list(layer.outputs)]
@@ -115,9 +150,13 @@ def hetrt_profile(onnx_bytes: bytes, batch: int, x: Any, runs: int) -> dict[str,
     by_name = {la.name: la for la in network.layers}
     classes: dict[str, dict[str, float]] = defaultdict(lambda: {"ms": 0.0, "flops": 0.0, "bytes": 0.0, "layers": 0})
     slowest = []
-    for rec in prof.to_dict():
-        layers = launch_layers(rec["name"], by_name)
+    records = [(rec, launch_layers(rec["name"], by_name)) for rec in prof.to_dict()]
+    in_attention = {la.name for _, layers in records if launch_class(layers, network) == "attention" for la in layers}
+    projections = attention_projections(network, in_attention)
+    for rec, layers in records:
         cls = launch_class(layers, network)
+        if len(layers) == 1 and layers[0].name in projections:
+            cls = "attention"
         c = classes[cls]
         c["ms"] += rec["medianMs"]
         c["layers"] += 1

@@ -191,6 +191,32 @@ def _s2d_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeom
     return name, g2
 
 
+def _patch_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
+    """A convolution whose kernel is its stride, unpadded (a patch embedding: ViT's 16x16/16,
+    ConvNeXt's 4x4/4 stem and 2x2/2 downsamplings) is a 1x1 convolution over the input's patches:
+    an fp16 NHWC slot with channel (c·R + u)·S + v of pixel (p, q) = x[c, p·R + u, q·S + v] (one
+    gather, from any float input layout) and the 1x1 geometry over it; None where it does not apply.
+    The weights reshape as they are: (K, C, R, S) -> (K, C·R·S, 1, 1), the same products."""
+    r, s = g.r, g.s
+    if ((r, s) != tuple(g.stride) or r * s < 4 or tuple(g.dilation) != (1, 1) or any(g.pad) or any(g.pad_end or (0, 0))
+            or g.c * r * s % 8):
+        return None
+    src = lw.slots.get(tensor)
+    if src is None or len(src.shape) != 4 or src.dtype not in ("float16", "float32"):
+        return None
+    name = f"{tensor}@patches{r}x{s}"
+    if name not in lw.slots:
+        out = lw.new_slot(tensor, "nhwc", "float16", name)
+        out.shape = (g.n, g.c * r * s, g.p, g.q)
+        st = src.strides
+        body = (f"const IT c = l1 / {r * s}, u = (l1 / {s}) % {r}, v = l1 % {s}; "
+                f"RAW yr = LD0((IT)l0 * {st[0]} + c * {st[1]} + ((IT)l2 * {r} + u) * {st[2]} "
+                f"+ ((IT)l3 * {s} + v) * {st[3]});")
+        lw.emit_map(f"to_patches_{tensor}", out, [(src.name, gen.Operand(src.dtype, (0, 0, 0, 0)))], body,
+                    span=src.elements)
+    return name, ConvGeometry(g.n, g.p, g.q, g.c * r * s, g.k, 1, 1)
+
+
 def lower_convolution(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     n, c, h, w = lw.net.tensors[layer.inputs[0]].shape  # an SE-scaled input has no slot
@@ -204,6 +230,13 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
         g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
                          tuple(p.post_padding))
         se = lw.se_scales.get(layer.inputs[0])
+        patches = None if se else _patch_input(lw, layer.inputs[0], g)
+        if patches is not None:
+            xs, g1 = patches
+            res = lw.nhwc(res_t) if res_t else None
+            out = lw.new_slot(layer.outputs[0], "nhwc")
+            conv_op(lw, layer, g1, xs, out.name, np.asarray(kernel).reshape(kout, -1, 1, 1), bias, act, res)
+            return
         s2d = None if se else _s2d_input(lw, layer.inputs[0], g)
         if s2d is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C
             xs, g2 = s2d
