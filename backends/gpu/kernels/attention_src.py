@@ -96,6 +96,39 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
             and all(s % 8 == 0 for s in op.batch_strides))
 
 
+PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are prefetched into registers
+
+
+def _per_thread(cols: int, body: str) -> str:
+    """An unrolled loop over this thread's 16-byte pieces of a 64-row x ``cols`` tile: ``r``, ``c``."""
+    head = (f"for (int j = 0; j < {cols // 16}; ++j) {{ const int i = threadIdx.x + j * {THREADS}; "
+            f"const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8; ")
+    return "\n#pragma unroll\n    " + head + body + " }"
+
+
+def _prefetch(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeometry, dp: int, dvp: int
+              ) -> tuple[str, str, str] | None:
+    """(declare + load tile 0, store the registers to shared memory, load the next tile) where K
+    and V take 16-byte loads and the head dims are small enough: the next tile's loads are then in
+    flight while the current tile is multiplied (at batch 1 a block's few tiles are latency-bound)."""
+    if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and max(dp, dvp) <= PREFETCH_MAX_DIM):
+        return None
+
+    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str) -> str:
+        at = f"{src} + {off} + (IT)({start} + r) * (IT){op.row_stride} + c"
+        return _per_thread(cols, f"{reg}[j] = z4; if ({start} + r < {geom.sk} && c < {limit}) "
+                                 f"{reg}[j] = *(const uint4*)({at});")
+
+    def loads(start: str) -> str:
+        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start)
+
+    first = f"const uint4 z4 = {{0u, 0u, 0u, 0u}};\n  uint4 kr[{dp // 16}], vr[{dvp // 16}];" + loads("0")
+    scatter = f"for (int e = 0; e < 8; ++e) vt[(c + e) * {BLOCK_KEYS + 8} + r] = h[e];"
+    store = (_per_thread(dp, f"*(uint4*)(ks + r * {dp + 8} + c) = kr[j];")
+             + _per_thread(dvp, f"const h16* h = (const h16*)&vr[j]; {scatter}"))
+    return first, store, f"if (n0 + {BLOCK_KEYS} < {geom.sk}) {{ {loads(f'n0 + {BLOCK_KEYS}')} }}"
+
+
 def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_cols: int,
                op: AttentionOperand, off: str, transposed: bool, pitch: int) -> str:
     """Shared-memory fill of a 64-row × ``cols`` tile (zeros past the tensor): 16-byte loads where
@@ -164,6 +197,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
         out = AttentionOperand(tuple(st[:-2]), st[-2], st[-1])
     offsets.append(_batch_offset("yb", geom.batch, out.batch_strides, out.base))
     store = _store(geom, out)
+    pre = _prefetch(k, v, geom, dp, dvp)
+    tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp) + "\n"
+                                     + _tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp))
     return f"""
 extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__ y, const h16* __restrict__ q,
     const h16* __restrict__ k, const h16* __restrict__ v{bias_param}) {{
@@ -176,6 +212,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float NEG_INF = __int_as_float(0xff800000);
   {_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp)}
+  {pre[0] if pre else ""}
   __syncthreads();
   u32 qa[{dp // 16}][4];
 #pragma unroll
@@ -192,9 +229,9 @@ extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__
   float mrow[2] = {{NEG_INF, NEG_INF}}, lsum[2] = {{0.f, 0.f}};
   for (int n0 = 0; n0 < {geom.sk}; n0 += {BLOCK_KEYS}) {{
     __syncthreads();  // every warp is done with the previous tile (and with Q)
-    {_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp)}
-    {_tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp)}
+    {tile_fill}
     __syncthreads();
+    {pre[2] if pre else ""}
     float s[{BLOCK_KEYS // 8}][4];
 #pragma unroll
     for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
