@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from string import Template
 
 from backends.gpu.kernels import gen
 
@@ -167,6 +168,115 @@ def _store(geom: AttentionGeometry, y: AttentionOperand) -> str:
             f"if (col + 1 < {geom.dv}) y[{at} + (IT){y.col_stride}] = f2h(o[jv][2 * h + 1] * inv[h]); }}")
 
 
+_KERNEL = Template(r"""
+extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict__ y, const h16* __restrict__ q,
+    const h16* __restrict__ k, const h16* __restrict__ v${bias_param}) {
+  typedef ${index_type} IT;
+  __shared__ __align__(16) h16 ks[${ks_size}];  // Q first, then each K tile: [row][dim]
+  __shared__ __align__(16) h16 vt[${vt_size}];  // each V tile transposed: [dim][key]
+  const unsigned z = blockIdx.y;
+  ${offsets}
+  const int m0 = blockIdx.x * ${block_rows};
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const float NEG_INF = __int_as_float(0xff800000);
+  ${q_fill}
+  ${prefetch_first}
+  __syncthreads();
+  u32 qa[${q_frags}][4];
+#pragma unroll
+  for (int kk = 0; kk < ${q_frags}; ++kk) {
+    const h16* p = ks + (warp * 16 + g) * ${kp} + kk * 16 + 2 * t4;
+    qa[kk][0] = *(const u32*)p;
+    qa[kk][1] = *(const u32*)(p + 8 * ${kp});
+    qa[kk][2] = *(const u32*)(p + 8);
+    qa[kk][3] = *(const u32*)(p + 8 * ${kp} + 8);
+  }
+  float o[${o_tiles}][4];
+#pragma unroll
+  for (int j = 0; j < ${o_tiles}; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float mrow[2] = {NEG_INF, NEG_INF}, lsum[2] = {0.f, 0.f};
+  for (int n0 = 0; n0 < ${sk}; n0 += ${block_keys}) {
+    __syncthreads();  // every warp is done with the previous tile (and with Q)
+    ${tile_fill}
+    __syncthreads();
+    ${prefetch_next}
+    float s[${s_tiles}][4];
+#pragma unroll
+    for (int j = 0; j < ${s_tiles}; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < ${q_frags}; ++kk) {
+        const h16* p = ks + (j * 8 + g) * ${kp} + kk * 16 + 2 * t4;
+        const u32 b[2] = {*(const u32*)p, *(const u32*)(p + 8)};
+        mma_16816(s[j], qa[kk], b);
+      }
+    }
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int j = 0; j < ${s_tiles}; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + warp * 16 + g + (e >> 1) * 8, col = n0 + j * 8 + 2 * t4 + (e & 1);
+        float x = s[j][e] * ${scale2}f;
+        ${add_bias}
+        s[j][e] = col < ${sk} ? x : NEG_INF;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+      }
+    }
+    float mref[2], corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      mref[h] = mx[h] == NEG_INF ? 0.f : mx[h];  // a row masked so far: no NaN from -inf - -inf
+      corr[h] = exp2f(mrow[h] - mref[h]);
+      mrow[h] = mx[h];
+      lsum[h] *= corr[h];
+    }
+#pragma unroll
+    for (int j = 0; j < ${o_tiles}; ++j) {
+      o[j][0] *= corr[0]; o[j][1] *= corr[0]; o[j][2] *= corr[1]; o[j][3] *= corr[1];
+    }
+#pragma unroll
+    for (int j = 0; j < ${s_tiles}; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - mref[e >> 1]);
+        lsum[e >> 1] += s[j][e];
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < ${pv_steps}; ++kk) {
+      const u32 a[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
+                         pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int jv = 0; jv < ${o_tiles}; ++jv) {
+        const h16* p = vt + (jv * 8 + g) * ${vp} + kk * 16 + 2 * t4;
+        const u32 b[2] = {*(const u32*)p, *(const u32*)(p + 8)};
+        mma_16816(o[jv], a, b);
+      }
+    }
+  }
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = lsum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[h] = l > 0.f ? 1.f / l : __int_as_float(0x7fc00000);  // every score -inf: NaN, as softmax gives
+  }
+#pragma unroll
+  for (int jv = 0; jv < ${o_tiles}; ++jv) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = m0 + warp * 16 + g + h * 8, col = jv * 8 + 2 * t4;
+      ${store}
+    }
+  }
+}
+""")
+
+
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
                      v: AttentionOperand, bias: AttentionOperand | None = None, bias_dtype: str = "float16",
                      span: int = 0, out: AttentionOperand | None = None) -> str:
@@ -200,110 +310,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     pre = _prefetch(k, v, geom, dp, dvp)
     tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp) + "\n"
                                      + _tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp))
-    return f"""
-extern "C" __global__ void __launch_bounds__({THREADS}) {name}(h16* __restrict__ y, const h16* __restrict__ q,
-    const h16* __restrict__ k, const h16* __restrict__ v{bias_param}) {{
-  typedef {it} IT;
-  __shared__ __align__(16) h16 ks[{BLOCK_KEYS * kp}];  // Q first, then each K tile: [row][dim]
-  __shared__ __align__(16) h16 vt[{dvp * vp}];  // each V tile transposed: [dim][key]
-  const unsigned z = blockIdx.y;
-  {" ".join(offsets)}
-  const int m0 = blockIdx.x * {BLOCK_ROWS};
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const float NEG_INF = __int_as_float(0xff800000);
-  {_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp)}
-  {pre[0] if pre else ""}
-  __syncthreads();
-  u32 qa[{dp // 16}][4];
-#pragma unroll
-  for (int kk = 0; kk < {dp // 16}; ++kk) {{
-    const h16* p = ks + (warp * 16 + g) * {kp} + kk * 16 + 2 * t4;
-    qa[kk][0] = *(const u32*)p;
-    qa[kk][1] = *(const u32*)(p + 8 * {kp});
-    qa[kk][2] = *(const u32*)(p + 8);
-    qa[kk][3] = *(const u32*)(p + 8 * {kp} + 8);
-  }}
-  float o[{dvp // 8}][4];
-#pragma unroll
-  for (int j = 0; j < {dvp // 8}; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float mrow[2] = {{NEG_INF, NEG_INF}}, lsum[2] = {{0.f, 0.f}};
-  for (int n0 = 0; n0 < {geom.sk}; n0 += {BLOCK_KEYS}) {{
-    __syncthreads();  // every warp is done with the previous tile (and with Q)
-    {tile_fill}
-    __syncthreads();
-    {pre[2] if pre else ""}
-    float s[{BLOCK_KEYS // 8}][4];
-#pragma unroll
-    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
-      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < {dp // 16}; ++kk) {{
-        const h16* p = ks + (j * 8 + g) * {kp} + kk * 16 + 2 * t4;
-        const u32 b[2] = {{*(const u32*)p, *(const u32*)(p + 8)}};
-        mma_16816(s[j], qa[kk], b);
-      }}
-    }}
-    float mx[2] = {{mrow[0], mrow[1]}};
-#pragma unroll
-    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {{
-        const int row = m0 + warp * 16 + g + (e >> 1) * 8, col = n0 + j * 8 + 2 * t4 + (e & 1);
-        float x = s[j][e] * {scale2!r}f;
-        {add_bias}
-        s[j][e] = col < {geom.sk} ? x : NEG_INF;
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
-      }}
-    }}
-    float mref[2], corr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {{
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      mref[h] = mx[h] == NEG_INF ? 0.f : mx[h];  // a row masked so far: no NaN from -inf - -inf
-      corr[h] = exp2f(mrow[h] - mref[h]);
-      mrow[h] = mx[h];
-      lsum[h] *= corr[h];
-    }}
-#pragma unroll
-    for (int j = 0; j < {dvp // 8}; ++j) {{
-      o[j][0] *= corr[0]; o[j][1] *= corr[0]; o[j][2] *= corr[1]; o[j][3] *= corr[1];
-    }}
-#pragma unroll
-    for (int j = 0; j < {BLOCK_KEYS // 8}; ++j) {{
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {{
-        s[j][e] = exp2f(s[j][e] - mref[e >> 1]);
-        lsum[e >> 1] += s[j][e];
-      }}
-    }}
-#pragma unroll
-    for (int kk = 0; kk < {BLOCK_KEYS // 16}; ++kk) {{
-      const u32 a[4] = {{pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
-                         pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])}};
-#pragma unroll
-      for (int jv = 0; jv < {dvp // 8}; ++jv) {{
-        const h16* p = vt + (jv * 8 + g) * {vp} + kk * 16 + 2 * t4;
-        const u32 b[2] = {{*(const u32*)p, *(const u32*)(p + 8)}};
-        mma_16816(o[jv], a, b);
-      }}
-    }}
-  }}
-  float inv[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {{
-    float l = lsum[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[h] = l > 0.f ? 1.f / l : __int_as_float(0x7fc00000);  // every score -inf: NaN, as softmax gives
-  }}
-#pragma unroll
-  for (int jv = 0; jv < {dvp // 8}; ++jv) {{
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {{
-      const int row = m0 + warp * 16 + g + h * 8, col = jv * 8 + 2 * t4;
-      {store}
-    }}
-  }}
-}}
-"""
+    return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param, index_type=it,
+        ks_size=BLOCK_KEYS * kp, vt_size=dvp * vp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
+        q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp),
+        prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
+        block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,
+        scale2=repr(scale2), add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)
