@@ -10,6 +10,8 @@ built with the network API: which blocks it fuses, and which it must leave alone
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from cuda_emu import EmulatedModule, compiler
@@ -210,3 +212,75 @@ def test_fused_block_runs_like_numpy(tmp_path, variant):
     (out,) = got.values()
     bias = extra.get("bias")
     assert _rel(out, _numpy_net(x, None if bias is None else bias.astype(np.float16))) < FP16_REL
+
+
+# ------------------------------------------------------------------------------ random blocks
+
+
+def _random_block(rng: np.random.Generator) -> tuple[Network, dict, Callable]:
+    """A random attention block as exporters may write it: batch rank 0-2, transposed operands
+    by flag or by layer, scales on Q, on K or on the scores (multiply or divide, before or after
+    a bias of a random broadcast shape), and the float64 numpy of the same math."""
+    batch = tuple(int(d) for d in rng.integers(1, 4, size=int(rng.integers(0, 3))))
+    sq, sk = int(rng.integers(1, 80)), int(rng.integers(1, 80))
+    d, dv = int(rng.choice([8, 16, 24, 40, 64])), int(rng.choice([8, 16, 32, 48]))
+    ta, tb, tv = (bool(rng.integers(2)) for _ in range(3))
+    net = Network("random_attention")
+    feeds: dict[str, np.ndarray] = {}
+
+    def operand(name: str, shape: tuple[int, ...]) -> str:
+        feeds[name] = rng.standard_normal(shape).astype(np.float16).astype(np.float32)
+        return net.add_activation(net.add_input(name, shape), "tanh", name=f"{name}_dev").name  # device fp16
+
+    def scalar(v: float) -> str:
+        return net.add_constant(np.array([v], np.float32)).name
+
+    q = operand("q", (*batch, d, sq) if ta else (*batch, sq, d))
+    k = operand("k", (*batch, sk, d) if tb else (*batch, d, sk))
+    v = operand("v", (*batch, dv, sk) if tv else (*batch, sk, dv))
+    cq = float(rng.uniform(0.2, 1.0))
+    qs = net.add_elementwise(q, scalar(cq), "prod").name
+    ck = float(rng.uniform(1.0, 3.0))
+    ks = net.add_elementwise(k, scalar(ck), "div").name if rng.integers(2) else k
+    ck = ck if ks != k else 1.0
+    s = net.add_layer(MatrixMultiplyParams(transpose_a=ta, transpose_b=tb), [qs, ks]).outputs[0]
+    full = (*batch, sq, sk)
+    bias_shape = tuple(int(x) if rng.integers(2) else 1 for x in full)[int(rng.integers(0, len(full))):]
+    bias = rng.standard_normal(bias_shape).astype(np.float32) if rng.integers(3) else None
+    post, early = float(rng.uniform(0.5, 1.5)), bool(rng.integers(2))
+    if early:
+        s = net.add_elementwise(s, scalar(post), "prod").name
+    if bias is not None:
+        s = net.add_elementwise(net.add_constant(bias).name, s, "sum").name
+    if not early:
+        s = net.add_elementwise(s, scalar(post), "prod").name
+    p = net.add_layer(SoftMaxParams(axis=-1), [s]).outputs[0]
+    o = net.add_layer(MatrixMultiplyParams(transpose_b=tv), [p, v]).outputs[0]
+    net.mark_output(net.add_activation(o, "relu", name="after").name)  # O stays inside the segment
+    for la in net.layers:
+        la.precision = Precision.FP16
+
+    def reference(f: dict) -> np.ndarray:
+        t = {n: np.tanh(f[n].astype(np.float64)) for n in "qkv"}
+        qq = np.swapaxes(t["q"], -1, -2) if ta else t["q"]
+        kk = t["k"] if tb else np.swapaxes(t["k"], -1, -2)
+        vv = np.swapaxes(t["v"], -1, -2) if tv else t["v"]
+        scale = cq / ck * post
+        b = None if bias is None else bias.astype(np.float16) * (post if not early else 1.0)
+        return np.maximum(_numpy_attention(qq, kk, vv, scale, b), 0)
+
+    return net, feeds, reference
+
+
+@needs_emulator
+def test_random_attention_blocks_fuse_and_run_like_numpy(tmp_path):
+    rng = np.random.default_rng()
+    for i in range(3):  # fresh structures every run
+        net, feeds, reference = _random_block(rng)
+        low = lower(net, net.layers, list(net.outputs))
+        assert [op.block for op in low.ops].count(att.THREADS) == 1, [la.kind.value for la in net.layers]
+        (tmp_path / str(i)).mkdir()
+        (got,) = _run_lowered(low, feeds, tmp_path / str(i)).values()
+        want = reference(feeds)
+        assert got.shape == want.shape
+        assert _rel(got, want) < 3e-3, (i, [la.kind.value for la in net.layers])
