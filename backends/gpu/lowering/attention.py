@@ -88,7 +88,7 @@ class _Walk:
         value = np.asarray(la.weights["value"])
         return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
 
-    def scaled(self, tensor: str, reader: Layer) -> tuple[str, float, list[str]] | None:
+    def scaled(self, tensor: str, reader: Layer) -> tuple[str, float, list[str]]:
         """(x, c, layers) where ``tensor`` = c·x through private scalar multiplies and divides."""
         c, layers = 1.0, []
         while True:
