@@ -289,8 +289,7 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
     kp, vp = dp + 8, BLOCK_KEYS + 8  # row pitches (halves): conflict-free 32-bit fragment reads
     it = gen.index_type(span, geom.batch_count * geom.sq * max(geom.sk, geom.dv))
-    ctype = {"float16": "h16", "float32": "float"}[bias_dtype]
-    bias_param = f", const {ctype}* __restrict__ bias" if bias is not None else ""
+    bias_param = f", const {gen.CTYPE[bias_dtype]}* __restrict__ bias" if bias is not None else ""
     offsets = [_batch_offset("qb", geom.batch, q.batch_strides, q.base),
                _batch_offset("kb", geom.batch, k.batch_strides, k.base),
                _batch_offset("vb", geom.batch, v.batch_strides, v.base)]

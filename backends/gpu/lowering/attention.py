@@ -26,7 +26,6 @@ import numpy as np
 
 from backends.gpu.kernels import attention_src as att
 from backends.gpu.kernels import gen
-from backends.gpu.lower_int8 import is_int8
 from backends.gpu.lowering.movement import input_view
 from backends.gpu.lowering.slots import Op, prec
 from backends.gpu.lowering.views import View
@@ -48,15 +47,14 @@ class Operand:
 
 @dataclass(frozen=True)
 class AttentionMatch:
-    """One attention block: the kernel's operands, its two scales, and the layers it replaces
-    (``absorbed``, lowered by nothing else) ending in ``last``, the second product."""
+    """One attention block: the kernel's operands and geometry (its two scales included), and the
+    layers it replaces (``absorbed``, lowered by nothing else) ending in ``last``, the second product."""
 
     q: Operand
     k: Operand
     v: Operand
     bias: str | None
-    scale: float
-    bias_scale: float
+    geom: att.AttentionGeometry
     absorbed: tuple[str, ...]
     last: str
     out: str = ""  # the tensor the kernel writes: O, or the output of the transpose that reads O
@@ -72,14 +70,11 @@ class _Walk:
         self.segment = {la.name for la in lw.layers}
 
     def fp16_layer(self, la: Layer | None) -> bool:
-        return la is not None and la.name in self.segment and prec(la) is Precision.FP16 and not is_int8(la)
+        return la is not None and la.name in self.segment and prec(la) is Precision.FP16  # never INT8
 
     def private(self, tensor: str, reader: Layer) -> bool:
         """Read by ``reader`` alone, not an output, fp16: the block may keep it in registers."""
-        lw = self.lw
-        readers = lw._consumers.get(tensor, [])
-        return (len(readers) == 1 and readers[0] is reader and tensor not in lw.want
-                and tensor not in lw.net.outputs and lw.dtypes.get(tensor) == "float16")
+        return self.lw.sole_reader(tensor) is reader and self.lw.dtypes.get(tensor) == "float16"
 
     def scalar(self, tensor: str) -> float | None:
         la = self.producers.get(tensor)
@@ -158,8 +153,7 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     rank = len(shape)
     if not w.fp16_layer(sm) or sm.params.log or rank < 2 or sm.params.axis % rank != rank - 1:
         return None
-    readers = lw._consumers.get(sm.outputs[0], [])
-    pv = readers[0] if len(readers) == 1 else None
+    pv = lw.sole_reader(sm.outputs[0])
     if (not w.fp16_layer(pv) or pv.kind is not LayerKind.MATRIX_MULTIPLY or pv.inputs[0] != sm.outputs[0]
             or pv.inputs[1] == sm.outputs[0] or pv.params.transpose_a or not w.private(sm.outputs[0], pv)):
         return None
@@ -171,16 +165,19 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     k, ks, k_layers = w.scaled(qk.inputs[1], qk)
     if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
         return None
+    ops = Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
+                                                                                           pv.params.transpose_b)
+    geom = _geometry(lw, *ops, pv, acc.post * qs * ks, acc.bias_scale)
+    if geom is None:
+        return None
     absorbed = acc.absorbed + [qk.name] + q_layers + k_layers
     out, out_view = pv.outputs[0], None
-    shuffle = _writes_through(w, pv)
-    if shuffle is not None:
-        out, out_view = shuffle
-        absorbed.append(lw._consumers[pv.outputs[0]][0].name)
-    match = AttentionMatch(Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b),
-                           Operand(pv.inputs[1], pv.params.transpose_b), acc.bias, acc.post * qs * ks,
-                           acc.bias_scale, tuple(absorbed), pv.name, out, out_view)
-    return match if _geometry(lw, match) is not None else None
+    through = _writes_through(w, pv)
+    if through is not None:
+        shuffle, out_view = through
+        out = shuffle.outputs[0]
+        absorbed.append(shuffle.name)
+    return AttentionMatch(*ops, acc.bias, geom, tuple(absorbed), pv.name, out, out_view)
 
 
 def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
@@ -190,13 +187,12 @@ def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
     return tuple(inv)
 
 
-def _writes_through(w: _Walk, pv: Layer) -> tuple[str, View] | None:
-    """(tensor, O's view in it) when O's only reader is a shuffle of it that moves every element
-    to a place one set of strides gives: the kernel then writes the shuffle's output directly."""
+def _writes_through(w: _Walk, pv: Layer) -> tuple[Layer, View] | None:
+    """(shuffle, O's view in its output) when O's only reader is a shuffle of it that moves every
+    element to a place one set of strides gives: the kernel then writes the shuffle's output directly."""
     lw = w.lw
     o = pv.outputs[0]
-    readers = lw._consumers.get(o, [])
-    sh = readers[0] if len(readers) == 1 else None
+    sh = lw.sole_reader(o)
     if sh is None or sh.kind is not LayerKind.SHUFFLE or sh.name not in w.segment or not w.private(o, sh):
         return None
     t = sh.outputs[0]
@@ -211,7 +207,7 @@ def _writes_through(w: _Walk, pv: Layer) -> tuple[str, View] | None:
     if view is None:
         return None
     view = view.permute(_inverse(p.first_perm, len(oshape)))
-    return (t, view) if view.affine and view.shape == oshape else None
+    return (sh, view) if view.affine and view.shape == oshape else None
 
 
 def find_attention(lw: Lowerer) -> dict[str, AttentionMatch]:
@@ -234,21 +230,22 @@ def _oriented(shape: tuple[int, ...], strides: tuple[int, ...], swap: bool) -> t
     return (*shape[:-2], shape[-1], shape[-2]), (*strides[:-2], strides[-1], strides[-2])
 
 
-def _geometry(lw: Lowerer, m: AttentionMatch) -> att.AttentionGeometry | None:
+def _geometry(lw: Lowerer, q: Operand, k: Operand, v: Operand, pv: Layer, scale: float, bias_scale: float
+              ) -> att.AttentionGeometry | None:
     """The kernel's geometry from the tensors' shapes, or None where the shapes do not fit it."""
     shapes = [_oriented(lw.net.tensors[o.tensor].shape, (0,) * len(lw.net.tensors[o.tensor].shape), o.swap)[0]
-              for o in (m.q, m.k, m.v)]
-    out = lw.net.tensors[lw.net.layer(m.last).outputs[0]].shape
+              for o in (q, k, v)]
+    out = lw.net.tensors[pv.outputs[0]].shape
     if any(len(s) < 2 for s in shapes) or len(out) < 2:
         return None
     (sq, d), (sk, dk), (sv, dv) = (s[-2:] for s in shapes)
     if d != dk or sk != sv or out[-2:] != (sq, dv):
         return None
-    geom = att.AttentionGeometry(tuple(out[:-2]), sq, sk, d, dv, m.scale, m.bias_scale)
+    geom = att.AttentionGeometry(tuple(out[:-2]), sq, sk, d, dv, scale, bias_scale)
     return geom if att.supported(geom) is None else None
 
 
-def _operand(lw: Lowerer, view: View, swap: bool, batch: tuple[int, ...]) -> att.AttentionOperand:
+def _operand(view: View, swap: bool, batch: tuple[int, ...]) -> att.AttentionOperand:
     shape, strides = _oriented(view.shape, view.strides, swap)
     bs = gen.broadcast_strides(shape[:-2], strides[:-2], batch)
     return att.AttentionOperand(tuple(bs), strides[-2], strides[-1], view.base)
@@ -256,10 +253,9 @@ def _operand(lw: Lowerer, view: View, swap: bool, batch: tuple[int, ...]) -> att
 
 def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
     """One launch of the fused kernel for the block ``m`` (its other layers are not lowered)."""
-    geom = _geometry(lw, m)
-    assert geom is not None  # find_attention checked it
+    geom = m.geom
     views = {o.tensor: input_view(lw, lw.float_of(o.tensor)) for o in (m.q, m.k, m.v)}
-    ops = [_operand(lw, views[o.tensor], o.swap, geom.batch) for o in (m.q, m.k, m.v)]
+    ops = [_operand(views[o.tensor], o.swap, geom.batch) for o in (m.q, m.k, m.v)]
     reads = [views[o.tensor].root for o in (m.q, m.k, m.v)]
     bias_op, bias_dtype = None, "float16"
     if m.bias is not None:
@@ -270,11 +266,11 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
         bias_dtype = lw.slots[bv.root].dtype
         reads.append(bv.root)
     out = lw.new_slot(m.out, "linear", "float16")
-    out_op = _operand(lw, m.out_view, False, geom.batch) if m.out_view is not None else None
+    out_op = _operand(m.out_view, False, geom.batch) if m.out_view is not None else None
     span = max([out.elements] + [lw.slots[r].elements for r in reads])
     kname = lw.kernel_name(m.last)
     lw.src.append(att.attention_kernel(kname, geom, *ops, bias_op, bias_dtype, span, out_op))
-    order = [la.name for la in lw.layers]
-    label = " + ".join(sorted([*m.absorbed, m.last], key=order.index))
+    order = {la.name: i for i, la in enumerate(lw.layers)}
+    label = " + ".join(sorted([*m.absorbed, m.last], key=order.__getitem__))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
                      block=att.THREADS))

@@ -39,7 +39,7 @@ from backends.gpu.layout import group_merge_factor, merge_groups, round_up
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from engine.ir.dtypes import Precision
-from engine.ir.layers import ActivationSpec
+from engine.ir.layers import ActivationSpec, LayerKind
 from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
@@ -113,6 +113,14 @@ def _cublas_matmul(lw: Lowerer, layer: Layer, a: Slot, b: Slot, out: Slot, batch
     return True
 
 
+def tensor_core_fc(layer: Layer) -> bool:
+    """An FP16 FC the 1x1-convolution kernels run: C and K multiples of 8."""
+    if layer.kind is not LayerKind.FULLY_CONNECTED:
+        return False
+    kout, c = layer.weights["kernel"].shape
+    return prec(layer) is Precision.FP16 and c % 8 == 0 and kout % 8 == 0
+
+
 def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     x = lw.slots[layer.inputs[0]]
@@ -121,11 +129,11 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
     kout, c = w.shape
     m = math.prod(x.shape[:-1])
     act = _fold_act(p.activation)
-    if fp16 and c % 8 == 0 and kout % 8 == 0:
+    if tensor_core_fc(layer):
         xs = lw.linear(layer.inputs[0], "float16")
         add = lw.fc_residuals.get(layer.name)  # an add folded into the epilogue: the FC writes its output
         res = lw.linear(add[1], "float16") if add else None
-        out = lw.new_slot(lw.net.layer(add[0]).outputs[0] if add else layer.outputs[0], "linear", "float16")
+        out = lw.new_slot(add[0].outputs[0] if add else layer.outputs[0], "linear", "float16")
         g = ConvGeometry(m, 1, 1, c, kout, 1, 1)
         conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, res)
         return
@@ -206,8 +214,8 @@ def _patch_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGe
         return None
     name = f"{tensor}@patches{r}x{s}"
     if name not in lw.slots:
-        out = lw.new_slot(tensor, "nhwc", "float16", name)
-        out.shape = (g.n, g.c * r * s, g.p, g.q)
+        out = Slot(name, (g.n, g.c * r * s, g.p, g.q), "float16", "nhwc")
+        lw.slots[name] = out
         st = src.strides
         body = (f"const IT c = l1 / {r * s}, u = (l1 / {s}) % {r}, v = l1 % {s}; "
                 f"RAW yr = LD0((IT)l0 * {st[0]} + c * {st[1]} + ((IT)l2 * {r} + u) * {st[2]} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends.gpu.lower_int8 import is_int8
+from backends.gpu.lowering.conv import tensor_core_fc
 from backends.gpu.lowering.slots import prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ElementWiseOp, LayerKind
@@ -23,36 +23,27 @@ if TYPE_CHECKING:
     from backends.gpu.lowering.lowerer import Lowerer
 
 
-def tensor_core_fc(layer: Layer) -> bool:
-    """An FP16 FC the 1x1-convolution kernels run (``conv.lower_fully_connected``'s condition)."""
-    if layer.kind is not LayerKind.FULLY_CONNECTED:
-        return False
-    kout, c = layer.weights["kernel"].shape
-    return prec(layer) is Precision.FP16 and not is_int8(layer) and c % 8 == 0 and kout % 8 == 0
-
-
-def find_fc_residuals(lw: Lowerer) -> dict[str, tuple[str, str]]:
-    """{FC layer name: (the add's name, the residual tensor)} for the adds the FCs absorb."""
+def find_fc_residuals(lw: Lowerer) -> dict[str, tuple[Layer, str]]:
+    """{FC layer name: (the add, the residual tensor)} for the adds the FCs absorb."""
     order = {la.name: i for i, la in enumerate(lw.layers)}
     producers = lw.net.producers()
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[Layer, str]] = {}
     for add in lw.layers:
         if (add.kind is not LayerKind.ELEMENTWISE or add.params.op is not ElementWiseOp.SUM
-                or prec(add) is not Precision.FP16 or is_int8(add) or add.inputs[0] == add.inputs[1]):
+                or prec(add) is not Precision.FP16 or add.inputs[0] == add.inputs[1]):
             continue
         shape = lw.net.tensors[add.outputs[0]].shape
         for y, r in (add.inputs, add.inputs[::-1]):
             fc = producers.get(y)
-            readers = lw._consumers.get(y, [])
             if (fc is None or fc.name not in order or fc.name in found or not tensor_core_fc(fc)
-                    or fc.params.activation is not None or len(readers) != 1 or y in lw.want
-                    or y in lw.net.outputs or lw.net.tensors[y].shape != shape
+                    or fc.params.activation is not None or lw.sole_reader(y) is not add
+                    or lw.net.tensors[y].shape != shape
                     or lw.net.tensors[r].shape != shape or lw.dtypes.get(r) != "float16"
                     or lw.dtypes.get(add.outputs[0]) != "float16"):
                 continue
             made_by = producers.get(r)
             if made_by is not None and order.get(made_by.name, len(order)) > order[fc.name]:
                 continue  # r is computed after the FC (or outside the segment, later)
-            found[fc.name] = (add.name, r)
+            found[fc.name] = (add, r)
             break
     return found

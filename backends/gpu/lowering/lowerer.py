@@ -46,7 +46,7 @@ class Lowerer(Int8Lowering):
         self.convs: dict[str, ConvGeometry] = {}
         self.se_scales: dict[str, tuple[str, str]] = {}
         self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
-        self.fc_residuals: dict[str, tuple[str, str]] = {}  # FC name -> (add it absorbs, residual tensor)
+        self.fc_residuals: dict[str, tuple[Layer, str]] = {}  # FC name -> (add it absorbs, residual tensor)
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -132,6 +132,14 @@ class Lowerer(Int8Lowering):
             return "nhwc"
         return "linear"
 
+    def sole_reader(self, tensor: str) -> Layer | None:
+        """The one layer reading ``tensor`` when nothing else needs it (it is no output of the
+        segment or the network): a fusion may then keep the tensor out of memory."""
+        readers = self._consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in self.want or tensor in self.net.outputs:
+            return None
+        return readers[0]
+
     def _find_se_scales(self) -> dict[str, tuple[str, str]]:
         """Squeeze-excitation multiplies folded into the next 1x1 convolution's input loads.
 
@@ -139,17 +147,15 @@ class Lowerer(Int8Lowering):
         of this segment as its data input: the convolution reads x and s instead (one pass over
         the largest tensor of the block saved). Returns {y: (x, s)}.
         """
-        uses = self._consumers
         found: dict[str, tuple[str, str]] = {}
         for la in self.layers:
             if (la.kind is not LayerKind.ELEMENTWISE or la.params.op is not ElementWiseOp.PROD
                     or prec(la) is not Precision.FP16 or is_int8(la)):
                 continue
             y = la.outputs[0]
-            readers = uses.get(y, [])
-            if y in self.want or y in self.net.outputs or len(readers) != 1:
+            conv = self.sole_reader(y)
+            if conv is None:
                 continue
-            conv = readers[0]
             cp = conv.params
             if (conv.kind is not LayerKind.CONVOLUTION or not any(conv is c for c in self.layers)
                     or prec(conv) is not Precision.FP16 or conv.inputs[0] != y or y in conv.inputs[1:]
@@ -171,7 +177,7 @@ class Lowerer(Int8Lowering):
         fused = find_attention(self)
         absorbed = {name for m in fused.values() for name in m.absorbed}
         self.fc_residuals = {fc: v for fc, v in find_fc_residuals(self).items() if fc not in absorbed}
-        absorbed |= {add for add, _ in self.fc_residuals.values()}
+        absorbed |= {add.name for add, _ in self.fc_residuals.values()}
         for layer in self.layers:
             if layer.name in absorbed:
                 continue

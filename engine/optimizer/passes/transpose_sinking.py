@@ -61,15 +61,15 @@ def _keeps_last_axis(layer: Layer, net: Network) -> bool:
     return p.second_perm is None or p.second_perm[-1] == rank - 1
 
 
-def _produced_by_shuffle(net: Network, tensor: str) -> bool:
-    la = net.producer(tensor)
+def _produced_by_shuffle(producers: dict[str, Layer], tensor: str) -> bool:
+    la = producers.get(tensor)
     return la is not None and la.kind is LayerKind.SHUFFLE
 
 
 def _hoist_once(net: Network) -> Rewrite | None:
-    uses = net.consumers()
+    uses, producers = net.consumers(), net.producers()
     for fc in net.layers:
-        if fc.kind is not LayerKind.FULLY_CONNECTED or not _produced_by_shuffle(net, fc.inputs[0]):
+        if fc.kind is not LayerKind.FULLY_CONNECTED or not _produced_by_shuffle(producers, fc.inputs[0]):
             continue
         sh = sole_consumer(net, fc.outputs[0], uses)
         if sh is None or not _keeps_last_axis(sh, net):
@@ -91,10 +91,10 @@ def _hoist_once(net: Network) -> Rewrite | None:
 
 
 def _sink_once(net: Network) -> Rewrite | None:
-    uses = net.consumers()
+    uses, producers = net.consumers(), net.producers()
     for tr in net.layers:
         perm = _last_axis_perm(tr, net)
-        if perm is None or _produced_by_shuffle(net, tr.inputs[0]):
+        if perm is None or _produced_by_shuffle(producers, tr.inputs[0]):
             continue
         fc = sole_consumer(net, tr.outputs[0], uses)
         if fc is None or fc.kind is not LayerKind.FULLY_CONNECTED or fc.inputs[0] != tr.outputs[0]:
