@@ -21,7 +21,7 @@ from backends.gpu.kernels import gen
 from backends.gpu.kernels.common import COMMON_SRC
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
-from engine.ir.layers import GatherParams, MatrixMultiplyParams, ShuffleParams, SoftMaxParams
+from engine.ir.layers import FullyConnectedParams, GatherParams, MatrixMultiplyParams, ShuffleParams, SoftMaxParams
 from engine.ir.network import Network
 
 needs_emulator = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -284,3 +284,26 @@ def test_random_attention_blocks_fuse_and_run_like_numpy(tmp_path):
         want = reference(feeds)
         assert got.shape == want.shape
         assert _rel(got, want) < 3e-3, (i, [la.kind.value for la in net.layers])
+
+
+def test_an_fc_computing_the_bias_keeps_its_output_for_the_attention():
+    """The bias of the scores made by an FC: the add is the attention's, not a residual folded into
+    that FC (both fusions claimed it, and the lowering failed on the scores' missing slot)."""
+    rng = np.random.default_rng()
+    b, h, s, d = 2, 2, 16, 16
+    net = Network("fc_bias")
+    q, k, v, z = (net.add_activation(net.add_input(n, (b, h, s, d)), "tanh", name=f"{n}_dev").name for n in "qkvz")
+    scores = net.add_layer(MatrixMultiplyParams(transpose_b=True), [q, k], name="qk").outputs[0]
+    fc = net.add_layer(FullyConnectedParams(s), [z], {"kernel": rng.standard_normal((s, d)).astype(np.float32)},
+                       name="bias_fc").outputs[0]
+    scores = net.add_elementwise(scores, fc, "sum", name="add").name
+    p = net.add_layer(SoftMaxParams(axis=-1), [scores], name="softmax").outputs[0]
+    o = net.add_layer(MatrixMultiplyParams(), [p, v], name="pv").outputs[0]
+    net.mark_output(net.add_activation(o, "relu", name="after").name)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, net.layers, list(net.outputs))
+    (fused,) = [op for op in low.ops if op.block == att.THREADS]
+    assert "add" in fused.label.split(" + ")
+    bias_fc = next(op for op in low.ops if op.label == "bias_fc")
+    assert bias_fc.info["res"] is None and bias_fc.writes[0] in fused.reads

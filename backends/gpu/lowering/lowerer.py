@@ -176,7 +176,9 @@ class Lowerer(Int8Lowering):
         self.se_scales = self._find_se_scales()
         fused = find_attention(self)
         absorbed = {name for m in fused.values() for name in m.absorbed}
-        self.fc_residuals = {fc: v for fc, v in find_fc_residuals(self).items() if fc not in absorbed}
+        # an add that attention absorbs (an FC computing the scores' bias) stays the attention's
+        self.fc_residuals = {fc: (add, r) for fc, (add, r) in find_fc_residuals(self).items()
+                             if fc not in absorbed and add.name not in absorbed}
         absorbed |= {add.name for add, _ in self.fc_residuals.values()}
         for layer in self.layers:
             if layer.name in absorbed:
