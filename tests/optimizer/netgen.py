@@ -218,9 +218,10 @@ class Gen:
         self.net.mark_output(y)
         return self.relu(y)
 
-    def channel_mlp(self, x: Tensor) -> Tensor:
+    def channel_mlp(self, x: Tensor, late_scale: bool = False) -> Tensor:
         """A ConvNeXt-style block as exporters write it: NHWC permute, Linear (MatMul + bias Add),
-        GELU as its five-layer erf formula, Linear, a layer-scale Mul, permute back, residual."""
+        GELU as its five-layer erf formula, Linear, a layer-scale Mul, permute back, residual.
+        ``late_scale``: the layer scale after the permute back, (C, 1, 1), as torchvision's has it."""
         import math
 
         c = self.channels(x)
@@ -236,8 +237,12 @@ class Gen:
         y = self.layer(FullyConnectedParams(num_outputs=c), [y],
                        {"kernel": nonzero(self.rng, (c, 2 * c)) / np.float32(2 * c)})
         y = ew(y, self.const(nonzero(self.rng, (c,))), ElementWiseOp.SUM)
-        y = ew(y, self.const(positive(self.rng, (c,))), ElementWiseOp.PROD)
-        y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
+        if late_scale:
+            y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
+            y = ew(y, self.const(positive(self.rng, (c, 1, 1))), ElementWiseOp.PROD)
+        else:
+            y = ew(y, self.const(positive(self.rng, (c,))), ElementWiseOp.PROD)
+            y = self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y])
         return ew(x, y, ElementWiseOp.SUM)
 
     def token_fc(self, x: Tensor) -> Tensor:
@@ -285,8 +290,10 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "identities": Gen.identities, "scale_then_conv": Gen.scale_then_conv, "deconv_bn": Gen.deconv_bn,
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
     "channel_mlp": Gen.channel_mlp, "video": Gen.video, "token_fc": Gen.token_fc,
+    "channel_mlp_late_scale": lambda g, x: g.channel_mlp(x, late_scale=True),
 }
-SAMPLED = sorted(set(BLOCKS) - {"channel_mlp", "video", "token_fc"})  # random_network samples these 13
+APPENDED = {"channel_mlp", "video", "token_fc", "channel_mlp_late_scale"}  # random_network appends these by seed
+SAMPLED = sorted(set(BLOCKS) - APPENDED)  # and samples these 13
 
 
 def build(seed: int, blocks: list[str | Callable[[Gen, Tensor], Tensor]], head: bool = True) -> Network:
@@ -317,6 +324,8 @@ def random_network(seed: int) -> Network:
         names.append("video")
     if seed % 5 == 2:  # fully connected layers between shuffles, appended likewise
         names.append("token_fc")
+    if seed % 6 == 5:  # torchvision's ConvNeXt block (layer scale after the permute back), likewise
+        names.append("channel_mlp_late_scale")
     return build(seed, names)
 
 

@@ -192,3 +192,30 @@ def test_studies_and_dla_builds_load_networks_dla_aware(monkeypatch) -> None:
     load_network("resnet18_small")
     assert seen == [True]
     assert wants_dla(BuilderConfig(default_device="dla")) and not wants_dla(BuilderConfig())
+
+
+def test_layer_scale_after_the_permute_back_folds_through_the_transpose() -> None:
+    """torchvision's ConvNeXt: fc2 on (N, H, W, C), permute to (N, C, H, W), times gamma (C, 1, 1),
+    plus the block input. gamma goes into fc2; the permute stays and writes the scaled tensor."""
+    from netgen import build
+
+    net = build(5, ["channel_mlp_late_scale"], head=False)
+    report = optimize(net, debug=True)
+    assert_equivalent(net, report.network)
+    scaled = [r for r in report.rewrites if r.pass_name == "GemmScaleFusion" and "through the transpose" in r.detail]
+    assert len(scaled) == 1
+    prods = [la for la in report.network.layers if la.kind is K.ELEMENTWISE and la.params.op.value == "prod"]
+    assert prods == []
+
+
+def test_a_transpose_that_reshapes_is_not_looked_through() -> None:
+    rng = np.random.default_rng(0)
+    net = Network("r")
+    x = net.add_input("x", (2, 3, 4, 8))
+    y = _fc(net, net.add_activation(x, "relu"), 8, rng, "fc")
+    from engine.ir.layers import ShuffleParams
+
+    t = net.add_layer(ShuffleParams(first_perm=(0, 3, 1, 2), reshape=(2, 8, 12)), [y]).outputs[0]
+    net.mark_output(net.add_elementwise(t, net.add_constant(rng.uniform(0.5, 1.5, (8, 1)).astype(np.float32)), "prod"))
+    report = optimize(net, passes=["gemm_constants"], debug=True)
+    assert report.rewrites == []

@@ -10,7 +10,10 @@ convolution's) is exactly a change of the layer's parameters:
     (W·x + b)·s  ==  (s·W)·x + s·b            (ElementWise PROD: GemmScaleFusion)
 
 so the elementwise layer disappears and the epilogue fusions that run next see the GEMM's real
-consumer (a GELU, a residual add). Folded only when the GEMM has no fused epilogue yet, its
+consumer (a GELU, a residual add). torchvision's ConvNeXt applies its layer scale after permuting
+the MLP's (N, H, W, C) output back to (N, C, H, W): a transpose alone (no reshape) between the
+GEMM and the elementwise layer is looked through, the constant then varying along the axis the
+transpose moves the GEMM's channels to. Folded only when the GEMM has no fused epilogue yet, its
 output has no other reader, the constant does not broadcast the output to a larger shape, and
 the pins agree. Folded values are computed in float64 and rounded once to the weights' dtype.
 """
@@ -60,24 +63,54 @@ def _fold(gemm: Layer, op: ElementWiseOp, c: np.ndarray) -> dict[str, np.ndarray
     return weights
 
 
-def _candidate(net: Network, gemm: Layer, uses, producers) -> tuple[Layer, np.ndarray, str] | None:
+def _pure_permutation(layer: Layer) -> tuple[int, ...] | None:
+    """The permutation of a shuffle that only transposes, or None."""
+    p = layer.params
+    if layer.kind is not LayerKind.SHUFFLE or p.reshape is not None or p.first_perm is None:
+        return None
+    if p.second_perm is not None and tuple(p.second_perm) != tuple(range(len(p.second_perm))):
+        return None
+    return tuple(p.first_perm)
+
+
+def _constant_operand(net: Network, ew: Layer, x: str, producers) -> tuple[str, np.ndarray] | None:
+    """The Constant operand of a foldable elementwise layer reading ``x``, and its value."""
+    if ew.kind is not LayerKind.ELEMENTWISE or ew.params.op not in FOLDABLE:
+        return None
+    a, b = ew.inputs
+    other = b if a == x else a
+    const = producers.get(other)
+    if other == x or const is None or const.kind is not LayerKind.CONSTANT:
+        return None
+    if net.tensors[ew.outputs[0]].shape != net.tensors[x].shape:
+        return None
+    return other, np.asarray(const.weights["value"])
+
+
+def _candidate(net: Network, gemm: Layer, uses, producers) -> tuple[Layer, np.ndarray, str, Layer | None] | None:
+    """(elementwise layer, per-channel constant, its tensor, the transpose between or None)."""
     p = gemm.params
     if getattr(p, "activation", None) is not None or getattr(p, "residual", False) or len(gemm.inputs) != 1:
         return None
     out = gemm.outputs[0]
-    ew = sole_consumer(net, out, uses)
-    if ew is None or ew.kind is not LayerKind.ELEMENTWISE or ew.params.op not in FOLDABLE:
+    axis = CHANNEL_AXIS[gemm.kind] % len(net.tensors[out].shape)
+    reader = sole_consumer(net, out, uses)
+    if reader is None or not same_pins(gemm, reader):
         return None
-    a, b = ew.inputs
-    other = b if a == out else a
-    const = producers.get(other)
-    if other == out or const is None or const.kind is not LayerKind.CONSTANT or not same_pins(gemm, ew):
+    shuffle = None
+    perm = _pure_permutation(reader)
+    if perm is not None:
+        shuffle, axis = reader, perm.index(axis)
+        reader = sole_consumer(net, reader.outputs[0], uses)
+        if reader is None or not same_pins(gemm, reader):
+            return None
+    x = shuffle.outputs[0] if shuffle is not None else out
+    found = _constant_operand(net, reader, x, producers)
+    if found is None:
         return None
-    shape = net.tensors[out].shape
-    if net.tensors[ew.outputs[0]].shape != shape:
-        return None
-    c = _per_channel(np.asarray(const.weights["value"]), shape, CHANNEL_AXIS[gemm.kind])
-    return None if c is None else (ew, c, other)
+    other, value = found
+    c = _per_channel(value, net.tensors[x].shape, axis)
+    return None if c is None else (reader, c, other, shuffle)
 
 
 def run(net: Network) -> list[Rewrite]:
@@ -89,11 +122,22 @@ def run(net: Network) -> list[Rewrite]:
             found = _candidate(net, gemm, uses, producers)
             if found is None:
                 break
-            ew, c, const_tensor = found
-            new = fused_layer(net, [gemm, ew], gemm.params, gemm.inputs, ew.outputs, _fold(gemm, ew.params.op, c))
-            net.replace_layer([gemm, ew], new)
-            drop_unused_constants(net, [const_tensor])
+            ew, c, const_tensor, shuffle = found
             label = "GemmBiasFusion" if ew.params.op is ElementWiseOp.SUM else "GemmScaleFusion"
-            rewrites.append(Rewrite(label, "fuse", (gemm.name, ew.name), new.name))
+            weights = _fold(gemm, ew.params.op, c)
+            if shuffle is None:
+                new = fused_layer(net, [gemm, ew], gemm.params, gemm.inputs, ew.outputs, weights)
+                net.replace_layer([gemm, ew], new)
+                rewrites.append(Rewrite(label, "fuse", (gemm.name, ew.name), new.name))
+            else:  # the GEMM takes the constant; the transpose now writes the elementwise output
+                new = fused_layer(net, [gemm, ew], gemm.params, gemm.inputs, gemm.outputs, weights)
+                moved = Layer(shuffle.name, shuffle.params, list(shuffle.inputs), list(ew.outputs), {},
+                              shuffle.precision, shuffle.device, list(shuffle.origin))
+                net.replace_layer(gemm, new)
+                net.replace_layer([shuffle, ew], moved)
+                uses, producers = net.consumers(), net.producers()  # the transpose's output changed name
+                rewrites.append(Rewrite(label, "fuse", (gemm.name, ew.name), new.name,
+                                        detail=f"through the transpose {shuffle.name}"))
+            drop_unused_constants(net, [const_tensor])
             gemm = new
     return rewrites
