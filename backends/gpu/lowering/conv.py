@@ -132,8 +132,9 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
     if tensor_core_fc(layer):
         xs = lw.linear(layer.inputs[0], "float16")
         add = lw.fc_residuals.get(layer.name)  # an add folded into the epilogue: the FC writes its output
-        res = lw.linear(add[1], "float16") if add else None
-        out = lw.new_slot(add[0].outputs[0] if add else layer.outputs[0], "linear", "float16")
+        layout = "nhwc" if add and add[2] else "linear"  # through a permute: the same bytes as NHWC
+        res = (lw.nhwc(add[1]) if layout == "nhwc" else lw.linear(add[1], "float16")) if add else None
+        out = lw.new_slot(add[0].outputs[0] if add else layer.outputs[0], layout, "float16")
         g = ConvGeometry(m, 1, 1, c, kout, 1, 1)
         conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, res)
         return

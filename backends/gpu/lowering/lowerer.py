@@ -46,7 +46,7 @@ class Lowerer(Int8Lowering):
         self.convs: dict[str, ConvGeometry] = {}
         self.se_scales: dict[str, tuple[str, str]] = {}
         self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
-        self.fc_residuals: dict[str, tuple[Layer, str]] = {}  # FC name -> (add it absorbs, residual tensor)
+        self.fc_residuals: dict[str, tuple[Layer, str, Layer | None]] = {}  # FC -> (add, residual, permute)
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -177,9 +177,9 @@ class Lowerer(Int8Lowering):
         fused = find_attention(self)
         absorbed = {name for m in fused.values() for name in m.absorbed}
         # an add that attention absorbs (an FC computing the scores' bias) stays the attention's
-        self.fc_residuals = {fc: (add, r) for fc, (add, r) in find_fc_residuals(self).items()
-                             if fc not in absorbed and add.name not in absorbed}
-        absorbed |= {add.name for add, _ in self.fc_residuals.values()}
+        self.fc_residuals = {fc: v for fc, v in find_fc_residuals(self).items()
+                             if fc not in absorbed and v[0].name not in absorbed}
+        absorbed |= {la.name for add, _, shuffle in self.fc_residuals.values() for la in (add, shuffle) if la}
         for layer in self.layers:
             if layer.name in absorbed:
                 continue
