@@ -82,9 +82,9 @@ def test_kernel_reads_strided_views_and_a_broadcast_bias(tmp_path, bias_dtype):
     def view(i: int) -> att.AttentionOperand:  # q[b, h, s, d] = qkv[s, b, i·H·D + h·D + d]
         return att.AttentionOperand((3 * H * D, D), B * 3 * H * D, 1, i * H * D)
 
-    geom = att.AttentionGeometry((B, H), S, S, D, D, 0.25, bias_scale=0.5)
+    geom = att.AttentionGeometry((B, H), S, S, D, D, 0.25)
     src = att.attention_kernel("attn", geom, view(0), view(1), view(2),
-                               att.AttentionOperand((0, S * S), S, 1), bias_dtype)
+                               [att.AttentionBias(att.AttentionOperand((0, S * S), S, 1), bias_dtype, 0.5)])
     y = np.full((B, H, S, D), np.nan, np.float16)
     EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, qkv, qkv, qkv, bias])
     q, k, v = qkv.reshape(S, B, 3, H, D).transpose(2, 1, 3, 0, 4)
@@ -98,8 +98,8 @@ def test_a_fully_masked_row_is_nan_as_softmax_gives(tmp_path):
     bias = np.zeros((1, 4, 4), np.float32)
     bias[0, 2] = -np.inf
     geom = att.AttentionGeometry((1,), 4, 4, 8, 8, 1.0)
-    src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)), _contiguous(bias.shape),
-                               "float32")
+    src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)),
+                               [att.AttentionBias(_contiguous(bias.shape), "float32")])
     y = np.zeros((1, 4, 8), np.float16)
     EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, bias])
     want = _numpy_attention(q, k, v, 1.0, bias)
@@ -307,3 +307,62 @@ def test_an_fc_computing_the_bias_keeps_its_output_for_the_attention():
     assert "add" in fused.label.split(" + ")
     bias_fc = next(op for op in low.ops if op.label == "bias_fc")
     assert bias_fc.info["res"] is None and bias_fc.writes[0] in fused.reads
+
+
+# ------------------------------------------------------------------------------ shifted windows
+
+
+def test_refine_and_expand_batch_dims():
+    from backends.gpu.lowering.attention import expand, refine
+
+    assert refine([(6, 3), (2, 3, 3)]) == (2, 3, 3)
+    assert refine([(4, 3), (2, 6)]) == (2, 2, 3)
+    assert refine([(4, 3), (3, 4)]) is None  # cuts at 4 and at 3: no common dims
+    assert refine([(1, 12), (12,)]) == (12,)
+    # an operand over (6, 3) with strides (30, 10), over the refinement (2, 3, 3)
+    assert expand((30, 10), (6, 3), (2, 3, 3)) == (90, 30, 10)
+    assert expand((0, 10), (1, 3), (3,)) == (10,)
+    a = np.arange(6 * 3 * 10).reshape(6, 3, 10)
+    fine = np.lib.stride_tricks.as_strided(a, (2, 3, 3), [s * a.itemsize for s in (90, 30, 10)])
+    np.testing.assert_array_equal(fine, a[..., 0].reshape(2, 3, 3))
+
+
+def shifted_window_net(rng) -> tuple[Network, dict, dict]:
+    """torchvision's Swin attention on shifted windows: scores (N·W, H, n, n) + a relative position
+    bias (H, n, n), viewed as (N, W, H, n, n) + the window mask (W, 1, n, n), viewed back, softmax."""
+    n_img, win, heads, n, d = 2, 4, 3, 9, 16
+    b = n_img * win
+    net = Network("shifted_window")
+    feeds = {t: rng.standard_normal((b, heads, n, d)).astype(np.float16).astype(np.float32) for t in "qkv"}
+    q, k, v = (net.add_activation(net.add_input(t, (b, heads, n, d)), "tanh", name=f"{t}_dev").name for t in "qkv")
+    qs = net.add_elementwise(q, net.add_constant(np.array([d ** -0.5], np.float32)).name, "prod").name
+    s = net.add_layer(MatrixMultiplyParams(transpose_b=True), [qs, k], name="qk").outputs[0]
+    rel = rng.standard_normal((heads, n, n)).astype(np.float32)
+    mask = np.where(rng.random((win, 1, n, n)) < 0.3, -100.0, 0.0).astype(np.float32)
+    s = net.add_elementwise(s, net.add_constant(rel).name, "sum", name="rel_bias").name
+    s = net.add_layer(ShuffleParams(reshape=(n_img, win, heads, n, n)), [s], name="to_windows").outputs[0]
+    s = net.add_elementwise(s, net.add_constant(mask).name, "sum", name="mask").name
+    s = net.add_layer(ShuffleParams(reshape=(b, heads, n, n)), [s], name="from_windows").outputs[0]
+    p = net.add_layer(SoftMaxParams(axis=-1), [s], name="softmax").outputs[0]
+    o = net.add_layer(MatrixMultiplyParams(), [p, v], name="pv").outputs[0]
+    net.mark_output(net.add_activation(o, "relu", name="after").name)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    return net, feeds, {"rel": rel, "mask": mask, "shape": (n_img, win, heads, n, d)}
+
+
+@needs_emulator
+def test_shifted_window_attention_fuses_both_biases_and_runs_like_numpy(tmp_path):
+    rng = np.random.default_rng()
+    net, feeds, c = shifted_window_net(rng)
+    low = lower(net, net.layers, list(net.outputs))
+    fused = [op for op in low.ops if op.block == att.THREADS]
+    assert len(fused) == 1
+    assert {"rel_bias", "to_windows", "mask", "from_windows", "softmax", "qk", "pv"} <= set(fused[0].label.split(" + "))
+    (got,) = _run_lowered(low, feeds, tmp_path).values()
+    n_img, win, heads, n, d = c["shape"]
+    t = {x: np.tanh(feeds[x].astype(np.float64)) for x in "qkv"}
+    bias = (c["rel"].astype(np.float16)[None] + np.zeros((n_img, win, heads, n, n))
+            + c["mask"].astype(np.float16)[None]).reshape(n_img * win, heads, n, n)
+    want = np.maximum(_numpy_attention(t["q"], t["k"], t["v"], d ** -0.5, bias), 0)
+    assert _rel(got, want) < FP16_REL

@@ -48,3 +48,18 @@ def test_kernel_on_the_gpu_matches_float64(batch, sq, d):
     y = cupy.empty(q.shape, cupy.float16)
     fn(geom.grid, (att.THREADS,), (y, cupy.asarray(q), cupy.asarray(k), cupy.asarray(v)))
     assert _rel(y.get(), _numpy_attention(q, k, v, 1 / np.sqrt(d))) < FP16_REL
+
+
+def test_shifted_window_attention_on_the_gpu_matches_float64():
+    from test_attention_cpu import shifted_window_net
+
+    rng = np.random.default_rng()
+    net, feeds, c = shifted_window_net(rng)
+    part = GpuPartition(net, [la.name for la in net.layers])
+    assert [op.block for u in part.units if u.lowered for op in u.lowered.ops].count(att.THREADS) == 1
+    (got,) = part.create_context().execute(feeds).values()
+    n_img, win, heads, n, d = c["shape"]
+    t = {x: np.tanh(feeds[x].astype(np.float64)) for x in "qkv"}
+    bias = (c["rel"].astype(np.float16)[None] + np.zeros((n_img, win, heads, n, n))
+            + c["mask"].astype(np.float16)[None]).reshape(n_img * win, heads, n, n)
+    assert _rel(got, np.maximum(_numpy_attention(t["q"], t["k"], t["v"], d ** -0.5, bias), 0)) < FP16_REL

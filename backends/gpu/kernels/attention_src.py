@@ -1,4 +1,4 @@
-"""A fused attention kernel: softmax(scale · Q·Kᵀ + bias) · V in one launch, fp16 tensor cores.
+"""A fused attention kernel: softmax(scale · Q·Kᵀ + Σ biases) · V in one launch, fp16 tensor cores.
 
 Why: an exported attention block runs as two batched products with a softmax between them, and
 the (Sq × Sk) score tensor goes to memory and back three times; with head-major views of a fused
@@ -47,9 +47,19 @@ class AttentionOperand:
 
 
 @dataclass(frozen=True)
+class AttentionBias:
+    """An additive term of the scores: ``scale`` times the tensor ``operand`` addresses (fp16 or
+    fp32), e.g. a relative position bias and a shifted-window mask."""
+
+    operand: AttentionOperand
+    dtype: str = "float16"
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class AttentionGeometry:
-    """softmax(scale·Q·Kᵀ + bias_scale·bias)·V over ``batch`` (flattened into the grid's y): Q (Sq × D), K
-    (Sk × D), V (Sk × Dv); ``bias`` broadcasts over (*batch, Sq, Sk) (0 strides)."""
+    """softmax(scale·Q·Kᵀ + Σ biases)·V over ``batch`` (flattened into the grid's y): Q (Sq × D), K
+    (Sk × D), V (Sk × Dv); each bias broadcasts over (*batch, Sq, Sk) (0 strides)."""
 
     batch: tuple[int, ...]
     sq: int
@@ -57,7 +67,6 @@ class AttentionGeometry:
     d: int
     dv: int
     scale: float
-    bias_scale: float = 1.0
 
     @property
     def batch_count(self) -> int:
@@ -277,10 +286,26 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
 """)
 
 
+def _bias_terms(geom: AttentionGeometry, biases: Sequence[AttentionBias]) -> tuple[str, list[str], str]:
+    """(parameters, batch offsets, the statements adding every bias to a score ``x``)."""
+    params, offsets, adds = "", [], []
+    for i, b in enumerate(biases):
+        op = b.operand
+        params += f", const {_CTYPE[b.dtype]}* __restrict__ bias{i}"
+        offsets.append(_batch_offset(f"bb{i}", geom.batch, op.batch_strides, op.base))
+        at = f"bb{i} + (IT)row * (IT){op.row_stride} + (IT)col * (IT){op.col_stride}"
+        adds.append(f"x += {LOG2E * b.scale!r}f * {gen.load(b.dtype, f'bias{i}[{at}]')};")
+    add = f"if (row < {geom.sq} && col < {geom.sk}) {{ {' '.join(adds)} }}" if adds else ""
+    return params, offsets, add
+
+
+_CTYPE = {"float16": "h16", "float32": "float"}
+
+
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
-                     v: AttentionOperand, bias: AttentionOperand | None = None, bias_dtype: str = "float16",
-                     span: int = 0, out: AttentionOperand | None = None) -> str:
-    """CUDA source of one attention kernel (parameters y, q, k, v[, bias]); launch with
+                     v: AttentionOperand, biases: Sequence[AttentionBias] = (), span: int = 0,
+                     out: AttentionOperand | None = None) -> str:
+    """CUDA source of one attention kernel (parameters y, q, k, v, bias0, bias1, ...); launch with
     ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes (default
     row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O."""
     why = supported(geom)
@@ -289,17 +314,11 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
     kp, vp = dp + 8, BLOCK_KEYS + 8  # row pitches (halves): conflict-free 32-bit fragment reads
     it = gen.index_type(span, geom.batch_count * geom.sq * max(geom.sk, geom.dv))
-    bias_param = f", const {gen.CTYPE[bias_dtype]}* __restrict__ bias" if bias is not None else ""
+    bias_param, bias_offsets, add_bias = _bias_terms(geom, biases)
     offsets = [_batch_offset("qb", geom.batch, q.batch_strides, q.base),
                _batch_offset("kb", geom.batch, k.batch_strides, k.base),
                _batch_offset("vb", geom.batch, v.batch_strides, v.base)]
-    if bias is not None:
-        offsets.append(_batch_offset("bb", geom.batch, bias.batch_strides, bias.base))
-        at = f"bb + (IT)row * (IT){bias.row_stride} + (IT)col * (IT){bias.col_stride}"
-        bias_load = gen.load(bias_dtype, f"bias[{at}]")
-        add_bias = f"if (row < {geom.sq} && col < {geom.sk}) x += {LOG2E * geom.bias_scale!r}f * {bias_load};"
-    else:
-        add_bias = ""
+    offsets += bias_offsets
     scale2 = float(geom.scale) * LOG2E  # scores in the log2 domain: exp2f is one instruction
     if out is None:
         st = gen.row_major((*geom.batch, geom.sq, geom.dv))

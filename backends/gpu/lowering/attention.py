@@ -4,7 +4,9 @@ The pattern, as exporters write scaled dot-product attention::
 
     S = MatMul(Q·a, K·b)            (optional scalar Mul/Div on either operand; K possibly
                                       transposed by the product's flag)
-    S' = (c·S + B)·d ...            (optional scalar Mul/Div and one additive bias B, any order)
+    S' = (c·S + B1)·d + B2 ...      (scalar Mul/Div and up to two additive biases, any order,
+                                      with reshapes of the batch dims between: Swin's shifted
+                                      windows add their mask over (N, windows, heads, n, n))
     P = Softmax(S', last axis)
     O = MatMul(P, V)
 
@@ -14,11 +16,14 @@ Every intermediate tensor must be read by the next layer of the block alone, be 
 fp16, and every layer must compute in FP16 in this segment; Q, K and V must be fp16 tensors the
 segment produces or stages (no constants). The fused kernel (``kernels.attention_src``) reads
 Q, K and V through their strided views, so the head split of a fused QKV projection costs no copy.
-The scalars fold into one scale of Q·Kᵀ and one of the bias.
+The scalars fold into one scale of Q·Kᵀ and one per bias. The kernel's batch dims are the common
+refinement of the batch shapes along the chain ((N·W, H) and (N, W, H) give (N, W, H)), over
+which every operand's strides are expanded.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,10 +58,12 @@ class AttentionMatch:
     q: Operand
     k: Operand
     v: Operand
-    bias: str | None
-    geom: att.AttentionGeometry
+    biases: tuple[tuple[str, float, tuple[int, ...]], ...]  # (tensor, scale, the batch dims it is added over)
+    geom: att.AttentionGeometry  # geom.batch: the refinement of every batch shape below
     absorbed: tuple[str, ...]
     last: str
+    qk_batch: tuple[int, ...]  # the batch dims of Q·Kᵀ
+    p_batch: tuple[int, ...]  # the batch dims of the softmax (and of O)
     out: str = ""  # the tensor the kernel writes: O, or the output of the transpose that reads O
     out_view: View | None = None  # O's place in ``out`` (None: ``out`` is O, row-major)
 
@@ -109,42 +116,104 @@ class _Walk:
         return self.lw.dtypes.get(tensor) == "float16" and (la is None or la.kind is not LayerKind.CONSTANT)
 
 
+MAX_BIASES = 2
+
+
 @dataclass
 class _Scores:
     """What lies between the first product and the softmax: its layers and the folded scalars."""
 
     absorbed: list[str]
     post: float = 1.0  # the scale of every term from here to the softmax
-    bias: str | None = None
-    bias_scale: float = 0.0
+    biases: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+def _batch_reshape(la: Layer, shape: tuple[int, ...], net) -> bool:
+    """A shuffle that only reshapes the batch dims, the last two (Sq, Sk) kept."""
+    p = la.params
+    ident = lambda perm: perm is None or tuple(perm) == tuple(range(len(perm)))  # noqa: E731
+    src = net.tensors[la.inputs[0]].shape
+    return (la.kind is LayerKind.SHUFFLE and p.reshape is not None and ident(p.first_perm)
+            and ident(p.second_perm) and len(src) >= 2 and src[-2:] == shape[-2:])
 
 
 def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: tuple[int, ...]
                      ) -> tuple[Layer, _Scores] | None:
-    """From the softmax's input back through scalar multiplies and one bias add to the product
-    Q·Kᵀ (trying both inputs of the add as the scores)."""
+    """From the softmax's input back through scalar multiplies, bias adds and reshapes of the
+    batch dims to the product Q·Kᵀ (trying both inputs of an add as the scores)."""
     if not w.private(tensor, reader):
         return None
     la = w.producers.get(tensor)
     if not w.fp16_layer(la):
         return None
+    net = w.lw.net
     if la.kind is LayerKind.MATRIX_MULTIPLY:
         return la, acc
+    if la.kind is LayerKind.SHUFFLE and _batch_reshape(la, shape, net):
+        return _back_to_product(w, la.inputs[0], la, _Scores(acc.absorbed + [la.name], acc.post, acc.biases),
+                                net.tensors[la.inputs[0]].shape)
     if la.kind is not LayerKind.ELEMENTWISE:
         return None
     x, c, layers = w.scaled(tensor, reader)
     if layers:
-        return _back_to_product(w, x, w.lw.net.layer(layers[-1]),
-                                _Scores(acc.absorbed + layers, acc.post * c, acc.bias, acc.bias_scale), shape)
-    if la.params.op is not ElementWiseOp.SUM or acc.bias is not None or la.inputs[0] == la.inputs[1]:
+        return _back_to_product(w, x, net.layer(layers[-1]),
+                                _Scores(acc.absorbed + layers, acc.post * c, acc.biases), shape)
+    if la.params.op is not ElementWiseOp.SUM or len(acc.biases) >= MAX_BIASES or la.inputs[0] == la.inputs[1]:
         return None
     for scores, bias in (la.inputs, la.inputs[::-1]):
-        if w.lw.net.tensors[scores].shape != shape or w.lw.dtypes.get(bias) not in ("float16", "float32"):
+        bshape = net.tensors[bias].shape
+        if (net.tensors[scores].shape != shape or w.lw.dtypes.get(bias) not in ("float16", "float32")
+                or len(bshape) > len(shape)):
             continue
-        found = _back_to_product(w, scores, la, _Scores(acc.absorbed + [la.name], acc.post, bias, acc.post), shape)
+        term = (bias, acc.post, tuple(shape[:-2]))
+        found = _back_to_product(w, scores, la, _Scores(acc.absorbed + [la.name], acc.post, (*acc.biases, term)),
+                                 shape)
         if found is not None:
             return found
     return None
+
+
+def refine(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The coarsest dims every shape is a grouping of (their cumulative products merged), or None
+    where two shapes cut the total at points no common dims respect."""
+    total = math.prod(shapes[0]) if shapes else 1
+    cuts = set()
+    for shape in shapes:
+        if math.prod(shape) != total:
+            return None
+        acc = 1
+        for d in shape:
+            acc *= d
+            cuts.add(acc)
+    dims, prev = [], 1
+    for cut in sorted(cuts):
+        if cut % prev:
+            return None
+        if cut != prev:
+            dims.append(cut // prev)
+        prev = cut
+    return tuple(dims) if total > 0 else None
+
+
+def expand(strides: tuple[int, ...], shape: tuple[int, ...], fine: tuple[int, ...]) -> tuple[int, ...]:
+    """Strides over ``fine`` of an operand with ``strides`` over ``shape`` (a grouping of ``fine``)."""
+    out: list[int] = []
+    i = 0
+    for d, st in zip(shape, strides):
+        group: list[int] = []
+        while math.prod(group) < d:
+            group.append(fine[i])
+            i += 1
+        inner = st
+        sub = []
+        for f in reversed(group):
+            sub.append(inner if d > 1 else 0)
+            inner *= f
+        out += reversed(sub)
+    while i < len(fine):  # trailing size-1 dims
+        out.append(0)
+        i += 1
+    return tuple(out)
 
 
 def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
@@ -161,13 +230,19 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     if found is None:
         return None
     qk, acc = found
+    qk_batch, p_batch = tuple(lw.net.tensors[qk.outputs[0]].shape[:-2]), tuple(shape[:-2])
+    if tuple(lw.net.tensors[pv.outputs[0]].shape[:-2]) != p_batch:
+        return None  # V broadcasts the batch wider than the probabilities
+    batch = refine([qk_batch, p_batch, *(ctx for _, _, ctx in acc.biases)])
+    if batch is None:
+        return None
     q, qs, q_layers = w.scaled(qk.inputs[0], qk)
     k, ks, k_layers = w.scaled(qk.inputs[1], qk)
     if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
         return None
     ops = Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
                                                                                            pv.params.transpose_b)
-    geom = _geometry(lw, *ops, pv, acc.post * qs * ks, acc.bias_scale)
+    geom = _geometry(lw, *ops, pv, batch, acc.post * qs * ks)
     if geom is None:
         return None
     absorbed = acc.absorbed + [qk.name] + q_layers + k_layers
@@ -177,7 +252,7 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
         shuffle, out_view = through
         out = shuffle.outputs[0]
         absorbed.append(shuffle.name)
-    return AttentionMatch(*ops, acc.bias, geom, tuple(absorbed), pv.name, out, out_view)
+    return AttentionMatch(*ops, acc.biases, geom, tuple(absorbed), pv.name, qk_batch, p_batch, out, out_view)
 
 
 def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
@@ -230,7 +305,7 @@ def _oriented(shape: tuple[int, ...], strides: tuple[int, ...], swap: bool) -> t
     return (*shape[:-2], shape[-1], shape[-2]), (*strides[:-2], strides[-1], strides[-2])
 
 
-def _geometry(lw: Lowerer, q: Operand, k: Operand, v: Operand, pv: Layer, scale: float, bias_scale: float
+def _geometry(lw: Lowerer, q: Operand, k: Operand, v: Operand, pv: Layer, batch: tuple[int, ...], scale: float
               ) -> att.AttentionGeometry | None:
     """The kernel's geometry from the tensors' shapes, or None where the shapes do not fit it."""
     shapes = [_oriented(lw.net.tensors[o.tensor].shape, (0,) * len(lw.net.tensors[o.tensor].shape), o.swap)[0]
@@ -241,35 +316,40 @@ def _geometry(lw: Lowerer, q: Operand, k: Operand, v: Operand, pv: Layer, scale:
     (sq, d), (sk, dk), (sv, dv) = (s[-2:] for s in shapes)
     if d != dk or sk != sv or out[-2:] != (sq, dv):
         return None
-    geom = att.AttentionGeometry(tuple(out[:-2]), sq, sk, d, dv, scale, bias_scale)
+    geom = att.AttentionGeometry(batch, sq, sk, d, dv, scale)
     return geom if att.supported(geom) is None else None
 
 
-def _operand(view: View, swap: bool, batch: tuple[int, ...]) -> att.AttentionOperand:
+def _operand(view: View, swap: bool, batch: tuple[int, ...], fine: tuple[int, ...]) -> att.AttentionOperand:
+    """The kernel's addressing of a view whose batch dims broadcast to ``batch`` (a grouping of ``fine``)."""
     shape, strides = _oriented(view.shape, view.strides, swap)
     bs = gen.broadcast_strides(shape[:-2], strides[:-2], batch)
-    return att.AttentionOperand(tuple(bs), strides[-2], strides[-1], view.base)
+    return att.AttentionOperand(expand(tuple(bs), batch, fine), strides[-2], strides[-1], view.base)
 
 
 def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
     """One launch of the fused kernel for the block ``m`` (its other layers are not lowered)."""
     geom = m.geom
     views = {o.tensor: input_view(lw, lw.float_of(o.tensor)) for o in (m.q, m.k, m.v)}
-    ops = [_operand(views[o.tensor], o.swap, geom.batch) for o in (m.q, m.k, m.v)]
+    ops = [_operand(views[o.tensor], o.swap, batch, geom.batch)
+           for o, batch in ((m.q, m.qk_batch), (m.k, m.qk_batch), (m.v, m.p_batch))]
     reads = [views[o.tensor].root for o in (m.q, m.k, m.v)]
-    bias_op, bias_dtype = None, "float16"
-    if m.bias is not None:
-        bv = input_view(lw, lw.float_of(m.bias))
-        full = (*geom.batch, geom.sq, geom.sk)
-        st = gen.broadcast_strides(bv.shape, bv.strides, full)
-        bias_op = att.AttentionOperand(tuple(st[:-2]), st[-2], st[-1], bv.base)
-        bias_dtype = lw.slots[bv.root].dtype
+    biases = []
+    for tensor, scale, ctx in m.biases:
+        bv = input_view(lw, lw.float_of(tensor))
+        st = gen.broadcast_strides(bv.shape, bv.strides, (*ctx, geom.sq, geom.sk))
+        op = att.AttentionOperand(expand(tuple(st[:-2]), ctx, geom.batch), st[-2], st[-1], bv.base)
+        biases.append(att.AttentionBias(op, lw.slots[bv.root].dtype, scale))
         reads.append(bv.root)
     out = lw.new_slot(m.out, "linear", "float16")
-    out_op = _operand(m.out_view, False, geom.batch) if m.out_view is not None else None
+    if m.out_view is not None:
+        out_op = _operand(m.out_view, False, m.p_batch, geom.batch)
+    else:
+        st = gen.row_major((*m.p_batch, geom.sq, geom.dv))
+        out_op = att.AttentionOperand(expand(tuple(st[:-2]), m.p_batch, geom.batch), st[-2], st[-1])
     span = max([out.elements] + [lw.slots[r].elements for r in reads])
     kname = lw.kernel_name(m.last)
-    lw.src.append(att.attention_kernel(kname, geom, *ops, bias_op, bias_dtype, span, out_op))
+    lw.src.append(att.attention_kernel(kname, geom, *ops, biases, span, out_op))
     order = {la.name: i for i, la in enumerate(lw.layers)}
     label = " + ".join(sorted([*m.absorbed, m.last], key=order.__getitem__))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
