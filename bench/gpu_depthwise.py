@@ -1,8 +1,10 @@
 """FP16 depthwise convolution: the generic kernel (a thread per output) against the row-tiled one
-(``direct_src.depthwise_conv_row``, 2 or 4 output columns per thread) on MobileNetV2,
+(``direct_src.depthwise_conv_row``, 2 or 4 output columns per thread) and the shared-memory tiled
+one (``depthwise_conv_tile``, stride 1; ``ms_tile``) on MobileNetV2,
 EfficientNet-B0 and ConvNeXt-T layer shapes, each launch alone (``gpu_peers.time_events``: CUDA
 events, median of 7 groups of 10), with the column count ``direct.depthwise_columns`` chooses and a
-bit-exactness check of every variant against the generic kernel. ``direct.DW_ROW_COLUMNS`` comes from this table.
+bit-exactness check of every variant against the generic kernel. ``direct.DW_ROW_COLUMNS`` and
+``direct.DW_TILE_WINDOWS`` come from this table.
 
     python bench/gpu_depthwise.py --out bench/results/gpu_depthwise_h100.json
 """
@@ -37,9 +39,10 @@ def main() -> None:
     from backends.gpu.kernels import direct
     from backends.gpu.kernels.conv import ConvGeometry
 
-    chooser = direct.depthwise_columns
+    chooser, tiler = direct.depthwise_columns, direct.depthwise_tiled
     every = [(s, sw) for s in (3, 5, 7) for sw in (1, 2)]
-    direct._NAMES = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s, sw in every for qv in (2, 4)]
+    direct._NAMES = ([f"depthwise_conv_row<{s}, {sw}, {qv}>" for s, sw in every for qv in (2, 4)]
+                     + [f"depthwise_conv_tile<{s}, {qv}>" for s in direct.DW_TILE_WINDOWS for qv in (4, 8)])
     rows = []
     try:
         for n, h, c, r, st in SHAPES:
@@ -48,12 +51,13 @@ def main() -> None:
             x = cp.asarray(rng.uniform(-1, 1, (n, h, h, g.cp)).astype(np.float16))
             w = cp.asarray(rng.uniform(-1, 1, (r, r, g.cp)).astype(np.float16))
             b, y = cp.zeros(g.cp, cp.float32), cp.empty((n, g.p, g.q, g.cp), cp.float16)
-            row = {"shape": [n, h, c, r, st], "chosen": chooser(g)}
+            row = {"shape": [n, h, c, r, st], "chosen": "tile" if tiler(g) else chooser(g)}
             outs = {}
-            for qv in (1, 2, 4):
-                if qv == 4 and r == 7:
-                    continue  # spills (see direct.DW_ROW_COLUMNS)
-                direct.depthwise_columns = lambda geom, q=qv: q
+            for qv in (1, 2, 4, "tile"):
+                if (qv == 4 and r == 7) or (qv == "tile" and not tiler(g)):
+                    continue  # spills (see direct.DW_ROW_COLUMNS); the tiled kernel takes stride 1 only
+                direct.depthwise_columns = lambda geom, q=qv: 1 if q == "tile" else q
+                direct.depthwise_tiled = lambda geom, q=qv: q == "tile"
                 launch = functools.partial(direct.depthwise_conv, x, w, b, y, g, (1, 0.0, 0.0))
                 ms = time_events(launch, reps=10, groups=7)["median"]  # CUDA events on the default stream
                 outs[qv] = y.copy()
@@ -63,7 +67,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        direct.depthwise_columns = chooser
+        direct.depthwise_columns, direct.depthwise_tiled = chooser, tiler
     if args.out:
         Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
 

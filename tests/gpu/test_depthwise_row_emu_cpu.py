@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> EmulatedModule:
     every = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s in (3, 5, 7) for sw in (1, 2) for qv in (2, 4)]
+    every += [f"depthwise_conv_tile<{s}, {qv}>" for s in direct.DW_TILE_WINDOWS for qv in (4, 8)]
     return EmulatedModule(DIRECT_SRC, tmp_path_factory.mktemp("emu_dw"), name_expressions=every, opt="-O1")
 
 
@@ -36,11 +37,12 @@ def _launcher(emu: EmulatedModule):
     return fn
 
 
-def _run(emu, monkeypatch, columns: int, g: ConvGeometry, x, w, b, res, act) -> np.ndarray:
+def _run(emu, monkeypatch, columns: int, g: ConvGeometry, x, w, b, res, act, tiled: bool = False) -> np.ndarray:
     y = np.full((g.n, g.p, g.q, g.cp), np.float16(np.nan))
     with monkeypatch.context() as m:
         m.setattr(direct, "_fn", _launcher(emu))
         m.setattr(direct, "depthwise_columns", lambda geom: columns)
+        m.setattr(direct, "depthwise_tiled", lambda geom: tiled)
         direct.depthwise_conv(pad_channels(x), pack_depthwise_weights(w), b, y, g, act,
                               None if res is None else pad_channels(res))
     return y
@@ -89,3 +91,40 @@ def test_row_tiling_is_chosen_only_where_it_exists_and_fills_the_gpu():
     assert cols(256, 56, 144, 9, (1, 1), (4, 4)) == 1  # no instantiation
     for (s, sw), qv in direct.DW_ROW_COLUMNS.items():
         assert f"depthwise_conv_row<{s}, {sw}, {qv}>" in direct._NAMES
+
+
+TILE_CASES = [  # n, h, w, c, window, pad, act, residual: stride 1, dilation 1
+    (2, 9, 11, 20, 3, (1, 1), (1, 0.0, 0.0), False),  # C not a multiple of 8 or 32
+    (1, 17, 19, 40, 3, (1, 1), (5, 0.0, 0.0), True),  # SiLU; several tiles each way, a partial channel chunk
+    (1, 10, 21, 72, 5, (2, 2), (2, 0.0, 6.0), True),  # 72 channels: three chunks of 32, the last short
+    (2, 12, 13, 24, 5, (0, 0), (0, 0.0, 0.0), False),  # no padding
+    (1, 15, 18, 96, 7, (3, 3), (9, 0.0, 0.0), True),  # ConvNeXt's window, GELU
+    (2, 7, 7, 48, 7, (3, 3), (4, 0.0, 0.0), False),  # 7 columns: 4 a thread; sigmoid
+    (1, 9, 8, 16, 3, (2, 0), (0, 0.0, 0.0), False),  # rows padded, columns not
+]
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=[f"{c[4]}x{c[4]}_{c[1]}x{c[2]}_c{c[3]}" for c in TILE_CASES])
+def test_tiled_kernel_equals_generic_kernel(emu, monkeypatch, rng, case):
+    n, h, wd, c, r, pad, act, residual = case
+    g = ConvGeometry(n, h, wd, c, c, r, r, (1, 1), pad)
+    assert direct.depthwise_tiled(g)
+    x = rng.uniform(-1, 1, (n, h, wd, c)).astype(np.float16)
+    w = (rng.standard_normal((c, 1, r, r)) / r).astype(np.float16)
+    b = rng.standard_normal(g.cp).astype(np.float32)
+    res = rng.uniform(-1, 1, (n, g.p, g.q, c)).astype(np.float16) if residual else None
+    generic = _run(emu, monkeypatch, 1, g, x, w, b, res, act)
+    tiled = _run(emu, monkeypatch, 1, g, x, w, b, res, act, tiled=True)
+    np.testing.assert_array_equal(tiled.view(np.uint16), generic.view(np.uint16))
+    assert not tiled[..., c:].view(np.uint16).any(), "padded channels must be written as zeros"
+    ref = conv_ref(x, w, (1, 1), pad, (1, 1), groups=c) + b[:c] + (0 if res is None else res)
+    np.testing.assert_allclose(tiled[..., :c].astype(np.float64), act_ref(ref, *act), rtol=1e-2, atol=1e-2)
+
+
+def test_tiled_kernel_takes_stride_one_square_windows_only():
+    def tiled(r, s, stride=(1, 1), dilation=(1, 1)):
+        return direct.depthwise_tiled(ConvGeometry(1, 14, 14, 32, 32, r, s, stride, (r // 2, s // 2), dilation))
+
+    assert tiled(3, 3) and tiled(5, 5) and tiled(7, 7)
+    assert not tiled(3, 3, (2, 2)) and not tiled(3, 3, (1, 2)) and not tiled(3, 3, dilation=(2, 2))
+    assert not tiled(3, 5) and not tiled(9, 9) and not tiled(1, 1)

@@ -117,6 +117,94 @@ __global__ void __launch_bounds__(256) depthwise_conv_row(const h16* __restrict_
   }
 }
 
+// act8's functions for a pair of values (its fast sigmoid and SiLU included), so the kernels that
+// write two channels a thread round exactly as those that write eight.
+__device__ __forceinline__ void act_pair(float& a, float& b, int act, float alpha, float beta) {
+  if (act == 4) { a = fast_div(1.f, sigmoid_denominator(a)); b = fast_div(1.f, sigmoid_denominator(b)); }
+  else if (act == 5) { a = fast_div(a, sigmoid_denominator(a)); b = fast_div(b, sigmoid_denominator(b)); }
+  else if (act != 0) { a = act_fn(a, act, alpha, beta); b = act_fn(b, act, alpha, beta); }
+}
+
+// Depthwise conv at stride 1 and dilation 1 with an S x S window, from a shared-memory tile. A block
+// computes DT_ROWS output rows x DT_STRIPS * QV columns of 32 channels: it loads that tile's input
+// window once (zeros outside the image and past Cp) and the weights as fp32, then each thread
+// computes QV consecutive columns of one output row for one channel pair, every input column of
+// its row window read from shared memory once and used by each output that covers it. The row
+// kernel reads each input from global memory per thread and converts it per use; a 7x7 window
+// made it issue-bound (0.24 TB/s on ConvNeXt's first stage, bench/results/gpu_depthwise_h100.json).
+// Per output the products are summed in the generic kernel's order (rows, then columns ascending),
+// and a tap outside the image adds fmaf(0, w, acc) = acc, so the results are that kernel's bit for bit.
+// A warp is 16 channel pairs x 2 output rows; a tile row holds an odd number of 64-byte pixels, so
+// the two rows' 64-byte reads fall in different bank halves.
+#define DT_ROWS 8
+#define DT_STRIPS 2
+#define DT_PAIRS 16
+template <int S, int QV>
+__global__ void __launch_bounds__(DT_PAIRS * DT_ROWS * DT_STRIPS) depthwise_conv_tile(
+    const h16* __restrict__ x, const h16* __restrict__ w, const float* __restrict__ bias,
+    const h16* __restrict__ res, h16* __restrict__ y, int H, int W, int C, int P, int Q, int ph, int pw,
+    int tiles_q, int tiles_p, int act, float alpha, float beta)
+{
+  constexpr int TW = DT_STRIPS * QV, IW = TW + S - 1, IH = DT_ROWS + S - 1, PIX = 2 * DT_PAIRS;
+  constexpr int ROW = (IW % 2 == 0 ? IW + 1 : IW) * PIX;  // h16 per tile row
+  __shared__ __align__(16) h16 tile[IH * ROW];
+  __shared__ float2 wt[S * S][DT_PAIRS];
+  const int Cp = (C + 7) & ~7, c0 = blockIdx.y * PIX;
+  const int tq = blockIdx.x % tiles_q, tp = (blockIdx.x / tiles_q) % tiles_p, n = blockIdx.x / (tiles_q * tiles_p);
+  const int p0 = tp * DT_ROWS, q0 = tq * TW, ih0 = p0 - ph, iw0 = q0 - pw;
+  for (int v = threadIdx.x; v < IH * IW * 4; v += blockDim.x) {  // 4 vectors of 8 channels a pixel
+    const int cv = v & 3, px = v >> 2, r = px / IW, col = px - r * IW;
+    const int ih = ih0 + r, iw = iw0 + col, c = c0 + cv * 8;
+    uint4 val = make_uint4(0u, 0u, 0u, 0u);
+    if ((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Cp)
+      val = *reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Cp + c);
+    *reinterpret_cast<uint4*>(tile + r * ROW + col * PIX + cv * 8) = val;
+  }
+  for (int v = threadIdx.x; v < S * S * DT_PAIRS; v += blockDim.x) {
+    const int pr = v % DT_PAIRS, tap = v / DT_PAIRS, c = c0 + 2 * pr;
+    float2 f = make_float2(0.f, 0.f);
+    if (c < Cp) {
+      const u32 h = *reinterpret_cast<const u32*>(w + tap * Cp + c);
+      f = make_float2(lo2f(h), hi2f(h));
+    }
+    wt[tap][pr] = f;
+  }
+  __syncthreads();
+  const int pr = threadIdx.x % DT_PAIRS, t = threadIdx.x / DT_PAIRS, row = t % DT_ROWS, strip = t / DT_ROWS;
+  const int c = c0 + 2 * pr, p = p0 + row, qs = q0 + strip * QV;
+  if (c >= Cp || p >= P) return;
+  float a0[QV], a1[QV];
+#pragma unroll
+  for (int i = 0; i < QV; ++i) { a0[i] = 0.f; a1[i] = 0.f; }
+  for (int r = 0; r < S; ++r) {
+    float2 wr[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) wr[s] = wt[r * S + s][pr];
+    const h16* xr = tile + (row + r) * ROW + strip * QV * PIX + 2 * pr;
+#pragma unroll
+    for (int j = 0; j < QV + S - 1; ++j) {
+      const u32 h = *reinterpret_cast<const u32*>(xr + j * PIX);
+      const float x0 = lo2f(h), x1 = hi2f(h);
+#pragma unroll
+      for (int i = 0; i < QV; ++i) {
+        const int s = j - i;  // the tap of output column qs + i that reads this column
+        if (s >= 0 && s < S) { a0[i] = fmaf(x0, wr[s].x, a0[i]); a1[i] = fmaf(x1, wr[s].y, a1[i]); }
+      }
+    }
+  }
+  const float b0 = bias != nullptr ? bias[c] : 0.f, b1 = bias != nullptr ? bias[c + 1] : 0.f;
+#pragma unroll
+  for (int i = 0; i < QV; ++i) {
+    if (qs + i >= Q) break;
+    const size_t at = ((size_t)(n * P + p) * Q + qs + i) * Cp + c;
+    float r0 = 0.f, r1 = 0.f;
+    if (res != nullptr) { const u32 h = *reinterpret_cast<const u32*>(res + at); r0 = lo2f(h); r1 = hi2f(h); }
+    float v0 = a0[i] + (b0 + r0), v1 = a1[i] + (b1 + r1);
+    act_pair(v0, v1, act, alpha, beta);
+    *reinterpret_cast<u32*>(y + at) = pack2(c < C ? v0 : 0.f, c + 1 < C ? v1 : 0.f);
+  }
+}
+
 // Max (mode 0) or average (mode 1) pooling; a global pool is R = H, S = W.
 // Windows may run past the padded input (ceil mode); the average divides by the positions inside
 // the input, or with count_pad by those inside the padded extent [-ph, H + ph_end).
