@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> EmulatedModule:
     every = [f"depthwise_conv_row<{s}, {sw}, {qv}>" for s in (3, 5, 7) for sw in (1, 2) for qv in (2, 4)]
-    every += [f"depthwise_conv_tile<{s}, {qv}>" for s in direct.DW_TILE_WINDOWS for qv in (4, 8)]
+    every += [f"depthwise_conv_tile<{s}, {qv}, {rows}>" for s in direct.DW_TILE_WINDOWS
+              for qv, rows in direct.DW_TILE_SHAPES]
     return EmulatedModule(DIRECT_SRC, tmp_path_factory.mktemp("emu_dw"), name_expressions=every, opt="-O1")
 
 
@@ -37,12 +38,14 @@ def _launcher(emu: EmulatedModule):
     return fn
 
 
-def _run(emu, monkeypatch, columns: int, g: ConvGeometry, x, w, b, res, act, tiled: bool = False) -> np.ndarray:
+def _run(emu, monkeypatch, columns: int, g: ConvGeometry, x, w, b, res, act,
+         tile: tuple[int, int] | None = None) -> np.ndarray:
     y = np.full((g.n, g.p, g.q, g.cp), np.float16(np.nan))
     with monkeypatch.context() as m:
         m.setattr(direct, "_fn", _launcher(emu))
         m.setattr(direct, "depthwise_columns", lambda geom: columns)
-        m.setattr(direct, "depthwise_tiled", lambda geom: tiled)
+        m.setattr(direct, "depthwise_tiled", lambda geom: tile is not None)
+        m.setattr(direct, "depthwise_tile_shape", lambda geom: tile)
         direct.depthwise_conv(pad_channels(x), pack_depthwise_weights(w), b, y, g, act,
                               None if res is None else pad_channels(res))
     return y
@@ -105,7 +108,8 @@ TILE_CASES = [  # n, h, w, c, window, pad, act, residual: stride 1, dilation 1
 
 
 @pytest.mark.parametrize("case", TILE_CASES, ids=[f"{c[4]}x{c[4]}_{c[1]}x{c[2]}_c{c[3]}" for c in TILE_CASES])
-def test_tiled_kernel_equals_generic_kernel(emu, monkeypatch, rng, case):
+@pytest.mark.parametrize("tile", direct.DW_TILE_SHAPES, ids=[f"qv{q}_rows{r}" for q, r in direct.DW_TILE_SHAPES])
+def test_tiled_kernel_equals_generic_kernel(emu, monkeypatch, rng, case, tile):
     n, h, wd, c, r, pad, act, residual = case
     g = ConvGeometry(n, h, wd, c, c, r, r, (1, 1), pad)
     assert direct.depthwise_tiled(g)
@@ -114,7 +118,7 @@ def test_tiled_kernel_equals_generic_kernel(emu, monkeypatch, rng, case):
     b = rng.standard_normal(g.cp).astype(np.float32)
     res = rng.uniform(-1, 1, (n, g.p, g.q, c)).astype(np.float16) if residual else None
     generic = _run(emu, monkeypatch, 1, g, x, w, b, res, act)
-    tiled = _run(emu, monkeypatch, 1, g, x, w, b, res, act, tiled=True)
+    tiled = _run(emu, monkeypatch, 1, g, x, w, b, res, act, tile)
     np.testing.assert_array_equal(tiled.view(np.uint16), generic.view(np.uint16))
     assert not tiled[..., c:].view(np.uint16).any(), "padded channels must be written as zeros"
     ref = conv_ref(x, w, (1, 1), pad, (1, 1), groups=c) + b[:c] + (0 if res is None else res)
@@ -128,3 +132,7 @@ def test_tiled_kernel_takes_stride_one_square_windows_only():
     assert tiled(3, 3) and tiled(5, 5) and tiled(7, 7)
     assert not tiled(3, 3, (2, 2)) and not tiled(3, 3, (1, 2)) and not tiled(3, 3, dilation=(2, 2))
     assert not tiled(3, 5) and not tiled(9, 9) and not tiled(1, 1)
+    for s in (3, 5, 7):
+        g = ConvGeometry(1, 14, 14, 32, 32, s, s, (1, 1), (s // 2, s // 2))
+        qv, rows = direct.depthwise_tile_shape(g)
+        assert f"depthwise_conv_tile<{s}, {qv}, {rows}>" in direct._NAMES

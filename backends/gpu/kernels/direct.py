@@ -23,12 +23,13 @@ i32, f32 = np.int32, np.float32
 # 4 on stride 1; a 7-wide window at 4 passes 128 registers and spills. Unmeasured pairs (a 7-wide
 # window at stride 2, say) keep the generic kernel.
 DW_ROW_COLUMNS = {(3, 1): 2, (5, 1): 4, (5, 2): 2, (7, 1): 2}
-# The shared-memory tiled kernel (``depthwise_conv_tile<S, QV>``): stride 1, dilation 1, square
-# windows of these widths; QV output columns a thread, 8 for outputs wider than 8 columns, else 4.
+# The shared-memory tiled kernel (``depthwise_conv_tile<S, QV, ROWS>``): stride 1, dilation 1,
+# square windows of these widths; a block computes ROWS output rows x 2 * QV columns of 32 channels.
 DW_TILE_WINDOWS = (3, 5, 7)
-DW_TILE_ROWS, DW_TILE_STRIPS, DW_TILE_CHANNELS = 8, 2, 32  # direct_src's DT_ROWS, DT_STRIPS, 2 * DT_PAIRS
+DW_TILE_SHAPES = ((8, 8), (4, 8), (8, 4), (4, 4))  # (QV, ROWS) instantiated
+DW_TILE_STRIPS, DW_TILE_CHANNELS = 2, 32  # direct_src's DT_STRIPS, 2 * DT_PAIRS
 _NAMES = ([f"depthwise_conv_row<{s}, {sw}, {qv}>" for (s, sw), qv in DW_ROW_COLUMNS.items()]
-          + [f"depthwise_conv_tile<{s}, {qv}>" for s in DW_TILE_WINDOWS for qv in (4, 8)])
+          + [f"depthwise_conv_tile<{s}, {qv}, {rows}>" for s in DW_TILE_WINDOWS for qv, rows in DW_TILE_SHAPES])
 # Row tiling trades threads for reuse: it applies while the tiled grid still has this many threads
 # (two blocks of 256 on each of an H100's 132 SMs); smaller layers keep a thread per output.
 DW_ROW_MIN_THREADS = 2 * 256 * 132
@@ -57,9 +58,10 @@ def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
     if g.c != g.k:
         raise ValueError(f"depthwise needs C == K, got {g.c} and {g.k}")
     if depthwise_tiled(g):
-        qv = 8 if g.q > 8 else 4
-        tq, tp = -(-g.q // (DW_TILE_STRIPS * qv)), -(-g.p // DW_TILE_ROWS)
-        _fn(f"depthwise_conv_tile<{g.s}, {qv}>")((g.n * tp * tq, -(-g.cp // DW_TILE_CHANNELS)), (256,), (
+        qv, rows = depthwise_tile_shape(g)
+        tq, tp = -(-g.q // (DW_TILE_STRIPS * qv)), -(-g.p // rows)
+        _fn(f"depthwise_conv_tile<{g.s}, {qv}, {rows}>")((g.n * tp * tq, -(-g.cp // DW_TILE_CHANNELS)),
+                                                         (16 * DW_TILE_STRIPS * rows,), (
             x, w, _ptr(bias), _ptr(residual), y, *map(i32, (g.h, g.w, g.c, g.p, g.q, *g.pad, tq, tp)),
             i32(act[0]), f32(act[1]), f32(act[2])))
         return
@@ -82,6 +84,12 @@ def depthwise_tiled(g: ConvGeometry) -> bool:
     """Whether ``depthwise_conv`` takes the shared-memory tiled kernel: stride 1, dilation 1 and a
     square window it is compiled for."""
     return g.stride == (1, 1) and g.dilation == (1, 1) and g.r == g.s and g.s in DW_TILE_WINDOWS
+
+
+def depthwise_tile_shape(g: ConvGeometry) -> tuple[int, int]:
+    """(QV, ROWS) of the tiled kernel for ``g``: 8 columns a thread on outputs wider than 8, else 4,
+    and 8-row blocks."""
+    return (8 if g.q > 8 else 4), 8
 
 
 def depthwise_columns(g: ConvGeometry) -> int:

@@ -126,7 +126,7 @@ __device__ __forceinline__ void act_pair(float& a, float& b, int act, float alph
 }
 
 // Depthwise conv at stride 1 and dilation 1 with an S x S window, from a shared-memory tile. A block
-// computes DT_ROWS output rows x DT_STRIPS * QV columns of 32 channels: it loads that tile's input
+// computes ROWS output rows x DT_STRIPS * QV columns of 32 channels: it loads that tile's input
 // window once (zeros outside the image and past Cp) and the weights as fp32, then each thread
 // computes QV consecutive columns of one output row for one channel pair, every input column of
 // its row window read from shared memory once and used by each output that covers it. The row
@@ -136,22 +136,21 @@ __device__ __forceinline__ void act_pair(float& a, float& b, int act, float alph
 // and a tap outside the image adds fmaf(0, w, acc) = acc, so the results are that kernel's bit for bit.
 // A warp is 16 channel pairs x 2 output rows; a tile row holds an odd number of 64-byte pixels, so
 // the two rows' 64-byte reads fall in different bank halves.
-#define DT_ROWS 8
 #define DT_STRIPS 2
 #define DT_PAIRS 16
-template <int S, int QV>
-__global__ void __launch_bounds__(DT_PAIRS * DT_ROWS * DT_STRIPS) depthwise_conv_tile(
+template <int S, int QV, int ROWS>
+__global__ void __launch_bounds__(DT_PAIRS * ROWS * DT_STRIPS) depthwise_conv_tile(
     const h16* __restrict__ x, const h16* __restrict__ w, const float* __restrict__ bias,
     const h16* __restrict__ res, h16* __restrict__ y, int H, int W, int C, int P, int Q, int ph, int pw,
     int tiles_q, int tiles_p, int act, float alpha, float beta)
 {
-  constexpr int TW = DT_STRIPS * QV, IW = TW + S - 1, IH = DT_ROWS + S - 1, PIX = 2 * DT_PAIRS;
+  constexpr int TW = DT_STRIPS * QV, IW = TW + S - 1, IH = ROWS + S - 1, PIX = 2 * DT_PAIRS;
   constexpr int ROW = (IW % 2 == 0 ? IW + 1 : IW) * PIX;  // h16 per tile row
   __shared__ __align__(16) h16 tile[IH * ROW];
   __shared__ float2 wt[S * S][DT_PAIRS];
   const int Cp = (C + 7) & ~7, c0 = blockIdx.y * PIX;
   const int tq = blockIdx.x % tiles_q, tp = (blockIdx.x / tiles_q) % tiles_p, n = blockIdx.x / (tiles_q * tiles_p);
-  const int p0 = tp * DT_ROWS, q0 = tq * TW, ih0 = p0 - ph, iw0 = q0 - pw;
+  const int p0 = tp * ROWS, q0 = tq * TW, ih0 = p0 - ph, iw0 = q0 - pw;
   for (int v = threadIdx.x; v < IH * IW * 4; v += blockDim.x) {  // 4 vectors of 8 channels a pixel
     const int cv = v & 3, px = v >> 2, r = px / IW, col = px - r * IW;
     const int ih = ih0 + r, iw = iw0 + col, c = c0 + cv * 8;
@@ -170,7 +169,7 @@ __global__ void __launch_bounds__(DT_PAIRS * DT_ROWS * DT_STRIPS) depthwise_conv
     wt[tap][pr] = f;
   }
   __syncthreads();
-  const int pr = threadIdx.x % DT_PAIRS, t = threadIdx.x / DT_PAIRS, row = t % DT_ROWS, strip = t / DT_ROWS;
+  const int pr = threadIdx.x % DT_PAIRS, t = threadIdx.x / DT_PAIRS, row = t % ROWS, strip = t / ROWS;
   const int c = c0 + 2 * pr, p = p0 + row, qs = q0 + strip * QV;
   if (c >= Cp || p >= P) return;
   float a0[QV], a1[QV];
