@@ -45,3 +45,24 @@ def test_without_the_library_the_tiles_take_the_layer(monkeypatch):
 
 def test_plans_and_caches_may_name_the_tactic():
     assert compiled_tactic("cublaslt") and not compiled_tactic("cublaslt_1")
+
+
+def test_the_first_call_sets_up_without_a_deadlock(monkeypatch):
+    """Loading the library, making the handle and planning take the module's lock in turn (a
+    plain lock there hung the first GEMM); a stand-in library answers every call with success."""
+    import threading
+
+    class FakeLib:
+        def __getattr__(self, name):
+            return type("Fn", (), {"argtypes": None, "__call__": lambda self, *a: 0})()
+
+    monkeypatch.setattr(cublaslt, "open_versioned", lambda stem: FakeLib())
+    monkeypatch.setattr(cublaslt, "_lib", None)
+    monkeypatch.setattr(cublaslt, "_lib_error", None)
+    monkeypatch.setattr(cublaslt, "_handle", None)
+    monkeypatch.setattr(cublaslt, "_plans", {})
+    done = []
+    t = threading.Thread(target=lambda: done.append(cublaslt._plan_for(8, 8, 8, 0, 0)), daemon=True)
+    t.start()
+    t.join(10)
+    assert done, "planning the first GEMM did not return"

@@ -43,7 +43,7 @@ class _HeuristicResult(ctypes.Structure):
 
 _lib: Any = None
 _lib_error: str | None = None
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered: making the handle loads the library under it
 
 
 def _library() -> Any:
