@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import cublas, cublaslt, gen
+from backends.gpu.kernels import cublas, gen
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
-    CUBLASLT_TACTIC,
     GEMV_TACTIC,
     MAX_GRID_Y,
     TILES,
@@ -31,7 +30,6 @@ from backends.gpu.kernels.conv import (
     Tile,
     TileWg,
     cublas_eligible,
-    cublaslt_eligible,
     gemv_eligible,
     heuristic_tactic,
     parse_tile_tactic,
@@ -176,8 +174,6 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
         whole = "conv_gemv"
     elif scale is None and chosen == CUBLAS_TACTIC and cublas_eligible(g) and cublas.available():
         whole = "conv_cublas"
-    elif scale is None and chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
-        whole = "conv_cublaslt"
     if whole is not None:
         lw.ops.append(Op(layer.name, whole, reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
                                                                "b": bk.name, "res": res, "y": ys}))
