@@ -19,7 +19,7 @@ def test_readme_has_exactly_two_setup_commands():
     assert len(commands) == 2
     assert all("\n" not in c for c in commands)
     assert commands[0].endswith("hetrt demo")
-    assert "'.[test]'" in commands[1] and commands[1].endswith("python -m pytest -q")
+    assert "'.[test]'" in commands[1] and commands[1].endswith("python -m pytest -q -n auto")
 
 
 def test_ci_runs_the_test_command_verbatim():
