@@ -125,6 +125,25 @@ def test_tiled_kernel_equals_generic_kernel(emu, monkeypatch, rng, case, tile):
     np.testing.assert_allclose(tiled[..., :c].astype(np.float64), act_ref(ref, *act), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("pads", [((0, 0), (1, 1)), ((2, 1), (0, 3)), ((1, 0), (1, 2))],
+                         ids=["same_end", "mixed", "rows_only_start"])
+def test_tiled_kernel_with_asymmetric_padding(emu, monkeypatch, rng, pads):
+    """Exporters write SAME padding as different top-left and bottom-right pads (TF-style
+    EfficientNets): the tiled kernel reads zeros outside the image on every side."""
+    (pad, pad_end), n, h, wd, c, r = pads, 1, 9, 10, 24, 3
+    r = 5 if max(pad + pad_end) > 1 else r
+    g = ConvGeometry(n, h, wd, c, c, r, r, (1, 1), pad, (1, 1), pad_end)
+    x = rng.uniform(-1, 1, (n, h, wd, c)).astype(np.float16)
+    w = (rng.standard_normal((c, 1, r, r)) / r).astype(np.float16)
+    b = rng.standard_normal(g.cp).astype(np.float32)
+    generic = _run(emu, monkeypatch, 1, g, x, w, b, None, (0, 0.0, 0.0))
+    tiled = _run(emu, monkeypatch, 1, g, x, w, b, None, (0, 0.0, 0.0), direct.depthwise_tile_shape(g))
+    np.testing.assert_array_equal(tiled.view(np.uint16), generic.view(np.uint16))
+    ref = conv_ref(x, w, (1, 1), pad, (1, 1), pad_end, groups=c) + b[:c]
+    assert ref.shape == tiled[..., :c].shape
+    np.testing.assert_allclose(tiled[..., :c].astype(np.float64), ref, rtol=1e-2, atol=1e-2)
+
+
 def test_tiled_kernel_takes_stride_one_square_windows_only():
     def tiled(r, s, stride=(1, 1), dilation=(1, 1)):
         return direct.depthwise_tiled(ConvGeometry(1, 14, 14, 32, 32, r, s, stride, (r // 2, s // 2), dilation))
