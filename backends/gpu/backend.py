@@ -200,8 +200,10 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
 
     if op.kind == "gen":
         fn = mod.get_function(op.kernel)
+        if op.smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < op.smem:
+            fn.max_dynamic_shared_size_bytes = op.smem  # opt in beyond the default 48 KB
         args = tuple(views[a] for a in op.args)
-        return lambda: fn(op.grid, (op.block,), args)
+        return lambda: fn(op.grid, (op.block,), args, shared_mem=op.smem)
     info = op.info
     x, y = views[info["x"]], views[info["y"]]
     if op.kind == "conv":
