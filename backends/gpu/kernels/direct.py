@@ -64,7 +64,7 @@ def depthwise_conv(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry,
         qv, rows = depthwise_tile_shape(g)
         tq, tp = -(-g.q // (DW_TILE_STRIPS * qv)), -(-g.p // rows)
         _fn(f"depthwise_conv_tile<{g.s}, {qv}, {rows}>")((g.n * tp * tq, -(-g.cp // DW_TILE_CHANNELS)),
-                                                         (16 * DW_TILE_STRIPS * rows,), (
+                                                         (DW_TILE_CHANNELS // 2 * DW_TILE_STRIPS * rows,), (
             x, w, _ptr(bias), _ptr(residual), y, *map(i32, (g.h, g.w, g.c, g.p, g.q, *g.pad, tq, tp)),
             i32(act[0]), f32(act[1]), f32(act[2])))
         return
