@@ -27,6 +27,17 @@ def sole_consumer(net: Network, tensor: str, uses: dict[str, list[Layer]]) -> La
     return readers[0] if len(readers) == 1 else None
 
 
+def pure_permutation(layer: Layer) -> tuple[int, ...] | None:
+    """The permutation of a shuffle that only transposes (no reshape, no second permutation but
+    the identity), or None."""
+    p = layer.params
+    if layer.kind is not LayerKind.SHUFFLE or p.reshape is not None or p.first_perm is None:
+        return None
+    if p.second_perm is not None and tuple(p.second_perm) != tuple(range(len(p.second_perm))):
+        return None
+    return tuple(p.first_perm)
+
+
 def same_pins(*layers: Layer) -> bool:
     """True when the layers agree on pinned precision and device, so one layer can stand for all."""
     first = layers[0]

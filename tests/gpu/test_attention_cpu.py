@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from cuda_emu import EmulatedModule, compiler
+from emu_lowered import run_lowered
 
 from backends.gpu.kernels import attention_src as att
 from backends.gpu.kernels import gen
@@ -183,32 +184,13 @@ def _numpy_net(x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     return o.transpose(0, 2, 1, 3).reshape(B, S, H * D)
 
 
-def _run_lowered(low, feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
-    """Every launch of ``low`` (all generated kernels here) in order, in the CUDA emulator."""
-    emu = EmulatedModule(low.source.replace(gen.GEN_PRELUDE[len(gen.COMMON_SRC):], "\n", 1), tmp_path)
-    bufs = {name: feeds[name].astype(low.slots[name].dtype) for name in low.inputs}
-    for op in low.ops:
-        assert op.kind == "gen", op.kind
-        for name in op.args:
-            if isinstance(name, str) and name not in bufs:
-                s = low.slots[name]
-                root = s.alias or name
-                if root not in bufs:
-                    r = low.slots[root]
-                    fresh = np.full(r.phys_shape, np.nan, r.dtype)
-                    bufs[root] = r.const.astype(r.dtype) if r.const is not None else fresh
-                bufs[name] = bufs[root].reshape(s.phys_shape)
-        emu.run(op.kernel, op.grid, op.block, [bufs[a] for a in op.args])
-    return {t: bufs[s].reshape(low.slots[s].shape) for t, s in low.outputs.items()}
-
-
 @needs_emulator
 @pytest.mark.parametrize("variant", ["plain", "bias"])
 def test_fused_block_runs_like_numpy(tmp_path, variant):
     net, extra = attention_net(variant)
     assert len(_fused(net)) == 1
     x = np.random.default_rng().standard_normal((S, B, 3 * H * D)).astype(np.float16).astype(np.float32)
-    got = _run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path)
+    got = run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path)
     (out,) = got.values()
     bias = extra.get("bias")
     assert _rel(out, _numpy_net(x, None if bias is None else bias.astype(np.float16))) < FP16_REL
@@ -280,7 +262,7 @@ def test_random_attention_blocks_fuse_and_run_like_numpy(tmp_path):
         low = lower(net, net.layers, list(net.outputs))
         assert [op.block for op in low.ops].count(att.THREADS) == 1, [la.kind.value for la in net.layers]
         (tmp_path / str(i)).mkdir()
-        (got,) = _run_lowered(low, feeds, tmp_path / str(i)).values()
+        (got,) = run_lowered(low, feeds, tmp_path / str(i)).values()
         want = reference(feeds)
         assert got.shape == want.shape
         assert _rel(got, want) < 3e-3, (i, [la.kind.value for la in net.layers])
@@ -359,7 +341,7 @@ def test_shifted_window_attention_fuses_both_biases_and_runs_like_numpy(tmp_path
     fused = [op for op in low.ops if op.block == att.THREADS]
     assert len(fused) == 1
     assert {"rel_bias", "to_windows", "mask", "from_windows", "softmax", "qk", "pv"} <= set(fused[0].label.split(" + "))
-    (got,) = _run_lowered(low, feeds, tmp_path).values()
+    (got,) = run_lowered(low, feeds, tmp_path).values()
     n_img, win, heads, n, d = c["shape"]
     t = {x: np.tanh(feeds[x].astype(np.float64)) for x in "qkv"}
     bias = (c["rel"].astype(np.float16)[None] + np.zeros((n_img, win, heads, n, n))

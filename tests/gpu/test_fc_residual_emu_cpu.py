@@ -14,11 +14,9 @@ import math
 
 import numpy as np
 import pytest
-from cuda_emu import EmulatedModule, compiler
+from cuda_emu import compiler
+from emu_lowered import run_lowered
 
-from backends.gpu.kernels import gen
-from backends.gpu.kernels.conv import conv2d_launches
-from backends.gpu.kernels.conv_src import CONV_SRC
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ActivationSpec, ActivationType, FullyConnectedParams, ShuffleParams
@@ -68,49 +66,6 @@ def _fp16(net: Network) -> Network:
     return out
 
 
-def _run(low, feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
-    """Every launch of ``low`` in the CUDA emulator: generated kernels and tensor-core FC tiles."""
-    mods: dict[str, EmulatedModule] = {}
-    bufs = {name: feeds[name].astype(low.slots[name].dtype) for name in low.inputs}
-
-    def buf(name: str) -> np.ndarray:
-        if name not in bufs:
-            s = low.slots[name]
-            root = s.alias or name
-            if root not in bufs:
-                r = low.slots[root]
-                bufs[root] = r.const.astype(r.dtype) if r.const is not None else np.full(r.phys_shape, np.nan, r.dtype)
-            bufs[name] = bufs[root].reshape(s.phys_shape)
-        return bufs[name]
-
-    for op in low.ops:
-        if op.kind == "gen":
-            if "gen" not in mods:
-                mods["gen"] = EmulatedModule(low.source.replace(gen.GEN_PRELUDE[len(gen.COMMON_SRC):], "\n", 1),
-                                             tmp_path)
-            mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args], op.smem)
-            continue
-        assert op.kind == "conv", op.kind
-        i = op.info
-        tactic = i["tactic"]
-        if tactic.tile.template not in mods:
-            mods[tactic.tile.template] = EmulatedModule(CONV_SRC, tmp_path, name_expressions=[tactic.tile.template],
-                                                        opt="-O1")
-        ws = np.full(max(op.workspace, 4) // 4, np.nan, np.float32)
-        res = buf(i["res"]) if i["res"] else None
-        for launch in conv2d_launches(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], tactic, i["act"],
-                                      res, ws):
-            mod = mods.get(launch.kernel) or mods.setdefault(
-                launch.kernel, EmulatedModule(CONV_SRC, tmp_path, name_expressions=[launch.kernel], opt="-O1"))
-            mod.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
-    out = {}
-    for t, s in low.outputs.items():
-        slot = low.slots[s]
-        a = buf(s)
-        out[t] = a.transpose(0, 3, 1, 2)[:, :slot.shape[1]] if slot.layout == "nhwc" else a.reshape(slot.shape)
-    return out
-
-
 def test_convnext_block_folds_scale_permute_and_residual_into_fc2():
     net = _fp16(convnext_block(np.random.default_rng(0))[0])
     low = lower(net, net.layers, list(net.outputs))
@@ -128,7 +83,7 @@ def test_convnext_block_runs_like_numpy(tmp_path):
     original, params = convnext_block(rng)
     net = _fp16(original)
     x = rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32)
-    (got,) = _run(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path).values()
+    (got,) = run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path).values()
     want = convnext_reference(x, params)
     rel = np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want)
     assert rel < 5e-3, rel
@@ -147,7 +102,7 @@ def test_transformer_residual_runs_like_numpy(tmp_path):
     low = lower(net, net.layers, list(net.outputs))
     assert "residual" not in {op.label for op in low.ops}
     xv = rng.standard_normal((N, 7, C)).astype(np.float16).astype(np.float32)
-    (got,) = _run(low, {"x": xv}, tmp_path).values()
+    (got,) = run_lowered(low, {"x": xv}, tmp_path).values()
     t = np.tanh(xv.astype(np.float64))
     want = t + t @ w["kernel"].T.astype(np.float64) + w["bias"]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 5e-3
@@ -171,7 +126,7 @@ def test_convnext_block_as_one_fused_mlp_runs_like_numpy(tmp_path, monkeypatch):
     monkeypatch.setattr(mlp, "MIN_BLOCKS", 10 ** 9)
     assert len(lower(net, net.layers, list(net.outputs)).ops) == len(low.ops) + 1
     x = rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32)
-    (got,) = _run(low, {"x": x}, tmp_path).values()
+    (got,) = run_lowered(low, {"x": x}, tmp_path).values()
     want = convnext_reference(x, params)
     rel = np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want)
     assert rel < 5e-3, rel

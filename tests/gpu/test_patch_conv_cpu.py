@@ -8,24 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_emu import EmulatedModule, compiler
+from gpu_reference import conv_ref
 
 from backends.gpu.kernels import gen
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ConvolutionParams
 from engine.ir.network import Network
-
-
-def _conv_f64(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
-    n, c, h, wd = x.shape
-    k, _, r, s = w.shape
-    p, q = (h - r) // stride[0] + 1, (wd - s) // stride[1] + 1
-    y = np.zeros((n, k, p, q))
-    for u in range(r):
-        for v in range(s):
-            patch = x[:, :, u:u + stride[0] * p:stride[0], v:v + stride[1] * q:stride[1]].astype(np.float64)
-            y += np.einsum("nchw,kc->nkhw", patch, w[:, :, u, v].astype(np.float64))
-    return y
 
 
 def _net(shape, k: int, kernel: tuple[int, int], relu_first: bool) -> tuple[Network, np.ndarray]:
@@ -64,7 +53,7 @@ def test_patch_gather_and_1x1_weights_equal_the_convolution(tmp_path, shape, ker
     emu.run(gather.kernel, gather.grid, gather.block, [out, src_buf])
     patches = out.astype(np.float64)  # (N, P, Q, C·R·S)
     got = np.einsum("npqj,kj->nkpq", patches, w.astype(np.float16).reshape(16, -1).astype(np.float64))
-    want = _conv_f64(src.astype(np.float16), w.astype(np.float16), kernel)
+    want = conv_ref(src.astype(np.float16).transpose(0, 2, 3, 1), w.astype(np.float16), kernel).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 

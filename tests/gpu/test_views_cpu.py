@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cuda_emu import EmulatedModule, compiler
+from cuda_emu import compiler
+from emu_lowered import run_lowered
 
 from backends.gpu.kernels import gen
 from backends.gpu.lower import lower
@@ -125,42 +126,17 @@ def test_qkv_split_copies_straight_from_the_projection(monkeypatch, N):
     assert len(viewed.ops) == len(plain.ops) - (6 if N == 1 else 4)
 
 
-def _run(low, feeds: dict[str, np.ndarray], tmp_path) -> dict[str, np.ndarray]:
-    """Every launch of ``low`` (all generated kernels here) in order, in the CUDA emulator."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    prelude_extra = gen.GEN_PRELUDE[len(gen.COMMON_SRC):]
-    emu = EmulatedModule(low.source.replace(prelude_extra, "\n", 1), tmp_path)
-    bufs = {}
-    for name in low.inputs:
-        bufs[name] = feeds[name].astype(low.slots[name].dtype)
-    for op in low.ops:
-        assert op.kind == "gen", op.kind
-        for name in op.args:
-            if isinstance(name, str) and name not in bufs:
-                s = low.slots[name]
-                if s.alias is not None:  # the same bytes as the slot it aliases
-                    if s.alias not in bufs:
-                        r = low.slots[s.alias]
-                        bufs[s.alias] = np.full(r.phys_shape, np.nan, r.dtype)
-                    bufs[name] = bufs[s.alias].reshape(s.phys_shape)
-                else:
-                    bufs[name] = s.const.astype(s.dtype) if s.const is not None else np.full(s.phys_shape, np.nan,
-                                                                                             s.dtype)
-        emu.launch(op.kernel, op.grid[0] * 256, [bufs[a] for a in op.args])
-    return {t: bufs[s] for t, s in low.outputs.items()}
-
-
 @pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
 @pytest.mark.parametrize("N", [1, 2])
 def test_qkv_split_through_views_matches_numpy_and_the_copies(tmp_path, monkeypatch, N):
     net = qkv_split_net(N)
     x = np.random.default_rng().standard_normal((T, N, 3 * D)).astype(np.float16).astype(np.float32)
     want = reference(x.astype(np.float64))
-    got = _run(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "views")
+    got = run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "views")
     with monkeypatch.context() as m:
         m.setattr(movement, "shuffle_view", lambda lw, layer: None)
         m.setattr(movement, "input_view", lambda lw, t: View.of(lw.slots[t]))
-        plain = _run(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "plain")
+        plain = run_lowered(lower(net, net.layers, list(net.outputs)), {"x": x}, tmp_path / "plain")
     names = {"q_scaled": "q_scaled", "k_scaled": "k_scaled", "h2": net.layer("h2").outputs[0],
              "v_flat": net.layer("v_flat").outputs[0]}
     for key, tensor in names.items():

@@ -291,15 +291,13 @@ def _bias_terms(geom: AttentionGeometry, biases: Sequence[AttentionBias]) -> tup
     params, offsets, adds = "", [], []
     for i, b in enumerate(biases):
         op = b.operand
-        params += f", const {_CTYPE[b.dtype]}* __restrict__ bias{i}"
+        params += f", const {gen.CTYPE[b.dtype]}* __restrict__ bias{i}"
         offsets.append(_batch_offset(f"bb{i}", geom.batch, op.batch_strides, op.base))
         at = f"bb{i} + (IT)row * (IT){op.row_stride} + (IT)col * (IT){op.col_stride}"
         adds.append(f"x += {LOG2E * b.scale!r}f * {gen.load(b.dtype, f'bias{i}[{at}]')};")
     add = f"if (row < {geom.sq} && col < {geom.sk}) {{ {' '.join(adds)} }}" if adds else ""
     return params, offsets, add
 
-
-_CTYPE = {"float16": "h16", "float32": "float"}
 
 
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,

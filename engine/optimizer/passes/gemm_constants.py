@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.ir.layers import ElementWiseOp, LayerKind
 from engine.ir.network import Layer, Network
-from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
+from engine.optimizer.graph import drop_unused_constants, fused_layer, pure_permutation, same_pins, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 
 FOLDABLE = (ElementWiseOp.SUM, ElementWiseOp.PROD)
@@ -63,16 +63,6 @@ def _fold(gemm: Layer, op: ElementWiseOp, c: np.ndarray) -> dict[str, np.ndarray
     return weights
 
 
-def _pure_permutation(layer: Layer) -> tuple[int, ...] | None:
-    """The permutation of a shuffle that only transposes, or None."""
-    p = layer.params
-    if layer.kind is not LayerKind.SHUFFLE or p.reshape is not None or p.first_perm is None:
-        return None
-    if p.second_perm is not None and tuple(p.second_perm) != tuple(range(len(p.second_perm))):
-        return None
-    return tuple(p.first_perm)
-
-
 def _constant_operand(net: Network, ew: Layer, x: str, producers) -> tuple[str, np.ndarray] | None:
     """The Constant operand of a foldable elementwise layer reading ``x``, and its value."""
     if ew.kind is not LayerKind.ELEMENTWISE or ew.params.op not in FOLDABLE:
@@ -98,7 +88,7 @@ def _candidate(net: Network, gemm: Layer, uses, producers) -> tuple[Layer, np.nd
     if reader is None or not same_pins(gemm, reader):
         return None
     shuffle = None
-    perm = _pure_permutation(reader)
+    perm = pure_permutation(reader)
     if perm is not None:
         shuffle, axis = reader, perm.index(axis)
         reader = sole_consumer(net, reader.outputs[0], uses)

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from engine.ir.layers import LayerKind, ShuffleParams
 from engine.ir.network import Layer, Network
-from engine.optimizer.graph import sole_consumer
+from engine.optimizer.graph import pure_permutation, sole_consumer
 from engine.optimizer.rewrite import Rewrite
 
 NAME = "TransposeFcSinking"
@@ -33,12 +33,9 @@ NAME = "TransposeFcSinking"
 
 def _last_axis_perm(layer: Layer, net: Network) -> tuple[int, ...] | None:
     """The permutation of a shuffle that only transposes and keeps the last axis last, else None."""
-    p = layer.params
-    if layer.kind is not LayerKind.SHUFFLE or p.reshape is not None or p.first_perm is None:
+    perm = pure_permutation(layer)
+    if perm is None:
         return None
-    if p.second_perm is not None and tuple(p.second_perm) != tuple(range(len(p.second_perm))):
-        return None
-    perm = tuple(p.first_perm)
     rank = len(net.tensors[layer.inputs[0]].shape)
     return perm if rank >= 2 and perm[-1] == rank - 1 and perm != tuple(range(rank)) else None
 

@@ -1,0 +1,62 @@
+"""Run a lowered GPU segment on the CPU: every launch in order through the CUDA emulator.
+
+Generated kernels run from the segment's module; tensor-core convolution and FC launches run the
+same launches ``conv2d`` would enqueue (``conv2d_launches``) from ``CONV_SRC``. Slots start as
+fp16/fp32 NaNs (a value nothing wrote shows up in the results), constants as uploaded; an alias
+is a view of its root's buffer. Outputs come back as their tensors: NHWC slots transposed to
+NCHW without their padded channels, linear ones reshaped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cuda_emu import EmulatedModule
+
+from backends.gpu.kernels import gen
+from backends.gpu.kernels.conv import conv2d_launches
+from backends.gpu.kernels.conv_src import CONV_SRC
+
+
+def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, np.ndarray]:
+    """The outputs of ``low`` (a ``Lowered``) for ``feeds``, every launch run in the emulator."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    mods: dict[str, EmulatedModule] = {}
+    bufs = {name: feeds[name].astype(low.slots[name].dtype) for name in low.inputs}
+
+    def buf(name: str) -> np.ndarray:
+        if name not in bufs:
+            s = low.slots[name]
+            root = s.alias or name
+            if root not in bufs:
+                r = low.slots[root]
+                bufs[root] = r.const.astype(r.dtype) if r.const is not None else np.full(r.phys_shape, np.nan, r.dtype)
+            bufs[name] = bufs[root].reshape(s.phys_shape)
+        return bufs[name]
+
+    def conv_module(kernel: str) -> EmulatedModule:
+        if kernel not in mods:
+            mods[kernel] = EmulatedModule(CONV_SRC, tmp_path, name_expressions=[kernel], opt="-O1")
+        return mods[kernel]
+
+    for op in low.ops:
+        if op.kind == "gen":
+            if "gen" not in mods:
+                mods["gen"] = EmulatedModule(low.source.replace(gen.GEN_PRELUDE[len(gen.COMMON_SRC):], "\n", 1),
+                                             tmp_path)
+            mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args], op.smem)
+            continue
+        assert op.kind == "conv", op.kind
+        i = op.info
+        ws = np.full(max(op.workspace, 4) // 4, np.nan, np.float32)
+        res = buf(i["res"]) if i["res"] else None
+        for launch in conv2d_launches(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], i["tactic"],
+                                      i["act"], res, ws):
+            conv_module(launch.kernel).run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
+    out = {}
+    for t, s in low.outputs.items():
+        slot = low.slots[s]
+        a = buf(s)
+        out[t] = a.transpose(0, 3, 1, 2)[:, :slot.shape[1]] if slot.layout == "nhwc" else a.reshape(slot.shape)
+    return out
