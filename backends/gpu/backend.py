@@ -97,7 +97,7 @@ class GpuPartition:
         # compile every module now (side by side), so the first execute does not pay NVRTC
         kinds = {op.kind for u in self.units if u.lowered for op in u.lowered.ops}
         tasks: list[Callable[[], object]] = [direct.compile_all]
-        if kinds & {"conv", "conv_cublas", "conv_gemv"}:
+        if kinds & {"conv", "conv_cublas", "conv_cublaslt", "conv_gemv"}:
             tasks += convk.compile_tasks()
         if kinds & {"conv8", "dwconv8", "pool8", "quant8"}:
             from backends.gpu.kernels import int8 as int8k
@@ -200,8 +200,10 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
 
     if op.kind == "gen":
         fn = mod.get_function(op.kernel)
+        if op.smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < op.smem:
+            fn.max_dynamic_shared_size_bytes = op.smem  # opt in beyond the default 48 KB
         args = tuple(views[a] for a in op.args)
-        return lambda: fn(op.grid, (op.block,), args)
+        return lambda: fn(op.grid, (op.block,), args, shared_mem=op.smem)
     info = op.info
     x, y = views[info["x"]], views[info["y"]]
     if op.kind == "conv":
@@ -210,10 +212,10 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
-    if op.kind in ("conv_cublas", "conv_gemv"):  # a whole-layer tactic: same operands as the tiles, no workspace
-        from backends.gpu.kernels.conv import conv2d_cublas, conv2d_gemv
+    if op.kind in ("conv_cublas", "conv_cublaslt", "conv_gemv"):  # a whole-layer tactic: the tiles' operands
+        from backends.gpu.kernels.conv import conv2d_cublas, conv2d_cublaslt, conv2d_gemv
 
-        whole = conv2d_cublas if op.kind == "conv_cublas" else conv2d_gemv
+        whole = {"conv_cublas": conv2d_cublas, "conv_cublaslt": conv2d_cublaslt, "conv_gemv": conv2d_gemv}[op.kind]
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: whole(x, w, b, y, info["geom"], info["act"], res)

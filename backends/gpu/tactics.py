@@ -102,9 +102,9 @@ def compiled_tactic(name: Any) -> bool:
     entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
-    from backends.gpu.kernels.conv import CUBLAS_TACTIC, GEMV_TACTIC, TILES, TILES_WG
+    from backends.gpu.kernels.conv import CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC, TILES, TILES_WG
 
-    if name in (CUBLAS_TACTIC, GEMV_TACTIC):
+    if name in (CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC):
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
@@ -198,6 +198,21 @@ def time_conv_cublas(g: ConvGeometry, act: tuple[int, float, float], residual: b
         return {}
     x, w, b, y, res = _matrix_operands(g, g.c, g.k, residual)
     return _time_launches([CublasTactic()], lambda t: conv2d_cublas(x, w, b, y, g, act, res), reps)
+
+
+def time_conv_cublaslt(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
+                       reps: int = 10) -> dict[str, float]:
+    """Milliseconds of the fused-epilogue cuBLASLt GEMM ({} where it cannot take the layer here)."""
+    from backends.gpu.kernels import cublaslt
+    from backends.gpu.kernels.conv import CublasLtTactic, conv2d_cublaslt, cublaslt_eligible
+
+    if not cublaslt_eligible(g, act) or not cublaslt.available():
+        return {}
+    x, w, b, y, res = _matrix_operands(g, g.c, g.k, residual)
+    b = b.astype("float16")  # the tactic's bias has D's type
+    if not cublaslt.supported(g.m, g.k, g.c, act[0], b):
+        return {}
+    return _time_launches([CublasLtTactic()], lambda t: conv2d_cublaslt(x, w, b, y, g, act, res), reps)
 
 
 def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
@@ -295,6 +310,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         times = time_conv(g, _shortlist(g, level), act, res)
         if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS or GEMV form
             times.update(time_conv_cublas(g, act, res))
+            times.update(time_conv_cublaslt(g, act, res))
             times.update(time_conv_gemv(g, act, res))
         if not times:
             chosen[name] = heuristic_tactic(g).name

@@ -45,7 +45,7 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, 
             if "gen" not in mods:
                 mods["gen"] = EmulatedModule(low.source.replace(gen.GEN_PRELUDE[len(gen.COMMON_SRC):], "\n", 1),
                                              tmp_path)
-            mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args])
+            mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args], op.smem)
             continue
         assert op.kind == "conv", op.kind
         i = op.info

@@ -32,16 +32,17 @@ def _weights(rng, k: int, c: int) -> dict[str, np.ndarray]:
             "bias": (0.3 * rng.standard_normal(k)).astype(np.float32)}
 
 
-def convnext_block(rng) -> tuple[Network, dict]:
+def convnext_block(rng, shape: tuple[int, int, int, int] = (N, C, H, W), widen: int = 2) -> tuple[Network, dict]:
+    n, c, h, w = shape
     net = Network("convnext_block")
-    x = net.add_activation(net.add_input("x", (N, C, H, W)), "relu", name="block_in")
+    x = net.add_activation(net.add_input("x", shape), "relu", name="block_in")
     t = net.add_layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [x], name="to_nhwc").outputs[0]
-    w1, w2 = _weights(rng, 2 * C, C), _weights(rng, C, 2 * C)
+    w1, w2 = _weights(rng, widen * c, c), _weights(rng, c, widen * c)
     gelu = ActivationSpec(ActivationType.GELU_ERF)
-    h = net.add_layer(FullyConnectedParams(2 * C, gelu), [t], w1, name="fc1").outputs[0]
-    y = net.add_layer(FullyConnectedParams(C), [h], w2, name="fc2").outputs[0]
+    hid = net.add_layer(FullyConnectedParams(widen * c, gelu), [t], w1, name="fc1").outputs[0]
+    y = net.add_layer(FullyConnectedParams(c), [hid], w2, name="fc2").outputs[0]
     y = net.add_layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y], name="to_nchw").outputs[0]
-    gamma = rng.uniform(0.5, 1.5, (C, 1, 1)).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32)
     y = net.add_elementwise(y, net.add_constant(gamma, name="gamma"), "prod", name="layer_scale").name
     net.mark_output(net.add_elementwise(x, y, "sum", name="residual").name)
     return net, {"w1": w1, "w2": w2, "gamma": gamma}
@@ -105,3 +106,39 @@ def test_transformer_residual_runs_like_numpy(tmp_path):
     t = np.tanh(xv.astype(np.float64))
     want = t + t @ w["kernel"].T.astype(np.float64) + w["bias"]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 5e-3
+
+
+@needs_emulator
+def test_convnext_block_as_one_fused_mlp_runs_like_numpy(tmp_path, monkeypatch):
+    """Both FCs as one fused launch (forced on these few rows), the residual and the permute in
+    its epilogue: one launch fewer than the two FCs."""
+    from backends.gpu.lowering import mlp
+
+    monkeypatch.setattr(mlp, "MIN_BLOCKS", 1)
+    rng = np.random.default_rng()
+    original, params = convnext_block(rng)
+    net = _fp16(original)
+    low = lower(net, net.layers, list(net.outputs))
+    (fused,) = [op for op in low.ops if "fc1" in op.label]
+    assert fused.kind == "gen" and fused.label.startswith("fc1 + fc2 + ")
+    assert fused.writes[0] == net.layer("residual").outputs[0]  # the launch writes the add's output
+    assert low.slots[fused.writes[0]].layout == "nhwc"
+    monkeypatch.setattr(mlp, "MIN_BLOCKS", 10 ** 9)
+    assert len(lower(net, net.layers, list(net.outputs)).ops) == len(low.ops) + 1
+    x = rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32)
+    (got,) = run_lowered(low, {"x": x}, tmp_path).values()
+    want = convnext_reference(x, params)
+    rel = np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want)
+    assert rel < 5e-3, rel
+
+
+def test_mlp_fusion_needs_enough_rows_and_narrow_layers():
+    """ConvNeXt's block fuses its MLP at the first stage's width on 8 images (196 blocks of 128
+    rows), not on the test's few rows (too few blocks for the GPU) nor at the third stage's width."""
+    def fc_kinds(shape):
+        net = _fp16(convnext_block(np.random.default_rng(0), shape, 4)[0])
+        return [op.kind for op in lower(net, net.layers, list(net.outputs)).ops if "fc" in op.label]
+
+    assert fc_kinds((8, 96, 56, 56)) == ["gen"]
+    assert fc_kinds((N, C, H, W)) == ["conv", "conv"]
+    assert fc_kinds((32, 384, 14, 14)) == ["conv", "conv"]

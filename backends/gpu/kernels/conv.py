@@ -461,6 +461,32 @@ def conv2d_cublas(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple
                                      np.float32(alpha), np.float32(beta)))
 
 
+CUBLASLT_TACTIC = "cublaslt"  # one cuBLASLt GEMM with the bias, residual and ReLU in its epilogue
+
+
+@dataclass(frozen=True)
+class CublasLtTactic(LayerTactic):
+    """The fused-epilogue cuBLASLt GEMM of a GEMM-shaped convolution (``kernels/cublaslt``)."""
+
+    name: str = CUBLASLT_TACTIC
+
+
+def cublaslt_eligible(g: ConvGeometry, act: tuple[int, float, float]) -> bool:
+    """A ``cublas_eligible`` geometry whose activation cuBLASLt's epilogue computes."""
+    from backends.gpu.kernels import cublaslt
+
+    return cublas_eligible(g) and act[0] in cublaslt.EPILOGUES
+
+
+def conv2d_cublaslt(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float] = (0, 0.0, 0.0),
+                    residual: Any = None) -> None:
+    """Enqueue ``conv2d``'s result for a ``cublaslt_eligible`` geometry as one cuBLASLt GEMM; the
+    bias is fp16 here (``kernels/cublaslt``), K of it."""
+    from backends.gpu.kernels import cublaslt
+
+    cublaslt.gemm(x, w, bias, y, g.m, g.k, g.c, act[0], residual)
+
+
 GEMV_TACTIC = "gemv"  # a 1x1 convolution on few rows as ``gemv_conv``: a warp per output, one launch
 GEMV_MAX_ROWS = 64  # beyond this many rows the tiles' reuse of the weights wins
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import cublas, gen
+from backends.gpu.kernels import cublas, cublaslt, gen
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
+    CUBLASLT_TACTIC,
     GEMV_TACTIC,
     MAX_GRID_Y,
     TILES,
@@ -30,6 +31,7 @@ from backends.gpu.kernels.conv import (
     Tile,
     TileWg,
     cublas_eligible,
+    cublaslt_eligible,
     gemv_eligible,
     heuristic_tactic,
     parse_tile_tactic,
@@ -174,6 +176,12 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
         whole = "conv_gemv"
     elif scale is None and chosen == CUBLAS_TACTIC and cublas_eligible(g) and cublas.available():
         whole = "conv_cublas"
+    elif scale is None and chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
+        whole = "conv_cublaslt"
+        del lw.slots[bk.name]  # cuBLASLt's bias has D's type: fp16 in place of the fp32 one
+        bk = lw.const(f"{layer.name}/bias_fp16", pad_bias(None if bias is None else bias, g.k)[:g.k], True)
+        bk.const, bk.dtype = bk.const.astype(np.float16), "float16"
+        reads[2] = bk.name
     if whole is not None:
         lw.ops.append(Op(layer.name, whole, reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
                                                                "b": bk.name, "res": res, "y": ys}))

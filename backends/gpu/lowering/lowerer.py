@@ -18,6 +18,7 @@ from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.attention import find_attention, lower_attention
 from backends.gpu.lowering.fc_residual import find_fc_residuals
+from backends.gpu.lowering.mlp import find_mlps, lower_mlp
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -180,11 +181,16 @@ class Lowerer(Int8Lowering):
         self.fc_residuals = {fc: v for fc, v in find_fc_residuals(self).items()
                              if fc not in absorbed and v[0].name not in absorbed}
         absorbed |= {la.name for add, _, shuffle in self.fc_residuals.values() for la in (add, shuffle) if la}
+        mlps = {fc2: m for fc2, m in find_mlps(self).items() if not {fc2, m.fc1.name} & absorbed}
+        absorbed |= {m.fc1.name for m in mlps.values()}
         for layer in self.layers:
             if layer.name in absorbed:
                 continue
             if layer.name in fused:
                 lower_attention(self, fused[layer.name])
+                continue
+            if layer.name in mlps:
+                lower_mlp(self, mlps[layer.name])
                 continue
             if is_int8(layer):
                 self.lower_int8(layer)

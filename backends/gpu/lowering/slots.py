@@ -108,6 +108,7 @@ class Op:
     info: dict[str, Any] = field(default_factory=dict)
     workspace: int = 0  # bytes of scratch (split-K partials), live during this op only
     block: int = 256  # threads per block of a 'gen' launch
+    smem: int = 0  # bytes of dynamic shared memory of a 'gen' launch
 
 
 @dataclass
