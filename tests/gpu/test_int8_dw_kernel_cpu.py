@@ -20,9 +20,9 @@ from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.int8 import (
+    _DW8_NAMES,
     DeviceEpilogue,
     cp16,
-    _DW8_NAMES,
     dw_args,
     dw_launch8,
     dw_threads,

@@ -576,7 +576,8 @@ def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, res
     ptrs, (n, h, wd, c, p, q, _r, _s, _sh, _sw, ph, pw, _dh, _dw, *tail) = args[:6], args[6:]
     tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
     grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
-    return f"dwconv_s8_tile<{g.s}, {qv}, {DW8_TILE_ROWS}>", grid, DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS, tiled
+    threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
+    return f"dwconv_s8_tile<{g.s}, {qv}, {DW8_TILE_ROWS}>", grid, threads, tiled
 
 
 def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,
