@@ -128,7 +128,11 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
       const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
       if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
       else sum4<false, true>(v, acc + 4 * g, e, 0u);
-      if (flags & EPI_NL) store_nl4(v, pix, nc, C, sacc, flags, sout, y, ldy);
+      if (flags & EPI_NL) {
+        Nl4 nl;
+        load_nl4(nl, sacc, nc, C, sout);
+        store_nl4(v, pix, nc, C, nl, flags, sout, y, ldy);
+      }
       else store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
@@ -236,11 +240,13 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
     if (c >= ldy) return;
     Epi4 e;
     load_epi4(e, ep, Kp, c, res != nullptr);
+    Nl4 nl;
+    load_nl4(nl, sacc, c, C, sout);
     for (int i = 0; i < cols; ++i) {
       int v[4];
       if (res != nullptr) sum4<true, true>(v, a[i], e, *reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c));
       else sum4<false, true>(v, a[i], e, 0u);
-      if (flags & EPI_NL) store_nl4(v, (int)(pix0 + i), c, C, sacc, flags, sout, y, ldy);
+      if (flags & EPI_NL) store_nl4(v, (int)(pix0 + i), c, C, nl, flags, sout, y, ldy);
       else store_float4(v, (int)(pix0 + i), c, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
