@@ -118,6 +118,9 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
     (24, 17, 12, 7, 1, 3, 1, None, True, False),
     (72, 10, 26, 3, 1, 0, 1, nets.SILU, True, False),
     (40, 12, 19, 5, 1, 2, 1, nets.HSWISH, False, True),
+    (40, 23, 38, 3, 2, 1, 1, nets.RELU, True, False),  # stride 2 over several tiles
+    (24, 20, 37, 5, 2, 2, 1, nets.SILU, False, False),
+    (16, 19, 18, 7, 2, 3, 1, nets.CLIP6, False, True),
 ]
 
 
@@ -128,8 +131,8 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
 @pytest.mark.parametrize("tiled", [False, True], ids=["generic", "tiled"])
 def test_dw_kernel_matches_reference_bitwise(emu, case, force_sat, tiled):
     c, h, w, r, stride, pad, dil, act, res, f32 = case
-    if tiled and not (stride == 1 and dil == 1 and r in (3, 5, 7)):
-        pytest.skip("the tiled kernel takes stride 1, dilation 1 and 3x3, 5x5 or 7x7 windows")
+    if tiled and not (stride in (1, 2) and dil == 1 and r in (3, 5, 7)):
+        pytest.skip("the tiled kernel takes stride 1 or 2, dilation 1 and 3x3, 5x5 or 7x7 windows")
     rng = np.random.default_rng([c, h, w, r, stride, pad, dil, int(res), int(f32)])
     net, feeds = nets.dw_net(rng, 2, c, h, w, r, stride, pad, dil, act, res, None if f32 else "auto")
     want, got, y, flags = _run(emu, net, feeds, force_sat, tiled)

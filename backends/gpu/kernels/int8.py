@@ -551,7 +551,8 @@ DW8_TILE_WINDOWS = (3, 5, 7)  # square windows ``dwconv_s8_tile`` is compiled fo
 DW8_TILE_ROWS = 8
 DW8_TILE_STRIPS = 2  # int8_dw_src: DT8_STRIPS
 DW8_TILE_CHANNELS = 32  # int8_dw_src: 4 * DT8_QUADS
-_DW8_NAMES = [f"dwconv_s8_tile<{s}, {qv}, {DW8_TILE_ROWS}>" for s in DW8_TILE_WINDOWS for qv in (4, 8)]
+_DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}>" for s in DW8_TILE_WINDOWS for st in (1, 2)
+              for qv in (4, 8)]
 
 
 def _dw_fn(name: str) -> Any:
@@ -559,9 +560,10 @@ def _dw_fn(name: str) -> Any:
 
 
 def dw_tiled8(g: ConvGeometry) -> bool:
-    """Whether ``dwconv2d_s8`` takes the shared-memory tiled kernel: stride 1, dilation 1 and a
-    square window it is compiled for."""
-    return g.stride == (1, 1) and g.dilation == (1, 1) and g.r == g.s and g.s in DW8_TILE_WINDOWS
+    """Whether ``dwconv2d_s8`` takes the shared-memory tiled kernel: stride 1 or 2 (the same both
+    ways), dilation 1 and a square window it is compiled for."""
+    return (g.stride in ((1, 1), (2, 2)) and g.dilation == (1, 1) and g.r == g.s
+            and g.s in DW8_TILE_WINDOWS)
 
 
 def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any,
@@ -577,7 +579,7 @@ def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, res
     tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
     grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
     threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
-    return f"dwconv_s8_tile<{g.s}, {qv}, {DW8_TILE_ROWS}>", grid, threads, tiled
+    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}>", grid, threads, tiled
 
 
 def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,

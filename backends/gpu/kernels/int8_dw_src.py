@@ -13,7 +13,7 @@ then four 4-channel epilogue groups and one 16-byte store (or 16 floats for a la
 output scale). Four multiply-adds per instruction instead of one, with two byte permutes per
 channel instead of two byte extractions per product.
 
-``dwconv_s8_tile`` takes stride-1, dilation-1 square windows of width 3, 5 or 7 (most depthwise
+``dwconv_s8_tile`` takes stride-1 and stride-2, dilation-1 square windows of width 3, 5 or 7 (every depthwise
 layers of MobileNet / EfficientNet-class networks): a block stages its input window with halo and
 its weights in shared memory, and each thread sums QV output columns of one row for 4 channels,
 so each input word is read from shared memory once per window row instead of from global memory
@@ -148,12 +148,13 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
   }
 #undef DW_CASE
 }
-// The tiled depthwise kernel for stride 1, dilation 1 and a square S x S window (S a template
-// argument): a block covers ROWS output rows x DT8_STRIPS strips of QV columns x 32 channels of one
-// image. It loads its input window with halo (zero outside the image: the padding) and the
-// window's weights, sign-extended to int32, into shared memory once; each thread then sums QV output
-// columns of one row for 4 channels, reading every input word of its rows once (QV + S - 1 words a
-// window row instead of QV * S). The sums are exact int32, so their order does not matter: the
+// The tiled depthwise kernel for stride ST (1 or 2) in both directions, dilation 1 and a square
+// S x S window (template arguments): a block covers ROWS output rows x DT8_STRIPS strips of QV
+// columns x 32 channels of one image. It loads its input window with halo (zero outside the image:
+// the padding) and the window's weights, sign-extended to int32, into shared memory once; each
+// thread then sums QV output
+// columns of one row for 4 channels, reading every input word of its rows once ((QV - 1) * ST + S
+// words a window row instead of QV * S). The sums are exact int32, so their order does not matter: the
 // result is ``dwconv_s8``'s bit for bit, and the epilogue is the same text.
 #define DT8_STRIPS 2
 #define DT8_QUADS 8  // 4-channel words a block covers (32 channels)
@@ -178,19 +179,20 @@ __device__ __forceinline__ void dwt_store_q(const int (*a)[4], const int* __rest
   }
 }
 
-template <int S, int QV, int ROWS>
+template <int S, int ST, int QV, int ROWS>
 __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
     const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res,
     const double* __restrict__ sacc, void* __restrict__ y, int H, int W, int C, int P, int Q, int ph, int pw,
     int tiles_q, int tiles_p, int ldy, int flags, int clipq, int has_clipf, float clipf, double sout) {
-  constexpr int TW = DT8_STRIPS * QV, IW = TW + S - 1, IH = ROWS + S - 1;
-  // u32 words a tile row: an odd pixel count puts the four rows a warp reads in distinct banks
-  constexpr int ROWW = (IW % 2 == 0 ? IW + 1 : IW) * DT8_QUADS;
+  constexpr int TW = DT8_STRIPS * QV, IW = (TW - 1) * ST + S, IH = (ROWS - 1) * ST + S;
+  // u32 words a tile row, padded so that the four rows a warp reads (ST rows apart) fall in distinct
+  // banks: ST * ROWW is an odd multiple of 8 words modulo 32
+  constexpr int ROWW = ST == 1 ? (IW % 2 ? IW : IW + 1) * DT8_QUADS : IW * DT8_QUADS + 4;
   __shared__ __align__(16) u32 tile[IH * ROWW];
   __shared__ int4 wt[S * S][DT8_QUADS];
   const int Kp = (C + 15) & ~15, c0 = blockIdx.y * (4 * DT8_QUADS);
   const int tq = blockIdx.x % tiles_q, tp = (blockIdx.x / tiles_q) % tiles_p, n = blockIdx.x / (tiles_q * tiles_p);
-  const int p0 = tp * ROWS, q0 = tq * TW, ih0 = p0 - ph, iw0 = q0 - pw;
+  const int p0 = tp * ROWS, q0 = tq * TW, ih0 = p0 * ST - ph, iw0 = q0 * ST - pw;
   for (int v = threadIdx.x; v < IH * IW * 2; v += blockDim.x) {  // 2 vectors of 16 channels a pixel
     const int cv = v & 1, px = v >> 1, r = px / IW, col = px - r * IW;
     const int ih = ih0 + r, iw = iw0 + col, c = c0 + cv * 16;
@@ -219,14 +221,14 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
     int4 wr[S];
 #pragma unroll
     for (int s = 0; s < S; ++s) wr[s] = wt[r * S + s][qd];
-    const u32* xr = tile + (row + r) * ROWW + strip * QV * DT8_QUADS + qd;
+    const u32* xr = tile + (row * ST + r) * ROWW + strip * QV * ST * DT8_QUADS + qd;
 #pragma unroll
-    for (int j = 0; j < QV + S - 1; ++j) {
+    for (int j = 0; j < (QV - 1) * ST + S; ++j) {
       const u32 xw = xr[j * DT8_QUADS];
       const int x0 = sx8(xw, 0), x1 = sx8(xw, 1), x2 = sx8(xw, 2), x3 = sx8(xw, 3);
 #pragma unroll
       for (int i = 0; i < QV; ++i) {
-        const int s = j - i;  // the tap of output column qs + i that reads this column
+        const int s = j - ST * i;  // the tap of output column qs + i that reads this column
         if (s >= 0 && s < S) {
           a[i][0] += x0 * wr[s].x; a[i][1] += x1 * wr[s].y; a[i][2] += x2 * wr[s].z; a[i][3] += x3 * wr[s].w;
         }
