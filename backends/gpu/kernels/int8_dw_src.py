@@ -152,10 +152,9 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
 // S x S window (template arguments): a block covers ROWS output rows x DT8_STRIPS strips of QV
 // columns x 32 channels of one image. It loads its input window with halo (zero outside the image:
 // the padding) and the window's weights, sign-extended to int32, into shared memory once; each
-// thread then sums QV output
-// columns of one row for 4 channels, reading every input word of its rows once ((QV - 1) * ST + S
-// words a window row instead of QV * S). The sums are exact int32, so their order does not matter: the
-// result is ``dwconv_s8``'s bit for bit, and the epilogue is the same text.
+// thread then sums QV output columns of one row for 4 channels, reading every input word of its
+// rows once ((QV - 1) * ST + S words a window row instead of QV * S). The sums are exact int32, so
+// their order does not matter: the result is ``dwconv_s8``'s bit for bit, with the same epilogue.
 #define DT8_STRIPS 2
 #define DT8_QUADS 8  // 4-channel words a block covers (32 channels)
 __device__ __forceinline__ int sx8(u32 v, int k) { return (int)(signed char)(v >> (8 * k)); }
