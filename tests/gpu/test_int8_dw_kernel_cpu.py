@@ -20,10 +20,13 @@ from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.int8 import (
+    _DW8_NAMES,
     DeviceEpilogue,
     cp16,
     dw_args,
+    dw_launch8,
     dw_threads,
+    dw_tiled8,
     epilogue_params,
     pack_dw_weights8,
     quantized_kernel,
@@ -39,7 +42,7 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> EmulatedModule:
-    return EmulatedModule(DW8_SRC, tmp_path_factory.mktemp("emu_dw8"))
+    return EmulatedModule(DW8_SRC, tmp_path_factory.mktemp("emu_dw8"), name_expressions=_DW8_NAMES, opt="-O1")
 
 
 def _nhwc16(q: np.ndarray) -> np.ndarray:
@@ -50,9 +53,11 @@ def _nhwc16(q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool = False) -> tuple[np.ndarray, ...]:
+def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool = False,
+         tiled: bool = False) -> tuple[np.ndarray, ...]:
     """(the reference's output, the emulated kernel's output as the same float32 NCHW, the kernel's
-    raw output buffer, the epilogue's flags)."""
+    raw output buffer, the epilogue's flags); ``tiled``: through ``dw_launch8``'s tiled kernel,
+    else the one-thread-per-pixel ``dwconv_s8``."""
     layer = net.layers[0]
     spec = annotation.read(layer)
     p = layer.params
@@ -77,9 +82,14 @@ def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool
     else:
         ldy = cp16(c)
         y = np.full((n, oh, ow, ldy), 0x5A, np.int8)  # padded channels must be overwritten with 0
-    args = dw_args(xs, pack_dw_weights8(wq), y, g, epi, rq, ldy)
-    emu.launch("dwconv_s8", dw_threads(g), [a if a is None or isinstance(a, np.ndarray) and a.ndim else np.array([a])
-                                             for a in args])
+    if tiled:
+        assert dw_tiled8(g)
+        name, grid, threads, args = dw_launch8(xs, pack_dw_weights8(wq), y, g, epi, rq, ldy)
+        emu.run(name, grid, threads, [np.uint64(0) if a is None else a for a in args])
+    else:
+        args = dw_args(xs, pack_dw_weights8(wq), y, g, epi, rq, ldy)
+        emu.launch("dwconv_s8", dw_threads(g), [a if a is None or isinstance(a, np.ndarray) and a.ndim
+                                                 else np.array([a]) for a in args])
     got = y[..., :c].transpose(0, 3, 1, 2)
     if spec.output_scale is not None:
         got = dequantize(np.ascontiguousarray(got), np.float32(spec.output_scale))
@@ -102,6 +112,15 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
     (24, 9, 8, 3, 1, 1, 1, nets.HSWISH, True, False),
     (40, 7, 7, 5, 1, 2, 1, nets.SILU, False, True),
     (20, 6, 6, 3, 1, 1, 1, nets.HSWISH, False, True),
+    # several tiles of the tiled kernel: rows past 8, columns past 16 (and 8), two channel blocks
+    (40, 19, 21, 3, 1, 1, 1, nets.RELU, True, False),
+    (48, 18, 35, 5, 1, 2, 1, nets.CLIP6, False, False),
+    (24, 17, 12, 7, 1, 3, 1, None, True, False),
+    (72, 10, 26, 3, 1, 0, 1, nets.SILU, True, False),
+    (40, 12, 19, 5, 1, 2, 1, nets.HSWISH, False, True),
+    (40, 23, 38, 3, 2, 1, 1, nets.RELU, True, False),  # stride 2 over several tiles
+    (24, 20, 37, 5, 2, 2, 1, nets.SILU, False, False),
+    (16, 19, 18, 7, 2, 3, 1, nets.CLIP6, False, True),
 ]
 
 
@@ -109,11 +128,14 @@ CASES = [  # c, h, w, r, stride, pad, dilation, activation, residual, float outp
                                                f"{'_' + c[7].type.value if c[7] else ''}"
                                                f"{'_res' if c[8] else ''}{'_f32' if c[9] else ''}" for c in CASES])
 @pytest.mark.parametrize("force_sat", [False, True])
-def test_dw_kernel_matches_reference_bitwise(emu, case, force_sat):
+@pytest.mark.parametrize("tiled", [False, True], ids=["generic", "tiled"])
+def test_dw_kernel_matches_reference_bitwise(emu, case, force_sat, tiled):
     c, h, w, r, stride, pad, dil, act, res, f32 = case
+    if tiled and not (stride in (1, 2) and dil == 1 and r in (3, 5, 7)):
+        pytest.skip("the tiled kernel takes stride 1 or 2, dilation 1 and 3x3, 5x5 or 7x7 windows")
     rng = np.random.default_rng([c, h, w, r, stride, pad, dil, int(res), int(f32)])
     net, feeds = nets.dw_net(rng, 2, c, h, w, r, stride, pad, dil, act, res, None if f32 else "auto")
-    want, got, y, flags = _run(emu, net, feeds, force_sat)
+    want, got, y, flags = _run(emu, net, feeds, force_sat, tiled)
     assert np.count_nonzero(want) > want.size // 4  # a real result, not a degenerate one
     assert bool(flags & 12) == (act in (nets.SILU, nets.HSWISH))  # the non-linear epilogue where it applies
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

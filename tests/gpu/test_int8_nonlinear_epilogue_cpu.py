@@ -37,7 +37,9 @@ extern "C" __global__ void __launch_bounds__(256) nl_rows(const int* __restrict_
   const int m = id / G, n = (id - m * G) * 4;
   int a[4];
   for (int j = 0; j < 4; ++j) a[j] = n + j < K ? v[(size_t)m * K + n + j] : 0;
-  store_nl4(a, m, n, K, sacc, flags, sout, y, ldy);
+  Nl4 p;
+  load_nl4(p, sacc, n, K, sout);
+  store_nl4(a, m, n, K, p, flags, sout, y, ldy);
 }
 """
 

@@ -336,7 +336,7 @@ def _fn(name: str) -> Any:
 def compile_tasks() -> list[Callable[[], object]]:
     """The INT8 modules' compilations (tensor-core, depthwise, sm_90a wgmma), each a task that
     ``compile.compile_concurrently`` may run beside the others."""
-    return [lambda: [_kernel(t) for t in TILES8], lambda: get_function(DW8_SRC, "dwconv_s8"), wgmma_usable8]
+    return [lambda: [_kernel(t) for t in TILES8], lambda: _dw_fn("dwconv_s8"), wgmma_usable8]
 
 
 def compile_all() -> None:
@@ -547,6 +547,41 @@ def dw_threads(g: ConvGeometry) -> int:
     return g.n * g.p * g.q * (cp16(g.c) // 16)
 
 
+DW8_TILE_WINDOWS = (3, 5, 7)  # square windows ``dwconv_s8_tile`` is compiled for
+DW8_TILE_ROWS = 8
+DW8_TILE_STRIPS = 2  # int8_dw_src: DT8_STRIPS
+DW8_TILE_CHANNELS = 32  # int8_dw_src: 4 * DT8_QUADS
+_DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}>" for s in DW8_TILE_WINDOWS for st in (1, 2)
+              for qv in (4, 8)]
+
+
+def _dw_fn(name: str) -> Any:
+    return get_function(DW8_SRC, name, name_expressions=_DW8_NAMES)
+
+
+def dw_tiled8(g: ConvGeometry) -> bool:
+    """Whether ``dwconv2d_s8`` takes the shared-memory tiled kernel: stride 1 or 2 (the same both
+    ways), dilation 1 and a square window it is compiled for."""
+    return (g.stride in ((1, 1), (2, 2)) and g.dilation == (1, 1) and g.r == g.s
+            and g.s in DW8_TILE_WINDOWS)
+
+
+def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any,
+               ldy: int) -> tuple[str, tuple[int, int], int, tuple]:
+    """(kernel name, grid, threads a block, arguments) of the INT8 depthwise launch: the tiled
+    kernel where ``dw_tiled8``, else ``dwconv_s8``; pointers as given (None for a null one)."""
+    args = dw_args(x, w, y, g, epi, residual, ldy)
+    if not dw_tiled8(g):
+        return "dwconv_s8", (-(-dw_threads(g) // 256), 1), 256, args
+    qv = 8 if g.q > 8 else 4
+    tq, tp = -(-g.q // (DW8_TILE_STRIPS * qv)), -(-g.p // DW8_TILE_ROWS)
+    ptrs, (n, h, wd, c, p, q, _r, _s, _sh, _sw, ph, pw, _dh, _dw, *tail) = args[:6], args[6:]
+    tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
+    grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
+    threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
+    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}>", grid, threads, tiled
+
+
 def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,
                 ldy: int | None = None) -> None:
     """Enqueue the INT8 depthwise convolution on the current stream.
@@ -556,6 +591,5 @@ def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, re
     y: int8 (N, P, Q, Cp16), or float32 with channel stride ``ldy`` when ``epi`` has no output scale.
     """
     ldy = cp16(g.c) if ldy is None else ldy
-    args = dw_args(x, w, y, g, epi, residual, ldy)
-    get_function(DW8_SRC, "dwconv_s8")((-(-dw_threads(g) // 256),), (256,),
-                                       tuple(_ptr(a) if i < 6 else a for i, a in enumerate(args)))
+    name, grid, threads, args = dw_launch8(x, w, y, g, epi, residual, ldy)
+    _dw_fn(name)(grid, (threads,), tuple(_ptr(a) if i < 6 else a for i, a in enumerate(args)))

@@ -13,6 +13,12 @@ then four 4-channel epilogue groups and one 16-byte store (or 16 floats for a la
 output scale). Four multiply-adds per instruction instead of one, with two byte permutes per
 channel instead of two byte extractions per product.
 
+``dwconv_s8_tile`` takes stride-1 and stride-2, dilation-1 square windows of width 3, 5 or 7 (every depthwise
+layers of MobileNet / EfficientNet-class networks): a block stages its input window with halo and
+its weights in shared memory, and each thread sums QV output columns of one row for 4 channels,
+so each input word is read from shared memory once per window row instead of from global memory
+once per tap. Exact int32 sums make it bit-identical to ``dwconv_s8``.
+
 Layouts (Cp = C rounded up to 16):
   x    NHWC int8, channel stride Cp, padded channels zero
   w    ceil(R*S / 4) x Cp x 4 int8: taps 4g..4g+3 of channel c as the 4 bytes at (g, c), tap
@@ -122,7 +128,11 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
       const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
       if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
       else sum4<false, true>(v, acc + 4 * g, e, 0u);
-      if (flags & EPI_NL) store_nl4(v, pix, nc, C, sacc, flags, sout, y, ldy);
+      if (flags & EPI_NL) {
+        Nl4 nl;
+        load_nl4(nl, sacc, nc, C, sout);
+        store_nl4(v, pix, nc, C, nl, flags, sout, y, ldy);
+      }
       else store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
@@ -137,5 +147,120 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
     else { if (sat) DW_CASE(false, false, true); else DW_CASE(false, false, false); }
   }
 #undef DW_CASE
+}
+// The tiled depthwise kernel for stride ST (1 or 2) in both directions, dilation 1 and a square
+// S x S window (template arguments): a block covers ROWS output rows x DT8_STRIPS strips of QV
+// columns x 32 channels of one image. It loads its input window with halo (zero outside the image:
+// the padding) and the window's weights, sign-extended to int32, into shared memory once; each
+// thread then sums QV output columns of one row for 4 channels, reading every input word of its
+// rows once ((QV - 1) * ST + S words a window row instead of QV * S). The sums are exact int32, so
+// their order does not matter: the result is ``dwconv_s8``'s bit for bit, with the same epilogue.
+#define DT8_STRIPS 2
+#define DT8_QUADS 8  // 4-channel words a block covers (32 channels)
+__device__ __forceinline__ int sx8(u32 v, int k) { return (int)(signed char)(v >> (8 * k)); }
+
+template <bool RELU, bool RES, bool SAT, int QV>
+__device__ __forceinline__ void dwt_store_q(const int (*a)[4], const int* __restrict__ ep, int Kp, int c,
+                                            const i8* __restrict__ res, size_t pix0, int cols, int clipq,
+                                            i8* __restrict__ y) {
+  Epi4 e;
+  load_epi4(e, ep, Kp, c, RES);
+  u32 rv[QV];
+#pragma unroll
+  for (int i = 0; i < QV; ++i)
+    rv[i] = RES && i < cols ? *reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c) : 0u;
+#pragma unroll
+  for (int i = 0; i < QV; ++i) {
+    if (i >= cols) break;
+    int v[4];
+    sum4<RES, SAT>(v, a[i], e, rv[i]);
+    *reinterpret_cast<u32*>(y + (pix0 + i) * Kp + c) = requant4<RELU>(v, e, clipq);
+  }
+}
+
+template <int S, int ST, int QV, int ROWS>
+__global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
+    const i8* __restrict__ x, const i8* __restrict__ w, const int* __restrict__ ep, const i8* __restrict__ res,
+    const double* __restrict__ sacc, void* __restrict__ y, int H, int W, int C, int P, int Q, int ph, int pw,
+    int tiles_q, int tiles_p, int ldy, int flags, int clipq, int has_clipf, float clipf, double sout) {
+  constexpr int TW = DT8_STRIPS * QV, IW = (TW - 1) * ST + S, IH = (ROWS - 1) * ST + S;
+  // u32 words a tile row, padded so that the four rows a warp reads (ST rows apart) fall in distinct
+  // banks: ST * ROWW is an odd multiple of 8 words modulo 32
+  constexpr int ROWW = ST == 1 ? (IW % 2 ? IW : IW + 1) * DT8_QUADS : IW * DT8_QUADS + 4;
+  __shared__ __align__(16) u32 tile[IH * ROWW];
+  __shared__ int4 wt[S * S][DT8_QUADS];
+  const int Kp = (C + 15) & ~15, c0 = blockIdx.y * (4 * DT8_QUADS);
+  const int tq = blockIdx.x % tiles_q, tp = (blockIdx.x / tiles_q) % tiles_p, n = blockIdx.x / (tiles_q * tiles_p);
+  const int p0 = tp * ROWS, q0 = tq * TW, ih0 = p0 * ST - ph, iw0 = q0 * ST - pw;
+  for (int v = threadIdx.x; v < IH * IW * 2; v += blockDim.x) {  // 2 vectors of 16 channels a pixel
+    const int cv = v & 1, px = v >> 1, r = px / IW, col = px - r * IW;
+    const int ih = ih0 + r, iw = iw0 + col, c = c0 + cv * 16;
+    uint4 val = make_uint4(0u, 0u, 0u, 0u);
+    if ((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W && c < Kp)
+      val = *reinterpret_cast<const uint4*>(x + ((size_t)(n * H + ih) * W + iw) * Kp + c);
+    *reinterpret_cast<uint4*>(tile + r * ROWW + col * DT8_QUADS + cv * 4) = val;
+  }
+  for (int v = threadIdx.x; v < S * S * DT8_QUADS; v += blockDim.x) {  // tap-quad-major bytes -> int4
+    const int qd = v % DT8_QUADS, tap = v / DT8_QUADS, c = c0 + 4 * qd;
+    int4 f = make_int4(0, 0, 0, 0);
+    if (c < Kp) {
+      const i8* wp = w + ((size_t)(tap / 4) * Kp + c) * 4 + (tap & 3);
+      f = make_int4(wp[0], wp[4], wp[8], wp[12]);
+    }
+    wt[tap][qd] = f;
+  }
+  __syncthreads();
+  const int qd = threadIdx.x % DT8_QUADS, t = threadIdx.x / DT8_QUADS, row = t % ROWS, strip = t / ROWS;
+  const int c = c0 + 4 * qd, p = p0 + row, qs = q0 + strip * QV;
+  if (c >= Kp || p >= P || qs >= Q) return;
+  int a[QV][4];
+#pragma unroll
+  for (int i = 0; i < QV; ++i) a[i][0] = a[i][1] = a[i][2] = a[i][3] = 0;
+  for (int r = 0; r < S; ++r) {
+    int4 wr[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) wr[s] = wt[r * S + s][qd];
+    const u32* xr = tile + (row * ST + r) * ROWW + strip * QV * ST * DT8_QUADS + qd;
+#pragma unroll
+    for (int j = 0; j < (QV - 1) * ST + S; ++j) {
+      const u32 xw = xr[j * DT8_QUADS];
+      const int x0 = sx8(xw, 0), x1 = sx8(xw, 1), x2 = sx8(xw, 2), x3 = sx8(xw, 3);
+#pragma unroll
+      for (int i = 0; i < QV; ++i) {
+        const int s = j - ST * i;  // the tap of output column qs + i that reads this column
+        if (s >= 0 && s < S) {
+          a[i][0] += x0 * wr[s].x; a[i][1] += x1 * wr[s].y; a[i][2] += x2 * wr[s].z; a[i][3] += x3 * wr[s].w;
+        }
+      }
+    }
+  }
+  const int cols = min(QV, Q - qs);
+  const size_t pix0 = ((size_t)n * P + p) * Q + qs;
+  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
+  if (sacc != nullptr) {  // float output (no output scale) or a SiLU / hard-swish epilogue (flags & EPI_NL)
+    if (c >= ldy) return;
+    Epi4 e;
+    load_epi4(e, ep, Kp, c, res != nullptr);
+    Nl4 nl;
+    load_nl4(nl, sacc, c, C, sout);
+    for (int i = 0; i < cols; ++i) {
+      int v[4];
+      if (res != nullptr) sum4<true, true>(v, a[i], e, *reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c));
+      else sum4<false, true>(v, a[i], e, 0u);
+      if (flags & EPI_NL) store_nl4(v, (int)(pix0 + i), c, C, nl, flags, sout, y, ldy);
+      else store_float4(v, (int)(pix0 + i), c, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+    }
+    return;
+  }
+  i8* yq = reinterpret_cast<i8*>(y);
+#define DWT_CASE(A, B, D) dwt_store_q<A, B, D, QV>(a, ep, Kp, c, res, pix0, cols, clipq, yq)
+  if (res != nullptr) {
+    if (relu) { if (sat) DWT_CASE(true, true, true); else DWT_CASE(true, true, false); }
+    else { if (sat) DWT_CASE(false, true, true); else DWT_CASE(false, true, false); }
+  } else {
+    if (relu) { if (sat) DWT_CASE(true, false, true); else DWT_CASE(true, false, false); }
+    else { if (sat) DWT_CASE(false, false, true); else DWT_CASE(false, false, false); }
+  }
+#undef DWT_CASE
 }
 """

@@ -195,20 +195,30 @@ __device__ __forceinline__ int nl_q8(int v, double sacc, bool hswish, double sou
   return (int)fmin(fmax(rint(DDIV(nl_value(xd, hswish), sout)), -128.0), 127.0);
 }
 
+// A thread's constants of the non-linear epilogue for channels n..n+3, loaded once rather than per
+// row: their accumulator scales (0 past K) and the float32 1 / s_out (a float64 division).
+struct Nl4 {
+  double sacc[4];
+  float inv_out;
+};
+__device__ __forceinline__ void load_nl4(Nl4& p, const double* __restrict__ sacc, int n, int K, double sout) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) p.sacc[j] = n + j < K ? sacc[n + j] : 0.0;
+  p.inv_out = sout > 0.0 ? d2f_rn(DDIV(1.0, sout)) : 0.f;
+}
+
 // A non-linear epilogue (int8_rules.quantize_nonlinear) on 4 channels of row m: y = f((double)v *
 // s_acc[k]), then int8 clip(rint(y / s_out), -128, 127) (rint: round half even, as numpy's) when
 // sout > 0, else the float32 y. Channels K.. (padding) are 0; channels ldy.. are not written.
-__device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, const double* __restrict__ sacc,
-                                          int flags, double sout, void* __restrict__ y, int ldy) {
+__device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, const Nl4& p, int flags,
+                                          double sout, void* __restrict__ y, int ldy) {
   const bool hs = flags & EPI_HSWISH;
   if (sout > 0.0) {
     u32 out = 0;
-    const float inv_out = d2f_rn(DDIV(1.0, sout));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int c = n + j;
-      if (c >= K) continue;
-      out |= ((u32)nl_q8(v[j], sacc[c], hs, sout, inv_out) & 0xffu) << (8 * j);
+      if (n + j >= K) continue;
+      out |= ((u32)nl_q8(v[j], p.sacc[j], hs, sout, p.inv_out) & 0xffu) << (8 * j);
     }
     *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = out;
     return;
@@ -218,7 +228,7 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   for (int j = 0; j < 4; ++j) {
     const int c = n + j;
     if (c >= ldy) continue;
-    yf[c] = c < K ? d2f_rn(nl_value(DMUL((double)v[j], sacc[c]), hs)) : 0.f;
+    yf[c] = c < K ? d2f_rn(nl_value(DMUL((double)v[j], p.sacc[j]), hs)) : 0.f;
   }
 }
 

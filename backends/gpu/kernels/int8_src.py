@@ -85,6 +85,8 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
   if (sacc != nullptr) {  // float output (rare: a last FC) or a SiLU / hard-swish epilogue, kept simple
     Epi4 e;
     load_epi4(e, ep, (K + 15) & ~15, n, res != nullptr);
+    Nl4 nl;
+    load_nl4(nl, sacc, n, K, sout);
     for (int ml = ml0; ml < mend; ml += mstep) {
       const int m = m0 + ml;
       if (m >= M) break;
@@ -93,7 +95,7 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
       int v[4];
       if (res != nullptr) sum4<true, true>(v, a, e, *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n));
       else sum4<false, true>(v, a, e, 0u);
-      if (flags & EPI_NL) store_nl4(v, m, n, K, sacc, flags, sout, y, ldy);
+      if (flags & EPI_NL) store_nl4(v, m, n, K, nl, flags, sout, y, ldy);
       else store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
     }
     return;
