@@ -98,36 +98,8 @@ def test_two_contexts_keep_their_own_cublas_streams(rng, monkeypatch) -> None:
 def test_gemm_shaped_convolutions_on_the_cublas_tactic_match_the_reference(rng) -> None:
     """A 1x1 convolution (bias, residual, ReLU) and an FC layer (bias, GELU) given the "cublas"
     tactic run as a cuBLAS GEMM + in-place epilogue, within fp16 tolerance of the reference."""
-    from gpu_reference import assert_close
+    from gemm_nets import check_on_tactic
 
-    from backends.gpu.backend import GpuPartition
-    from backends.reference import execute as reference_execute
-    from engine.ir.dtypes import Precision
-    from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams, FullyConnectedParams
+    from engine.ir.layers import ActivationSpec, ActivationType
 
-    net = Network("gemm-shaped")
-    x = net.add_input("x", (3, 64, 9, 7))
-    r = net.add_input("r", (3, 128, 9, 7))
-    w = {"kernel": (rng.standard_normal((128, 64, 1, 1)) / 8).astype(np.float32),
-         "bias": rng.standard_normal(128).astype(np.float32)}
-    conv = ConvolutionParams(128, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1,
-                             ActivationSpec(ActivationType.RELU), True)
-    y = net.add_layer(conv, [x, r], w, name="conv").outputs[0]
-    pooled = net.add_layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [y], name="nhwc").outputs[0]
-    fc = FullyConnectedParams(32, ActivationSpec(ActivationType.GELU_ERF))
-    z = net.add_layer(fc, [pooled], {"kernel": (rng.standard_normal((32, 128)) / 11).astype(np.float32),
-                                     "bias": rng.standard_normal(32).astype(np.float32)}, name="fc").outputs[0]
-    net.mark_output(y)
-    net.mark_output(z)
-    net.validate()
-    for layer in net.layers:
-        layer.precision = Precision.FP16
-    feeds = {"x": rng.uniform(-1, 1, (3, 64, 9, 7)).astype(np.float32),
-             "r": rng.uniform(-1, 1, (3, 128, 9, 7)).astype(np.float32)}
-    part = GpuPartition(net, [la.name for la in net.layers], tactics={"conv": "cublas", "fc": "cublas"})
-    kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
-    assert kinds.count("conv_cublas") == 2, kinds
-    got = part.create_context().execute(feeds)
-    ref = reference_execute(net, feeds)
-    for name in net.outputs:
-        assert_close(got[name].astype(np.float64), ref[name].astype(np.float64))
+    check_on_tactic(rng, "cublas", ActivationSpec(ActivationType.GELU_ERF))

@@ -14,22 +14,11 @@ if not _ok:
     pytest.skip(_why, allow_module_level=True)
 
 import cupy as cp  # noqa: E402
-from gpu_reference import assert_close  # noqa: E402
+from gemm_nets import check_on_tactic  # noqa: E402
 
-from backends.gpu.backend import GpuPartition  # noqa: E402
 from backends.gpu.kernels import cublaslt  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry, conv2d_cublaslt  # noqa: E402
 from backends.gpu.tactics import time_conv_cublaslt  # noqa: E402
-from backends.reference import execute as reference_execute  # noqa: E402
-from engine.ir.dtypes import Precision  # noqa: E402
-from engine.ir.layers import (  # noqa: E402
-    ActivationSpec,
-    ActivationType,
-    ConvolutionParams,
-    FullyConnectedParams,
-    ShuffleParams,
-)
-from engine.ir.network import Network  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cublaslt.available(), reason="no cuBLASLt")]
 
@@ -60,27 +49,6 @@ def test_the_tactic_is_timed_only_for_epilogues_it_computes():
 
 
 def test_layers_on_the_cublaslt_tactic_match_the_reference(rng):
-    net = Network("gemm-shaped")
-    x = net.add_input("x", (3, 64, 9, 7))
-    r = net.add_input("r", (3, 128, 9, 7))
-    w = {"kernel": (rng.standard_normal((128, 64, 1, 1)) / 8).astype(np.float32),
-         "bias": rng.standard_normal(128).astype(np.float32)}
-    conv = ConvolutionParams(128, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1,
-                             ActivationSpec(ActivationType.RELU), True)
-    y = net.add_layer(conv, [x, r], w, name="conv").outputs[0]
-    pooled = net.add_layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [y], name="nhwc").outputs[0]
-    z = net.add_layer(FullyConnectedParams(32), [pooled], {"kernel": (rng.standard_normal((32, 128)) / 11).astype(
-        np.float32), "bias": rng.standard_normal(32).astype(np.float32)}, name="fc").outputs[0]
-    net.mark_output(y)
-    net.mark_output(z)
-    for layer in net.layers:
-        layer.precision = Precision.FP16
-    feeds = {"x": rng.uniform(-1, 1, (3, 64, 9, 7)).astype(np.float32),
-             "r": rng.uniform(-1, 1, (3, 128, 9, 7)).astype(np.float32)}
-    part = GpuPartition(net, [la.name for la in net.layers], tactics={"conv": "cublaslt", "fc": "cublaslt"})
-    kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
-    assert kinds.count("conv_cublaslt") == 2, kinds
-    got = part.create_context().execute(feeds)
-    ref = reference_execute(net, feeds)
-    for name in net.outputs:
-        assert_close(got[name].astype(np.float64), ref[name].astype(np.float64))
+    """The same 1x1 convolution (bias, residual, ReLU) and a plain FC as the cuBLAS tactic's test,
+    both in cuBLASLt's epilogue."""
+    check_on_tactic(rng, "cublaslt", None)
