@@ -1,13 +1,17 @@
-"""Grouped convolutions on the GPU: the tensor-core implicit GEMM against the generated direct kernel
-and PyTorch (cuDNN), per layer, in one process on one GPU.
+"""Grouped convolutions on the GPU: the tensor-core implicit GEMM, the direct grouped kernel
+(``kernels/grouped.py``), the generated direct kernel and PyTorch (cuDNN), per layer, in one process
+on one GPU.
 
 Layers: the grouped 3x3 convolutions of ResNeXt-50 32x4d (4-channel groups at stage 1, merged in
 pairs; 8, 16 and 32 channels at stages 2-4, stride 2 where a stage begins) and of RegNet-style
 blocks (group widths 8, 16, 24 and 64). Each goes through hetrt's lowering as a one-layer FP16
-network (bias + ReLU fused, tactic timed by ``tactics.select_tactics``); the direct kernel is the
-same layer with the grouped tensor-core path switched off (here it reads the network's fp32 NCHW
-input; inside a network it reads NHWC fp16). Only the convolution's launch is timed:
-a CUDA graph of ``reps`` back-to-back launches, medians over groups of replays (CUDA events).
+network (bias + ReLU fused, tactic timed by ``tactics.select_tactics``): the tensor-core column
+times only the tiles, the grouped-direct column only the ``gdirect`` tactics (the layer's tensor-core
+tile where the direct kernel does not apply: see its launch), and the build's own choice is the
+faster of the two. The generated direct kernel is the same layer with the grouped paths switched
+off (here it reads the network's fp32 NCHW input; inside a network it reads NHWC fp16). Only the
+convolution's launch is timed: a CUDA graph of ``reps`` back-to-back launches, medians over groups
+of replays (CUDA events).
 PyTorch: ``F.conv2d(groups=G)`` + ReLU, fp16 channels_last, timed the same way. Each hetrt output
 is checked against PyTorch's (relative L2).
 
@@ -61,18 +65,34 @@ def _network(n: int, h: int, w: int, c: int, k: int, groups: int, stride: int, r
     return net
 
 
-def _time_layer(net: Network, x: np.ndarray, tensor_cores: bool, reps: int, groups: int) -> tuple[dict, Any, str]:
-    """(us per launch of the layer's convolution, its output, the launch kind)."""
+def _select(net: Network, mode: str) -> dict[str, str]:
+    """The build's tactic for the layer with only the tiles ("tensor_core") or only the direct
+    grouped kernel ("grouped_direct") timed."""
+    from backends.gpu import tactics as tac
+
+    saved = tac.time_conv, tac.time_conv_gdirect
+    if mode == "tensor_core":
+        tac.time_conv_gdirect = lambda *a, **k: {}
+    else:
+        tac.time_conv = lambda *a, **k: {}
+    try:
+        return tac.select_tactics(net, ["conv"])
+    finally:
+        tac.time_conv, tac.time_conv_gdirect = saved
+
+
+def _time_layer(net: Network, x: np.ndarray, mode: str, reps: int, groups: int) -> tuple[dict, Any, str]:
+    """(us per launch of the layer's convolution, its output, the launch kind) on ``mode``'s kernel:
+    "tensor_core", "grouped_direct" or "direct" (the generated kernel)."""
     from backends.gpu import backend as gb
     from backends.gpu.graph import LaunchSequence
     from backends.gpu.lowering import conv as lconv
-    from backends.gpu.tactics import select_tactics
 
     grouped = lconv._grouped
-    if not tensor_cores:
-        lconv._grouped = lambda lw, layer: False  # the direct kernel, as before the grouped path
+    if mode == "direct":
+        lconv._grouped = lambda lw, layer: False  # the generated kernel, as before the grouped paths
     try:
-        tactics = select_tactics(net, ["conv"]) if tensor_cores else {}
+        tactics = _select(net, mode) if mode != "direct" else {}
         part = gb.GpuPartition(net, ["conv"], tactics)
     finally:
         lconv._grouped = grouped
@@ -87,7 +107,7 @@ def _time_layer(net: Network, x: np.ndarray, tensor_cores: bool, reps: int, grou
     for r in range(reps):
         seq.add(f"rep{r}", launch)
     t = seq.capture(run.stream).time_ms(replays=3, groups=groups, warmup=2)
-    name = op.info["tactic"].name if op.kind == "conv" else op.kind
+    name = op.info["tactic"].name if op.kind in ("conv", "conv_gdirect") else op.kind
     return {k: v * 1000 / reps for k, v in t.items()}, out, name
 
 
@@ -123,17 +143,21 @@ def main() -> None:
             x = rng.uniform(-1, 1, (n, c, h, w)).astype(np.float32)
             torch_us, ref = _torch(x, net, stride, groups, args.reps, args.groups)
             row: dict[str, Any] = {"layer": name, "batch": n, "torch_us": torch_us}
-            for key, tc in (("tensor_core", True), ("direct", False)):
-                us, out, kind = _time_layer(net, x, tc, args.reps, args.groups)
+            for key in ("tensor_core", "grouped_direct", "direct"):
+                us, out, kind = _time_layer(net, x, key, args.reps, args.groups)
                 out = np.asarray(out, np.float64)
                 rel = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
                 row[key] = {"us": us, "launch": kind, "rel_l2_vs_torch": rel}
             tc_us, d_us = row["tensor_core"]["us"]["median"], row["direct"]["us"]["median"]
+            gd_us = row["grouped_direct"]["us"]["median"]
             row["torch_over_tensor_core"] = torch_us["median"] / tc_us
+            row["torch_over_best"] = torch_us["median"] / min(tc_us, gd_us)
             rows.append(row)
             print(f"{name:28s} b{n:<3d} tensor cores {tc_us:8.1f} us ({row['tensor_core']['launch']})  "
-                  f"direct {d_us:8.1f} us  torch {torch_us['median']:8.1f} us  torch/ours "
-                  f"{row['torch_over_tensor_core']:.2f}  rel {row['tensor_core']['rel_l2_vs_torch']:.1e}", flush=True)
+                  f"grouped direct {gd_us:8.1f} us ({row['grouped_direct']['launch']}, rel "
+                  f"{row['grouped_direct']['rel_l2_vs_torch']:.1e})  direct {d_us:8.1f} us  "
+                  f"torch {torch_us['median']:8.1f} us  torch/best {row['torch_over_best']:.2f}  "
+                  f"rel {row['tensor_core']['rel_l2_vs_torch']:.1e}", flush=True)
     if args.out:
         from gpu_peers import environment
 

@@ -174,13 +174,13 @@ def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: in
 
 def tactic_families(runs: list) -> dict[str, int]:
     """How many convolutions of the GPU segments run each kernel family (igemm, wgmma, s8igemm,
-    s8wgmma, cublas, cublaslt, gemv): which mainloop the tactic timing chose."""
+    s8wgmma, cublas, cublaslt, gemv, gdirect): which mainloop the tactic timing chose."""
     out: dict[str, int] = {}
     for r in runs:
         for op in r.unit.lowered.ops:
             if op.kind in ("conv", "conv8"):
                 fam = op.info["tactic"].name.split("_")[0]
-            elif op.kind in ("conv_cublas", "conv_cublaslt", "conv_gemv"):
+            elif op.kind in ("conv_cublas", "conv_cublaslt", "conv_gemv", "conv_gdirect"):
                 fam = op.kind.split("_")[1]
             else:
                 continue

@@ -99,6 +99,10 @@ class GpuPartition:
         tasks: list[Callable[[], object]] = [direct.compile_all]
         if kinds & {"conv", "conv_cublas", "conv_cublaslt", "conv_gemv"}:
             tasks += convk.compile_tasks()
+        if "conv_gdirect" in kinds:
+            from backends.gpu.kernels import grouped
+
+            tasks.append(grouped.compile_all)
         if kinds & {"conv8", "dwconv8", "pool8", "quant8"}:
             from backends.gpu.kernels import int8 as int8k
 
@@ -219,6 +223,12 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: whole(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "conv_gdirect":
+        from backends.gpu.kernels.grouped import grouped_conv
+
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: grouped_conv(x, w, b, y, info["geom"], info["groups"], info["tactic"], info["act"], res)
     if op.kind == "gemm_cublas":
         from backends.gpu.kernels import cublas
 
@@ -384,7 +394,7 @@ class GpuCompiled:
         tactics: dict[str, int] = {}
         for op in ops:
             kinds[op.kind] = kinds.get(op.kind, 0) + 1
-            if op.kind in ("conv", "conv8"):
+            if op.kind in ("conv", "conv8", "conv_gdirect"):
                 tactics[op.info["tactic"].name] = tactics.get(op.info["tactic"].name, 0) + 1
         return {"backend": "gpu", "graphs": sum(1 for u in self.program.units if u.lowered is not None),
                 "launches": len(ops), "kernels": kinds, "tactics": tactics}

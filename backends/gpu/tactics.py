@@ -1,7 +1,8 @@
 """Build-time tactic selection for the tensor-core convolutions (FP16 and INT8), with a timing cache.
 
 As TensorRT does it: every convolution of a GPU partition has several candidate kernels (tile
-shapes x split-K, ``conv.candidate_tactics``); the builder times them on the actual GPU and the
+shapes x split-K, ``conv.candidate_tactics``, and whole-layer ones: cuBLAS, GEMV, the direct
+grouped kernel); the builder times them on the actual GPU and the
 winner's name goes into the plan (``PlanContents.tactics``, layer name -> tactic name), where the
 runtime's lowering reads it. Timings are cached in a JSON file keyed by the layer signature (its
 geometry and fused epilogue), the GPU model, the hetrt version and a digest of the kernel
@@ -26,12 +27,15 @@ from engine.ir.logger import Logger, Progress
 from engine.ir.network import Network
 
 
-def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool) -> str:
+def signature(g: ConvGeometry, act: tuple[int, float, float], residual: bool, groups: int | None = None) -> str:
     """The timing-cache key of one convolution (independent of its name and weights); a grouped
-    convolution's ends with its group count."""
+    convolution's ends with its group count, and with the true count where groups were merged
+    (``groups``: 32 groups of 4 channels and 16 of 8 merge alike, but time differently on the
+    direct grouped kernel)."""
     return (f"conv n{g.n} h{g.h} w{g.w} c{g.c} k{g.k} r{g.r} s{g.s} st{g.stride} pad{g.pad} "
             f"end{g.pad_end or g.pad} dil{g.dilation} act{act[0]} res{int(residual)}"
-            + (f" g{g.groups}" if g.groups > 1 else ""))
+            + (f" g{g.groups}" if g.groups > 1 else "")
+            + (f" of{groups}" if groups is not None and groups != g.groups else ""))
 
 
 def gpu_name() -> str:
@@ -55,10 +59,12 @@ def _kernels_digest() -> str:
     import hashlib
 
     from backends.gpu.kernels.conv import CONV_WG_SRC, TILES, TILES_WG
+    from backends.gpu.kernels.grouped_src import GROUPED_SRC
     from backends.gpu.kernels.int8 import INT8_WG_SRC, TILES8, TILES8_WG
 
     # the sm_90a sources contain the portable ones
-    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + repr(TILES + TILES_WG) + repr(TILES8 + TILES8_WG)).encode())
+    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + GROUPED_SRC + repr(TILES + TILES_WG)
+                        + repr(TILES8 + TILES8_WG)).encode())
     return h.hexdigest()[:12]
 
 
@@ -98,13 +104,15 @@ MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
 def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
     ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` /
-    ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16. Plans and timing-cache
-    entries are checked with it before their tactics are used."""
+    ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16, a whole-layer tactic
+    or a direct grouped one (``gdirect_q…``). Plans and timing-cache entries are checked with it
+    before their tactics are used."""
     if not isinstance(name, str):
         return False
     from backends.gpu.kernels.conv import CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC, TILES, TILES_WG
+    from backends.gpu.kernels.grouped import parse_gdirect
 
-    if name in (CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC):
+    if name in (CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC) or parse_gdirect(name) is not None:
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
 
@@ -228,6 +236,28 @@ def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: boo
     return _time_launches([GemvTactic()], lambda t: conv2d_gemv(x, w, b, y, g, act, res), reps)
 
 
+def time_conv_gdirect(g: ConvGeometry, groups: int, act: tuple[int, float, float], residual: bool,
+                      reps: int = 10) -> dict[str, float]:
+    """Milliseconds of each direct grouped tactic (``kernels.grouped``) for a grouped convolution of
+    ``groups`` true groups ({} where the kernel does not apply), timed like the tiles."""
+    import cupy as cp
+
+    from backends.gpu.kernels.grouped import grouped_conv, grouped_direct_tactics
+
+    tactics = grouped_direct_tactics(g, groups)
+    if not tactics:
+        return {}
+    rng = np.random.default_rng(0)
+    cg, kg = g.c // groups, g.k // groups
+    x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal((groups, g.r, g.s, cg, kg)) / np.sqrt(g.r * g.s * cg)).astype(np.float16))
+    b = cp.zeros(g.kp, cp.float32)
+    y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
+    res = cp.empty_like(y) if residual else None
+    grouped_conv(x, w, b, y, g, groups, tactics[0], act, res)  # loads the module outside the graph capture
+    return _time_launches(tactics, lambda t: grouped_conv(x, w, b, y, g, groups, t, act, res), reps)
+
+
 def _shortlist8(g: ConvGeometry, level: int) -> list:
     from backends.gpu.kernels.int8 import candidate_tactics8, heuristic_tactic8, wgmma_usable8
 
@@ -256,12 +286,13 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
 
 
 def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
-    """The FP16 (name, geometry, act, residual, unscaled) and INT8 (name, geometry, epilogue,
-    residual, ldy) tensor-core convolutions of the GPU segments among ``layer_names``."""
+    """The FP16 (name, geometry, act, residual, unscaled, true group count) and INT8 (name,
+    geometry, epilogue, residual, ldy) tensor-core convolutions of the GPU segments among
+    ``layer_names``."""
     from backends.gpu.backend import split_segments
     from backends.gpu.lower import lower
 
-    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool]] = []
+    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool, int]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
@@ -269,7 +300,7 @@ def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, 
         for op in lower(network, layers, []).ops:
             if op.kind == "conv":
                 convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
-                              op.info.get("scale") is None))
+                              op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups)))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
                                op.info["ldy"]))
@@ -295,13 +326,13 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
     n_convs = len(convs) + len(convs8)
     progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
-    for i, (name, g, act, res, unscaled) in enumerate(convs):
+    for i, (name, g, act, res, unscaled, groups) in enumerate(convs):
         if progress is not None:
             progress.update(i)
         if level <= 0:
             chosen[name] = heuristic_tactic(g).name
             continue
-        key = cache.key(signature(g, act, res) + ("" if unscaled else " se"))
+        key = cache.key(signature(g, act, res, groups) + ("" if unscaled else " se"))
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
@@ -312,6 +343,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             times.update(time_conv_cublas(g, act, res))
             times.update(time_conv_cublaslt(g, act, res))
             times.update(time_conv_gemv(g, act, res))
+            if groups > 1:
+                times.update(time_conv_gdirect(g, groups, act, res))
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue

@@ -9,7 +9,7 @@ must reach the same sequence of collective operations, as the kernels' warps do.
 memory (``extern __shared__``) is a fresh buffer per block, filled with fp16 NaNs so that a read of
 a byte never written shows up in the results; a guard past its end catches overflowing writes.
 
-Emulated: the fp16 conversions and packing, ``uint4``, ``int4``, ``int2``, ``float2``, ``float4``,
+Emulated: the fp16 conversions and packing, ``uint4``, ``uint2``, ``int4``, ``int2``, ``float2``, ``float4``,
 ``ulonglong2``, integer ``min``/``max``, ``__shfl_xor_sync``, ``__syncthreads``, ``__ldg``,
 ``__int_as_float``, ``__double2float_rn``, ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``,
 templates (launched by name expression, e.g. ``conv_igemm<64,64,2,2,4>``) and ``__launch_bounds__``.
@@ -59,6 +59,8 @@ static inline h16 f2h(float v) { _Float16 f = (_Float16)v; h16 h; std::memcpy(&h
 typedef unsigned int u32;
 struct uint4 { u32 x, y, z, w; };
 static inline uint4 make_uint4(u32 a, u32 b, u32 c, u32 d) { return uint4{a, b, c, d}; }
+struct uint2 { u32 x, y; };
+static inline uint2 make_uint2(u32 a, u32 b) { return uint2{a, b}; }
 struct float2 { float x, y; };
 static inline float2 make_float2(float a, float b) { return float2{a, b}; }
 struct float4 { float x, y, z, w; };

@@ -1,7 +1,8 @@
 """Run a lowered GPU segment on the CPU: every launch in order through the CUDA emulator.
 
 Generated kernels run from the segment's module; tensor-core convolution and FC launches run the
-same launches ``conv2d`` would enqueue (``conv2d_launches``) from ``CONV_SRC``. Slots start as
+same launches ``conv2d`` would enqueue (``conv2d_launches``) from ``CONV_SRC``, direct grouped ones
+``grouped_conv``'s (``grouped_conv_launch``) from ``GROUPED_SRC``. Slots start as
 fp16/fp32 NaNs (a value nothing wrote shows up in the results), constants as uploaded; an alias
 is a view of its root's buffer. Outputs come back as their tensors: NHWC slots transposed to
 NCHW without their padded channels, linear ones reshaped.
@@ -17,6 +18,8 @@ from cuda_emu import EmulatedModule
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import conv2d_launches
 from backends.gpu.kernels.conv_src import CONV_SRC
+from backends.gpu.kernels.grouped import grouped_conv_launch
+from backends.gpu.kernels.grouped_src import GROUPED_SRC
 
 
 def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, np.ndarray]:
@@ -35,9 +38,9 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, 
             bufs[name] = bufs[root].reshape(s.phys_shape)
         return bufs[name]
 
-    def conv_module(kernel: str) -> EmulatedModule:
+    def conv_module(kernel: str, source: str = CONV_SRC) -> EmulatedModule:
         if kernel not in mods:
-            mods[kernel] = EmulatedModule(CONV_SRC, tmp_path, name_expressions=[kernel], opt="-O1")
+            mods[kernel] = EmulatedModule(source, tmp_path, name_expressions=[kernel], opt="-O1")
         return mods[kernel]
 
     for op in low.ops:
@@ -47,8 +50,14 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, 
                                              tmp_path)
             mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args], op.smem)
             continue
-        assert op.kind == "conv", op.kind
         i = op.info
+        if op.kind == "conv_gdirect":
+            launch = grouped_conv_launch(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], i["groups"],
+                                         i["tactic"], i["act"], buf(i["res"]) if i["res"] else None)
+            conv_module(launch.kernel, GROUPED_SRC).run(launch.kernel, launch.grid, launch.block, launch.args,
+                                                        launch.shared_mem)
+            continue
+        assert op.kind == "conv", op.kind
         ws = np.full(max(op.workspace, 4) // 4, np.nan, np.float32)
         res = buf(i["res"]) if i["res"] else None
         for launch in conv2d_launches(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], i["tactic"],

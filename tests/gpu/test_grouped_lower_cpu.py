@@ -111,7 +111,7 @@ def _conv_net(c: int, k: int, groups: int, precision: Precision) -> Network:
 @pytest.mark.parametrize("c,k,groups,precision,kind", [
     (64, 128, 8, Precision.FP16, "conv"),
     (24, 24, 12, Precision.FP16, "conv"),  # 2-channel groups merged by 4
-    (12, 12, 3, Precision.FP16, "gen"),  # 4-channel groups, 3 of them: no merge fits, direct kernel
+    (12, 12, 3, Precision.FP16, "conv_gdirect"),  # 4-channel groups, 3 of them: no merge fits, direct grouped
     (18, 18, 9, Precision.FP16, "gen"),  # 2-channel groups would need m = 4, which does not divide 9
     (32, 32, 32, Precision.FP16, "depthwise"),
     (64, 128, 8, Precision.FP32, "gen"),  # FP32 keeps the direct kernel

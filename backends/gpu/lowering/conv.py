@@ -6,8 +6,9 @@ the tensor-core implicit-GEMM kernel ('conv', tactic from the build or the heuri
 stem on few channels first goes through a 2x2 space-to-depth; FP16 depthwise convolutions have
 their own NHWC kernel; FP16 grouped convolutions run on the tensor-core kernel as one implicit GEMM
 per group where each group has a multiple of 8 input and output channels, after merging up to 8
-adjacent groups into one with block-diagonal weights where it has not (``layout.group_merge_factor``);
-everything else is a generated direct (or transposed) convolution or a generated matrix product.
+adjacent groups into one with block-diagonal weights where it has not (``layout.group_merge_factor``),
+or on the direct grouped kernel ('conv_gdirect', ``kernels.grouped``) where the build timed it faster
+or no merge applies; everything else is a generated direct (or transposed) convolution or a generated matrix product.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import cublas, cublaslt, gen
+from backends.gpu.kernels import cublas, cublaslt, gen, grouped
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
     CUBLASLT_TACTIC,
@@ -156,7 +157,9 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
 
 
 def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel: np.ndarray, bias, act,
-            res: str | None, scale: str | None = None) -> None:
+            res: str | None, scale: str | None = None, groups: int | None = None) -> None:
+    """The tensor-core convolution of ``g`` (or a whole-layer tactic the build chose); ``groups``:
+    a grouped layer's true group count before merging, which the tactic timing reads."""
     from backends.gpu.layout import pack_conv_weights, pad_bias
 
     tactic = parse_tactic(lw.tactics.get(layer.name, "")) or heuristic_tactic(g)
@@ -188,7 +191,7 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
         return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
-                                                            "y": ys, "scale": scale},
+                                                            "y": ys, "scale": scale, "groups": groups or g.groups},
                      workspace=tactic.workspace_bytes(g)))
 
 
@@ -289,6 +292,15 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
     _direct(lw, layer, transposed=False)
 
 
+def layer_geometry(layer: Layer, network: Network) -> ConvGeometry:
+    """A convolution's sizes with ``groups`` left at 1 (``ConvGeometry`` admits only groups of 8
+    channels); the direct grouped kernel takes the true group count beside it."""
+    p = layer.params
+    n, c, h, w = network.tensors[layer.inputs[0]].shape
+    return ConvGeometry(n, h, w, c, p.num_output_maps, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
+                        tuple(p.dilation), tuple(p.post_padding))
+
+
 def grouped_geometry(layer: Layer, network: Network) -> tuple[ConvGeometry, int] | None:
     """The tensor-core geometry of an FP16 grouped convolution and the number of adjacent groups
     merged into each of its groups (``layout.group_merge_factor``), or None where it keeps the
@@ -307,21 +319,53 @@ def grouped_geometry(layer: Layer, network: Network) -> tuple[ConvGeometry, int]
 
 
 def _grouped(lw: Lowerer, layer: Layer) -> bool:
-    """A grouped convolution on the tensor-core kernel (weights packed per group, KRSC); False where
-    it does not qualify."""
+    """A grouped convolution on the tensor-core kernel (weights packed per group, KRSC), or on the
+    direct grouped kernel where the build's tactic is a ``gdirect`` one that applies, or where no
+    merge makes the groups tensor-core sized (``grouped.heuristic_gdirect``: it replaces the
+    generated direct kernel, which reads every input from global memory per output); False where
+    neither qualifies."""
     found = grouped_geometry(layer, lw.net)
+    groups = layer.params.groups
+    direct_tactic = grouped.parse_gdirect(lw.tactics.get(layer.name))
+    if found is None:
+        direct_tactic = direct_tactic or grouped.heuristic_gdirect(layer_geometry(layer, lw.net), groups)
+    if direct_tactic is not None and direct_tactic in grouped.grouped_direct_tactics(layer_geometry(layer, lw.net),
+                                                                                      groups):
+        _grouped_direct(lw, layer, direct_tactic)
+        return True
     if found is None:
         return False
     g, m = found
     kernel = np.asarray(layer.weights["kernel"], np.float32)
     if m > 1:
-        kernel = merge_groups(kernel, layer.params.groups, m)
+        kernel = merge_groups(kernel, groups, m)
     res_t = layer.inputs[1] if layer.params.residual else None
     xs = lw.nhwc(layer.inputs[0])
     res = lw.nhwc(res_t) if res_t else None
     out = lw.new_slot(layer.outputs[0], "nhwc")
-    conv_op(lw, layer, g, xs, out.name, kernel, layer.weights.get("bias"), _fold_act(layer.params.activation), res)
+    conv_op(lw, layer, g, xs, out.name, kernel, layer.weights.get("bias"), _fold_act(layer.params.activation), res,
+            groups=groups)
     return True
+
+
+def _grouped_direct(lw: Lowerer, layer: Layer, tactic: grouped.GroupedDirectTactic) -> None:
+    """The 'conv_gdirect' op: weights unmerged, [G][R][S][Cg][Kg] fp16, bias fp32 padded to Kp."""
+    from backends.gpu.layout import pad_bias
+
+    g, groups = layer_geometry(layer, lw.net), layer.params.groups
+    bias = layer.weights.get("bias")
+    wk = lw.const(f"{layer.name}/kernel_grsck",
+                  grouped.pack_grouped_weights(np.asarray(layer.weights["kernel"], np.float32), groups), False)
+    wk.const, wk.dtype = wk.const.astype(np.float16), "float16"
+    bk = lw.const(f"{layer.name}/bias_padded",
+                  pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), g.k), False)
+    res_t = layer.inputs[1] if layer.params.residual else None
+    xs = lw.nhwc(layer.inputs[0])
+    res = lw.nhwc(res_t) if res_t else None
+    out = lw.new_slot(layer.outputs[0], "nhwc")
+    lw.ops.append(Op(layer.name, "conv_gdirect", [xs, wk.name, bk.name] + ([res] if res else []), [out.name],
+                     info={"geom": g, "groups": groups, "tactic": tactic, "act": _fold_act(layer.params.activation),
+                           "x": xs, "w": wk.name, "b": bk.name, "res": res, "y": out.name}))
 
 
 def lower_deconvolution(lw: Lowerer, layer: Layer) -> None:
