@@ -144,6 +144,19 @@ def test_silu_values_next_to_ties(emu):
             _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
 
 
+@pytest.mark.parametrize(("s_acc", "s_out", "lo", "hi"), [
+    (1.7e-5, 2e-3, -(2**19) - 2**18, -(2**16)),  # x in [-13.4, -1.1]: exp's error reaches the quotient
+    (9.1e-6, 0.05, 2**16, 2**20),  # x in [0.6, 9.5]: there x's rounding dominates
+])
+def test_silu_fast_path_holds_at_the_intrinsics_worst_error(emu, s_acc, s_out, lo, hi):
+    """Values whose quotient lies within 2e-4 of a tie, through the emulated epilogue, whose exp and
+    division carry the intrinsics' documented worst error (``int8_epi_src.nl_exp`` / ``nl_div``):
+    each must equal the reference, so the tie test's bound covers those errors and x's roundings."""
+    vals = _tie_values("silu", s_acc, s_out, lo, hi, 2e-4)
+    assert len(vals) > 100
+    _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
+
+
 def test_near_ties_need_the_float64_path(tmp_path):
     """The float32 fast path alone (its tie test forced true) rounds some near-tie quotients the
     other way, so the cases above do reach the float64 path and the fallback is what keeps them exact;

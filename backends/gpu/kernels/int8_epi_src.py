@@ -175,35 +175,69 @@ __device__ __forceinline__ double nl_value(double x, bool hswish) {
   return DDIV(x, DADD(1.0, exp(-x)));
 }
 
+// The fast path's exp and division: the intrinsics, whose worst errors the tie test below allows
+// for (CUDA C++ Programming Guide, intrinsic functions: __expf 2 + floor(|1.173 x|) ulp, __fdividef
+// 2 ulp for a divisor in [2**-126, 2**126]; here it is 1 + exp(-x) <= 1 + e**80). The host C++ of
+// the emulator (tests/gpu/cuda_emu.py) takes the correctly rounded value and moves it by that worst
+// error, up or down by a bit of the argument, so the emulated tests exercise the bound.
+#ifdef __CUDACC__
+__device__ __forceinline__ float nl_exp(float x) { return __expf(x); }
+__device__ __forceinline__ float nl_div(float a, float b) { return __fdividef(a, b); }
+#else
+__device__ __forceinline__ float nl_worst(float r, int ulps, unsigned bits) {
+  for (int i = 0; i < ulps; ++i) r = nextafterf(r, (bits & 1u) ? INFINITY : -INFINITY);
+  return r;
+}
+__device__ __forceinline__ float nl_exp(float x) {
+  unsigned b; memcpy(&b, &x, 4);
+  return nl_worst(expf(x), 2 + (int)floorf(fabsf(1.173f * x)), b >> 3);
+}
+__device__ __forceinline__ float nl_div(float a, float d) {
+  unsigned b; memcpy(&b, &a, 4);
+  return nl_worst(a / d, 2, b >> 5);
+}
+#endif
+
 // The int8 result clip(rint(f(x) / s_out)) of the float64 definition above, taken from a float32
-// evaluation wherever that cannot round differently. The float32 t = f(x) * (1 / s_out) is within
-// err of the float64 quotient T (u = 2**-24: x's rounding moves f by at most 1.5 |x| u, as |f'| <= 1.5
-// for both functions; expf's 2 ulp and the five roundings after it move t by at most 8 u |t|; a
-// flushed denormal x by 2**-126; doubled for margin). rint(t) is rint(T) when t is farther than err
-// from the tie between two integers; otherwise, and where float32 could over- or underflow (|x| >=
-// 80, a non-finite t), the float64 path decides. Outside the int8 range the clamp hides any error.
-__device__ __forceinline__ int nl_q8(int v, double sacc, bool hswish, double sout, float inv_out) {
-  const double xd = DMUL((double)v, sacc);
-  const float x = (float)xd, ax = fabsf(x);
-  if (ax < 80.f) {
-    const float y = hswish ? x * fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f : x / (1.f + expf(-x));
+// evaluation wherever that cannot round differently. The fast path has no float64 operation: x is
+// (float)v * (float)s_acc, three roundings, at most 3u |x| from the exact product (u = 2**-24; a
+// flushed denormal: 2**-126), which moves f by at most 4.5u |x| (|f'| <= 1.5 for both functions).
+// The float32 t = f(x) * (1 / s_out) is then within err of the float64 quotient T: SiLU's exp
+// (2 + 1.173 |x| ulp, an ulp at most 2u relative), 1 + e, the division (2 ulp), 1 / s_out and the
+// product move t by at most (11 + 2.35 |x|) u |t| (hard-swish's IEEE steps by 5u |t|); all doubled
+// for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers;
+// otherwise, where float32 could over- or underflow (|x| >= 80, a non-finite t) and where s_acc is
+// not a normal float32 (``Nl4`` makes it NaN), the float64 path decides. Outside the int8 range
+// the clamp hides any error.
+__device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswish, double sout, float inv_out) {
+  const float x = (float)v * sacc_f, ax = fabsf(x);
+  if (ax < 80.f) {  // false for a NaN x
+    const float y = hswish ? x * fminf(fmaxf(x + 3.f, 0.f), 6.f) / 6.f : nl_div(x, 1.f + nl_exp(-x));
     const float t = y * inv_out, r = rintf(t);
-    const float err = (16.f * fabsf(t) + 4.f * ax * inv_out) * 5.9604645e-8f + 1.1754944e-38f * 4.f * inv_out;
+    const float err = ((24.f + 5.f * ax) * fabsf(t) + 10.f * ax * inv_out) * 5.9604645e-8f
+                      + 1.1754944e-38f * 4.f * inv_out;
     if (0.5f - fabsf(t - r) > err)  // false for a NaN t
       return (int)fminf(fmaxf(r, -128.f), 127.f);
   }
-  return (int)fmin(fmax(rint(DDIV(nl_value(xd, hswish), sout)), -128.0), 127.0);
+  return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
 }
 
 // A thread's constants of the non-linear epilogue for channels n..n+3, loaded once rather than per
-// row: their accumulator scales (0 past K) and the float32 1 / s_out (a float64 division).
+// row: their accumulator scales (0 past K) in float64 and float32 (NaN where the scale is not a
+// normal float32 below 2**100, which keeps those channels on the float64 path) and the float32
+// 1 / s_out (a float64 division).
 struct Nl4 {
   double sacc[4];
+  float sacc_f[4];
   float inv_out;
 };
 __device__ __forceinline__ void load_nl4(Nl4& p, const double* __restrict__ sacc, int n, int K, double sout) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) p.sacc[j] = n + j < K ? sacc[n + j] : 0.0;
+  for (int j = 0; j < 4; ++j) {
+    p.sacc[j] = n + j < K ? sacc[n + j] : 0.0;
+    const float f = d2f_rn(p.sacc[j]);
+    p.sacc_f[j] = f >= 1.1754944e-38f && f <= 1.2676506e30f ? f : nanf("");
+  }
   p.inv_out = sout > 0.0 ? d2f_rn(DDIV(1.0, sout)) : 0.f;
 }
 
@@ -218,7 +252,7 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (n + j >= K) continue;
-      out |= ((u32)nl_q8(v[j], p.sacc[j], hs, sout, p.inv_out) & 0xffu) << (8 * j);
+      out |= ((u32)nl_q8(v[j], p.sacc[j], p.sacc_f[j], hs, sout, p.inv_out) & 0xffu) << (8 * j);
     }
     *reinterpret_cast<u32*>(reinterpret_cast<i8*>(y) + (size_t)m * ldy + n) = out;
     return;
