@@ -81,15 +81,11 @@ def conv_row(name: str, shape: tuple[int, int, int], kind: str | None, batch: in
 
 
 def depthwise_geometry(batch: int, h: int, c: int, r: int, s: int) -> Any:
-    """A depthwise ConvGeometry (groups = C): built field by field, since the constructor's
-    channel rule is the tensor-core grouped path's, which depthwise layers do not take."""
+    """A depthwise layer's geometry as the lowering builds it (C = K, ``groups`` left at 1: the
+    depthwise kernels take C = K as the layer's channel multiplier of 1)."""
     from backends.gpu.kernels.conv import ConvGeometry
 
-    g = object.__new__(ConvGeometry)
-    for f, v in dict(n=batch, h=h, w=h, c=c, k=c, r=r, s=r, stride=(s, s), pad=(r // 2, r // 2),
-                     dilation=(1, 1), pad_end=None, groups=c).items():
-        object.__setattr__(g, f, v)
-    return g
+    return ConvGeometry(batch, h, h, c, c, r, r, (s, s), (r // 2, r // 2))
 
 
 def depthwise_row(name: str, shape: tuple[int, int, int, int], batch: int,

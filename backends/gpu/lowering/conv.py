@@ -134,10 +134,7 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
     act = _fold_act(p.activation)
     if tensor_core_fc(layer):
         xs = lw.linear(layer.inputs[0], "float16")
-        add = lw.fc_residuals.get(layer.name)  # an add folded into the epilogue: the FC writes its output
-        layout = "nhwc" if add and add[2] else "linear"  # through a permute: the same bytes as NHWC
-        res = (lw.nhwc(add[1]) if layout == "nhwc" else lw.linear(add[1], "float16")) if add else None
-        out = lw.new_slot(add[0].outputs[0] if add else layer.outputs[0], layout, "float16")
+        res, out = lw.fc_output(layer)  # an add folded into the epilogue: the FC writes its output
         g = ConvGeometry(m, 1, 1, c, kout, 1, 1)
         conv_op(lw, layer, g, xs, out.name, w[:, :, None, None], layer.weights.get("bias"), act, res)
         return
@@ -165,26 +162,15 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
     tactic = parse_tactic(lw.tactics.get(layer.name, "")) or heuristic_tactic(g)
     if isinstance(tactic.tile, TileWg) and not wgmma_usable():  # a Hopper plan on another GPU
         tactic = heuristic_tactic(g)
-    wk = lw.const(f"{layer.name}/kernel_krsc", pack_conv_weights(kernel.astype(np.float32)).astype(np.float16),
-                  False)
-    wk.const = wk.const.astype(np.float16)
-    wk.dtype = "float16"
-    bk = lw.const(f"{layer.name}/bias_padded", pad_bias(None if bias is None else
-                                                        bias.astype(np.float16).astype(np.float32), g.k), False)
+    wk = lw.const_fp16(f"{layer.name}/kernel_krsc", pack_conv_weights(kernel.astype(np.float32)))
+    whole = _whole_layer_op(lw.tactics.get(layer.name), g, act, scale)
+    if whole == "conv_cublaslt":  # cuBLASLt's bias has D's type: fp16, K of it
+        bk = lw.const_fp16(f"{layer.name}/bias_fp16", pad_bias(bias, g.k)[:g.k])
+    else:
+        bk = lw.const(f"{layer.name}/bias_padded", pad_bias(None if bias is None else
+                                                            bias.astype(np.float16).astype(np.float32), g.k), False)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
-    # a whole-layer tactic timed faster than every tile at build (no form with a squeeze-excitation scale)
-    chosen, whole = lw.tactics.get(layer.name), None
-    if scale is None and chosen == GEMV_TACTIC and gemv_eligible(g):
-        whole = "conv_gemv"
-    elif scale is None and chosen == CUBLAS_TACTIC and cublas_eligible(g) and cublas.available():
-        whole = "conv_cublas"
-    elif scale is None and chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
-        whole = "conv_cublaslt"
-        del lw.slots[bk.name]  # cuBLASLt's bias has D's type: fp16 in place of the fp32 one
-        bk = lw.const(f"{layer.name}/bias_fp16", pad_bias(None if bias is None else bias, g.k)[:g.k], True)
-        bk.const, bk.dtype = bk.const.astype(np.float16), "float16"
-        reads[2] = bk.name
     if whole is not None:
         lw.ops.append(Op(layer.name, whole, reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
                                                                "b": bk.name, "res": res, "y": ys}))
@@ -193,6 +179,22 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                                             "y": ys, "scale": scale, "groups": groups or g.groups},
                      workspace=tactic.workspace_bytes(g)))
+
+
+def _whole_layer_op(chosen: str | None, g: ConvGeometry, act: tuple[int, float, float],
+                    scale: str | None) -> str | None:
+    """The op of a whole-layer tactic the build timed faster than every tile, where it can take
+    the layer here; None for the tiles (and always with a squeeze-excitation scale, which only
+    the tiles' loads apply)."""
+    if scale is not None:
+        return None
+    if chosen == GEMV_TACTIC and gemv_eligible(g):
+        return "conv_gemv"
+    if chosen == CUBLAS_TACTIC and cublas_eligible(g) and cublas.available():
+        return "conv_cublas"
+    if chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
+        return "conv_cublaslt"
+    return None
 
 
 def _s2d_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
@@ -279,8 +281,7 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
         xs = lw.nhwc(layer.inputs[0])
         res = lw.nhwc(res_t) if res_t else None
         out = lw.new_slot(layer.outputs[0], "nhwc")
-        wk = lw.const(f"{layer.name}/kernel_rsc", pack_depthwise_weights(kernel.astype(np.float32)), False)
-        wk.const, wk.dtype = wk.const.astype(np.float16), "float16"
+        wk = lw.const_fp16(f"{layer.name}/kernel_rsc", pack_depthwise_weights(kernel.astype(np.float32)))
         bk = lw.const(f"{layer.name}/bias_padded",
                       pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), kout), False)
         lw.ops.append(Op(layer.name, "depthwise", [xs, wk.name, bk.name] + ([res] if res else []), [out.name],

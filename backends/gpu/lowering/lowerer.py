@@ -123,6 +123,24 @@ class Lowerer(Int8Lowering):
         self.slots[key] = s
         return s
 
+    def const_fp16(self, key: str, value: np.ndarray) -> Slot:
+        """Upload a weight stored as fp16 (what the tensor-core kernels and cuBLASLt read), its
+        values rounded to fp16 as the reference rounds an FP16 layer's."""
+        s = self.const(key, value, True)
+        s.const, s.dtype = s.const.astype(np.float16), "float16"
+        return s
+
+    def fc_output(self, fc: Layer) -> tuple[str | None, Slot]:
+        """(the residual an FC's epilogue adds or None, the slot the FC writes): with an absorbed add
+        (``fc_residuals``) the add's output, as NHWC where a permute sits between them (the same
+        bytes), else the FC's own output; linear fp16 otherwise."""
+        add = self.fc_residuals.get(fc.name)
+        if add is None:
+            return None, self.new_slot(fc.outputs[0], "linear", "float16")
+        through_permute = add[2] is not None
+        res = self.nhwc(add[1]) if through_permute else self.linear(add[1], "float16")
+        return res, self.new_slot(add[0].outputs[0], "nhwc" if through_permute else "linear", "float16")
+
     def out_layout(self, layer: Layer) -> str:
         """NHWC for a float rank-4 output of an element-wise layer whose first input is NHWC."""
         t = layer.outputs[0]

@@ -79,26 +79,17 @@ def _padded(w: np.ndarray, rows: int, cols: int, dtype) -> np.ndarray:
     return out
 
 
-def _fp16_const(lw: Lowerer, key: str, value: np.ndarray):
-    s = lw.const(key, value, True)
-    s.const = s.const.astype(np.float16)
-    s.dtype = "float16"
-    return s
-
-
 def lower_mlp(lw: Lowerer, m: MlpMatch) -> None:
     """One launch of the fused kernel writing FC2's output (or the residual add's FC2 absorbs)."""
     g, fc1, fc2 = m.geom, m.fc1, m.fc2
     xs = lw.linear(fc1.inputs[0], "float16")
+    res, out = lw.fc_output(fc2)
     add = lw.fc_residuals.get(fc2.name)
-    layout = "nhwc" if add and add[2] else "linear"  # through a permute: the same bytes as NHWC
-    res = (lw.nhwc(add[1]) if layout == "nhwc" else lw.linear(add[1], "float16")) if add else None
-    out = lw.new_slot(add[0].outputs[0] if add else fc2.outputs[0], layout, "float16")
     zeros = np.zeros
     b1 = fc1.weights.get("bias", zeros(g.h, np.float32)).astype(np.float16).astype(np.float32)
     b2 = fc2.weights.get("bias", zeros(g.co, np.float32)).astype(np.float16).astype(np.float32)
-    w1 = _fp16_const(lw, f"{fc1.name}/kernel_mlp", _padded(fc1.weights["kernel"], g.hp, g.cp, np.float32))
-    w2 = _fp16_const(lw, f"{fc2.name}/kernel_mlp", _padded(fc2.weights["kernel"], g.cop, g.hp, np.float32))
+    w1 = lw.const_fp16(f"{fc1.name}/kernel_mlp", _padded(fc1.weights["kernel"], g.hp, g.cp, np.float32))
+    w2 = lw.const_fp16(f"{fc2.name}/kernel_mlp", _padded(fc2.weights["kernel"], g.cop, g.hp, np.float32))
     c1 = lw.const(f"{fc1.name}/bias_mlp", _padded(b1[None], 1, g.hp, np.float32)[0], False)
     c2 = lw.const(f"{fc2.name}/bias_mlp", _padded(b2[None], 1, g.cop, np.float32)[0], False)
     kname = lw.kernel_name(fc2.name)
