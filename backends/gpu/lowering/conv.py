@@ -355,9 +355,8 @@ def _grouped_direct(lw: Lowerer, layer: Layer, tactic: grouped.GroupedDirectTact
 
     g, groups = layer_geometry(layer, lw.net), layer.params.groups
     bias = layer.weights.get("bias")
-    wk = lw.const(f"{layer.name}/kernel_grsck",
-                  grouped.pack_grouped_weights(np.asarray(layer.weights["kernel"], np.float32), groups), False)
-    wk.const, wk.dtype = wk.const.astype(np.float16), "float16"
+    wk = lw.const_fp16(f"{layer.name}/kernel_grsck",
+                       grouped.pack_grouped_weights(np.asarray(layer.weights["kernel"], np.float32), groups))
     bk = lw.const(f"{layer.name}/bias_padded",
                   pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), g.k), False)
     res_t = layer.inputs[1] if layer.params.residual else None
