@@ -116,7 +116,6 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
       acc[4 * i + 3] = dp4(bperm(hi01, hi23, 0x7632), wv.w, acc[4 * i + 3]);
     }
   }
-  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
   if (sacc != nullptr) {  // float output (no output scale) or a SiLU / hard-swish epilogue (flags & EPI_NL)
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
@@ -124,28 +123,16 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
       if (nc >= ldy) break;
       Epi4 e;
       load_epi4(e, ep, Kp, nc, res != nullptr);
-      int v[4];
-      const u32 rv = res != nullptr ? *reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : 0u;
-      if (res != nullptr) sum4<true, true>(v, acc + 4 * g, e, rv);
-      else sum4<false, true>(v, acc + 4 * g, e, 0u);
-      if (flags & EPI_NL) {
-        Nl4 nl;
-        load_nl4(nl, sacc, nc, C, sout);
-        store_nl4(v, pix, nc, C, nl, flags, sout, y, ldy);
-      }
-      else store_float4(v, pix, nc, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+      Nl4 nl;
+      load_nl4(nl, sacc, nc, C, sout);
+      const u32* r4 = res != nullptr ? reinterpret_cast<const u32*>(res + (size_t)pix * Kp + nc) : nullptr;
+      store_fnl4(acc + 4 * g, e, r4, pix, nc, C, nl, sacc, flags, has_clipf, clipf, y, ldy, sout);
     }
     return;
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define DW_CASE(A, B, D) dw_store_q<A, B, D>(acc, ep, Kp, c0, res, (size_t)pix, clipq, yq)
-  if (res != nullptr) {
-    if (relu) { if (sat) DW_CASE(true, true, true); else DW_CASE(true, true, false); }
-    else { if (sat) DW_CASE(false, true, true); else DW_CASE(false, true, false); }
-  } else {
-    if (relu) { if (sat) DW_CASE(true, false, true); else DW_CASE(true, false, false); }
-    else { if (sat) DW_CASE(false, false, true); else DW_CASE(false, false, false); }
-  }
+  EPI_DISPATCH(DW_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
 #undef DW_CASE
 }
 // The tiled depthwise kernel for stride ST (1 or 2) in both directions, dilation 1 and a square
@@ -236,7 +223,6 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
   }
   const int cols = min(QV, Q - qs);
   const size_t pix0 = ((size_t)n * P + p) * Q + qs;
-  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
   if (sacc != nullptr) {  // float output (no output scale) or a SiLU / hard-swish epilogue (flags & EPI_NL)
     if (c >= ldy) return;
     Epi4 e;
@@ -244,23 +230,14 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
     Nl4 nl;
     load_nl4(nl, sacc, c, C, sout);
     for (int i = 0; i < cols; ++i) {
-      int v[4];
-      if (res != nullptr) sum4<true, true>(v, a[i], e, *reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c));
-      else sum4<false, true>(v, a[i], e, 0u);
-      if (flags & EPI_NL) store_nl4(v, (int)(pix0 + i), c, C, nl, flags, sout, y, ldy);
-      else store_float4(v, (int)(pix0 + i), c, C, sacc, relu, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+      const u32* r4 = res != nullptr ? reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c) : nullptr;
+      store_fnl4(a[i], e, r4, (int)(pix0 + i), c, C, nl, sacc, flags, has_clipf, clipf, y, ldy, sout);
     }
     return;
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define DWT_CASE(A, B, D) dwt_store_q<A, B, D, QV>(a, ep, Kp, c, res, pix0, cols, clipq, yq)
-  if (res != nullptr) {
-    if (relu) { if (sat) DWT_CASE(true, true, true); else DWT_CASE(true, true, false); }
-    else { if (sat) DWT_CASE(false, true, true); else DWT_CASE(false, true, false); }
-  } else {
-    if (relu) { if (sat) DWT_CASE(true, false, true); else DWT_CASE(true, false, false); }
-    else { if (sat) DWT_CASE(false, false, true); else DWT_CASE(false, false, false); }
-  }
+  EPI_DISPATCH(DWT_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
 #undef DWT_CASE
 }
 """

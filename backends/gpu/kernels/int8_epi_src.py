@@ -266,4 +266,30 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   }
 }
 
+// The float or non-linear store of one 4-channel group's sums a (row m, channels n..n+3): bias and,
+// where res4 points at the residual's 4 int8, the residual, with saturating adds; then store_nl4 or
+// store_float4. Only a last FC or a SiLU / hard-swish layer takes this path, so it is not specialised.
+__device__ __forceinline__ void store_fnl4(const int* a, const Epi4& e, const u32* res4, int m, int n, int K,
+                                           const Nl4& nl, const double* __restrict__ sacc, int flags,
+                                           int has_clipf, float clipf, void* __restrict__ y, int ldy, double sout) {
+  int v[4];
+  if (res4 != nullptr) sum4<true, true>(v, a, e, *res4);
+  else sum4<false, true>(v, a, e, 0u);
+  if (flags & EPI_NL) store_nl4(v, m, n, K, nl, flags, sout, y, ldy);
+  else store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+}
+
+// CASE(R, S, T) with the flags as compile-time arguments (R ReLU, S residual, T saturating adds):
+// each combination's loop is compiled on its own and the flags are tested once per thread.
+#define EPI_DISPATCH(CASE, relu, has_res, sat)                                          \
+  do {                                                                                  \
+    if (has_res) {                                                                      \
+      if (relu) { if (sat) CASE(true, true, true); else CASE(true, true, false); }      \
+      else { if (sat) CASE(false, true, true); else CASE(false, true, false); }         \
+    } else {                                                                            \
+      if (relu) { if (sat) CASE(true, false, true); else CASE(true, false, false); }    \
+      else { if (sat) CASE(false, false, true); else CASE(false, false, false); }       \
+    }                                                                                   \
+  } while (0)
+
 """

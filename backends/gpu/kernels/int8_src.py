@@ -92,24 +92,14 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
       if (m >= M) break;
       const int4 t = *reinterpret_cast<const int4*>(acc + (size_t)ml * lda);
       const int a[4] = {t.x, t.y, t.z, t.w};
-      int v[4];
-      if (res != nullptr) sum4<true, true>(v, a, e, *reinterpret_cast<const u32*>(res + (size_t)m * ldr + n));
-      else sum4<false, true>(v, a, e, 0u);
-      if (flags & EPI_NL) store_nl4(v, m, n, K, nl, flags, sout, y, ldy);
-      else store_float4(v, m, n, K, sacc, flags & EPI_RELU, has_clipf, clipf, reinterpret_cast<float*>(y), ldy);
+      const u32* r4 = res != nullptr ? reinterpret_cast<const u32*>(res + (size_t)m * ldr + n) : nullptr;
+      store_fnl4(a, e, r4, m, n, K, nl, sacc, flags, has_clipf, clipf, y, ldy, sout);
     }
     return;
   }
   i8* yq = reinterpret_cast<i8*>(y);
-  const bool relu = flags & EPI_RELU, sat = flags & EPI_SAT;
 #define EPI_CASE(R, S, T) epi_rows<R, S, T>(acc, lda, ml0, mstep, mend, m0, M, n, K, ep, res, ldr, yq, ldy, clipq)
-  if (res != nullptr) {
-    if (relu) { if (sat) EPI_CASE(true, true, true); else EPI_CASE(true, true, false); }
-    else { if (sat) EPI_CASE(false, true, true); else EPI_CASE(false, true, false); }
-  } else {
-    if (relu) { if (sat) EPI_CASE(true, false, true); else EPI_CASE(true, false, false); }
-    else { if (sat) EPI_CASE(false, false, true); else EPI_CASE(false, false, false); }
-  }
+  EPI_DISPATCH(EPI_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
 #undef EPI_CASE
 }
 
