@@ -28,6 +28,8 @@ CONVS_1X1 = [
     ("mobilenet_v2 project 32->16 at 112", (112, 32, 16), None),
     ("efficientnet_b0 expand 16->96 at 112, SiLU", (112, 16, 96), "silu"),
     ("efficientnet_b0 expand 112->672 at 14, SiLU", (14, 112, 672), "silu"),
+    ("efficientnet_b0 expand 40->240 at 28, SiLU", (28, 40, 240), "silu"),
+    ("mobilenet_v2 expand 24->144 at 56, ReLU", (56, 24, 144), "relu"),
     ("efficientnet_b0 expand 16->96 at 112 with ReLU instead", (112, 16, 96), "relu"),
     ("resnet50 1x1 256->64 at 56, ReLU", (56, 256, 64), "relu"),
 ]
@@ -69,8 +71,9 @@ def conv_row(name: str, shape: tuple[int, int, int], kind: str | None, batch: in
 
     h, c, k = shape
     g = ConvGeometry(batch, h, h, c, k, 1, 1)
-    t8 = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epilogue8(k, kind, rng),
-                            False, k8.cp16(k), reps=10)
+    epi = epilogue8(k, kind, rng)
+    t8 = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, False, k8.cp16(k), reps=10)
+    t8.update(tactics.time_conv8_pointwise(g, epi, False, k8.cp16(k)))
     act = (5 if kind == "silu" else 1 if kind == "relu" else 0, 0.0, 0.0)
     t16 = tactics.time_conv(g, kc.candidate_tactics(g, wgmma=kc.wgmma_usable()), act, False, reps=10)
     t16.update(tactics.time_conv_cublaslt(g, act, False))

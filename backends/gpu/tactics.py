@@ -104,9 +104,9 @@ MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
 def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
     ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` /
-    ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16, a whole-layer tactic
-    or a direct grouped one (``gdirect_q…``). Plans and timing-cache entries are checked with it
-    before their tactics are used."""
+    ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16, the INT8 pointwise
+    kernel (``s8pw``), a whole-layer tactic or a direct grouped one (``gdirect_q…``). Plans and
+    timing-cache entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
     from backends.gpu.kernels.conv import CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC, TILES, TILES_WG
@@ -115,7 +115,10 @@ def compiled_tactic(name: Any) -> bool:
     if name in (CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC) or parse_gdirect(name) is not None:
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
+    from backends.gpu.kernels.int8_pw import POINTWISE8
 
+    if name == POINTWISE8.name:
+        return True
     if name.startswith(("s8igemm_", "s8wgmma_")):
         t8 = parse_tactic8(name)
         return t8 is not None and t8.name == name and 1 <= t8.splits <= MAX_SPLITS
@@ -285,6 +288,15 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
     return _time_launches(tactics, lambda t: int8k.conv2d_s8(x, w, y, g, t, dev, res, ws, ldy), reps)
 
 
+def time_conv8_pointwise(g: ConvGeometry, epi: Any, residual: bool, ldy: int) -> dict[str, float]:
+    """``time_conv8`` of the CUDA-core pointwise kernel where it fits the layer and compiles here."""
+    from backends.gpu.kernels.int8_pw import POINTWISE8, pointwise8_fits, pointwise8_usable
+
+    if not pointwise8_fits(g, ldy) or not pointwise8_usable():
+        return {}
+    return time_conv8(g, [POINTWISE8], epi, residual, ldy)
+
+
 def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
     """The FP16 (name, geometry, act, residual, unscaled, true group count) and INT8 (name,
     geometry, epilogue, residual, ldy) tensor-core convolutions of the GPU segments among
@@ -367,6 +379,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             hits += 1
             continue
         times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
+        times.update(time_conv8_pointwise(g, epi, res, ldy))
         if not times:
             continue
         best = min(times, key=times.get)

@@ -31,6 +31,7 @@ from backends.gpu.kernels.conv import (
     wgmma_usable,
 )
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
+from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
 from backends.gpu.layout import group_merge_factor, round_up
@@ -153,8 +154,11 @@ class Tactic8:
         return 0 if z == 1 else z * g.m * cp16(g.k) * 4
 
 
-def parse_tactic8(name: str) -> Tactic8 | None:
-    """Inverse of ``Tactic8.name``; None when it does not parse or names a tile not compiled."""
+def parse_tactic8(name: str) -> Tactic8 | PointwiseTactic8 | None:
+    """Inverse of ``Tactic8.name`` (and the pointwise kernel's 's8pw'); None when it does not parse
+    or names a tile not compiled."""
+    if name == PointwiseTactic8().name:
+        return PointwiseTactic8()
     return (parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
             or parse_tile_tactic(name, "s8wgmma", Tile8Wg, TILES8_WG, Tactic8))
 
@@ -336,7 +340,7 @@ def _fn(name: str) -> Any:
 def compile_tasks() -> list[Callable[[], object]]:
     """The INT8 modules' compilations (tensor-core, depthwise, sm_90a wgmma), each a task that
     ``compile.compile_concurrently`` may run beside the others."""
-    return [lambda: [_kernel(t) for t in TILES8], lambda: _dw_fn("dwconv_s8"), wgmma_usable8]
+    return [lambda: [_kernel(t) for t in TILES8], lambda: _dw_fn("dwconv_s8"), wgmma_usable8, pointwise8_usable]
 
 
 def compile_all() -> None:
@@ -467,14 +471,18 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
     return out
 
 
-def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
+def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8 | PointwiseTactic8, epi: DeviceEpilogue,
               residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
     """Enqueue the INT8 convolution on the current stream.
 
     x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
-    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K.
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K. The pointwise tactic
+    runs ``int8_pw_src.pw_s8`` instead of a tile (``int8_pw.pointwise8_fits`` layers only).
     """
+    if isinstance(tactic, PointwiseTactic8):
+        pointwise8(x, w, y, g, epi, residual, cp16(g.k) if ldy is None else ldy)
+        return
     enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), *module_of8(tactic.tile))
 
 

@@ -32,31 +32,11 @@ No inline PTX here beyond the epilogue's; it and the two intrinsics have C++ fal
 on the CPU through ``tests/gpu/cuda_emu.py``.
 """
 
-from backends.gpu.kernels.int8_epi_src import EPI8_SRC
+from backends.gpu.kernels.int8_epi_src import DP4_SRC, EPI8_SRC
 
 DW8_SRC = r"""
 typedef unsigned int u32;
-""" + EPI8_SRC + r"""
-// __byte_perm and __dp4a (signed), with their C++ equivalents for the host compiler of the emulator.
-__device__ __forceinline__ u32 bperm(u32 a, u32 b, u32 sel) {
-#ifdef __CUDACC__
-  return __byte_perm(a, b, sel);
-#else
-  const unsigned long long v = ((unsigned long long)b << 32) | a;
-  u32 r = 0;
-  for (int i = 0; i < 4; ++i) r |= (u32)((v >> (8 * ((sel >> (4 * i)) & 7))) & 0xffu) << (8 * i);
-  return r;
-#endif
-}
-__device__ __forceinline__ int dp4(u32 a, u32 b, int c) {
-#ifdef __CUDACC__
-  return __dp4a((int)a, (int)b, c);
-#else
-  for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
-  return c;
-#endif
-}
-
+""" + EPI8_SRC + DP4_SRC + r"""
 // One 4-channel group of the epilogue: integer output (template flags) into 4 bytes.
 template <bool RELU, bool RES, bool SAT>
 __device__ __forceinline__ u32 dw_epi4(const int* a, const int* __restrict__ ep, int Kp, int n,

@@ -293,3 +293,27 @@ __device__ __forceinline__ void store_fnl4(const int* a, const Epi4& e, const u3
   } while (0)
 
 """
+
+# __byte_perm and signed __dp4a for the CUDA-core INT8 kernels (depthwise, pointwise), with the C++
+# equivalents the emulator's host compiler takes.
+DP4_SRC = r"""
+// __byte_perm and __dp4a (signed), with their C++ equivalents for the host compiler of the emulator.
+__device__ __forceinline__ u32 bperm(u32 a, u32 b, u32 sel) {
+#ifdef __CUDACC__
+  return __byte_perm(a, b, sel);
+#else
+  const unsigned long long v = ((unsigned long long)b << 32) | a;
+  u32 r = 0;
+  for (int i = 0; i < 4; ++i) r |= (u32)((v >> (8 * ((sel >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+__device__ __forceinline__ int dp4(u32 a, u32 b, int c) {
+#ifdef __CUDACC__
+  return __dp4a((int)a, (int)b, c);
+#else
+  for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+  return c;
+#endif
+}
+"""
