@@ -237,3 +237,11 @@ def se_net(rng: np.random.Generator, op: ElementWiseOp, gate_first: bool, c: int
                      name="project")
     net.mark_output(b.outputs[0])
     return net
+
+
+def nhwc16(q: np.ndarray) -> np.ndarray:
+    """int8 NCHW -> NHWC with channels padded to 16 (zeros): the INT8 kernels' input layout."""
+    n, c, h, w = q.shape
+    out = np.zeros((n, h, w, -(-c // 16) * 16), np.int8)
+    out[..., :c] = q.transpose(0, 2, 3, 1)
+    return out

@@ -75,14 +75,6 @@ def emu(tmp_path_factory) -> EmulatedModule:
                           name_expressions=[t.template for t in TILES8], opt="-O1")
 
 
-def _nhwc16(q: np.ndarray) -> np.ndarray:
-    """int8 NCHW -> NHWC with channels padded to 16 (zeros)."""
-    n, c, h, w = q.shape
-    out = np.zeros((n, h, w, cp16(c)), np.int8)
-    out[..., :c] = q.transpose(0, 2, 3, 1)
-    return out
-
-
 def _check(emu: EmulatedModule, rng: np.random.Generator, case: Case8) -> None:
     net, feeds = nets.conv_net(rng, case.n, case.c, case.h, case.h, case.k, case.r, case.stride, case.pad,
                                case.act, case.residual, s_out=None if case.float_out else "auto")
@@ -97,8 +89,8 @@ def _check(emu: EmulatedModule, rng: np.random.Generator, case: Case8) -> None:
     wq = quantized_kernel(layer)
     rs = spec.input_scales[1] if case.residual else None
     epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
-    xq = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = _nhwc16(quantize(res, np.float32(rs))) if case.residual else None
+    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = nets.nhwc16(quantize(res, np.float32(rs))) if case.residual else None
     if case.float_out:
         ldy = round_up(k, 8)
         y = np.full((g.n, oh, ow, ldy), np.nan, np.float32)
@@ -182,8 +174,8 @@ def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, strid
     assert (g.p, g.q) == want.shape[2:]
     rs = spec.input_scales[1] if residual else None
     epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
-    xq = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = _nhwc16(quantize(res, np.float32(rs))) if residual else None
+    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = nets.nhwc16(quantize(res, np.float32(rs))) if residual else None
     ldy = round_up(k, 8) if float_out else cp16(k)
     heuristic = heuristic_tactic8(g)
     tiles = {t.tile for t in candidate_tactics8(g)} | {heuristic.tile}

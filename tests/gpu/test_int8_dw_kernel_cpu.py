@@ -45,14 +45,6 @@ def emu(tmp_path_factory) -> EmulatedModule:
     return EmulatedModule(DW8_SRC, tmp_path_factory.mktemp("emu_dw8"), name_expressions=_DW8_NAMES, opt="-O1")
 
 
-def _nhwc16(q: np.ndarray) -> np.ndarray:
-    """int8 NCHW -> NHWC with channels padded to 16 (zeros)."""
-    n, c, h, w = q.shape
-    out = np.zeros((n, h, w, cp16(c)), np.int8)
-    out[..., :c] = q.transpose(0, 2, 3, 1)
-    return out
-
-
 def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool = False,
          tiled: bool = False) -> tuple[np.ndarray, ...]:
     """(the reference's output, the emulated kernel's output as the same float32 NCHW, the kernel's
@@ -74,8 +66,8 @@ def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool
     epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
     if force_sat:
         epi.flags |= 2
-    xs = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = _nhwc16(quantize(res, np.float32(rs))) if p.residual else None
+    xs = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = nets.nhwc16(quantize(res, np.float32(rs))) if p.residual else None
     if spec.output_scale is None:
         ldy = round_up(c, 8)
         y = np.full((n, oh, ow, ldy), np.nan, np.float32)

@@ -57,13 +57,6 @@ def emu(tmp_path_factory) -> EmulatedModule:
     return EmulatedModule(PW8_SRC, tmp_path_factory.mktemp("emu_pw8"), name_expressions=PW8_NAMES, opt="-O1")
 
 
-def _nhwc16(q: np.ndarray) -> np.ndarray:
-    n, c, h, w = q.shape
-    out = np.zeros((n, h, w, cp16(c)), np.int8)
-    out[..., :c] = q.transpose(0, 2, 3, 1)
-    return out
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_pointwise_s8_emulated_bit_exact(emu, rng, case: CasePw) -> None:
     net, feeds = nets.conv_net(rng, case.n, case.c, case.h, case.h, case.k, 1, 1, 0, case.act, case.residual,
@@ -78,8 +71,8 @@ def test_pointwise_s8_emulated_bit_exact(emu, rng, case: CasePw) -> None:
     epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
     if case.force_sat:
         epi.flags |= 2
-    xq = _nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = _nhwc16(quantize(res, np.float32(rs))) if case.residual else None
+    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
+    rq = nets.nhwc16(quantize(res, np.float32(rs))) if case.residual else None
     if case.float_out:
         ldy = round_up(case.k, 8)
         y = np.full((g.n, g.p, g.q, ldy), np.nan, np.float32)
