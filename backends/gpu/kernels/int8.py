@@ -155,8 +155,7 @@ class Tactic8:
 
 
 def parse_tactic8(name: str) -> Tactic8 | PointwiseTactic8 | None:
-    """Inverse of ``Tactic8.name`` (and the pointwise kernel's 's8pw'); None when it does not parse
-    or names a tile not compiled."""
+    """Inverse of ``Tactic8.name`` (or 's8pw'); None when it does not parse or names a tile not compiled."""
     if name == PointwiseTactic8().name:
         return PointwiseTactic8()
     return (parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
@@ -477,12 +476,10 @@ def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8 | Pointwi
 
     x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
-    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K. The pointwise tactic
-    runs ``int8_pw_src.pw_s8`` instead of a tile (``int8_pw.pointwise8_fits`` layers only).
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K; 's8pw' runs ``pw_s8``.
     """
     if isinstance(tactic, PointwiseTactic8):
-        pointwise8(x, w, y, g, epi, residual, cp16(g.k) if ldy is None else ldy)
-        return
+        return pointwise8(x, w, y, g, epi, residual, cp16(g.k) if ldy is None else ldy)
     enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), *module_of8(tactic.tile))
 
 
