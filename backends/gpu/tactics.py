@@ -61,9 +61,10 @@ def _kernels_digest() -> str:
     from backends.gpu.kernels.conv import CONV_WG_SRC, TILES, TILES_WG
     from backends.gpu.kernels.grouped_src import GROUPED_SRC
     from backends.gpu.kernels.int8 import INT8_WG_SRC, TILES8, TILES8_WG
+    from backends.gpu.kernels.int8_pw_src import PW8_SRC
 
     # the sm_90a sources contain the portable ones
-    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + GROUPED_SRC + repr(TILES + TILES_WG)
+    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + GROUPED_SRC + PW8_SRC + repr(TILES + TILES_WG)
                         + repr(TILES8 + TILES8_WG)).encode())
     return h.hexdigest()[:12]
 

@@ -136,3 +136,15 @@ def test_pointwise_tactic_is_a_plan_tactic_and_a_misfit_falls_back_to_the_tiles(
         low = lower(net, net.layers, list(net.outputs), {net.layers[0].name: "s8pw"})
         (op,) = [op for op in low.ops if op.kind == "conv8"]
         assert isinstance(op.info["tactic"], want), op.info["tactic"]
+
+
+def test_timing_cache_digest_covers_the_pointwise_kernel(monkeypatch):
+    """A timing taken before the pointwise kernel's text changed is not reused: the kernels digest in
+    every timing-cache key reads ``PW8_SRC``."""
+    from backends.gpu import tactics
+    from backends.gpu.kernels import int8_pw_src
+
+    digest = tactics._kernels_digest.__wrapped__  # the cached one keeps the first answer
+    before = digest()
+    monkeypatch.setattr(int8_pw_src, "PW8_SRC", int8_pw_src.PW8_SRC + "\n// edited\n")
+    assert digest() != before
