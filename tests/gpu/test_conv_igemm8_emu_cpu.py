@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import int8_nets as nets
 import numpy as np
 import pytest
+from conv8_emu import conv8_case
 from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
@@ -21,24 +22,16 @@ from backends.gpu.kernels.int8 import (
     INT8_WG_SRC,
     TILES8,
     TILES8_WG,
-    DeviceEpilogue,
     Tactic8,
     Tile8,
     Tile8Wg,
     candidate_tactics8,
     conv2d_s8_launches,
-    cp16,
-    epilogue_params,
     group_merge8,
     heuristic_tactic8,
     pack_weights8,
-    quantized_kernel,
 )
 from backends.gpu.kernels.int8_src import INT8_SRC
-from backends.gpu.layout import round_up
-from backends.reference import int8 as ref8
-from engine.ir import int8_annotation as annotation
-from engine.ir.int8_math import dequantize, quantize
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
 
@@ -76,39 +69,19 @@ def emu(tmp_path_factory) -> EmulatedModule:
 
 
 def _check(emu: EmulatedModule, rng: np.random.Generator, case: Case8) -> None:
-    net, feeds = nets.conv_net(rng, case.n, case.c, case.h, case.h, case.k, case.r, case.stride, case.pad,
-                               case.act, case.residual, s_out=None if case.float_out else "auto")
-    layer = net.layers[0]
-    spec, p = annotation.read(layer), layer.params
-    x, res = feeds["x"], feeds.get("res")
-    want = ref8.convolution(layer, [x] + ([res] if case.residual else []))[0]
-    k, oh, ow = want.shape[1:]
-    g = ConvGeometry(case.n, case.h, case.h, case.c, k, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
+    cc = conv8_case(rng, case.n, case.c, case.h, case.k, case.r, case.stride, case.pad, case.act, case.residual,
+                    case.float_out)
+    p = cc.layer.params
+    g = ConvGeometry(case.n, case.h, case.h, case.c, cc.k, *p.kernel, tuple(p.stride), tuple(p.pre_padding),
                      tuple(p.dilation), tuple(p.post_padding))
-    assert (g.p, g.q) == (oh, ow)
-    wq = quantized_kernel(layer)
-    rs = spec.input_scales[1] if case.residual else None
-    epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
-    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = nets.nhwc16(quantize(res, np.float32(rs))) if case.residual else None
-    if case.float_out:
-        ldy = round_up(k, 8)
-        y = np.full((g.n, oh, ow, ldy), np.nan, np.float32)
-    else:
-        ldy = cp16(k)
-        y = np.full((g.n, oh, ow, ldy), 0x5A, np.int8)  # padded channels must be overwritten with 0
+    assert (g.p, g.q) == cc.want.shape[2:]
+    y = cc.output(g.n, g.p, g.q)
     ws = np.full(max(case.tactic.workspace_bytes(g), 4) // 4, -7, np.int32)
-    launches = conv2d_s8_launches(xq, pack_weights8(wq), y, g, case.tactic, epi, rq, ws, ldy)
+    launches = conv2d_s8_launches(cc.xq, pack_weights8(cc.wq), y, g, case.tactic, cc.epi, cc.rq, ws, cc.ldy)
     assert len(launches) == (2 if case.tactic.grid(g)[2] > 1 else 1)
     for launch in launches:
         emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
-    got = np.ascontiguousarray(y[..., :k].transpose(0, 3, 1, 2))
-    if not case.float_out:
-        assert (y[..., k:] == 0).all(), "padded channels must be written as zeros"
-        got = dequantize(got, np.float32(spec.output_scale))
-    assert np.abs(want).max() > 0, "an all-zero reference proves nothing"
-    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
-    assert bad.size == 0, f"{bad.size} of {got.size} differ: {got.reshape(-1)[bad[:5]]} vs {want.reshape(-1)[bad[:5]]}"
+    cc.check(y)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -162,33 +135,18 @@ def test_conv_igemm_s8_grouped_emulated_bit_exact(emu, rng, n, c, h, k, r, strid
     candidate tile of the heuristic's width and split-K."""
     from backends.gpu.layout import merge_groups
 
-    net, feeds = nets.conv_net(rng, n, c, h, h, k, r, stride, pad, act, residual,
-                               s_out=None if float_out else "auto", groups=groups)
-    layer = net.layers[0]
-    spec, p = annotation.read(layer), layer.params
-    x, res = feeds["x"], feeds.get("res")
-    want = ref8.convolution(layer, [x] + ([res] if residual else []))[0]
+    cc = conv8_case(rng, n, c, h, k, r, stride, pad, act, residual, float_out, groups)
     m = group_merge8(groups, c // groups, k // groups)
-    wq = merge_groups(quantized_kernel(layer), groups, m)
+    wq = merge_groups(cc.wq, groups, m)
     g = ConvGeometry(n, h, h, c, k, r, r, (stride, stride), (pad, pad), groups=groups // m)
-    assert (g.p, g.q) == want.shape[2:]
-    rs = spec.input_scales[1] if residual else None
-    epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
-    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = nets.nhwc16(quantize(res, np.float32(rs))) if residual else None
-    ldy = round_up(k, 8) if float_out else cp16(k)
+    assert (g.p, g.q) == cc.want.shape[2:]
     heuristic = heuristic_tactic8(g)
     tiles = {t.tile for t in candidate_tactics8(g)} | {heuristic.tile}
     assert all(t.bn <= max(32, 2 * g.kg) for t in tiles if t != heuristic.tile)
     for tile in sorted(tiles, key=str):
         tactic = Tactic8(tile, splits)
-        y = np.full((n, g.p, g.q, ldy), np.nan if float_out else 0x5A, np.float32 if float_out else np.int8)
+        y = cc.output(n, g.p, g.q)
         ws = np.full(max(tactic.workspace_bytes(g), 4) // 4, -7, np.int32)
-        for launch in conv2d_s8_launches(xq, pack_weights8(wq), y, g, tactic, epi, rq, ws, ldy):
+        for launch in conv2d_s8_launches(cc.xq, pack_weights8(wq), y, g, tactic, cc.epi, cc.rq, ws, cc.ldy):
             emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
-        got = np.ascontiguousarray(y[..., :k].transpose(0, 3, 1, 2))
-        if not float_out:
-            got = dequantize(got, np.float32(spec.output_scale))
-        assert np.abs(want).max() > 0
-        bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
-        assert bad.size == 0, f"{tactic.name}: {bad.size} of {got.size} differ"
+        cc.check(y, padded_zero=False, label=f"{tactic.name}: ")

@@ -12,18 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import int8_nets as nets
-import numpy as np
 import pytest
+from conv8_emu import conv8_case
 from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
-from backends.gpu.kernels.int8 import DeviceEpilogue, cp16, epilogue_params, pack_weights8, quantized_kernel
+from backends.gpu.kernels.int8 import cp16, pack_weights8
 from backends.gpu.kernels.int8_pw import PW8_NAMES, pointwise8_fits, pointwise8_launch
 from backends.gpu.kernels.int8_pw_src import PW8_SRC
-from backends.gpu.layout import round_up
-from backends.reference import int8 as ref8
-from engine.ir import int8_annotation as annotation
-from engine.ir.int8_math import dequantize, quantize
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
 
@@ -59,36 +55,15 @@ def emu(tmp_path_factory) -> EmulatedModule:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_pointwise_s8_emulated_bit_exact(emu, rng, case: CasePw) -> None:
-    net, feeds = nets.conv_net(rng, case.n, case.c, case.h, case.h, case.k, 1, 1, 0, case.act, case.residual,
-                               s_out=None if case.float_out else "auto")
-    layer = net.layers[0]
-    spec, p = annotation.read(layer), layer.params
-    x, res = feeds["x"], feeds.get("res")
-    want = ref8.convolution(layer, [x] + ([res] if case.residual else []))[0]
+    cc = conv8_case(rng, case.n, case.c, case.h, case.k, 1, 1, 0, case.act, case.residual, case.float_out)
     g = ConvGeometry(case.n, case.h, case.h, case.c, case.k, 1, 1)
-    wq = quantized_kernel(layer)
-    rs = spec.input_scales[1] if case.residual else None
-    epi = DeviceEpilogue.upload(epilogue_params(layer, p.activation, rs, wq), np)
     if case.force_sat:
-        epi.flags |= 2
-    xq = nets.nhwc16(quantize(x, np.float32(spec.input_scales[0])))
-    rq = nets.nhwc16(quantize(res, np.float32(rs))) if case.residual else None
-    if case.float_out:
-        ldy = round_up(case.k, 8)
-        y = np.full((g.n, g.p, g.q, ldy), np.nan, np.float32)
-    else:
-        ldy = cp16(case.k)
-        y = np.full((g.n, g.p, g.q, ldy), 0x5A, np.int8)  # padded channels must be overwritten with 0
-    assert pointwise8_fits(g, ldy)
-    launch = pointwise8_launch(xq, pack_weights8(wq), y, g, epi, rq, ldy)
+        cc.epi.flags |= 2
+    y = cc.output(g.n, g.p, g.q)
+    assert pointwise8_fits(g, cc.ldy)
+    launch = pointwise8_launch(cc.xq, pack_weights8(cc.wq), y, g, cc.epi, cc.rq, cc.ldy)
     emu.run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
-    got = np.ascontiguousarray(y[..., :case.k].transpose(0, 3, 1, 2))
-    if not case.float_out:
-        assert (y[..., case.k:] == 0).all(), "padded channels must be written as zeros"
-        got = dequantize(got, np.float32(spec.output_scale))
-    assert np.abs(want).max() > 0, "an all-zero reference proves nothing"
-    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
-    assert bad.size == 0, f"{bad.size} of {got.size} differ: {got.reshape(-1)[bad[:5]]} vs {want.reshape(-1)[bad[:5]]}"
+    cc.check(y)
 
 
 @pytest.mark.parametrize("g, ldy, why", [
