@@ -31,7 +31,7 @@ from backends.gpu.kernels.conv import (
     wgmma_usable,
 )
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
-from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8, pointwise8_usable
+from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
 from backends.gpu.layout import group_merge_factor, round_up
@@ -156,8 +156,8 @@ class Tactic8:
 
 def parse_tactic8(name: str) -> Tactic8 | PointwiseTactic8 | None:
     """Inverse of ``Tactic8.name`` (or 's8pw'); None when it does not parse or names a tile not compiled."""
-    if name == PointwiseTactic8().name:
-        return PointwiseTactic8()
+    if name == POINTWISE8.name:
+        return POINTWISE8
     return (parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
             or parse_tile_tactic(name, "s8wgmma", Tile8Wg, TILES8_WG, Tactic8))
 
