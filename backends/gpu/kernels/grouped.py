@@ -115,11 +115,6 @@ def grouped_direct_tactics(g: ConvGeometry, groups: int) -> list[GroupedDirectTa
     return out
 
 
-def grouped_direct_eligible(g: ConvGeometry, groups: int) -> bool:
-    """Whether ``grouped_conv_tile`` takes the layer (``grouped_direct_tactics`` is not empty)."""
-    return bool(grouped_direct_tactics(g, groups))
-
-
 def heuristic_gdirect(g: ConvGeometry, groups: int) -> GroupedDirectTactic | None:
     """The untimed choice: 4 columns a thread on outputs at least 16 wide (a 16-column block tile),
     else 2 (an 8-column one; a 7-wide output would leave most of a 16-wide tile empty)."""

@@ -167,8 +167,7 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
     if whole == "conv_cublaslt":  # cuBLASLt's bias has D's type: fp16, K of it
         bk = lw.const_fp16(f"{layer.name}/bias_fp16", pad_bias(bias, g.k)[:g.k])
     else:
-        bk = lw.const(f"{layer.name}/bias_padded", pad_bias(None if bias is None else
-                                                            bias.astype(np.float16).astype(np.float32), g.k), False)
+        bk = lw.const_bias(f"{layer.name}/bias_padded", bias, g.k)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
     if whole is not None:
@@ -241,7 +240,7 @@ def _patch_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGe
 
 def lower_convolution(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
-    n, c, h, w = lw.net.tensors[layer.inputs[0]].shape  # an SE-scaled input has no slot
+    c = lw.net.tensors[layer.inputs[0]].shape[1]  # an SE-scaled input has no slot
     kout = p.num_output_maps
     act = _fold_act(p.activation)
     fp16 = prec(layer) is Precision.FP16
@@ -249,8 +248,7 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
     kernel = layer.weights["kernel"]
     bias = layer.weights.get("bias")
     if fp16 and p.groups == 1:
-        g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
-                         tuple(p.post_padding))
+        g = layer_geometry(layer, lw.net)
         se = lw.se_scales.get(layer.inputs[0])
         patches = None if se else _patch_input(lw, layer.inputs[0], g)
         if patches is not None:
@@ -274,16 +272,12 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
         conv_op(lw, layer, g, xs, out.name, kernel, bias, act, res, scale)
         return
     if fp16 and p.groups == c == kout:
-        from backends.gpu.layout import pack_depthwise_weights, pad_bias
+        from backends.gpu.layout import pack_depthwise_weights
 
-        g = ConvGeometry(n, h, w, c, kout, *p.kernel, tuple(p.stride), tuple(p.pre_padding), tuple(p.dilation),
-                         tuple(p.post_padding))
-        xs = lw.nhwc(layer.inputs[0])
-        res = lw.nhwc(res_t) if res_t else None
-        out = lw.new_slot(layer.outputs[0], "nhwc")
+        g = layer_geometry(layer, lw.net)
+        xs, res, out = _nhwc_operands(lw, layer)
         wk = lw.const_fp16(f"{layer.name}/kernel_rsc", pack_depthwise_weights(kernel.astype(np.float32)))
-        bk = lw.const(f"{layer.name}/bias_padded",
-                      pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), kout), False)
+        bk = lw.const_bias(f"{layer.name}/bias_padded", bias, kout)
         lw.ops.append(Op(layer.name, "depthwise", [xs, wk.name, bk.name] + ([res] if res else []), [out.name],
                          info={"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res,
                                  "y": out.name}))
@@ -291,6 +285,12 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
     if fp16 and p.groups > 1 and _grouped(lw, layer):
         return
     _direct(lw, layer, transposed=False)
+
+
+def _nhwc_operands(lw: Lowerer, layer: Layer) -> tuple[str, str | None, Slot]:
+    """(input, residual or None, a new output slot) of a convolution, all NHWC."""
+    res_t = layer.inputs[1] if layer.params.residual else None
+    return lw.nhwc(layer.inputs[0]), (lw.nhwc(res_t) if res_t else None), lw.new_slot(layer.outputs[0], "nhwc")
 
 
 def layer_geometry(layer: Layer, network: Network) -> ConvGeometry:
@@ -326,13 +326,12 @@ def _grouped(lw: Lowerer, layer: Layer) -> bool:
     generated direct kernel, which reads every input from global memory per output); False where
     neither qualifies."""
     found = grouped_geometry(layer, lw.net)
-    groups = layer.params.groups
+    groups, full = layer.params.groups, layer_geometry(layer, lw.net)
     direct_tactic = grouped.parse_gdirect(lw.tactics.get(layer.name))
     if found is None:
-        direct_tactic = direct_tactic or grouped.heuristic_gdirect(layer_geometry(layer, lw.net), groups)
-    if direct_tactic is not None and direct_tactic in grouped.grouped_direct_tactics(layer_geometry(layer, lw.net),
-                                                                                      groups):
-        _grouped_direct(lw, layer, direct_tactic)
+        direct_tactic = direct_tactic or grouped.heuristic_gdirect(full, groups)
+    if direct_tactic is not None and direct_tactic in grouped.grouped_direct_tactics(full, groups):
+        _grouped_direct(lw, layer, full, direct_tactic)
         return True
     if found is None:
         return False
@@ -340,29 +339,20 @@ def _grouped(lw: Lowerer, layer: Layer) -> bool:
     kernel = np.asarray(layer.weights["kernel"], np.float32)
     if m > 1:
         kernel = merge_groups(kernel, groups, m)
-    res_t = layer.inputs[1] if layer.params.residual else None
-    xs = lw.nhwc(layer.inputs[0])
-    res = lw.nhwc(res_t) if res_t else None
-    out = lw.new_slot(layer.outputs[0], "nhwc")
+    xs, res, out = _nhwc_operands(lw, layer)
     conv_op(lw, layer, g, xs, out.name, kernel, layer.weights.get("bias"), _fold_act(layer.params.activation), res,
             groups=groups)
     return True
 
 
-def _grouped_direct(lw: Lowerer, layer: Layer, tactic: grouped.GroupedDirectTactic) -> None:
-    """The 'conv_gdirect' op: weights unmerged, [G][R][S][Cg][Kg] fp16, bias fp32 padded to Kp."""
-    from backends.gpu.layout import pad_bias
-
-    g, groups = layer_geometry(layer, lw.net), layer.params.groups
-    bias = layer.weights.get("bias")
+def _grouped_direct(lw: Lowerer, layer: Layer, g: ConvGeometry, tactic: grouped.GroupedDirectTactic) -> None:
+    """The 'conv_gdirect' op of ``g`` (``layer_geometry``): weights unmerged, [G][R][S][Cg][Kg] fp16,
+    bias fp32 padded to Kp."""
+    groups = layer.params.groups
     wk = lw.const_fp16(f"{layer.name}/kernel_grsck",
                        grouped.pack_grouped_weights(np.asarray(layer.weights["kernel"], np.float32), groups))
-    bk = lw.const(f"{layer.name}/bias_padded",
-                  pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), g.k), False)
-    res_t = layer.inputs[1] if layer.params.residual else None
-    xs = lw.nhwc(layer.inputs[0])
-    res = lw.nhwc(res_t) if res_t else None
-    out = lw.new_slot(layer.outputs[0], "nhwc")
+    bk = lw.const_bias(f"{layer.name}/bias_padded", layer.weights.get("bias"), g.k)
+    xs, res, out = _nhwc_operands(lw, layer)
     lw.ops.append(Op(layer.name, "conv_gdirect", [xs, wk.name, bk.name] + ([res] if res else []), [out.name],
                      info={"geom": g, "groups": groups, "tactic": tactic, "act": _fold_act(layer.params.activation),
                            "x": xs, "w": wk.name, "b": bk.name, "res": res, "y": out.name}))

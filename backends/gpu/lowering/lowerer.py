@@ -130,6 +130,14 @@ class Lowerer(Int8Lowering):
         s.const, s.dtype = s.const.astype(np.float16), "float16"
         return s
 
+    def const_bias(self, key: str, bias: np.ndarray | None, k: int) -> Slot:
+        """An FP16 layer's bias for the tile, depthwise and direct grouped kernels: fp32, its values
+        rounded to fp16 (as the reference rounds them), zero-padded to Kp (``layout.pad_bias``)."""
+        from backends.gpu.layout import pad_bias
+
+        return self.const(key, pad_bias(None if bias is None else bias.astype(np.float16).astype(np.float32), k),
+                          False)
+
     def fc_output(self, fc: Layer) -> tuple[str | None, Slot]:
         """(the residual an FC's epilogue adds or None, the slot the FC writes): with an absorbed add
         (``fc_residuals``) the add's output, as NHWC where a permute sits between them (the same
