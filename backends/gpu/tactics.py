@@ -177,14 +177,21 @@ def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float,
 
     from backends.gpu.kernels.conv import conv2d
 
-    rng = np.random.default_rng(0)
-    x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((g.k, g.r, g.s, g.cgp)) / np.sqrt(g.ktot)).astype(np.float16))
-    b = cp.zeros(g.kp, cp.float32)
-    y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
-    res = cp.empty_like(y) if residual else None
+    x, w, b, y, res = _conv_operands(g, (g.k, g.r, g.s, g.cgp), g.ktot, residual)
     ws = cp.empty(max([t.workspace_bytes(g) for t in tactics] + [4]) // 4, cp.float32)
     return _time_launches(tactics, lambda t: conv2d(x, w, b, y, g, t, act, res, ws), reps)
+
+
+def _conv_operands(g: ConvGeometry, w_shape: tuple[int, ...], fan_in: int, residual: bool) -> tuple:
+    """Random fp16 NHWC x and weights of ``w_shape`` (scaled by ``fan_in``), zero bias, y and a
+    residual like y (or None) on the device: a convolution's operands for timing."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
+    w = cp.asarray((rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float16))
+    y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
+    return x, w, cp.zeros(g.kp, cp.float32), y, (cp.empty_like(y) if residual else None)
 
 
 def _matrix_operands(g: ConvGeometry, c: int, k: int, residual: bool) -> tuple:
@@ -244,20 +251,13 @@ def time_conv_gdirect(g: ConvGeometry, groups: int, act: tuple[int, float, float
                       reps: int = 10) -> dict[str, float]:
     """Milliseconds of each direct grouped tactic (``kernels.grouped``) for a grouped convolution of
     ``groups`` true groups ({} where the kernel does not apply), timed like the tiles."""
-    import cupy as cp
-
     from backends.gpu.kernels.grouped import grouped_conv, grouped_direct_tactics
 
     tactics = grouped_direct_tactics(g, groups)
     if not tactics:
         return {}
-    rng = np.random.default_rng(0)
     cg, kg = g.c // groups, g.k // groups
-    x = cp.asarray(rng.uniform(-1, 1, (g.n, g.h, g.w, g.cp)).astype(np.float16))
-    w = cp.asarray((rng.standard_normal((groups, g.r, g.s, cg, kg)) / np.sqrt(g.r * g.s * cg)).astype(np.float16))
-    b = cp.zeros(g.kp, cp.float32)
-    y = cp.empty((g.n, g.p, g.q, g.kp), cp.float16)
-    res = cp.empty_like(y) if residual else None
+    x, w, b, y, res = _conv_operands(g, (groups, g.r, g.s, cg, kg), g.r * g.s * cg, residual)
     grouped_conv(x, w, b, y, g, groups, tactics[0], act, res)  # loads the module outside the graph capture
     return _time_launches(tactics, lambda t: grouped_conv(x, w, b, y, g, groups, t, act, res), reps)
 
