@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import types
 
 import pytest
 
-from backends.gpu.kernels.compile import compile_concurrently
+from backends.gpu.kernels.compile import compile_concurrently, decided_once
 
 
 @pytest.fixture
@@ -73,3 +74,22 @@ def test_one_task_runs_in_the_calling_thread_without_cupy(monkeypatch):
     names: list[str] = []
     compile_concurrently([lambda: names.append(threading.current_thread().name)])
     assert names == [threading.main_thread().name]
+
+
+def test_a_probe_is_decided_once_while_other_callers_wait():
+    """``decided_once``: two threads asking at once run the probe once, and both get its answer."""
+    calls = []
+
+    @decided_once
+    def probe() -> bool:
+        calls.append(1)
+        time.sleep(0.05)  # the second caller arrives while the first is still compiling
+        return len(calls) == 1
+
+    answers: list[bool] = []
+    threads = [threading.Thread(target=lambda: answers.append(probe())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert answers == [True, True] and len(calls) == 1 and probe() is True

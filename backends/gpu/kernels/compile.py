@@ -7,6 +7,7 @@ makes later processes start fast too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -77,3 +78,20 @@ def compile_concurrently(tasks: Sequence[Callable[[], object]]) -> None:
         failed = [task for task, f in zip(tasks, futures) if f.exception() is not None]
     for task in failed:
         task()
+
+
+def decided_once(probe: Callable[[], bool]) -> Callable[[], bool]:
+    """``probe``'s answer (whether a module compiles and runs here), computed by its first caller
+    while any other waits (``compile_concurrently`` may ask from two threads), then kept for the
+    process."""
+    lock = threading.Lock()
+    answer: list[bool] = []
+
+    @functools.wraps(probe)
+    def decided() -> bool:
+        with lock:
+            if not answer:
+                answer.append(probe())
+            return answer[0]
+
+    return decided

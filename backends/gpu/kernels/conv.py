@@ -9,14 +9,13 @@ multiples of 8. Layouts are documented in ``conv_src``.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.gpu.kernels.compile import compile_concurrently, get_function
+from backends.gpu.kernels.compile import compile_concurrently, decided_once, get_function
 from backends.gpu.kernels.conv_src import CONV_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_F16_OP, WGMMA_SRC
 from backends.gpu.layout import round_up
@@ -312,30 +311,23 @@ def _kernel(tile: Tile) -> Any:
     return get_function(src, tile.template, name_expressions=names, dynamic_smem=tile.smem_bytes, arch=arch)
 
 
-_wgmma_state: dict[str, bool] = {}
-_wgmma_lock = threading.Lock()  # compile_concurrently may ask from two threads: one compiles, one waits
-
-
+@decided_once
 def wgmma_usable() -> bool:
     """Whether the wgmma tiles run here: an sm_90 device (Hopper) whose NVRTC compiles the sm_90a
     module, unless ``HETRT_WGMMA=0`` turns them off. Decided once per process; a failed
     compilation only removes the tiles from timing."""
-    with _wgmma_lock:
-        if "ok" not in _wgmma_state:
-            if os.environ.get("HETRT_WGMMA", "1") == "0":
-                _wgmma_state["ok"] = False
-                return False
-            try:
-                from backends.gpu.kernels.compile import device_arch
+    if os.environ.get("HETRT_WGMMA", "1") == "0":
+        return False
+    try:
+        from backends.gpu.kernels.compile import device_arch
 
-                ok = device_arch() == "sm_90"
-                if ok:
-                    for t in TILES_WG:
-                        _kernel(t)
-            except Exception:  # no CuPy or CUDA, or an NVRTC without sm_90a: the mma.sync tiles remain
-                ok = False
-            _wgmma_state["ok"] = ok
-        return _wgmma_state["ok"]
+        if device_arch() != "sm_90":
+            return False
+        for t in TILES_WG:
+            _kernel(t)
+        return True
+    except Exception:  # no CuPy or CUDA, or an NVRTC without sm_90a: the mma.sync tiles remain
+        return False
 
 
 def compile_tasks() -> list[Callable[[], object]]:

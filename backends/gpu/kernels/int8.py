@@ -8,14 +8,13 @@ padded to 16 (one 16-byte vector), KRSC int8 weights.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.gpu.kernels.compile import compile_concurrently, get_function
+from backends.gpu.kernels.compile import compile_concurrently, decided_once, get_function
 from backends.gpu.kernels.conv import (
     LONG_ROW_MIN_K_TILES,
     SHORT_K_TILES,
@@ -313,23 +312,17 @@ def _kernel(tile: Tile8) -> Any:
     return get_function(src, tile.template, name_expressions=names, dynamic_smem=tile.smem_bytes, arch=arch)
 
 
-_wgmma_state: dict[str, bool] = {}
-_wgmma_lock = threading.Lock()  # compile_concurrently may ask from two threads: one compiles, one waits
-
-
+@decided_once
 def wgmma_usable8() -> bool:
     """Whether the INT8 wgmma tiles run here (as ``conv.wgmma_usable``, for the INT8 module)."""
-    with _wgmma_lock:
-        if "ok" not in _wgmma_state:
-            ok = wgmma_usable()
-            if ok:
-                try:
-                    for t in TILES8_WG:
-                        _kernel(t)
-                except Exception:  # an NVRTC that rejects the module: the mma.sync tiles remain
-                    ok = False
-            _wgmma_state["ok"] = ok
-        return _wgmma_state["ok"]
+    if not wgmma_usable():
+        return False
+    try:
+        for t in TILES8_WG:
+            _kernel(t)
+        return True
+    except Exception:  # an NVRTC that rejects the module: the mma.sync tiles remain
+        return False
 
 
 def _fn(name: str) -> Any:

@@ -7,13 +7,12 @@ changes an output bit.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from backends.gpu.kernels.compile import get_function
+from backends.gpu.kernels.compile import decided_once, get_function
 from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch, enqueue
 from backends.gpu.kernels.int8_pw_src import PW8_SRC, PW8_THREADS, PW8_WORDS
 from backends.gpu.layout import round_up
@@ -62,18 +61,12 @@ def pointwise8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: Any, residual: Any,
     enqueue([pointwise8_launch(x, w, y, g, epi, residual, ldy)], PW8_SRC, PW8_NAMES)
 
 
-_usable: dict[str, bool] = {}
-_usable_lock = threading.Lock()
-
-
+@decided_once
 def pointwise8_usable() -> bool:
     """Whether the module compiles here (once; a compiler that rejects it leaves the tiles)."""
-    with _usable_lock:
-        if "ok" not in _usable:
-            try:
-                for name in PW8_NAMES:
-                    get_function(PW8_SRC, name, name_expressions=PW8_NAMES)
-                _usable["ok"] = True
-            except Exception:  # no GPU, no CuPy, an NVRTC that rejects the text
-                _usable["ok"] = False
-        return _usable["ok"]
+    try:
+        for name in PW8_NAMES:
+            get_function(PW8_SRC, name, name_expressions=PW8_NAMES)
+        return True
+    except Exception:  # no GPU, no CuPy, an NVRTC that rejects the text
+        return False
