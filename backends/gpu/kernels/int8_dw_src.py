@@ -209,7 +209,11 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
     load_epi4(e, ep, Kp, c, res != nullptr);
     Nl4 nl;
     load_nl4(nl, sacc, c, C, sout);
-    for (int i = 0; i < cols; ++i) {
+    // unrolled with a constant index: a runtime a[i] would put all QV x 4 sums in local memory, which
+    // the compiler then writes after the mainloop on every path (128 bytes a thread at QV = 8)
+#pragma unroll
+    for (int i = 0; i < QV; ++i) {
+      if (i >= cols) break;
       const u32* r4 = res != nullptr ? reinterpret_cast<const u32*>(res + (pix0 + i) * Kp + c) : nullptr;
       store_fnl4(a[i], e, r4, (int)(pix0 + i), c, C, nl, sacc, flags, has_clipf, clipf, y, ldy, sout);
     }
