@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.gpu.kernels import cublaslt
+from backends.gpu.kernels import cublaslt, cuda_lib
 from backends.gpu.lowering.lowerer import lower
 from backends.gpu.tactics import compiled_tactic
 from engine.ir.dtypes import Precision
@@ -62,9 +62,9 @@ def test_the_first_call_sets_up_without_a_deadlock(monkeypatch):
         def __getattr__(self, name):
             return type("Fn", (), {"argtypes": None, "__call__": lambda self, *a: 0})()
 
-    monkeypatch.setattr(cublaslt, "open_versioned", lambda stem: FakeLib())
-    monkeypatch.setattr(cublaslt, "_lib", None)
-    monkeypatch.setattr(cublaslt, "_lib_error", None)
+    monkeypatch.setattr(cuda_lib, "open_versioned", lambda stem: FakeLib())
+    fresh = cuda_lib.LazyLibrary("cublasLt", "cuBLASLt", cublaslt._declare)
+    monkeypatch.setattr(cublaslt, "_library", fresh.get)
     monkeypatch.setattr(cublaslt, "_handle", None)
     monkeypatch.setattr(cublaslt, "_plans", {})
     done = []

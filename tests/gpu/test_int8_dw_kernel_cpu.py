@@ -157,3 +157,23 @@ def test_dw_source_compiles_for_sm90(tmp_path):
     done = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(src), "-o", str(tmp_path / "dw8.o")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_tiled_kernel_keeps_its_sums_in_registers(tmp_path):
+    """No tiled instance has local memory in its PTX: a runtime index into the QV x 4 sums (as the
+    float / non-linear store once had) puts the whole array in local memory, which the compiler
+    then writes after the mainloop on every path, 128 bytes a thread at QV = 8."""
+    import re
+
+    src = tmp_path / "dw8.cu"
+    src.write_text(DW8_SRC + "\n" + "\n".join(f"static void* p{i} = (void*)&{n};" for i, n in enumerate(_DW8_NAMES)))
+    ptx = tmp_path / "dw8.ptx"
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-ptx", "-O3", str(src), "-o", str(ptx)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    entries = re.split(r"\n\.(?:visible|weak) \.entry ", ptx.read_text())[1:]
+    assert len(entries) == len(_DW8_NAMES) + 1  # the tiled instances and dwconv_s8
+    local = [e[:e.index("(")] for e in entries if "__local_depot" in e or "st.local" in e]
+    assert not local, f"local memory in {local}"

@@ -4,7 +4,7 @@ CuPy's cuBLAS wrapper refuses every call during stream capture (it re-binds its 
 on each call). cuBLAS itself supports capture when the handle is bound to the stream and owns a
 workspace before the capture begins (cuBLAS documentation, "CUDA Graphs Support"): then a GEMM
 allocates nothing while it is captured. This module calls the library through ctypes with one
-handle per stream, each with its own workspace, both set up on the handle's first use (always
+handle per stream, each with its stream's workspace, both set up on the handle's first use (always
 outside a capture: ``LaunchSequence.capture`` runs every step once before capturing).
 
 The GEMM is described row-major, as the IR's MatrixMultiply is: ``Y[b] = A[b] · B[b]`` with
@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from backends.gpu.kernels.cuda_lib import WORKSPACE_BYTES, LazyLibrary, stream_workspace
 from engine.ir.errors import ExecutionError
 
 OP_N, OP_T = 0, 1
 CUDA_R_16F = 2
 COMPUTE_32F = 68
 GEMM_DEFAULT = -1
-WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommendation for Hopper
 
 
 @dataclass(frozen=True)
@@ -113,57 +113,21 @@ def reference_gemm(p: GemmPlan, a_flat: np.ndarray, b_flat: np.ndarray) -> np.nd
     return y
 
 
-_lib: Any = None
-_lib_error: str | None = None
-_load_lock = threading.Lock()
+def _declare(lib: Any) -> None:
+    lib.cublasGemmStridedBatchedEx.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
+        ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    lib.cublasCreate_v2.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
 
 
-def open_versioned(stem: str) -> Any:
-    """``lib<stem>.so`` of the CUDA major version CuPy runs on, else the unversioned name; raises
-    OSError naming the last failure."""
-    import cupy
-
-    major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-    error = ""
-    for name in (f"lib{stem}.so.{major}", f"lib{stem}.so"):
-        try:
-            return ctypes.CDLL(name)
-        except OSError as e:
-            error = f"cannot load {name}: {e}"
-    raise OSError(error)
-
-
-def _library() -> Any:
-    """libcublas of the CUDA major version CuPy runs on; raises ExecutionError if absent."""
-    global _lib, _lib_error
-    with _load_lock:
-        if _lib is None and _lib_error is None:
-            try:
-                lib = open_versioned("cublas")
-            except OSError as e:
-                _lib_error = str(e)
-                raise ExecutionError(f"cuBLAS is not available ({_lib_error})") from None
-            lib.cublasGemmStridedBatchedEx.argtypes = [
-                ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
-                ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
-                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
-                ctypes.c_int, ctypes.c_int, ctypes.c_int]
-            lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-            lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            lib.cublasCreate_v2.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
-            _lib, _lib_error = lib, None
-        if _lib is None:
-            raise ExecutionError(f"cuBLAS is not available ({_lib_error})")
-        return _lib
-
-
-def available() -> bool:
-    try:
-        _library()
-        return True
-    except Exception:  # no CuPy, no GPU, no library: the generated kernel takes the layer
-        return False
+LIBRARY = LazyLibrary("cublas", "cuBLAS", _declare)
+_library = LIBRARY.get
+available = LIBRARY.available
 
 
 def _check(status: int, what: str) -> None:
@@ -172,16 +136,14 @@ def _check(status: int, what: str) -> None:
 
 
 class _Handle:
-    """A cuBLAS handle bound to one stream, with its own workspace."""
+    """A cuBLAS handle bound to one stream, with that stream's workspace (``cuda_lib``)."""
 
     def __init__(self, stream_ptr: int) -> None:
-        import cupy
-
         lib = _library()
         h = ctypes.c_void_p()
         _check(lib.cublasCreate_v2(ctypes.byref(h)), "create")
         self.ptr = h
-        self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
+        self.workspace = stream_workspace()
         _check(lib.cublasSetStream_v2(h, ctypes.c_void_p(stream_ptr)), "set stream")
         _check(lib.cublasSetWorkspace_v2(h, ctypes.c_void_p(self.workspace.data.ptr), WORKSPACE_BYTES),
                "set workspace")

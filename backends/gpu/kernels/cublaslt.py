@@ -15,8 +15,8 @@ D's type, fp16: cuBLASLt takes a bias of the scale type (fp32) only on its IMMA 
 bias with fp16 D got no algorithm from the heuristic on an H100. The lowering uploads the layer's
 bias as fp16 for this tactic (its values are fp16-rounded for every FP16 tactic anyway).
 Descriptors are immutable once made and kept per (shape, epilogue, bias pointer), so replays and
-concurrent contexts share them safely; each stream has its own workspace (a CUDA graph captures
-the call with it, as for ``cublas``).
+concurrent contexts share them safely; each stream has one workspace, shared with the cuBLAS
+handle on it (``cuda_lib``; a CUDA graph captures the call with it, as for ``cublas``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from backends.gpu.kernels.cublas import WORKSPACE_BYTES, open_versioned
+from backends.gpu.kernels.cuda_lib import WORKSPACE_BYTES, LazyLibrary, stream_workspace
 from engine.ir.errors import ExecutionError
 
 CUDA_R_16F, CUDA_R_32F = 2, 0
@@ -45,45 +45,24 @@ class _HeuristicResult(ctypes.Structure):
                 ("waves_count", ctypes.c_float), ("reserved", ctypes.c_int * 4)]
 
 
-_lib: Any = None
-_lib_error: str | None = None
-_lock = threading.RLock()  # re-entered: making the handle loads the library under it
+def _declare(lib: Any) -> None:
+    vp, sz = ctypes.c_void_p, ctypes.c_size_t
+    lib.cublasLtCreate.argtypes = [ctypes.POINTER(vp)]
+    lib.cublasLtMatmulDescCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_int, ctypes.c_int]
+    lib.cublasLtMatmulDescSetAttribute.argtypes = [vp, ctypes.c_int, vp, sz]
+    lib.cublasLtMatrixLayoutCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_int, ctypes.c_uint64,
+                                               ctypes.c_uint64, ctypes.c_int64]
+    lib.cublasLtMatmulPreferenceCreate.argtypes = [ctypes.POINTER(vp)]
+    lib.cublasLtMatmulPreferenceSetAttribute.argtypes = [vp, ctypes.c_int, vp, sz]
+    lib.cublasLtMatmulAlgoGetHeuristic.argtypes = [vp, vp, vp, vp, vp, vp, vp, ctypes.c_int,
+                                                   ctypes.POINTER(_HeuristicResult), ctypes.POINTER(ctypes.c_int)]
+    lib.cublasLtMatmul.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, sz, vp]
 
 
-def _library() -> Any:
-    """libcublasLt of the CUDA major version CuPy runs on; raises ExecutionError if absent."""
-    global _lib, _lib_error
-    with _lock:
-        if _lib is None and _lib_error is None:
-            try:
-                lib = open_versioned("cublasLt")
-            except OSError as e:
-                _lib_error = str(e)
-            else:
-                vp, sz = ctypes.c_void_p, ctypes.c_size_t
-                lib.cublasLtCreate.argtypes = [ctypes.POINTER(vp)]
-                lib.cublasLtMatmulDescCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_int, ctypes.c_int]
-                lib.cublasLtMatmulDescSetAttribute.argtypes = [vp, ctypes.c_int, vp, sz]
-                lib.cublasLtMatrixLayoutCreate.argtypes = [ctypes.POINTER(vp), ctypes.c_int, ctypes.c_uint64,
-                                                           ctypes.c_uint64, ctypes.c_int64]
-                lib.cublasLtMatmulPreferenceCreate.argtypes = [ctypes.POINTER(vp)]
-                lib.cublasLtMatmulPreferenceSetAttribute.argtypes = [vp, ctypes.c_int, vp, sz]
-                lib.cublasLtMatmulAlgoGetHeuristic.argtypes = [vp, vp, vp, vp, vp, vp, vp, ctypes.c_int,
-                                                               ctypes.POINTER(_HeuristicResult),
-                                                               ctypes.POINTER(ctypes.c_int)]
-                lib.cublasLtMatmul.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, sz, vp]
-                _lib = lib
-        if _lib is None:
-            raise ExecutionError(f"cuBLASLt is not available ({_lib_error})")
-        return _lib
-
-
-def available() -> bool:
-    try:
-        _library()
-        return True
-    except Exception:  # no CuPy, no GPU, no library: the layer keeps another tactic
-        return False
+LIBRARY = LazyLibrary("cublasLt", "cuBLASLt", _declare)
+_library = LIBRARY.get
+available = LIBRARY.available
+_lock = threading.Lock()  # the handle and the plans
 
 
 def _check(status: int, what: str) -> None:
@@ -147,7 +126,6 @@ def plan(m: int, k: int, c: int, act_code: int, bias_ptr: int) -> LtGemm | None:
 
 
 _plans: dict[tuple[int, ...], LtGemm | None] = {}
-_workspaces: dict[tuple[int, int], Any] = {}
 
 
 def _plan_for(m: int, k: int, c: int, act_code: int, bias_ptr: int) -> LtGemm | None:
@@ -157,16 +135,6 @@ def _plan_for(m: int, k: int, c: int, act_code: int, bias_ptr: int) -> LtGemm | 
         with _lock:
             _plans.setdefault(key, p)
     return _plans[key]
-
-
-def _workspace() -> Any:
-    import cupy
-
-    key = (cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr)
-    with _lock:
-        if key not in _workspaces:
-            _workspaces[key] = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
-        return _workspaces[key]
 
 
 def supported(m: int, k: int, c: int, act_code: int, bias: Any) -> bool:
@@ -182,7 +150,7 @@ def gemm(x: Any, w: Any, bias: Any, y: Any, m: int, k: int, c: int, act_code: in
     p = _plan_for(m, k, c, act_code, bias.data.ptr)
     if p is None:
         raise ExecutionError(f"cuBLASLt has no algorithm for a {m}x{k}x{c} GEMM with activation {act_code}")
-    ws = _workspace()
+    ws = stream_workspace()
     alpha, beta = ctypes.c_float(1.0), ctypes.c_float(1.0 if residual is not None else 0.0)
     vp = ctypes.c_void_p
     r = residual if residual is not None else y

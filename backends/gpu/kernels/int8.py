@@ -549,8 +549,8 @@ DW8_TILE_WINDOWS = (3, 5, 7)  # square windows ``dwconv_s8_tile`` is compiled fo
 DW8_TILE_ROWS = 8
 DW8_TILE_STRIPS = 2  # int8_dw_src: DT8_STRIPS
 DW8_TILE_CHANNELS = 32  # int8_dw_src: 4 * DT8_QUADS
-_DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}>" for s in DW8_TILE_WINDOWS for st in (1, 2)
-              for qv in (4, 8)]
+_DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}, {nl}>" for s in DW8_TILE_WINDOWS
+              for st in (1, 2) for qv in (4, 8) for nl in ("false", "true")]
 
 
 def _dw_fn(name: str) -> Any:
@@ -571,13 +571,13 @@ def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, res
     args = dw_args(x, w, y, g, epi, residual, ldy)
     if not dw_tiled8(g):
         return "dwconv_s8", (-(-dw_threads(g) // 256), 1), 256, args
-    qv = 8 if g.q > 8 else 4
+    qv, nl = 8 if g.q > 8 else 4, "false" if epi.sacc is None else "true"  # nl: the float / non-linear instance
     tq, tp = -(-g.q // (DW8_TILE_STRIPS * qv)), -(-g.p // DW8_TILE_ROWS)
     ptrs, (n, h, wd, c, p, q, _r, _s, _sh, _sw, ph, pw, _dh, _dw, *tail) = args[:6], args[6:]
     tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
     grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
     threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
-    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}>", grid, threads, tiled
+    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}, {nl}>", grid, threads, tiled
 
 
 def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,

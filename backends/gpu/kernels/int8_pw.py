@@ -17,7 +17,7 @@ from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch, enqueue
 from backends.gpu.kernels.int8_pw_src import PW8_SRC, PW8_THREADS, PW8_WORDS
 from backends.gpu.layout import round_up
 
-PW8_NAMES = [f"pw_s8<{cw}>" for cw in PW8_WORDS]
+PW8_NAMES = [f"pw_s8<{cw}, {nl}>" for cw in PW8_WORDS for nl in ("false", "true")]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def pointwise8_launch(x: Any, w: Any, y: Any, g: ConvGeometry, epi: Any, residua
     pb = max(1, PW8_THREADS // kg)
     pix = 4 if cw <= 8 else 2  # int8_pw_src: PwPix
     grid = (-(-g.m // (pb * pix)),)
-    return KernelLaunch(f"pw_s8<{cw}>", grid, kg * pb,
+    nl = "false" if epi.sacc is None else "true"  # the float / non-linear instance where sacc is set
+    return KernelLaunch(f"pw_s8<{cw}, {nl}>", grid, kg * pb,
                         (x, w, np.int32(g.m), np.int32(g.k), *epi.args(residual, kp, y, ldy)))
 
 

@@ -16,7 +16,8 @@ Block: KG = Kp / 4 threads a pixel (one per 4-channel group) x PB = blockDim.x /
 block covers PB * PIX pixels, pixel ``blockIdx.x * PB * PIX + i * PB + row`` for i < PIX, so each of
 the PIX load rounds of a warp reads consecutive pixels. CW = Cp / 4 words an input row is a
 template argument (the unrolled dot products and the register arrays need it), PIX = 4 pixels a
-thread where CW <= 8, else 2 (the register budget).
+thread where CW <= 8, else 2 (the register budget). NL, the second, picks the epilogue: the integer
+one, or the float / non-linear one, so each instance holds only its own path's registers.
 
 Layouts (Cp = C rounded up to 16, Kp = K rounded up to 16): x NHWC int8 with channel stride Cp; w the
 tiles' K x 1 x 1 x Cp int8; res NHWC int8 with channel stride ldr (or null); y int8 with channel
@@ -50,9 +51,13 @@ __device__ __forceinline__ void pw_store_q(const int (&acc)[PwPix<CW>::value][4]
   }
 }
 
-template <int CW>
-__global__ void __launch_bounds__(256) pw_s8(const i8* __restrict__ x, const i8* __restrict__ w, int M, int K,
-                                             EPI_DECL) {
+// NL: the instance for a float output or a SiLU / hard-swish epilogue (``sacc`` set), else the
+// integer epilogue's. Two instances because the float64 fallback of the non-linear path would
+// otherwise set the register count of every layer (116-118 at CW <= 8, two blocks an SM); alone, the
+// integer path fits 80 registers, three blocks an SM (nvcc 13, sm_90).
+template <int CW, bool NL>
+__global__ void __launch_bounds__(256, NL ? 2 : 3) pw_s8(const i8* __restrict__ x, const i8* __restrict__ w,
+                                                        int M, int K, EPI_DECL) {
   constexpr int PIX = PwPix<CW>::value, CP = 4 * CW;
   const int Kp = (K + 15) & ~15, KG = Kp / 4, PB = blockDim.x / KG;
   const int tid = threadIdx.x, cg = tid % KG, row = tid / KG, n = cg * 4;
@@ -91,7 +96,7 @@ __global__ void __launch_bounds__(256) pw_s8(const i8* __restrict__ x, const i8*
   if (n >= ldy) return;
   Epi4 e;
   load_epi4(e, ep, Kp, n, res != nullptr);
-  if (sacc != nullptr) {  // a SiLU / hard-swish epilogue or a float output
+  if (NL) {
     Nl4 nl;
     load_nl4(nl, sacc, n, K, sout);
 #pragma unroll
