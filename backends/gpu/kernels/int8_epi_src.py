@@ -206,9 +206,13 @@ __device__ __forceinline__ float nl_div(float a, float d) {
 // (2 + 1.173 |x| ulp, an ulp at most 2u relative), 1 + e, the division (2 ulp), 1 / s_out and the
 // product move t by at most (11 + 2.35 |x|) u |t| (hard-swish's IEEE steps by 5u |t|); all doubled
 // for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers;
-// otherwise, where float32 could over- or underflow (|x| >= 80, a non-finite t) and where s_acc is
-// not a normal float32 (``Nl4`` makes it NaN), the float64 path decides. Outside the int8 range
-// the clamp hides any error.
+// otherwise, where t is not finite and where s_acc is not a normal float32 (``Nl4`` makes it NaN),
+// the float64 path decides. Outside the int8 range the clamp hides any error.
+// |x| >= 80 (the float64 x is then beyond 79.99) needs no exp: there 1 + exp(-x) rounds to 1 in
+// float64, so SiLU's y is x itself and hard-swish's is x within two roundings, and for x <= -80 both
+// are below 1.5e-33 in magnitude, so the quotient rounds to 0 while 1 / s_out < 1e30. A positive
+// t = x * (1 / s_out) (a normal float32) is within 5u t of T; the test allows 1e-6 (t + 1). Such
+// sums are where random or badly calibrated data saturates a layer.
 __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswish, double sout, float inv_out) {
   const float x = (float)v * sacc_f, ax = fabsf(x);
   if (ax < 80.f) {  // false for a NaN x
@@ -218,6 +222,12 @@ __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswi
                       + 1.1754944e-38f * 4.f * inv_out;
     if (0.5f - fabsf(t - r) > err)  // false for a NaN t
       return (int)fminf(fmaxf(r, -128.f), 127.f);
+  } else if (x < 0.f) {
+    if (inv_out < 1e30f) return 0;
+  } else if (ax <= 3.0e38f && inv_out >= 1.1754944e-38f) {  // false for a NaN or infinite x
+    const float t = x * inv_out, r = rintf(t);
+    if (t >= 128.f) return 127;  // past 127.5 however t rounded
+    if (0.5f - fabsf(t - r) > 1e-6f * (t + 1.f)) return (int)fminf(r, 127.f);
   }
   return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
 }
