@@ -175,9 +175,10 @@ def test_arguments_beyond_80(emu, kind):
         _check(emu, kind, v, s_out * np.exp2(rng.uniform(-14.0, -2.0, 24)), s_out)
 
 
-def test_arguments_beyond_80_skip_float64_away_from_ties(tmp_path):
-    """With the float64 path replaced by a marker, sums with |x| >= 80 away from a tie still come out
-    right: they are decided without exp or float64 (the cost of random or saturating data)."""
+def test_saturated_and_large_sums_skip_float64(tmp_path):
+    """With the float64 path replaced by a marker, sums with |x| >= 80 away from a tie, and quotients
+    past either saturation point even at a tie, still come out right: they are decided without
+    float64 (the cost of random or saturating data)."""
     fallback = "return (int)fmin(fmax(rint(DDIV(nl_value("
     assert fallback in HARNESS
     marked = EmulatedModule(HARNESS.replace(fallback, "return 99; return (int)fmin(fmax(rint(DDIV(nl_value("),
@@ -195,13 +196,23 @@ def test_arguments_beyond_80_skip_float64_away_from_ties(tmp_path):
             want = quantize_nonlinear(KINDS[kind], v.astype(np.int64), s_acc[None, :], s_out)
             assert np.all(got[clear] != 99)
             np.testing.assert_array_equal(got[clear], want[clear])
+    # hard-swish ties k + 0.5 past 127.5 (x = v / 128 in [8.6, 78]: t = v / 8) and SiLU's negative
+    # lobe past -127.5 under a tiny output scale: every one saturates, none needs float64
+    ties = np.arange(8 * 137 + 4, 10000, 8).astype(np.int32).reshape(-1, 1)
+    got = _run(marked, "hard_swish", ties, np.array([2.0**-7]), 2.0**-4)[:, :1]
+    assert np.all(got == 127)
+    lobe = -np.arange(2**9, 2**12).astype(np.int32).reshape(-1, 1)  # x in [-4, -0.5]
+    want = quantize_nonlinear(KINDS["silu"], lobe.astype(np.int64), np.array([[2.0**-9]]), 1e-3)
+    got = _run(marked, "silu", lobe, np.array([2.0**-9]), 1e-3)[:, :1].astype(np.int64)
+    sat = want == -128
+    assert sat.sum() > 100 and np.all(got[sat] == -128)
 
 
 def test_near_ties_need_the_float64_path(tmp_path):
     """The float32 fast path alone (its tie test forced true) rounds some near-tie quotients the
     other way, so the cases above do reach the float64 path and the fallback is what keeps them exact;
     random values far from ties agree either way."""
-    decide = "if (0.5f - fabsf(t - r) > err)"
+    decide = "if (0.5f - fabsf(t - r) > err || t - err > 126.5f || t + err < -127.5f)"
     assert decide in HARNESS
     fast_only = EmulatedModule(HARNESS.replace(decide, "if (true)"), tmp_path)
     rng = np.random.default_rng(12)

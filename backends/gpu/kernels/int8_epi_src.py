@@ -205,7 +205,8 @@ __device__ __forceinline__ float nl_div(float a, float d) {
 // The float32 t = f(x) * (1 / s_out) is then within err of the float64 quotient T: SiLU's exp
 // (2 + 1.173 |x| ulp, an ulp at most 2u relative), 1 + e, the division (2 ulp), 1 / s_out and the
 // product move t by at most (11 + 2.35 |x|) u |t| (hard-swish's IEEE steps by 5u |t|); all doubled
-// for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers;
+// for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers, and
+// the clipped result is when T lies past 126.5 or -127.5 even at a tie (a saturating layer's sums);
 // otherwise, where t is not finite and where s_acc is not a normal float32 (``Nl4`` makes it NaN),
 // the float64 path decides. Outside the int8 range the clamp hides any error.
 // |x| >= 80 (the float64 x is then beyond 79.99) needs no exp: there 1 + exp(-x) rounds to 1 in
@@ -220,7 +221,7 @@ __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswi
     const float t = y * inv_out, r = rintf(t);
     const float err = ((24.f + 5.f * ax) * fabsf(t) + 10.f * ax * inv_out) * 5.9604645e-8f
                       + 1.1754944e-38f * 4.f * inv_out;
-    if (0.5f - fabsf(t - r) > err)  // false for a NaN t
+    if (0.5f - fabsf(t - r) > err || t - err > 126.5f || t + err < -127.5f)  // false for a NaN t
       return (int)fminf(fmaxf(r, -128.f), 127.f);
   } else if (x < 0.f) {
     if (inv_out < 1e30f) return 0;
