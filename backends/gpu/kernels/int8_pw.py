@@ -71,3 +71,8 @@ def pointwise8_usable() -> bool:
         return True
     except Exception:  # no GPU, no CuPy, an NVRTC that rejects the text
         return False
+
+
+def pointwise8_runs(g: ConvGeometry, ldy: int | None = None) -> bool:
+    """Whether a layer may take 's8pw' here: ``pw_s8`` fits it and its module compiles."""
+    return pointwise8_fits(g, ldy) and pointwise8_usable()
