@@ -37,7 +37,7 @@ from backends.gpu.kernels.int8 import (
     quantized_kernel,
     wgmma_usable8,
 )
-from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_fits, pointwise8_usable
+from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
 from backends.gpu.layout import merge_groups, round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
@@ -317,7 +317,7 @@ class Int8Lowering:
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
         if isinstance(tactic.tile, Tile8Wg) and not wgmma_usable8():  # a Hopper plan on another GPU
             tactic = heuristic_tactic8(g)
-        if isinstance(tactic, PointwiseTactic8) and not (pointwise8_fits(g, ldy) and pointwise8_usable()):
+        if isinstance(tactic, PointwiseTactic8) and not pointwise8_runs(g, ldy):
             tactic = heuristic_tactic8(g)  # a forged or stale plan entry: the tiles run every layer
         reads = [xs, wk.name] + ([res] if res else [])
         self.ops.append(Op(layer.name, "conv8", reads, [out.name],

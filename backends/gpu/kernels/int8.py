@@ -431,6 +431,11 @@ class DeviceEpilogue:
         sout = 0.0 if e.sout is None else float(e.sout)
         return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf, sout)
 
+    @property
+    def nl_instance(self) -> str:
+        """The template flag of the CUDA-core kernels' float / non-linear instance (set with s_acc)."""
+        return "false" if self.sacc is None else "true"
+
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
         return (self.ep, _ptr(res), i32(ldr), _ptr(self.sacc), i32(self.flags), i32(self.clipq),
                 i32(0 if self.clipf is None else 1), f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy),
@@ -571,13 +576,13 @@ def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, res
     args = dw_args(x, w, y, g, epi, residual, ldy)
     if not dw_tiled8(g):
         return "dwconv_s8", (-(-dw_threads(g) // 256), 1), 256, args
-    qv, nl = 8 if g.q > 8 else 4, "false" if epi.sacc is None else "true"  # nl: the float / non-linear instance
+    qv = 8 if g.q > 8 else 4
     tq, tp = -(-g.q // (DW8_TILE_STRIPS * qv)), -(-g.p // DW8_TILE_ROWS)
     ptrs, (n, h, wd, c, p, q, _r, _s, _sh, _sw, ph, pw, _dh, _dw, *tail) = args[:6], args[6:]
     tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
     grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
     threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
-    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}, {nl}>", grid, threads, tiled
+    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}, {epi.nl_instance}>", grid, threads, tiled
 
 
 def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,
