@@ -107,29 +107,30 @@ def depthwise_row(name: str, shape: tuple[int, int, int, int], batch: int,
     from backends.gpu import tactics
     from backends.gpu.kernels import direct
     from backends.gpu.kernels import int8 as k8
+    from backends.gpu.kernels import int8_dw as k8dw
 
     h, c, r, s = shape
     g = depthwise_geometry(batch, h, c, r, s)
     dev = k8.DeviceEpilogue.upload(epilogue8(r * r, c, "relu", rng))
     c16 = k8.cp16(c)
     x = cp.asarray(rng.integers(-128, 128, (batch, h, h, c16), dtype=np.int8))
-    w = cp.asarray(k8.pack_dw_weights8(rng.integers(-128, 128, (c, 1, r, r), dtype=np.int8)))
+    w = cp.asarray(k8dw.pack_dw_weights8(rng.integers(-128, 128, (c, 1, r, r), dtype=np.int8)))
     y, ygen = cp.empty((batch, g.p, g.q, c16), cp.int8), cp.empty((batch, g.p, g.q, c16), cp.int8)
-    gargs = tuple(k8._ptr(a) if i < 6 else a for i, a in enumerate(k8.dw_args(x, w, ygen, g, dev, None, c16)))
+    gargs = tuple(k8.ptr(a) if i < 6 else a for i, a in enumerate(k8dw.dw_args(x, w, ygen, g, dev, None, c16)))
 
     def generic(_: Any) -> None:
-        k8._dw_fn("dwconv_s8")((-(-k8.dw_threads(g) // 256),), (256,), gargs)
+        k8dw.dw_fn("dwconv_s8")((-(-k8dw.dw_threads(g) // 256),), (256,), gargs)
 
     named = [type("Named", (), {"name": n})() for n in ("int8", "int8_generic", "fp16")]
-    ms = tactics._time_launches(named[:1], lambda t: k8.dwconv2d_s8(x, w, y, g, dev), 10)
+    ms = tactics._time_launches(named[:1], lambda t: k8dw.dwconv2d_s8(x, w, y, g, dev), 10)
     ms.update(tactics._time_launches(named[1:2], generic, 10))
-    k8.dwconv2d_s8(x, w, y, g, dev)
+    k8dw.dwconv2d_s8(x, w, y, g, dev)
     generic(None)
     xf = cp.asarray(rng.uniform(-1, 1, (batch, h, h, g.cp)).astype(np.float16))
     wf = cp.asarray(rng.uniform(-1, 1, (r, r, g.cp)).astype(np.float16))
     bf, yf = cp.zeros(g.cp, cp.float32), cp.empty((batch, g.p, g.q, g.cp), cp.float16)
     ms.update(tactics._time_launches(named[2:], lambda t: direct.depthwise_conv(xf, wf, bf, yf, g, (1, 0.0, 0.0)), 10))
-    return {"layer": name, "int8_kernel": k8.dw_launch8(x, w, y, g, dev, None, c16)[0], "ms": ms,
+    return {"layer": name, "int8_kernel": k8dw.dw_launch8(x, w, y, g, dev, None, c16)[0], "ms": ms,
             "int8_bit_identical_to_generic": bool(cp.array_equal(y, ygen))}
 
 

@@ -31,12 +31,12 @@ from backends.gpu.kernels.int8 import (
     epilogue_params,
     group_merge8,
     heuristic_tactic8,
-    pack_dw_weights8,
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
     wgmma_usable8,
 )
+from backends.gpu.kernels.int8_dw import pack_dw_weights8
 from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
 from backends.gpu.layout import merge_groups, round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
@@ -339,7 +339,7 @@ class Int8Lowering:
         return self.new_slot(t), k  # float32 rows of K
 
     def _dw8(self, layer: Layer, g: ConvGeometry, kernel: np.ndarray) -> None:
-        """An INT8 depthwise convolution: ``int8.dwconv2d_s8`` (one thread per 16 channels of a pixel)."""
+        """An INT8 depthwise convolution: ``int8_dw.dwconv2d_s8`` (one thread per 16 channels of a pixel)."""
         from backends.gpu.lowering.slots import Op
 
         p = layer.params
