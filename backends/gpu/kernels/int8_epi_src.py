@@ -175,6 +175,17 @@ __device__ __forceinline__ double nl_value(double x, bool hswish) {
   return DDIV(x, DADD(1.0, exp(-x)));
 }
 
+// The float64 definition, out of line (as is ``nl_float``): only the lanes the fast path below
+// cannot decide call it, and one copy of exp and the divisions keeps the unrolled callers small.
+// Inlined, every call site carried its own: a depthwise thread's 32 outputs made that kernel's SiLU
+// instance 270 KB of code (the integer one 104 KB), its fast path spread thin over the instruction cache.
+__device__ __noinline__ int nl_q8_exact(int v, double sacc, bool hswish, double sout) {
+  return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
+}
+__device__ __noinline__ float nl_float(int v, double sacc, bool hswish) {
+  return d2f_rn(nl_value(DMUL((double)v, sacc), hswish));
+}
+
 // The fast path's exp and division: the intrinsics, whose worst errors the tie test below allows
 // for (CUDA C++ Programming Guide, intrinsic functions: __expf 2 + floor(|1.173 x|) ulp, __fdividef
 // 2 ulp for a divisor in [2**-126, 2**126]; here it is 1 + exp(-x) <= 1 + e**80). The host C++ of
@@ -230,7 +241,7 @@ __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswi
     if (t >= 128.f) return 127;  // past 127.5 however t rounded
     if (0.5f - fabsf(t - r) > 1e-6f * (t + 1.f)) return (int)fminf(r, 127.f);
   }
-  return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
+  return nl_q8_exact(v, sacc, hswish, sout);
 }
 
 // A thread's constants of the non-linear epilogue for channels n..n+3, loaded once rather than per
@@ -273,7 +284,7 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   for (int j = 0; j < 4; ++j) {
     const int c = n + j;
     if (c >= ldy) continue;
-    yf[c] = c < K ? d2f_rn(nl_value(DMUL((double)v[j], p.sacc[j]), hs)) : 0.f;
+    yf[c] = c < K ? nl_float(v[j], p.sacc[j], hs) : 0.f;
   }
 }
 
