@@ -260,9 +260,7 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         g, t, w = info["geom"], info["tactic"], views[info["w"]]
         epi = int8k.DeviceEpilogue.upload(info["epi"])
         res = views[info["res"]] if info["res"] else None
-        se = info.get("gate")
-        gate = None if se is None else int8k.SeGate8(views[se.gate], se.channels, se.stride, se.f16, se.sa, se.so)
-        return lambda: int8k.conv2d_s8(x, w, y, g, t, epi, res, ws, info["ldy"], gate)
+        return lambda: int8k.conv2d_s8(x, w, y, g, t, epi, res, ws, info["ldy"])
     raise ValueError(op.kind)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -128,21 +128,6 @@ def is_depthwise8(layer: Layer, network: Network) -> bool:
     return p.groups > 1 and p.groups == c == p.num_output_maps
 
 
-@dataclass(frozen=True)
-class SeGateOperand:
-    """``x * gate`` as its consuming INT8 1x1 convolution takes it (``int8.SeGate8``): the int8 slot of
-    x and its scale, the fp16 gate slot (image stride ``stride``), whether the product is stored as fp16,
-    and the convolution's input scale."""
-
-    x: str
-    sa: float
-    gate: str
-    channels: int
-    stride: int
-    f16: bool
-    so: float
-
-
 class Int8Lowering:
     """Mixed into ``lower.Lowerer``: the INT8 layers and their int8 <-> float conversions."""
 
@@ -159,8 +144,6 @@ class Int8Lowering:
         self._q8_cache: dict[tuple[str, float, str], str] = {}
         self._consumers = self.net.consumers()
         self._segment = {la.name for la in self.layers}
-        # a squeeze-excitation product taken in its 1x1 convolution's tile loads: tensor -> gate operand
-        self.se_gates: dict[str, SeGateOperand] = {}
 
     # -------------------------------------------------------------- conversions
 
@@ -267,10 +250,6 @@ class Int8Lowering:
             return False
         other = self.slots[self.float_of(layer.inputs[1 - qi])]
         so = np.float32(annotation.read(users[0]).input_scales[0])
-        if p.op is ElementWiseOp.PROD and self._gate_in_tile_loads(users[0], other, shape):
-            self.se_gates[t] = SeGateOperand(q.name, float(sa), other.name, shape[1], other.strides[0],
-                                             self.dtypes[t] == "float16", float(so))
-            return True
         out = self._q8_slot(f"{t}@q8", shape, "nhwc16")
         ins = [None, None]
         ins[qi] = (q.name, q.operand(shape))
@@ -293,22 +272,6 @@ class Int8Lowering:
                   [out.name, *[n for n, _ in ins]])
         self.q8[t] = (out.name, so)
         return True
-
-    def _gate_in_tile_loads(self, conv: Layer, gate: Slot, shape: tuple[int, ...]) -> bool:
-        """Whether ``conv`` can take ``x * gate`` in its tile loads (``int8.SeGate8``) instead of the
-        bridge kernel: a 1x1 convolution of one group on the tensor-core tiles (not ``pw_s8``, not the
-        space-to-depth stem form), and a (N, C, 1, 1) fp16 gate with its channels contiguous."""
-        cp = conv.params
-        n, c = shape[:2]
-        if (conv.kind is not LayerKind.CONVOLUTION or cp.groups != 1 or tuple(cp.kernel) != (1, 1)
-                or gate.shape != (n, c, 1, 1) or gate.dtype != "float16" or gate.layout not in ("linear", "nhwc")
-                or gate.strides[1] != 1):
-            return False
-        if isinstance(parse_tactic8(self.tactics.get(conv.name, "")), PointwiseTactic8):
-            return False
-        g = ConvGeometry(n, shape[2], shape[3], c, cp.num_output_maps, 1, 1, tuple(cp.stride), tuple(cp.pre_padding),
-                         tuple(cp.dilation), tuple(cp.post_padding))
-        return space_to_depth_conv(g) is None
 
     @staticmethod
     def _plain_nchw(src: Slot) -> bool:
@@ -345,8 +308,7 @@ class Int8Lowering:
     # -------------------------------------------------------------- layers
 
     def _gemm8(self, layer: Layer, g: ConvGeometry, xs: str, out_shape: tuple[int, ...], q_layout: str,
-               kernel: np.ndarray, res: str | None, residual_scale: float | None,
-               gate: SeGateOperand | None = None) -> None:
+               kernel: np.ndarray, res: str | None, residual_scale: float | None) -> None:
         from backends.gpu.lowering.slots import Op
 
         epi = epilogue_params(layer, layer.params.activation, residual_scale, kernel)
@@ -357,12 +319,10 @@ class Int8Lowering:
             tactic = heuristic_tactic8(g)
         if isinstance(tactic, PointwiseTactic8) and not pointwise8_runs(g, ldy):
             tactic = heuristic_tactic8(g)  # a forged or stale plan entry: the tiles run every layer
-        if gate is not None and isinstance(tactic, PointwiseTactic8):
-            tactic = heuristic_tactic8(g)  # pw_s8 takes no gate (the bridge checked the plan's tactic)
-        reads = [xs, wk.name] + ([res] if res else []) + ([gate.gate] if gate else [])
+        reads = [xs, wk.name] + ([res] if res else [])
         self.ops.append(Op(layer.name, "conv8", reads, [out.name],
                            info={"geom": g, "tactic": tactic, "epi": epi, "x": xs, "w": wk.name, "res": res,
-                                 "y": out.name, "ldy": ldy, "gate": gate},
+                                 "y": out.name, "ldy": ldy},
                            workspace=tactic.workspace_bytes(g)))
 
     def _out8(self, layer: Layer, k: int, out_shape: tuple[int, ...], q_layout: str, quantized: bool
@@ -416,16 +376,13 @@ class Int8Lowering:
             xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2)
             if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums
                 g, kernel = g2, space_to_depth_kernel(kernel, g)
-        gate = self.se_gates.get(layer.inputs[0])
-        if gate is not None:  # the bridge's x * gate, taken in the tile loads
-            xs = gate.x
         if xs is None:
             xs = self.q8_input(layer.inputs[0], spec.input_scales[0], "nhwc16")
         res, rs = None, None
         if p.residual:
             rs = spec.input_scales[1]
             res = self.q8_input(layer.inputs[1], rs, "nhwc16")
-        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", kernel, res, rs, gate)
+        self._gemm8(layer, g, xs, self.net.tensors[layer.outputs[0]].shape, "nhwc16", kernel, res, rs)
 
     def _l_int8_fully_connected(self, layer: Layer) -> None:
         spec = annotation.read(layer)

@@ -300,13 +300,13 @@ def time_conv8_pointwise(g: ConvGeometry, epi: Any, residual: bool, ldy: int) ->
 
 def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
     """The FP16 (name, geometry, act, residual, unscaled, true group count) and INT8 (name,
-    geometry, epilogue, residual, ldy, squeeze-excitation gate) tensor-core convolutions of the GPU
-    segments among ``layer_names``."""
+    geometry, epilogue, residual, ldy) tensor-core convolutions of the GPU segments among
+    ``layer_names``."""
     from backends.gpu.backend import split_segments
     from backends.gpu.lower import lower
 
     convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool, int]] = []
-    convs8: list[tuple[str, ConvGeometry, Any, bool, int, bool]] = []
+    convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
             continue
@@ -316,7 +316,7 @@ def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, 
                               op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups)))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
-                               op.info["ldy"], op.info.get("gate") is not None))
+                               op.info["ldy"]))
     return convs, convs8
 
 
@@ -365,7 +365,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         chosen[name] = best
         cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
         timed += 1
-    for i, (name, g, epi, res, ldy, gated) in enumerate(convs8, len(convs)):
+    for i, (name, g, epi, res, ldy) in enumerate(convs8, len(convs)):
         if progress is not None:
             progress.update(i)
         if level <= 0:
@@ -373,15 +373,14 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         float_out = not epi.quantized
         nl = f" {epi.nonlinear}" if epi.nonlinear else ""  # a SiLU / hard-swish epilogue times differently
         key = cache.key(f"{signature(g, (0, 0.0, 0.0), res).replace('conv', 'conv8', 1)} f{int(float_out)} "
-                        f"ldy{ldy}{nl}{' se' if gated else ''}")
+                        f"ldy{ldy}{nl}")
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
             hits += 1
             continue
         times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
-        if not gated:  # a squeeze-excitation gate rides in the tiles' loads; pw_s8 takes none
-            times.update(time_conv8_pointwise(g, epi, res, ldy))
+        times.update(time_conv8_pointwise(g, epi, res, ldy))
         if not times:
             continue
         best = min(times, key=times.get)

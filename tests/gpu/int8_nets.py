@@ -14,7 +14,6 @@ from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.int8_math import weight_scales
 from engine.ir.layers import (
-    ActivationParams,
     ActivationSpec,
     ActivationType,
     ConvolutionParams,
@@ -236,21 +235,6 @@ def se_net(rng: np.random.Generator, op: ElementWiseOp, gate_first: bool, c: int
     mul.precision = Precision.FP16
     b, _ = add_conv8(net, rng, mul.outputs[0], 16, 3, 1, 1, act=None, s_in=float(np.float32(sa * 0.7)),
                      name="project")
-    net.mark_output(b.outputs[0])
-    return net
-
-
-def se_block_net(rng: np.random.Generator, c: int = 40, k: int = 24, n: int = 2, h: int = 7) -> Network:
-    """conv8 (SiLU) -> FP16 x * sigmoid(gate_in) (an fp16 gate) -> 1x1 conv8: an EfficientNet block's end."""
-    net = Network("se8_block")
-    net.add_input("x", (n, 24, h, h))
-    net.add_input("gate_in", (n, c, 1, 1))
-    a, sa = add_conv8(net, rng, "x", c, 1, act=SILU, name="expand")
-    sig = net.add_layer(ActivationParams(ActivationSpec(ActivationType.SIGMOID)), ["gate_in"], name="gate")
-    sig.precision = Precision.FP16
-    mul = net.add_layer(ElementWiseParams(ElementWiseOp.PROD), [a.outputs[0], sig.outputs[0]], name="se_mul")
-    mul.precision = Precision.FP16
-    b, _ = add_conv8(net, rng, mul.outputs[0], k, 1, act=None, s_in=float(np.float32(sa * 0.6)), name="project")
     net.mark_output(b.outputs[0])
     return net
 
