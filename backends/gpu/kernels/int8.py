@@ -444,36 +444,13 @@ class DeviceEpilogue:
                 np.float64(self.sout))
 
 
-@dataclass(frozen=True)
-class SeGate8:
-    """A squeeze-excitation product a 1x1 convolution takes in its tile loads (``int8_src.SeGate8``):
-    x is dequantized with ``sa`` and times the fp16 gate (image n, channel c at ``gate[n * stride + c]``),
-    stored as fp16 when ``f16``, and quantized with ``so``, the convolution's input scale."""
-
-    gate: Any
-    channels: int
-    stride: int
-    f16: bool
-    sa: float
-    so: float
-
-    def args(self) -> tuple:
-        return (self.gate, i32(self.channels), i32(self.stride), i32(self.f16), f32(self.sa), f32(self.so))
-
-
-NO_GATE_ARGS = (ptr(None), i32(0), i32(0), i32(0), f32(0), f32(1))
-
-
 def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8, epi: DeviceEpilogue,
-                       residual: Any = None, workspace: Any = None, ldy: int | None = None,
-                       gate: SeGate8 | None = None) -> list[KernelLaunch]:
+                       residual: Any = None, workspace: Any = None, ldy: int | None = None) -> list[KernelLaunch]:
     """The launches of ``conv2d_s8`` (its arguments and checks): the tile's kernel, then with
     split-K ``splitk_epilogue_s8``."""
     cg, kg = group_channels8(g)
     if reduction8(g) > MAX_KTOT:
         raise ValueError(f"reduction of {reduction8(g)} exceeds the exact int32 bound {MAX_KTOT}")
-    if gate is not None and (g.r, g.s, g.groups) != (1, 1, 1):
-        raise ValueError("a squeeze-excitation gate rides only in a 1x1 convolution of one group")
     ldy = cp16(g.k) if ldy is None else ldy
     ldr = cp16(g.k)
     grid = tactic.grid(g)
@@ -484,8 +461,7 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
     epi_args = epi.args(residual, ldr, y, ldy)
     out = [KernelLaunch(tactic.tile.template, grid, tactic.tile.threads,
                         (x, w, ptr(workspace if split else None), *map(i32, geo),
-                         i32(tactic.k_tiles_per_split(g)), *(NO_GATE_ARGS if gate is None else gate.args()),
-                         *epi_args),
+                         i32(tactic.k_tiles_per_split(g)), *epi_args),
                         tactic.tile.smem_bytes)]
     if split:
         total = g.m * (-(-ldy // 4))
@@ -495,20 +471,16 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
 
 
 def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8 | PointwiseTactic8, epi: DeviceEpilogue,
-              residual: Any = None, workspace: Any = None, ldy: int | None = None, gate: SeGate8 | None = None
-              ) -> None:
+              residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
     """Enqueue the INT8 convolution on the current stream.
 
     x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
-    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K; 's8pw' runs ``pw_s8``,
-    which takes no ``gate``.
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K; 's8pw' runs ``pw_s8``.
     """
     if isinstance(tactic, PointwiseTactic8):
-        if gate is not None:
-            raise ValueError("the pointwise INT8 kernel takes no squeeze-excitation gate")
         return pointwise8(x, w, y, g, epi, residual, cp16(g.k) if ldy is None else ldy)
-    enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy, gate), *module_of8(tactic.tile))
+    enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), *module_of8(tactic.tile))
 
 
 def quantize_nchw(x: Any, y: Any, shape: tuple[int, int, int, int], scale: float, s2d: bool) -> None:

@@ -111,36 +111,6 @@ struct IgemmS8 {
   static __device__ __forceinline__ void mma(int* c, const u32* a, const u32* b) { mma_s8_16832(c, a, b); }
 };
 
-// A squeeze-excitation product ``x * gate`` taken in the tile loads of the 1x1 convolution that reads it
-// (R = S = 1: the reduction index k is the channel). A landed chunk of int8 x at image n goes through the
-// int8 -> int8 bridge's own float steps (lower_int8.lower_int8_bridge): dequantize in float32 with ``sa``,
-// round to fp16, times the fp16 gate g[n * gs + c] in float32, round to fp16 when the product is stored
-// as fp16 (``f16``), rint(y / so) saturated to int8 with NaN -> 0, so the operand is the bridge's byte for
-// byte. ``img`` is n * cs, the mainloop's image offset (cs: x's channel stride); channels from ``C`` (the
-// layer's, unpadded) up to the padded stride stay 0, and the gate is never read there.
-struct SeGate8 {
-  const h16* __restrict__ gate;
-  int C, cs, gs, f16;  // C: the true channel count
-  float sa, so;
-  __device__ __forceinline__ bool active() const { return gate != nullptr; }
-  __device__ __forceinline__ bool takes(int k) const { return k < C; }  // past C: the zero tail of the reduction
-  __device__ __forceinline__ void operator()(i8* chunk, int img, int k) const {
-    uint4* pa = reinterpret_cast<uint4*>(chunk);
-    uint4 v = *pa;
-    i8* q = reinterpret_cast<i8*>(&v);
-    const h16* g = gate + (img / cs) * gs + k;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      if (k + j >= C) { q[j] = 0; continue; }
-      float y = h2f(f2h((float)q[j] * sa)) * h2f(g[j]);
-      if (f16) y = h2f(f2h(y));
-      const float t = rintf(y / so);
-      q[j] = t != t ? (i8)0 : (i8)fminf(fmaxf(t, -128.f), 127.f);
-    }
-    *pa = v;
-  }
-};
-
 // Registers: 64 x 128 and 128 x 64 tiles on 4 warps are held to 128 (4 CTAs per SM; left free, the
 // compiler takes ~158 and fits 3), 128 x 128 on 8 warps to 128 (2 CTAs); none spills. A 0 leaves the
 // other tiles to the compiler.
@@ -149,8 +119,7 @@ __global__ void __launch_bounds__(WM * WN * 32, (BM * BN == 8192 && WM * WN == 4
                                                 : (BM * BN == 16384 && WM * WN == 8) ? 2 : 0)
 conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restrict__ ws,
               int N, int H, int W, int C, int K, int P, int Q, int R, int S,
-              int sh, int sw, int ph, int pw, int dh, int dw, int G, int kps,
-              const h16* __restrict__ gate, int gc, int gs, int gf16, float gsa, float gso, EPI_DECL)
+              int sh, int sw, int ph, int pw, int dh, int dw, int G, int kps, EPI_DECL)
 {
   typedef Igemm<IgemmS8, BM, BN, WM, WN, STAGES, KC, Step> IG;
   constexpr int THREADS = IG::THREADS, WTM = IG::WTM, WTN = IG::WTN, MI = IG::MI, NI = IG::NI;
@@ -163,8 +132,7 @@ conv_igemm_s8(const i8* __restrict__ x, const i8* __restrict__ w, int* __restric
   const int n0 = ((int)blockIdx.y - grp * NT) * BN, goff = grp * K;
   int acc[MI][NI][4];
   IG::mainloop(acc, x + grp * C, w + (size_t)goff * (R * S * C), reinterpret_cast<i8*>(smem8),
-               {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps,
-               SeGate8{gate, gc, G * C, gs, gf16, gsa, gso});
+               {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps, IgemmNoHook());
   const int m0 = blockIdx.x * BM;
 
   if (ws != nullptr) {  // split-K: int32 partials (exact; summed in splitk_epilogue_s8)
