@@ -33,14 +33,18 @@ CONVS_1X1 = [
     ("efficientnet_b0 expand 16->96 at 112 with ReLU instead", (112, 16, 96), "relu"),
     ("resnet50 1x1 256->64 at 56, ReLU", (56, 256, 64), "relu"),
 ]
-# name, (spatial, C, window, stride)
+# name, (spatial, C, window, stride), epilogue: "relu" (MobileNetV2's ReLU6 bound aside) or "silu"
+# (EfficientNet-B0's, every depthwise layer)
 DEPTHWISE = [
-    ("mobilenet_v2 3x3 at 56x56x144", (56, 144, 3, 1)),
-    ("mobilenet_v2 3x3/2 at 112x112x96", (112, 96, 3, 2)),
-    ("mobilenet_v2 3x3 at 112x112x32", (112, 32, 3, 1)),
-    ("efficientnet_b0 3x3 at 14x14x480", (14, 480, 3, 1)),
-    ("efficientnet_b0 5x5 at 7x7x1152", (7, 1152, 5, 1)),
-    ("efficientnet_b0 5x5 at 28x28x240", (28, 240, 5, 1)),
+    ("mobilenet_v2 3x3 at 56x56x144", (56, 144, 3, 1), "relu"),
+    ("mobilenet_v2 3x3/2 at 112x112x96", (112, 96, 3, 2), "relu"),
+    ("mobilenet_v2 3x3 at 112x112x32", (112, 32, 3, 1), "relu"),
+    ("efficientnet_b0 3x3 at 56x56x144, SiLU", (56, 144, 3, 1), "silu"),
+    ("efficientnet_b0 3x3/2 at 112x112x96, SiLU", (112, 96, 3, 2), "silu"),
+    ("efficientnet_b0 3x3 at 14x14x480, SiLU", (14, 480, 3, 1), "silu"),
+    ("efficientnet_b0 5x5 at 7x7x1152, SiLU", (7, 1152, 5, 1), "silu"),
+    ("efficientnet_b0 5x5 at 28x28x240, SiLU", (28, 240, 5, 1), "silu"),
+    ("efficientnet_b0 5x5 at 28x28x240 with ReLU instead", (28, 240, 5, 1), "relu"),
 ]
 
 
@@ -100,36 +104,38 @@ def depthwise_geometry(batch: int, h: int, c: int, r: int, s: int) -> Any:
     return ConvGeometry(batch, h, h, c, c, r, r, (s, s), (r // 2, r // 2))
 
 
-def depthwise_row(name: str, shape: tuple[int, int, int, int], batch: int,
+def depthwise_row(name: str, shape: tuple[int, int, int, int], kind: str, batch: int,
                   rng: np.random.Generator) -> dict[str, Any]:
     import cupy as cp
 
     from backends.gpu import tactics
     from backends.gpu.kernels import direct
     from backends.gpu.kernels import int8 as k8
+    from backends.gpu.kernels import int8_dw as k8dw
 
     h, c, r, s = shape
     g = depthwise_geometry(batch, h, c, r, s)
-    dev = k8.DeviceEpilogue.upload(epilogue8(r * r, c, "relu", rng))
+    dev = k8.DeviceEpilogue.upload(epilogue8(r * r, c, kind, rng))
     c16 = k8.cp16(c)
     x = cp.asarray(rng.integers(-128, 128, (batch, h, h, c16), dtype=np.int8))
-    w = cp.asarray(k8.pack_dw_weights8(rng.integers(-128, 128, (c, 1, r, r), dtype=np.int8)))
+    w = cp.asarray(k8dw.pack_dw_weights8(rng.integers(-128, 128, (c, 1, r, r), dtype=np.int8)))
     y, ygen = cp.empty((batch, g.p, g.q, c16), cp.int8), cp.empty((batch, g.p, g.q, c16), cp.int8)
-    gargs = tuple(k8._ptr(a) if i < 6 else a for i, a in enumerate(k8.dw_args(x, w, ygen, g, dev, None, c16)))
+    gargs = tuple(k8.ptr(a) if i < 6 else a for i, a in enumerate(k8dw.dw_args(x, w, ygen, g, dev, None, c16)))
 
     def generic(_: Any) -> None:
-        k8._dw_fn("dwconv_s8")((-(-k8.dw_threads(g) // 256),), (256,), gargs)
+        k8dw.dw_fn("dwconv_s8")((-(-k8dw.dw_threads(g) // 256),), (256,), gargs)
 
     named = [type("Named", (), {"name": n})() for n in ("int8", "int8_generic", "fp16")]
-    ms = tactics._time_launches(named[:1], lambda t: k8.dwconv2d_s8(x, w, y, g, dev), 10)
+    ms = tactics._time_launches(named[:1], lambda t: k8dw.dwconv2d_s8(x, w, y, g, dev), 10)
     ms.update(tactics._time_launches(named[1:2], generic, 10))
-    k8.dwconv2d_s8(x, w, y, g, dev)
+    k8dw.dwconv2d_s8(x, w, y, g, dev)
     generic(None)
     xf = cp.asarray(rng.uniform(-1, 1, (batch, h, h, g.cp)).astype(np.float16))
     wf = cp.asarray(rng.uniform(-1, 1, (r, r, g.cp)).astype(np.float16))
     bf, yf = cp.zeros(g.cp, cp.float32), cp.empty((batch, g.p, g.q, g.cp), cp.float16)
-    ms.update(tactics._time_launches(named[2:], lambda t: direct.depthwise_conv(xf, wf, bf, yf, g, (1, 0.0, 0.0)), 10))
-    return {"layer": name, "int8_kernel": k8.dw_launch8(x, w, y, g, dev, None, c16)[0], "ms": ms,
+    act = (5 if kind == "silu" else 1, 0.0, 0.0)
+    ms.update(tactics._time_launches(named[2:], lambda t: direct.depthwise_conv(xf, wf, bf, yf, g, act), 10))
+    return {"layer": name, "int8_kernel": k8dw.dw_launch8(x, w, y, g, dev, None, c16)[0], "ms": ms,
             "int8_bit_identical_to_generic": bool(cp.array_equal(y, ygen))}
 
 
@@ -146,8 +152,8 @@ def main() -> None:
     for name, shape, kind in CONVS_1X1:
         rows.append(conv_row(name, shape, kind, args.batch, rng))
         print(json.dumps(rows[-1]), flush=True)
-    for name, shape in DEPTHWISE:
-        rows.append(depthwise_row(name, shape, args.batch, rng))
+    for name, shape, kind in DEPTHWISE:
+        rows.append(depthwise_row(name, shape, kind, args.batch, rng))
         print(json.dumps(rows[-1]), flush=True)
     env = environment()
     gpu = "h100" if "H100" in env["device"] else cp.cuda.runtime.getDeviceProperties(0)["name"].decode().split()[-1]

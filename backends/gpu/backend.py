@@ -248,9 +248,11 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         from backends.gpu.kernels import int8 as int8k
 
         if op.kind == "dwconv8":
+            from backends.gpu.kernels.int8_dw import dwconv2d_s8
+
             epi = int8k.DeviceEpilogue.upload(info["epi"])
             res = views[info["res"]] if info["res"] else None
-            return lambda: int8k.dwconv2d_s8(x, views[info["w"]], y, info["geom"], epi, res, info["ldy"])
+            return lambda: dwconv2d_s8(x, views[info["w"]], y, info["geom"], epi, res, info["ldy"])
         if op.kind == "quant8":
             return lambda: int8k.quantize_nchw(x, y, info["shape"], info["scale"], info["s2d"])
         if op.kind == "pool8":

@@ -31,13 +31,13 @@ from backends.gpu.kernels.int8 import (
     epilogue_params,
     group_merge8,
     heuristic_tactic8,
-    pack_dw_weights8,
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
     wgmma_usable8,
 )
-from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_fits, pointwise8_usable
+from backends.gpu.kernels.int8_dw import pack_dw_weights8
+from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
 from backends.gpu.layout import merge_groups, round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
@@ -317,7 +317,7 @@ class Int8Lowering:
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
         if isinstance(tactic.tile, Tile8Wg) and not wgmma_usable8():  # a Hopper plan on another GPU
             tactic = heuristic_tactic8(g)
-        if isinstance(tactic, PointwiseTactic8) and not (pointwise8_fits(g, ldy) and pointwise8_usable()):
+        if isinstance(tactic, PointwiseTactic8) and not pointwise8_runs(g, ldy):
             tactic = heuristic_tactic8(g)  # a forged or stale plan entry: the tiles run every layer
         reads = [xs, wk.name] + ([res] if res else [])
         self.ops.append(Op(layer.name, "conv8", reads, [out.name],
@@ -339,7 +339,7 @@ class Int8Lowering:
         return self.new_slot(t), k  # float32 rows of K
 
     def _dw8(self, layer: Layer, g: ConvGeometry, kernel: np.ndarray) -> None:
-        """An INT8 depthwise convolution: ``int8.dwconv2d_s8`` (one thread per 16 channels of a pixel)."""
+        """An INT8 depthwise convolution: ``int8_dw.dwconv2d_s8`` (one thread per 16 channels of a pixel)."""
         from backends.gpu.lowering.slots import Op
 
         p = layer.params

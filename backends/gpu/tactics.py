@@ -291,9 +291,9 @@ def time_conv8(g: ConvGeometry, tactics: list, epi: Any, residual: bool, ldy: in
 
 def time_conv8_pointwise(g: ConvGeometry, epi: Any, residual: bool, ldy: int) -> dict[str, float]:
     """``time_conv8`` of the CUDA-core pointwise kernel where it fits the layer and compiles here."""
-    from backends.gpu.kernels.int8_pw import POINTWISE8, pointwise8_fits, pointwise8_usable
+    from backends.gpu.kernels.int8_pw import POINTWISE8, pointwise8_runs
 
-    if not pointwise8_fits(g, ldy) or not pointwise8_usable():
+    if not pointwise8_runs(g, ldy):
         return {}
     return time_conv8(g, [POINTWISE8], epi, residual, ldy)
 

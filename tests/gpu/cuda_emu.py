@@ -50,6 +50,7 @@ static Dim3 threadIdx, blockIdx, blockDim, gridDim;  // set by the scheduler
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))

@@ -19,18 +19,8 @@ import pytest
 from cuda_emu import EmulatedModule, compiler
 
 from backends.gpu.kernels.conv import ConvGeometry
-from backends.gpu.kernels.int8 import (
-    _DW8_NAMES,
-    DeviceEpilogue,
-    cp16,
-    dw_args,
-    dw_launch8,
-    dw_threads,
-    dw_tiled8,
-    epilogue_params,
-    pack_dw_weights8,
-    quantized_kernel,
-)
+from backends.gpu.kernels.int8 import DeviceEpilogue, cp16, epilogue_params, quantized_kernel
+from backends.gpu.kernels.int8_dw import DW8_NAMES, dw_args, dw_launch8, dw_threads, dw_tiled8, pack_dw_weights8
 from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.layout import round_up
 from backends.reference import int8 as ref8
@@ -42,7 +32,7 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> EmulatedModule:
-    return EmulatedModule(DW8_SRC, tmp_path_factory.mktemp("emu_dw8"), name_expressions=_DW8_NAMES, opt="-O1")
+    return EmulatedModule(DW8_SRC, tmp_path_factory.mktemp("emu_dw8"), name_expressions=DW8_NAMES, opt="-O1")
 
 
 def _run(emu: EmulatedModule, net, feeds: dict[str, np.ndarray], force_sat: bool = False,
@@ -168,12 +158,12 @@ def test_tiled_kernel_keeps_its_sums_in_registers(tmp_path):
     import re
 
     src = tmp_path / "dw8.cu"
-    src.write_text(DW8_SRC + "\n" + "\n".join(f"static void* p{i} = (void*)&{n};" for i, n in enumerate(_DW8_NAMES)))
+    src.write_text(DW8_SRC + "\n" + "\n".join(f"static void* p{i} = (void*)&{n};" for i, n in enumerate(DW8_NAMES)))
     ptx = tmp_path / "dw8.ptx"
     done = subprocess.run(["nvcc", "-arch=sm_90", "-ptx", "-O3", str(src), "-o", str(ptx)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
     entries = re.split(r"\n\.(?:visible|weak) \.entry ", ptx.read_text())[1:]
-    assert len(entries) == len(_DW8_NAMES) + 1  # the tiled instances and dwconv_s8
+    assert len(entries) == len(DW8_NAMES) + 1  # the tiled instances and dwconv_s8
     local = [e[:e.index("(")] for e in entries if "__local_depot" in e or "st.local" in e]
     assert not local, f"local memory in {local}"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import int8_nets as nets
 import numpy as np
 
-from backends.gpu.kernels.int8 import pack_dw_weights8, quantized_kernel
+from backends.gpu.kernels.int8 import quantized_kernel
+from backends.gpu.kernels.int8_dw import pack_dw_weights8
 from backends.gpu.layout import round_up
 from backends.gpu.lower import lower, supports
 from engine.ir import int8_annotation as annotation

@@ -124,13 +124,13 @@ def test_stem_lowers_to_space_to_depth_and_a_vectorized_quantize():
 def test_pointwise_tactic_is_a_plan_tactic_and_a_misfit_falls_back_to_the_tiles(monkeypatch):
     """'s8pw' is a tactic a plan may name; on a layer the pointwise kernel does not take (3x3) the
     lowering gives the tiles' heuristic instead, and on a 1x1 it keeps it where the module compiles."""
-    from backends.gpu import lower_int8
+    from backends.gpu.kernels import int8_pw
     from backends.gpu.kernels.int8 import Tactic8
     from backends.gpu.kernels.int8_pw import PointwiseTactic8
     from backends.gpu.tactics import compiled_tactic
 
     assert compiled_tactic("s8pw") and not compiled_tactic("s8pw_k2")
-    monkeypatch.setattr(lower_int8, "pointwise8_usable", lambda: True)
+    monkeypatch.setattr(int8_pw, "pointwise8_usable", lambda: True)
     for r, pad, want in ((3, 1, Tactic8), (1, 0, PointwiseTactic8)):
         net, _ = nets.conv_net(np.random.default_rng(1), 2, 32, 8, 8, 48, r, 1, pad)
         low = lower(net, net.layers, list(net.outputs), {net.layers[0].name: "s8pw"})

@@ -157,11 +157,62 @@ def test_silu_fast_path_holds_at_the_intrinsics_worst_error(emu, s_acc, s_out, l
     _check(emu, "silu", vals.astype(np.int32).reshape(-1, 1), np.array([s_acc]), s_out)
 
 
+@pytest.mark.parametrize("kind", ["silu", "hard_swish"])
+def test_arguments_beyond_80(emu, kind):
+    """|x| >= 80: ties and near-ties of the linear part (SiLU's y is x there), saturation, the
+    negative side rounding to 0, and a tiny output scale under which that side reaches -128."""
+    s_acc = 2.0**-7  # x = v / 128: a tie of x / 1.0 at every v = 128 k + 64
+    v = np.concatenate([np.arange(80 * 128, 128 * 128 + 200), -np.arange(80 * 128, 90 * 128),
+                        [2**31 - 1, -(2**31)]]).astype(np.int32).reshape(-1, 1)
+    for s_out in (1.0, 1.0 + 2.0**-20, 0.75, 7.3e-3):
+        want = _check(emu, kind, v, np.array([s_acc]), s_out)
+        assert want.max() == 127 and not np.any(want[v[:, 0] < 0])
+    if kind == "silu":  # -80 e**-80 / 1e-35 is below -128
+        assert _check(emu, kind, v, np.array([s_acc]), 1e-35).min() == -128
+    rng = np.random.default_rng(13)
+    v = rng.integers(-(2**31), 2**31, (64, 24)).astype(np.int32)
+    for s_out in (0.05, 3.0, 40.0):
+        _check(emu, kind, v, s_out * np.exp2(rng.uniform(-14.0, -2.0, 24)), s_out)
+
+
+def test_saturated_and_large_sums_skip_float64(tmp_path):
+    """With the float64 path replaced by a marker, sums with |x| >= 80 away from a tie, and quotients
+    past either saturation point even at a tie, still come out right: they are decided without
+    float64 (the cost of random or saturating data)."""
+    fallback = "return (int)fmin(fmax(rint(DDIV(nl_value("
+    assert fallback in HARNESS
+    marked = EmulatedModule(HARNESS.replace(fallback, "return 99; return (int)fmin(fmax(rint(DDIV(nl_value("),
+                            tmp_path)
+    rng = np.random.default_rng(14)
+    s_acc = np.exp2(rng.uniform(-12.0, -8.0, 16))
+    v = (rng.choice([-1, 1], (48, 16)) * rng.integers(2**20, 2**24, (48, 16))).astype(np.int32)
+    x = v * s_acc[None, :]
+    assert np.all(np.abs(x) >= 80.01)
+    for kind in ("silu", "hard_swish"):
+        for s_out in (0.05, 1.3):
+            t = x / s_out
+            clear = np.abs(t - np.floor(t) - 0.5) > 1e-3
+            got = _run(marked, kind, v, s_acc, s_out)[:, :16].astype(np.int64)
+            want = quantize_nonlinear(KINDS[kind], v.astype(np.int64), s_acc[None, :], s_out)
+            assert np.all(got[clear] != 99)
+            np.testing.assert_array_equal(got[clear], want[clear])
+    # hard-swish ties k + 0.5 past 127.5 (x = v / 128 in [8.6, 78]: t = v / 8) and SiLU's negative
+    # lobe past -127.5 under a tiny output scale: every one saturates, none needs float64
+    ties = np.arange(8 * 137 + 4, 10000, 8).astype(np.int32).reshape(-1, 1)
+    got = _run(marked, "hard_swish", ties, np.array([2.0**-7]), 2.0**-4)[:, :1]
+    assert np.all(got == 127)
+    lobe = -np.arange(2**9, 2**12).astype(np.int32).reshape(-1, 1)  # x in [-4, -0.5]
+    want = quantize_nonlinear(KINDS["silu"], lobe.astype(np.int64), np.array([[2.0**-9]]), 1e-3)
+    got = _run(marked, "silu", lobe, np.array([2.0**-9]), 1e-3)[:, :1].astype(np.int64)
+    sat = want == -128
+    assert sat.sum() > 100 and np.all(got[sat] == -128)
+
+
 def test_near_ties_need_the_float64_path(tmp_path):
     """The float32 fast path alone (its tie test forced true) rounds some near-tie quotients the
     other way, so the cases above do reach the float64 path and the fallback is what keeps them exact;
     random values far from ties agree either way."""
-    decide = "if (0.5f - fabsf(t - r) > err)"
+    decide = "if (0.5f - fabsf(t - r) > err || t - err > 126.5f || t + err < -127.5f)"
     assert decide in HARNESS
     fast_only = EmulatedModule(HARNESS.replace(decide, "if (true)"), tmp_path)
     rng = np.random.default_rng(12)

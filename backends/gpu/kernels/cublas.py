@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.gpu.kernels.cuda_lib import WORKSPACE_BYTES, LazyLibrary, stream_workspace
+from backends.gpu.kernels.cuda_lib import WORKSPACE_BYTES, LazyLibrary, stream_key, stream_workspace
 from engine.ir.errors import ExecutionError
 
 OP_N, OP_T = 0, 1
@@ -138,13 +138,13 @@ def _check(status: int, what: str) -> None:
 class _Handle:
     """A cuBLAS handle bound to one stream, with that stream's workspace (``cuda_lib``)."""
 
-    def __init__(self, stream_ptr: int) -> None:
+    def __init__(self, key: tuple[int, int]) -> None:
         lib = _library()
         h = ctypes.c_void_p()
         _check(lib.cublasCreate_v2(ctypes.byref(h)), "create")
         self.ptr = h
-        self.workspace = stream_workspace()
-        _check(lib.cublasSetStream_v2(h, ctypes.c_void_p(stream_ptr)), "set stream")
+        self.workspace = stream_workspace(key)
+        _check(lib.cublasSetStream_v2(h, ctypes.c_void_p(key[1])), "set stream")
         _check(lib.cublasSetWorkspace_v2(h, ctypes.c_void_p(self.workspace.data.ptr), WORKSPACE_BYTES),
                "set workspace")
         self.alpha = ctypes.c_float(1.0)
@@ -156,15 +156,13 @@ _handles_lock = threading.Lock()
 
 
 def _handle_for_current_stream() -> _Handle:
-    import cupy
-
-    key = (cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr)
+    key = stream_key()
     h = _handles.get(key)
     if h is None:
         with _handles_lock:
             h = _handles.get(key)
             if h is None:
-                h = _handles[key] = _Handle(key[1])
+                h = _handles[key] = _Handle(key)
     return h
 
 

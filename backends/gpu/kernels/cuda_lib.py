@@ -71,12 +71,20 @@ _workspaces: dict[tuple[int, int], Any] = {}
 _workspaces_lock = threading.Lock()
 
 
-def stream_workspace() -> Any:
-    """The current stream's workspace (WORKSPACE_BYTES of device memory), made on first use, which
-    is never inside a capture (``LaunchSequence.capture`` runs every step once first)."""
+def stream_key() -> tuple[int, int]:
+    """(device, stream pointer) of the current stream: what handles and workspaces are kept by."""
     import cupy
 
-    key = (cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr)
+    return cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr
+
+
+def stream_workspace(key: tuple[int, int] | None = None) -> Any:
+    """The workspace (WORKSPACE_BYTES of device memory) of stream ``key`` (default: the current
+    one), made on first use, which is never inside a capture (``LaunchSequence.capture`` runs every
+    step once first)."""
+    import cupy
+
+    key = key or stream_key()
     with _workspaces_lock:
         if key not in _workspaces:
             _workspaces[key] = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)

@@ -29,7 +29,6 @@ from backends.gpu.kernels.conv import (
     parse_tile_tactic,
     wgmma_usable,
 )
-from backends.gpu.kernels.int8_dw_src import DW8_SRC
 from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
@@ -332,7 +331,9 @@ def _fn(name: str) -> Any:
 def compile_tasks() -> list[Callable[[], object]]:
     """The INT8 modules' compilations (tensor-core, depthwise, sm_90a wgmma), each a task that
     ``compile.compile_concurrently`` may run beside the others."""
-    return [lambda: [_kernel(t) for t in TILES8], lambda: _dw_fn("dwconv_s8"), wgmma_usable8, pointwise8_usable]
+    from backends.gpu.kernels.int8_dw import dw_fn  # int8_dw builds on this module
+
+    return [lambda: [_kernel(t) for t in TILES8], lambda: dw_fn("dwconv_s8"), wgmma_usable8, pointwise8_usable]
 
 
 def compile_all() -> None:
@@ -340,7 +341,8 @@ def compile_all() -> None:
     compile_concurrently(compile_tasks())
 
 
-def _ptr(a: Any) -> Any:
+def ptr(a: Any) -> Any:
+    """A device pointer argument: the array, or a null pointer for None."""
     return a if a is not None else np.uint64(0)
 
 
@@ -431,8 +433,13 @@ class DeviceEpilogue:
         sout = 0.0 if e.sout is None else float(e.sout)
         return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf, sout)
 
+    @property
+    def nl_instance(self) -> str:
+        """The template flag of the CUDA-core kernels' float / non-linear instance (set with s_acc)."""
+        return "false" if self.sacc is None else "true"
+
     def args(self, res: Any, ldr: int, y: Any, ldy: int) -> tuple:
-        return (self.ep, _ptr(res), i32(ldr), _ptr(self.sacc), i32(self.flags), i32(self.clipq),
+        return (self.ep, ptr(res), i32(ldr), ptr(self.sacc), i32(self.flags), i32(self.clipq),
                 i32(0 if self.clipf is None else 1), f32(0.0 if self.clipf is None else self.clipf), y, i32(ldy),
                 np.float64(self.sout))
 
@@ -453,7 +460,7 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
     geo = (g.n, g.h, g.w, cg, kg, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, g.groups)
     epi_args = epi.args(residual, ldr, y, ldy)
     out = [KernelLaunch(tactic.tile.template, grid, tactic.tile.threads,
-                        (x, w, _ptr(workspace if split else None), *map(i32, geo),
+                        (x, w, ptr(workspace if split else None), *map(i32, geo),
                          i32(tactic.k_tiles_per_split(g)), *epi_args),
                         tactic.tile.smem_bytes)]
     if split:
@@ -512,82 +519,3 @@ def pool2d_s8_launches(x: Any, y: Any, g: Any, average: bool) -> list[KernelLaun
 def pool2d_s8(x: Any, y: Any, g: Any, average: bool) -> None:
     """INT8 max/average pooling; ``g`` a ``direct.PoolGeometry`` (no dilation, no ceil mode)."""
     enqueue(pool2d_s8_launches(x, y, g, average), INT8_SRC, _NAMES)
-
-
-# ------------------------------------------------------------------------------------------ depthwise
-
-
-def pack_dw_weights8(wq: np.ndarray) -> np.ndarray:
-    """int8 depthwise IR kernel (C, 1, R, S) -> (ceil(R*S / 4), Cp16, 4) int8: taps (index r * S + s)
-    in quads, each channel's four as one word for ``__dp4a``; zero past the last tap and in channels
-    C..Cp-1."""
-    c, one, r, s = wq.shape
-    if one != 1:
-        raise ValueError(f"a depthwise kernel has one input channel per group, got shape {wq.shape}")
-    quads = -(-(r * s) // 4)
-    taps = np.zeros((quads * 4, cp16(c)), np.int8)
-    taps[: r * s, :c] = wq[:, 0].reshape(c, r * s).T
-    return np.ascontiguousarray(taps.reshape(quads, 4, cp16(c)).transpose(0, 2, 1))
-
-
-def dw_args(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any, ldy: int) -> tuple:
-    """``dwconv_s8``'s arguments in order (int8_dw_src), pointers as given (None for a null one)."""
-    if g.c != g.k or g.r * g.s > MAX_KTOT:
-        raise ValueError(f"depthwise geometry C = {g.c}, K = {g.k}, {g.r}x{g.s}: needs C == K and an exact int32 sum")
-    geo = (g.n, g.h, g.w, g.c, g.p, g.q, g.r, g.s, *g.stride, *g.pad, *g.dilation, ldy, epi.flags, epi.clipq,
-           0 if epi.clipf is None else 1)
-    return (x, w, epi.ep, residual, epi.sacc, y, *map(i32, geo), f32(0.0 if epi.clipf is None else epi.clipf),
-            np.float64(epi.sout))
-
-
-def dw_threads(g: ConvGeometry) -> int:
-    """Threads of ``dwconv_s8``: one per 16 channels of an output pixel."""
-    return g.n * g.p * g.q * (cp16(g.c) // 16)
-
-
-DW8_TILE_WINDOWS = (3, 5, 7)  # square windows ``dwconv_s8_tile`` is compiled for
-DW8_TILE_ROWS = 8
-DW8_TILE_STRIPS = 2  # int8_dw_src: DT8_STRIPS
-DW8_TILE_CHANNELS = 32  # int8_dw_src: 4 * DT8_QUADS
-_DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}, {nl}>" for s in DW8_TILE_WINDOWS
-              for st in (1, 2) for qv in (4, 8) for nl in ("false", "true")]
-
-
-def _dw_fn(name: str) -> Any:
-    return get_function(DW8_SRC, name, name_expressions=_DW8_NAMES)
-
-
-def dw_tiled8(g: ConvGeometry) -> bool:
-    """Whether ``dwconv2d_s8`` takes the shared-memory tiled kernel: stride 1 or 2 (the same both
-    ways), dilation 1 and a square window it is compiled for."""
-    return (g.stride in ((1, 1), (2, 2)) and g.dilation == (1, 1) and g.r == g.s
-            and g.s in DW8_TILE_WINDOWS)
-
-
-def dw_launch8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any,
-               ldy: int) -> tuple[str, tuple[int, int], int, tuple]:
-    """(kernel name, grid, threads a block, arguments) of the INT8 depthwise launch: the tiled
-    kernel where ``dw_tiled8``, else ``dwconv_s8``; pointers as given (None for a null one)."""
-    args = dw_args(x, w, y, g, epi, residual, ldy)
-    if not dw_tiled8(g):
-        return "dwconv_s8", (-(-dw_threads(g) // 256), 1), 256, args
-    qv, nl = 8 if g.q > 8 else 4, "false" if epi.sacc is None else "true"  # nl: the float / non-linear instance
-    tq, tp = -(-g.q // (DW8_TILE_STRIPS * qv)), -(-g.p // DW8_TILE_ROWS)
-    ptrs, (n, h, wd, c, p, q, _r, _s, _sh, _sw, ph, pw, _dh, _dw, *tail) = args[:6], args[6:]
-    tiled = (*ptrs, h, wd, c, p, q, ph, pw, i32(tq), i32(tp), *tail)
-    grid = (int(n) * tp * tq, -(-cp16(g.c) // DW8_TILE_CHANNELS))
-    threads = DW8_TILE_CHANNELS // 4 * DW8_TILE_STRIPS * DW8_TILE_ROWS
-    return f"dwconv_s8_tile<{g.s}, {g.stride[0]}, {qv}, {DW8_TILE_ROWS}, {nl}>", grid, threads, tiled
-
-
-def dwconv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, epi: DeviceEpilogue, residual: Any = None,
-                ldy: int | None = None) -> None:
-    """Enqueue the INT8 depthwise convolution on the current stream.
-
-    x: (N, H, W, Cp16) int8; w: ``pack_dw_weights8``'s (ceil(R*S / 4), Cp16, 4) int8;
-    residual: (N, P, Q, Cp16) int8 or None;
-    y: int8 (N, P, Q, Cp16), or float32 with channel stride ``ldy`` when ``epi`` has no output scale.
-    """
-    ldy = cp16(g.c) if ldy is None else ldy
-    name, grid, threads, args = dw_launch8(x, w, y, g, epi, residual, ldy)
-    _dw_fn(name)(grid, (threads,), tuple(_ptr(a) if i < 6 else a for i, a in enumerate(args)))

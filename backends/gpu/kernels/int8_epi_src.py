@@ -175,6 +175,17 @@ __device__ __forceinline__ double nl_value(double x, bool hswish) {
   return DDIV(x, DADD(1.0, exp(-x)));
 }
 
+// The float64 definition, out of line (as is ``nl_float``): only the lanes the fast path below
+// cannot decide call it, and one copy of exp and the divisions keeps the unrolled callers small.
+// Inlined, every call site carried its own: a depthwise thread's 32 outputs made that kernel's SiLU
+// instance 270 KB of code (the integer one 104 KB), its fast path spread thin over the instruction cache.
+__device__ __noinline__ int nl_q8_exact(int v, double sacc, bool hswish, double sout) {
+  return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
+}
+__device__ __noinline__ float nl_float(int v, double sacc, bool hswish) {
+  return d2f_rn(nl_value(DMUL((double)v, sacc), hswish));
+}
+
 // The fast path's exp and division: the intrinsics, whose worst errors the tie test below allows
 // for (CUDA C++ Programming Guide, intrinsic functions: __expf 2 + floor(|1.173 x|) ulp, __fdividef
 // 2 ulp for a divisor in [2**-126, 2**126]; here it is 1 + exp(-x) <= 1 + e**80). The host C++ of
@@ -205,10 +216,15 @@ __device__ __forceinline__ float nl_div(float a, float d) {
 // The float32 t = f(x) * (1 / s_out) is then within err of the float64 quotient T: SiLU's exp
 // (2 + 1.173 |x| ulp, an ulp at most 2u relative), 1 + e, the division (2 ulp), 1 / s_out and the
 // product move t by at most (11 + 2.35 |x|) u |t| (hard-swish's IEEE steps by 5u |t|); all doubled
-// for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers;
-// otherwise, where float32 could over- or underflow (|x| >= 80, a non-finite t) and where s_acc is
-// not a normal float32 (``Nl4`` makes it NaN), the float64 path decides. Outside the int8 range
-// the clamp hides any error.
+// for margin. rint(t) is rint(T) when t is farther than err from the tie between two integers, and
+// the clipped result is when T lies past 126.5 or -127.5 even at a tie (a saturating layer's sums);
+// otherwise, where t is not finite and where s_acc is not a normal float32 (``Nl4`` makes it NaN),
+// the float64 path decides. Outside the int8 range the clamp hides any error.
+// |x| >= 80 (the float64 x is then beyond 79.99) needs no exp: there 1 + exp(-x) rounds to 1 in
+// float64, so SiLU's y is x itself and hard-swish's is x within two roundings, and for x <= -80 both
+// are below 1.5e-33 in magnitude, so the quotient rounds to 0 while 1 / s_out < 1e30. A positive
+// t = x * (1 / s_out) (a normal float32) is within 5u t of T; the test allows 1e-6 (t + 1). Such
+// sums are where random or badly calibrated data saturates a layer.
 __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswish, double sout, float inv_out) {
   const float x = (float)v * sacc_f, ax = fabsf(x);
   if (ax < 80.f) {  // false for a NaN x
@@ -216,10 +232,16 @@ __device__ __forceinline__ int nl_q8(int v, double sacc, float sacc_f, bool hswi
     const float t = y * inv_out, r = rintf(t);
     const float err = ((24.f + 5.f * ax) * fabsf(t) + 10.f * ax * inv_out) * 5.9604645e-8f
                       + 1.1754944e-38f * 4.f * inv_out;
-    if (0.5f - fabsf(t - r) > err)  // false for a NaN t
+    if (0.5f - fabsf(t - r) > err || t - err > 126.5f || t + err < -127.5f)  // false for a NaN t
       return (int)fminf(fmaxf(r, -128.f), 127.f);
+  } else if (x < 0.f) {
+    if (inv_out < 1e30f) return 0;
+  } else if (ax <= 3.0e38f && inv_out >= 1.1754944e-38f) {  // false for a NaN or infinite x
+    const float t = x * inv_out, r = rintf(t);
+    if (t >= 128.f) return 127;  // past 127.5 however t rounded
+    if (0.5f - fabsf(t - r) > 1e-6f * (t + 1.f)) return (int)fminf(r, 127.f);
   }
-  return (int)fmin(fmax(rint(DDIV(nl_value(DMUL((double)v, sacc), hswish), sout)), -128.0), 127.0);
+  return nl_q8_exact(v, sacc, hswish, sout);
 }
 
 // A thread's constants of the non-linear epilogue for channels n..n+3, loaded once rather than per
@@ -262,7 +284,7 @@ __device__ __forceinline__ void store_nl4(const int* v, int m, int n, int K, con
   for (int j = 0; j < 4; ++j) {
     const int c = n + j;
     if (c >= ldy) continue;
-    yf[c] = c < K ? d2f_rn(nl_value(DMUL((double)v[j], p.sacc[j]), hs)) : 0.f;
+    yf[c] = c < K ? nl_float(v[j], p.sacc[j], hs) : 0.f;
   }
 }
 

@@ -52,8 +52,7 @@ def pointwise8_launch(x: Any, w: Any, y: Any, g: ConvGeometry, epi: Any, residua
     pb = max(1, PW8_THREADS // kg)
     pix = 4 if cw <= 8 else 2  # int8_pw_src: PwPix
     grid = (-(-g.m // (pb * pix)),)
-    nl = "false" if epi.sacc is None else "true"  # the float / non-linear instance where sacc is set
-    return KernelLaunch(f"pw_s8<{cw}, {nl}>", grid, kg * pb,
+    return KernelLaunch(f"pw_s8<{cw}, {epi.nl_instance}>", grid, kg * pb,
                         (x, w, np.int32(g.m), np.int32(g.k), *epi.args(residual, kp, y, ldy)))
 
 
@@ -71,3 +70,8 @@ def pointwise8_usable() -> bool:
         return True
     except Exception:  # no GPU, no CuPy, an NVRTC that rejects the text
         return False
+
+
+def pointwise8_runs(g: ConvGeometry, ldy: int | None = None) -> bool:
+    """Whether a layer may take 's8pw' here: ``pw_s8`` fits it and its module compiles."""
+    return pointwise8_fits(g, ldy) and pointwise8_usable()
