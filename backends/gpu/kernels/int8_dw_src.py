@@ -22,7 +22,7 @@ once per tap. Exact int32 sums make it bit-identical to ``dwconv_s8``.
 Layouts (Cp = C rounded up to 16):
   x    NHWC int8, channel stride Cp, padded channels zero
   w    ceil(R*S / 4) x Cp x 4 int8: taps 4g..4g+3 of channel c as the 4 bytes at (g, c), tap
-       index r * S + s; padded taps and channels zero (``int8.pack_dw_weights8``)
+       index r * S + s; padded taps and channels zero (``int8_dw.pack_dw_weights8``)
   res  NHWC int8 (output grid), channel stride Cp (or null)
   y    int8 NHWC, channel stride Cp (channels C..Cp-1 written as zeros), or float32 NHWC with
        channel stride ldy (C <= ldy <= Cp) when ``sacc`` is not null (and, for a SiLU / hard-swish
