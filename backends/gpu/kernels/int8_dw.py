@@ -50,7 +50,7 @@ DW8_TILE_ROWS = 8
 DW8_TILE_STRIPS = 2  # int8_dw_src: DT8_STRIPS
 DW8_TILE_CHANNELS = 32  # int8_dw_src: 4 * DT8_QUADS
 DW8_NAMES = [f"dwconv_s8_tile<{s}, {st}, {qv}, {DW8_TILE_ROWS}, {nl}>" for s in DW8_TILE_WINDOWS
-              for st in (1, 2) for qv in (4, 8) for nl in ("false", "true")]
+             for st in (1, 2) for qv in (4, 8) for nl in ("false", "true")]
 
 
 def dw_fn(name: str) -> Any:
