@@ -30,6 +30,12 @@ MODELS = {"resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2", "efficientnet_
           # 7x7 + LayerNorm + MLP (ConvNeXt), attention (ViT)
           "resnext50_32x4d": "resnext50_32x4d", "convnext_tiny": "convnext_tiny", "vit_b_16": "vit_b_16"}
 DEFAULT_MODELS = tuple(MODELS)  # bench/gpu_peers.py runs every row in one process unless --models narrows it
+# networks none of the GPU work was tuned on, to check that the standing above is not theirs alone:
+# squeeze-excitation with hard-swish, group-width blocks, channel shuffle, dense concatenation,
+# fused MBConv, shifted-window attention
+OTHER_MODELS = {name: name for name in ("mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x1_0", "densenet121",
+                                        "efficientnet_v2_s", "swin_t")}
+MODELS.update(OTHER_MODELS)
 
 
 def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int = 0, device: str = "cpu") -> Any:

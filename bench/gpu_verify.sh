@@ -8,9 +8,12 @@
 #          PyTorch eager / CUDA graph / torch.compile and JAX (bench/gpu_peers.py)
 # profile  per-layer-class times against PyTorch at batch 32 (bench/gpu_layer_profile.py)
 # breadth  the peers benchmark on ResNeXt-50, ConvNeXt-T and ViT-B/16 at batch 1, 32 and 256
+# others   the peers benchmark (FP16) at batch 32 on networks the GPU work was not tuned on
+#          (gpu_torchvision.OTHER_MODELS: MobileNetV3-L, RegNetY-400MF, ShuffleNetV2, DenseNet-121,
+#          EfficientNetV2-S, Swin-T)
 # kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|kernels ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -42,10 +45,15 @@ print(f'kernel modules compiled in {time.time() - t:.0f} s')" 2>&1 | tail -3 | t
         timeout 560 python3 bench/gpu_peers.py --models resnext50_32x4d convnext_tiny vit_b_16 \
             --batches 1 32 256 --compile --out "$out/gpu_peers_breadth.json" > "$out/gpu_peers_breadth.txt" 2>&1
         tail -14 "$out/gpu_peers_breadth.txt" ;;
+    others)
+        timeout 580 python3 bench/gpu_peers.py --models $(python3 -c "import sys; sys.path.insert(0, 'bench')
+from gpu_torchvision import OTHER_MODELS; print(*OTHER_MODELS)") --batches 32 --compile --no-int8 \
+            --out "$out/gpu_peers_others.json" > "$out/gpu_peers_others.txt" 2>&1
+        tail -10 "$out/gpu_peers_others.txt" ;;
     kernels)
         timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
             --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
         tail -12 "$out/gpu_kernels.txt" ;;
-    *) echo "unknown step $step (warm, tests, peers, profile, breadth, kernels)" >&2; exit 2 ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, kernels)" >&2; exit 2 ;;
     esac
 done
