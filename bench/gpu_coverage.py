@@ -40,6 +40,16 @@ MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
     "deeplabv3_mobilenet_v3_large": ("segmentation.deeplabv3_mobilenet_v3_large", (1, 3, 224, 224)),
     "lraspp_mobilenet_v3_large": ("segmentation.lraspp_mobilenet_v3_large", (1, 3, 224, 224)),
     "r3d_18": ("video.r3d_18", (1, 3, 8, 112, 112)),
+    # a second set, none of them looked at while the GPU backend was written
+    "alexnet": ("alexnet", (1, 3, 224, 224)), "vgg11_bn": ("vgg11_bn", (1, 3, 224, 224)),
+    "resnet18": ("resnet18", (1, 3, 224, 224)), "wide_resnet50_2": ("wide_resnet50_2", (1, 3, 224, 224)),
+    "regnet_x_400mf": ("regnet_x_400mf", (1, 3, 224, 224)),
+    "mobilenet_v3_small": ("mobilenet_v3_small", (1, 3, 224, 224)),
+    "efficientnet_b3": ("efficientnet_b3", (1, 3, 300, 300)), "mnasnet0_5": ("mnasnet0_5", (1, 3, 224, 224)),
+    "shufflenet_v2_x0_5": ("shufflenet_v2_x0_5", (1, 3, 224, 224)), "vit_b_32": ("vit_b_32", (1, 3, 224, 224)),
+    "convnext_small": ("convnext_small", (1, 3, 224, 224)),
+    "deeplabv3_resnet50": ("segmentation.deeplabv3_resnet50", (1, 3, 224, 224)),
+    "r2plus1d_18": ("video.r2plus1d_18", (1, 3, 8, 112, 112)), "mc3_18": ("video.mc3_18", (1, 3, 8, 112, 112)),
 }
 
 
