@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,19 +30,22 @@ from backends.gpu.kernels.int8 import (
     epilogue_params,
     group_merge8,
     heuristic_tactic8,
+    merge_groups8,
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
+    ragged_merge8,
     wgmma_usable8,
 )
 from backends.gpu.kernels.int8_dw import pack_dw_weights8
 from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
-from backends.gpu.layout import merge_groups, round_up
+from backends.gpu.layout import round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.errors import UnsupportedError
+from engine.ir.int8_rules import nonlinear_epilogue
 from engine.ir.layers import ElementWiseOp, LayerKind, PoolingType
 from engine.ir.network import Layer, Network
 
@@ -100,12 +102,19 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
         depthwise = p.groups != 1 and is_depthwise8(layer, network)
         merge = 1
         if p.groups != 1 and not depthwise:
-            merge = group_merge8(p.groups, shape0[1] // p.groups, p.num_output_maps // p.groups)
+            cg, kg = shape0[1] // p.groups, p.num_output_maps // p.groups
+            merge = group_merge8(p.groups, cg, kg)
+            ragged = ragged_merge8(p.groups, cg, kg)
+            if ragged is not None and (spec.output_scale is None or nonlinear_epilogue(p.activation) is not None):
+                # the phantom channels would read float / non-linear constants past the layer's K
+                return False, (f"grouped INT8 convolution with {p.groups} groups of {cg} -> {kg} channels: "
+                               f"its uneven merge has a GPU kernel for an int8 output with a linear activation "
+                               f"only")
+            merge = merge or ragged
             if merge is None:
                 return False, (f"grouped INT8 convolution (not depthwise, groups == C == K) with "
-                               f"{shape0[1] // p.groups} input and {p.num_output_maps // p.groups} output "
-                               f"channels per group has no GPU kernel: no merge of at most 8 groups makes "
-                               f"both multiples of 16")
+                               f"{cg} input and {kg} output channels per group has no GPU kernel: no merge of "
+                               f"at most 8 groups makes both multiples of 16")
         # a depthwise sum has R*S terms per channel; the reduction bound is the same per term
         ktot = p.kernel[0] * p.kernel[1] * (1 if depthwise else cp16(shape0[1]) if p.groups == 1
                                             else merge * shape0[1] // p.groups)
@@ -368,10 +377,9 @@ class Int8Lowering:
             return
         xs = None
         if p.groups != 1:  # grouped: one implicit GEMM per group, adjacent groups merged to 16 channels
-            m = group_merge8(p.groups, c // p.groups, p.num_output_maps // p.groups)
-            assert m is not None, "supports_int8 admits only mergeable groups"
-            kernel = merge_groups(kernel, p.groups, m)
-            g = replace(g, groups=p.groups // m)
+            merged = merge_groups8(kernel, g, p.groups)
+            assert merged is not None, "supports_int8 admits only mergeable groups"
+            kernel, g = merged
         elif (g2 := space_to_depth_conv(g)) is not None:
             xs = self.q8_s2d_input(layer.inputs[0], spec.input_scales[0], g2)
             if xs is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C, same sums

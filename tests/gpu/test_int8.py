@@ -26,7 +26,7 @@ from backends.gpu.kernels.int8 import (  # noqa: E402
     TILES8_WG,
     Tactic8,
     candidate_tactics8,
-    group_merge8,
+    merge_groups8,
     wgmma_usable8,
 )
 from engine.ir.network import Network  # noqa: E402
@@ -98,14 +98,15 @@ def test_int8_conv_every_tactic(rng, c, h, k, r, act):
     pytest.param(2, 256, 28, 256, 2, 32, False, id="resnext-stage2-8ch-groups-stride2"),
     pytest.param(2, 512, 14, 512, 1, 32, True, id="resnext-stage3-16ch-groups-residual"),
     pytest.param(1, 192, 14, 192, 1, 4, False, id="regnet-48ch-groups"),
+    pytest.param(2, 104, 28, 104, 2, 13, True, id="regnety-13-groups-of-8-ragged-merge"),
 ])
 def test_int8_grouped_conv_bit_exact(rng, n, c, h, k, stride, groups, residual):
     """Grouped INT8 convolutions (merged to 16-channel groups where narrower), every candidate tactic."""
     net, feeds = nets.conv_net(rng, n, c, h, h, k, 3, stride, 1, nets.RELU, residual, groups=groups)
     part = _check(net, feeds)
     assert [u for u in part.units if u.lowered], "the grouped layer must run on the GPU"
-    m = group_merge8(groups, c // groups, k // groups)
-    g = ConvGeometry(n, h, h, c, k, 3, 3, (stride, stride), (1, 1), groups=groups // m)
+    _, g = merge_groups8(np.zeros((k, c // groups, 3, 3), np.int8), ConvGeometry(n, h, h, c, k, 3, 3, (stride, stride),
+                                                                               (1, 1)), groups)
     for t in candidate_tactics8(g):
         _check(net, feeds, {"conv": t.name})
 

@@ -9,7 +9,7 @@ padded to 16 (one 16-byte vector), KRSC int8 weights.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,7 +32,7 @@ from backends.gpu.kernels.conv import (
 from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
-from backends.gpu.layout import group_merge_factor, round_up
+from backends.gpu.layout import MAX_GROUP_MERGE, group_merge_factor, merge_groups, round_up
 
 BK = 64  # int8 channels per k-tile of the default (64-byte row) tiles
 # The int32 accumulator wraps; sums stay exact (= the reference's saturated int64 sums) while
@@ -61,6 +61,39 @@ def group_merge8(groups: int, cg: int, kg: int) -> int | None:
     """How many adjacent groups the INT8 kernel merges into one (``layout.group_merge_factor`` with
     its 16-byte vectors of 16 int8 channels); None where no merge of at most 8 groups fits."""
     return group_merge_factor(groups, cg, kg, 16)
+
+
+def ragged_merge8(groups: int, cg: int, kg: int) -> int | None:
+    """A merge of m groups where no m <= 8 divides the group count (RegNetY's 13 and 55 groups of 8
+    channels): ceil(groups / m) merged groups, the last one filled with phantom groups whose weights
+    are zero and whose channels are the tensors' padding to 16 (zero outputs, like every padded
+    channel). Only where both padded totals fit that padding; None otherwise or where ``group_merge8``
+    has a merge."""
+    if group_merge8(groups, cg, kg) is not None:
+        return None
+    for m in range(2, MAX_GROUP_MERGE + 1):  # m > groups too: one group with phantoms, block-diagonal
+        merged = -(-groups // m) * m
+        if (m * cg) % 16 == 0 and (m * kg) % 16 == 0 and merged * cg <= cp16(groups * cg) \
+                and merged * kg <= cp16(groups * kg):
+            return m
+    return None
+
+
+def merge_groups8(kernel: np.ndarray, g: ConvGeometry, groups: int) -> tuple[np.ndarray, ConvGeometry] | None:
+    """The INT8 tensor-core kernel's form of a convolution of ``groups`` groups (IR kernel (K, Cg, R, S),
+    ``g`` its geometry as one group): adjacent groups merged into 16-channel multiples
+    (``group_merge8``, else ``ragged_merge8`` with phantom groups appended), with the geometry of the
+    merged groups (a ragged merge counts the phantom channels in C and K). None where neither fits."""
+    cg, kg = g.c // groups, g.k // groups
+    m = group_merge8(groups, cg, kg)
+    total = groups
+    if m is None:
+        m = ragged_merge8(groups, cg, kg)
+        if m is None:
+            return None
+        total = -(-groups // m) * m
+        kernel = np.concatenate([kernel, np.zeros(((total - groups) * kg, *kernel.shape[1:]), kernel.dtype)])
+    return merge_groups(kernel, total, m), replace(g, c=total * cg, k=total * kg, groups=total // m)
 
 
 def reduction8(g: ConvGeometry) -> int:
@@ -259,7 +292,7 @@ def epilogue_params(layer: Any, activation: Any, residual_scale: float | None,
     s_acc = np.float64(spec.input_scales[0]) * spec.kernel_scales.astype(np.float64)
     k = s_acc.size
     wq = quantized_kernel(layer) if kernel is None else kernel
-    acc_bound = 128 * np.abs(wq.reshape(wq.shape[0], -1).astype(np.int64)).sum(axis=1)
+    acc_bound = 128 * np.abs(wq[:k].reshape(k, -1).astype(np.int64)).sum(axis=1)  # past k: phantom groups
     bias = layer.weights.get("bias")
     b = None
     if bias is not None:
