@@ -1,8 +1,9 @@
 """Which layers of exported torchvision networks the GPU backend runs, checked without a GPU.
 
 Each network is exported from PyTorch (random weights, TorchScript exporter, opset 17), built as
-an FP16 plan's optimized network would be, split into GPU segments and host layers exactly as the
-GPU partition splits it (``backends.gpu.backend.split_segments``) and lowered to its launches
+an FP16 plan's optimized network would be (and as an INT8 one, ranges calibrated on one random
+image), split into GPU segments and host layers exactly as the GPU partition splits it
+(``backends.gpu.backend.split_segments``) and the FP16 segments lowered to their launches
 (``backends.gpu.lower``), all on the CPU. A host layer runs on the reference backend between CUDA
 graphs: correct, but a cliff in speed. Also reported: the FP32 reference backend's output against
 PyTorch fp32 on one random input (relative L2) with the spread of PyTorch's output beside it (with
@@ -106,6 +107,7 @@ def check(name: str) -> dict[str, Any]:
     segments = split_segments(net, [la.name for la in net.layers])
     host = [la for on_gpu, layers in segments if not on_gpu for la in layers]
     launches = sum(len(lower(net, layers, list(net.outputs)).ops) for on_gpu, layers in segments if on_gpu)
+    int8 = int8_split(proto, x.numpy(), quiet)
     engine = Runtime(quiet).deserialize(build_from_onnx(proto, BuilderConfig(), quiet))
     got = engine.create_execution_context().execute({"input": x.numpy()})["logits"]
     with torch.no_grad():
@@ -113,7 +115,26 @@ def check(name: str) -> dict[str, Any]:
     return {"layers": len(net.layers), "gpu_launches": launches, "host_layers": len(host),
             "host_kinds": dict(collections.Counter(la.kind.value for la in host)),
             "fp32_rel_l2_vs_torch": float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30)),
-            "torch_output_std": float(ref.std())}  # near 0: random weights left the output degenerate
+            "torch_output_std": float(ref.std()),  # near 0: random weights left the output degenerate
+            **int8}
+
+
+def int8_split(proto: Any, x: Any, logger: Any) -> dict[str, Any]:
+    """The INT8 build's split (ranges calibrated on the one input): how many layers are INT8, and
+    which layers the GPU partition leaves to the host (an INT8 layer without a GPU kernel)."""
+    from backends.gpu.backend import split_segments
+    from engine.builder import Builder, BuilderConfig
+    from engine.ir.dtypes import Precision
+    from engine.onnx_parser import parse
+    from engine.quantization import make_calibrator
+
+    config = BuilderConfig(fp16=True, int8=True, batch=x.shape[0],
+                           calibrator=make_calibrator("minmax", [{"input": x}]))
+    net = Builder(logger).build(parse(proto), config).network
+    host = [la for on_gpu, layers in split_segments(net, [la.name for la in net.layers]) if not on_gpu
+            for la in layers]
+    return {"int8_layers": sum(la.precision is Precision.INT8 for la in net.layers),
+            "int8_host_layers": len(host), "int8_host_kinds": dict(collections.Counter(la.kind.value for la in host))}
 
 
 def main() -> None:
