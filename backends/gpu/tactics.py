@@ -165,9 +165,24 @@ def _time_launches(tactics: list, launch: Any, reps: int) -> dict[str, float]:
                 seq.add(t.name, lambda t=t: launch(t))
             graph = seq.capture(stream)
             out[t.name] = graph.time_ms(replays=1, groups=3, warmup=1)["median"] / reps
-        except Exception:
+        except Exception as e:
+            if device_fault(e):  # the context is lost: every later call would fail for this reason
+                raise RuntimeError(f"tactic {t.name} faulted on the device while being timed: {e}") from e
             continue
     return out
+
+
+# CUDA runtime errors that leave the context unusable (cudaErrorIllegalAddress, LaunchTimeout,
+# HardwareStackError, IllegalInstruction, MisalignedAddress, InvalidAddressSpace, InvalidPc,
+# LaunchFailure): a kernel fault, never a tactic that merely cannot launch here
+DEVICE_FAULTS = frozenset({700, 702, 714, 715, 716, 717, 718, 719})
+
+
+def device_fault(error: BaseException) -> bool:
+    """Whether ``error`` (a CuPy CUDARuntimeError carries ``status``) is a kernel fault. Tactic timing
+    drops a tactic that cannot launch (resources), but a fault names its tactic and stops the build:
+    swallowed, it would surface later, far from its cause."""
+    return getattr(error, "status", None) in DEVICE_FAULTS
 
 
 def time_conv(g: ConvGeometry, tactics: list[ConvTactic], act: tuple[int, float, float], residual: bool,
