@@ -28,13 +28,12 @@ from backends.gpu.kernels.int8 import (
     Tile8Wg,
     cp16,
     epilogue_params,
-    group_merge8,
     heuristic_tactic8,
     merge_groups8,
+    merge_plan8,
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
-    ragged_merge8,
     wgmma_usable8,
 )
 from backends.gpu.kernels.int8_dw import pack_dw_weights8
@@ -103,18 +102,17 @@ def supports_int8(layer: Layer, network: Network) -> tuple[bool, str]:
         merge = 1
         if p.groups != 1 and not depthwise:
             cg, kg = shape0[1] // p.groups, p.num_output_maps // p.groups
-            merge = group_merge8(p.groups, cg, kg)
-            ragged = ragged_merge8(p.groups, cg, kg)
-            if ragged is not None and (spec.output_scale is None or nonlinear_epilogue(p.activation) is not None):
+            plan = merge_plan8(p.groups, cg, kg)
+            if plan is None:
+                return False, (f"grouped INT8 convolution (not depthwise, groups == C == K) with "
+                               f"{cg} input and {kg} output channels per group has no GPU kernel: no merge of "
+                               f"at most 8 groups makes both multiples of 16")
+            merge, total = plan
+            if total != p.groups and (spec.output_scale is None or nonlinear_epilogue(p.activation) is not None):
                 # the phantom channels would read float / non-linear constants past the layer's K
                 return False, (f"grouped INT8 convolution with {p.groups} groups of {cg} -> {kg} channels: "
                                f"its uneven merge has a GPU kernel for an int8 output with a linear activation "
                                f"only")
-            merge = merge or ragged
-            if merge is None:
-                return False, (f"grouped INT8 convolution (not depthwise, groups == C == K) with "
-                               f"{cg} input and {kg} output channels per group has no GPU kernel: no merge of "
-                               f"at most 8 groups makes both multiples of 16")
         # a depthwise sum has R*S terms per channel; the reduction bound is the same per term
         ktot = p.kernel[0] * p.kernel[1] * (1 if depthwise else cp16(shape0[1]) if p.groups == 1
                                             else merge * shape0[1] // p.groups)

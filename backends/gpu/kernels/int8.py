@@ -63,35 +63,41 @@ def group_merge8(groups: int, cg: int, kg: int) -> int | None:
     return group_merge_factor(groups, cg, kg, 16)
 
 
-def ragged_merge8(groups: int, cg: int, kg: int) -> int | None:
-    """A merge of m groups where no m <= 8 divides the group count (RegNetY's 13 and 55 groups of 8
-    channels): ceil(groups / m) merged groups, the last one filled with phantom groups whose weights
-    are zero and whose channels are the tensors' padding to 16 (zero outputs, like every padded
-    channel). Only where both padded totals fit that padding; None otherwise or where ``group_merge8``
-    has a merge."""
-    if group_merge8(groups, cg, kg) is not None:
-        return None
+def merge_plan8(groups: int, cg: int, kg: int) -> tuple[int, int] | None:
+    """(m, padded group count) of the INT8 tensor-core kernel's group merge: ``group_merge8``'s m
+    with the groups as they are, else the smallest m <= 8 that merges unevenly (RegNetY's 13 and 55
+    groups of 8 channels): ceil(groups / m) merged groups, the last one filled with phantom groups
+    whose weights are zero and whose channels are the tensors' padding to 16 (zero outputs, like
+    every padded channel), where both padded totals fit that padding. None where neither fits."""
+    m = group_merge8(groups, cg, kg)
+    if m is not None:
+        return m, groups
     for m in range(2, MAX_GROUP_MERGE + 1):  # m > groups too: one group with phantoms, block-diagonal
-        merged = -(-groups // m) * m
-        if (m * cg) % 16 == 0 and (m * kg) % 16 == 0 and merged * cg <= cp16(groups * cg) \
-                and merged * kg <= cp16(groups * kg):
-            return m
+        total = -(-groups // m) * m
+        if (m * cg) % 16 == 0 and (m * kg) % 16 == 0 and total * cg <= cp16(groups * cg) \
+                and total * kg <= cp16(groups * kg):
+            return m, total
     return None
+
+
+def ragged_merge8(groups: int, cg: int, kg: int) -> int | None:
+    """The m of an uneven merge (``merge_plan8`` with phantom groups); None where the groups merge
+    evenly or not at all."""
+    plan = merge_plan8(groups, cg, kg)
+    return plan[0] if plan is not None and plan[1] != groups else None
 
 
 def merge_groups8(kernel: np.ndarray, g: ConvGeometry, groups: int) -> tuple[np.ndarray, ConvGeometry] | None:
     """The INT8 tensor-core kernel's form of a convolution of ``groups`` groups (IR kernel (K, Cg, R, S),
-    ``g`` its geometry as one group): adjacent groups merged into 16-channel multiples
-    (``group_merge8``, else ``ragged_merge8`` with phantom groups appended), with the geometry of the
-    merged groups (a ragged merge counts the phantom channels in C and K). None where neither fits."""
+    ``g`` its geometry as one group): adjacent groups merged as ``merge_plan8`` says, phantom groups
+    appended, with the geometry of the merged groups (phantom channels counted in C and K). None where
+    no merge fits."""
     cg, kg = g.c // groups, g.k // groups
-    m = group_merge8(groups, cg, kg)
-    total = groups
-    if m is None:
-        m = ragged_merge8(groups, cg, kg)
-        if m is None:
-            return None
-        total = -(-groups // m) * m
+    plan = merge_plan8(groups, cg, kg)
+    if plan is None:
+        return None
+    m, total = plan
+    if total > groups:
         kernel = np.concatenate([kernel, np.zeros(((total - groups) * kg, *kernel.shape[1:]), kernel.dtype)])
     return merge_groups(kernel, total, m), replace(g, c=total * cg, k=total * kg, groups=total // m)
 
