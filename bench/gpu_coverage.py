@@ -105,7 +105,7 @@ def check(name: str) -> dict[str, Any]:
     quiet = Logger(Severity.ERROR)
     net = Builder(quiet).build(parse(proto), BuilderConfig(fp16=True)).network
     segments = split_segments(net, [la.name for la in net.layers])
-    host = [la for on_gpu, layers in segments if not on_gpu for la in layers]
+    host = host_layers(segments)
     launches = sum(len(lower(net, layers, list(net.outputs)).ops) for on_gpu, layers in segments if on_gpu)
     int8 = int8_split(proto, x.numpy(), quiet)
     engine = Runtime(quiet).deserialize(build_from_onnx(proto, BuilderConfig(), quiet))
@@ -113,7 +113,7 @@ def check(name: str) -> dict[str, Any]:
     with torch.no_grad():
         ref = model(x).double().numpy()
     return {"layers": len(net.layers), "gpu_launches": launches, "host_layers": len(host),
-            "host_kinds": dict(collections.Counter(la.kind.value for la in host)),
+            "host_kinds": kinds(host),
             "fp32_rel_l2_vs_torch": float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30)),
             "torch_output_std": float(ref.std()),  # near 0: random weights left the output degenerate
             **int8}
@@ -131,10 +131,18 @@ def int8_split(proto: Any, x: Any, logger: Any) -> dict[str, Any]:
     config = BuilderConfig(fp16=True, int8=True, batch=x.shape[0],
                            calibrator=make_calibrator("minmax", [{"input": x}]))
     net = Builder(logger).build(parse(proto), config).network
-    host = [la for on_gpu, layers in split_segments(net, [la.name for la in net.layers]) if not on_gpu
-            for la in layers]
+    host = host_layers(split_segments(net, [la.name for la in net.layers]))
     return {"int8_layers": sum(la.precision is Precision.INT8 for la in net.layers),
-            "int8_host_layers": len(host), "int8_host_kinds": dict(collections.Counter(la.kind.value for la in host))}
+            "int8_host_layers": len(host), "int8_host_kinds": kinds(host)}
+
+
+def host_layers(segments: list) -> list:
+    """The layers of ``split_segments``' host segments."""
+    return [la for on_gpu, layers in segments if not on_gpu for la in layers]
+
+
+def kinds(layers: list) -> dict[str, int]:
+    return dict(collections.Counter(la.kind.value for la in layers))
 
 
 def main() -> None:
