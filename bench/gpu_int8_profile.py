@@ -62,17 +62,17 @@ def main() -> None:
     model = load(args.model)
     x = np.random.default_rng(0).random((args.batch, 3, 224, 224), dtype=np.float32)
     cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
-    ranges = BatchOneRanges().__enter__()
-    with ranges.build(args.model, 1):
-        build_engine(export_onnx(model, 1), BuilderConfig(fp16=True, int8=True, batch=1,
-                                                          calibrator=make_calibrator("minmax", [calibration_feed(1)])))
     onnx_bytes = export_onnx(model, args.batch)
     out: dict[str, Any] = {"environment": environment(), "model": args.model, "batch": args.batch}
-    out["fp16"] = profile_engine(onnx_bytes, BuilderConfig(fp16=True, batch=args.batch, timing_cache=cache), x)
-    cfg = BuilderConfig(fp16=True, int8=True, batch=args.batch, timing_cache=cache,
-                        calibrator=make_calibrator("minmax", [calibration_feed(args.batch)]))
-    with ranges.build(args.model, args.batch):
-        out["int8"] = profile_engine(onnx_bytes, cfg, x)
+    with BatchOneRanges() as ranges:  # the builder's range lookup is restored on leaving
+        with ranges.build(args.model, 1):
+            build_engine(export_onnx(model, 1), BuilderConfig(
+                fp16=True, int8=True, batch=1, calibrator=make_calibrator("minmax", [calibration_feed(1)])))
+        out["fp16"] = profile_engine(onnx_bytes, BuilderConfig(fp16=True, batch=args.batch, timing_cache=cache), x)
+        cfg = BuilderConfig(fp16=True, int8=True, batch=args.batch, timing_cache=cache,
+                            calibrator=make_calibrator("minmax", [calibration_feed(args.batch)]))
+        with ranges.build(args.model, args.batch):
+            out["int8"] = profile_engine(onnx_bytes, cfg, x)
     for prec in ("fp16", "int8"):
         print(prec, out[prec]["ms"], out[prec]["launches"], "launches, profile total", out[prec]["profile_total_ms"])
     path = Path(args.out or Path(__file__).parent / "results" / f"gpu_int8_profile_{args.model}.json")
