@@ -22,8 +22,10 @@ from backends.gpu.kernels.grouped import grouped_conv_launch
 from backends.gpu.kernels.grouped_src import GROUPED_SRC
 
 
-def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, np.ndarray]:
-    """The outputs of ``low`` (a ``Lowered``) for ``feeds``, every launch run in the emulator."""
+def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
+                keep: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The outputs of ``low`` (a ``Lowered``) for ``feeds``, every launch run in the emulator;
+    ``keep``, if given, receives every slot's buffer as it was left (padding included)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     mods: dict[str, EmulatedModule] = {}
     bufs = {name: feeds[name].astype(low.slots[name].dtype) for name in low.inputs}
@@ -63,6 +65,8 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path) -> dict[str, 
         for launch in conv2d_launches(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], i["tactic"],
                                       i["act"], res, ws):
             conv_module(launch.kernel).run(launch.kernel, launch.grid, launch.block, launch.args, launch.shared_mem)
+    if keep is not None:
+        keep.update(bufs)
     out = {}
     for t, s in low.outputs.items():
         slot = low.slots[s]

@@ -1,0 +1,129 @@
+"""Generated map kernels with eight elements a thread (``gen.map_vector``), without CUDA.
+
+A DenseNet-style block (two convolutions, concatenations whose input boundaries fall inside an
+8-channel vector and past the true channel count, a per-channel scale and ReLU, an NCHW -> NHWC
+conversion, a row-major element-wise layer with a broadcast operand) is lowered as the GPU lowers
+it and every launch runs in the CUDA emulator on fresh random data. The vectorized kernels must
+give the one-element-a-thread kernels' bits exactly (each element takes the same float steps) and
+float64 numpy at fp16 tolerance; the padded channels must come out zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_emu import compiler
+from emu_lowered import run_lowered
+
+from backends.gpu.kernels import gen
+from backends.gpu.lower import lower
+from engine.ir.dtypes import Precision
+from engine.ir.layers import ConcatenationParams, ScaleMode, ScaleParams
+from engine.ir.network import Network
+
+needs_emulator = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+N, C, H, W = 2, 16, 5, 3
+
+
+def dense_block(rng) -> tuple[Network, dict[str, np.ndarray]]:
+    net = Network("dense")
+    x = net.add_input("x", (N, C, H, W))
+    w = {"k1": rng.standard_normal((24, C, 1, 1)) / 4, "b1": rng.standard_normal(24),
+         "k2": rng.standard_normal((12, C, 3, 3)) / 12, "b2": rng.standard_normal(12),
+         "s": rng.uniform(0.5, 2, 36), "t": rng.standard_normal(36), "row": rng.standard_normal(W * 8)}
+    w = {k: v.astype(np.float16).astype(np.float32) for k, v in w.items()}
+    c1 = net.add_convolution(x, w["k1"], w["b1"], name="c1")
+    c2 = net.add_convolution(x, w["k2"], w["b2"], padding=(1, 1), name="c2")
+    cat = net.add_layer(ConcatenationParams(axis=1), [c1, c2], name="cat").outputs[0]  # 36 of 40 channels
+    cat2 = net.add_layer(ConcatenationParams(axis=1), [c2, c1], name="cat2").outputs[0]  # 12 | 24: mid-vector
+    bn = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [cat], {"scale": w["s"], "shift": w["t"]}, name="bn")
+    y = net.add_activation(bn.outputs[0], "relu", name="relu")
+    flat = net.add_constant(w["row"].reshape(1, 1, W * 8), name="row")
+    lin = net.add_input("z", (N, H, W * 8))
+    e = net.add_elementwise(lin, flat, "prod", name="rowmul")
+    for t in (y.name, cat2, e.name):
+        net.mark_output(t)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    return net, w
+
+
+def conv_nchw(x: np.ndarray, k: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    r = k.shape[2]
+    out = np.zeros((x.shape[0], k.shape[0], x.shape[2], x.shape[3]))
+    for u in range(r):
+        for v in range(r):
+            out += np.einsum("nchw,kc->nkhw", xp[:, :, u:u + x.shape[2], v:v + x.shape[3]], k[:, :, u, v])
+    return out + b[None, :, None, None]
+
+
+@needs_emulator
+def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
+    rng = np.random.default_rng()
+    net, w = dense_block(rng)
+    feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32),
+             "z": rng.standard_normal((N, H, W * 8)).astype(np.float16).astype(np.float32)}
+    low = lower(net, net.layers, list(net.outputs))
+    vec_ops = [op.label for op in low.ops if op.kind == "gen" and f"yv[{8}]" in _kernel_source(low, op.kernel)]
+    for label in ("to_nhwc_x", "cat", "cat2", "rowmul"):
+        assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
+    got = run_lowered(low, feeds, tmp_path / "vec")
+    with monkeypatch.context() as m:
+        m.setattr(gen, "map_vector", lambda *a, **k: 1)
+        scalar_low = lower(net, net.layers, list(net.outputs))
+        assert not any("yv[" in _kernel_source(scalar_low, op.kernel) for op in scalar_low.ops if op.kind == "gen")
+        plain = run_lowered(scalar_low, feeds, tmp_path / "scalar")
+    for t in net.outputs:
+        np.testing.assert_array_equal(got[t], plain[t], err_msg=t)
+    x = feeds["x"].astype(np.float64)
+    c1, c2 = conv_nchw(x, w["k1"], w["b1"], 0), conv_nchw(x, w["k2"], w["b2"], 1)
+    cat = np.concatenate([c1, c2], axis=1)
+    s, t = w["s"][None, :, None, None], w["t"][None, :, None, None]
+    want = {net.layer("relu").outputs[0]: np.maximum(cat * s + t, 0),
+            net.layer("cat2").outputs[0]: np.concatenate([c2, c1], axis=1),
+            net.layer("rowmul").outputs[0]: feeds["z"] * w["row"]}
+    for t, ref in want.items():
+        assert got[t].shape == ref.shape, t
+        np.testing.assert_allclose(got[t], ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max(), err_msg=t)
+
+
+def _kernel_source(low, kernel: str) -> str:
+    start = low.source.index(f" {kernel}(")
+    return low.source[start:low.source.index("\n}\n", start)]
+
+
+@needs_emulator
+def test_padded_channels_come_out_zero(tmp_path):
+    """The NHWC slots' channels past the true count (36..39 of the concatenation and of the scaled
+    ReLU, 12..15 of the 3x3 convolution) hold zeros, not the NaNs the emulator starts them with."""
+    rng = np.random.default_rng()
+    net, _ = dense_block(rng)
+    low = lower(net, net.layers, list(net.outputs))
+    feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float32),
+             "z": rng.standard_normal((N, H, W * 8)).astype(np.float32)}
+    bufs: dict[str, np.ndarray] = {}
+    run_lowered(low, feeds, tmp_path / "pad", keep=bufs)
+    checked = 0
+    for name, s in low.slots.items():
+        if s.layout == "nhwc" and s.shape[1] % 8 and name in bufs:
+            a = bufs[name].reshape(s.phys_shape)
+            assert np.isfinite(a[..., :s.shape[1]]).all(), name
+            np.testing.assert_array_equal(a[..., s.shape[1]:], 0, err_msg=name)
+            checked += 1
+    assert checked >= 2
+
+
+def test_map_vector_refuses_what_it_cannot_store_whole():
+    f16 = gen.Operand("float16", (40 * 15, 1, 3 * 40, 40))
+    assert gen.map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 40)) == 8
+    assert gen.map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 36)) == 1  # 36 is no multiple of 8
+    assert gen.map_vector((4, 24), gen.Operand("float16", (24, 1))) == 8
+    assert gen.map_vector((4, 20), gen.Operand("float16", (20, 1))) == 1
+    assert gen.map_vector((4, 24), gen.Operand("float16", (24, 1), base=4)) == 1  # not 16-byte aligned
+    assert gen.map_vector((4, 24), gen.Operand("float16", (1, 4))) == 1  # fastest dim not unit-stride
+    assert gen.map_vector((4, 24), gen.Operand("int8", (24, 1))) == 1
+    assert gen.map_vector((3, 24), gen.Operand("float32", (28, 1))) == 1  # rows 28 apart: 16-byte breaks
+    assert gen.map_vector((1, 24), gen.Operand("float32", (28, 1))) == 8  # one row
+    with pytest.raises(ValueError, match="do not fit"):
+        gen.map_kernel("k", (4, 20), gen.Operand("float16", (20, 1)), [], "y = 0.f;", vec=8)
