@@ -17,6 +17,7 @@ from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.attention import find_attention, lower_attention
+from backends.gpu.lowering.concat_reads import concat_layout, find_concat_reads
 from backends.gpu.lowering.fc_residual import find_fc_residuals
 from backends.gpu.lowering.mlp import find_mlps, lower_mlp
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
@@ -48,6 +49,7 @@ class Lowerer(Int8Lowering):
         self.se_scales: dict[str, tuple[str, str]] = {}
         self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
         self.fc_residuals: dict[str, tuple[Layer, str, Layer | None]] = {}  # FC -> (add, residual, permute)
+        self.concat_reads: dict[str, Layer] = {}  # concatenations their element-wise reader reads in place
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -155,8 +157,10 @@ class Lowerer(Int8Lowering):
         t = layer.outputs[0]
         x = self.slots.get(layer.inputs[0]) if layer.inputs else None
         shape = self.net.tensors[t].shape
-        if (x is not None and x.layout == "nhwc" and len(shape) == 4 and self.dtypes[t] == "float16"
-                and x.shape == shape):
+        concat = self.concat_reads.get(layer.inputs[0]) if layer.inputs else None
+        x_nhwc = x.layout == "nhwc" if x is not None else concat is not None and concat_layout(self, concat) == "nhwc"
+        if (x_nhwc and len(shape) == 4 and self.dtypes[t] == "float16"
+                and self.net.tensors[layer.inputs[0]].shape == shape):
             return "nhwc"
         return "linear"
 
@@ -210,6 +214,7 @@ class Lowerer(Int8Lowering):
         absorbed |= {la.name for add, _, shuffle in self.fc_residuals.values() for la in (add, shuffle) if la}
         mlps = {fc2: m for fc2, m in find_mlps(self).items() if not {fc2, m.fc1.name} & absorbed}
         absorbed |= {m.fc1.name for m in mlps.values()}
+        self.concat_reads = find_concat_reads(self, absorbed)
         for layer in self.layers:
             if layer.name in absorbed:
                 continue
@@ -226,6 +231,8 @@ class Lowerer(Int8Lowering):
                 continue
             for t in layer.inputs:
                 self.float_of(t)
+                for u in self.concat_reads[t].inputs if t in self.concat_reads else ():
+                    self.float_of(u)
             lookup(GPU_LOWERINGS, layer, "GPU").lower(self, layer)
         outputs = {t: self.linear(self.float_of(t), self.dtypes[t]) for t in self.want}
         return drop_dead_ops(Lowered(self.slots, self.ops, self.inputs, outputs,

@@ -210,6 +210,8 @@ def lower_split(lw: Lowerer, layer: Layer) -> None:
 
 
 def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
+    if layer.outputs[0] in lw.concat_reads:
+        return  # its element-wise reader selects from the inputs (``concat_reads``)
     p = layer.params
     ins = [lw.slots[t] for t in layer.inputs]
     ax = p.axis % len(ins[0].shape)

@@ -14,6 +14,7 @@ import numpy as np
 
 from backends.gpu import activations
 from backends.gpu.kernels import gen
+from backends.gpu.lowering.concat_reads import concat_operand, substitute
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, UnaryOp
@@ -75,8 +76,13 @@ def _pointwise(lw: Lowerer, layer: Layer, operands: list[tuple[str, np.ndarray |
     shape = lw.net.tensors[out_t].shape
     fp16 = prec(layer) is Precision.FP16
     out = lw.new_slot(out_t, lw.out_layout(layer))
-    ins = []
+    ins: list[tuple[str, gen.Operand]] = []
+    selects: list[tuple[int, Layer]] = []  # operands that are a concatenation read in place
     for key, w in operands:
+        if w is None and key in lw.concat_reads:
+            selects.append((len(ins), lw.concat_reads[key]))
+            ins.append(("", gen.Operand("float32", ())))  # replaced below
+            continue
         view = lw.views.get(key) if w is None else None
         if view is not None and view.affine:  # read the chain of movement's first slot: the copy in between may go
             root = lw.slots[view.root]
@@ -85,6 +91,11 @@ def _pointwise(lw: Lowerer, layer: Layer, operands: list[tuple[str, np.ndarray |
             continue
         s = lw.slots[key] if w is None else lw.const(f"{layer.name}/{key}", w, fp16)
         ins.append((s.name, s.operand(shape, fp16)))
+    for index, concat in selects:
+        more, expr = concat_operand(lw, concat, shape, fp16, index, len(ins))
+        ins[index] = more[0]
+        ins.extend(more[1:])
+        body = substitute(body, index, expr)
     lw.emit_map(layer.name, out, ins, body)
 
 
