@@ -88,3 +88,69 @@ def test_in_place_read_matches_the_copy_and_numpy(tmp_path, monkeypatch, widths,
     np.testing.assert_array_equal(got[y], plain[y])
     want = numpy_result(net, d, axis)
     np.testing.assert_allclose(got[y], want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+
+
+def roll_and_merge_net(rng) -> tuple[Network, dict[str, np.ndarray]]:
+    """Swin's shifted window (torch.roll exported as two slices and a concatenation per axis),
+    its crop back to the same size (a slice that keeps everything) and its patch merging (four
+    stride-2 slices concatenated on channels), on an NHWC-ordered linear tensor."""
+    from engine.ir.layers import SliceParams
+
+    n, h, w, c = 2, 6, 4, 8
+    net = Network("swin")
+    x = net.add_activation(net.add_input("x", (n, h, w, c)), "relu", name="in")
+    a = net.add_layer(SliceParams(start=(0, 2, 0, 0), size=(n, h - 2, w, c), step=(1, 1, 1, 1)), [x], name="s1")
+    b = net.add_layer(SliceParams(start=(0, 0, 0, 0), size=(n, 2, w, c), step=(1, 1, 1, 1)), [x], name="s2")
+    rolled = net.add_layer(ConcatenationParams(axis=1), [a.outputs[0], b.outputs[0]], name="roll").outputs[0]
+    crop = net.add_layer(SliceParams(start=(0, 0, 0, 0), size=(n, h, w, c), step=(1, 1, 1, 1)), [rolled],
+                         name="crop").outputs[0]
+    added = net.add_elementwise(crop, x, "sum", name="add")
+    quads = [net.add_layer(SliceParams(start=(0, i, j, 0), size=(n, h // 2, w // 2, c), step=(1, 2, 2, 1)),
+                           [added], name=f"q{i}{j}").outputs[0] for i in (0, 1) for j in (0, 1)]
+    merged = net.add_layer(ConcatenationParams(axis=3), quads, name="merge").outputs[0]
+    net.mark_output(merged)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    return net, {"x": rng.standard_normal((n, h, w, c)).astype(np.float16).astype(np.float32)}
+
+
+def test_slices_read_as_views_leave_no_copies():
+    net, _ = roll_and_merge_net(np.random.default_rng())
+    labels = [op.label for op in lower(net, net.layers, list(net.outputs)).ops]
+    assert not {"s1", "s2", "crop", "q00", "q01", "q10", "q11"} & set(labels), labels
+    assert labels == ["in", "roll", "add", "merge"], labels
+
+
+@needs_emulator
+def test_roll_crop_and_patch_merge_through_views_match_numpy(tmp_path):
+    rng = np.random.default_rng()
+    net, feeds = roll_and_merge_net(rng)
+    got = run_lowered(lower(net, net.layers, list(net.outputs)), feeds, tmp_path / "swin")
+    x = np.maximum(feeds["x"].astype(np.float64), 0)
+    added = np.roll(x, -2, axis=1) + x
+    want = np.concatenate([added[:, i::2, j::2] for i in (0, 1) for j in (0, 1)], axis=3)
+    np.testing.assert_array_equal(got[net.outputs[0]], want.astype(np.float16).astype(np.float32))
+
+
+@needs_emulator
+def test_channel_slice_read_by_a_convolution_converts_from_its_root(tmp_path):
+    """ShuffleNet's split: a channel slice read by a convolution is converted to NHWC straight
+    from the tensor it slices (no copy of its own), with the right channels."""
+    from engine.ir.layers import SliceParams
+
+    rng = np.random.default_rng()
+    n, c, h, w = 2, 16, 3, 5
+    net = Network("split")
+    x = net.add_activation(net.add_input("x", (n, c, h, w)), "relu", name="in")
+    half = net.add_layer(SliceParams(start=(0, 8, 0, 0), size=(n, 8, h, w), step=(1, 1, 1, 1)), [x], name="half")
+    k = (rng.standard_normal((8, 8, 1, 1)) / 3).astype(np.float16).astype(np.float32)
+    y = net.add_convolution(half.outputs[0], k, None, name="conv")
+    net.mark_output(y)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, net.layers, list(net.outputs))
+    assert "half" not in [op.label for op in low.ops]
+    feeds = {"x": rng.standard_normal((n, c, h, w)).astype(np.float16).astype(np.float32)}
+    got = run_lowered(low, feeds, tmp_path / "split")[y.name]
+    want = np.einsum("nchw,kc->nkhw", np.maximum(feeds["x"].astype(np.float64), 0)[:, 8:], k[:, :, 0, 0])
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())

@@ -15,7 +15,6 @@ expression that stand for the concatenation.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import TYPE_CHECKING
 
@@ -69,15 +68,18 @@ def concat_operand(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16:
     shape), the first to be loaded as X{first_index} and the others as X{next_index}, ..., and the
     C expression that selects the element of output coordinate l: each input's operand is based at
     minus its offset along the axis, so that its default offset at l is its own element's."""
-    ins = [lw.slots[t] for t in concat.inputs]
+    from backends.gpu.lowering.movement import input_view
+
     ax = concat.params.axis % len(out_shape)
     operands, at, picks = [], 0, []
-    for i, s in enumerate(ins):
-        op = s.operand(out_shape, fp16)
-        op = dataclasses.replace(op, base=op.base - at * op.strides[ax])
-        operands.append((s.name, op))
+    for i, t in enumerate(concat.inputs):  # through its view: a slice reads its root
+        v = input_view(lw, t)
+        root = lw.slots[v.root]
+        strides = gen.broadcast_strides(v.shape, v.strides, out_shape)
+        op = gen.Operand(root.operand(None, fp16).dtype, strides, v.base - at * strides[ax])
+        operands.append((root.name, op))
         index = first_index if i == 0 else next_index + i - 1
-        at += s.shape[ax]
+        at += v.shape[ax]
         picks.append((at, f"X{index}"))
     expr = picks[-1][1]
     for end, x in reversed(picks[:-1]):

@@ -101,7 +101,12 @@ class Lowerer(Int8Lowering):
         conv_name = f"{tensor}@nhwc"
         if conv_name not in self.slots:
             out = self.new_slot(tensor, "nhwc", "float16", conv_name)
-            self.emit_map(f"to_nhwc_{tensor}", out, [(s.name, s.operand())], "y = X0;")
+            view = self.views.get(tensor)  # a slice's or a transpose's copy: read its root instead
+            if view is not None and view.affine and self.slots[view.root].dtype == s.dtype:
+                x = (view.root, gen.Operand(s.dtype, view.strides, view.base))
+            else:
+                x = (s.name, s.operand())
+            self.emit_map(f"to_nhwc_{tensor}", out, [x], "y = X0;")
         return conv_name
 
     def linear(self, tensor: str, dtype: str | None = None) -> str:

@@ -187,7 +187,16 @@ def _slice(lw: Lowerer, label: str, s: Slot, out: Slot, start, step) -> None:
 
 
 def lower_slice(lw: Lowerer, layer: Layer) -> None:
+    """A slice with positive steps is a strided view of its chain's first slot: one copy from
+    there, which is dropped when every reader reads the view instead (element-wise layers,
+    concatenations, later movement)."""
     p = layer.params
+    shape = lw.net.tensors[layer.outputs[0]].shape
+    x = input_view(lw, layer.inputs[0])  # a composite chain: from the input's own slot
+    view = x.slice(p.start, p.step, shape) if 0 not in shape and viewable(lw, x, layer.outputs[0]) else None
+    if view is not None:
+        copy_view(lw, layer, view)
+        return
     s = lw.slots[layer.inputs[0]]
     out = lw.new_slot(layer.outputs[0])
     if out.elements == 0:
@@ -216,16 +225,19 @@ def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
     ins = [lw.slots[t] for t in layer.inputs]
     ax = p.axis % len(ins[0].shape)
     out = lw.new_slot(layer.outputs[0], "nhwc" if all(s.layout == "nhwc" for s in ins) and ax == 1 else "linear")
-    body, at = [], 0
-    for i, s in enumerate(ins):
-        size = s.shape[ax]
-        coords = [f"l{d}" if d != ax else f"(l{d} - {at})" for d in range(len(s.shape))]
-        off = " + ".join(f"(IT){c} * {st}" for c, st in zip(coords, s.strides)) or "0"
+    body, at, operands = [], 0, []
+    for i, t in enumerate(layer.inputs):  # each input read through its view (a slice's root, say)
+        v = input_view(lw, t)
+        root = lw.slots[v.root]
+        size = v.shape[ax]
+        coords = [f"l{d}" if d != ax else f"(l{d} - {at})" for d in range(len(v.shape))]
+        off = " + ".join([str(v.base)] * bool(v.base) + [f"(IT){c} * {st}" for c, st in zip(coords, v.strides)])
         cond = f"if (l{ax} < {at + size}) " if i < len(ins) - 1 else ""
-        body.append(f"{'else ' if i else ''}{cond}yr = LD{i}({off});")
+        body.append(f"{'else ' if i else ''}{cond}yr = LD{i}({off or '0'});")
+        operands.append((root.name, gen.Operand(root.dtype, (0,) * len(v.shape))))
         at += size
-    lw.emit_map(layer.name, out, [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape))) for s in ins],
-                "RAW " + " ".join(body))
+    lw.emit_map(layer.name, out, operands, "RAW " + " ".join(body),
+                span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
 
 
 def lower_padding(lw: Lowerer, layer: Layer) -> None:

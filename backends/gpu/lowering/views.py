@@ -69,6 +69,13 @@ class View:
         parts = regroup(self._parts(), shape)
         return None if parts is None else _from_parts(self.root, shape, parts, self.base)
 
+    def slice(self, start: Sequence[int], step: Sequence[int], shape: Sequence[int]) -> View | None:
+        """The elements start + i * step of each dim (an affine view with positive steps; else None)."""
+        if self.parts is not None or any(k <= 0 for k in step):
+            return None
+        base = self.base + sum(a * st for a, st in zip(start, self.strides))
+        return View(self.root, tuple(shape), tuple(st * k for st, k in zip(self.strides, step)), base)
+
     def take(self, axis: int, index: int) -> View:
         """The view at one index of ``axis`` (the axis is dropped)."""
         keep = [d for d in range(len(self.shape)) if d != axis]
