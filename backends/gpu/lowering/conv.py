@@ -359,7 +359,43 @@ def _grouped_direct(lw: Lowerer, layer: Layer, g: ConvGeometry, tactic: grouped.
 
 
 def lower_deconvolution(lw: Lowerer, layer: Layer) -> None:
-    _direct(lw, layer, transposed=True)
+    if not _deconv_as_gemm(lw, layer):
+        _direct(lw, layer, transposed=True)
+
+
+def _deconv_as_gemm(lw: Lowerer, layer: Layer) -> bool:
+    """An FP16 2-D transposed convolution whose kernel is its stride, unpadded and ungrouped (a
+    U-Net decoder's 2x2/2 up-convolution) as a tensor-core 1x1 convolution to K·R·S channels and a
+    depth-to-space copy: output pixel (p·R + u, q·S + v) of channel k is column (u·S + v)·K + k of
+    input pixel (p, q), with k's bias; every output has exactly one tap, so the sums and the
+    activation are the same. The direct kernel took C·R·S fp32 multiply-adds a thread on CUDA cores."""
+    p = layer.params
+    x_shape = lw.net.tensors[layer.inputs[0]].shape
+    if (prec(layer) is not Precision.FP16 or len(x_shape) != 4 or p.groups != 1 or getattr(p, "residual", False)
+            or tuple(p.kernel) != tuple(p.stride) or any(p.pre_padding) or any(p.post_padding)
+            or any(p.output_padding or ()) or tuple(p.dilation) != (1, 1)):
+        return False
+    n, c, h, w = x_shape
+    r, s = p.kernel
+    k = p.num_output_maps
+    out_shape = lw.net.tensors[layer.outputs[0]].shape
+    if tuple(out_shape) != (n, k, h * r, w * s):
+        return False
+    kernel = np.asarray(layer.weights["kernel"], np.float32)  # (C, K, R, S)
+    gemm_w = kernel.transpose(2, 3, 1, 0).reshape(r * s * k, c, 1, 1)  # row (u·S + v)·K + k
+    bias = layer.weights.get("bias")
+    gemm_b = None if bias is None else np.tile(np.asarray(bias, np.float32), r * s)
+    g = ConvGeometry(n, h, w, c, r * s * k, 1, 1)
+    cols = Slot(f"{layer.outputs[0]}@cols", (n, r * s * k, h, w), "float16", "nhwc")
+    lw.slots[cols.name] = cols
+    conv_op(lw, layer, g, lw.nhwc(layer.inputs[0]), cols.name, gemm_w, gemm_b, _fold_act(p.activation), None)
+    out = lw.new_slot(layer.outputs[0], "nhwc")
+    st = cols.strides
+    body = (f"const IT p = l2 / {r}, u = l2 % {r}, q = l3 / {s}, v = l3 % {s}; "
+            f"RAW yr = LD0((IT)l0 * {st[0]} + ((u * {s} + v) * {k} + (IT)l1) * {st[1]} + p * {st[2]} + q * {st[3]});")
+    lw.emit_map(f"{layer.name}/depth_to_space", out, [(cols.name, gen.Operand("float16", (0, 0, 0, 0)))], body,
+                span=cols.elements)
+    return True
 
 
 def _direct(lw: Lowerer, layer: Layer, transposed: bool) -> None:
