@@ -289,6 +289,42 @@ def test_deconvolution(rng):
             "bias": rng.standard_normal(k).astype(np.float32)}, rng=rng)
 
 
+@pytest.mark.parametrize("c,k,ks", [(16, 8, 2), (24, 12, 2), (8, 5, 3)])
+def test_deconvolution_kernel_equal_to_stride_on_tensor_cores(rng, c, k, ks):
+    """A U-Net up-convolution (kernel = stride, unpadded) as a tensor-core GEMM and a depth-to-space copy."""
+    params = DeconvolutionParams(k, (ks, ks), (ks, ks), (0, 0), (0, 0), (1, 1), (), 1,
+                                 ActivationSpec(ActivationType.RELU))
+    _one(params, shape=(2, c, 5, 6), weights={
+        "kernel": (rng.standard_normal((c, k, ks, ks)) / np.sqrt(c)).astype(np.float32),
+        "bias": rng.standard_normal(k).astype(np.float32)}, rng=rng)
+
+
+def test_dense_block_concatenations_read_in_place(rng):
+    """DenseNet's concatenations read by their BN + ReLU chain, Swin's roll and patch merge as
+    slice views, ShuffleNet's channel split read by a convolution (lowering/concat_reads, View.slice)."""
+    from engine.ir.layers import ConcatenationParams, ScaleMode, ScaleParams, SliceParams
+
+    net = _net({"x": (2, 16, 6, 4)})
+    a = net.add_convolution("x", (rng.standard_normal((24, 16, 1, 1)) / 4).astype(np.float32), name="a")
+    b = net.add_convolution("x", (rng.standard_normal((12, 16, 3, 3)) / 12).astype(np.float32), padding=(1, 1),
+                            name="b")
+    cat = net.add_layer(ConcatenationParams(axis=1), [a, b], name="cat").outputs[0]
+    bn = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [cat], {"scale": rng.uniform(0.5, 2, 36).astype(np.float32),
+                                                                "shift": rng.standard_normal(36).astype(np.float32)})
+    y = net.add_activation(bn.outputs[0], "relu", name="y")
+    top = net.add_layer(SliceParams((0, 0, 2, 0), (2, 36, 4, 4), (1, 1, 1, 1)), [y]).outputs[0]
+    bottom = net.add_layer(SliceParams((0, 0, 0, 0), (2, 36, 2, 4), (1, 1, 1, 1)), [y]).outputs[0]
+    rolled = net.add_layer(ConcatenationParams(axis=2), [top, bottom]).outputs[0]
+    quads = [net.add_layer(SliceParams((0, 0, i, j), (2, 36, 3, 2), (1, 1, 2, 2)), [rolled]).outputs[0]
+             for i in (0, 1) for j in (0, 1)]
+    merged = net.add_layer(ConcatenationParams(axis=1), quads).outputs[0]
+    half = net.add_layer(SliceParams((0, 72, 0, 0), (2, 72, 3, 2), (1, 1, 1, 1)), [merged]).outputs[0]
+    z = net.add_convolution(half, (rng.standard_normal((16, 72, 1, 1)) / 8).astype(np.float32), name="z")
+    net.mark_output(z)
+    net.mark_output(merged)
+    _run(net, {"x": rng.uniform(-2, 2, (2, 16, 6, 4)).astype(np.float32)})
+
+
 def test_pooling(rng):
     _one(PoolingParams(PoolingType.MAX, (3, 3), (2, 2), (1, 1), (1, 1)), rng=rng)
     _one(PoolingParams(PoolingType.AVERAGE, (3, 3), (2, 2), (1, 1), (1, 1), ceil_mode=True,
