@@ -1,0 +1,98 @@
+"""A/B of the GPU lowering's copy-saving steps on whole networks, in one process on one GPU.
+
+Why: vector map kernels (``gen.map_vector``), concatenations read in place by their element-wise
+reader (``lowering/concat_reads``) and slices read as views (``View.slice``) change launches, not
+arithmetic, so an engine built with them must give the bits of one built without them, and be
+faster. Each network is exported once and built through the public path (ONNX -> builder with
+tactic timing -> plan -> runtime) three times: everything on, everything off, and the map
+kernels alone one element a thread; each engine is timed as CUDA-graph replays with CUDA events
+(``gpu_peers.time_enqueue``) and its output compared bit for bit with the first.
+
+Usage: python bench/gpu_lowering_ab.py --batch 32 --models densenet121 swin_t [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views"), "scalar_maps": ("map_vector",)}
+
+
+@contextlib.contextmanager
+def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
+    """The GPU lowering with ``steps`` turned off (restored on leaving)."""
+    from backends.gpu.kernels import gen
+    from backends.gpu.lowering import lowerer
+    from backends.gpu.lowering.views import View
+
+    saved = (gen.map_vector, lowerer.find_concat_reads, View.slice)
+    try:
+        if "map_vector" in steps:
+            gen.map_vector = lambda *a, **k: 1
+        if "concat_reads" in steps:
+            lowerer.find_concat_reads = lambda lw, absorbed: {}
+        if "slice_views" in steps:
+            View.slice = lambda self, *a: None
+        yield
+    finally:
+        gen.map_vector, lowerer.find_concat_reads, View.slice = saved
+
+
+def measure(onnx_bytes: bytes, x: np.ndarray, batch: int, cache: str, steps: tuple[str, ...]) -> tuple[dict, Any]:
+    from gpu_peers import build_engine, gpu_segments, time_enqueue
+
+    from engine.builder import BuilderConfig
+
+    with lowering_without(steps):
+        engine, ctx, build_s = build_engine(onnx_bytes, BuilderConfig(fp16=True, batch=batch, timing_cache=cache))
+        out = ctx.execute({engine.input_names[0]: x})[engine.output_names[0]]
+        run, runs, elsewhere = gpu_segments(engine, ctx)
+        if run is None:
+            raise RuntimeError(f"expected one GPU partition; reference-backend layers {elsewhere}")
+        ms = time_enqueue(ctx, run.stream, 20, 5)
+    vec = sum(r.unit.lowered.source.count("yv[8]") for r in runs)
+    return {"ms": ms, "launches": len(run.seq.steps), "vector_map_kernels": vec, "build_s": round(build_s, 2)}, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_lowering_ab.json"))
+    args = ap.parse_args()
+    from gpu_peers import environment
+    from gpu_torchvision import export_onnx, load
+
+    cache = str(Path(tempfile.mkdtemp()) / "timing_cache.json")
+    result: dict[str, Any] = {"environment": environment(), "batch": args.batch, "rows": []}
+    for name in args.models:
+        t0 = time.perf_counter()
+        onnx_bytes = export_onnx(load(name), args.batch)
+        x = np.random.default_rng(0).random((args.batch, 3, 224, 224), dtype=np.float32)
+        row: dict[str, Any] = {"model": name}
+        outs = {}
+        for variant, steps in VARIANTS.items():
+            row[variant], outs[variant] = measure(onnx_bytes, x, args.batch, cache, steps)
+        row["bit_equal_to_new"] = {v: bool(np.array_equal(outs["new"], o)) for v, o in outs.items()}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        result["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
