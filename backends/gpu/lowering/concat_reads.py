@@ -50,8 +50,8 @@ def find_concat_reads(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
         shape = lw.net.tensors[y].shape
         if lw.net.tensors[reader.outputs[0]].shape != shape or len(la.inputs) < 2:
             continue
-        if any(lw.dtypes.get(t) not in FLOAT for t in la.inputs) or lw.dtypes.get(y) not in FLOAT:
-            continue
+        if lw.dtypes.get(y) not in FLOAT or any(lw.dtypes.get(t) != lw.dtypes[y] for t in la.inputs):
+            continue  # a copy that converts (fp32 inputs into an fp16 concatenation) rounds on the way
         found[y] = la
     return found
 
