@@ -1,6 +1,6 @@
 """A/B of the GPU lowering's copy-saving steps on whole networks, in one process on one GPU.
 
-Why: vector map kernels (``gen.map_vector``), concatenations read in place by their element-wise
+Why: vector map kernels (``gen_vec.map_vector``), concatenations read in place by their element-wise
 reader (``lowering/concat_reads``) and slices read as views (``View.slice``) change launches, not
 arithmetic, so an engine built with them must give the bits of one built without them, and be
 faster. Each network is exported once and built through the public path (ONNX -> builder with
@@ -34,21 +34,20 @@ VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views"), "sc
 @contextlib.contextmanager
 def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     """The GPU lowering with ``steps`` turned off (restored on leaving)."""
-    from backends.gpu.kernels import gen
     from backends.gpu.lowering import lowerer
     from backends.gpu.lowering.views import View
 
-    saved = (gen.map_vector, lowerer.find_concat_reads, View.slice)
+    saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice)
     try:
         if "map_vector" in steps:
-            gen.map_vector = lambda *a, **k: 1
+            lowerer.map_vector = lambda *a, **k: 1
         if "concat_reads" in steps:
             lowerer.find_concat_reads = lambda lw, absorbed: {}
         if "slice_views" in steps:
             View.slice = lambda self, *a: None
         yield
     finally:
-        gen.map_vector, lowerer.find_concat_reads, View.slice = saved
+        lowerer.map_vector, lowerer.find_concat_reads, View.slice = saved
 
 
 def measure(onnx_bytes: bytes, x: np.ndarray, batch: int, cache: str, steps: tuple[str, ...]) -> tuple[dict, Any]:

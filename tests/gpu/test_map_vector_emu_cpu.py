@@ -1,4 +1,4 @@
-"""Generated map kernels with eight elements a thread (``gen.map_vector``), without CUDA.
+"""Generated map kernels with eight elements a thread (``gen_vec.map_vector``), without CUDA.
 
 A DenseNet-style block (two convolutions, concatenations whose input boundaries fall inside an
 8-channel vector and past the true channel count, a per-channel scale and ReLU, an NCHW -> NHWC
@@ -16,7 +16,9 @@ from cuda_emu import compiler
 from emu_lowered import run_lowered
 
 from backends.gpu.kernels import gen
+from backends.gpu.kernels.gen_vec import map_vector
 from backends.gpu.lower import lower
+from backends.gpu.lowering import lowerer
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ConcatenationParams, ScaleMode, ScaleParams
 from engine.ir.network import Network
@@ -70,7 +72,7 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
     got = run_lowered(low, feeds, tmp_path / "vec")
     with monkeypatch.context() as m:
-        m.setattr(gen, "map_vector", lambda *a, **k: 1)
+        m.setattr(lowerer, "map_vector", lambda *a, **k: 1)
         scalar_low = lower(net, net.layers, list(net.outputs))
         assert not any("yv[" in _kernel_source(scalar_low, op.kernel) for op in scalar_low.ops if op.kind == "gen")
         plain = run_lowered(scalar_low, feeds, tmp_path / "scalar")
@@ -116,14 +118,14 @@ def test_padded_channels_come_out_zero(tmp_path):
 
 def test_map_vector_refuses_what_it_cannot_store_whole():
     f16 = gen.Operand("float16", (40 * 15, 1, 3 * 40, 40))
-    assert gen.map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 40)) == 8
-    assert gen.map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 36)) == 1  # 36 is no multiple of 8
-    assert gen.map_vector((4, 24), gen.Operand("float16", (24, 1))) == 8
-    assert gen.map_vector((4, 20), gen.Operand("float16", (20, 1))) == 1
-    assert gen.map_vector((4, 24), gen.Operand("float16", (24, 1), base=4)) == 1  # not 16-byte aligned
-    assert gen.map_vector((4, 24), gen.Operand("float16", (1, 4))) == 1  # fastest dim not unit-stride
-    assert gen.map_vector((4, 24), gen.Operand("int8", (24, 1))) == 1
-    assert gen.map_vector((3, 24), gen.Operand("float32", (28, 1))) == 1  # rows 28 apart: 16-byte breaks
-    assert gen.map_vector((1, 24), gen.Operand("float32", (28, 1))) == 8  # one row
+    assert map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 40)) == 8
+    assert map_vector((2, 36, 5, 3), f16, [0, 2, 3, 1], (1, 36)) == 1  # 36 is no multiple of 8
+    assert map_vector((4, 24), gen.Operand("float16", (24, 1))) == 8
+    assert map_vector((4, 20), gen.Operand("float16", (20, 1))) == 1
+    assert map_vector((4, 24), gen.Operand("float16", (24, 1), base=4)) == 1  # not 16-byte aligned
+    assert map_vector((4, 24), gen.Operand("float16", (1, 4))) == 1  # fastest dim not unit-stride
+    assert map_vector((4, 24), gen.Operand("int8", (24, 1))) == 1
+    assert map_vector((3, 24), gen.Operand("float32", (28, 1))) == 1  # rows 28 apart: 16-byte breaks
+    assert map_vector((1, 24), gen.Operand("float32", (28, 1))) == 8  # one row
     with pytest.raises(ValueError, match="do not fit"):
         gen.map_kernel("k", (4, 20), gen.Operand("float16", (20, 1)), [], "y = 0.f;", vec=8)

@@ -114,11 +114,13 @@ def map_kernel(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[
     coordinates ``l0..l{r-1}`` and operand pointers ``x0..``; ``X(i)`` loads operand i as float at
     its default offset. ``zero_dim`` = (dim, padded size): that dim iterates to the padded size and
     writes zeros past the true size (NHWC channel padding). ``span`` bounds the index type.
-    ``vec`` > 1 (``map_vector``): each thread computes ``vec`` consecutive elements of the fastest
+    ``vec`` > 1 (``gen_vec.map_vector``): each thread computes ``vec`` consecutive elements of the fastest
     dim, body after body, and stores them as 16-byte words.
     """
     if vec > 1:
-        return _map_kernel_vec(name, out_shape, out, ins, body, order, zero_dim, span, vec)
+        from backends.gpu.kernels.gen_vec import map_kernel_vec
+
+        return map_kernel_vec(name, out_shape, out, ins, body, order, zero_dim, span, vec)
     rank = len(out_shape)
     order = list(order) if order is not None else list(range(rank))
     sizes = [out_shape[d] for d in order]
@@ -176,95 +178,6 @@ def map_grid(out_shape: Sequence[int], zero_dim: tuple[int, int] | None = None, 
     if zero_dim is not None:
         total = total // max(out_shape[zero_dim[0]], 1) * zero_dim[1]
     return (max(1, -(-(total // vec) // 256)),)
-
-
-VEC_BYTES = 16  # one vector store
-
-
-def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | None = None,
-               zero_dim: tuple[int, int] | None = None) -> int:
-    """Elements a thread of ``map_kernel`` takes: 8 when the fastest dim (padded) is a multiple of 8
-    with unit stride in a float16 / float32 output whose base is 16-byte aligned, else 1.
-
-    Why: one element a thread keeps one 2- or 4-byte load in flight per thread, and the generated
-    copies and element-wise kernels reached about 40 % of the memory bandwidth on an H100; eight
-    independent loads a thread and a 16-byte store keep eight times the bytes in flight. An NHWC
-    conversion also reads coalesced then (a warp's lanes are consecutive pixels of one channel)."""
-    rank = len(out_shape)
-    if rank == 0 or out.dtype not in ("float16", "float32"):
-        return 1
-    fastest = (list(order) if order is not None else list(range(rank)))[-1]
-    size = zero_dim[1] if zero_dim is not None and zero_dim[0] == fastest else out_shape[fastest]
-    if size % 8 or out.strides[fastest] != 1 or out.base % 8:
-        return 1
-    if any(out.strides[d] % 8 for d in range(rank) if d != fastest and out_shape[d] > 1):
-        return 1
-    return 8
-
-
-def _map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[Operand], body: str,
-                    order: Sequence[int] | None, zero_dim: tuple[int, int] | None, span: int, vec: int) -> str:
-    """``map_kernel`` with ``vec`` elements of the fastest dim a thread (see ``map_vector``)."""
-    rank = len(out_shape)
-    order = list(order) if order is not None else list(range(rank))
-    fastest = order[-1]
-    sizes = [out_shape[d] for d in order]
-    if zero_dim is not None:
-        sizes[order.index(zero_dim[0])] = zero_dim[1]
-    if sizes[-1] % vec or map_vector(out_shape, out, order, zero_dim) % vec:
-        raise ValueError(f"map kernel {name}: {vec} elements a thread do not fit its fastest dim")
-    total = math.prod(sizes)
-    sizes[-1] //= vec
-    coords = [f"l{d}" for d in range(rank)]
-    it_names = [coords[d] if d != fastest else "lv" for d in order]
-    params = [f"{CTYPE[out.dtype]}* __restrict__ Y"]
-    params += [f"const {CTYPE[o.dtype]}* __restrict__ x{i}" for i, o in enumerate(ins)]
-    raw = "RAW" in body
-    float_mode = raw and any(can_load_float(o.dtype) and o.dtype != out.dtype for o in ins)
-
-    def rd(i: int, o: Operand, off: str) -> str:
-        use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
-        return load(o.dtype, f"x{i}[{off}]") if use_float else f"x{i}[{off}]"
-
-    defs = [f"#define X{i} ({rd(i, o, offset(o, coords))})" for i, o in enumerate(ins)]
-    defs += [f"#define LD{i}(o) ({rd(i, o, 'o')})" for i, o in enumerate(ins)]
-    undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
-    ctype = CTYPE[out.dtype]
-    if raw and not float_mode:
-        decl, val = f"{ctype} yr;", "yr"
-    elif raw:
-        decl, val = "float yr;", store(out.dtype, "yr")
-    else:
-        decl, val = "float y;", store(out.dtype, "y")
-    zero = ""
-    if zero_dim is not None:
-        zero = f"if (l{zero_dim[0]} >= {out_shape[zero_dim[0]]}) {{ yv[j] = {store(out.dtype, '0.f')}; continue; }}"
-    words = vec * np.dtype(out.dtype).itemsize // VEC_BYTES
-    return "\n".join([
-        *defs,
-        f'extern "C" __global__ void __launch_bounds__(256) {name}({", ".join(params)}) {{',
-        f"  typedef {index_type(total, span)} IT;",
-        "  IT t = (IT)blockIdx.x * 256 + threadIdx.x;",
-        f"  if (t >= (IT){total // vec}) return;",
-        _decompose(sizes, it_names),
-        f"  __align__(16) {ctype} yv[{vec}];",
-        "#pragma unroll",
-        f"  for (int j = 0; j < {vec}; ++j) {{",
-        f"    const IT l{fastest} = lv * {vec} + j;",
-        f"    {zero}",
-        f"    {decl}",
-        "    { " + body.replace("RAW", "").replace("FLT", "") + " }",
-        f"    yv[j] = {val};",
-        "  }",
-        f"  const IT l{fastest} = lv * {vec};",
-        f"  uint4* yw = reinterpret_cast<uint4*>(Y + {offset(out, coords)});",
-        "  const uint4* vw = reinterpret_cast<const uint4*>(yv);",
-        "#pragma unroll",
-        f"  for (int w = 0; w < {words}; ++w) yw[w] = vw[w];",
-        "}",
-        *undefs,
-        "",
-    ])
 
 
 # ------------------------------------------------------------------------------ group reductions

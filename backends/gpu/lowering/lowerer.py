@@ -14,6 +14,7 @@ import numpy as np
 
 from backends.gpu.kernels import gen
 from backends.gpu.kernels.conv import ConvGeometry
+from backends.gpu.kernels.gen_vec import map_vector
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.attention import find_attention, lower_attention
@@ -88,7 +89,7 @@ class Lowerer(Int8Lowering):
         kname = self.kernel_name(label)
         yop = out_op or gen.Operand(out.dtype, out.strides)
         span = max([span, out.elements] + [self.slots[n].elements for n, _ in ins if n in self.slots])
-        vec = gen.map_vector(shape, yop, order, zero) if out_op is None else 1
+        vec = map_vector(shape, yop, order, zero) if out_op is None else 1
         src = gen.map_kernel(kname, shape, yop, [o for _, o in ins], body, order, zero, span, vec)
         self.emit(label, kname, src, [n for n, _ in ins], [out.name], gen.map_grid(shape, zero, vec),
                   [out.name, *[n for n, _ in ins]])
