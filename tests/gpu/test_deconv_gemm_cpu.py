@@ -68,7 +68,7 @@ def test_other_transposed_convolutions_keep_the_direct_kernel(kernel, stride, pa
 
 
 @needs_emulator
-@pytest.mark.parametrize("c,k,kernel,relu", [(16, 8, 2, False), (24, 12, 2, True), (8, 5, 3, False)])
+@pytest.mark.parametrize("c,k,kernel,relu", [(24, 12, 2, True), (8, 5, 3, False)])
 def test_gemm_lowering_matches_numpy(tmp_path, c, k, kernel, relu):
     rng = np.random.default_rng()
     net, d = deconv_net(rng, c, k, kernel, kernel, relu=relu)
