@@ -104,6 +104,29 @@ def _decompose(sizes: Sequence[int], names: Sequence[str], var: str = "t") -> st
     return "\n".join(lines)
 
 
+def map_operands(out: Operand, ins: Sequence[Operand], body: str,
+                 coords: Sequence[str]) -> tuple[list[str], list[str], list[str], bool]:
+    """A map kernel's parameters, its operand macros (X{i} at the default offset of ``coords``,
+    LD{i}(o) at offset o) with their #undefs, and whether a RAW body copies through float.
+
+    RAW bodies copy values: bit-exact when every float operand has the output's type, else through
+    float (an fp16 tensor leaving as fp32 storage, say)."""
+    params = [f"{CTYPE[out.dtype]}* __restrict__ Y"]
+    params += [f"const {CTYPE[o.dtype]}* __restrict__ x{i}" for i, o in enumerate(ins)]
+    raw = "RAW" in body
+    float_mode = raw and can_load_float(out.dtype) and any(
+        can_load_float(o.dtype) and o.dtype != out.dtype for o in ins)
+
+    def rd(i: int, o: Operand, off: str) -> str:
+        use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
+        return load(o.dtype, f"x{i}[{off}]") if use_float else f"x{i}[{off}]"
+
+    defs = [f"#define X{i} ({rd(i, o, offset(o, coords))})" for i, o in enumerate(ins)]
+    defs += [f"#define LD{i}(o) ({rd(i, o, 'o')})" for i, o in enumerate(ins)]
+    undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
+    return params, defs, undefs, float_mode
+
+
 def map_kernel(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[Operand], body: str,
                order: Sequence[int] | None = None, zero_dim: tuple[int, int] | None = None,
                span: int = 0, vec: int = 1) -> str:
@@ -129,21 +152,8 @@ def map_kernel(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[
     total = math.prod(sizes)
     coords = [f"l{d}" for d in range(rank)]
     it_names = [coords[d] for d in order]
-    params = [f"{CTYPE[out.dtype]}* __restrict__ Y"]
-    params += [f"const {CTYPE[o.dtype]}* __restrict__ x{i}" for i, o in enumerate(ins)]
+    params, defs, undefs, float_mode = map_operands(out, ins, body, coords)
     raw = "RAW" in body
-    # RAW bodies copy values: bit-exact when every float operand has the output's type, else through
-    # float (an fp16 tensor leaving as fp32 storage, say). LD{i}(o) reads operand i at offset o.
-    float_mode = raw and can_load_float(out.dtype) and any(
-        can_load_float(o.dtype) and o.dtype != out.dtype for o in ins)
-
-    def rd(i: int, o: Operand, off: str) -> str:
-        use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
-        return load(o.dtype, f"x{i}[{off}]") if use_float else f"x{i}[{off}]"
-
-    defs = [f"#define X{i} ({rd(i, o, offset(o, coords))})" for i, o in enumerate(ins)]
-    defs += [f"#define LD{i}(o) ({rd(i, o, 'o')})" for i, o in enumerate(ins)]
-    undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
     yoff = offset(out, coords)
     zero = ""
     if zero_dim is not None:

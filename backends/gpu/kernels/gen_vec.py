@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, can_load_float, index_type, load, offset, store
+from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map_operands, offset, store
 
 VEC_BYTES = 16  # one vector store
 
@@ -49,18 +49,8 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
     sizes[-1] //= vec
     coords = [f"l{d}" for d in range(rank)]
     it_names = [coords[d] if d != fastest else "lv" for d in order]
-    params = [f"{CTYPE[out.dtype]}* __restrict__ Y"]
-    params += [f"const {CTYPE[o.dtype]}* __restrict__ x{i}" for i, o in enumerate(ins)]
+    params, defs, undefs, float_mode = map_operands(out, ins, body, coords)
     raw = "RAW" in body
-    float_mode = raw and any(can_load_float(o.dtype) and o.dtype != out.dtype for o in ins)
-
-    def rd(i: int, o: Operand, off: str) -> str:
-        use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
-        return load(o.dtype, f"x{i}[{off}]") if use_float else f"x{i}[{off}]"
-
-    defs = [f"#define X{i} ({rd(i, o, offset(o, coords))})" for i, o in enumerate(ins)]
-    defs += [f"#define LD{i}(o) ({rd(i, o, 'o')})" for i, o in enumerate(ins)]
-    undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
     ctype = CTYPE[out.dtype]
     if raw and not float_mode:
         decl, val = f"{ctype} yr;", "yr"
