@@ -154,3 +154,24 @@ def test_channel_slice_read_by_a_convolution_converts_from_its_root(tmp_path):
     got = run_lowered(low, feeds, tmp_path / "split")[y.name]
     want = np.einsum("nchw,kc->nkhw", np.maximum(feeds["x"].astype(np.float64), 0)[:, 8:], k[:, :, 0, 0])
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_no_in_place_read_beside_an_int8_result(int8):
+    """An element-wise layer that also reads an INT8 layer's result may become an int8 -> int8
+    bridge (``lower_int8_bridge``), which reads its other input's slot: that concatenation keeps it."""
+    from backends.gpu.lowering.concat_reads import find_concat_reads
+    from backends.gpu.lowering.lowerer import Lowerer
+
+    rng = np.random.default_rng()
+    net = Network("beside_int8")
+    parts = [net.add_activation(net.add_input(f"x{i}", (N, c, H, W)), "relu", name=f"r{i}")
+             for i, c in enumerate((16, 8))]
+    cat = net.add_layer(ConcatenationParams(axis=1), parts, name="cat").outputs[0]
+    conv = net.add_convolution("x0", rng.standard_normal((24, 16, 1, 1)).astype(np.float32), name="c")
+    net.mark_output(net.add_elementwise(cat, conv, "prod", name="y"))
+    for la in net.layers:
+        la.precision = Precision.INT8 if int8 and la.name == "c" else Precision.FP16
+    found = find_concat_reads(Lowerer(net, net.layers, list(net.outputs)), set())
+    assert set(found) == (set() if int8 else {cat})

@@ -38,6 +38,7 @@ def find_concat_reads(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
     from backends.gpu.lower_int8 import is_int8
 
     segment = {la.name for la in lw.layers}
+    producers = lw.net.producers()
     found: dict[str, Layer] = {}
     for la in lw.layers:
         if la.kind is not LayerKind.CONCATENATION or la.name in absorbed or is_int8(la):
@@ -45,8 +46,9 @@ def find_concat_reads(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
         y = la.outputs[0]
         reader = lw.sole_reader(y)
         if (reader is None or reader.kind not in ELEMENTWISE_READERS or reader.name not in segment
-                or reader.name in absorbed or is_int8(reader) or reader.outputs[0] in lw.se_scales):
-            continue
+                or reader.name in absorbed or is_int8(reader) or reader.outputs[0] in lw.se_scales
+                or any(t in producers and is_int8(producers[t]) for t in reader.inputs)):
+            continue  # (an element-wise layer beside an INT8 result may be an int8 bridge, which reads slots)
         shape = lw.net.tensors[y].shape
         if lw.net.tensors[reader.outputs[0]].shape != shape or len(la.inputs) < 2:
             continue
