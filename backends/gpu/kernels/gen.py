@@ -127,6 +127,16 @@ def map_operands(out: Operand, ins: Sequence[Operand], body: str,
     return params, defs, undefs, float_mode
 
 
+def result_var(out_dtype: str, raw: bool, float_mode: bool) -> tuple[str, str]:
+    """The declaration of a map body's result (``yr`` raw, in the output's type or through float;
+    else the float ``y``) and the expression that stores it."""
+    if raw and not float_mode:
+        return f"{CTYPE[out_dtype]} yr;", "yr"
+    if raw:
+        return "float yr;", store(out_dtype, "yr")
+    return "float y;", store(out_dtype, "y")
+
+
 def map_kernel(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[Operand], body: str,
                order: Sequence[int] | None = None, zero_dim: tuple[int, int] | None = None,
                span: int = 0, vec: int = 1) -> str:
@@ -159,12 +169,8 @@ def map_kernel(name: str, out_shape: Sequence[int], out: Operand, ins: Sequence[
     if zero_dim is not None:
         zval = "0" if not can_load_float(out.dtype) else store(out.dtype, "0.f")
         zero = f"  if (l{zero_dim[0]} >= {out_shape[zero_dim[0]]}) {{ Y[{yoff}] = {zval}; return; }}"
-    if raw and not float_mode:
-        write, decl = f"Y[{yoff}] = yr;", f"{CTYPE[out.dtype]} yr;"
-    elif raw:
-        write, decl = f"Y[{yoff}] = {store(out.dtype, 'yr')};", "float yr;"
-    else:
-        write, decl = f"Y[{yoff}] = {store(out.dtype, 'y')};", "float y;"
+    decl, value = result_var(out.dtype, raw, float_mode)
+    write = f"Y[{yoff}] = {value};"
     itype = index_type(total, span)
     return "\n".join([
         *defs,

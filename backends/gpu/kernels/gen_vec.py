@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map_operands, offset, store
+from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map_operands, offset, result_var, store
 
 VEC_BYTES = 16  # one vector store
 
@@ -43,21 +43,15 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
     sizes = [out_shape[d] for d in order]
     if zero_dim is not None:
         sizes[order.index(zero_dim[0])] = zero_dim[1]
-    if sizes[-1] % vec or map_vector(out_shape, out, order, zero_dim) % vec:
+    if map_vector(out_shape, out, order, zero_dim) % vec:
         raise ValueError(f"map kernel {name}: {vec} elements a thread do not fit its fastest dim")
     total = math.prod(sizes)
     sizes[-1] //= vec
     coords = [f"l{d}" for d in range(rank)]
     it_names = [coords[d] if d != fastest else "lv" for d in order]
     params, defs, undefs, float_mode = map_operands(out, ins, body, coords)
-    raw = "RAW" in body
+    decl, val = result_var(out.dtype, "RAW" in body, float_mode)
     ctype = CTYPE[out.dtype]
-    if raw and not float_mode:
-        decl, val = f"{ctype} yr;", "yr"
-    elif raw:
-        decl, val = "float yr;", store(out.dtype, "yr")
-    else:
-        decl, val = "float y;", store(out.dtype, "y")
     zero = ""
     if zero_dim is not None:
         zero = f"if (l{zero_dim[0]} >= {out_shape[zero_dim[0]]}) {{ yv[j] = {store(out.dtype, '0.f')}; continue; }}"
