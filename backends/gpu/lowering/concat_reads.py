@@ -9,8 +9,8 @@ from the input it came from (a select on the concatenation axis): two crossings 
 and one launch fewer.
 
 Matching is apart from lowering (``find_concat_reads``, after the other fusions claimed their
-layers); the element-wise lowering asks ``concat_operand`` for the operands and the select
-expression that stand for the concatenation.
+layers); the element-wise lowering asks ``movement.concat_select`` (the concatenation's own copy
+uses it too) for the operands and the select expression that stand for the concatenation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from backends.gpu.kernels import gen
 from backends.gpu.lowering.slots import FLOAT
 from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
@@ -56,37 +55,6 @@ def find_concat_reads(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
             continue  # a copy that converts (fp32 inputs into an fp16 concatenation) rounds on the way
         found[y] = la
     return found
-
-
-def concat_layout(lw: Lowerer, concat: Layer) -> str:
-    """The layout the concatenation's copy would have had (``movement.lower_concatenation``)."""
-    ins = [lw.slots[t] for t in concat.inputs]
-    return "nhwc" if all(s.layout == "nhwc" for s in ins) and concat.params.axis % len(ins[0].shape) == 1 else "linear"
-
-
-def concat_operand(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: bool,
-                   first_index: int, next_index: int) -> tuple[list[tuple[str, gen.Operand]], str]:
-    """The operands standing for the concatenation in a map kernel over ``out_shape`` (its own
-    shape), the first to be loaded as X{first_index} and the others as X{next_index}, ..., and the
-    C expression that selects the element of output coordinate l: each input's operand is based at
-    minus its offset along the axis, so that its default offset at l is its own element's."""
-    from backends.gpu.lowering.movement import input_view
-
-    ax = concat.params.axis % len(out_shape)
-    operands, at, picks = [], 0, []
-    for i, t in enumerate(concat.inputs):  # through its view: a slice reads its root
-        v = input_view(lw, t)
-        root = lw.slots[v.root]
-        strides = gen.broadcast_strides(v.shape, v.strides, out_shape)
-        op = gen.Operand(root.operand(None, fp16).dtype, strides, v.base - at * strides[ax])
-        operands.append((root.name, op))
-        index = first_index if i == 0 else next_index + i - 1
-        at += v.shape[ax]
-        picks.append((at, f"X{index}"))
-    expr = picks[-1][1]
-    for end, x in reversed(picks[:-1]):
-        expr = f"(l{ax} < {end} ? {x} : {expr})"
-    return operands, expr
 
 
 def substitute(body: str, index: int, expr: str) -> str:

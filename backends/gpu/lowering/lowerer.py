@@ -18,9 +18,10 @@ from backends.gpu.kernels.gen_vec import map_vector
 from backends.gpu.layout import round_up
 from backends.gpu.lower_int8 import Int8Lowering, is_int8
 from backends.gpu.lowering.attention import find_attention, lower_attention
-from backends.gpu.lowering.concat_reads import concat_layout, find_concat_reads
+from backends.gpu.lowering.concat_reads import find_concat_reads
 from backends.gpu.lowering.fc_residual import find_fc_residuals
 from backends.gpu.lowering.mlp import find_mlps, lower_mlp
+from backends.gpu.lowering.movement import concat_layout, view_operand
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -102,12 +103,8 @@ class Lowerer(Int8Lowering):
         conv_name = f"{tensor}@nhwc"
         if conv_name not in self.slots:
             out = self.new_slot(tensor, "nhwc", "float16", conv_name)
-            view = self.views.get(tensor)  # a slice's or a transpose's copy: read its root instead
-            if view is not None and view.affine and self.slots[view.root].dtype == s.dtype:
-                x = (view.root, gen.Operand(s.dtype, view.strides, view.base))
-            else:
-                x = (s.name, s.operand())
-            self.emit_map(f"to_nhwc_{tensor}", out, [x], "y = X0;")
+            # a slice's or a transpose's copy: read its root instead
+            self.emit_map(f"to_nhwc_{tensor}", out, [view_operand(self, tensor, s.shape)], "y = X0;")
         return conv_name
 
     def linear(self, tensor: str, dtype: str | None = None) -> str:

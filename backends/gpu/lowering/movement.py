@@ -13,6 +13,7 @@ loads with per-axis tables of source indices and weights uploaded as constants.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,6 +97,41 @@ def input_view(lw: Lowerer, tensor: str) -> View:
     """``tensor`` as a strided view a kernel can read: its chain's when that is affine, else its own slot."""
     view = lw.views.get(tensor)
     return view if view is not None and view.affine else View.of(lw.slots[tensor])
+
+
+def view_operand(lw: Lowerer, tensor: str, out_shape: tuple[int, ...], fp16: bool = False) -> tuple[str, gen.Operand]:
+    """``tensor`` as a map kernel's operand over ``out_shape`` (broadcast), read through ``input_view``:
+    from its chain's first slot, so that the copies in between may go; ``fp16``: an FP16 layer
+    reading an fp32 slot rounds on load."""
+    v = input_view(lw, tensor)
+    root = lw.slots[v.root]
+    strides = gen.broadcast_strides(v.shape, v.strides, out_shape)
+    return root.name, gen.Operand(root.operand(None, fp16).dtype, strides, v.base)
+
+
+def concat_layout(lw: Lowerer, concat: Layer) -> str:
+    """NHWC for a concatenation of NHWC slots along C, else linear."""
+    ins = [lw.slots[t] for t in concat.inputs]
+    return "nhwc" if all(s.layout == "nhwc" for s in ins) and concat.params.axis % len(ins[0].shape) == 1 else "linear"
+
+
+def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: bool, first_index: int,
+                  next_index: int) -> tuple[list[tuple[str, gen.Operand]], str]:
+    """The operands of a concatenation's inputs in a map kernel over its shape, the first loaded as
+    X{first_index} and the others as X{next_index}, ..., and the C expression that selects the element
+    of output coordinate l. Each input is read through its view and based at minus its offset along
+    the axis, so that its default offset at l is its own element's."""
+    ax = concat.params.axis % len(out_shape)
+    operands, at, picks = [], 0, []
+    for i, t in enumerate(concat.inputs):
+        name, op = view_operand(lw, t, out_shape, fp16)
+        operands.append((name, dataclasses.replace(op, base=op.base - at * op.strides[ax])))
+        at += lw.net.tensors[t].shape[ax]
+        picks.append((at, f"X{first_index if i == 0 else next_index + i - 1}"))
+    expr = picks[-1][1]
+    for end, x in reversed(picks[:-1]):
+        expr = f"(l{ax} < {end} ? {x} : {expr})"
+    return operands, expr
 
 
 def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
@@ -221,22 +257,9 @@ def lower_split(lw: Lowerer, layer: Layer) -> None:
 def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
     if layer.outputs[0] in lw.concat_reads:
         return  # its element-wise reader selects from the inputs (``concat_reads``)
-    p = layer.params
-    ins = [lw.slots[t] for t in layer.inputs]
-    ax = p.axis % len(ins[0].shape)
-    out = lw.new_slot(layer.outputs[0], "nhwc" if all(s.layout == "nhwc" for s in ins) and ax == 1 else "linear")
-    body, at, operands = [], 0, []
-    for i, t in enumerate(layer.inputs):  # each input read through its view (a slice's root, say)
-        v = input_view(lw, t)
-        root = lw.slots[v.root]
-        size = v.shape[ax]
-        coords = [f"l{d}" if d != ax else f"(l{d} - {at})" for d in range(len(v.shape))]
-        off = " + ".join([str(v.base)] * bool(v.base) + [f"(IT){c} * {st}" for c, st in zip(coords, v.strides)])
-        cond = f"if (l{ax} < {at + size}) " if i < len(ins) - 1 else ""
-        body.append(f"{'else ' if i else ''}{cond}yr = LD{i}({off or '0'});")
-        operands.append((root.name, gen.Operand(root.dtype, (0,) * len(v.shape))))
-        at += size
-    lw.emit_map(layer.name, out, operands, "RAW " + " ".join(body),
+    out = lw.new_slot(layer.outputs[0], concat_layout(lw, layer))
+    operands, expr = concat_select(lw, layer, out.shape, False, 0, 1)
+    lw.emit_map(layer.name, out, operands, f"RAW yr = {expr};",
                 span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
 
 

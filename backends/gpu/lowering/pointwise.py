@@ -14,7 +14,8 @@ import numpy as np
 
 from backends.gpu import activations
 from backends.gpu.kernels import gen
-from backends.gpu.lowering.concat_reads import concat_operand, substitute
+from backends.gpu.lowering.concat_reads import substitute
+from backends.gpu.lowering.movement import concat_select, view_operand
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, UnaryOp
@@ -83,16 +84,13 @@ def _pointwise(lw: Lowerer, layer: Layer, operands: list[tuple[str, np.ndarray |
             selects.append((len(ins), lw.concat_reads[key]))
             ins.append(("", gen.Operand("float32", ())))  # replaced below
             continue
-        view = lw.views.get(key) if w is None else None
-        if view is not None and view.affine:  # read the chain of movement's first slot: the copy in between may go
-            root = lw.slots[view.root]
-            strides = gen.broadcast_strides(view.shape, view.strides, shape)
-            ins.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, view.base)))
+        if w is None:  # read the chain of movement's first slot: the copy in between may go
+            ins.append(view_operand(lw, key, shape, fp16))
             continue
-        s = lw.slots[key] if w is None else lw.const(f"{layer.name}/{key}", w, fp16)
+        s = lw.const(f"{layer.name}/{key}", w, fp16)
         ins.append((s.name, s.operand(shape, fp16)))
     for index, concat in selects:
-        more, expr = concat_operand(lw, concat, shape, fp16, index, len(ins))
+        more, expr = concat_select(lw, concat, shape, fp16, index, len(ins))
         ins[index] = more[0]
         ins.extend(more[1:])
         body = substitute(body, index, expr)
