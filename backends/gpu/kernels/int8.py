@@ -80,13 +80,6 @@ def merge_plan8(groups: int, cg: int, kg: int) -> tuple[int, int] | None:
     return None
 
 
-def ragged_merge8(groups: int, cg: int, kg: int) -> int | None:
-    """The m of an uneven merge (``merge_plan8`` with phantom groups); None where the groups merge
-    evenly or not at all."""
-    plan = merge_plan8(groups, cg, kg)
-    return plan[0] if plan is not None and plan[1] != groups else None
-
-
 def merge_groups8(kernel: np.ndarray, g: ConvGeometry, groups: int) -> tuple[np.ndarray, ConvGeometry] | None:
     """The INT8 tensor-core kernel's form of a convolution of ``groups`` groups (IR kernel (K, Cg, R, S),
     ``g`` its geometry as one group): adjacent groups merged as ``merge_plan8`` says, phantom groups
