@@ -67,8 +67,10 @@ def measure(onnx_bytes: bytes, x: np.ndarray, batch: int, cache: str, steps: tup
 
 
 def main() -> None:
+    from gpu_torchvision import MODELS
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--models", nargs="+", required=True, choices=list(MODELS))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_lowering_ab.json"))
     args = ap.parse_args()
