@@ -156,6 +156,39 @@ def test_channel_slice_read_by_a_convolution_converts_from_its_root(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
 
 
+@needs_emulator
+def test_split_of_a_merged_convolution_is_read_through_views(tmp_path):
+    """GoogLeNet's horizontally merged 1x1 convolution: its channel split has no copy of its own;
+    the 3x3 convolution's NHWC conversion and an element-wise reader take their channels straight
+    from the merged convolution's NHWC slot."""
+    from engine.ir.layers import SplitParams
+
+    rng = np.random.default_rng()
+    n, c, h, w = 2, 8, 5, 4
+    net = Network("merged")
+    k1 = (rng.standard_normal((24, c, 1, 1)) / 3).astype(np.float16).astype(np.float32)
+    merged = net.add_convolution(net.add_input("x", (n, c, h, w)), k1, None, name="merged")
+    a, b = net.add_layer(SplitParams(axis=1, sizes=(16, 8)), [merged], name="split").outputs
+    k3 = (rng.standard_normal((8, 16, 3, 3)) / 6).astype(np.float16).astype(np.float32)
+    y = net.add_convolution(a, k3, None, padding=(1, 1), name="conv3")
+    z = net.add_activation(b, "relu", name="relu")
+    net.mark_output(y)
+    net.mark_output(z)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, net.layers, list(net.outputs))
+    assert not [op.label for op in low.ops if op.label.startswith("split")], [op.label for op in low.ops]
+    feeds = {"x": rng.standard_normal((n, c, h, w)).astype(np.float16).astype(np.float32)}
+    got = run_lowered(low, feeds, tmp_path / "merged")
+    m = np.einsum("nchw,kc->nkhw", feeds["x"].astype(np.float64), k1[:, :, 0, 0])
+    mp = np.pad(m[:, :16], ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want_y = sum(np.einsum("nchw,kc->nkhw", mp[:, :, u:u + h, v:v + w], k3[:, :, u, v])
+                 for u in range(3) for v in range(3))
+    np.testing.assert_allclose(got[y.name], want_y, rtol=1e-2, atol=1e-2 * np.abs(want_y).max())
+    want_z = np.maximum(m[:, 16:], 0)
+    np.testing.assert_allclose(got[z.name], want_z, rtol=1e-2, atol=1e-2 * np.abs(want_z).max())
+
+
 
 @pytest.mark.parametrize("int8", [False, True])
 def test_no_in_place_read_beside_an_int8_result(int8):

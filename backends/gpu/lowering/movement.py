@@ -134,12 +134,12 @@ def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: 
     return operands, expr
 
 
-def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
-    """The layer's output as one copy of ``view`` (remembered for the movement layers after it)."""
-    out = lw.new_slot(layer.outputs[0])
+def copy_view(lw: Lowerer, label: str, tensor: str, view: View) -> None:
+    """``tensor`` as one copy of ``view`` (remembered for the movement layers after it)."""
+    out = lw.new_slot(tensor)
     root = lw.slots[view.root]
     if out.elements == 0 or root.dtype != out.dtype:
-        raise ValueError(f"{layer.name}: no view copy from {root.dtype} to {out.dtype}")
+        raise ValueError(f"{label}: no view copy from {root.dtype} to {out.dtype}")
     lw.views[out.name] = view
     if view.affine:
         operand = gen.Operand(root.dtype, view.strides, view.base)
@@ -147,7 +147,7 @@ def copy_view(lw: Lowerer, layer: Layer, view: View) -> None:
     else:  # a composite dim: its factors' digits from the output coordinate
         operand = gen.Operand(root.dtype, (0,) * len(view.shape))
         body = f"RAW yr = LD0({view.offset_expr([f'l{d}' for d in range(len(view.shape))])});"
-    lw.emit_map(layer.name, out, [(root.name, operand)], body, span=max(root.elements, out.elements))
+    lw.emit_map(label, out, [(root.name, operand)], body, span=max(root.elements, out.elements))
 
 
 def viewable(lw: Lowerer, x: View, out: str) -> bool:
@@ -181,7 +181,7 @@ def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
         return
     view = shuffle_view(lw, layer)
     if view is not None:
-        copy_view(lw, layer, view)
+        copy_view(lw, layer.name, layer.outputs[0], view)
         return
     out = lw.new_slot(layer.outputs[0])
     x = input_view(lw, layer.inputs[0])  # the generic copy reads its chain's first slot too
@@ -231,7 +231,7 @@ def lower_slice(lw: Lowerer, layer: Layer) -> None:
     x = input_view(lw, layer.inputs[0])  # a composite chain: from the input's own slot
     view = x.slice(p.start, p.step, shape) if 0 not in shape and viewable(lw, x, layer.outputs[0]) else None
     if view is not None:
-        copy_view(lw, layer, view)
+        copy_view(lw, layer.name, layer.outputs[0], view)
         return
     s = lw.slots[layer.inputs[0]]
     out = lw.new_slot(layer.outputs[0])
@@ -241,15 +241,25 @@ def lower_slice(lw: Lowerer, layer: Layer) -> None:
 
 
 def lower_split(lw: Lowerer, layer: Layer) -> None:
+    """Each output is a slice of the input along the axis: a strided view of the input's chain,
+    copied once, and the copy dropped when every reader reads the view (a horizontally merged
+    1x1 convolution's split then costs only the NHWC conversions in front of the convolutions
+    that read its parts)."""
     p = layer.params
     s = lw.slots[layer.inputs[0]]
     ax = p.axis % len(s.shape)
+    x = input_view(lw, layer.inputs[0])
     at = 0
     for t, size in zip(layer.outputs, p.sizes):
-        out = lw.new_slot(t)
         start = [0] * len(s.shape)
         start[ax] = at
         at += size
+        shape = lw.net.tensors[t].shape
+        view = x.slice(start, [1] * len(s.shape), shape) if 0 not in shape and viewable(lw, x, t) else None
+        if view is not None:
+            copy_view(lw, f"{layer.name}_{t}", t, view)
+            continue
+        out = lw.new_slot(t)
         if out.elements:
             _slice(lw, f"{layer.name}_{t}", s, out, start, [1] * len(s.shape))
 
@@ -302,7 +312,7 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
     idx = np.where(idx < 0, idx + s.shape[ax], idx).astype(np.int32)
     x = chain_view(lw, layer.inputs[0])
     if idx.ndim == 0 and 0 <= int(idx) < s.shape[ax] and viewable(lw, x, layer.outputs[0]):
-        copy_view(lw, layer, x.take(ax, int(idx)))  # one index: a strided view of the input
+        copy_view(lw, layer.name, layer.outputs[0], x.take(ax, int(idx)))  # one index: a strided view of the input
         return
     out = lw.new_slot(layer.outputs[0])
     ik = lw.const(f"{layer.name}/indices", idx.reshape(-1) if idx.ndim else idx.reshape(1), False)
