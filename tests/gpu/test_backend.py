@@ -301,8 +301,9 @@ def test_deconvolution_kernel_equal_to_stride_on_tensor_cores(rng, c, k, ks):
 
 def test_dense_block_concatenations_read_in_place(rng):
     """DenseNet's concatenations read by their BN + ReLU chain, Swin's roll and patch merge as
-    slice views, ShuffleNet's channel split read by a convolution (lowering/concat_reads, View.slice)."""
-    from engine.ir.layers import ConcatenationParams, ScaleMode, ScaleParams, SliceParams
+    slice views, ShuffleNet's channel split read by a convolution, a merged 1x1 convolution's split
+    read by a 3x3 convolution and a ReLU (lowering/concat_reads, View.slice, lower_split)."""
+    from engine.ir.layers import ConcatenationParams, ScaleMode, ScaleParams, SliceParams, SplitParams
 
     net = _net({"x": (2, 16, 6, 4)})
     a = net.add_convolution("x", (rng.standard_normal((24, 16, 1, 1)) / 4).astype(np.float32), name="a")
@@ -320,7 +321,12 @@ def test_dense_block_concatenations_read_in_place(rng):
     merged = net.add_layer(ConcatenationParams(axis=1), quads).outputs[0]
     half = net.add_layer(SliceParams((0, 72, 0, 0), (2, 72, 3, 2), (1, 1, 1, 1)), [merged]).outputs[0]
     z = net.add_convolution(half, (rng.standard_normal((16, 72, 1, 1)) / 8).astype(np.float32), name="z")
-    net.mark_output(z)
+    wide = net.add_convolution(z, (rng.standard_normal((24, 16, 1, 1)) / 4).astype(np.float32), name="wide")
+    parts = net.add_layer(SplitParams(axis=1, sizes=(16, 8)), [wide], name="split").outputs
+    u = net.add_convolution(parts[0], (rng.standard_normal((8, 16, 3, 3)) / 12).astype(np.float32), padding=(1, 1),
+                            name="u")
+    net.mark_output(u)
+    net.mark_output(net.add_activation(parts[1], "relu", name="v"))
     net.mark_output(merged)
     _run(net, {"x": rng.uniform(-2, 2, (2, 16, 6, 4)).astype(np.float32)})
 
