@@ -190,6 +190,68 @@ def test_split_of_a_merged_convolution_is_read_through_views(tmp_path):
 
 
 
+def shuffle_unit_net(rng, shuffle) -> tuple[Network, dict[str, np.ndarray]]:
+    """ShuffleNetV2's unit: a branch convolution concatenated with the passthrough half, a
+    shuffle layer (``shuffle``: its ShuffleParams) and a channel split whose halves are read by a
+    convolution and by the next concatenation."""
+    from engine.ir.layers import ShuffleParams, SliceParams
+
+    n, c, h, w = 2, 16, 3, 5
+    net = Network("shuffle")
+    x = net.add_activation(net.add_input("x", (n, c, h, w)), "relu", name="in")
+    k = (rng.standard_normal((c, c, 1, 1)) / 4).astype(np.float16).astype(np.float32)
+    branch = net.add_convolution(x, k, None, name="branch")
+    cat = net.add_layer(ConcatenationParams(axis=1), [x, branch], name="cat").outputs[0]
+    mixed = net.add_layer(ShuffleParams(*shuffle), [cat], name="mix").outputs[0]
+    flat = net.add_layer(ShuffleParams(reshape=(n, 2 * c, h, w)), [mixed], name="flat").outputs[0]
+    a = net.add_layer(SliceParams((0, 0, 0, 0), (n, c, h, w), (1, 1, 1, 1)), [flat], name="a").outputs[0]
+    b = net.add_layer(SliceParams((0, c, 0, 0), (n, c, h, w), (1, 1, 1, 1)), [flat], name="b").outputs[0]
+    conv = net.add_convolution(b, k, None, name="conv")
+    net.mark_output(net.add_layer(ConcatenationParams(axis=1), [a, conv], name="next").outputs[0])
+    for la in net.layers:
+        la.precision = Precision.FP16
+    return net, {"x": rng.standard_normal((n, c, h, w)).astype(np.float16).astype(np.float32)}
+
+
+CHANNEL_SHUFFLE = (None, (2, 2, 16, 3, 5), (0, 2, 1, 3, 4))  # (N, 2C, H, W) -> (N, 2, C, H, W) -> (N, C, 2, H, W)
+
+
+@needs_emulator
+@pytest.mark.parametrize("shuffle", [CHANNEL_SHUFFLE, ((0, 1, 3, 2), (2, 2, 16, 5, 3), (0, 2, 1, 4, 3))])
+def test_channel_shuffle_reads_its_concatenation_in_place(tmp_path, monkeypatch, shuffle):
+    """The shuffle copies straight from the concatenation's inputs (one launch instead of two),
+    with the bits of the copying lowering; the (N, 2C, H, W) result against numpy."""
+    rng = np.random.default_rng()
+    net, feeds = shuffle_unit_net(rng, shuffle)
+    fused = lower(net, net.layers, list(net.outputs))
+    labels = [op.label for op in fused.ops]
+    assert "cat" not in labels and "mix" in labels, labels
+    got = run_lowered(fused, feeds, tmp_path / "fused")
+    with monkeypatch.context() as m:
+        m.setattr(lowerer, "find_concat_reads", lambda lw, absorbed: {})
+        copied = lower(net, net.layers, list(net.outputs))
+        assert "cat" in [op.label for op in copied.ops]
+        plain = run_lowered(copied, feeds, tmp_path / "copied")
+    y = net.outputs[0]
+    np.testing.assert_array_equal(got[y], plain[y])
+    xr = np.maximum(feeds["x"].astype(np.float64), 0)
+    k = net.layer("branch").weights["kernel"][:, :, 0, 0].astype(np.float64)
+    cat = np.concatenate([xr, np.einsum("nchw,kc->nkhw", xr, k)], axis=1)
+    first, reshape, second = shuffle
+    t = cat.transpose(first) if first else cat
+    flat = t.reshape(reshape).transpose(second).reshape(cat.shape)
+    want = np.concatenate([flat[:, :16], np.einsum("nchw,kc->nkhw", flat[:, 16:], k)], axis=1)
+    np.testing.assert_allclose(got[y], want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+
+
+def test_a_shuffle_that_merges_dims_keeps_the_concatenation():
+    """A reshape that merges the concatenated axis with the next one walks across inputs within
+    one output dim: no in-place read, the concatenation keeps its launch."""
+    net, _ = shuffle_unit_net(np.random.default_rng(), ((0, 2, 1, 3), (2, 3, 160), (0, 1, 2)))
+    labels = [op.label for op in lower(net, net.layers, list(net.outputs)).ops]
+    assert "cat" in labels, labels
+
+
 @pytest.mark.parametrize("int8", [False, True])
 def test_no_in_place_read_beside_an_int8_result(int8):
     """An element-wise layer that also reads an INT8 layer's result may become an int8 -> int8

@@ -16,7 +16,7 @@ from emu_lowered import run_lowered
 from backends.gpu.kernels import gen
 from backends.gpu.lower import lower
 from backends.gpu.lowering import movement
-from backends.gpu.lowering.views import View, reshape_strides
+from backends.gpu.lowering.views import View, reshape_strides, root_digits
 from engine.ir.dtypes import Precision
 from engine.ir.layers import GatherParams, ShuffleParams
 from engine.ir.network import Network
@@ -55,6 +55,44 @@ def test_reshape_strides_agrees_with_numpy():
         np.testing.assert_array_equal(strided, a.reshape(new))
         viewed += 1
     assert viewed > 500 and copied > 200
+
+
+def test_root_digits_walk_the_same_elements_as_the_view():
+    """Where ``root_digits`` maps a view of a row-major tensor to the tensor's coordinates, those
+    coordinates index the element the view's offset does; where it refuses, some view dim leaves
+    its tensor dim (checked on random permutes, reshapes and slices)."""
+    rng = np.random.default_rng()
+    mapped = refused = 0
+    for _ in range(1500):
+        shape = tuple(int(d) for d in rng.integers(1, 5, size=int(rng.integers(1, 5))))
+        a = np.arange(np.prod(shape)).reshape(shape)
+        v = View("t", shape, gen.row_major(shape))
+        perm = tuple(int(p) for p in rng.permutation(len(shape)))
+        v = v.permute(perm)
+        a = a.transpose(perm)
+        if rng.random() < 0.5:
+            start = [int(rng.integers(n)) for n in v.shape]
+            size = [int(rng.integers(1, n - s0 + 1)) for n, s0 in zip(v.shape, start)]
+            v = v.slice(start, [1] * len(size), size)
+            a = a[tuple(slice(s0, s0 + n) for s0, n in zip(start, size))]
+        new = _random_reshape(rng, a.size)
+        r = v.reshape(new)
+        if r is None or not r.affine:
+            continue
+        b = a.reshape(new)
+        d = root_digits(r, shape)
+        if d is None:
+            refused += 1
+            continue
+        mapped += 1
+        for idx in np.ndindex(*new):
+            coords = list(d.base)
+            for (dim, k), i in zip(d.dims, idx):
+                if dim >= 0:
+                    coords[dim] += k * i
+            assert all(0 <= c < n for c, n in zip(coords, shape))
+            assert np.ravel_multi_index(coords, shape) == b[idx], (shape, perm, new, idx)
+    assert mapped > 300 and refused > 50, (mapped, refused)
 
 
 def test_view_take_and_permute():

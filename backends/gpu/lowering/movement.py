@@ -13,14 +13,13 @@ loads with per-axis tables of source indices and weights uploaded as constants.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backends.gpu.kernels import gen
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes
-from backends.gpu.lowering.views import View
+from backends.gpu.lowering.views import Digits, View, root_digits
 from engine.ir.layers import LayerKind, PaddingMode
 from engine.ir.network import Layer, Network
 from engine.ir.resize_coords import axis_scales, is_identity, linear_taps, nearest_indices, source_coordinates
@@ -116,21 +115,29 @@ def concat_layout(lw: Lowerer, concat: Layer) -> str:
 
 
 def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: bool, first_index: int,
-                  next_index: int) -> tuple[list[tuple[str, gen.Operand]], str]:
-    """The operands of a concatenation's inputs in a map kernel over its shape, the first loaded as
-    X{first_index} and the others as X{next_index}, ..., and the C expression that selects the element
-    of output coordinate l. Each input is read through its view and based at minus its offset along
-    the axis, so that its default offset at l is its own element's."""
-    ax = concat.params.axis % len(out_shape)
+                  next_index: int, digits: Digits | None = None) -> tuple[list[tuple[str, gen.Operand]], str]:
+    """The operands of a concatenation's inputs in a map kernel over ``out_shape``, the first loaded
+    as X{first_index} and the others as X{next_index}, ..., and the C expression that selects the
+    element of output coordinate l. ``digits``: how the kernel's output walks the concatenation
+    (None: as it is, ``out_shape`` being its shape). Each input is read through its view and
+    based at minus its offset along the axis, so that its default offset at l is its own element's."""
+    shape = lw.net.tensors[concat.outputs[0]].shape
+    ax = concat.params.axis % len(shape)
+    digits = digits or Digits.identity(len(shape))
     operands, at, picks = [], 0, []
     for i, t in enumerate(concat.inputs):
-        name, op = view_operand(lw, t, out_shape, fp16)
-        operands.append((name, dataclasses.replace(op, base=op.base - at * op.strides[ax])))
+        v = input_view(lw, t)
+        root = lw.slots[v.root]
+        st = [0 if n == 1 else s for n, s in zip(v.shape, v.strides)]
+        strides = tuple(k * st[d] if d >= 0 else 0 for d, k in digits.dims)
+        base = v.base + sum(b * s for b, s in zip(digits.base, st)) - at * st[ax]
+        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base)))
         at += lw.net.tensors[t].shape[ax]
         picks.append((at, f"X{first_index if i == 0 else next_index + i - 1}"))
+    coordinate = digits.coordinate(ax)
     expr = picks[-1][1]
     for end, x in reversed(picks[:-1]):
-        expr = f"(l{ax} < {end} ? {x} : {expr})"
+        expr = f"({coordinate} < {end} ? {x} : {expr})"
     return operands, expr
 
 
@@ -156,20 +163,37 @@ def viewable(lw: Lowerer, x: View, out: str) -> bool:
     return root.const is None and root.dtype == lw.dtypes[out] and 0 not in x.shape
 
 
-def shuffle_view(lw: Lowerer, layer: Layer) -> View | None:
-    """The shuffle's output as a view of its chain's first slot, or None."""
+def _shuffled(x: View, layer: Layer) -> View | None:
     p = layer.params
-    x = chain_view(lw, layer.inputs[0])
-    if not viewable(lw, x, layer.outputs[0]):
-        return None
     v: View | None = x.permute(p.first_perm)
     if p.reshape is not None:
         v = v.reshape(p.reshape)
     return None if v is None else v.permute(p.second_perm)
 
 
+def shuffle_view(lw: Lowerer, layer: Layer) -> View | None:
+    """The shuffle's output as a view of its chain's first slot, or None."""
+    x = chain_view(lw, layer.inputs[0])
+    return _shuffled(x, layer) if viewable(lw, x, layer.outputs[0]) else None
+
+
+def shuffle_digits(layer: Layer, shape: tuple[int, ...]) -> Digits | None:
+    """How a shuffle's output walks its input of ``shape`` (row-major) when every output dim stays
+    within one input dim (a transpose, a split of a dim, ShuffleNet's channel shuffle), else None."""
+    v = _shuffled(View("", tuple(shape), gen.row_major(shape)), layer)
+    return None if v is None or 0 in shape else root_digits(v, shape)
+
+
 def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
+    concat = lw.concat_reads.get(layer.inputs[0])
+    if concat is not None:  # one copy from the concatenation's inputs (``concat_reads``)
+        out = lw.new_slot(layer.outputs[0])
+        digits = shuffle_digits(layer, lw.net.tensors[layer.inputs[0]].shape)
+        operands, expr = concat_select(lw, concat, out.shape, False, 0, 1, digits)
+        lw.emit_map(layer.name, out, operands, f"RAW yr = {expr};",
+                    span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
+        return
     s = lw.slots[layer.inputs[0]]
     layout = alias_layout(lw, layer, s)
     if layout is not None:

@@ -99,6 +99,52 @@ class View:
         return " + ".join(terms) or "0"
 
 
+@dataclass(frozen=True)
+class Digits:
+    """An affine view of a row-major tensor in the tensor's own coordinates: view dim j walks
+    tensor dim ``dims[j][0]`` by ``dims[j][1]`` per step (-1: a dim that does not move), from the
+    tensor coordinates ``base``. A kernel reading such a view through a concatenation it never
+    materialized selects the input by one coordinate and reads each input with its own strides."""
+
+    dims: tuple[tuple[int, int], ...]
+    base: tuple[int, ...]
+
+    @staticmethod
+    def identity(rank: int) -> Digits:
+        return Digits(tuple((j, 1) for j in range(rank)), (0,) * rank)
+
+    def coordinate(self, d: int) -> str:
+        """C expression of tensor coordinate ``d`` from the view's output coordinates l0, l1, ..."""
+        terms = [str(self.base[d])] * bool(self.base[d])
+        terms += [f"(IT)l{j}" if k == 1 else f"(IT)l{j} * {k}" for j, (dj, k) in enumerate(self.dims) if dj == d]
+        return " + ".join(terms) or "0"
+
+
+def root_digits(view: View, root_shape: Sequence[int]) -> Digits | None:
+    """``view`` (whose root is row-major of ``root_shape``) as ``Digits``, or None where a view dim
+    does not stay within one root dim (a merged or wrapping walk)."""
+    if not view.affine or view.base < 0 or any(st < 0 for st in view.strides):
+        return None
+    rs = [math.prod(root_shape[d + 1:]) for d in range(len(root_shape))]
+    base = tuple((view.base // rs[d]) % n for d, n in enumerate(root_shape))
+    if sum(b * r for b, r in zip(base, rs)) != view.base:
+        return None
+    reach = list(base)
+    dims = []
+    for n, st in zip(view.shape, view.strides):
+        if n == 1 or st == 0:
+            dims.append((-1, 0))
+            continue
+        d = next((d for d, size in enumerate(root_shape) if size > 1 and rs[d] <= st < rs[d] * size), None)
+        if d is None or st % rs[d]:
+            return None
+        dims.append((d, st // rs[d]))
+        reach[d] += (n - 1) * (st // rs[d])
+    if any(r >= n for r, n in zip(reach, root_shape)):
+        return None
+    return Digits(tuple(dims), base)
+
+
 def _from_parts(root: str, shape: tuple[int, ...], parts: list[list[Part]], base: int) -> View:
     """A view over ``parts`` per dim: affine when every dim is one factor after merging."""
     merged = tuple(tuple(_merge(dim)) for dim in parts)
