@@ -1,10 +1,11 @@
 """A/B of the GPU lowering's copy-saving steps on whole networks, in one process on one GPU.
 
 Why: vector map kernels (``gen_vec.map_vector``), concatenations read in place by their element-wise
-reader (``lowering/concat_reads``) and slices read as views (``View.slice``) change launches, not
-arithmetic, so an engine built with them must give the bits of one built without them, and be
-faster. Each network is exported once and built through the public path (ONNX -> builder with
-tactic timing -> plan -> runtime) three times: everything on, everything off, and the map
+or shuffle reader (``lowering/concat_reads``), slices and splits read as views (``View.slice``) and
+norms that store their residual add (``lowering/norm_residual``) change launches, not arithmetic,
+so an engine built with them must give the bits of one built without them, and be faster. Each
+network is exported once and built through the public path (ONNX -> builder with tactic timing
+-> plan -> runtime) three times: everything on, everything off, and the map
 kernels alone one element a thread; each engine is timed as CUDA-graph replays with CUDA events
 (``gpu_peers.time_enqueue``) and its output compared bit for bit with the first.
 
@@ -28,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views"), "scalar_maps": ("map_vector",)}
+VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals"),
+            "scalar_maps": ("map_vector",)}
 
 
 @contextlib.contextmanager
@@ -37,7 +39,7 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     from backends.gpu.lowering import lowerer
     from backends.gpu.lowering.views import View
 
-    saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice)
+    saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals)
     try:
         if "map_vector" in steps:
             lowerer.map_vector = lambda *a, **k: 1
@@ -45,9 +47,11 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
             lowerer.find_concat_reads = lambda lw, absorbed: {}
         if "slice_views" in steps:
             View.slice = lambda self, *a: None
+        if "norm_residuals" in steps:
+            lowerer.find_norm_residuals = lambda lw, absorbed: {}
         yield
     finally:
-        lowerer.map_vector, lowerer.find_concat_reads, View.slice = saved
+        lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals = saved
 
 
 def measure(onnx_bytes: bytes, x: np.ndarray, batch: int, cache: str, steps: tuple[str, ...]) -> tuple[dict, Any]:

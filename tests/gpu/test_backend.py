@@ -156,6 +156,17 @@ def test_softmax_lrn_norm(rng):
     _one(NormalizationParams(axes=(2, 3)), rng=rng)
 
 
+def test_norm_with_its_residual_in_one_store(rng):
+    """Swin V2's post-norm step x + LayerNorm(f(x)) (lowering/norm_residual): one kernel."""
+    for precision, shape in ((Precision.FP16, (3, 7, 96)), (Precision.FP32, (2, 5, 100))):
+        net = _net({"x": shape, "r": shape})
+        n = net.add_layer(NormalizationParams(axes=(-1,), epsilon=1e-5), ["x"],
+                          {"scale": rng.uniform(0.5, 2, shape[-1]).astype(np.float32),
+                           "bias": rng.standard_normal(shape[-1]).astype(np.float32)}).outputs[0]
+        net.mark_output(net.add_elementwise("r", n, "sum", name="add"))
+        _run(net, {k: rng.uniform(-2, 2, shape).astype(np.float32) for k in ("x", "r")}, precision)
+
+
 def test_reduce(rng):
     _one(ReduceParams(ReduceOp.MEAN, (2, 3)), rng=rng)
     _one(ReduceParams(ReduceOp.MAX, (1,), keep_dims=False), rng=rng)

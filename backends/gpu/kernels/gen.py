@@ -269,7 +269,7 @@ def _group_head(lanes: int, rows: int) -> list[str]:
 def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operand, y: Operand,
                  kind: str, extra: Sequence[Operand | None] = (), op: str = "", eps: float = 0.0,
                  out_kept: bool = False, span: int = 0, lanes: int | None = None,
-                 pad_to: int = 0, vec: bool | None = None) -> tuple[str, int]:
+                 pad_to: int = 0, vec: bool | None = None, round_to: str = "") -> tuple[str, int]:
     """Reduce ``shape`` over ``axes`` per kept coordinate. Returns (source, threads to launch).
 
     Launch ceil(threads / 256) blocks of 256. ``lanes`` threads share a kept coordinate (default
@@ -279,7 +279,8 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     version: softmax max / sum of exp / write, norm sum / squared deviations / write.
     kind 'reduce' (op = ReduceOp value; ``y`` addressed by kept coords when ``out_kept``, its
     strides given for the full rank with 0 on reduced dims), 'softmax', 'logsoftmax', 'norm'
-    (extra = optional scale, bias operands addressed per full coordinate). ``pad_to`` (softmax and
+    (extra = optional scale, bias operands addressed per full coordinate, then optionally a residual
+    added to the normalized value once rounded to ``round_to``, the norm's own output type). ``pad_to`` (softmax and
     norm over dim 1 alone, into an NHWC ``y``): also write zeros to channels shape[1]..pad_to-1.
     ``vec`` (default: a softmax / norm whose fp16 row is <= 2048 contiguous, 16-byte aligned halves,
     a multiple of 8): a warp loads the row once in uint4 vectors into registers, the later passes
@@ -306,7 +307,7 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     elif kind in ("softmax", "logsoftmax"):
         body = g.softmax_body(kind == "logsoftmax")
     elif kind == "norm":
-        body = g.norm_body(extra, eps)
+        body = g.norm_body(extra, eps, round_to)
     else:
         raise ValueError(kind)
     if pad_to:
@@ -432,17 +433,21 @@ class _Group:
                 self.comb("m", "max"), "  float s = 0.f;", self.loop(f"s += expf({xl} - m);"), self.comb("s", "sum"),
                 self.write(f"{xl} - m - logf(s)" if log else f"expf({xl} - m) / s")]
 
-    def norm_body(self, extra: Sequence[Operand | None], eps: float) -> list[str]:
+    def norm_body(self, extra: Sequence[Operand | None], eps: float, round_to: str = "") -> list[str]:
         e0 = extra[0] if len(extra) > 0 else None
         e1 = extra[1] if len(extra) > 1 else None
         sc = load(e0.dtype, f"e0[{offset(e0, self.coords)}]") if e0 is not None else "1.f"
         bi = load(e1.dtype, f"e1[{offset(e1, self.coords)}]") if e1 is not None else "0.f"
         xl, n = self.xl, self.rtot
+        val = f"({xl} - mean) * inv * {sc} + {bi}"
+        if len(extra) > 2 and extra[2] is not None:  # + residual, on the value the norm would have stored
+            e2 = extra[2]
+            val = f"{load(round_to, store(round_to, f'({val})'))} + {load(e2.dtype, f'e2[{offset(e2, self.coords)}]')}"
         return [self.prologue(), "  float s = 0.f;", self.loop(f"s += {xl};"), self.comb("s", "sum"),
                 f"  const float mean = s / {n}.f;",
                 "  float q = 0.f;", self.loop(f"float d = {xl} - mean; q += d * d;"), self.comb("q", "sum"),
                 f"  const float inv = 1.f / sqrtf(q / {n}.f + {eps!r}f);",
-                self.write(f"({xl} - mean) * inv * {sc} + {bi}")]
+                self.write(val)]
 
     def zero_channels(self, pad_to: int) -> str:
         """Zeros into the padded channels of an NHWC output (the row is dim 1, the channels)."""

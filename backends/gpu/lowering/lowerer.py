@@ -22,6 +22,7 @@ from backends.gpu.lowering.concat_reads import find_concat_reads
 from backends.gpu.lowering.fc_residual import find_fc_residuals
 from backends.gpu.lowering.mlp import find_mlps, lower_mlp
 from backends.gpu.lowering.movement import concat_layout, view_operand
+from backends.gpu.lowering.norm_residual import find_norm_residuals
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -52,6 +53,7 @@ class Lowerer(Int8Lowering):
         self.views: dict[str, View] = {}  # movement outputs as strided views of their chain's first slot
         self.fc_residuals: dict[str, tuple[Layer, str, Layer | None]] = {}  # FC -> (add, residual, permute)
         self.concat_reads: dict[str, Layer] = {}  # concatenations their element-wise reader reads in place
+        self.norm_residuals: dict[str, tuple[Layer, str]] = {}  # norm -> (the add it stores, the residual)
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -217,6 +219,8 @@ class Lowerer(Int8Lowering):
         absorbed |= {la.name for add, _, shuffle in self.fc_residuals.values() for la in (add, shuffle) if la}
         mlps = {fc2: m for fc2, m in find_mlps(self).items() if not {fc2, m.fc1.name} & absorbed}
         absorbed |= {m.fc1.name for m in mlps.values()}
+        self.norm_residuals = find_norm_residuals(self, absorbed)
+        absorbed |= {add.name for add, _ in self.norm_residuals.values()}
         self.concat_reads = find_concat_reads(self, absorbed)
         for layer in self.layers:
             if layer.name in absorbed:
