@@ -5,9 +5,10 @@ or shuffle reader (``lowering/concat_reads``), slices and splits read as views (
 norms that store their residual add (``lowering/norm_residual``) change launches, not arithmetic,
 so an engine built with them must give the bits of one built without them, and be faster. Each
 network is exported once and built through the public path (ONNX -> builder with tactic timing
--> plan -> runtime) three times: everything on, everything off, and the map
-kernels alone one element a thread; each engine is timed as CUDA-graph replays with CUDA events
-(``gpu_peers.time_enqueue``) and its output compared bit for bit with the first.
+-> plan -> runtime) four times: everything on, everything off, the map kernels alone one
+element a thread, and eight elements a thread wherever the output allows it; each engine is
+timed as CUDA-graph replays with CUDA events (``gpu_peers.time_enqueue``) and its output
+compared bit for bit with the first.
 
 Usage: python bench/gpu_lowering_ab.py --batch 32 --models densenet121 swin_t [--out FILE]
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals"),
-            "scalar_maps": ("map_vector",)}
+            "scalar_maps": ("map_vector",), "vector_everywhere": ("vector_rule",)}
 
 
 @contextlib.contextmanager
@@ -43,6 +44,9 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     try:
         if "map_vector" in steps:
             lowerer.map_vector = lambda *a, **k: 1
+        if "vector_rule" in steps:  # eight elements a thread wherever the output allows, whatever the inputs
+            lowerer.map_vector = lambda shape, out, order=None, zero=None, ins=None, body="": saved[0](
+                shape, out, order, zero)
         if "concat_reads" in steps:
             lowerer.find_concat_reads = lambda lw, absorbed: {}
         if "slice_views" in steps:

@@ -3,7 +3,8 @@
 A DenseNet-style block (two convolutions, concatenations whose input boundaries fall inside an
 8-channel vector and past the true channel count, a per-channel scale and ReLU, an NCHW -> NHWC
 conversion, a row-major element-wise layer with a broadcast operand) is lowered as the GPU lowers
-it and every launch runs in the CUDA emulator on fresh random data. The vectorized kernels must
+it (every map kernel that can be, vectorized) and every launch runs in the CUDA emulator on fresh
+random data. The vectorized kernels must
 give the one-element-a-thread kernels' bits exactly (each element takes the same float steps) and
 float64 numpy at fp16 tolerance, and the padded channels must come out zero.
 """
@@ -66,7 +67,10 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     net, w = dense_block(rng)
     feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32),
              "z": rng.standard_normal((N, H, W * 8)).astype(np.float16).astype(np.float32)}
-    low = lower(net, net.layers, list(net.outputs))
+    with monkeypatch.context() as m:  # eight a thread wherever the output allows, whatever the inputs
+        m.setattr(lowerer, "map_vector", lambda shape, out, order=None, zero=None, ins=None, body="":
+                  map_vector(shape, out, order, zero))
+        low = lower(net, net.layers, list(net.outputs))
     vec_ops = [op.label for op in low.ops if op.kind == "gen" and f"yv[{8}]" in _kernel_source(low, op.kernel)]
     for label in ("to_nhwc_x", "cat", "cat2", "rowmul"):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
@@ -96,6 +100,18 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     for t, ref in want.items():
         assert got[t].shape == ref.shape, t
         np.testing.assert_allclose(got[t], ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max(), err_msg=t)
+
+
+def test_map_vector_needs_an_input_read_across_the_fastest_dim():
+    """Inputs that all run along the output's fastest dim (or broadcast over it) read coalesced one
+    element a thread: no vector kernel. A transposed or gathered input takes one."""
+    f16 = gen.Operand("float16", (24, 1))
+    along, across = gen.Operand("float16", (24, 1)), gen.Operand("float16", (1, 4))
+    bcast = gen.Operand("float32", (0, 1))
+    assert map_vector((4, 24), f16, ins=[along, bcast], body="y = X0 * X1;") == 1
+    assert map_vector((4, 24), f16, ins=[along, across], body="y = X0 + X1;") == 8
+    assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (0, 0))], body="RAW yr = LD0(l0 * 3);") == 8
+    assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (0, 0))], body="y = X0;") == 1
 
 
 def _kernel_source(low, kernel: str) -> str:

@@ -92,7 +92,7 @@ class Lowerer(Int8Lowering):
         kname = self.kernel_name(label)
         yop = out_op or gen.Operand(out.dtype, out.strides)
         span = max([span, out.elements] + [self.slots[n].elements for n, _ in ins if n in self.slots])
-        vec = map_vector(shape, yop, order, zero) if out_op is None else 1
+        vec = map_vector(shape, yop, order, zero, [o for _, o in ins], body) if out_op is None else 1
         src = gen.map_kernel(kname, shape, yop, [o for _, o in ins], body, order, zero, span, vec)
         self.emit(label, kname, src, [n for n, _ in ins], [out.name], gen.map_grid(shape, zero, vec),
                   [out.name, *[n for n, _ in ins]])
