@@ -191,23 +191,22 @@ def test_split_of_a_merged_convolution_is_read_through_views(tmp_path):
 
 
 def shuffle_unit_net(rng, shuffle) -> tuple[Network, dict[str, np.ndarray]]:
-    """ShuffleNetV2's unit: a branch convolution concatenated with the passthrough half, a
-    shuffle layer (``shuffle``: its ShuffleParams) and a channel split whose halves are read by a
-    convolution and by the next concatenation."""
+    """ShuffleNetV2's unit with element-wise layers for its convolutions: a branch concatenated
+    with the passthrough half, a shuffle layer (``shuffle``: its ShuffleParams) and a channel
+    split whose halves are read by the branch of the next unit and by its concatenation."""
     from engine.ir.layers import ShuffleParams, SliceParams
 
     n, c, h, w = 2, 16, 3, 5
     net = Network("shuffle")
     x = net.add_activation(net.add_input("x", (n, c, h, w)), "relu", name="in")
-    k = (rng.standard_normal((c, c, 1, 1)) / 4).astype(np.float16).astype(np.float32)
-    branch = net.add_convolution(x, k, None, name="branch")
+    branch = net.add_activation(x, "sigmoid", name="branch")
     cat = net.add_layer(ConcatenationParams(axis=1), [x, branch], name="cat").outputs[0]
     mixed = net.add_layer(ShuffleParams(*shuffle), [cat], name="mix").outputs[0]
     flat = net.add_layer(ShuffleParams(reshape=(n, 2 * c, h, w)), [mixed], name="flat").outputs[0]
     a = net.add_layer(SliceParams((0, 0, 0, 0), (n, c, h, w), (1, 1, 1, 1)), [flat], name="a").outputs[0]
     b = net.add_layer(SliceParams((0, c, 0, 0), (n, c, h, w), (1, 1, 1, 1)), [flat], name="b").outputs[0]
-    conv = net.add_convolution(b, k, None, name="conv")
-    net.mark_output(net.add_layer(ConcatenationParams(axis=1), [a, conv], name="next").outputs[0])
+    nxt = net.add_activation(b, "tanh", name="next_branch")
+    net.mark_output(net.add_layer(ConcatenationParams(axis=1), [a, nxt], name="next").outputs[0])
     for la in net.layers:
         la.precision = Precision.FP16
     return net, {"x": rng.standard_normal((n, c, h, w)).astype(np.float16).astype(np.float32)}
@@ -235,12 +234,11 @@ def test_channel_shuffle_reads_its_concatenation_in_place(tmp_path, monkeypatch,
     y = net.outputs[0]
     np.testing.assert_array_equal(got[y], plain[y])
     xr = np.maximum(feeds["x"].astype(np.float64), 0)
-    k = net.layer("branch").weights["kernel"][:, :, 0, 0].astype(np.float64)
-    cat = np.concatenate([xr, np.einsum("nchw,kc->nkhw", xr, k)], axis=1)
+    cat = np.concatenate([xr, 1 / (1 + np.exp(-xr))], axis=1)
     first, reshape, second = shuffle
     t = cat.transpose(first) if first else cat
     flat = t.reshape(reshape).transpose(second).reshape(cat.shape)
-    want = np.concatenate([flat[:, :16], np.einsum("nchw,kc->nkhw", flat[:, 16:], k)], axis=1)
+    want = np.concatenate([flat[:, :16], np.tanh(flat[:, 16:])], axis=1)
     np.testing.assert_allclose(got[y], want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
 
 
