@@ -44,16 +44,18 @@ def test_convnext_permutes_are_aliases_and_their_sources_stay_live():
             assert offsets[name] + u.nbytes <= a0 or offsets[name] >= a1, name
 
 
-def test_channels_not_a_multiple_of_8_are_copied():
-    """No alias: the padded NHWC slot is not the (N, H, W, C) tensor. The permute to NHWC is a
-    copy; the permute back is a strided view the residual add reads the LayerNorm output through
-    (``lowering.views``), so its copy has no reader and goes."""
+def test_channels_not_a_multiple_of_8_are_read_through_views():
+    """No alias: the padded NHWC slot is not the (N, H, W, C) tensor. Both permutes are strided
+    views instead (``lowering.views``): the LayerNorm reads the convolution's padded slot through
+    the first, the residual add reads the LayerNorm output through the second, and neither copy
+    has a reader left."""
     net = convnext_block(20, np.random.default_rng(0))
     low = _lower(net)
     labels = [op.label for op in low.ops]
-    assert "to_nhwc" in labels and "to_nchw" not in labels
+    assert "to_nhwc" not in labels and "to_nchw" not in labels
     assert all(s.alias is None for s in low.slots.values())
     ln = next(op for op in low.ops if op.label == "ln")
+    assert ln.reads[0] == next(op for op in low.ops if op.label == "conv").writes[0]
     assert ln.writes[0] in next(op for op in low.ops if op.label == "add").reads
 
 

@@ -95,6 +95,42 @@ def test_root_digits_walk_the_same_elements_as_the_view():
     assert mapped > 300 and refused > 50, (mapped, refused)
 
 
+@pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
+def test_group_kernels_read_through_views(tmp_path):
+    """Swin V2's cosine attention splits Q and K off the projection (a transpose and a gather at
+    one index) and takes their L2 norms: the reduce, a softmax and a LayerNorm read the views, so
+    the gathers' copies drop, and the results match numpy."""
+    from engine.ir.layers import NormalizationParams, ReduceOp, ReduceParams, SoftMaxParams
+
+    rng = np.random.default_rng()
+    b, t, d = 3, 5, 24
+    net = Network("cosine")
+    x = net.add_activation(net.add_input("x", (b, t, 3, d)), "relu", name="in")
+    split = net.add_layer(ShuffleParams(first_perm=(2, 0, 1, 3)), [x], name="split").outputs[0]
+    q, k = (net.add_layer(GatherParams(axis=0), [split], {"indices": np.array(i, np.int64)}, name=f"g{i}").outputs[0]
+            for i in (0, 1))
+    norm = net.add_layer(ReduceParams(ReduceOp.L2, (2,)), [q], name="l2").outputs[0]
+    soft = net.add_layer(SoftMaxParams(axis=1), [k], name="soft").outputs[0]
+    ln = net.add_layer(NormalizationParams(axes=(2,)), [q], name="ln").outputs[0]
+    for y in (norm, soft, ln):
+        net.mark_output(y)
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, net.layers, list(net.outputs))
+    labels = [op.label for op in low.ops]
+    assert "g0" not in labels and "g1" not in labels and "split" not in labels, labels
+    feeds = {"x": rng.standard_normal((b, t, 3, d)).astype(np.float16).astype(np.float32)}
+    got = run_lowered(low, feeds, tmp_path / "cosine")
+    xr = np.maximum(feeds["x"].astype(np.float64), 0)
+    qr, kr = xr[:, :, 0], xr[:, :, 1]
+    e = np.exp(kr - kr.max(axis=1, keepdims=True))
+    mu, var = qr.mean(axis=2, keepdims=True), qr.var(axis=2, keepdims=True)
+    want = {norm: np.sqrt((qr ** 2).sum(axis=2, keepdims=True)), soft: e / e.sum(axis=1, keepdims=True),
+            ln: (qr - mu) / np.sqrt(var + 1e-5)}
+    for name, ref in want.items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-2, atol=1e-2 * np.abs(ref).max(), err_msg=name)
+
+
 def test_view_take_and_permute():
     x = np.arange(3 * 4 * 5).reshape(3, 4, 5)
     v = View("x", x.shape, (20, 5, 1)).permute((2, 0, 1)).take(1, 2)

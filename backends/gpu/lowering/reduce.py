@@ -45,6 +45,8 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
           **kw) -> None:
     """One group kernel for ``layer``; ``residual``: a tensor the norm's store adds (into
     ``out_tensor``, the add's output)."""
+    from backends.gpu.lowering.movement import view_operand
+
     s = lw.slots[layer.inputs[0]]
     rank = len(s.shape)
     red = sorted(a % rank for a in axes)
@@ -55,7 +57,8 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
     if nhwc:
         kw["pad_to"] = round_up(s.shape[1], 8)
     fp16 = prec(layer) is Precision.FP16
-    x = s.operand(None, fp16)
+    # through its chain's view: a gather or slice in front (an attention's Q/K split) needs no copy
+    root, x = view_operand(lw, layer.inputs[0], s.shape, fp16)
     if kind == "reduce":
         if kw.pop("keep"):
             ys = tuple(0 if d in red else st for d, st in enumerate(out.strides))
@@ -66,21 +69,19 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
     else:
         y = gen.Operand(out.dtype, out.strides)
     extra: list[gen.Operand | None] = []
-    args = [s.name, out.name]
-    reads = [s.name]
+    args = [root, out.name]
+    reads = [root]
     for key in kw.pop("weights", ()):
         w = layer.weights.get(key)
         if w is None:
             extra.append(None)
-            args.append(s.name)  # an unused parameter slot
+            args.append(root)  # an unused parameter slot
             continue
         c = lw.const(f"{layer.name}/{key}", w, fp16)
         extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
         reads.append(c.name)
         args.append(c.name)
     if residual is not None:
-        from backends.gpu.lowering.movement import view_operand
-
         name, operand = view_operand(lw, residual, s.shape, fp16)
         extra.append(operand)
         reads.append(name)
@@ -89,7 +90,8 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
     label = layer.name if residual is None else f"{layer.name} + {lw.norm_residuals[layer.name][0].name}"
     kname = lw.kernel_name(layer.name)
     # n counts threads, not rows: a thread, a warp (32) or a block (256) per kept coordinate
-    src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=s.elements, **kw)
+    src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=max(s.elements, lw.slots[root].elements),
+                              **kw)
     lw.emit(label, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
 
 
