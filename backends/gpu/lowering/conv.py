@@ -68,23 +68,28 @@ def parse_tactic(name: str) -> ConvTactic | None:
             or parse_tile_tactic(name, "wgmma", TileWg, TILES_WG, ConvTactic))
 
 
+def _matrix(shape: tuple[int, ...], strides: tuple[int, ...], t: bool, is_a: bool
+            ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A MatMul operand's (shape, strides) as a batch of matrices: a vector becomes a row (A) or a
+    column (B), a transposed operand swaps its last two dims."""
+    shape_l, st = list(shape), list(strides)
+    if len(shape_l) == 1:
+        shape_l, st = ([1, shape_l[0]], [0, st[0]]) if is_a else ([shape_l[0], 1], [st[0], 0])
+    elif t:
+        shape_l[-1], shape_l[-2] = shape_l[-2], shape_l[-1]
+        st[-1], st[-2] = st[-2], st[-1]
+    return tuple(shape_l), tuple(st)
+
+
 def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
+    from backends.gpu.lowering.movement import input_view
+
     p = layer.params
     a, b = (lw.slots[t] for t in layer.inputs)
     out = lw.new_slot(layer.outputs[0])
     fp16 = prec(layer) is Precision.FP16
-
-    def mat(s: Slot, t: bool, is_a: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        shape, st = list(s.shape), list(s.strides)
-        if len(shape) == 1:
-            shape, st = ([1, shape[0]], [0, st[0]]) if is_a else ([shape[0], 1], [st[0], 0])
-        elif t:
-            shape[-1], shape[-2] = shape[-2], shape[-1]
-            st[-1], st[-2] = st[-2], st[-1]
-        return tuple(shape), tuple(st)
-
-    sa, ta = mat(a, p.transpose_a, True)
-    sb, tb = mat(b, p.transpose_b, False)
+    sa, ta = _matrix(a.shape, a.strides, p.transpose_a, True)
+    sb, tb = _matrix(b.shape, b.strides, p.transpose_b, False)
     batch = tuple(np.broadcast_shapes(sa[:-2], sb[:-2]))
     m, k, n = sa[-2], sa[-1], sb[-1]
     ab = gen.broadcast_strides(sa[:-2], ta[:-2], batch) + ta[-2:]
@@ -92,14 +97,22 @@ def lower_matrix_multiply(lw: Lowerer, layer: Layer) -> None:
     full = (*batch, m, n)
     if _cublas_matmul(lw, layer, a, b, out, batch, (m, n, k), ab, bb):
         return
-    ys = list(gen.row_major(full))
-    yop = gen.Operand(out.dtype, tuple(ys))
+    # the generated kernel reads each operand through its chain's view: a gather or slice in
+    # front (an attention's V split off the projection) needs no copy
+    operands = []
+    for t, transposed, is_a in ((layer.inputs[0], p.transpose_a, True), (layer.inputs[1], p.transpose_b, False)):
+        v = input_view(lw, t)
+        shape, st = _matrix(v.shape, v.strides, transposed, is_a)
+        strides = gen.broadcast_strides(shape[:-2], st[:-2], batch) + st[-2:]
+        root = lw.slots[v.root]
+        operands.append((root, gen.Operand(root.operand(None, fp16).dtype, strides, v.base)))
+    (ra, oa), (rb, ob) = operands
+    yop = gen.Operand(out.dtype, tuple(gen.row_major(full)))
     kname = lw.kernel_name(layer.name)
-    src, total = gen.matmul_kernel(kname, batch, m, n, k, gen.Operand(a.operand(None, fp16).dtype, ab),
-                                   gen.Operand(b.operand(None, fp16).dtype, bb), yop,
-                                   span=max(a.elements, b.elements, out.elements))
-    lw.emit(layer.name, kname, src, [a.name, b.name], [out.name], (max(1, -(-total // 256)),),
-            [a.name, b.name, out.name])
+    src, total = gen.matmul_kernel(kname, batch, m, n, k, oa, ob, yop,
+                                   span=max(ra.elements, rb.elements, a.elements, b.elements, out.elements))
+    lw.emit(layer.name, kname, src, [ra.name, rb.name], [out.name], (max(1, -(-total // 256)),),
+            [ra.name, rb.name, out.name])
 
 
 def _cublas_matmul(lw: Lowerer, layer: Layer, a: Slot, b: Slot, out: Slot, batch: tuple[int, ...],
