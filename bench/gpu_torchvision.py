@@ -43,6 +43,8 @@ def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int
     import torch
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:  # nothing to calibrate (ViT, Swin): the forward passes would change nothing
+        return model.eval()
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration batches
