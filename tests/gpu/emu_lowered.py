@@ -73,3 +73,18 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
         a = buf(s)
         out[t] = a.transpose(0, 3, 1, 2)[:, :slot.shape[1]] if slot.layout == "nhwc" else a.reshape(slot.shape)
     return out
+
+
+def run_without(net, feeds: dict[str, np.ndarray], tmp_path: Path, monkeypatch, finder: str,
+                label: str) -> dict[str, np.ndarray]:
+    """The outputs of ``net`` lowered with the lowering step found by ``lowerer.<finder>`` turned
+    off (it finds nothing), run in the emulator; the layer ``label`` must then have its own launch.
+    The baseline a fused lowering's bits are compared with."""
+    from backends.gpu.lower import lower
+    from backends.gpu.lowering import lowerer
+
+    with monkeypatch.context() as m:
+        m.setattr(lowerer, finder, lambda lw, absorbed: {})
+        low = lower(net, net.layers, list(net.outputs))
+        assert label in [op.label for op in low.ops], (label, [op.label for op in low.ops])
+        return run_lowered(low, feeds, tmp_path)

@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_emu import compiler
-from emu_lowered import run_lowered
+from emu_lowered import run_lowered, run_without
 
 from backends.gpu.lower import lower
-from backends.gpu.lowering import lowerer
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ConcatenationParams, PointwiseParams, PointwiseStep
 from engine.ir.network import Network
@@ -79,11 +78,7 @@ def test_in_place_read_matches_the_copy_and_numpy(tmp_path, monkeypatch, widths,
     fused = lower(net, net.layers, list(net.outputs))
     assert "cat" not in [op.label for op in fused.ops]
     got = run_lowered(fused, d["feeds"], tmp_path / "fused")
-    with monkeypatch.context() as m:
-        m.setattr(lowerer, "find_concat_reads", lambda lw, absorbed: {})
-        copied = lower(net, net.layers, list(net.outputs))
-        assert "cat" in [op.label for op in copied.ops]
-        plain = run_lowered(copied, d["feeds"], tmp_path / "copied")
+    plain = run_without(net, d["feeds"], tmp_path / "copied", monkeypatch, "find_concat_reads", "cat")
     y = net.outputs[0]
     np.testing.assert_array_equal(got[y], plain[y])
     want = numpy_result(net, d, axis)
@@ -226,11 +221,7 @@ def test_channel_shuffle_reads_its_concatenation_in_place(tmp_path, monkeypatch,
     labels = [op.label for op in fused.ops]
     assert "cat" not in labels and "mix" in labels, labels
     got = run_lowered(fused, feeds, tmp_path / "fused")
-    with monkeypatch.context() as m:
-        m.setattr(lowerer, "find_concat_reads", lambda lw, absorbed: {})
-        copied = lower(net, net.layers, list(net.outputs))
-        assert "cat" in [op.label for op in copied.ops]
-        plain = run_lowered(copied, feeds, tmp_path / "copied")
+    plain = run_without(net, feeds, tmp_path / "copied", monkeypatch, "find_concat_reads", "cat")
     y = net.outputs[0]
     np.testing.assert_array_equal(got[y], plain[y])
     xr = np.maximum(feeds["x"].astype(np.float64), 0)

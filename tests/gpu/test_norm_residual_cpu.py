@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_emu import compiler
-from emu_lowered import run_lowered
+from emu_lowered import run_lowered, run_without
 
 from backends.gpu.lower import lower
-from backends.gpu.lowering import lowerer
 from engine.ir.dtypes import Precision
 from engine.ir.layers import NormalizationParams
 from engine.ir.network import Network
@@ -95,11 +94,7 @@ def test_fused_store_matches_the_add_and_numpy(tmp_path, monkeypatch, rows, prec
     if rows is NHWC_ROWS:
         assert fused.slots[net.outputs[0]].layout == "nhwc"
     got = run_lowered(fused, d["feeds"], tmp_path / "fused")
-    with monkeypatch.context() as m:
-        m.setattr(lowerer, "find_norm_residuals", lambda lw, absorbed: {})
-        plain_low = lower(net, net.layers, list(net.outputs))
-        assert "add0" in [op.label for op in plain_low.ops]
-        plain = run_lowered(plain_low, d["feeds"], tmp_path / "plain")
+    plain = run_without(net, d["feeds"], tmp_path / "plain", monkeypatch, "find_norm_residuals", "add0")
     tol = 1e-2 if precision is Precision.FP16 else 1e-5
     for i, (y, (_, axes, _)) in enumerate(zip(net.outputs, rows)):
         np.testing.assert_array_equal(got[y], plain[y], err_msg=y)
