@@ -141,6 +141,14 @@ def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: 
     return operands, expr
 
 
+def concat_copy(lw: Lowerer, label: str, out: Slot, concat: Layer, digits: Digits | None = None) -> None:
+    """One copy into ``out`` from the concatenation's inputs (``concat_select``; ``digits``: how
+    ``out`` walks the concatenation, None for the concatenation itself)."""
+    operands, expr = concat_select(lw, concat, out.shape, False, 0, 1, digits)
+    lw.emit_map(label, out, operands, f"RAW yr = {expr};",
+                span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
+
+
 def copy_view(lw: Lowerer, label: str, tensor: str, view: View) -> None:
     """``tensor`` as one copy of ``view`` (remembered for the movement layers after it)."""
     out = lw.new_slot(tensor)
@@ -188,11 +196,8 @@ def lower_shuffle(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     concat = lw.concat_reads.get(layer.inputs[0])
     if concat is not None:  # one copy from the concatenation's inputs (``concat_reads``)
-        out = lw.new_slot(layer.outputs[0])
-        digits = shuffle_digits(layer, lw.net.tensors[layer.inputs[0]].shape)
-        operands, expr = concat_select(lw, concat, out.shape, False, 0, 1, digits)
-        lw.emit_map(layer.name, out, operands, f"RAW yr = {expr};",
-                    span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
+        concat_copy(lw, layer.name, lw.new_slot(layer.outputs[0]), concat,
+                    shuffle_digits(layer, lw.net.tensors[layer.inputs[0]].shape))
         return
     s = lw.slots[layer.inputs[0]]
     layout = alias_layout(lw, layer, s)
@@ -246,29 +251,31 @@ def _slice(lw: Lowerer, label: str, s: Slot, out: Slot, start, step) -> None:
                 span=2**31 if neg else 0)
 
 
-def lower_slice(lw: Lowerer, layer: Layer) -> None:
-    """A slice with positive steps is a strided view of its chain's first slot: one copy from
-    there, which is dropped when every reader reads the view instead (element-wise layers,
-    concatenations, later movement)."""
-    p = layer.params
-    shape = lw.net.tensors[layer.outputs[0]].shape
-    x = input_view(lw, layer.inputs[0])  # a composite chain: from the input's own slot
-    view = x.slice(p.start, p.step, shape) if 0 not in shape and viewable(lw, x, layer.outputs[0]) else None
+def _slice_of(lw: Lowerer, label: str, x: View, src: Slot, tensor: str, start, step) -> None:
+    """``tensor`` as the elements start + i * step of ``src`` (whose chain's view is ``x``): a
+    strided view of the chain's first slot with one copy, which is dropped when every reader
+    reads the view instead (element-wise layers, concatenations, later movement, NHWC
+    conversions), or else a copy of its own."""
+    shape = lw.net.tensors[tensor].shape
+    view = x.slice(start, step, shape) if 0 not in shape and viewable(lw, x, tensor) else None
     if view is not None:
-        copy_view(lw, layer.name, layer.outputs[0], view)
+        copy_view(lw, label, tensor, view)
         return
-    s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
-    if out.elements == 0:
-        return
-    _slice(lw, layer.name, s, out, p.start, p.step)
+    out = lw.new_slot(tensor)
+    if out.elements:
+        _slice(lw, label, src, out, start, step)
+
+
+def lower_slice(lw: Lowerer, layer: Layer) -> None:
+    p = layer.params
+    x = input_view(lw, layer.inputs[0])  # a composite chain: from the input's own slot
+    _slice_of(lw, layer.name, x, lw.slots[layer.inputs[0]], layer.outputs[0], p.start, p.step)
 
 
 def lower_split(lw: Lowerer, layer: Layer) -> None:
-    """Each output is a slice of the input along the axis: a strided view of the input's chain,
-    copied once, and the copy dropped when every reader reads the view (a horizontally merged
+    """Each output is a slice of the input along the axis (``_slice_of``): a horizontally merged
     1x1 convolution's split then costs only the NHWC conversions in front of the convolutions
-    that read its parts)."""
+    that read its parts."""
     p = layer.params
     s = lw.slots[layer.inputs[0]]
     ax = p.axis % len(s.shape)
@@ -278,23 +285,13 @@ def lower_split(lw: Lowerer, layer: Layer) -> None:
         start = [0] * len(s.shape)
         start[ax] = at
         at += size
-        shape = lw.net.tensors[t].shape
-        view = x.slice(start, [1] * len(s.shape), shape) if 0 not in shape and viewable(lw, x, t) else None
-        if view is not None:
-            copy_view(lw, f"{layer.name}_{t}", t, view)
-            continue
-        out = lw.new_slot(t)
-        if out.elements:
-            _slice(lw, f"{layer.name}_{t}", s, out, start, [1] * len(s.shape))
+        _slice_of(lw, f"{layer.name}_{t}", x, s, t, start, [1] * len(s.shape))
 
 
 def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
     if layer.outputs[0] in lw.concat_reads:
         return  # its element-wise reader selects from the inputs (``concat_reads``)
-    out = lw.new_slot(layer.outputs[0], concat_layout(lw, layer))
-    operands, expr = concat_select(lw, layer, out.shape, False, 0, 1)
-    lw.emit_map(layer.name, out, operands, f"RAW yr = {expr};",
-                span=max([out.elements] + [lw.slots[name].elements for name, _ in operands]))
+    concat_copy(lw, layer.name, lw.new_slot(layer.outputs[0], concat_layout(lw, layer)), layer)
 
 
 def lower_padding(lw: Lowerer, layer: Layer) -> None:

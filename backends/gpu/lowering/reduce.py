@@ -41,10 +41,9 @@ def check_reduce(layer: Layer, network: Network, dtypes: Dtypes) -> str | None:
     return None if all(d in FLOAT for d in ins) else f"reduce on {ins[0]} has no GPU kernel"
 
 
-def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = None, out_tensor: str | None = None,
-          **kw) -> None:
-    """One group kernel for ``layer``; ``residual``: a tensor the norm's store adds (into
-    ``out_tensor``, the add's output)."""
+def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: tuple[Layer, str] | None = None, **kw) -> None:
+    """One group kernel for ``layer``; ``residual``: (the add, the tensor it adds) of a norm that
+    stores the add's output itself (``norm_residual``)."""
     from backends.gpu.lowering.movement import view_operand
 
     s = lw.slots[layer.inputs[0]]
@@ -53,7 +52,7 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
     # a softmax / norm over the channels of an NHWC tensor writes NHWC: whole rows stay contiguous
     # (coalesced stores) and a following convolution reads it without a conversion
     nhwc = kind != "reduce" and red == [1] and lw.out_layout(layer) == "nhwc"
-    out = lw.new_slot(out_tensor or layer.outputs[0], "nhwc" if nhwc else "linear")
+    out = lw.new_slot(residual[0].outputs[0] if residual else layer.outputs[0], "nhwc" if nhwc else "linear")
     if nhwc:
         kw["pad_to"] = round_up(s.shape[1], 8)
     fp16 = prec(layer) is Precision.FP16
@@ -81,13 +80,14 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: str | None = Non
         extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
         reads.append(c.name)
         args.append(c.name)
+    label = layer.name
     if residual is not None:
-        name, operand = view_operand(lw, residual, s.shape, fp16)
+        name, operand = view_operand(lw, residual[1], s.shape, fp16)
         extra.append(operand)
         reads.append(name)
         args.append(name)
         kw["round_to"] = lw.dtypes[layer.outputs[0]]
-    label = layer.name if residual is None else f"{layer.name} + {lw.norm_residuals[layer.name][0].name}"
+        label = f"{layer.name} + {residual[0].name}"
     kname = lw.kernel_name(layer.name)
     # n counts threads, not rows: a thread, a warp (32) or a block (256) per kept coordinate
     src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=max(s.elements, lw.slots[root].elements),
@@ -124,9 +124,8 @@ def lower_softmax(lw: Lowerer, layer: Layer) -> None:
 
 def lower_normalization(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
-    add, res = lw.norm_residuals.get(layer.name, (None, None))
-    group(lw, layer, p.axes, "norm", residual=res, out_tensor=add.outputs[0] if add else None,
-          eps=float(p.epsilon), weights=("scale", "bias"))
+    group(lw, layer, p.axes, "norm", residual=lw.norm_residuals.get(layer.name), eps=float(p.epsilon),
+          weights=("scale", "bias"))
 
 
 def lower_lrn(lw: Lowerer, layer: Layer) -> None:
