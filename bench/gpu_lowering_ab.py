@@ -10,7 +10,7 @@ element a thread, and eight elements a thread wherever the output allows it; eac
 timed as CUDA-graph replays with CUDA events (``gpu_peers.time_enqueue``) and its output
 compared bit for bit with the first.
 
-Usage: python bench/gpu_lowering_ab.py --batch 32 --models densenet121 swin_t [--out FILE]
+Usage: python bench/gpu_lowering_ab.py --batch 32 --models densenet121 swin_t [--variants new old] [--out FILE]
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", required=True, choices=list(MODELS))
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="builds to time; the first is the one the others are compared with bit for bit")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_lowering_ab.json"))
     args = ap.parse_args()
     from gpu_peers import environment
@@ -93,9 +95,10 @@ def main() -> None:
         x = np.random.default_rng(0).random((args.batch, 3, 224, 224), dtype=np.float32)
         row: dict[str, Any] = {"model": name}
         outs = {}
-        for variant, steps in VARIANTS.items():
-            row[variant], outs[variant] = measure(onnx_bytes, x, args.batch, cache, steps)
-        row["bit_equal_to_new"] = {v: bool(np.array_equal(outs["new"], o)) for v, o in outs.items()}
+        for variant in args.variants:
+            row[variant], outs[variant] = measure(onnx_bytes, x, args.batch, cache, VARIANTS[variant])
+        first = args.variants[0]
+        row[f"bit_equal_to_{first}"] = {v: bool(np.array_equal(outs[first], o)) for v, o in outs.items()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         result["rows"].append(row)
         print(json.dumps(row), flush=True)

@@ -36,6 +36,10 @@ DEFAULT_MODELS = tuple(MODELS)  # bench/gpu_peers.py runs every row in one proce
 OTHER_MODELS = {name: name for name in ("mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x1_0", "densenet121",
                                         "efficientnet_v2_s", "swin_t")}
 MODELS.update(OTHER_MODELS)
+# networks whose lowering the copy-saving steps change most (bench/gpu_lowering_ab.py): merged 1x1
+# convolutions split into branches (GoogLeNet, Inception-v3), post-norm residuals and cosine attention
+# with Q/K/V split and transposed (Swin V2)
+MODELS.update({name: name for name in ("googlenet", "inception_v3", "swin_v2_t")})
 
 
 def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int = 0, device: str = "cpu") -> Any:
