@@ -17,7 +17,7 @@ from cuda_emu import compiler
 from emu_lowered import run_lowered
 
 from backends.gpu.kernels import gen
-from backends.gpu.kernels.gen_vec import map_vector
+from backends.gpu.kernels.gen_vec import map_vector, vector_loads
 from backends.gpu.lower import lower
 from backends.gpu.lowering import lowerer
 from engine.ir.dtypes import Precision
@@ -33,18 +33,20 @@ def dense_block(rng) -> tuple[Network, dict[str, np.ndarray]]:
     x = net.add_input("x", (N, C, H, W))
     w = {"k1": rng.standard_normal((24, C, 1, 1)) / 4, "b1": rng.standard_normal(24),
          "k2": rng.standard_normal((12, C, 3, 3)) / 12, "b2": rng.standard_normal(12),
-         "s": rng.uniform(0.5, 2, 36), "t": rng.standard_normal(36), "row": rng.standard_normal(W * 8)}
+         "s": rng.uniform(0.5, 2, 36), "t": rng.standard_normal(36),
+         "s1": rng.uniform(0.5, 2, 24), "t1": rng.standard_normal(24), "row": rng.standard_normal(W * 8)}
     w = {k: v.astype(np.float16).astype(np.float32) for k, v in w.items()}
     c1 = net.add_convolution(x, w["k1"], w["b1"], name="c1")
     c2 = net.add_convolution(x, w["k2"], w["b2"], padding=(1, 1), name="c2")
     cat = net.add_layer(ConcatenationParams(axis=1), [c1, c2], name="cat").outputs[0]  # 36 of 40 channels
     cat2 = net.add_layer(ConcatenationParams(axis=1), [c2, c1], name="cat2").outputs[0]  # 12 | 24: mid-vector
     bn = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [cat], {"scale": w["s"], "shift": w["t"]}, name="bn")
+    bn1 = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [c1], {"scale": w["s1"], "shift": w["t1"]}, name="bn1")
     y = net.add_activation(bn.outputs[0], "relu", name="relu")
     flat = net.add_constant(w["row"].reshape(1, 1, W * 8), name="row")
     lin = net.add_input("z", (N, H, W * 8))
     e = net.add_elementwise(lin, flat, "prod", name="rowmul")
-    for t in (y.name, cat2, e.name):
+    for t in (y.name, cat2, e.name, bn1.outputs[0]):
         net.mark_output(t)
     for la in net.layers:
         la.precision = Precision.FP16
@@ -72,8 +74,11 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
                   map_vector(shape, out, order, zero))
         low = lower(net, net.layers, list(net.outputs))
     vec_ops = [op.label for op in low.ops if op.kind == "gen" and f"yv[{8}]" in _kernel_source(low, op.kernel)]
-    for label in ("to_nhwc_x", "cat", "cat2", "rowmul"):
+    for label in ("to_nhwc_x", "cat", "cat2", "rowmul", "bn1"):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
+    ahead = [op.label for op in low.ops if op.kind == "gen" and "xv0[" in _kernel_source(low, op.kernel)]
+    assert {"rowmul", "bn1"} <= {lab.split("+")[0].split(":")[0] for lab in ahead}, ahead  # 16-byte input loads
+    assert not any(lab.startswith(("cat", "to_nhwc")) for lab in ahead), ahead  # selects, transposes: per element
     bufs: dict[str, np.ndarray] = {}
     got = run_lowered(low, feeds, tmp_path / "vec", keep=bufs)
     padded = [n for n, s in low.slots.items() if s.layout == "nhwc" and s.shape[1] % 8 and n in bufs]
@@ -96,22 +101,30 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     s, t = w["s"][None, :, None, None], w["t"][None, :, None, None]
     want = {net.layer("relu").outputs[0]: np.maximum(cat * s + t, 0),
             net.layer("cat2").outputs[0]: np.concatenate([c2, c1], axis=1),
-            net.layer("rowmul").outputs[0]: feeds["z"] * w["row"]}
+            net.layer("rowmul").outputs[0]: feeds["z"] * w["row"],
+            net.layer("bn1").outputs[0]: c1 * w["s1"][None, :, None, None] + w["t1"][None, :, None, None]}
     for t, ref in want.items():
         assert got[t].shape == ref.shape, t
         np.testing.assert_allclose(got[t], ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max(), err_msg=t)
 
 
-def test_map_vector_needs_an_input_read_across_the_fastest_dim():
-    """Inputs that all run along the output's fastest dim (or broadcast over it) read coalesced one
-    element a thread: no vector kernel. A transposed or gathered input takes one."""
+def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ahead():
+    """Inputs along the output's fastest dim are loaded ahead as 16-byte words, others broadcast or
+    are read across it: a vector kernel. An input along that dim that cannot be loaded ahead (a
+    concatenation's input under its select, a misaligned slice) keeps one element a thread."""
     f16 = gen.Operand("float16", (24, 1))
     along, across = gen.Operand("float16", (24, 1)), gen.Operand("float16", (1, 4))
-    bcast = gen.Operand("float32", (0, 1))
-    assert map_vector((4, 24), f16, ins=[along, bcast], body="y = X0 * X1;") == 1
+    bcast, row = gen.Operand("float32", (0, 0)), gen.Operand("float32", (0, 1))
+    assert map_vector((4, 24), f16, ins=[along, bcast, row], body="y = X0 * X1 + X2;") == 8
+    assert vector_loads((4, 24), None, None, [along, bcast, row], "y = X0 * X1 + X2;") == [0, 2]
     assert map_vector((4, 24), f16, ins=[along, across], body="y = X0 + X1;") == 8
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (0, 0))], body="RAW yr = LD0(l0 * 3);") == 8
-    assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (0, 0))], body="y = X0;") == 1
+    selected = gen.Operand("float16", (24, 1), base=-8, partial=True)
+    assert map_vector((4, 24), f16, ins=[along, selected], body="y = l1 < 8 ? X0 : X1;") == 1
+    assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (24, 1), base=4)], body="y = X0;") == 1
+    assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (28, 1))], body="y = X0;") == 1
+    assert map_vector((4, 24), f16, ins=[gen.Operand("float32r", (24, 1))], body="y = X0;") == 8
+    assert vector_loads((4, 24), None, (1, 32), [along], "y = X0;") == []  # padded past the input's end
 
 
 def _kernel_source(low, kernel: str) -> str:

@@ -51,6 +51,9 @@ class Operand:
     dtype: str
     strides: tuple[int, ...]
     base: int = 0
+    # read on part of the output only (a concatenation's input under its select): its default
+    # offset is valid only where the body reads it, so a kernel must not load it ahead
+    partial: bool = False
 
 
 def can_load_float(dtype: str) -> bool:
@@ -104,10 +107,11 @@ def _decompose(sizes: Sequence[int], names: Sequence[str], var: str = "t") -> st
     return "\n".join(lines)
 
 
-def map_operands(out: Operand, ins: Sequence[Operand], body: str,
-                 coords: Sequence[str]) -> tuple[list[str], list[str], list[str], bool]:
+def map_operands(out: Operand, ins: Sequence[Operand], body: str, coords: Sequence[str],
+                 local: Sequence[int] = ()) -> tuple[list[str], list[str], list[str], bool]:
     """A map kernel's parameters, its operand macros (X{i} at the default offset of ``coords``,
     LD{i}(o) at offset o) with their #undefs, and whether a RAW body copies through float.
+    Operands in ``local`` were loaded ahead into ``xv{i}``: X{i} reads ``xv{i}[j]``.
 
     RAW bodies copy values: bit-exact when every float operand has the output's type, else through
     float (an fp16 tensor leaving as fp32 storage, say)."""
@@ -117,12 +121,13 @@ def map_operands(out: Operand, ins: Sequence[Operand], body: str,
     float_mode = raw and can_load_float(out.dtype) and any(
         can_load_float(o.dtype) and o.dtype != out.dtype for o in ins)
 
-    def rd(i: int, o: Operand, off: str) -> str:
+    def rd(o: Operand, element: str) -> str:
         use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
-        return load(o.dtype, f"x{i}[{off}]") if use_float else f"x{i}[{off}]"
+        return load(o.dtype, element) if use_float else element
 
-    defs = [f"#define X{i} ({rd(i, o, offset(o, coords))})" for i, o in enumerate(ins)]
-    defs += [f"#define LD{i}(o) ({rd(i, o, 'o')})" for i, o in enumerate(ins)]
+    defs = [f"#define X{i} ({rd(o, f'xv{i}[j]' if i in local else f'x{i}[{offset(o, coords)}]')})"
+            for i, o in enumerate(ins)]
+    defs += [f"#define LD{i}(o) ({rd(o, f'x{i}[o]')})" for i, o in enumerate(ins)]
     undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
     return params, defs, undefs, float_mode
 

@@ -11,6 +11,35 @@ import numpy as np
 from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map_operands, offset, result_var, store
 
 VEC_BYTES = 16  # one vector store
+CTYPE_NUMPY = {"float32r": "float32"}  # numpy dtype of a kernel element type that is no numpy name
+VECTOR_LOADS = True  # 16-byte loads of the inputs that run along the fastest dim (off: element loads, for A/B)
+
+
+def _fastest(out_shape: Sequence[int], order: Sequence[int] | None) -> int:
+    return (list(order) if order is not None else list(range(len(out_shape))))[-1]
+
+
+def _whole_rows(shape: Sequence[int], op: Operand, fastest: int) -> bool:
+    """Whether eight consecutive elements along ``fastest`` from any multiple of 8 are one aligned
+    16-byte-multiple run of ``op``: unit stride there, base and every other stride multiples of 8."""
+    return (op.strides[fastest] == 1 and op.base % 8 == 0
+            and all(op.strides[d] % 8 == 0 for d in range(len(shape)) if d != fastest and shape[d] > 1))
+
+
+def vector_loads(out_shape: Sequence[int], order: Sequence[int] | None, zero_dim: tuple[int, int] | None,
+                 ins: Sequence[Operand], body: str) -> list[int]:
+    """The inputs a vector map kernel loads ahead as 16-byte words, eight elements at once: float
+    inputs the body reads at their default offset only (``X{i}``, not ``LD{i}``), on every output
+    element (not ``partial``), along the fastest dim in whole aligned runs (``_whole_rows``); none
+    when that dim is padded past its true size (the run could pass the input's end)."""
+    if not VECTOR_LOADS:
+        return []
+    rank, fastest = len(out_shape), _fastest(out_shape, order)
+    if zero_dim is not None and zero_dim[0] == fastest and zero_dim[1] != out_shape[fastest]:
+        return []
+    return [i for i, op in enumerate(ins)
+            if op.dtype in ("float16", "float32", "float32r") and not op.partial and len(op.strides) == rank
+            and f"X{i}" in body and f"LD{i}(" not in body and _whole_rows(out_shape, op, fastest)]
 
 
 def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | None = None,
@@ -18,29 +47,33 @@ def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | No
                body: str = "") -> int:
     """Elements a thread of ``map_kernel`` takes: 8 when the fastest dim (padded) is a multiple of 8
     with unit stride in a float16 / float32 output whose base is 16-byte aligned and (when the
-    inputs ``ins`` and the ``body`` are given) some input is read across that dim: with a stride
-    other than 0 or 1, or at offsets the body computes (``LD{i}``); else 1.
+    inputs ``ins`` and the ``body`` are given) every input either is read across that dim (a
+    stride other than 0 or 1, or offsets the body computes: ``LD{i}``), broadcasts over it
+    (stride 0), or takes 16-byte loads (``vector_loads``); else 1.
 
     Why: one element a thread keeps one 2- or 4-byte load in flight per thread, and the generated
-    copies reached about 40 % of the memory bandwidth on an H100; eight independent loads a
-    thread and a 16-byte store keep eight times the bytes in flight, and an NHWC conversion reads
-    coalesced (a warp's lanes are consecutive pixels of one channel). Where every input already
-    runs along the fastest dim, one element a thread reads coalesced too, and the eight 2-byte
-    loads a lane at 16-byte spacing cost more L1 traffic than they hide: DenseNet-121's batch
-    norm + ReLU chains over NHWC concatenations took 3.26 ms vectorized against 2.96 ms (batch
+    copies reached about 40 % of the memory bandwidth on an H100; eight elements a thread, their
+    inputs loaded as 16-byte words and their outputs stored as such, keep eight times the bytes in
+    flight, and an NHWC conversion reads coalesced (a warp's lanes are consecutive pixels of one
+    channel). What stays one element a thread is an input that runs along the fastest dim but
+    cannot be loaded ahead (a concatenation's input under its select): eight 2-byte loads a lane
+    at 16-byte spacing cost more L1 traffic than they hide. DenseNet-121's batch norm + ReLU
+    chains over NHWC concatenations took 3.26 ms so against 2.96 ms one element a thread (batch
     32, H200)."""
     rank = len(out_shape)
     if rank == 0 or out.dtype not in ("float16", "float32"):
         return 1
-    fastest = (list(order) if order is not None else list(range(rank)))[-1]
+    fastest = _fastest(out_shape, order)
     size = zero_dim[1] if zero_dim is not None and zero_dim[0] == fastest else out_shape[fastest]
-    if size % 8 or out.strides[fastest] != 1 or out.base % 8:
+    if size % 8 or not _whole_rows(out_shape, out, fastest):
         return 1
-    if any(out.strides[d] % 8 for d in range(rank) if d != fastest and out_shape[d] > 1):
-        return 1
-    if ins is not None and not any(f"LD{i}(" in body or (len(op.strides) == rank and op.strides[fastest] not in (0, 1))
-                                   for i, op in enumerate(ins)):
-        return 1
+    if ins is None:
+        return 8
+    loaded = vector_loads(out_shape, order, zero_dim, ins, body)
+    for i, op in enumerate(ins):
+        along = len(op.strides) == rank and op.strides[fastest] == 1 and f"LD{i}(" not in body
+        if along and i not in loaded:
+            return 1
     return 8
 
 
@@ -59,7 +92,8 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
     sizes[-1] //= vec
     coords = [f"l{d}" for d in range(rank)]
     it_names = [coords[d] if d != fastest else "lv" for d in order]
-    params, defs, undefs, float_mode = map_operands(out, ins, body, coords)
+    ahead = vector_loads(out_shape, order, zero_dim, ins, body)
+    params, defs, undefs, float_mode = map_operands(out, ins, body, coords, ahead)
     decl, val = result_var(out.dtype, "RAW" in body, float_mode)
     ctype = CTYPE[out.dtype]
     zero = ""
@@ -73,6 +107,8 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
         "  IT t = (IT)blockIdx.x * 256 + threadIdx.x;",
         f"  if (t >= (IT){total // vec}) return;",
         _decompose(sizes, it_names),
+        f"  const IT l{fastest} = lv * {vec};",
+        *[_load_ahead(i, ins[i], coords, vec) for i in ahead],
         f"  __align__(16) {ctype} yv[{vec}];",
         "#pragma unroll",
         f"  for (int j = 0; j < {vec}; ++j) {{",
@@ -82,7 +118,6 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
         "    { " + body.replace("RAW", "").replace("FLT", "") + " }",
         f"    yv[j] = {val};",
         "  }",
-        f"  const IT l{fastest} = lv * {vec};",
         f"  uint4* yw = reinterpret_cast<uint4*>(Y + {offset(out, coords)});",
         "  const uint4* vw = reinterpret_cast<const uint4*>(yv);",
         "#pragma unroll",
@@ -90,4 +125,16 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
         "}",
         *undefs,
         "",
+    ])
+
+
+def _load_ahead(i: int, op: Operand, coords: Sequence[str], vec: int) -> str:
+    """Input ``i``'s ``vec`` elements from the thread's first as 16-byte words into ``xv{i}``."""
+    words = vec * np.dtype(CTYPE_NUMPY.get(op.dtype, op.dtype)).itemsize // VEC_BYTES
+    return "\n".join([
+        f"  __align__(16) {CTYPE[op.dtype]} xv{i}[{vec}];",
+        f"  {{ const uint4* s = reinterpret_cast<const uint4*>(x{i} + {offset(op, coords)});",
+        f"    uint4* d = reinterpret_cast<uint4*>(xv{i});",
+        "#pragma unroll",
+        f"    for (int w = 0; w < {words}; ++w) d[w] = s[w]; }}",
     ])

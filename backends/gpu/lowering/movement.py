@@ -131,7 +131,7 @@ def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: 
         st = [0 if n == 1 else s for n, s in zip(v.shape, v.strides)]
         strides = tuple(k * st[d] if d >= 0 else 0 for d, k in digits.dims)
         base = v.base + sum(b * s for b, s in zip(digits.base, st)) - at * st[ax]
-        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base)))
+        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base, partial=True)))
         at += lw.net.tensors[t].shape[ax]
         picks.append((at, f"X{first_index if i == 0 else next_index + i - 1}"))
     coordinate = digits.coordinate(ax)
