@@ -220,6 +220,24 @@ def test_pointwise_extends_existing_fused_layer_and_handles_x_op_x() -> None:
     assert_equivalent(net, twice)
 
 
+def test_pointwise_drops_products_by_ones_that_only_broadcast() -> None:
+    """x / expand(max(n, eps)) (ONNX Expand of a run-time tensor is a product by ones): the chain's
+    division broadcasts already, so the full-size ones go; ones that shape the output stay."""
+    net = Network("expand")
+    x, n = net.add_input("x", (2, 3, 8)), net.add_input("n", (2, 3, 1))
+    ones = net.add_constant(np.ones((2, 3, 8), np.float32))
+    e = net.add_elementwise(net.add_elementwise(n, net.add_constant(np.float32([[[0.5]]])), ElementWiseOp.MAX),
+                            ones, ElementWiseOp.PROD)
+    net.mark_output(net.add_elementwise(x, e, ElementWiseOp.DIV))
+    wide = net.add_constant(np.ones((2, 3, 4), np.float32))
+    only = net.add_elementwise(net.add_activation(n, ActivationType.TANH), wide, ElementWiseOp.PROD)  # shapes it: kept
+    net.mark_output(only)
+    out = optimize(net, passes=["pointwise"], debug=True).network
+    assert_equivalent(net, out)
+    fused = [la for la in out.layers if la.kind is K.POINTWISE]
+    assert sorted(tuple(w.shape for w in la.weights.values()) for la in fused) == [((1, 1, 1),), ((2, 3, 4),)]
+
+
 def test_pointwise_needs_two_layers() -> None:
     net = build(10, [lambda g, x: g.net.add_activation(g.conv(x, 3), ActivationType.TANH)], head=False)
     report, _ = run(net, "pointwise")

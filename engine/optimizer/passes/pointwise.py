@@ -110,6 +110,23 @@ class _Builder:
                 self.steps.append(PointwiseStep("elementwise", op, operand_weight=key))
 
 
+def _drop_broadcast_ones(net: Network, builder: _Builder, out_shape: tuple[int, ...]) -> None:
+    """Remove products by all-ones weights that only broadcast (ONNX Expand of a run-time tensor,
+    ``x / expand(norm)``): the chain's other inputs and weights reach the output shape without
+    them, and x * 1 is x exactly. Such a weight has the output's full size (Swin V2's cosine
+    attention carried 600 K ones a block at batch 2)."""
+    shapes = [net.tensors[t].shape for t in builder.inputs]
+    for i in reversed(range(len(builder.steps))):
+        st = builder.steps[i]
+        w = builder.weights.get(st.operand_weight) if st.operand_weight is not None else None
+        if st.kind != "elementwise" or st.op != "prod" or w is None or w.dtype.kind != "f" or not np.all(w == 1):
+            continue
+        rest = [v.shape for k, v in builder.weights.items() if k != st.operand_weight]
+        if tuple(np.broadcast_shapes(*shapes, *rest)) == tuple(out_shape):
+            del builder.steps[i]
+            del builder.weights[st.operand_weight]
+
+
 def _primary(net: Network, head: Layer) -> str:
     """The input carrying the chain's value into its first layer."""
     if head.kind is not LayerKind.ELEMENTWISE:
@@ -158,6 +175,7 @@ def run(net: Network) -> list[Rewrite]:
             builder.add(head, value)
         for prev, layer in zip(chain, chain[1:]):
             builder.add(layer, prev.outputs[0])
+        _drop_broadcast_ones(net, builder, net.tensors[chain[-1].outputs[0]].shape)
         params = PointwiseParams(tuple(builder.steps))
         name = "PWN(" + ", ".join(la.name for la in chain) + ")"
         new = fused_layer(net, chain, params, builder.inputs, chain[-1].outputs, builder.weights, name=name)
