@@ -5,8 +5,9 @@ or shuffle reader (``lowering/concat_reads``), slices and splits read as views (
 norms that store their residual add (``lowering/norm_residual``) change launches, not arithmetic,
 so an engine built with them must give the bits of one built without them, and be faster. Each
 network is exported once and built through the public path (ONNX -> builder with tactic timing
--> plan -> runtime) four times: everything on, everything off, the map kernels alone one
-element a thread, and eight elements a thread wherever the output allows it; each engine is
+-> plan -> runtime) once per variant: everything on, everything off, the map kernels alone one
+element a thread, eight elements a thread wherever the output allows it, and without 16-byte
+input loads (``gen_vec.VECTOR_LOADS``; the rule then keeps kernels that would need them scalar); each engine is
 timed as CUDA-graph replays with CUDA events (``gpu_peers.time_enqueue``) and its output
 compared bit for bit with the first.
 
@@ -31,17 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals"),
-            "scalar_maps": ("map_vector",), "vector_everywhere": ("vector_rule",)}
+            "scalar_maps": ("map_vector",), "vector_everywhere": ("vector_rule",),
+            "no_loads_ahead": ("vector_loads",)}
 
 
 @contextlib.contextmanager
 def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     """The GPU lowering with ``steps`` turned off (restored on leaving)."""
+    from backends.gpu.kernels import gen_vec
     from backends.gpu.lowering import lowerer
     from backends.gpu.lowering.views import View
 
     saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals)
     try:
+        gen_vec.VECTOR_LOADS = "vector_loads" not in steps  # element loads only: the rule keeps such kernels scalar
         if "map_vector" in steps:
             lowerer.map_vector = lambda *a, **k: 1
         if "vector_rule" in steps:  # eight elements a thread wherever the output allows, whatever the inputs
@@ -55,6 +59,7 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
             lowerer.find_norm_residuals = lambda lw, absorbed: {}
         yield
     finally:
+        gen_vec.VECTOR_LOADS = True
         lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals = saved
 
 
@@ -98,7 +103,9 @@ def main() -> None:
         for variant in args.variants:
             row[variant], outs[variant] = measure(onnx_bytes, x, args.batch, cache, VARIANTS[variant])
         first = args.variants[0]
-        row[f"bit_equal_to_{first}"] = {v: bool(np.array_equal(outs[first], o)) for v, o in outs.items()}
+        row[f"bit_equal_to_{first}"] = {v: bool(np.array_equal(outs[first], o, equal_nan=True))
+                                        for v, o in outs.items()}
+        row["finite"] = {v: bool(np.isfinite(o).all()) for v, o in outs.items()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
