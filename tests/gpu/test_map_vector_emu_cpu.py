@@ -119,8 +119,11 @@ def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ah
     assert vector_loads((4, 24), None, None, [along, bcast, row], "y = X0 * X1 + X2;") == [0, 2]
     assert map_vector((4, 24), f16, ins=[along, across], body="y = X0 + X1;") == 8
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (0, 0))], body="RAW yr = LD0(l0 * 3);") == 8
-    selected = gen.Operand("float16", (24, 1), base=-8, partial=True)
+    selected = gen.Operand("float16", (24, 1), base=-8, selected_on=(1,))
     assert map_vector((4, 24), f16, ins=[along, selected], body="y = l1 < 8 ? X0 : X1;") == 1
+    rows = gen.Operand("float16", (24, 1), base=-48, selected_on=(0,))  # one pick for a thread's eight
+    assert map_vector((4, 24), f16, ins=[along, rows], body="y = l0 < 2 ? X0 : X1;") == 8
+    assert vector_loads((4, 24), None, None, [along, rows], "y = l0 < 2 ? X0 : X1;") == [0]
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (24, 1), base=4)], body="y = X0;") == 1
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (28, 1))], body="y = X0;") == 1
     assert map_vector((4, 24), f16, ins=[gen.Operand("float32r", (24, 1))], body="y = X0;") == 8

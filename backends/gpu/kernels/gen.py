@@ -51,9 +51,9 @@ class Operand:
     dtype: str
     strides: tuple[int, ...]
     base: int = 0
-    # read on part of the output only (a concatenation's input under its select): its default
-    # offset is valid only where the body reads it, so a kernel must not load it ahead
-    partial: bool = False
+    # output dims whose coordinates decide whether the body reads it at all (a concatenation's input
+    # under its select): its default offset is valid only where it is read, so no kernel loads it ahead
+    selected_on: tuple[int, ...] = ()
 
 
 def can_load_float(dtype: str) -> bool:

@@ -30,7 +30,7 @@ def vector_loads(out_shape: Sequence[int], order: Sequence[int] | None, zero_dim
                  ins: Sequence[Operand], body: str) -> list[int]:
     """The inputs a vector map kernel loads ahead as 16-byte words, eight elements at once: float
     inputs the body reads at their default offset only (``X{i}``, not ``LD{i}``), on every output
-    element (not ``partial``), along the fastest dim in whole aligned runs (``_whole_rows``); none
+    element (not ``selected_on``), along the fastest dim in whole aligned runs (``_whole_rows``); none
     when that dim is padded past its true size (the run could pass the input's end)."""
     if not VECTOR_LOADS:
         return []
@@ -38,7 +38,7 @@ def vector_loads(out_shape: Sequence[int], order: Sequence[int] | None, zero_dim
     if zero_dim is not None and zero_dim[0] == fastest and zero_dim[1] != out_shape[fastest]:
         return []
     return [i for i, op in enumerate(ins)
-            if op.dtype in ("float16", "float32", "float32r") and not op.partial and len(op.strides) == rank
+            if op.dtype in ("float16", "float32", "float32r") and not op.selected_on and len(op.strides) == rank
             and f"X{i}" in body and f"LD{i}(" not in body and _whole_rows(out_shape, op, fastest)]
 
 
@@ -49,17 +49,19 @@ def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | No
     with unit stride in a float16 / float32 output whose base is 16-byte aligned and (when the
     inputs ``ins`` and the ``body`` are given) every input either is read across that dim (a
     stride other than 0 or 1, or offsets the body computes: ``LD{i}``), broadcasts over it
-    (stride 0), or takes 16-byte loads (``vector_loads``); else 1.
+    (stride 0), takes 16-byte loads (``vector_loads``), or is a concatenation's input selected on
+    other dims than the fastest; else 1.
 
     Why: one element a thread keeps one 2- or 4-byte load in flight per thread, and the generated
     copies reached about 40 % of the memory bandwidth on an H100; eight elements a thread, their
     inputs loaded as 16-byte words and their outputs stored as such, keep eight times the bytes in
     flight, and an NHWC conversion reads coalesced (a warp's lanes are consecutive pixels of one
-    channel). What stays one element a thread is an input that runs along the fastest dim but
-    cannot be loaded ahead (a concatenation's input under its select): eight 2-byte loads a lane
-    at 16-byte spacing cost more L1 traffic than they hide. DenseNet-121's batch norm + ReLU
-    chains over NHWC concatenations took 3.26 ms so against 2.96 ms one element a thread (batch
-    32, H200)."""
+    channel). What stays one element a thread is an input along the fastest dim read element by
+    element within the thread's eight: a concatenation along that dim (the select picks per
+    element) or a misaligned slice. Eight 2-byte loads a lane at 16-byte spacing cost more L1
+    traffic than they hide there: DenseNet-121 (batch norm + ReLU over its channel
+    concatenations) took 3.14 ms vectorized against 2.99 ms so, and Swin-T 2.41 ms with its
+    16-byte loads against 2.53 without them (batch 32, H100)."""
     rank = len(out_shape)
     if rank == 0 or out.dtype not in ("float16", "float32"):
         return 1
@@ -72,7 +74,8 @@ def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | No
     loaded = vector_loads(out_shape, order, zero_dim, ins, body)
     for i, op in enumerate(ins):
         along = len(op.strides) == rank and op.strides[fastest] == 1 and f"LD{i}(" not in body
-        if along and i not in loaded:
+        per_thread = bool(op.selected_on) and fastest not in op.selected_on  # one pick for all eight
+        if along and i not in loaded and not per_thread:
             return 1
     return 8
 

@@ -125,13 +125,14 @@ def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: 
     ax = concat.params.axis % len(shape)
     digits = digits or Digits.identity(len(shape))
     operands, at, picks = [], 0, []
+    select_dims = tuple(j for j, (d, _) in enumerate(digits.dims) if d == ax)
     for i, t in enumerate(concat.inputs):
         v = input_view(lw, t)
         root = lw.slots[v.root]
         st = [0 if n == 1 else s for n, s in zip(v.shape, v.strides)]
         strides = tuple(k * st[d] if d >= 0 else 0 for d, k in digits.dims)
         base = v.base + sum(b * s for b, s in zip(digits.base, st)) - at * st[ax]
-        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base, partial=True)))
+        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base, select_dims)))
         at += lw.net.tensors[t].shape[ax]
         picks.append((at, f"X{first_index if i == 0 else next_index + i - 1}"))
     coordinate = digits.coordinate(ax)
