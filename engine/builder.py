@@ -245,11 +245,9 @@ class Builder:
 
             pin_plugin_precisions(network, config.fp16, self.logger)
         if config.fp16:
-            from engine.fp16_range import keep_fp32_where_constants_vanish
+            from engine.fp16_range import keep_vanishing_constants
 
-            pinned = {la.name for la in network if la.name in config.layer_precisions
-                      or any(o in config.layer_precisions for o in la.origin)}
-            keep_fp32_where_constants_vanish(network, pinned, self.logger)
+            keep_vanishing_constants(network, self.logger)
             _half_through_shape_only(network)
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:

@@ -1,6 +1,6 @@
-"""FP16 builds keep at FP32 the layers whose constants FP16 cannot hold (``engine/fp16_range``):
-``x / max(||x||, 1e-12)`` as ``torch.nn.functional.normalize`` exports it, on rows that are all
-zeros (a padded attention window), must come out 0, not 0 / 0."""
+"""FP16 builds keep constants that would be all zeros in FP16 at the smallest FP16 magnitude
+(``engine/fp16_range``): ``x / max(||x||, 1e-12)`` as ``torch.nn.functional.normalize`` exports
+it, on rows that are all zeros (a padded attention window), must come out 0, not 0 / 0."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import engine.fp16_range as fp16_range
 from engine.builder import BuilderConfig, build_from_onnx
-from engine.fp16_range import vanishes_in_fp16
+from engine.fp16_range import kept_in_fp16, vanishes_in_fp16
 from engine.ir.logger import Logger, Severity
 from engine.runtime import Runtime
 
@@ -52,18 +53,17 @@ def test_normalize_of_zero_rows_is_zero_not_nan_in_fp16():
     assert np.isfinite(got).all()
     np.testing.assert_array_equal(got[0, 2:5], 0)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
-    assert "kept at FP32" in log.getvalue() and "1e-12" in log.getvalue()
+    assert "2**-24" in log.getvalue() and "1e-12" in log.getvalue()
 
 
-def test_a_pinned_layer_keeps_the_precision_it_was_given():
-    """The guard is what makes the zero rows finite: pinned FP16, the layer divides 0 by 0."""
+def test_without_the_rounding_away_from_zero_the_zero_rows_divide_0_by_0(monkeypatch):
+    """What the rounding away from zero is for: with the epsilon at 0, the zero rows are NaN."""
     rng = np.random.default_rng()
     x = rng.standard_normal(SHAPE).astype(np.float32)
     x[1, 0] = 0
     model = normalize_model(rng.standard_normal((SHAPE[2], 8)).astype(np.float32))
-    for node in model.graph.node:
-        node.name = node.output[0]
-    got = run(model, x, Logger(Severity.ERROR), layer_precisions={k: "fp16" for k in ("n", "c", "e", "q", "y")})
+    monkeypatch.setattr(fp16_range, "keep_vanishing_constants", lambda network, logger: [])
+    got = run(model, x, Logger(Severity.ERROR))
     assert np.isnan(got[1, 0]).all() and np.isfinite(got[0]).all()
 
 
@@ -74,3 +74,5 @@ def test_vanishes_in_fp16():
     assert not vanishes_in_fp16(np.zeros(3, np.float32))  # zero already
     assert not vanishes_in_fp16(np.float32(6e-8))  # the smallest subnormal survives
     assert not vanishes_in_fp16(np.array([1, 2], np.int64))
+    np.testing.assert_array_equal(kept_in_fp16(np.float32([1e-12, 0, -3e-9])), np.float32([2**-24, 0, -2**-24]))
+    assert not vanishes_in_fp16(kept_in_fp16(np.float32([1e-12])))
