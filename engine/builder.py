@@ -245,10 +245,10 @@ class Builder:
 
             pin_plugin_precisions(network, config.fp16, self.logger)
         if config.fp16:
-            from engine.fp16_range import keep_vanishing_constants
+            from engine.fp16_range import fit_constants_to_fp16
 
-            keep_vanishing_constants(network, self.logger)
             _half_through_shape_only(network)
+            fit_constants_to_fp16(network, self.logger)
             # FP16 layers keep their weights in half precision: halves the plan and matches what runs.
             for layer in network:
                 if layer.precision is Precision.FP16:

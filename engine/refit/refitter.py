@@ -11,6 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from engine import plan as plan_format
+from engine.fp16_range import to_fp16_range
 from engine.ir.dtypes import Precision
 from engine.ir.errors import HetrtError, UnsupportedError
 from engine.ir.layers import LayerKind
@@ -249,9 +250,10 @@ class Refitter:
 
 
 def _as_built(layer: Layer, value: np.ndarray) -> np.ndarray:
-    """The weight as the builder stores it: float16 for FP16 layers (constants keep their type)."""
+    """The weight as the builder stores it: float16 for FP16 layers, brought into its range first
+    (``fp16_range.to_fp16_range``; constants keep their type)."""
     if layer.precision is Precision.FP16 and value.dtype.kind == "f" and layer.kind is not LayerKind.CONSTANT:
-        return value.astype(np.float16)
+        return to_fp16_range(value).astype(np.float16)
     return np.ascontiguousarray(value)
 
 

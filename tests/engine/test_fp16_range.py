@@ -1,6 +1,7 @@
-"""FP16 builds keep constants that would be all zeros in FP16 at the smallest FP16 magnitude
-(``engine/fp16_range``): ``x / max(||x||, 1e-12)`` as ``torch.nn.functional.normalize`` exports
-it, on rows that are all zeros (a padded attention window), must come out 0, not 0 / 0."""
+"""FP16 builds bring their constants into FP16's range (``engine/fp16_range``), as TensorRT's
+builder does: ``x / max(||x||, 1e-12)`` as ``torch.nn.functional.normalize`` exports it must give
+0 on rows of zeros (a padded attention window), not 0 / 0, and a Transformers-style mask bias
+``(1 - mask) * finfo(float32).min`` must not turn the kept positions into 0 * -inf."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine.fp16_range as fp16_range
 from engine.builder import BuilderConfig, build_from_onnx
-from engine.fp16_range import kept_in_fp16, vanishes_in_fp16
+from engine.fp16_range import to_fp16_range
 from engine.ir.logger import Logger, Severity
 from engine.runtime import Runtime
 
@@ -53,26 +54,61 @@ def test_normalize_of_zero_rows_is_zero_not_nan_in_fp16():
     assert np.isfinite(got).all()
     np.testing.assert_array_equal(got[0, 2:5], 0)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
-    assert "2**-24" in log.getvalue() and "1e-12" in log.getvalue()
+    assert "1 value(s) below the smallest FP16 subnormal set to +-2**-24" in log.getvalue()
 
 
-def test_without_the_rounding_away_from_zero_the_zero_rows_divide_0_by_0(monkeypatch):
-    """What the rounding away from zero is for: with the epsilon at 0, the zero rows are NaN."""
+def test_without_the_conversion_the_zero_rows_divide_0_by_0(monkeypatch):
+    """What the conversion is for: with the epsilon at 0, the zero rows are NaN."""
     rng = np.random.default_rng()
     x = rng.standard_normal(SHAPE).astype(np.float32)
     x[1, 0] = 0
     model = normalize_model(rng.standard_normal((SHAPE[2], 8)).astype(np.float32))
-    monkeypatch.setattr(fp16_range, "keep_vanishing_constants", lambda network, logger: [])
+    monkeypatch.setattr(fp16_range, "fit_constants_to_fp16", lambda network, logger: [])
     got = run(model, x, Logger(Severity.ERROR))
     assert np.isnan(got[1, 0]).all() and np.isfinite(got[0]).all()
 
 
-def test_vanishes_in_fp16():
-    assert vanishes_in_fp16(np.float32(1e-12))
-    assert vanishes_in_fp16(np.array([1e-12, -2e-9], np.float32))
-    assert not vanishes_in_fp16(np.array([1e-12, 1.0], np.float32))  # part of it survives
-    assert not vanishes_in_fp16(np.zeros(3, np.float32))  # zero already
-    assert not vanishes_in_fp16(np.float32(6e-8))  # the smallest subnormal survives
-    assert not vanishes_in_fp16(np.array([1, 2], np.int64))
-    np.testing.assert_array_equal(kept_in_fp16(np.float32([1e-12, 0, -3e-9])), np.float32([2**-24, 0, -2**-24]))
-    assert not vanishes_in_fp16(kept_in_fp16(np.float32([1e-12])))
+def mask_model() -> onnx.ModelProto:
+    """softmax(x + (1 - mask) * finfo(float32).min), the attention mask of exported Transformers."""
+    shape = (2, 4, 8)
+    nodes = [helper.make_node("Sub", ["one", "m"], ["inv"]), helper.make_node("Mul", ["inv", "big"], ["bias"]),
+             helper.make_node("Add", ["x", "bias"], ["s"]), helper.make_node("Softmax", ["s"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "mask", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                                              helper.make_tensor_value_info("m", TensorProto.FLOAT, (2, 1, 8))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              [numpy_helper.from_array(np.float32(1), "one"),
+                               numpy_helper.from_array(np.float32(np.finfo(np.float32).min), "big")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_mask_bias_past_the_fp16_range_masks_instead_of_giving_nan(monkeypatch):
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((2, 4, 8)) * 3).astype(np.float32)
+    mask = (rng.random((2, 1, 8)) < 0.7).astype(np.float32)
+    mask[:, :, 0] = 1  # every row keeps a position
+    feeds = {"x": x, "m": mask}
+    s = np.where(mask > 0, x.astype(np.float64), -np.inf)
+    want = np.exp(s - s.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+
+    def run_mask() -> np.ndarray:
+        plan = build_from_onnx(mask_model(), BuilderConfig(fp16=True, batch=2), Logger(Severity.ERROR))
+        engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+        return engine.create_execution_context().execute(feeds)["y"]
+
+    got = run_mask()
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
+    np.testing.assert_array_equal(got[np.broadcast_to(mask == 0, got.shape)], 0)
+    monkeypatch.setattr(fp16_range, "fit_constants_to_fp16", lambda network, logger: [])
+    assert np.isnan(run_mask()).all()  # -3.4e38 is -inf in FP16: 0 * -inf on every kept position
+
+
+def test_to_fp16_range():
+    big, tiny = np.float32(np.finfo(np.float32).min), 2.0 ** -24
+    got = to_fp16_range(np.float32([1e-12, -3e-9, 0, 1.5, 7e4, big, np.inf, -np.inf, 65504]))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.float32([tiny, -tiny, 0, 1.5, 65504, -65504, np.inf, -np.inf, 65504]))
+    assert np.isnan(to_fp16_range(np.float32([np.nan, 1e-30])))[0]
+    assert np.all(np.isfinite(got[:6].astype(np.float16))) and np.all(got[:2].astype(np.float16) != 0)
+    same = np.float32([0.5, -2])
+    assert to_fp16_range(same) is same  # nothing to change: no copy
