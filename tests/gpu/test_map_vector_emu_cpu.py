@@ -34,7 +34,9 @@ def dense_block(rng) -> tuple[Network, dict[str, np.ndarray]]:
     w = {"k1": rng.standard_normal((24, C, 1, 1)) / 4, "b1": rng.standard_normal(24),
          "k2": rng.standard_normal((12, C, 3, 3)) / 12, "b2": rng.standard_normal(12),
          "s": rng.uniform(0.5, 2, 36), "t": rng.standard_normal(36),
-         "s1": rng.uniform(0.5, 2, 24), "t1": rng.standard_normal(24), "row": rng.standard_normal(W * 8)}
+         "s1": rng.uniform(0.5, 2, 24), "t1": rng.standard_normal(24), "row": rng.standard_normal(W * 8),
+         "k3": rng.standard_normal((16, C, 1, 1)) / 4, "b3": rng.standard_normal(16),
+         "s3": rng.uniform(0.5, 2, 40), "t3": rng.standard_normal(40)}
     w = {k: v.astype(np.float16).astype(np.float32) for k, v in w.items()}
     c1 = net.add_convolution(x, w["k1"], w["b1"], name="c1")
     c2 = net.add_convolution(x, w["k2"], w["b2"], padding=(1, 1), name="c2")
@@ -43,10 +45,14 @@ def dense_block(rng) -> tuple[Network, dict[str, np.ndarray]]:
     bn = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [cat], {"scale": w["s"], "shift": w["t"]}, name="bn")
     bn1 = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [c1], {"scale": w["s1"], "shift": w["t1"]}, name="bn1")
     y = net.add_activation(bn.outputs[0], "relu", name="relu")
+    c3 = net.add_convolution(x, w["k3"], w["b3"], name="c3")
+    cat3 = net.add_layer(ConcatenationParams(axis=1), [c3, c1], name="cat3").outputs[0]  # 16 | 24: whole vectors
+    bn3 = net.add_layer(ScaleParams(ScaleMode.CHANNEL), [cat3], {"scale": w["s3"], "shift": w["t3"]}, name="bn3")
+    y3 = net.add_activation(bn3.outputs[0], "relu", name="relu3")
     flat = net.add_constant(w["row"].reshape(1, 1, W * 8), name="row")
     lin = net.add_input("z", (N, H, W * 8))
     e = net.add_elementwise(lin, flat, "prod", name="rowmul")
-    for t in (y.name, cat2, e.name, bn1.outputs[0]):
+    for t in (y.name, cat2, e.name, bn1.outputs[0], y3.name):
         net.mark_output(t)
     for la in net.layers:
         la.precision = Precision.FP16
@@ -77,8 +83,11 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     for label in ("to_nhwc_x", "cat", "cat2", "rowmul", "bn1"):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
     ahead = [op.label for op in low.ops if op.kind == "gen" and "xv0[" in _kernel_source(low, op.kernel)]
-    assert {"rowmul", "bn1"} <= {lab.split("+")[0].split(":")[0] for lab in ahead}, ahead  # 16-byte input loads
-    assert not any(lab.startswith(("cat", "to_nhwc")) for lab in ahead), ahead  # selects, transposes: per element
+    assert {"rowmul", "bn1", "bn3"} <= {lab.split("+")[0].split(":")[0] for lab in ahead}, ahead  # 16-byte loads
+    # transposes and selects within a thread's eight (cat: 24 | 12, cat2: 12 | 24) read per element
+    assert not any(lab.startswith(("cat", "to_nhwc", "bn:", "bn+")) or lab == "bn" for lab in ahead), ahead
+    bn3_source = _kernel_source(low, next(op.kernel for op in low.ops if op.label.startswith("bn3")))
+    assert bn3_source.count("if ((IT)l1 <") == 2, bn3_source  # each input of cat3 loaded under its select
     bufs: dict[str, np.ndarray] = {}
     got = run_lowered(low, feeds, tmp_path / "vec", keep=bufs)
     padded = [n for n, s in low.slots.items() if s.layout == "nhwc" and s.shape[1] % 8 and n in bufs]
@@ -93,8 +102,14 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
         scalar_low = lower(net, net.layers, list(net.outputs))
         assert not any("yv[" in _kernel_source(scalar_low, op.kernel) for op in scalar_low.ops if op.kind == "gen")
         plain = run_lowered(scalar_low, feeds, tmp_path / "scalar")
+    ruled = lower(net, net.layers, list(net.outputs))  # the rule itself: bn3 vectorized, bn not
+    vec_ruled = {op.label for op in ruled.ops if op.kind == "gen" and "yv[8]" in _kernel_source(ruled, op.kernel)}
+    assert any(lab.startswith("bn3") for lab in vec_ruled) and not any(lab.startswith("bn:") or lab == "bn"
+                                                                        for lab in vec_ruled), vec_ruled
+    by_rule = run_lowered(ruled, feeds, tmp_path / "ruled")
     for t in net.outputs:
         np.testing.assert_array_equal(got[t], plain[t], err_msg=t)
+        np.testing.assert_array_equal(by_rule[t], plain[t], err_msg=t)
     x = feeds["x"].astype(np.float64)
     c1, c2 = conv_nchw(x, w["k1"], w["b1"], 0), conv_nchw(x, w["k2"], w["b2"], 1)
     cat = np.concatenate([c1, c2], axis=1)
@@ -102,7 +117,9 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     want = {net.layer("relu").outputs[0]: np.maximum(cat * s + t, 0),
             net.layer("cat2").outputs[0]: np.concatenate([c2, c1], axis=1),
             net.layer("rowmul").outputs[0]: feeds["z"] * w["row"],
-            net.layer("bn1").outputs[0]: c1 * w["s1"][None, :, None, None] + w["t1"][None, :, None, None]}
+            net.layer("bn1").outputs[0]: c1 * w["s1"][None, :, None, None] + w["t1"][None, :, None, None],
+            net.layer("relu3").outputs[0]: np.maximum(np.concatenate([conv_nchw(x, w["k3"], w["b3"], 0), c1], axis=1)
+                                                      * w["s3"][None, :, None, None] + w["t3"][None, :, None, None], 0)}
     for t, ref in want.items():
         assert got[t].shape == ref.shape, t
         np.testing.assert_allclose(got[t], ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max(), err_msg=t)

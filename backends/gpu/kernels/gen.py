@@ -27,8 +27,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from backends.gpu.kernels.common import COMMON_SRC
 
 # C element type, load-to-float and store-from-float templates per numpy dtype.
@@ -51,9 +49,10 @@ class Operand:
     dtype: str
     strides: tuple[int, ...]
     base: int = 0
-    # output dims whose coordinates decide whether the body reads it at all (a concatenation's input
-    # under its select): its default offset is valid only where it is read, so no kernel loads it ahead
+    # a concatenation's input under its select: the output dims the select depends on, and where it
+    # reads this input, (C expression of the coordinate, first, end); its offsets are valid only there
     selected_on: tuple[int, ...] = ()
+    select_range: tuple[str, int, int] | None = None
 
 
 def can_load_float(dtype: str) -> bool:
@@ -109,9 +108,9 @@ def _decompose(sizes: Sequence[int], names: Sequence[str], var: str = "t") -> st
 
 def map_operands(out: Operand, ins: Sequence[Operand], body: str, coords: Sequence[str],
                  local: Sequence[int] = ()) -> tuple[list[str], list[str], list[str], bool]:
-    """A map kernel's parameters, its operand macros (X{i} at the default offset of ``coords``,
-    LD{i}(o) at offset o) with their #undefs, and whether a RAW body copies through float.
-    Operands in ``local`` were loaded ahead into ``xv{i}``: X{i} reads ``xv{i}[j]``.
+    """A map kernel's parameters, its operand macros (X{i} at the default offset of ``coords``, or
+    ``xv{i}[j]`` for those in ``local``, loaded ahead; LD{i}(o) at offset o) with their #undefs, and
+    whether a RAW body copies through float.
 
     RAW bodies copy values: bit-exact when every float operand has the output's type, else through
     float (an fp16 tensor leaving as fp32 storage, say)."""
@@ -596,7 +595,3 @@ def direct_conv_kernel(name: str, n: int, c: int, h: int, w: int, k: int, p: int
         "",
     ])
     return src, total
-
-
-def f32(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)

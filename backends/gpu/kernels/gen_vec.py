@@ -13,6 +13,7 @@ from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map
 VEC_BYTES = 16  # one vector store
 CTYPE_NUMPY = {"float32r": "float32"}  # numpy dtype of a kernel element type that is no numpy name
 VECTOR_LOADS = True  # 16-byte loads of the inputs that run along the fastest dim (off: element loads, for A/B)
+SELECT_LOADS = True  # the same for a concatenation's inputs under their select (off: element loads, for A/B)
 
 
 def _fastest(out_shape: Sequence[int], order: Sequence[int] | None) -> int:
@@ -29,17 +30,31 @@ def _whole_rows(shape: Sequence[int], op: Operand, fastest: int) -> bool:
 def vector_loads(out_shape: Sequence[int], order: Sequence[int] | None, zero_dim: tuple[int, int] | None,
                  ins: Sequence[Operand], body: str) -> list[int]:
     """The inputs a vector map kernel loads ahead as 16-byte words, eight elements at once: float
-    inputs the body reads at their default offset only (``X{i}``, not ``LD{i}``), on every output
-    element (not ``selected_on``), along the fastest dim in whole aligned runs (``_whole_rows``); none
-    when that dim is padded past its true size (the run could pass the input's end)."""
+    inputs the body reads at their default offset only (``X{i}``, not ``LD{i}``), along the fastest
+    dim in whole aligned runs (``_whole_rows``), on every output element or, for a concatenation's
+    input, on all eight of a thread's or none (``_one_pick``: loaded under its select); none when
+    that dim is padded past its true size (the run could pass the input's end)."""
     if not VECTOR_LOADS:
         return []
     rank, fastest = len(out_shape), _fastest(out_shape, order)
     if zero_dim is not None and zero_dim[0] == fastest and zero_dim[1] != out_shape[fastest]:
         return []
     return [i for i, op in enumerate(ins)
-            if op.dtype in ("float16", "float32", "float32r") and not op.selected_on and len(op.strides) == rank
+            if op.dtype in ("float16", "float32", "float32r") and len(op.strides) == rank
+            and (not op.selected_on or _one_pick(op, fastest))
             and f"X{i}" in body and f"LD{i}(" not in body and _whole_rows(out_shape, op, fastest)]
+
+
+def _one_pick(op: Operand, fastest: int) -> bool:
+    """Whether a selected input is read on all eight elements of a thread or on none: its select
+    depends on other dims only, or on the fastest dim itself (coordinate ``l{fastest}``) with both
+    ends of its range multiples of 8."""
+    if op.select_range is None or not SELECT_LOADS:
+        return False
+    coordinate, first, end = op.select_range
+    if fastest not in op.selected_on:
+        return True
+    return op.selected_on == (fastest,) and coordinate == f"(IT)l{fastest}" and first % 8 == 0 and end % 8 == 0
 
 
 def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | None = None,
@@ -132,11 +147,16 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
 
 
 def _load_ahead(i: int, op: Operand, coords: Sequence[str], vec: int) -> str:
-    """Input ``i``'s ``vec`` elements from the thread's first as 16-byte words into ``xv{i}``."""
+    """Input ``i``'s ``vec`` elements from the thread's first as 16-byte words into ``xv{i}`` (a
+    selected input only where its select picks it: elsewhere its offset may be outside it)."""
     words = vec * np.dtype(CTYPE_NUMPY.get(op.dtype, op.dtype)).itemsize // VEC_BYTES
+    guard = ""
+    if op.select_range is not None:
+        coordinate, first, end = op.select_range
+        guard = f"if ({coordinate} < {end}{f' && {coordinate} >= {first}' if first else ''}) "
     return "\n".join([
         f"  __align__(16) {CTYPE[op.dtype]} xv{i}[{vec}];",
-        f"  {{ const uint4* s = reinterpret_cast<const uint4*>(x{i} + {offset(op, coords)});",
+        f"  {guard}{{ const uint4* s = reinterpret_cast<const uint4*>(x{i} + ({offset(op, coords)}));",
         f"    uint4* d = reinterpret_cast<uint4*>(xv{i});",
         "#pragma unroll",
         f"    for (int w = 0; w < {words}; ++w) d[w] = s[w]; }}",

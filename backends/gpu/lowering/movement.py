@@ -126,16 +126,18 @@ def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: 
     digits = digits or Digits.identity(len(shape))
     operands, at, picks = [], 0, []
     select_dims = tuple(j for j, (d, _) in enumerate(digits.dims) if d == ax)
+    coordinate = digits.coordinate(ax)
     for i, t in enumerate(concat.inputs):
         v = input_view(lw, t)
         root = lw.slots[v.root]
         st = [0 if n == 1 else s for n, s in zip(v.shape, v.strides)]
         strides = tuple(k * st[d] if d >= 0 else 0 for d, k in digits.dims)
         base = v.base + sum(b * s for b, s in zip(digits.base, st)) - at * st[ax]
-        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base, select_dims)))
-        at += lw.net.tensors[t].shape[ax]
+        end = at + lw.net.tensors[t].shape[ax]
+        operands.append((root.name, gen.Operand(root.operand(None, fp16).dtype, strides, base, select_dims,
+                                                (coordinate, at, end))))
+        at = end
         picks.append((at, f"X{first_index if i == 0 else next_index + i - 1}"))
-    coordinate = digits.coordinate(ax)
     expr = picks[-1][1]
     for end, x in reversed(picks[:-1]):
         expr = f"({coordinate} < {end} ? {x} : {expr})"
