@@ -8,7 +8,7 @@ network is exported once and built through the public path (ONNX -> builder with
 -> plan -> runtime) once per variant: everything on, everything off, the map kernels alone one
 element a thread, eight elements a thread wherever the output allows it, and without 16-byte
 input loads (``gen_vec.VECTOR_LOADS``; the rule then keeps kernels that would need them scalar) or
-without them for a concatenation's inputs (``gen_vec.SELECT_LOADS``); each engine is
+with them for a concatenation's inputs too (``gen_vec.SELECT_LOADS``); each engine is
 timed as CUDA-graph replays with CUDA events (``gpu_peers.time_enqueue``) and its output
 compared bit for bit with the first.
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals"),
             "scalar_maps": ("map_vector",), "vector_everywhere": ("vector_rule",),
-            "no_loads_ahead": ("vector_loads",), "no_select_loads": ("select_loads",)}
+            "no_loads_ahead": ("vector_loads",), "select_loads": ("select_loads",)}
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals)
     try:
         gen_vec.VECTOR_LOADS = "vector_loads" not in steps  # element loads only: the rule keeps such kernels scalar
-        gen_vec.SELECT_LOADS = "select_loads" not in steps  # a concatenation's inputs: element loads
+        gen_vec.SELECT_LOADS = "select_loads" in steps  # a concatenation's inputs loaded ahead under their select
         if "map_vector" in steps:
             lowerer.map_vector = lambda *a, **k: 1
         if "vector_rule" in steps:  # eight elements a thread wherever the output allows, whatever the inputs
@@ -61,7 +61,7 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
             lowerer.find_norm_residuals = lambda lw, absorbed: {}
         yield
     finally:
-        gen_vec.VECTOR_LOADS = gen_vec.SELECT_LOADS = True
+        gen_vec.VECTOR_LOADS, gen_vec.SELECT_LOADS = True, False
         lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals = saved
 
 

@@ -16,7 +16,7 @@ import pytest
 from cuda_emu import compiler
 from emu_lowered import run_lowered
 
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import gen, gen_vec
 from backends.gpu.kernels.gen_vec import map_vector, vector_loads
 from backends.gpu.lower import lower
 from backends.gpu.lowering import lowerer
@@ -75,6 +75,7 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     net, w = dense_block(rng)
     feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32),
              "z": rng.standard_normal((N, H, W * 8)).astype(np.float16).astype(np.float32)}
+    monkeypatch.setattr(gen_vec, "SELECT_LOADS", True)  # off by default; checked here
     with monkeypatch.context() as m:  # eight a thread wherever the output allows, whatever the inputs
         m.setattr(lowerer, "map_vector", lambda shape, out, order=None, zero=None, ins=None, body="":
                   map_vector(shape, out, order, zero))
@@ -107,6 +108,10 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     assert any(lab.startswith("bn3") for lab in vec_ruled) and not any(lab.startswith("bn:") or lab == "bn"
                                                                         for lab in vec_ruled), vec_ruled
     by_rule = run_lowered(ruled, feeds, tmp_path / "ruled")
+    monkeypatch.setattr(gen_vec, "SELECT_LOADS", False)
+    default = lower(net, net.layers, list(net.outputs))
+    assert not any(op.label.startswith("bn3") and "yv[8]" in _kernel_source(default, op.kernel)
+                   for op in default.ops if op.kind == "gen")  # its inputs read per element: one a thread
     for t in net.outputs:
         np.testing.assert_array_equal(got[t], plain[t], err_msg=t)
         np.testing.assert_array_equal(by_rule[t], plain[t], err_msg=t)
@@ -125,7 +130,7 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
         np.testing.assert_allclose(got[t], ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max(), err_msg=t)
 
 
-def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ahead():
+def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ahead(monkeypatch):
     """Inputs along the output's fastest dim are loaded ahead as 16-byte words, others broadcast or
     are read across it: a vector kernel. An input along that dim that cannot be loaded ahead (a
     concatenation's input under its select, a misaligned slice) keeps one element a thread."""
@@ -141,6 +146,12 @@ def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ah
     rows = gen.Operand("float16", (24, 1), base=-48, selected_on=(0,))  # one pick for a thread's eight
     assert map_vector((4, 24), f16, ins=[along, rows], body="y = l0 < 2 ? X0 : X1;") == 8
     assert vector_loads((4, 24), None, None, [along, rows], "y = l0 < 2 ? X0 : X1;") == [0]
+    half = gen.Operand("float16", (24, 1), base=-8, selected_on=(1,), select_range=("(IT)l1", 8, 24))
+    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 1  # default
+    monkeypatch.setattr(gen_vec, "SELECT_LOADS", True)
+    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 8
+    odd = gen.Operand("float16", (24, 1), base=-12, selected_on=(1,), select_range=("(IT)l1", 12, 24))
+    assert vector_loads((4, 24), None, None, [along, odd], "y = (IT)l1 < 12 ? X0 : X1;") == [0]  # mid-vector
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (24, 1), base=4)], body="y = X0;") == 1
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (28, 1))], body="y = X0;") == 1
     assert map_vector((4, 24), f16, ins=[gen.Operand("float32r", (24, 1))], body="y = X0;") == 8

@@ -13,7 +13,10 @@ from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map
 VEC_BYTES = 16  # one vector store
 CTYPE_NUMPY = {"float32r": "float32"}  # numpy dtype of a kernel element type that is no numpy name
 VECTOR_LOADS = True  # 16-byte loads of the inputs that run along the fastest dim (off: element loads, for A/B)
-SELECT_LOADS = True  # the same for a concatenation's inputs under their select (off: element loads, for A/B)
+# the same for a concatenation's inputs under their select: off, as DenseNet-121 measured no gain from
+# it (3.004 against 2.986 ms, batch 32, H100; its 58 batch norm + ReLU chains over concatenations then
+# vectorized); on: bench/gpu_lowering_ab.py's "select_loads" variant, tests/gpu/test_map_vector_emu_cpu.py
+SELECT_LOADS = False
 
 
 def _fastest(out_shape: Sequence[int], order: Sequence[int] | None) -> int:
