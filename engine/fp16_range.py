@@ -64,7 +64,14 @@ def fit_constants_to_fp16(network: Network, logger: Logger) -> list[str]:
     for layer in network:
         if layer.kind is LayerKind.CONSTANT:
             final = _final_readers(layer.outputs[0], readers)
-            if not final or any(r.precision is not Precision.FP16 for r in final):
+            fp16 = [r.name for r in final if r.precision is Precision.FP16]
+            if fp16 and len(fp16) < len(final):
+                if any(to_fp16_range(w) is not w for w in layer.weights.values() if w.dtype.kind == "f"):
+                    logger.warning(f"constant '{layer.name}' has values FP16 cannot hold and is read by FP16 layers "
+                                   f"({', '.join(fp16[:4])}) and others, so it keeps them: the FP16 readers see 0 "
+                                   f"or +-inf there; pin them to FP32")
+                continue
+            if not fp16:
                 continue
         elif layer.precision is not Precision.FP16:
             continue

@@ -112,3 +112,40 @@ def test_to_fp16_range():
     assert np.all(np.isfinite(got[:6].astype(np.float16))) and np.all(got[:2].astype(np.float16) != 0)
     same = np.float32([0.5, -2])
     assert to_fp16_range(same) is same  # nothing to change: no copy
+
+
+def test_a_constant_only_fp16_layers_read_is_fitted_and_one_an_fp32_layer_reads_is_not():
+    """A Constant layer (not folded into its reader's weights) read by FP16 layers only, through a
+    transpose, is brought into range; one an FP32 layer also reads keeps its exact values."""
+    from engine.builder import Builder
+    from engine.ir.layers import ShuffleParams
+    from engine.ir.network import Network
+
+    rng = np.random.default_rng()
+    x_value = rng.standard_normal((3, 4)).astype(np.float32)
+    big = np.full((4, 3), 7e4, np.float32)
+    big[0] = -1e6
+    net = Network("constants")
+    x = net.add_input("x", (3, 4))
+    c = net.add_constant(big, name="big")
+    t = net.add_layer(ShuffleParams(first_perm=(1, 0)), [c], name="t").outputs[0]
+    net.mark_output(net.add_elementwise(x, t, "sum", name="add"))
+    plan = Builder(Logger(Severity.ERROR)).build_serialized_network(net, BuilderConfig(fp16=True, optimize=False))
+    engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+    got = engine.create_execution_context().execute({"x": x_value})[engine.output_names[0]]
+    want = (x_value.astype(np.float16).astype(np.float32) + to_fp16_range(big).T).astype(np.float16)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+
+    mixed = Network("mixed")
+    x = mixed.add_input("x", (3, 4))
+    c = mixed.add_constant(big.T.copy(), name="big")
+    mixed.mark_output(mixed.add_elementwise(x, c, "sum", name="fp16_add"))
+    mixed.mark_output(mixed.add_elementwise(x, c, "prod", name="fp32_prod"))
+    config = BuilderConfig(fp16=True, optimize=False, layer_precisions={"fp32_prod": "fp32"})
+    log = io.StringIO()
+    plan = Builder(Logger(Severity.WARNING, stream=log)).build_serialized_network(mixed, config)
+    engine = Runtime(Logger(Severity.ERROR)).deserialize(plan)
+    outs = engine.create_execution_context().execute({"x": x_value})
+    np.testing.assert_allclose(outs[engine.output_names[1]], x_value * big.T, rtol=1e-6)
+    assert "constant 'big' has values FP16 cannot hold" in log.getvalue() and "fp16_add" in log.getvalue()
