@@ -12,8 +12,10 @@
 #          (gpu_torchvision.OTHER_MODELS: MobileNetV3-L, RegNetY-400MF, ShuffleNetV2, DenseNet-121,
 #          EfficientNetV2-S, Swin-T)
 # kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
+# behind   per-layer-class times against PyTorch at batch 32 on the networks behind torch.compile
+#          there (GoogLeNet, Inception-v3, DenseNet-121, Swin-V2-T; bench/gpu_layer_profile.py)
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|behind|kernels ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -50,10 +52,14 @@ print(f'kernel modules compiled in {time.time() - t:.0f} s')" 2>&1 | tail -3 | t
 from gpu_torchvision import OTHER_MODELS; print(*OTHER_MODELS)") --batches 32 --compile --no-int8 \
             --out "$out/gpu_peers_others.json" > "$out/gpu_peers_others.txt" 2>&1
         tail -10 "$out/gpu_peers_others.txt" ;;
+    behind)
+        timeout 560 python3 bench/gpu_layer_profile.py --models googlenet inception_v3 densenet121 swin_v2_t \
+            --batch 32 --runs 5 --out "$out/gpu_layer_profile_behind.json" > "$out/gpu_layer_profile_behind.txt" 2>&1
+        tail -30 "$out/gpu_layer_profile_behind.txt" ;;
     kernels)
         timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
             --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
         tail -12 "$out/gpu_kernels.txt" ;;
-    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, kernels)" >&2; exit 2 ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, behind, kernels)" >&2; exit 2 ;;
     esac
 done
