@@ -129,3 +129,48 @@ def test_video_block_builds_without_3d_layers_and_matches_onnxruntime():
     got = engine.create_execution_context().execute({"x": x})["y"]
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+POOL_CASES = [  # op, kernel, strides, pads (begin..., end...), dilations, ceil_mode, count_include_pad
+    ("MaxPool", (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1), (1, 1, 1), 0, 0),  # S3D's spatial max pools
+    ("MaxPool", (3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 0, 0),  # its branch pools
+    ("MaxPool", (2, 3, 3), (2, 2, 2), (0, 0, 0, 0, 0, 0), (1, 1, 1), 1, 0),  # ceil mode, overhanging windows
+    ("MaxPool", (2, 2, 2), (1, 1, 2), (1, 0, 1, 0, 1, 0), (2, 1, 1), 0, 0),  # dilated in time, asymmetric pads
+    ("AveragePool", (2, 7, 7), (1, 1, 1), (0, 0, 0, 0, 0, 0), (1, 1, 1), 0, 0),  # S3D's head pool
+    ("AveragePool", (3, 3, 3), (2, 2, 2), (1, 1, 1, 1, 0, 1), (1, 1, 1), 0, 0),  # pads not counted
+    ("AveragePool", (3, 2, 3), (2, 1, 2), (1, 1, 1, 1, 1, 1), (1, 1, 1), 0, 1),  # pads counted
+    ("AveragePool", (2, 3, 3), (2, 2, 2), (1, 1, 0, 0, 1, 1), (1, 1, 1), 1, 1),  # ceil mode, pads counted
+]
+
+
+@pytest.mark.parametrize("op,kernel,strides,pads,dil,ceil,count_pad", POOL_CASES)
+def test_pool3d_becomes_2d_pools_and_matches_onnxruntime(op, kernel, strides, pads, dil, ceil, count_pad):
+    """Every 3-D max / average pool becomes 2-D pools over (H, W) and over T; the engine must give
+    ONNX Runtime's 3-D pool on fresh random data (negative values too, so a padded max shows)."""
+    ort = pytest.importorskip("onnxruntime")
+    attrs = {"kernel_shape": list(kernel), "strides": list(strides), "pads": list(pads), "ceil_mode": ceil}
+    if op == "MaxPool":
+        attrs["dilations"] = list(dil)
+    else:
+        attrs["count_include_pad"] = count_pad
+    shape = (2, 3, 7, 12, 11)
+    x = np.random.default_rng().standard_normal(shape).astype(np.float32)
+
+    def model_with_output(out_shape):
+        graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "pool3d",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+        model.ir_version = 9
+        return model
+
+    session = ort.InferenceSession(model_with_output(None).SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    model = model_with_output(want.shape)
+    logger = Logger(Severity.ERROR)
+    engine = Runtime(logger).deserialize(build_from_onnx(model, BuilderConfig(), logger))
+    assert not [la for la in engine.network.layers if la.kind is LayerKind.POOLING
+                and len(engine.network.tensors[la.inputs[0]].shape) == 5]
+    got = engine.create_execution_context().execute({"x": x})["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -11,7 +11,8 @@ element-wise adds that the convolution + residual fusion then folds into the con
 one shuffle back to (N, K, T', H', W'). The GPU's tensor-core convolution then runs video networks
 (R3D, R(2+1)D, S3D-style) whose 3-D layers it has no kernel for, and a DLA can take the 2-D parts.
 A global average / max pool over a rank-5 tensor is a mean / max reduction over its three spatial
-axes. Each rewrite keeps the original layer's pins and output tensor.
+axes; any other 3-D max / average pool is a 2-D pool over (H, W) and one over T (``_pool3d``).
+Each rewrite keeps the original layer's pins and output tensor.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine.ir.layers import (
     ElementWiseParams,
     LayerKind,
     PaddingParams,
+    PoolingParams,
     PoolingType,
     ReduceOp,
     ReduceParams,
@@ -83,6 +85,39 @@ def _conv3d(net: Network, layer: Layer) -> None:
     _replace(net, layer, unfold, [total])
 
 
+def _pool3d(net: Network, layer: Layer) -> None:
+    """A 3-D max / average pool as a 2-D pool over (H, W) with C and T merged into the channels,
+    then a 2-D pool of window (kt, 1) over (T, H'W'): both reshapes are free. The window, its
+    padding and its count are products over the dims, so the two pools give the 3-D one (an
+    average of averages over per-dim valid counts); a pool of one frame skips the second."""
+    x = layer.inputs[0]
+    n, c, t, h, w = net.tensors[x].shape
+    _, _, t_out, h_out, w_out = net.tensors[layer.outputs[0]].shape
+    p: PoolingParams = layer.params.resolved((t, h, w))  # type: ignore[union-attr]
+
+    def pool(dims: tuple[int, int] | tuple[int], params: PoolingParams, inp: str, shape: tuple, suffix: str) -> str:
+        pick = lambda v: tuple(v[d] for d in dims)  # noqa: E731
+        p2 = params.replace(window=pick(p.window), stride=pick(p.stride), pre_padding=pick(p.pre_padding),
+                            post_padding=pick(p.post_padding), dilation=pick(p.dilation))
+        if len(dims) == 1:  # over T alone: a (kt, 1) window on (T, H'W')
+            p2 = p2.replace(window=(*p2.window, 1), stride=(*p2.stride, 1), pre_padding=(*p2.pre_padding, 0),
+                            post_padding=(*p2.post_padding, 0), dilation=(*p2.dilation, 1))
+        folded = _pinned(net, layer, ShuffleParams(reshape=shape), [inp], None, f"{suffix}_in")
+        return _pinned(net, layer, p2, [folded], None, suffix)
+
+    one_frame = (p.window[0], p.stride[0], p.pre_padding[0], p.post_padding[0]) == (1, 1, 0, 0)
+    y = pool((1, 2), p, x, (n, c * t, h, w), "pool_hw")
+    if not one_frame:
+        y = pool((0,), p, y, (n, c, t, h_out * w_out), "pool_t")
+    _replace(net, layer, ShuffleParams(reshape=(n, c, t_out, h_out, w_out)), [y])
+
+
+def _eligible_pool3d(net: Network, layer: Layer) -> bool:
+    p = layer.params
+    return (layer.kind is LayerKind.POOLING and not p.global_pool and len(net.tensors[layer.inputs[0]].shape) == 5
+            and p.type in (PoolingType.AVERAGE, PoolingType.MAX))
+
+
 def _eligible_conv3d(net: Network, layer: Layer) -> bool:
     p = layer.params
     return (layer.kind is LayerKind.CONVOLUTION and len(p.kernel) == 3 and not p.residual and p.activation is None
@@ -107,4 +142,8 @@ def run(net: Network) -> list[Rewrite]:
             _replace(net, layer, ReduceParams(op, (2, 3, 4), True), list(layer.inputs))
             rewrites.append(Rewrite(NAME, "decompose", (layer.name,), layer.name,
                                     "rank-5 global pooling as a reduction over its three spatial axes"))
+        elif _eligible_pool3d(net, layer):
+            _pool3d(net, layer)
+            rewrites.append(Rewrite(NAME, "decompose", (layer.name,), layer.name,
+                                    "3-D pooling as 2-D pooling over (H, W), then over T"))
     return rewrites
