@@ -51,6 +51,11 @@ MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
     "convnext_small": ("convnext_small", (1, 3, 224, 224)),
     "deeplabv3_resnet50": ("segmentation.deeplabv3_resnet50", (1, 3, 224, 224)),
     "r2plus1d_18": ("video.r2plus1d_18", (1, 3, 8, 112, 112)), "mc3_18": ("video.mc3_18", (1, 3, 8, 112, 112)),
+    # a third set (2026-12-07): 3-D pooling and separable 3-D convolutions (S3D), 3-D shifted windows,
+    # wider group-width blocks, a larger compound-scaled and a larger cosine-attention network
+    "s3d": ("video.s3d", (1, 3, 16, 224, 224)), "swin3d_t": ("video.swin3d_t", (1, 3, 8, 112, 112)),
+    "regnet_y_1_6gf": ("regnet_y_1_6gf", (1, 3, 224, 224)), "efficientnet_b1": ("efficientnet_b1", (1, 3, 240, 240)),
+    "swin_v2_s": ("swin_v2_s", (1, 3, 256, 256)),
 }
 
 
@@ -106,7 +111,11 @@ def check(name: str) -> dict[str, Any]:
     net = Builder(quiet).build(parse(proto), BuilderConfig(fp16=True)).network
     segments = split_segments(net, [la.name for la in net.layers])
     host = host_layers(segments)
-    launches = sum(len(lower(net, layers, list(net.outputs)).ops) for on_gpu, layers in segments if on_gpu)
+    launches = 0
+    for i, (on_gpu, layers) in enumerate(segments):  # what each GPU segment must leave, as the backend asks
+        later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
+        needed = [t for la in layers for t in la.outputs if t in net.outputs or t in later]
+        launches += len(lower(net, layers, needed).ops) if on_gpu else 0
     int8 = int8_split(proto, x.numpy(), quiet)
     engine = Runtime(quiet).deserialize(build_from_onnx(proto, BuilderConfig(), quiet))
     got = engine.create_execution_context().execute({"input": x.numpy()})["logits"]
@@ -149,12 +158,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_coverage.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the output file's rows of networks not run now")
     args = ap.parse_args()
     import torch
     import torchvision
 
     result: dict[str, Any] = {"environment": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                                               "date": time.strftime("%Y-%m-%d")}, "models": {}}
+    if args.merge and Path(args.out).exists():
+        earlier = json.loads(Path(args.out).read_text())
+        result["models"] = {k: v for k, v in earlier["models"].items() if k not in args.models}
+        result["environment_of_earlier_rows"] = earlier.get("environment_of_earlier_rows", earlier["environment"])
     for name in args.models:
         t = time.time()
         try:
