@@ -15,7 +15,9 @@ Pipeline order, and why:
    residual is fused; then GELU recognition (the five-layer erf formula becomes one activation),
    so the activation fusion below can put it in a GEMM epilogue; then 3-D convolutions and
    rank-5 global pools become 2-D layers (after BatchNorm folded into the 3-D kernel, before the
-   residual fusion that folds their per-tap sums into the 2-D convolutions);
+   residual fusion that folds their per-tap sums into the 2-D convolutions); the decomposed
+   LayerNorm of pre-opset-17 exports becomes one Normalization layer beside GELU recognition,
+   before the pointwise fusion could take its Add / Sqrt / Div into a chain;
 4. conv + residual add (+ activation) before conv + activation: the activation after an add
    belongs to the residual epilogue, and a conv that took a plain activation can no longer
    take a residual (act(conv) + r is not act(conv + r));
@@ -47,6 +49,7 @@ from engine.optimizer.passes import (
     gemm_constants,
     horizontal_merge,
     identity,
+    layernorm,
     pointwise,
     scale_folding,
     shuffles,
@@ -76,6 +79,7 @@ DEFAULT_PIPELINE: tuple[Stage, ...] = (
     Stage("gemm_constants", gemm_constants.run),
     Stage("scale_folding", scale_folding.run),
     Stage("gelu", gelu.run),
+    Stage("layernorm", layernorm.run),
     Stage("volumetric", volumetric.run),
     Stage("transpose_sinking", transpose_sinking.run),
     Stage("conv_residual", conv_residual.run),

@@ -26,6 +26,8 @@ from engine.ir.layers import (
     LayerKind,
     MatrixMultiplyParams,
     PoolingType,
+    ReduceOp,
+    ReduceParams,
     ScaleMode,
     ScaleParams,
     ShuffleParams,
@@ -274,6 +276,21 @@ class Gen:
         y = self.net.add_elementwise(v, y, ElementWiseOp.SUM)
         return self.layer(ShuffleParams(reshape=(n, c, h, w)), [y])
 
+    def layer_norm(self, x: Tensor) -> Tensor:
+        """LayerNorm over the channels as pre-opset-17 exporters write it (NHWC permute, mean, x - mean,
+        Pow 2, mean, + eps, Sqrt, Div, * gamma, + beta, permute back), then a residual add."""
+        c = self.channels(x)
+        ew = self.net.add_elementwise
+        y = self.layer(ShuffleParams(first_perm=(0, 2, 3, 1)), [x])
+        mean = self.layer(ReduceParams(ReduceOp.MEAN, (3,), True), [y])
+        d = ew(y, mean, ElementWiseOp.SUB)
+        var = self.layer(ReduceParams(ReduceOp.MEAN, (-1,), True),
+                         [ew(d, self.const(np.array(2.0, np.float32)), ElementWiseOp.POW)])
+        sd = self.layer(UnaryParams(UnaryOp.SQRT), [ew(var, self.const(np.array(1e-5, np.float32)), ElementWiseOp.SUM)])
+        y = ew(ew(ew(d, sd, ElementWiseOp.DIV), self.const(positive(self.rng, (c,))), ElementWiseOp.PROD),
+               self.const(nonzero(self.rng, (c,))), ElementWiseOp.SUM)
+        return ew(x, self.layer(ShuffleParams(first_perm=(0, 3, 1, 2)), [y]), ElementWiseOp.SUM)
+
     def head(self, x: Tensor) -> None:
         n, c, h, w = self.net.tensor(x.name).shape
         y = self.net.add_pooling(x, PoolingType.AVERAGE, (h, w))
@@ -290,9 +307,9 @@ BLOCKS: dict[str, Callable[[Gen, Tensor], Tensor]] = {
     "identities": Gen.identities, "scale_then_conv": Gen.scale_then_conv, "deconv_bn": Gen.deconv_bn,
     "constants": Gen.constants, "dead_branch": Gen.dead_branch, "side_output": Gen.side_output,
     "channel_mlp": Gen.channel_mlp, "video": Gen.video, "token_fc": Gen.token_fc,
-    "channel_mlp_late_scale": lambda g, x: g.channel_mlp(x, late_scale=True),
+    "channel_mlp_late_scale": lambda g, x: g.channel_mlp(x, late_scale=True), "layer_norm": Gen.layer_norm,
 }
-APPENDED = {"channel_mlp", "video", "token_fc", "channel_mlp_late_scale"}  # random_network appends these by seed
+APPENDED = {"channel_mlp", "video", "token_fc", "channel_mlp_late_scale", "layer_norm"}  # appended by seed
 SAMPLED = sorted(set(BLOCKS) - APPENDED)  # and samples these 13
 
 
@@ -326,6 +343,8 @@ def random_network(seed: int) -> Network:
         names.append("token_fc")
     if seed % 6 == 5:  # torchvision's ConvNeXt block (layer scale after the permute back), likewise
         names.append("channel_mlp_late_scale")
+    if seed % 7 == 3:  # a LayerNorm as pre-opset-17 exports write it, likewise
+        names.append("layer_norm")
     return build(seed, names)
 
 
