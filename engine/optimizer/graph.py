@@ -11,8 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.ir.layers import LayerKind, LayerParams
+import numpy as np
+
+from engine.ir.layers import ElementWiseOp, LayerKind, LayerParams
 from engine.ir.network import Layer, Network
+
+
+def is_elementwise(layer: Layer | None, op: ElementWiseOp) -> bool:
+    """True when ``layer`` is an element-wise layer computing ``op``."""
+    return layer is not None and layer.kind is LayerKind.ELEMENTWISE and layer.params.op is op
+
+
+def other_input(layer: Layer, tensor: str) -> str | None:
+    """The input of a binary layer that is not ``tensor`` (None if both are, or neither)."""
+    a, b = layer.inputs
+    return b if a == tensor and b != tensor else a if b == tensor and a != tensor else None
+
+
+def float_constant(producers: dict[str, Layer], tensor: str) -> np.ndarray | None:
+    """The value of ``tensor`` when a Constant layer produces it and it is a float array, else None."""
+    layer = producers.get(tensor)
+    if layer is None or layer.kind is not LayerKind.CONSTANT:
+        return None
+    value = np.asarray(layer.weights["value"])
+    return value if value.dtype.kind == "f" else None
 
 
 def sole_consumer(net: Network, tensor: str, uses: dict[str, list[Layer]]) -> Layer | None:

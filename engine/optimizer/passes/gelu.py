@@ -17,43 +17,36 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType, ElementWiseOp, LayerKind, UnaryOp
 from engine.ir.network import Layer, Network
-from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
+from engine.optimizer.graph import (
+    drop_unused_constants,
+    float_constant,
+    fused_layer,
+    is_elementwise,
+    other_input,
+    same_pins,
+    sole_consumer,
+)
 from engine.optimizer.rewrite import Rewrite
 
 NAME = "GeluFusion"
 
 
 def _scalar(net: Network, producers: dict[str, Layer], tensor: str) -> float | None:
-    layer = producers.get(tensor)
-    if layer is None or layer.kind is not LayerKind.CONSTANT:
-        return None
-    value = np.asarray(layer.weights["value"])
-    return float(value.reshape(-1)[0]) if value.size == 1 and value.dtype.kind == "f" else None
+    value = float_constant(producers, tensor)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 
 def _close(a: float | None, b: float) -> bool:
     return a is not None and abs(a - b) <= 1e-6 * abs(b)
 
 
-def _binary(layer: Layer | None, op: ElementWiseOp) -> bool:
-    return layer is not None and layer.kind is LayerKind.ELEMENTWISE and layer.params.op is op
-
-
-def _other(layer: Layer, tensor: str) -> str | None:
-    """The input of a binary layer that is not ``tensor`` (None if both are)."""
-    a, b = layer.inputs
-    return b if a == tensor and b != tensor else a if b == tensor and a != tensor else None
-
-
 def _scaled_input(net: Network, producers: dict[str, Layer], layer: Layer) -> str | None:
     """x when ``layer`` computes x / sqrt(2) or x * (1 / sqrt(2)) with a scalar constant."""
-    if _binary(layer, ElementWiseOp.DIV) and _close(_scalar(net, producers, layer.inputs[1]), math.sqrt(2.0)):
+    if is_elementwise(layer, ElementWiseOp.DIV) and _close(_scalar(net, producers, layer.inputs[1]), math.sqrt(2.0)):
         return layer.inputs[0]
-    if _binary(layer, ElementWiseOp.PROD):
+    if is_elementwise(layer, ElementWiseOp.PROD):
         for x, c in (layer.inputs, layer.inputs[::-1]):
             if _close(_scalar(net, producers, c), 1.0 / math.sqrt(2.0)):
                 return x
@@ -62,9 +55,9 @@ def _scaled_input(net: Network, producers: dict[str, Layer], layer: Layer) -> st
 
 def _half_of(net: Network, producers: dict[str, Layer], layer: Layer | None, tensor: str) -> bool:
     """True when ``layer`` computes tensor * 0.5 (or 0.5 * tensor)."""
-    if not _binary(layer, ElementWiseOp.PROD):
+    if not is_elementwise(layer, ElementWiseOp.PROD):
         return False
-    other = _other(layer, tensor)
+    other = other_input(layer, tensor)
     return other is not None and _close(_scalar(net, producers, other), 0.5)
 
 
@@ -75,14 +68,14 @@ def _match(net: Network, erf: Layer, uses, producers) -> tuple[str, list[Layer]]
     if x is None or sole_consumer(net, scale.outputs[0], uses) is not erf:
         return None
     add = sole_consumer(net, erf.outputs[0], uses)
-    one = _other(add, erf.outputs[0]) if add is not None else None
-    if not _binary(add, ElementWiseOp.SUM) or not _close(_scalar(net, producers, one or ""), 1.0):
+    one = other_input(add, erf.outputs[0]) if add is not None else None
+    if not is_elementwise(add, ElementWiseOp.SUM) or not _close(_scalar(net, producers, one or ""), 1.0):
         return None
     t = add.outputs[0]
     prod = sole_consumer(net, t, uses)
-    if not _binary(prod, ElementWiseOp.PROD):
+    if not is_elementwise(prod, ElementWiseOp.PROD):
         return None
-    partner = _other(prod, t)
+    partner = other_input(prod, t)
     if partner == x:  # (x * (1 + erf)) * 0.5
         half = sole_consumer(net, prod.outputs[0], uses)
         if not _half_of(net, producers, half, prod.outputs[0]):

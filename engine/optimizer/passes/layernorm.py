@@ -20,22 +20,18 @@ import numpy as np
 
 from engine.ir.layers import ElementWiseOp, LayerKind, NormalizationParams, ReduceOp, UnaryOp
 from engine.ir.network import Layer, Network
-from engine.optimizer.graph import drop_unused_constants, fused_layer, same_pins, sole_consumer
+from engine.optimizer.graph import (
+    drop_unused_constants,
+    float_constant,
+    fused_layer,
+    is_elementwise,
+    other_input,
+    same_pins,
+    sole_consumer,
+)
 from engine.optimizer.rewrite import Rewrite
 
 NAME = "LayerNormFusion"
-
-
-def _const(producers: dict[str, Layer], tensor: str) -> np.ndarray | None:
-    layer = producers.get(tensor)
-    if layer is None or layer.kind is not LayerKind.CONSTANT:
-        return None
-    value = np.asarray(layer.weights["value"])
-    return value if value.dtype.kind == "f" else None
-
-
-def _binary(layer: Layer | None, op: ElementWiseOp) -> bool:
-    return layer is not None and layer.kind is LayerKind.ELEMENTWISE and layer.params.op is op
 
 
 def _mean_axes(net: Network, layer: Layer | None) -> tuple[int, ...] | None:
@@ -51,21 +47,19 @@ def _mean_axes(net: Network, layer: Layer | None) -> tuple[int, ...] | None:
 
 
 def _square_of(producers: dict[str, Layer], layer: Layer, d: str) -> bool:
-    if _binary(layer, ElementWiseOp.PROD):
+    if is_elementwise(layer, ElementWiseOp.PROD):
         return layer.inputs == [d, d]
-    if _binary(layer, ElementWiseOp.POW) and layer.inputs[0] == d:
-        two = _const(producers, layer.inputs[1])
+    if is_elementwise(layer, ElementWiseOp.POW) and layer.inputs[0] == d:
+        two = float_constant(producers, layer.inputs[1])
         return two is not None and two.size == 1 and float(two.reshape(-1)[0]) == 2.0
     return False
 
 
-def _affine(net: Network, producers, uses, layer: Layer | None, value: str, op: ElementWiseOp,
+def _affine(net: Network, producers, layer: Layer | None, value: str, op: ElementWiseOp,
             axes: tuple[int, ...]) -> np.ndarray | None:
     """The constant ``layer`` multiplies / adds ``value`` by, when it varies along ``axes`` only."""
-    if not _binary(layer, op) or value not in layer.inputs or layer.inputs.count(value) != 1:
-        return None
-    other = layer.inputs[1] if layer.inputs[0] == value else layer.inputs[0]
-    w = _const(producers, other)
+    other = other_input(layer, value) if is_elementwise(layer, op) else None
+    w = float_constant(producers, other) if other is not None else None
     shape = net.tensors[value].shape
     if w is None or w.ndim > len(shape) or net.tensors[layer.outputs[0]].shape != shape:
         return None
@@ -75,12 +69,13 @@ def _affine(net: Network, producers, uses, layer: Layer | None, value: str, op: 
     return w
 
 
-def _match(net: Network, mean: Layer, uses, producers) -> tuple[list[Layer], float, dict] | None:
-    """(the chain from the first mean to the last fused layer, eps, scale/bias weights)."""
+def _match(net: Network, mean: Layer, uses, producers
+           ) -> tuple[list[Layer], NormalizationParams, dict] | None:
+    """(the chain from the first mean to the last fused layer, its Normalization, scale/bias weights)."""
     axes = _mean_axes(net, mean)
     x = mean.inputs[0]
     sub = sole_consumer(net, mean.outputs[0], uses)
-    if axes is None or not _binary(sub, ElementWiseOp.SUB) or sub.inputs != [x, mean.outputs[0]]:
+    if axes is None or not is_elementwise(sub, ElementWiseOp.SUB) or sub.inputs != [x, mean.outputs[0]]:
         return None
     d = sub.outputs[0]
     readers = uses.get(d, [])
@@ -92,25 +87,25 @@ def _match(net: Network, mean: Layer, uses, producers) -> tuple[list[Layer], flo
     if var is None or _mean_axes(net, var) != axes:
         return None
     add = sole_consumer(net, var.outputs[0], uses)
-    eps = _const(producers, add.inputs[1] if add is not None and add.inputs[0] == var.outputs[0] else "")
-    if not _binary(add, ElementWiseOp.SUM) or eps is None or eps.size != 1:
+    eps = float_constant(producers, add.inputs[1] if add is not None and add.inputs[0] == var.outputs[0] else "")
+    if not is_elementwise(add, ElementWiseOp.SUM) or eps is None or eps.size != 1:
         return None
     sqrt = sole_consumer(net, add.outputs[0], uses)
     if sqrt is None or sqrt.kind is not LayerKind.UNARY or sqrt.params.op is not UnaryOp.SQRT:
         return None
-    if not _binary(div, ElementWiseOp.DIV) or div.inputs != [d, sqrt.outputs[0]] \
+    if not is_elementwise(div, ElementWiseOp.DIV) or div.inputs != [d, sqrt.outputs[0]] \
             or sole_consumer(net, sqrt.outputs[0], uses) is not div:
         return None
     chain, weights = [mean, sub, square, var, add, sqrt, div], {}
     for key, op in (("scale", ElementWiseOp.PROD), ("bias", ElementWiseOp.SUM)):
         nxt = sole_consumer(net, chain[-1].outputs[0], uses)
-        w = _affine(net, producers, uses, nxt, chain[-1].outputs[0], op, axes)
+        w = _affine(net, producers, nxt, chain[-1].outputs[0], op, axes)
         if w is not None:
             chain.append(nxt)
             weights[key] = np.ascontiguousarray(w, dtype=np.float32)
     if not same_pins(*chain) or net.tensors[chain[-1].outputs[0]].shape != net.tensors[x].shape:
         return None
-    return chain, float(eps.reshape(-1)[0]), weights
+    return chain, NormalizationParams(axes, float(eps.reshape(-1)[0])), weights
 
 
 def run(net: Network) -> list[Rewrite]:
@@ -121,10 +116,9 @@ def run(net: Network) -> list[Rewrite]:
         found = _match(net, mean, net.consumers(), net.producers())
         if found is None:
             continue
-        chain, eps, weights = found
-        axes = _mean_axes(net, mean)
+        chain, params, weights = found
         consts = [t for la in chain for t in la.inputs]
-        new = fused_layer(net, chain, NormalizationParams(axes, eps), [mean.inputs[0]], chain[-1].outputs, weights,
+        new = fused_layer(net, chain, params, [mean.inputs[0]], chain[-1].outputs, weights,
                           name=" + ".join(la.name for la in chain))
         net.replace_layer(chain, new)
         drop_unused_constants(net, consts)
