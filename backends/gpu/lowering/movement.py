@@ -109,9 +109,15 @@ def view_operand(lw: Lowerer, tensor: str, out_shape: tuple[int, ...], fp16: boo
 
 
 def concat_layout(lw: Lowerer, concat: Layer) -> str:
-    """NHWC for a concatenation of NHWC slots along C, else linear."""
-    ins = [lw.slots[t] for t in concat.inputs]
-    return "nhwc" if all(s.layout == "nhwc" for s in ins) and concat.params.axis % len(ins[0].shape) == 1 else "linear"
+    """NHWC for an fp16 concatenation along C whose inputs are NHWC slots or views of them (the
+    parts of a merged 1x1 convolution's split), else linear: the readers of such a concatenation
+    (convolutions, pools) want NHWC, and writing it linear would cost them a second pass."""
+    out = concat.outputs[0]
+    shape = lw.net.tensors[out].shape
+    if len(shape) != 4 or concat.params.axis % 4 != 1 or lw.dtypes[out] != "float16":
+        return "linear"
+    roots = [lw.slots[input_view(lw, t).root] for t in concat.inputs]
+    return "nhwc" if all(r.layout == "nhwc" for r in roots) else "linear"
 
 
 def concat_select(lw: Lowerer, concat: Layer, out_shape: tuple[int, ...], fp16: bool, first_index: int,
