@@ -246,6 +246,16 @@ def _lane_cases() -> list[Case]:
             out.append(Case("softmax", (3, r), (-1,), lanes=lanes))
             out.append(Case("norm", (3, r), (-1,), affine="last", dtype="float32", lanes=lanes))
         out.append(Case("norm", (2, 40, 3, 5), (1,), affine="channel", layout="nhwc", lanes=lanes))
+    # rows that share a warp: vector rows (a multiple of 8 halves; reductions too) and cached rows
+    for lanes in (2, 4, 8, 16):
+        out.append(Case("reduce", (7, 32), (-1,), "l2", lanes=lanes, vec=True))
+        out.append(Case("softmax", (5, 64), (-1,), lanes=lanes))
+        out.append(Case("norm", (3, 96), (-1,), affine="last", lanes=lanes))
+        out.append(Case("softmax", (6, 49), (-1,), lanes=lanes))
+        out.append(Case("norm", (5, 33), (-1,), affine="last", dtype="float32", lanes=lanes))
+    out.append(Case("softmax", (9, 3, 64), (-1,)))  # the default picks 8 lanes a row, 4 rows a warp
+    out.append(Case("reduce", (11, 32), (-1,), "l2"))  # 4 lanes a row, 8 rows a warp
+    out.append(Case("norm", (2, 96, 3, 5), (1,), affine="channel", layout="nhwc", out_nhwc=True))  # 16 lanes
     return out
 
 

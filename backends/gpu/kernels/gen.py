@@ -107,10 +107,10 @@ def _decompose(sizes: Sequence[int], names: Sequence[str], var: str = "t") -> st
 
 
 def map_operands(out: Operand, ins: Sequence[Operand], body: str, coords: Sequence[str],
-                 local: Sequence[int] = ()) -> tuple[list[str], list[str], list[str], bool]:
+                 local: dict[int, str] | None = None) -> tuple[list[str], list[str], list[str], bool]:
     """A map kernel's parameters, its operand macros (X{i} at the default offset of ``coords``, or
-    ``xv{i}[j]`` for those in ``local``, loaded ahead; LD{i}(o) at offset o) with their #undefs, and
-    whether a RAW body copies through float.
+    ``<array>[j]`` for those ``local`` names, loaded ahead into that array; LD{i}(o) at offset o)
+    with their #undefs, and whether a RAW body copies through float.
 
     RAW bodies copy values: bit-exact when every float operand has the output's type, else through
     float (an fp16 tensor leaving as fp32 storage, say)."""
@@ -124,7 +124,8 @@ def map_operands(out: Operand, ins: Sequence[Operand], body: str, coords: Sequen
         use_float = can_load_float(o.dtype) and (float_mode or not raw or "FLT" in body)
         return load(o.dtype, element) if use_float else element
 
-    defs = [f"#define X{i} ({rd(o, f'xv{i}[j]' if i in local else f'x{i}[{offset(o, coords)}]')})"
+    local = local or {}
+    defs = [f"#define X{i} ({rd(o, f'{local[i]}[j]' if i in local else f'x{i}[{offset(o, coords)}]')})"
             for i, o in enumerate(ins)]
     defs += [f"#define LD{i}(o) ({rd(o, f'x{i}[o]')})" for i, o in enumerate(ins)]
     undefs = [f"#undef X{i}\n#undef LD{i}" for i in range(len(ins))]
@@ -249,7 +250,7 @@ def _combine(lanes: int, var: str, how: str) -> str:
     if lanes == 1:
         return ""
     stmt = _COMBINE[how].format(v=var)
-    src = ("  #pragma unroll\n  for (int sh = 16; sh > 0; sh >>= 1) {\n"
+    src = (f"  #pragma unroll\n  for (int sh = {min(lanes, 32) // 2}; sh > 0; sh >>= 1) {{\n"
            f"    const float b = __shfl_xor_sync(0xffffffffu, {var}, sh); {stmt}\n  }}")
     if lanes == 256:
         src += ("\n  __syncthreads();  // earlier readers of part[] are done\n"
@@ -262,6 +263,11 @@ def _group_head(lanes: int, rows: int) -> list[str]:
     """Which kept coordinate (``t``) and lane a thread handles; whole warps/blocks leave together."""
     if lanes == 1:
         return ["  IT t = (IT)blockIdx.x * 256 + threadIdx.x;", f"  if (t >= (IT){rows}) return;"]
+    if lanes < 32:  # rows share a warp; a group past the end redoes the last row (same values) so
+        # that every lane of the warp takes part in the shuffles
+        return [f"  const unsigned lane = threadIdx.x & {lanes - 1}u;",
+                f"  IT t = (IT)blockIdx.x * {256 // lanes} + (threadIdx.x / {lanes}u);",
+                f"  if (t >= (IT){rows}) t = (IT){rows - 1};"]
     if lanes == 32:
         return ["  const unsigned lane = threadIdx.x & 31u;",
                 "  IT t = (IT)blockIdx.x * 8 + (threadIdx.x >> 5);",
@@ -277,8 +283,9 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     """Reduce ``shape`` over ``axes`` per kept coordinate. Returns (source, threads to launch).
 
     Launch ceil(threads / 256) blocks of 256. ``lanes`` threads share a kept coordinate (default
-    ``group_lanes``): 1 loops serially over the reduced coordinates; 32 (a warp) or 256 (a block)
-    stride over them (r = lane, lane + lanes, ..., coalesced when the reduced dims are the fastest
+    ``group_lanes``, and ``short_row_lanes`` for rows of at most ``SHORT_ROW`` values that a part
+    of a warp holds in registers): 1 loops serially over the reduced coordinates; 2 to 32 (a warp or
+    part of one) or 256 (a block) stride over them (r = lane, lane + lanes, ..., coalesced when the reduced dims are the fastest
     in memory) and combine fp32 partials with shuffles (and shared memory). Passes as the serial
     version: softmax max / sum of exp / write, norm sum / squared deviations / write.
     kind 'reduce' (op = ReduceOp value; ``y`` addressed by kept coords when ``out_kept``, its
@@ -295,16 +302,25 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
     kept = [d for d in range(rank) if d not in red]
     ksizes = [shape[d] for d in kept] or [1]
     rows = math.prod(ksizes)
-    lanes = group_lanes(shape, red, x) if lanes is None else lanes
-    if lanes not in (1, 32, 256):
-        raise ValueError(f"lanes must be 1, 32 or 256, got {lanes}")
+    rtot = math.prod(shape[d] for d in red)
+    if lanes is None:
+        lanes = group_lanes(shape, red, x)
+        if (lanes == 32 and rtot <= SHORT_ROW and vec is not False
+                and (_vec_ok(x, shape, red) or (kind != "reduce" and rtot <= CACHE_MAX_REDUCED))):
+            lanes = short_row_lanes(rtot, _vec_ok(x, shape, red))
+    if lanes not in (1, 2, 4, 8, 16, 32, 256):
+        raise ValueError(f"lanes must be 1, 2, 4, 8, 16, 32 or 256, got {lanes}")
     if pad_to and (red != [1] or kind == "reduce"):
         raise ValueError("pad_to needs a softmax or norm over dim 1 alone")
-    vec = (lanes == 32 and kind != "reduce" and _vec_ok(x, shape, red) and shape[red[0]] <= VEC_MAX_REDUCED
-           if vec is None else vec)
-    if vec and (kind == "reduce" or lanes != 32 or not _vec_ok(x, shape, red)):
-        raise ValueError("vector rows need a softmax/norm, a warp per row, 8k contiguous aligned fp16 values")
-    cache = lanes == 32 and not vec and kind != "reduce" and math.prod(shape[d] for d in red) <= CACHE_MAX_REDUCED
+    warp = 1 < lanes <= 32
+    vec = (warp and (kind != "reduce" or lanes < 32) and _vec_ok(x, shape, red)
+           and shape[red[0]] <= VEC_MAX_REDUCED if vec is None else vec)
+    if vec and (not warp or (kind == "reduce" and lanes == 32) or not _vec_ok(x, shape, red)):
+        raise ValueError("vector rows need a warp (or part of one) per row and 8k contiguous aligned fp16 values; "
+                         "a reduction takes them only on rows that share a warp")
+    cache = warp and not vec and kind != "reduce" and rtot <= CACHE_MAX_REDUCED
+    if 1 < lanes < 32 and not (vec or cache):
+        raise ValueError(f"{lanes} lanes a row need the row in registers (a vector row, or a softmax / norm row)")
     g = _Group(shape, red, x, y, lanes, vec, cache)
     if kind == "reduce":
         body = g.reduce_body(op)
@@ -335,6 +351,17 @@ def group_kernel(name: str, shape: Sequence[int], axes: Sequence[int], x: Operan
 # Other softmax / norm rows of <= 1024 values a warp loads once element-wise (<= 32 floats a lane).
 VEC_MAX_REDUCED = 2048
 CACHE_MAX_REDUCED = 1024
+# Rows this short share a warp: a warp per row of 64 halves kept 24 of its 32 lanes idle (one uint4
+# a lane holds 8 halves), and Swin V2's window softmax (rows of 64) ran at a fifth of the memory
+# bandwidth on an H100. Such a row gets the fewest lanes (a power of two) that hold it in one uint4
+# (vector rows) or four floats (other rows) a lane, and the warp takes 32 / lanes rows.
+SHORT_ROW = 128
+
+
+def short_row_lanes(rtot: int, vec: bool) -> int:
+    """Lanes a row of ``rtot`` <= ``SHORT_ROW`` values takes when rows share a warp (2 to 32)."""
+    per_lane = 8 if vec else 4
+    return min(32, max(2, 1 << max(0, math.ceil(rtot / per_lane) - 1).bit_length()))
 
 
 def _vec_ok(op: Operand, shape: Sequence[int], red: list[int]) -> bool:
@@ -367,7 +394,8 @@ class _Group:
         self.xload = load(self.x.dtype, f"x[{offset(self.x, self.coords)}]")
         self.xl = "f[8 * i + j]" if self.vec else "f[i]" if self.cache else self.xload
         self.yoff = offset(self.y, self.coords)
-        self.nv = -(-self.rtot // 256)  # uint4 a lane
+        self.width = min(self.lanes, 32)  # lanes that stride over one row (vector and cached rows)
+        self.nv = -(-self.rtot // (8 * self.width))  # uint4 a lane
 
     def _row(self, op: Operand) -> str:
         """Offset of a row's first element (reduced coordinates 0)."""
@@ -376,26 +404,27 @@ class _Group:
 
     def _vec_loop(self, inner: str) -> str:
         return (f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
-                f"    const int c = ((int)lane + 32 * i) * 8;\n    if (c < {self.rtot}) {{\n{inner}\n    }}\n  }}")
+                f"    const int c = ((int)lane + {self.width} * i) * 8;\n"
+                f"    if (c < {self.rtot}) {{\n{inner}\n    }}\n  }}")
 
     def _cache_loop(self, stmt: str) -> str:
         names = [self.coords[d] for d in self.red] or ["rdummy"]
         split = _decompose(self.rsizes, names, "t2").replace("  const", "      const")
         split += "\n      " + " ".join(f"(void){n};" for n in names)  # passes over f[i] use no coordinate
-        return (f"  #pragma unroll\n  for (int i = 0; i < {-(-self.rtot // 32)}; ++i) {{\n"
-                f"    const IT r = (IT)lane + 32 * i;\n    if (r < (IT){self.rtot}) {{\n      IT t2 = r;\n"
+        return (f"  #pragma unroll\n  for (int i = 0; i < {-(-self.rtot // self.width)}; ++i) {{\n"
+                f"    const IT r = (IT)lane + {self.width} * i;\n    if (r < (IT){self.rtot}) {{\n      IT t2 = r;\n"
                 f"{split}\n      {stmt}\n    }}\n  }}")
 
     def prologue(self) -> str:
         if self.cache:
-            return f"  float f[{-(-self.rtot // 32)}] = {{}};\n" + self._cache_loop(f"f[i] = {self.xload};")
+            return f"  float f[{-(-self.rtot // self.width)}] = {{}};\n" + self._cache_loop(f"f[i] = {self.xload};")
         if not self.vec:
             return ""
         unpack = " ".join(f"f[8 * i + {2 * k}] = lo2f(u.{w}); f[8 * i + {2 * k + 1}] = hi2f(u.{w});"
                           for k, w in enumerate("xyzw"))
         return (f"  const h16* xr = x + {self._row(self.x)};\n  float f[{8 * self.nv}];\n"
                 f"  #pragma unroll\n  for (int i = 0; i < {self.nv}; ++i) {{\n"
-                f"    const int c = ((int)lane + 32 * i) * 8;\n    uint4 u = make_uint4(0u, 0u, 0u, 0u);\n"
+                f"    const int c = ((int)lane + {self.width} * i) * 8;\n    uint4 u = make_uint4(0u, 0u, 0u, 0u);\n"
                 f"    if (c < {self.rtot}) u = *reinterpret_cast<const uint4*>(xr + c);\n    {unpack}\n  }}")
 
     def loop(self, stmt: str) -> str:
@@ -427,7 +456,7 @@ class _Group:
     def reduce_body(self, op: str) -> list[str]:
         init, acc, fin, how = _REDUCE[op]
         guard = "if (lane == 0u) " if self.lanes > 1 else ""
-        return [f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
+        return [self.prologue(), f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
                 "  " + _zero_red(self.red, self.coords)
                 + f"  {guard}y[{self.yoff}] = {store(self.y.dtype, fin.replace('N', str(self.rtot)))};"]
 
