@@ -75,7 +75,6 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     net, w = dense_block(rng)
     feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float16).astype(np.float32),
              "z": rng.standard_normal((N, H, W * 8)).astype(np.float16).astype(np.float32)}
-    monkeypatch.setattr(gen_vec, "SELECT_LOADS", True)  # off by default; checked here
     with monkeypatch.context() as m:  # eight a thread wherever the output allows, whatever the inputs
         m.setattr(lowerer, "map_vector", lambda shape, out, order=None, zero=None, ins=None, body="":
                   map_vector(shape, out, order, zero))
@@ -83,12 +82,15 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     vec_ops = [op.label for op in low.ops if op.kind == "gen" and f"yv[{8}]" in _kernel_source(low, op.kernel)]
     for label in ("to_nhwc_x", "cat", "cat2", "rowmul", "bn1"):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
-    ahead = [op.label for op in low.ops if op.kind == "gen" and "xv0[" in _kernel_source(low, op.kernel)]
+    ahead = [op.label for op in low.ops
+             if op.kind == "gen" and ("xv0[" in _kernel_source(low, op.kernel) or "xs0[" in _kernel_source(low, op.kernel))]
     assert {"rowmul", "bn1", "bn3"} <= {lab.split("+")[0].split(":")[0] for lab in ahead}, ahead  # 16-byte loads
     # transposes and selects within a thread's eight (cat: 24 | 12, cat2: 12 | 24) read per element
     assert not any(lab.startswith(("cat", "to_nhwc", "bn:", "bn+")) or lab == "bn" for lab in ahead), ahead
     bn3_source = _kernel_source(low, next(op.kernel for op in low.ops if op.label.startswith("bn3")))
-    assert bn3_source.count("if ((IT)l1 <") == 2, bn3_source  # each input of cat3 loaded under its select
+    # cat3's two inputs share one array, loaded once from the input the select picks
+    assert bn3_source.count("if ((IT)l1 <") == 2 and "xs0[8]" in bn3_source, bn3_source
+    assert bn3_source.count("reinterpret_cast<const uint4*>(p)") == 1, bn3_source
     bufs: dict[str, np.ndarray] = {}
     got = run_lowered(low, feeds, tmp_path / "vec", keep=bufs)
     padded = [n for n, s in low.slots.items() if s.layout == "nhwc" and s.shape[1] % 8 and n in bufs]
@@ -147,9 +149,10 @@ def test_map_vector_keeps_one_element_a_thread_only_for_inputs_it_cannot_load_ah
     assert map_vector((4, 24), f16, ins=[along, rows], body="y = l0 < 2 ? X0 : X1;") == 8
     assert vector_loads((4, 24), None, None, [along, rows], "y = l0 < 2 ? X0 : X1;") == [0]
     half = gen.Operand("float16", (24, 1), base=-8, selected_on=(1,), select_range=("(IT)l1", 8, 24))
-    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 1  # default
+    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 8  # default
+    monkeypatch.setattr(gen_vec, "SELECT_LOADS", False)
+    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 1
     monkeypatch.setattr(gen_vec, "SELECT_LOADS", True)
-    assert map_vector((4, 24), f16, ins=[along, half], body="y = (IT)l1 < 8 ? X0 : X1;") == 8
     odd = gen.Operand("float16", (24, 1), base=-12, selected_on=(1,), select_range=("(IT)l1", 12, 24))
     assert vector_loads((4, 24), None, None, [along, odd], "y = (IT)l1 < 12 ? X0 : X1;") == [0]  # mid-vector
     assert map_vector((4, 24), f16, ins=[gen.Operand("float16", (24, 1), base=4)], body="y = X0;") == 1

@@ -13,10 +13,11 @@ from backends.gpu.kernels.gen import CTYPE, Operand, _decompose, index_type, map
 VEC_BYTES = 16  # one vector store
 CTYPE_NUMPY = {"float32r": "float32"}  # numpy dtype of a kernel element type that is no numpy name
 VECTOR_LOADS = True  # 16-byte loads of the inputs that run along the fastest dim (off: element loads, for A/B)
-# the same for a concatenation's inputs under their select: off, as DenseNet-121 measured no gain from
-# it (3.004 against 2.986 ms, batch 32, H100; its 58 batch norm + ReLU chains over concatenations then
-# vectorized); on: bench/gpu_lowering_ab.py's "select_loads" variant, tests/gpu/test_map_vector_emu_cpu.py
-SELECT_LOADS = False
+# the same for a concatenation's inputs under their select, when a thread's eight elements come from
+# one input: the inputs of one concatenation then share one array and one 16-byte load, from the input
+# the select picks (``_load_picked``), so the body's select compares equal values and folds away.
+# Off: such inputs are read element by element (bench/gpu_lowering_ab.py's variants, for A/B).
+SELECT_LOADS = True
 
 
 def _fastest(out_shape: Sequence[int], order: Sequence[int] | None) -> int:
@@ -44,7 +45,7 @@ def vector_loads(out_shape: Sequence[int], order: Sequence[int] | None, zero_dim
         return []
     return [i for i, op in enumerate(ins)
             if op.dtype in ("float16", "float32", "float32r") and len(op.strides) == rank
-            and (not op.selected_on or _one_pick(op, fastest))
+            and (not op.selected_on or (SELECT_LOADS and _one_pick(op, fastest)))
             and f"X{i}" in body and f"LD{i}(" not in body and _whole_rows(out_shape, op, fastest)]
 
 
@@ -52,7 +53,7 @@ def _one_pick(op: Operand, fastest: int) -> bool:
     """Whether a selected input is read on all eight elements of a thread or on none: its select
     depends on other dims only, or on the fastest dim itself (coordinate ``l{fastest}``) with both
     ends of its range multiples of 8."""
-    if op.select_range is None or not SELECT_LOADS:
+    if op.select_range is None:
         return False
     coordinate, first, end = op.select_range
     if fastest not in op.selected_on:
@@ -114,7 +115,9 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
     coords = [f"l{d}" for d in range(rank)]
     it_names = [coords[d] if d != fastest else "lv" for d in order]
     ahead = vector_loads(out_shape, order, zero_dim, ins, body)
-    params, defs, undefs, float_mode = map_operands(out, ins, body, coords, ahead)
+    groups = pick_groups(ins, ahead)
+    arrays = {i: f"xv{i}" for i in ahead} | {i: f"xs{g}" for g, group in enumerate(groups) for i in group}
+    params, defs, undefs, float_mode = map_operands(out, ins, body, coords, arrays)
     decl, val = result_var(out.dtype, "RAW" in body, float_mode)
     ctype = CTYPE[out.dtype]
     zero = ""
@@ -129,7 +132,8 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
         f"  if (t >= (IT){total // vec}) return;",
         _decompose(sizes, it_names),
         f"  const IT l{fastest} = lv * {vec};",
-        *[_load_ahead(i, ins[i], coords, vec) for i in ahead],
+        *[_load_ahead(i, ins[i], coords, vec) for i in ahead if ins[i].select_range is None],
+        *[_load_picked(g, group, ins, coords, vec) for g, group in enumerate(groups)],
         f"  __align__(16) {ctype} yv[{vec}];",
         "#pragma unroll",
         f"  for (int j = 0; j < {vec}; ++j) {{",
@@ -149,18 +153,47 @@ def map_kernel_vec(name: str, out_shape: Sequence[int], out: Operand, ins: Seque
     ])
 
 
+def _words(op: Operand, vec: int) -> int:
+    return vec * np.dtype(CTYPE_NUMPY.get(op.dtype, op.dtype)).itemsize // VEC_BYTES
+
+
 def _load_ahead(i: int, op: Operand, coords: Sequence[str], vec: int) -> str:
-    """Input ``i``'s ``vec`` elements from the thread's first as 16-byte words into ``xv{i}`` (a
-    selected input only where its select picks it: elsewhere its offset may be outside it)."""
-    words = vec * np.dtype(CTYPE_NUMPY.get(op.dtype, op.dtype)).itemsize // VEC_BYTES
-    guard = ""
-    if op.select_range is not None:
-        coordinate, first, end = op.select_range
-        guard = f"if ({coordinate} < {end}{f' && {coordinate} >= {first}' if first else ''}) "
+    """Input ``i``'s ``vec`` elements from the thread's first as 16-byte words into ``xv{i}``."""
     return "\n".join([
         f"  __align__(16) {CTYPE[op.dtype]} xv{i}[{vec}];",
-        f"  {guard}{{ const uint4* s = reinterpret_cast<const uint4*>(x{i} + ({offset(op, coords)}));",
+        f"  {{ const uint4* s = reinterpret_cast<const uint4*>(x{i} + ({offset(op, coords)}));",
         f"    uint4* d = reinterpret_cast<uint4*>(xv{i});",
         "#pragma unroll",
-        f"    for (int w = 0; w < {words}; ++w) d[w] = s[w]; }}",
+        f"    for (int w = 0; w < {_words(op, vec)}; ++w) d[w] = s[w]; }}",
+    ])
+
+
+def pick_groups(ins: Sequence[Operand], ahead: Sequence[int]) -> list[list[int]]:
+    """The loaded-ahead inputs of each concatenation (one select coordinate, one dtype): a thread's
+    elements all come from one of them (``_one_pick``), so they share one array."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in ahead:
+        if ins[i].select_range is not None:
+            groups.setdefault((ins[i].select_range[0], ins[i].dtype), []).append(i)
+    return list(groups.values())
+
+
+def _load_picked(g: int, group: Sequence[int], ins: Sequence[Operand], coords: Sequence[str], vec: int) -> str:
+    """The ``vec`` elements of whichever input of ``group`` the select picks for the thread, into
+    ``xs{g}``: the pointer is chosen once, and only the picked input's offset is formed (elsewhere
+    it may be outside that input). None picked (an input read element by element): no load."""
+    first = ins[group[0]]
+    picks = []
+    for i in group:
+        coordinate, lo, end = ins[i].select_range
+        cond = f"{coordinate} < {end}{f' && {coordinate} >= {lo}' if lo else ''}"
+        picks.append(f"if ({cond}) p = x{i} + ({offset(ins[i], coords)});")
+    return "\n".join([
+        f"  __align__(16) {CTYPE[first.dtype]} xs{g}[{vec}];",
+        f"  {{ const {CTYPE[first.dtype]}* p = nullptr;",
+        "    " + "\n    else ".join(picks),
+        "    if (p != nullptr) { const uint4* s = reinterpret_cast<const uint4*>(p);",
+        f"      uint4* d = reinterpret_cast<uint4*>(xs{g});",
+        "#pragma unroll",
+        f"      for (int w = 0; w < {_words(first, vec)}; ++w) d[w] = s[w]; }} }}",
     ])
