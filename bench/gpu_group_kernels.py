@@ -1,5 +1,5 @@
 """GPU group-kernel benchmark: LayerNorm / softmax / instance norm / reduce rows of ViT and ConvNeXt
-shapes, the row-parallel mapping ``gen.group_kernel`` picks against one thread per row (the mapping
+shapes, the row-parallel mapping ``gen_group.group_kernel`` picks against one thread per row (the mapping
 it replaced), and torch (fp16) where it has the same operation on the same layout.
 
 Each kernel is timed as a CUDA graph of back-to-back launches on resident fp16 inputs (medians
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from backends.gpu.graph import LaunchSequence  # noqa: E402
-from backends.gpu.kernels import gen  # noqa: E402
+from backends.gpu.kernels import gen, gen_group  # noqa: E402
 from backends.gpu.kernels.compile import get_module  # noqa: E402
 from backends.gpu.lowering.slots import Slot  # noqa: E402
 
@@ -43,7 +43,7 @@ def _kernel(name: str, kind: str, shape: tuple, axes: tuple, x: Slot, y: Slot, l
     if kind == "reduce":
         it = iter(y.strides)
         ys = tuple(0 if d in axes else next(it) for d in range(len(shape)))
-    return gen.group_kernel(name, shape, axes, x.operand(), gen.Operand("float16", ys), kind,
+    return gen_group.group_kernel(name, shape, axes, x.operand(), gen.Operand("float16", ys), kind,
                             op="mean" if kind == "reduce" else "", eps=1e-6, span=x.elements, lanes=lanes,
                             vec=None if lanes is None else False)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from gpu_reference import assert_close
 
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import gen, gen_group
 from backends.gpu.layout import round_up
 
 ROW_SIZES = (7, 31, 32, 33, 96, 197, 768, 1000, 5000)
@@ -153,7 +153,7 @@ def prepare(case: Case, rng: np.random.Generator, name: str) -> Prepared:
     extra = [None if w is None else gen.Operand("float32", gen.broadcast_strides(w.shape, gen.row_major(w.shape),
                                                                                  shape))
              for w in weights]
-    src, threads = gen.group_kernel(name, shape, case.axes, xop, gen.Operand(case.dtype, ys), case.kind, extra,
+    src, threads = gen_group.group_kernel(name, shape, case.axes, xop, gen.Operand(case.dtype, ys), case.kind, extra,
                                     op=case.op, eps=EPS, span=xs.size, lanes=case.lanes, pad_to=pad_to,
                                     vec=case.vec)
     arrays = [xs, y] + [xs if w is None else np.ascontiguousarray(w) for w in weights]

@@ -173,6 +173,24 @@ def test_reduce(rng):
     _one(ReduceParams(ReduceOp.L2, (0, 2)), rng=rng)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 64, 32), (6, 49), (3, 200), (2, 1100)])
+def test_reduction_with_its_row_map_in_one_kernel(rng, shape):
+    """Swin V2's cosine normalization x / max(||x||_2, eps) (a ReduceL2 and its pointwise reader, one
+    group kernel: ``lowering/row_maps.py``) and a mean subtraction, against the reference backend."""
+    net = _net({"x": shape})
+    last = len(shape) - 1
+    r = net.add_layer(ReduceParams(ReduceOp.L2, (last,), True), ["x"]).outputs[0]
+    steps = (PointwiseStep("elementwise", "max", operand_weight="w0"),
+             PointwiseStep("elementwise", "div", operand_input=1, reverse=True))
+    net.mark_output(net.add_layer(PointwiseParams(steps), [r, "x"], {"w0": np.full((1,) * len(shape), 1e-3,
+                                                                                  np.float32)}).outputs[0])
+    m = net.add_layer(ReduceParams(ReduceOp.MEAN, (last,), True), ["x"]).outputs[0]
+    net.mark_output(net.add_layer(ElementWiseParams(ElementWiseOp.SUB), ["x", m]).outputs[0])
+    x = rng.uniform(-2, 2, shape).astype(np.float32)
+    x[0] = 0  # all-zero rows: the clamp keeps them finite
+    _run(net, {"x": x})
+
+
 def test_group_layers_on_long_rows(rng):
     """ViT-sized LayerNorm and softmax rows, and a long reduction: the warp- and block-per-row kernels."""
     _one(NormalizationParams(axes=(-1,), epsilon=1e-6), shape=(2, 197, 768),

@@ -10,7 +10,7 @@ import pytest
 from cuda_emu import EmulatedModule, compiler
 from group_cases import CASES, Case, check, prepare
 
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import gen, gen_group
 from backends.gpu.lower import lower
 from backends.gpu.lowering.slots import Slot
 from engine.ir.dtypes import Precision
@@ -23,8 +23,8 @@ def _src(shape, axes, kind="reduce", layout="linear", op="sum", **kw):
     rank = len(shape)
     ys = gen.row_major(shape) if kind != "reduce" else tuple(
         0 if d in {a % rank for a in axes} else s for d, s in enumerate(gen.row_major(shape)))
-    return gen.group_kernel("k", shape, axes, x, gen.Operand("float16", ys), kind, op=op if kind == "reduce" else "",
-                            **kw)
+    return gen_group.group_kernel("k", shape, axes, x, gen.Operand("float16", ys), kind,
+                                  op=op if kind == "reduce" else "", **kw)
 
 
 def _balanced(src: str) -> bool:
@@ -72,15 +72,15 @@ def test_very_long_rows_with_few_of_them_get_a_block_each():
 
 def test_mapping_follows_the_memory_layout():
     # NHWC slot, reduced over C (stride 1): a warp per pixel reads contiguous channels
-    assert gen.group_lanes((8, 96, 56, 56), (1,), Slot("x", (8, 96, 56, 56), "float16", "nhwc").operand()) == 32
+    assert gen_group.group_lanes((8, 96, 56, 56), (1,), Slot("x", (8, 96, 56, 56), "float16", "nhwc").operand()) == 32
     # linear NCHW, reduced over C (stride H*W): with 25088 rows, threads over W already read coalesced
-    assert gen.group_lanes((8, 96, 56, 56), (1,), Slot("x", (8, 96, 56, 56), "float16").operand()) == 1
+    assert gen_group.group_lanes((8, 96, 56, 56), (1,), Slot("x", (8, 96, 56, 56), "float16").operand()) == 1
     # ... but with few rows a warp each still wins (the thread mapping would leave most SMs idle)
-    assert gen.group_lanes((1, 96, 4, 4), (1,), Slot("x", (1, 96, 4, 4), "float16").operand()) == 32
+    assert gen_group.group_lanes((1, 96, 4, 4), (1,), Slot("x", (1, 96, 4, 4), "float16").operand()) == 32
     # the reduced dim the fastest: always row-parallel once it has >= 32 elements
     big = (100000, 32)
-    assert gen.group_lanes(big, (1,), gen.Operand("float16", gen.row_major(big))) == 32
-    assert gen.group_lanes((100000, 31), (1,), gen.Operand("float16", gen.row_major((100000, 31)))) == 1
+    assert gen_group.group_lanes(big, (1,), gen.Operand("float16", gen.row_major(big))) == 32
+    assert gen_group.group_lanes((100000, 31), (1,), gen.Operand("float16", gen.row_major((100000, 31)))) == 1
 
 
 def test_vector_rows_only_where_a_row_is_aligned_contiguous_fp16():
@@ -166,7 +166,7 @@ def test_layer_norm_over_channels_of_a_convolution_output_reads_the_nhwc_slot_ha
     op = next(op for op in low.ops if op.label == norm.name)
     assert low.slots[op.reads[0]].layout == "nhwc"
     assert low.slots[op.writes[0]].layout == "nhwc"  # a following convolution reads it as it is
-    # 96 halves a pixel are 12 uint4: 16 lanes a pixel (gen.short_row_lanes), two pixels a warp
+    # 96 halves a pixel are 12 uint4: 16 lanes a pixel (gen_group.short_row_lanes), two pixels a warp
     assert op.grid == (-(-2 * 9 * 10 * 16 // 256),)
     body = low.source.split(f"{op.kernel}(", 1)[1].split("\n}\n", 1)[0]
     assert "__shfl_xor_sync" in body and "threadIdx.x & 15u" in body

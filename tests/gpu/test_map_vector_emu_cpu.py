@@ -82,8 +82,8 @@ def test_vector_map_kernels_match_scalar_ones_and_numpy(tmp_path, monkeypatch):
     vec_ops = [op.label for op in low.ops if op.kind == "gen" and f"yv[{8}]" in _kernel_source(low, op.kernel)]
     for label in ("to_nhwc_x", "cat", "cat2", "rowmul", "bn1"):
         assert any(lab.startswith(label) for lab in vec_ops), (label, vec_ops)
-    ahead = [op.label for op in low.ops
-             if op.kind == "gen" and ("xv0[" in _kernel_source(low, op.kernel) or "xs0[" in _kernel_source(low, op.kernel))]
+    ahead = [op.label for op in low.ops if op.kind == "gen"
+             and ("xv0[" in _kernel_source(low, op.kernel) or "xs0[" in _kernel_source(low, op.kernel))]
     assert {"rowmul", "bn1", "bn3"} <= {lab.split("+")[0].split(":")[0] for lab in ahead}, ahead  # 16-byte loads
     # transposes and selects within a thread's eight (cat: 24 | 12, cat2: 12 | 24) read per element
     assert not any(lab.startswith(("cat", "to_nhwc", "bn:", "bn+")) or lab == "bn" for lab in ahead), ahead

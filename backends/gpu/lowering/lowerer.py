@@ -23,6 +23,7 @@ from backends.gpu.lowering.fc_residual import find_fc_residuals
 from backends.gpu.lowering.mlp import find_mlps, lower_mlp
 from backends.gpu.lowering.movement import concat_layout, view_operand
 from backends.gpu.lowering.norm_residual import find_norm_residuals
+from backends.gpu.lowering.row_maps import find_row_maps
 from backends.gpu.lowering.slots import Lowered, Op, Slot, prec
 from backends.gpu.lowering.table import GPU_LOWERINGS
 from backends.gpu.lowering.views import View, drop_dead_ops
@@ -54,6 +55,7 @@ class Lowerer(Int8Lowering):
         self.fc_residuals: dict[str, tuple[Layer, str, Layer | None]] = {}  # FC -> (add, residual, permute)
         self.concat_reads: dict[str, Layer] = {}  # concatenations their element-wise reader reads in place
         self.norm_residuals: dict[str, tuple[Layer, str]] = {}  # norm -> (the add it stores, the residual)
+        self.row_maps: dict[str, Layer] = {}  # reduction -> the reader that maps its rows in its kernel
         self._n = 0
         self._init_int8()
         for t in self.inputs:
@@ -221,6 +223,8 @@ class Lowerer(Int8Lowering):
         absorbed |= {m.fc1.name for m in mlps.values()}
         self.norm_residuals = find_norm_residuals(self, absorbed)
         absorbed |= {add.name for add, _ in self.norm_residuals.values()}
+        self.row_maps = find_row_maps(self, absorbed)
+        absorbed |= {reader.name for reader in self.row_maps.values()}
         self.concat_reads = find_concat_reads(self, absorbed)
         for layer in self.layers:
             if layer.name in absorbed:

@@ -18,7 +18,7 @@ from backends.gpu.lowering.concat_reads import substitute
 from backends.gpu.lowering.movement import concat_select, view_operand
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
-from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, UnaryOp
+from engine.ir.layers import ActivationSpec, ActivationType, ElementWiseOp, LayerKind, UnaryOp
 from engine.ir.network import Layer, Network
 
 if TYPE_CHECKING:
@@ -147,7 +147,24 @@ def lower_scale(lw: Lowerer, layer: Layer) -> None:
     _pointwise(lw, layer, ops, body + " y = v;")
 
 
+def map_body(layer: Layer) -> tuple[list[tuple[str, np.ndarray | None]], str] | None:
+    """The operands (tensor name or weight key, weight value or None: X0, X1, ...) and the float
+    body (setting ``y``) of a float element-wise or pointwise layer's map kernel; None for the
+    layers whose body is no float expression of its operands (logical ops)."""
+    if layer.kind is LayerKind.POINTWISE:
+        return pointwise_body(layer)
+    if layer.kind is LayerKind.ELEMENTWISE and not layer.params.op.is_logical:
+        return ([(layer.inputs[0], None), (layer.inputs[1], None)],
+                f"float a = X0, b = X1; y = {_BINARY_C[layer.params.op]};")
+    return None
+
+
 def lower_pointwise(lw: Lowerer, layer: Layer) -> None:
+    ops, body = pointwise_body(layer)
+    _pointwise(lw, layer, ops, body)
+
+
+def pointwise_body(layer: Layer) -> tuple[list[tuple[str, np.ndarray | None]], str]:
     ops: list[tuple[str, np.ndarray | None]] = [(layer.inputs[0], None)]
     body = "float v = X0;"
     for st in layer.params.steps:
@@ -163,7 +180,7 @@ def lower_pointwise(lw: Lowerer, layer: Layer) -> None:
             i = len(ops) - 1
             a, b = (f"X{i}", "v") if st.reverse else ("v", f"X{i}")
             body += f" {{ float a = {a}, b = {b}; v = {_BINARY_C[ElementWiseOp(st.op)]}; }}"
-    _pointwise(lw, layer, ops, body + " y = v;")
+    return ops, body + " y = v;"
 
 
 def lower_identity(lw: Lowerer, layer: Layer) -> None:

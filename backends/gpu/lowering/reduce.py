@@ -1,7 +1,7 @@
 """GPU lowering of reductions, normalisations and pooling: reduce, softmax, normalization, LRN,
 pooling.
 
-Reductions over axes become one generated group kernel (``gen.group_kernel``: a warp or a block
+Reductions over axes become one generated group kernel (``gen_group.group_kernel``: a warp or a block
 per kept coordinate on long rows, a thread per coordinate on short ones); a global
 average/max over H*W of an NHWC fp16 tensor (global pooling, or a reduce over axes 2, 3) is the
 block-parallel 'gpool' launch; windowed pooling is the NHWC fp16 'pool' kernel.
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends.gpu.kernels import gen
+from backends.gpu.kernels import gen, gen_group
 from backends.gpu.kernels.direct import PoolGeometry
 from backends.gpu.layout import round_up
+from backends.gpu.lowering.row_maps import row_body
 from backends.gpu.lowering.slots import FLOAT, Dtypes, Op, Slot, input_dtypes, prec
 from engine.ir.dtypes import Precision
 from engine.ir.layers import PoolingType, ReduceOp
@@ -49,10 +50,11 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: tuple[Layer, str
     s = lw.slots[layer.inputs[0]]
     rank = len(s.shape)
     red = sorted(a % rank for a in axes)
+    writer = kw.pop("out_layer", None) or layer  # a row map writes its reader's output
     # a softmax / norm over the channels of an NHWC tensor writes NHWC: whole rows stay contiguous
     # (coalesced stores) and a following convolution reads it without a conversion
-    nhwc = kind != "reduce" and red == [1] and lw.out_layout(layer) == "nhwc"
-    out = lw.new_slot(residual[0].outputs[0] if residual else layer.outputs[0], "nhwc" if nhwc else "linear")
+    nhwc = kind != "reduce" and red == [1] and lw.out_layout(writer) == "nhwc"
+    out = lw.new_slot(residual[0].outputs[0] if residual else writer.outputs[0], "nhwc" if nhwc else "linear")
     if nhwc:
         kw["pad_to"] = round_up(s.shape[1], 8)
     fp16 = prec(layer) is Precision.FP16
@@ -80,7 +82,12 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: tuple[Layer, str
         extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
         reads.append(c.name)
         args.append(c.name)
-    label = layer.name
+    for key, w in kw.pop("weight_values", ()):  # a row map's weights, uploaded under its reader's name
+        c = lw.const(f"{writer.name}/{key}", w, fp16)
+        extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
+        reads.append(c.name)
+        args.append(c.name)
+    label = layer.name if writer is layer else f"{layer.name} + {writer.name}"
     if residual is not None:
         name, operand = view_operand(lw, residual[1], s.shape, fp16)
         extra.append(operand)
@@ -90,8 +97,8 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: tuple[Layer, str
         label = f"{layer.name} + {residual[0].name}"
     kname = lw.kernel_name(layer.name)
     # n counts threads, not rows: a thread, a warp (32) or a block (256) per kept coordinate
-    src, n = gen.group_kernel(kname, s.shape, red, x, y, kind, extra, span=max(s.elements, lw.slots[root].elements),
-                              **kw)
+    src, n = gen_group.group_kernel(kname, s.shape, red, x, y, kind, extra,
+                                    span=max(s.elements, lw.slots[root].elements), **kw)
     lw.emit(label, kname, src, reads, [out.name], (max(1, -(-n // 256)),), args)
 
 
@@ -113,6 +120,12 @@ def lower_reduce(lw: Lowerer, layer: Layer) -> None:
         # (N, C, 1, 1) as NHWC, or (N, C) rows: both are y[n * ldy + c]
         out = lw.new_slot(layer.outputs[0], "nhwc" if p.keep_dims else "linear")
         gpool(lw, layer.name, x.name, out, p.op.value == "mean")
+        return
+    reader = lw.row_maps.get(layer.name)
+    if reader is not None:  # the reader maps each row with its reduced value (``row_maps``)
+        body, weights = row_body(layer, reader)
+        group(lw, layer, p.axes, "rowmap", op=p.op.value, out_layer=reader, row_body=body, weight_values=weights,
+              round_to=lw.dtypes[layer.outputs[0]])
         return
     group(lw, layer, p.axes, "reduce", op=p.op.value, keep=p.keep_dims)
 
