@@ -306,7 +306,7 @@ def lower_concatenation(lw: Lowerer, layer: Layer) -> None:
 def lower_padding(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
+    out = lw.new_slot(layer.outputs[0], spatial_layout(lw, s, layer.outputs[0]))
     mode = PaddingMode(p.mode)
     lines = ["bool ok = true;"]
     xc = []
@@ -356,10 +356,19 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
                                   (ik.name, gen.Operand("int32", (0,) * len(out.shape)))], f"RAW yr = LD0({off});")
 
 
+def spatial_layout(lw: Lowerer, s: Slot, out: str) -> str:
+    """NHWC for the fp16 output of a resize or padding that keeps the channels of an NHWC input
+    (an upsampling in front of a concatenation and a convolution, a zero padding in front of a
+    convolution): written row-major, its readers would convert it back; else linear."""
+    shape = lw.net.tensors[out].shape
+    keeps = s.layout == "nhwc" and len(shape) == 4 and shape[1] == s.shape[1] and lw.dtypes[out] == "float16"
+    return "nhwc" if keeps else "linear"
+
+
 def lower_resize(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     s = lw.slots[layer.inputs[0]]
-    out = lw.new_slot(layer.outputs[0])
+    out = lw.new_slot(layer.outputs[0], spatial_layout(lw, s, layer.outputs[0]))
     scales = axis_scales(p.scales, p.output_shape, s.shape)
     ins: list[tuple[str, gen.Operand]] = [(s.name, gen.Operand(s.dtype, (0,) * len(s.shape)))]
     base = []  # per dim: either ('id',) or ('near', table arg) or ('lin', lo, hi, frac args)
