@@ -82,3 +82,17 @@ def test_nhwc_resize_and_padding_match_the_reference(tmp_path, build, mode):
     want = reference.execute(net, feeds)
     for t in net.outputs:
         assert_close(got[t].astype(np.float64), want[t].astype(np.float64))
+
+
+def test_an_upsampling_that_leaves_the_segment_writes_row_major():
+    """A segmentation network's last upsampling is its output: NHWC there would cost a conversion."""
+    rng = np.random.default_rng()
+    net = Network("seg")
+    x = net.add_input("x", (2, 8, 4, 5))
+    a = net.add_convolution(x, _w(rng, 16, 8, 1), name="classifier")
+    net.mark_output(net.add_layer(ResizeParams(output_shape=(2, 16, 16, 20), mode=ResizeMode.LINEAR,
+                                               scales=(1, 1, 4, 4)), [a], name="up").outputs[0])
+    low = _lowered(net)
+    up = next(op for op in low.ops if op.label == "up")
+    assert low.slots[up.writes[0]].layout == "linear"
+    assert not [op.label for op in low.ops if op.label.startswith("to_linear_")]

@@ -359,9 +359,11 @@ def lower_gather(lw: Lowerer, layer: Layer) -> None:
 def spatial_layout(lw: Lowerer, s: Slot, out: str) -> str:
     """NHWC for the fp16 output of a resize or padding that keeps the channels of an NHWC input
     (an upsampling in front of a concatenation and a convolution, a zero padding in front of a
-    convolution): written row-major, its readers would convert it back; else linear."""
+    convolution): written row-major, its readers would convert it back; else linear, as a segment's
+    output leaves (a segmentation network's final upsampling)."""
     shape = lw.net.tensors[out].shape
-    keeps = s.layout == "nhwc" and len(shape) == 4 and shape[1] == s.shape[1] and lw.dtypes[out] == "float16"
+    keeps = (s.layout == "nhwc" and len(shape) == 4 and shape[1] == s.shape[1] and lw.dtypes[out] == "float16"
+             and out not in lw.want and out not in lw.net.outputs)
     return "nhwc" if keeps else "linear"
 
 
