@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cuda_emu import compiler
 from emu_lowered import run_lowered
+from test_map_vector_emu_cpu import conv_nchw
 
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
@@ -46,13 +47,7 @@ def inception_block(rng, widths: tuple[int, int], k3: int) -> tuple[Network, dic
 
 
 def _conv(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    r = w.shape[2]
-    out = np.zeros((x.shape[0], w.shape[0], x.shape[2], x.shape[3]))
-    for i in range(r):
-        for j in range(r):
-            out += np.einsum("nchw,kc->nkhw", xp[:, :, i:i + x.shape[2], j:j + x.shape[3]], w[:, :, i, j])
-    return out
+    return conv_nchw(x, w, np.zeros(w.shape[0]), pad)
 
 
 def numpy_result(d: dict, widths: tuple[int, int]) -> np.ndarray:
