@@ -87,21 +87,21 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["googlenet"])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--top", type=int, default=25, help="slowest kernels printed per network")
-    ap.add_argument("--select-loads", action="store_true",
-                    help="load a concatenation's inputs ahead under their select (gen_vec.SELECT_LOADS)")
+    ap.add_argument("--no-select-loads", action="store_true",
+                    help="read a concatenation's inputs element by element (gen_vec.SELECT_LOADS off), for A/B")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    if args.select_loads:
+    if args.no_select_loads:
         from backends.gpu.kernels import gen_vec
 
-        gen_vec.SELECT_LOADS = True
+        gen_vec.SELECT_LOADS = False
 
     import numpy as np
 
     from engine.builder import BuilderConfig
 
-    result: dict[str, Any] = {"environment": environment(), "batch": args.batch, "select_loads": args.select_loads,
-                              "models": {}}
+    result: dict[str, Any] = {"environment": environment(), "batch": args.batch,
+                              "select_loads": not args.no_select_loads, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             onnx_bytes = export_onnx(load(name), args.batch)

@@ -7,8 +7,9 @@ so an engine built with them must give the bits of one built without them, and b
 network is exported once and built through the public path (ONNX -> builder with tactic timing
 -> plan -> runtime) once per variant: everything on, everything off, the map kernels alone one
 element a thread, eight elements a thread wherever the output allows it, and without 16-byte
-input loads (``gen_vec.VECTOR_LOADS``; the rule then keeps kernels that would need them scalar) or
-with them for a concatenation's inputs too (``gen_vec.SELECT_LOADS``); each engine is
+input loads (``gen_vec.VECTOR_LOADS``; the rule then keeps kernels that would need them scalar),
+without the shared load of a concatenation's inputs (``gen_vec.SELECT_LOADS``) or without the
+reductions that map their rows (``lowering/row_maps``); each engine is
 timed as CUDA-graph replays with CUDA events (``gpu_peers.time_enqueue``) and its output
 compared bit for bit with the first.
 
@@ -32,9 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals"),
+VARIANTS = {"new": (), "old": ("map_vector", "concat_reads", "slice_views", "norm_residuals", "row_maps"),
             "scalar_maps": ("map_vector",), "vector_everywhere": ("vector_rule",),
-            "no_loads_ahead": ("vector_loads",), "select_loads": ("select_loads",)}
+            "no_loads_ahead": ("vector_loads",), "no_select_loads": ("select_loads",), "no_row_maps": ("row_maps",)}
 
 
 @contextlib.contextmanager
@@ -44,10 +45,11 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
     from backends.gpu.lowering import lowerer
     from backends.gpu.lowering.views import View
 
-    saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals)
+    saved = (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals,
+             lowerer.find_row_maps)
     try:
         gen_vec.VECTOR_LOADS = "vector_loads" not in steps  # element loads only: the rule keeps such kernels scalar
-        gen_vec.SELECT_LOADS = "select_loads" in steps  # a concatenation's inputs loaded ahead under their select
+        gen_vec.SELECT_LOADS = "select_loads" not in steps  # a concatenation's inputs: one shared load a thread
         if "map_vector" in steps:
             lowerer.map_vector = lambda *a, **k: 1
         if "vector_rule" in steps:  # eight elements a thread wherever the output allows, whatever the inputs
@@ -59,10 +61,13 @@ def lowering_without(steps: tuple[str, ...]) -> Iterator[None]:
             View.slice = lambda self, *a: None
         if "norm_residuals" in steps:
             lowerer.find_norm_residuals = lambda lw, absorbed: {}
+        if "row_maps" in steps:
+            lowerer.find_row_maps = lambda lw, absorbed: {}
         yield
     finally:
-        gen_vec.VECTOR_LOADS, gen_vec.SELECT_LOADS = True, False
-        lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals = saved
+        gen_vec.VECTOR_LOADS, gen_vec.SELECT_LOADS = True, True
+        (lowerer.map_vector, lowerer.find_concat_reads, View.slice, lowerer.find_norm_residuals,
+         lowerer.find_row_maps) = saved
 
 
 def measure(onnx_bytes: bytes, x: np.ndarray, batch: int, cache: str, steps: tuple[str, ...]) -> tuple[dict, Any]:
