@@ -14,8 +14,10 @@
 # kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
 # behind   per-layer-class times against PyTorch at batch 32 on the networks behind torch.compile
 #          there (GoogLeNet, Inception-v3, DenseNet-121, Swin-V2-T; bench/gpu_layer_profile.py)
+# trace    every kernel of those networks' CUDA-graph replay at batch 32 with its device time
+#          (bench/gpu_kernel_trace.py: the per-launch profile above also times the host's launches)
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|behind|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|behind|trace|kernels ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -56,10 +58,14 @@ from gpu_torchvision import OTHER_MODELS; print(*OTHER_MODELS)") --batches 32 --
         timeout 560 python3 bench/gpu_layer_profile.py --models googlenet inception_v3 densenet121 swin_v2_t \
             --batch 32 --runs 5 --out "$out/gpu_layer_profile_behind.json" > "$out/gpu_layer_profile_behind.txt" 2>&1
         tail -30 "$out/gpu_layer_profile_behind.txt" ;;
+    trace)
+        timeout 300 python3 bench/gpu_kernel_trace.py --models googlenet inception_v3 densenet121 swin_v2_t \
+            --batch 32 --out "$out/gpu_kernel_trace.json" > "$out/gpu_kernel_trace.txt" 2>&1
+        grep -E "^==|^   [a-z]" "$out/gpu_kernel_trace.txt" | head -60 ;;
     kernels)
         timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
             --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
         tail -12 "$out/gpu_kernels.txt" ;;
-    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, behind, kernels)" >&2; exit 2 ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, behind, trace, kernels)" >&2; exit 2 ;;
     esac
 done
