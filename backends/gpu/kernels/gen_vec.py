@@ -76,11 +76,13 @@ def map_vector(out_shape: Sequence[int], out: Operand, order: Sequence[int] | No
     inputs loaded as 16-byte words and their outputs stored as such, keep eight times the bytes in
     flight, and an NHWC conversion reads coalesced (a warp's lanes are consecutive pixels of one
     channel). What stays one element a thread is an input along the fastest dim read element by
-    element within the thread's eight: a concatenation along that dim (the select picks per
-    element) or a misaligned slice. Eight 2-byte loads a lane at 16-byte spacing cost more L1
-    traffic than they hide there: DenseNet-121 (batch norm + ReLU over its channel
-    concatenations) took 3.14 ms vectorized against 2.99 ms so, and Swin-T 2.41 ms with its
-    16-byte loads against 2.53 without them (batch 32, H100)."""
+    element within the thread's eight: a concatenation along that dim whose boundaries fall
+    inside a thread's eight (the select picks per element) or a misaligned slice. Eight 2-byte
+    loads a lane at 16-byte spacing cost more L1 traffic than they hide there: DenseNet-121
+    (batch norm + ReLU over its channel concatenations) took 3.14 ms vectorized so against 2.99 ms
+    with one element a thread, and 2.25 ms once its concatenation's inputs (boundaries at 64 +
+    32k) shared one 16-byte load a thread (``_load_picked``); Swin-T 2.41 ms with its 16-byte
+    loads against 2.53 without them (batch 32, H100)."""
     rank = len(out_shape)
     if rank == 0 or out.dtype not in ("float16", "float32"):
         return 1
