@@ -172,3 +172,10 @@ def test_layer_norm_over_channels_of_a_convolution_output_reads_the_nhwc_slot_ha
     assert "__shfl_xor_sync" in body and "threadIdx.x & 15u" in body
     # lanes over C, the unit stride: 96 channels of a pixel are 12 uint4 loads and 12 uint4 stores
     assert "reinterpret_cast<const uint4*>(xr + c)" in body and "reinterpret_cast<uint4*>(y +" in body
+
+
+def test_rows_that_share_a_warp_clamp_to_the_last_row_and_an_empty_tensor_returns():
+    src, threads = _src((5, 64), (1,), "softmax")
+    assert threads == 5 * 8 and "if (t >= (IT)5) t = (IT)4;" in src  # 8 lanes a row; the last row redone
+    src, threads = _src((0, 64), (1,), "softmax")
+    assert threads == 0 and "return;  // no rows" in src and "(IT)-1" not in src

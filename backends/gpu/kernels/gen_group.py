@@ -83,7 +83,7 @@ def _group_head(lanes: int, rows: int) -> list[str]:
         # that every lane of the warp takes part in the shuffles
         return [f"  const unsigned lane = threadIdx.x & {lanes - 1}u;",
                 f"  IT t = (IT)blockIdx.x * {256 // lanes} + (threadIdx.x / {lanes}u);",
-                f"  if (t >= (IT){rows}) t = (IT){rows - 1};"]
+                f"  if (t >= (IT){rows}) t = (IT){rows - 1};" if rows else "  return;  // no rows"]
     if lanes == 32:
         return ["  const unsigned lane = threadIdx.x & 31u;",
                 "  IT t = (IT)blockIdx.x * 8 + (threadIdx.x >> 5);",
