@@ -41,11 +41,12 @@ def l2_normalize(shape: tuple[int, ...], also_read: bool = False) -> Network:
     return net
 
 
-def centered(shape: tuple[int, ...]) -> Network:
-    """x - mean(x over the last axis): ReduceMean (keep_dims) -> an element-wise SUB."""
+def centered(shape: tuple[int, ...], axes: tuple[int, ...] = (-1,)) -> Network:
+    """x - mean(x over ``axes``): ReduceMean (keep_dims) -> an element-wise SUB."""
     net = Network("centered")
     x = net.add_input("x", shape)
-    m = net.add_layer(ReduceParams(ReduceOp.MEAN, (len(shape) - 1,), True), [x], name="mean").outputs[0]
+    m = net.add_layer(ReduceParams(ReduceOp.MEAN, tuple(a % len(shape) for a in axes), True), [x],
+                      name="mean").outputs[0]
     net.mark_output(net.add_layer(ElementWiseParams(ElementWiseOp.SUB), [x, m], name="sub").outputs[0])
     for la in net.layers:
         la.precision = Precision.FP16
@@ -84,12 +85,15 @@ def test_l2_normalize_matches_the_two_launches_and_numpy(tmp_path, monkeypatch, 
 
 
 @needs_emulator
-def test_mean_subtraction_matches_numpy(tmp_path):
+@pytest.mark.parametrize("shape,axes", [((5, 64), (-1,)), ((2, 3, 6, 7), (2, 3)), ((2, 3, 3, 3), (2, 3))])
+def test_mean_subtraction_matches_numpy(tmp_path, shape, axes):
+    """Over the last axis (vector rows), and over (H, W) of NCHW: 42 values a row (cached, rows
+    sharing a warp) and 9 (a thread a row, re-read)."""
     rng = np.random.default_rng()
-    net = centered((5, 64))
+    net = centered(shape, axes)
     low = lower(net, net.layers, list(net.outputs))
     assert [op.label for op in low.ops if op.kind == "gen"] == ["mean + sub"]
-    x = (rng.standard_normal((5, 64)) + 3).astype(np.float16).astype(np.float32)
+    x = (rng.standard_normal(shape) + 3).astype(np.float16).astype(np.float32)
     got = run_lowered(low, {"x": x}, tmp_path)[net.outputs[0]]
-    mean = np.float16(x.astype(np.float64).mean(-1, keepdims=True)).astype(np.float64)  # stored as fp16 between
+    mean = np.float16(x.astype(np.float64).mean(axes, keepdims=True)).astype(np.float64)  # stored as fp16 between
     np.testing.assert_allclose(got, x - mean, rtol=1e-2, atol=1e-2)
