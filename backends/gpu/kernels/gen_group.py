@@ -339,3 +339,4 @@ _REDUCE = {
     "sum_square": ("0.f", "a += v * v;", "a", "sum"),
     "log_sum": ("0.f", "a += v;", "logf(a)", "sum"),
 }
+REDUCE_OPS = tuple(_REDUCE)  # the reductions a group kernel computes (ReduceOp values)

@@ -72,17 +72,11 @@ def group(lw: Lowerer, layer: Layer, axes, kind: str, residual: tuple[Layer, str
     extra: list[gen.Operand | None] = []
     args = [root, out.name]
     reads = [root]
-    for key in kw.pop("weights", ()):
-        w = layer.weights.get(key)
+    for key, w in kw.pop("weights", ()):  # (key, value or None), uploaded under the writer's name
         if w is None:
             extra.append(None)
             args.append(root)  # an unused parameter slot
             continue
-        c = lw.const(f"{layer.name}/{key}", w, fp16)
-        extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
-        reads.append(c.name)
-        args.append(c.name)
-    for key, w in kw.pop("weight_values", ()):  # a row map's weights, uploaded under its reader's name
         c = lw.const(f"{writer.name}/{key}", w, fp16)
         extra.append(gen.Operand("float32", gen.broadcast_strides(c.shape, c.strides, s.shape)))
         reads.append(c.name)
@@ -124,7 +118,7 @@ def lower_reduce(lw: Lowerer, layer: Layer) -> None:
     reader = lw.row_maps.get(layer.name)
     if reader is not None:  # the reader maps each row with its reduced value (``row_maps``)
         body, weights = row_body(layer, reader)
-        group(lw, layer, p.axes, "rowmap", op=p.op.value, out_layer=reader, row_body=body, weight_values=weights,
+        group(lw, layer, p.axes, "rowmap", op=p.op.value, out_layer=reader, row_body=body, weights=weights,
               round_to=lw.dtypes[layer.outputs[0]])
         return
     group(lw, layer, p.axes, "reduce", op=p.op.value, keep=p.keep_dims)
@@ -138,7 +132,7 @@ def lower_softmax(lw: Lowerer, layer: Layer) -> None:
 def lower_normalization(lw: Lowerer, layer: Layer) -> None:
     p = layer.params
     group(lw, layer, p.axes, "norm", residual=lw.norm_residuals.get(layer.name), eps=float(p.epsilon),
-          weights=("scale", "bias"))
+          weights=[(key, layer.weights.get(key)) for key in ("scale", "bias")])
 
 
 def lower_lrn(lw: Lowerer, layer: Layer) -> None:

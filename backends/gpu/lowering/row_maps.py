@@ -13,9 +13,10 @@ separate launches store it and load it back. Matching is apart from lowering
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
+from backends.gpu.kernels.gen_group import REDUCE_OPS
+from backends.gpu.lowering.concat_reads import substitute
 from backends.gpu.lowering.pointwise import map_body
 from backends.gpu.lowering.slots import FLOAT, prec
 from engine.ir.layers import LayerKind
@@ -24,8 +25,7 @@ from engine.ir.network import Layer
 if TYPE_CHECKING:
     from backends.gpu.lowering.lowerer import Lowerer
 
-# reductions whose result the group kernel computes (gen_group._REDUCE)
-ROW_OPS = ("sum", "mean", "max", "min", "prod", "l1", "l2", "sum_square", "log_sum")
+ROW_OPS = frozenset(REDUCE_OPS)  # reductions whose result the group kernel computes
 
 
 def find_row_maps(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
@@ -64,5 +64,5 @@ def row_body(reduction: Layer, reader: Layer) -> tuple[str, list[tuple[str, obje
         else:
             expr = f"EW{len(weights)}"
             weights.append((key, w))
-        body = re.sub(rf"\bX{i}\b", expr, body)
+        body = substitute(body, i, expr)
     return body, weights
