@@ -37,6 +37,12 @@ def float_constant(producers: dict[str, Layer], tensor: str) -> np.ndarray | Non
     return value if value.dtype.kind == "f" else None
 
 
+def scalar_constant(producers: dict[str, Layer], tensor: str) -> float | None:
+    """The value of ``tensor`` when a Constant layer produces it as a one-element float array."""
+    value = float_constant(producers, tensor)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
 def sole_consumer(net: Network, tensor: str, uses: dict[str, list[Layer]]) -> Layer | None:
     """The single layer reading ``tensor``, or None when it has other readers or is a network output.
 

@@ -21,11 +21,11 @@ from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType, E
 from engine.ir.network import Layer, Network
 from engine.optimizer.graph import (
     drop_unused_constants,
-    float_constant,
     fused_layer,
     is_elementwise,
     other_input,
     same_pins,
+    scalar_constant,
     sole_consumer,
 )
 from engine.optimizer.rewrite import Rewrite
@@ -33,43 +33,38 @@ from engine.optimizer.rewrite import Rewrite
 NAME = "GeluFusion"
 
 
-def _scalar(net: Network, producers: dict[str, Layer], tensor: str) -> float | None:
-    value = float_constant(producers, tensor)
-    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
-
-
 def _close(a: float | None, b: float) -> bool:
     return a is not None and abs(a - b) <= 1e-6 * abs(b)
 
 
-def _scaled_input(net: Network, producers: dict[str, Layer], layer: Layer) -> str | None:
+def _scaled_input(producers: dict[str, Layer], layer: Layer) -> str | None:
     """x when ``layer`` computes x / sqrt(2) or x * (1 / sqrt(2)) with a scalar constant."""
-    if is_elementwise(layer, ElementWiseOp.DIV) and _close(_scalar(net, producers, layer.inputs[1]), math.sqrt(2.0)):
+    if is_elementwise(layer, ElementWiseOp.DIV) and _close(scalar_constant(producers, layer.inputs[1]), math.sqrt(2.0)):
         return layer.inputs[0]
     if is_elementwise(layer, ElementWiseOp.PROD):
         for x, c in (layer.inputs, layer.inputs[::-1]):
-            if _close(_scalar(net, producers, c), 1.0 / math.sqrt(2.0)):
+            if _close(scalar_constant(producers, c), 1.0 / math.sqrt(2.0)):
                 return x
     return None
 
 
-def _half_of(net: Network, producers: dict[str, Layer], layer: Layer | None, tensor: str) -> bool:
+def _half_of(producers: dict[str, Layer], layer: Layer | None, tensor: str) -> bool:
     """True when ``layer`` computes tensor * 0.5 (or 0.5 * tensor)."""
     if not is_elementwise(layer, ElementWiseOp.PROD):
         return False
     other = other_input(layer, tensor)
-    return other is not None and _close(_scalar(net, producers, other), 0.5)
+    return other is not None and _close(scalar_constant(producers, other), 0.5)
 
 
 def _match(net: Network, erf: Layer, uses, producers) -> tuple[str, list[Layer]] | None:
     """(x, the layers from the scaling to the final product) of one GELU around ``erf``."""
     scale = producers.get(erf.inputs[0])
-    x = _scaled_input(net, producers, scale) if scale is not None else None
+    x = _scaled_input(producers, scale) if scale is not None else None
     if x is None or sole_consumer(net, scale.outputs[0], uses) is not erf:
         return None
     add = sole_consumer(net, erf.outputs[0], uses)
     one = other_input(add, erf.outputs[0]) if add is not None else None
-    if not is_elementwise(add, ElementWiseOp.SUM) or not _close(_scalar(net, producers, one or ""), 1.0):
+    if not is_elementwise(add, ElementWiseOp.SUM) or not _close(scalar_constant(producers, one or ""), 1.0):
         return None
     t = add.outputs[0]
     prod = sole_consumer(net, t, uses)
@@ -78,12 +73,12 @@ def _match(net: Network, erf: Layer, uses, producers) -> tuple[str, list[Layer]]
     partner = other_input(prod, t)
     if partner == x:  # (x * (1 + erf)) * 0.5
         half = sole_consumer(net, prod.outputs[0], uses)
-        if not _half_of(net, producers, half, prod.outputs[0]):
+        if not _half_of(producers, half, prod.outputs[0]):
             return None
         chain = [scale, erf, add, prod, half]
     else:  # (x * 0.5) * (1 + erf)
         half = producers.get(partner) if partner is not None else None
-        if not _half_of(net, producers, half, x) or sole_consumer(net, half.outputs[0], uses) is not prod:
+        if not _half_of(producers, half, x) or sole_consumer(net, half.outputs[0], uses) is not prod:
             return None
         chain = [half, scale, erf, add, prod]
     readers = uses.get(x, [])

@@ -27,6 +27,7 @@ from engine.optimizer.graph import (
     is_elementwise,
     other_input,
     same_pins,
+    scalar_constant,
     sole_consumer,
 )
 from engine.optimizer.rewrite import Rewrite
@@ -50,8 +51,7 @@ def _square_of(producers: dict[str, Layer], layer: Layer, d: str) -> bool:
     if is_elementwise(layer, ElementWiseOp.PROD):
         return layer.inputs == [d, d]
     if is_elementwise(layer, ElementWiseOp.POW) and layer.inputs[0] == d:
-        two = float_constant(producers, layer.inputs[1])
-        return two is not None and two.size == 1 and float(two.reshape(-1)[0]) == 2.0
+        return scalar_constant(producers, layer.inputs[1]) == 2.0
     return False
 
 
@@ -87,8 +87,8 @@ def _match(net: Network, mean: Layer, uses, producers
     if var is None or _mean_axes(net, var) != axes:
         return None
     add = sole_consumer(net, var.outputs[0], uses)
-    eps = float_constant(producers, add.inputs[1] if add is not None and add.inputs[0] == var.outputs[0] else "")
-    if not is_elementwise(add, ElementWiseOp.SUM) or eps is None or eps.size != 1:
+    eps = scalar_constant(producers, add.inputs[1] if add is not None and add.inputs[0] == var.outputs[0] else "")
+    if not is_elementwise(add, ElementWiseOp.SUM) or eps is None:
         return None
     sqrt = sole_consumer(net, add.outputs[0], uses)
     if sqrt is None or sqrt.kind is not LayerKind.UNARY or sqrt.params.op is not UnaryOp.SQRT:
@@ -105,7 +105,7 @@ def _match(net: Network, mean: Layer, uses, producers
             weights[key] = np.ascontiguousarray(w, dtype=np.float32)
     if not same_pins(*chain) or net.tensors[chain[-1].outputs[0]].shape != net.tensors[x].shape:
         return None
-    return chain, NormalizationParams(axes, float(eps.reshape(-1)[0])), weights
+    return chain, NormalizationParams(axes, eps), weights
 
 
 def run(net: Network) -> list[Rewrite]:
