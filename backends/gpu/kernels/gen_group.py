@@ -274,12 +274,19 @@ class _Group:
     def comb(self, var: str, how: str) -> str:
         return _combine(self.lanes, var, how)
 
-    def reduce_body(self, op: str) -> list[str]:
+    def _reduce_row(self, op: str) -> tuple[list[str], str]:
+        """The statements leaving the row's reduction by ``op`` in ``a`` in every lane of the row, and
+        the expression of its final value."""
         init, acc, fin, how = _REDUCE[op]
+        stmts = [self.prologue(), f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"),
+                 self.comb("a", how)]
+        return stmts, fin.replace("N", str(self.rtot))
+
+    def reduce_body(self, op: str) -> list[str]:
+        stmts, fin = self._reduce_row(op)
         guard = "if (lane == 0u) " if self.lanes > 1 else ""
-        return [self.prologue(), f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
-                "  " + _zero_red(self.red, self.coords)
-                + f"  {guard}y[{self.yoff}] = {store(self.y.dtype, fin.replace('N', str(self.rtot)))};"]
+        store_y = f"  {guard}y[{self.yoff}] = {store(self.y.dtype, fin)};"
+        return stmts + ["  " + _zero_red(self.red, self.coords) + store_y]
 
     def softmax_body(self, log: bool) -> list[str]:
         xl = self.xl
@@ -304,15 +311,13 @@ class _Group:
                 self.write(val)]
 
     def rowmap_body(self, op: str, row_body: str, extra: Sequence[Operand | None], round_to: str) -> list[str]:
-        init, acc, fin, how = _REDUCE[op]
-        fin = fin.replace("N", str(self.rtot))
+        stmts, fin = self._reduce_row(op)
         rv = load(round_to, store(round_to, f"({fin})")) if round_to else fin
         body = re.sub(r"\bXE\b", f"({self.xl})", re.sub(r"\bRV\b", "rv", row_body))
         for k, e in enumerate(extra):
             if e is not None:
                 body = re.sub(rf"\bEW{k}\b", load(e.dtype, f"e{k}[{offset(e, self.coords)}]"), body)
-        return [self.prologue(), f"  float a = {init};", self.loop(f"float v = {self.xl}; {acc}"), self.comb("a", how),
-                f"  const float rv = {rv};", self.write(f"[&]() {{ float y; {body} return y; }}()")]
+        return stmts + [f"  const float rv = {rv};", self.write(f"[&]() {{ float y; {body} return y; }}()")]
 
     def zero_channels(self, pad_to: int) -> str:
         """Zeros into the padded channels of an NHWC output (the row is dim 1, the channels)."""
