@@ -92,7 +92,7 @@ def check(name: str) -> dict[str, Any]:
     import onnx
     import torch
 
-    from backends.gpu.backend import split_segments
+    from backends.gpu.backend import segment_outputs, split_segments
     from backends.gpu.lower import lower
     from bench.gpu_torchvision import export_onnx, randomize_zero_weights
     from engine.builder import Builder, BuilderConfig, build_from_onnx
@@ -111,11 +111,8 @@ def check(name: str) -> dict[str, Any]:
     net = Builder(quiet).build(parse(proto), BuilderConfig(fp16=True)).network
     segments = split_segments(net, [la.name for la in net.layers])
     host = host_layers(segments)
-    launches = 0
-    for i, (on_gpu, layers) in enumerate(segments):  # what each GPU segment must leave, as the backend asks
-        later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
-        needed = [t for la in layers for t in la.outputs if t in net.outputs or t in later]
-        launches += len(lower(net, layers, needed).ops) if on_gpu else 0
+    launches = sum(len(lower(net, layers, needed).ops)  # each GPU segment leaves what the backend asks of it
+                   for (on_gpu, layers), needed in zip(segments, segment_outputs(segments, net.outputs)) if on_gpu)
     int8 = int8_split(proto, x.numpy(), quiet)
     engine = Runtime(quiet).deserialize(build_from_onnx(proto, BuilderConfig(), quiet))
     got = engine.create_execution_context().execute({"input": x.numpy()})["logits"]

@@ -66,6 +66,16 @@ def split_segments(network: Network, names: list[str], logger: Logger | None = N
     return out
 
 
+def segment_outputs(segments: list[tuple[bool, list[Layer]]], outputs: list[str] | set[str]) -> list[list[str]]:
+    """For each segment of ``split_segments``, the tensors it must leave: the partition's
+    ``outputs`` it produces and those a later segment reads."""
+    needed = []
+    for i, (_, layers) in enumerate(segments):
+        later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
+        needed.append([t for la in layers for t in la.outputs if t in outputs or t in later])
+    return needed
+
+
 class GpuPartition:
     """One placement partition compiled for the GPU (engine-level, shared by contexts)."""
 
@@ -84,9 +94,7 @@ class GpuPartition:
         self.inputs, self.outputs = list(io.inputs), list(io.outputs)
         segments = split_segments(network, names, self.logger)
         self.units: list[_Unit] = []
-        for i, (on_gpu, layers) in enumerate(segments):
-            later = {t for _, ls in segments[i + 1:] for la in ls for t in la.inputs}
-            needed = [t for la in layers for t in la.outputs if t in self.outputs or t in later]
+        for (on_gpu, layers), needed in zip(segments, segment_outputs(segments, self.outputs)):
             ins = list(partition_io(network, layers).inputs)
             if not on_gpu:
                 self.units.append(_Unit(ins, needed, layer=layers[0], consts=eager.prepare(layers[0])))

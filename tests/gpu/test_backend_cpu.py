@@ -56,3 +56,19 @@ def test_pack_conv_weights_layout():
     p = pack_conv_weights(w)
     assert p.shape == (2, 2, 2, 8) and p.dtype == np.float16
     assert p[1, 0, 1, 2] == w[1, 2, 0, 1] and (p[..., 3:] == 0).all()
+
+
+def test_each_segment_leaves_the_outputs_and_what_later_segments_read():
+    """``segment_outputs``: a GPU segment, a host layer, a GPU segment; the first must leave what
+    the host layer reads (b_y, also an output) and what the last segment reads (a_y)."""
+    from backends.gpu.backend import segment_outputs
+    from engine.ir.layers import ActivationParams, ActivationSpec, ActivationType
+    from engine.ir.network import Layer
+
+    def act(name: str, x: str) -> Layer:
+        return Layer(name, ActivationParams(ActivationSpec(ActivationType.RELU)), [x], [f"{name}_y"])
+
+    a, b, host, c = act("a", "x"), act("b", "a_y"), act("host", "b_y"), act("c", "a_y")
+    segments = [(True, [a, b]), (False, [host]), (True, [c])]
+    assert segment_outputs(segments, {"b_y", "c_y"}) == [["a_y", "b_y"], [], ["c_y"]]
+    assert segment_outputs([(True, [a, b]), (True, [c])], ["host_y"]) == [["a_y"], []]
