@@ -11,7 +11,10 @@ several kernels, cuBLASLt's for one; then the labels are shown as they come and 
 Kernels are summed per kind: generated map kernels by the label in their name (``kN_<label>``),
 the others by their function name.
 
-Usage: python bench/gpu_kernel_trace.py --models googlenet densenet121 --batch 32 [--out FILE]
+``--int8`` traces the INT8 engine instead (FP16 where INT8 cannot run), with the ranges of a batch-1
+build as bench/gpu_peers.py takes them.
+
+Usage: python bench/gpu_kernel_trace.py --models googlenet densenet121 --batch 32 [--int8] [--out FILE]
 """
 
 from __future__ import annotations
@@ -82,6 +85,27 @@ def summarize(kernels: list[dict[str, Any]], labels: list[str]) -> dict[str, Any
                       for k in kernels]}
 
 
+def build_int8(name: str, onnx_bytes: bytes, batch: int, cache: str) -> tuple[Any, Any]:
+    """The INT8 engine at ``batch`` with the per-tensor ranges of a batch-1 build, as gpu_peers times it."""
+    from gpu_int8 import BatchOneRanges
+    from gpu_peers import calibration_feed
+
+    from engine.builder import BuilderConfig
+    from engine.quantization import make_calibrator
+
+    def config(b: int) -> Any:
+        return BuilderConfig(fp16=True, int8=True, batch=b, timing_cache=cache,
+                             calibrator=make_calibrator("minmax", [calibration_feed(b)]))
+
+    with BatchOneRanges() as ranges:
+        if batch != 1:
+            with ranges.build(name, 1):
+                build_engine(export_onnx(load(name), 1), config(1))
+        with ranges.build(name, batch):
+            engine, ctx, _ = build_engine(onnx_bytes, config(batch))
+    return engine, ctx
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["googlenet"])
@@ -89,6 +113,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25, help="slowest kernels printed per network")
     ap.add_argument("--no-select-loads", action="store_true",
                     help="read a concatenation's inputs element by element (gen_vec.SELECT_LOADS off), for A/B")
+    ap.add_argument("--int8", action="store_true", help="trace the INT8 engine (ranges from a batch-1 build)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.no_select_loads:
@@ -100,13 +125,17 @@ def main() -> None:
 
     from engine.builder import BuilderConfig
 
-    result: dict[str, Any] = {"environment": environment(), "batch": args.batch,
+    result: dict[str, Any] = {"environment": environment(), "batch": args.batch, "int8": args.int8,
                               "select_loads": not args.no_select_loads, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
+            cache = str(Path(tmp) / "cache.json")
             onnx_bytes = export_onnx(load(name), args.batch)
-            config = BuilderConfig(fp16=True, batch=args.batch, timing_cache=str(Path(tmp) / "cache.json"))
-            engine, ctx, _ = build_engine(onnx_bytes, config)
+            if args.int8:
+                engine, ctx = build_int8(name, onnx_bytes, args.batch, cache)
+            else:
+                config = BuilderConfig(fp16=True, batch=args.batch, timing_cache=cache)
+                engine, ctx, _ = build_engine(onnx_bytes, config)
             x = np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
             ctx.execute({engine.input_names[0]: x})
             run, _, _ = gpu_segments(engine, ctx)
