@@ -174,13 +174,13 @@ def run_hetrt(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: in
 
 def tactic_families(runs: list) -> dict[str, int]:
     """How many convolutions of the GPU segments run each kernel family (igemm, wgmma, s8igemm,
-    s8wgmma, cublas, cublaslt, gemv, gdirect): which mainloop the tactic timing chose."""
+    s8wgmma, cublas, cublaslt, cudnn, gemv, gdirect): which mainloop the tactic timing chose."""
     out: dict[str, int] = {}
     for r in runs:
         for op in r.unit.lowered.ops:
             if op.kind in ("conv", "conv8"):
                 fam = op.info["tactic"].name.split("_")[0]
-            elif op.kind in ("conv_cublas", "conv_cublaslt", "conv_gemv", "conv_gdirect"):
+            elif op.kind in ("conv_cublas", "conv_cublaslt", "conv_cudnn", "conv_gemv", "conv_gdirect"):
                 fam = op.kind.split("_")[1]
             else:
                 continue
@@ -296,6 +296,13 @@ def _rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - ref) / np.linalg.norm(ref))
 
 
+def _hetrt_cudnn() -> int:
+    """The cuDNN version hetrt's cuDNN tactic loads (0: none, the tactic is not timed)."""
+    from backends.gpu.kernels import cudnn
+
+    return cudnn.version()
+
+
 def environment() -> dict:
     import cupy as cp
     import torch
@@ -310,6 +317,7 @@ def environment() -> dict:
 
     env = {"device": props["name"].decode(), "driver": driver, "cupy": cp.__version__, "torch": torch.__version__,
            "torchvision": torchvision.__version__, "cudnn": torch.backends.cudnn.version(),
+           "hetrt_cudnn": _hetrt_cudnn(),
            "python": platform.python_version(),
            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     try:

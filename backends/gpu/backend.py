@@ -105,7 +105,7 @@ class GpuPartition:
         # compile every module now (side by side), so the first execute does not pay NVRTC
         kinds = {op.kind for u in self.units if u.lowered for op in u.lowered.ops}
         tasks: list[Callable[[], object]] = [direct.compile_all]
-        if kinds & {"conv", "conv_cublas", "conv_cublaslt", "conv_gemv"}:
+        if kinds & {"conv", "conv_cublas", "conv_cublaslt", "conv_cudnn", "conv_gemv"}:
             tasks += convk.compile_tasks()
         if "conv_gdirect" in kinds:
             from backends.gpu.kernels import grouped
@@ -231,6 +231,12 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: whole(x, w, b, y, info["geom"], info["act"], res)
+    if op.kind == "conv_cudnn":
+        from backends.gpu.kernels.conv import conv2d_cudnn
+
+        w, b = views[info["w"]], views[info["b"]]
+        res = views[info["res"]] if info["res"] else None
+        return lambda: conv2d_cudnn(x, w, b, y, info["geom"], info["act"], res, info["algo"])
     if op.kind == "conv_gdirect":
         from backends.gpu.kernels.grouped import grouped_conv
 
@@ -404,8 +410,10 @@ class GpuCompiled:
         tactics: dict[str, int] = {}
         for op in ops:
             kinds[op.kind] = kinds.get(op.kind, 0) + 1
-            if op.kind in ("conv", "conv8", "conv_gdirect"):
-                tactics[op.info["tactic"].name] = tactics.get(op.info["tactic"].name, 0) + 1
+            name = (op.info["tactic"].name if op.kind in ("conv", "conv8", "conv_gdirect")
+                    else op.kind.removeprefix("conv_") if op.kind.startswith("conv_") else None)
+            if name is not None:
+                tactics[name] = tactics.get(name, 0) + 1
         return {"backend": "gpu", "graphs": sum(1 for u in self.program.units if u.lowered is not None),
                 "launches": len(ops), "kernels": kinds, "tactics": tactics}
 

@@ -106,14 +106,18 @@ def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
     ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` /
     ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16, the INT8 pointwise
-    kernel (``s8pw``), a whole-layer tactic or a direct grouped one (``gdirect_q…``). Plans and
+    kernel (``s8pw``), a whole-layer tactic, a direct grouped one (``gdirect_q…``) or cuDNN's
+    (``cudnn_a<algo>``). Plans and
     timing-cache entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
         return False
     from backends.gpu.kernels.conv import CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC, TILES, TILES_WG
+    from backends.gpu.kernels.cudnn import parse_tactic as parse_cudnn
     from backends.gpu.kernels.grouped import parse_gdirect
 
     if name in (CUBLAS_TACTIC, CUBLASLT_TACTIC, GEMV_TACTIC) or parse_gdirect(name) is not None:
+        return True
+    if parse_cudnn(name) is not None:
         return True
     from backends.gpu.kernels.int8 import parse_tactic8
     from backends.gpu.kernels.int8_pw import POINTWISE8
@@ -249,6 +253,24 @@ def time_conv_cublaslt(g: ConvGeometry, act: tuple[int, float, float], residual:
     return _time_launches([CublasLtTactic()], lambda t: conv2d_cublaslt(x, w, b, y, g, act, res), reps)
 
 
+def time_conv_cudnn(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
+                    reps: int = 10) -> dict[str, float]:
+    """Milliseconds of cuDNN's fused convolution, per algorithm it offers ({} without cuDNN or where
+    the fused call cannot take the layer), timed like the tiles; an algorithm the call refuses is
+    not a candidate."""
+    from backends.gpu.kernels.conv import conv2d_cudnn, cudnn_tactics
+
+    try:
+        tactics = cudnn_tactics(g, act)
+    except Exception:  # the library loads but cannot run here (no device, no handle)
+        return {}
+    if not tactics:
+        return {}
+    x, w, b, y, res = _conv_operands(g, (g.k, g.r, g.s, g.cgp), g.ktot, residual)
+    b = b.astype("float16")[:g.k]  # the tactic's bias has the output's type
+    return _time_launches(tactics, lambda t: conv2d_cudnn(x, w, b, y, g, act, res, t.algo), reps)
+
+
 def time_conv_gemv(g: ConvGeometry, act: tuple[int, float, float], residual: bool,
                    reps: int = 10) -> dict[str, float]:
     """Milliseconds of ``conv2d_gemv`` for a 1x1 convolution on few rows ({} where it does not
@@ -314,13 +336,14 @@ def time_conv8_pointwise(g: ConvGeometry, epi: Any, residual: bool, ldy: int) ->
 
 
 def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
-    """The FP16 (name, geometry, act, residual, unscaled, true group count) and INT8 (name,
+    """The FP16 (name, geometry, act, residual, unscaled, true group count, the layer's own
+    geometry where that one is its space-to-depth form) and INT8 (name,
     geometry, epilogue, residual, ldy) tensor-core convolutions of the GPU segments among
     ``layer_names``."""
     from backends.gpu.backend import split_segments
     from backends.gpu.lower import lower
 
-    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool, int]] = []
+    convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool, int, ConvGeometry | None]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
     for on_gpu, layers in split_segments(network, layer_names):
         if not on_gpu:
@@ -328,7 +351,8 @@ def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, 
         for op in lower(network, layers, []).ops:
             if op.kind == "conv":
                 convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
-                              op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups)))
+                              op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups),
+                              op.info.get("s2d_of")))
             elif op.kind == "conv8":
                 convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
                                op.info["ldy"]))
@@ -354,7 +378,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
     n_convs = len(convs) + len(convs8)
     progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
-    for i, (name, g, act, res, unscaled, groups) in enumerate(convs):
+    for i, (name, g, act, res, unscaled, groups, own) in enumerate(convs):
         if progress is not None:
             progress.update(i)
         if level <= 0:
@@ -371,6 +395,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             times.update(time_conv_cublas(g, act, res))
             times.update(time_conv_cublaslt(g, act, res))
             times.update(time_conv_gemv(g, act, res))
+            # a space-to-depth stem: cuDNN on the layer's own geometry (the lowering keeps it for cuDNN)
+            times.update(time_conv_cudnn(own or g, act, res))
             if groups > 1:
                 times.update(time_conv_gdirect(g, groups, act, res))
         if not times:

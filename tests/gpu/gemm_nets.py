@@ -35,9 +35,10 @@ def gemm_shaped_network(rng: np.random.Generator, fc_activation: ActivationSpec 
     return net, feeds
 
 
-def check_on_tactic(rng: np.random.Generator, tactic: str, fc_activation: ActivationSpec | None) -> None:
-    """Both layers on ``tactic`` (each its ``conv_<tactic>`` op), outputs within fp16 tolerance of
-    the reference backend."""
+def check_on_tactic(rng: np.random.Generator, tactic: str, fc_activation: ActivationSpec | None,
+                    kind: str | None = None) -> None:
+    """Both layers on ``tactic`` (each its ``kind`` op, default ``conv_<tactic>``), outputs within
+    fp16 tolerance of the reference backend."""
     from gpu_reference import assert_close
 
     from backends.gpu.backend import GpuPartition
@@ -46,7 +47,7 @@ def check_on_tactic(rng: np.random.Generator, tactic: str, fc_activation: Activa
     net, feeds = gemm_shaped_network(rng, fc_activation)
     part = GpuPartition(net, [la.name for la in net.layers], tactics={"conv": tactic, "fc": tactic})
     kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
-    assert kinds.count(f"conv_{tactic}") == 2, kinds
+    assert kinds.count(kind or f"conv_{tactic}") == 2, kinds
     got = part.create_context().execute(feeds)
     ref = reference_execute(net, feeds)
     for name in net.outputs:

@@ -479,6 +479,34 @@ def conv2d_cublaslt(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tup
     cublaslt.gemm(x, w, bias, y, g.m, g.k, g.c, act[0], residual)
 
 
+@dataclass(frozen=True)
+class CudnnTactic(LayerTactic):
+    """cuDNN's fused convolution with one of its algorithms (``kernels/cudnn``: ``cudnn_a<algo>``)."""
+
+    algo: int = 1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        from backends.gpu.kernels import cudnn
+
+        object.__setattr__(self, "name", cudnn.tactic_name(self.algo))
+
+
+def cudnn_tactics(g: ConvGeometry, act: tuple[int, float, float]) -> list[CudnnTactic]:
+    """One tactic per algorithm cuDNN offers for this convolution here ([] without cuDNN)."""
+    from backends.gpu.kernels import cudnn
+
+    return [CudnnTactic(algo=a) for a in cudnn.algorithms(g, act[0])]
+
+
+def conv2d_cudnn(x: Any, w: Any, bias: Any, y: Any, g: ConvGeometry, act: tuple[int, float, float],
+                 residual: Any = None, algo: int = 1) -> None:
+    """Enqueue ``conv2d``'s result as cuDNN's fused convolution with ``algo``; the bias is fp16, K of it."""
+    from backends.gpu.kernels import cudnn
+
+    cudnn.conv(x, w, bias, y, g, act[0], algo, residual)
+
+
 GEMV_TACTIC = "gemv"  # a 1x1 convolution on few rows as ``gemv_conv``: a warp per output, one launch
 GEMV_MAX_ROWS = 64  # beyond this many rows the tiles' reuse of the weights wins
 

@@ -1,4 +1,4 @@
-"""CUDA libraries called through ctypes (cuBLAS, cuBLASLt): loaded once, on first use, with one
+"""CUDA libraries called through ctypes (cuBLAS, cuBLASLt, cuDNN): loaded once, on first use, with one
 workspace per stream that every library on that stream shares.
 
 Why a loader of our own: CuPy's wrappers re-bind their handle's stream on each call, which a CUDA
@@ -36,10 +36,13 @@ def open_versioned(stem: str) -> Any:
 
 
 class LazyLibrary:
-    """``lib<stem>``, loaded on the first ``get`` and its functions' argument types set by ``declare``."""
+    """``lib<stem>``, loaded on the first ``get`` (by ``opener``, default ``open_versioned(stem)``) and
+    its functions' argument types set by ``declare``."""
 
-    def __init__(self, stem: str, label: str, declare: Callable[[Any], None]) -> None:
+    def __init__(self, stem: str, label: str, declare: Callable[[Any], None],
+                 opener: Callable[[], Any] | None = None) -> None:
         self.stem, self.label, self.declare = stem, label, declare
+        self.opener = opener or (lambda: open_versioned(stem))
         self._lib: Any = None
         self._error: str | None = None
         self._lock = threading.Lock()
@@ -49,7 +52,7 @@ class LazyLibrary:
         with self._lock:
             if self._lib is None and self._error is None:
                 try:
-                    lib = open_versioned(self.stem)
+                    lib = self.opener()
                 except OSError as e:
                     self._error = str(e)
                 else:

@@ -8,7 +8,9 @@ their own NHWC kernel; FP16 grouped convolutions run on the tensor-core kernel a
 per group where each group has a multiple of 8 input and output channels, after merging up to 8
 adjacent groups into one with block-diagonal weights where it has not (``layout.group_merge_factor``),
 or on the direct grouped kernel ('conv_gdirect', ``kernels.grouped``) where the build timed it faster
-or no merge applies; everything else is a generated direct (or transposed) convolution or a generated matrix product.
+or no merge applies. Any tensor-core convolution may instead take a whole-layer tactic the build
+timed faster: cuBLAS, cuBLASLt, a GEMV, or cuDNN's fused convolution ('conv_cudnn', where the
+library is installed); everything else is a generated direct (or transposed) convolution or a generated matrix product.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backends.gpu import activations
-from backends.gpu.kernels import cublas, cublaslt, gen, grouped
+from backends.gpu.kernels import cublas, cublaslt, cudnn, gen, grouped
 from backends.gpu.kernels.conv import (
     CUBLAS_TACTIC,
     CUBLASLT_TACTIC,
@@ -167,9 +169,12 @@ def lower_fully_connected(lw: Lowerer, layer: Layer) -> None:
 
 
 def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel: np.ndarray, bias, act,
-            res: str | None, scale: str | None = None, groups: int | None = None) -> None:
+            res: str | None, scale: str | None = None, groups: int | None = None,
+            s2d_of: ConvGeometry | None = None) -> None:
     """The tensor-core convolution of ``g`` (or a whole-layer tactic the build chose); ``groups``:
-    a grouped layer's true group count before merging, which the tactic timing reads."""
+    a grouped layer's true group count before merging, which the tactic timing reads; ``s2d_of``:
+    the layer's own geometry where ``g`` is its space-to-depth form (the tactic timing also times
+    cuDNN on the layer's own geometry, which the lowering then keeps)."""
     from backends.gpu.layout import pack_conv_weights, pad_bias
 
     tactic = parse_tactic(lw.tactics.get(layer.name, "")) or heuristic_tactic(g)
@@ -177,19 +182,22 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
         tactic = heuristic_tactic(g)
     wk = lw.const_fp16(f"{layer.name}/kernel_krsc", pack_conv_weights(kernel.astype(np.float32)))
     whole = _whole_layer_op(lw.tactics.get(layer.name), g, act, scale)
-    if whole == "conv_cublaslt":  # cuBLASLt's bias has D's type: fp16, K of it
+    if whole in ("conv_cublaslt", "conv_cudnn"):  # these libraries' bias has the output's type: fp16, K of it
         bk = lw.const_fp16(f"{layer.name}/bias_fp16", pad_bias(bias, g.k)[:g.k])
     else:
         bk = lw.const_bias(f"{layer.name}/bias_padded", bias, g.k)
     lw.convs[layer.name] = g
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
     if whole is not None:
-        lw.ops.append(Op(layer.name, whole, reads, [ys], info={"geom": g, "act": act, "x": xs, "w": wk.name,
-                                                               "b": bk.name, "res": res, "y": ys}))
+        info = {"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res, "y": ys}
+        if whole == "conv_cudnn":
+            info["algo"] = cudnn.parse_tactic(lw.tactics.get(layer.name))
+        lw.ops.append(Op(layer.name, whole, reads, [ys], info=info))
         return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
                                                             "x": xs, "w": wk.name, "b": bk.name, "res": res,
-                                                            "y": ys, "scale": scale, "groups": groups or g.groups},
+                                                            "y": ys, "scale": scale, "groups": groups or g.groups,
+                                                            "s2d_of": s2d_of},
                      workspace=tactic.workspace_bytes(g)))
 
 
@@ -206,7 +214,18 @@ def _whole_layer_op(chosen: str | None, g: ConvGeometry, act: tuple[int, float, 
         return "conv_cublas"
     if chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
         return "conv_cublaslt"
+    if cudnn.parse_tactic(chosen) is not None and _cudnn_offers(g, act, cudnn.parse_tactic(chosen)):
+        return "conv_cudnn"
     return None
+
+
+def _cudnn_offers(g: ConvGeometry, act: tuple[int, float, float], algo: int) -> bool:
+    """Whether cuDNN runs ``algo`` for this layer here (a plan built where cuDNN was, run where it is
+    not or offers other algorithms, keeps the tiles' heuristic tactic)."""
+    try:
+        return algo in cudnn.algorithms(g, act[0])
+    except Exception:  # the library loads but cannot run here (no device)
+        return False
 
 
 def _s2d_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
@@ -270,13 +289,15 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
             out = lw.new_slot(layer.outputs[0], "nhwc")
             conv_op(lw, layer, g1, xs, out.name, np.asarray(kernel).reshape(kout, -1, 1, 1), bias, act, res)
             return
-        s2d = None if se else _s2d_input(lw, layer.inputs[0], g)
+        algo = cudnn.parse_tactic(lw.tactics.get(layer.name))
+        own = algo is not None and _cudnn_offers(g, act, algo)  # cuDNN takes the layer as it is
+        s2d = None if se or own else _s2d_input(lw, layer.inputs[0], g)
         if s2d is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C
             xs, g2 = s2d
             kernel = space_to_depth_kernel(np.asarray(kernel, np.float32), g)
             res = lw.nhwc(res_t) if res_t else None
             out = lw.new_slot(layer.outputs[0], "nhwc")
-            conv_op(lw, layer, g2, xs, out.name, kernel, bias, act, res)
+            conv_op(lw, layer, g2, xs, out.name, kernel, bias, act, res, s2d_of=g)
             return
         xs = lw.nhwc(se[0] if se else layer.inputs[0])
         scale = lw.nhwc(se[1]) if se else None

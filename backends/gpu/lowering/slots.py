@@ -93,7 +93,8 @@ class Op:
     average/max), 'conv8', 'dwconv8' (INT8 depthwise), 'pool8', 'quant8' (float32 NCHW -> int8
     NHWC16), 's2d' (float32 NCHW -> the fp16 NHWC 2x2 space-to-depth a stem convolution reads),
     'gemm_cublas' (a batched fp16 product through cuBLAS, ``kernels.cublas``), 'conv_gdirect' (the
-    direct grouped convolution, ``kernels.grouped``).
+    direct grouped convolution, ``kernels.grouped``), and the whole-layer convolution tactics
+    'conv_cublas', 'conv_cublaslt', 'conv_gemv' and 'conv_cudnn' (``kernels.cudnn``).
 
     ``args`` names slots (or holds scalars) in the kernel's parameter order for 'gen'; the other
     kinds carry their geometry in ``info``.
