@@ -6,8 +6,9 @@ launch of an eager run, so every small launch also carries the host's launch tim
 replayed, under ``torch.profiler`` (CUPTI), which records each kernel's start and end on the
 device. CUPTI sees every kernel of the process, CuPy's and cuBLAS's included.
 
-Each kernel is matched to the engine's launch labels in order (one step of the graph may launch
-several kernels, cuBLASLt's for one; then the labels are shown as they come and the table says so).
+Each kernel is matched to the engine's launch labels in order; a split-K reduction or cuBLAS's
+separate epilogue takes the label of the launch before it (``FOLLOW_UP``). Where a step launches
+other extra kernels the labels are left out and the table says so.
 Kernels are summed per kind: generated map kernels by the label in their name (``kN_<label>``),
 the others by their function name.
 
@@ -68,10 +69,29 @@ def trace(engine: Any, ctx: Any, replays: int = 3) -> list[dict[str, Any]]:
             for e in last]
 
 
+# kernels that finish the launch before them (split-K reductions, cuBLAS's separate epilogue)
+FOLLOW_UP = ("splitk_epilogue", "gemm_epilogue")
+
+
+def attach_labels(kernels: list[dict[str, Any]], labels: list[str]) -> bool:
+    """Give each kernel its launch's label, a follow-up kernel (``FOLLOW_UP``) the one before it;
+    False (and no labels) where the kernels do not then match the launches one to one."""
+    out: list[str | None] = []
+    i = 0
+    for k in kernels:
+        if out and any(f in k["kernel"] for f in FOLLOW_UP):
+            out.append(out[-1])
+            continue
+        out.append(labels[i] if i < len(labels) else None)
+        i += 1
+    aligned = i == len(labels)
+    for k, label in zip(kernels, out, strict=True):
+        k["label"] = label if aligned else None
+    return aligned
+
+
 def summarize(kernels: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
-    aligned = len(kernels) == len(labels)
-    for i, k in enumerate(kernels):
-        k["label"] = labels[i] if aligned else None
+    aligned = attach_labels(kernels, labels)
     families: dict[str, list[float]] = defaultdict(list)
     for k in kernels:
         families[kernel_family(k["kernel"])].append(k["us"])
