@@ -96,8 +96,12 @@ def _one_image(xp, boxes, scores, score_threshold, iou_threshold, k, background_
         valid[:, background_class] = False
     box_idx, cls_idx = xp.nonzero(valid)  # row-major: box index, then class
     cand_scores = s[box_idx, cls_idx]
-    # descending score; ties: lower box index, then lower class (lexsort: last key is primary)
-    order = xp.lexsort(xp.stack([cls_idx, box_idx, -cand_scores]))
+    # descending score; ties: lower box index, then lower class (lexsort: last key is primary). The
+    # order is taken by numpy's lexsort on the host for both backends (the scan below runs there
+    # anyway): with CuPy's lexsort on the device, a GPU test found another order than numpy's on
+    # candidates with exactly equal scores.
+    order = np.lexsort((_host(xp, cls_idx), _host(xp, box_idx), -_host(xp, cand_scores)))
+    order = xp.asarray(order)
     box_idx, cls_idx, cand_scores = box_idx[order], cls_idx[order], cand_scores[order]
     per_class = boxes.ndim == 3 and boxes.shape[1] > 1
     raw = boxes[box_idx, cls_idx] if per_class else boxes.reshape(n_boxes, 4)[box_idx]
