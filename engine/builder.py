@@ -64,6 +64,9 @@ class BuilderConfig:
     # version) and an optimization level 0-5 bounding how many tactics are timed (0: none).
     timing_cache: str | None = None
     optimization_level: int = 3
+    # Libraries whose kernels the GPU tactic timing may choose beside hetrt's own ('cublas',
+    # 'cublaslt', 'cudnn'; TensorRT's tactic sources); None: every one installed.
+    tactic_sources: tuple[str, ...] | None = None
     # Optimization profiles (min/opt/max shapes per dynamic input), checked against the model by
     # build_from_onnx, which specialises the network at the first profile's opt shapes.
     profiles: list[OptimizationProfile] = field(default_factory=list)
@@ -85,6 +88,12 @@ class BuilderConfig:
             raise BuildError(f"DLA core must be >= 0, got {self.dla_core}")
         for profile in self.profiles:
             profile.validate()
+        if self.tactic_sources is not None:
+            from backends.gpu.tactics import LIBRARY_SOURCES
+
+            unknown = sorted(set(self.tactic_sources) - set(LIBRARY_SOURCES))
+            if unknown:
+                raise BuildError(f"unknown tactic source(s) {', '.join(unknown)}; known: {', '.join(LIBRARY_SOURCES)}")
         if self.calibrator is not None:
             from engine.quantization.calibrator import Calibrator
 
@@ -309,7 +318,8 @@ class Builder:
         try:
             from backends.gpu.tactics import select_tactics
 
-            return select_tactics(network, layers, config.timing_cache, config.optimization_level, self.logger)
+            return select_tactics(network, layers, config.timing_cache, config.optimization_level, self.logger,
+                                  sources=config.tactic_sources)
         except Exception as e:  # timing is an optimization: the runtime falls back to heuristic tactics
             self.logger.warning(f"GPU tactic timing failed ({type(e).__name__}: {e}); heuristic tactics are used")
             return {}

@@ -99,6 +99,7 @@ class TimingCache:
         tmp.replace(self.path)
 
 
+LIBRARY_SOURCES = ("cublas", "cublaslt", "cudnn")  # tactic sources besides hetrt's own kernels
 MAX_SPLITS = 16  # split-K factors the kernels and heuristics use: 1..16
 
 
@@ -360,14 +361,19 @@ def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, 
 
 
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
-                   logger: Logger | None = None) -> dict[str, str]:
-    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``."""
+                   logger: Logger | None = None, sources: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``.
+
+    ``sources``: the libraries whose kernels may be timed beside hetrt's own ('cublas', 'cublaslt',
+    'cudnn'; None: all). A restricted build keys its timing-cache entries by the sources it allowed."""
     from backends.gpu.kernels import conv as convk
 
     log = logger or Logger()
     t0 = time.perf_counter()
     cache = TimingCache(cache_path)
     convs, convs8 = _tensor_core_convs(network, layer_names)
+    allowed = set(LIBRARY_SOURCES if sources is None else sources)
+    restricted = "" if allowed >= set(LIBRARY_SOURCES) else f" sources={','.join(sorted(allowed))}"
     if (convs or convs8) and level > 0:  # the modules compile side by side
         from backends.gpu.kernels import int8 as int8k
         from backends.gpu.kernels.compile import compile_concurrently
@@ -384,7 +390,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         if level <= 0:
             chosen[name] = heuristic_tactic(g).name
             continue
-        key = cache.key(signature(g, act, res, groups) + ("" if unscaled else " se"))
+        key = cache.key(signature(g, act, res, groups) + ("" if unscaled else " se") + restricted)
         hit = cache.entries.get(key)
         if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
             chosen[name] = hit["tactic"]
@@ -392,11 +398,13 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             continue
         times = time_conv(g, _shortlist(g, level), act, res)
         if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS or GEMV form
-            times.update(time_conv_cublas(g, act, res))
-            times.update(time_conv_cublaslt(g, act, res))
+            if "cublas" in allowed:
+                times.update(time_conv_cublas(g, act, res))
+            if "cublaslt" in allowed:
+                times.update(time_conv_cublaslt(g, act, res))
             times.update(time_conv_gemv(g, act, res))
-            # a space-to-depth stem: cuDNN on the layer's own geometry (the lowering keeps it for cuDNN)
-            times.update(time_conv_cudnn(own or g, act, res))
+            if "cudnn" in allowed:  # a space-to-depth stem: cuDNN on its own geometry, which the lowering keeps
+                times.update(time_conv_cudnn(own or g, act, res))
             if groups > 1:
                 times.update(time_conv_gdirect(g, groups, act, res))
         if not times:

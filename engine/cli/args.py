@@ -77,7 +77,8 @@ BUILD_DEFAULTS = {"fp16": False, "int8": False, "best": False, "calib": None, "c
                   "use_dla_core": None, "allow_gpu_fallback": False, "placement": None, "objective": "latency",
                   "power_mode": None, "layer_precision": None, "layer_device_types": None,
                   "precision_constraints": "none",
-                  "no_optimize": False, "timing_cache": None, "builder_optimization_level": 3}
+                  "no_optimize": False, "timing_cache": None, "builder_optimization_level": 3,
+                  "tactic_sources": None}
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -138,6 +139,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--builder-optimization-level", type=int_between(0, 5), default=3, metavar="0-5",
                    help="how many GPU kernel tactics are timed: 0 none (heuristic choice), 1-2 fewer, 3 default, "
                         "4-5 all candidates [--builderOptimizationLevel]")
+    g.add_argument("--tactic-sources", metavar="+LIB,-LIB", default=None,
+                   help="libraries the GPU tactic timing may choose kernels from beside hetrt's own, edited from "
+                        "the default (all installed: cublas, cublaslt, cudnn), e.g. --tactic-sources=-cudnn "
+                        "[--tacticSources]")
     add_plugin_option(g)
     add_verbosity(p)
 

@@ -173,6 +173,26 @@ def parse_layer_devices(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_tactic_sources(spec: str | None) -> tuple[str, ...] | None:
+    """trtexec's --tacticSources: comma-separated +LIB / -LIB edits of the default (every library:
+    cublas, cublaslt, cudnn; CUBLAS_LT is cublaslt); None without the flag."""
+    from backends.gpu.tactics import LIBRARY_SOURCES
+
+    if spec is None:
+        return None
+    chosen = list(LIBRARY_SOURCES)
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        sign, lib = item[0], item[1:].lower().replace("_", "")
+        if sign not in "+-" or lib not in LIBRARY_SOURCES:
+            raise HetrtError(f"--tactic-sources '{item}' must be +LIB or -LIB with LIB one of "
+                             f"{', '.join(LIBRARY_SOURCES)}")
+        if sign == "-" and lib in chosen:
+            chosen.remove(lib)
+        elif sign == "+" and lib not in chosen:
+            chosen.append(lib)
+    return tuple(chosen)
+
+
 def expand_wildcards(pins: dict, names: list[str], flag: str = "--layer-precision") -> dict:
     """Replace LAYER patterns with the layer/node names they match; a pattern matching nothing is an error."""
     out: dict[str, Precision] = {}
@@ -261,6 +281,7 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
                          calibration_cache=calib_cache, timing_cache=timing_cache,
                          refittable=getattr(args, "refit", False),
                          optimization_level=getattr(args, "builder_optimization_level", 3),
+                         tactic_sources=parse_tactic_sources(getattr(args, "tactic_sources", None)),
                          **placement_options(args))
 
 

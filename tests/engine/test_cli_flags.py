@@ -118,9 +118,11 @@ def test_trtexec_build_flags_reach_the_plan(tmp_path):
     plan = tmp_path / "p.plan"
     cache = tmp_path / "timing.json"
     assert main(["build", "resnet18_small", "--timing-cache", str(cache), "--builder-optimization-level", "1",
-                 "--fp16", "-o", str(plan), "-q"]) == 0
+                 "--fp16", "--tactic-sources=-cudnn,-cublas", "-o", str(plan), "-q"]) == 0
     cfg = Runtime().deserialize(plan.read_bytes()).build_config
     assert cfg["timing_cache"] == str(cache) and cfg["optimization_level"] == 1 and cfg["fp16"]
+    assert cfg["tactic_sources"] == ["cublaslt"]
+    assert_one_error_line(hetrt("build", "resnet18_small", "--tactic-sources=+cutlass"), 2, "cutlass")
     assert_one_error_line(hetrt("build", "resnet18_small", "--timing-cache", str(tmp_path / "no/dir/t.json")), 2,
                           "no/dir")
 
