@@ -102,3 +102,47 @@ def test_a_stem_on_cudnn_keeps_its_own_geometry_instead_of_the_space_to_depth(mo
     assert "s2d" not in [op.kind for op in low.ops]
     assert conv.kind == "conv_cudnn" and conv.info["geom"] == own
     assert low.slots[conv.info["x"]].layout == "nhwc"
+
+
+class _FakeCudnn:
+    """A stand-in libcudnn: every call succeeds; the heuristic offers ``offers`` as (algo, status,
+    workspace bytes), and the workspace query answers each algorithm's bytes."""
+
+    def __init__(self, offers):
+        self.offers = offers
+
+    def __getattr__(self, name):
+        offers = self.offers
+
+        def call(*args):
+            if name == "cudnnGetConvolutionForwardAlgorithm_v7":
+                count, perf = args[6], args[7]
+                for i, (algo, status, _) in enumerate(offers):
+                    perf[i].algo, perf[i].status = algo, status
+                count._obj.value = len(offers)
+            elif name == "cudnnGetConvolutionForwardWorkspaceSize":
+                args[6]._obj.value = next(b for a, _, b in offers if a == args[5])
+            elif name == "cudnnGetErrorString":
+                return b"CUDNN_STATUS_FAKE"
+            return 0
+
+        fn = type("Fn", (), {"argtypes": None, "restype": None, "__call__": lambda self, *a: call(*a)})()
+        setattr(self, name, fn)
+        return fn
+
+
+def test_the_plan_keeps_the_algorithms_the_fused_call_can_run_within_the_workspace(monkeypatch):
+    from backends.gpu.kernels import cuda_lib
+
+    offers = [(1, 0, 1 << 20), (0, 0, 0), (4, 0, 1 << 30), (6, 9, 0), (0, 0, 0)]  # FFT too big, Winograd failed
+    fake = cuda_lib.LazyLibrary("cudnn", "cuDNN", cudnn._declare, opener=lambda: _FakeCudnn(offers))
+    monkeypatch.setattr(cudnn, "_library", fake.get)
+    monkeypatch.setattr(cudnn, "available", fake.available)
+    monkeypatch.setattr(cudnn, "_device", lambda: 0)
+    monkeypatch.setattr(cudnn, "_handles", {})
+    monkeypatch.setattr(cudnn, "_plans", {})
+    g = ConvGeometry(2, 14, 14, 16, 32, 3, 3, (1, 1), (1, 1))
+    assert cudnn.algorithms(g, 1) == (1, 0)  # heuristic order, each once
+    assert cudnn.algorithms(g, 0) == (1,)  # identity: the precomputed implicit GEMM only
+    assert cudnn.algorithms(g, 9) == ()  # GELU
+    assert set(cudnn._handles) == {0}

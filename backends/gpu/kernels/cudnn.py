@@ -15,8 +15,8 @@ accumulation as the tiles), tensor-core math. The bias has the output's type (fp
 cuBLASLt. The residual is ``z`` with ``alpha2 = 1``; without one, ``z`` is ``y`` with ``alpha2 = 0``.
 
 The library: ``libcudnn.so.9`` on the loader's path, else in a ``nvidia/cudnn/lib`` folder of an
-installed ``nvidia-cudnn-cu12`` / ``-cu13`` wheel (PyTorch's dependency). One handle, whose stream is
-set before each call under a lock (a CUDA graph captures the call on that stream); the workspace is
+installed ``nvidia-cudnn-cu12`` / ``-cu13`` wheel (PyTorch's dependency). One handle per device, whose
+stream is set before each call under a lock (a CUDA graph captures the call on that stream); the workspace is
 the stream's shared one (``cuda_lib``). The algorithm is part of the tactic's name (``cudnn_a1``):
 the builder times every algorithm cuDNN's heuristic offers within the workspace.
 """
@@ -91,8 +91,8 @@ def _declare(lib: Any) -> None:
 LIBRARY = LazyLibrary("cudnn", "cuDNN", _declare, opener=_open)
 _library = LIBRARY.get
 available = LIBRARY.available
-_lock = threading.Lock()  # the handle (its stream) and the plans
-_handle: ctypes.c_void_p | None = None
+_lock = threading.Lock()  # the handles (their streams) and the plans
+_handles: dict[int, ctypes.c_void_p] = {}  # per device: a cuDNN handle belongs to the device current at its creation
 
 
 def _check(status: int, what: str) -> None:
@@ -107,11 +107,18 @@ def _make(fn: str) -> ctypes.c_void_p:
     return out
 
 
+def _device() -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.getDevice())
+
+
 def _cudnn_handle() -> ctypes.c_void_p:
-    global _handle
-    if _handle is None:
-        _handle = _make("cudnnCreate")
-    return _handle
+    """The current device's handle (made on first use; the caller holds ``_lock``)."""
+    device = _device()
+    if device not in _handles:
+        _handles[device] = _make("cudnnCreate")
+    return _handles[device]
 
 
 @dataclass(frozen=True)
@@ -192,15 +199,17 @@ def _plan(s: ConvShape) -> Plan | None:
     return Plan(x, w, y, bias, conv, act, tuple(algos)) if algos else None
 
 
-_plans: dict[ConvShape, Plan | None] = {}
+_plans: dict[tuple[int, ConvShape], Plan | None] = {}
 
 
 def plan_for(s: ConvShape) -> Plan | None:
-    """The descriptors of ``s`` (made once, then shared: descriptors are read-only once set)."""
+    """The descriptors of ``s`` and the current device's algorithms for them (made once per device,
+    then shared: descriptors are read-only once set)."""
     with _lock:
-        if s not in _plans:
-            _plans[s] = _plan(s)
-        return _plans[s]
+        key = (_device(), s)
+        if key not in _plans:
+            _plans[key] = _plan(s)
+        return _plans[key]
 
 
 def algorithms(g: Any, act_code: int) -> tuple[int, ...]:
