@@ -1,6 +1,7 @@
 """A GEMM-shaped 1x1 convolution (bias, residual, ReLU) and an FC layer on its NHWC output, run
 on one whole-layer tactic (``cublas``, ``cublaslt``) through ``GpuPartition`` against the reference
-backend at fp16 tolerance: the check the GPU tests of those tactics share."""
+backend at fp16 tolerance: the check the GPU tests of those tactics share; and a one-convolution
+network for the tactic tests."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def check_on_tactic(rng: np.random.Generator, tactic: str, fc_activation: Activa
     ref = reference_execute(net, feeds)
     for name in net.outputs:
         assert_close(got[name].astype(np.float64), ref[name].astype(np.float64))
+
+
+def one_conv_network(rng: np.random.Generator, name: str, x_shape: tuple[int, int, int, int], k: int, kernel: int,
+                     stride: int = 1, pad: int = 0, weight_scale: float = 1.0) -> Network:
+    """One FP16 convolution with ReLU and a bias (layer ``name``), on fresh random weights."""
+    c = x_shape[1]
+    net = Network(f"{name}-net")
+    x = net.add_input("x", x_shape)
+    params = ConvolutionParams(k, (kernel, kernel), (stride, stride), (pad, pad), (pad, pad), (1, 1), 1,
+                               ActivationSpec(ActivationType.RELU), False)
+    w = {"kernel": (rng.standard_normal((k, c, kernel, kernel)) * weight_scale).astype(np.float32),
+         "bias": rng.standard_normal(k).astype(np.float32)}
+    net.mark_output(net.add_layer(params, [x], w, name=name).outputs[0])
+    net.layers[0].precision = Precision.FP16
+    return net
+

@@ -4,6 +4,7 @@ timing caches, and the tiles taking the layer wherever cuDNN cannot run it."""
 from __future__ import annotations
 
 import numpy as np
+from gemm_nets import one_conv_network
 
 from backends.gpu.kernels import cudnn
 from backends.gpu.kernels.conv import ConvGeometry
@@ -74,16 +75,7 @@ def test_without_cudnn_or_the_algorithm_the_tiles_take_the_layer(monkeypatch):
 
 
 def _stem() -> Network:
-    rng = np.random.default_rng(1)
-    net = Network("stem")
-    x = net.add_input("x", (2, 3, 32, 32))
-    params = ConvolutionParams(64, (7, 7), (2, 2), (3, 3), (3, 3), (1, 1), 1, ActivationSpec(ActivationType.RELU),
-                               False)
-    w = {"kernel": rng.standard_normal((64, 3, 7, 7)).astype(np.float32),
-         "bias": rng.standard_normal(64).astype(np.float32)}
-    net.mark_output(net.add_layer(params, [x], w, name="stem").outputs[0])
-    net.layers[0].precision = Precision.FP16
-    return net
+    return one_conv_network(np.random.default_rng(1), "stem", (2, 3, 32, 32), 64, 7, stride=2, pad=3)
 
 
 def test_a_stem_on_cudnn_keeps_its_own_geometry_instead_of_the_space_to_depth(monkeypatch):

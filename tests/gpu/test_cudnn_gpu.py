@@ -14,7 +14,7 @@ if not _ok:
     pytest.skip(_why, allow_module_level=True)
 
 import cupy as cp  # noqa: E402
-from gemm_nets import check_on_tactic  # noqa: E402
+from gemm_nets import check_on_tactic, one_conv_network  # noqa: E402
 
 from backends.gpu.kernels import cudnn  # noqa: E402
 from backends.gpu.kernels.conv import ConvGeometry, conv2d_cudnn  # noqa: E402
@@ -101,18 +101,8 @@ def test_a_stem_on_cudnn_matches_the_reference(rng):
 
     from backends.gpu.backend import GpuPartition
     from backends.reference import execute as reference_execute
-    from engine.ir.dtypes import Precision
-    from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams
-    from engine.ir.network import Network
 
-    net = Network("stem")
-    x = net.add_input("x", (2, 3, 40, 40))
-    params = ConvolutionParams(64, (7, 7), (2, 2), (3, 3), (3, 3), (1, 1), 1, ActivationSpec(ActivationType.RELU),
-                               False)
-    w = {"kernel": (rng.standard_normal((64, 3, 7, 7)) / 12).astype(np.float32),
-         "bias": rng.standard_normal(64).astype(np.float32)}
-    net.mark_output(net.add_layer(params, [x], w, name="stem").outputs[0])
-    net.layers[0].precision = Precision.FP16
+    net = one_conv_network(rng, "stem", (2, 3, 40, 40), 64, 7, stride=2, pad=3, weight_scale=1 / 12)
     algos = cudnn.algorithms(ConvGeometry(2, 40, 40, 3, 64, 7, 7, (2, 2), (3, 3)), 1)
     if not algos:
         pytest.skip("cuDNN offers no fused algorithm for the stem here")

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gemm_nets import one_conv_network
 
 from backends.gpu import tactics
 from backends.gpu.kernels import compile as compile_mod
 from backends.gpu.kernels import conv as convk
 from engine.builder import BuilderConfig
 from engine.cli.common import parse_tactic_sources
-from engine.ir.dtypes import Precision
 from engine.ir.errors import BuildError, HetrtError
-from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams
 from engine.ir.network import Network
 
 
@@ -35,16 +34,7 @@ def test_the_builder_refuses_an_unknown_source():
 
 
 def _conv_net() -> Network:
-    rng = np.random.default_rng(0)
-    net = Network("one-conv")
-    x = net.add_input("x", (4, 64, 14, 14))
-    params = ConvolutionParams(64, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1, ActivationSpec(ActivationType.RELU),
-                               False)
-    w = {"kernel": rng.standard_normal((64, 64, 1, 1)).astype(np.float32),
-         "bias": rng.standard_normal(64).astype(np.float32)}
-    net.mark_output(net.add_layer(params, [x], w, name="conv").outputs[0])
-    net.layers[0].precision = Precision.FP16
-    return net
+    return one_conv_network(np.random.default_rng(0), "conv", (4, 64, 14, 14), 64, 1)
 
 
 @pytest.fixture
