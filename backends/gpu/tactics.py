@@ -360,6 +360,23 @@ def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, 
     return convs, convs8
 
 
+def _time_whole_layer(g: ConvGeometry, act: tuple[int, float, float], res: bool, groups: int,
+                      own: ConvGeometry | None, allowed: set[str]) -> dict[str, float]:
+    """The whole-layer tactics of one FP16 convolution: the ``allowed`` libraries, the GEMV and the
+    direct grouped kernel; cuDNN on ``own`` (the layer's geometry) where ``g`` is its space-to-depth form."""
+    times: dict[str, float] = {}
+    if "cublas" in allowed:
+        times.update(time_conv_cublas(g, act, res))
+    if "cublaslt" in allowed:
+        times.update(time_conv_cublaslt(g, act, res))
+    times.update(time_conv_gemv(g, act, res))
+    if "cudnn" in allowed:
+        times.update(time_conv_cudnn(own or g, act, res))
+    if groups > 1:
+        times.update(time_conv_gdirect(g, groups, act, res))
+    return times
+
+
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
                    logger: Logger | None = None, sources: tuple[str, ...] | None = None) -> dict[str, str]:
     """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``.
@@ -397,16 +414,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             hits += 1
             continue
         times = time_conv(g, _shortlist(g, level), act, res)
-        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no cuBLAS or GEMV form
-            if "cublas" in allowed:
-                times.update(time_conv_cublas(g, act, res))
-            if "cublaslt" in allowed:
-                times.update(time_conv_cublaslt(g, act, res))
-            times.update(time_conv_gemv(g, act, res))
-            if "cudnn" in allowed:  # a space-to-depth stem: cuDNN on its own geometry, which the lowering keeps
-                times.update(time_conv_cudnn(own or g, act, res))
-            if groups > 1:
-                times.update(time_conv_gdirect(g, groups, act, res))
+        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no whole-layer form
+            times.update(_time_whole_layer(g, act, res, groups, own, allowed))
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue
