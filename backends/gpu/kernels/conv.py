@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -484,7 +484,7 @@ class CudnnTactic(LayerTactic):
     """cuDNN's fused convolution with one of its algorithms (``kernels/cudnn``: ``cudnn_a<algo>``)."""
 
     algo: int = 1
-    name: str = ""
+    name: str = field(init=False, default="")  # cudnn_a<algo>
 
     def __post_init__(self) -> None:
         from backends.gpu.kernels import cudnn

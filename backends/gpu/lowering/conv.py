@@ -191,7 +191,7 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
     if whole is not None:
         info = {"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res, "y": ys}
         if whole == "conv_cudnn":
-            info["algo"] = cudnn.parse_tactic(lw.tactics.get(layer.name))
+            info["algo"] = _cudnn_algo(lw.tactics.get(layer.name), g, act)
         lw.ops.append(Op(layer.name, whole, reads, [ys], info=info))
         return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
@@ -214,18 +214,22 @@ def _whole_layer_op(chosen: str | None, g: ConvGeometry, act: tuple[int, float, 
         return "conv_cublas"
     if chosen == CUBLASLT_TACTIC and cublaslt_eligible(g, act) and cublaslt.available():
         return "conv_cublaslt"
-    if cudnn.parse_tactic(chosen) is not None and _cudnn_offers(g, act, cudnn.parse_tactic(chosen)):
+    if _cudnn_algo(chosen, g, act) is not None:
         return "conv_cudnn"
     return None
 
 
-def _cudnn_offers(g: ConvGeometry, act: tuple[int, float, float], algo: int) -> bool:
-    """Whether cuDNN runs ``algo`` for this layer here (a plan built where cuDNN was, run where it is
-    not or offers other algorithms, keeps the tiles' heuristic tactic)."""
+def _cudnn_algo(chosen: str | None, g: ConvGeometry, act: tuple[int, float, float]) -> int | None:
+    """The algorithm of a chosen ``cudnn_a<algo>`` tactic where cuDNN runs it for this layer here;
+    None for any other tactic, and where cuDNN is missing or offers other algorithms (a plan built
+    where it was keeps the tiles' heuristic tactic)."""
+    algo = cudnn.parse_tactic(chosen)
+    if algo is None:
+        return None
     try:
-        return algo in cudnn.algorithms(g, act[0])
+        return algo if algo in cudnn.algorithms(g, act[0]) else None
     except Exception:  # the library loads but cannot run here (no device)
-        return False
+        return None
 
 
 def _s2d_input(lw: Lowerer, tensor: str, g: ConvGeometry) -> tuple[str, ConvGeometry] | None:
@@ -289,8 +293,7 @@ def lower_convolution(lw: Lowerer, layer: Layer) -> None:
             out = lw.new_slot(layer.outputs[0], "nhwc")
             conv_op(lw, layer, g1, xs, out.name, np.asarray(kernel).reshape(kout, -1, 1, 1), bias, act, res)
             return
-        algo = cudnn.parse_tactic(lw.tactics.get(layer.name))
-        own = algo is not None and _cudnn_offers(g, act, algo)  # cuDNN takes the layer as it is
+        own = _cudnn_algo(lw.tactics.get(layer.name), g, act) is not None  # cuDNN takes the layer as it is
         s2d = None if se or own else _s2d_input(lw, layer.inputs[0], g)
         if s2d is not None:  # a stride-2 conv on <= 4 channels (a stem): stride 1 on 4C
             xs, g2 = s2d
