@@ -108,21 +108,14 @@ def summarize(kernels: list[dict[str, Any]], labels: list[str]) -> dict[str, Any
 def build_int8(name: str, onnx_bytes: bytes, batch: int, cache: str) -> tuple[Any, Any]:
     """The INT8 engine at ``batch`` with the per-tensor ranges of a batch-1 build, as gpu_peers times it."""
     from gpu_int8 import BatchOneRanges
-    from gpu_peers import calibration_feed
-
-    from engine.builder import BuilderConfig
-    from engine.quantization import make_calibrator
-
-    def config(b: int) -> Any:
-        return BuilderConfig(fp16=True, int8=True, batch=b, timing_cache=cache,
-                             calibrator=make_calibrator("minmax", [calibration_feed(b)]))
+    from gpu_peers import int8_config
 
     with BatchOneRanges() as ranges:
         if batch != 1:
             with ranges.build(name, 1):
-                build_engine(export_onnx(load(name), 1), config(1))
+                build_engine(export_onnx(load(name), 1), int8_config(1, cache))
         with ranges.build(name, batch):
-            engine, ctx, _ = build_engine(onnx_bytes, config(batch))
+            engine, ctx, _ = build_engine(onnx_bytes, int8_config(batch, cache))
     return engine, ctx
 
 

@@ -197,17 +197,21 @@ def calibration_feed(batch: int) -> dict[str, np.ndarray]:
     return {"input": np.broadcast_to(img, (batch, 3, 224, 224))}
 
 
+def int8_config(batch: int, cache: str) -> Any:
+    """The INT8 build (FP16 where INT8 cannot run; minmax calibration on ``calibration_feed``)."""
+    from engine.builder import BuilderConfig
+    from engine.quantization import make_calibrator
+
+    calibrator = make_calibrator("minmax", [calibration_feed(batch)])
+    return BuilderConfig(fp16=True, int8=True, batch=batch, calibrator=calibrator, timing_cache=cache)
+
+
 def run_hetrt_int8(onnx_bytes: bytes, batch: int, x: np.ndarray, cache: str, reps: int,
                    groups: int) -> dict[str, Any]:
     """The INT8 engine (FP16 where INT8 cannot run), built and timed as ``run_hetrt`` builds and times
     the FP16 one; run it inside ``BatchOneRanges.build`` so that batch > 1 reuses the batch-1 ranges.
     An engine that is not one CUDA graph gets its reference-backend layers instead of a time."""
-    from engine.builder import BuilderConfig
-    from engine.quantization import make_calibrator
-
-    calibrator = make_calibrator("minmax", [calibration_feed(batch)])
-    cfg = BuilderConfig(fp16=True, int8=True, batch=batch, calibrator=calibrator, timing_cache=cache)
-    engine, ctx, build_s = build_engine(onnx_bytes, cfg)
+    engine, ctx, build_s = build_engine(onnx_bytes, int8_config(batch, cache))
     out = ctx.execute({engine.input_names[0]: x})
     run, runs, elsewhere = gpu_segments(engine, ctx)
     if run is not None and not elsewhere:
