@@ -85,11 +85,14 @@ class TimingCache:
 
     def key(self, sig: str) -> str:
         """The entry of ``sig`` timed here: GPU model, hetrt version, kernels, and whether the wgmma
-        tiles were among the candidates (a timing without them is not reused where they run)."""
+        tiles and which cuDNN were among the candidates (a timing without them is not reused where
+        they run, nor one with another cuDNN's algorithms)."""
+        from backends.gpu.kernels import cudnn
         from backends.gpu.kernels.conv import wgmma_usable
 
         wg = " wgmma" if wgmma_usable() else ""
-        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()} | kernels {_kernels_digest()}{wg}"
+        dnn = f" cudnn {cudnn.version()}" if cudnn.available() else ""
+        return f"{sig} | {gpu_name()} | hetrt {_hetrt_version()} | kernels {_kernels_digest()}{wg}{dnn}"
 
     def save(self) -> None:
         if self.path is None:

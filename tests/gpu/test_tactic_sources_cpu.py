@@ -75,3 +75,18 @@ def test_only_the_allowed_libraries_are_timed(timed, tmp_path):
     timed.clear()
     assert tactics.select_tactics(net, ["conv"], cache) == {"conv": "cudnn_a1"}  # from the cache
     assert timed == []
+
+
+def test_a_timing_without_cudnn_is_not_reused_where_cudnn_runs(monkeypatch):
+    from backends.gpu.kernels import cudnn
+
+    monkeypatch.setattr(tactics, "gpu_name", lambda: "test GPU")
+    monkeypatch.setattr(convk, "wgmma_usable", lambda: False)
+    cache = tactics.TimingCache(None)
+    monkeypatch.setattr(cudnn, "available", lambda: False)
+    without = cache.key("conv x")
+    monkeypatch.setattr(cudnn, "available", lambda: True)
+    monkeypatch.setattr(cudnn, "version", lambda: 92400)
+    with_9_24 = cache.key("conv x")
+    monkeypatch.setattr(cudnn, "version", lambda: 91900)
+    assert len({without, with_9_24, cache.key("conv x")}) == 3
