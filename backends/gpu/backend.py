@@ -18,6 +18,7 @@ replays on a caller's stream without synchronizing; ``enqueue`` replays inputs a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -224,19 +225,14 @@ def _launcher(op: Op, views: dict[str, Any], mod: Any, ws: Any) -> Any:
         res = views[info["res"]] if info["res"] else None
         sc = views[info["scale"]] if info.get("scale") else None
         return lambda: conv2d(x, w, b, y, g, t, info["act"], res, ws, sc)
-    if op.kind in ("conv_cublas", "conv_cublaslt", "conv_gemv"):  # a whole-layer tactic: the tiles' operands
-        from backends.gpu.kernels.conv import conv2d_cublas, conv2d_cublaslt, conv2d_gemv
+    if op.kind in ("conv_cublas", "conv_cublaslt", "conv_cudnn", "conv_gemv"):  # a whole-layer tactic
+        from backends.gpu.kernels.conv import conv2d_cublas, conv2d_cublaslt, conv2d_cudnn, conv2d_gemv
 
-        whole = {"conv_cublas": conv2d_cublas, "conv_cublaslt": conv2d_cublaslt, "conv_gemv": conv2d_gemv}[op.kind]
+        whole = {"conv_cublas": conv2d_cublas, "conv_cublaslt": conv2d_cublaslt, "conv_gemv": conv2d_gemv,
+                 "conv_cudnn": functools.partial(conv2d_cudnn, algo=info.get("algo"))}[op.kind]
         w, b = views[info["w"]], views[info["b"]]
         res = views[info["res"]] if info["res"] else None
         return lambda: whole(x, w, b, y, info["geom"], info["act"], res)
-    if op.kind == "conv_cudnn":
-        from backends.gpu.kernels.conv import conv2d_cudnn
-
-        w, b = views[info["w"]], views[info["b"]]
-        res = views[info["res"]] if info["res"] else None
-        return lambda: conv2d_cudnn(x, w, b, y, info["geom"], info["act"], res, info["algo"])
     if op.kind == "conv_gdirect":
         from backends.gpu.kernels.grouped import grouped_conv
 

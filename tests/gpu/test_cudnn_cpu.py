@@ -138,3 +138,16 @@ def test_the_plan_keeps_the_algorithms_the_fused_call_can_run_within_the_workspa
     assert cudnn.algorithms(g, 0) == (1,)  # identity: the precomputed implicit GEMM only
     assert cudnn.algorithms(g, 9) == ()  # GELU
     assert set(cudnn._handles) == {0}
+
+
+def test_the_launch_runs_the_algorithm_the_plan_chose(monkeypatch):
+    from backends.gpu import backend
+    from backends.gpu.kernels import conv as convk
+    from backends.gpu.lowering.slots import Op
+
+    calls = []
+    monkeypatch.setattr(convk, "conv2d_cudnn", lambda *args, **kwargs: calls.append((args, kwargs)))
+    info = {"geom": "g", "act": (1, 0.0, 0.0), "x": "x", "w": "w", "b": "b", "res": "r", "y": "y", "algo": 7}
+    op = Op("conv", "conv_cudnn", ["x", "w", "b", "r"], ["y"], info=info)
+    backend._launcher(op, {k: f"view {k}" for k in "xwbry"}, None, None)()
+    assert calls == [(("view x", "view w", "view b", "view y", "g", (1, 0.0, 0.0), "view r"), {"algo": 7})]
