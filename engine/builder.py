@@ -91,6 +91,9 @@ class BuilderConfig:
         if self.tactic_sources is not None:
             from backends.gpu.tactics import LIBRARY_SOURCES
 
+            if isinstance(self.tactic_sources, str):
+                raise BuildError(f"tactic_sources must be a tuple of library names ({', '.join(LIBRARY_SOURCES)}), "
+                                 f"got the string '{self.tactic_sources}'")
             unknown = sorted(set(self.tactic_sources) - set(LIBRARY_SOURCES))
             if unknown:
                 raise BuildError(f"unknown tactic source(s) {', '.join(unknown)}; known: {', '.join(LIBRARY_SOURCES)}")

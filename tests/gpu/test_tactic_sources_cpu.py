@@ -31,6 +31,8 @@ def test_the_builder_refuses_an_unknown_source():
     BuilderConfig(tactic_sources=("cublas",)).validate()
     with pytest.raises(BuildError, match="unknown tactic source"):
         BuilderConfig(tactic_sources=("cublas", "cutlass")).validate()
+    with pytest.raises(BuildError, match="tuple of library names"):
+        BuilderConfig(tactic_sources="cudnn").validate()
 
 
 def _conv_net() -> Network:
