@@ -92,3 +92,13 @@ def test_a_timing_without_cudnn_is_not_reused_where_cudnn_runs(monkeypatch):
     with_9_24 = cache.key("conv x")
     monkeypatch.setattr(cudnn, "version", lambda: 91900)
     assert len({without, with_9_24, cache.key("conv x")}) == 3
+
+
+def test_the_verbose_log_names_the_choice_and_its_runners_up(timed, tmp_path):
+    from engine.ir.logger import Logger, Severity
+
+    log = Logger(Severity.ERROR)
+    assert tactics.select_tactics(_conv_net(), ["conv"], str(tmp_path / "t.json"), logger=log) == {"conv": "cudnn_a1"}
+    lines = [m for m in log.messages(Severity.VERBOSE) if m.startswith("Tactic of conv:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("Tactic of conv: cudnn_a1 0.3000 ms of 4 timed (next: cublaslt 0.4000, cublas 0.5000, ")
