@@ -63,3 +63,13 @@ def test_shifted_window_attention_on_the_gpu_matches_float64():
     bias = (c["rel"].astype(np.float16)[None] + np.zeros((n_img, win, heads, n, n))
             + c["mask"].astype(np.float16)[None]).reshape(n_img * win, heads, n, n)
     assert _rel(got, np.maximum(_numpy_attention(t["q"], t["k"], t["v"], d ** -0.5, bias), 0)) < FP16_REL
+
+
+def test_cosine_window_attention_with_its_score_map_on_the_gpu_matches_float64():
+    from test_attention_map_cpu import cosine_window_net, cosine_window_reference
+
+    net, feeds, c = cosine_window_net(np.random.default_rng())
+    part = GpuPartition(net, [la.name for la in net.layers])
+    assert [op.block for u in part.units if u.lowered for op in u.lowered.ops].count(att.THREADS) == 1
+    (got,) = part.create_context().execute(feeds).values()
+    assert _rel(got, cosine_window_reference(feeds, c)) < FP16_REL

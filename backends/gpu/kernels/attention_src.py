@@ -14,6 +14,10 @@ exactly the A fragment of the next product, so the probabilities go from registe
 cores without shared memory. Q, K and V are read through any element strides (the views of the
 projection's output); the output is row-major (*batch, Sq, Dv) fp16.
 
+A score map (``ScoreMap``) replaces scale · Q·Kᵀ by scale · map(pre · Q·Kᵀ): an element-wise chain
+the optimizer fused (Swin V2 multiplies by a per-head logit scale and adds its position bias there),
+applied to each fp32 score in registers with its operands loaded at the score's coordinate.
+
 Shapes: head dims D and Dv up to 128 (padded with zeros to multiples of 16 in shared memory);
 any Sq, Sk ≥ 1. A row whose every score is -inf (a fully masked row) gives NaN, as the unfused
 softmax does; a row masked only in some key tiles is exact.
@@ -54,6 +58,18 @@ class AttentionBias:
     operand: AttentionOperand
     dtype: str = "float16"
     scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """An element-wise map of the product before the biases (an optimizer-fused pointwise chain,
+    e.g. Swin V2's per-head logit scale and its relative position bias): ``body`` is C that sets
+    ``y`` from ``X0`` (``pre`` · Q·Kᵀ) and ``X1``, ``X2``, ... (``operands``, each addressed over
+    (*batch, Sq, Sk) and loaded as its dtype, fp16 or fp32) at the score's coordinate."""
+
+    body: str
+    operands: tuple[tuple[AttentionOperand, str], ...] = ()
+    pre: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -226,7 +242,7 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = m0 + warp * 16 + g + (e >> 1) * 8, col = n0 + j * 8 + 2 * t4 + (e & 1);
-        float x = s[j][e] * ${scale2}f;
+        ${score}
         ${add_bias}
         s[j][e] = col < ${sk} ? x : NEG_INF;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
@@ -299,13 +315,29 @@ def _bias_terms(geom: AttentionGeometry, biases: Sequence[AttentionBias]) -> tup
     return params, offsets, add
 
 
+def _score_terms(geom: AttentionGeometry, scale2: float, smap: ScoreMap | None) -> tuple[str, list[str], str]:
+    """(parameters, batch offsets, the statements setting the score ``x`` of ``s[j][e]``): the scaled
+    product, or ``smap`` of it scaled after (a row or column past the tensor is not mapped: masked)."""
+    if smap is None:
+        return "", [], f"float x = s[j][e] * {scale2!r}f;"
+    params, offsets, loads = "", [], [f"const float X0 = s[j][e] * {float(smap.pre)!r}f;"]
+    for i, (op, dtype) in enumerate(smap.operands):
+        params += f", const {gen.CTYPE[dtype]}* __restrict__ map{i}"
+        offsets.append(_batch_offset(f"mb{i}", geom.batch, op.batch_strides, op.base))
+        at = f"mb{i} + (IT)row * (IT){op.row_stride} + (IT)col * (IT){op.col_stride}"
+        loads.append(f"const float X{i + 1} = {gen.load(dtype, f'map{i}[{at}]')};")
+    return params, offsets, (f"float x = 0.f; if (row < {geom.sq} && col < {geom.sk}) {{ {' '.join(loads)} "
+                             f"float y; {{ {smap.body} }} x = y * {scale2!r}f; }}")
+
+
 
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
                      v: AttentionOperand, biases: Sequence[AttentionBias] = (), span: int = 0,
-                     out: AttentionOperand | None = None) -> str:
-    """CUDA source of one attention kernel (parameters y, q, k, v, bias0, bias1, ...); launch with
-    ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes (default
-    row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O."""
+                     out: AttentionOperand | None = None, score_map: ScoreMap | None = None) -> str:
+    """CUDA source of one attention kernel (parameters y, q, k, v, bias0, bias1, ..., map0, map1,
+    ...); launch with ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes
+    (default row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O;
+    ``score_map``: the scores are ``geom.scale`` · map(Q·Kᵀ) + Σ biases."""
     why = supported(geom)
     if why is not None:
         raise ValueError(f"attention kernel: {why}")
@@ -316,8 +348,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     offsets = [_batch_offset("qb", geom.batch, q.batch_strides, q.base),
                _batch_offset("kb", geom.batch, k.batch_strides, k.base),
                _batch_offset("vb", geom.batch, v.batch_strides, v.base)]
-    offsets += bias_offsets
     scale2 = float(geom.scale) * LOG2E  # scores in the log2 domain: exp2f is one instruction
+    map_param, map_offsets, score = _score_terms(geom, scale2, score_map)
+    offsets += bias_offsets + map_offsets
     if out is None:
         st = gen.row_major((*geom.batch, geom.sq, geom.dv))
         out = AttentionOperand(tuple(st[:-2]), st[-2], st[-1])
@@ -326,9 +359,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     pre = _prefetch(k, v, geom, dp, dvp)
     tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp) + "\n"
                                      + _tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp))
-    return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param, index_type=it,
+    return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param + map_param, index_type=it,
         ks_size=BLOCK_KEYS * kp, vt_size=dvp * vp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
         q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp),
         prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
         block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,
-        scale2=repr(scale2), add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)
+        score=score, add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)

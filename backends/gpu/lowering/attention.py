@@ -6,7 +6,9 @@ The pattern, as exporters write scaled dot-product attention::
                                       transposed by the product's flag)
     S' = (c·S + B1)·d + B2 ...      (scalar Mul/Div and up to two additive biases, any order,
                                       with reshapes of the batch dims between: Swin's shifted
-                                      windows add their mask over (N, windows, heads, n, n))
+                                      windows add their mask over (N, windows, heads, n, n));
+                                      S itself may pass through one fused pointwise chain first
+                                      (Swin V2: S · logit_scale[head] + position bias)
     P = Softmax(S', last axis)
     O = MatMul(P, V)
 
@@ -24,7 +26,7 @@ which every operand's strides are expanded.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +68,8 @@ class AttentionMatch:
     p_batch: tuple[int, ...]  # the batch dims of the softmax (and of O)
     out: str = ""  # the tensor the kernel writes: O, or the output of the transpose that reads O
     out_view: View | None = None  # O's place in ``out`` (None: ``out`` is O, row-major)
+    score_map: str = ""  # the pointwise layer that maps Q·Kᵀ first ("": none)
+    pre: float = 1.0  # the scale of Q·Kᵀ as the map reads it (geom.scale then applies after the map)
 
 
 class _Walk:
@@ -126,6 +130,7 @@ class _Scores:
     absorbed: list[str]
     post: float = 1.0  # the scale of every term from here to the softmax
     biases: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+    score_map: str = ""  # a pointwise layer reading the product directly (see ``_score_map``)
 
 
 def _batch_reshape(la: Layer, shape: tuple[int, ...], net) -> bool:
@@ -149,6 +154,10 @@ def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: 
     net = w.lw.net
     if la.kind is LayerKind.MATRIX_MULTIPLY:
         return la, acc
+    if la.kind is LayerKind.POINTWISE:
+        product = _score_map(w, la, shape)
+        return None if product is None else (product, replace(acc, absorbed=acc.absorbed + [la.name],
+                                                                  score_map=la.name))
     if la.kind is LayerKind.SHUFFLE and _batch_reshape(la, shape, net):
         return _back_to_product(w, la.inputs[0], la, _Scores(acc.absorbed + [la.name], acc.post, acc.biases),
                                 net.tensors[la.inputs[0]].shape)
@@ -171,6 +180,23 @@ def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: 
         if found is not None:
             return found
     return None
+
+
+def _score_map(w: _Walk, la: Layer, shape: tuple[int, ...]) -> Layer | None:
+    """The product a pointwise layer maps, where the kernel can apply the map per score: its first
+    input is the product's private output, and its other inputs (fp16 or fp32) broadcast to the
+    scores (its weights always do: the optimizer fused them as such)."""
+    product = w.producers.get(la.inputs[0])
+    if (not w.fp16_layer(product) or product.kind is not LayerKind.MATRIX_MULTIPLY
+            or not w.private(la.inputs[0], la) or w.lw.net.tensors[la.inputs[0]].shape != shape):
+        return None
+    for t in la.inputs[1:]:
+        if (t == la.inputs[0] or w.lw.dtypes.get(t) not in ("float16", "float32")
+                or len(w.lw.net.tensors[t].shape) > len(shape)):
+            return None
+    if any(np.ndim(value) > len(shape) for value in la.weights.values()):
+        return None
+    return product
 
 
 def refine(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -242,7 +268,8 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
         return None
     ops = Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
                                                                                            pv.params.transpose_b)
-    geom = _geometry(lw, *ops, pv, batch, acc.post * qs * ks)
+    pre, post = (qs * ks, acc.post) if acc.score_map else (1.0, acc.post * qs * ks)
+    geom = _geometry(lw, *ops, pv, batch, post)
     if geom is None:
         return None
     absorbed = acc.absorbed + [qk.name] + q_layers + k_layers
@@ -252,7 +279,8 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
         shuffle, out_view = through
         out = shuffle.outputs[0]
         absorbed.append(shuffle.name)
-    return AttentionMatch(*ops, acc.biases, geom, tuple(absorbed), pv.name, qk_batch, p_batch, out, out_view)
+    return AttentionMatch(*ops, acc.biases, geom, tuple(absorbed), pv.name, qk_batch, p_batch, out, out_view,
+                          acc.score_map, pre)
 
 
 def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
@@ -327,6 +355,25 @@ def _operand(view: View, swap: bool, batch: tuple[int, ...], fine: tuple[int, ..
     return att.AttentionOperand(expand(tuple(bs), batch, fine), strides[-2], strides[-1], view.base)
 
 
+def _lower_score_map(lw: Lowerer, m: AttentionMatch) -> tuple[att.ScoreMap, list[str]]:
+    """The kernel's form of the pointwise layer that maps Q·Kᵀ (its weights uploaded as an FP16
+    layer's, rounded to fp16), and the slots it reads."""
+    from backends.gpu.lowering.pointwise import pointwise_body
+
+    la = lw.net.layer(m.score_map)
+    operands, body = pointwise_body(la)
+    shape = (*m.qk_batch, m.geom.sq, m.geom.sk)
+    fp16 = prec(la) is Precision.FP16
+    mapped, reads = [], []
+    for key, value in operands[1:]:
+        view = input_view(lw, lw.float_of(key)) if value is None else View.of(lw.const(f"{la.name}/{key}", value, fp16))
+        st = gen.broadcast_strides(view.shape, view.strides, shape)
+        op = att.AttentionOperand(expand(tuple(st[:-2]), m.qk_batch, m.geom.batch), st[-2], st[-1], view.base)
+        mapped.append((op, lw.slots[view.root].dtype))
+        reads.append(view.root)
+    return att.ScoreMap(body, tuple(mapped), m.pre), reads
+
+
 def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
     """One launch of the fused kernel for the block ``m`` (its other layers are not lowered)."""
     geom = m.geom
@@ -341,6 +388,10 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
         op = att.AttentionOperand(expand(tuple(st[:-2]), ctx, geom.batch), st[-2], st[-1], bv.base)
         biases.append(att.AttentionBias(op, lw.slots[bv.root].dtype, scale))
         reads.append(bv.root)
+    score_map = None
+    if m.score_map:
+        score_map, map_reads = _lower_score_map(lw, m)
+        reads += map_reads
     out = lw.new_slot(m.out, "linear", "float16")
     if m.out_view is not None:
         out_op = _operand(m.out_view, False, m.p_batch, geom.batch)
@@ -349,7 +400,7 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
         out_op = att.AttentionOperand(expand(tuple(st[:-2]), m.p_batch, geom.batch), st[-2], st[-1])
     span = max([out.elements] + [lw.slots[r].elements for r in reads])
     kname = lw.kernel_name(m.last)
-    lw.src.append(att.attention_kernel(kname, geom, *ops, biases, span, out_op))
+    lw.src.append(att.attention_kernel(kname, geom, *ops, biases, span, out_op, score_map))
     order = {la.name: i for i, la in enumerate(lw.layers)}
     label = " + ".join(sorted([*m.absorbed, m.last], key=order.__getitem__))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
