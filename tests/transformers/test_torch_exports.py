@@ -56,6 +56,7 @@ MODELS = {  # name: (module, sample shape without the batch, opset)
     "vit": (lambda: MiniViT(), (3, 32, 32), 17),
     "vit_opset20": (lambda: MiniViT(), (3, 32, 32), 20),  # GELU exported as the Gelu op
     "swin": (lambda: MiniSwin(), (3, 28, 28), 17),  # 7×7 patches: padding to the window folds from Mod
+    "swin_v2": (lambda: MiniSwin(cosine=True), (3, 28, 28), 17),  # cosine attention, per-head logit scale
     "encoder": (lambda: transformer_encoder(), (10, 64), 17),
     "encoder_causal": (lambda: CausalEncoder(), (10, 64), 17),
     "einsum": (lambda: EinsumAttention(), (9, 32), 17),  # attention as ONNX Einsum (MaxViT-style)
@@ -82,6 +83,7 @@ def test_exports_really_contain_the_shape_ops_that_used_to_stop_the_parser(expor
     ops = {n.op_type for n in model.graph.node}
     expected = {"vit": {"Expand", "Concat", "Shape", "Tanh"}, "vit_opset20": {"Gelu", "Mod", "Where"},
                 "swin": {"Mod", "ScatterND", "Range", "Where", "Equal", "Expand", "Gather", "Slice"},
+                "swin_v2": {"ReduceL2", "Clip", "Exp", "Sigmoid", "ScatterND"},
                 "encoder": {"Mod", "Softmax", "LayerNormalization"}, "encoder_causal": {"Trilu", "Where"},
                 "einsum": {"Einsum"}}[name]
     assert expected <= ops, sorted(ops)

@@ -10,6 +10,8 @@ patch merging and an erf-GELU MLP. Only imported when torch is installed.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,12 +56,14 @@ class _ViTBlock(nn.Module):
 class _WindowAttention(nn.Module):
     """Multi-head self-attention inside (shifted) windows of a (B, H, W, C) feature map."""
 
-    def __init__(self, dim: int, heads: int, window: int, shift: int) -> None:
+    def __init__(self, dim: int, heads: int, window: int, shift: int, cosine: bool = False) -> None:
         super().__init__()
         self.heads, self.window, self.shift = heads, window, shift
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.bias_table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads) * 0.5)
+        # Swin V2: cosine attention with a learned per-head logit scale, bias as 16 · sigmoid(·)
+        self.logit_scale = nn.Parameter(torch.log(1 + 9 * torch.rand(heads, 1, 1))) if cosine else None
         coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
         self.register_buffer("bias_index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
@@ -76,9 +80,15 @@ class _WindowAttention(nn.Module):
         nh, nw = hp // win, wp // win
         t = x.view(b, nh, win, nw, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, win * win, c)
         qkv = self.qkv(t).reshape(t.shape[0], win * win, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * (c // self.heads) ** -0.5, qkv[1], qkv[2]
-        attn = q @ k.transpose(-2, -1)
         bias = self.bias_table[self.bias_index].view(win * win, win * win, self.heads).permute(2, 0, 1)
+        if self.logit_scale is None:
+            q, k, v = qkv[0] * (c // self.heads) ** -0.5, qkv[1], qkv[2]
+            attn = q @ k.transpose(-2, -1)
+        else:
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+            bias = 16 * torch.sigmoid(bias)
         attn = attn + bias.unsqueeze(0)
         if shift:
             attn = attn.view(b, nh * nw, self.heads, win * win, win * win) + self._mask(x, hp, wp, shift)
@@ -107,10 +117,10 @@ class _WindowAttention(nn.Module):
 
 
 class _SwinBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, window: int, shift: int) -> None:
+    def __init__(self, dim: int, heads: int, window: int, shift: int, cosine: bool = False) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = _WindowAttention(dim, heads, window, shift)
+        self.attn = _WindowAttention(dim, heads, window, shift, cosine)
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
@@ -133,15 +143,17 @@ class _PatchMerging(nn.Module):
 
 
 class MiniSwin(nn.Module):
-    """Patch 4, window 4: stage 1 (regular + shifted window) at 8×8, merge, stage 2 at 4×4."""
+    """Patch 4, window 4: stage 1 (regular + shifted window) at 8×8, merge, stage 2 at 4×4;
+    ``cosine``: Swin V2's scaled cosine attention."""
 
-    def __init__(self, dim: int = 32, heads: int = 2, window: int = 4, classes: int = 10) -> None:
+    def __init__(self, dim: int = 32, heads: int = 2, window: int = 4, classes: int = 10, cosine: bool = False) -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, 4, 4)
         self.embed_norm = nn.LayerNorm(dim)
-        self.stage1 = nn.Sequential(_SwinBlock(dim, heads, window, 0), _SwinBlock(dim, heads, window, window // 2))
+        self.stage1 = nn.Sequential(_SwinBlock(dim, heads, window, 0, cosine),
+                                    _SwinBlock(dim, heads, window, window // 2, cosine))
         self.merge = _PatchMerging(dim)
-        self.stage2 = nn.Sequential(_SwinBlock(2 * dim, 2 * heads, window, window // 2))
+        self.stage2 = nn.Sequential(_SwinBlock(2 * dim, 2 * heads, window, window // 2, cosine))
         self.norm = nn.LayerNorm(2 * dim)
         self.head = nn.Linear(2 * dim, classes)
 
