@@ -65,10 +65,12 @@ def test_shifted_window_attention_on_the_gpu_matches_float64():
     assert _rel(got, np.maximum(_numpy_attention(t["q"], t["k"], t["v"], d ** -0.5, bias), 0)) < FP16_REL
 
 
-def test_cosine_window_attention_with_its_score_map_on_the_gpu_matches_float64():
+@pytest.mark.parametrize("normalize_axis, d", [(None, 16), (3, 16), (3, 20), (3, 32)])
+def test_cosine_window_attention_with_its_score_map_on_the_gpu_matches_float64(normalize_axis, d):
+    """The score map, and Q and K rows normalized in the kernel (16-byte and element-wise loads)."""
     from test_attention_map_cpu import cosine_window_net, cosine_window_reference
 
-    net, feeds, c = cosine_window_net(np.random.default_rng())
+    net, feeds, c = cosine_window_net(np.random.default_rng(), normalize_axis=normalize_axis, d=d)
     part = GpuPartition(net, [la.name for la in net.layers])
     assert [op.block for u in part.units if u.lowered for op in u.lowered.ops].count(att.THREADS) == 1
     (got,) = part.create_context().execute(feeds).values()

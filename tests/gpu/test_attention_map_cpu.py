@@ -16,7 +16,15 @@ from backends.gpu.kernels import attention_src as att
 from backends.gpu.kernels.common import COMMON_SRC
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
-from engine.ir.layers import MatrixMultiplyParams, PointwiseParams, PointwiseStep, SoftMaxParams
+from engine.ir.layers import (
+    MatrixMultiplyParams,
+    PointwiseParams,
+    PointwiseStep,
+    ReduceOp,
+    ReduceParams,
+    ShuffleParams,
+    SoftMaxParams,
+)
 from engine.ir.network import Network
 
 needs_emulator = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -49,21 +57,37 @@ def test_kernel_maps_every_score_before_the_bias(tmp_path, map_dtype):
     assert _rel(y, _numpy_attention(q, k, v, 1.0, scores - qk)) < FP16_REL
 
 
-def cosine_window_net(rng: np.random.Generator, wide_operand: bool = False) -> tuple[Network, dict, dict]:
+def _normalized(net: Network, x: str, axis: int, name: str) -> str:
+    """x / max(||x||_2 over ``axis``, eps), as the optimizer leaves F.normalize: a ReduceL2 and a
+    pointwise layer reading the norm and x."""
+    r = net.add_layer(ReduceParams(ReduceOp.L2, (axis,), True), [x], name=f"{name}_norm").outputs[0]
+    steps = (PointwiseStep("elementwise", "max", operand_weight="eps"),
+             PointwiseStep("elementwise", "div", operand_input=1, reverse=True))
+    return net.add_layer(PointwiseParams(steps), [r, x], {"eps": np.array(1e-6, np.float32)}, name=name).outputs[0]
+
+
+def cosine_window_net(rng: np.random.Generator, wide_operand: bool = False, normalize_axis: int | None = None,
+                      d: int = 16) -> tuple[Network, dict, dict]:
     """Swin V2's window attention after the optimizer: one pointwise layer maps Q·Kᵀ (times a
     per-head scale, plus a position bias and, as an input, a per-window term); ``wide_operand``:
-    that input has a leading dim the scores lack (the chain's output is wider than Q·Kᵀ)."""
-    b, heads, n, d = 4, 3, 20, 16
+    that input has a leading dim the scores lack (the chain's output is wider than Q·Kᵀ);
+    ``normalize_axis``: Q and K are first normalized over that axis (3: their rows, as Swin V2's
+    cosine attention; K then reaches the product through a transpose of its last two dims)."""
+    b, heads, n = 4, 3, 20
     net = Network("cosine_window")
     feeds = {t: rng.standard_normal((b, heads, n, d)).astype(np.float16).astype(np.float32) for t in "qkv"}
     q, k, v = (net.add_activation(net.add_input(t, (b, heads, n, d)), "tanh", name=f"{t}_dev").name for t in "qkv")
+    if normalize_axis is not None:
+        q, k = (_normalized(net, t, normalize_axis, f"{t[0]}_hat") for t in (q, k))
+        k = net.add_layer(ShuffleParams(first_perm=(0, 1, 3, 2)), [k], name="k_t").outputs[0]
     qs = net.add_elementwise(q, net.add_constant(np.array([0.5], np.float32)).name, "prod", name="q_scale").name
-    s = net.add_layer(MatrixMultiplyParams(transpose_b=True), [qs, k], name="qk").outputs[0]
+    s = net.add_layer(MatrixMultiplyParams(transpose_b=normalize_axis is None), [qs, k], name="qk").outputs[0]
     term_shape = (2, b, 1, n, n) if wide_operand else (b, 1, n, n)
     feeds["term"] = rng.standard_normal(term_shape).astype(np.float16).astype(np.float32)
     term = net.add_activation(net.add_input("term", term_shape), "tanh", name="term_dev").name
     c = {"head_scale": rng.uniform(1, 10, (heads, 1, 1)).astype(np.float32),
-         "pos": rng.standard_normal((1, heads, n, n)).astype(np.float32), "shape": (b, heads, n, d)}
+         "pos": rng.standard_normal((1, heads, n, n)).astype(np.float32), "shape": (b, heads, n, d),
+         "normalize_axis": normalize_axis}
     steps = (PointwiseStep("elementwise", "prod", operand_weight="head_scale"),
              PointwiseStep("elementwise", "sum", operand_weight="pos"),
              PointwiseStep("elementwise", "sum", operand_input=1))
@@ -79,6 +103,9 @@ def cosine_window_net(rng: np.random.Generator, wide_operand: bool = False) -> t
 
 def cosine_window_reference(feeds: dict, c: dict) -> np.ndarray:
     t = {x: np.tanh(feeds[x].astype(np.float64)) for x in ("q", "k", "v", "term")}
+    if c["normalize_axis"] is not None:
+        for x in "qk":
+            t[x] = t[x] / np.maximum(np.linalg.norm(t[x], axis=c["normalize_axis"], keepdims=True), 1e-6)
     qk = np.einsum("...qd,...kd->...qk", t["q"], t["k"])
     scores = 0.5 * qk * c["head_scale"].astype(np.float16) + c["pos"].astype(np.float16) + t["term"]
     return np.maximum(_numpy_attention(t["q"], t["k"], t["v"], 1.0, scores - qk), 0)  # its bias: all but Q·Kᵀ
@@ -101,3 +128,27 @@ def test_a_pointwise_map_of_the_scores_is_fused_and_runs_like_numpy(tmp_path):
 def test_a_map_wider_than_the_scores_stays_unfused():
     net, _, _ = cosine_window_net(np.random.default_rng(), wide_operand=True)
     assert _fused_labels(net) == []
+
+
+@needs_emulator
+@pytest.mark.parametrize("d", [16, 20])  # K and V prefetched with 16-byte loads; element-wise loads
+def test_q_and_k_row_normalizations_run_inside_the_attention_launch(tmp_path, d):
+    rng = np.random.default_rng()
+    net, feeds, c = cosine_window_net(rng, normalize_axis=3, d=d)
+    low = lower(net, net.layers, list(net.outputs))
+    assert len(low.ops) == 6  # four tanh inputs, the attention, the ReLU: no launch of the norms or the transpose
+    (fused,) = [set(op.label.split(" + ")) for op in low.ops if op.block == att.THREADS]
+    assert {"q_hat_norm", "q_hat", "k_hat_norm", "k_hat", "k_t", "qk", "score_map", "softmax", "pv"} <= fused
+    (got,) = run_lowered(low, feeds, tmp_path).values()
+    assert _rel(got, cosine_window_reference(feeds, c)) < FP16_REL
+
+
+@needs_emulator
+def test_a_normalization_over_another_axis_stays_a_launch_of_its_own(tmp_path):
+    rng = np.random.default_rng()
+    net, feeds, c = cosine_window_net(rng, normalize_axis=2)  # over the rows of each column: not a row map
+    low = lower(net, net.layers, list(net.outputs))
+    (fused,) = [set(op.label.split(" + ")) for op in low.ops if op.block == att.THREADS]
+    assert not {"q_hat_norm", "q_hat", "k_hat_norm", "k_hat"} & fused
+    (got,) = run_lowered(low, feeds, tmp_path).values()
+    assert _rel(got, cosine_window_reference(feeds, c)) < FP16_REL

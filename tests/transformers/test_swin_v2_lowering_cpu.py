@@ -1,10 +1,12 @@
 """Swin V2's scaled cosine attention, exported from PyTorch (``torch_models.MiniSwin(cosine=True)``),
-through the GPU lowering without CUDA: every window attention is one fused launch (the product's
-per-head logit scale and position bias applied inside it), and the lowered network run in the CUDA
+through the GPU lowering without CUDA: every window attention is one fused launch (Q and K
+normalized as their tiles land, the product's per-head logit scale and position bias applied to
+each score), and the lowered network run in the CUDA
 emulator matches ONNX Runtime on the exported model at fp16 tolerance."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +39,9 @@ def test_cosine_window_attention_is_one_launch_a_block_and_runs_like_onnxruntime
     low = lower(net, seg, list(net.outputs))
     fused = [op for op in low.ops if op.block == att.THREADS]
     assert len(fused) == 3  # two blocks in stage 1, one in stage 2
-    assert all("Softmax" in op.label and "MatMul" in op.label for op in fused)
+    for op in fused:  # the Q and K normalizations and the score map inside each launch
+        assert {"Softmax", "MatMul", "ReduceL2", "Div", "Mul"} <= set(re.findall(r"/(\w+?)(?:_\d+)?\b", op.label))
+    assert not [op for op in low.ops if "ReduceL2" in op.label and op.block != att.THREADS]
     x = np.random.default_rng().standard_normal((2, 3, 28, 28)).astype(np.float32)
     (got,) = run_lowered(low, {net.inputs[0]: x}, tmp_path).values()
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

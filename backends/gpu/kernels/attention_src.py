@@ -73,6 +73,19 @@ class ScoreMap:
 
 
 @dataclass(frozen=True)
+class RowMap:
+    """A map of each Q or K row by a reduction of that row, applied to the tile in shared memory as
+    it lands (Swin V2's ``x / max(||x||_2, eps)`` over a head's channels): ``reduce`` names a
+    ``gen_group`` reduction; its value is rounded to ``reduced_dtype`` (as the unfused reduction
+    stores it) and ``body`` (C setting ``y`` from ``RV``, the reduced value, and ``XE``, the
+    element) gives the fp16 element the products read."""
+
+    reduce: str
+    body: str
+    reduced_dtype: str = "float16"
+
+
+@dataclass(frozen=True)
 class AttentionGeometry:
     """softmax(scale·Q·Kᵀ + Σ biases)·V over ``batch`` (flattened into the grid's y): Q (Sq × D), K
     (Sk × D), V (Sk × Dv); each bias broadcasts over (*batch, Sq, Sk) (0 strides)."""
@@ -207,6 +220,7 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
   ${q_fill}
   ${prefetch_first}
   __syncthreads();
+  ${q_map}
   u32 qa[${q_frags}][4];
 #pragma unroll
   for (int kk = 0; kk < ${q_frags}; ++kk) {
@@ -224,6 +238,7 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
     __syncthreads();  // every warp is done with the previous tile (and with Q)
     ${tile_fill}
     __syncthreads();
+    ${k_map}
     ${prefetch_next}
     float s[${s_tiles}][4];
 #pragma unroll
@@ -331,13 +346,38 @@ def _score_terms(geom: AttentionGeometry, scale2: float, smap: ScoreMap | None) 
 
 
 
+def _row_map(rmap: RowMap | None, rows: str, limit: int, d: int, pitch: int) -> str:
+    """Statements mapping the 64 rows of the fp16 tile ``ks`` in place (two threads a row, each
+    reducing half of its ``d`` elements), then a barrier; rows from ``limit`` on are left as loaded."""
+    if rmap is None:
+        return ""
+    from backends.gpu.kernels.gen_group import reduce_parts
+
+    init, acc, fin, combine = reduce_parts(rmap.reduce)
+    value = fin.replace("N", str(d))
+    rounded = value if rmap.reduced_dtype == "float32" else f"h2f(f2h({value}))"
+    return f"""{{
+    const int r = threadIdx.x >> 1, c0 = threadIdx.x & 1;
+    h16* row = ks + r * {pitch};
+    float a = {init};
+    for (int c = c0; c < {d}; c += 2) {{ const float v = h2f(row[c]); {acc} }}
+    {{ const float b = __shfl_xor_sync(0xffffffffu, a, 1); {combine} }}
+    const float RV = {rounded};
+    if ({rows} + r < {limit})
+      for (int c = c0; c < {d}; c += 2) {{ const float XE = h2f(row[c]); float y; {{ {rmap.body} }} row[c] = f2h(y); }}
+  }}
+  __syncthreads();"""
+
+
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
                      v: AttentionOperand, biases: Sequence[AttentionBias] = (), span: int = 0,
-                     out: AttentionOperand | None = None, score_map: ScoreMap | None = None) -> str:
+                     out: AttentionOperand | None = None, score_map: ScoreMap | None = None,
+                     q_map: RowMap | None = None, k_map: RowMap | None = None) -> str:
     """CUDA source of one attention kernel (parameters y, q, k, v, bias0, bias1, ..., map0, map1,
     ...); launch with ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes
     (default row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O;
-    ``score_map``: the scores are ``geom.scale`` · map(Q·Kᵀ) + Σ biases."""
+    ``score_map``: the scores are ``geom.scale`` · map(Q·Kᵀ) + Σ biases; ``q_map``, ``k_map``: the
+    rows of Q and K as the products read them are these maps of the rows the operands address."""
     why = supported(geom)
     if why is not None:
         raise ValueError(f"attention kernel: {why}")
@@ -362,6 +402,7 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param + map_param, index_type=it,
         ks_size=BLOCK_KEYS * kp, vt_size=dvp * vp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
         q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp),
+        q_map=_row_map(q_map, "m0", geom.sq, geom.d, kp), k_map=_row_map(k_map, "n0", geom.sk, geom.d, kp),
         prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
         block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,
         score=score, add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)

@@ -345,3 +345,10 @@ _REDUCE = {
     "log_sum": ("0.f", "a += v;", "logf(a)", "sum"),
 }
 REDUCE_OPS = tuple(_REDUCE)  # the reductions a group kernel computes (ReduceOp values)
+
+
+def reduce_parts(op: str) -> tuple[str, str, str, str]:
+    """(init, accumulate statement over ``v``, final expression over ``a`` with ``N`` the element
+    count, the statement combining a partner's partial result ``b`` into ``a``) of reduction ``op``."""
+    init, acc, fin, how = _REDUCE[op]
+    return init, acc, fin, _COMBINE[how].format(v="a")

@@ -33,6 +33,7 @@ import numpy as np
 
 from backends.gpu.kernels import attention_src as att
 from backends.gpu.kernels import gen
+from backends.gpu.lowering.attention_rows import row_mapped
 from backends.gpu.lowering.movement import input_view
 from backends.gpu.lowering.slots import Op, prec
 from backends.gpu.lowering.views import View
@@ -70,6 +71,8 @@ class AttentionMatch:
     out_view: View | None = None  # O's place in ``out`` (None: ``out`` is O, row-major)
     score_map: str = ""  # the pointwise layer that maps Q·Kᵀ first ("": none)
     pre: float = 1.0  # the scale of Q·Kᵀ as the map reads it (geom.scale then applies after the map)
+    q_map: att.RowMap | None = None  # Q's rows as the product reads them: this map of q's rows
+    k_map: att.RowMap | None = None
 
 
 class _Walk:
@@ -266,8 +269,14 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     k, ks, k_layers = w.scaled(qk.inputs[1], qk)
     if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
         return None
-    ops = Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
-                                                                                           pv.params.transpose_b)
+    ops = [Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
+                                                                                           pv.params.transpose_b)]
+    row_maps: list[att.RowMap | None] = [None, None]
+    for i, layers in ((0, q_layers), (1, k_layers)):
+        mapped = row_mapped(w, ops[i], lw.net.layer(layers[-1]) if layers else qk)
+        if mapped is not None:
+            ops[i], row_maps[i] = Operand(mapped.source, mapped.swap), mapped.row_map
+            layers.extend(mapped.layers)
     pre, post = (qs * ks, acc.post) if acc.score_map else (1.0, acc.post * qs * ks)
     geom = _geometry(lw, *ops, pv, batch, post)
     if geom is None:
@@ -280,7 +289,7 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
         out = shuffle.outputs[0]
         absorbed.append(shuffle.name)
     return AttentionMatch(*ops, acc.biases, geom, tuple(absorbed), pv.name, qk_batch, p_batch, out, out_view,
-                          acc.score_map, pre)
+                          acc.score_map, pre, *row_maps)
 
 
 def _inverse(perm: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
@@ -400,7 +409,7 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
         out_op = att.AttentionOperand(expand(tuple(st[:-2]), m.p_batch, geom.batch), st[-2], st[-1])
     span = max([out.elements] + [lw.slots[r].elements for r in reads])
     kname = lw.kernel_name(m.last)
-    lw.src.append(att.attention_kernel(kname, geom, *ops, biases, span, out_op, score_map))
+    lw.src.append(att.attention_kernel(kname, geom, *ops, biases, span, out_op, score_map, m.q_map, m.k_map))
     order = {la.name: i for i, la in enumerate(lw.layers)}
     label = " + ".join(sorted([*m.absorbed, m.last], key=order.__getitem__))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
