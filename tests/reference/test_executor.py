@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 import weakref
 
 import numpy as np
@@ -156,18 +155,13 @@ def test_run_layer_standalone():
     assert_close(y, want.astype(np.float32))
 
 
-def test_resnet50_fp32_speed_and_sanity():
+def test_resnet50_fp32_and_fp16_sanity():
+    """A whole ResNet-50 runs in both precisions (bench/bench_engine.py measures its speed)."""
     net = resnet50()
     net.validate()
     x = randn(rng(42), 1, 3, 224, 224)
-    elapsed = []
-    for _ in range(3):  # best of three: the first run pays page faults, the host may be busy
-        t0 = time.perf_counter()
-        out = execute(net, {"image": x})
-        elapsed.append(time.perf_counter() - t0)
-    y = next(iter(out.values()))
+    y = next(iter(execute(net, {"image": x}).values()))
     assert y.shape == (1, 1000) and np.isfinite(y).all() and y.std() > 0
-    assert min(elapsed) < 2.0, f"ResNet-50 fp32 took {min(elapsed):.2f} s"
     y16 = next(iter(execute(net, {"image": x}, precision_of=lambda layer: Precision.FP16).values()))
     assert y16.dtype == np.float16
     assert_close(y16, y, rtol=0.05, atol=0.05 * float(np.abs(y).max()), check_dtype=False)
