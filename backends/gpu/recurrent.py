@@ -40,11 +40,15 @@ def _compute(a: Any, precision: Precision) -> Any:
 
 
 def upload(layer: Layer) -> dict[str, Any]:
-    """The layer's weights on the device, in compute form (fp16-rounded for FP16 layers)."""
+    """The layer's weights on the device, in compute form (fp16-rounded for FP16 layers). The copies
+    and conversions run on the current stream; the device is synchronized before returning, because
+    ``run`` reads them from a context's non-blocking stream, which is not ordered after that one."""
     import cupy
 
     prec = _precision(layer)
-    return {k: _compute(cupy.asarray(np.ascontiguousarray(w)), prec) for k, w in layer.weights.items()}
+    weights = {k: _compute(cupy.asarray(np.ascontiguousarray(w)), prec) for k, w in layer.weights.items()}
+    cupy.cuda.Device().synchronize()
+    return weights
 
 
 def run(layer: Layer, inputs: list[Any], weights: dict[str, Any], stream: Any) -> list[Any]:
