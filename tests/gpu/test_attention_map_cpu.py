@@ -152,3 +152,31 @@ def test_a_normalization_over_another_axis_stays_a_launch_of_its_own(tmp_path):
     assert not {"q_hat_norm", "q_hat", "k_hat_norm", "k_hat"} & fused
     (got,) = run_lowered(low, feeds, tmp_path).values()
     assert _rel(got, cosine_window_reference(feeds, c)) < FP16_REL
+
+
+@needs_emulator
+def test_an_elementwise_product_by_a_per_head_scale_is_a_score_map(tmp_path):
+    """Unfused by the optimizer: Q·Kᵀ · scale[head] (an element-wise layer reading a constant),
+    then a position bias as an add; both inside the launch."""
+    rng = np.random.default_rng()
+    b, heads, n, d = 2, 3, 24, 16
+    net = Network("per_head_scale")
+    feeds = {t: rng.standard_normal((b, heads, n, d)).astype(np.float16).astype(np.float32) for t in "qkv"}
+    q, k, v = (net.add_activation(net.add_input(t, (b, heads, n, d)), "tanh", name=f"{t}_dev").name for t in "qkv")
+    s = net.add_layer(MatrixMultiplyParams(transpose_b=True), [q, k], name="qk").outputs[0]
+    head_scale = rng.uniform(1, 10, (heads, 1, 1)).astype(np.float32)
+    pos = rng.standard_normal((heads, n, n)).astype(np.float32)
+    s = net.add_elementwise(s, net.add_constant(head_scale).name, "prod", name="logit_scale").name
+    s = net.add_elementwise(s, net.add_constant(pos).name, "sum", name="pos_bias").name
+    p = net.add_layer(SoftMaxParams(axis=-1), [s], name="softmax").outputs[0]
+    net.mark_output(net.add_layer(MatrixMultiplyParams(), [p, v], name="pv").outputs[0])
+    for la in net.layers:
+        la.precision = Precision.FP16
+    low = lower(net, net.layers, list(net.outputs))
+    (fused,) = [set(op.label.split(" + ")) for op in low.ops if op.block == att.THREADS]
+    assert {"qk", "logit_scale", "pos_bias", "softmax", "pv"} <= fused
+    (got,) = run_lowered(low, feeds, tmp_path).values()
+    t = {x: np.tanh(feeds[x].astype(np.float64)) for x in "qkv"}
+    qk = np.einsum("...qd,...kd->...qk", t["q"], t["k"])
+    scores = qk * head_scale.astype(np.float16) + pos.astype(np.float16)
+    assert _rel(got, _numpy_attention(t["q"], t["k"], t["v"], 1.0, scores - qk)) < FP16_REL

@@ -35,6 +35,7 @@ from backends.gpu.kernels import attention_src as att
 from backends.gpu.kernels import gen
 from backends.gpu.lowering.attention_rows import row_mapped
 from backends.gpu.lowering.movement import input_view
+from backends.gpu.lowering.pointwise import map_body
 from backends.gpu.lowering.slots import Op, prec
 from backends.gpu.lowering.views import View
 from engine.ir.dtypes import Precision
@@ -158,9 +159,7 @@ def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: 
     if la.kind is LayerKind.MATRIX_MULTIPLY:
         return la, acc
     if la.kind is LayerKind.POINTWISE:
-        product = _score_map(w, la, shape)
-        return None if product is None else (product, replace(acc, absorbed=acc.absorbed + [la.name],
-                                                                  score_map=la.name))
+        return _as_score_map(w, la, acc, shape)
     if la.kind is LayerKind.SHUFFLE and _batch_reshape(la, shape, net):
         return _back_to_product(w, la.inputs[0], la, _Scores(acc.absorbed + [la.name], acc.post, acc.biases),
                                 net.tensors[la.inputs[0]].shape)
@@ -171,7 +170,7 @@ def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: 
         return _back_to_product(w, x, net.layer(layers[-1]),
                                 _Scores(acc.absorbed + layers, acc.post * c, acc.biases), shape)
     if la.params.op is not ElementWiseOp.SUM or len(acc.biases) >= MAX_BIASES or la.inputs[0] == la.inputs[1]:
-        return None
+        return _as_score_map(w, la, acc, shape)  # e.g. S · logit_scale[head] left unfused by the optimizer
     for scores, bias in (la.inputs, la.inputs[::-1]):
         bshape = net.tensors[bias].shape
         if (net.tensors[scores].shape != shape or w.lw.dtypes.get(bias) not in ("float16", "float32")
@@ -185,12 +184,17 @@ def _back_to_product(w: _Walk, tensor: str, reader: Layer, acc: _Scores, shape: 
     return None
 
 
+def _as_score_map(w: _Walk, la: Layer, acc: _Scores, shape: tuple[int, ...]) -> tuple[Layer, _Scores] | None:
+    product = _score_map(w, la, shape)
+    return None if product is None else (product, replace(acc, absorbed=acc.absorbed + [la.name], score_map=la.name))
+
+
 def _score_map(w: _Walk, la: Layer, shape: tuple[int, ...]) -> Layer | None:
-    """The product a pointwise layer maps, where the kernel can apply the map per score: its first
-    input is the product's private output, and its other inputs (fp16 or fp32) broadcast to the
-    scores (its weights always do: the optimizer fused them as such)."""
+    """The product a pointwise or element-wise layer maps, where the kernel can apply the map per
+    score: its first input is the product's private output, and its other inputs (fp16 or fp32)
+    broadcast to the scores (a pointwise layer's weights always do: the optimizer fused them as such)."""
     product = w.producers.get(la.inputs[0])
-    if (not w.fp16_layer(product) or product.kind is not LayerKind.MATRIX_MULTIPLY
+    if (map_body(la) is None or not w.fp16_layer(product) or product.kind is not LayerKind.MATRIX_MULTIPLY
             or not w.private(la.inputs[0], la) or w.lw.net.tensors[la.inputs[0]].shape != shape):
         return None
     for t in la.inputs[1:]:
@@ -365,12 +369,10 @@ def _operand(view: View, swap: bool, batch: tuple[int, ...], fine: tuple[int, ..
 
 
 def _lower_score_map(lw: Lowerer, m: AttentionMatch) -> tuple[att.ScoreMap, list[str]]:
-    """The kernel's form of the pointwise layer that maps Q·Kᵀ (its weights uploaded as an FP16
+    """The kernel's form of the pointwise or element-wise layer that maps Q·Kᵀ (its weights uploaded as an FP16
     layer's, rounded to fp16), and the slots it reads."""
-    from backends.gpu.lowering.pointwise import pointwise_body
-
     la = lw.net.layer(m.score_map)
-    operands, body = pointwise_body(la)
+    operands, body = map_body(la)
     shape = (*m.qk_batch, m.geom.sq, m.geom.sk)
     fp16 = prec(la) is Precision.FP16
     mapped, reads = [], []
