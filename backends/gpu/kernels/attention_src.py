@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from string import Template
 
 from backends.gpu.kernels import gen
+from backends.gpu.kernels.gen_group import reduce_parts
 
 BLOCK_ROWS = 64  # query rows per block (four warps of 16)
 BLOCK_KEYS = 64  # keys per tile
@@ -345,17 +346,13 @@ def _score_terms(geom: AttentionGeometry, scale2: float, smap: ScoreMap | None) 
                              f"float y; {{ {smap.body} }} x = y * {scale2!r}f; }}")
 
 
-
 def _row_map(rmap: RowMap | None, rows: str, limit: int, d: int, pitch: int) -> str:
     """Statements mapping the 64 rows of the fp16 tile ``ks`` in place (two threads a row, each
     reducing half of its ``d`` elements), then a barrier; rows from ``limit`` on are left as loaded."""
     if rmap is None:
         return ""
-    from backends.gpu.kernels.gen_group import reduce_parts
-
     init, acc, fin, combine = reduce_parts(rmap.reduce)
-    value = fin.replace("N", str(d))
-    rounded = value if rmap.reduced_dtype == "float32" else f"h2f(f2h({value}))"
+    rounded = gen.load(rmap.reduced_dtype, gen.store(rmap.reduced_dtype, f"({fin.replace('N', str(d))})"))
     return f"""{{
     const int r = threadIdx.x >> 1, c0 = threadIdx.x & 1;
     h16* row = ks + r * {pitch};
