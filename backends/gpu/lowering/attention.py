@@ -70,7 +70,7 @@ class AttentionMatch:
     p_batch: tuple[int, ...]  # the batch dims of the softmax (and of O)
     out: str = ""  # the tensor the kernel writes: O, or the output of the transpose that reads O
     out_view: View | None = None  # O's place in ``out`` (None: ``out`` is O, row-major)
-    score_map: str = ""  # the pointwise layer that maps Q·Kᵀ first ("": none)
+    score_map: str = ""  # the pointwise or element-wise layer that maps Q·Kᵀ first ("": none)
     pre: float = 1.0  # the scale of Q·Kᵀ as the map reads it (geom.scale then applies after the map)
     q_map: att.RowMap | None = None  # Q's rows as the product reads them: this map of q's rows
     k_map: att.RowMap | None = None
@@ -134,7 +134,7 @@ class _Scores:
     absorbed: list[str]
     post: float = 1.0  # the scale of every term from here to the softmax
     biases: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
-    score_map: str = ""  # a pointwise layer reading the product directly (see ``_score_map``)
+    score_map: str = ""  # a pointwise or element-wise layer reading the product directly (``_score_map``)
 
 
 def _batch_reshape(la: Layer, shape: tuple[int, ...], net) -> bool:
@@ -368,19 +368,23 @@ def _operand(view: View, swap: bool, batch: tuple[int, ...], fine: tuple[int, ..
     return att.AttentionOperand(expand(tuple(bs), batch, fine), strides[-2], strides[-1], view.base)
 
 
+def _score_operand(view: View, batch: tuple[int, ...], geom: att.AttentionGeometry) -> att.AttentionOperand:
+    """The kernel's addressing of a term of the scores (a bias, a score map's operand): ``view``
+    broadcast over (*batch, Sq, Sk), ``batch`` a grouping of the kernel's batch dims."""
+    st = gen.broadcast_strides(view.shape, view.strides, (*batch, geom.sq, geom.sk))
+    return att.AttentionOperand(expand(tuple(st[:-2]), batch, geom.batch), st[-2], st[-1], view.base)
+
+
 def _lower_score_map(lw: Lowerer, m: AttentionMatch) -> tuple[att.ScoreMap, list[str]]:
     """The kernel's form of the pointwise or element-wise layer that maps Q·Kᵀ (its weights uploaded as an FP16
     layer's, rounded to fp16), and the slots it reads."""
     la = lw.net.layer(m.score_map)
     operands, body = map_body(la)
-    shape = (*m.qk_batch, m.geom.sq, m.geom.sk)
     fp16 = prec(la) is Precision.FP16
     mapped, reads = [], []
     for key, value in operands[1:]:
         view = input_view(lw, lw.float_of(key)) if value is None else View.of(lw.const(f"{la.name}/{key}", value, fp16))
-        st = gen.broadcast_strides(view.shape, view.strides, shape)
-        op = att.AttentionOperand(expand(tuple(st[:-2]), m.qk_batch, m.geom.batch), st[-2], st[-1], view.base)
-        mapped.append((op, lw.slots[view.root].dtype))
+        mapped.append((_score_operand(view, m.qk_batch, m.geom), lw.slots[view.root].dtype))
         reads.append(view.root)
     return att.ScoreMap(body, tuple(mapped), m.pre), reads
 
@@ -395,9 +399,7 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
     biases = []
     for tensor, scale, ctx in m.biases:
         bv = input_view(lw, lw.float_of(tensor))
-        st = gen.broadcast_strides(bv.shape, bv.strides, (*ctx, geom.sq, geom.sk))
-        op = att.AttentionOperand(expand(tuple(st[:-2]), ctx, geom.batch), st[-2], st[-1], bv.base)
-        biases.append(att.AttentionBias(op, lw.slots[bv.root].dtype, scale))
+        biases.append(att.AttentionBias(_score_operand(bv, ctx, geom), lw.slots[bv.root].dtype, scale))
         reads.append(bv.root)
     score_map = None
     if m.score_map:
