@@ -7,22 +7,20 @@ kernel the rows are already in shared memory, so the map costs no launch and no 
 
 Matching only (the kernel's side is ``attention_src.RowMap``): an operand of the first product is
 row-mapped where its tensor (possibly through a transpose of its last two dims, which the kernel's
-operand orientation absorbs) is made by a float element-wise or pointwise layer without weights
-whose inputs are x and a reduction of x over its last axis (kept dims), both private to the block,
-and whose weights are scalars (the eps of ``max(||x||, eps)``).
+operand orientation absorbs) is made by the reader of a row map (``row_maps.maps_rows``) of x over
+its last axis, private to the block, whose weights are scalars (the eps of ``max(||x||, eps)``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backends.gpu.kernels import attention_src as att
-from backends.gpu.kernels.gen_group import REDUCE_OPS
-from backends.gpu.lowering.concat_reads import substitute
-from backends.gpu.lowering.pointwise import map_body
+from backends.gpu.lowering.row_maps import maps_rows, row_body
 from engine.ir.layers import LayerKind
 from engine.ir.network import Layer
 
@@ -60,28 +58,22 @@ def row_mapped(w: _Walk, op: Operand, reader: Layer) -> RowMapped | None:
     if la is not None and _last_two_swapped(la, w, reader):
         tensor, swap, peeled, reader = la.inputs[0], not swap, (la.name,), la
         la = w.producers.get(tensor)
-    if swap or not w.fp16_layer(la) or not w.private(tensor, reader) or map_body(la) is None:
+    if swap or not w.fp16_layer(la) or not w.private(tensor, reader):
         return None
-    ins = set(la.inputs)
-    red = next((w.producers.get(t) for t in la.inputs if getattr(w.producers.get(t), "kind", None)
-                is LayerKind.REDUCE), None)
-    if red is None or len(ins) != 2 or red.inputs[0] not in ins or red.outputs[0] not in ins:
+    red = next((w.producers[t] for t in la.inputs if getattr(w.producers.get(t), "kind", None) is LayerKind.REDUCE),
+               None)
+    if red is None or red.name not in w.segment or not maps_rows(w.lw, red, la):
         return None
-    x, r = red.inputs[0], red.outputs[0]
+    x = red.inputs[0]
     rank = len(w.lw.net.tensors[x].shape)
-    p = red.params
-    if (red.name not in w.segment or red.precision is not la.precision or not p.keep_dims
-            or p.op.value not in REDUCE_OPS or {a % rank for a in p.axes} != {rank - 1}
-            or w.lw.sole_reader(r) is not la or w.lw.dtypes.get(r) not in ("float16", "float32")
-            or not w.plain(x)):
+    if {a % rank for a in red.params.axes} != {rank - 1} or not w.plain(x):
         return None
-    operands, body = map_body(la)
-    for i, (key, weight) in enumerate(operands):
-        if weight is None:
-            expr = "RV" if key == r else "XE"
-        elif np.size(weight) == 1:  # a constant such as the norm's eps, rounded as an FP16 layer's weight
-            expr = f"{float(np.asarray(weight, np.float16).astype(np.float32).reshape(()))!r}f"
-        else:
+    body, weights = row_body(red, la)
+    for k, (_, weight) in enumerate(weights):
+        if np.size(weight) != 1:
             return None
-        body = substitute(body, i, expr)
-    return RowMapped(x, False, att.RowMap(p.op.value, body, w.lw.dtypes[r]), (*peeled, la.name, red.name))
+        # a constant such as the norm's eps, inlined and rounded as an FP16 layer's weight
+        value = float(np.asarray(weight, np.float16).astype(np.float32).reshape(()))
+        body = re.sub(rf"\bEW{k}\b", f"{value!r}f", body)
+    return RowMapped(x, False, att.RowMap(red.params.op.value, body, w.lw.dtypes[red.outputs[0]]),
+                     (*peeled, la.name, red.name))

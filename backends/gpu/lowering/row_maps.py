@@ -37,20 +37,26 @@ def find_row_maps(lw: Lowerer, absorbed: set[str]) -> dict[str, Layer]:
     segment = {la.name for la in lw.layers}
     found: dict[str, Layer] = {}
     for la in lw.layers:
-        if (la.kind is not LayerKind.REDUCE or la.name in absorbed or is_int8(la) or not la.params.keep_dims
-                or la.params.op.value not in ROW_OPS):
+        if la.kind is not LayerKind.REDUCE or la.name in absorbed or is_int8(la):
             continue
-        r, x = la.outputs[0], la.inputs[0]
-        reader = lw.sole_reader(r)
+        reader = lw.sole_reader(la.outputs[0])
         if (reader is None or reader.name not in segment or reader.name in absorbed or is_int8(reader)
-                or reader.outputs[0] in lw.se_scales or prec(reader) is not prec(la) or map_body(reader) is None):
-            continue
-        y = reader.outputs[0]
-        if (set(reader.inputs) != {r, x} or lw.net.tensors[y].shape != lw.net.tensors[x].shape
-                or any(lw.dtypes.get(t) not in FLOAT for t in (r, x, y))):
+                or reader.outputs[0] in lw.se_scales or not maps_rows(lw, la, reader)):
             continue
         found[la.name] = reader
     return found
+
+
+def maps_rows(lw: Lowerer, reduction: Layer, reader: Layer) -> bool:
+    """Whether ``reader`` maps each row of ``reduction``'s input with its result: a float reduction
+    with kept dims that the group kernel computes, read only by ``reader``, an element-wise or
+    pointwise layer of its precision whose inputs are the reduction's output and input and whose
+    output has the input's shape."""
+    r, x, y = reduction.outputs[0], reduction.inputs[0], reader.outputs[0]
+    return (reduction.kind is LayerKind.REDUCE and reduction.params.keep_dims and reduction.params.op.value in ROW_OPS
+            and lw.sole_reader(r) is reader and prec(reader) is prec(reduction) and map_body(reader) is not None
+            and set(reader.inputs) == {r, x} and lw.net.tensors[y].shape == lw.net.tensors[x].shape
+            and all(lw.dtypes.get(t) in FLOAT for t in (r, x, y)))
 
 
 def row_body(reduction: Layer, reader: Layer) -> tuple[str, list[tuple[str, object]]]:
