@@ -190,8 +190,8 @@ def conv_op(lw: Lowerer, layer: Layer, g: ConvGeometry, xs: str, ys: str, kernel
     reads = [xs, wk.name, bk.name] + ([res] if res else []) + ([scale] if scale else [])
     if whole is not None:
         info = {"geom": g, "act": act, "x": xs, "w": wk.name, "b": bk.name, "res": res, "y": ys}
-        if whole == "conv_cudnn":
-            info["algo"] = _cudnn_algo(lw.tactics.get(layer.name), g, act)
+        if whole == "conv_cudnn":  # _whole_layer_op checked that cuDNN runs this algorithm here
+            info["algo"] = cudnn.parse_tactic(lw.tactics.get(layer.name))
         lw.ops.append(Op(layer.name, whole, reads, [ys], info=info))
         return
     lw.ops.append(Op(layer.name, "conv", reads, [ys], info={"geom": g, "tactic": tactic, "act": act,
