@@ -380,14 +380,17 @@ def _time_whole_layer(g: ConvGeometry, act: tuple[int, float, float], res: bool,
     return times
 
 
-def _choose(log: Logger, layer: str, times: dict[str, float]) -> str:
-    """The fastest of ``times``; a verbose log line names it and the runners-up (as a TensorRT
-    builder's verbose log lists each tactic's time), so a user can see how close the choice was."""
+def _choose(log: Logger, cache: TimingCache, key: str, layer: str, times: dict[str, float]) -> str:
+    """The fastest of ``times``, recorded in ``cache`` under ``key``; a verbose log line names it and
+    the runners-up (as a TensorRT builder's verbose log lists each tactic's time), so a user can see
+    how close the choice was."""
     ranked = sorted(times, key=times.get)
+    best = ranked[0]
     others = ", ".join(f"{t} {times[t]:.4f}" for t in ranked[1:4])
-    log.verbose(f"Tactic of {layer}: {ranked[0]} {times[ranked[0]]:.4f} ms of {len(times)} timed"
+    log.verbose(f"Tactic of {layer}: {best} {times[best]:.4f} ms of {len(times)} timed"
                 + (f" (next: {others})" if others else ""))
-    return ranked[0]
+    cache.entries[key] = {"tactic": best, "ms": round(times[best], 5), "candidates": len(times)}
+    return best
 
 
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
@@ -432,8 +435,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         if not times:
             chosen[name] = heuristic_tactic(g).name
             continue
-        chosen[name] = _choose(log, name, times)
-        cache.entries[key] = {"tactic": chosen[name], "ms": round(times[chosen[name]], 5), "candidates": len(times)}
+        chosen[name] = _choose(log, cache, key, name, times)
         timed += 1
     for i, (name, g, epi, res, ldy) in enumerate(convs8, len(convs)):
         if progress is not None:
@@ -453,8 +455,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         times.update(time_conv8_pointwise(g, epi, res, ldy))
         if not times:
             continue
-        chosen[name] = _choose(log, name, times)
-        cache.entries[key] = {"tactic": chosen[name], "ms": round(times[chosen[name]], 5), "candidates": len(times)}
+        chosen[name] = _choose(log, cache, key, name, times)
         timed += 1
     if progress is not None:
         progress.update(n_convs)
