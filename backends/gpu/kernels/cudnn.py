@@ -74,7 +74,6 @@ def _declare(lib: Any) -> None:
                "cudnnCreateConvolutionDescriptor", "cudnnCreateActivationDescriptor"):
         getattr(lib, fn).argtypes = [ctypes.POINTER(vp)]
     lib.cudnnSetStream.argtypes = [vp, vp]
-    lib.cudnnSetTensor4dDescriptorEx.argtypes = [vp, i, i, i, i, i, i, i, i, i]
     lib.cudnnSetTensor4dDescriptor.argtypes = [vp, i, i, i, i, i, i]
     lib.cudnnSetFilter4dDescriptor.argtypes = [vp, i, i, i, i, i, i]
     lib.cudnnSetConvolution2dDescriptor.argtypes = [vp, i, i, i, i, i, i, i, i]
