@@ -224,6 +224,25 @@ def test_add_act(rng, act):
     assert_close(out[..., :c], act_ref(a.astype(np.float64) + b, *act))
 
 
+def test_hold_stream_holds_the_work_behind_it():
+    """The profiler's hold: events around it span at least the time asked for (the kernel counts
+    SM cycles at the peak clock, so a slower clock only lengthens it), and the work enqueued
+    behind it still runs."""
+    from backends.gpu.graph import hold_stream
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    a, b = cp.cuda.Event(), cp.cuda.Event()
+    x = cp.zeros(4, cp.float32)
+    with stream:
+        a.record(stream)
+        hold_stream(stream, 0.02)
+        x += 1
+        b.record(stream)
+    b.synchronize()
+    assert cp.cuda.get_elapsed_time(a, b) >= 19.0
+    assert x.get().tolist() == [1.0] * 4
+
+
 def test_graph_replay_matches_reference(rng):
     """input conversion -> conv+relu -> 1x1 conv+residual+relu -> global pool, as one CUDA graph."""
     from backends.gpu.arena import Arena, BufferUse, plan_offsets
