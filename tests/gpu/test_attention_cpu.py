@@ -22,7 +22,14 @@ from backends.gpu.kernels import gen
 from backends.gpu.kernels.common import COMMON_SRC
 from backends.gpu.lower import lower
 from engine.ir.dtypes import Precision
-from engine.ir.layers import FullyConnectedParams, GatherParams, MatrixMultiplyParams, ShuffleParams, SoftMaxParams
+from engine.ir.layers import (
+    FullyConnectedParams,
+    GatherParams,
+    LayerKind,
+    MatrixMultiplyParams,
+    ShuffleParams,
+    SoftMaxParams,
+)
 from engine.ir.network import Network
 
 needs_emulator = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
@@ -164,7 +171,8 @@ def test_attention_block_is_fused_and_reads_the_projection():
     low = lower(net, net.layers, list(net.outputs))
     fused = [op for op in low.ops if op.block == att.THREADS]
     assert len(fused) == 1
-    assert set(fused[0].label.split(" + ")) == {"q_scaled", "k_scaled", "qk", "softmax", "pv", "merge"}
+    # kt, the transpose of K, is the kernel's operand orientation
+    assert set(fused[0].label.split(" + ")) == {"q_scaled", "kt", "k_scaled", "qk", "softmax", "pv", "merge"}
     proj = next(op for op in low.ops if op.label == "proj").writes[0]
     assert fused[0].reads == [proj]  # Q, K and V are views of the projection: no copies
     assert not {"g0", "g1", "g2", "kt", "split", "merge"} & {op.label for op in low.ops}  # O lands merged
@@ -199,7 +207,7 @@ def test_fused_block_runs_like_numpy(tmp_path, variant):
 # ------------------------------------------------------------------------------ random blocks
 
 
-def _random_block(rng: np.random.Generator) -> tuple[Network, dict, Callable]:
+def _random_block(rng: np.random.Generator) -> tuple[Network, dict, Callable, list[str]]:
     """A random attention block as exporters may write it: batch rank 0-2, transposed operands
     by flag or by layer, scales on Q, on K or on the scores (multiply or divide, before or after
     a bias of a random broadcast shape), and the float64 numpy of the same math."""
@@ -223,9 +231,14 @@ def _random_block(rng: np.random.Generator) -> tuple[Network, dict, Callable]:
     cq = float(rng.uniform(0.2, 1.0))
     qs = net.add_elementwise(q, scalar(cq), "prod").name
     ck = float(rng.uniform(1.0, 3.0))
-    ks = net.add_elementwise(k, scalar(ck), "div").name if rng.integers(2) else k
-    ck = ck if ks != k else 1.0
-    s = net.add_layer(MatrixMultiplyParams(transpose_a=ta, transpose_b=tb), [qs, ks]).outputs[0]
+    swap = ShuffleParams(first_perm=(*range(len(batch)), len(batch) + 1, len(batch)))
+    order = int(rng.integers(3))  # K transposed by a layer, undone by the flag: none, before, after its scale
+    ks = net.add_layer(swap, [k]).outputs[0] if order == 1 else k
+    ks = net.add_elementwise(ks, scalar(ck), "div").name if rng.integers(2) else ks
+    ck = ck if net.producers()[ks].kind is LayerKind.ELEMENTWISE else 1.0
+    ks = net.add_layer(swap, [ks]).outputs[0] if order == 2 else ks
+    s = net.add_layer(MatrixMultiplyParams(transpose_a=ta, transpose_b=tb != (order > 0)), [qs, ks]).outputs[0]
+    q_k_path = [la.name for la in net.layers if la.kind in (LayerKind.SHUFFLE, LayerKind.ELEMENTWISE)]
     full = (*batch, sq, sk)
     bias_shape = tuple(int(x) if rng.integers(2) else 1 for x in full)[int(rng.integers(0, len(full))):]
     bias = rng.standard_normal(bias_shape).astype(np.float32) if rng.integers(3) else None
@@ -251,16 +264,18 @@ def _random_block(rng: np.random.Generator) -> tuple[Network, dict, Callable]:
         b = None if bias is None else bias.astype(np.float16) * (post if not early else 1.0)
         return np.maximum(_numpy_attention(qq, kk, vv, scale, b), 0)
 
-    return net, feeds, reference
+    return net, feeds, reference, q_k_path
 
 
 @needs_emulator
 def test_random_attention_blocks_fuse_and_run_like_numpy(tmp_path):
     rng = np.random.default_rng()
     for i in range(3):  # fresh structures every run
-        net, feeds, reference = _random_block(rng)
+        net, feeds, reference, q_k_path = _random_block(rng)
         low = lower(net, net.layers, list(net.outputs))
-        assert [op.block for op in low.ops].count(att.THREADS) == 1, [la.kind.value for la in net.layers]
+        fused = [op for op in low.ops if op.block == att.THREADS]
+        assert len(fused) == 1, [la.kind.value for la in net.layers]
+        assert set(q_k_path) <= set(fused[0].label.split(" + "))  # scales and transposes on the way are the kernel's
         (tmp_path / str(i)).mkdir()
         (got,) = run_lowered(low, feeds, tmp_path / str(i)).values()
         want = reference(feeds)

@@ -118,6 +118,35 @@ class _Walk:
             c, tensor, reader = c * f, x, la
             layers.append(la.name)
 
+    def last_two_swapped(self, tensor: str, reader: Layer) -> Layer | None:
+        """The private FP16 shuffle that makes ``tensor`` by only exchanging its input's last two dims."""
+        la = self.producers.get(tensor)
+        if (la is None or la.kind is not LayerKind.SHUFFLE or not self.fp16_layer(la)
+                or not self.private(tensor, reader)):
+            return None
+        p, rank = la.params, len(self.lw.net.tensors[la.inputs[0]].shape)
+        swap = (*range(rank - 2), rank - 1, rank - 2)
+        ok = (rank >= 2 and p.reshape is None and p.first_perm is not None and tuple(p.first_perm) == swap
+              and (p.second_perm is None or tuple(p.second_perm) == tuple(range(rank))))
+        return la if ok else None
+
+    def operand_source(self, tensor: str, swap: bool, reader: Layer) -> tuple[Operand, float, list[str], Layer]:
+        """What a product's operand reads through private scalar multiplies and divides and transposes
+        of the last two dims, in any order (MaxViT scales K and then transposes it): (the operand,
+        its scale c, the layers passed, the reader of the operand's tensor among them)."""
+        c, layers = 1.0, []
+        while True:
+            shuffle = self.last_two_swapped(tensor, reader)
+            if shuffle is not None:
+                tensor, swap, reader = shuffle.inputs[0], not swap, shuffle
+                layers.append(shuffle.name)
+                continue
+            x, f, scaled = self.scaled(tensor, reader)
+            if not scaled:
+                return Operand(tensor, swap), c, layers, reader
+            tensor, c, reader = x, c * f, self.lw.net.layer(scaled[-1])
+            layers += scaled
+
     def plain(self, tensor: str) -> bool:
         """An fp16 tensor with a slot of its own: staged, or made by a layer that is no constant."""
         la = self.producers.get(tensor)
@@ -269,15 +298,14 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     batch = refine([qk_batch, p_batch, *(ctx for _, _, ctx in acc.biases)])
     if batch is None:
         return None
-    q, qs, q_layers = w.scaled(qk.inputs[0], qk)
-    k, ks, k_layers = w.scaled(qk.inputs[1], qk)
-    if qk.inputs[0] == qk.inputs[1] or not (w.plain(q) and w.plain(k) and w.plain(pv.inputs[1])):
+    q, qs, q_layers, q_reader = w.operand_source(qk.inputs[0], qk.params.transpose_a, qk)
+    k, ks, k_layers, k_reader = w.operand_source(qk.inputs[1], not qk.params.transpose_b, qk)
+    if qk.inputs[0] == qk.inputs[1] or not (w.plain(q.tensor) and w.plain(k.tensor) and w.plain(pv.inputs[1])):
         return None
-    ops = [Operand(q, qk.params.transpose_a), Operand(k, not qk.params.transpose_b), Operand(pv.inputs[1],
-                                                                                           pv.params.transpose_b)]
+    ops = [q, k, Operand(pv.inputs[1], pv.params.transpose_b)]
     row_maps: list[att.RowMap | None] = [None, None]
-    for i, layers in ((0, q_layers), (1, k_layers)):
-        mapped = row_mapped(w, ops[i], lw.net.layer(layers[-1]) if layers else qk)
+    for i, layers, reader in ((0, q_layers, q_reader), (1, k_layers, k_reader)):
+        mapped = row_mapped(w, ops[i], reader)
         if mapped is not None:
             ops[i], row_maps[i] = Operand(mapped.source, mapped.swap), mapped.row_map
             layers.extend(mapped.layers)

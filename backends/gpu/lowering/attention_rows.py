@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RowMapped:
     """An operand read as the rows of ``source`` mapped by ``row_map``; ``layers``: those the kernel
-    replaces (the reduction, its reader and a transpose between)."""
+    replaces (the reduction and its reader)."""
 
     source: str
     swap: bool
@@ -39,25 +39,12 @@ class RowMapped:
     layers: tuple[str, ...]
 
 
-def _last_two_swapped(la: Layer, w: _Walk, reader: Layer) -> bool:
-    """A private FP16 shuffle that only exchanges the last two dims."""
-    p = la.params
-    if la.kind is not LayerKind.SHUFFLE or not w.fp16_layer(la) or not w.private(la.outputs[0], reader):
-        return False
-    rank = len(w.lw.net.tensors[la.inputs[0]].shape)
-    swap = (*range(rank - 2), rank - 1, rank - 2)
-    return (rank >= 2 and p.reshape is None and p.first_perm is not None and tuple(p.first_perm) == swap
-            and (p.second_perm is None or tuple(p.second_perm) == tuple(range(rank))))
-
-
 def row_mapped(w: _Walk, op: Operand, reader: Layer) -> RowMapped | None:
-    """``op`` (read by ``reader``) as a row map of another tensor, or None. The map runs in FP16
+    """``op`` (read by ``reader``; transposes of the last two dims already passed by
+    ``_Walk.operand_source``) as a row map of another tensor, or None. The map runs in FP16
     here (every layer of an attention block does), so its scalar weights are rounded to fp16."""
-    tensor, swap, peeled = op.tensor, op.swap, ()
+    tensor, swap = op.tensor, op.swap
     la = w.producers.get(tensor)
-    if la is not None and _last_two_swapped(la, w, reader):
-        tensor, swap, peeled, reader = la.inputs[0], not swap, (la.name,), la
-        la = w.producers.get(tensor)
     if swap or not w.fp16_layer(la) or not w.private(tensor, reader):
         return None
     red = next((w.producers[t] for t in la.inputs if getattr(w.producers.get(t), "kind", None) is LayerKind.REDUCE),
@@ -76,4 +63,4 @@ def row_mapped(w: _Walk, op: Operand, reader: Layer) -> RowMapped | None:
         value = float(np.asarray(weight, np.float16).astype(np.float32).reshape(()))
         body = re.sub(rf"\bEW{k}\b", f"{value!r}f", body)
     return RowMapped(x, False, att.RowMap(red.params.op.value, body, w.lw.dtypes[red.outputs[0]]),
-                     (*peeled, la.name, red.name))
+                     (la.name, red.name))
