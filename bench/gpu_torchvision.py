@@ -40,6 +40,13 @@ MODELS.update(OTHER_MODELS)
 # convolutions split into branches (GoogLeNet, Inception-v3), post-norm residuals and cosine attention
 # with Q/K/V split and transposed (Swin V2)
 MODELS.update({name: name for name in ("googlenet", "inception_v3", "swin_v2_t")})
+# a wider check of the same kind, measured once the above were ahead: plain deep stacks with large
+# fully connected heads (VGG, AlexNet), fire modules (SqueezeNet), basic and wide residual blocks,
+# MNASNet, MobileNetV3-S, block + grid attention (MaxViT), RegNetX, a wider EfficientNet, ConvNeXt-S
+UNSEEN_MODELS = {name: name for name in ("vgg16_bn", "alexnet", "squeezenet1_1", "resnet18", "wide_resnet50_2",
+                                         "mnasnet1_0", "mobilenet_v3_small", "maxvit_t", "regnet_x_1_6gf",
+                                         "efficientnet_b3", "convnext_small")}
+MODELS.update(UNSEEN_MODELS)
 
 
 def calibrate_batchnorm(model: Any, batches: int = 4, batch: int = 16, seed: int = 0, device: str = "cpu") -> Any:
