@@ -11,13 +11,14 @@
 # others   the peers benchmark (FP16) at batch 32 on networks the GPU work was not tuned on
 #          (gpu_torchvision.OTHER_MODELS: MobileNetV3-L, RegNetY-400MF, ShuffleNetV2, DenseNet-121,
 #          EfficientNetV2-S, Swin-T)
+# unseen   the same at batch 32 on a wider set the GPU work was not tuned on (gpu_torchvision.UNSEEN_MODELS)
 # kernels  ResNet-50's convolution classes at batch 256: each kernel family's best tile and cuDNN
 # behind   per-layer-class times against PyTorch at batch 32 on the networks behind torch.compile
 #          there (GoogLeNet, Inception-v3, DenseNet-121, Swin-V2-T; bench/gpu_layer_profile.py)
 # trace    every kernel of those networks' CUDA-graph replay at batch 32 with its device time
 #          (bench/gpu_kernel_trace.py: the per-launch profile above also times the host's launches)
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|behind|trace|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -54,6 +55,11 @@ print(f'kernel modules compiled in {time.time() - t:.0f} s')" 2>&1 | tail -3 | t
 from gpu_torchvision import OTHER_MODELS; print(*OTHER_MODELS)") --batches 32 --compile --no-int8 \
             --out "$out/gpu_peers_others.json" > "$out/gpu_peers_others.txt" 2>&1
         tail -10 "$out/gpu_peers_others.txt" ;;
+    unseen)
+        timeout 590 python3 bench/gpu_peers.py --models $(python3 -c "import sys; sys.path.insert(0, 'bench')
+from gpu_torchvision import UNSEEN_MODELS; print(*UNSEEN_MODELS)") --batches 32 --compile --no-int8 \
+            --out "$out/gpu_peers_unseen.json" > "$out/gpu_peers_unseen.txt" 2>&1
+        tail -14 "$out/gpu_peers_unseen.txt" ;;
     behind)
         timeout 560 python3 bench/gpu_layer_profile.py --models googlenet inception_v3 densenet121 swin_v2_t \
             --batch 32 --runs 5 --out "$out/gpu_layer_profile_behind.json" > "$out/gpu_layer_profile_behind.txt" 2>&1
