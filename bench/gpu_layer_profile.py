@@ -76,13 +76,20 @@ def launch_layers(label: str, by_name: dict[str, Any]) -> list[Any]:
     return layers if not pending else []
 
 
+GEMM_SHAPED = ("convolution", "fully_connected", "matrix_multiply")
+
+
 def launch_class(layers: list[Any], network: Any) -> str:
+    """The class of one launch: attention where it holds a softmax between products; else that of
+    its first GEMM-shaped layer (a whole MLP in one kernel is GEMM work with its activation and
+    layer scale fused), else of its last layer."""
     if not layers:
         return "layout/other"
     kinds = {la.kind.value for la in layers}
     if len(layers) > 1 and {"softmax", "matrix_multiply"} <= kinds:
         return "attention"
-    return layer_class(layers[-1], network)
+    gemm = next((la for la in layers if la.kind.value in GEMM_SHAPED), None)
+    return layer_class(gemm if gemm is not None else layers[-1], network)
 
 
 def attention_projections(network: Any, attention_layers: set[str]) -> set[str]:
