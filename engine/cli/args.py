@@ -166,7 +166,8 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random inputs (default 0)")
     g.add_argument("--load-inputs", action="append", metavar="NAME:FILE.npy|FILE.npz",
                    help="inputs from a .npy per input (NAME:FILE.npy) or an .npz of several [--loadInputs]")
-    g.add_argument("--dump-profile", action="store_true", help="print the per-layer profile [--dumpProfile]")
+    g.add_argument("--dump-profile", action="store_true",
+                   help="print the per-layer profile: each GPU launch timed on the device on its own [--dumpProfile]")
     g.add_argument("--profile-iterations", type=positive_int, default=20,
                    help="iterations of the profiled run (default 20)")
     g.add_argument("--export-profile", metavar="FILE", help="write the per-layer profile as JSON [--exportProfile]")
