@@ -307,7 +307,7 @@ def _match_from_softmax(w: _Walk, sm: Layer) -> AttentionMatch | None:
     for i, layers, reader in ((0, q_layers, q_reader), (1, k_layers, k_reader)):
         mapped = row_mapped(w, ops[i], reader)
         if mapped is not None:
-            ops[i], row_maps[i] = Operand(mapped.source, mapped.swap), mapped.row_map
+            ops[i], row_maps[i] = Operand(mapped.source), mapped.row_map
             layers.extend(mapped.layers)
     pre, post = (qs * ks, acc.post) if acc.score_map else (1.0, acc.post * qs * ks)
     geom = _geometry(lw, *ops, pv, batch, post)

@@ -34,7 +34,6 @@ class RowMapped:
     replaces (the reduction and its reader)."""
 
     source: str
-    swap: bool
     row_map: att.RowMap
     layers: tuple[str, ...]
 
@@ -62,5 +61,5 @@ def row_mapped(w: _Walk, op: Operand, reader: Layer) -> RowMapped | None:
         # a constant such as the norm's eps, inlined and rounded as an FP16 layer's weight
         value = float(np.asarray(weight, np.float16).astype(np.float32).reshape(()))
         body = re.sub(rf"\bEW{k}\b", f"{value!r}f", body)
-    return RowMapped(x, False, att.RowMap(red.params.op.value, body, w.lw.dtypes[red.outputs[0]]),
+    return RowMapped(x, att.RowMap(red.params.op.value, body, w.lw.dtypes[red.outputs[0]]),
                      (la.name, red.name))
