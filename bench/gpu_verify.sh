@@ -50,16 +50,12 @@ print(f'kernel modules compiled in {time.time() - t:.0f} s')" 2>&1 | tail -3 | t
         timeout 560 python3 bench/gpu_peers.py --models resnext50_32x4d convnext_tiny vit_b_16 \
             --batches 1 32 256 --compile --out "$out/gpu_peers_breadth.json" > "$out/gpu_peers_breadth.txt" 2>&1
         tail -14 "$out/gpu_peers_breadth.txt" ;;
-    others)
-        timeout 580 python3 bench/gpu_peers.py --models $(python3 -c "import sys; sys.path.insert(0, 'bench')
-from gpu_torchvision import OTHER_MODELS; print(*OTHER_MODELS)") --batches 32 --compile --no-int8 \
-            --out "$out/gpu_peers_others.json" > "$out/gpu_peers_others.txt" 2>&1
-        tail -10 "$out/gpu_peers_others.txt" ;;
-    unseen)
+    others|unseen)  # gpu_torchvision.OTHER_MODELS or UNSEEN_MODELS
+        set_name=$([ "$step" = others ] && echo OTHER_MODELS || echo UNSEEN_MODELS)
         timeout 590 python3 bench/gpu_peers.py --models $(python3 -c "import sys; sys.path.insert(0, 'bench')
-from gpu_torchvision import UNSEEN_MODELS; print(*UNSEEN_MODELS)") --batches 32 --compile --no-int8 \
-            --out "$out/gpu_peers_unseen.json" > "$out/gpu_peers_unseen.txt" 2>&1
-        tail -14 "$out/gpu_peers_unseen.txt" ;;
+import gpu_torchvision; print(*getattr(gpu_torchvision, '$set_name'))") --batches 32 --compile --no-int8 \
+            --out "$out/gpu_peers_$step.json" > "$out/gpu_peers_$step.txt" 2>&1
+        tail -14 "$out/gpu_peers_$step.txt" ;;
     behind)
         timeout 560 python3 bench/gpu_layer_profile.py --models googlenet inception_v3 densenet121 swin_v2_t \
             --batch 32 --runs 5 --out "$out/gpu_layer_profile_behind.json" > "$out/gpu_layer_profile_behind.txt" 2>&1
