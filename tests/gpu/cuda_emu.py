@@ -1,11 +1,12 @@
 """Run generated CUDA kernels on the CPU: a C++ shim, compiled by the host compiler, for tests without a GPU.
 
 A block's threads (up to 1024, one-dimensional) are fibers (``ucontext``) on one OS thread: warp
-shuffles, the warp-collective tensor-core operations (``cuda_emu_ptx``) and ``__syncthreads`` are
-barriers at which every live thread of the block yields, so they keep their real meaning; blocks
-run one after another (grid x fastest, then y, then z), so a ``__shared__`` array may be a static.
-(A barrier spans the block, not the warp: a warp that leaves early must leave whole, and every warp
-must reach the same sequence of collective operations, as the kernels' warps do.) Dynamic shared
+shuffles and the warp-collective tensor-core operations (``cuda_emu_ptx``) are barriers of the
+thread's warp and ``__syncthreads`` one of the block, at which a thread yields until every live
+thread of its warp or block has arrived, so they keep their real meaning: warps may take different
+paths between block barriers (a warp may skip products whose rows it does not own), and warps that
+reach different sequences of barriers fail the launch as a deadlock. Blocks run one after another
+(grid x fastest, then y, then z), so a ``__shared__`` array may be a static. Dynamic shared
 memory (``extern __shared__``) is a fresh buffer per block, filled with fp16 NaNs so that a read of
 a byte never written shows up in the results; a guard past its end catches overflowing writes.
 
@@ -98,7 +99,25 @@ static std::function<void()>* g_fn;
 static float g_xchg[EMU_MAX_THREADS / 32][32];
 static char* g_smem;  // this block's dynamic shared memory
 static size_t g_smem_bytes;
-static inline void emu_barrier() { swapcontext(&g_fib[g_cur], &g_sched); }
+// Barriers count arrivals: a thread that is not the last to arrive yields until its barrier's
+// generation moves on. A warp-collective operation waits for the live lanes of its own warp only,
+// so warps may take different paths between block barriers, as on the hardware. A round of the
+// scheduler in which no thread arrived, passed a barrier or exited is a deadlock (warps that reach
+// different sequences of barriers), reported as the launch's error.
+static unsigned g_block_live, g_block_arrived, g_block_gen;
+static unsigned g_warp_live[EMU_MAX_THREADS / 32], g_warp_arrived[EMU_MAX_THREADS / 32],
+    g_warp_gen[EMU_MAX_THREADS / 32];
+static unsigned long long g_progress;
+static inline void emu_wait(unsigned* arrived, unsigned* gen, unsigned live) {
+  const unsigned mine = *gen;
+  ++g_progress;
+  if (++*arrived == live) { *arrived = 0; ++*gen; return; }
+  while (*gen == mine) swapcontext(&g_fib[g_cur], &g_sched);
+}
+static inline void emu_barrier() {  // a warp-collective operation: every live lane of this warp
+  const unsigned w = threadIdx.x >> 5;
+  emu_wait(&g_warp_arrived[w], &g_warp_gen[w], g_warp_live[w]);
+}
 static inline float __shfl_xor_sync(unsigned, float v, int sh) {
   const unsigned w = threadIdx.x >> 5, l = threadIdx.x & 31u;
   g_xchg[w][l] = v;
@@ -107,12 +126,18 @@ static inline float __shfl_xor_sync(unsigned, float v, int sh) {
   emu_barrier();  // every lane has read
   return r;
 }
-static inline void __syncthreads() { emu_barrier(); }
+static inline void __syncthreads() { emu_wait(&g_block_arrived, &g_block_gen, g_block_live); }
 static void emu_thread_start();  // per-thread state of the PTX emulation (cuda_emu_ptx)
 static void emu_thread_end();
 static void emu_thread() {
   emu_thread_start(); (*g_fn)(); emu_thread_end();
-  g_done[g_cur] = true; swapcontext(&g_fib[g_cur], &g_sched);
+  g_done[g_cur] = true;
+  ++g_progress;
+  // an exited thread no longer counts: release a barrier that every remaining thread has reached
+  const unsigned w = g_cur >> 5;
+  if (--g_warp_live[w] > 0 && g_warp_arrived[w] == g_warp_live[w]) { g_warp_arrived[w] = 0; ++g_warp_gen[w]; }
+  if (--g_block_live > 0 && g_block_arrived == g_block_live) { g_block_arrived = 0; ++g_block_gen; }
+  swapcontext(&g_fib[g_cur], &g_sched);
 }
 static const size_t EMU_GUARD = 256;  // bytes past the dynamic shared memory that must stay untouched
 static void emu_launch(Dim3 grid, unsigned threads, size_t smem, std::function<void()> fn) {
@@ -139,13 +164,22 @@ static void emu_launch(Dim3 grid, unsigned threads, size_t smem, std::function<v
       makecontext(&g_fib[t], emu_thread, 0);
       g_done[t] = false;
     }
+    g_block_live = threads; g_block_arrived = 0;
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w) {
+      g_warp_live[w] = threads - w * 32 < 32 ? threads - w * 32 : 32; g_warp_arrived[w] = 0;
+    }
     for (bool live = true; live;) {
+      const unsigned long long before = g_progress;
       live = false;
       for (unsigned t = 0; t < threads; ++t) {
         if (g_done[t]) continue;
         g_cur = t; threadIdx = Dim3{t, 0, 0};
         swapcontext(&g_sched, &g_fib[t]);
         live = live || !g_done[t];
+      }
+      if (live && g_progress == before) {
+        emu_fail("deadlock: threads wait at barriers no other thread reaches", 0);
+        return;
       }
     }
     for (size_t i = smem; i < smem + EMU_GUARD; ++i)

@@ -66,6 +66,24 @@ extern "C" __global__ void cp_async_probe(const unsigned char* src, unsigned cha
   for (int i = 0; i < 32; ++i) out[64 + i] = smem[i];
 }
 
+// Warps on different paths between block barriers: warp w runs w + 1 shuffle rounds (a warp
+// collective), then every warp reads what the others wrote before the barrier.
+extern "C" __global__ void warp_paths(float* out) {
+  __shared__ float sums[4];
+  const int warp = threadIdx.x >> 5;
+  float v = (float)(threadIdx.x & 31);
+  for (int i = 0; i <= warp; ++i) v += __shfl_xor_sync(0xffffffffu, v, 1 << i);
+  if ((threadIdx.x & 31) == 0) sums[warp] = v;
+  __syncthreads();
+  out[threadIdx.x] = sums[(warp + 1) & 3];
+}
+
+// Lane 32 waits at the block barrier, the rest of its warp at a shuffle that needs it.
+extern "C" __global__ void deadlock(float* out) {
+  if (threadIdx.x <= 32) __syncthreads();
+  else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+
 // ldmatrix on a row address past the dynamic shared memory.
 extern "C" __global__ void ldmatrix_oob(u32* out) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -126,6 +144,19 @@ def test_cp_async_lands_at_its_wait_with_zero_fill(emu, rng, src_bytes: int) -> 
     np.testing.assert_array_equal(out[:32], np.concatenate([fill, fill]))  # nothing landed before a wait
     np.testing.assert_array_equal(out[32:64], np.concatenate([first, fill]))
     np.testing.assert_array_equal(out[64:], np.concatenate([first, src]))
+
+
+def test_warp_collectives_wait_for_their_own_warp_only(emu) -> None:
+    out = np.full(128, np.nan, np.float32)
+    emu.run("warp_paths", (1,), 128, (out,))
+    # lane 0 of warp w holds the sum of the lane indices over the 2**(w+1) lanes its rounds reach
+    lane_sums = [sum(range(2 ** (w + 1))) for w in range(4)]
+    np.testing.assert_array_equal(out, np.repeat([lane_sums[(w + 1) % 4] for w in range(4)], 32))
+
+
+def test_threads_waiting_at_different_barriers_are_a_deadlock(emu) -> None:
+    with pytest.raises(RuntimeError, match="deadlock"):
+        emu.run("deadlock", (1,), 64, (np.zeros(64, np.float32),))
 
 
 def test_ldmatrix_outside_shared_memory_is_an_error(emu) -> None:
