@@ -11,7 +11,10 @@ Per key tile each warp computes its 16 × 64 scores with ``mma.sync.m16n8k16`` (
 accumulation), scales them, adds the bias, masks keys past Sk, rescales its running output and
 multiplies the fp16-rounded probabilities by V: the accumulator fragment of two score tiles is
 exactly the A fragment of the next product, so the probabilities go from registers to the tensor
-cores without shared memory. Q, K and V are read through any element strides (the views of the
+cores without shared memory. Work past the tensor is skipped, not masked: products of 8 keys
+past Sk, probability steps of 16 keys past Sk, and every product of a warp whose 16 rows lie past
+Sq (it still loads its share of the tiles); at ViT-B/16's 197 tokens a 64 x 64 grid computes 256 x
+256 scores, so that was a fifth of the products. Q, K and V are read through any element strides (the views of the
 projection's output); the output is row-major (*batch, Sq, Dv) fp16.
 
 A score map (``ScoreMap``) replaces scale · Q·Kᵀ by scale · map(pre · Q·Kᵀ): an element-wise chain
@@ -139,10 +142,17 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
 PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are prefetched into registers
 
 
-def _per_thread(cols: int, body: str) -> str:
-    """An unrolled loop over this thread's 16-byte pieces of a 64-row x ``cols`` tile: ``r``, ``c``."""
-    head = (f"for (int j = 0; j < {cols // 16}; ++j) {{ const int i = threadIdx.x + j * {THREADS}; "
-            f"const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8; ")
+def _per_thread(cols: int, body: str, key_major: bool = False) -> str:
+    """An unrolled loop over this thread's 16-byte pieces of a 64-row x ``cols`` tile: ``r``, ``c``.
+
+    Row-major order gives a warp 4 whole rows. ``key_major`` gives it 16 rows of 2 pieces (32
+    contiguous bytes a row, a whole sector each): V's pieces are scattered transposed, element by
+    element, to ``vt[c][r]``, whose 16-byte column steps all fall in one bank, so 8 pieces of a row
+    in one warp were 8-way conflicts; 16 rows of 2 are 2-way."""
+    c8 = cols // 8
+    rc = (f"const int r = (i % 16) + 16 * (i / {16 * c8}), c = ((i / 16) % {c8}) * 8; " if key_major and c8 > 1
+          else f"const int r = i / {c8}, c = (i % {c8}) * 8; ")
+    head = f"for (int j = 0; j < {cols // 16}; ++j) {{ const int i = threadIdx.x + j * {THREADS}; " + rc
     return "\n#pragma unroll\n    " + head + body + " }"
 
 
@@ -154,18 +164,19 @@ def _prefetch(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeometry,
     if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and max(dp, dvp) <= PREFETCH_MAX_DIM):
         return None
 
-    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str) -> str:
+    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str,
+             key_major: bool = False) -> str:
         at = f"{src} + {off} + (IT)({start} + r) * (IT){op.row_stride} + c"
         return _per_thread(cols, f"{reg}[j] = z4; if ({start} + r < {geom.sk} && c < {limit}) "
-                                 f"{reg}[j] = *(const uint4*)({at});")
+                                 f"{reg}[j] = *(const uint4*)({at});", key_major)
 
     def loads(start: str) -> str:
-        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start)
+        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start, True)
 
     first = f"const uint4 z4 = {{0u, 0u, 0u, 0u}};\n  uint4 kr[{dp // 16}], vr[{dvp // 16}];" + loads("0")
     scatter = f"for (int e = 0; e < 8; ++e) vt[(c + e) * {BLOCK_KEYS + 8} + r] = h[e];"
     store = (_per_thread(dp, f"*(uint4*)(ks + r * {dp + 8} + c) = kr[j];")
-             + _per_thread(dvp, f"const h16* h = (const h16*)&vr[j]; {scatter}"))
+             + _per_thread(dvp, f"const h16* h = (const h16*)&vr[j]; {scatter}", True))
     return first, store, f"if (n0 + {BLOCK_KEYS} < {geom.sk}) {{ {loads(f'n0 + {BLOCK_KEYS}')} }}"
 
 
@@ -177,9 +188,12 @@ def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_
         scatter = f"for (int e = 0; e < 8; ++e) {dst}[(c + e) * {pitch} + r] = h[e];"
         put = (f"{{ const h16* h = (const h16*)&val; {scatter} }}"
                if transposed else f"*(uint4*)({dst} + r * {pitch} + c) = val;")
+        c8 = cols // 8
+        rc = (f"const int r = (i % 16) + 16 * (i / {16 * c8}), c = ((i / 16) % {c8}) * 8;"
+              if transposed and c8 > 1 else f"const int r = i / {c8}, c = (i % {c8}) * 8;")  # as _per_thread's
         return f"""
-  for (int i = threadIdx.x; i < {BLOCK_KEYS * cols // 8}; i += {THREADS}) {{
-    const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8;
+  for (int i = threadIdx.x; i < {BLOCK_KEYS * c8}; i += {THREADS}) {{
+    {rc}
     const int row = {rows} + r;
     uint4 val = {{0u, 0u, 0u, 0u}};
     if (row < {limit_rows} && c < {limit_cols})
@@ -241,10 +255,12 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
     __syncthreads();
     ${k_map}
     ${prefetch_next}
+    if (m0 + warp * 16 >= ${sq}) continue;  // rows past Sq: this warp only helps load the tiles
     float s[${s_tiles}][4];
 #pragma unroll
     for (int j = 0; j < ${s_tiles}; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      if (n0 + j * 8 >= ${sk}) continue;  // 8 keys past Sk: masked below, whatever the product
 #pragma unroll
       for (int kk = 0; kk < ${q_frags}; ++kk) {
         const h16* p = ks + (j * 8 + g) * ${kp} + kk * 16 + 2 * t4;
@@ -288,6 +304,7 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
     }
 #pragma unroll
     for (int kk = 0; kk < ${pv_steps}; ++kk) {
+      if (n0 + kk * 16 >= ${sk}) continue;  // 16 keys past Sk: probabilities exactly 0
       const u32 a[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
                          pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
@@ -402,4 +419,4 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
         q_map=_row_map(q_map, "m0", geom.sq, geom.d, kp), k_map=_row_map(k_map, "n0", geom.sk, geom.d, kp),
         prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
         block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,
-        score=score, add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)
+        sq=geom.sq, score=score, add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)
