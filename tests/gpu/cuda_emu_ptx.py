@@ -11,7 +11,7 @@ the helpers' definitions out of the text the host compiler sees, and ``PTX_SHIM`
   hardware may land it), so a tile read before its wait reads stale bytes or the NaN fill;
   ``EmulatedModule.land_copies_at_issue`` lands them at issue instead (the earliest moment), so
   a copy into a stage that an in-flight MMA still reads changes that MMA's operands.
-* ``ldmatrix.sync.aligned.m8n8.x4.b16`` and ``mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32``
+* ``ldmatrix.sync.aligned.m8n8.x4.b16`` (and its ``.trans``) and ``mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32``
   / ``m16n8k32.row.col.s32.s8.s8.s32``: warp-collective, through an exchange array between
   barriers (every lane publishes its row address or fragments, a barrier, every lane assembles its
   registers from the PTX ISA fragment layouts). Exchanges alternate between two buffers, so one
@@ -36,7 +36,8 @@ import re
 
 # Helpers of COMMON_SRC / INT8_SRC the shim defines (the fp16 ones in cuda_emu.SHIM, the PTX ones here).
 HELPERS = ("h2f", "f2h", "pack2", "lo2f", "hi2f", "smem_addr", "cp_async16", "cp_async_commit", "cp_async_wait",
-           "ldmatrix_x4", "mma_16816", "mma_s8_16832", "wgmma_f16_n64", "wgmma_f16_n128", "wgmma_f16_n256",
+           "ldmatrix_x4", "ldmatrix_x4_trans", "mma_16816", "mma_s8_16832",
+           "wgmma_f16_n64", "wgmma_f16_n128", "wgmma_f16_n256",
            "wgmma_s8_n64", "wgmma_s8_n128", "wgmma_s8_n256", "wgmma_fence", "wgmma_commit", "wgmma_wait",
            "fence_proxy_async", "acc_fence")
 
@@ -118,6 +119,22 @@ static inline void ldmatrix_x4(u32* r, u32 addr) {
     const char* row = smem16(g_ldm[b][w + i * 8 + (l >> 2)],
                              "ldmatrix: row address outside the dynamic shared memory or misaligned");
     if (row != nullptr) std::memcpy(&r[i], row + (l & 3) * 4, 4); else r[i] = 0;
+  }
+}
+// .trans: register i of lane l holds column l/4 of matrix i, rows 2(l%4) (low half) and 2(l%4)+1.
+static inline void ldmatrix_x4_trans(u32* r, u32 addr) {
+  const unsigned b = emu_collective(), t = threadIdx.x, w = t & ~31u, l = t & 31u;
+  g_ldm[b][t] = addr;
+  emu_barrier();
+  for (unsigned i = 0; i < 4; ++i) {
+    r[i] = 0;
+    for (unsigned e = 0; e < 2; ++e) {
+      const char* row = smem16(g_ldm[b][w + i * 8 + 2 * (l & 3) + e],
+                               "ldmatrix: row address outside the dynamic shared memory or misaligned");
+      h16 v = 0;
+      if (row != nullptr) std::memcpy(&v, row + (l >> 2) * 2, 2);
+      r[i] |= (u32)v << (16 * e);
+    }
   }
 }
 static u32 g_fa[2][EMU_MAX_THREADS][4], g_fb[2][EMU_MAX_THREADS][2];  // mma: each lane's A and B registers

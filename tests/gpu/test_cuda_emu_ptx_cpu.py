@@ -52,6 +52,28 @@ extern "C" __global__ void mma_f16(const unsigned char* a, const unsigned char* 
 extern "C" __global__ void mma_s8(const unsigned char* a, const unsigned char* b, const int* c0, int* c,
                                   int swap) { mma_tile<true>(a, b, c0, c, swap); }
 
+// C (16x8 fp32) = C0 + A (16x16) x B with B row-major [k][n] (16 rows of 16 bytes), its fragment
+// by ldmatrix.trans; ``swap`` = 1 hands it B's two 8-row halves the wrong way round.
+extern "C" __global__ void mma_f16_kn(const unsigned char* a, const unsigned char* b, const float* c0, float* c,
+                                      int swap) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x, g = lane >> 2, q = lane & 3;
+  unsigned char* as = smem;
+  unsigned char* bs = smem + 512;
+  cp_async16(smem_addr(as + lane * 16), a + lane * 16, 16);
+  if (lane < 16) cp_async16(smem_addr(bs + lane * 16), b + lane * 16, 16);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  u32 af[4], bf[4];
+  ldmatrix_x4(af, smem_addr(as + (lane & 15) * 32 + (lane >> 4) * 16));
+  ldmatrix_x4_trans(bf, smem_addr(bs + ((lane & 15) ^ (swap * 8)) * 16));  // lanes 16..31: a copy
+  float acc[4];
+  for (int e = 0; e < 4; ++e) acc[e] = c0[(g + (e >> 1) * 8) * 8 + 2 * q + (e & 1)];
+  mma_16816(acc, af, bf);
+  for (int e = 0; e < 4; ++e) c[(g + (e >> 1) * 8) * 8 + 2 * q + (e & 1)] = acc[e];
+}
+
 // cp.async: a copy lands at the wait that retires its group, with zero fill past src_bytes.
 extern "C" __global__ void cp_async_probe(const unsigned char* src, unsigned char* out, int src_bytes) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -112,6 +134,17 @@ def test_mma_f16_against_numpy(emu, rng, swap: int) -> None:
     c0 = rng.standard_normal((16, 8)).astype(np.float32)
     got = _mma(emu, "mma_f16", a, b, c0, swap)
     want = c0.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64).T
+    close = np.allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert close if swap == 0 else not close, np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("swap", [0, 1])
+def test_ldmatrix_trans_gives_the_b_fragment_of_a_row_major_tile(emu, rng, swap: int) -> None:
+    a = rng.standard_normal((16, 16)).astype(np.float16)
+    b = rng.standard_normal((16, 8)).astype(np.float16)  # [k][n]
+    c0 = rng.standard_normal((16, 8)).astype(np.float32)
+    got = _mma(emu, "mma_f16_kn", a, b, c0, swap)
+    want = c0.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
     close = np.allclose(got, want, rtol=1e-5, atol=1e-5)
     assert close if swap == 0 else not close, np.abs(got - want).max()
 
