@@ -72,7 +72,8 @@ def test_kernel_matches_float64(tmp_path, batch, sq, sk, d, dv):
     src = att.attention_kernel("attn", geom, _contiguous(q.shape), _contiguous(k.shape), _contiguous(v.shape))
     assert ("uint4 val" in src) == (d % 8 == 0)
     y = np.full((*batch, sq, dv), np.nan, np.float16)
-    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v])
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v],
+                                                   att.shared_bytes(geom))
     assert _rel(y, _numpy_attention(q, k, v, scale)) < FP16_REL
 
 
@@ -94,7 +95,8 @@ def test_kernel_reads_strided_views_and_a_broadcast_bias(tmp_path, bias_dtype):
     src = att.attention_kernel("attn", geom, view(0), view(1), view(2),
                                [att.AttentionBias(att.AttentionOperand((0, S * S), S, 1), bias_dtype, 0.5)])
     y = np.full((B, H, S, D), np.nan, np.float16)
-    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, qkv, qkv, qkv, bias])
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, qkv, qkv, qkv, bias],
+                                                   att.shared_bytes(geom))
     q, k, v = qkv.reshape(S, B, 3, H, D).transpose(2, 1, 3, 0, 4)
     assert _rel(y, _numpy_attention(q, k, v, 0.25, bias, 0.5)) < FP16_REL
 
@@ -109,7 +111,8 @@ def test_a_fully_masked_row_is_nan_as_softmax_gives(tmp_path):
     src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)),
                                [att.AttentionBias(_contiguous(bias.shape), "float32")])
     y = np.zeros((1, 4, 8), np.float16)
-    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, bias])
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, bias],
+                                                   att.shared_bytes(geom))
     want = _numpy_attention(q, k, v, 1.0, bias)
     assert np.isnan(y[0, 2]).all() and np.isnan(want[0, 2]).all()
     keep = [0, 1, 3]

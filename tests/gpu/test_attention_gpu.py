@@ -46,7 +46,8 @@ def test_kernel_on_the_gpu_matches_float64(batch, sq, d):
     st = att.AttentionOperand(tuple(np.array(q.strides[:-2]) // 2), d, 1)
     fn = get_function(COMMON_SRC + att.attention_kernel("attn", geom, st, st, st), "attn")
     y = cupy.empty(q.shape, cupy.float16)
-    fn(geom.grid, (att.THREADS,), (y, cupy.asarray(q), cupy.asarray(k), cupy.asarray(v)))
+    fn(geom.grid, (att.THREADS,), (y, cupy.asarray(q), cupy.asarray(k), cupy.asarray(v)),
+       shared_mem=att.shared_bytes(geom))
     assert _rel(y.get(), _numpy_attention(q, k, v, 1 / np.sqrt(d))) < FP16_REL
 
 

@@ -50,7 +50,8 @@ def test_kernel_maps_every_score_before_the_bias(tmp_path, map_dtype):
     src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)),
                                [att.AttentionBias(mask_op, "float32", 0.7)], score_map=smap)
     y = np.full((*batch, sq, d), np.nan, np.float16)
-    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, mask, head_scale, pos])
+    EmulatedModule(COMMON_SRC + src, tmp_path).run("attn", geom.grid, att.THREADS, [y, q, k, v, mask, head_scale, pos],
+                                                   att.shared_bytes(geom))
     qk = np.einsum("...qd,...kd->...qk", q.astype(np.float64), k.astype(np.float64))
     scores = 0.8 * (head_scale.astype(np.float64) * 0.5 * qk + pos) + 0.7 * mask
     # the reference's own scale is 1 and its bias the whole score minus Q·Kᵀ

@@ -11,11 +11,13 @@ Per key tile each warp computes its 16 × 64 scores with ``mma.sync.m16n8k16`` (
 accumulation), scales them, adds the bias, masks keys past Sk, rescales its running output and
 multiplies the fp16-rounded probabilities by V: the accumulator fragment of two score tiles is
 exactly the A fragment of the next product, so the probabilities go from registers to the tensor
-cores without shared memory. Work past the tensor is skipped, not masked: products of 8 keys
-past Sk, probability steps of 16 keys past Sk, and every product of a warp whose 16 rows lie past
-Sq (it still loads its share of the tiles); at ViT-B/16's 197 tokens a 64 x 64 grid computes 256 x
-256 scores, so that was a fifth of the products. Q, K and V are read through any element strides (the views of the
-projection's output); the output is row-major (*batch, Sq, Dv) fp16.
+cores without shared memory. K and V tiles sit row-major in shared memory; ``ldmatrix`` gives the B
+fragments of two products an instruction (``.trans`` for V, whose fragments pair keys). Work past the
+tensor is skipped, not masked: products of 8 keys past Sk, probability steps of 16 keys past Sk, and
+every product of a warp whose 16 rows lie past Sq (it still loads its share of the tiles); at
+ViT-B/16's 197 tokens a 64 x 64 grid computes 256 x 256 scores, so that was a fifth of the products.
+Q, K and V are read through any element strides (the views of the projection's output); the output
+is row-major (*batch, Sq, Dv) fp16.
 
 A score map (``ScoreMap``) replaces scale · Q·Kᵀ by scale · map(pre · Q·Kᵀ): an element-wise chain
 the optimizer fused (Swin V2 multiplies by a per-head logit scale and adds its position bias there),
@@ -142,17 +144,11 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
 PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are prefetched into registers
 
 
-def _per_thread(cols: int, body: str, key_major: bool = False) -> str:
-    """An unrolled loop over this thread's 16-byte pieces of a 64-row x ``cols`` tile: ``r``, ``c``.
-
-    Row-major order gives a warp 4 whole rows. ``key_major`` gives it 16 rows of 2 pieces (32
-    contiguous bytes a row, a whole sector each): V's pieces are scattered transposed, element by
-    element, to ``vt[c][r]``, whose 16-byte column steps all fall in one bank, so 8 pieces of a row
-    in one warp were 8-way conflicts; 16 rows of 2 are 2-way."""
-    c8 = cols // 8
-    rc = (f"const int r = (i % 16) + 16 * (i / {16 * c8}), c = ((i / 16) % {c8}) * 8; " if key_major and c8 > 1
-          else f"const int r = i / {c8}, c = (i % {c8}) * 8; ")
-    head = f"for (int j = 0; j < {cols // 16}; ++j) {{ const int i = threadIdx.x + j * {THREADS}; " + rc
+def _per_thread(cols: int, body: str) -> str:
+    """An unrolled loop over this thread's 16-byte pieces of a 64-row x ``cols`` tile: ``r``, ``c``
+    (row-major, so a warp stores whole rows: conflict-free at the tiles' pitches)."""
+    head = (f"for (int j = 0; j < {cols // 16}; ++j) {{ const int i = threadIdx.x + j * {THREADS}; "
+            f"const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8; ")
     return "\n#pragma unroll\n    " + head + body + " }"
 
 
@@ -164,48 +160,39 @@ def _prefetch(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeometry,
     if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and max(dp, dvp) <= PREFETCH_MAX_DIM):
         return None
 
-    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str,
-             key_major: bool = False) -> str:
+    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str) -> str:
         at = f"{src} + {off} + (IT)({start} + r) * (IT){op.row_stride} + c"
         return _per_thread(cols, f"{reg}[j] = z4; if ({start} + r < {geom.sk} && c < {limit}) "
-                                 f"{reg}[j] = *(const uint4*)({at});", key_major)
+                                 f"{reg}[j] = *(const uint4*)({at});")
 
     def loads(start: str) -> str:
-        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start, True)
+        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start)
 
     first = f"const uint4 z4 = {{0u, 0u, 0u, 0u}};\n  uint4 kr[{dp // 16}], vr[{dvp // 16}];" + loads("0")
-    scatter = f"for (int e = 0; e < 8; ++e) vt[(c + e) * {BLOCK_KEYS + 8} + r] = h[e];"
     store = (_per_thread(dp, f"*(uint4*)(ks + r * {dp + 8} + c) = kr[j];")
-             + _per_thread(dvp, f"const h16* h = (const h16*)&vr[j]; {scatter}", True))
+             + _per_thread(dvp, f"*(uint4*)(vs + r * {dvp + 8} + c) = vr[j];"))
     return first, store, f"if (n0 + {BLOCK_KEYS} < {geom.sk}) {{ {loads(f'n0 + {BLOCK_KEYS}')} }}"
 
 
 def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_cols: int,
-               op: AttentionOperand, off: str, transposed: bool, pitch: int) -> str:
-    """Shared-memory fill of a 64-row × ``cols`` tile (zeros past the tensor): 16-byte loads where
-    the operand allows them, else one element per step; ``transposed`` stores [col][row]."""
+               op: AttentionOperand, off: str, pitch: int) -> str:
+    """Shared-memory fill of a 64-row × ``cols`` tile, row-major (zeros past the tensor): 16-byte
+    loads where the operand allows them, else one element per step."""
     if _vector_loads(op, limit_cols):
-        scatter = f"for (int e = 0; e < 8; ++e) {dst}[(c + e) * {pitch} + r] = h[e];"
-        put = (f"{{ const h16* h = (const h16*)&val; {scatter} }}"
-               if transposed else f"*(uint4*)({dst} + r * {pitch} + c) = val;")
-        c8 = cols // 8
-        rc = (f"const int r = (i % 16) + 16 * (i / {16 * c8}), c = ((i / 16) % {c8}) * 8;"
-              if transposed and c8 > 1 else f"const int r = i / {c8}, c = (i % {c8}) * 8;")  # as _per_thread's
         return f"""
-  for (int i = threadIdx.x; i < {BLOCK_KEYS * c8}; i += {THREADS}) {{
-    {rc}
+  for (int i = threadIdx.x; i < {BLOCK_KEYS * cols // 8}; i += {THREADS}) {{
+    const int r = i / {cols // 8}, c = (i % {cols // 8}) * 8;
     const int row = {rows} + r;
     uint4 val = {{0u, 0u, 0u, 0u}};
     if (row < {limit_rows} && c < {limit_cols})
       val = *(const uint4*)({src} + {off} + (IT)row * (IT){op.row_stride} + c);
-    {put}
+    *(uint4*)({dst} + r * {pitch} + c) = val;
   }}"""
-    put = f"{dst}[c * {pitch} + r]" if transposed else f"{dst}[r * {pitch} + c]"
     return f"""
   for (int i = threadIdx.x; i < {BLOCK_KEYS * cols}; i += {THREADS}) {{
     const int r = i / {cols}, c = i % {cols};
     const int row = {rows} + r;
-    {put} = (row < {limit_rows} && c < {limit_cols})
+    {dst}[r * {pitch} + c] = (row < {limit_rows} && c < {limit_cols})
         ? {src}[{off} + (IT)row * (IT){op.row_stride} + (IT)c * (IT){op.col_stride}] : (h16)0;
   }}"""
 
@@ -225,8 +212,10 @@ _KERNEL = Template(r"""
 extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict__ y, const h16* __restrict__ q,
     const h16* __restrict__ k, const h16* __restrict__ v${bias_param}) {
   typedef ${index_type} IT;
-  __shared__ __align__(16) h16 ks[${ks_size}];  // Q first, then each K tile: [row][dim]
-  __shared__ __align__(16) h16 vt[${vt_size}];  // each V tile transposed: [dim][key]
+  extern __shared__ __align__(16) h16 att_smem[];  // shared_bytes(geom)
+  h16* const ks = att_smem;  // Q first, then each K tile: [key][dim]
+  h16* const vs = att_smem + ${ks_size};  // each V tile: [key][dim]
+  const u32 ks_addr = smem_addr(ks), vs_addr = smem_addr(vs);
   const unsigned z = blockIdx.y;
   ${offsets}
   const int m0 = blockIdx.x * ${block_rows};
@@ -262,10 +251,12 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
       if (n0 + j * 8 >= ${sk}) continue;  // 8 keys past Sk: masked below, whatever the product
 #pragma unroll
-      for (int kk = 0; kk < ${q_frags}; ++kk) {
-        const h16* p = ks + (j * 8 + g) * ${kp} + kk * 16 + 2 * t4;
-        const u32 b[2] = {*(const u32*)p, *(const u32*)(p + 8)};
+      for (int kk = 0; kk < ${q_frags}; kk += 2) {  // the B fragments of two 16-dim steps
+        const int kq = kk + (lane >> 4) < ${q_frags} ? kk + (lane >> 4) : kk;
+        u32 b[4];
+        ldmatrix_x4(b, ks_addr + 2u * ((j * 8 + (lane & 7)) * ${kp} + kq * 16 + ((lane >> 3) & 1) * 8));
         mma_16816(s[j], qa[kk], b);
+        if (kk + 1 < ${q_frags}) mma_16816(s[j], qa[kk + 1], b + 2);
       }
     }
     float mx[2] = {mrow[0], mrow[1]};
@@ -308,10 +299,11 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
       const u32 a[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
                          pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-      for (int jv = 0; jv < ${o_tiles}; ++jv) {
-        const h16* p = vt + (jv * 8 + g) * ${vp} + kk * 16 + 2 * t4;
-        const u32 b[2] = {*(const u32*)p, *(const u32*)(p + 8)};
+      for (int jv = 0; jv < ${o_tiles}; jv += 2) {  // the B fragments of two 8-dim columns, transposed
+        u32 b[4];
+        ldmatrix_x4_trans(b, vs_addr + 2u * ((kk * 16 + (lane & 15)) * ${vp} + (jv + (lane >> 4)) * 8));
         mma_16816(o[jv], a, b);
+        mma_16816(o[jv + 1], a, b + 2);
       }
     }
   }
@@ -383,12 +375,25 @@ def _row_map(rmap: RowMap | None, rows: str, limit: int, d: int, pitch: int) -> 
   __syncthreads();"""
 
 
+def _pitches(dp: int, dvp: int) -> tuple[int, int]:
+    """Row pitches (halves) of the K and V tiles: 16·odd bytes, so the 8 rows an ldmatrix reads
+    fall in 8 distinct 16-byte bank groups."""
+    return dp + 8, dvp + 8
+
+
+def shared_bytes(geom: AttentionGeometry) -> int:
+    """Dynamic shared memory of ``geom``'s kernel (at most 34 KB: no opt-in needed)."""
+    kp, vp = _pitches(-(-geom.d // 16) * 16, -(-geom.dv // 16) * 16)
+    return 2 * BLOCK_KEYS * (kp + vp)
+
+
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
                      v: AttentionOperand, biases: Sequence[AttentionBias] = (), span: int = 0,
                      out: AttentionOperand | None = None, score_map: ScoreMap | None = None,
                      q_map: RowMap | None = None, k_map: RowMap | None = None) -> str:
     """CUDA source of one attention kernel (parameters y, q, k, v, bias0, bias1, ..., map0, map1,
-    ...); launch with ``geom.grid`` and ``THREADS`` threads. ``out``: where O[*batch, row, col] goes
+    ...); launch with ``geom.grid``, ``THREADS`` threads and ``shared_bytes(geom)``. ``out``: where
+    O[*batch, row, col] goes
     (default row-major (*batch, Sq, Dv)), e.g. straight into the layout of a transpose that reads O;
     ``score_map``: the scores are ``geom.scale`` · map(Q·Kᵀ) + Σ biases; ``q_map``, ``k_map``: the
     rows of Q and K as the products read them are these maps of the rows the operands address."""
@@ -396,7 +401,7 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     if why is not None:
         raise ValueError(f"attention kernel: {why}")
     dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
-    kp, vp = dp + 8, BLOCK_KEYS + 8  # row pitches (halves): conflict-free 32-bit fragment reads
+    kp, vp = _pitches(dp, dvp)
     it = gen.index_type(span, geom.batch_count * geom.sq * max(geom.sk, geom.dv))
     bias_param, bias_offsets, add_bias = _bias_terms(geom, biases)
     offsets = [_batch_offset("qb", geom.batch, q.batch_strides, q.base),
@@ -411,11 +416,11 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     offsets.append(_batch_offset("yb", geom.batch, out.batch_strides, out.base))
     store = _store(geom, out)
     pre = _prefetch(k, v, geom, dp, dvp)
-    tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", False, kp) + "\n"
-                                     + _tile_load("vt", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", True, vp))
+    tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", kp) + "\n"
+                                     + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp))
     return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param + map_param, index_type=it,
-        ks_size=BLOCK_KEYS * kp, vt_size=dvp * vp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
-        q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", False, kp),
+        ks_size=BLOCK_KEYS * kp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
+        q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", kp),
         q_map=_row_map(q_map, "m0", geom.sq, geom.d, kp), k_map=_row_map(k_map, "n0", geom.sk, geom.d, kp),
         prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
         block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,

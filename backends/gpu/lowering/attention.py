@@ -445,4 +445,4 @@ def lower_attention(lw: Lowerer, m: AttentionMatch) -> None:
     order = {la.name: i for i, la in enumerate(lw.layers)}
     label = " + ".join(sorted([*m.absorbed, m.last], key=order.__getitem__))
     lw.ops.append(Op(label, "gen", list(dict.fromkeys(reads)), [out.name], [out.name, *reads], geom.grid, kname,
-                     block=att.THREADS))
+                     block=att.THREADS, smem=att.shared_bytes(geom)))
