@@ -19,9 +19,11 @@ from backends.gpu.kernels.common import COMMON_SRC
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no host C++ compiler for the CUDA emulator")
 
 TEST_SRC = COMMON_SRC + r"""
-// One warp: C (16x8, fp32 or int32) = C0 + A (16 rows of 32 bytes) x B^T (8 rows of 32 bytes).
-// ``swap`` = 1 hands ldmatrix the two 16-byte halves of A's rows the wrong way round.
-template <bool S8>
+// One warp: C (16x8, fp32 or int32) = C0 + A (16 rows of 32 bytes) x B^T (8 rows of 32 bytes), or
+// with KN (fp16) x B for B row-major [k][n] (16 rows of 16 bytes), its fragment by ldmatrix.trans.
+// ``swap`` = 1 hands ldmatrix the two 16-byte halves of A's rows (KN: B's two 8-row halves) the
+// wrong way round.
+template <bool S8, bool KN = false>
 __device__ void mma_tile(const unsigned char* a, const unsigned char* b, const void* c0, void* c, int swap) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x, g = lane >> 2, q = lane & 3;
@@ -33,8 +35,9 @@ __device__ void mma_tile(const unsigned char* a, const unsigned char* b, const v
   cp_async_wait<0>();
   __syncthreads();
   u32 af[4], bf[4];
-  ldmatrix_x4(af, smem_addr(as + (lane & 15) * 32 + (((lane >> 4) ^ swap) * 16)));
-  ldmatrix_x4(bf, smem_addr(bs + (lane & 7) * 32 + ((lane >> 3) & 1) * 16));  // lanes 16..31: a copy
+  ldmatrix_x4(af, smem_addr(as + (lane & 15) * 32 + (((lane >> 4) ^ (KN ? 0 : swap)) * 16)));
+  if (KN) ldmatrix_x4_trans(bf, smem_addr(bs + ((lane & 15) ^ (swap * 8)) * 16));  // lanes 16..31: a copy
+  else ldmatrix_x4(bf, smem_addr(bs + (lane & 7) * 32 + ((lane >> 3) & 1) * 16));
   if (S8) {
     int acc[4];
     for (int e = 0; e < 4; ++e) acc[e] = ((const int*)c0)[(g + (e >> 1) * 8) * 8 + 2 * q + (e & 1)];
@@ -49,30 +52,10 @@ __device__ void mma_tile(const unsigned char* a, const unsigned char* b, const v
 }
 extern "C" __global__ void mma_f16(const unsigned char* a, const unsigned char* b, const float* c0, float* c,
                                    int swap) { mma_tile<false>(a, b, c0, c, swap); }
+extern "C" __global__ void mma_f16_kn(const unsigned char* a, const unsigned char* b, const float* c0, float* c,
+                                      int swap) { mma_tile<false, true>(a, b, c0, c, swap); }
 extern "C" __global__ void mma_s8(const unsigned char* a, const unsigned char* b, const int* c0, int* c,
                                   int swap) { mma_tile<true>(a, b, c0, c, swap); }
-
-// C (16x8 fp32) = C0 + A (16x16) x B with B row-major [k][n] (16 rows of 16 bytes), its fragment
-// by ldmatrix.trans; ``swap`` = 1 hands it B's two 8-row halves the wrong way round.
-extern "C" __global__ void mma_f16_kn(const unsigned char* a, const unsigned char* b, const float* c0, float* c,
-                                      int swap) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const int lane = threadIdx.x, g = lane >> 2, q = lane & 3;
-  unsigned char* as = smem;
-  unsigned char* bs = smem + 512;
-  cp_async16(smem_addr(as + lane * 16), a + lane * 16, 16);
-  if (lane < 16) cp_async16(smem_addr(bs + lane * 16), b + lane * 16, 16);
-  cp_async_commit();
-  cp_async_wait<0>();
-  __syncthreads();
-  u32 af[4], bf[4];
-  ldmatrix_x4(af, smem_addr(as + (lane & 15) * 32 + (lane >> 4) * 16));
-  ldmatrix_x4_trans(bf, smem_addr(bs + ((lane & 15) ^ (swap * 8)) * 16));  // lanes 16..31: a copy
-  float acc[4];
-  for (int e = 0; e < 4; ++e) acc[e] = c0[(g + (e >> 1) * 8) * 8 + 2 * q + (e & 1)];
-  mma_16816(acc, af, bf);
-  for (int e = 0; e < 4; ++e) c[(g + (e >> 1) * 8) * 8 + 2 * q + (e & 1)] = acc[e];
-}
 
 // cp.async: a copy lands at the wait that retires its group, with zero fill past src_bytes.
 extern "C" __global__ void cp_async_probe(const unsigned char* src, unsigned char* out, int src_bytes) {
