@@ -78,6 +78,27 @@ def test_kernel_matches_float64(tmp_path, batch, sq, sk, d, dv):
 
 
 @needs_emulator
+def test_double_buffered_tiles_land_in_time(tmp_path):
+    """The K/V copies of the next tile go to the other stage while this one is read: landing them
+    at issue (the earliest moment the hardware may) must give the bits of landing them at their
+    wait (the latest), over five key tiles with a ragged last one and query rows past Sq."""
+    rng = np.random.default_rng()
+    batch, sq, sk, d = (2,), 70, 300, 64
+    q, k, v = (rng.standard_normal((*batch, n, d)).astype(np.float16) for n in (sq, sk, sk))
+    geom = att.AttentionGeometry(batch, sq, sk, d, d, 0.125)
+    src = att.attention_kernel("attn", geom, *(_contiguous(t.shape) for t in (q, k, v)))
+    assert "cp_async16" in src and att.shared_bytes(geom) == 2 * 2 * att.BLOCK_KEYS * 2 * (d + 8)
+    mod = EmulatedModule(COMMON_SRC + src, tmp_path)
+    ys = []
+    for early in (False, True):
+        mod.land_copies_at_issue(early)
+        ys.append(np.full((*batch, sq, d), np.nan, np.float16))
+        mod.run("attn", geom.grid, att.THREADS, [ys[-1], q, k, v], att.shared_bytes(geom))
+    np.testing.assert_array_equal(ys[0], ys[1])
+    assert _rel(ys[0], _numpy_attention(q, k, v, 0.125)) < FP16_REL
+
+
+@needs_emulator
 @pytest.mark.parametrize("bias_dtype", ["float16", "float32"])
 def test_kernel_reads_strided_views_and_a_broadcast_bias(tmp_path, bias_dtype):
     """Q, K and V as views of one (S, B, 3·H·D) projection (torch's MultiheadAttention layout),

@@ -141,7 +141,7 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
             and all(s % 8 == 0 for s in op.batch_strides))
 
 
-PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are prefetched into registers
+PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are double-buffered (cp.async)
 
 
 def _per_thread(cols: int, body: str) -> str:
@@ -152,26 +152,35 @@ def _per_thread(cols: int, body: str) -> str:
     return "\n#pragma unroll\n    " + head + body + " }"
 
 
-def _prefetch(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeometry, dp: int, dvp: int
-              ) -> tuple[str, str, str] | None:
-    """(declare + load tile 0, store the registers to shared memory, load the next tile) where K
-    and V take 16-byte loads and the head dims are small enough: the next tile's loads are then in
-    flight while the current tile is multiplied (at batch 1 a block's few tiles are latency-bound)."""
+def _async_tiles(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeometry, dp: int, dvp: int
+                 ) -> tuple[str, str] | None:
+    """(issue tile 0, the loop's head) of the double-buffered path, where K and V take 16-byte loads
+    and the head dims are small enough for two stages: ``cp.async`` copies the next K/V tile
+    straight into the other stage while the current one is multiplied, so the loads are in flight
+    across the products with no staging registers, and one barrier a tile both publishes the
+    landed tile and frees the stage read before it. Rows past Sk are zero-filled (src-size 0)."""
     if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and max(dp, dvp) <= PREFETCH_MAX_DIM):
         return None
+    kp, vp = _pitches(dp, dvp)
 
-    def load(reg: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, start: str) -> str:
+    def copies(dst: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, pitch: int,
+               start: str) -> str:
         at = f"{src} + {off} + (IT)({start} + r) * (IT){op.row_stride} + c"
-        return _per_thread(cols, f"{reg}[j] = z4; if ({start} + r < {geom.sk} && c < {limit}) "
-                                 f"{reg}[j] = *(const uint4*)({at});")
+        return _per_thread(cols, f"const bool in = {start} + r < {geom.sk} && c < {limit}; "
+                                 f"cp_async16(smem_addr({dst} + r * {pitch} + c), in ? {at} : {src}, in ? 16 : 0);")
 
-    def loads(start: str) -> str:
-        return load("kr", "k", k, dp, geom.d, "kb", start) + load("vr", "v", v, dvp, geom.dv, "vb", start)
+    def issue(stage: str, start: str) -> str:
+        base = f"att_smem + ({stage}) * {BLOCK_KEYS * (kp + vp)}"
+        return ("{ h16* const kd = " + base + f"; h16* const vd = kd + {BLOCK_KEYS * kp};"
+                + copies("kd", "k", k, dp, geom.d, "kb", kp, start)
+                + copies("vd", "v", v, dvp, geom.dv, "vb", vp, start) + "\n    cp_async_commit(); }")
 
-    first = f"const uint4 z4 = {{0u, 0u, 0u, 0u}};\n  uint4 kr[{dp // 16}], vr[{dvp // 16}];" + loads("0")
-    store = (_per_thread(dp, f"*(uint4*)(ks + r * {dp + 8} + c) = kr[j];")
-             + _per_thread(dvp, f"*(uint4*)(vs + r * {dvp + 8} + c) = vr[j];"))
-    return first, store, f"if (n0 + {BLOCK_KEYS} < {geom.sk}) {{ {loads(f'n0 + {BLOCK_KEYS}')} }}"
+    head = f"""cp_async_wait<0>();
+    __syncthreads();  // tile n0 landed for every thread; every warp is done with the stage it replaces
+    h16* const ks = att_smem + ((n0 / {BLOCK_KEYS}) & 1) * {BLOCK_KEYS * (kp + vp)};
+    h16* const vs = ks + {BLOCK_KEYS * kp};
+    if (n0 + {BLOCK_KEYS} < {geom.sk}) {issue(f"(n0 / {BLOCK_KEYS} + 1) & 1", f"n0 + {BLOCK_KEYS}")}"""
+    return issue("0", "0"), head
 
 
 def _tile_load(dst: str, src: str, rows: str, limit_rows: int, cols: int, limit_cols: int,
@@ -212,17 +221,15 @@ _KERNEL = Template(r"""
 extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict__ y, const h16* __restrict__ q,
     const h16* __restrict__ k, const h16* __restrict__ v${bias_param}) {
   typedef ${index_type} IT;
-  extern __shared__ __align__(16) h16 att_smem[];  // shared_bytes(geom)
-  h16* const ks = att_smem;  // Q first, then each K tile: [key][dim]
-  h16* const vs = att_smem + ${ks_size};  // each V tile: [key][dim]
-  const u32 ks_addr = smem_addr(ks), vs_addr = smem_addr(vs);
+  extern __shared__ __align__(16) h16 att_smem[];  // shared_bytes(geom): one or two stages of K, V
+  h16* const ks = att_smem + ${q_at};  // Q first (then, with one stage, each K tile): [row][dim]
   const unsigned z = blockIdx.y;
   ${offsets}
   const int m0 = blockIdx.x * ${block_rows};
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float NEG_INF = __int_as_float(0xff800000);
   ${q_fill}
-  ${prefetch_first}
+  ${first_tile}
   __syncthreads();
   ${q_map}
   u32 qa[${q_frags}][4];
@@ -239,11 +246,9 @@ extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict
   for (int j = 0; j < ${o_tiles}; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
   float mrow[2] = {NEG_INF, NEG_INF}, lsum[2] = {0.f, 0.f};
   for (int n0 = 0; n0 < ${sk}; n0 += ${block_keys}) {
-    __syncthreads();  // every warp is done with the previous tile (and with Q)
-    ${tile_fill}
-    __syncthreads();
+    ${loop_head}
+    const u32 ks_addr = smem_addr(ks), vs_addr = smem_addr(vs);
     ${k_map}
-    ${prefetch_next}
     if (m0 + warp * 16 >= ${sq}) continue;  // rows past Sq: this warp only helps load the tiles
     float s[${s_tiles}][4];
 #pragma unroll
@@ -382,9 +387,12 @@ def _pitches(dp: int, dvp: int) -> tuple[int, int]:
 
 
 def shared_bytes(geom: AttentionGeometry) -> int:
-    """Dynamic shared memory of ``geom``'s kernel (at most 34 KB: no opt-in needed)."""
-    kp, vp = _pitches(-(-geom.d // 16) * 16, -(-geom.dv // 16) * 16)
-    return 2 * BLOCK_KEYS * (kp + vp)
+    """Dynamic shared memory of ``geom``'s kernel: two stages of K and V where the head dims allow
+    double buffering, else one (at most 36 KB either way: no opt-in needed)."""
+    dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
+    kp, vp = _pitches(dp, dvp)
+    stages = 2 if max(dp, dvp) <= PREFETCH_MAX_DIM else 1
+    return 2 * stages * BLOCK_KEYS * (kp + vp)
 
 
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
@@ -415,13 +423,19 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
         out = AttentionOperand(tuple(st[:-2]), st[-2], st[-1])
     offsets.append(_batch_offset("yb", geom.batch, out.batch_strides, out.base))
     store = _store(geom, out)
-    pre = _prefetch(k, v, geom, dp, dvp)
-    tile_fill = pre[1] if pre else (_tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", kp) + "\n"
-                                     + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp))
+    two = _async_tiles(k, v, geom, dp, dvp)
+    if two is None:  # one stage, filled by the block between two barriers
+        first, q_at = "", 0
+        head = ("__syncthreads();  // every warp is done with the previous tile (and with Q)\n"
+                f"    h16* const vs = ks + {BLOCK_KEYS * kp};"
+                + _tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", kp) + "\n"
+                + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp) + "\n    __syncthreads();")
+    else:  # Q in stage 1's K rows, which tile 1 replaces once every warp holds Q's fragments
+        (first, head), q_at = two, BLOCK_KEYS * (kp + vp)
     return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param + map_param, index_type=it,
-        ks_size=BLOCK_KEYS * kp, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
+        q_at=q_at, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
         q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", kp),
         q_map=_row_map(q_map, "m0", geom.sq, geom.d, kp), k_map=_row_map(k_map, "n0", geom.sk, geom.d, kp),
-        prefetch_first=pre[0] if pre else "", q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
-        block_keys=BLOCK_KEYS, tile_fill=tile_fill, prefetch_next=pre[2] if pre else "", s_tiles=BLOCK_KEYS // 8,
+        first_tile=first, q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
+        block_keys=BLOCK_KEYS, loop_head=head, s_tiles=BLOCK_KEYS // 8,
         sq=geom.sq, score=score, add_bias=add_bias, pv_steps=BLOCK_KEYS // 16, vp=vp, store=store)
