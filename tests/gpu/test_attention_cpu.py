@@ -140,6 +140,18 @@ def test_a_fully_masked_row_is_nan_as_softmax_gives(tmp_path):
     assert _rel(y[0, keep], want[0, keep]) < FP16_REL
 
 
+@pytest.mark.parametrize("d, dv, views, bounded", [(64, 64, True, True), (32, 32, True, False),
+                                                    (128, 128, True, False), (64, 64, False, False)])
+def test_four_ctas_an_sm_only_where_measured(d, dv, views, bounded):
+    """The 128-register bound applies to the double-buffered kernel at head dims 64 only (it spilled
+    and lost at 32 and 128); an operand without 16-byte loads keeps one stage and no bound."""
+    geom = att.AttentionGeometry((2,), 70, 70, d, dv, 0.1)
+    op = _contiguous((2, 70, d)) if views else att.AttentionOperand((70 * d,), d, 1, 1)  # odd base: no vectors
+    src = att.attention_kernel("attn", geom, op, op, _contiguous((2, 70, dv)))
+    assert ("cp_async16" in src) == (d <= 64 and views)
+    assert ("__launch_bounds__(128, 4)" in src) == bounded
+
+
 def test_geometry_limits_are_named():
     assert "head dims" in att.supported(att.AttentionGeometry((1,), 4, 4, 160, 64, 1.0))
     assert "grid" in att.supported(att.AttentionGeometry((70000,), 4, 4, 64, 64, 1.0))

@@ -142,6 +142,11 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
 
 
 PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are double-buffered (cp.async)
+# Padded head dims (D, Dv) whose double-buffered kernel is bounded to 128 registers, 4 CTAs an SM:
+# on an H100 that took ViT-B/16's block from 0.0455 to 0.0405 ms at batch 32 and 0.293 to 0.251 at
+# 256, and 1024 tokens from 0.167 to 0.158; at head dims 32 and 128 the same bound spilled and lost
+# (0.037 -> 0.040, 0.061 -> 0.107 ms), so it applies to this one measured shape.
+FOUR_CTAS_HEAD_DIM = ((64, 64), 4)
 
 
 def _per_thread(cols: int, body: str) -> str:
@@ -218,8 +223,8 @@ def _store(geom: AttentionGeometry, y: AttentionOperand) -> str:
 
 
 _KERNEL = Template(r"""
-extern "C" __global__ void __launch_bounds__(${threads}) ${name}(h16* __restrict__ y, const h16* __restrict__ q,
-    const h16* __restrict__ k, const h16* __restrict__ v${bias_param}) {
+extern "C" __global__ void __launch_bounds__(${threads}${min_blocks}) ${name}(h16* __restrict__ y,
+    const h16* __restrict__ q, const h16* __restrict__ k, const h16* __restrict__ v${bias_param}) {
   typedef ${index_type} IT;
   extern __shared__ __align__(16) h16 att_smem[];  // shared_bytes(geom): one or two stages of K, V
   h16* const ks = att_smem + ${q_at};  // Q first (then, with one stage, each K tile): [row][dim]
@@ -432,8 +437,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
                 + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp) + "\n    __syncthreads();")
     else:  # Q in stage 1's K rows, which tile 1 replaces once every warp holds Q's fragments
         (first, head), q_at = two, BLOCK_KEYS * (kp + vp)
-    return _KERNEL.substitute(threads=THREADS, name=name, bias_param=bias_param + map_param, index_type=it,
-        q_at=q_at, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
+    min_blocks = f", {FOUR_CTAS_HEAD_DIM[1]}" if two is not None and (dp, dvp) == FOUR_CTAS_HEAD_DIM[0] else ""
+    return _KERNEL.substitute(threads=THREADS, min_blocks=min_blocks, name=name, bias_param=bias_param + map_param,
+        index_type=it, q_at=q_at, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
         q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", kp),
         q_map=_row_map(q_map, "m0", geom.sq, geom.d, kp), k_map=_row_map(k_map, "n0", geom.sk, geom.d, kp),
         first_tile=first, q_frags=dp // 16, kp=kp, o_tiles=dvp // 8, sk=geom.sk,
