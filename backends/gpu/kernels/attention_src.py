@@ -141,12 +141,12 @@ def _vector_loads(op: AttentionOperand, cols: int) -> bool:
             and all(s % 8 == 0 for s in op.batch_strides))
 
 
-PREFETCH_MAX_DIM = 64  # head dims up to which K and V tiles are double-buffered (cp.async)
-# Padded head dims (D, Dv) whose double-buffered kernel is bounded to 128 registers, 4 CTAs an SM:
-# on an H100 that took ViT-B/16's block from 0.0455 to 0.0405 ms at batch 32 and 0.293 to 0.251 at
-# 256, and 1024 tokens from 0.167 to 0.158; at head dims 32 and 128 the same bound spilled and lost
-# (0.037 -> 0.040, 0.061 -> 0.107 ms), so it applies to this one measured shape.
-FOUR_CTAS_HEAD_DIM = ((64, 64), 4)
+DOUBLE_BUFFER_MAX_DIM = 64  # padded head dims up to which K and V tiles are double-buffered (cp.async)
+# CTAs an SM the double-buffered kernel is bounded to, by padded head dims (D, Dv): 4 (128 registers)
+# took ViT-B/16's block on an H100 from 0.0455 to 0.0405 ms at batch 32 and 0.293 to 0.251 at 256,
+# and 1024 tokens from 0.167 to 0.158; at head dims 32 and 128 the same bound spilled and lost
+# (0.037 -> 0.040, 0.061 -> 0.107 ms), so only this measured shape has one.
+MIN_BLOCKS = {(64, 64): 4}
 
 
 def _per_thread(cols: int, body: str) -> str:
@@ -164,9 +164,10 @@ def _async_tiles(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeomet
     straight into the other stage while the current one is multiplied, so the loads are in flight
     across the products with no staging registers, and one barrier a tile both publishes the
     landed tile and frees the stage read before it. Rows past Sk are zero-filled (src-size 0)."""
-    if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and max(dp, dvp) <= PREFETCH_MAX_DIM):
+    if not (_vector_loads(k, geom.d) and _vector_loads(v, geom.dv) and _two_stages(dp, dvp)):
         return None
     kp, vp = _pitches(dp, dvp)
+    stage = _stage_halves(dp, dvp)
 
     def copies(dst: str, src: str, op: AttentionOperand, cols: int, limit: int, off: str, pitch: int,
                start: str) -> str:
@@ -174,15 +175,15 @@ def _async_tiles(k: AttentionOperand, v: AttentionOperand, geom: AttentionGeomet
         return _per_thread(cols, f"const bool in = {start} + r < {geom.sk} && c < {limit}; "
                                  f"cp_async16(smem_addr({dst} + r * {pitch} + c), in ? {at} : {src}, in ? 16 : 0);")
 
-    def issue(stage: str, start: str) -> str:
-        base = f"att_smem + ({stage}) * {BLOCK_KEYS * (kp + vp)}"
+    def issue(which: str, start: str) -> str:
+        base = f"att_smem + ({which}) * {stage}"
         return ("{ h16* const kd = " + base + f"; h16* const vd = kd + {BLOCK_KEYS * kp};"
                 + copies("kd", "k", k, dp, geom.d, "kb", kp, start)
                 + copies("vd", "v", v, dvp, geom.dv, "vb", vp, start) + "\n    cp_async_commit(); }")
 
     head = f"""cp_async_wait<0>();
     __syncthreads();  // tile n0 landed for every thread; every warp is done with the stage it replaces
-    h16* const ks = att_smem + ((n0 / {BLOCK_KEYS}) & 1) * {BLOCK_KEYS * (kp + vp)};
+    h16* const ks = att_smem + ((n0 / {BLOCK_KEYS}) & 1) * {stage};
     h16* const vs = ks + {BLOCK_KEYS * kp};
     if (n0 + {BLOCK_KEYS} < {geom.sk}) {issue(f"(n0 / {BLOCK_KEYS} + 1) & 1", f"n0 + {BLOCK_KEYS}")}"""
     return issue("0", "0"), head
@@ -391,13 +392,26 @@ def _pitches(dp: int, dvp: int) -> tuple[int, int]:
     return dp + 8, dvp + 8
 
 
+def _padded_dims(geom: AttentionGeometry) -> tuple[int, int]:
+    """D and Dv padded to the products' 16-element steps."""
+    return -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
+
+
+def _two_stages(dp: int, dvp: int) -> bool:
+    """Whether two stages of K and V fit (the double-buffered path, given 16-byte loads)."""
+    return max(dp, dvp) <= DOUBLE_BUFFER_MAX_DIM
+
+
+def _stage_halves(dp: int, dvp: int) -> int:
+    """Halves of one stage: a K tile and a V tile at their pitches."""
+    return BLOCK_KEYS * sum(_pitches(dp, dvp))
+
+
 def shared_bytes(geom: AttentionGeometry) -> int:
     """Dynamic shared memory of ``geom``'s kernel: two stages of K and V where the head dims allow
     double buffering, else one (at most 36 KB either way: no opt-in needed)."""
-    dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
-    kp, vp = _pitches(dp, dvp)
-    stages = 2 if max(dp, dvp) <= PREFETCH_MAX_DIM else 1
-    return 2 * stages * BLOCK_KEYS * (kp + vp)
+    dp, dvp = _padded_dims(geom)
+    return 2 * (2 if _two_stages(dp, dvp) else 1) * _stage_halves(dp, dvp)
 
 
 def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k: AttentionOperand,
@@ -413,7 +427,7 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
     why = supported(geom)
     if why is not None:
         raise ValueError(f"attention kernel: {why}")
-    dp, dvp = -(-geom.d // 16) * 16, -(-geom.dv // 16) * 16
+    dp, dvp = _padded_dims(geom)
     kp, vp = _pitches(dp, dvp)
     it = gen.index_type(span, geom.batch_count * geom.sq * max(geom.sk, geom.dv))
     bias_param, bias_offsets, add_bias = _bias_terms(geom, biases)
@@ -436,8 +450,9 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
                 + _tile_load("ks", "k", "n0", geom.sk, dp, geom.d, k, "kb", kp) + "\n"
                 + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp) + "\n    __syncthreads();")
     else:  # Q in stage 1's K rows, which tile 1 replaces once every warp holds Q's fragments
-        (first, head), q_at = two, BLOCK_KEYS * (kp + vp)
-    min_blocks = f", {FOUR_CTAS_HEAD_DIM[1]}" if two is not None and (dp, dvp) == FOUR_CTAS_HEAD_DIM[0] else ""
+        (first, head), q_at = two, _stage_halves(dp, dvp)
+    bound = MIN_BLOCKS.get((dp, dvp)) if two is not None else None
+    min_blocks = f", {bound}" if bound else ""
     return _KERNEL.substitute(threads=THREADS, min_blocks=min_blocks, name=name, bias_param=bias_param + map_param,
         index_type=it, q_at=q_at, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
         q_fill=_tile_load("ks", "q", "m0", geom.sq, dp, geom.d, q, "qb", kp),
