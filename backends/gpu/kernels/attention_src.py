@@ -146,7 +146,7 @@ DOUBLE_BUFFER_MAX_DIM = 64  # padded head dims up to which K and V tiles are dou
 # took ViT-B/16's block on an H100 from 0.0455 to 0.0405 ms at batch 32 and 0.293 to 0.251 at 256,
 # and 1024 tokens from 0.167 to 0.158; at head dims 32 and 128 the same bound spilled and lost
 # (0.037 -> 0.040, 0.061 -> 0.107 ms), so only this measured shape has one.
-MIN_BLOCKS = {(64, 64): 4}
+MIN_CTAS_PER_SM = {(64, 64): 4}
 
 
 def _per_thread(cols: int, body: str) -> str:
@@ -451,7 +451,7 @@ def attention_kernel(name: str, geom: AttentionGeometry, q: AttentionOperand, k:
                 + _tile_load("vs", "v", "n0", geom.sk, dvp, geom.dv, v, "vb", vp) + "\n    __syncthreads();")
     else:  # Q in stage 1's K rows, which tile 1 replaces once every warp holds Q's fragments
         (first, head), q_at = two, _stage_halves(dp, dvp)
-    bound = MIN_BLOCKS.get((dp, dvp)) if two is not None else None
+    bound = MIN_CTAS_PER_SM.get((dp, dvp)) if two is not None else None
     min_blocks = f", {bound}" if bound else ""
     return _KERNEL.substitute(threads=THREADS, min_blocks=min_blocks, name=name, bias_param=bias_param + map_param,
         index_type=it, q_at=q_at, offsets=" ".join(offsets), block_rows=BLOCK_ROWS,
