@@ -87,6 +87,7 @@ def conv_row(name: str, shape: tuple[int, int, int], kind: str | None, batch: in
     epi = epilogue8(c, k, kind, rng)
     t8 = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, False, k8.cp16(k), reps=10)
     t8.update(tactics.time_conv8_pointwise(g, epi, False, k8.cp16(k)))
+    t8.update(tactics.time_conv8_stream(g, epi, False, k8.cp16(k)))
     act = (5 if kind == "silu" else 1 if kind == "relu" else 0, 0.0, 0.0)
     t16 = tactics.time_conv(g, kc.candidate_tactics(g, wgmma=kc.wgmma_usable()), act, False, reps=10)
     t16.update(tactics.time_conv_cublaslt(g, act, False))

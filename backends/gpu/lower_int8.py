@@ -38,6 +38,7 @@ from backends.gpu.kernels.int8 import (
 )
 from backends.gpu.kernels.int8_dw import pack_dw_weights8
 from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
+from backends.gpu.kernels.int8_stream import StreamTactic8, stream8_runs
 from backends.gpu.layout import round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
@@ -326,6 +327,8 @@ class Int8Lowering:
             tactic = heuristic_tactic8(g)
         if isinstance(tactic, PointwiseTactic8) and not pointwise8_runs(g, ldy):
             tactic = heuristic_tactic8(g)  # a forged or stale plan entry: the tiles run every layer
+        if isinstance(tactic, StreamTactic8) and not stream8_runs(g, tactic, ldy):
+            tactic = heuristic_tactic8(g)
         reads = [xs, wk.name] + ([res] if res else [])
         self.ops.append(Op(layer.name, "conv8", reads, [out.name],
                            info={"geom": g, "tactic": tactic, "epi": epi, "x": xs, "w": wk.name, "res": res,

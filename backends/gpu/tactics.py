@@ -110,7 +110,8 @@ def compiled_tactic(name: Any) -> bool:
     """Whether ``name`` is the canonical name of a tactic of the compiled kernels: FP16
     ``igemm_…`` / ``wgmma_…`` with a tile of ``TILES`` / ``TILES_WG`` or INT8 ``s8igemm_…`` /
     ``s8wgmma_…`` with a tile of ``TILES8`` / ``TILES8_WG``, split-K 1..16, the INT8 pointwise
-    kernel (``s8pw``), a whole-layer tactic, a direct grouped one (``gdirect_q…``) or cuDNN's
+    kernel (``s8pw``) or streaming kernel (``s8stream_…`` with a tile of ``STREAM8_TILES``), a
+    whole-layer tactic, a direct grouped one (``gdirect_q…``) or cuDNN's
     (``cudnn_a<algo>``). Plans and
     timing-cache entries are checked with it before their tactics are used."""
     if not isinstance(name, str):
@@ -128,6 +129,8 @@ def compiled_tactic(name: Any) -> bool:
 
     if name == POINTWISE8.name:
         return True
+    if name.startswith("s8stream_"):
+        return parse_tactic8(name) is not None
     if name.startswith(("s8igemm_", "s8wgmma_")):
         t8 = parse_tactic8(name)
         return t8 is not None and t8.name == name and 1 <= t8.splits <= MAX_SPLITS
@@ -339,6 +342,16 @@ def time_conv8_pointwise(g: ConvGeometry, epi: Any, residual: bool, ldy: int) ->
     return time_conv8(g, [POINTWISE8], epi, residual, ldy)
 
 
+def time_conv8_stream(g: ConvGeometry, epi: Any, residual: bool, ldy: int) -> dict[str, float]:
+    """``time_conv8`` of the streaming 1x1 kernel's tiles that fit the layer, where the module compiles here."""
+    from backends.gpu.kernels.int8_stream import stream8_candidates, stream8_usable
+
+    cands = stream8_candidates(g, ldy)
+    if not cands or not stream8_usable():
+        return {}
+    return time_conv8(g, cands, epi, residual, ldy)
+
+
 def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
     """The FP16 (name, geometry, act, residual, unscaled, true group count, the layer's own
     geometry where that one is its space-to-depth form) and INT8 (name,
@@ -453,6 +466,7 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             continue
         times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
         times.update(time_conv8_pointwise(g, epi, res, ldy))
+        times.update(time_conv8_stream(g, epi, res, ldy))
         if not times:
             continue
         chosen[name] = _choose(log, cache, key, name, times)

@@ -11,7 +11,7 @@ memory (``extern __shared__``) is a fresh buffer per block, filled with fp16 NaN
 a byte never written shows up in the results; a guard past its end catches overflowing writes.
 
 Emulated: the fp16 conversions and packing, ``uint4``, ``uint2``, ``int4``, ``int2``, ``float2``, ``float4``,
-``ulonglong2``, integer ``min``/``max``, ``__shfl_xor_sync``, ``__syncthreads``, ``__ldg``,
+``ulonglong2``, integer ``min``/``max``, ``__shfl_xor_sync``, ``__syncthreads``, ``__syncwarp``, ``__ldg``,
 ``__int_as_float``, ``__double2float_rn``, ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``,
 templates (launched by name expression, e.g. ``conv_igemm<64,64,2,2,4>``) and ``__launch_bounds__``.
 Inline PTX does not compile here: ``#ifdef __CUDACC__`` keeps it from the host compiler, and the
@@ -127,6 +127,7 @@ static inline float __shfl_xor_sync(unsigned, float v, int sh) {
   return r;
 }
 static inline void __syncthreads() { emu_wait(&g_block_arrived, &g_block_gen, g_block_live); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_barrier(); }  // every live lane of the warp
 static void emu_thread_start();  // per-thread state of the PTX emulation (cuda_emu_ptx)
 static void emu_thread_end();
 static void emu_thread() {

@@ -31,6 +31,7 @@ from backends.gpu.kernels.conv import (
 )
 from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
+from backends.gpu.kernels.int8_stream import StreamTactic8, parse_stream8, stream8, stream8_usable
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
 from backends.gpu.layout import MAX_GROUP_MERGE, group_merge_factor, merge_groups, round_up
 
@@ -184,10 +185,13 @@ class Tactic8:
         return 0 if z == 1 else z * g.m * cp16(g.k) * 4
 
 
-def parse_tactic8(name: str) -> Tactic8 | PointwiseTactic8 | None:
-    """Inverse of ``Tactic8.name`` (or 's8pw'); None when it does not parse or names a tile not compiled."""
+def parse_tactic8(name: str) -> Tactic8 | PointwiseTactic8 | StreamTactic8 | None:
+    """Inverse of ``Tactic8.name`` (or 's8pw', or a streaming tactic's name); None when it does not
+    parse or names a tile not compiled."""
     if name == POINTWISE8.name:
         return POINTWISE8
+    if name.startswith("s8stream_"):
+        return parse_stream8(name)
     return (parse_tile_tactic(name, "s8igemm", Tile8, TILES8, Tactic8)
             or parse_tile_tactic(name, "s8wgmma", Tile8Wg, TILES8_WG, Tactic8))
 
@@ -365,7 +369,8 @@ def compile_tasks() -> list[Callable[[], object]]:
     ``compile.compile_concurrently`` may run beside the others."""
     from backends.gpu.kernels.int8_dw import dw_fn  # int8_dw builds on this module
 
-    return [lambda: [_kernel(t) for t in TILES8], lambda: dw_fn("dwconv_s8"), wgmma_usable8, pointwise8_usable]
+    return [lambda: [_kernel(t) for t in TILES8], lambda: dw_fn("dwconv_s8"), wgmma_usable8, pointwise8_usable,
+            stream8_usable]
 
 
 def compile_all() -> None:
@@ -502,16 +507,19 @@ def conv2d_s8_launches(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8,
     return out
 
 
-def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8 | PointwiseTactic8, epi: DeviceEpilogue,
-              residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
+def conv2d_s8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: Tactic8 | PointwiseTactic8 | StreamTactic8,
+              epi: DeviceEpilogue, residual: Any = None, workspace: Any = None, ldy: int | None = None) -> None:
     """Enqueue the INT8 convolution on the current stream.
 
     x: (N, H, W, Cp16) int8; w: (K, R, S, Cp16) int8; residual: (N, P, Q, Kp16) int8 or None;
     y: int8 (N, P, Q, Kp16), or float32 with channel stride ``ldy`` when ``epi`` has no output
-    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K; 's8pw' runs ``pw_s8``.
+    scale. ``workspace`` (>= tactic.workspace_bytes) is needed for split-K; 's8pw' runs ``pw_s8``,
+    an 's8stream_…' tactic ``conv1x1_stream_s8``.
     """
     if isinstance(tactic, PointwiseTactic8):
         return pointwise8(x, w, y, g, epi, residual, cp16(g.k) if ldy is None else ldy)
+    if isinstance(tactic, StreamTactic8):
+        return stream8(x, w, y, g, tactic, epi, residual, cp16(g.k) if ldy is None else ldy)
     enqueue(conv2d_s8_launches(x, w, y, g, tactic, epi, residual, workspace, ldy), *module_of8(tactic.tile))
 
 
