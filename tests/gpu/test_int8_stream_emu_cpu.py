@@ -12,6 +12,8 @@ at issue.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import int8_nets as nets
@@ -151,3 +153,25 @@ def test_stream_s8_grid_fills_the_gpu_once() -> None:
     assert stream8_grid(g, t, 132 * 4) == (132, 4)
     small = ConvGeometry(1, 7, 7, 64, 64, 1, 1)
     assert stream8_grid(small, t, 528) == (1, 1)
+
+
+@pytest.mark.slow  # nvcc takes ~20 s for the module
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_stream_s8_compiles_within_its_register_bound(tmp_path) -> None:
+    """The emulated text compiles for sm_90 as it is; under the launch bound (4 CTAs of 128 threads
+    an SM, 2 of 256: 128 registers) no tile spills more than a few words. With the accumulators and
+    the epilogue parameters live together it took 210-230 registers."""
+    src = tmp_path / "stream.cu"
+    src.write_text(STREAM8_SRC + "".join(f"void* const instance{i} = (void*)&{t.template};\n"
+                                         for i, t in enumerate(STREAM8_TILES)))
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-cubin", "-Xptxas", "-v", str(src),
+                           "-o", str(tmp_path / "stream.cubin")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    entries = [i for i, ln in enumerate(lines) if "Compiling entry" in ln and "conv1x1_stream_s8" in ln]
+    assert len(entries) == len(STREAM8_TILES)
+    for i in entries:
+        spill = next(ln for ln in lines[i:] if "spill stores" in ln)
+        regs = next(ln for ln in lines[i:] if "Used" in ln and "registers" in ln)
+        assert int(spill.split("bytes spill stores")[0].split(",")[-1]) <= 16, spill
+        assert int(regs.split("Used")[1].split("registers")[0]) <= 128, regs

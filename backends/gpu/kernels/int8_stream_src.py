@@ -161,8 +161,10 @@ conv1x1_stream_s8(const i8* __restrict__ x, const i8* __restrict__ w, int N, int
   stream_rows8<R, S, T, WTM / RPP>(scr + nl, SCR, rl, RPP, m0, M, n, e, res, ldr, yq, ldy, clipq)
       EPI_DISPATCH(STREAM_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
 #undef STREAM_CASE
-    } else {  // a float output or a non-linear epilogue, row by row (its parameters reloaded)
-      for (int r = rl; r < WTM; r += RPP) epilogue_rows(scr + r * SCR + nl, 0, 0, 1, 1, m0 + r, M, n, K, EPI_ARGS);
+    } else {  // a float output or a non-linear epilogue: this lane's WTM / RPP consecutive rows
+      constexpr int ROWS = WTM / RPP;
+      const int r0 = rl * ROWS;
+      epilogue_rows(scr + r0 * SCR + nl, SCR, 0, 1, ROWS, m0 + r0, M, n, K, EPI_ARGS);
     }
   }
   cp_async_wait<0>();
