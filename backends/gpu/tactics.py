@@ -62,10 +62,12 @@ def _kernels_digest() -> str:
     from backends.gpu.kernels.grouped_src import GROUPED_SRC
     from backends.gpu.kernels.int8 import INT8_WG_SRC, TILES8, TILES8_WG
     from backends.gpu.kernels.int8_pw_src import PW8_SRC
+    from backends.gpu.kernels.int8_stream import STREAM8_TILES
+    from backends.gpu.kernels.int8_stream_src import STREAM8_BODY
 
     # the sm_90a sources contain the portable ones
-    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + GROUPED_SRC + PW8_SRC + repr(TILES + TILES_WG)
-                        + repr(TILES8 + TILES8_WG)).encode())
+    h = hashlib.sha256((CONV_WG_SRC + INT8_WG_SRC + GROUPED_SRC + PW8_SRC + STREAM8_BODY + repr(TILES + TILES_WG)
+                        + repr(TILES8 + TILES8_WG + STREAM8_TILES)).encode())
     return h.hexdigest()[:12]
 
 

@@ -148,3 +148,39 @@ def test_timing_cache_digest_covers_the_pointwise_kernel(monkeypatch):
     before = digest()
     monkeypatch.setattr(int8_pw_src, "PW8_SRC", int8_pw_src.PW8_SRC + "\n// edited\n")
     assert digest() != before
+
+
+def test_streaming_tactic_is_a_plan_tactic_and_a_misfit_falls_back_to_the_tiles(monkeypatch):
+    """An 's8stream_…' name of a compiled tile is a tactic a plan may name (another tile's is not);
+    on a layer the streaming kernel does not take (3x3) the lowering gives the tiles' heuristic
+    instead, on a 1x1 it keeps the named tile where the module compiles, and where it does not
+    compile (no GPU) the heuristic again."""
+    from backends.gpu.kernels import int8_stream
+    from backends.gpu.kernels.int8 import Tactic8
+    from backends.gpu.kernels.int8_stream import STREAM8_TILES, StreamTactic8
+    from backends.gpu.tactics import compiled_tactic
+
+    name = StreamTactic8(STREAM8_TILES[1]).name
+    assert compiled_tactic(name) and not compiled_tactic("s8stream_96x64_w2x2_s3")
+    for usable, r, pad, want in ((True, 3, 1, Tactic8), (True, 1, 0, StreamTactic8), (False, 1, 0, Tactic8)):
+        monkeypatch.setattr(int8_stream, "stream8_usable", lambda u=usable: u)
+        net, _ = nets.conv_net(np.random.default_rng(1), 2, 64, 8, 8, 96, r, 1, pad)
+        low = lower(net, net.layers, list(net.outputs), {net.layers[0].name: name})
+        (op,) = [op for op in low.ops if op.kind == "conv8"]
+        assert isinstance(op.info["tactic"], want), (usable, r, op.info["tactic"])
+        if want is StreamTactic8:
+            assert op.info["tactic"].tile == STREAM8_TILES[1] and op.workspace == 0
+
+
+def test_timing_cache_digest_covers_the_streaming_kernel(monkeypatch):
+    """A timing taken before the streaming kernel's text or tiles changed is not reused."""
+    from backends.gpu import tactics
+    from backends.gpu.kernels import int8_stream, int8_stream_src
+
+    digest = tactics._kernels_digest.__wrapped__
+    before = digest()
+    monkeypatch.setattr(int8_stream_src, "STREAM8_BODY", int8_stream_src.STREAM8_BODY + "\n// edited\n")
+    assert digest() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(int8_stream, "STREAM8_TILES", int8_stream.STREAM8_TILES[:-1])
+    assert digest() != before
