@@ -10,7 +10,9 @@ launches (grid, block, shared memory, arguments) run from three module texts:
 * ``no requant``: ``sum4`` kept (bias, residual converter), ``requant4`` replaced by packing the
   low bytes of the four sums;
 * ``no epilogue``: both replaced by packing the low bytes of the int32 accumulators XOR the residual
-  word (the loads and stores stay, so the bytes moved are the same).
+  word (the loads and stores stay, so the bytes moved are the same);
+* ``no residual load``: the arithmetic as built, the residual word taken from the row index instead
+  of memory (a layer with a residual only): its latency and bytes against the arithmetic.
 
 The probes' outputs are wrong by design; only their times are used. Each variant is timed over the
 layer's best tactics (the builder's timing) with ``tactics._time_launches``: CUDA-graph replays of
@@ -39,7 +41,16 @@ NO_REQUANT = """      sum4<RES, SAT>(v, a, e, rv[u]);
           (u32)(v[0] & 0xff) | (u32)(v[1] & 0xff) << 8 | (u32)(v[2] & 0xff) << 16 | (u32)v[3] << 24;"""
 NO_EPILOGUE = """      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) =
           ((u32)(a[0] & 0xff) | (u32)(a[1] & 0xff) << 8 | (u32)(a[2] & 0xff) << 16 | (u32)a[3] << 24) ^ rv[u];"""
-VARIANTS = {"as built": SUM_AND_REQUANT, "no requant": NO_REQUANT, "no epilogue": NO_EPILOGUE}
+RESIDUAL_LOAD = ("      rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>"
+                 "(res + (size_t)(m0 + mu) * ldr + n)) : 0u;")
+NO_RESIDUAL_LOAD = """      rv[u] = RES && ok ? (u32)(mu * 0x01010101u) : 0u;"""
+# label: the (text, replacement) pairs of its module
+VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "as built": (),
+    "no requant": ((SUM_AND_REQUANT, NO_REQUANT),),
+    "no epilogue": ((SUM_AND_REQUANT, NO_EPILOGUE),),
+    "no residual load": ((RESIDUAL_LOAD, NO_RESIDUAL_LOAD),),
+}
 
 # name, spatial, C, K, stride, epilogue, residual
 LAYERS = [
@@ -50,11 +61,13 @@ LAYERS = [
 ]
 
 
-def variant_source(source: str, body: str) -> str:
-    """``source`` with ``epi_rows``' per-row arithmetic replaced by ``body``; raises if it is not there."""
-    if SUM_AND_REQUANT not in source:
-        raise RuntimeError("the epilogue text changed: update SUM_AND_REQUANT")
-    return source.replace(SUM_AND_REQUANT, body)
+def variant_source(source: str, edits: tuple[tuple[str, str], ...]) -> str:
+    """``source`` with each text of ``edits`` (once in it) replaced; raises where one is not there."""
+    for old, new in edits:
+        if source.count(old) != 1:
+            raise RuntimeError("the epilogue text changed: update the probe's texts")
+        source = source.replace(old, new)
+    return source
 
 
 def time_layer(name: str, h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
@@ -85,9 +98,11 @@ def time_layer(name: str, h: int, c: int, k: int, stride: int, kind: str | None,
         ws = cp.empty(max(t.workspace_bytes(g), 4) // 4, cp.int32)
         source, names, arch = k8.module_of8(t.tile)
         row = {}
-        for label, body in VARIANTS.items():
+        for label, edits in VARIANTS.items():
+            if label == "no residual load" and not residual:
+                continue
             launches = k8.conv2d_s8_launches(x, w, y, g, t, dev, res, ws, ldy)
-            module = (variant_source(source, body), names, arch)
+            module = (variant_source(source, edits), names, arch)
             ms = tactics._time_launches([t], lambda _t, la=launches, mo=module: enqueue(la, *mo), 10).get(t.name)
             row[label] = None if ms is None else round(ms, 4)
         out["tactics"][tname] = row
