@@ -5,7 +5,10 @@ kernel (``int8_src.conv_igemm_s8``) gives each CTA one output tile: it loads its
 multiplies, stages the int32 tile in shared memory and runs the epilogue, with nothing of its own
 to overlap. The loads of one tile and the stores of another then overlap only across CTAs, and
 every CTA loads its weights again. ResNet-50's stage-1 expansions ran at about a third of the
-memory bandwidth that way.
+memory bandwidth that way. Measured on an H100, that was not what bound them: this kernel is
+slower than the best tile on ResNet-50's 1x1 layers and faster on MobileNetV2's 24 -> 144
+expansion (``bench/results/gpu_int8_stream_h100.json``); both write about the same int8 outputs
+a second, so the per-output epilogue is the limit (GPU README, next steps for INT8).
 
 Here a CTA keeps one column block of the weights (BN output channels x all Cp input channels)
 resident in shared memory and walks the output tiles ``blockIdx.x, blockIdx.x + gridDim.x, ...``
@@ -16,7 +19,7 @@ its own rows without a block barrier: its int32 accumulators go to a private scr
 memory, where each lane takes 4 channels (their ``Epi4`` parameters in registers) and stores 4
 int8 bytes a row, so a warp's stores and residual loads are contiguous. The accumulators are
 staged whole before the parameters load, so the two never hold registers together (with both
-live, ptxas took 210-230 registers a thread; staged, about 150).
+live, ptxas took 210-230 registers a thread; staged, about 165, and 128 under the launch bound).
 
 The arithmetic is the tile kernel's: the same k-tile layout and swizzle (``Igemm::swz``, 64-byte
 rows), the same ``ldmatrix`` + ``mma.sync.m16n8k32`` step (``IgemmMmaSync``), exact int32 sums, and
