@@ -73,17 +73,13 @@ def variant_source(source: str, edits: tuple[tuple[str, str], ...]) -> str:
 def time_layer(name: str, h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
                rng: np.random.Generator) -> dict[str, Any]:
     import cupy as cp
-    from gpu_int8_layers import epilogue8
+    from gpu_int8_stream import layer_case
 
     from backends.gpu import tactics
     from backends.gpu.kernels import int8 as k8
-    from backends.gpu.kernels.conv import ConvGeometry, enqueue
+    from backends.gpu.kernels.conv import enqueue
 
-    g = ConvGeometry(batch, h, h, c, k, 1, 1, stride=(stride, stride))
-    epi = epilogue8(c, k, kind, rng)
-    if residual:
-        epi.rsc, epi.rsh = np.full(k, 3, np.int32), np.full(k, 2, np.int32)
-    ldy = k8.cp16(k)
+    g, epi, ldy = layer_case(h, c, k, stride, kind, residual, batch, rng)
     cands = k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8())
     best = sorted(tactics.time_conv8(g, cands, epi, residual, ldy).items(), key=lambda kv: kv[1])[:3]
     x = cp.asarray(rng.integers(-128, 128, (g.n, g.h, g.w, k8.cp16(c)), dtype=np.int8))

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,19 +43,28 @@ LAYERS = [
 ]
 
 
-def row(name: str, h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
-        rng: np.random.Generator) -> dict:
+def layer_case(h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
+               rng: np.random.Generator) -> tuple[Any, Any, int]:
+    """A 1x1 layer's geometry, a random INT8 epilogue (``gpu_int8_layers.epilogue8``; with a
+    residual converter of scale 3, shift 2 where the layer has a residual) and its int8 row stride."""
     from gpu_int8_layers import epilogue8
 
-    from backends.gpu import tactics
     from backends.gpu.kernels import int8 as k8
     from backends.gpu.kernels.conv import ConvGeometry
 
     g = ConvGeometry(batch, h, h, c, k, 1, 1, stride=(stride, stride))
     epi = epilogue8(c, k, kind, rng)
-    if residual:  # a residual converter (scale 3, shift 2): the epilogue's residual path
+    if residual:
         epi.rsc, epi.rsh = np.full(k, 3, np.int32), np.full(k, 2, np.int32)
-    ldy = k8.cp16(k)
+    return g, epi, k8.cp16(k)
+
+
+def row(name: str, h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
+        rng: np.random.Generator) -> dict:
+    from backends.gpu import tactics
+    from backends.gpu.kernels import int8 as k8
+
+    g, epi, ldy = layer_case(h, c, k, stride, kind, residual, batch, rng)
     tiles = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, residual, ldy)
     tiles.update(tactics.time_conv8_pointwise(g, epi, residual, ldy))
     stream = tactics.time_conv8_stream(g, epi, residual, ldy)
