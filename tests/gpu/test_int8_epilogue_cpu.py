@@ -171,3 +171,19 @@ def test_saturation_needs_a_bound():
     assert device_params(e)[1]
     e.bias = np.full(k, 2**29, np.int64)
     assert not device_params(e)[1]
+
+
+def test_requant_fits_32_bits_exactly_up_to_shift_24() -> None:
+    """The fact a 32-bit requant would rest on: with |v| clamped to its saturation point T, the
+    multiply-add |v| * osc + 2**(osh - 1) stays below 2**32 for every requant scale whose shift is
+    at most 24 (a scale ratio s_acc / s_out of at least about 9.8e-4), and for no larger shift.
+    Checked over the whole range ``requant_params`` produces."""
+    from backends.gpu.kernels.int8 import _requant_clamp
+
+    ratios = np.geomspace(1e-7, 2.0, 6000)
+    osc, osh = (np.asarray(a, np.int64) for a in requant_params(ratios))
+    t = _requant_clamp(osc, osh)
+    half = np.where(osh > 0, np.left_shift(np.int64(1), np.maximum(osh - 1, 0)), 0)
+    fits = t * osc + half < 2**32
+    assert fits[osh <= 24].all() and not fits[osh > 24].any()
+    assert 9.7e-4 < ratios[osh <= 24].min() < 9.9e-4
