@@ -25,7 +25,6 @@ from backends.gpu.kernels.conv import ConvGeometry
 from backends.gpu.kernels.direct import PoolGeometry
 from backends.gpu.kernels.int8 import (
     MAX_KTOT,
-    Tile8Wg,
     cp16,
     epilogue_params,
     heuristic_tactic8,
@@ -34,11 +33,9 @@ from backends.gpu.kernels.int8 import (
     pack_weights8,
     parse_tactic8,
     quantized_kernel,
-    wgmma_usable8,
+    runs_here8,
 )
 from backends.gpu.kernels.int8_dw import pack_dw_weights8
-from backends.gpu.kernels.int8_pw import PointwiseTactic8, pointwise8_runs
-from backends.gpu.kernels.int8_stream import StreamTactic8, stream8_runs
 from backends.gpu.layout import round_up
 from backends.gpu.space_to_depth import space_to_depth_conv, space_to_depth_kernel
 from backends.table import Unsupported, check_complete, lookup
@@ -323,12 +320,8 @@ class Int8Lowering:
         out, ldy = self._out8(layer, g.k, out_shape, q_layout, epi.quantized)
         wk = self.const(f"{layer.name}/kernel_krsc_s8", pack_weights8(kernel), False)
         tactic = parse_tactic8(self.tactics.get(layer.name, "")) or heuristic_tactic8(g)
-        if isinstance(tactic.tile, Tile8Wg) and not wgmma_usable8():  # a Hopper plan on another GPU
-            tactic = heuristic_tactic8(g)
-        if isinstance(tactic, PointwiseTactic8) and not pointwise8_runs(g, ldy):
-            tactic = heuristic_tactic8(g)  # a forged or stale plan entry: the tiles run every layer
-        if isinstance(tactic, StreamTactic8) and not stream8_runs(g, tactic, ldy):
-            tactic = heuristic_tactic8(g)
+        if not runs_here8(tactic, g, ldy):  # a Hopper plan on another GPU, a forged or stale entry
+            tactic = heuristic_tactic8(g)  # the tiles run every layer
         reads = [xs, wk.name] + ([res] if res else [])
         self.ops.append(Op(layer.name, "conv8", reads, [out.name],
                            info={"geom": g, "tactic": tactic, "epi": epi, "x": xs, "w": wk.name, "res": res,

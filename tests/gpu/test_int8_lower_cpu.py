@@ -184,3 +184,18 @@ def test_timing_cache_digest_covers_the_streaming_kernel(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(int8_stream, "STREAM8_TILES", int8_stream.STREAM8_TILES[:-1])
     assert digest() != before
+
+
+def test_wgmma_plan_tactic_falls_back_to_the_tiles_where_the_module_does_not_compile(monkeypatch):
+    """A plan built on Hopper names an 's8wgmma_…' tile; where the sm_90a module does not compile
+    (another GPU, or none) the lowering gives the heuristic tile instead, and keeps it where it does."""
+    from backends.gpu.kernels import int8
+    from backends.gpu.kernels.int8 import TILES8_WG, Tactic8, Tile8Wg
+
+    name = Tactic8(TILES8_WG[0]).name
+    for usable in (False, True):
+        monkeypatch.setattr(int8, "wgmma_usable8", lambda u=usable: u)
+        net, _ = nets.conv_net(np.random.default_rng(2), 2, 64, 8, 8, 128, 3, 1, 1)
+        low = lower(net, net.layers, list(net.outputs), {net.layers[0].name: name})
+        (op,) = [op for op in low.ops if op.kind == "conv8"]
+        assert isinstance(op.info["tactic"].tile, Tile8Wg) == usable, (usable, op.info["tactic"])

@@ -29,9 +29,9 @@ from backends.gpu.kernels.conv import (
     parse_tile_tactic,
     wgmma_usable,
 )
-from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_usable
+from backends.gpu.kernels.int8_pw import POINTWISE8, PointwiseTactic8, pointwise8, pointwise8_runs, pointwise8_usable
 from backends.gpu.kernels.int8_src import INT8_SRC
-from backends.gpu.kernels.int8_stream import StreamTactic8, parse_stream8, stream8, stream8_usable
+from backends.gpu.kernels.int8_stream import StreamTactic8, parse_stream8, stream8, stream8_runs, stream8_usable
 from backends.gpu.kernels.wgmma_src import WGMMA_S8_OP, WGMMA_SRC
 from backends.gpu.layout import MAX_GROUP_MERGE, group_merge_factor, merge_groups, round_up
 
@@ -362,6 +362,18 @@ def wgmma_usable8() -> bool:
 
 def _fn(name: str) -> Any:
     return get_function(INT8_SRC, name, name_expressions=_NAMES)
+
+
+def runs_here8(tactic: Tactic8 | PointwiseTactic8 | StreamTactic8, g: ConvGeometry, ldy: int) -> bool:
+    """Whether a plan's INT8 tactic runs ``g`` here: a wgmma tile where the sm_90a module compiles,
+    the pointwise and streaming kernels where they fit the layer and compile, the other tiles
+    everywhere. The lowering gives any other (a Hopper plan on another GPU, a forged or stale
+    entry) the heuristic tile."""
+    if isinstance(tactic, PointwiseTactic8):
+        return pointwise8_runs(g, ldy)
+    if isinstance(tactic, StreamTactic8):
+        return stream8_runs(g, tactic, ldy)
+    return not isinstance(tactic.tile, Tile8Wg) or wgmma_usable8()
 
 
 def compile_tasks() -> list[Callable[[], object]]:
