@@ -12,11 +12,14 @@ launches (grid, block, shared memory, arguments) run from three module texts:
 * ``no epilogue``: both replaced by packing the low bytes of the int32 accumulators XOR the residual
   word (the loads and stores stay, so the bytes moved are the same);
 * ``no residual load``: the arithmetic as built, the residual word taken from the row index instead
-  of memory (a layer with a residual only): its latency and bytes against the arithmetic.
+  of memory (a layer with a residual only): its latency and bytes against the arithmetic;
+* ``no mainloop``: no input or weight loads and no MMAs, the accumulators taken from the block and
+  thread indices: the epilogue (smem round trip, residual loads, arithmetic, stores) on its own.
 
 The probes' outputs are wrong by design; only their times are used. Each variant is timed over the
 layer's best tactics (the builder's timing) with ``tactics._time_launches``: CUDA-graph replays of
-10 launches. Differences between the rows are the cost of the removed steps.
+10 launches. Differences between the rows are the cost of the removed steps; "no mainloop" against "as built"
+says how much of the layer the epilogue alone takes.
 
 Usage: python bench/gpu_int8_epilogue.py [--batch 256] [--out FILE]
 """
@@ -44,12 +47,17 @@ NO_EPILOGUE = """      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) 
 RESIDUAL_LOAD = ("      rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>"
                  "(res + (size_t)(m0 + mu) * ldr + n)) : 0u;")
 NO_RESIDUAL_LOAD = """      rv[u] = RES && ok ? (u32)(mu * 0x01010101u) : 0u;"""
+MAINLOOP = """  IG::mainloop(acc, x + grp * C, w + (size_t)goff * (R * S * C), reinterpret_cast<i8*>(smem8),
+               {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps, IgemmNoHook());"""
+NO_MAINLOOP = """  for (int i = 0; i < MI * NI * 4; ++i)
+    (&acc[0][0][0])[i] = (int)((blockIdx.x * 977u + tid * 31u + i) % 4093u) - 2046;"""
 # label: the (text, replacement) pairs of its module
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "as built": (),
     "no requant": ((SUM_AND_REQUANT, NO_REQUANT),),
     "no epilogue": ((SUM_AND_REQUANT, NO_EPILOGUE),),
     "no residual load": ((RESIDUAL_LOAD, NO_RESIDUAL_LOAD),),
+    "no mainloop": ((MAINLOOP, NO_MAINLOOP),),
 }
 
 # name, spatial, C, K, stride, epilogue, residual

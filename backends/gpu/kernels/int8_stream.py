@@ -9,13 +9,14 @@ one per output tile.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from backends.gpu.kernels.compile import decided_once, get_function
-from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch, enqueue
+from backends.gpu.kernels.conv import ConvGeometry, KernelLaunch
 from backends.gpu.kernels.int8_stream_src import STREAM8_SRC
 from backends.gpu.layout import round_up
 
@@ -142,15 +143,22 @@ def _function(tile: StreamTile8, smem: int) -> Any:
     return get_function(STREAM8_SRC, tile.template, name_expressions=STREAM8_NAMES, dynamic_smem=smem)
 
 
+@functools.cache
+def _multiprocessors(device: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device).attributes["MultiProcessorCount"])
+
+
 def stream8(x: Any, w: Any, y: Any, g: ConvGeometry, tactic: StreamTactic8, epi: Any, residual: Any, ldy: int) -> None:
     """Enqueue the streaming kernel on the current stream, its grid filling this GPU once."""
     import cupy
 
     tile, kt = tactic.tile, k_tiles(g)
     fn = _function(tile, tile.smem_bytes(kt))
-    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    sms = _multiprocessors(cupy.cuda.Device().id)
     launch = stream8_launch(x, w, y, g, tactic, epi, residual, ldy, sms * resident_ctas(tile, kt, fn.num_regs))
-    enqueue([launch], STREAM8_SRC, STREAM8_NAMES)
+    fn(launch.grid, (launch.block,), launch.args, shared_mem=launch.shared_mem)
 
 
 @decided_once
