@@ -37,16 +37,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUM_AND_REQUANT = """      sum4<RES, SAT>(v, a, e, rv[u]);
-      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) = requant4<RELU>(v, e, clipq);"""
-NO_REQUANT = """      sum4<RES, SAT>(v, a, e, rv[u]);
-      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) =
-          (u32)(v[0] & 0xff) | (u32)(v[1] & 0xff) << 8 | (u32)(v[2] & 0xff) << 16 | (u32)v[3] << 24;"""
-NO_EPILOGUE = """      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) =
-          ((u32)(a[0] & 0xff) | (u32)(a[1] & 0xff) << 8 | (u32)(a[2] & 0xff) << 16 | (u32)a[3] << 24) ^ rv[u];"""
-RESIDUAL_LOAD = ("      rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>"
-                 "(res + (size_t)(m0 + mu) * ldr + n)) : 0u;")
-NO_RESIDUAL_LOAD = """      rv[u] = RES && ok ? (u32)(mu * 0x01010101u) : 0u;"""
+SUM_AND_REQUANT = """    sum4<RES, GEN>(v, a, e, rv[u]);
+    *reinterpret_cast<u32*>(y + u * ystep) = requant4<RELU, GEN>(v, e, clipq);"""
+NO_REQUANT = """    sum4<RES, GEN>(v, a, e, rv[u]);
+    *reinterpret_cast<u32*>(y + u * ystep) =
+        (u32)(v[0] & 0xff) | (u32)(v[1] & 0xff) << 8 | (u32)(v[2] & 0xff) << 16 | (u32)v[3] << 24;"""
+NO_EPILOGUE = """    *reinterpret_cast<u32*>(y + u * ystep) =
+        ((u32)(a[0] & 0xff) | (u32)(a[1] & 0xff) << 8 | (u32)(a[2] & 0xff) << 16 | (u32)a[3] << 24) ^ rv[u];"""
+RESIDUAL_LOAD = "    rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>(res + u * rstep)) : 0u;"
+NO_RESIDUAL_LOAD = """    rv[u] = RES && ok ? (u32)(u * 0x01010101u) : 0u;"""
 MAINLOOP = """  IG::mainloop(acc, x + grp * C, w + (size_t)goff * (R * S * C), reinterpret_cast<i8*>(smem8),
                {N, H, W, C, K, P, Q, R, S, sh, sw, ph, pw, dh, dw, G * C}, n0, kps, IgemmNoHook());"""
 NO_MAINLOOP = """  for (int i = 0; i < MI * NI * 4; ++i)

@@ -1,12 +1,13 @@
 """The GPU INT8 epilogue's 32-bit rewrite equals the reference's int64 steps (no CUDA needed).
 
 ``int8.device_params`` turns the reference's per-channel integers into the kernel's parameters,
-and ``int8_src`` computes with them in 32-bit operations (saturating or plain adds, a magnitude
-clamp, one 32 x 32 + 64-bit multiply-add, a funnel shift). ``_kernel_model`` below repeats those
+and ``int8_epi_src`` computes with them in 32-bit operations: on the general path saturating adds,
+a magnitude clamp, one 32 x 32 + 64-bit multiply-add and a funnel shift; on the fast path plain
+adds and the high word of one signed multiply-add. ``_kernel_model`` below repeats those
 operations instruction by instruction in numpy (unsigned wrap-around included), so this test fails
 if the rewrite is not exact for some input: random sums over the whole int32 range, sums next to
 every rounding tie and saturation point, biases up to the +-2**33 clamp, requant and residual
-shifts from 0 to 63, with and without ReLU. The GPU tests (test_int8.py) then check the kernel
+shifts from 0 to 63 (general path) or 16 to 32 (fast path), with and without ReLU. The GPU tests (test_int8.py) then check the kernel
 against the reference bit for bit.
 """
 
@@ -39,8 +40,8 @@ def _u32(x: np.ndarray) -> np.ndarray:
 
 def _kernel_model(ep: np.ndarray, sat: bool, relu: bool, clipq: int, acc: np.ndarray,
                   res: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """int8_src's sum4 + requant4, one numpy line per instruction; acc, res: (rows, K).
-    Returns the int32 sum before the activation and the int8 result."""
+    """int8_epi_src's sum4 + requant4, one numpy line per instruction; acc, res: (rows, K); ``sat``:
+    the general path. Returns the int32 sum before the activation and the int8 result."""
     p = ep.astype(np.int64)  # int32 bit patterns, sign-extended
     k = acc.shape[1]
     b1, b2 = p[0, :k], p[1, :k]
@@ -52,10 +53,16 @@ def _kernel_model(ep: np.ndarray, sat: bool, relu: bool, clipq: int, acc: np.nda
     t = _sat32(_sat32(a + b1) + b2) if sat else _i32(a + b1)
     if res is not None:
         rsc, rh, rsh = p[8, :k], p[9, :k], p[10, :k]
-        prod = _i32(res.astype(np.int64) * rsc)
-        c = _i32(prod + rh + np.where(prod < 0, -1, 0)) >> rsh
+        r = res.astype(np.int64)
+        c = _i32(_i32(r * rsc) + rh + np.where(r < 0, -1, 0)) >> rsh
         t = _sat32(t + c) if sat else _i32(t + c)
     total = t.copy()
+    if not sat:  # requant_hi: the high word of v * B + 2**31 (- 1 where v < 0), int64 arithmetic shift
+        big = p[11, :k]
+        v = np.maximum(t, 0) if relu else t
+        r = (v * big + 2**31 + np.where(v < 0, -1, 0)) >> 32
+        q = np.minimum(r, clipq) if relu else np.minimum(np.maximum(r, -128), clipq)
+        return total, q
     if relu:
         mag = np.minimum(_u32(np.maximum(t, 0)), T)
         s = np.zeros_like(t)
@@ -148,17 +155,70 @@ def test_plain_add_path_equals_reference(rng, relu, residual):
     bound = 2**26
     e = _epilogue(rng, k, relu, residual, 20, np.full(k, bound, np.int64))
     ep, sat = device_params(e)
-    assert not sat
+    assert sat  # shifts over 32 and under 16: the general requant, here with plain-add bounds
     acc = _sums(rng, e, rows, bound)
     res = rng.integers(-128, 128, (rows, k), dtype=np.int64) if residual else None
     _assert_same(_kernel_model(ep, sat, relu, e.clipq, acc, res), _reference(e, acc, res))
 
 
+def _fast_multipliers(rng: np.random.Generator, k: int) -> np.ndarray:
+    """Multipliers whose requant takes the fast path (shifts 16..32), with both ends."""
+    m = np.exp2(rng.uniform(-18, -1, k))
+    m[:4] = [0.4999, 2.0**-18, 2.0**-17.5, 0.25]
+    return m
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("residual", [True, False])
+def test_fast_path_equals_reference(rng, relu, residual):
+    """Plain adds and the one multiply-add requant: random sums, sums next to every tie and
+    saturation point, residuals at both ends, converter shifts 0..63 (a 0 scale too)."""
+    k, rows = 64, 600
+    bound = 2**26
+    osc, osh = requant_params(_fast_multipliers(rng, k))
+    rsc = rsh = None
+    if residual:
+        rsc, rsh = requant_params(np.roll(_multipliers(rng, k), 5))
+        rsc[7] = 0
+    clipq = int(rng.integers(-20, 128)) if rng.random() < 0.5 else 127
+    e = Epilogue8(k, rng.integers(-(2**20), 2**20, k, dtype=np.int64), rsc, rsh, osc.astype(np.int32),
+                  osh.astype(np.int32), None, relu, clipq, None, np.full(k, bound, np.int64))
+    ep, general = device_params(e)
+    assert not general and osh.min() >= 16 and osh.max() <= 32
+    acc = _sums(rng, e, rows, bound)
+    res = rng.integers(-128, 128, (rows, k), dtype=np.int64) if residual else None
+    if residual:
+        res[0], res[1] = -128, 127
+    _assert_same(_kernel_model(ep, False, relu, e.clipq, acc, res), _reference(e, acc, res))
+
+
+def test_fast_requant_range():
+    """The fast requant takes a layer only where every channel's B = osc * 2**(32 - osh) < 2**31
+    with 1 <= osh <= 32; one channel outside sends the whole layer to the general path."""
+    from backends.gpu.kernels.int8 import fast_requant_multipliers
+
+    osc, osh = requant_params(np.array([0.4999, 2.0**-18, 1e-3]))
+    big = fast_requant_multipliers(osc, osh)
+    assert big is not None and big.max() < 2**31 and (big >> (32 - osh) == osc).all()
+    for m in (0.5, 0.75, 2.0**-18.5, 1.0):
+        osc, osh = requant_params(np.array([1e-3, m]))
+        assert fast_requant_multipliers(osc, osh) is None, m
+    assert fast_requant_multipliers(np.array([0, 20000]), np.array([0, 20])) is not None  # a padded channel
+
+
+def test_negative_converter_scale_is_refused(rng):
+    e = _epilogue(rng, 8, True, True, 16, None)
+    e.rsc = e.rsc.copy()
+    e.rsc[2] = -3
+    with pytest.raises(ValueError, match="converter scales"):
+        device_params(e)
+
+
 def test_padded_channels_output_zero(rng):
     e = _epilogue(rng, 20, False, True, 16, None)
     ep, _ = device_params(e)
-    assert ep.shape == (11, 32)
-    rows = [0, 1, 2, 3, 6, 7, 8, 9, 10]
+    assert ep.shape == (12, 32)
+    rows = [0, 1, 2, 3, 6, 7, 8, 9, 10, 11]
     assert not ep[rows, 20:].any() and not ep[4:6].reshape(-1, 2)[20:].any()
 
 

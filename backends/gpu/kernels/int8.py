@@ -395,7 +395,7 @@ def ptr(a: Any) -> Any:
     return a if a is not None else np.uint64(0)
 
 
-EP_ROWS = 11  # rows of the per-channel parameter array (int8_src: EP_ROWS)
+EP_ROWS = 12  # rows of the per-channel parameter array (int8_epi_src: EP_ROWS)
 INT32_MAX = 2**31 - 1
 NONLINEAR_FLAGS = {"silu": 4, "hard_swish": 8}  # int8_epi_src: EPI_SILU, EPI_HSWISH
 
@@ -412,15 +412,30 @@ def _requant_clamp(osc: np.ndarray, osh: np.ndarray) -> np.ndarray:
     return out
 
 
+def fast_requant_multipliers(osc: np.ndarray, osh: np.ndarray) -> np.ndarray | None:
+    """Per channel B = osc * 2**(32 - osh), the fast requant's multiplier (int8_epi_src.requant_hi),
+    or None where some channel's parameters do not allow it: B must stay below 2**31 with
+    1 <= osh <= 32 (requant_params gives osc in [2**14, 2**15) and shifts 16..32 for multipliers
+    in [2**-18, 1/2), the usual range of s_acc / s_out). A 0 scale (a padded channel) gives 0."""
+    osc, osh = np.asarray(osc, np.int64), np.asarray(osh, np.int64)
+    zero = osc == 0
+    ok = zero | ((osh >= 1) & (osh <= 32) & (osc >= 0) & (osc < np.left_shift(np.int64(1), np.clip(osh - 1, 0, 62))))
+    if not ok.all():
+        return None
+    return np.where(zero, 0, np.left_shift(osc, np.clip(32 - osh, 0, 31)))
+
+
 def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
-    """The kernel's per-channel parameter rows (int32, EP_ROWS x Kp16; int8_src documents each row)
-    and whether the adds must saturate.
+    """The kernel's per-channel parameter rows (int32, EP_ROWS x Kp16; int8_epi_src documents each
+    row) and whether the layer takes the general path (EPI_GEN): saturating adds where a sum may
+    leave int32, and the 64-bit requant where some channel's shift is outside the fast one's range.
 
     Every value is the reference's integer step rewritten in 32-bit operations that give the same
     result (tests/gpu/test_int8_epilogue_cpu.py checks the rewrite against the reference on the CPU):
     the bias as two one-signed int32 parts (|bias| <= 2**33 while |acc| < 2**31, so clipping it to
-    [-(2**32 - 1), 2**32 - 2] keeps every saturated sum), the requant as a magnitude clamp at its
-    saturation point, a 32 x 32 + 64-bit multiply-add and a split shift, and the residual converter
+    [-(2**32 - 1), 2**32 - 2] keeps every saturated sum), the requant as the high word of
+    v * osc * 2**(32 - shift) + 2**31 (fast) or as a magnitude clamp at its saturation point, a
+    32 x 32 + 64-bit multiply-add and a split shift (general), and the residual converter
     as ``(p + half - (p < 0)) >> shift`` with shift >= 1 (a 0 shift becomes scale * 2, shift 1; a
     shift over 30 rounds every |p| < 2**22 to 0, as 30 does).
     """
@@ -440,9 +455,14 @@ def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
         pairs[:k, 0], pairs[:k, 1] = half & 0xFFFFFFFF, half >> 32
         ep[6, :k] = np.minimum(osh, 32)
         ep[7, :k] = osh - np.minimum(osh, 32)
+        fast = fast_requant_multipliers(osc, osh)
+        if fast is not None:
+            ep[11, :k] = fast
     res_max = np.zeros(k, np.int64)
     if e.rsc is not None:
         rsc, rsh = np.asarray(e.rsc, np.int64), np.asarray(e.rsh, np.int64)
+        if np.any(rsc < 0):  # sum4 takes the sign of a converted residual from the residual's
+            raise ValueError("residual converter scales must be >= 0")
         from backends.reference.int8 import rshift_round
 
         res_max = np.abs(rshift_round(-128 * rsc, rsh))
@@ -450,7 +470,8 @@ def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
         rsc, rsh = np.where(zero, 2 * rsc, rsc), np.where(zero, 1, np.minimum(rsh, 30))
         ep[8, :k], ep[9, :k], ep[10, :k] = rsc, np.left_shift(np.int64(1), rsh - 1), rsh
     sat = e.acc_bound is None or bool(np.any(np.asarray(e.acc_bound, np.int64) + np.abs(bias) + res_max > INT32_MAX))
-    return _to_int32_bits(ep), sat
+    slow_requant = e.osc is not None and fast_requant_multipliers(e.osc, e.osh) is None
+    return _to_int32_bits(ep), sat or slow_requant
 
 
 def _to_int32_bits(a: np.ndarray) -> np.ndarray:
@@ -476,8 +497,8 @@ class DeviceEpilogue:
         if xp is None:
             import cupy as xp
 
-        ep, sat = device_params(e)
-        flags = (1 if e.relu else 0) | (2 if sat else 0) | NONLINEAR_FLAGS.get(e.nonlinear, 0)
+        ep, general = device_params(e)
+        flags = (1 if e.relu else 0) | (2 if general else 0) | NONLINEAR_FLAGS.get(e.nonlinear, 0)
         sacc = None if e.sacc is None else xp.asarray(np.ascontiguousarray(e.sacc, np.float64))
         sout = 0.0 if e.sout is None else float(e.sout)
         return DeviceEpilogue(e.k, xp.asarray(np.ascontiguousarray(ep)), sacc, flags, e.clipq, e.clipf, sout)

@@ -38,23 +38,23 @@ DW8_SRC = r"""
 typedef unsigned int u32;
 """ + EPI8_SRC + DP4_SRC + r"""
 // One 4-channel group of the epilogue: integer output (template flags) into 4 bytes.
-template <bool RELU, bool RES, bool SAT>
+template <bool RELU, bool RES, bool GEN>
 __device__ __forceinline__ u32 dw_epi4(const int* a, const int* __restrict__ ep, int Kp, int n,
                                        const i8* __restrict__ res, size_t pix, int clipq) {
   Epi4 e;
   load_epi4(e, ep, Kp, n, RES);
   const u32 rv = RES ? *reinterpret_cast<const u32*>(res + pix * Kp + n) : 0u;
   int v[4];
-  sum4<RES, SAT>(v, a, e, rv);
-  return requant4<RELU>(v, e, clipq);
+  sum4<RES, GEN>(v, a, e, rv);
+  return requant4<RELU, GEN>(v, e, clipq);
 }
 
-template <bool RELU, bool RES, bool SAT>
+template <bool RELU, bool RES, bool GEN>
 __device__ __forceinline__ void dw_store_q(const int* acc, const int* __restrict__ ep, int Kp, int c0,
                                            const i8* __restrict__ res, size_t pix, int clipq, i8* __restrict__ y) {
   u32 o[4];
 #pragma unroll
-  for (int g = 0; g < 4; ++g) o[g] = dw_epi4<RELU, RES, SAT>(acc + 4 * g, ep, Kp, c0 + 4 * g, res, pix, clipq);
+  for (int g = 0; g < 4; ++g) o[g] = dw_epi4<RELU, RES, GEN>(acc + 4 * g, ep, Kp, c0 + 4 * g, res, pix, clipq);
   *reinterpret_cast<uint4*>(y + pix * Kp + c0) = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
@@ -112,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define DW_CASE(A, B, D) dw_store_q<A, B, D>(acc, ep, Kp, c0, res, (size_t)pix, clipq, yq)
-  EPI_DISPATCH(DW_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
+  EPI_DISPATCH(DW_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_GEN);
 #undef DW_CASE
 }
 // The tiled depthwise kernel for stride ST (1 or 2) in both directions, dilation 1 and a square
@@ -126,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(256) dwconv_s8(
 #define DT8_QUADS 8  // 4-channel words a block covers (32 channels)
 __device__ __forceinline__ int sx8(u32 v, int k) { return (int)(signed char)(v >> (8 * k)); }
 
-template <bool RELU, bool RES, bool SAT, int QV>
+template <bool RELU, bool RES, bool GEN, int QV>
 __device__ __forceinline__ void dwt_store_q(const int (*a)[4], const int* __restrict__ ep, int Kp, int c,
                                             const i8* __restrict__ res, size_t pix0, int cols, int clipq,
                                             i8* __restrict__ y) {
@@ -140,8 +140,8 @@ __device__ __forceinline__ void dwt_store_q(const int (*a)[4], const int* __rest
   for (int i = 0; i < QV; ++i) {
     if (i >= cols) break;
     int v[4];
-    sum4<RES, SAT>(v, a[i], e, rv[i]);
-    *reinterpret_cast<u32*>(y + (pix0 + i) * Kp + c) = requant4<RELU>(v, e, clipq);
+    sum4<RES, GEN>(v, a[i], e, rv[i]);
+    *reinterpret_cast<u32*>(y + (pix0 + i) * Kp + c) = requant4<RELU, GEN>(v, e, clipq);
   }
 }
 
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(DT8_QUADS * DT8_STRIPS * ROWS) dwconv_s8_tile(
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define DWT_CASE(A, B, D) dwt_store_q<A, B, D, QV>(a, ep, Kp, c, res, pix0, cols, clipq, yq)
-  EPI_DISPATCH(DWT_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
+  EPI_DISPATCH(DWT_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_GEN);
 #undef DWT_CASE
 }
 """

@@ -24,7 +24,8 @@ typedef long long i64;
     double sout
 #define EPI_ARGS ep, res, ldr, sacc, flags, clipq, has_clipf, clipf, y, ldy, sout
 #define EPI_RELU 1    // flags: ReLU (or clip(0, x)) before the requant
-#define EPI_SAT 2     // flags: some sum may leave int32, so the adds saturate (add.sat.s32)
+#define EPI_GEN 2     // flags: the general path: saturating adds (add.sat.s32: some sum may leave
+                      // int32) and the 64-bit requant (a shift outside the fast requant's range)
 #define EPI_SILU 4    // flags: SiLU epilogue (non-linear: float64 of v * s_acc[k], see store_nl4)
 #define EPI_HSWISH 8  // flags: hard-swish epilogue (non-linear)
 #define EPI_NL (EPI_SILU | EPI_HSWISH)
@@ -54,10 +55,11 @@ __device__ __forceinline__ int add_sat(int a, int b) {
 //         (so the multiply-add reads its addend as an aligned register pair)
 //   6, 7  the requant shift split as min(shift, 32) and shift - 32 (funnel shift, then a plain one)
 //   8, 9, 10  residual converter: scale, half 2**(shift-1), shift (shift >= 1, a 0 shift doubled)
+//   11    the fast requant's multiplier osc * 2**(32 - shift) (< 2**31), where the layer has one
 // Padded channels (K..Kp-1) have every parameter 0, which makes their output 0.
-#define EP_ROWS 11
+#define EP_ROWS 12
 struct Epi4 {
-  int b1[4], b2[4], rsc[4], rh[4], rsh[4];
+  int b1[4], b2[4], rsc[4], rh[4], rsh[4], B[4];
   u32 T[4], osc[4], s1[4], s2[4];
   unsigned long long h[4];
 };
@@ -71,21 +73,33 @@ __device__ __forceinline__ void load_epi4(Epi4& e, const int* __restrict__ ep, i
   const ulonglong2 h23 = *reinterpret_cast<const ulonglong2*>(ep + 4 * Kp + 2 * n + 4);
   e.h[0] = h01.x; e.h[1] = h01.y; e.h[2] = h23.x; e.h[3] = h23.y;
   load4(reinterpret_cast<int*>(e.s1), ep + 6 * Kp + n); load4(reinterpret_cast<int*>(e.s2), ep + 7 * Kp + n);
+  load4(e.B, ep + 11 * Kp + n);
   if (res) { load4(e.rsc, ep + 8 * Kp + n); load4(e.rh, ep + 9 * Kp + n); load4(e.rsh, ep + 10 * Kp + n); }
 }
 
+// Byte j of w, sign-extended (one prmt in its sign-replicating mode).
+__device__ __forceinline__ int sbyte(u32 w, int j) {
+#ifdef __CUDACC__
+  return (int)__byte_perm(w, 0u, (u32)(j | (8 + j) << 4 | (8 + j) << 8 | (8 + j) << 12));
+#else
+  return (int)(signed char)(w >> (8 * j));
+#endif
+}
+
 // v = acc + bias (+ residual converted to the accumulator's scale), exactly as the reference's
-// saturating int64 steps: with SAT the adds saturate; without it the host proved no sum can leave
-// int32 (128 * sum|w| + |bias| + max|converted residual| < 2**31 on every channel).
+// saturating int64 steps: with SAT (the general path) the adds saturate; without it the host proved
+// no sum can leave int32 (128 * sum|w| + |bias| + max|converted residual| < 2**31 on every channel).
 template <bool RES, bool SAT>
 __device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     int t = SAT ? add_sat(add_sat(a[j], e.b1[j]), e.b2[j]) : a[j] + e.b1[j];
     if (RES) {
-      // the SDP converter, round half away: (p + half - (p < 0)) >> shift equals it for shift >= 1
-      const int p = (int)(signed char)(rv >> (8 * j)) * e.rsc[j];
-      const int c = (p + e.rh[j] + (p >> 31)) >> e.rsh[j];
+      // the SDP converter, round half away: (p + half - (p < 0)) >> shift equals it for shift >= 1;
+      // the scale is >= 0, so p < 0 only where the residual r < 0 (and with a 0 scale, half - 1
+      // still shifts to 0)
+      const int r = sbyte(rv, j);
+      const int c = (r * e.rsc[j] + e.rh[j] + (r >> 31)) >> e.rsh[j];
       t = SAT ? add_sat(t, c) : t + c;
     }
     v[j] = t;
@@ -95,35 +109,58 @@ __device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv
 // round(mag * osc / 2**osh) for a magnitude already clamped to T: the 64-bit mag * osc + half, then
 // its bits osh..osh+31 (a funnel shift by min(osh, 32), then a shift by the rest).
 __device__ __forceinline__ u32 requant_mag(u32 mag, const Epi4& e, int j) {
-  typedef unsigned long long u64;
-  const u64 p = (u64)mag * e.osc[j] + e.h[j];
 #ifdef __CUDACC__
-  u32 r;
-  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"((u32)p), "r"((u32)(p >> 32)), "r"(e.s1[j]));
+  // one mad.wide.u32 (written in C++, the product becomes 64-bit multiplies and adds)
+  u32 lo, hi, r;
+  asm("{\n\t.reg .u64 t;\n\tmad.wide.u32 t, %2, %3, %4;\n\tmov.b64 {%0, %1}, t;\n\t}"
+      : "=r"(lo), "=r"(hi) : "r"(mag), "r"(e.osc[j]), "l"(e.h[j]));
+  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(e.s1[j]));
 #else  // host C++: the funnel shift's clamp at 32 (s1 <= 32 by construction)
+  const unsigned long long p = (unsigned long long)mag * e.osc[j] + e.h[j];
   const u32 r = (u32)(p >> (e.s1[j] < 32u ? e.s1[j] : 32u));
 #endif
   return r >> e.s2[j];
 }
 
-// q = min(sat8(round_half_away(v * osc / 2**osh)), clipq) for 4 channels, packed as 4 bytes. |v| is
-// clamped to T first (the saturation point), so the rounded quotient fits 32 bits.
-template <bool RELU>
+// Four int8 results packed into one word (byte j from q[j]'s low byte).
+__device__ __forceinline__ u32 pack4(const int* q) {
+#ifdef __CUDACC__
+  return __byte_perm(__byte_perm((u32)q[0], (u32)q[1], 0x0040), __byte_perm((u32)q[2], (u32)q[3], 0x0040), 0x5410);
+#else
+  return ((u32)q[0] & 0xffu) | ((u32)q[1] & 0xffu) << 8 | ((u32)q[2] & 0xffu) << 16 | ((u32)q[3] & 0xffu) << 24;
+#endif
+}
+
+// The fast requant, round(v * osc / 2**osh) half away from zero, as the high word of one signed
+// 32 x 32 + 64-bit multiply-add: with B = osc * 2**(32 - osh) < 2**31 (1 <= osh <= 32; the host
+// takes this path only where every channel's parameters allow it), v * B + 2**31 is the exact
+// quotient's numerator scaled by 2**32, so its high word is floor(v * osc / 2**osh + 1/2), round half
+// up; one less in the addend (v < 0) makes it round half down, which is half away from zero there.
+// |v| < 2**31 and B < 2**31 keep the product within int64 and the quotient within int32: no clamp.
+__device__ __forceinline__ int requant_hi(int v, int B, u32 addend) {
+  return (int)(((long long)v * B + (long long)addend) >> 32);
+}
+
+// q = min(sat8(round_half_away(v * osc / 2**osh)), clipq) for 4 channels, packed as 4 bytes.
+// GEN: |v| clamped to T first (the saturation point), so the rounded quotient fits 32 bits, then
+// the 64-bit multiply-add and a split shift (requant_mag), for any shift; otherwise requant_hi.
+template <bool RELU, bool GEN>
 __device__ __forceinline__ u32 requant4(const int* v, const Epi4& e, int clipq) {
-  u32 out = 0;
+  int q[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    int q;
-    if (RELU) {
-      q = min((int)requant_mag(min((u32)max(v[j], 0), e.T[j]), e, j), clipq);
+    if (!GEN) {
+      q[j] = RELU ? min(requant_hi(max(v[j], 0), e.B[j], 0x80000000u), clipq)
+                  : min(max(requant_hi(v[j], e.B[j], 0x80000000u + (u32)(v[j] >> 31)), -128), clipq);
+    } else if (RELU) {
+      q[j] = min((int)requant_mag(min((u32)max(v[j], 0), e.T[j]), e, j), clipq);
     } else {
       const int s = v[j] >> 31;  // 0 or -1: |v| = (v ^ s) - s, then 127 or 128 as the bound
       const u32 r = min(requant_mag(min(((u32)v[j] ^ (u32)s) - (u32)s, e.T[j]), e, j), (u32)(127 - s));
-      q = min(((int)r ^ s) - s, clipq);
+      q[j] = min(((int)r ^ s) - s, clipq);
     }
-    out |= ((u32)q & 0xffu) << (8 * j);
   }
-  return out;
+  return pack4(q);
 }
 
 // float64 -> float32, round to nearest, keeping float32 denormals as numpy's cast does. CuPy compiles

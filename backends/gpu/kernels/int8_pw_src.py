@@ -36,7 +36,7 @@ typedef unsigned int u32;
 template <int CW> struct PwPix { static constexpr int value = CW <= 8 ? 4 : 2; };
 
 // Quantized store of one thread's pixels (template flags: each combination compiled on its own).
-template <int CW, bool RELU, bool RES, bool SAT>
+template <int CW, bool RELU, bool RES, bool GEN>
 __device__ __forceinline__ void pw_store_q(const int (&acc)[PwPix<CW>::value][4], const Epi4& e, size_t p0, int PB,
                                            int M, int n, const i8* __restrict__ res, int ldr, int clipq,
                                            i8* __restrict__ y, int ldy) {
@@ -46,8 +46,8 @@ __device__ __forceinline__ void pw_store_q(const int (&acc)[PwPix<CW>::value][4]
     if (p >= (size_t)M) break;
     const u32 rv = RES ? *reinterpret_cast<const u32*>(res + p * ldr + n) : 0u;
     int v[4];
-    sum4<RES, SAT>(v, acc[i], e, rv);
-    *reinterpret_cast<u32*>(y + p * ldy + n) = requant4<RELU>(v, e, clipq);
+    sum4<RES, GEN>(v, acc[i], e, rv);
+    *reinterpret_cast<u32*>(y + p * ldy + n) = requant4<RELU, GEN>(v, e, clipq);
   }
 }
 
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(256, NL ? 2 : 3) pw_s8(const i8* __restrict__ 
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define PW_CASE(A, B, D) pw_store_q<CW, A, B, D>(acc, e, p0, PB, M, n, res, ldr, clipq, yq, ldy)
-  EPI_DISPATCH(PW_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
+  EPI_DISPATCH(PW_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_GEN);
 #undef PW_CASE
 }
 """

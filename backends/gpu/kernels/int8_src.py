@@ -44,38 +44,56 @@ __device__ __forceinline__ void mma_s8_16832(int* c, const u32* a, const u32* b)
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+#define EPI_ROWS 8
+// EPI_ROWS rows u = 0.. of one thread, at pointers advanced by a row stride: sums from smem (acc),
+// residual words (res), int8 outputs (y). FULL: every row exists, so no row is tested.
+template <bool RELU, bool RES, bool GEN, bool FULL>
+__device__ __forceinline__ void epi_group(const int* acc, int astep, const i8* __restrict__ res, size_t rstep,
+                                          i8* __restrict__ y, size_t ystep, int nrows, const Epi4& e, int clipq) {
+  int4 t[EPI_ROWS];
+  u32 rv[EPI_ROWS];
+#pragma unroll
+  for (int u = 0; u < EPI_ROWS; ++u) {
+    const bool ok = FULL || u < nrows;
+    t[u] = ok ? *reinterpret_cast<const int4*>(acc + u * astep) : make_int4(0, 0, 0, 0);
+    rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>(res + u * rstep)) : 0u;
+  }
+#pragma unroll
+  for (int u = 0; u < EPI_ROWS; ++u) {
+    if (!FULL && u >= nrows) break;
+    const int a[4] = {t[u].x, t[u].y, t[u].z, t[u].w};
+    int v[4];
+    sum4<RES, GEN>(v, a, e, rv[u]);
+    *reinterpret_cast<u32*>(y + u * ystep) = requant4<RELU, GEN>(v, e, clipq);
+  }
+}
+
 // The epilogue of one thread: channels n..n+3 of rows m0 + ml for ml = ml0, ml0 + mstep, ... < mend,
 // int32 sums read from ``acc`` (row stride lda). Parameters are loaded once into registers; rows go
 // in groups of EPI_ROWS whose smem and residual loads are all issued before any arithmetic, so a
-// thread has EPI_ROWS residual loads in flight rather than one.
-#define EPI_ROWS 8
-template <bool RELU, bool RES, bool SAT>
+// thread has EPI_ROWS residual loads in flight rather than one. Whole groups test no row and step
+// their pointers by a stride, which keeps the per-row work to the loads, the arithmetic and the store.
+template <bool RELU, bool RES, bool GEN>
 __device__ __forceinline__ void epi_rows(const int* acc, int lda, int ml0, int mstep, int mend, int m0, int M,
                                          int n, int K, const int* __restrict__ ep, const i8* __restrict__ res,
                                          int ldr, i8* __restrict__ y, int ldy, int clipq) {
   Epi4 e;
   load_epi4(e, ep, (K + 15) & ~15, n, RES);
   const int rows = min(mend, M - m0);  // rows ml < rows exist
-  for (int ml = ml0; ml < rows; ml += EPI_ROWS * mstep) {
-    int4 t[EPI_ROWS];
-    u32 rv[EPI_ROWS];
-#pragma unroll
-    for (int u = 0; u < EPI_ROWS; ++u) {
-      const int mu = ml + u * mstep;
-      const bool ok = mu < rows;
-      t[u] = ok ? *reinterpret_cast<const int4*>(acc + (size_t)mu * lda) : make_int4(0, 0, 0, 0);
-      rv[u] = RES && ok ? __ldg(reinterpret_cast<const unsigned int*>(res + (size_t)(m0 + mu) * ldr + n)) : 0u;
-    }
-#pragma unroll
-    for (int u = 0; u < EPI_ROWS; ++u) {
-      const int mu = ml + u * mstep;
-      if (mu >= rows) break;
-      const int a[4] = {t[u].x, t[u].y, t[u].z, t[u].w};
-      int v[4];
-      sum4<RES, SAT>(v, a, e, rv[u]);
-      *reinterpret_cast<u32*>(y + (size_t)(m0 + mu) * ldy + n) = requant4<RELU>(v, e, clipq);
-    }
+  if (ml0 >= rows) return;
+  const int astep = mstep * lda;
+  const size_t rstep = (size_t)mstep * ldr, ystep = (size_t)mstep * ldy;
+  const int* ap = acc + (size_t)ml0 * lda;
+  const i8* rp = RES ? res + (size_t)(m0 + ml0) * ldr + n : nullptr;
+  i8* yp = y + (size_t)(m0 + ml0) * ldy + n;
+  int left = (rows - ml0 + mstep - 1) / mstep;  // this thread's rows
+  for (; left >= EPI_ROWS; left -= EPI_ROWS) {
+    epi_group<RELU, RES, GEN, true>(ap, astep, rp, rstep, yp, ystep, EPI_ROWS, e, clipq);
+    ap += EPI_ROWS * astep;
+    if (RES) rp += EPI_ROWS * rstep;
+    yp += EPI_ROWS * ystep;
   }
+  if (left > 0) epi_group<RELU, RES, GEN, false>(ap, astep, rp, rstep, yp, ystep, left, e, clipq);
 }
 
 // Dispatch on the flags once per thread (the loop above is compiled for each combination).
@@ -99,7 +117,7 @@ __device__ __forceinline__ void epilogue_rows(const int* acc, int lda, int ml0, 
   }
   i8* yq = reinterpret_cast<i8*>(y);
 #define EPI_CASE(R, S, T) epi_rows<R, S, T>(acc, lda, ml0, mstep, mend, m0, M, n, K, ep, res, ldr, yq, ldy, clipq)
-  EPI_DISPATCH(EPI_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
+  EPI_DISPATCH(EPI_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_GEN);
 #undef EPI_CASE
 }
 

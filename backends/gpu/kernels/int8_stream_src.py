@@ -37,7 +37,7 @@ STREAM8_BODY = r"""
 // A lane's integer epilogue: ROWS rows of its warp's scratch (row stride SCR), r0, r0 + rstep, ...,
 // 4 channels at column n of each. Rows go in groups of 8 whose loads are all issued before the
 // arithmetic, so a lane has 8 residual loads in flight rather than one.
-template <bool RELU, bool RES, bool SAT, int ROWS>
+template <bool RELU, bool RES, bool GEN, int ROWS>
 __device__ __forceinline__ void stream_rows8(const int* scr, int SCR, int r0, int rstep, int m0, int M, int n,
                                              const Epi4& e, const i8* __restrict__ res, int ldr,
                                              i8* __restrict__ y, int ldy, int clipq) {
@@ -59,8 +59,8 @@ __device__ __forceinline__ void stream_rows8(const int* scr, int SCR, int r0, in
       if (m >= M) break;
       const int a[4] = {t[u].x, t[u].y, t[u].z, t[u].w};
       int v[4];
-      sum4<RES, SAT>(v, a, e, rv[u]);
-      *reinterpret_cast<u32*>(y + (size_t)m * ldy + n) = requant4<RELU>(v, e, clipq);
+      sum4<RES, GEN>(v, a, e, rv[u]);
+      *reinterpret_cast<u32*>(y + (size_t)m * ldy + n) = requant4<RELU, GEN>(v, e, clipq);
     }
   }
 }
@@ -162,7 +162,7 @@ conv1x1_stream_s8(const i8* __restrict__ x, const i8* __restrict__ w, int N, int
       load_epi4(e, ep, (K + 15) & ~15, n, res != nullptr);
 #define STREAM_CASE(R, S, T) \
   stream_rows8<R, S, T, WTM / RPP>(scr + nl, SCR, rl, RPP, m0, M, n, e, res, ldr, yq, ldy, clipq)
-      EPI_DISPATCH(STREAM_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_SAT);
+      EPI_DISPATCH(STREAM_CASE, flags & EPI_RELU, res != nullptr, flags & EPI_GEN);
 #undef STREAM_CASE
     } else {  // a float output or a non-linear epilogue: this lane's WTM / RPP consecutive rows
       constexpr int ROWS = WTM / RPP;
