@@ -7,8 +7,8 @@ adds and the high word of one signed multiply-add. ``_kernel_model`` below repea
 operations instruction by instruction in numpy (unsigned wrap-around included), so this test fails
 if the rewrite is not exact for some input: random sums over the whole int32 range, sums next to
 every rounding tie and saturation point, biases up to the +-2**33 clamp, requant and residual
-shifts from 0 to 63 (general path) or 16 to 32 (fast path), with and without ReLU. The GPU tests (test_int8.py) then check the kernel
-against the reference bit for bit.
+shifts from 0 to 63 (general path) or 16 to 32 (fast path), with and without ReLU. The GPU tests
+(test_int8.py) then check the kernel against the reference bit for bit.
 """
 
 from __future__ import annotations
