@@ -77,10 +77,13 @@ __device__ __forceinline__ void load_epi4(Epi4& e, const int* __restrict__ ep, i
   if (res) { load4(e.rsc, ep + 8 * Kp + n); load4(e.rh, ep + 9 * Kp + n); load4(e.rsh, ep + 10 * Kp + n); }
 }
 
-// Byte j of w, sign-extended (one prmt in its sign-replicating mode).
+// Byte j of w, sign-extended: one prmt whose selector nibbles 1-3 have their sign bit set, which
+// replicates byte j's sign there (PTX ISA, prmt). Not __byte_perm: it reads 3 bits of each nibble.
 __device__ __forceinline__ int sbyte(u32 w, int j) {
 #ifdef __CUDACC__
-  return (int)__byte_perm(w, 0u, (u32)(j | (8 + j) << 4 | (8 + j) << 8 | (8 + j) << 12));
+  int r;
+  asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(w), "r"(j | (8 + j) << 4 | (8 + j) << 8 | (8 + j) << 12));
+  return r;
 #else
   return (int)(signed char)(w >> (8 * j));
 #endif
