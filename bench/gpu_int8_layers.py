@@ -67,8 +67,11 @@ def epilogue8(c: int, k: int, kind: str | None, rng: np.random.Generator) -> Any
     if kind == "silu":
         return k8.Epilogue8(k, bias, None, None, None, None, sacc, False, 127, None, None, "silu", S_OUT)
     sc, sh = requant_params(sacc / S_OUT)
+    # the bound the builder proves from a layer's int8 weights (128 * sum|w| <= 128 * 128 * c): with
+    # it the adds need not saturate, as in a real engine (without it every layer took the general path)
+    bound = np.full(k, 128 * 128 * c, np.int64)
     return k8.Epilogue8(k, bias, None, None, sc.astype(np.int32), sh.astype(np.int32), None, kind == "relu",
-                        127, None, None)
+                        127, None, bound)
 
 
 def best(times: dict[str, float], n: int) -> list[tuple[str, float]]:

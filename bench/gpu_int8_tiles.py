@@ -1,0 +1,75 @@
+"""The best INT8 tactic of ResNet-50's 1x1 and 3x3 layer shapes at one batch, as the builder times
+them (``tactics.time_conv8`` over ``candidate_tactics8``), with output rates.
+
+Why: the INT8 engine's time is mostly these layers, and their epilogue (bias, residual converter,
+requant) is a per-output cost; this is the quick before/after check of a kernel change. Run it on
+two trees on one GPU for an A/B (the epilogue parameters are random but seeded, with the bound on
+|acc| a real layer has, so the layer takes the path a real engine takes: ``general`` in the output
+says which).
+
+Usage: python bench/gpu_int8_tiles.py [--batch 256] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# name, spatial, C, K, kernel size, epilogue, residual
+LAYERS = [
+    ("l1 64->256 +res relu", 56, 64, 256, 1, "relu", True),
+    ("l1 downsample 64->256", 56, 64, 256, 1, None, False),
+    ("l1 256->64 relu", 56, 256, 64, 1, "relu", False),
+    ("l2 128->512 +res relu", 28, 128, 512, 1, "relu", True),
+    ("l3 256->1024 +res relu", 14, 256, 1024, 1, "relu", True),
+    ("l1 3x3 64->64 relu", 56, 64, 64, 3, "relu", False),
+]
+
+
+def layer_row(name: str, h: int, c: int, k: int, r: int, kind: str | None, residual: bool, batch: int) -> dict:
+    from gpu_int8_layers import epilogue8
+
+    from backends.gpu import tactics
+    from backends.gpu.kernels import int8 as k8
+    from backends.gpu.kernels.conv import ConvGeometry
+
+    rng = np.random.default_rng(0)
+    g = ConvGeometry(batch, h, h, c, k, r, r, pad=(r // 2, r // 2))
+    epi = epilogue8(c * r * r, k, kind, rng)
+    epi.acc_bound = np.full(k, 128 * 128 * c * r * r, np.int64)  # also where epilogue8 sets none
+    if residual:  # a converter of scale 3, shift 2
+        epi.rsc, epi.rsh = np.full(k, 3, np.int32), np.full(k, 2, np.int32)
+    general = k8.device_params(epi)[1]
+    t0 = time.time()
+    times = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, residual, k8.cp16(k))
+    best = sorted(times.items(), key=lambda kv: kv[1])[:3]
+    outputs = g.m * k / 1e6
+    print(f"{name:26s} general={general} " + "  ".join(f"{n} {ms:.4f}" for n, ms in best)
+          + f"  ({outputs / best[0][1] / 1e3:.0f} G outputs/s; {time.time() - t0:.0f} s)", flush=True)
+    return {"layer": name, "general": general, "best_ms": [[n, round(ms, 4)] for n, ms in best],
+            "G_outputs_per_s": round(outputs / best[0][1] / 1e3, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    from gpu_peers import environment
+
+    rows = [layer_row(*spec, args.batch) for spec in LAYERS]
+    if args.out:
+        Path(args.out).write_text(json.dumps({"environment": environment(), "batch": args.batch, "rows": rows},
+                                             indent=1))
+
+
+if __name__ == "__main__":
+    main()
