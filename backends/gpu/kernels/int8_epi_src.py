@@ -9,9 +9,9 @@ layer (``flags`` EPI_SILU / EPI_HSWISH) takes the non-linear epilogue instead: f
 ``f(v * s_acc[k])``, then int8 ``clip(rint(y / s_out))`` or the float32 y (``store_nl4``).
 
 One text for the tensor-core kernel (``int8_src``) and the depthwise kernel (``int8_dw_src``), so
-their integers are the same by construction. The two inline-PTX instructions (``add.sat.s32``,
-``shf.r.clamp.b32``) have a plain C++ equivalent under ``#ifndef __CUDACC__``: NVRTC and nvcc
-compile the PTX; the host compiler of the CPU emulator (``tests/gpu/cuda_emu.py``) the C++, which
+their integers are the same by construction. The inline PTX (``add.sat.s32``, ``shf.r.clamp.b32``,
+a sign-extending ``prmt``) and intrinsics have a plain C++ equivalent under ``#ifndef __CUDACC__``:
+NVRTC and nvcc compile the PTX; the host compiler of the CPU emulator (``tests/gpu/cuda_emu.py``) the C++, which
 lets the depthwise kernel be tested bit for bit without a GPU. Needs ``u32`` (``common``).
 """
 
