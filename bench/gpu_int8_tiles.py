@@ -51,11 +51,11 @@ def layer_row(name: str, h: int, c: int, k: int, r: int, kind: str | None, resid
     t0 = time.time()
     times = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, residual, k8.cp16(k))
     best = sorted(times.items(), key=lambda kv: kv[1])[:3]
-    outputs = g.m * k / 1e6
+    outputs_m = g.m * k / 1e6  # millions; per millisecond that is billions a second
     print(f"{name:26s} general={general} " + "  ".join(f"{n} {ms:.4f}" for n, ms in best)
-          + f"  ({outputs / best[0][1] / 1e3:.0f} G outputs/s; {time.time() - t0:.0f} s)", flush=True)
+          + f"  ({outputs_m / best[0][1]:.0f} G outputs/s; {time.time() - t0:.0f} s)", flush=True)
     return {"layer": name, "general": general, "best_ms": [[n, round(ms, 4)] for n, ms in best],
-            "G_outputs_per_s": round(outputs / best[0][1] / 1e3, 1)}
+            "G_outputs_per_s": round(outputs_m / best[0][1], 1)}
 
 
 def main() -> None:
