@@ -17,8 +17,10 @@
 #          there (GoogLeNet, Inception-v3, DenseNet-121, Swin-V2-T; bench/gpu_layer_profile.py)
 # trace    every kernel of those networks' CUDA-graph replay at batch 32 with its device time
 #          (bench/gpu_kernel_trace.py: the per-launch profile above also times the host's launches)
+# int8     ResNet-50's INT8 layer shapes (bench/gpu_int8_tiles.py), the epilogue probe
+#          (bench/gpu_int8_epilogue.py), then the INT8 and FP16 engines at batch 1 and 256 (bench/gpu_int8.py)
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels|int8 ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -68,6 +70,13 @@ import gpu_torchvision; print(*getattr(gpu_torchvision, '$set_name'))") --batche
         timeout 300 python3 bench/gpu_kernels.py --batches 256 --rn50-batches "" \
             --out "$out/gpu_kernels.json" > "$out/gpu_kernels.txt" 2>&1
         tail -12 "$out/gpu_kernels.txt" ;;
-    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, behind, trace, kernels)" >&2; exit 2 ;;
+    int8)
+        timeout 60 python3 bench/gpu_int8_tiles.py --out "$out/gpu_int8_tiles.json" | tail -7
+        timeout 200 python3 bench/gpu_int8_epilogue.py --out "$out/gpu_int8_epilogue.json" > "$out/gpu_int8_epilogue.txt" 2>&1
+        tail -12 "$out/gpu_int8_epilogue.txt"
+        timeout 320 python3 bench/gpu_int8.py --batches 1 256 --out "$out/gpu_int8.json" > "$out/gpu_int8.txt" 2>&1
+        tail -12 "$out/gpu_int8.txt" ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, unseen, behind, trace, kernels, int8)" >&2
+       exit 2 ;;
     esac
 done
