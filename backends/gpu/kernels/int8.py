@@ -446,6 +446,7 @@ def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
     big = np.clip(bias, -(2**32 - 1), 2**32 - 2)
     b1 = np.clip(big, -INT32_MAX, INT32_MAX)
     ep[0, :k], ep[1, :k] = b1, big - b1
+    slow_requant = False  # some channel's requant outside the fast path's range
     if e.osc is not None:
         osc, osh = np.asarray(e.osc, np.int64), np.asarray(e.osh, np.int64)
         half = np.where(osh > 0, np.left_shift(np.int64(1), np.maximum(osh - 1, 0)), 0)
@@ -456,6 +457,7 @@ def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
         ep[6, :k] = np.minimum(osh, 32)
         ep[7, :k] = osh - np.minimum(osh, 32)
         fast = fast_requant_multipliers(osc, osh)
+        slow_requant = fast is None
         if fast is not None:
             ep[11, :k] = fast
     res_max = np.zeros(k, np.int64)
@@ -470,7 +472,6 @@ def device_params(e: Epilogue8) -> tuple[np.ndarray, bool]:
         rsc, rsh = np.where(zero, 2 * rsc, rsc), np.where(zero, 1, np.minimum(rsh, 30))
         ep[8, :k], ep[9, :k], ep[10, :k] = rsc, np.left_shift(np.int64(1), rsh - 1), rsh
     sat = e.acc_bound is None or bool(np.any(np.asarray(e.acc_bound, np.int64) + np.abs(bias) + res_max > INT32_MAX))
-    slow_requant = e.osc is not None and fast_requant_multipliers(e.osc, e.osh) is None
     return _to_int32_bits(ep), sat or slow_requant
 
 
