@@ -44,16 +44,17 @@ LAYERS = [
 
 
 def layer_case(h: int, c: int, k: int, stride: int, kind: str | None, residual: bool, batch: int,
-               rng: np.random.Generator) -> tuple[Any, Any, int]:
-    """A 1x1 layer's geometry, a random INT8 epilogue (``gpu_int8_layers.epilogue8``; with a
-    residual converter of scale 3, shift 2 where the layer has a residual) and its int8 row stride."""
+               rng: np.random.Generator, r: int = 1) -> tuple[Any, Any, int]:
+    """An r x r layer's geometry (padded to keep its size), a random INT8 epilogue
+    (``gpu_int8_layers.epilogue8``; with a residual converter of scale 3, shift 2 where the layer has
+    a residual) and its int8 row stride."""
     from gpu_int8_layers import epilogue8
 
     from backends.gpu.kernels import int8 as k8
     from backends.gpu.kernels.conv import ConvGeometry
 
-    g = ConvGeometry(batch, h, h, c, k, 1, 1, stride=(stride, stride))
-    epi = epilogue8(c, k, kind, rng)
+    g = ConvGeometry(batch, h, h, c, k, r, r, stride=(stride, stride), pad=(r // 2, r // 2))
+    epi = epilogue8(c * r * r, k, kind, rng)
     if residual:
         epi.rsc, epi.rsh = np.full(k, 3, np.int32), np.full(k, 2, np.int32)
     return g, epi, k8.cp16(k)

@@ -35,21 +35,16 @@ LAYERS = [
 
 
 def layer_row(name: str, h: int, c: int, k: int, r: int, kind: str | None, residual: bool, batch: int) -> dict:
-    from gpu_int8_layers import epilogue8
+    from gpu_int8_stream import layer_case
 
     from backends.gpu import tactics
     from backends.gpu.kernels import int8 as k8
-    from backends.gpu.kernels.conv import ConvGeometry
 
-    rng = np.random.default_rng(0)
-    g = ConvGeometry(batch, h, h, c, k, r, r, pad=(r // 2, r // 2))
-    epi = epilogue8(c * r * r, k, kind, rng)
-    epi.acc_bound = np.full(k, 128 * 128 * c * r * r, np.int64)  # also where epilogue8 sets none
-    if residual:  # a converter of scale 3, shift 2
-        epi.rsc, epi.rsh = np.full(k, 3, np.int32), np.full(k, 2, np.int32)
+    g, epi, ldy = layer_case(h, c, k, 1, kind, residual, batch, np.random.default_rng(0), r)
+    epi.acc_bound = np.full(k, 128 * 128 * c * r * r, np.int64)  # also on a tree whose epilogue8 sets none
     general = k8.device_params(epi)[1]
     t0 = time.time()
-    times = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, residual, k8.cp16(k))
+    times = tactics.time_conv8(g, k8.candidate_tactics8(g, wgmma=k8.wgmma_usable8()), epi, residual, ldy)
     best = sorted(times.items(), key=lambda kv: kv[1])[:3]
     outputs_m = g.m * k / 1e6  # millions; per millisecond that is billions a second
     print(f"{name:26s} general={general} " + "  ".join(f"{n} {ms:.4f}" for n, ms in best)
