@@ -113,7 +113,7 @@ __device__ __forceinline__ void sum4(int* v, const int* a, const Epi4& e, u32 rv
 // its bits osh..osh+31 (a funnel shift by min(osh, 32), then a shift by the rest).
 __device__ __forceinline__ u32 requant_mag(u32 mag, const Epi4& e, int j) {
 #ifdef __CUDACC__
-  // one mad.wide.u32 (written in C++, the product becomes 64-bit multiplies and adds)
+  // one mad.wide.u32, spelled out (ptxas gives the C++ form below the same instruction count)
   u32 lo, hi, r;
   asm("{\n\t.reg .u64 t;\n\tmad.wide.u32 t, %2, %3, %4;\n\tmov.b64 {%0, %1}, t;\n\t}"
       : "=r"(lo), "=r"(hi) : "r"(mag), "r"(e.osc[j]), "l"(e.h[j]));
