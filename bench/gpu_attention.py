@@ -14,7 +14,6 @@ Usage (needs CUDA, CuPy, torch): python bench/gpu_attention.py [--reps 30] [--gr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,9 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from gpu_peers import environment, time_events  # noqa: E402
-
-from engine.ir.fileio import atomic_write_text  # noqa: E402
+from gpu_peers import time_events, write_results  # noqa: E402
 
 # name: (batch, heads, tokens, head dim, Q/K/V as views of a fused projection)
 SHAPES = {
@@ -106,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = [measure(n, SHAPES[n], args.reps, args.groups) for n in args.shapes]
     if args.out:
-        atomic_write_text(args.out, json.dumps({"environment": environment(), "rows": rows}, indent=1))
+        write_results(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import cupy as cp
-    from gpu_peers import environment, time_events
+    from gpu_peers import time_events, write_results
 
     from backends.gpu.kernels import direct
     from backends.gpu.kernels.conv import ConvGeometry
@@ -76,7 +76,7 @@ def main() -> None:
     finally:
         direct.depthwise_columns, direct.depthwise_tiled, direct.depthwise_tile_shape = chooser, tiler, shaper
     if args.out:
-        Path(args.out).write_text(json.dumps({"environment": environment(), "rows": table}, indent=1) + "\n")
+        write_results(args.out, table)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Usage (needs CUDA, CuPy, torch): python bench/gpu_grouped.py [--batches 1 32] [-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ import numpy as np  # noqa: E402
 from gpu_peers import capture_torch_graph, time_events  # noqa: E402
 
 from engine.ir.dtypes import Precision  # noqa: E402
-from engine.ir.fileio import atomic_write_text  # noqa: E402
 from engine.ir.layers import ActivationSpec, ActivationType, ConvolutionParams  # noqa: E402
 from engine.ir.network import Network  # noqa: E402
 
@@ -159,9 +157,9 @@ def main() -> None:
                   f"torch {torch_us['median']:8.1f} us  torch/best {row['torch_over_best']:.2f}  "
                   f"rel {row['tensor_core']['rel_l2_vs_torch']:.1e}", flush=True)
     if args.out:
-        from gpu_peers import environment
+        from gpu_peers import write_results
 
-        atomic_write_text(args.out, json.dumps({"environment": environment(), "rows": rows}, indent=1))
+        write_results(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from gpu_peers import environment, gpu_segments, time_enqueue  # noqa: E402
+from gpu_peers import gpu_segments, time_enqueue, write_results  # noqa: E402
 from gpu_torchvision import export_onnx, load  # noqa: E402
 
 
@@ -223,7 +223,7 @@ def main() -> None:
             for label in sorted(q, key=q.get, reverse=True)[:args.top]:
                 print(f"  {label[:60]:60s} {q[label]:.3f} / {f.get(label, float('nan')):.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1) + "\n")
+        write_results(args.out, rows)
 
 
 if __name__ == "__main__":

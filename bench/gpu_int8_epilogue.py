@@ -27,7 +27,6 @@ Usage: python bench/gpu_int8_epilogue.py [--batch 256] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,13 +118,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from gpu_peers import environment
+    from gpu_peers import write_results
 
     rng = np.random.default_rng(0)
     rows = [time_layer(*spec, args.batch, rng) for spec in LAYERS]
     if args.out:
-        Path(args.out).write_text(json.dumps({"environment": environment(), "batch": args.batch, "rows": rows},
-                                             indent=1))
+        write_results(args.out, rows, batch=args.batch)
 
 
 if __name__ == "__main__":

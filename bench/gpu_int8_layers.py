@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import cupy as cp
-    from gpu_peers import environment
+    from gpu_peers import environment, write_results
 
     rng = np.random.default_rng(0)
     rows = []
@@ -162,7 +162,7 @@ def main() -> None:
     env = environment()
     gpu = "h100" if "H100" in env["device"] else cp.cuda.runtime.getDeviceProperties(0)["name"].decode().split()[-1]
     out = Path(args.out or Path(__file__).parent / "results" / f"gpu_int8_layers_{gpu.lower()}.json")
-    out.write_text(json.dumps({"environment": env, "batch": args.batch, "rows": rows}, indent=1))
+    write_results(out, rows, batch=args.batch)
     print(f"wrote {out}")
 
 

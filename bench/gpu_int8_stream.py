@@ -15,7 +15,6 @@ Usage: python bench/gpu_int8_stream.py [--batch 256] [--out bench/results/gpu_in
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from gpu_peers import environment
+    from gpu_peers import write_results
 
     rng = np.random.default_rng(0)
     rows = []
@@ -96,8 +95,7 @@ def main() -> None:
         print(f"{r['layer']:36s} tile {t.get('tactic', '-'):34s} {t.get('ms', float('nan')):.4f} ms "
               f"stream {s.get('tactic', '-'):26s} {s.get('ms', float('nan')):.4f} ms", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"environment": environment(), "batch": args.batch, "rows": rows},
-                                             indent=1))
+        write_results(args.out, rows, batch=args.batch)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Usage: python bench/gpu_int8_tiles.py [--batch 256] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -58,12 +57,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from gpu_peers import environment
+    from gpu_peers import write_results
 
     rows = [layer_row(*spec, args.batch) for spec in LAYERS]
     if args.out:
-        Path(args.out).write_text(json.dumps({"environment": environment(), "batch": args.batch, "rows": rows},
-                                             indent=1))
+        write_results(args.out, rows, batch=args.batch)
 
 
 if __name__ == "__main__":

@@ -333,6 +333,14 @@ def environment() -> dict:
     return env
 
 
+def write_results(path: str | os.PathLike, rows: list, **fields: Any) -> None:
+    """Write a benchmark's rows atomically as JSON with the environment they were measured in
+    (device, driver, versions, date) first, then ``fields`` (e.g. the batch), then the rows."""
+    from engine.ir.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"environment": environment(), **fields, "rows": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
