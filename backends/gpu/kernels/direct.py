@@ -166,7 +166,8 @@ def nchw_to_s2d(x: Any, y: Any, shape: tuple[int, int, int, int]) -> None:
     """fp32 NCHW ``x`` of ``shape`` -> fp16 NHWC ``y`` holding its 2x2 space-to-depth (``y``'s pixel grid)."""
     n, c, h, w = shape
     oh, ow, cp = y.shape[1], y.shape[2], y.shape[3]
-    _fn("nchw_f32_to_s2d_f16")(_grid(n * oh * ow * (cp // 8)), (_THREADS,),
+    per_pixel = c == 3 and w % 2 == 0  # the kernel's s2d_rgb_pairs: one thread per pixel
+    _fn("nchw_f32_to_s2d_f16")(_grid(n * oh * ow * (1 if per_pixel else cp // 8)), (_THREADS,),
                                 (x, y, *map(i32, (n, c, h, w, oh, ow))))
 
 

@@ -326,11 +326,41 @@ extern "C" __global__ void nchw_f32_to_nhwc_f16(const float* __restrict__ x, h16
 // round_up(4C, 8): channel (v * 2 + u) * C + c of pixel (i, j) = x[n, c, 2i + v, 2j + u], 0 outside
 // the image. A stride-2 convolution on C <= 4 channels then runs as a stride-1 one over 4C
 // (space_to_depth.space_to_depth_conv). One thread per 8 channels of an output pixel.
+// RGB (C = 3, so 16 channels of which 12 live) with an even width: a thread per output pixel loads
+// x[n, c, 2i + v, 2j .. 2j + 1] as one float2 for each (v, c), so a warp reads 256 contiguous bytes a
+// load instead of every other float; the stem's input is the largest tensor the network reads.
+__device__ __forceinline__ bool s2d_rgb_pairs(int C, int W) { return C == 3 && (W & 1) == 0; }
+__device__ __forceinline__ void s2d_rgb_pixel(const float* __restrict__ x, h16* __restrict__ y, int H, int W,
+                                              int OH, int OW, int pix) {
+  const int ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
+  float v[16];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) v[j] = 0.f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int ih = 2 * oh + r;
+    if (ih >= H || 2 * ow >= W) break;  // W is even: 2j < W means 2j + 1 < W too
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      const float2 p = *reinterpret_cast<const float2*>(x + ((size_t)(n * 3 + c) * H + ih) * W + 2 * ow);
+      v[2 * r * 3 + c] = p.x;
+      v[(2 * r + 1) * 3 + c] = p.y;
+    }
+  }
+  uint4* out = reinterpret_cast<uint4*>(y + (size_t)pix * 16);
+  out[0] = pack8(v, 0, 12);
+  out[1] = pack8(v + 8, 8, 12);
+}
+
 extern "C" __global__ void nchw_f32_to_s2d_f16(const float* __restrict__ x, h16* __restrict__ y,
                                                int N, int C, int H, int W, int OH, int OW)
 {
   const int CT = 4 * C, Cp = (CT + 7) & ~7, CC = Cp / 8;
   const int id = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s2d_rgb_pairs(C, W)) {  // the RGB stem: a thread per pixel, 8-byte loads (direct.nchw_to_s2d)
+    if (id < N * OH * OW) s2d_rgb_pixel(x, y, H, W, OH, OW, id);
+    return;
+  }
   if (id >= N * OH * OW * CC) return;
   const int c0 = (id % CC) * 8, pix = id / CC;
   const int ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);

@@ -241,6 +241,27 @@ __device__ __forceinline__ void quant_pixel(const float* __restrict__ x, i8* __r
   }
   *reinterpret_cast<uint4*>(y + pix * Cp + c16 * 16) = make_uint4(out[0], out[1], out[2], out[3]);
 }
+// The S2D pixel when W is even (so 2 * ow + 1 < W and the pair's offset is even): each (v, c) is one
+// 8-byte load of x[n, c, 2 * oh + v, 2 * ow .. 2 * ow + 1], so a warp reads 256 contiguous bytes a load
+// where quant_pixel's single floats read every other one (the stem's input is the largest tensor read).
+template <int C>
+__device__ __forceinline__ void quant_pixel_s2d_pairs(const float* __restrict__ x, i8* __restrict__ y, int H, int W,
+                                                      int n, int oh, int ow, int pix, int Cp, float s) {
+  u32 out[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+  for (int v = 0; v < 2; ++v) {
+    const int ih = 2 * oh + v;
+    if (ih >= H || 2 * ow >= W) break;  // W is even: 2 * ow < W means 2 * ow + 1 < W too
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const float2 p = *reinterpret_cast<const float2*>(x + ((n * C + c) * H + ih) * W + 2 * ow);
+      const int j0 = (v * 2) * C + c, j1 = (v * 2 + 1) * C + c;
+      out[j0 >> 2] |= quant1(p.x, s) << (8 * (j0 & 3));
+      out[j1 >> 2] |= quant1(p.y, s) << (8 * (j1 & 3));
+    }
+  }
+  *reinterpret_cast<uint4*>(y + pix * Cp) = make_uint4(out[0], out[1], out[2], out[3]);
+}
 extern "C" __global__ void quant_nchw_s8(const float* __restrict__ x, i8* __restrict__ y, int N, int C, int H,
                                          int W, int OH, int OW, int Cp, float s, int s2d)
 {
@@ -249,6 +270,10 @@ extern "C" __global__ void quant_nchw_s8(const float* __restrict__ x, i8* __rest
   if (id >= N * OH * OW * CC) return;
   const int c16 = id % CC, pix = id / CC;
   const int ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
+  if (s2d && (W & 1) == 0 && C == 3 && Cp == 16) {  // the RGB stem: the pair loads (Cp is 16, one vector a pixel)
+    quant_pixel_s2d_pairs<3>(x, y, H, W, n, oh, ow, pix, Cp, s);
+    return;
+  }
   switch (s2d ? C : 0) {
     case 1: quant_pixel<1>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
     case 2: quant_pixel<2>(x, y, C, H, W, n, oh, ow, c16, pix, Cp, s); break;
