@@ -133,6 +133,12 @@ def is_depthwise8(layer: Layer, network: Network) -> bool:
     return p.groups > 1 and p.groups == c == p.num_output_maps
 
 
+def _placement(s: Slot) -> list[tuple[int, int]]:
+    """(size, element stride) of each dim of ``s`` larger than 1: two slots with the same list and
+    byte count, one a reshape of the other, put every element at the same byte."""
+    return [(d, st) for d, st in zip(s.shape, s.strides, strict=True) if d != 1]
+
+
 class Int8Lowering:
     """Mixed into ``lower.Lowerer``: the INT8 layers and their int8 <-> float conversions."""
 
@@ -277,6 +283,31 @@ class Int8Lowering:
                   [out.name, *[n for n, _ in ins]])
         self.q8[t] = (out.name, so)
         return True
+
+    def lower_int8_move(self, layer: Layer) -> None:
+        """A reshape of an int8 result whose bytes already are its output in an int8 layout (a global
+        pooling's (N, C, 1, 1) flattened to (N, C) for the classifier): the output's int8 slot
+        aliases the input's, so an INT8 reader at the same scale takes it without the dequantize ->
+        reshape -> quantize round trip. The layer is still lowered in float for any float reader;
+        launches nothing reads are dropped (``views.drop_dead_ops``)."""
+        from backends.gpu.lowering.movement import _identity
+        from backends.gpu.lowering.slots import Slot
+
+        if layer.kind is not LayerKind.SHUFFLE or len(layer.inputs) != 1:
+            return
+        x, t = layer.inputs[0], layer.outputs[0]
+        if x not in self.q8 or t in self.q8 or not (_identity(layer.params.first_perm)
+                                                    and _identity(layer.params.second_perm)):
+            return
+        qname, scale = self.q8[x]
+        src = self.slots[qname]
+        shape = self.net.tensors[t].shape
+        for layout in ("nhwc16", "rows16") if len(shape) == 4 else ("rows16",):
+            out = Slot(f"{t}@q8", tuple(shape), "int8", layout, alias=src.alias or src.name)
+            if out.nbytes == src.nbytes and _placement(out) == _placement(src):
+                self.slots[out.name] = out
+                self.q8[t] = (out.name, scale)
+                return
 
     @staticmethod
     def _plain_nchw(src: Slot) -> bool:

@@ -21,6 +21,7 @@ from engine.ir.layers import (
     ElementWiseParams,
     FullyConnectedParams,
     PoolingParams,
+    ShuffleParams,
 )
 from engine.ir.network import Layer, Network
 
@@ -130,6 +131,30 @@ def pool_net(rng: np.random.Generator, shape: tuple[int, int, int, int], kind: s
     layer = add_pool8(net, "x", kind, window, stride, pad, _s(4.0))
     net.mark_output(layer.outputs[0])
     return net, {"x": rng.normal(size=shape).astype(np.float32)}
+
+
+def classifier_net(rng: np.random.Generator, n: int = 3, c: int = 40, h: int = 7, fc_scale: float = 1.0,
+                   flat_out: bool = False) -> tuple[Network, dict[str, np.ndarray]]:
+    """A CNN's tail: conv -> global average pooling -> flatten to (N, C) -> fully connected (float
+    logits), all INT8. The fully connected layer reads the pooled tensor at ``fc_scale`` times the
+    pooling's scale (1: the same int8 tensor); ``flat_out`` makes the flattened tensor a network
+    output too (read in float)."""
+    net = Network("classifier8")
+    net.add_input("x", (n, 24, h, h))
+    conv, s1 = add_conv8(net, rng, "x", c, 3, 1, 1, name="conv")
+    gap = add_pool8(net, conv.outputs[0], "average", h, 1, 0, s1, name="gap")
+    flat = net.add_layer(ShuffleParams(reshape=(n, c)), [gap.outputs[0]], {}, name="flatten")
+    wts = rng.normal(size=(10, c)).astype(np.float32)
+    s_w, s_in = weight_scales(wts), float(np.float32(s1 * fc_scale))
+    fc = net.add_layer(FullyConnectedParams(num_outputs=10), [flat.outputs[0]],
+                       {"kernel": wts, "bias": (rng.normal(size=10) * out_std(s_in, s_w, c)).astype(np.float32)},
+                       name="fc")
+    fc.precision = Precision.INT8
+    annotation.write(fc, annotation.Int8Spec((s_in,), None, s_w))
+    net.mark_output(fc.outputs[0])
+    if flat_out:
+        net.mark_output(flat.outputs[0])
+    return net, {"x": rng.normal(size=(n, 24, h, h)).astype(np.float32)}
 
 
 def chain_net(rng: np.random.Generator, n: int = 2) -> tuple[Network, dict[str, np.ndarray]]:

@@ -135,6 +135,15 @@ def test_int8_pooling_bit_exact(rng, shape, kind, window, stride, pad):
     _check(*nets.pool_net(rng, shape, kind, window, stride, pad))
 
 
+@pytest.mark.parametrize("fc_scale,flat_out", [(1.0, False), (1.0, True), (1.5, False)])
+def test_int8_classifier_tail_bit_exact(rng, fc_scale, flat_out):
+    """conv -> global pooling -> flatten -> FC: the FC reads the pooled int8 bytes through an alias
+    at the same scale (requantized through float at another, dequantized for a float reader)."""
+    part = _check(*nets.classifier_net(rng, fc_scale=fc_scale, flat_out=flat_out))
+    labels = [op.label for u in part.units if u.lowered for op in u.lowered.ops]
+    assert ("quant_flatten" in labels) == (fc_scale != 1.0), labels
+
+
 def test_int8_chain_stays_on_device(rng):
     part = _check(*nets.chain_net(rng))
     kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]

@@ -199,3 +199,25 @@ def test_wgmma_plan_tactic_falls_back_to_the_tiles_where_the_module_does_not_com
         low = lower(net, net.layers, list(net.outputs), {net.layers[0].name: name})
         (op,) = [op for op in low.ops if op.kind == "conv8"]
         assert isinstance(op.info["tactic"].tile, Tile8Wg) == usable, (usable, op.info["tactic"])
+
+
+@pytest.mark.parametrize("fc_scale,flat_out", [(1.0, False), (1.0, True), (1.5, False)])
+def test_flatten_of_a_pooled_int8_tensor_is_an_alias(fc_scale, flat_out):
+    """Global pooling -> flatten -> fully connected: the (N, C, 1, 1) int8 tensor already is the
+    (N, C) rows the FC reads, so at the same scale no launch sits between them (no dequantize,
+    reshape, quantize); a float reader of the flattened tensor still gets its dequantize, and a
+    different scale still requantizes through float."""
+    net, _ = nets.classifier_net(np.random.default_rng(3), fc_scale=fc_scale, flat_out=flat_out)
+    low = lower(net, net.layers, list(net.outputs))
+    labels = [op.label for op in low.ops]
+    fc = next(op for op in low.ops if op.label == "fc")
+    gap = next(op for op in low.ops if op.label == "gap")
+    if fc_scale == 1.0:
+        flat = low.slots[fc.reads[0]]
+        assert flat.alias == gap.writes[0] and flat.layout == "rows16" and flat.phys_shape == (3, 48)
+        assert labels.index("fc") == labels.index("gap") + 1 or flat_out
+        assert [lb for lb in labels if lb.startswith("quant_")] == ["quant_x"]
+    else:
+        assert low.slots[fc.reads[0]].alias is None
+        assert any(lb.startswith("quant_") and "flatten" in lb for lb in labels), labels
+    assert any(lb.startswith("dequant_") for lb in labels) == (flat_out or fc_scale != 1.0), labels

@@ -240,6 +240,7 @@ class Lowerer(Int8Lowering):
                 continue
             if self.lower_int8_bridge(layer):
                 continue
+            self.lower_int8_move(layer)
             for t in layer.inputs:
                 self.float_of(t)
                 for u in self.concat_reads[t].inputs if t in self.concat_reads else ():
