@@ -16,6 +16,7 @@ from engine.ir.int8_math import weight_scales
 from engine.ir.layers import (
     ActivationSpec,
     ActivationType,
+    ConcatenationParams,
     ConvolutionParams,
     ElementWiseOp,
     ElementWiseParams,
@@ -154,6 +155,29 @@ def classifier_net(rng: np.random.Generator, n: int = 3, c: int = 40, h: int = 7
     net.mark_output(fc.outputs[0])
     if flat_out:
         net.mark_output(flat.outputs[0])
+    return net, {"x": rng.normal(size=(n, 24, h, h)).astype(np.float32)}
+
+
+def dense_net(rng: np.random.Generator, concat_precision: Precision = Precision.FP32, n: int = 2, h: int = 6
+              ) -> tuple[Network, dict[str, np.ndarray]]:
+    """DenseNet's growing concatenation in INT8: c0 (24 -> 16) and c1 (16 -> 8) concatenated, c2
+    (-> 8) reading that, the concatenation of both (nested) read by c3 (float logits). Channel
+    offsets 16 and 24 are not all multiples of 16; every tensor has its own scale and each
+    concatenation's reader a finer one than its sources, so each concatenation requantizes and
+    saturates."""
+    net = Network("dense8")
+    net.add_input("x", (n, 24, h, h))
+    c0, s0 = add_conv8(net, rng, "x", 16, 3, 1, 1, name="c0")
+    c1, s1 = add_conv8(net, rng, c0.outputs[0], 8, 3, 1, 1, s_in=s0, name="c1")
+    cat1 = net.add_layer(ConcatenationParams(axis=1), [c0.outputs[0], c1.outputs[0]], {}, name="cat1")
+    s_cat1 = float(np.float32(min(s0, s1) * 0.7))
+    c2, s2 = add_conv8(net, rng, cat1.outputs[0], 8, 1, s_in=s_cat1, name="c2")
+    cat2 = net.add_layer(ConcatenationParams(axis=1), [cat1.outputs[0], c2.outputs[0]], {}, name="cat2")
+    for cat in (cat1, cat2):
+        cat.precision = concat_precision
+    c3, _ = add_conv8(net, rng, cat2.outputs[0], 10, 1, s_in=float(np.float32(min(s_cat1, s2) * 0.8)), act=None,
+                      s_out=None, name="c3")
+    net.mark_output(c3.outputs[0])
     return net, {"x": rng.normal(size=(n, 24, h, h)).astype(np.float32)}
 
 

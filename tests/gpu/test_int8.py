@@ -29,6 +29,7 @@ from backends.gpu.kernels.int8 import (  # noqa: E402
     merge_groups8,
     wgmma_usable8,
 )
+from engine.ir.dtypes import Precision  # noqa: E402
 from engine.ir.network import Network  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -142,6 +143,16 @@ def test_int8_classifier_tail_bit_exact(rng, fc_scale, flat_out):
     part = _check(*nets.classifier_net(rng, fc_scale=fc_scale, flat_out=flat_out))
     labels = [op.label for u in part.units if u.lowered for op in u.lowered.ops]
     assert ("quant_flatten" in labels) == (fc_scale != 1.0), labels
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16])
+def test_int8_concatenations_bit_exact(rng, precision):
+    """DenseNet's growing concatenations of INT8 results, read by INT8 convolutions at their own
+    scales: one int8 -> int8 launch each (no dequantize, float copy or quantize)."""
+    part = _check(*nets.dense_net(rng, precision))
+    labels = [op.label for u in part.units if u.lowered for op in u.lowered.ops]
+    assert labels.count("cat1_int8") == labels.count("cat2_int8") == 1
+    assert not any(lb.startswith("dequant_") or lb in ("cat1", "cat2") for lb in labels), labels
 
 
 def test_int8_chain_stays_on_device(rng):
