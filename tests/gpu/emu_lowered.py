@@ -2,10 +2,11 @@
 
 Generated kernels run from the segment's module; tensor-core convolution and FC launches run the
 same launches ``conv2d`` would enqueue (``conv2d_launches``) from ``CONV_SRC``, direct grouped ones
-``grouped_conv``'s (``grouped_conv_launch``) from ``GROUPED_SRC``. Slots start as
-fp16/fp32 NaNs (a value nothing wrote shows up in the results), constants as uploaded; an alias
-is a view of its root's buffer. Outputs come back as their tensors: NHWC slots transposed to
-NCHW without their padded channels, linear ones reshaped.
+``grouped_conv``'s (``grouped_conv_launch``) from ``GROUPED_SRC``; INT8 quantize, pooling and
+tile convolutions ``int8``'s (``quantize_nchw``, ``pool2d_s8_launches``, ``conv2d_s8_launches``)
+from ``INT8_SRC``. Slots start as fp16/fp32 NaNs or int8 0x5A (a value nothing wrote shows up in
+the results), constants as uploaded; an alias is a view of its root's buffer. Outputs come back as
+their tensors: NHWC slots transposed to NCHW without their padded channels, linear ones reshaped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from backends.gpu.kernels.conv import conv2d_launches
 from backends.gpu.kernels.conv_src import CONV_SRC
 from backends.gpu.kernels.grouped import grouped_conv_launch
 from backends.gpu.kernels.grouped_src import GROUPED_SRC
+from backends.gpu.kernels.int8_src import INT8_SRC
 
 
 def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
@@ -36,7 +38,8 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
             root = s.alias or name
             if root not in bufs:
                 r = low.slots[root]
-                bufs[root] = r.const.astype(r.dtype) if r.const is not None else np.full(r.phys_shape, np.nan, r.dtype)
+                fill = 0x5A if np.dtype(r.dtype).kind == "i" else np.nan
+                bufs[root] = r.const.astype(r.dtype) if r.const is not None else np.full(r.phys_shape, fill, r.dtype)
             bufs[name] = bufs[root].reshape(s.phys_shape)
         return bufs[name]
 
@@ -53,6 +56,13 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
             mods["gen"].run(op.kernel, op.grid, op.block, [buf(a) for a in op.args], op.smem)
             continue
         i = op.info
+        if op.kind in ("conv8", "pool8", "quant8"):
+            if "int8" not in mods:
+                from backends.gpu.kernels.int8 import _NAMES
+
+                mods["int8"] = EmulatedModule(INT8_SRC, tmp_path, name_expressions=_NAMES, opt="-O1")
+            _run_int8(op, buf, mods["int8"])
+            continue
         if op.kind == "conv_gdirect":
             launch = grouped_conv_launch(buf(i["x"]), buf(i["w"]), buf(i["b"]), buf(i["y"]), i["geom"], i["groups"],
                                          i["tactic"], i["act"], buf(i["res"]) if i["res"] else None)
@@ -73,6 +83,30 @@ def run_lowered(low, feeds: dict[str, np.ndarray], tmp_path: Path,
         a = buf(s)
         out[t] = a.transpose(0, 3, 1, 2)[:, :slot.shape[1]] if slot.layout == "nhwc" else a.reshape(slot.shape)
     return out
+
+
+def _run_int8(op, buf, mod: EmulatedModule) -> None:
+    """An INT8 op's launches, as ``backend`` enqueues them, in the emulated ``INT8_SRC`` module."""
+    from backends.gpu.kernels import int8 as k8
+
+    i = op.info
+    if op.kind == "quant8":  # quantize_nchw launches by name: run that launch here
+        real = k8._fn
+        k8._fn = lambda name: lambda grid, block, args: mod.run(name, grid, block[0], args)
+        try:
+            k8.quantize_nchw(buf(i["x"]), buf(i["y"]), i["shape"], i["scale"], i["s2d"])
+        finally:
+            k8._fn = real
+        return
+    if op.kind == "pool8":
+        launches = k8.pool2d_s8_launches(buf(i["x"]), buf(i["y"]), i["geom"], i["average"])
+    else:
+        ws = np.full(max(op.workspace, 4) // 4, -7, np.int32)
+        launches = k8.conv2d_s8_launches(buf(i["x"]), buf(i["w"]), buf(i["y"]), i["geom"], i["tactic"],
+                                         k8.DeviceEpilogue.upload(i["epi"], np), buf(i["res"]) if i["res"] else None,
+                                         ws, i["ldy"])
+    for la in launches:
+        mod.run(la.kernel, la.grid, la.block, la.args, la.shared_mem)
 
 
 def run_without(net, feeds: dict[str, np.ndarray], tmp_path: Path, monkeypatch, finder: str,

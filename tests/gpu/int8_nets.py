@@ -168,7 +168,7 @@ def dense_net(rng: np.random.Generator, concat_precision: Precision = Precision.
     net = Network("dense8")
     net.add_input("x", (n, 24, h, h))
     c0, s0 = add_conv8(net, rng, "x", 16, 3, 1, 1, name="c0")
-    c1, s1 = add_conv8(net, rng, c0.outputs[0], 8, 3, 1, 1, s_in=s0, name="c1")
+    c1, s1 = add_conv8(net, rng, c0.outputs[0], 8, 3, 1, 1, s_in=s0, act=None, name="c1")  # negatives too
     cat1 = net.add_layer(ConcatenationParams(axis=1), [c0.outputs[0], c1.outputs[0]], {}, name="cat1")
     s_cat1 = float(np.float32(min(s0, s1) * 0.7))
     c2, s2 = add_conv8(net, rng, cat1.outputs[0], 8, 1, s_in=s_cat1, name="c2")
