@@ -154,6 +154,7 @@ class Int8Lowering:
         self.q8: dict[str, tuple[str, np.float32]] = {}  # tensor -> (its int8 slot, scale)
         self._q8_cache: dict[tuple[str, float, str], str] = {}
         self._consumers = self.net.consumers()
+        self._producers = self.net.producers()
         self._segment = {la.name for la in self.layers}
 
     # -------------------------------------------------------------- conversions
@@ -367,7 +368,7 @@ class Int8Lowering:
             return None
         leaves = []
         for x in concat.inputs:
-            src = self.net.producer(x)
+            src = self._producers.get(x)
             if x in self.q8 and self.slots[self.q8[x][0]].layout == "nhwc16" and self.dtypes.get(x) in ("float32",
                                                                                                        "float16"):
                 leaves.append((self.q8[x][0], self.q8[x][1], [self.dtypes[x], out_dtype]))
