@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 
 from engine import plan as plan_format
+from engine import precision_timing
 from engine.ir.dtypes import DataType, Precision
 from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
@@ -74,6 +75,9 @@ class BuilderConfig:
     refittable: bool = False
     # Layer (or ONNX node) name -> 'gpu' | 'dla' (trtexec's --layerDeviceTypes; scheduler.device_pins)
     layer_devices: dict[str, str] = field(default_factory=dict)
+    # With int8 and fp16 both on: time each GPU INT8 convolution against its FP16 form and build the
+    # faster, conversions counted (engine.precision_timing); False keeps INT8 wherever it runs.
+    precision_by_timing: bool = True
 
     def validate(self) -> None:
         if self.default_device not in ("gpu", "dla"):
@@ -193,21 +197,29 @@ class Builder:
             int8_scales = builder_step.ScaleTable(dict(recorded), True, "the plan's calibration")
         elif config.int8:
             int8_scales = builder_step.scales_for(optimized, config, qdq_scales, log)
+        unassigned = optimized.copy() if precision_timing.wanted(config) else None
         self._assign_precisions(optimized, config, int8_scales)
         placement, loadables = self._place(optimized, config, dla_refusals)
+        cache = precision_timing.open_cache(config, placement)
+        timed_precisions: dict = {}
+        if unassigned is not None and cache is not None:
+            optimized, placement, loadables, config, timed_precisions = precision_timing.retime(
+                self, unassigned, optimized, (placement, loadables), config, int8_scales, dla_refusals, cache)
         memory_plan = self._plan_memory(optimized, config)
         contents = plan_format.PlanContents(
             network=optimized,
             platform=config.platform,
             build_config=config.summary(),
             placement=placement,
-            tactics=self._select_tactics(optimized, placement, config),
+            tactics=self._select_tactics(optimized, placement, config, cache),
             loadables=loadables,
             memory_plan=memory_plan,
             metadata={"source_layers": len(network), "build_seconds": round(time.perf_counter() - start, 3)},
         )
         if dla_refusals:
             contents.metadata["dla_refusals"] = dict(dla_refusals)
+        if timed_precisions:
+            contents.metadata["precision_by_timing"] = timed_precisions
         if config.refittable or (config.profiles and refit_onnx is not None):
             from engine.refit.record import make_record
 
@@ -241,12 +253,15 @@ class Builder:
             if pinned is None:
                 pinned = next((config.layer_precisions[o] for o in layer.origin if o in config.layer_precisions),
                               None)
-            if pinned is not None:
-                pinned = Precision(pinned)
+            pinned = None if pinned is None else Precision(pinned)
+            if pinned is Precision.INT8 and not config.int8:
+                raise BuildError(f"layer '{layer.name}' pinned to int8 but INT8 is not enabled (set int8: INT8 "
+                                 f"layers need scales from calibration or Q/DQ)")
+            if pinned is not None and pinned is not Precision.INT8:
                 if pinned is Precision.FP16 and not config.fp16:
                     self.logger.warning(f"layer '{layer.name}' pinned to fp16 although the fp16 flag is off")
                 layer.precision = pinned
-            elif layer.kind not in SHAPE_ONLY:
+            elif layer.kind not in SHAPE_ONLY:  # an INT8 pin too: the INT8 assignment gives it its scales
                 layer.precision = config.precision
         if int8_scales is not None:
             from engine.quantization import builder_step
@@ -313,16 +328,17 @@ class Builder:
                              f"{c['handoffs']} hand-off(s) {c['handoff_ms'] * 1e3:.1f} us "
                              f"({c['in_bytes']} B in, {c['out_bytes']} B out)")
 
-    def _select_tactics(self, network: Network, placement: dict, config: BuilderConfig) -> dict:
-        """Time GPU kernel candidates for the 'gpu' partitions (backends.gpu.tactics); {} elsewhere."""
-        layers = [n for p in placement.get("partitions", []) if p.get("backend") == "gpu" for n in p["layers"]]
+    def _select_tactics(self, network: Network, placement: dict, config: BuilderConfig, cache: Any = None) -> dict:
+        """Time GPU kernel candidates for the 'gpu' partitions (backends.gpu.tactics); {} elsewhere.
+        ``cache``: the timing cache the build has open (precision by timing filled it), else the file's."""
+        layers = precision_timing.gpu_layers(placement)
         if not layers:
             return {}
         try:
             from backends.gpu.tactics import select_tactics
 
             return select_tactics(network, layers, config.timing_cache, config.optimization_level, self.logger,
-                                  sources=config.tactic_sources)
+                                  sources=config.tactic_sources, cache=cache)
         except Exception as e:  # timing is an optimization: the runtime falls back to heuristic tactics
             self.logger.warning(f"GPU tactic timing failed ({type(e).__name__}: {e}); heuristic tactics are used")
             return {}

@@ -409,16 +409,26 @@ def _choose(log: Logger, cache: TimingCache, key: str, layer: str, times: dict[s
 
 
 def select_tactics(network: Network, layer_names: list[str], cache_path: str | None = None, level: int = 3,
-                   logger: Logger | None = None, sources: tuple[str, ...] | None = None) -> dict[str, str]:
+                   logger: Logger | None = None, sources: tuple[str, ...] | None = None,
+                   cache: TimingCache | None = None) -> dict[str, str]:
     """Layer name -> winning tactic name for every tensor-core convolution among ``layer_names``.
 
     ``sources``: the libraries whose kernels may be timed beside hetrt's own ('cublas', 'cublaslt',
-    'cudnn'; None: all). A restricted build keys its timing-cache entries by the sources it allowed."""
+    'cudnn'; None: all). A restricted build keys its timing-cache entries by the sources it allowed.
+    ``cache``: an open timing cache (saved here) instead of the file at ``cache_path``."""
+    cache = cache or TimingCache(cache_path)
+    chosen, _ = time_tactics(network, layer_names, cache, level, logger or Logger(), sources)
+    cache.save()
+    return chosen
+
+
+def time_tactics(network: Network, layer_names: list[str], cache: TimingCache, level: int, log: Logger,
+                 sources: tuple[str, ...] | None = None) -> tuple[dict[str, str], dict[str, float]]:
+    """``select_tactics``'s work on an open cache: (layer -> winning tactic, layer -> its time in ms)
+    for the tensor-core convolutions among ``layer_names`` (no times at level 0)."""
     from backends.gpu.kernels import conv as convk
 
-    log = logger or Logger()
     t0 = time.perf_counter()
-    cache = TimingCache(cache_path)
     convs, convs8 = _tensor_core_convs(network, layer_names)
     allowed = set(LIBRARY_SOURCES if sources is None else sources)
     restricted = "" if allowed >= set(LIBRARY_SOURCES) else f" sources={','.join(sorted(allowed))}"
@@ -428,7 +438,8 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
 
         compile_concurrently((convk.compile_tasks() if convs else []) + (int8k.compile_tasks() if convs8 else []))
     chosen: dict[str, str] = {}
-    timed = hits = 0
+    ms: dict[str, float] = {}
+    counts = {"timed": 0, "hits": 0}
     # a progress bar with the CLI on a terminal (Logger.progress_factory), throttled [I] lines otherwise
     n_convs = len(convs) + len(convs8)
     progress = Progress(log, "Timing GPU tactics", total=n_convs) if level > 0 and n_convs else None
@@ -439,19 +450,15 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
             chosen[name] = heuristic_tactic(g).name
             continue
         key = cache.key(signature(g, act, res, groups) + ("" if unscaled else " se") + restricted)
-        hit = cache.entries.get(key)
-        if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
-            chosen[name] = hit["tactic"]
-            hits += 1
-            continue
-        times = time_conv(g, _shortlist(g, level), act, res)
-        if unscaled:  # a squeeze-excitation scale rides in the tile loads: no whole-layer form
-            times.update(_time_whole_layer(g, act, res, groups, own, allowed))
-        if not times:
-            chosen[name] = heuristic_tactic(g).name
-            continue
-        chosen[name] = _choose(log, cache, key, name, times)
-        timed += 1
+
+        def measure(g=g, act=act, res=res, unscaled=unscaled, groups=groups, own=own) -> dict[str, float]:
+            times = time_conv(g, _shortlist(g, level), act, res)
+            if unscaled:  # a squeeze-excitation scale rides in the tile loads: no whole-layer form
+                times.update(_time_whole_layer(g, act, res, groups, own, allowed))
+            return times
+
+        _timed_or_cached(log, cache, key, name, measure, chosen, ms, counts)
+        chosen.setdefault(name, heuristic_tactic(g).name)
     for i, (name, g, epi, res, ldy) in enumerate(convs8, len(convs)):
         if progress is not None:
             progress.update(i)
@@ -461,21 +468,36 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
         nl = f" {epi.nonlinear}" if epi.nonlinear else ""  # a SiLU / hard-swish epilogue times differently
         key = cache.key(f"{signature(g, (0, 0.0, 0.0), res).replace('conv', 'conv8', 1)} f{int(float_out)} "
                         f"ldy{ldy}{nl}")
-        hit = cache.entries.get(key)
-        if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):  # a forged entry is timed again
-            chosen[name] = hit["tactic"]
-            hits += 1
-            continue
-        times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
-        times.update(time_conv8_pointwise(g, epi, res, ldy))
-        times.update(time_conv8_stream(g, epi, res, ldy))
-        if not times:
-            continue
-        chosen[name] = _choose(log, cache, key, name, times)
-        timed += 1
+
+        def measure8(g=g, epi=epi, res=res, ldy=ldy) -> dict[str, float]:
+            times = time_conv8(g, _shortlist8(g, level), epi, res, ldy)
+            times.update(time_conv8_pointwise(g, epi, res, ldy))
+            times.update(time_conv8_stream(g, epi, res, ldy))
+            return times
+
+        _timed_or_cached(log, cache, key, name, measure8, chosen, ms, counts)
     if progress is not None:
         progress.update(n_convs)
-    cache.save()
-    log.info(f"GPU tactics: {len(convs) + len(convs8)} convolutions ({len(convs8)} INT8), {timed} timed, "
-             f"{hits} from the timing cache, level {level}, {time.perf_counter() - t0:.1f} s")
-    return chosen
+    log.info(f"GPU tactics: {len(convs) + len(convs8)} convolutions ({len(convs8)} INT8), {counts['timed']} timed, "
+             f"{counts['hits']} from the timing cache, level {level}, {time.perf_counter() - t0:.1f} s")
+    return chosen, ms
+
+
+def _timed_or_cached(log: Logger, cache: TimingCache, key: str, name: str, measure: Any, chosen: dict[str, str],
+                     ms: dict[str, float], counts: dict[str, int]) -> None:
+    """The cached choice of ``key`` where the cache holds a tactic that compiles here (a forged entry
+    is timed again), else ``measure()``'s fastest; into ``chosen`` and ``ms`` (nothing where no
+    candidate ran)."""
+    hit = cache.entries.get(key)
+    if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):
+        chosen[name] = hit["tactic"]
+        if isinstance(hit.get("ms"), (int, float)) and hit["ms"] > 0:
+            ms[name] = float(hit["ms"])
+        counts["hits"] += 1
+        return
+    times = measure()
+    if not times:
+        return
+    chosen[name] = _choose(log, cache, key, name, times)
+    ms[name] = times[chosen[name]]
+    counts["timed"] += 1

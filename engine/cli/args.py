@@ -78,7 +78,7 @@ BUILD_DEFAULTS = {"fp16": False, "int8": False, "best": False, "calib": None, "c
                   "power_mode": None, "layer_precision": None, "layer_device_types": None,
                   "precision_constraints": "none",
                   "no_optimize": False, "timing_cache": None, "builder_optimization_level": 3,
-                  "tactic_sources": None}
+                  "tactic_sources": None, "no_precision_timing": False}
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -143,6 +143,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    help="libraries the GPU tactic timing may choose kernels from beside hetrt's own, edited from "
                         "the default (all installed: cublas, cublaslt, cudnn), e.g. --tactic-sources=-cudnn "
                         "[--tacticSources]")
+    g.add_argument("--no-precision-timing", action="store_true",
+                   help="with --int8 --fp16: keep every layer that has an INT8 kernel in INT8 instead of timing "
+                        "each GPU convolution in both precisions and building the faster, conversions counted "
+                        "(the default, as TensorRT's builder chooses)")
     add_plugin_option(g)
     add_verbosity(p)
 

@@ -267,7 +267,7 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
     shapes = {} if profiles else parse_shapes(args.shapes)
     if proto is not None and not profiles:
         check_batch(proto, args.batch, shapes)
-    pins = {k: v for k, v in resolve_pins(args, proto).items() if v is not Precision.INT8}
+    pins = resolve_pins(args, proto)  # INT8 pins too: the builder keeps them INT8 (precision by timing)
     devices = parse_layer_devices(getattr(args, "layer_device_types", None))
     if proto is not None:
         devices = expand_wildcards(devices, [n.name for n in proto.graph.node if n.name], "--layer-device-types")
@@ -282,6 +282,7 @@ def config_from_args(args: argparse.Namespace, proto: onnx.ModelProto | None = N
                          refittable=getattr(args, "refit", False),
                          optimization_level=getattr(args, "builder_optimization_level", 3),
                          tactic_sources=parse_tactic_sources(getattr(args, "tactic_sources", None)),
+                         precision_by_timing=not getattr(args, "no_precision_timing", False),
                          **placement_options(args))
 
 
@@ -321,8 +322,8 @@ def build_plan(model_spec: str, args: argparse.Namespace, logger: Logger) -> byt
     proto = source if isinstance(source, onnx.ModelProto) else load_onnx(source, external_data=False)
     config = config_from_args(args, proto)
     data = build_from_onnx(source, config, logger)
-    # INT8 pins are not builder pins (a pinned layer skips INT8 assignment): an --int8 build puts every layer
-    # that has an INT8 kernel and scales in INT8, and a pin makes that a requirement checked here.
+    # An INT8 pin asks for what an --int8 build does anyway where the layer has an INT8 kernel and scales
+    # (the builder only keeps it from precision by timing): whether the plan honours it is checked here.
     check_pinned_precisions(data, resolve_pins(args, proto), getattr(args, "precision_constraints", "none"),
                             logger)
     return data

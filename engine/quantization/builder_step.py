@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.ir.dtypes import Precision
 from engine.ir.errors import BuildError
 from engine.ir.fileio import atomic_write_bytes
 from engine.ir.int8_math import activation_scale
@@ -98,7 +99,9 @@ def scales_for(network: Network, config, qdq_scales: dict | None, log: Logger) -
 
 
 def _pinned(config):
-    pins = config.layer_precisions
+    """Layers pinned to a float precision: the INT8 assignment leaves them be. An INT8 pin is assigned
+    as any layer is (it needs its scales); the precision-by-timing step keeps it INT8."""
+    pins = {k for k, v in config.layer_precisions.items() if Precision(v) is not Precision.INT8}
 
     def pinned(layer: Layer) -> bool:
         return layer.name in pins or any(o in pins for o in layer.origin)

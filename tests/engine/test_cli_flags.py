@@ -121,7 +121,9 @@ def test_trtexec_build_flags_reach_the_plan(tmp_path):
                  "--fp16", "--tactic-sources=-cudnn,-cublas", "-o", str(plan), "-q"]) == 0
     cfg = Runtime().deserialize(plan.read_bytes()).build_config
     assert cfg["timing_cache"] == str(cache) and cfg["optimization_level"] == 1 and cfg["fp16"]
-    assert cfg["tactic_sources"] == ["cublaslt"]
+    assert cfg["tactic_sources"] == ["cublaslt"] and cfg["precision_by_timing"]
+    assert main(["build", "resnet18_small", "--fp16", "--no-precision-timing", "-o", str(plan), "-q"]) == 0
+    assert not Runtime().deserialize(plan.read_bytes()).build_config["precision_by_timing"]
     assert_one_error_line(hetrt("build", "resnet18_small", "--tactic-sources=+cutlass"), 2, "cutlass")
     assert_one_error_line(hetrt("build", "resnet18_small", "--timing-cache", str(tmp_path / "no/dir/t.json")), 2,
                           "no/dir")
