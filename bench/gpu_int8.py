@@ -5,7 +5,9 @@ builder -> plan -> runtime; the GPU segment's CUDA graph is replayed with the in
 device and timed with CUDA events (median, min, max over groups of replays).
 
 FP16: ``BuilderConfig(fp16=True)`` with tactic timing. INT8: ``int8=True, fp16=True`` (layers
-without INT8 run FP16), with scales calibrated (minmax calibrator) on random images at batch 1; the
+without INT8 run FP16, and so do INT8 convolutions whose FP16 form the builder timed faster,
+conversions counted: ``fp16_by_timing`` counts them; ``--int8-only`` adds the engine without that
+choice), with scales calibrated (minmax calibrator) on random images at batch 1; the
 batch-256 build reuses those per-tensor ranges (tensor names do not depend on the batch). Scales
 do not change the time. Both builds time their tactics (FP16 and INT8 convolutions alike,
 ``backends.gpu.tactics``); each result lists the tactics the convolutions run. The INT8 logits
@@ -24,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +143,11 @@ def _build_and_time(onnx_bytes: bytes, cfg: Any, x: np.ndarray, reps: int, group
     for op in ops:
         if op.kind in ("conv", "conv8"):
             tiles[op.info["tactic"].name] = tiles.get(op.info["tactic"].name, 0) + 1
+    from engine.plan import deserialize
+
+    timed = deserialize(plan).metadata.get("precision_by_timing", {})
     res: dict[str, Any] = {"build_s": round(build_s, 2), "fallback_layers": fallbacks, "segments": len(runs),
+                           "fp16_by_timing": len(timed),
                            "launches": len(kinds), "int8_convs": kinds.count("conv8"),
                            "int8_pools": kinds.count("pool8"), "tactics": tiles,
                            "output": out[engine.output_names[0]].astype(np.float32)}
@@ -190,6 +197,12 @@ def _model_rows(name: str, args: argparse.Namespace, ranges: BatchOneRanges,
         rel = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
         row = {"model": name, "batch": b, "fp16": fp16, "int8": i8, "int8_vs_fp16_logits_rel_l2": rel,
                "speedup_int8_over_fp16": round(fp16["ms"]["median"] / i8["ms"]["median"], 3)}
+        if args.int8_only:  # every INT8-capable layer INT8 (no precision by timing), side by side
+            with ranges.build(name, b):
+                only = _build_and_time(onnx_bytes, replace(cfg8, precision_by_timing=False), x, args.reps,
+                                       args.groups, per_layer)
+            only.pop("output")
+            row["int8_only"] = only
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -204,6 +217,8 @@ def main() -> None:
     ap.add_argument("--layers", action="store_true", help="also time each launch alone at the largest batch")
     ap.add_argument("--top", type=int, default=10, help="how many of the slowest INT8 launches to list")
     ap.add_argument("--models", nargs="+", default=["resnet50"], help="torchvision CNNs (gpu_torchvision.load)")
+    ap.add_argument("--int8-only", action="store_true",
+                    help="also build each INT8 engine with every INT8-capable layer INT8 (no precision by timing)")
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -211,10 +226,13 @@ def main() -> None:
     with BatchOneRanges() as ranges:
         for name in args.models:
             rows += _model_rows(name, args, ranges, rng)
-    print("| model | batch | FP16 ms | INT8 ms | FP16/INT8 | INT8 launches | fallbacks |")
+    print("| model | batch | FP16 ms | INT8 ms (layers FP16 by timing) | INT8 only ms | FP16/INT8 | INT8 launches "
+          "| fallbacks |")
     for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} | "
-              f"{r['speedup_int8_over_fp16']:.2f} | {r['int8']['launches']} | {len(r['int8']['fallback_layers'])} |")
+        only = f"{r['int8_only']['ms']['median']:.3f}" if "int8_only" in r else "-"
+        print(f"| {r['model']} | {r['batch']} | {r['fp16']['ms']['median']:.3f} | {r['int8']['ms']['median']:.3f} "
+              f"({r['int8']['fp16_by_timing']}) | {only} | {r['speedup_int8_over_fp16']:.2f} | "
+              f"{r['int8']['launches']} | {len(r['int8']['fallback_layers'])} |")
     for r in rows:
         if "layer_ms" in r["int8"] and "layer_ms" in r["fp16"]:
             f, q = r["fp16"]["layer_ms"], r["int8"]["layer_ms"]

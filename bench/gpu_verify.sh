@@ -18,7 +18,8 @@
 # trace    every kernel of those networks' CUDA-graph replay at batch 32 with its device time
 #          (bench/gpu_kernel_trace.py: the per-launch profile above also times the host's launches)
 # int8     ResNet-50's INT8 layer shapes (bench/gpu_int8_tiles.py), the epilogue probe
-#          (bench/gpu_int8_epilogue.py), then the INT8 and FP16 engines at batch 1 and 256 (bench/gpu_int8.py)
+#          (bench/gpu_int8_epilogue.py), then the FP16, INT8 (precision by timing) and INT8-only engines at
+#          batch 1 and 256 (bench/gpu_int8.py --int8-only)
 set -uo pipefail
 out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels|int8 ...]}
 shift
@@ -74,7 +75,7 @@ import gpu_torchvision; print(*getattr(gpu_torchvision, '$set_name'))") --batche
         timeout 60 python3 bench/gpu_int8_tiles.py --out "$out/gpu_int8_tiles.json" | tail -7
         timeout 200 python3 bench/gpu_int8_epilogue.py --out "$out/gpu_int8_epilogue.json" > "$out/gpu_int8_epilogue.txt" 2>&1
         tail -12 "$out/gpu_int8_epilogue.txt"
-        timeout 320 python3 bench/gpu_int8.py --batches 1 256 --out "$out/gpu_int8.json" > "$out/gpu_int8.txt" 2>&1
+        timeout 320 python3 bench/gpu_int8.py --batches 1 256 --int8-only --out "$out/gpu_int8.json" > "$out/gpu_int8.txt" 2>&1
         tail -12 "$out/gpu_int8.txt" ;;
     *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, unseen, behind, trace, kernels, int8)" >&2
        exit 2 ;;
