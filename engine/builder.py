@@ -14,8 +14,8 @@ from typing import Any
 
 import onnx
 
+from engine import int8_host_fallback, precision_timing
 from engine import plan as plan_format
-from engine import precision_timing
 from engine.ir.dtypes import DataType, Precision
 from engine.ir.errors import BuildError, UnsupportedError
 from engine.ir.layers import SHAPE_ONLY, LayerKind
@@ -197,9 +197,15 @@ class Builder:
             int8_scales = builder_step.ScaleTable(dict(recorded), True, "the plan's calibration")
         elif config.int8:
             int8_scales = builder_step.scales_for(optimized, config, qdq_scales, log)
-        unassigned = optimized.copy() if precision_timing.wanted(config) else None
+        unassigned = optimized.copy() if config.int8 else None
         self._assign_precisions(optimized, config, int8_scales)
         placement, loadables = self._place(optimized, config, dla_refusals)
+        int8_fallbacks: dict = {}
+        if unassigned is not None:
+            optimized, placement, loadables, config, int8_fallbacks = int8_host_fallback.float_on_gpu(
+                self, unassigned, optimized, (placement, loadables), config, int8_scales, dla_refusals)
+        if not precision_timing.wanted(config):
+            unassigned = None
         cache = precision_timing.open_cache(config, placement)
         timed_precisions: dict = {}
         if unassigned is not None and cache is not None:
@@ -220,6 +226,8 @@ class Builder:
             contents.metadata["dla_refusals"] = dict(dla_refusals)
         if timed_precisions:
             contents.metadata["precision_by_timing"] = timed_precisions
+        if int8_fallbacks:
+            contents.metadata["int8_float_on_gpu"] = int8_fallbacks
         if config.refittable or (config.profiles and refit_onnx is not None):
             from engine.refit.record import make_record
 
