@@ -88,6 +88,8 @@ def time_conversion(elements: int) -> float:
 
     a8 = cp.zeros(elements, cp.int8)
     a16 = cp.zeros(elements, cp.float16)
+    cp.copyto(a16, a8, casting="unsafe")  # compiles and loads both kernels outside the graph capture
+    cp.copyto(a8, a16, casting="unsafe")
     to16 = _time_launches([_Single("to16")], lambda t: cp.copyto(a16, a8, casting="unsafe"), 10)
     to8 = _time_launches([_Single("to8")], lambda t: cp.copyto(a8, a16, casting="unsafe"), 10)
     return (to16["to16"] + to8["to8"]) / 2
@@ -178,7 +180,8 @@ def precision_problem(net: Network, segment: set[str], candidates: set[str], t8:
     """The energy ``precision_cut.solve`` minimises: each candidate's kernel time in each precision,
     and a conversion over each tensor between layers of different precisions (candidates among
     themselves; a fixed neighbour counts towards the candidate's own cost: an INT8 layer that is no
-    candidate reads and writes int8, any other layer float)."""
+    candidate reads and writes int8, any other layer float). Network inputs and outputs (float32,
+    NCHW) convert in either precision, so they count for neither."""
     from backends.gpu.lower_int8 import is_int8
 
     producers, consumers = net.producers(), net.consumers()
@@ -197,6 +200,8 @@ def precision_problem(net: Network, segment: set[str], candidates: set[str], t8:
         data = [layer.inputs[0]] + ([layer.inputs[1]] if getattr(layer.params, "residual", False) else [])
         for x in data:
             src = producers.get(x)
+            if src is None:  # a network input (float32 NCHW): either form converts it
+                continue
             through = _bridge_source(net, src, producers, consumers,
                                      lambda p: p is not None and (p.name in candidates or int8_fixed(p)))
             if through is not None:  # an element-wise layer the INT8 lowering fuses between int8 tensors
@@ -212,8 +217,8 @@ def precision_problem(net: Network, segment: set[str], candidates: set[str], t8:
                    and _bridge_reader(net, u, candidates, consumers) is None]
         if any(int8_fixed(u) for u in readers):
             problem.add_unary(name, fp16=conversion(elements(t)))
-        float_readers = [u for u in readers if not int8_fixed(u)]
-        if (float_readers or t in net.outputs) and _has_output_scale(layer):
+        float_readers = [u for u in readers if not int8_fixed(u)]  # a network output converts either way
+        if float_readers and _has_output_scale(layer):
             problem.add_unary(name, int8=conversion(elements(t)))
     return problem
 

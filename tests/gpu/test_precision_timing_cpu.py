@@ -68,16 +68,21 @@ def test_the_network_energy_counts_each_conversion_once_per_edge(rng):
         return int(np.prod(net.tensors[t].shape))
 
     e, d, p = (net.layer(n).outputs[0] for n in ("expand", "dw", "project"))
-    # the network input (float) costs the INT8 expansion and the INT8 residual read of the
-    # projection a quantize; the projection's output is also a network output (a dequantize when
-    # INT8); dw5 writes float itself
-    assert problem.unary["expand"] == pytest.approx((1.0 + _conversion(size("x")), 10.0))
-    assert problem.unary["dw"] == pytest.approx((2.0, 20.0))
-    assert problem.unary["project"] == pytest.approx((3.0 + _conversion(size("x")) + _conversion(size(p)), 30.0))
-    assert problem.unary["dw5"] == pytest.approx((4.0, 40.0))
+    # the network input and outputs convert in either precision: only the kernels are unary terms
+    assert problem.unary == {n: (t8[n], t16[n]) for n in names}
     assert problem.pairs == pytest.approx({("dw", "expand"): _conversion(size(e)),
                                            ("dw", "project"): _conversion(size(d)),
                                            ("dw5", "project"): _conversion(size(p))})
+
+
+def test_fixed_neighbours_count_towards_the_candidate(rng):
+    net, _ = nets.classifier_net(rng)  # conv8 -> INT8 global pool -> flatten -> INT8 FC
+    conv = next(la for la in net if la.kind.name == "CONVOLUTION")
+    t = conv.outputs[0]
+    problem = pt.precision_problem(net, {la.name for la in net}, {conv.name}, {conv.name: 1.0}, {conv.name: 2.0},
+                                   _conversion)
+    # its INT8 reader (the pool, no candidate) needs int8: a quantize when the conv runs FP16
+    assert problem.unary[conv.name] == pytest.approx((1.0, 2.0 + _conversion(int(np.prod(net.tensors[t].shape)))))
 
 
 def test_a_squeeze_excitation_product_between_int8_layers_converts_nothing(rng):
