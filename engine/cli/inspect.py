@@ -77,6 +77,17 @@ def plan_summary(engine) -> str:
                      f"layers{why}")
     precisions = Counter(str(la.precision.value if la.precision else "none") for la in engine.network.layers)
     lines.append("  precisions: " + ", ".join(f"{n} {k}" for k, n in sorted(precisions.items())))
+    meta = engine.metadata
+    timed = meta.get("precision_by_timing") or {}
+    if timed:
+        saved = sum(t["int8_ms"] - t["fp16_ms"] for t in timed.values())
+        lines.append(f"  {len(timed)} INT8-capable layer(s) built FP16 by timing (their kernels {saved:.3f} ms faster "
+                     f"than INT8, conversions counted in the choice): " + ", ".join(sorted(timed)[:6])
+                     + (", ..." if len(timed) > 6 else ""))
+    fallback = meta.get("int8_float_on_gpu") or {}
+    if fallback:
+        lines.append(f"  {len(fallback)} layer(s) in float on the GPU for want of a GPU INT8 kernel: "
+                     + ", ".join(sorted(fallback)[:6]) + (", ..." if len(fallback) > 6 else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -57,7 +57,8 @@ def _build(model, calib, **kw):
     log = Logger(Severity.ERROR)
     config = BuilderConfig(batch=2, int8=True, precision_by_timing=False,
                            calibrator=make_calibrator("minmax", calib), **kw)
-    return deserialize(build_from_onnx(model, config, log)), log
+    data = build_from_onnx(model, config, log)
+    return deserialize(data), log, data
 
 
 @pytest.mark.parametrize("fp16,groups", [(True, 5), (True, 37), (False, 5)])
@@ -65,7 +66,7 @@ def test_a_grouped_conv_without_an_int8_kernel_runs_in_float_on_the_gpu(rng, gpu
     from backends import reference
 
     model, calib = _regnet_block(rng, groups)
-    plan, log = _build(model, calib, fp16=fp16)
+    plan, log, data = _build(model, calib, fp16=fp16)
     grouped = next(la for la in plan.network if la.kind.name == "CONVOLUTION" and la.params.groups > 1)
     want = Precision.FP16 if fp16 else Precision.FP32
     assert grouped.precision is want
@@ -76,8 +77,13 @@ def test_a_grouped_conv_without_an_int8_kernel_runs_in_float_on_the_gpu(rng, gpu
     others = [la for la in plan.network if la.kind.name == "CONVOLUTION" and la.params.groups == 1]
     assert [la.precision for la in others] == [Precision.INT8, Precision.INT8]
     assert any(f"layer '{grouped.name}' has no GPU INT8 kernel" in m for m in log.messages(Severity.INFO))
+    from engine.cli.inspect import plan_summary
+    from engine.runtime import Runtime
+
+    assert (f"1 layer(s) in float on the GPU for want of a GPU INT8 kernel: {grouped.name}"
+            in plan_summary(Runtime(log).deserialize(data)))
     # the same plan as pinning the layer by hand, bit for bit on the reference backend
-    pinned, _ = _build(model, calib, fp16=fp16, layer_precisions={grouped.name: want})
+    pinned, _, _ = _build(model, calib, fp16=fp16, layer_precisions={grouped.name: want})
     x = {"x": rng.normal(size=calib[0]["x"].shape).astype(np.float32)}
     got, ref = reference.execute(plan.network, x)["y"], reference.execute(pinned.network, x)["y"]
     assert np.abs(ref).max() > 0 and np.array_equal(got.view(np.uint32), ref.view(np.uint32))
@@ -85,13 +91,13 @@ def test_a_grouped_conv_without_an_int8_kernel_runs_in_float_on_the_gpu(rng, gpu
 
 def test_groups_the_int8_kernel_takes_stay_int8(rng, gpu_rules):
     model, calib = _regnet_block(rng, groups=4)  # two groups of 24 merge into 48 channels
-    plan, _ = _build(model, calib, fp16=True)
+    plan, _, _ = _build(model, calib, fp16=True)
     assert all(la.precision is Precision.INT8 for la in plan.network if la.kind.name == "CONVOLUTION")
     assert "int8_float_on_gpu" not in plan.metadata
 
 
 def test_without_the_gpu_backend_nothing_changes(rng):
     model, calib = _regnet_block(rng)
-    plan, _ = _build(model, calib, fp16=True)
+    plan, _, _ = _build(model, calib, fp16=True)
     assert all(la.precision is Precision.INT8 for la in plan.network if la.kind.name == "CONVOLUTION")
     assert "int8_float_on_gpu" not in plan.metadata

@@ -135,8 +135,9 @@ def test_the_builder_rebuilds_the_faster_layers_fp16_as_if_pinned(rng, stand_in_
     model, calib = nets.mobile_block_onnx(rng)
     log = Logger(Severity.ERROR)
     cache = str(tmp_path / "timing.json")
-    timed = deserialize(build_from_onnx(model, BuilderConfig(batch=2, int8=True, fp16=True, timing_cache=cache,
-                                                             calibrator=make_calibrator("minmax", calib)), log))
+    data = build_from_onnx(model, BuilderConfig(batch=2, int8=True, fp16=True, timing_cache=cache,
+                                                calibrator=make_calibrator("minmax", calib)), log)
+    timed = deserialize(data)
     precisions = {la.name: la.precision for la in timed.network if la.kind.name == "CONVOLUTION"}
     project = next(la.name for la in timed.network if la.kind.name == "CONVOLUTION" and la.params.residual)
     fp16 = {n for n, p in precisions.items() if p is Precision.FP16}
@@ -145,6 +146,11 @@ def test_the_builder_rebuilds_the_faster_layers_fp16_as_if_pinned(rng, stand_in_
     # recorded: the timings behind the choice, and the pins a refit or a rebuild assigns again
     assert timed.metadata["precision_by_timing"] == {n: {"int8_ms": 1.0, "fp16_ms": 0.2} for n in fp16}
     assert timed.build_config["layer_precisions"] == {n: "fp16" for n in fp16}
+    from engine.cli.inspect import plan_summary
+    from engine.runtime import Runtime
+
+    summary = plan_summary(Runtime(log).deserialize(data))
+    assert "2 INT8-capable layer(s) built FP16 by timing (their kernels 1.600 ms faster" in summary, summary
     assert any(m.startswith("Precision by timing: 2 of 3 INT8 convolutions built FP16")
                for m in log.messages(Severity.INFO)), log.messages(Severity.INFO)
 
