@@ -202,6 +202,13 @@ class Int8Lowering:
         key = (tensor, float(s32), layout)
         if key in self._q8_cache:
             return self._q8_cache[key]
+        if layout == "nhwc16":  # int8 sources through layers that only move channels: one int8 launch
+            from backends.gpu.lowering.int8_gather import int8_gather
+
+            gathered = int8_gather(self, tensor, s32)
+            if gathered is not None:
+                self._q8_cache[key] = gathered
+                return gathered
         src = self.slots[self.float_of(tensor)]
         name = f"{tensor}@q8_{len(self._q8_cache)}"
         out = self._q8_slot(name, src.shape, layout)
@@ -309,78 +316,6 @@ class Int8Lowering:
                 self.slots[out.name] = out
                 self.q8[t] = (out.name, scale)
                 return
-
-    def lower_int8_concat(self, layer: Layer) -> None:
-        """A channel concatenation of int8 results (through nested concatenations) that an INT8
-        layer reads: its int8 input at that layer's scale in one launch from the int8 sources.
-
-        Lowered in float it is a dequantize per source, the float copy (each nested concatenation's
-        too: DenseNet's growing blocks copy every earlier feature again) and a quantize, about 17
-        bytes an element against 2 here. The kernel takes the same float steps (dequantize, each
-        float tensor's storage rounding on the way, IEEE division by the reader's scale, rounding,
-        saturation), so its bytes are the quantize's; the float layer is still lowered for float
-        readers, and its launches go when nothing reads them (``views.drop_dead_ops``)."""
-        if layer.kind is not LayerKind.CONCATENATION:
-            return
-        t = layer.outputs[0]
-        shape = self.net.tensors[t].shape
-        readers = [u for u in self._consumers.get(t, []) if u.name in self._segment and is_int8(u)
-                   and u.inputs[0] == t and t not in u.inputs[1:]]
-        if len(shape) != 4 or layer.params.axis % 4 != 1 or not readers or t in self.q8:
-            return
-        leaves = self._int8_leaves(layer)
-        if leaves is None:
-            return
-        so = np.float32(annotation.read(readers[0]).input_scales[0])
-        key = (t, float(so), "nhwc16")
-        if key in self._q8_cache:
-            return
-        out = self._q8_slot(f"{t}@q8_{len(self._q8_cache)}", shape, "nhwc16")
-        operands, values, at = [], [], 0
-        for i, (qname, scale, roundings) in enumerate(leaves):
-            q = self.slots[qname]
-            end = at + q.shape[1]
-            operands.append((q.name, gen.Operand("int8", q.strides, -at, (1,), ("l1", at, end))))
-            v = dequant_c(f"X{i}", scale)
-            for dtype in roundings:
-                v = f"h2f(f2h({v}))" if dtype == "float16" else v
-            values.append((end, v))
-            at = end
-        expr = values[-1][1]
-        for end, v in reversed(values[:-1]):
-            expr = f"(l1 < {end} ? {v} : {expr})"
-        kname = self.kernel_name(f"{layer.name}_int8")
-        zero = (1, cp16(shape[1]))
-        span = max([out.elements] + [self.slots[n].elements for n, _ in operands])
-        src = gen.map_kernel(kname, shape, gen.Operand("int8", out.strides), [o for _, o in operands],
-                             f"FLT RAW float v = {expr}; {quant_c('v', so)}", [0, 2, 3, 1], zero, span)
-        names = [n for n, _ in operands]
-        self.emit(f"{layer.name}_int8", kname, src, names, [out.name], gen.map_grid(shape, zero), [out.name, *names])
-        self._q8_cache[key] = out.name
-
-    def _int8_leaves(self, concat: Layer) -> list[tuple[str, np.float32, list[str]]] | None:
-        """The int8 sources of a channel concatenation in channel order, through nested channel
-        concatenations of this segment: (int8 slot, scale, the float storage types its value passes
-        through, innermost first); None when a source is not an int8 result here or a float type is
-        neither float32 nor float16."""
-        out_dtype = self.dtypes.get(concat.outputs[0])
-        if out_dtype not in ("float32", "float16"):
-            return None
-        leaves = []
-        for x in concat.inputs:
-            src = self._producers.get(x)
-            if x in self.q8 and self.slots[self.q8[x][0]].layout == "nhwc16" and self.dtypes.get(x) in ("float32",
-                                                                                                       "float16"):
-                leaves.append((self.q8[x][0], self.q8[x][1], [self.dtypes[x], out_dtype]))
-            elif (src is not None and src.kind is LayerKind.CONCATENATION and src.name in self._segment
-                  and len(self.net.tensors[x].shape) == 4 and src.params.axis % 4 == 1):
-                inner = self._int8_leaves(src)
-                if inner is None:
-                    return None
-                leaves += [(q, sc, [*r, out_dtype]) for q, sc, r in inner]
-            else:
-                return None
-        return leaves
 
     @staticmethod
     def _plain_nchw(src: Slot) -> bool:

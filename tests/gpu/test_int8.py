@@ -151,7 +151,7 @@ def test_int8_concatenations_bit_exact(rng, precision):
     scales: one int8 -> int8 launch each (no dequantize, float copy or quantize)."""
     part = _check(*nets.dense_net(rng, precision))
     labels = [op.label for u in part.units if u.lowered for op in u.lowered.ops]
-    assert labels.count("cat1_int8") == labels.count("cat2_int8") == 1
+    assert labels.count("gather8_cat1") == labels.count("gather8_cat2") == 1
     assert not any(lb.startswith("dequant_") or lb in ("cat1", "cat2") for lb in labels), labels
 
 

@@ -3,7 +3,7 @@
 (``emu_lowered.run_lowered``) bit for bit against the reference backend.
 
 A channel concatenation of int8 results read by an INT8 layer (DenseNet's blocks) lowers to one
-int8 -> int8 launch (``Int8Lowering.lower_int8_concat``) instead of dequantize, float copy and
+int8 -> int8 launch (the gather of ``lowering/int8_gather.py``) instead of dequantize, float copy and
 quantize: its bytes equal those of the float lowering it replaces and a numpy model of the
 reference's steps, for float32 and float16 concatenations, nested ones included, with readers
 whose scales saturate. A flatten of a pooled int8 tensor is an alias (``lower_int8_move``).
@@ -19,7 +19,7 @@ from emu_lowered import run_lowered
 
 from backends import reference
 from backends.gpu.lower import lower
-from backends.gpu.lower_int8 import Int8Lowering
+from backends.gpu.lowering import int8_gather
 from engine.ir import int8_annotation as annotation
 from engine.ir.dtypes import Precision
 from engine.ir.int8_math import quantize
@@ -38,10 +38,10 @@ def test_int8_concat_is_one_launch_with_the_float_lowerings_bytes(rng, tmp_path,
     net, feeds = nets.dense_net(rng, precision)
     new = lower(net, net.layers, list(net.outputs))
     with monkeypatch.context() as m:
-        m.setattr(Int8Lowering, "lower_int8_concat", lambda self, layer: None)
+        m.setattr(int8_gather, "int8_gather", lambda lw, tensor, scale: None)
         old = lower(net, net.layers, list(net.outputs))
     labels = [op.label for op in new.ops]
-    assert labels.count("cat1_int8") == labels.count("cat2_int8") == 1
+    assert labels.count("gather8_cat1") == labels.count("gather8_cat2") == 1
     assert not any(lb.startswith(("dequant_", "quant_cat")) or lb in ("cat1", "cat2") for lb in labels), labels
     # 3 dequantize, 2 float copies and 2 quantize launches become the 2 int8 concatenations
     assert len(new.ops) == len(old.ops) - 5, [op.label for op in old.ops]

@@ -241,7 +241,6 @@ class Lowerer(Int8Lowering):
             if self.lower_int8_bridge(layer):
                 continue
             self.lower_int8_move(layer)
-            self.lower_int8_concat(layer)
             for t in layer.inputs:
                 self.float_of(t)
                 for u in self.concat_reads[t].inputs if t in self.concat_reads else ():
