@@ -155,6 +155,17 @@ def test_int8_concatenations_bit_exact(rng, precision):
     assert not any(lb.startswith("dequant_") or lb in ("cat1", "cat2") for lb in labels), labels
 
 
+@pytest.mark.parametrize("fp16_concat", [False, True])
+def test_int8_shuffle_units_bit_exact(rng, fp16_concat):
+    """ShuffleNetV2-style units (split, concatenate, channel shuffle) between INT8 convolutions: each
+    INT8 reader's input gathered int8 -> int8 (lowering/int8_gather.py), the reference's bytes."""
+    from test_int8_gather_emu_cpu import _built
+
+    part = _check(*_built(rng, fp16_concat))
+    labels = [op.label for u in part.units if u.lowered for op in u.lowered.ops]
+    assert sum(lb.startswith("gather8_") for lb in labels) == 4, labels
+
+
 def test_int8_chain_stays_on_device(rng):
     part = _check(*nets.chain_net(rng))
     kinds = [op.kind for u in part.units if u.lowered for op in u.lowered.ops]
