@@ -20,8 +20,10 @@
 # int8     ResNet-50's INT8 layer shapes (bench/gpu_int8_tiles.py), the epilogue probe
 #          (bench/gpu_int8_epilogue.py), then the FP16, INT8 (precision by timing) and INT8-only engines at
 #          batch 1 and 256 (bench/gpu_int8.py --int8-only)
+# int8nets the FP16, INT8 (precision by timing) and INT8-only engines of $MODELS (default MobileNetV2 and
+#          EfficientNet-B0; one model a call at batch 256 fits the 10-minute slot) at batch 1 and 256
 set -uo pipefail
-out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels|int8 ...]}
+out=${1:?usage: bench/gpu_verify.sh OUTDIR [warm|tests|peers|profile|breadth|others|unseen|behind|trace|kernels|int8|int8nets ...]}
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(warm tests peers profile breadth kernels)
@@ -77,7 +79,13 @@ import gpu_torchvision; print(*getattr(gpu_torchvision, '$set_name'))") --batche
         tail -12 "$out/gpu_int8_epilogue.txt"
         timeout 320 python3 bench/gpu_int8.py --batches 1 256 --int8-only --out "$out/gpu_int8.json" > "$out/gpu_int8.txt" 2>&1
         tail -12 "$out/gpu_int8.txt" ;;
-    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, unseen, behind, trace, kernels, int8)" >&2
+    int8nets)
+        for m in ${MODELS:-mobilenet_v2 efficientnet_b0}; do
+            timeout 560 python3 bench/gpu_int8.py --models "$m" --batches 1 256 --int8-only \
+                --out "$out/gpu_int8_$m.json" > "$out/gpu_int8_$m.txt" 2>&1
+            grep "^|" "$out/gpu_int8_$m.txt"
+        done ;;
+    *) echo "unknown step $step (warm, tests, peers, profile, breadth, others, unseen, behind, trace, kernels, int8, int8nets)" >&2
        exit 2 ;;
     esac
 done
