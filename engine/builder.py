@@ -40,7 +40,11 @@ class BuilderConfig:
     otherwise the ranges come from ``calibration_cache`` (a file, read when it exists) or from
     ``calibrator`` (an ``engine.quantization`` calibrator over calibration batches), whose result
     is written to the calibrator's cache and to ``calibration_cache`` when that names a file.
-    Layers INT8 cannot run use FP16 when ``fp16`` is also set, FP32 otherwise.
+    Layers INT8 cannot run use FP16 when ``fp16`` is also set, FP32 otherwise; so does a layer of a
+    GPU partition that has no GPU INT8 kernel (``engine.int8_host_fallback``), rather than run INT8 on
+    the host. With both on, a GPU INT8 convolution whose FP16 form times faster, conversions
+    counted, is built FP16 (``precision_by_timing``, ``engine.precision_timing``). An INT8 entry in
+    ``layer_precisions`` keeps its layer INT8 wherever INT8 can run it.
     """
 
     fp16: bool = False
