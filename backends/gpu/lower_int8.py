@@ -154,7 +154,6 @@ class Int8Lowering:
         self.q8: dict[str, tuple[str, np.float32]] = {}  # tensor -> (its int8 slot, scale)
         self._q8_cache: dict[tuple[str, float, str], str] = {}
         self._consumers = self.net.consumers()
-        self._producers = self.net.producers()
         self._segment = {la.name for la in self.layers}
 
     # -------------------------------------------------------------- conversions

@@ -21,7 +21,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from backends.gpu.precision_cut import LabelProblem, solve
-from backends.gpu.tactics import TimingCache, _time_launches, signature, time_tactics
+from backends.gpu.tactics import (
+    TimingCache,
+    _time_launches,
+    _timed_or_cached,
+    segment_ops,
+    signature,
+    time_tactics,
+)
 from engine.ir.dtypes import Precision
 from engine.ir.layers import ElementWiseOp, LayerKind
 from engine.ir.logger import Logger
@@ -34,15 +41,6 @@ class _Single(NamedTuple):
     """One kernel to time (``tactics._time_launches`` times named tactics)."""
 
     name: str
-
-
-def segment_ops(network: Network, layer_names: list[str]) -> list[Any]:
-    """The lowered launches of the GPU segments among ``layer_names`` (``lower.lower``)."""
-    from backends.gpu.backend import split_segments
-    from backends.gpu.lower import lower
-
-    return [op for on_gpu, layers in split_segments(network, layer_names) if on_gpu
-            for op in lower(network, layers, []).ops]
 
 
 def time_depthwise16(g: Any, act: tuple[int, float, float], res: bool) -> dict[str, float]:
@@ -116,35 +114,28 @@ class ConversionCost:
         return self.a + self.b * elements
 
 
-def _depthwise_times(net8: Network, net16: Network, names: list[str], cache: TimingCache,
+def _depthwise_times(ops8: list[Any], ops16: list[Any], cache: TimingCache,
                      log: Logger) -> tuple[dict[str, float], dict[str, float]]:
-    """(INT8 ms, FP16 ms) of the depthwise layers of both lowerings, through the timing cache."""
-    from backends.gpu.tactics import _choose
-
-    def timed(key: str, label: str, measure: Callable[[], dict[str, float]]) -> float | None:
-        hit = cache.entries.get(key)
-        if isinstance(hit, dict) and isinstance(hit.get("ms"), float) and hit["ms"] > 0:
-            return hit["ms"]
-        times = measure()
-        return times[_choose(log, cache, key, label, times)] if times else None
-
+    """(INT8 ms, FP16 ms) of the depthwise launches among both lowerings' ``ops``, through the timing
+    cache (one kernel each: its entry names it)."""
     ms8: dict[str, float] = {}
     ms16: dict[str, float] = {}
-    for op in segment_ops(net8, names):
+    counts = {"timed": 0, "hits": 0}
+    for op in ops8:
         if op.kind == "dwconv8":
             i = op.info
             key = cache.key(f"dw8 {signature(i['geom'], (0, 0.0, 0.0), i['res'] is not None)} "
                             f"q{int(i['epi'].quantized)} ldy{i['ldy']} {i['epi'].nonlinear or ''}")
-            t = timed(key, op.label, lambda i=i: time_depthwise8(i["geom"], i["epi"], i["res"] is not None, i["ldy"]))
-            if t is not None:
-                ms8[op.label] = t
-    for op in segment_ops(net16, names):
+            _timed_or_cached(log, cache, key, op.label,
+                             lambda i=i: time_depthwise8(i["geom"], i["epi"], i["res"] is not None, i["ldy"]),
+                             {}, ms8, counts, known=lambda name: name == "dwconv8")
+    for op in ops16:
         if op.kind == "depthwise":
             i = op.info
             key = cache.key(f"dw16 {signature(i['geom'], i['act'], i['res'] is not None)}")
-            t = timed(key, op.label, lambda i=i: time_depthwise16(i["geom"], i["act"], i["res"] is not None))
-            if t is not None:
-                ms16[op.label] = t
+            _timed_or_cached(log, cache, key, op.label,
+                             lambda i=i: time_depthwise16(i["geom"], i["act"], i["res"] is not None),
+                             {}, ms16, counts, known=lambda name: name == "depthwise")
     return ms8, ms16
 
 
@@ -154,9 +145,10 @@ def choose_fp16_layers(net8: Network, net16: Network, layer_names: list[str], ca
     """The INT8 convolutions of ``net8`` to build FP16 instead: name -> (INT8 ms, FP16 ms) of its
     kernel. ``keep``: layers that stay as they are (pinned by the user)."""
     log.info("Precision by timing: timing each INT8 convolution's FP16 form")
-    _, t8 = time_tactics(net8, layer_names, cache, level, log, sources)
-    _, t16 = time_tactics(net16, layer_names, cache, level, log, sources)
-    d8, d16 = _depthwise_times(net8, net16, layer_names, cache, log)
+    ops8, ops16 = segment_ops(net8, layer_names), segment_ops(net16, layer_names)  # each lowered once
+    _, t8 = time_tactics(net8, layer_names, cache, level, log, sources, ops8)
+    _, t16 = time_tactics(net16, layer_names, cache, level, log, sources, ops16)
+    d8, d16 = _depthwise_times(ops8, ops16, cache, log)
     t8.update(d8)
     t16.update(d16)
     int8 = {la.name for la in net8 if la.precision is Precision.INT8}  # t8 also times net8's FP16 layers

@@ -354,27 +354,29 @@ def time_conv8_stream(g: ConvGeometry, epi: Any, residual: bool, ldy: int) -> di
     return time_conv8(g, cands, epi, residual, ldy)
 
 
-def _tensor_core_convs(network: Network, layer_names: list[str]) -> tuple[list, list]:
-    """The FP16 (name, geometry, act, residual, unscaled, true group count, the layer's own
-    geometry where that one is its space-to-depth form) and INT8 (name,
-    geometry, epilogue, residual, ldy) tensor-core convolutions of the GPU segments among
-    ``layer_names``."""
+def segment_ops(network: Network, layer_names: list[str]) -> list[Any]:
+    """The lowered launches of the GPU segments among ``layer_names`` (``lower.lower``)."""
     from backends.gpu.backend import split_segments
     from backends.gpu.lower import lower
 
+    return [op for on_gpu, layers in split_segments(network, layer_names) if on_gpu
+            for op in lower(network, layers, []).ops]
+
+
+def _tensor_core_convs(ops: list[Any]) -> tuple[list, list]:
+    """The FP16 (name, geometry, act, residual, unscaled, true group count, the layer's own
+    geometry where that one is its space-to-depth form) and INT8 (name,
+    geometry, epilogue, residual, ldy) tensor-core convolutions among lowered launches ``ops``."""
     convs: list[tuple[str, ConvGeometry, tuple[int, float, float], bool, bool, int, ConvGeometry | None]] = []
     convs8: list[tuple[str, ConvGeometry, Any, bool, int]] = []
-    for on_gpu, layers in split_segments(network, layer_names):
-        if not on_gpu:
-            continue
-        for op in lower(network, layers, []).ops:
-            if op.kind == "conv":
-                convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
-                              op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups),
-                              op.info.get("s2d_of")))
-            elif op.kind == "conv8":
-                convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
-                               op.info["ldy"]))
+    for op in ops:
+        if op.kind == "conv":
+            convs.append((op.label, op.info["geom"], op.info["act"], op.info["res"] is not None,
+                          op.info.get("scale") is None, op.info.get("groups", op.info["geom"].groups),
+                          op.info.get("s2d_of")))
+        elif op.kind == "conv8":
+            convs8.append((op.label, op.info["geom"], op.info["epi"], op.info["res"] is not None,
+                           op.info["ldy"]))
     return convs, convs8
 
 
@@ -423,13 +425,15 @@ def select_tactics(network: Network, layer_names: list[str], cache_path: str | N
 
 
 def time_tactics(network: Network, layer_names: list[str], cache: TimingCache, level: int, log: Logger,
-                 sources: tuple[str, ...] | None = None) -> tuple[dict[str, str], dict[str, float]]:
+                 sources: tuple[str, ...] | None = None,
+                 ops: list[Any] | None = None) -> tuple[dict[str, str], dict[str, float]]:
     """``select_tactics``'s work on an open cache: (layer -> winning tactic, layer -> its time in ms)
-    for the tensor-core convolutions among ``layer_names`` (no times at level 0)."""
+    for the tensor-core convolutions among ``layer_names`` (no times at level 0). ``ops``: their
+    segments' launches where the caller lowered them already (``segment_ops``)."""
     from backends.gpu.kernels import conv as convk
 
     t0 = time.perf_counter()
-    convs, convs8 = _tensor_core_convs(network, layer_names)
+    convs, convs8 = _tensor_core_convs(segment_ops(network, layer_names) if ops is None else ops)
     allowed = set(LIBRARY_SOURCES if sources is None else sources)
     restricted = "" if allowed >= set(LIBRARY_SOURCES) else f" sources={','.join(sorted(allowed))}"
     if (convs or convs8) and level > 0:  # the modules compile side by side
@@ -484,12 +488,12 @@ def time_tactics(network: Network, layer_names: list[str], cache: TimingCache, l
 
 
 def _timed_or_cached(log: Logger, cache: TimingCache, key: str, name: str, measure: Any, chosen: dict[str, str],
-                     ms: dict[str, float], counts: dict[str, int]) -> None:
-    """The cached choice of ``key`` where the cache holds a tactic that compiles here (a forged entry
-    is timed again), else ``measure()``'s fastest; into ``chosen`` and ``ms`` (nothing where no
-    candidate ran)."""
+                     ms: dict[str, float], counts: dict[str, int], known: Any = compiled_tactic) -> None:
+    """The cached choice of ``key`` where the cache holds a tactic ``known`` accepts (by default one
+    that compiles here: a forged entry is timed again), else ``measure()``'s fastest; into ``chosen``
+    and ``ms`` (nothing where no candidate ran)."""
     hit = cache.entries.get(key)
-    if isinstance(hit, dict) and compiled_tactic(hit.get("tactic")):
+    if isinstance(hit, dict) and known(hit.get("tactic")):
         chosen[name] = hit["tactic"]
         if isinstance(hit.get("ms"), (int, float)) and hit["ms"] > 0:
             ms[name] = float(hit["ms"])

@@ -106,7 +106,7 @@ def stand_in_gpu(monkeypatch):
     5.0 ms FP16); conversions 1 us + 1e-8 ms an element."""
     from engine import builder as builder_mod
 
-    def fake_time_tactics(net, names, cache, level, log, sources=None):
+    def fake_time_tactics(net, names, cache, level, log, sources=None, ops=None):
         ms = {}
         for la in net:
             if la.name in names and la.kind.name == "CONVOLUTION" and la.params.groups == 1:
@@ -114,8 +114,8 @@ def stand_in_gpu(monkeypatch):
                 ms[la.name] = (0.1 if int8 else 5.0) if la.params.residual else (1.0 if int8 else 0.2)
         return {n: "fake" for n in ms}, ms
 
-    def fake_depthwise(net8, net16, names, cache, log):
-        dws = [la.name for la in net8 if la.kind.name == "CONVOLUTION" and la.params.groups > 1]
+    def fake_depthwise(ops8, ops16, cache, log):
+        dws = [op.label for op in ops8 if op.kind == "dwconv8"]
         return {n: 1.0 for n in dws}, {n: 0.2 for n in dws}
 
     monkeypatch.setattr(builder_mod, "_gpu_backend_status", lambda: (True, ""))
