@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.ir.dtypes import Precision
-from engine.ir.logger import Logger, Severity
 from engine.ir.network import Network
 
 if TYPE_CHECKING:
@@ -46,16 +45,13 @@ def float_on_gpu(builder: Builder, unassigned: Network, assigned: Network, place
     if not refused:
         return assigned, placement, loadables, config, {}
     from backends.gpu.backend import GpuBackend
+    from engine.precision_timing import assign_quietly, rebuild_pinned
 
     float_precision = config.precision
     trial_config = replace(config, layer_precisions={**config.layer_precisions,
                                                      **{n: float_precision for n in refused}})
     trial = unassigned.copy()
-    quiet, builder.logger = builder.logger, Logger(Severity.ERROR)
-    try:
-        builder._assign_precisions(trial, trial_config, int8_scales)
-    finally:
-        builder.logger = quiet
+    assign_quietly(builder, trial, trial_config, int8_scales)
     gpu = GpuBackend()
     runs = {n: why for n, why in refused.items() if gpu.supports(trial.layer(n), trial) is None}
     if not runs:
@@ -63,8 +59,7 @@ def float_on_gpu(builder: Builder, unassigned: Network, assigned: Network, place
     for name, why in runs.items():
         builder.logger.info(f"layer '{name}' has no GPU INT8 kernel ({why}); it runs in "
                             f"{float_precision.value} on the GPU instead of INT8 on the host")
-    config = replace(config, layer_precisions={**config.layer_precisions, **{n: float_precision for n in runs}})
-    network = unassigned.copy()
-    builder._assign_precisions(network, config, int8_scales)
-    placement, loadables = builder._place(network, config, dla_refusals)
+    network, placement, loadables, config = rebuild_pinned(
+        builder, unassigned, config, {n: float_precision for n in runs}, int8_scales, dla_refusals,
+        assigned=trial if runs.keys() == refused.keys() else None)  # the trial is the build when all run
     return network, placement, loadables, config, runs

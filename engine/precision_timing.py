@@ -38,6 +38,31 @@ def open_cache(config: BuilderConfig, placement: dict) -> Any:
     return TimingCache(config.timing_cache)
 
 
+def assign_quietly(builder: Builder, network: Network, config: BuilderConfig, int8_scales: Any = None) -> None:
+    """The builder's precision step on a trial network, its notes kept out of the build's log."""
+    quiet, builder.logger = builder.logger, Logger(Severity.ERROR)
+    try:
+        builder._assign_precisions(network, config, int8_scales)
+    finally:
+        builder.logger = quiet
+
+
+def rebuild_pinned(builder: Builder, unassigned: Network, config: BuilderConfig, pins: dict[str, Precision],
+                   int8_scales: Any, dla_refusals: dict | None, assigned: Network | None = None
+                   ) -> tuple[Network, dict, list, BuilderConfig]:
+    """(network, placement, loadables, config) with ``pins`` added to the config's layer precisions:
+    ``unassigned`` assigned with them (``assigned``: a trial already assigned with exactly them) and
+    placed again. The config carries the pins, so a refit or a rebuild for other shapes assigns the
+    same precisions."""
+    config = replace(config, layer_precisions={**config.layer_precisions, **pins})
+    network = assigned
+    if network is None:
+        network = unassigned.copy()
+        builder._assign_precisions(network, config, int8_scales)
+    placement, loadables = builder._place(network, config, dla_refusals)
+    return network, placement, loadables, config
+
+
 def _pinned(network: Network, config: BuilderConfig) -> frozenset[str]:
     pins = config.layer_precisions
     return frozenset(la.name for la in network if la.name in pins or any(o in pins for o in la.origin))
@@ -48,8 +73,7 @@ def retime(builder: Builder, unassigned: Network, assigned: Network, placed: tup
            ) -> tuple[Network, dict, list, BuilderConfig, dict]:
     """(network, placement, loadables, config, {layer: {"int8_ms", "fp16_ms"}} of the layers built
     FP16): the build's own where every INT8 convolution stays faster, else ``unassigned`` assigned
-    again with the faster FP16 layers pinned FP16, and placed again. The returned config carries
-    those pins, so a refit or a rebuild for other shapes assigns the same precisions. Timing is an
+    again with the faster FP16 layers pinned FP16, and placed again (``rebuild_pinned``). Timing is an
     optimization: a failure leaves the INT8 build as it is, with a warning."""
     placement, loadables = placed
     log = builder.logger
@@ -57,13 +81,9 @@ def retime(builder: Builder, unassigned: Network, assigned: Network, placed: tup
         from backends.gpu.precision_timing import choose_fp16_layers
 
         fp16_build = unassigned.copy()
-        quiet, builder.logger = builder.logger, Logger(Severity.ERROR)  # its notes are the INT8 build's again
-        try:
-            float_pins = {k: v for k, v in config.layer_precisions.items() if Precision(v) is not Precision.INT8}
-            builder._assign_precisions(fp16_build, replace(config, int8=False, calibrator=None,
-                                                           calibration_cache=None, layer_precisions=float_pins))
-        finally:
-            builder.logger = quiet
+        float_pins = {k: v for k, v in config.layer_precisions.items() if Precision(v) is not Precision.INT8}
+        assign_quietly(builder, fp16_build, replace(config, int8=False, calibrator=None, calibration_cache=None,
+                                                     layer_precisions=float_pins))
         chosen = choose_fp16_layers(assigned, fp16_build, gpu_layers(placement), cache, config.optimization_level,
                                     log, config.tactic_sources, _pinned(assigned, config))
         cache.save()
@@ -72,10 +92,7 @@ def retime(builder: Builder, unassigned: Network, assigned: Network, placed: tup
         return assigned, placement, loadables, config, {}
     if not chosen:
         return assigned, placement, loadables, config, {}
-    config = replace(config, layer_precisions={**config.layer_precisions,
-                                               **{name: Precision.FP16 for name in chosen}})
-    network = unassigned.copy()
-    builder._assign_precisions(network, config, int8_scales)
-    placement, loadables = builder._place(network, config, dla_refusals)
+    network, placement, loadables, config = rebuild_pinned(
+        builder, unassigned, config, {name: Precision.FP16 for name in chosen}, int8_scales, dla_refusals)
     times = {name: {"int8_ms": round(t8, 5), "fp16_ms": round(t16, 5)} for name, (t8, t16) in chosen.items()}
     return network, placement, loadables, config, times
